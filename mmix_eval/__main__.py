@@ -1,0 +1,3 @@
+from mmix_eval.cli import main
+
+raise SystemExit(main())

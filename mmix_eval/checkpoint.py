@@ -1,0 +1,170 @@
+"""The checkpoint contract: a .safetensors file whose header carries everything needed to rebuild
+and cite the model, plus a readable JSON copy of that metadata beside it.
+
+Header metadata (safetensors ``__metadata__``): {"mmix_eval": <JSON>, "format": "pt"}, where the JSON holds
+    schema, schema_version, model {name, kwargs}, data {...}, method {...}, train {...}, metrics {...},
+    wall_time_s, versions, git_commit, created, data_sha256 (SHA-256 of the tensor data section).
+
+Loading never unpickles anything: a pickle or ``torch.save`` file is refused by its magic bytes
+before any parser sees it, the header is bounds-checked before it is parsed, and the tensor data is
+checked against the hash recorded at save time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from mmix_eval.errors import UserError
+from mmix_eval.io import atomic_write_bytes, atomic_write_json
+
+SCHEMA = "mmix-eval/checkpoint"
+SCHEMA_VERSION = 1
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit for the JSON header
+META_KEY = "mmix_eval"
+
+_CONVERT_HINT = (
+    "if you trust the file, convert it with: python -c \"import torch, safetensors.torch as s; "
+    "s.save_file(torch.load('IN', weights_only=True), 'OUT.safetensors')\" and rebuild its metadata"
+)
+
+
+def _state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared storage; clone to plain contiguous CPU tensors.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``path`` (.safetensors) and ``path`` with .json, atomically. Returns the metadata written."""
+    path = Path(path)
+    tensors = _state_tensors(model)
+    plain = st_save(tensors)
+    n = struct.unpack("<Q", plain[:8])[0]
+    meta = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **meta,
+            "data_sha256": hashlib.sha256(plain[8 + n:]).hexdigest()}
+    blob = st_save(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True, allow_nan=False), "format": "pt"})
+    atomic_write_bytes(path, blob)
+    atomic_write_json(path.with_suffix(".json"), meta)
+    return meta
+
+
+def _refuse_non_safetensors(path: Path, head: bytes) -> None:
+    if head[:4] == b"PK\x03\x04":
+        raise UserError(f"checkpoint '{path}': expected a .safetensors file, got a torch.save (zip/pickle) file; "
+                        f"refused without unpickling it; {_CONVERT_HINT}")
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        raise UserError(f"checkpoint '{path}': expected a .safetensors file, got a pickle file; "
+                        f"refused without unpickling it; {_CONVERT_HINT}")
+    if head.lstrip()[:1] == b"<":
+        raise UserError(f"checkpoint '{path}': expected a .safetensors file, got an HTML/XML page "
+                        f"(a failed download?)")
+
+
+def read_header(path: str | Path) -> tuple[dict, bytes]:
+    """Bounds-checked safetensors header and the whole file's bytes."""
+    path = Path(path)
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"checkpoint '{path}': expected a .safetensors file, got a path that does not exist") from None
+    except OSError as e:
+        raise UserError(f"checkpoint '{path}': expected a readable file, got {e.strerror or e}") from None
+    _refuse_non_safetensors(path, blob[:64])
+    if len(blob) < 8:
+        raise UserError(f"checkpoint '{path}': expected a .safetensors file, got {len(blob)} bytes (truncated)")
+    n = struct.unpack("<Q", blob[:8])[0]
+    if n > MAX_HEADER_BYTES or 8 + n > len(blob):
+        raise UserError(f"checkpoint '{path}': expected a safetensors header of at most {min(MAX_HEADER_BYTES, len(blob) - 8)} "
+                        f"bytes, got one claiming {n} bytes (truncated or not a safetensors file)")
+    try:
+        header = json.loads(blob[8:8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"checkpoint '{path}': expected a JSON safetensors header, got unreadable bytes (corrupt file)") from None
+    if not isinstance(header, dict):
+        raise UserError(f"checkpoint '{path}': expected a JSON object as safetensors header, got {type(header).__name__}")
+    return header, blob
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    header, _ = read_header(path)
+    return _metadata(path, header)
+
+
+def _metadata(path, header: dict) -> dict[str, Any]:
+    raw = (header.get("__metadata__") or {}).get(META_KEY)
+    if raw is None:
+        raise UserError(f"checkpoint '{path}': expected mmix-eval metadata in the safetensors header, found none "
+                        f"(a safetensors file from elsewhere? evaluate it from Python with its nn.Module)")
+    try:
+        meta = json.loads(raw)
+    except (TypeError, json.JSONDecodeError):
+        raise UserError(f"checkpoint '{path}': metadata '{META_KEY}' expected JSON, got unreadable text") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"checkpoint '{path}': metadata expected a JSON object, got {type(meta).__name__}")
+    if meta.get("schema") != SCHEMA:
+        raise UserError(f"checkpoint '{path}': metadata 'schema' expected '{SCHEMA}', got {meta.get('schema')!r}")
+    version = meta.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
+        raise UserError(f"checkpoint '{path}': metadata 'schema_version' expected 1..{SCHEMA_VERSION} "
+                        f"(newer files need a newer mmix-eval), got {version!r}")
+    model = meta.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not isinstance(model.get("kwargs"), dict):
+        raise UserError(f"checkpoint '{path}': metadata 'model' expected {{name: str, kwargs: object}}, got {model!r:.200}")
+    return meta
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_import: bool = False):
+    """Rebuild the model from the checkpoint alone. Returns (model in eval mode, metadata).
+
+    ``allow_import``: a model saved under a ``module:factory`` path is rebuilt only when the caller
+    opts in, since importing a module named by a downloaded file runs that module's code.
+    """
+    from mmix_eval.models import MODELS, create_model
+
+    path = Path(path)
+    header, blob = read_header(path)
+    meta = _metadata(path, header)
+    n = struct.unpack("<Q", blob[:8])[0]
+    expected = meta.get("data_sha256")
+    if expected is not None and hashlib.sha256(blob[8 + n:]).hexdigest() != expected:
+        raise UserError(f"checkpoint '{path}': tensor data expected SHA-256 {expected[:16]}…, got another (file corrupted after saving)")
+    try:
+        tensors = st_load(blob)
+    except Exception as e:  # safetensors raises its own SafetensorError for malformed files
+        raise UserError(f"checkpoint '{path}': expected well-formed safetensors data, got an error ({str(e)[:200]})") from None
+    for k, v in tensors.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise UserError(f"checkpoint '{path}': tensor '{k}' expected finite values, got NaN or Inf")
+
+    name, kwargs = meta["model"]["name"], meta["model"]["kwargs"]
+    if name not in MODELS and not allow_import:
+        raise UserError(f"checkpoint '{path}': model '{name}' is not a registered model; loading it would import code "
+                        f"named by the file; pass allow_import=True (--trust-model-import) if you trust it")
+    try:
+        model = create_model(name, **kwargs)
+    except TypeError as e:
+        raise UserError(f"checkpoint '{path}': metadata 'model.kwargs' does not fit model '{name}' ({e})") from None
+    missing, unexpected = _compare_keys(model, tensors)
+    if missing or unexpected:
+        raise UserError(f"checkpoint '{path}': weights expected to match model '{name}', got "
+                        f"{len(missing)} missing (e.g. {missing[:3]}) and {len(unexpected)} unexpected (e.g. {unexpected[:3]}) tensors")
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        first = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)
+        raise UserError(f"checkpoint '{path}': weights do not fit model '{name}' ({first.strip()[:300]})") from None
+    return model.to(device).eval(), meta
+
+
+def _compare_keys(model, tensors) -> tuple[list[str], list[str]]:
+    want = set(model.state_dict())
+    have = set(tensors)
+    return sorted(want - have), sorted(have - want)
+

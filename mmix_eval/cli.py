@@ -1,0 +1,156 @@
+"""The command line: a thin layer over the Python API. Bad input: one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from mmix_eval import __version__
+from mmix_eval.errors import UserError
+
+EPILOG = """\
+examples:
+  mmix-eval train --config configs/quick.yaml --out runs/quick          # embedded digits, ~10 s on a CPU
+  mmix-eval train --config configs/cifar10/preactresnet18-manifold_mixup.yaml --out runs/mm-s0
+  mmix-eval train --data cifar10 --data-root ~/data --download --model preactresnet18 \\
+                  --method manifold_mixup --alpha 2 --seed 1 --out runs/mm-s1
+  mmix-eval train --data imagefolder:../shared/data/cifar10-jpeg.tar.gz --model smallnet \\
+                  --method input_mixup --epochs 5 --out runs/x
+  mmix-eval train --out runs/mm-s1 --resume                              # continue a killed run
+  mmix-eval ls models | methods | datasets | losses
+"""
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a vanilla, input-mixup or manifold-mixup checkpoint",
+        description="Train one run into --out: model.safetensors (weights + metadata), model.json, "
+                    "log.jsonl, config.yaml and a resumable state.pt. Flags override the --config file.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file with sections data, model, method, train (see configs/)")
+    p.add_argument("--out", required=True, help="run folder to write")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="data set: digits (embedded), cifar10, cifar100, svhn, imagefolder:PATH")
+    g.add_argument("--data-root", help="where torchvision data sets live (default ~/.cache/mmix-eval/data)")
+    g.add_argument("--download", action="store_true", default=None, help="download a torchvision data set if missing")
+    g.add_argument("--train-limit", type=int, help="seeded random subset of N training images")
+    g.add_argument("--test-limit", type=int, help="seeded random subset of N test images")
+    g.add_argument("--val-size", type=int, help="hold N training images out for validation")
+    g = p.add_argument_group("model and method")
+    g.add_argument("--model", help="model name (mmix-eval ls models)")
+    g.add_argument("--method", help="method name (mmix-eval ls methods)")
+    g.add_argument("--alpha", type=float, help="Beta(alpha, alpha) for lambda (default: input 1.0, manifold 2.0)")
+    g.add_argument("--eligible", help="mixing layers, e.g. 0,1,2 (0 = input)")
+    g.add_argument("--loss", help="bce_softmax (official code) or soft_ce")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--schedule", help="step | cosine | onecycle | constant")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any config key, e.g. --set train.milestones=[400,800] (repeatable)")
+    g = p.add_argument_group("run folder")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last state")
+    g.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parse_eligible(text: str) -> list[int]:
+    try:
+        return [int(k) for k in text.replace(" ", "").split(",") if k != ""]
+    except ValueError:
+        raise UserError(f"--eligible: expected comma-separated layer indices like 0,1,2, got '{text}'") from None
+
+
+def _config_from_args(args):
+    from mmix_eval.config import merge, load_config, parse_override
+    from mmix_eval.train import load_run_config
+
+    if args.resume and args.config is None and (Path(args.out) / "config.yaml").exists():
+        cfg = load_run_config(Path(args.out))  # `--out X --resume` alone continues the run as it was started
+    else:
+        cfg = load_config(args.config)
+    flags = {
+        "data": {"name": args.data, "root": args.data_root, "download": args.download,
+                 "train_limit": args.train_limit, "test_limit": args.test_limit, "val_size": args.val_size},
+        "model": {"name": args.model},
+        "method": {"name": args.method, "alpha": args.alpha,
+                   "eligible": _parse_eligible(args.eligible) if args.eligible is not None else None,
+                   "loss": args.loss},
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
+                  "seed": args.seed, "device": args.device},
+    }
+    given = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in flags.items()}
+    if args.method is not None and args.method != cfg.method.name:
+        # A new method brings its own defaults unless alpha / eligible are given too.
+        given["method"].setdefault("alpha", None)
+        given["method"].setdefault("eligible", None)
+    cfg = merge(cfg, given, "command line")
+    for text in args.set:
+        cfg = merge(cfg, parse_override(text), f"--set {text}")
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from mmix_eval.train import train
+
+    cfg = _config_from_args(args)
+    meta = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    m = meta["metrics"]
+    print(f"saved {Path(args.out) / 'model.safetensors'}  [{meta['method']['name']}, {meta['model']['name']}, "
+          f"{meta['data']['spec']}, seed {meta['train']['seed']}]  test acc {m['test_acc']:.2f} %, "
+          f"test NLL {m['test_nll']:.4f}, {meta['wall_time_s']:.1f} s training")
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from mmix_eval.data import DATASETS
+    from mmix_eval.data import sources  # noqa: F401
+    from mmix_eval.methods import LOSSES, METHODS
+    from mmix_eval.models import MODELS
+
+    registry = {"models": MODELS, "methods": METHODS, "datasets": DATASETS, "losses": LOSSES}[args.what]
+    width = max(len(n) for n in registry.names())
+    for name in registry.names():
+        print(f"{name:<{width}}  {registry.describe(name)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmix-eval",
+        description="Train vanilla / input-mixup / manifold-mixup checkpoints and measure their robustness "
+                    "and calibration (Verma et al., ICML 2019).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mmix-eval {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_train(sub)
+    p = sub.add_parser("ls", help="list registered models, methods, data sets or losses")
+    p.add_argument("what", choices=["models", "methods", "datasets", "losses"])
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"mmix-eval: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _one_line_warning
+    try:
+        return {"train": cmd_train, "ls": cmd_ls}[args.command](args)
+    except UserError as e:
+        print(f"mmix-eval: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("mmix-eval: interrupted; a training run continues from its last state with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""Run configuration: dataclasses, strict YAML loading and ``section.key=value`` overrides.
+
+A key that does not exist is an error (with 'did you mean'), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmix_eval.errors import UserError, did_you_mean
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # registry name, or imagefolder:PATH
+    root: str | None = None  # where torchvision data sets live (default ~/.cache/mmix-eval/data)
+    download: bool = False
+    train_limit: int | None = None  # seeded random subset of the training split
+    test_limit: int | None = None  # seeded random subset of the test split
+    val_size: int = 0  # images held out of the training split for validation / temperature scaling
+    subset_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smallnet"
+    kwargs: dict = field(default_factory=dict)  # extra architecture arguments, e.g. {width: 16}
+
+
+@dataclass
+class MethodConfig:
+    name: str = "manifold_mixup"
+    alpha: float | None = None  # None: the method's default (input 1.0, manifold 2.0)
+    eligible: list[int] | None = None  # None: the method's default (manifold {0, 1, 2})
+    loss: str = "bce_softmax"  # bce_softmax (official code) | soft_ce
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 100
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    schedule: str = "step"  # step | cosine | onecycle | constant
+    milestones: list[int] = field(default_factory=list)  # epochs at which 'step' multiplies lr by gamma
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up; onecycle uses 20 % of the epochs when this is 0
+    crop_padding: int = 2  # random-crop padding in pixels (the official code uses 2)
+    flip: bool | None = None  # None: the data set's default (off for digits and SVHN)
+    seed: int = 0
+    device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps
+    amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | off | bf16 | fp16
+    channels_last: bool | None = None  # None: on for CUDA
+    save_every: int = 1  # epochs between resumable state files
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SCHEDULES = ("step", "cosine", "onecycle", "constant")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Is ``value`` of the annotated type? Returns (ok, value converted where lossless)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        for a in args:
+            ok, v = _type_ok(value, a)
+            if ok:
+                return True, v
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if hint is str:
+        return isinstance(value, str), value
+    if origin is list or hint is list:
+        if not isinstance(value, list):
+            return False, value
+        if args:
+            out = []
+            for item in value:
+                ok, v = _type_ok(item, args[0])
+                if not ok:
+                    return False, value
+                out.append(v)
+            return True, out
+        return True, value
+    if origin is dict or hint is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+def _describe_hint(hint: Any) -> str:
+    if isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("typing.", "").replace("NoneType", "null")
+
+
+def _apply(section_obj: Any, section: str, key: str, value: Any, where: str) -> None:
+    names = [f.name for f in fields(section_obj)]
+    if key not in names:
+        hint = did_you_mean(f"{section}.{key}", [f"{section}.{n}" for n in names])
+        raise UserError(f"{where}: unknown key '{section}.{key}'{hint}; "
+                        f"expected one of: {', '.join(f'{section}.{n}' for n in names)}")
+    hint = typing.get_type_hints(type(section_obj))[key]
+    ok, converted = _type_ok(value, hint)
+    if not ok:
+        raise UserError(f"{where}: '{section}.{key}' expected {_describe_hint(hint)}, got {value!r}")
+    setattr(section_obj, key, converted)
+
+
+def merge(cfg: Config, updates: dict, where: str) -> Config:
+    """Apply a nested {section: {key: value}} dict onto ``cfg`` (a copy), strictly."""
+    cfg = dataclasses.replace(cfg, **{f.name: dataclasses.replace(getattr(cfg, f.name)) for f in fields(cfg)})
+    if not isinstance(updates, dict):
+        raise UserError(f"{where}: expected a mapping of sections (data, model, method, train), got {type(updates).__name__}")
+    sections = [f.name for f in fields(cfg)]
+    for section, values in updates.items():
+        if section not in sections:
+            raise UserError(f"{where}: unknown section '{section}'{did_you_mean(str(section), sections)}; "
+                            f"expected one of: {', '.join(sections)}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise UserError(f"{where}: section '{section}' expected a mapping of keys, got {values!r}")
+        obj = getattr(cfg, section)
+        for key, value in values.items():
+            _apply(obj, section, str(key), value, where)
+    validate(cfg, where)
+    return cfg
+
+
+def load_config(path: str | Path | None) -> Config:
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"config '{path}': expected a readable YAML file, got {e.__class__.__name__}: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise UserError(f"config '{path}': expected valid YAML, got a syntax error{at}") from None
+    return merge(Config(), data or {}, f"config '{path}'")
+
+
+def parse_override(text: str) -> dict:
+    """'train.lr=0.05' -> {'train': {'lr': 0.05}}; the value is read as YAML ('[1, 2]', 'null')."""
+    key, sep, raw = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise UserError(f"--set '{text}': expected section.key=value, e.g. train.lr=0.05")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return {section: {name: value}}
+
+
+def validate(cfg: Config, where: str) -> None:
+    t = cfg.train
+    checks = [
+        (t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs),
+        (t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size),
+        (math.isfinite(t.lr) and t.lr > 0, "train.lr", "a finite number > 0", t.lr),
+        (math.isfinite(t.momentum) and 0 <= t.momentum < 1, "train.momentum", "a number in [0, 1)", t.momentum),
+        (math.isfinite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay", "a finite number >= 0", t.weight_decay),
+        (t.schedule in SCHEDULES, "train.schedule", f"one of {', '.join(SCHEDULES)}", t.schedule),
+        (all(m >= 1 for m in t.milestones), "train.milestones", "epochs >= 1", t.milestones),
+        (math.isfinite(t.gamma) and t.gamma > 0, "train.gamma", "a finite number > 0", t.gamma),
+        (math.isfinite(t.warmup_epochs) and 0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs", "a number in [0, epochs)", t.warmup_epochs),
+        (t.crop_padding >= 0, "train.crop_padding", "an integer >= 0", t.crop_padding),
+        (t.amp in AMP_MODES, "train.amp", f"one of {', '.join(AMP_MODES)}", t.amp),
+        (t.save_every >= 1, "train.save_every", "an integer >= 1", t.save_every),
+        (cfg.data.val_size >= 0, "data.val_size", "an integer >= 0", cfg.data.val_size),
+    ]
+    for ok, key, expected, got in checks:
+        if not ok:
+            raise UserError(f"{where}: '{key}' expected {expected}, got {got!r}")

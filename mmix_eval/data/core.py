@@ -1,0 +1,152 @@
+"""The in-memory data container, the data set registry and seeded subsets / validation splits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmix_eval.errors import UserError
+from mmix_eval.registry import Registry
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # uint8, (N, C, H, W)
+    y: torch.Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def take(self, idx: np.ndarray) -> "Split":
+        idx_t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        return Split(self.x[idx_t], self.y[idx_t])
+
+
+@dataclass
+class RawData:
+    """What a source yields: full train and test splits, before subsets."""
+
+    classes: list[str]
+    train: Split
+    test: Split
+    flip: bool = True  # is a horizontal flip label-preserving here (not for digits or SVHN)
+    source: dict = field(default_factory=dict)
+
+
+@dataclass
+class ImageData:
+    name: str
+    spec: str
+    classes: list[str]
+    train: Split
+    test: Split
+    val: Split | None
+    flip: bool
+    info: dict
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train.x.shape[2]), int(self.train.x.shape[3])
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training images in [0, 1] (what the model normalises with)."""
+        x = self.train.x
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        # float64 sums over uint8 chunks: exact enough and no (N, C, H, W) float copy in memory.
+        s = torch.zeros(x.shape[1], dtype=torch.float64)
+        s2 = torch.zeros(x.shape[1], dtype=torch.float64)
+        for chunk in x.split(8192):
+            c = chunk.to(torch.float64) / 255.0
+            s += c.sum(dim=(0, 2, 3))
+            s2 += (c * c).sum(dim=(0, 2, 3))
+        mean = s / n
+        std = (s2 / n - mean * mean).clamp_min(1e-12).sqrt()
+        return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+# A source takes (argument after ':', data root, download) and returns RawData.
+DATASETS: Registry = Registry("data set")
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("MMIX_EVAL_DATA", Path.home() / ".cache" / "mmix-eval" / "data"))
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MMIX_EVAL_CACHE", Path.home() / ".cache" / "mmix-eval" / "decoded"))
+
+
+def parse_data_spec(spec: str) -> tuple[str, str | None]:
+    """'cifar10' -> ('cifar10', None); 'imagefolder:path/x.tar.gz' -> ('imagefolder', 'path/x.tar.gz')."""
+    name, sep, arg = spec.partition(":")
+    return name, (arg if sep else None)
+
+
+def _check_nonneg_int(value, what: str) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise UserError(f"{what}: expected a non-negative integer, got {value!r}")
+
+
+def load_data(
+    spec: str,
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    val_size: int = 0,
+    subset_seed: int = 0,
+) -> ImageData:
+    """Load a data set by spec, then take seeded subsets and a validation split out of train.
+
+    The validation images are drawn from the training split (never from test) by one seeded
+    permutation: the first ``val_size`` go to validation, the next ``train_limit`` to training.
+    """
+    from mmix_eval.data import sources  # noqa: F401  (fills DATASETS)
+
+    name, arg = parse_data_spec(spec)
+    loader = DATASETS.get(name)
+    _check_nonneg_int(train_limit, "train_limit")
+    _check_nonneg_int(test_limit, "test_limit")
+    _check_nonneg_int(val_size, "val_size")
+    raw: RawData = loader(arg, Path(root) if root else default_data_root(), download)
+
+    rng = np.random.default_rng(subset_seed)
+    n_train = len(raw.train)
+    if val_size >= n_train:
+        raise UserError(f"val_size: expected fewer than the {n_train} training images of '{spec}', got {val_size}")
+    perm = rng.permutation(n_train)
+    val = raw.train.take(np.sort(perm[:val_size])) if val_size else None
+    rest = perm[val_size:]
+    if train_limit is not None and train_limit < len(rest):
+        rest = rest[:train_limit]
+    train = raw.train.take(np.sort(rest)) if len(rest) < n_train else raw.train
+    test = raw.test
+    if test_limit is not None and test_limit < len(test):
+        test = test.take(np.sort(np.random.default_rng(subset_seed + 1).permutation(len(test))[:test_limit]))
+    if len(train) == 0:
+        raise UserError(f"train_limit: expected at least 1 training image of '{spec}', got {train_limit}")
+
+    info = {
+        "spec": spec,
+        "train_size": len(train),
+        "val_size": len(val) if val is not None else 0,
+        "test_size": len(test),
+        "full_train_size": n_train,
+        "full_test_size": len(raw.test),
+        "subset_seed": subset_seed,
+        **raw.source,
+    }
+    return ImageData(name=name, spec=spec, classes=list(raw.classes), train=train, test=test,
+                     val=val, flip=raw.flip, info=info)

@@ -1,0 +1,58 @@
+"""The Manifold Mixup algorithm as pure functions (Verma et al. 2019, Algorithm 1).
+
+One (k, λ, permutation) per minibatch; hidden state and one-hot targets are mixed with the same
+permutation and the same λ:  h̃ = λ·h_k(x) + (1−λ)·h_k(x[perm]),  ỹ = λ·y + (1−λ)·y[perm].
+All randomness comes from one ``numpy.random.Generator`` (the mixing RNG), drawn in the
+official code's order: k, then λ, then the permutation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def sample_layer(rng: np.random.Generator, eligible: Sequence[int]) -> int:
+    """k uniform over the eligible set S."""
+    return int(eligible[int(rng.integers(len(eligible)))])
+
+
+def sample_lambda(rng: np.random.Generator, alpha: float) -> float:
+    """λ ~ Beta(α, α)."""
+    return float(rng.beta(alpha, alpha))
+
+
+def sample_permutation(rng: np.random.Generator, n: int) -> torch.Tensor:
+    """Pairing: a random permutation of the same minibatch."""
+    return torch.from_numpy(rng.permutation(n))
+
+
+def mix(h: torch.Tensor, perm: torch.Tensor, lam: float) -> torch.Tensor:
+    """λ·h + (1−λ)·h[perm]; λ = 1 returns h unchanged."""
+    return lam * h + (1.0 - lam) * h[perm]
+
+
+def soft_targets(y: torch.Tensor, num_classes: int, perm: torch.Tensor | None = None, lam: float = 1.0) -> torch.Tensor:
+    """One-hot targets, mixed with the same permutation and λ as the hidden state (rows sum to 1)."""
+    onehot = F.one_hot(y, num_classes).to(torch.float32)
+    return onehot if perm is None else mix(onehot, perm, lam)
+
+
+def forward_mixed(model, x: torch.Tensor, k: int, mixer: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Run a stage-structured model, replacing the hidden state h_k by ``mixer(h_k)``.
+
+    h_0 is the input in [0, 1] (mixing before or after the per-channel normalisation is the same,
+    since normalisation is affine and λ + (1 − λ) = 1). Gradients flow through the layers before k.
+    """
+    h = x
+    if k == 0:
+        h = mixer(h)
+    h = model.normalize(h)
+    for i, stage in enumerate(model.stages, start=1):
+        h = stage(h)
+        if i == k:
+            h = mixer(h)
+    return model.head(h)

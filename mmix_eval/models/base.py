@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mmix_eval.errors import UserError
+from mmix_eval.registry import Registry
+
+MODELS: Registry = Registry("model")
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel. Buffers, so the checkpoint carries them."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class StagedNet(nn.Module):
+    """Base for our models: ``normalize`` + ``stages`` + ``head``; forward is the plain walk.
+
+    Mixing methods walk the stages themselves (``mmix_eval.methods.mixing.forward_mixed``),
+    so ``forward`` carries no method flags.
+    """
+
+    normalize: Normalize
+    stages: nn.ModuleList
+    head: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.normalize(x)
+        for stage in self.stages:
+            h = stage(h)
+        return self.head(h)
+
+
+def num_mix_points(model: StagedNet) -> int:
+    """Eligible mixing layers are 0..len(stages): 0 is the input, len(stages) the head's input."""
+    return len(model.stages) + 1
+
+
+def _check_stats(name: str, values, channels: int) -> list[float]:
+    vals = [float(v) for v in values]
+    if len(vals) != channels:
+        raise UserError(f"model {name}: expected {channels} values (one per input channel), got {len(vals)}")
+    return vals
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3, mean=None, std=None, **kwargs) -> StagedNet:
+    """Build a registered model (or a ``module:factory`` import path) for the data's shape."""
+    factory = MODELS.get(name)
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise UserError(f"num_classes: expected an integer >= 2, got {num_classes!r}")
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise UserError(f"in_channels: expected a positive integer, got {in_channels!r}")
+    mean = _check_stats("mean", mean if mean is not None else [0.5] * in_channels, in_channels)
+    std = _check_stats("std", std if std is not None else [0.25] * in_channels, in_channels)
+    if any(s <= 0 for s in std):
+        raise UserError(f"model std: expected positive values, got {std}")
+    params = inspect.signature(factory).parameters
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        raise UserError(f"model '{name}': unknown argument(s) {', '.join(unknown)}; accepted: {', '.join(p for p in params if p not in ('num_classes', 'in_channels', 'mean', 'std'))}")
+    model = factory(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **kwargs)
+    if not isinstance(model, StagedNet):
+        raise UserError(f"model '{name}': expected a factory returning a StagedNet (normalize, stages, head), got {type(model).__name__}")
+    return model
