@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmix_eval.config import Config
+from mmix_eval.data.core import ImageData, Split
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Decoded-image caches and torchvision roots go to a temporary folder, never ~/.cache."""
+    monkeypatch.setenv("MMIX_EVAL_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("MMIX_EVAL_DATA", str(tmp_path_factory.mktemp("data")))
+
+
+def make_data(n_train=120, n_test=40, classes=4, channels=3, size=8, seed=0, val=0) -> ImageData:
+    """Synthetic, learnable images: each class has its own mean brightness pattern, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        y = torch.arange(n) % classes
+        base = (y.float() / (classes - 1) * 160 + 40)[:, None, None, None]
+        x = (base + torch.randn(n, channels, size, size, generator=g) * 25).clamp(0, 255).to(torch.uint8)
+        return Split(x, y)
+
+    tr = split(n_train + val)
+    v = Split(tr.x[:val], tr.y[:val]) if val else None
+    tr = Split(tr.x[val:], tr.y[val:])
+    return ImageData(name="synthetic", spec="synthetic", classes=[f"c{i}" for i in range(classes)],
+                     train=tr, test=split(n_test), val=v, flip=True,
+                     info={"spec": "synthetic", "train_size": n_train, "val_size": val, "test_size": n_test})
+
+
+@pytest.fixture
+def tiny_data() -> ImageData:
+    return make_data()
+
+
+def tiny_config(method="manifold_mixup", epochs=3, **train) -> Config:
+    cfg = Config()
+    cfg.model.name = "smallnet"
+    cfg.model.kwargs = {"width": 4}
+    cfg.method.name = method
+    cfg.train.epochs = epochs
+    cfg.train.batch_size = 16
+    cfg.train.schedule = "cosine"
+    cfg.train.crop_padding = 1
+    cfg.train.device = "cpu"
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(123)

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmix_eval.data import load_data
+from mmix_eval.data import imagefolder as imagefolder_module
+from mmix_eval.data.augment import random_crop_flip, to_float
+from mmix_eval.errors import UserError
+
+
+def reference_crop(x, dy, dx, p):
+    """Per-image reference: zero-pad by p and take the HxW window at offset (dy, dx)."""
+    xp = torch.nn.functional.pad(x, (p, p, p, p))
+    return xp[:, dy:dy + x.shape[1], dx:dx + x.shape[2]]
+
+
+def test_batched_crop_matches_per_image_reference():
+    x = torch.arange(6 * 2 * 5 * 5, dtype=torch.int64).remainder(251).to(torch.uint8).view(6, 2, 5, 5)
+    p = 2
+    out = random_crop_flip(x, p, False, torch.Generator().manual_seed(3))
+    offs = torch.randint(0, 2 * p + 1, (2, 6), generator=torch.Generator().manual_seed(3))
+    for i in range(6):
+        assert torch.equal(out[i], reference_crop(x[i], int(offs[0, i]), int(offs[1, i]), p))
+
+
+def test_crop_of_zero_and_no_flip_is_identity_and_flip_mirrors_half():
+    x = torch.randint(0, 256, (400, 1, 4, 4), dtype=torch.uint8)
+    assert torch.equal(random_crop_flip(x, 0, False, torch.Generator()), x)
+    out = random_crop_flip(x, 0, True, torch.Generator().manual_seed(0))
+    flipped = [bool(torch.equal(o, xi.flip(2))) and not torch.equal(o, xi) for o, xi in zip(out, x)]
+    same = [bool(torch.equal(o, xi)) for o, xi in zip(out, x)]
+    assert all(f or s for f, s in zip(flipped, same))
+    assert 160 <= sum(flipped) <= 240  # ~half of 400
+
+
+def test_to_float_range():
+    assert torch.equal(to_float(torch.tensor([0, 255], dtype=torch.uint8)), torch.tensor([0.0, 1.0]))
+
+
+def _write_tree(root: Path, layout="splits", size=6, mode="RGB", classes=("cat", "dog", "emu"), per_class=4, fmt="png"):
+    """Each image's pixels encode (class index, image index) so labels and order can be checked."""
+    splits = ["train", "test"] if layout == "splits" else [""]
+    for s in splits:
+        for ci, c in enumerate(classes):
+            d = root / s / c
+            d.mkdir(parents=True, exist_ok=True)
+            for j in range(per_class):
+                value = 40 * ci + j
+                arr = np.full((size, size, 3) if mode == "RGB" else (size, size), value, np.uint8)
+                Image.fromarray(arr, mode).save(d / f"{j:03d}.{fmt}")
+    return root
+
+
+def _tar(src: Path, dest: Path) -> Path:
+    with tarfile.open(dest, "w:gz") as tar:
+        tar.add(src, arcname="wrapped")
+    return dest
+
+
+def test_imagefolder_tree_and_archive_give_the_same_arrays(tmp_path):
+    tree = _write_tree(tmp_path / "tree")
+    a = load_data(f"imagefolder:{tree}")
+    b = load_data(f"imagefolder:{_tar(tree, tmp_path / 'x.tar.gz')}")
+    assert a.classes == b.classes == ["cat", "dog", "emu"]
+    assert a.train.x.shape == (12, 3, 6, 6) and a.test.x.shape == (12, 3, 6, 6)
+    for d in (a, b):
+        # pixel value 40*class + index identifies every image
+        assert torch.equal(d.train.x[:, 0, 0, 0] // 40, d.train.y)
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
+    assert a.info["layout"] == "train/ and test/ folders"
+
+
+def test_imagefolder_flat_layout_splits_80_20_and_grayscale_is_one_channel(tmp_path):
+    tree = _write_tree(tmp_path / "flat", layout="flat", mode="L", per_class=10)
+    d = load_data(f"imagefolder:{tree}")
+    assert d.in_channels == 1
+    assert (len(d.train), len(d.test)) == (24, 6)
+    assert "80/20" in d.info["layout"]
+
+
+def test_imagefolder_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
+    tree = _write_tree(tmp_path / "tree")
+    first = load_data(f"imagefolder:{tree}")
+    monkeypatch.setattr(imagefolder_module, "_decode_all", lambda *a: pytest.fail("decoded twice"))
+    again = load_data(f"imagefolder:{tree}")
+    assert torch.equal(first.train.x, again.train.x)
+
+
+def test_imagefolder_bad_inputs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="found no images"):
+        load_data(f"imagefolder:{tmp_path / 'empty'}")
+    with pytest.raises(UserError, match="does not exist"):
+        load_data(f"imagefolder:{tmp_path / 'nowhere'}")
+    bad = _write_tree(tmp_path / "bad")
+    (bad / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(UserError, match=r"image 'train/dog/broken.png': expected a decodable image"):
+        load_data(f"imagefolder:{bad}")
+    mixed = _write_tree(tmp_path / "mixed")
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(mixed / "test" / "emu" / "big.png")
+    with pytest.raises(UserError, match=r"image 'test/emu/big.png': expected 6x6 pixels .* got 9x9"):
+        load_data(f"imagefolder:{mixed}")
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"<html>not an archive</html>")
+    with pytest.raises(UserError, match="expected a readable .tar or .tar.gz archive"):
+        load_data(f"imagefolder:{junk}")
+    with pytest.raises(UserError, match="expected a path"):
+        load_data("imagefolder")
+
+
+def test_seeded_subsets_and_validation_split_are_disjoint_and_reproducible(tmp_path):
+    tree = _write_tree(tmp_path / "t", per_class=20)
+    a = load_data(f"imagefolder:{tree}", train_limit=30, val_size=15, test_limit=10, subset_seed=5)
+    b = load_data(f"imagefolder:{tree}", train_limit=30, val_size=15, test_limit=10, subset_seed=5)
+    assert (len(a.train), len(a.val), len(a.test)) == (30, 15, 10)
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.val.x, b.val.x) and torch.equal(a.test.x, b.test.x)
+    key = lambda s: {int(v) for v in s.x[:, 0, 0, 0]}  # every training image has a unique pixel value
+    assert not key(a.train) & key(a.val)
+    c = load_data(f"imagefolder:{tree}", train_limit=30, val_size=15, subset_seed=6)
+    assert not torch.equal(a.train.x, c.train.x)
+    with pytest.raises(UserError, match="val_size: expected fewer than the 60 training images"):
+        load_data(f"imagefolder:{tree}", val_size=60)
+
+
+def test_digits_is_embedded_and_uint8():
+    d = load_data("digits")
+    assert (len(d.train), len(d.test), d.in_channels, d.image_size, d.num_classes) == (1497, 300, 1, (8, 8), 10)
+    assert d.train.x.dtype == torch.uint8 and int(d.train.x.max()) == 255
+    assert d.flip is False
+
+
+def test_torchvision_sets_without_files_say_how_to_get_them(tmp_path):
+    for name in ("cifar10", "cifar100", "svhn"):
+        with pytest.raises(UserError, match=f"data root '{tmp_path}': expected the {name} files there, found none; pass --download"):
+            load_data(name, root=tmp_path)
+
+
+def test_unknown_data_set_suggests():
+    with pytest.raises(UserError, match=r"unknown data set 'cifar11' \(did you mean 'cifar10'\?\)"):
+        load_data("cifar11")

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmix_eval.errors import UserError
+from mmix_eval.models import MODELS, create_model, num_mix_points
+
+# (stage count, channels after each stage for width defaults) per registered model.
+EXPECTED_STAGES = {
+    "preactresnet18": [64, 128, 256, 512],
+    "preactresnet34": [64, 128, 256, 512],
+    "wrn28_10": [160, 320, 640],
+    "wrn": [64, 128, 256],
+    "smallnet": [32, 64, 128],
+}
+
+
+def test_every_registered_model_has_expected_stages():
+    assert set(MODELS.names()) == set(EXPECTED_STAGES)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_STAGES))
+def test_stages_shapes_and_forward_is_the_stage_walk(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, in_channels=3).eval()
+    x = torch.rand(2, 3, 32, 32)
+    h = model.normalize(x)
+    shapes = []
+    for stage in model.stages:
+        h = stage(h)
+        shapes.append(tuple(h.shape[1:]))
+    widths = EXPECTED_STAGES[name]
+    assert [s[0] for s in shapes] == widths
+    assert [s[1] for s in shapes] == [32 // 2**i for i in range(len(widths))]  # stride 2 after the first stage
+    with torch.no_grad():
+        assert torch.equal(model.head(h), model(x))
+    assert model(x).shape == (2, 7)
+    assert num_mix_points(model) == len(widths) + 1
+
+
+@pytest.mark.parametrize("channels,size", [(1, 8), (3, 32), (4, 20)])
+def test_any_channel_count_and_image_size(channels, size):
+    model = create_model("smallnet", 10, channels, mean=[0.5] * channels, std=[0.2] * channels, width=4)
+    assert model(torch.rand(3, channels, size, size)).shape == (3, 10)
+
+
+def test_normalisation_lives_inside_the_model():
+    model = create_model("smallnet", 3, 2, mean=[0.25, 0.5], std=[0.5, 0.25], width=4)
+    x = torch.ones(1, 2, 4, 4)
+    assert torch.allclose(model.normalize(x)[0, :, 0, 0], torch.tensor([1.5, 2.0]))
+    assert {"normalize.mean", "normalize.std"} <= set(model.state_dict())
+
+
+def test_bad_model_arguments():
+    with pytest.raises(UserError, match=r"unknown model 'preactresnet81' \(did you mean 'preactresnet18'\?\)"):
+        create_model("preactresnet81", 10)
+    with pytest.raises(UserError, match="mean: expected 3 values .* got 1"):
+        create_model("smallnet", 10, 3, mean=[0.5])
+    with pytest.raises(UserError, match="unknown argument\\(s\\) depth"):
+        create_model("smallnet", 10, 3, depth=3)
+    with pytest.raises(UserError, match="num_classes: expected an integer >= 2, got 1"):
+        create_model("smallnet", 1)
+    with pytest.raises(UserError, match="depth: expected 6n\\+4"):
+        create_model("wrn", 10, depth=11)
