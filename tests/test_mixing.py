@@ -47,6 +47,16 @@ def test_soft_targets_sum_to_one_and_pair_with_the_same_permutation(lam, n, clas
     assert torch.allclose(mix(label_as_state, perm, lam).view(n), (t * torch.arange(classes)).sum(1), atol=1e-5)
 
 
+def test_mix_gradient_matches_autograd_of_the_plain_formula():
+    perm = torch.tensor([3, 0, 2, 4, 1])
+    h = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: mix(t, perm, 0.3), (h,))
+    g = torch.randn(5, 2, 3, dtype=torch.float64)
+    (fast,) = torch.autograd.grad(mix(h, perm, 0.3), h, g)
+    (plain,) = torch.autograd.grad(0.3 * h + 0.7 * h[perm], h, g)
+    assert torch.allclose(fast, plain)
+
+
 def test_permutation_is_a_permutation(rng):
     p = sample_permutation(rng, 100)
     assert sorted(p.tolist()) == list(range(100))

@@ -1,0 +1,41 @@
+"""The real path once: the small net on a seeded subset of the shared CIFAR-10 JPEGs, through the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mmix_eval.checkpoint import load_checkpoint
+from mmix_eval.cli import main
+from mmix_eval.data import load_data
+from mmix_eval.inference import accuracy_nll, predict_logits
+
+ARCHIVE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def archive():
+    if not ARCHIVE.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{ARCHIVE} is missing: CI runs with ../shared beside the clone")
+        pytest.skip(f"{ARCHIVE} not found (../shared/data beside the checkout)")
+    return ARCHIVE
+
+
+@pytest.mark.slow
+def test_smallnet_on_cifar10_subset_is_well_above_chance(archive, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--data", f"imagefolder:{archive}", "--train-limit", "5000", "--test-limit", "1000",
+                 "--model", "smallnet", "--set", "model.kwargs={width: 16}", "--method", "vanilla",
+                 "--epochs", "6", "--schedule", "onecycle", "--set", "train.device=cpu",
+                 "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    model, meta = load_checkpoint(out / "model.safetensors")
+    assert meta["data"]["classes"][:3] == ["airplane", "automobile", "bird"]
+    assert (meta["data"]["train_size"], meta["data"]["test_size"]) == (5000, 1000)
+    # Measured 41.3 % on 2 CPU cores (chance is 10 %); the bound leaves room for thread-count noise.
+    assert meta["metrics"]["test_acc"] >= 30.0
+    data = load_data(f"imagefolder:{archive}", test_limit=1000)
+    assert accuracy_nll(predict_logits(model, data.test.x), data.test.y)["acc"] == meta["metrics"]["test_acc"]
