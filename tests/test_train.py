@@ -107,7 +107,8 @@ def test_resume_falls_back_to_previous_state_when_latest_is_damaged(tmp_path):
     train(cfg, tmp_path / "full", progress=False, data=data)
     train(cfg, tmp_path / "cut", progress=False, data=data, stop_after_epoch=2)
     (tmp_path / "cut" / "state.pt").write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="resuming from .*state.prev.pt"):
+    with pytest.warns(UserWarning, match="resuming from .*state.prev.pt"), \
+            pytest.warns(UserWarning, match="state.pt: unreadable state file"):
         train(cfg, tmp_path / "cut", resume=True, progress=False, data=data)
     a, _ = load_checkpoint(tmp_path / "full" / "model.safetensors")
     b, _ = load_checkpoint(tmp_path / "cut" / "model.safetensors")
