@@ -253,7 +253,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=data_gen).to(device)
         loss_sum = torch.zeros((), device=device)
+        # Non-finite check without a host sync per step: remember the first bad batch on the device.
         first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        batch_no = torch.zeros((), dtype=torch.long, device=device)
         for b in range(n_batches):
             idx = perm[b * bs:(b + 1) * bs]
             xb = x_all[idx]
@@ -277,7 +279,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
                 opt.step()
             loss = loss.detach()
             loss_sum += loss
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), torch.tensor(b, device=device), first_bad)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), batch_no, first_bad)
+            batch_no += 1
             step += 1
             if (b + 1) % refresh == 0 or b + 1 == n_batches:
                 _check_finite(int(first_bad), epoch, out, log)

@@ -16,7 +16,7 @@ def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, gen: torch.Gener
     """
     b, _, h, w = x.shape
     if padding > 0:
-        offs = torch.randint(0, 2 * padding + 1, (2, b), generator=gen).to(x.device)
+        offs = torch.randint(0, 2 * padding + 1, (2, b), generator=gen).to(x.device, non_blocking=True)
         xp = torch.nn.functional.pad(x, (padding, padding, padding, padding))
         rows = (offs[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B,1,H,1)
         cols = (offs[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B,1,1,W)
@@ -24,7 +24,7 @@ def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, gen: torch.Gener
         cidx = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
         x = xp[bidx, cidx, rows, cols]
     if flip:
-        mask = (torch.rand(b, generator=gen) < 0.5).to(x.device)[:, None, None, None]
+        mask = (torch.rand(b, generator=gen) < 0.5).to(x.device, non_blocking=True)[:, None, None, None]
         x = torch.where(mask, x.flip(3), x)
     return x
 
