@@ -19,6 +19,10 @@ examples:
   mmix-eval train --data imagefolder:../shared/data/cifar10-jpeg.tar.gz --model smallnet \\
                   --method input_mixup --epochs 5 --out runs/x
   mmix-eval train --out runs/mm-s1 --resume                              # continue a killed run
+  mmix-eval deformations --ckpt runs/quick/model.safetensors --grid table4 --out results/
+  mmix-eval fgsm --ckpt runs/quick/model.safetensors --eps 1,2,4,8        # eps in /255 pixel units
+  mmix-eval calibration --ckpt runs/quick/model.safetensors --bins 15
+  mmix-eval evaluate --ckpt runs/*/model.safetensors --out results/       # every evaluator, many checkpoints
   mmix-eval ls models | methods | datasets | losses
 """
 
@@ -107,6 +111,48 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _add_eval(sub, name: str, help: str, evaluators: tuple[str, ...]) -> None:
+    p = sub.add_parser(name, help=help, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description=f"{help[0].upper()}{help[1:]}. Writes tidy records (one row per checkpoint x "
+                                   f"condition x metric) to OUT/<run>/<evaluator>.csv and .jsonl.")
+    p.add_argument("--ckpt", nargs="+", required=True, metavar="CKPT", help="checkpoint(s), .safetensors (globs work)")
+    p.add_argument("--out", default="results", help="results folder (default: results)")
+    g = p.add_argument_group("data (default: the checkpoint's own data set and test split)")
+    g.add_argument("--data", help="override the data set, e.g. imagefolder:PATH")
+    g.add_argument("--data-root", help="override where torchvision data sets live")
+    g.add_argument("--limit", type=int, help="a seeded subset of N test images (the same for every checkpoint)")
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--seed", type=int, default=0, help="deformation parameters, test subset, PGD start (default 0)")
+    g.add_argument("--batch-size", type=int, help="default: 500 on a CPU, 1000 on a GPU")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--trust-model-import", action="store_true",
+                   help="allow a checkpoint to name a model by module:factory import path (runs that module)")
+    if "deformations" in evaluators:
+        g.add_argument("--grid", default="table4", help="table4 (default), table9, or a YAML file of {rotation|shear|zoom: value}")
+        g.add_argument("--interpolation", default="nearest", help="nearest (the official code's) or bilinear")
+    if "fgsm" in evaluators:
+        g.add_argument("--eps", default="1,2,4,8", help="comma-separated epsilons in /255 pixel units (default 1,2,4,8)")
+        g.add_argument("--attack", default="fgsm", help="fgsm (default) or pgd")
+        g.add_argument("--pgd-steps", type=int, default=7, help="PGD steps (default 7)")
+    if "calibration" in evaluators:
+        g.add_argument("--bins", type=int, default=15, help="equal-width ECE bins (default 15)")
+    p.set_defaults(evaluators=evaluators)
+
+
+def cmd_eval(args) -> int:
+    from mmix_eval.evaluate.runner import EvalOptions, run_evaluation
+
+    opts = EvalOptions(data=args.data, data_root=args.data_root, limit=args.limit, seed=args.seed,
+                       batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
+                       allow_import=args.trust_model_import)
+    for key in ("grid", "interpolation", "eps", "attack", "pgd_steps", "bins"):
+        if hasattr(args, key):
+            setattr(opts, key, getattr(args, key))
+    run_evaluation(args.ckpt, list(args.evaluators), args.out, opts)
+    return 0
+
+
 def cmd_ls(args) -> int:
     from mmix_eval.data import DATASETS
     from mmix_eval.data import sources  # noqa: F401
@@ -130,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_train(sub)
+    _add_eval(sub, "deformations", "accuracy under the paper's rotations, shears and zooms", ("deformations",))
+    _add_eval(sub, "fgsm", "accuracy under white-box FGSM (or PGD) through torchattacks", ("fgsm",))
+    _add_eval(sub, "calibration", "NLL, ECE, MCE, Brier, reliability bins and temperature scaling", ("calibration",))
+    _add_eval(sub, "evaluate", "every evaluator on one or many checkpoints", ("deformations", "fgsm", "calibration"))
     p = sub.add_parser("ls", help="list registered models, methods, data sets or losses")
     p.add_argument("what", choices=["models", "methods", "datasets", "losses"])
     return parser
@@ -143,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
     try:
-        return {"train": cmd_train, "ls": cmd_ls}[args.command](args)
+        handler = {"train": cmd_train, "ls": cmd_ls}.get(args.command, cmd_eval)
+        return handler(args)
     except UserError as e:
         print(f"mmix-eval: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -28,6 +28,7 @@ from mmix_eval.checkpoint import save_checkpoint
 from mmix_eval.config import Config, merge
 from mmix_eval.data import ImageData, load_data
 from mmix_eval.data.augment import random_crop_flip, to_float
+from mmix_eval.device import resolve_device
 from mmix_eval.errors import UserError
 from mmix_eval.inference import accuracy_nll, predict_logits
 from mmix_eval.io import atomic_write_bytes, atomic_write_text
@@ -56,18 +57,6 @@ class Prepared:
     device: torch.device
     mean: list[float]
     std: list[float]
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"train.device: expected auto, cpu, cuda, cuda:N or mps, got {spec!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device: expected an available device, got {spec!r} but CUDA is not available here")
-    return device
 
 
 def prepare(cfg: Config, data: ImageData | None = None) -> Prepared:

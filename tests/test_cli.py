@@ -48,7 +48,7 @@ def bad(capsys, tmp_path, *argv, match):
     (["--set", "train.lr_rate=0.1"], "unknown key 'train.lr_rate' (did you mean 'train.lr'?)"),
     (["--set", "train.schedule=linear"], "'train.schedule' expected one of step, cosine, onecycle, constant, got 'linear'"),
     (["--set", "lr=0.1"], "--set 'lr=0.1': expected section.key=value"),
-    (["--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["--device", "warp"], "train.device: expected"),
+    (["--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["--device", "warp"], "device: expected"),
 ])
 def test_bad_flags(capsys, tmp_path, argv, match):
     bad(capsys, tmp_path, *argv, match=match)

@@ -1,0 +1,158 @@
+"""The paper's novel deformations as explicit inverse maps, applied to whole batches with kornia.
+
+Every deformation is a 2x2 matrix A per image, mapping an output pixel's offset from the image centre to
+the input offset it samples from (the official transforms' convention: an output -> input map):
+    input = c + A (output - c),   c = ((W - 1) / 2, (H - 1) / 2)   (the true centre; the official code's
+                                                                    size/2 + 0.5 is one pixel off)
+Coordinates are pixels (x right, y down). Built as sampling maps for ``kornia.geometry.transform.remap``
+rather than forward matrices for ``warp_affine``: Table 9's ±171.9° shear crosses cos s = 0, where the
+map is singular and has no forward matrix. Fill is 0 (black in [0, 1] pixel space).
+
+rotation r:  θ ~ U(−r, r) degrees per image; A = [[cos θ, −sin θ], [sin θ, cos θ]] (content turns
+             counter-clockwise on screen for θ > 0).
+shear r:     s ~ U(−r, r) per image, r given in degrees of a radian value (28.6° = 0.5 rad); the official
+             matrix [[1, −sin s], [0, cos s]] in (row, col) order: x_in = cos s · x, y_in = y − sin s · x.
+zoom k:      z = k / 100 multiplies the sampling offsets; k < 100 enlarges a centred box of k % to full
+             size (zoom in), k > 100 shrinks the image to 100/k inside a black border (zoom out).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mmix_eval.errors import UserError
+
+KINDS = ("rotation", "shear", "zoom")
+INTERPOLATIONS = ("nearest", "bilinear")
+
+
+@dataclass(frozen=True)
+class Deformation:
+    name: str
+    kind: str  # rotation | shear | zoom
+    value: float  # degrees (rotation, shear: the half-width of U(−v, v)) or percent (zoom)
+
+    @property
+    def label(self) -> str:
+        if self.kind == "rotation":
+            return f"Rotation U(−{self.value:g}°, {self.value:g}°)"
+        if self.kind == "shear":
+            return f"Shearing U(−{self.value:g}°, {self.value:g}°)"
+        return f"Zoom {'in' if self.value < 100 else 'out'} ({self.value:g} % rescale)"
+
+
+def _grid(*items) -> list[Deformation]:
+    out = []
+    for kind, v in items:
+        name = {"rotation": f"rotation{v:g}", "shear": f"shear{v:g}",
+                "zoom": f"zoom_{'in' if v < 100 else 'out'}{v:g}"}[kind]
+        out.append(Deformation(name, kind, float(v)))
+    return out
+
+
+# Paper Table 4 (CIFAR-100, PreActResNet34) and Appendix Table 9's extension.
+TABLE4 = _grid(("rotation", 20), ("rotation", 40), ("shear", 28.6), ("shear", 57.3),
+               ("zoom", 60), ("zoom", 80), ("zoom", 120), ("zoom", 140))
+TABLE9 = TABLE4 + _grid(("rotation", 60), ("rotation", 80), ("shear", 114.6), ("shear", 143.2),
+                        ("shear", 171.9), ("zoom", 20), ("zoom", 40), ("zoom", 160), ("zoom", 180))
+GRIDS = {"table4": TABLE4, "table9": TABLE9}
+
+
+def load_grid(spec: str) -> tuple[str, list[Deformation]]:
+    """'table4', 'table9' or a YAML file: a list of {name?, rotation|shear|zoom: value}."""
+    if spec in GRIDS:
+        return spec, list(GRIDS[spec])
+    path = Path(spec)
+    if not path.suffix.lower() in (".yaml", ".yml"):
+        raise UserError(f"--grid: expected table4, table9 or a .yaml file, got '{spec}'")
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UserError(f"grid '{path}': expected a readable YAML file, got {e.strerror or e}") from None
+    except yaml.YAMLError:
+        raise UserError(f"grid '{path}': expected valid YAML, got a syntax error") from None
+    if isinstance(data, dict) and set(data) == {"grid"}:
+        data = data["grid"]
+    if not isinstance(data, list) or not data:
+        raise UserError(f"grid '{path}': expected a non-empty list of deformations like '- {{rotation: 30}}', got {type(data).__name__}")
+    out, names = [], set()
+    for i, item in enumerate(data):
+        where = f"grid '{path}' item {i + 1}"
+        if not isinstance(item, dict):
+            raise UserError(f"{where}: expected a mapping like {{rotation: 30}}, got {item!r}")
+        unknown = set(item) - {"name", *KINDS}
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; expected name and one of {', '.join(KINDS)}")
+        kinds = [k for k in KINDS if k in item]
+        if len(kinds) != 1:
+            raise UserError(f"{where}: expected exactly one of {', '.join(KINDS)}, got {len(kinds)}")
+        kind, value = kinds[0], item[kinds[0]]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{where}: '{kind}' expected a finite number, got {value!r}")
+        if kind == "zoom" and value <= 0:
+            raise UserError(f"{where}: 'zoom' expected a percentage > 0, got {value!r}")
+        if kind != "zoom" and value < 0:
+            raise UserError(f"{where}: '{kind}' expected a range half-width >= 0 degrees, got {value!r}")
+        d = _grid((kind, value))[0]
+        if "name" in item:
+            d = Deformation(str(item["name"]), kind, float(value))
+        if d.name in names:
+            raise UserError(f"{where}: duplicate condition name '{d.name}'")
+        names.add(d.name)
+        out.append(d)
+    return str(path), out
+
+
+def sample_matrices(d: Deformation, n: int, seed: int) -> torch.Tensor:
+    """(n, 2, 2) output -> input maps, one per image, from a generator keyed by (seed, condition name).
+
+    Common random numbers: image i gets the same parameters for every checkpoint, every batch size.
+    """
+    g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(d.name.encode())) % 2**63)
+    u = torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1  # U(−1, 1)
+    if d.kind == "rotation":
+        return rotation_matrices(u * d.value)
+    if d.kind == "shear":
+        return shear_matrices(u * d.value)
+    return zoom_matrices(torch.full((n,), d.value / 100.0, dtype=torch.float64))
+
+
+def rotation_matrices(degrees: torch.Tensor) -> torch.Tensor:
+    t = torch.deg2rad(degrees.to(torch.float64))
+    c, s = torch.cos(t), torch.sin(t)
+    return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+
+
+def shear_matrices(degrees: torch.Tensor) -> torch.Tensor:
+    s = torch.deg2rad(degrees.to(torch.float64))
+    one, zero = torch.ones_like(s), torch.zeros_like(s)
+    # (x, y) order: x_in = cos s · x ; y_in = y − sin s · x  (the official [[1, −sin s], [0, cos s]] in (row, col))
+    return torch.stack([torch.stack([torch.cos(s), zero], -1), torch.stack([-torch.sin(s), one], -1)], -2)
+
+
+def zoom_matrices(z: torch.Tensor) -> torch.Tensor:
+    z = z.to(torch.float64)
+    zero = torch.zeros_like(z)
+    return torch.stack([torch.stack([z, zero], -1), torch.stack([zero, z], -1)], -2)
+
+
+def warp(x: torch.Tensor, a: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
+    """Sample each image of x (B, C, H, W) in [0, 1] at c + A (p − c) for every output pixel p."""
+    from kornia.geometry.transform import remap
+
+    b, _, h, w = x.shape
+    a = a.to(device=x.device, dtype=torch.float32)
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=torch.float32) - cy,
+                            torch.arange(w, device=x.device, dtype=torch.float32) - cx, indexing="ij")
+    map_x = a[:, 0, 0, None, None] * xs + a[:, 0, 1, None, None] * ys + cx
+    map_y = a[:, 1, 0, None, None] * xs + a[:, 1, 1, None, None] * ys + cy
+    # align_corners=True: pixel centres at integer coordinates 0..W-1, so c is the true centre.
+    return remap(x, map_x, map_y, mode=mode, padding_mode="zeros", align_corners=True)

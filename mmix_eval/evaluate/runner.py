@@ -1,0 +1,96 @@
+"""Run evaluators over checkpoints and write the records: out/<run>/<evaluator>.{jsonl,csv,meta.json}."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mmix_eval.errors import UserError
+from mmix_eval.evaluate.records import summary_table, write_records
+from mmix_eval.io import atomic_write_json
+
+EVALUATORS = ("deformations", "fgsm", "calibration")
+
+
+@dataclass
+class EvalOptions:
+    data: str | None = None
+    data_root: str | None = None
+    limit: int | None = None
+    seed: int = 0
+    batch_size: int | None = None
+    device: str = "auto"
+    progress: bool = True
+    grid: str = "table4"
+    interpolation: str = "nearest"
+    eps: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
+    attack: str = "fgsm"
+    pgd_steps: int = 7
+    bins: int = 15
+    allow_import: bool = False
+
+
+def _run_names(ckpts: list[Path]) -> list[str]:
+    names, seen = [], {}
+    for c in ckpts:
+        name = c.parent.name or c.stem
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return names
+
+
+def run_evaluation(ckpts: list[str | Path], evaluators: list[str], out: str | Path, opts: EvalOptions,
+                   echo=print) -> list[dict]:
+    from mmix_eval.checkpoint import read_metadata
+    from mmix_eval.device import resolve_device
+    from mmix_eval.evaluate.calibration import evaluate_calibration
+    from mmix_eval.evaluate.deformations import evaluate_deformations
+    from mmix_eval.evaluate.fgsm import evaluate_fgsm, parse_eps
+    from mmix_eval.evaluate.geometry import load_grid
+    from mmix_eval.evaluate.target import load_target
+    from mmix_eval.provenance import git_commit, hardware, versions
+
+    # Everything that can be checked cheaply is checked before the first result is written.
+    for e in evaluators:
+        if e not in EVALUATORS:
+            raise UserError(f"evaluator '{e}': expected one of {', '.join(EVALUATORS)}")
+    ckpts = [Path(c) for c in ckpts]
+    if not ckpts:
+        raise UserError("--ckpt: expected at least one checkpoint, got none")
+    for c in ckpts:
+        read_metadata(c)
+    device = resolve_device(opts.device)
+    if "deformations" in evaluators:
+        load_grid(opts.grid)
+    if "fgsm" in evaluators:
+        opts.eps = parse_eps(opts.eps)
+    if opts.seed < 0:
+        raise UserError(f"--seed: expected an integer >= 0, got {opts.seed}")
+
+    out = Path(out)
+    common = dict(batch_size=opts.batch_size, device=device, progress=opts.progress)
+    run = {
+        "deformations": lambda t: evaluate_deformations(t, opts.grid, opts.seed, opts.interpolation, **common),
+        "fgsm": lambda t: evaluate_fgsm(t, opts.eps, opts.attack, opts.pgd_steps, opts.seed, **common),
+        "calibration": lambda t: evaluate_calibration(t, opts.bins, **common),
+    }
+    all_rows = []
+    for ckpt, name in zip(ckpts, _run_names(ckpts)):
+        target = load_target(ckpt, device, opts.data, opts.data_root, opts.limit, opts.seed, name, opts.allow_import)
+        for e in evaluators:
+            t0 = time.perf_counter()
+            rows = run[e](target)
+            wall = time.perf_counter() - t0
+            folder = out / name
+            write_records(rows, folder / e)
+            atomic_write_json(folder / f"{e}.meta.json", {
+                "checkpoint": str(ckpt), "run": name, "evaluator": e, "options": {**vars(opts), "device": str(device)},
+                "n_images": len(target.test), "wall_time_s": round(wall, 3), "versions": versions(),
+                "git_commit": git_commit(), "hardware": hardware(str(device)),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            echo(f"{name}  {e}  (n={len(target.test)}, {wall:.1f} s) -> {folder / e}.csv")
+            echo(summary_table(rows))
+            all_rows += rows
+    return all_rows

@@ -1,0 +1,168 @@
+"""What an evaluation runs on: a model (from a checkpoint, or any nn.Module) and [0, 1] images."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmix_eval.data import ImageData, load_data
+from mmix_eval.errors import UserError
+
+
+@dataclass
+class Images:
+    """Images as uint8 (N, C, H, W) or float in [0, 1], and int64 labels. ``batches`` yields float [0, 1]."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self):
+        if self.x.ndim != 4:
+            raise UserError(f"images: expected a (N, C, H, W) tensor, got shape {tuple(self.x.shape)}")
+        if self.x.shape[0] != self.y.shape[0]:
+            raise UserError(f"images: expected as many labels as images, got {self.y.shape[0]} labels for {self.x.shape[0]} images")
+        if self.x.dtype != torch.uint8:
+            if not self.x.is_floating_point():
+                raise UserError(f"images: expected uint8 or float images, got {self.x.dtype}")
+            lo, hi = float(self.x.min()), float(self.x.max())
+            if lo < 0 or hi > 1 or not (np.isfinite(lo) and np.isfinite(hi)):
+                raise UserError(f"images: expected pixel values in [0, 1] (models normalise inside), got min {lo:.4g}, max {hi:.4g}")
+        self.y = self.y.to(torch.int64)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def batch(self, i: int, j: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        xb = self.x[i:j].to(device, non_blocking=True)
+        xb = xb.to(torch.float32).div_(255.0) if xb.dtype == torch.uint8 else xb.to(torch.float32)
+        return xb, self.y[i:j].to(device, non_blocking=True)
+
+
+@dataclass
+class Target:
+    """One model to evaluate, with the metadata that goes into every record."""
+
+    model: torch.nn.Module
+    test: Images
+    val: Images | None = None
+    run: str = "model"
+    base: dict[str, Any] = field(default_factory=dict)  # record columns from the checkpoint
+    warnings: list[str] = field(default_factory=list)
+
+
+def target_from_module(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, name: str = "model",
+                       val: tuple[torch.Tensor, torch.Tensor] | None = None) -> Target:
+    """Evaluate any nn.Module mapping [0, 1] images to logits, with no checkpoint file."""
+    base = {"run": name, "model": type(model).__name__, "data": "tensors"}
+    return Target(model=model, test=Images(x, y), val=Images(*val) if val is not None else None, run=name, base=base)
+
+
+def prepare_model(model: torch.nn.Module, device) -> tuple[torch.nn.Module, list[str]]:
+    """Move to the device and switch to eval mode (warning if it arrived in train mode)."""
+    notes = []
+    if model.training:
+        msg = "model was in train mode; switched to eval mode for evaluation"
+        warnings.warn(msg, stacklevel=3)
+        notes.append(msg)
+    return model.to(device).eval(), notes
+
+
+def fit_batch_size(device: torch.device, requested: int | None) -> int:
+    """The evaluation batch size: as given, else 500 on a CPU and 1000 on a GPU (32x32-sized models)."""
+    if requested is not None:
+        if requested < 1:
+            raise UserError(f"--batch-size: expected an integer >= 1, got {requested}")
+        return requested
+    return 1000 if device.type == "cuda" else 500
+
+
+def base_columns(meta: dict, ckpt: Path, run: str) -> dict[str, Any]:
+    m = meta.get("method", {})
+    return {"run": run, "checkpoint": str(ckpt), "model": meta["model"]["name"], "method": m.get("name"),
+            "alpha": m.get("alpha"), "eligible": m.get("eligible"), "loss": m.get("loss"),
+            "train_seed": meta.get("train", {}).get("seed"), "data": meta.get("data", {}).get("spec")}
+
+
+_DATA_CACHE: dict[tuple, ImageData] = {}
+
+
+def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None, seed: int) -> tuple[Images, Images | None, str]:
+    """The test split (seeded subset of ``limit`` images, keyed by the evaluation seed so every checkpoint
+    sees the same images) and the checkpoint's own validation split, if it held one out of training."""
+    cfg = meta.get("config", {}).get("data", {})
+    spec = data or meta.get("data", {}).get("spec") or cfg.get("name")
+    if not isinstance(spec, str):
+        raise UserError("checkpoint metadata 'data.spec' expected a data set name, got none; pass --data")
+    same = data is None or data == meta.get("data", {}).get("spec")
+    root = root or cfg.get("root")
+    val_size = int(cfg.get("val_size") or 0) if same else 0
+    key = (spec, root, cfg.get("train_limit") if same else None, val_size, int(cfg.get("subset_seed") or 0) if same else 0)
+    if key not in _DATA_CACHE:
+        try:
+            _DATA_CACHE[key] = load_data(spec, root, False, key[2], None, val_size, key[4])
+        except UserError as e:
+            raise UserError(f"{e} (data from the checkpoint's metadata; override with --data/--data-root)") from None
+    d = _DATA_CACHE[key]
+    x, y = d.test.x, d.test.y
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"--limit: expected an integer >= 1, got {limit}")
+        if limit < len(y):
+            idx = np.sort(np.random.default_rng([seed, 0x74657374]).permutation(len(y))[:limit])
+            x, y = x[torch.from_numpy(idx)], y[torch.from_numpy(idx)]
+    check_shapes(meta, d)
+    val = Images(d.val.x, d.val.y) if d.val is not None else None
+    return Images(x, y), val, spec
+
+
+def check_shapes(meta: dict, d: ImageData) -> None:
+    kw = meta["model"]["kwargs"]
+    if kw.get("num_classes") != d.num_classes:
+        raise UserError(f"data '{d.spec}': the checkpoint's head expects {kw.get('num_classes')} classes, "
+                        f"the data set has {d.num_classes}")
+    if kw.get("in_channels") != d.in_channels:
+        raise UserError(f"data '{d.spec}': the checkpoint expects {kw.get('in_channels')} input channels, "
+                        f"the data set has {d.in_channels}")
+    size = meta.get("data", {}).get("image_size")
+    if size is not None and list(size) != list(d.image_size):
+        raise UserError(f"data '{d.spec}': the checkpoint expects {size[0]}x{size[1]} images, "
+                        f"the data set has {d.image_size[0]}x{d.image_size[1]}")
+
+
+def load_target(ckpt: str | Path, device, data: str | None = None, root: str | None = None,
+                limit: int | None = None, seed: int = 0, run: str | None = None,
+                allow_import: bool = False) -> Target:
+    from mmix_eval.checkpoint import load_checkpoint
+
+    ckpt = Path(ckpt)
+    model, meta = load_checkpoint(ckpt, device, allow_import=allow_import)
+    test, val, spec = eval_data(meta, data, root, limit, seed)
+    run = run or ckpt.parent.name or ckpt.stem
+    base = base_columns(meta, ckpt, run)
+    base["data"] = spec
+    return Target(model=model, test=test, val=val, run=run, base=base)
+
+
+@torch.inference_mode()
+def logits_of(model: torch.nn.Module, images: Images, batch_size: int, device, bar=None) -> torch.Tensor:
+    """Logits (N, C) in float32 on the CPU; non-finite outputs are an error, not a number."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        xb, _ = images.batch(i, i + batch_size, device)
+        out.append(model(xb).float().cpu())
+        if bar is not None:
+            bar.update(1)
+    logits = torch.cat(out)
+    check_logits(logits)
+    return logits
+
+
+def check_logits(logits: torch.Tensor) -> None:
+    bad = int((~torch.isfinite(logits)).any(1).sum())
+    if bad:
+        raise UserError(f"model output: expected finite logits, got NaN or Inf for {bad} of {logits.shape[0]} images")
