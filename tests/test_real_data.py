@@ -10,6 +10,7 @@ import pytest
 from mmix_eval.checkpoint import load_checkpoint
 from mmix_eval.cli import main
 from mmix_eval.data import load_data
+from mmix_eval.evaluate.records import read_records
 from mmix_eval.inference import accuracy_nll, predict_logits
 
 ARCHIVE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -39,3 +40,16 @@ def test_smallnet_on_cifar10_subset_is_well_above_chance(archive, tmp_path, caps
     assert meta["metrics"]["test_acc"] >= 30.0
     data = load_data(f"imagefolder:{archive}", test_limit=1000)
     assert accuracy_nll(predict_logits(model, data.test.x), data.test.y)["acc"] == meta["metrics"]["test_acc"]
+
+    # The evaluators on that real checkpoint: the deformations really happen.
+    res = tmp_path / "results"
+    assert main(["evaluate", "--ckpt", str(out / "model.safetensors"), "--limit", "1000", "--eps", "1,8",
+                 "--device", "cpu", "--out", str(res), "--no-progress"]) == 0
+    rows = read_records(res / "run" / "deformations.jsonl")
+    acc = {r["condition"]: r["value"] for r in rows if r["metric"] == "acc"}
+    assert list(acc) == ["clean", "rotation20", "rotation40", "shear28.6", "shear57.3",
+                         "zoom_in60", "zoom_in80", "zoom_out120", "zoom_out140"]
+    assert acc["rotation40"] < acc["rotation20"] < acc["clean"]
+    assert acc["shear57.3"] < acc["shear28.6"] and acc["zoom_out140"] < acc["zoom_out120"]
+    fgsm = {r["condition"]: r["value"] for r in read_records(res / "run" / "fgsm.jsonl") if r["metric"] == "acc"}
+    assert fgsm["eps8"] < fgsm["eps1"] <= fgsm["clean"]

@@ -76,7 +76,7 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
 
     with torch.enable_grad():
         opt.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def calibration_metrics(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict:

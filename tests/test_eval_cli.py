@@ -1,0 +1,158 @@
+"""The evaluator commands end to end on a digits checkpoint, and every bad input with its one-line error."""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from mmix_eval.cli import main
+from mmix_eval.config import Config
+from mmix_eval.evaluate.records import FIELDS, read_records
+from mmix_eval.train import train
+
+
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory):
+    cfg = Config()
+    cfg.model.kwargs = {"width": 8}
+    cfg.train.epochs, cfg.train.device, cfg.train.crop_padding, cfg.train.schedule = 3, "cpu", 1, "cosine"
+    cfg.data.val_size = 200
+    out = tmp_path_factory.mktemp("runs") / "mm-digits"
+    train(cfg, out, progress=False)
+    return out / "model.safetensors"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    c = capsys.readouterr()
+    return code, c.out, c.err
+
+
+def test_evaluate_writes_tidy_records_for_every_evaluator(digits_ckpt, tmp_path, capsys):
+    code, out, _ = run(capsys, "evaluate", "--ckpt", str(digits_ckpt), "--out", str(tmp_path / "res"), "--no-progress",
+                       "--eps", "1,8")
+    assert code == 0
+    assert "mm-digits  deformations" in out and "rotation40" in out and "eps8" in out and "brier" in out
+    folder = tmp_path / "res" / "mm-digits"
+    for e in ("deformations", "fgsm", "calibration"):
+        rows = read_records(folder / f"{e}.jsonl")
+        with open(folder / f"{e}.csv", newline="") as f:
+            table = list(csv.DictReader(f))
+        assert len(rows) == len(table) and list(table[0]) == FIELDS
+        assert {r["method"] for r in rows} == {"manifold_mixup"} and {r["alpha"] for r in rows} == {2.0}
+        assert {r["eligible"] == [0, 1, 2] and r["train_seed"] == 0 and r["data"] == "digits" for r in rows} == {True}
+        assert {(r["condition"], r["metric"]) for r in rows} >= ({("clean", "acc"), ("clean", "nll"), ("clean", "ece")}
+                                                                if e != "calibration" else {("test", "ece"), ("temperature_scaled", "ece")})
+        meta = json.loads((folder / f"{e}.meta.json").read_text())
+        assert meta["n_images"] == 300 and "torch" in meta["versions"]
+    fgsm = read_records(folder / "fgsm.jsonl")
+    assert [r["eps_255"] for r in fgsm if r["condition"].startswith("eps")] == [1.0, 8.0]
+
+
+def test_limit_gives_every_checkpoint_the_same_subset(digits_ckpt, tmp_path, capsys):
+    for name in ("a", "b"):
+        assert run(capsys, "deformations", "--ckpt", str(digits_ckpt), "--limit", "50", "--seed", "3",
+                   "--out", str(tmp_path / name), "--no-progress")[0] == 0
+    a = read_records(tmp_path / "a" / "mm-digits" / "deformations.jsonl")
+    b = read_records(tmp_path / "b" / "mm-digits" / "deformations.jsonl")
+    assert [r["value"] for r in a] == [r["value"] for r in b] and {r["n"] for r in a} == {50}
+
+
+def bad(capsys, tmp_path, *argv, match):
+    out = tmp_path / "res"
+    code, _, err = run(capsys, *argv, "--out", str(out), "--no-progress")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("mmix-eval: error: "), err
+    assert match in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_untrusted_and_broken_checkpoint_files(digits_ckpt, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "evil.safetensors"
+    torch.save({"w": Payload()}, evil)
+    for cmd in ("deformations", "fgsm", "calibration", "evaluate"):
+        bad(capsys, tmp_path, cmd, "--ckpt", str(evil), match="got a torch.save (zip/pickle) file; refused without unpickling it; if you trust the file, convert it")
+    assert not marker.exists()
+    blob = digits_ckpt.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(blob[: len(blob) // 2])
+    bad(capsys, tmp_path, "fgsm", "--ckpt", str(tmp_path / "cut.safetensors"), match="cut.safetensors")
+    (tmp_path / "page.safetensors").write_bytes(b"<html><body>403 Forbidden</body></html>")
+    bad(capsys, tmp_path, "fgsm", "--ckpt", str(tmp_path / "page.safetensors"), match="got an HTML/XML page")
+    plain = tmp_path / "plain.safetensors"
+    plain.write_bytes(st_save({"w": torch.zeros(2)}))
+    bad(capsys, tmp_path, "calibration", "--ckpt", str(plain), match="expected mmix-eval metadata in the safetensors header, found none")
+    # The first checkpoint is fine, the second is not: nothing is written for either.
+    bad(capsys, tmp_path, "evaluate", "--ckpt", str(digits_ckpt), str(plain), match="found none")
+
+
+def _rewrite(src: Path, dst: Path, meta_change=None, tensor_change=None) -> Path:
+    blob = src.read_bytes()
+    n = struct.unpack("<Q", blob[:8])[0]
+    meta = json.loads(json.loads(blob[8:8 + n])["__metadata__"]["mmix_eval"])
+    tensors = {k: v.clone() for k, v in st_load(blob).items()}
+    if meta_change:
+        meta_change(meta)
+    if tensor_change:
+        tensor_change(tensors)
+    meta.pop("data_sha256", None)
+    dst.write_bytes(st_save(tensors, metadata={"mmix_eval": json.dumps(meta)}))
+    return dst
+
+
+def test_non_finite_weights_and_logits(digits_ckpt, tmp_path, capsys):
+    nan = _rewrite(digits_ckpt, tmp_path / "nan.safetensors", tensor_change=lambda t: t["head.linear.bias"].fill_(float("nan")))
+    bad(capsys, tmp_path, "fgsm", "--ckpt", str(nan), match="tensor 'head.linear.bias' expected finite values, got NaN or Inf")
+    huge = _rewrite(digits_ckpt, tmp_path / "huge.safetensors", tensor_change=lambda t: t["head.linear.weight"].fill_(3e38))
+    bad(capsys, tmp_path, "deformations", "--ckpt", str(huge), match="model output: expected finite logits, got NaN or Inf for")
+
+
+def _tree(root: Path, classes: int, size: int, channels: int) -> Path:
+    for split in ("train", "test"):
+        for c in range(classes):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True)
+            shape = (size, size, 3) if channels == 3 else (size, size)
+            Image.fromarray(np.full(shape, 20 * c, np.uint8)).save(d / "0.png")
+    return root
+
+
+def test_data_that_does_not_fit_the_checkpoint(digits_ckpt, tmp_path, capsys):
+    three = _tree(tmp_path / "three", 3, 8, 1)
+    bad(capsys, tmp_path, "fgsm", "--ckpt", str(digits_ckpt), "--data", f"imagefolder:{three}",
+        match="the checkpoint's head expects 10 classes, the data set has 3")
+    rgb = _tree(tmp_path / "rgb", 10, 8, 3)
+    bad(capsys, tmp_path, "fgsm", "--ckpt", str(digits_ckpt), "--data", f"imagefolder:{rgb}",
+        match="the checkpoint expects 1 input channels, the data set has 3")
+    big = _tree(tmp_path / "big", 10, 16, 1)
+    bad(capsys, tmp_path, "fgsm", "--ckpt", str(digits_ckpt), "--data", f"imagefolder:{big}",
+        match="the checkpoint expects 8x8 images, the data set has 16x16")
+
+
+def test_bad_evaluation_settings(digits_ckpt, tmp_path, capsys):
+    ck = str(digits_ckpt)
+    bad(capsys, tmp_path, "fgsm", "--ckpt", ck, "--eps", "1,-2", match="--eps: expected finite values >= 0")
+    bad(capsys, tmp_path, "fgsm", "--ckpt", ck, "--eps", "nan", match="--eps: expected finite values >= 0")
+    grid = tmp_path / "g.yaml"
+    grid.write_text("- {zoom: 0}\n")
+    bad(capsys, tmp_path, "deformations", "--ckpt", ck, "--grid", str(grid), match="'zoom' expected a percentage > 0, got 0")
+    grid.write_text("- {zoom: 80, skew: 3}\n")
+    bad(capsys, tmp_path, "deformations", "--ckpt", ck, "--grid", str(grid), match="unknown key(s) skew")
+    bad(capsys, tmp_path, "deformations", "--ckpt", ck, "--interpolation", "cubic", match="--interpolation: expected one of nearest, bilinear")
+    bad(capsys, tmp_path, "calibration", "--ckpt", ck, "--bins", "0", match="--bins: expected an integer >= 1, got 0")
+    bad(capsys, tmp_path, "calibration", "--ckpt", ck, "--limit", "0", match="--limit: expected an integer >= 1, got 0")
+    bad(capsys, tmp_path, "calibration", "--ckpt", str(tmp_path / "nope.safetensors"), match="does not exist")
