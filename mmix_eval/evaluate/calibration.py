@@ -101,15 +101,12 @@ def evaluate_calibration(target, bins: int = 15, batch_size: int | None = None, 
     from tqdm.auto import tqdm
 
     from mmix_eval.errors import UserError
-    from mmix_eval.evaluate.target import fit_batch_size, logits_of, prepare_model
+    from mmix_eval.evaluate.target import logits_of, setup
 
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise UserError(f"--bins: expected an integer >= 1, got {bins!r}")
-    device = torch.device(device) if device is not None else next(target.model.parameters()).device
-    model, notes = prepare_model(target.model, device)
-    bs = fit_batch_size(device, batch_size)
+    model, device, bs, warn = setup(target, device, batch_size)
     n_batches = -(-len(target.test) // bs) + (-(-len(target.val) // bs) if target.val is not None else 0)
-    warn = "; ".join(target.warnings + notes) or None
     base = {**target.base, "evaluator": "calibration", "n": len(target.test), "bins": bins,
             "edge_rule": EDGE_RULE, "warnings": warn}
     with tqdm(total=n_batches, desc=f"{target.run} calibration", unit="batch", disable=not progress, leave=False) as bar:

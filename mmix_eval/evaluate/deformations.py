@@ -9,7 +9,7 @@ from mmix_eval.errors import UserError
 from mmix_eval.evaluate.calibration import clean_records
 from mmix_eval.evaluate.geometry import INTERPOLATIONS, load_grid, sample_matrices, warp
 from mmix_eval.evaluate.records import record
-from mmix_eval.evaluate.target import check_logits, fit_batch_size, logits_of, prepare_model
+from mmix_eval.evaluate.target import check_logits, logits_of, setup
 
 
 def evaluate_deformations(target, grid: str = "table4", seed: int = 0, interpolation: str = "nearest",
@@ -17,12 +17,10 @@ def evaluate_deformations(target, grid: str = "table4", seed: int = 0, interpola
     if interpolation not in INTERPOLATIONS:
         raise UserError(f"--interpolation: expected one of {', '.join(INTERPOLATIONS)}, got '{interpolation}'")
     grid_name, conditions = load_grid(grid)
-    device = torch.device(device) if device is not None else next(target.model.parameters()).device
-    model, notes = prepare_model(target.model, device)
-    bs = fit_batch_size(device, batch_size)
+    model, device, bs, warn = setup(target, device, batch_size)
     images, n = target.test, len(target.test)
     base = {**target.base, "evaluator": "deformations", "n": n, "eval_seed": seed, "grid": grid_name,
-            "interpolation": interpolation, "warnings": "; ".join(target.warnings + notes) or None}
+            "interpolation": interpolation, "warnings": warn}
     n_batches = -(-n // bs)
     rows = []
     with tqdm(total=n_batches * (len(conditions) + 1), desc=f"{target.run} deformations", unit="batch",

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.calibration import clean_records
 from mmix_eval.evaluate.records import record
-from mmix_eval.evaluate.target import check_logits, fit_batch_size, logits_of, prepare_model
+from mmix_eval.evaluate.target import check_logits, logits_of, setup
 
 ATTACKS = ("fgsm", "pgd")
 
@@ -49,13 +49,10 @@ def evaluate_fgsm(target, eps=(1, 2, 4, 8), attack: str = "fgsm", pgd_steps: int
     if attack == "pgd" and (not isinstance(pgd_steps, int) or pgd_steps < 1):
         raise UserError(f"--pgd-steps: expected an integer >= 1, got {pgd_steps!r}")
     eps = parse_eps(eps)
-    device = torch.device(device) if device is not None else next(target.model.parameters()).device
-    model, notes = prepare_model(target.model, device)
-    bs = fit_batch_size(device, batch_size)
+    model, device, bs, warn = setup(target, device, batch_size)
     images, n = target.test, len(target.test)
     tag = attack if attack == "fgsm" else f"pgd{pgd_steps}"
-    base = {**target.base, "evaluator": "fgsm", "n": n, "attack": tag, "eval_seed": seed,
-            "warnings": "; ".join(target.warnings + notes) or None}
+    base = {**target.base, "evaluator": "fgsm", "n": n, "attack": tag, "eval_seed": seed, "warnings": warn}
     n_batches = -(-n // bs)
     rows = []
     with tqdm(total=n_batches * (len(eps) + 1), desc=f"{target.run} {tag}", unit="batch",

@@ -72,6 +72,13 @@ def prepare_model(model: torch.nn.Module, device) -> tuple[torch.nn.Module, list
     return model.to(device).eval(), notes
 
 
+def setup(target: Target, device, batch_size: int | None) -> tuple[torch.nn.Module, torch.device, int, str | None]:
+    """What every evaluator starts with: the device, the model in eval mode, the batch size, the warnings."""
+    device = torch.device(device) if device is not None else next(target.model.parameters()).device
+    model, notes = prepare_model(target.model, device)
+    return model, device, fit_batch_size(device, batch_size), "; ".join(target.warnings + notes) or None
+
+
 def fit_batch_size(device: torch.device, requested: int | None) -> int:
     """The evaluation batch size: as given, else 500 on a CPU and 1000 on a GPU (32x32-sized models)."""
     if requested is not None:
