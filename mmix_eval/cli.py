@@ -23,6 +23,8 @@ examples:
   mmix-eval fgsm --ckpt runs/quick/model.safetensors --eps 1,2,4,8        # eps in /255 pixel units
   mmix-eval calibration --ckpt runs/quick/model.safetensors --bins 15
   mmix-eval evaluate --ckpt runs/*/model.safetensors --out results/       # every evaluator, many checkpoints
+  mmix-eval bench configs/bench/digits-quick.yaml --out runs/bench-digits   # methods x seeds -> report
+  mmix-eval report results/ --out reports/x --baseline vanilla --check "manifold_mixup.rotation20 >= vanilla.rotation20"
   mmix-eval ls models | methods | datasets | losses
 """
 
@@ -153,6 +155,30 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from mmix_eval.report import build_report
+
+    result = build_report(args.results, args.out, args.baseline, args.check, args.title)
+    return _report_outcome(result)
+
+
+def _report_outcome(result) -> int:
+    out = result["out"]
+    print(f"report: {out / 'report.html'}  (also report.md, table.csv, records.csv, plots/)")
+    for path, why in result["bad"]:
+        print(f"mmix-eval: warning: skipped unreadable result file {path}: {why}", file=sys.stderr)
+    failed = [c for c in result["checks"] if not c[1]]
+    for check, ok, why in result["checks"]:
+        print(f"{'PASS' if ok else 'FAIL'}: {check}  ({why})")
+    return 1 if failed else 0
+
+
+def cmd_bench(args) -> int:
+    from mmix_eval.bench import run_bench
+
+    return _report_outcome(run_bench(args.config, args.out, progress=not args.no_progress, device=args.device))
+
+
 def cmd_ls(args) -> int:
     from mmix_eval.data import DATASETS
     from mmix_eval.data import sources  # noqa: F401
@@ -180,6 +206,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub, "fgsm", "accuracy under white-box FGSM (or PGD) through torchattacks", ("fgsm",))
     _add_eval(sub, "calibration", "NLL, ECE, MCE, Brier, reliability bins and temperature scaling", ("calibration",))
     _add_eval(sub, "evaluate", "every evaluator on one or many checkpoints", ("deformations", "fgsm", "calibration"))
+    p = sub.add_parser("bench", help="train methods x seeds, evaluate them all, write the report",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run a bench YAML (see configs/bench/): train each method x seed (skipping finished "
+                                   "runs, resuming killed ones), evaluate every checkpoint on identical images and write "
+                                   "report.html, report.md, table.csv and plots/ into --out. Exit 1 if a check fails.")
+    p.add_argument("config", help="bench YAML")
+    p.add_argument("--out", required=True, help="bench folder (runs/, results/ and the report)")
+    p.add_argument("--device", help="override the device of every run and evaluation")
+    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("report", help="rebuild the HTML / CSV / Markdown report from result records alone",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Aggregate result records (folders of *.jsonl) into a Table-4-style comparison. "
+                                   "Exit 1 if a --check fails, 2 on bad input.")
+    p.add_argument("results", nargs="+", help="results folders or .jsonl files")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--baseline", default="vanilla", help="method for paired differences (default vanilla)")
+    p.add_argument("--check", action="append", default=[], metavar="EXPR",
+                   help="CI gate, e.g. 'manifold_mixup.rotation20 >= vanilla.rotation20' or 'vanilla.clean:ece <= 0.1' (repeatable)")
+    p.add_argument("--title", help="report title")
     p = sub.add_parser("ls", help="list registered models, methods, data sets or losses")
     p.add_argument("what", choices=["models", "methods", "datasets", "losses"])
     return parser
@@ -193,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
     try:
-        handler = {"train": cmd_train, "ls": cmd_ls}.get(args.command, cmd_eval)
+        handler = {"train": cmd_train, "ls": cmd_ls, "report": cmd_report, "bench": cmd_bench}.get(args.command, cmd_eval)
         return handler(args)
     except UserError as e:
         print(f"mmix-eval: error: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,23 +33,32 @@ class EvalOptions:
     allow_import: bool = False
 
 
+def safe_name(name: str) -> str:
+    """A run name usable as one folder name: letters, digits, '.', '_', '-' only, never '.' or '..'."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run"
+    return cleaned[:100]
+
+
 def _run_names(ckpts: list[Path]) -> list[str]:
     names, seen = [], {}
     for c in ckpts:
-        name = c.parent.name or c.stem
+        name = safe_name(c.resolve().parent.name or c.stem)
         seen[name] = seen.get(name, 0) + 1
         names.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
     return names
 
 
 def run_evaluation(ckpts: list[str | Path], evaluators: list[str], out: str | Path, opts: EvalOptions,
-                   echo=print) -> list[dict]:
+                   echo=print, skip_done: bool = False, names: list[str] | None = None) -> list[dict]:
+    """Evaluate each checkpoint with each evaluator. ``skip_done``: keep results whose checkpoint hash and
+    options are unchanged (bench uses this to continue where it stopped)."""
     from mmix_eval.checkpoint import read_metadata
     from mmix_eval.device import resolve_device
     from mmix_eval.evaluate.calibration import evaluate_calibration
     from mmix_eval.evaluate.deformations import evaluate_deformations
     from mmix_eval.evaluate.fgsm import evaluate_fgsm, parse_eps
     from mmix_eval.evaluate.geometry import load_grid
+    from mmix_eval.evaluate.records import read_records
     from mmix_eval.evaluate.target import load_target
     from mmix_eval.provenance import git_commit, hardware, versions
 
@@ -77,16 +87,23 @@ def run_evaluation(ckpts: list[str | Path], evaluators: list[str], out: str | Pa
         "calibration": lambda t: evaluate_calibration(t, opts.bins, **common),
     }
     all_rows = []
-    for ckpt, name in zip(ckpts, _run_names(ckpts)):
-        target = load_target(ckpt, device, opts.data, opts.data_root, opts.limit, opts.seed, name, opts.allow_import)
+    options = {**vars(opts), "device": str(device), "progress": None}
+    for ckpt, name in zip(ckpts, names or _run_names(ckpts)):
+        sha = read_metadata(ckpt).get("data_sha256")
+        target = None
         for e in evaluators:
+            folder = out / name
+            if skip_done and _done(folder, e, sha, options):
+                all_rows += read_records(folder / f"{e}.jsonl")
+                continue
+            if target is None:
+                target = load_target(ckpt, device, opts.data, opts.data_root, opts.limit, opts.seed, name, opts.allow_import)
             t0 = time.perf_counter()
             rows = run[e](target)
             wall = time.perf_counter() - t0
-            folder = out / name
             write_records(rows, folder / e)
             atomic_write_json(folder / f"{e}.meta.json", {
-                "checkpoint": str(ckpt), "run": name, "evaluator": e, "options": {**vars(opts), "device": str(device)},
+                "checkpoint": str(ckpt), "checkpoint_sha256": sha, "run": name, "evaluator": e, "options": options,
                 "n_images": len(target.test), "wall_time_s": round(wall, 3), "versions": versions(),
                 "git_commit": git_commit(), "hardware": hardware(str(device)),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
@@ -94,3 +111,14 @@ def run_evaluation(ckpts: list[str | Path], evaluators: list[str], out: str | Pa
             echo(summary_table(rows))
             all_rows += rows
     return all_rows
+
+
+def _done(folder: Path, evaluator: str, sha: str | None, options: dict) -> bool:
+    import json
+
+    try:
+        meta = json.loads((folder / f"{evaluator}.meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (sha is not None and meta.get("checkpoint_sha256") == sha and meta.get("options") == options
+            and (folder / f"{evaluator}.jsonl").exists())
