@@ -252,8 +252,8 @@ def render_markdown(table: Table, diffs: dict | None, baseline: str | None, chec
 def write_csv_table(table: Table, path: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["condition", "metric", "label", "higher_is_better"]
-               + [f"{m} {k}" for m in table.methods for k in ("mean", "std", "n")])
+    w.writerow([_cell(h) for h in ["condition", "metric", "label", "higher_is_better"]
+                + [f"{m} {k}" for m in table.methods for k in ("mean", "std", "n")]])
     for i, r in enumerate(table.rows):
         vals = []
         for m in table.methods:

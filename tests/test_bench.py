@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from mmix_eval.bench import load_bench
+from mmix_eval.cli import main
+from mmix_eval.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+TINY = """
+name: tiny
+data: {name: digits, val_size: 100}
+model: {name: smallnet, kwargs: {width: 4}}
+train: {epochs: 2, batch_size: 100, schedule: cosine, crop_padding: 1, device: cpu}
+methods: [vanilla, {name: manifold_mixup, alpha: 2.0}]
+seeds: [0, 1]
+evaluate: {limit: 100, eps: [2, 8], device: cpu}
+report: {baseline: vanilla, checks: ["vanilla.clean >= 5"]}
+"""
+
+
+def test_bench_runs_then_skips_what_is_done_and_resumes_a_lost_checkpoint(tmp_path, capsys):
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text(TINY)
+    out = tmp_path / "bench"
+    assert main(["bench", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "PASS: vanilla.clean >= 5" in text and "report:" in text
+    assert {p.name for p in (out / "runs").iterdir()} == {"vanilla-s0", "vanilla-s1", "manifold_mixup-s0", "manifold_mixup-s1"}
+    table = list(csv.DictReader(open(out / "table.csv")))
+    assert {r["vanilla n"] for r in table if r["metric"] == "acc"} == {"2"}
+    meta_before = (out / "results" / "vanilla-s0" / "fgsm.meta.json").read_text()
+    sha_before = json.loads((out / "runs" / "manifold_mixup-s1" / "model.json").read_text())["data_sha256"]
+
+    (out / "runs" / "manifold_mixup-s1" / "model.safetensors").unlink()  # as if killed before the final write
+    assert main(["bench", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    log = capsys.readouterr().out
+    assert "vanilla-s0: done already" in log and "manifold_mixup-s1: resumed" in log
+    assert (out / "results" / "vanilla-s0" / "fgsm.meta.json").read_text() == meta_before  # not re-evaluated
+    assert json.loads((out / "runs" / "manifold_mixup-s1" / "model.json").read_text())["data_sha256"] == sha_before
+
+
+@pytest.mark.parametrize("text,match", [
+    ("methods: [vanilla]\nsedes: [0]\n", "unknown key 'sedes' (did you mean 'seeds'?)"),
+    ("methods: []\n", "'methods' expected a non-empty list"),
+    ("methods: [vanilla]\nseeds: [-1]\n", "'seeds' expected a non-empty list of integers >= 0"),
+    ("methods: [vanila]\n", "unknown method 'vanila' (did you mean 'vanilla'?)"),
+    ("methods: [{name: manifold_mixup, alpha: -1}]\n", "alpha: expected a finite number > 0, got -1"),
+    ("methods: [vanilla]\nevaluate: {eps: [1], bins: 15, gird: table4}\n", "unknown key 'gird' (did you mean 'grid'?)"),
+    ("methods: [vanilla, vanilla]\n", "two runs are both named 'vanilla-s0'; give one method a 'label'"),
+    ("methods: [vanilla]\ntrain: {epoch: 3}\n", "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
+])
+def test_bench_config_errors(tmp_path, text, match):
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text(text)
+    with pytest.raises(UserError) as e:
+        load_bench(cfg)
+    assert match in str(e.value)
+
+
+def test_shipped_bench_configs_load():
+    for path in sorted((ROOT / "configs" / "bench").glob("*.yaml")):
+        bench = load_bench(path)
+        assert len(bench.runs) >= 6 and len({r.cfg.train.seed for r in bench.runs}) >= 2, path.name
+
+
+@pytest.mark.slow
+def test_cpu_sized_cifar10_bench_end_to_end(tmp_path, capsys):
+    if not ARCHIVE.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{ARCHIVE} is missing: CI runs with ../shared beside the clone")
+        pytest.skip("../shared/data not found")
+    os.chdir(ROOT)  # the config names the data relative to the repository root
+    out = tmp_path / "bench"
+    code = main(["bench", "configs/bench/cifar10-cpu.yaml", "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    table = {(r["condition"], r["metric"]): r for r in csv.DictReader(open(out / "table.csv"))}
+    for m in ("vanilla", "input_mixup", "manifold_mixup"):
+        assert table["clean", "acc"][f"{m} n"] == "2"
+        assert float(table["clean", "acc"][f"{m} mean"]) > 25.0  # chance is 10 %
+        assert float(table["rotation40", "acc"][f"{m} mean"]) < float(table["rotation20", "acc"][f"{m} mean"])
+    page = (out / "report.html").read_text()
+    assert "Differences against vanilla" in page and "data:image/png;base64," in page
+    assert (out / "plots" / "reliability.png").stat().st_size > 1000

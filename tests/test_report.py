@@ -1,0 +1,135 @@
+"""The report layer from fixed, hand-written records: numbers, escaping, determinism, gates."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmix_eval.cli import main
+from mmix_eval.errors import UserError
+from mmix_eval.evaluate.records import record, write_records
+from mmix_eval.report import build_report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fake_results(root: Path, data="digits", model="smallnet", methods=None, drop=()) -> Path:
+    """records for method x seed; acc values chosen so means, stds and paired differences are easy by hand."""
+    methods = methods or {"vanilla": {0: 50.0, 1: 60.0}, "manifold_mixup": {0: 54.0, 1: 62.0}}
+    for method, by_seed in methods.items():
+        for seed, acc in by_seed.items():
+            run = f"{method}-s{seed}"
+            base = {"run": run, "checkpoint": f"runs/{run}/model.safetensors", "model": model, "method": method,
+                    "alpha": 2.0 if "mixup" in method else None, "eligible": [0, 1, 2] if "mixup" in method else None,
+                    "loss": "bce_softmax", "train_seed": seed, "data": data, "n": 100}
+            d = {**base, "evaluator": "deformations", "grid": "table4", "eval_seed": 0, "interpolation": "nearest"}
+            rows = [record(d, "clean", "acc", acc + 10, label="Clean"), record(d, "clean", "nll", 1.0 - acc / 100),
+                    record(d, "clean", "ece", 0.1 + seed / 100),
+                    record(d, "rotation20", "acc", acc, label="Rotation U(−20°, 20°)")]
+            write_records(rows, root / run / "deformations")
+            if (method, "fgsm") not in drop:
+                f = {**base, "evaluator": "fgsm", "attack": "fgsm"}
+                write_records([record(f, "clean", "acc", acc + 10), record(f, "eps8", "acc", acc - 20, label="FGSM ε = 8/255", eps_255=8.0)],
+                              root / run / "fgsm")
+    return root
+
+
+def test_cells_differences_and_best_by_hand(tmp_path):
+    res = build_report([fake_results(tmp_path / "res")], tmp_path / "rep", baseline="vanilla")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    # rotation20: vanilla 50, 60 -> 55.00 ± 7.07; manifold 54, 62 -> 58.00 ± 5.66 (best, bold)
+    assert "| Rotation U(−20°, 20°) (%) | 55.00 ± 7.07 (n=2) | **58.00 ± 5.66 (n=2)** |" in md
+    # paired differences 4 and 2: mean 3, sd √2, t(0.975, 1) = 12.706 -> half-width 12.71
+    assert "| Rotation U(−20°, 20°) (%) | +3.00 ± 12.71 (n=2) |" in md
+    # lower is better for ECE: vanilla and manifold tie at 0.105 -> both bold
+    assert md.count("**0.1050 ± 0.0071 (n=2)**") == 2
+    table = list(csv.DictReader(open(tmp_path / "rep" / "table.csv")))
+    rot = next(r for r in table if r["condition"] == "rotation20")
+    assert float(rot["vanilla mean"]) == 55.0 and float(rot["manifold_mixup n"]) == 2
+    assert res["table"].methods == ["vanilla", "manifold_mixup"]
+
+
+def test_report_is_byte_identical_when_rebuilt(tmp_path):
+    res = fake_results(tmp_path / "res")
+    build_report([res], tmp_path / "a")
+    build_report([res], tmp_path / "b")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert {"report.html", "report.md", "table.csv", "records.csv", "records.jsonl"} <= {str(f) for f in files}
+    assert any(str(f).startswith("plots/") for f in files)
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_missing_values_show_as_na(tmp_path):
+    build_report([fake_results(tmp_path / "res", drop={("manifold_mixup", "fgsm")})], tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| FGSM ε = 8/255 (%) | 35.00 ± 7.07 (n=2) | n/a |" in md  # (50 - 20, 60 - 20)
+    assert "<td class='na'>n/a</td>" in (tmp_path / "rep" / "report.html").read_text()
+
+
+def test_hostile_names_are_escaped_in_html_and_neutralised_in_csv(tmp_path):
+    evil = '<script>alert(1)</script>" onmouseover="x'
+    formula = '=HYPERLINK("http://evil","x")'
+    res = fake_results(tmp_path / "res", methods={"vanilla": {0: 50.0}, evil: {0: 52.0}, formula: {0: 51.0}})
+    build_report([res], tmp_path / "rep", title="<b>title</b>")
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;&quot; onmouseover=&quot;x" in page
+    assert "<b>title</b>" not in page and "&lt;b&gt;title&lt;/b&gt;" in page
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    for name in ("table.csv", "records.csv"):
+        text = (tmp_path / "rep" / name).read_text()
+        cells = [c for row in csv.reader(text.splitlines()) for c in row]
+        assert not any(c.startswith(("=", "+", "@")) for c in cells), name
+        assert any(c.startswith("'=HYPERLINK") for c in cells), name
+
+
+def test_paper_numbers_appear_only_where_the_setting_matches(tmp_path):
+    res = fake_results(tmp_path / "res", data="cifar100", model="preactresnet34")
+    build_report([res], tmp_path / "rep")
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "<th>paper: vanilla</th>" in page and "<td class='paper'>52.96</td>" in page and "<td class='paper'>60.08</td>" in page
+    build_report([fake_results(tmp_path / "res2")], tmp_path / "rep2")
+    assert "paper:" not in (tmp_path / "rep2" / "report.html").read_text()
+
+
+def test_corrupt_result_files_are_listed_not_fatal(tmp_path):
+    res = fake_results(tmp_path / "res")
+    (res / "broken").mkdir()
+    (res / "broken" / "fgsm.jsonl").write_text("{not json\n")
+    (res / "broken" / "deformations.jsonl").write_text('{"run": "x"}\n')
+    out = build_report([res], tmp_path / "rep")
+    assert len(out["bad"]) == 2 and "broken/fgsm.jsonl" in (tmp_path / "rep" / "report.html").read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.jsonl").write_text("garbage\n")
+    with pytest.raises(UserError, match="found only unreadable ones"):
+        build_report([empty], tmp_path / "rep3")
+
+
+def test_check_gate_exit_codes(tmp_path, capsys):
+    res = str(fake_results(tmp_path / "res"))
+    out = str(tmp_path / "rep")
+    assert main(["report", res, "--out", out, "--check", "manifold_mixup.rotation20 >= vanilla.rotation20"]) == 0
+    assert "PASS: manifold_mixup.rotation20 >= vanilla.rotation20  (58.0000 >= 55.0000)" in capsys.readouterr().out
+    assert main(["report", res, "--out", out, "--check", "manifold_mixup.clean:nll > 0.9"]) == 1
+    assert "FAIL: manifold_mixup.clean:nll > 0.9" in capsys.readouterr().out
+    assert main(["report", res, "--out", out, "--check", "cutmix.rotation20 >= 1"]) == 2
+    assert "method 'cutmix' expected one of vanilla, manifold_mixup" in capsys.readouterr().err
+    assert main(["report", res, "--out", out, "--check", "vanilla.rotation99 >= 1"]) == 2
+    assert main(["report", res, "--out", out, "--check", "vanilla.rotation20 ~ 1"]) == 2
+
+
+def test_report_package_imports_no_torch(tmp_path):
+    res = fake_results(tmp_path / "res")
+    code = ("import sys; from mmix_eval.report import build_report; "
+            f"build_report([{str(res)!r}], {str(tmp_path / 'rep')!r}); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "rep" / "records.jsonl").read_text().splitlines()[0])["run"]
