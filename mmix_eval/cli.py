@@ -158,7 +158,9 @@ def cmd_eval(args) -> int:
 def cmd_report(args) -> int:
     from mmix_eval.report import build_report
 
-    result = build_report(args.results, args.out, args.baseline, args.check, args.title)
+    command = "mmix-eval " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("mmix-eval") else None
+    result = build_report(args.results, args.out, args.baseline, args.check, args.title,
+                          extra_provenance={"command": command} if command else None)
     return _report_outcome(result)
 
 

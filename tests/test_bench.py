@@ -36,6 +36,9 @@ def test_bench_runs_then_skips_what_is_done_and_resumes_a_lost_checkpoint(tmp_pa
     assert {p.name for p in (out / "runs").iterdir()} == {"vanilla-s0", "vanilla-s1", "manifold_mixup-s0", "manifold_mixup-s1"}
     table = list(csv.DictReader(open(out / "table.csv")))
     assert {r["vanilla n"] for r in table if r["metric"] == "acc"} == {"2"}
+    # The bench root works as report input too: training logs are not mistaken for broken records.
+    assert main(["report", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert "skipped unreadable" not in capsys.readouterr().err
     meta_before = (out / "results" / "vanilla-s0" / "fgsm.meta.json").read_text()
     sha_before = json.loads((out / "runs" / "manifold_mixup-s1" / "model.json").read_text())["data_sha256"]
 

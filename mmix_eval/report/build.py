@@ -53,7 +53,8 @@ def load_results(paths: list[str | Path]) -> Results:
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*.jsonl") if f.name != "records.jsonl")
+            # Training logs (log.jsonl) and a report's own copy of the records (records.jsonl) are not inputs.
+            files += sorted(f for f in p.rglob("*.jsonl") if f.name not in ("records.jsonl", "log.jsonl"))
         elif p.is_file():
             files.append(p)
         else:

@@ -109,42 +109,38 @@ def plots(table: Table, records: list[dict]) -> dict[str, bytes]:
         ax.legend(fontsize=8)
         out[name] = _fig_png(fig)
 
-    bins = {}
-    labels = {r["run"]: r for r in records}
     from mmix_eval.report.build import method_labels
 
     names = method_labels(records)
+    bins: dict = {}  # method -> bin -> run -> {bin_count, bin_acc, bin_conf}
     for r in records:
         if r["evaluator"] == "calibration" and r["condition"] == "test" and r["bin"] is not None:
-            b = bins.setdefault(names[r["run"]], {}).setdefault(r["bin"], {"n": 0.0, "acc": 0.0, "conf": 0.0, "runs": {}})
-            b["runs"].setdefault(r["run"], {})[r["metric"]] = r["value"]
+            bins.setdefault(names[r["run"]], {}).setdefault(r["bin"], {}).setdefault(r["run"], {})[r["metric"]] = r["value"]
     if bins:
         methods = [m for m in table.methods if m in bins]
         fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.3), squeeze=False)
         for ax, m in zip(axes[0], methods):
-            xs, accs, confs, counts = [], [], [], []
+            xs, accs, confs = [], [], []
             for b in sorted(bins[m]):
-                runs = bins[m][b]["runs"].values()
+                runs = bins[m][b].values()
                 n = sum(v.get("bin_count", 0.0) for v in runs)
                 if n <= 0:
                     continue  # pooled over seeds, weighted by each run's count in the bin
                 accs.append(sum(v["bin_count"] * v["bin_acc"] for v in runs if v.get("bin_count")) / n)
                 confs.append(sum(v["bin_count"] * v["bin_conf"] for v in runs if v.get("bin_count")) / n)
-                counts.append(n)
                 xs.append(b)
             nb = max(bins[m]) + 1
             width = 1.0 / nb
             ax.bar([(b + 0.5) * width for b in xs], accs, width * 0.95, color=colors[table.methods.index(m) % 10],
                    alpha=0.8, label="accuracy")
             ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-            ax.scatter(confs, accs, s=10, color="k", zorder=3, label="mean confidence")
+            ax.scatter(confs, accs, s=10, color="k", zorder=3, label="(mean confidence, accuracy) of a bin")
             ax.set_xlim(0, 1), ax.set_ylim(0, 1)
             ax.set_xlabel("confidence"), ax.set_title(m, fontsize=9)
         axes[0][0].set_ylabel("accuracy")
-        axes[0][0].legend(fontsize=7, loc="upper left")
+        axes[0][0].legend(fontsize=7, loc="lower right")
         fig.suptitle("Reliability diagrams (test, before temperature scaling; pooled over seeds)", fontsize=10)
         out["reliability.png"] = _fig_png(fig)
-    del labels
     return out
 
 
