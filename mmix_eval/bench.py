@@ -9,7 +9,6 @@ Layout of --out:  runs/<method>-s<seed>/   results/<run>/<evaluator>.*   report.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -57,13 +56,10 @@ def _strict(d, allowed, where):
 
 
 def load_bench(path: str | Path) -> Bench:
+    from mmix_eval.io import load_yaml
+
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise UserError(f"bench config '{path}': expected a readable YAML file, got {e.strerror or e}") from None
-    except yaml.YAMLError:
-        raise UserError(f"bench config '{path}': expected valid YAML, got a syntax error") from None
+    raw = load_yaml(path, "bench config")
     where = f"bench config '{path}'"
     raw = _strict(raw, TOP_KEYS, where)
     methods = raw.get("methods") or []

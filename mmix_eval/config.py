@@ -163,17 +163,9 @@ def merge(cfg: Config, updates: dict, where: str) -> Config:
 def load_config(path: str | Path | None) -> Config:
     if path is None:
         return Config()
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"config '{path}': expected a readable YAML file, got {e.__class__.__name__}: {e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise UserError(f"config '{path}': expected valid YAML, got a syntax error{at}") from None
+    from mmix_eval.io import load_yaml
+
+    data = load_yaml(path, "config")
     return merge(Config(), data or {}, f"config '{path}'")
 
 

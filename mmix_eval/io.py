@@ -52,3 +52,22 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def load_yaml(path: str | os.PathLike, what: str) -> Any:
+    """Parse a YAML file with safe_load; an unreadable file or a syntax error is a one-line UserError."""
+    import yaml
+
+    from mmix_eval.errors import UserError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{what} '{path}': expected a readable YAML file, got {getattr(e, 'strerror', None) or e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{what} '{path}': expected valid YAML, got a syntax error{at}") from None

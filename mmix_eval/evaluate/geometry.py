@@ -70,14 +70,9 @@ def load_grid(spec: str) -> tuple[str, list[Deformation]]:
     path = Path(spec)
     if not path.suffix.lower() in (".yaml", ".yml"):
         raise UserError(f"--grid: expected table4, table9 or a .yaml file, got '{spec}'")
-    import yaml
+    from mmix_eval.io import load_yaml
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise UserError(f"grid '{path}': expected a readable YAML file, got {e.strerror or e}") from None
-    except yaml.YAMLError:
-        raise UserError(f"grid '{path}': expected valid YAML, got a syntax error") from None
+    data = load_yaml(path, "grid")
     if isinstance(data, dict) and set(data) == {"grid"}:
         data = data["grid"]
     if not isinstance(data, list) or not data:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 
 from mmix_eval.errors import UserError
 from mmix_eval.methods.base import METHODS, Method, StepOutput, check_alpha

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmix_eval.errors import UserError
-from mmix_eval.evaluate.records import FIELDS, HIGHER_IS_BETTER
+from mmix_eval.evaluate.records import FIELDS
 
 METHOD_ORDER = ("vanilla", "input_mixup", "manifold_mixup")
 REQUIRED = ("run", "method", "evaluator", "condition", "metric", "value")
