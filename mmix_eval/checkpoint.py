@@ -144,7 +144,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
             raise UserError(f"checkpoint '{path}': tensor '{k}' expected finite values, got NaN or Inf")
 
     name, kwargs = meta["model"]["name"], meta["model"]["kwargs"]
-    if name not in MODELS and not allow_import:
+    if name not in MODELS and not name.startswith("torchvision:") and not allow_import:
         raise UserError(f"checkpoint '{path}': model '{name}' is not a registered model; loading it would import code "
                         f"named by the file; pass allow_import=True (--trust-model-import) if you trust it")
     try:

@@ -48,7 +48,7 @@ def _add_train(sub) -> None:
     g.add_argument("--model", help="model name (mmix-eval ls models)")
     g.add_argument("--method", help="method name (mmix-eval ls methods)")
     g.add_argument("--alpha", type=float, help="Beta(alpha, alpha) for lambda (default: input 1.0, manifold 2.0)")
-    g.add_argument("--eligible", help="mixing layers, e.g. 0,1,2 (0 = input)")
+    g.add_argument("--eligible", help="mixing layers: stage numbers 0,1,2 (0 = input) or module names input,layer1,layer2")
     g.add_argument("--loss", help="bce_softmax (official code) or soft_ce")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int)
@@ -65,11 +65,14 @@ def _add_train(sub) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _parse_eligible(text: str) -> list[int]:
-    try:
-        return [int(k) for k in text.replace(" ", "").split(",") if k != ""]
-    except ValueError:
-        raise UserError(f"--eligible: expected comma-separated layer indices like 0,1,2, got '{text}'") from None
+def _parse_eligible(text: str) -> list[int | str]:
+    """'0,1,2' -> [0, 1, 2]; 'input,layer1,layer2' -> ['', 'layer1', 'layer2'] (module names; input = '')."""
+    items = [k.strip() for k in text.split(",")]
+    if all(k.isdigit() for k in items if k):
+        return [int(k) for k in items if k]
+    if any(k.isdigit() for k in items):
+        raise UserError(f"--eligible: expected layer indices like 0,1,2 or module names like input,layer1, not both, got '{text}'")
+    return ["" if k in ("", "input") else k for k in items]
 
 
 def _config_from_args(args):
@@ -191,6 +194,10 @@ def cmd_ls(args) -> int:
     width = max(len(n) for n in registry.names())
     for name in registry.names():
         print(f"{name:<{width}}  {registry.describe(name)}")
+    if args.what == "models":
+        print(f"{'torchvision:NAME':<{width}}  any torchvision classification model, e.g. torchvision:resnet18 (random init)")
+    if args.what in ("models", "methods"):
+        print(f"{'module:attr':<{width}}  your own, by import path (see docs/plugins.md)")
     return 0
 
 

@@ -38,7 +38,7 @@ class ModelConfig:
 class MethodConfig:
     name: str = "manifold_mixup"
     alpha: float | None = None  # None: the method's default (input 1.0, manifold 2.0)
-    eligible: list[int] | None = None  # None: the method's default (manifold {0, 1, 2})
+    eligible: list[int | str] | None = None  # None: the method's default (manifold {0, 1, 2}); or module names
     loss: str = "bce_softmax"  # bce_softmax (official code) | soft_ce
 
 

@@ -16,8 +16,9 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, entry_points: str | None = None):
         self.kind = kind
+        self.entry_points = entry_points  # package entry-point group, e.g. "mmix_eval.methods"
         self._items: dict[str, T] = {}
         self._help: dict[str, str] = {}
 
@@ -37,7 +38,30 @@ class Registry(Generic[T]):
             return self._items[name]
         if ":" in name:
             return self._import(name)
-        raise unknown(self.kind, name, self._items)
+        plugin = self._entry_point(name)
+        if plugin is not None:
+            return plugin
+        raise unknown(self.kind, name, [*self._items, *self._entry_point_names()])
+
+    def _entry_point_names(self) -> list[str]:
+        if not self.entry_points:
+            return []
+        from importlib.metadata import entry_points
+
+        return [ep.name for ep in entry_points(group=self.entry_points)]
+
+    def _entry_point(self, name: str):
+        if not self.entry_points:
+            return None
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=self.entry_points):
+            if ep.name == name:
+                try:
+                    return ep.load()
+                except Exception as e:  # a broken plugin package: say which
+                    raise UserError(f"{self.kind} '{name}': entry point {ep.value} failed to load ({type(e).__name__}: {e})") from None
+        return None
 
     def _import(self, path: str) -> T:
         module_name, _, attr = path.partition(":")
@@ -51,10 +75,10 @@ class Registry(Generic[T]):
             raise UserError(f"{self.kind} '{path}': module '{module_name}' has no attribute '{attr}'") from None
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return sorted({*self._items, *self._entry_point_names()})
 
     def describe(self, name: str) -> str:
-        return self._help.get(name, "")
+        return self._help.get(name, "(plugin, from an installed package's entry point)" if name not in self._items else "")
 
     def __contains__(self, name: str) -> bool:
         return name in self._items

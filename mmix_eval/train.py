@@ -62,9 +62,9 @@ class Prepared:
 def prepare(cfg: Config, data: ImageData | None = None) -> Prepared:
     """Validate everything and load the data before anything is written to the run folder."""
     method = create_method(cfg.method.name, cfg.method.alpha, cfg.method.eligible, cfg.method.loss)
-    from mmix_eval.models import MODELS
+    from mmix_eval.models.base import model_factory
 
-    MODELS.get(cfg.model.name)  # an unknown model fails before a slow data load
+    model_factory(cfg.model.name)  # an unknown model fails before a slow data load
     device = resolve_device(cfg.train.device)
     if data is None:
         d = cfg.data
@@ -73,7 +73,28 @@ def prepare(cfg: Config, data: ImageData | None = None) -> Prepared:
     torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed alone
     model = create_model(cfg.model.name, data.num_classes, data.in_channels, mean, std, **cfg.model.kwargs)
     method.validate(model)
+    _probe(method, model, data, cfg.method.name)
     return Prepared(cfg, data, model, method, device, mean, std)
+
+
+def _probe(method: Method, model, data: ImageData, name: str) -> None:
+    """One step on 2 images with copies of the method and model: a plugin that does not fit the interface fails
+    here, before the run folder is touched."""
+    import copy
+
+    from mmix_eval.methods import StepOutput
+
+    x = to_float(data.train.x[:2])
+    with torch.random.fork_rng():
+        try:
+            out = copy.deepcopy(method).step(copy.deepcopy(model).train(), x, data.train.y[:2], np.random.default_rng(0))
+        except UserError:
+            raise
+        except Exception as e:
+            raise UserError(f"method '{name}': step() failed on a 2-image probe batch ({type(e).__name__}: {e})") from None
+    if not isinstance(out, StepOutput) or not torch.is_tensor(out.loss) or out.loss.ndim != 0 or not out.loss.requires_grad:
+        raise UserError(f"method '{name}': step() expected to return StepOutput(loss=<scalar tensor with grad>, logits), "
+                        f"got {type(out).__name__}")
 
 
 def seed_everything(seed: int) -> tuple[torch.Generator, np.random.Generator]:

@@ -34,7 +34,7 @@ def bad(capsys, tmp_path, *argv, match):
 
 @pytest.mark.parametrize("argv,match", [
     (["--model", "preactresnet81"], "unknown model 'preactresnet81' (did you mean 'preactresnet18'?); available: preactresnet18, preactresnet34, smallnet"),
-    (["--method", "manifold_mixp"], "unknown method 'manifold_mixp' (did you mean 'manifold_mixup'?); available: input_mixup, manifold_mixup, vanilla"),
+    (["--method", "manifold_mixp"], "unknown method 'manifold_mixp' (did you mean 'manifold_mixup'?); available: cutmix, input_mixup, manifold_mixup, vanilla"),
     (["--data", "cifar-10"], "unknown data set 'cifar-10' (did you mean 'cifar10'?); available: cifar10, cifar100, digits, imagefolder, svhn"),
     (["--alpha", "0"], "alpha: expected a finite number > 0, got 0.0"),
     (["--alpha", "-2"], "alpha: expected a finite number > 0, got -2.0"),
@@ -42,7 +42,8 @@ def bad(capsys, tmp_path, *argv, match):
     (["--alpha", "inf"], "alpha: expected a finite number > 0, got inf"),
     (["--method", "vanilla", "--alpha", "1"], "method 'vanilla': does not take alpha"),
     (["--eligible", "0,4"], "eligible layer 4: expected one of 0..3 for SmallNet"),
-    (["--eligible", "a,b"], "--eligible: expected comma-separated layer indices like 0,1,2, got 'a,b'"),
+    (["--eligible", "1,layer1"], "--eligible: expected layer indices like 0,1,2 or module names like input,layer1, not both"),
+    (["--eligible", "input,layer9"], "eligible layer 'layer9': expected a module name of SmallNet ('' = the input), e.g. '', 'normalize', 'stages', 'head'"),
     (["--loss", "mse"], "unknown loss 'mse'; available: bce_softmax, soft_ce"),
     (["--epochs", "0"], "'train.epochs' expected an integer >= 1, got 0"),
     (["--set", "train.lr_rate=0.1"], "unknown key 'train.lr_rate' (did you mean 'train.lr'?)"),
@@ -108,7 +109,7 @@ def test_train_prints_a_summary_and_resume_alone_continues(capsys, tmp_path):
 
 def test_ls_and_help(capsys):
     code, out, _ = run(capsys, "ls", "methods")
-    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["input_mixup", "manifold_mixup", "vanilla"]
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["cutmix", "input_mixup", "manifold_mixup", "vanilla", "module:attr"]
     code, out, _ = run(capsys, "ls", "datasets")
     assert "digits" in out and "imagefolder" in out
     help_text = subprocess.run([sys.executable, "-m", "mmix_eval", "train", "--help"], capture_output=True, text=True, cwd=ROOT).stdout

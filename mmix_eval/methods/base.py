@@ -12,7 +12,7 @@ import torch
 from mmix_eval.errors import UserError
 from mmix_eval.registry import Registry
 
-METHODS: Registry = Registry("method")
+METHODS: Registry = Registry("method", entry_points="mmix_eval.methods")
 
 
 @dataclass
@@ -54,16 +54,33 @@ def check_alpha(alpha: Any) -> float:
 
 
 def create_method(name: str, alpha=None, eligible=None, loss: str = "bce_softmax") -> Method:
-    """Build a method from its registry name with the settings a config gives (None = its default)."""
+    """Build a method by registry name, ``module:attr`` import path or installed entry point, with the
+    settings a config gives (None = the method's default). A plugin must be a Method subclass (or a
+    factory returning a Method); a plugin that sets no ``name`` is reported under its spec."""
+    import inspect
+
     factory = METHODS.get(name)
-    kwargs: dict[str, Any] = {"loss": loss}
-    if alpha is not None:
-        kwargs["alpha"] = alpha
-    if eligible is not None:
-        kwargs["eligible"] = eligible
+    if not callable(factory):
+        raise UserError(f"method '{name}': expected a Method subclass or a factory returning one, got {type(factory).__name__}")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs: dict[str, Any] = {}
+    for key, value, default in (("alpha", alpha, None), ("eligible", eligible, None), ("loss", loss, "bce_softmax")):
+        if key in params or takes_any:
+            if value is not None:
+                kwargs[key] = value
+        elif value != default:
+            raise UserError(f"method '{name}': does not take {key} (its arguments: {', '.join(params) or 'none'})")
     try:
         method = factory(**kwargs)
     except TypeError as e:
-        given = ", ".join(k for k in kwargs if k != "loss")
-        raise UserError(f"method '{name}': does not take {given or 'these settings'} ({e})") from None
+        raise UserError(f"method '{name}': could not be built with {kwargs} ({e})") from None
+    if not isinstance(method, Method):
+        raise UserError(f"method '{name}': expected a mmix_eval.methods.Method (step(model, x, y, rng) -> StepOutput), "
+                        f"got {type(method).__name__}")
+    if type(method).name == Method.name and method.name == Method.name:
+        method.name = name
     return method

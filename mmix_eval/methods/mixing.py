@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 
 
-def sample_layer(rng: np.random.Generator, eligible: Sequence[int]) -> int:
-    """k uniform over the eligible set S."""
-    return int(eligible[int(rng.integers(len(eligible)))])
+def sample_layer(rng: np.random.Generator, eligible: Sequence[int | str]) -> int | str:
+    """k uniform over the eligible set S (layer indices or module names)."""
+    k = eligible[int(rng.integers(len(eligible)))]
+    return k if isinstance(k, str) else int(k)
 
 
 def sample_lambda(rng: np.random.Generator, alpha: float) -> float:
@@ -65,12 +66,38 @@ def soft_targets(y: torch.Tensor, num_classes: int, perm: torch.Tensor | None = 
     return onehot if perm is None else mix(onehot, perm, lam)
 
 
-def forward_mixed(model, x: torch.Tensor, k: int, mixer: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Run a stage-structured model, replacing the hidden state h_k by ``mixer(h_k)``.
+def mix_root(model) -> torch.nn.Module:
+    """The module whose submodule names a user gives as mixing layers (a wrapper may point inside itself)."""
+    return getattr(model, "mix_root", model)
 
-    h_0 is the input in [0, 1] (mixing before or after the per-channel normalisation is the same,
-    since normalisation is affine and λ + (1 − λ) = 1). Gradients flow through the layers before k.
+
+def mix_point_names(model) -> list[str]:
+    """Every valid mixing layer given by name: '' (the input) and each submodule's name."""
+    return [""] + [n for n, _ in mix_root(model).named_modules() if n]
+
+
+def forward_mixed(model, x: torch.Tensor, k: int | str, mixer: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Run the model, replacing the hidden state at mixing layer k by ``mixer(h_k)``.
+
+    k as an int, on a stage-structured model: 0 is the input, i the output of stage i (mixing before or
+    after the per-channel normalisation is the same, since it is affine and λ + (1 − λ) = 1).
+    k as a str, on any nn.Module: '' is the input, any other name a submodule whose output is replaced
+    through a forward hook (so architectures the project never saw can be mixed).
+    Gradients flow through the layers before k.
     """
+    if isinstance(k, str):
+        if k == "":
+            return model(mixer(x))
+        handle = mix_root(model).get_submodule(k).register_forward_hook(lambda m, inputs, out: mixer(out))
+        try:
+            return model(x)
+        finally:
+            handle.remove()
+    if not hasattr(model, "stages"):
+        names = getattr(model, "stage_names", None)
+        if names is None:
+            raise TypeError(f"integer mixing layer {k} needs a stage-structured model; give module names")
+        return forward_mixed(model, x, "" if k == 0 else names[k - 1], mixer)
     h = x
     if k == 0:
         h = mixer(h)

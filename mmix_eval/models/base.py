@@ -9,7 +9,7 @@ from torch import nn
 from mmix_eval.errors import UserError
 from mmix_eval.registry import Registry
 
-MODELS: Registry = Registry("model")
+MODELS: Registry = Registry("model", entry_points="mmix_eval.models")
 
 
 class Normalize(nn.Module):
@@ -42,9 +42,13 @@ class StagedNet(nn.Module):
         return self.head(h)
 
 
-def num_mix_points(model: StagedNet) -> int:
-    """Eligible mixing layers are 0..len(stages): 0 is the input, len(stages) the head's input."""
-    return len(model.stages) + 1
+def num_mix_points(model: nn.Module) -> int | None:
+    """Integer mixing layers are 0..len(stages): 0 is the input, len(stages) the head's input.
+    None for a model without numbered stages (mix it by module name)."""
+    if hasattr(model, "stages"):
+        return len(model.stages) + 1
+    names = getattr(model, "stage_names", None)
+    return len(names) + 1 if names else None
 
 
 def _check_stats(name: str, values, channels: int) -> list[float]:
@@ -54,9 +58,20 @@ def _check_stats(name: str, values, channels: int) -> list[float]:
     return vals
 
 
+def model_factory(name: str):
+    """The factory behind a model name: registry, entry point, ``module:factory``, or ``torchvision:ARCH``."""
+    if name.startswith("torchvision:"):
+        from mmix_eval.models.tv import check_arch, torchvision_model
+
+        arch = check_arch(name.split(":", 1)[1])
+        return lambda num_classes, in_channels, mean, std, **kw: torchvision_model(arch, num_classes, in_channels, mean, std, **kw)
+    return MODELS.get(name)
+
+
 def create_model(name: str, num_classes: int, in_channels: int = 3, mean=None, std=None, **kwargs) -> StagedNet:
-    """Build a registered model (or a ``module:factory`` import path) for the data's shape."""
-    factory = MODELS.get(name)
+    """Build a registered model, a torchvision model (``torchvision:resnet18``) or a ``module:factory``
+    import path, for the data's shape. Every model takes [0, 1] images and normalises inside."""
+    factory = model_factory(name)
     if not isinstance(num_classes, int) or num_classes < 2:
         raise UserError(f"num_classes: expected an integer >= 2, got {num_classes!r}")
     if not isinstance(in_channels, int) or in_channels < 1:
@@ -65,11 +80,14 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, mean=None, s
     std = _check_stats("std", std if std is not None else [0.25] * in_channels, in_channels)
     if any(s <= 0 for s in std):
         raise UserError(f"model std: expected positive values, got {std}")
+    if not callable(factory):
+        raise UserError(f"model '{name}': expected a factory (num_classes, in_channels, mean, std, ...) -> nn.Module, got {type(factory).__name__}")
     params = inspect.signature(factory).parameters
-    unknown = [k for k in kwargs if k not in params]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in kwargs if k not in params and not takes_any]
     if unknown:
         raise UserError(f"model '{name}': unknown argument(s) {', '.join(unknown)}; accepted: {', '.join(p for p in params if p not in ('num_classes', 'in_channels', 'mean', 'std'))}")
     model = factory(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **kwargs)
-    if not isinstance(model, StagedNet):
-        raise UserError(f"model '{name}': expected a factory returning a StagedNet (normalize, stages, head), got {type(model).__name__}")
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model '{name}': expected a factory returning an nn.Module, got {type(model).__name__}")
     return model
