@@ -67,22 +67,28 @@ def _refuse_non_safetensors(path: Path, head: bytes) -> None:
                         f"(a failed download?)")
 
 
-def read_header(path: str | Path) -> tuple[dict, bytes]:
-    """Bounds-checked safetensors header and the whole file's bytes."""
+def read_header(path: str | Path, whole: bool = True) -> tuple[dict, bytes]:
+    """Bounds-checked safetensors header, and the file's bytes: all of them, or (``whole=False``) only
+    the 8-byte length and the header, so reading metadata never reads the tensors."""
     path = Path(path)
     try:
-        blob = path.read_bytes()
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(64)
+            _refuse_non_safetensors(path, head)
+            if size < 8:
+                raise UserError(f"checkpoint '{path}': expected a .safetensors file, got {size} bytes (truncated)")
+            n = struct.unpack("<Q", head[:8])[0]
+            if n > MAX_HEADER_BYTES or 8 + n > size:
+                raise UserError(f"checkpoint '{path}': expected a safetensors header of at most "
+                                f"{min(MAX_HEADER_BYTES, size - 8)} bytes, got one claiming {n} bytes "
+                                f"(truncated or not a safetensors file)")
+            f.seek(0)
+            blob = f.read() if whole else f.read(8 + n)
     except FileNotFoundError:
         raise UserError(f"checkpoint '{path}': expected a .safetensors file, got a path that does not exist") from None
     except OSError as e:
         raise UserError(f"checkpoint '{path}': expected a readable file, got {e.strerror or e}") from None
-    _refuse_non_safetensors(path, blob[:64])
-    if len(blob) < 8:
-        raise UserError(f"checkpoint '{path}': expected a .safetensors file, got {len(blob)} bytes (truncated)")
-    n = struct.unpack("<Q", blob[:8])[0]
-    if n > MAX_HEADER_BYTES or 8 + n > len(blob):
-        raise UserError(f"checkpoint '{path}': expected a safetensors header of at most {min(MAX_HEADER_BYTES, len(blob) - 8)} "
-                        f"bytes, got one claiming {n} bytes (truncated or not a safetensors file)")
     try:
         header = json.loads(blob[8:8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -93,7 +99,7 @@ def read_header(path: str | Path) -> tuple[dict, bytes]:
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    header, _ = read_header(path)
+    header, _ = read_header(path, whole=False)
     return _metadata(path, header)
 
 

@@ -1,4 +1,5 @@
-"""Batched inference over uint8 image tensors: logits without gradients, in eval mode."""
+"""Batched inference over image tensors: logits without gradients, in eval mode. Shared by training
+(final metrics) and the evaluators."""
 
 from __future__ import annotations
 
@@ -10,14 +11,19 @@ from mmix_eval.data.augment import to_float
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500,
-                   device: torch.device | str | None = None) -> torch.Tensor:
-    """Logits (N, C) in float32 on the CPU for uint8 images (N, C, H, W)."""
+                   device: torch.device | str | None = None, bar=None) -> torch.Tensor:
+    """Logits (N, C) in float32 on the CPU for images (N, C, H, W): uint8, or float already in [0, 1].
+    ``bar``: a progress bar advanced once per batch."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        out = [model(to_float(x[i:i + batch_size].to(device, non_blocking=True))).float()
-               for i in range(0, x.shape[0], batch_size)]
+        out = []
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size].to(device, non_blocking=True)
+            out.append(model(to_float(xb) if xb.dtype == torch.uint8 else xb.float()).float())
+            if bar is not None:
+                bar.update(1)
     finally:
         model.train(was_training)
     return torch.cat(out).cpu() if out else torch.zeros(0)

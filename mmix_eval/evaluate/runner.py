@@ -69,8 +69,7 @@ def run_evaluation(ckpts: list[str | Path], evaluators: list[str], out: str | Pa
     ckpts = [Path(c) for c in ckpts]
     if not ckpts:
         raise UserError("--ckpt: expected at least one checkpoint, got none")
-    for c in ckpts:
-        read_metadata(c)
+    metas = [read_metadata(c) for c in ckpts]  # headers only; kept for the hashes below
     device = resolve_device(opts.device)
     if "deformations" in evaluators:
         load_grid(opts.grid)
@@ -88,8 +87,8 @@ def run_evaluation(ckpts: list[str | Path], evaluators: list[str], out: str | Pa
     }
     all_rows = []
     options = {**vars(opts), "device": str(device), "progress": None}
-    for ckpt, name in zip(ckpts, names or _run_names(ckpts)):
-        sha = read_metadata(ckpt).get("data_sha256")
+    for ckpt, meta, name in zip(ckpts, metas, names or _run_names(ckpts)):
+        sha = meta.get("data_sha256")
         target = None
         for e in evaluators:
             folder = out / name

@@ -155,16 +155,11 @@ def load_target(ckpt: str | Path, device, data: str | None = None, root: str | N
     return Target(model=model, test=test, val=val, run=run, base=base)
 
 
-@torch.inference_mode()
 def logits_of(model: torch.nn.Module, images: Images, batch_size: int, device, bar=None) -> torch.Tensor:
     """Logits (N, C) in float32 on the CPU; non-finite outputs are an error, not a number."""
-    out = []
-    for i in range(0, len(images), batch_size):
-        xb, _ = images.batch(i, i + batch_size, device)
-        out.append(model(xb).float().cpu())
-        if bar is not None:
-            bar.update(1)
-    logits = torch.cat(out)
+    from mmix_eval.inference import predict_logits
+
+    logits = predict_logits(model, images.x, batch_size, device, bar)
     check_logits(logits)
     return logits
 
