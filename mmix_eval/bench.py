@@ -21,7 +21,9 @@ from mmix_eval.errors import UserError, did_you_mean
 from mmix_eval.evaluate.runner import EVALUATORS, EvalOptions, run_evaluation, safe_name
 from mmix_eval.io import atomic_write_text
 
-TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "evaluate", "report")
+TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "evaluate", "report", "launcher")
+LAUNCHERS = ("inline", "local", "slurm")
+LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra")
 EVALUATE_KEYS = ("evaluators", *(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import")))
 REPORT_KEYS = ("baseline", "checks", "title")
 
@@ -42,6 +44,7 @@ class Bench:
     checks: list[str]
     title: str | None
     raw: dict
+    launcher: dict
 
 
 def _strict(d, allowed, where):
@@ -95,8 +98,9 @@ def load_bench(path: str | Path) -> Bench:
     checks = rep.get("checks") or []
     if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):
         raise UserError(f"{where}: 'report.checks' expected a list of strings, got {checks!r}")
+    launcher = dict(_strict(raw.get("launcher"), LAUNCHER_KEYS, f"{where} launcher"))
     return Bench(str(raw.get("name") or path.stem), runs, evaluators, options, rep.get("baseline", "vanilla"),
-                 checks, rep.get("title"), raw)
+                 checks, rep.get("title"), raw, launcher)
 
 
 def _finished(run_dir: Path, cfg: Config) -> bool:
@@ -111,48 +115,267 @@ def _finished(run_dir: Path, cfg: Config) -> bool:
         return False
 
 
-def run_bench(config: str | Path, out: str | Path, progress: bool = True, device: str | None = None, echo=print) -> dict:
-    from tqdm.auto import tqdm
-
-    from mmix_eval.report import build_report
+def run_one(config: str | Path, out: str | Path, name: str, device: str | None = None) -> str:
+    """Train and evaluate one run of a bench, idempotently: the unit of work every launcher runs.
+    Returns 'done already', 'resumed' or 'trained'. Under a multi-GPU Slurm job (several tasks) it joins
+    the job's process group first, as torchrun would."""
+    from mmix_eval import distributed
     from mmix_eval.train import train
 
     bench = load_bench(config)
-    out = Path(out)
+    runs = {r.name: r for r in bench.runs}
+    if name not in runs:
+        raise UserError(f"--only: expected a run of bench '{bench.name}' ({', '.join(runs)}), got '{name}'{did_you_mean(name, list(runs))}")
+    r, out = runs[name], Path(out)
+    _slurm_torch_env()
+    distributed.init_from_env(device or r.cfg.train.device)
     if device is not None:
+        r.cfg.train.device = device
+        bench.options.device = device
+    bench.options.progress = False
+    run_dir = out / "runs" / r.name
+    if _finished(run_dir, r.cfg):
+        status = "done already"
+    else:
+        resume = (run_dir / "config.yaml").exists()
+        train(r.cfg, run_dir, resume=resume, progress=False)
+        status = "resumed" if resume else "trained"
+    run_evaluation([run_dir / "model.safetensors"], bench.evaluators, out / "results", bench.options,
+                   echo=lambda *_: None, skip_done=True, names=[r.name])
+    return status
+
+
+def _slurm_torch_env() -> None:
+    """In a Slurm job with several tasks (gpus_per_run > 1), export RANK/WORLD_SIZE/... as torchrun would."""
+    import os
+
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "WORLD_SIZE" not in os.environ:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export()
+
+
+def _complete(out: Path, bench: Bench, r: Run) -> bool:
+    """Trained with this configuration and evaluated by every evaluator of the bench (any device)."""
+    import json
+
+    from mmix_eval.checkpoint import read_metadata
+
+    ckpt = out / "runs" / r.name / "model.safetensors"
+    if not _finished(ckpt.parent, r.cfg):
+        return False
+    sha = read_metadata(ckpt).get("data_sha256")
+    want = {k: v for k, v in vars(bench.options).items() if k not in ("device", "progress")}
+    for e in bench.evaluators:
+        try:
+            meta = json.loads((out / "results" / r.name / f"{e}.meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        got = {k: v for k, v in (meta.get("options") or {}).items() if k not in ("device", "progress")}
+        if meta.get("checkpoint_sha256") != sha or got != want:
+            return False
+    return True
+
+
+def _resources(bench: Bench, overrides: dict) -> dict:
+    res = {"jobs": 1, "partition": None, "gpus_per_run": 0, "cpus_per_run": None, "mem_gb": None,
+           "timeout_min": 24 * 60, "slurm_extra": {}}
+    res.update({k: v for k, v in bench.launcher.items() if k != "name"})
+    res.update({k: v for k, v in overrides.items() if v is not None})
+    for k in ("jobs", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min"):
+        v = res[k]
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (1 if k != "gpus_per_run" else 0)):
+            raise UserError(f"launcher '{k}': expected an integer >= {1 if k != 'gpus_per_run' else 0}, got {v!r}")
+    if not isinstance(res["slurm_extra"], dict):
+        raise UserError(f"launcher 'slurm_extra': expected a mapping of sbatch options, got {res['slurm_extra']!r}")
+    return res
+
+
+def run_bench(config: str | Path, out: str | Path, progress: bool = True, device: str | None = None, echo=print,
+              launcher: str | None = None, wait: bool = True, report_only: bool = False,
+              submitit_cluster: str | None = None, **resources) -> dict | None:
+    """Run every run of the bench with a launcher, then build the report from what is finished.
+
+    inline (default): one after the other in this process. local: subprocesses, ``jobs`` at a time (GPUs
+    shared round-robin). slurm: one submitit job per run. Finished runs are skipped by every launcher;
+    with ``report_only`` nothing runs and the report says which runs are missing."""
+    bench = load_bench(config)
+    if device is not None:  # the override is part of each run's configuration, as the jobs record it
         for r in bench.runs:
             r.cfg.train.device = device
         bench.options.device = device
-    bench.options.progress = False
+    out = Path(out)
+    launcher = launcher or bench.launcher.get("name") or "inline"
+    if launcher not in LAUNCHERS:
+        raise UserError(f"--launcher: expected one of {', '.join(LAUNCHERS)}, got '{launcher}'")
+    res = _resources(bench, resources)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "bench.yaml", yaml.safe_dump(bench.raw, sort_keys=False))
-    stages: dict[str, float] = {}
     t_all = time.perf_counter()
-    with tqdm(total=2 * len(bench.runs), desc=f"bench {bench.name}", unit="stage", disable=not progress,
-              dynamic_ncols=True) as bar:
+    stages: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    if not report_only:
+        todo = [r for r in bench.runs if not _complete(out, bench, r)]
         for r in bench.runs:
-            run_dir = out / "runs" / r.name
-            bar.set_postfix_str(f"train {r.name}")
+            if r not in todo:
+                echo(f"{r.name}: done already")
+        if launcher == "inline":
+            failed = _inline(config, out, todo, device, progress, stages, bench.name)
+        elif launcher == "local":
+            failed = _local(config, out, todo, device, progress, res, stages, bench.name)
+        else:
+            failed = _slurm(config, out, todo, device, progress, res, wait, submitit_cluster, bench.name, echo)
+            if not wait:
+                return None
+    return _report(bench, out, stages, failed, t_all, echo)
+
+
+def _inline(config, out, todo, device, progress, stages, name) -> dict[str, str]:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(todo), desc=f"bench {name}", unit="run", disable=not progress, dynamic_ncols=True) as bar:
+        for r in todo:
+            bar.set_postfix_str(r.name)
             t0 = time.perf_counter()
-            if _finished(run_dir, r.cfg):
-                status = "done already"
-            else:
-                resume = (run_dir / "config.yaml").exists()
-                train(r.cfg, run_dir, resume=resume, progress=False)
-                status = "resumed" if resume else "trained"
-            stages[f"train {r.name}"] = round(time.perf_counter() - t0, 3)
+            status = run_one(config, out, r.name, device)
+            stages[r.name] = round(time.perf_counter() - t0, 3)
+            bar.write(f"{r.name}: {status}, evaluated ({stages[r.name]:.1f} s)")
             bar.update(1)
-            bar.write(f"{r.name}: {status} ({stages[f'train {r.name}']:.1f} s)")
-            bar.set_postfix_str(f"evaluate {r.name}")
-            t0 = time.perf_counter()
-            run_evaluation([run_dir / "model.safetensors"], bench.evaluators, out / "results", bench.options,
-                           echo=lambda *_: None, skip_done=True, names=[r.name])
-            stages[f"evaluate {r.name}"] = round(time.perf_counter() - t0, 3)
+    return {}
+
+
+def _local(config, out, todo, device, progress, res, stages, name) -> dict[str, str]:
+    """Subprocesses (``python -m mmix_eval bench CONFIG --only RUN``), ``jobs`` at a time; each writes
+    OUT/logs/RUN.log. CPU threads are divided between the jobs; visible GPUs are dealt round-robin."""
+    import os
+    import subprocess
+
+    import torch
+    from tqdm.auto import tqdm
+
+    jobs = res["jobs"]
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    gpus = torch.cuda.device_count() if device != "cpu" else 0
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending, running, failed = list(todo), {}, {}
+    free_slots = list(range(jobs))
+    with tqdm(total=len(todo), desc=f"bench {name} (local, {jobs} at a time)", unit="run", disable=not progress,
+              dynamic_ncols=True) as bar:
+        while pending or running:
+            while pending and free_slots:
+                r, slot = pending.pop(0), free_slots.pop(0)
+                cmd = [sys.executable, "-m", "mmix_eval", "bench", str(config), "--out", str(out), "--only", r.name,
+                       "--no-progress"] + (["--device", device] if device else [])
+                env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+                if gpus:
+                    env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+                log = open(logs / f"{r.name}.log", "w", encoding="utf-8")
+                running[r.name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, slot,
+                                   time.perf_counter())
+            time.sleep(0.2)
+            for rn, (proc, log, slot, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[rn]
+                free_slots.append(slot)
+                stages[rn] = round(time.perf_counter() - t0, 3)
+                if proc.returncode != 0:
+                    failed[rn] = f"exit code {proc.returncode}: {_last_line(logs / f'{rn}.log')} (log: {logs / f'{rn}.log'})"
+                bar.write(f"{rn}: {'failed, ' + failed[rn] if rn in failed else 'trained and evaluated'} ({stages[rn]:.1f} s)")
+                bar.update(1)
+    return failed
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:300] if lines else "no output"
+
+
+def _slurm(config, out, todo, device, progress, res, wait, cluster, name, echo) -> dict[str, str]:
+    """One submitit job per run. ``cluster``: None (Slurm), or 'local'/'debug' to run the same jobs on this
+    machine through submitit's own executors."""
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("--launcher slurm: expected the submitit package, which is not installed; "
+                        "pip install 'mmix-eval[slurm]'") from None
+    from tqdm.auto import tqdm
+
+    gpus = res["gpus_per_run"]
+    if not todo:
+        return {}
+    executor = submitit.AutoExecutor(folder=out / "slurm", cluster=cluster)
+    params = {"name": f"mmix-{name}", "timeout_min": res["timeout_min"], "nodes": 1,
+              "tasks_per_node": max(1, gpus), "cpus_per_task": res["cpus_per_run"] or 4}
+    if gpus:
+        params["gpus_per_node"] = gpus
+    if res["mem_gb"]:
+        params["mem_gb"] = res["mem_gb"]
+    if executor.cluster == "slurm":
+        if res["partition"]:
+            params["slurm_partition"] = res["partition"]
+        if res["slurm_extra"]:
+            params["slurm_additional_parameters"] = dict(res["slurm_extra"])
+    executor.update_parameters(**params)
+    jobs = []
+    with executor.batch():
+        for r in todo:
+            jobs.append((r.name, executor.submit(run_one, str(Path(config).resolve()), str(out.resolve()), r.name, device)))
+    ids = {rn: str(j.job_id) for rn, j in jobs}
+    atomic_write_text(out / "jobs.yaml", yaml.safe_dump({"executor": executor.cluster, "jobs": ids}, sort_keys=False))
+    echo(f"submitted {len(jobs)} job(s) to {executor.cluster}: {', '.join(f'{k}={v}' for k, v in ids.items()) or 'none'}")
+    if not wait:
+        echo(f"not waiting; when they are done (or to see what is missing): mmix-eval bench {config} --out {out} --report-only")
+        return {}
+    failed = {}
+    with tqdm(total=len(jobs), desc=f"bench {name} ({executor.cluster})", unit="run", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for rn, job in jobs:
+            try:
+                status = job.result()
+            except Exception as e:  # a failed or killed job: the others and the report go on
+                failed[rn] = f"job {job.job_id} failed: {_job_error(e)} (logs: {job.paths.stderr})"
+                status = "failed"
+            bar.write(f"{rn}: {status}")
             bar.update(1)
-    t0 = time.perf_counter()
-    extra = {"bench": bench.raw, "command": " ".join(sys.argv) if sys.argv else None, "stage_wall_time_s": stages}
-    result = build_report([out / "results"], out, bench.baseline, bench.checks, bench.title or f"mmix-eval bench: {bench.name}",
-                          extra_provenance=extra)
-    stages["report"] = round(time.perf_counter() - t0, 3)
-    echo(f"bench {bench.name}: {len(bench.runs)} runs trained and evaluated in {time.perf_counter() - t_all:.1f} s")
+    return failed
+
+
+def _job_error(e: Exception) -> str:
+    """The job's own exception line out of submitit's error text (its traceback, then log paths)."""
+    import re
+
+    lines = [ln.strip() for ln in str(e).splitlines()]
+    cause = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*", ln)]
+    return (cause[-1] if cause else type(e).__name__ + (f": {lines[0]}" if lines and lines[0] else ""))[:300]
+
+
+def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, echo) -> dict:
+    from mmix_eval.report import build_report
+
+    missing = [r.name for r in bench.runs if not _complete(out, bench, r)]
+    for rn, why in failed.items():
+        echo(f"mmix-eval: warning: run {rn} failed: {why}")
+    if len(missing) == len(bench.runs):
+        raise UserError(f"bench {bench.name}: expected at least one finished run to report, got none of "
+                        f"{len(bench.runs)} ({', '.join(missing)})")
+    if missing:
+        echo(f"mmix-eval: warning: report built without {len(missing)} of {len(bench.runs)} runs "
+             f"(not finished or not evaluated): {', '.join(missing)}")
+    results = out / "results"
+    notes = [f"Incomplete bench: {len(missing)} of {len(bench.runs)} runs are not in this report "
+             f"(not finished or not evaluated): {', '.join(missing)}."] if missing else []
+    extra = {"bench": bench.raw, "command": " ".join(sys.argv) if sys.argv else None, "stage_wall_time_s": stages,
+             "missing_runs": missing, "failed_runs": failed}
+    result = build_report([results], out, bench.baseline, bench.checks, bench.title or f"mmix-eval bench: {bench.name}",
+                          extra_provenance=extra, notes=notes)
+    result["missing"] = missing
+    result["failed"] = failed
+    echo(f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report "
+         f"({time.perf_counter() - t_all:.1f} s)")
     return result

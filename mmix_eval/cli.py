@@ -108,7 +108,10 @@ def cmd_train(args) -> int:
     from mmix_eval.train import train
 
     cfg = _config_from_args(args)
+    _join_torchrun(args, cfg.train.device)
     meta = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if meta is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     m = meta["metrics"]
     print(f"saved {Path(args.out) / 'model.safetensors'}  [{meta['method']['name']}, {meta['model']['name']}, "
           f"{meta['data']['spec']}, seed {meta['train']['seed']}]  test acc {m['test_acc']:.2f} %, "
@@ -154,6 +157,7 @@ def cmd_eval(args) -> int:
     for key in ("grid", "interpolation", "eps", "attack", "pgd_steps", "bins"):
         if hasattr(args, key):
             setattr(opts, key, getattr(args, key))
+    _join_torchrun(args, opts.device)
     run_evaluation(args.ckpt, list(args.evaluators), args.out, opts)
     return 0
 
@@ -181,7 +185,19 @@ def _report_outcome(result) -> int:
 def cmd_bench(args) -> int:
     from mmix_eval.bench import run_bench
 
-    return _report_outcome(run_bench(args.config, args.out, progress=not args.no_progress, device=args.device))
+    if args.only:
+        from mmix_eval.bench import run_one
+
+        print(f"{args.only}: {run_one(args.config, args.out, args.only, args.device)}, evaluated")
+        return 0
+    result = run_bench(args.config, args.out, progress=not args.no_progress, device=args.device, launcher=args.launcher,
+                       wait=not args.no_wait, report_only=args.report_only, submitit_cluster=args.submitit_cluster,
+                       jobs=args.jobs, partition=args.partition, gpus_per_run=args.gpus_per_run,
+                       cpus_per_run=args.cpus_per_run, mem_gb=args.mem_gb, timeout_min=args.timeout_min)
+    if result is None:  # submitted, not waiting
+        return 0
+    code = _report_outcome(result)
+    return 1 if result["failed"] else code
 
 
 def cmd_ls(args) -> int:
@@ -224,6 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bench folder (runs/, results/ and the report)")
     p.add_argument("--device", help="override the device of every run and evaluation")
     p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("launchers (default: the YAML's launcher section, else inline)")
+    g.add_argument("--launcher", choices=["inline", "local", "slurm"],
+                   help="inline: one run after another in this process; local: subprocesses, --jobs at a time; "
+                        "slurm: one submitit job per run")
+    g.add_argument("--jobs", type=int, help="local: runs at a time (default 1)")
+    g.add_argument("--partition", help="slurm: partition")
+    g.add_argument("--gpus-per-run", type=int, help="slurm: GPUs per job (>1 trains with DDP across them)")
+    g.add_argument("--cpus-per-run", type=int, help="slurm: CPUs per task (default 4)")
+    g.add_argument("--mem-gb", type=int, help="slurm: memory per job")
+    g.add_argument("--timeout-min", type=int, help="slurm: time limit per job in minutes (default 1440)")
+    g.add_argument("--no-wait", action="store_true", help="slurm: submit and exit; build the report later with --report-only")
+    g.add_argument("--submitit-cluster", choices=["slurm", "local", "debug"],
+                   help="slurm launcher's submitit executor: slurm (default), or local/debug to run the jobs here")
+    g.add_argument("--report-only", action="store_true", help="run nothing; report what is finished and list what is missing")
+    g.add_argument("--only", metavar="RUN", help="train and evaluate this one run of the bench, no report (what each job runs)")
     p = sub.add_parser("report", help="rebuild the HTML / CSV / Markdown report from result records alone",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Aggregate result records (folders of *.jsonl) into a Table-4-style comparison. "
@@ -250,11 +281,31 @@ def main(argv: list[str] | None = None) -> int:
         handler = {"train": cmd_train, "ls": cmd_ls, "report": cmd_report, "bench": cmd_bench}.get(args.command, cmd_eval)
         return handler(args)
     except UserError as e:
-        print(f"mmix-eval: error: {e}", file=sys.stderr)
+        from mmix_eval import distributed
+
+        if distributed.is_main():  # every rank fails alike; one line is enough
+            print(f"mmix-eval: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("mmix-eval: interrupted; a training run continues from its last state with --resume", file=sys.stderr)
         return 130
+    finally:
+        if args.command not in ("ls", "report", "bench"):
+            from mmix_eval import distributed
+
+            distributed.shutdown()
+
+
+def _join_torchrun(args, device: str) -> None:
+    """Under torchrun (WORLD_SIZE > 1) join the process group; rank 0 alone prints and writes."""
+    from mmix_eval import distributed
+
+    if distributed.env_world_size() <= 1:
+        return
+    distributed.init_from_env(device)
+    if not distributed.is_main():
+        args.no_progress = True
+        warnings.filterwarnings("ignore")  # rank 0 says it once
 
 
 if __name__ == "__main__":

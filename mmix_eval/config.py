@@ -61,6 +61,8 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | off | bf16 | fp16
     channels_last: bool | None = None  # None: on for CUDA
     save_every: int = 1  # epochs between resumable state files
+    compile: bool = False  # torch.compile each stage and the head (GPU; needs a C++ compiler on a CPU)
+    sync_bn: bool = False  # under torchrun on GPUs: SyncBatchNorm across ranks (else each rank's slice alone)
 
 
 @dataclass

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mmix_eval import distributed
 from mmix_eval.checkpoint import save_checkpoint
 from mmix_eval.config import Config, merge
 from mmix_eval.data import ImageData, load_data
@@ -65,7 +66,8 @@ def prepare(cfg: Config, data: ImageData | None = None) -> Prepared:
     from mmix_eval.models.base import model_factory
 
     model_factory(cfg.model.name)  # an unknown model fails before a slow data load
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(distributed.device_for(cfg.train.device))
+    check_distributed(cfg, device)
     if data is None:
         d = cfg.data
         data = load_data(d.name, d.root, d.download, d.train_limit, d.test_limit, d.val_size, d.subset_seed)
@@ -75,6 +77,31 @@ def prepare(cfg: Config, data: ImageData | None = None) -> Prepared:
     method.validate(model)
     _probe(method, model, data, cfg.method.name)
     return Prepared(cfg, data, model, method, device, mean, std)
+
+
+def check_distributed(cfg: Config, device: torch.device) -> None:
+    """Under torchrun: the global batch must split evenly, and SyncBatchNorm needs CUDA (PyTorch's rule)."""
+    w = distributed.world_size()
+    if w > 1 and cfg.train.batch_size % w:
+        raise UserError(f"train.batch_size: expected a multiple of the {w} processes (it is the global batch, "
+                        f"split evenly across ranks), got {cfg.train.batch_size}")
+    if cfg.train.sync_bn and w > 1 and device.type != "cuda":
+        raise UserError(f"train.sync_bn: expected CUDA devices (PyTorch's SyncBatchNorm is GPU-only), got {device}; "
+                        f"set train.sync_bn=false to normalise each rank's slice on its own")
+
+
+class _Step(torch.nn.Module):
+    """The method's training step as a module's forward, so DistributedDataParallel sees every forward pass
+    (mixed or not) and all-reduces the gradients of the backward that follows."""
+
+    def __init__(self, model: torch.nn.Module, method: Method):
+        super().__init__()
+        self.model = model
+        self.method = method
+
+    def forward(self, x, y, rng):
+        out = self.method.step(self.model, x, y, rng)
+        return out.loss
 
 
 def _probe(method: Method, model, data: ImageData, name: str) -> None:
@@ -225,17 +252,30 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
     """
     out = Path(out)
     p = prepare(cfg, data)  # everything that can fail on bad input fails here, before any write
-    resuming = check_run_folder(out, cfg, resume, overwrite)
+    # Under torchrun rank 0 alone judges and writes the run folder; the others learn its verdict.
+    resuming = distributed.agree(lambda: check_run_folder(out, cfg, resume, overwrite))
     model, method, device, data, t = p.model, p.method, p.device, p.data, cfg.train
-    out.mkdir(parents=True, exist_ok=True)
-    if not resuming:
-        atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    world, main = distributed.world_size(), distributed.is_main()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            atomic_write_text(out / "config.yaml", cfg.to_yaml())
 
     data_gen, mix_rng = seed_everything(t.seed)
     channels_last = t.channels_last if t.channels_last is not None else device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
     amp_mode, autocast, scaler = _amp(cfg, device)
+    if t.compile:
+        _compile(model)
+    sync_bn = bool(t.sync_bn and world > 1)
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    stepper: torch.nn.Module = _Step(model, method)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        stepper = DistributedDataParallel(stepper, device_ids=[device.index] if device.type == "cuda" else None)
 
     start_epoch, step, log, elapsed = 0, 0, [], 0.0
     state = _load_state(out) if resuming else None
@@ -246,6 +286,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
             scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"], data_gen, mix_rng)
         start_epoch, step, log, elapsed = state["epoch"], state["step"], list(state["log"]), state["elapsed_s"]
+        if int(state.get("world_size", 1)) != world:
+            warnings.warn(f"resuming a run saved by {state.get('world_size', 1)} process(es) with {world}: "
+                          f"the remaining epochs pair images within different slices", stacklevel=2)
 
     x_all = data.train.x.to(device)  # uint8, resident: decoded once, augmented per batch
     y_all = data.train.y.to(device)
@@ -255,6 +298,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
     sched = dict(schedule=t.schedule, steps_per_epoch=n_batches, epochs=t.epochs, milestones=t.milestones,
                  gamma=t.gamma, warmup_epochs=t.warmup_epochs)
 
+    progress = progress and main
     bar = tqdm(total=t.epochs * n_batches, initial=start_epoch * n_batches, disable=not progress,
                unit="step", dynamic_ncols=True, desc=f"{method.name}")
     refresh = 10  # steps between host syncs (progress bar, non-finite check)
@@ -271,6 +315,10 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
             xb = x_all[idx]
             if t.crop_padding or flip:
                 xb = random_crop_flip(xb, t.crop_padding, flip, data_gen)
+            yb = y_all[idx]
+            if world > 1:  # this rank's contiguous slice of the augmented global batch
+                lo, hi = distributed.shard(len(idx))
+                xb, yb = xb[lo:hi], yb[lo:hi]
             xb = to_float(xb)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -278,7 +326,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
             for g in opt.param_groups:
                 g["lr"] = lr
             with autocast():
-                loss = method.step(model, xb, y_all[idx], mix_rng).loss
+                loss = stepper(xb, yb, mix_rng)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -293,7 +341,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
             batch_no += 1
             step += 1
             if (b + 1) % refresh == 0 or b + 1 == n_batches:
-                _check_finite(int(first_bad), epoch, out, log)
+                _check_finite(distributed.max_int(int(first_bad)), epoch, out, log)
                 if progress:
                     bar.set_description(f"{method.name} epoch {epoch + 1}/{t.epochs}")
                     bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.4g}",
@@ -301,30 +349,49 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
                 bar.update((b + 1) - (bar.n - epoch * n_batches))
         epoch_s = time.perf_counter() - t0
         elapsed += epoch_s
-        record = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": float(loss_sum) / n_batches,
+        record = {"epoch": epoch + 1, "step": step, "lr": lr,
+                  "train_loss": distributed.mean_float(float(loss_sum) / n_batches),
                   "images_per_s": round(n_batches * bs / epoch_s, 1), "epoch_s": round(epoch_s, 3)}
-        if data.val is not None:
+        if data.val is not None and main:
             record.update({f"val_{k}": v for k, v in accuracy_nll(predict_logits(model, data.val.x, device=device), data.val.y).items()})
         log.append(record)
-        atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
-        if (epoch + 1) % t.save_every == 0 or epoch + 1 == t.epochs:
+        if main:
+            atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+        if main and ((epoch + 1) % t.save_every == 0 or epoch + 1 == t.epochs):
             _save_state(out, {"format": STATE_FORMAT, "version": STATE_VERSION, "epoch": epoch + 1, "step": step,
                               "model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scaler": scaler.state_dict() if scaler is not None else {},
                               "rng": _rng_state(data_gen, mix_rng), "log": log, "elapsed_s": elapsed,
-                              "config": json.dumps(cfg.to_dict())})
+                              "config": json.dumps(cfg.to_dict()), "world_size": world})
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < t.epochs:
             bar.close()
+            distributed.barrier()
             return None
     bar.close()
+    if not main:
+        distributed.barrier()  # returns once rank 0 has written the checkpoint
+        return None
 
     metrics = {"train_loss": log[-1]["train_loss"] if log else None}
     metrics.update({f"test_{k}": v for k, v in accuracy_nll(predict_logits(model, data.test.x, device=device), data.test.y).items()})
     if data.val is not None:
         metrics.update({k: log[-1][k] for k in ("val_acc", "val_nll")})
     meta = run_metadata(p, model, metrics, elapsed, amp_mode, channels_last, flip, device, step)
+    meta["train"]["distributed"] = {"world_size": world, "sync_bn": sync_bn,
+                                    "backend": torch.distributed.get_backend() if world > 1 else None}
     model.to(memory_format=torch.contiguous_format)
-    return save_checkpoint(out / "model.safetensors", model, meta)
+    saved = save_checkpoint(out / "model.safetensors", model, meta)
+    distributed.barrier()
+    return saved
+
+
+def _compile(model: torch.nn.Module) -> None:
+    """torch.compile in place. On a stage-structured model each stage and the head are compiled, so the
+    plain forward and a manifold-mixup forward (which walks the stages, mixing between two of them) both
+    run compiled code; any other model is compiled whole (hook-based mixing may then break the graph)."""
+    parts = [*model.stages, model.head] if hasattr(model, "stages") and hasattr(model, "head") else [model]
+    for part in parts:
+        part.compile()
 
 
 def _check_finite(bad_batch: int, epoch: int, out: Path, log: list) -> None:
@@ -353,7 +420,7 @@ def run_metadata(p: Prepared, model, metrics, elapsed, amp_mode, channels_last, 
                   "schedule": {"name": t.schedule, "milestones": t.milestones, "gamma": t.gamma,
                                "warmup_epochs": t.warmup_epochs},
                   "augment": {"crop_padding": t.crop_padding, "flip": flip},
-                  "amp": amp_mode, "channels_last": channels_last, "device": str(device)},
+                  "amp": amp_mode, "channels_last": channels_last, "compile": t.compile, "device": str(device)},
         "config": cfg.to_dict(),
         "metrics": metrics,
         "wall_time_s": round(elapsed, 3),

@@ -9,7 +9,8 @@ from mmix_eval.errors import UserError
 from mmix_eval.evaluate.calibration import clean_records
 from mmix_eval.evaluate.geometry import INTERPOLATIONS, load_grid, sample_matrices, warp
 from mmix_eval.evaluate.records import record
-from mmix_eval.evaluate.target import check_logits, logits_of, setup
+from mmix_eval import distributed
+from mmix_eval.evaluate.target import batch_end, check_logits, logits_of, setup, shard_batches
 
 
 def evaluate_deformations(target, grid: str = "table4", seed: int = 0, interpolation: str = "nearest",
@@ -21,7 +22,7 @@ def evaluate_deformations(target, grid: str = "table4", seed: int = 0, interpola
     images, n = target.test, len(target.test)
     base = {**target.base, "evaluator": "deformations", "n": n, "eval_seed": seed, "grid": grid_name,
             "interpolation": interpolation, "warnings": warn}
-    n_batches = -(-n // bs)
+    starts, n_batches = shard_batches(n, bs)
     rows = []
     with tqdm(total=n_batches * (len(conditions) + 1), desc=f"{target.run} deformations", unit="batch",
               disable=not progress, leave=False) as bar:
@@ -30,11 +31,13 @@ def evaluate_deformations(target, grid: str = "table4", seed: int = 0, interpola
             mats = sample_matrices(d, n, seed)  # per image, from (seed, condition): common random numbers
             correct = 0
             with torch.inference_mode():
-                for i in range(0, n, bs):
-                    xb, yb = images.batch(i, i + bs, device)
-                    logits = model(warp(xb, mats[i:i + bs], interpolation))
+                for i in starts:
+                    j = batch_end(i, bs, n)
+                    xb, yb = images.batch(i, j, device)
+                    logits = model(warp(xb, mats[i:j], interpolation))
                     check_logits(logits)
                     correct += int((logits.argmax(1) == yb).sum())
                     bar.update(1)
+            correct = distributed.sum_int(correct)
             rows.append(record(base, d.name, "acc", 100.0 * correct / n, label=d.label))
     return rows

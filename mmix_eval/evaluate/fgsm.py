@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.calibration import clean_records
 from mmix_eval.evaluate.records import record
-from mmix_eval.evaluate.target import check_logits, logits_of, setup
+from mmix_eval import distributed
+from mmix_eval.evaluate.target import batch_end, check_logits, logits_of, setup, shard_batches
 
 ATTACKS = ("fgsm", "pgd")
 
@@ -53,7 +54,7 @@ def evaluate_fgsm(target, eps=(1, 2, 4, 8), attack: str = "fgsm", pgd_steps: int
     images, n = target.test, len(target.test)
     tag = attack if attack == "fgsm" else f"pgd{pgd_steps}"
     base = {**target.base, "evaluator": "fgsm", "n": n, "attack": tag, "eval_seed": seed, "warnings": warn}
-    n_batches = -(-n // bs)
+    starts, n_batches = shard_batches(n, bs)
     rows = []
     with tqdm(total=n_batches * (len(eps) + 1), desc=f"{target.run} {tag}", unit="batch",
               disable=not progress, leave=False) as bar:
@@ -62,15 +63,16 @@ def evaluate_fgsm(target, eps=(1, 2, 4, 8), attack: str = "fgsm", pgd_steps: int
             atk = make_attack(model, attack, e, pgd_steps)
             correct = 0
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(seed)  # PGD's random start
-                for i in range(0, n, bs):
-                    xb, yb = images.batch(i, i + bs, device)
+                torch.manual_seed(seed + distributed.rank())  # PGD's random start (seeded per rank)
+                for i in starts:
+                    xb, yb = images.batch(i, batch_end(i, bs, n), device)
                     adv = atk(xb, yb)
                     with torch.inference_mode():
                         logits = model(adv)
                     check_logits(logits)
                     correct += int((logits.argmax(1) == yb).sum())
                     bar.update(1)
+            correct = distributed.sum_int(correct)
             model.eval()  # torchattacks restores the mode it found; keep eval regardless
             label = f"{'FGSM' if attack == 'fgsm' else f'PGD-{pgd_steps}'} ε = {e:g}/255"
             rows.append(record(base, f"eps{e:g}", "acc", 100.0 * correct / n, label=label, eps_255=e))

@@ -52,6 +52,7 @@ def run_evaluation(ckpts: list[str | Path], evaluators: list[str], out: str | Pa
                    echo=print, skip_done: bool = False, names: list[str] | None = None) -> list[dict]:
     """Evaluate each checkpoint with each evaluator. ``skip_done``: keep results whose checkpoint hash and
     options are unchanged (bench uses this to continue where it stopped)."""
+    from mmix_eval import distributed
     from mmix_eval.checkpoint import read_metadata
     from mmix_eval.device import resolve_device
     from mmix_eval.evaluate.calibration import evaluate_calibration
@@ -70,7 +71,7 @@ def run_evaluation(ckpts: list[str | Path], evaluators: list[str], out: str | Pa
     if not ckpts:
         raise UserError("--ckpt: expected at least one checkpoint, got none")
     metas = [read_metadata(c) for c in ckpts]  # headers only; kept for the hashes below
-    device = resolve_device(opts.device)
+    device = resolve_device(distributed.device_for(opts.device))
     if "deformations" in evaluators:
         load_grid(opts.grid)
     if "fgsm" in evaluators:
@@ -87,12 +88,15 @@ def run_evaluation(ckpts: list[str | Path], evaluators: list[str], out: str | Pa
     }
     all_rows = []
     options = {**vars(opts), "device": str(device), "progress": None}
+    main = distributed.is_main()  # under torchrun every rank evaluates its shard; rank 0 alone writes
+    if not main:
+        opts.progress = common["progress"] = False
     for ckpt, meta, name in zip(ckpts, metas, names or _run_names(ckpts)):
         sha = meta.get("data_sha256")
         target = None
         for e in evaluators:
             folder = out / name
-            if skip_done and _done(folder, e, sha, options):
+            if skip_done and distributed.agree(lambda: _done(folder, e, sha, options)):
                 all_rows += read_records(folder / f"{e}.jsonl")
                 continue
             if target is None:
@@ -100,6 +104,9 @@ def run_evaluation(ckpts: list[str | Path], evaluators: list[str], out: str | Pa
             t0 = time.perf_counter()
             rows = run[e](target)
             wall = time.perf_counter() - t0
+            all_rows += rows
+            if not main:
+                continue
             write_records(rows, folder / e)
             atomic_write_json(folder / f"{e}.meta.json", {
                 "checkpoint": str(ckpt), "checkpoint_sha256": sha, "run": name, "evaluator": e, "options": options,
@@ -108,7 +115,6 @@ def run_evaluation(ckpts: list[str | Path], evaluators: list[str], out: str | Pa
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
             echo(f"{name}  {e}  (n={len(target.test)}, {wall:.1f} s) -> {folder / e}.csv")
             echo(summary_table(rows))
-            all_rows += rows
     return all_rows
 
 

@@ -79,6 +79,22 @@ def setup(target: Target, device, batch_size: int | None) -> tuple[torch.nn.Modu
     return model, device, fit_batch_size(device, batch_size), "; ".join(target.warnings + notes) or None
 
 
+def shard_batches(n: int, batch_size: int) -> tuple[range, int]:
+    """The batch starts of this rank's shard of n images (all of them outside torchrun), and their count."""
+    from mmix_eval import distributed
+
+    lo, hi = distributed.shard(n)
+    starts = range(lo, hi, batch_size)
+    return starts, len(starts)
+
+
+def batch_end(i: int, batch_size: int, n: int) -> int:
+    """The end of the batch starting at i, never past this rank's shard."""
+    from mmix_eval import distributed
+
+    return min(i + batch_size, distributed.shard(n)[1])
+
+
 def fit_batch_size(device: torch.device, requested: int | None) -> int:
     """The evaluation batch size: as given, else 500 on a CPU and 1000 on a GPU (32x32-sized models)."""
     if requested is not None:
@@ -156,10 +172,13 @@ def load_target(ckpt: str | Path, device, data: str | None = None, root: str | N
 
 
 def logits_of(model: torch.nn.Module, images: Images, batch_size: int, device, bar=None) -> torch.Tensor:
-    """Logits (N, C) in float32 on the CPU; non-finite outputs are an error, not a number."""
+    """Logits (N, C) in float32 on the CPU; non-finite outputs are an error, not a number.
+    Under torchrun each rank predicts its shard of the images and every rank gets all N rows."""
+    from mmix_eval import distributed
     from mmix_eval.inference import predict_logits
 
-    logits = predict_logits(model, images.x, batch_size, device, bar)
+    lo, hi = distributed.shard(len(images))
+    logits = distributed.gather_rows(predict_logits(model, images.x[lo:hi], batch_size, device, bar), len(images))
     check_logits(logits)
     return logits
 

@@ -287,8 +287,9 @@ def provenance(results: Results, extra: dict | None) -> dict:
 
 
 def build_report(results_paths: list, out: str | Path, baseline: str | None = "vanilla", checks: list[str] | None = None,
-                 title: str | None = None, extra_provenance: dict | None = None) -> dict:
-    """Read records, aggregate, and write report.html, report.md, table.csv, records.csv/.jsonl and plots/."""
+                 title: str | None = None, extra_provenance: dict | None = None, notes: list[str] | None = None) -> dict:
+    """Read records, aggregate, and write report.html, report.md, table.csv, records.csv/.jsonl and plots/.
+    ``notes``: warnings shown at the top of the report (e.g. runs of a bench not finished yet)."""
     from mmix_eval.evaluate.records import write_records
     from mmix_eval.io import atomic_write_bytes, atomic_write_text
     from mmix_eval.report.render import plots, render_html, render_markdown, write_csv_table
@@ -305,8 +306,8 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
     out = Path(out)
     images = plots(table, rows)
     prov = provenance(results, extra_provenance)
-    atomic_write_text(out / "report.html", render_html(table, diffs, baseline, images, prov, check_results, results.bad, title))
-    atomic_write_text(out / "report.md", render_markdown(table, diffs, baseline, check_results, title))
+    atomic_write_text(out / "report.html", render_html(table, diffs, baseline, images, prov, check_results, results.bad, title, notes))
+    atomic_write_text(out / "report.md", render_markdown(table, diffs, baseline, check_results, title, notes))
     write_csv_table(table, out / "table.csv")
     write_records(rows, out / "records")
     for name, data in images.items():

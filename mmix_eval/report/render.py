@@ -163,7 +163,7 @@ def table_sections(table: Table) -> list[tuple[str, list[int]]]:
 
 
 def render_html(table: Table, diffs: dict | None, baseline: str | None, images: dict[str, bytes], prov: dict,
-                checks: list, bad: list, title: str) -> str:
+                checks: list, bad: list, title: str, notes: list[str] | None = None) -> str:
     h = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>",
          "<style>body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222}"
          "table{border-collapse:collapse;margin:.6em 0 1.4em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
@@ -172,6 +172,7 @@ def render_html(table: Table, diffs: dict | None, baseline: str | None, images: 
          "img{max-width:100%;border:1px solid #eee;margin:.4em 0}code,pre{background:#f6f6f6;padding:.1em .3em}"
          "pre{padding:.6em;overflow-x:auto;white-space:pre-wrap}</style></head><body>",
          f"<h1>{esc(title)}</h1>",
+         *[f"<p class='fail'>{esc(n)}</p>" for n in notes or []],
          f"<p>Data: {esc(', '.join(table.context['data']))}; model: {esc(', '.join(table.context['model']))}; "
          f"test images: {esc(', '.join(map(str, table.context['n_images'])))}; "
          f"deformation grid: {esc(', '.join(table.context['grid']) or NA)} "
@@ -220,8 +221,9 @@ def render_html(table: Table, diffs: dict | None, baseline: str | None, images: 
     return "\n".join(h)
 
 
-def render_markdown(table: Table, diffs: dict | None, baseline: str | None, checks: list, title: str) -> str:
-    out = [f"## {md(title)}", "",
+def render_markdown(table: Table, diffs: dict | None, baseline: str | None, checks: list, title: str,
+                    notes: list[str] | None = None) -> str:
+    out = [f"## {md(title)}", "", *[f"> **{md(n)}**\n" for n in notes or []],
            f"Data {md(', '.join(table.context['data']))}, model {md(', '.join(table.context['model']))}, "
            f"{md(', '.join(map(str, table.context['n_images'])))} test images. Mean ± std over training seeds (n); "
            "**bold** = best in row.", ""]

@@ -1,0 +1,129 @@
+"""bench launchers: local subprocesses N at a time, and Slurm through submitit (its local executor here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmix_eval.cli import main
+
+HELPERS = Path(__file__).resolve().parent / "helpers"
+ROOT = Path(__file__).resolve().parents[1]
+
+BENCH = {
+    "name": "tiny",
+    "data": {"name": "digits", "train_limit": 300, "test_limit": 100, "val_size": 50},
+    "model": {"name": "smallnet", "kwargs": {"width": 4}},
+    "train": {"epochs": 1, "batch_size": 50, "schedule": "cosine", "device": "cpu"},
+    "methods": ["vanilla", {"name": "manifold_mixup", "alpha": 2.0}],
+    "seeds": [0],
+    "evaluate": {"eps": [2], "grid": "table4"},
+}
+
+
+@pytest.fixture
+def bench_file(tmp_path, monkeypatch):
+    # subprocesses (local launcher, submitit jobs) import the test helpers through PYTHONPATH
+    monkeypatch.setenv("PYTHONPATH", f"{HELPERS}{os.pathsep}{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.syspath_prepend(str(HELPERS))
+
+    def write(**changes):
+        path = tmp_path / "bench.yaml"
+        path.write_text(yaml.safe_dump({**BENCH, **changes}))
+        return path
+    return write
+
+
+def methods_in(report: Path) -> list[str]:
+    header = next(line for line in report.read_text().splitlines() if line.startswith("| condition |"))
+    return [c.strip() for c in header.split("|")[2:-1]]
+
+
+def test_local_launcher_runs_jobs_in_parallel_and_skips_finished(bench_file, tmp_path, capsys):
+    cfg, out = bench_file(), tmp_path / "out"
+    assert main(["bench", str(cfg), "--out", str(out), "--launcher", "local", "--jobs", "2", "--no-progress"]) == 0
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["manifold_mixup-s0.log", "vanilla-s0.log"]
+    assert methods_in(out / "report.md") == ["vanilla", "manifold_mixup"]
+    ckpt = out / "runs" / "vanilla-s0" / "model.safetensors"
+    stamp = ckpt.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["bench", str(cfg), "--out", str(out), "--launcher", "local", "--jobs", "2", "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("done already") == 2
+    assert ckpt.stat().st_mtime_ns == stamp
+
+
+def test_local_launcher_reports_a_failed_run_and_builds_the_rest(bench_file, tmp_path, capsys):
+    cfg = bench_file(methods=["vanilla", "flaky:FailsInTraining"])
+    out = tmp_path / "out"
+    assert main(["bench", str(cfg), "--out", str(out), "--launcher", "local", "--jobs", "2", "--no-progress"]) == 1
+    text = capsys.readouterr().out
+    assert "run flaky_FailsInTraining-s0 failed: exit code 1" in text and "injected failure in training" in text
+    assert "report built without 1 of 2 runs" in text
+    assert methods_in(out / "report.md") == ["vanilla"]
+    assert "Incomplete bench: 1 of 2 runs" in (out / "report.html").read_text()
+
+
+def test_slurm_launcher_through_submitit_local_executor(bench_file, tmp_path, capsys):
+    pytest.importorskip("submitit")
+    cfg = bench_file(launcher={"name": "slurm", "cpus_per_run": 1, "timeout_min": 10})
+    out = tmp_path / "out"
+    assert main(["bench", str(cfg), "--out", str(out), "--submitit-cluster", "local", "--no-progress"]) == 0
+    jobs = yaml.safe_load((out / "jobs.yaml").read_text())
+    assert jobs["executor"] == "local" and sorted(jobs["jobs"]) == ["manifold_mixup-s0", "vanilla-s0"]
+    assert all((out / "slurm" / f"{j}_0_log.out").exists() for j in jobs["jobs"].values())
+    assert methods_in(out / "report.md") == ["vanilla", "manifold_mixup"]
+    capsys.readouterr()
+    # idempotent: a second submission finds nothing to do and submits no job
+    assert main(["bench", str(cfg), "--out", str(out), "--submitit-cluster", "local", "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("done already") == 2
+
+
+def test_slurm_failed_job_is_reported(bench_file, tmp_path, capsys):
+    pytest.importorskip("submitit")
+    cfg = bench_file(methods=["vanilla", "flaky:FailsInTraining"])
+    out = tmp_path / "out"
+    code = main(["bench", str(cfg), "--out", str(out), "--launcher", "slurm", "--submitit-cluster", "local",
+                 "--cpus-per-run", "1", "--no-progress"])
+    assert code == 1
+    text = capsys.readouterr().out
+    assert "run flaky_FailsInTraining-s0 failed: job" in text and "injected failure in training" in text
+    assert methods_in(out / "report.md") == ["vanilla"]
+
+
+def test_report_on_demand_says_what_is_missing(bench_file, tmp_path, capsys):
+    cfg, out = bench_file(), tmp_path / "out"
+    assert main(["bench", str(cfg), "--out", str(out), "--report-only"]) == 2
+    assert "expected at least one finished run" in capsys.readouterr().err
+    assert main(["bench", str(cfg), "--out", str(out), "--only", "vanilla-s0"]) == 0
+    assert main(["bench", str(cfg), "--out", str(out), "--report-only"]) == 0
+    assert "report built without 1 of 2 runs (not finished or not evaluated): manifold_mixup-s0" in capsys.readouterr().out
+    assert "Incomplete bench: 1 of 2 runs are not in this report" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--launcher", "local", "--jobs", "0"], "launcher 'jobs': expected an integer >= 1, got 0"),
+    (["--only", "nope"], "--only: expected a run of bench 'tiny' (vanilla-s0, manifold_mixup-s0), got 'nope'"),
+])
+def test_launcher_bad_input(bench_file, tmp_path, capsys, flags, message):
+    assert main(["bench", str(bench_file()), "--out", str(tmp_path / "o"), *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_launcher_section_is_strict(bench_file, tmp_path, capsys):
+    cfg = bench_file(launcher={"name": "local", "gpus": 2})
+    assert main(["bench", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "launcher: unknown key 'gpus'" in capsys.readouterr().err
+
+
+def test_device_override_is_part_of_the_finished_check(bench_file, tmp_path, capsys):
+    """--device changes each run's configuration; a second bench with the same flag skips every run."""
+    cfg = bench_file(train={**BENCH["train"], "device": "auto"})
+    out = tmp_path / "out"
+    assert main(["bench", str(cfg), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["bench", str(cfg), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("done already") == 2
