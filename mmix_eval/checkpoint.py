@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,81 @@ def _metadata(path, header: dict) -> dict[str, Any]:
     model = meta.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not isinstance(model.get("kwargs"), dict):
         raise UserError(f"checkpoint '{path}': metadata 'model' expected {{name: str, kwargs: object}}, got {model!r:.200}")
+    _check_leaves(path, meta, "", 0)
+    _check_fields(path, meta)
     return meta
+
+
+MAX_META_STRING = 10_000  # characters; class names, specs and paths are far shorter
+MAX_META_DEPTH = 12
+
+
+def _check_leaves(path, value, where: str, depth: int) -> None:
+    """Every value in the metadata: finite numbers, bounded strings, bounded nesting (so a hostile header
+    cannot smuggle NaN into a report, flood a terminal or exhaust the recursion limit)."""
+    if depth > MAX_META_DEPTH:
+        raise UserError(f"checkpoint '{path}': metadata '{where}' expected at most {MAX_META_DEPTH} levels of nesting, got more")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"checkpoint '{path}': metadata '{where}' expected a finite number, got {value}")
+    if isinstance(value, str) and len(value) > MAX_META_STRING:
+        raise UserError(f"checkpoint '{path}': metadata '{where}' expected a string of at most {MAX_META_STRING} "
+                        f"characters, got {len(value)}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_leaves(path, k, f"{where}.{k[:40]}" if where else k[:40], depth + 1)
+            _check_leaves(path, v, f"{where}.{k[:40]}" if where else k[:40], depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_leaves(path, v, f"{where}[{i}]", depth + 1)
+
+
+def _expect(path, ok: bool, field: str, expected: str, got) -> None:
+    if not ok:
+        raise UserError(f"checkpoint '{path}': metadata '{field}' expected {expected}, got {got!r:.120}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_fields(path, meta: dict) -> None:
+    """The fields the evaluators and the report read, each with its type and range."""
+    from mmix_eval.methods import METHODS
+
+    kw = meta["model"]["kwargs"]
+    for key in ("num_classes", "in_channels"):
+        _expect(path, _is_int(kw.get(key)) and kw[key] >= (2 if key == "num_classes" else 1) and kw[key] <= 100_000,
+                f"model.kwargs.{key}", "an integer >= 2" if key == "num_classes" else "an integer >= 1", kw.get(key))
+    points = meta["model"].get("num_mix_points")
+    _expect(path, points is None or (_is_int(points) and points >= 1), "model.num_mix_points", "an integer >= 1 or null", points)
+    data = meta.get("data", {})
+    _expect(path, isinstance(data, dict), "data", "an object", data)
+    classes = data.get("classes")
+    _expect(path, classes is None or (isinstance(classes, list) and all(isinstance(c, str) for c in classes)),
+            "data.classes", "a list of strings", classes)
+    _expect(path, data.get("spec") is None or isinstance(data.get("spec"), str), "data.spec", "a string", data.get("spec"))
+    method = meta.get("method", {})
+    _expect(path, isinstance(method, dict), "method", "an object", method)
+    if not method:
+        return
+    name = method.get("name")
+    _expect(path, isinstance(name, str) and 0 < len(name) <= 200 and name.isprintable(), "method.name",
+            "a printable name of at most 200 characters", name)
+    alpha = method.get("alpha")
+    _expect(path, alpha is None or (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha > 0),
+            "method.alpha", "a finite number > 0 or null", alpha)
+    eligible = method.get("eligible")
+    if eligible is not None:
+        _expect(path, isinstance(eligible, list) and all(isinstance(k, str) or (_is_int(k) and k >= 0) for k in eligible),
+                "method.eligible", "a list of layer indices >= 0 or module names", eligible)
+        bad = [k for k in eligible if _is_int(k) and _is_int(points) and k >= points]
+        _expect(path, not bad, "method.eligible", f"layer indices in 0..{(points or 1) - 1} for this model", eligible)
+    _expect(path, method.get("loss") is None or isinstance(method.get("loss"), str), "method.loss", "a string", method.get("loss"))
+    spec = (meta.get("config") or {}).get("method", {}).get("name") if isinstance(meta.get("config"), dict) else None
+    if spec is not None:
+        known = isinstance(spec, str) and (spec in METHODS or ":" in spec or spec in METHODS.names())
+        _expect(path, known, "config.method.name",
+                f"a registered method ({', '.join(METHODS.names())}) or a plugin's module:attr", spec)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_import: bool = False):
@@ -154,9 +229,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
         raise UserError(f"checkpoint '{path}': model '{name}' is not a registered model; loading it would import code "
                         f"named by the file; pass allow_import=True (--trust-model-import) if you trust it")
     try:
-        model = create_model(name, **kwargs)
+        with torch.device("meta"):  # shapes first, no memory: kwargs asking for a huge model cost nothing
+            skeleton = create_model(name, **kwargs)
     except TypeError as e:
         raise UserError(f"checkpoint '{path}': metadata 'model.kwargs' does not fit model '{name}' ({e})") from None
+    except UserError:
+        raise
+    except Exception:  # a plugin factory that cannot run on the meta device: checked after the real build
+        skeleton = None
+    if skeleton is not None:
+        _compare_shapes(path, name, skeleton, tensors)
+    model = create_model(name, **kwargs)
     missing, unexpected = _compare_keys(model, tensors)
     if missing or unexpected:
         raise UserError(f"checkpoint '{path}': weights expected to match model '{name}', got "
@@ -167,6 +250,18 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
         first = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)
         raise UserError(f"checkpoint '{path}': weights do not fit model '{name}' ({first.strip()[:300]})") from None
     return model.to(device).eval(), meta
+
+
+def _compare_shapes(path, name: str, skeleton: torch.nn.Module, tensors: dict) -> None:
+    want = skeleton.state_dict()
+    missing, unexpected = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+    if missing or unexpected:
+        raise UserError(f"checkpoint '{path}': weights expected to match model '{name}', got "
+                        f"{len(missing)} missing (e.g. {missing[:3]}) and {len(unexpected)} unexpected (e.g. {unexpected[:3]}) tensors")
+    for k, v in want.items():
+        if tuple(v.shape) != tuple(tensors[k].shape):
+            raise UserError(f"checkpoint '{path}': weights do not fit model '{name}' (tensor '{k}': the metadata's "
+                            f"model.kwargs give shape {tuple(v.shape)}, the file holds {tuple(tensors[k].shape)})")
 
 
 def _compare_keys(model, tensors) -> tuple[list[str], list[str]]:

@@ -6,10 +6,25 @@ import difflib
 from collections.abc import Iterable
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+MAX_MESSAGE = 2000  # characters: an echoed hostile value never floods a terminal or a log
+
+
+def one_line(text: str) -> str:
+    """Control characters (newlines, terminal escapes) shown as escapes; long text cut with a mark."""
+    text = str(text).translate(_CONTROL)
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + f"… ({len(text) - MAX_MESSAGE} more characters)"
+
+
 class UserError(Exception):
-    """A bad input: the message names the input, what was expected and what was given."""
+    """A bad input: the message names the input, what was expected and what was given. Always one line,
+    whatever the input held."""
 
     exit_code = 2
+
+    def __init__(self, message: str = ""):
+        super().__init__(one_line(message))
 
 
 def did_you_mean(given: str, choices: Iterable[str]) -> str:

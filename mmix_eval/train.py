@@ -258,6 +258,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
     world, main = distributed.world_size(), distributed.is_main()
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        for tmp in out.glob(".*.tmp"):  # half-written files of a process killed while writing
+            if tmp.name.split(".")[1] in {n.split(".")[0] for n in RUN_FILES}:
+                tmp.unlink(missing_ok=True)
         if not resuming:
             atomic_write_text(out / "config.yaml", cfg.to_yaml())
 

@@ -179,7 +179,7 @@ def test_checkpoint_target_reproduces_its_val_split_from_metadata(ckpt):
 def test_train_mode_models_are_switched_to_eval_with_a_warning(ckpt):
     t = target_of(ckpt)
     t.model.train()
-    with pytest.warns(UserWarning, match="train mode; switched to eval"):
+    with pytest.warns(UserWarning, match="train mode, switched to eval"):
         rows = evaluate_deformations(t, grid="table4", progress=False)
     assert not t.model.training and "train mode" in rows[0]["warnings"]
 

@@ -9,6 +9,7 @@ since torchattacks silently clamps whatever it is given.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from tqdm.auto import tqdm
@@ -17,7 +18,7 @@ from mmix_eval.errors import UserError
 from mmix_eval.evaluate.calibration import clean_records
 from mmix_eval.evaluate.records import record
 from mmix_eval import distributed
-from mmix_eval.evaluate.target import batch_end, check_logits, logits_of, setup, shard_batches
+from mmix_eval.evaluate.target import batch_end, check_logits, logits_of, setup, shard_batches, zero_gradient_check
 
 ATTACKS = ("fgsm", "pgd")
 
@@ -51,6 +52,10 @@ def evaluate_fgsm(target, eps=(1, 2, 4, 8), attack: str = "fgsm", pgd_steps: int
         raise UserError(f"--pgd-steps: expected an integer >= 1, got {pgd_steps!r}")
     eps = parse_eps(eps)
     model, device, bs, warn = setup(target, device, batch_size)
+    masked = zero_gradient_check(model, target.test, device)
+    if masked:
+        warnings.warn(f"{target.run}: {masked}", stacklevel=2)
+        warn = "; ".join(filter(None, [warn, masked]))
     images, n = target.test, len(target.test)
     tag = attack if attack == "fgsm" else f"pgd{pgd_steps}"
     base = {**target.base, "evaluator": "fgsm", "n": n, "attack": tag, "eval_seed": seed, "warnings": warn}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import stat
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,9 @@ class Results:
     metas: list[dict]
     bad: list[tuple[str, str]]  # (path, why) for files that could not be read
     sources: list[str] = field(default_factory=list)
+
+
+MAX_RESULT_FILE = 64 * 1024 * 1024  # bytes; a 100-condition grid x 3 evaluators is well under 1 MB
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -62,12 +66,17 @@ def load_results(paths: list[str | Path]) -> Results:
     rows, metas, bad = [], [], []
     for f in files:
         try:
+            st = f.stat()
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or device named *.jsonl would block or never end
+                raise ValueError("not a regular file")
+            if st.st_size > MAX_RESULT_FILE:
+                raise ValueError(f"{st.st_size} bytes, larger than any result file ({MAX_RESULT_FILE} bytes at most)")
             rows += _read_jsonl(f)
         except (OSError, UnicodeDecodeError, ValueError) as e:
             bad.append((str(f), str(e)))
             continue
         meta = f.with_suffix(".meta.json")
-        if meta.exists():
+        if meta.is_file() and meta.stat().st_size <= MAX_RESULT_FILE:
             try:
                 metas.append(json.loads(meta.read_text(encoding="utf-8")))
             except (OSError, ValueError) as e:
@@ -286,6 +295,17 @@ def provenance(results: Results, extra: dict | None) -> dict:
     return {"result_files": len(results.sources), "runs": runs, **(extra or {})}
 
 
+def evaluation_warnings(rows: list[dict]) -> list[str]:
+    """The evaluators' warnings (train-mode model, probabilities for logits, randomised forward, zero input
+    gradients), one line per run and warning, with the evaluators that raised it."""
+    seen: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        for w in str(r.get("warnings") or "").split("; "):
+            if w and w != "None":
+                seen.setdefault((str(r.get("run")), w), set()).add(str(r.get("evaluator")))
+    return [f"Warning for {run} ({', '.join(sorted(ev))}): {w}" for (run, w), ev in sorted(seen.items())]
+
+
 def build_report(results_paths: list, out: str | Path, baseline: str | None = "vanilla", checks: list[str] | None = None,
                  title: str | None = None, extra_provenance: dict | None = None, notes: list[str] | None = None) -> dict:
     """Read records, aggregate, and write report.html, report.md, table.csv, records.csv/.jsonl and plots/.
@@ -295,6 +315,7 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
     from mmix_eval.report.render import plots, render_html, render_markdown, write_csv_table
 
     results = load_results(results_paths)
+    notes = list(notes or []) + evaluation_warnings(results.rows)
     rows = sorted(results.rows, key=lambda r: (str(r["run"]), str(r["evaluator"]), str(r["condition"]), str(r["metric"]),
                                                -1 if r["bin"] is None else r["bin"]))
     table = aggregate(rows, baseline)
