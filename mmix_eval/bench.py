@@ -146,13 +146,23 @@ def run_one(config: str | Path, out: str | Path, name: str, device: str | None =
 
 
 def _slurm_torch_env() -> None:
-    """In a Slurm job with several tasks (gpus_per_run > 1), export RANK/WORLD_SIZE/... as torchrun would."""
+    """Inside a submitit job with several tasks (gpus_per_run > 1), export RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR and MASTER_PORT as torchrun would, so the run trains with DDP across the job's tasks."""
     import os
 
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "WORLD_SIZE" not in os.environ:
+    if "WORLD_SIZE" in os.environ:
+        return
+    try:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        tasks = env.num_tasks
+    except Exception:  # not inside a submitit job (inline or local launcher), or no submitit
+        return
+    if tasks > 1:
         from submitit.helpers import TorchDistributedEnvironment
 
-        TorchDistributedEnvironment().export()
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
 def _complete(out: Path, bench: Bench, r: Run) -> bool:
@@ -337,7 +347,7 @@ def _slurm(config, out, todo, device, progress, res, wait, cluster, name, echo) 
               dynamic_ncols=True) as bar:
         for rn, job in jobs:
             try:
-                status = job.result()
+                status = job.results()[0]  # task 0 (rank 0) speaks for a multi-task job
             except Exception as e:  # a failed or killed job: the others and the report go on
                 failed[rn] = f"job {job.job_id} failed: {_job_error(e)} (logs: {job.paths.stderr})"
                 status = "failed"

@@ -127,3 +127,18 @@ def test_device_override_is_part_of_the_finished_check(bench_file, tmp_path, cap
     capsys.readouterr()
     assert main(["bench", str(cfg), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
     assert capsys.readouterr().out.count("done already") == 2
+
+
+def test_slurm_job_with_two_tasks_trains_with_ddp(bench_file, tmp_path, capsys):
+    """--gpus-per-run 2 gives each job 2 tasks; the job exports torchrun's variables from submitit's
+    environment and trains with DDP across them (gloo here: the runs say device cpu)."""
+    pytest.importorskip("submitit")
+    from mmix_eval.checkpoint import read_metadata
+
+    cfg = bench_file(methods=["vanilla"])
+    out = tmp_path / "out"
+    assert main(["bench", str(cfg), "--out", str(out), "--launcher", "slurm", "--submitit-cluster", "local",
+                 "--gpus-per-run", "2", "--cpus-per-run", "1", "--no-progress"]) == 0, capsys.readouterr()
+    meta = read_metadata(out / "runs" / "vanilla-s0" / "model.safetensors")
+    assert meta["train"]["distributed"]["world_size"] == 2
+    assert methods_in(out / "report.md") == ["vanilla"]
