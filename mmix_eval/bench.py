@@ -219,6 +219,8 @@ def run_bench(config: str | Path, out: str | Path, progress: bool = True, device
     if launcher not in LAUNCHERS:
         raise UserError(f"--launcher: expected one of {', '.join(LAUNCHERS)}, got '{launcher}'")
     res = _resources(bench, resources)
+    if launcher == "slurm" and not report_only:
+        _submitit()  # a missing package fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "bench.yaml", yaml.safe_dump(bench.raw, sort_keys=False))
     t_all = time.perf_counter()
@@ -306,14 +308,19 @@ def _last_line(path: Path) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-def _slurm(config, out, todo, device, progress, res, wait, cluster, name, echo) -> dict[str, str]:
-    """One submitit job per run. ``cluster``: None (Slurm), or 'local'/'debug' to run the same jobs on this
-    machine through submitit's own executors."""
+def _submitit():
     try:
         import submitit
     except ImportError:
         raise UserError("--launcher slurm: expected the submitit package, which is not installed; "
                         "pip install 'mmix-eval[slurm]'") from None
+    return submitit
+
+
+def _slurm(config, out, todo, device, progress, res, wait, cluster, name, echo) -> dict[str, str]:
+    """One submitit job per run. ``cluster``: None (Slurm), or 'local'/'debug' to run the same jobs on this
+    machine through submitit's own executors."""
+    submitit = _submitit()
     from tqdm.auto import tqdm
 
     gpus = res["gpus_per_run"]

@@ -142,3 +142,10 @@ def test_slurm_job_with_two_tasks_trains_with_ddp(bench_file, tmp_path, capsys):
     meta = read_metadata(out / "runs" / "vanilla-s0" / "model.safetensors")
     assert meta["train"]["distributed"]["world_size"] == 2
     assert methods_in(out / "report.md") == ["vanilla"]
+
+
+def test_slurm_without_submitit_is_a_clear_error_before_any_write(bench_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
+    assert main(["bench", str(bench_file()), "--out", str(tmp_path / "o"), "--launcher", "slurm"]) == 2
+    assert "expected the submitit package, which is not installed; pip install 'mmix-eval[slurm]'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
