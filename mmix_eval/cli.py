@@ -290,10 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         print("mmix-eval: interrupted; a training run continues from its last state with --resume", file=sys.stderr)
         return 130
     finally:
-        if args.command not in ("ls", "report", "bench"):
-            from mmix_eval import distributed
-
-            distributed.shutdown()
+        if "mmix_eval.distributed" in sys.modules:  # joined by train/evaluate or a multi-task bench job
+            sys.modules["mmix_eval.distributed"].shutdown()
 
 
 def _join_torchrun(args, device: str) -> None:

@@ -118,29 +118,23 @@ def _comm_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+def _all_reduce(value, dtype: torch.dtype, op=dist.ReduceOp.SUM):
+    t = torch.tensor([value], dtype=dtype, device=_comm_device())
+    dist.all_reduce(t, op=op)
+    return t.item()
+
+
 def sum_int(value: int) -> int:
     """The sum of an integer over ranks."""
-    if not active():
-        return value
-    t = torch.tensor([value], dtype=torch.int64, device=_comm_device())
-    dist.all_reduce(t)
-    return int(t.item())
+    return int(_all_reduce(value, torch.int64)) if active() else value
 
 
 def max_int(value: int) -> int:
-    if not active():
-        return value
-    t = torch.tensor([value], dtype=torch.int64, device=_comm_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
+    return int(_all_reduce(value, torch.int64, dist.ReduceOp.MAX)) if active() else value
 
 
 def mean_float(value: float) -> float:
-    if not active():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
-    dist.all_reduce(t)
-    return float(t.item()) / world_size()
+    return float(_all_reduce(value, torch.float64)) / world_size() if active() else value
 
 
 def gather_rows(t: torch.Tensor, n: int) -> torch.Tensor:

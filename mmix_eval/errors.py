@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
 _CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
 MAX_MESSAGE = 2000  # characters: an echoed hostile value never floods a terminal or a log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -24,6 +25,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def remove_partial_writes(folder: str | os.PathLike, names) -> int:
+    """Delete the temporary files that ``atomic_write_bytes`` leaves for ``names`` in ``folder`` when its
+    process is killed mid-write (``.NAME.*.tmp``). Returns how many were removed."""
+    removed = 0
+    for name in names:
+        for tmp in Path(folder).glob(f".{glob.escape(name)}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

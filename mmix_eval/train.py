@@ -32,7 +32,7 @@ from mmix_eval.data.augment import random_crop_flip, to_float
 from mmix_eval.device import resolve_device
 from mmix_eval.errors import UserError
 from mmix_eval.inference import accuracy_nll, predict_logits
-from mmix_eval.io import atomic_write_bytes, atomic_write_text
+from mmix_eval.io import atomic_write_bytes, atomic_write_text, remove_partial_writes
 from mmix_eval.methods import Method, create_method
 from mmix_eval.models import StagedNet, create_model, num_mix_points
 from mmix_eval.provenance import git_commit, hardware, versions
@@ -258,9 +258,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
     world, main = distributed.world_size(), distributed.is_main()
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        for tmp in out.glob(".*.tmp"):  # half-written files of a process killed while writing
-            if tmp.name.split(".")[1] in {n.split(".")[0] for n in RUN_FILES}:
-                tmp.unlink(missing_ok=True)
+        remove_partial_writes(out, RUN_FILES)  # left by a process killed while writing
         if not resuming:
             atomic_write_text(out / "config.yaml", cfg.to_yaml())
 

@@ -106,7 +106,7 @@ def evaluate_calibration(target, bins: int = 15, batch_size: int | None = None, 
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise UserError(f"--bins: expected an integer >= 1, got {bins!r}")
     model, device, bs, warn = setup(target, device, batch_size)
-    n_batches = shard_batches(len(target.test), bs)[1] + (shard_batches(len(target.val), bs)[1] if target.val is not None else 0)
+    n_batches = len(shard_batches(len(target.test), bs)) + (len(shard_batches(len(target.val), bs)) if target.val is not None else 0)
     base = {**target.base, "evaluator": "calibration", "n": len(target.test), "bins": bins,
             "edge_rule": EDGE_RULE, "warnings": warn}
     with tqdm(total=n_batches, desc=f"{target.run} calibration", unit="batch", disable=not progress, leave=False) as bar:

@@ -14,11 +14,11 @@ import warnings
 import torch
 from tqdm.auto import tqdm
 
+from mmix_eval import distributed
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.calibration import clean_records
 from mmix_eval.evaluate.records import record
-from mmix_eval import distributed
-from mmix_eval.evaluate.target import batch_end, check_logits, logits_of, setup, shard_batches, zero_gradient_check
+from mmix_eval.evaluate.target import check_logits, logits_of, setup, shard_batches, zero_gradient_check
 
 ATTACKS = ("fgsm", "pgd")
 
@@ -59,9 +59,9 @@ def evaluate_fgsm(target, eps=(1, 2, 4, 8), attack: str = "fgsm", pgd_steps: int
     images, n = target.test, len(target.test)
     tag = attack if attack == "fgsm" else f"pgd{pgd_steps}"
     base = {**target.base, "evaluator": "fgsm", "n": n, "attack": tag, "eval_seed": seed, "warnings": warn}
-    starts, n_batches = shard_batches(n, bs)
+    batches = shard_batches(n, bs)
     rows = []
-    with tqdm(total=n_batches * (len(eps) + 1), desc=f"{target.run} {tag}", unit="batch",
+    with tqdm(total=len(batches) * (len(eps) + 1), desc=f"{target.run} {tag}", unit="batch",
               disable=not progress, leave=False) as bar:
         rows += clean_records(base, logits_of(model, images, bs, device, bar), images.y)
         for e in eps:
@@ -69,8 +69,8 @@ def evaluate_fgsm(target, eps=(1, 2, 4, 8), attack: str = "fgsm", pgd_steps: int
             correct = 0
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(seed + distributed.rank())  # PGD's random start (seeded per rank)
-                for i in starts:
-                    xb, yb = images.batch(i, batch_end(i, bs, n), device)
+                for i, j in batches:
+                    xb, yb = images.batch(i, j, device)
                     adv = atk(xb, yb)
                     with torch.inference_mode():
                         logits = model(adv)

@@ -126,20 +126,12 @@ def zero_gradient_check(model: torch.nn.Module, images: Images, device) -> str |
     return None
 
 
-def shard_batches(n: int, batch_size: int) -> tuple[range, int]:
-    """The batch starts of this rank's shard of n images (all of them outside torchrun), and their count."""
+def shard_batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) of each batch of this rank's shard of n images (all n outside torchrun)."""
     from mmix_eval import distributed
 
     lo, hi = distributed.shard(n)
-    starts = range(lo, hi, batch_size)
-    return starts, len(starts)
-
-
-def batch_end(i: int, batch_size: int, n: int) -> int:
-    """The end of the batch starting at i, never past this rank's shard."""
-    from mmix_eval import distributed
-
-    return min(i + batch_size, distributed.shard(n)[1])
+    return [(i, min(i + batch_size, hi)) for i in range(lo, hi, batch_size)]
 
 
 def fit_batch_size(device: torch.device, requested: int | None) -> int:

@@ -89,9 +89,14 @@ def test_hostile_bench_labels_stay_inside_the_bench_folder(tmp_path, capsys):
 
 
 def test_hostile_config_values_are_one_line_errors(tmp_path, capsys):
-    for flag in (f"data.name={SCRIPT}", f"method.name={TRAVERSAL}", f"model.name={FORMULA}",
-                 f"train.schedule={ATTR}", "train.lr=nan", "train.epochs=1e309"):
+    cases = [(f"data.name={SCRIPT}", f"unknown data set '{SCRIPT}'"),
+             (f"method.name={TRAVERSAL}", f"unknown method '{TRAVERSAL}'"),
+             (f"model.name={FORMULA}", "cannot import module '=HYPERLINK(\"http'"),
+             (f"train.schedule={ATTR}", f"'train.schedule' expected one of step, cosine, onecycle, constant, got '{ATTR}'"),
+             ("train.lr=nan", "'train.lr' expected float, got 'nan'"),
+             ("train.epochs=1e309", "'train.epochs' expected int, got '1e309'")]
+    for flag, message in cases:
         code, _, err = cli(["train", "--data", "digits", "--set", flag, "--out", str(tmp_path / "o")], capsys)
         assert code == 2, (flag, err)
-        one_line_error(err)
+        assert message in one_line_error(err), (flag, err)
     assert not (tmp_path / "o").exists()
