@@ -18,13 +18,14 @@ import yaml
 
 from mmix_eval.config import Config, merge
 from mmix_eval.errors import UserError, did_you_mean
-from mmix_eval.evaluate.runner import EVALUATORS, EvalOptions, run_evaluation, safe_name
+from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, OptionError, option_fields
+from mmix_eval.evaluate.runner import Plan, file_stem, make_plan, option_record, run_evaluation, safe_name
 from mmix_eval.io import atomic_write_text
 
 TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "evaluate", "report", "launcher")
 LAUNCHERS = ("inline", "local", "slurm")
 LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra")
-EVALUATE_KEYS = ("evaluators", *(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import")))
+COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import"))
 REPORT_KEYS = ("baseline", "checks", "title")
 
 
@@ -38,7 +39,7 @@ class Run:
 class Bench:
     name: str
     runs: list[Run]
-    evaluators: list[str]
+    plan: Plan
     options: EvalOptions
     baseline: str | None
     checks: list[str]
@@ -86,21 +87,70 @@ def load_bench(path: str | Path) -> Bench:
                 raise UserError(f"{where}: two runs are both named '{name}'; give one method a 'label'")
             names.add(name)
             runs.append(Run(name, cfg))
-    ev = dict(_strict(raw.get("evaluate"), EVALUATE_KEYS, f"{where} evaluate"))
-    evaluators = ev.pop("evaluators", list(EVALUATORS))
-    if not isinstance(evaluators, list) or any(e not in EVALUATORS for e in evaluators):
-        raise UserError(f"{where}: 'evaluate.evaluators' expected a list from {', '.join(EVALUATORS)}, got {evaluators!r}")
-    try:
-        options = EvalOptions(**ev)
-    except TypeError as e:
-        raise UserError(f"{where} evaluate: {e}") from None
+    plan, options = _evaluate_section(raw.get("evaluate"), f"{where} evaluate")
     rep = _strict(raw.get("report"), REPORT_KEYS, f"{where} report")
     checks = rep.get("checks") or []
     if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):
         raise UserError(f"{where}: 'report.checks' expected a list of strings, got {checks!r}")
     launcher = dict(_strict(raw.get("launcher"), LAUNCHER_KEYS, f"{where} launcher"))
-    return Bench(str(raw.get("name") or path.stem), runs, evaluators, options, rep.get("baseline", "vanilla"),
+    return Bench(str(raw.get("name") or path.stem), runs, plan, options, rep.get("baseline", "vanilla"),
                  checks, rep.get("title"), raw, launcher)
+
+
+def _evaluate_section(section, where: str) -> tuple[Plan, EvalOptions]:
+    """The bench YAML's ``evaluate:``: shared keys (limit, seed, bins, ...), an optional ``evaluators:`` list,
+    and one mapping of options per evaluator, keyed by its name or import path:
+
+        evaluate:
+          limit: 2000
+          deformations: {grid: table4, interpolation: nearest}
+          fgsm: {eps: [1, 2, 4, 8], attack: pgd, pgd_steps: 7}
+          "my_evals:Occlusion": {patch: 8}
+
+    Without ``evaluators:`` the built-ins run, plus every plugin given a section. The flat keys of the
+    first version (grid, eps, ...) are still read, as options of the built-in that has them."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise UserError(f"{where}: expected a mapping, got {type(section).__name__}")
+    from mmix_eval.evaluate.base import get_evaluator
+
+    flat = {opt: name for name in DEFAULT_EVALUATORS for opt, *_ in option_fields(get_evaluator(name).Options)}
+    common, per, listed = {}, {}, section.get("evaluators")
+    for key, value in section.items():
+        if key == "evaluators":
+            continue
+        if key in COMMON_KEYS:
+            common[key] = value
+        elif key in flat:
+            per.setdefault(flat[key], {})[key] = value
+        elif key in DEFAULT_EVALUATORS or ":" in str(key) or isinstance(value, dict):
+            if not isinstance(value, dict):
+                raise UserError(f"{where} '{key}': expected a mapping of options, got {value!r}")
+            per.setdefault(str(key), {}).update(value)
+        else:
+            allowed = ["evaluators", *COMMON_KEYS, *DEFAULT_EVALUATORS]
+            raise UserError(f"{where}: unknown key '{key}'{did_you_mean(str(key), allowed + list(flat))}; expected one of: "
+                            f"{', '.join(allowed)}, or an evaluator's name / module:Class with its options")
+    if listed is not None:
+        if not isinstance(listed, list) or not listed or not all(isinstance(e, str) for e in listed):
+            raise UserError(f"{where}: 'evaluators' expected a non-empty list of evaluator names, got {listed!r}")
+        specs = listed
+    else:
+        specs = [*DEFAULT_EVALUATORS, *(k for k in per if k not in DEFAULT_EVALUATORS)]
+    per = {k: v for k, v in per.items() if k in specs or k not in DEFAULT_EVALUATORS}
+    try:
+        options = EvalOptions(**common)
+        options.check()
+    except TypeError as e:
+        raise UserError(f"{where}: {e}") from None
+    except OptionError as e:
+        raise UserError(f"{where} '{e.param}': {e.detail}") from None
+    try:
+        plan = make_plan(specs, per, where)
+    except OptionError as e:
+        raise UserError(f"{where}: option {e}") from None
+    return plan, options
 
 
 def _finished(run_dir: Path, cfg: Config) -> bool:
@@ -140,7 +190,7 @@ def run_one(config: str | Path, out: str | Path, name: str, device: str | None =
         resume = (run_dir / "config.yaml").exists()
         train(r.cfg, run_dir, resume=resume, progress=False)
         status = "resumed" if resume else "trained"
-    run_evaluation([run_dir / "model.safetensors"], bench.evaluators, out / "results", bench.options,
+    run_evaluation([run_dir / "model.safetensors"], bench.plan, out / "results", bench.options,
                    echo=lambda *_: None, skip_done=True, names=[r.name])
     return status
 
@@ -175,13 +225,13 @@ def _complete(out: Path, bench: Bench, r: Run) -> bool:
     if not _finished(ckpt.parent, r.cfg):
         return False
     sha = read_metadata(ckpt).get("data_sha256")
-    want = {k: v for k, v in vars(bench.options).items() if k not in ("device", "progress")}
-    for e in bench.evaluators:
+    for ev, opts in bench.plan:
+        want = {k: v for k, v in option_record(ev, opts, bench.options, "").items() if k != "device"}
         try:
-            meta = json.loads((out / "results" / r.name / f"{e}.meta.json").read_text(encoding="utf-8"))
+            meta = json.loads((out / "results" / r.name / f"{file_stem(ev)}.meta.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        got = {k: v for k, v in (meta.get("options") or {}).items() if k not in ("device", "progress")}
+        got = {k: v for k, v in (meta.get("options") or {}).items() if k != "device"}
         if meta.get("checkpoint_sha256") != sha or got != want:
             return False
     return True

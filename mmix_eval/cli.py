@@ -25,7 +25,8 @@ examples:
   mmix-eval evaluate --ckpt runs/*/model.safetensors --out results/       # every evaluator, many checkpoints
   mmix-eval bench configs/bench/digits-quick.yaml --out runs/bench-digits   # methods x seeds -> report
   mmix-eval report results/ --out reports/x --baseline vanilla --check "manifold_mixup.rotation20 >= vanilla.rotation20"
-  mmix-eval ls models | methods | datasets | losses
+  mmix-eval evaluate --ckpt runs/x/model.safetensors --evaluators deformations,my_evals:Occlusion --set my_evals:Occlusion.patch=8
+  mmix-eval ls models | methods | evaluators | datasets | losses
 """
 
 
@@ -119,47 +120,114 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _add_eval(sub, name: str, help: str, evaluators: tuple[str, ...]) -> None:
+COMMON_FLAGS = {"data": "--data", "data_root": "--data-root", "limit": "--limit", "seed": "--seed", "bins": "--bins",
+                "batch_size": "--batch-size", "device": "--device"}
+
+
+def _flag(param: str) -> str:
+    return "--" + param.replace("_", "-")
+
+
+def _add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
+    """One evaluation sub-command. ``specs``: the evaluator it runs (its flags generated from its options),
+    or None for ``evaluate`` (every built-in's flags, plus --evaluators and --set for plugins)."""
+    from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, get_evaluator, option_fields
+
     p = sub.add_parser(name, help=help, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                        description=f"{help[0].upper()}{help[1:]}. Writes tidy records (one row per checkpoint x "
-                                   f"condition x metric) to OUT/<run>/<evaluator>.csv and .jsonl.")
+                                   f"condition x metric) to OUT/<run>/<evaluator>.csv and .jsonl, and the per-image "
+                                   f"outcomes to <evaluator>.outcomes.npz.")
     p.add_argument("--ckpt", nargs="+", required=True, metavar="CKPT", help="checkpoint(s), .safetensors (globs work)")
     p.add_argument("--out", default="results", help="results folder (default: results)")
+    common = {n: (d, h) for n, _, d, h in option_fields(EvalOptions)}
     g = p.add_argument_group("data (default: the checkpoint's own data set and test split)")
-    g.add_argument("--data", help="override the data set, e.g. imagefolder:PATH")
-    g.add_argument("--data-root", help="override where torchvision data sets live")
-    g.add_argument("--limit", type=int, help="a seeded subset of N test images (the same for every checkpoint)")
+    for key in ("data", "data_root", "limit"):
+        g.add_argument(COMMON_FLAGS[key], dest=f"common_{key}", metavar=key.upper(), help=common[key][1])
     g = p.add_argument_group("evaluation")
-    g.add_argument("--seed", type=int, default=0, help="deformation parameters, test subset, PGD start (default 0)")
-    g.add_argument("--batch-size", type=int, help="default: 500 on a CPU, 1000 on a GPU")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    for key in ("seed", "bins", "batch_size", "device"):
+        default = common[key][0]
+        g.add_argument(COMMON_FLAGS[key], dest=f"common_{key}", metavar=key.upper(),
+                       help=common[key][1] + (f" (default {default})" if default is not None else ""))
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.add_argument("--trust-model-import", action="store_true",
                    help="allow a checkpoint to name a model by module:factory import path (runs that module)")
-    if "deformations" in evaluators:
-        g.add_argument("--grid", default="table4", help="table4 (default), table9, or a YAML file of {rotation|shear|zoom: value}")
-        g.add_argument("--interpolation", default="nearest", help="nearest (the official code's) or bilinear")
-    if "fgsm" in evaluators:
-        g.add_argument("--eps", default="1,2,4,8", help="comma-separated epsilons in /255 pixel units (default 1,2,4,8)")
-        g.add_argument("--attack", default="fgsm", help="fgsm (default) or pgd")
-        g.add_argument("--pgd-steps", type=int, default=7, help="PGD steps (default 7)")
-    if "calibration" in evaluators:
-        g.add_argument("--bins", type=int, default=15, help="equal-width ECE bins (default 15)")
-    p.set_defaults(evaluators=evaluators)
+    if specs is None:
+        g.add_argument("--evaluators", dest="evaluators_text", default=",".join(DEFAULT_EVALUATORS),
+                       help="comma-separated evaluators: built-in names or module:Class plugins "
+                            f"(default {','.join(DEFAULT_EVALUATORS)}; mmix-eval ls evaluators)")
+        g.add_argument("--set", action="append", default=[], metavar="EVALUATOR.OPTION=VALUE", dest="eval_set",
+                       help="an option of any evaluator, e.g. --set my_evals:Occlusion.patch=8 (repeatable)")
+    flags = {}
+    for spec in specs or DEFAULT_EVALUATORS:
+        ev = get_evaluator(spec)
+        fields = option_fields(ev.Options)
+        if not fields:
+            continue
+        g = p.add_argument_group(f"{ev.name} options")
+        for opt, hint, default, text in fields:
+            shown = ",".join(f"{v:g}" for v in default) if isinstance(default, list) else default
+            g.add_argument(_flag(opt), dest=f"opt_{spec}_{opt}", metavar=opt.upper(),
+                           help=f"{text} (default {shown})")
+            flags[f"opt_{spec}_{opt}"] = (spec, opt)
+    p.set_defaults(evaluators=list(specs) if specs else None, option_flags=flags)
+
+
+def _eval_plan(args):
+    from mmix_eval.evaluate.base import EvalOptions, OptionError
+    from mmix_eval.evaluate.runner import make_plan
+
+    specs = args.evaluators or [s.strip() for s in args.evaluators_text.split(",") if s.strip()]
+    options: dict[str, dict] = {}
+    for dest, (spec, opt) in args.option_flags.items():
+        value = getattr(args, dest)
+        if value is not None and spec in specs:
+            options.setdefault(spec, {})[opt] = value
+    for text in getattr(args, "eval_set", None) or []:
+        key, eq, value = text.partition("=")
+        spec, dot, opt = key.rpartition(".")
+        if not eq or not dot or not spec or not opt:
+            raise UserError(f"--set: expected EVALUATOR.OPTION=VALUE like fgsm.eps=1,2 or my_evals:Occlusion.patch=8, got '{text}'")
+        options.setdefault(spec, {})[opt] = value
+    common = {k: getattr(args, f"common_{k}") for k in COMMON_FLAGS if getattr(args, f"common_{k}") is not None}
+    try:
+        for k in ("limit", "seed", "bins", "batch_size"):
+            if k in common:
+                try:
+                    common[k] = int(common[k])
+                except ValueError:
+                    raise OptionError(k, f"expected an integer, got '{common[k]}'") from None
+        opts = EvalOptions(**common, progress=not args.no_progress, allow_import=args.trust_model_import)
+        opts.check()
+        plan = make_plan(specs, options, "--evaluators" if args.evaluators is None else args.command)
+    except OptionError as e:  # the library names the parameter; here it is the flag
+        flag = COMMON_FLAGS.get(e.param) or (_flag(e.param) if any(o == e.param for _, o in args.option_flags.values())
+                                             else e.param)
+        raise UserError(f"{flag}: {e.detail}") from None
+    return plan, opts
 
 
 def cmd_eval(args) -> int:
-    from mmix_eval.evaluate.runner import EvalOptions, run_evaluation
+    from mmix_eval.evaluate.runner import run_evaluation
 
-    opts = EvalOptions(data=args.data, data_root=args.data_root, limit=args.limit, seed=args.seed,
-                       batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
-                       allow_import=args.trust_model_import)
-    for key in ("grid", "interpolation", "eps", "attack", "pgd_steps", "bins"):
-        if hasattr(args, key):
-            setattr(opts, key, getattr(args, key))
+    plan, opts = _eval_plan(args)
     _join_torchrun(args, opts.device)
-    run_evaluation(args.ckpt, list(args.evaluators), args.out, opts)
+    run_evaluation(_expand_ckpts(args.ckpt), plan, args.out, opts)
     return 0
+
+
+def _expand_ckpts(items: list[str]) -> list[str]:
+    """Quoted globs expanded here (the shell expands unquoted ones); a run folder means its model.safetensors."""
+    import glob
+
+    out = []
+    for item in items:
+        matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
+        if not matches:
+            raise UserError(f"--ckpt: expected checkpoint files, got a pattern that matches nothing: '{item}'")
+        for m in matches:
+            path = Path(m)
+            out.append(str(path / "model.safetensors") if path.is_dir() else m)
+    return out
 
 
 def cmd_report(args) -> int:
@@ -201,6 +269,15 @@ def cmd_bench(args) -> int:
 
 
 def cmd_ls(args) -> int:
+    if args.what == "evaluators":
+        from mmix_eval.evaluate.base import describe_evaluators
+
+        for name, help, options in describe_evaluators():
+            print(f"{name}  {help}")
+            for opt, _, default, text in options:
+                print(f"    {opt} = {default!r}  {text}")
+        print("module:Class  your own, by import path (see docs/evaluators.md)")
+        return 0
     from mmix_eval.data import DATASETS
     from mmix_eval.data import sources  # noqa: F401
     from mmix_eval.methods import LOSSES, METHODS
@@ -227,10 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_train(sub)
-    _add_eval(sub, "deformations", "accuracy under the paper's rotations, shears and zooms", ("deformations",))
-    _add_eval(sub, "fgsm", "accuracy under white-box FGSM (or PGD) through torchattacks", ("fgsm",))
-    _add_eval(sub, "calibration", "NLL, ECE, MCE, Brier, reliability bins and temperature scaling", ("calibration",))
-    _add_eval(sub, "evaluate", "every evaluator on one or many checkpoints", ("deformations", "fgsm", "calibration"))
+    from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, get_evaluator
+
+    for name in DEFAULT_EVALUATORS:  # one sub-command per built-in evaluator, flags from its options
+        _add_eval(sub, name, get_evaluator(name).help, (name,))
+    _add_eval(sub, "evaluate", "every evaluator (built-in or plugin) on one or many checkpoints", None)
     p = sub.add_parser("bench", help="train methods x seeds, evaluate them all, write the report",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Run a bench YAML (see configs/bench/): train each method x seed (skipping finished "
@@ -265,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="append", default=[], metavar="EXPR",
                    help="CI gate, e.g. 'manifold_mixup.rotation20 >= vanilla.rotation20' or 'vanilla.clean:ece <= 0.1' (repeatable)")
     p.add_argument("--title", help="report title")
-    p = sub.add_parser("ls", help="list registered models, methods, data sets or losses")
-    p.add_argument("what", choices=["models", "methods", "datasets", "losses"])
+    p = sub.add_parser("ls", help="list registered models, methods, evaluators, data sets or losses")
+    p.add_argument("what", choices=["models", "methods", "evaluators", "datasets", "losses"])
     return parser
 
 

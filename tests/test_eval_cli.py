@@ -48,14 +48,14 @@ def test_evaluate_writes_tidy_records_for_every_evaluator(digits_ckpt, tmp_path,
         with open(folder / f"{e}.csv", newline="") as f:
             table = list(csv.DictReader(f))
         assert len(rows) == len(table) and list(table[0]) == FIELDS
-        assert {r["method"] for r in rows} == {"manifold_mixup"} and {r["alpha"] for r in rows} == {2.0}
-        assert {r["eligible"] == [0, 1, 2] and r["train_seed"] == 0 and r["data"] == "digits" for r in rows} == {True}
+        assert {r["method"] for r in rows} == {"manifold_mixup"} and {r["method_settings"]["alpha"] for r in rows} == {2.0}
+        assert {r["method_settings"]["eligible"] == [0, 1, 2] and r["train_seed"] == 0 and r["data"] == "digits" for r in rows} == {True}
         assert {(r["condition"], r["metric"]) for r in rows} >= ({("clean", "acc"), ("clean", "nll"), ("clean", "ece")}
                                                                 if e != "calibration" else {("test", "ece"), ("temperature_scaled", "ece")})
         meta = json.loads((folder / f"{e}.meta.json").read_text())
         assert meta["n_images"] == 300 and "torch" in meta["versions"]
     fgsm = read_records(folder / "fgsm.jsonl")
-    assert [r["eps_255"] for r in fgsm if r["condition"].startswith("eps")] == [1.0, 8.0]
+    assert [r["settings"]["eps_255"] for r in fgsm if r["condition"].startswith("eps") and r["metric"] == "acc"] == [1.0, 8.0]
 
 
 def test_limit_gives_every_checkpoint_the_same_subset(digits_ckpt, tmp_path, capsys):

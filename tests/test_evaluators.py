@@ -47,13 +47,15 @@ def test_deformations_are_identical_across_runs_and_batch_sizes(ckpt):
     c = evaluate_deformations(target_of(ckpt), batch_size=64, progress=False)
     values = lambda rows: [(r["condition"], r["metric"], r["value"]) for r in rows]
     assert values(a) == values(b)  # bitwise across runs
-    # Across batch sizes, accuracies are identical; NLL / ECE agree to float32 convolution noise (~1e-11).
+    # Across batch sizes, accuracies are identical; NLL / ECE / Brier agree to float32 convolution noise
+    # (~4e-11 absolute; relative 1e-8 on an NLL of 0.0055).
     for ra, rc in zip(a, c):
         assert (ra["condition"], ra["metric"]) == (rc["condition"], rc["metric"])
-        assert ra["value"] == rc["value"] if ra["metric"] == "acc" else ra["value"] == pytest.approx(rc["value"], rel=1e-9)
+        assert ra["value"] == rc["value"] if ra["metric"] in ("acc", "rel_acc") else ra["value"] == pytest.approx(rc["value"], rel=1e-6), (ra["condition"], ra["metric"], ra["value"], rc["value"])
     assert [r["condition"] for r in a if r["metric"] == "acc"] == ["clean", "rotation20", "rotation40", "shear28.6", "shear57.3",
                                                                    "zoom_in60", "zoom_in80", "zoom_out120", "zoom_out140"]
-    assert {r["grid"] for r in a} == {"table4"} and {r["interpolation"] for r in a} == {"nearest"} and {r["n"] for r in a} == {120}
+    assert {r["settings"]["grid"] for r in a} == {"table4"} and {r["settings"]["interpolation"] for r in a} == {"nearest"}
+    assert {r["n"] for r in a} == {120}
     assert acc(a, "clean") > 80.0  # the tiny model learned its task, so deformations have something to break
     d = evaluate_deformations(target_of(ckpt), seed=1, progress=False)
     assert values(d) != values(a)
@@ -98,7 +100,7 @@ def test_pgd_stays_in_the_ball_and_is_reproducible(ckpt):
     t = target_of(ckpt)
     a = evaluate_fgsm(t, eps=[4], attack="pgd", pgd_steps=3, progress=False)
     b = evaluate_fgsm(target_of(ckpt), eps=[4], attack="pgd", pgd_steps=3, progress=False)
-    assert acc(a, "eps4") == acc(b, "eps4") and a[-1]["attack"] == "pgd3"
+    assert acc(a, "eps4") == acc(b, "eps4") and a[-1]["settings"]["attack"] == "pgd3"
     x, y = t.test.batch(0, 60, "cpu")
     adv = make_attack(t.model.eval(), "pgd", 4, 3)(x, y)
     assert float((adv - x).abs().max()) <= 4 / 255 + 1e-6
@@ -106,11 +108,11 @@ def test_pgd_stays_in_the_ball_and_is_reproducible(ckpt):
 
 def test_bad_eps_and_attack():
     t = target_from_module(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)), torch.rand(4, 3, 2, 2), torch.zeros(4, dtype=torch.long))
-    with pytest.raises(UserError, match="--eps: expected finite values >= 0"):
+    with pytest.raises(UserError, match="^eps: expected finite values >= 0"):
         evaluate_fgsm(t, eps=[-1], progress=False)
-    with pytest.raises(UserError, match="--eps: expected comma-separated numbers"):
+    with pytest.raises(UserError, match="^eps: expected a list of numbers, got '1,two'"):
         evaluate_fgsm(t, eps="1,two", progress=False)
-    with pytest.raises(UserError, match="--attack: expected one of fgsm, pgd, got 'cw'"):
+    with pytest.raises(UserError, match="^attack: expected one of fgsm, pgd, got 'cw'"):
         evaluate_fgsm(t, attack="cw", progress=False)
 
 

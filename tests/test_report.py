@@ -12,10 +12,18 @@ import pytest
 
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
-from mmix_eval.evaluate.records import record, write_records
+from types import SimpleNamespace
+
+from mmix_eval.evaluate.base import SHIFT_METRICS
+from mmix_eval.evaluate.records import record, with_specs, write_records
 from mmix_eval.report import build_report
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def specs(rows: list[dict], evaluator: str) -> list[dict]:
+    """The spec columns the built-in shift evaluators give their rows (without importing them: no torch)."""
+    return with_specs(rows, SimpleNamespace(name=evaluator, metrics=SHIFT_METRICS))
 
 
 def fake_results(root: Path, data="digits", model="smallnet", methods=None, drop=()) -> Path:
@@ -24,17 +32,18 @@ def fake_results(root: Path, data="digits", model="smallnet", methods=None, drop
     for method, by_seed in methods.items():
         for seed, acc in by_seed.items():
             run = f"{method}-s{seed}"
+            settings = {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"} if "mixup" in method else {"loss": "bce_softmax"}
             base = {"run": run, "checkpoint": f"runs/{run}/model.safetensors", "model": model, "method": method,
-                    "alpha": 2.0 if "mixup" in method else None, "eligible": [0, 1, 2] if "mixup" in method else None,
-                    "loss": "bce_softmax", "train_seed": seed, "data": data, "n": 100}
-            d = {**base, "evaluator": "deformations", "grid": "table4", "eval_seed": 0, "interpolation": "nearest"}
+                    "method_settings": settings, "train_seed": seed, "data": data, "n": 100, "eval_seed": 0}
+            d = {**base, "evaluator": "deformations", "settings": {"grid": "table4", "interpolation": "nearest"}}
             rows = [record(d, "clean", "acc", acc + 10, label="Clean"), record(d, "clean", "nll", 1.0 - acc / 100),
                     record(d, "clean", "ece", 0.1 + seed / 100),
                     record(d, "rotation20", "acc", acc, label="Rotation U(−20°, 20°)")]
-            write_records(rows, root / run / "deformations")
+            write_records(specs(rows, "deformations"), root / run / "deformations")
             if (method, "fgsm") not in drop:
-                f = {**base, "evaluator": "fgsm", "attack": "fgsm"}
-                write_records([record(f, "clean", "acc", acc + 10), record(f, "eps8", "acc", acc - 20, label="FGSM ε = 8/255", eps_255=8.0)],
+                f = {**base, "evaluator": "fgsm", "settings": {"attack": "fgsm"}}
+                write_records(specs([record(f, "clean", "acc", acc + 10),
+                                     record(f, "eps8", "acc", acc - 20, label="FGSM ε = 8/255", eps_255=8.0, strength=8.0)], "fgsm"),
                               root / run / "fgsm")
     return root
 
@@ -43,9 +52,9 @@ def test_cells_differences_and_best_by_hand(tmp_path):
     res = build_report([fake_results(tmp_path / "res")], tmp_path / "rep", baseline="vanilla")
     md = (tmp_path / "rep" / "report.md").read_text()
     # rotation20: vanilla 50, 60 -> 55.00 ± 7.07; manifold 54, 62 -> 58.00 ± 5.66 (best, bold)
-    assert "| Rotation U(−20°, 20°) (%) | 55.00 ± 7.07 (n=2) | **58.00 ± 5.66 (n=2)** |" in md
+    assert "| Rotation U(−20°, 20°): accuracy (%) | 55.00 ± 7.07 (n=2) | **58.00 ± 5.66 (n=2)** |" in md
     # paired differences 4 and 2: mean 3, sd √2, t(0.975, 1) = 12.706 -> half-width 12.71
-    assert "| Rotation U(−20°, 20°) (%) | +3.00 ± 12.71 (n=2) |" in md
+    assert "| Rotation U(−20°, 20°): accuracy (%) | +3.00 ± 12.71 (n=2) |" in md
     # lower is better for ECE: vanilla and manifold tie at 0.105 -> both bold
     assert md.count("**0.1050 ± 0.0071 (n=2)**") == 2
     table = list(csv.DictReader(open(tmp_path / "rep" / "table.csv")))
@@ -68,7 +77,7 @@ def test_report_is_byte_identical_when_rebuilt(tmp_path):
 def test_missing_values_show_as_na(tmp_path):
     build_report([fake_results(tmp_path / "res", drop={("manifold_mixup", "fgsm")})], tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| FGSM ε = 8/255 (%) | 35.00 ± 7.07 (n=2) | n/a |" in md  # (50 - 20, 60 - 20)
+    assert "| FGSM ε = 8/255: accuracy (%) | 35.00 ± 7.07 (n=2) | n/a |" in md  # (50 - 20, 60 - 20)
     assert "<td class='na'>n/a</td>" in (tmp_path / "rep" / "report.html").read_text()
 
 
@@ -78,7 +87,7 @@ def test_hostile_names_are_escaped_in_html_and_neutralised_in_csv(tmp_path):
     res = fake_results(tmp_path / "res", methods={"vanilla": {0: 50.0}, evil: {0: 52.0}, formula: {0: 51.0}})
     build_report([res], tmp_path / "rep", title="<b>title</b>")
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;&quot; onmouseover=&quot;x" in page
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;&#34; onmouseover=&#34;x" in page
     assert "<b>title</b>" not in page and "&lt;b&gt;title&lt;/b&gt;" in page
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "<script>" not in md and "&lt;script&gt;" in md

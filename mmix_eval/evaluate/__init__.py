@@ -1,29 +1,43 @@
-"""Checkpoint-only evaluators: deformations, FGSM / PGD, calibration. They never import the training code.
+"""Checkpoint-only evaluators. They never import the training code.
+
+The interface (``base.py``, torch-free): ``Evaluator`` (name, Options dataclass, ``metrics`` of
+``MetricSpec``, ``run(target, options, common) -> rows``), found by registry name, ``module:attr`` or entry
+point (group ``mmix_eval.evaluators``). Built in: deformations, fgsm, calibration.
 
 Python API (any nn.Module mapping [0, 1] images to logits):
 
     from mmix_eval.evaluate import target_from_module, evaluate_deformations, evaluate_fgsm, evaluate_calibration
     rows = evaluate_deformations(target_from_module(model, x, y), grid="table4", seed=0)
 
-This package's ``records`` module imports no torch, so result files can be read anywhere.
+    from mmix_eval.evaluate import get_evaluator, run_evaluator
+    rows = run_evaluator(get_evaluator("my_evals:Occlusion"), target, {"patch": 8})
+
+This package's ``base``, ``records`` and ``outcomes`` modules import no torch.
 """
 
 from __future__ import annotations
 
-__all__ = ["evaluate_calibration", "evaluate_deformations", "evaluate_fgsm", "load_target", "target_from_module"]
+from mmix_eval.evaluate.base import (SHIFT_METRICS, EvalOptions, Evaluator, MetricSpec, OptionError, get_evaluator,
+                                     run_evaluator)
+from mmix_eval.evaluate.records import record
+
+__all__ = ["SHIFT_METRICS", "EvalOptions", "Evaluator", "MetricSpec", "OptionError", "condition_rows",
+           "evaluate_calibration", "evaluate_deformations", "evaluate_fgsm", "get_evaluator", "load_target", "record",
+           "run_evaluator", "target_from_module"]
+
+_LAZY = {  # these import torch: loaded on first use
+    "evaluate_deformations": "mmix_eval.evaluate.deformations",
+    "evaluate_fgsm": "mmix_eval.evaluate.fgsm",
+    "evaluate_calibration": "mmix_eval.evaluate.calibration",
+    "condition_rows": "mmix_eval.evaluate.metrics",
+    "load_target": "mmix_eval.evaluate.target",
+    "target_from_module": "mmix_eval.evaluate.target",
+}
 
 
-def __getattr__(name):  # lazy: importing mmix_eval.evaluate.records must not pull in torch
-    if name == "evaluate_deformations":
-        from mmix_eval.evaluate.deformations import evaluate_deformations as f
-    elif name == "evaluate_fgsm":
-        from mmix_eval.evaluate.fgsm import evaluate_fgsm as f
-    elif name == "evaluate_calibration":
-        from mmix_eval.evaluate.calibration import evaluate_calibration as f
-    elif name in ("load_target", "target_from_module"):
-        from mmix_eval.evaluate import target
-
-        f = getattr(target, name)
-    else:
+def __getattr__(name):
+    if name not in _LAZY:
         raise AttributeError(name)
-    return f
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)

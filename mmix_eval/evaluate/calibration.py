@@ -1,136 +1,83 @@
-"""Calibration and likelihood: NLL, ECE, MCE, Brier, reliability bins, temperature scaling.
+"""Calibration and likelihood on the clean test set: NLL, ECE, MCE, Brier, reliability bins, and
+temperature scaling fitted on the checkpoint's own held-out validation split (never on the test set).
 
-ECE / MCE: top-label, equal-width bins over [0, 1] (15 by default, the usual choice since Guo et al.
-2017), computed by netcal. netcal is given the top-label problem in its binary form (confidence of the
-predicted class, correct or not), which is the definition of top-label ECE and equals netcal's multiclass
-result, but does not fail, as its multiclass path does, on a batch with two or fewer distinct labels.
-Bins are left-closed [a, b) with the last closed [a, 1] (numpy.histogram, as netcal); the in-house
-reliability bins below use the same edges so the diagram and the number agree.
-NLL: cross-entropy on logits (never −log of a rounded softmax), finite for any finite logits.
+The metric functions live in ``metrics.py`` (shared with every shift evaluator, which records NLL, ECE and
+Brier per condition); this file is the evaluator.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from tqdm.auto import tqdm
 
+from mmix_eval.evaluate.base import Evaluator, MetricSpec
+from mmix_eval.evaluate.metrics import (EDGE_RULE, brier, calibration_metrics, ece_from_bins, fit_temperature,  # noqa: F401
+                                        netcal_ece_mce, nll, reliability_bins, top_label)
+from mmix_eval.evaluate.passes import clean_logits, logits_of, setup, shard_batches
 from mmix_eval.evaluate.records import record
 
-EDGE_RULE = "equal-width, [a,b) with last bin [a,1] (numpy.histogram, as netcal)"
+
+@dataclass
+class CalibrationOptions:
+    """Calibration has no options of its own: the ECE bin count is shared by every evaluator (``bins``)."""
 
 
-def nll(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return float(F.cross_entropy(logits.double(), y))
+class Calibration(Evaluator):
+    name = "calibration"
+    help = "NLL, ECE, MCE, Brier, reliability bins and temperature scaling (on the held-out validation split)"
+    Options = CalibrationOptions
+    metrics = {
+        "acc": MetricSpec("accuracy (%)", "higher", ".2f"),
+        "nll": MetricSpec("NLL", "lower"),
+        "ece": MetricSpec("ECE", "lower"),
+        "mce": MetricSpec("MCE", "lower"),
+        "brier": MetricSpec("Brier", "lower"),
+        "temperature": MetricSpec("fitted temperature T", None, ".3f"),
+        "bin_count": MetricSpec("images in bin", None, ".0f"),
+        "bin_acc": MetricSpec("bin accuracy", None),
+        "bin_conf": MetricSpec("bin mean confidence", None),
+    }
 
-
-def brier(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """Multiclass Brier score: mean over images of Σ_c (p_c − 1[y = c])²."""
-    p = torch.softmax(logits.double(), 1)
-    return float(((p - F.one_hot(y, p.shape[1]).double()) ** 2).sum(1).mean())
-
-
-def top_label(logits: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    p = torch.softmax(logits.double(), 1)
-    conf, pred = p.max(1)
-    return conf.numpy(), (pred == y).numpy().astype(np.int64)
-
-
-def reliability_bins(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-bin counts, accuracy and mean confidence (NaN for an empty bin)."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
-    counts = np.bincount(idx, minlength=bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.bincount(idx, weights=correct, minlength=bins) / counts
-        mean_conf = np.bincount(idx, weights=conf, minlength=bins) / counts
-    return counts, acc, mean_conf
-
-
-def ece_from_bins(counts, acc, conf) -> float:
-    m = counts > 0
-    return float((counts[m] / counts.sum() * np.abs(acc[m] - conf[m])).sum())
-
-
-def netcal_ece_mce(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[float, float]:
-    from netcal.metrics import ECE, MCE  # imported late: netcal pulls in pyro, gpytorch and tensorboard
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(ECE(bins=bins).measure(conf, correct)), float(MCE(bins=bins).measure(conf, correct))
-
-
-def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """T > 0 minimising the NLL of logits / T (LBFGS on log T, float64)."""
-    z = logits.double()
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(z / log_t.exp(), y)
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return float(log_t.detach().exp())
-
-
-def calibration_metrics(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict:
-    conf, correct = top_label(logits, y)
-    ece, mce = netcal_ece_mce(conf, correct, bins)
-    counts, acc, mean_conf = reliability_bins(conf, correct, bins)
-    return {"acc": 100.0 * float(correct.mean()), "nll": nll(logits, y), "ece": ece, "mce": mce,
-            "brier": brier(logits, y), "bins": (counts, acc, mean_conf)}
-
-
-def clean_records(base: dict, logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> list[dict]:
-    """Clean accuracy, NLL and ECE: part of every evaluation."""
-    conf, correct = top_label(logits, y)
-    ece, _ = netcal_ece_mce(conf, correct, bins)
-    extra = {"label": "Clean test images", "bins": bins, "edge_rule": EDGE_RULE}
-    return [record(base, "clean", "acc", 100.0 * float(correct.mean()), **extra),
-            record(base, "clean", "nll", nll(logits, y), **extra),
-            record(base, "clean", "ece", ece, **extra)]
-
-
-def evaluate_calibration(target, bins: int = 15, batch_size: int | None = None, device=None, progress: bool = True) -> list[dict]:
-    from tqdm.auto import tqdm
-
-    from mmix_eval.errors import UserError
-    from mmix_eval.evaluate.target import logits_of, setup, shard_batches
-
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise UserError(f"--bins: expected an integer >= 1, got {bins!r}")
-    model, device, bs, warn = setup(target, device, batch_size)
-    n_batches = len(shard_batches(len(target.test), bs)) + (len(shard_batches(len(target.val), bs)) if target.val is not None else 0)
-    base = {**target.base, "evaluator": "calibration", "n": len(target.test), "bins": bins,
-            "edge_rule": EDGE_RULE, "warnings": warn}
-    with tqdm(total=n_batches, desc=f"{target.run} calibration", unit="batch", disable=not progress, leave=False) as bar:
-        logits = logits_of(model, target.test, bs, device, bar)
-        val_logits = logits_of(model, target.val, bs, device, bar) if target.val is not None else None
-    rows = _metric_rows(base, "test", "Test images, before temperature scaling", logits, target.test.y, bins)
-    if val_logits is None:
-        note = "temperature scaling skipped: the checkpoint held out no validation split (train with --val-size N)"
-        for r in rows:
-            r["warnings"] = "; ".join(filter(None, [r["warnings"], note]))
+    def run(self, target, options, common) -> list[dict]:
+        model, device, bs, warn = setup(target, common.device, common.batch_size)
+        bins = common.bins
+        n_batches = len(shard_batches(len(target.test), bs)) + (len(shard_batches(len(target.val), bs)) if target.val is not None else 0)
+        base = {**target.base, "evaluator": self.name, "n": len(target.test), "eval_seed": common.seed,
+                "warnings": warn, "settings": {"bins": bins, "edge_rule": EDGE_RULE}}
+        with tqdm(total=n_batches, desc=f"{target.run} calibration", unit="batch", disable=not common.progress,
+                  leave=False) as bar:
+            logits = clean_logits(target, bs, device, bar)
+            val_logits = logits_of(model, target.val, bs, device, bar) if target.val is not None else None
+        rows = _metric_rows(base, "test", "Test images, before temperature scaling", logits, target.test.y, bins)
+        if val_logits is None:
+            note = "temperature scaling skipped: the checkpoint held out no validation split (train with --val-size N)"
+            warnings.warn(f"{target.run}: {note}", stacklevel=2)
+            for r in rows:
+                r["warnings"] = "; ".join(filter(None, [r["warnings"], note]))
+            return rows
+        t = fit_temperature(val_logits, target.val.y)
+        rows.append(record(base, "temperature_scaled", "temperature", t,
+                           f"Temperature fitted on {len(target.val)} held-out validation images"))
+        rows += _metric_rows(base, "temperature_scaled", f"Test images, temperature scaled (T = {t:.3f})",
+                             logits / t, target.test.y, bins)
         return rows
-    t = fit_temperature(val_logits, target.val.y)
-    rows.append(record(base, "temperature_scaled", "temperature", t,
-                       label=f"Temperature fitted on {len(target.val)} held-out validation images"))
-    rows += _metric_rows(base, "temperature_scaled", f"Test images, temperature scaled (T = {t:.3f})",
-                         logits / t, target.test.y, bins)
-    return rows
 
 
 def _metric_rows(base, condition, label, logits, y, bins) -> list[dict]:
     m = calibration_metrics(logits, y, bins)
-    rows = [record(base, condition, k, m[k], label=label) for k in ("acc", "nll", "ece", "mce", "brier")]
+    rows = [record(base, condition, k, m[k], label) for k in ("acc", "nll", "ece", "mce", "brier")]
     counts, acc, conf = m["bins"]
     for b in range(bins):
         for metric, v in (("bin_count", float(counts[b])), ("bin_acc", float(acc[b])), ("bin_conf", float(conf[b]))):
-            rows.append(record(base, condition, metric, v, label=label, bin=b))
+            rows.append(record(base, condition, metric, v, label, bin=b))
     return rows
+
+
+def evaluate_calibration(target, bins: int = 15, batch_size: int | None = None, device=None, progress: bool = True) -> list[dict]:
+    """Python API: the calibration evaluator on one target."""
+    from mmix_eval.evaluate.base import EvalOptions, run_evaluator
+
+    return run_evaluator(Calibration(), target, {}, EvalOptions(bins=bins, batch_size=batch_size, device=device,
+                                                                progress=progress))

@@ -1,42 +1,61 @@
-"""Accuracy under the paper's novel deformations (Table 4 / Table 9 / a user grid)."""
+"""Accuracy and calibration under the paper's novel deformations (Table 4 / Table 9 / a user grid)."""
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass, field
+
 from tqdm.auto import tqdm
 
-from mmix_eval import distributed
-from mmix_eval.errors import UserError
-from mmix_eval.evaluate.calibration import clean_records
-from mmix_eval.evaluate.geometry import INTERPOLATIONS, load_grid, sample_matrices, warp
-from mmix_eval.evaluate.records import record
-from mmix_eval.evaluate.target import check_logits, logits_of, setup, shard_batches
+from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, OptionError
+from mmix_eval.evaluate.geometry import INTERPOLATIONS, RENDERER, load_grid, sample_matrices, warp
+from mmix_eval.evaluate.metrics import condition_rows
+from mmix_eval.evaluate.passes import batch_logits, clean_logits, setup, shard_batches
+
+
+@dataclass
+class DeformationOptions:
+    grid: str = field(default="table4", metadata={"help": "table4, table9, or a YAML file of {rotation|shear|zoom: value}"})
+    interpolation: str = field(default="nearest", metadata={"help": "nearest (the official code's rendering) or bilinear"})
+
+
+class Deformations(Evaluator):
+    name = "deformations"
+    help = "accuracy and calibration under the paper's rotations, shears and zooms (kornia / official rendering)"
+    Options = DeformationOptions
+    metrics = SHIFT_METRICS
+
+    def validate(self, options) -> None:
+        if options.interpolation not in INTERPOLATIONS:
+            raise OptionError("interpolation", f"expected one of {', '.join(INTERPOLATIONS)}, got '{options.interpolation}'")
+        load_grid(options.grid)
+
+    def run(self, target, options, common) -> list[dict]:
+        grid_name, conditions = load_grid(options.grid)
+        model, device, bs, warn = setup(target, common.device, common.batch_size)
+        images, n, bins = target.test, len(target.test), common.bins
+        settings = {"grid": grid_name, "interpolation": options.interpolation}
+        base = {**target.base, "evaluator": self.name, "n": n, "eval_seed": common.seed, "warnings": warn,
+                "settings": settings}
+        batches = shard_batches(n, bs)
+        with tqdm(total=len(batches) * (len(conditions) + 1), desc=f"{target.run} deformations", unit="batch",
+                  disable=not common.progress, leave=False) as bar:
+            clean = clean_logits(target, bs, device, bar)
+            rows = condition_rows(base, "clean", clean, images.y, bins, "Clean test images")
+            clean_acc = rows[0]["value"]
+            for d in conditions:
+                mats = sample_matrices(d, n, common.seed)  # per image, from (seed, condition): common random numbers
+                logits = batch_logits(model, images, batches, device,
+                                      lambda xb, yb, i, j: warp(xb, mats[i:j], options.interpolation), bar)
+                rows += condition_rows(base, d.name, logits, images.y, bins, d.label, clean_acc,
+                                       deformation=d.kind, magnitude=d.value,
+                                       renderer=RENDERER[options.interpolation])
+        return rows
 
 
 def evaluate_deformations(target, grid: str = "table4", seed: int = 0, interpolation: str = "nearest",
-                          batch_size: int | None = None, device=None, progress: bool = True) -> list[dict]:
-    if interpolation not in INTERPOLATIONS:
-        raise UserError(f"--interpolation: expected one of {', '.join(INTERPOLATIONS)}, got '{interpolation}'")
-    grid_name, conditions = load_grid(grid)
-    model, device, bs, warn = setup(target, device, batch_size)
-    images, n = target.test, len(target.test)
-    base = {**target.base, "evaluator": "deformations", "n": n, "eval_seed": seed, "grid": grid_name,
-            "interpolation": interpolation, "warnings": warn}
-    batches = shard_batches(n, bs)
-    rows = []
-    with tqdm(total=len(batches) * (len(conditions) + 1), desc=f"{target.run} deformations", unit="batch",
-              disable=not progress, leave=False) as bar:
-        rows += clean_records(base, logits_of(model, images, bs, device, bar), images.y)
-        for d in conditions:
-            mats = sample_matrices(d, n, seed)  # per image, from (seed, condition): common random numbers
-            correct = 0
-            with torch.inference_mode():
-                for i, j in batches:
-                    xb, yb = images.batch(i, j, device)
-                    logits = model(warp(xb, mats[i:j], interpolation))
-                    check_logits(logits)
-                    correct += int((logits.argmax(1) == yb).sum())
-                    bar.update(1)
-            correct = distributed.sum_int(correct)
-            rows.append(record(base, d.name, "acc", 100.0 * correct / n, label=d.label))
-    return rows
+                          batch_size: int | None = None, device=None, progress: bool = True, bins: int = 15) -> list[dict]:
+    """Python API: the deformations evaluator on one target."""
+    from mmix_eval.evaluate.base import EvalOptions, run_evaluator
+
+    return run_evaluator(Deformations(), target, {"grid": grid, "interpolation": interpolation},
+                         EvalOptions(seed=seed, bins=bins, batch_size=batch_size, device=device, progress=progress))

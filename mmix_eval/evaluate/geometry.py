@@ -29,6 +29,9 @@ from mmix_eval.errors import UserError
 
 KINDS = ("rotation", "shear", "zoom")
 INTERPOLATIONS = ("nearest", "bilinear")
+# Which rendering produced a deformation row (recorded in its settings, so a report can tell old from new).
+RENDERER = {"nearest": "grid_sample-nearest (mmix-eval 0.1; border pixels kept)",
+            "bilinear": "grid_sample-bilinear, zero padding"}
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """Tidy result records: one row per checkpoint × evaluator × condition × metric. Imports no torch.
 
-Rows carry the checkpoint's metadata (model, method, α, eligible layers, loss, training seed, data set)
-and the evaluation's settings (grid, seed, interpolation, ε, attack, bins, edge rule, n images), so a
-report can be rebuilt from the record files alone.
+Schema 2 (``schema`` = 2 in every row): a fixed core, the same for every evaluator, plus ``settings``, the
+evaluator's own mapping (grid, interpolation, ε, attack, bins, …), kept whole. Each row carries its
+metric's spec (``direction``, ``format``, ``metric_label``, ``headline``), so a report can be built from
+the record files alone, also for an evaluator it has never seen. Records written by schema 1 (flat
+columns ``alpha``, ``grid``, ``eps_255``, ``higher_is_better``, …) are read through ``upgrade``.
 """
 
 from __future__ import annotations
@@ -16,23 +18,74 @@ from typing import Any
 
 from mmix_eval.io import atomic_write_text
 
+SCHEMA = 2
 FIELDS = [
-    "run", "checkpoint", "model", "method", "alpha", "eligible", "loss", "train_seed", "data",
-    "evaluator", "condition", "label", "metric", "value", "higher_is_better", "n",
-    "eval_seed", "grid", "interpolation", "eps_255", "attack", "bins", "edge_rule", "bin", "warnings",
+    "schema", "run", "checkpoint", "model", "method", "method_settings", "train_seed", "data", "subset",
+    "evaluator", "condition", "label", "metric", "metric_label", "value", "direction", "format", "headline",
+    "n", "eval_seed", "bin", "settings", "warnings",
 ]
 
-# Every metric knows its direction, so a report never guesses which value is better (None: not a score).
-HIGHER_IS_BETTER = {"acc": True, "nll": False, "ece": False, "mce": False, "brier": False,
-                    "temperature": None, "bin_count": None, "bin_acc": None, "bin_conf": None}
+# Schema 1's flat columns, and where each went.
+V1_FIELDS = ["run", "checkpoint", "model", "method", "alpha", "eligible", "loss", "train_seed", "data",
+             "evaluator", "condition", "label", "metric", "value", "higher_is_better", "n",
+             "eval_seed", "grid", "interpolation", "eps_255", "attack", "bins", "edge_rule", "bin", "warnings"]
+_V1_METHOD = ("alpha", "eligible", "loss")
+_V1_SETTINGS = ("grid", "interpolation", "eps_255", "attack", "bins", "edge_rule")
+_V1_LABELS = {"acc": "accuracy (%)", "nll": "NLL", "ece": "ECE", "mce": "MCE", "brier": "Brier",
+              "temperature": "fitted temperature T", "bin_count": "images in bin", "bin_acc": "bin accuracy",
+              "bin_conf": "bin mean confidence"}
+# Schema 1 rendered deformations with grid_sample's nearest mode (border pixels kept for sources within
+# half a pixel outside the image); schema-2 rows name their renderer in settings["renderer"].
+V1_RENDERER = "grid_sample-nearest (mmix-eval 0.1; border pixels kept)"
 
 
-def record(base: dict[str, Any], condition: str, metric: str, value: float, **extra) -> dict[str, Any]:
+def record(base: dict[str, Any], condition: str, metric: str, value: float, label: str | None = None,
+           bin: int | None = None, **settings) -> dict[str, Any]:
+    """One row: ``base`` holds the core columns of the checkpoint and evaluation (and the evaluator-wide
+    ``settings``); ``settings`` here adds this row's own (an ε, a severity). The metric's spec columns are
+    filled in from the evaluator's ``metrics`` when it runs (``with_specs``)."""
     row = {f: None for f in FIELDS}
     row.update(base)
-    row.update(extra)
-    row.update(condition=condition, metric=metric, value=value, higher_is_better=HIGHER_IS_BETTER.get(metric))
+    row["settings"] = {**(base.get("settings") or {}), **settings}
+    row.update(schema=SCHEMA, condition=condition, metric=metric, value=value, label=label, bin=bin)
     return row
+
+
+def with_specs(rows: list[dict], evaluator) -> list[dict]:
+    """Fill each row's spec columns from the evaluator's MetricSpecs; a metric without one is an error."""
+    from mmix_eval.errors import UserError
+
+    for r in rows:
+        spec = evaluator.metrics.get(r.get("metric"))
+        if spec is None:
+            raise UserError(f"evaluator '{evaluator.name}': emitted metric '{r.get('metric')}' without a MetricSpec; "
+                            f"declared: {', '.join(evaluator.metrics) or 'none'}")
+        r.update(direction=spec.direction, format=spec.format, metric_label=spec.label, headline=spec.headline,
+                 evaluator=r.get("evaluator") or evaluator.name)
+    return rows
+
+
+def upgrade(row: dict) -> dict:
+    """A schema-1 row as a schema-2 row (a schema-2 row unchanged, with every field present)."""
+    if row.get("schema") is not None:
+        return {f: row.get(f) for f in FIELDS}
+    out = {f: row.get(f) for f in FIELDS}
+    hib = row.get("higher_is_better")
+    metric = row.get("metric")
+    out.update(
+        schema=1,
+        method_settings={k: row[k] for k in _V1_METHOD if row.get(k) is not None},
+        settings={k: row[k] for k in _V1_SETTINGS if row.get(k) is not None},
+        direction=None if hib is None else ("higher" if hib else "lower"),
+        format=".2f" if metric == "acc" else ".3f" if metric == "temperature" else ".4f",
+        metric_label=_V1_LABELS.get(metric, str(metric)),
+        headline=metric == "acc" and row.get("evaluator") in ("deformations", "fgsm"),
+    )
+    if row.get("evaluator") == "deformations" and row.get("condition") != "clean":
+        out["settings"]["renderer"] = V1_RENDERER
+    if row.get("evaluator") == "fgsm" and row.get("eps_255") is not None:
+        out["settings"]["strength"] = row["eps_255"]
+    return out
 
 
 def _cell(v: Any) -> str:
@@ -42,7 +95,7 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return "" if math.isnan(v) else repr(v)
     if isinstance(v, (list, dict)):
-        v = json.dumps(v)
+        v = json.dumps(v, sort_keys=True)
     s = str(v)
     return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(s) else s
 
@@ -55,10 +108,22 @@ def _is_number(s: str) -> bool:
         return False
 
 
+def _json_safe(v: Any) -> Any:
+    """NaN / Inf as null: strict JSON parsers (browsers, jq, Node) refuse bare NaN."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_json_safe(x) for x in v]
+    return v
+
+
 def write_records(rows: list[dict], stem: Path) -> tuple[Path, Path]:
-    """Write ``stem``.jsonl and ``stem``.csv atomically."""
+    """Write ``stem``.jsonl (strict JSON: NaN as null) and ``stem``.csv atomically; fields starting with '_'
+    (per-image outcomes travelling with a row) are not written here."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    jsonl = "".join(json.dumps({f: r.get(f) for f in FIELDS}, allow_nan=True) + "\n" for r in rows)
+    jsonl = "".join(json.dumps(_json_safe({f: r.get(f) for f in FIELDS}), allow_nan=False) + "\n" for r in rows)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(FIELDS)
@@ -71,25 +136,43 @@ def write_records(rows: list[dict], stem: Path) -> tuple[Path, Path]:
 
 
 def read_records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """Rows of a .jsonl record file, upgraded to the current schema; a null value reads as NaN."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            r = upgrade(json.loads(line))
+            if r["value"] is None:
+                r["value"] = math.nan
+            rows.append(r)
+    return rows
+
+
+def fmt_value(v: float | None, format_spec: str | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    try:
+        return format(v, format_spec or ".4f")
+    except (TypeError, ValueError):
+        return format(v, ".4f")
 
 
 def summary_table(rows: list[dict]) -> str:
-    """A short terminal table: conditions down, the headline metrics across (acc %, nll, ece)."""
-    rows = [r for r in rows if r["bin"] is None and r["metric"] in ("acc", "nll", "ece", "mce", "brier", "temperature")]
+    """A short terminal table: conditions down, the evaluator's summary metrics across."""
+    rows = [r for r in rows if r["bin"] is None]
     conditions: list[str] = []
     metrics: list[str] = []
-    cell: dict[tuple[str, str], float] = {}
+    cell: dict[tuple[str, str], dict] = {}
     for r in rows:
         if r["condition"] not in conditions:
             conditions.append(r["condition"])
         if r["metric"] not in metrics:
             metrics.append(r["metric"])
-        cell[r["condition"], r["metric"]] = r["value"]
+        cell[r["condition"], r["metric"]] = r
     width = max([len(c) for c in conditions] + [9])
-    lines = [f"  {'condition':<{width}}" + "".join(f"{m:>10}" for m in metrics)]
+    cols = [max(10, len(m) + 2) for m in metrics]
+    lines = [f"  {'condition':<{width}}" + "".join(f"{m:>{w}}" for m, w in zip(metrics, cols))]
     for c in conditions:
         vals = [cell.get((c, m)) for m in metrics]
-        lines.append(f"  {c:<{width}}" + "".join(f"{'' if v is None else (f'{v:.2f}' if m == 'acc' else f'{v:.4f}'):>10}"
-                                               for m, v in zip(metrics, vals)))
+        lines.append(f"  {c:<{width}}" + "".join(f"{'' if r is None else fmt_value(r['value'], r['format']):>{w}}"
+                                               for r, w in zip(vals, cols)))
     return "\n".join(lines)

@@ -1,9 +1,12 @@
 """Aggregate result records into the comparison a paper needs, then render it (see render.py).
 
-Rows are conditions (clean, each deformation, each FGSM ε, NLL, ECE), columns are methods; a cell is
-mean ± sample std over training seeds, with n. Differences against a baseline are paired by training
-seed (the runs share seeds and, through the evaluation seed, the very same deformed images), with a
-two-sided 95 % t interval over the paired differences.
+Rows come from the records' typed fields (evaluator, condition, metric and the metric's spec), never from
+display labels: a main comparison of every evaluator's headline metric (accuracy under each shift) with
+clean NLL / ECE / Brier, then one section per evaluator with its other metrics (calibration under every
+shift, relative accuracy), in the evaluators' order; an evaluator the report has never heard of gets a
+section like any other. Columns are methods; a cell is mean ± sample std over training seeds, with n.
+Differences against a baseline are paired by training seed (t interval over seeds) and, where per-image
+outcomes exist, by test image (bootstrap interval and McNemar's exact test; see stats.py).
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from mmix_eval.errors import UserError
-from mmix_eval.evaluate.records import FIELDS
+from mmix_eval.evaluate.base import DEFAULT_EVALUATORS
+from mmix_eval.evaluate.records import FIELDS, V1_RENDERER, fmt_value, upgrade
+from mmix_eval.report import stats
 
 METHOD_ORDER = ("vanilla", "input_mixup", "manifold_mixup")
 REQUIRED = ("run", "method", "evaluator", "condition", "metric", "value")
@@ -29,6 +36,7 @@ class Results:
     metas: list[dict]
     bad: list[tuple[str, str]]  # (path, why) for files that could not be read
     sources: list[str] = field(default_factory=list)
+    outcomes: dict = field(default_factory=dict)  # (run, evaluator, condition) -> (indices, bool array)
 
 
 MAX_RESULT_FILE = 64 * 1024 * 1024  # bytes; a 100-condition grid x 3 evaluators is well under 1 MB
@@ -46,9 +54,11 @@ def _read_jsonl(path: Path) -> list[dict]:
                 raise ValueError(f"line {i} is not JSON") from None
             if not isinstance(r, dict) or any(k not in r for k in REQUIRED):
                 raise ValueError(f"line {i} lacks the record fields {', '.join(REQUIRED)}")
+            if r["value"] is None:  # NaN, written as null by strict JSON
+                r["value"] = math.nan
             if not isinstance(r["value"], (int, float)) or isinstance(r["value"], bool):
                 raise ValueError(f"line {i}: 'value' is not a number")
-            rows.append({f: r.get(f) for f in FIELDS})
+            rows.append(upgrade(r))
     return rows
 
 
@@ -63,7 +73,7 @@ def load_results(paths: list[str | Path]) -> Results:
             files.append(p)
         else:
             raise UserError(f"results '{p}': expected a folder or a .jsonl file, got a path that does not exist")
-    rows, metas, bad = [], [], []
+    rows, metas, bad, outcomes = [], [], [], {}
     for f in files:
         try:
             st = f.stat()
@@ -71,10 +81,15 @@ def load_results(paths: list[str | Path]) -> Results:
                 raise ValueError("not a regular file")
             if st.st_size > MAX_RESULT_FILE:
                 raise ValueError(f"{st.st_size} bytes, larger than any result file ({MAX_RESULT_FILE} bytes at most)")
-            rows += _read_jsonl(f)
+            new = _read_jsonl(f)
+            rows += new
         except (OSError, UnicodeDecodeError, ValueError) as e:
             bad.append((str(f), str(e)))
             continue
+        try:
+            outcomes.update(_read_outcomes(f, new))
+        except (OSError, ValueError, KeyError) as e:
+            bad.append((str(f.with_suffix(".outcomes.npz")), f"unreadable per-image outcomes ({type(e).__name__})"))
         meta = f.with_suffix(".meta.json")
         if meta.is_file() and meta.stat().st_size <= MAX_RESULT_FILE:
             try:
@@ -84,43 +99,97 @@ def load_results(paths: list[str | Path]) -> Results:
     if not rows:
         raise UserError(f"results {', '.join(map(str, paths))}: expected mmix-eval record files (*.jsonl), found "
                         f"{'none' if not files else 'only unreadable ones: ' + '; '.join(p for p, _ in bad[:3])}")
-    return Results(rows, metas, bad, [str(f) for f in files])
+    return Results(rows, metas, bad, [str(f) for f in files], outcomes)
+
+
+def _read_outcomes(f: Path, rows: list[dict]) -> dict:
+    """Per-image outcomes beside a record file: ``<evaluator>.outcomes.npz`` for an evaluation's records,
+    ``outcomes.npz`` for a report's own ``records.jsonl``."""
+    from mmix_eval.evaluate.outcomes import read_outcomes
+
+    if f.name == "records.jsonl":
+        return read_report_outcomes(f.with_name("outcomes.npz"))
+    path = f.with_suffix(".outcomes.npz")
+    if not path.is_file() or not rows or path.stat().st_size > MAX_RESULT_FILE:
+        return {}
+    indices, per = read_outcomes(path)
+    run, evaluator = rows[0]["run"], rows[0]["evaluator"]
+    return {(run, evaluator, c): (indices, v) for c, v in per.items()}
+
+
+def write_report_outcomes(path: Path, outcomes: dict) -> None:
+    """Every run's outcomes in one file beside the report's records, so a rebuild keeps per-image intervals."""
+    import io
+
+    from mmix_eval.io import atomic_write_bytes
+
+    keys = sorted(outcomes, key=lambda k: tuple(map(str, k)))
+    arrays = {"keys": np.array([json.dumps(list(k)) for k in keys], dtype=str)}
+    for n, k in enumerate(keys):
+        indices, correct = outcomes[k]
+        arrays[f"idx{n}"], arrays[f"bits{n}"] = indices.astype(np.int64), np.packbits(correct)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_report_outcomes(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    out = {}
+    with np.load(path, allow_pickle=False) as z:
+        for n, key in enumerate(z["keys"]):
+            indices = z[f"idx{n}"]
+            out[tuple(json.loads(str(key)))] = (indices, np.unpackbits(z[f"bits{n}"], count=len(indices)).astype(bool))
+    return out
+
+
+# Method settings shown in a column label where one method's runs differ in them (display only).
+_SETTING_LABEL = {"alpha": lambda v: f"α={v:g}" if isinstance(v, (int, float)) else f"α={v}",
+                  "eligible": lambda v: f"S={json.dumps(v)}", "loss": lambda v: str(v)}
 
 
 def method_labels(rows: list[dict]) -> dict[str, str]:
-    """run -> column label: the method name, plus α / eligible layers / loss where one method varies in them."""
-    settings: dict[str, set] = {}
-    per_run = {}
-    for r in rows:
-        key = (r["alpha"], json.dumps(r["eligible"]), r["loss"])
-        settings.setdefault(r["method"], set()).add(key)
-        per_run[r["run"]] = (r["method"], key)
+    """run -> column label: the method name, plus the settings (α, eligible layers, loss, …) in which
+    the runs of that method differ."""
+    per_run = {r["run"]: (r["method"], r["method_settings"] or {}) for r in rows}
+    by_method: dict[str, list[dict]] = {}
+    for method, settings in per_run.values():
+        by_method.setdefault(method, []).append(settings)
     labels = {}
-    for run, (method, (alpha, eligible, loss)) in per_run.items():
-        variants = settings[method]
-        label = str(method)
-        if len({v[0] for v in variants}) > 1 and alpha is not None:
-            label += f" α={alpha:g}"
-        if len({v[1] for v in variants}) > 1 and eligible != "null":
-            label += f" S={eligible}"
-        if len({v[2] for v in variants}) > 1:
-            label += f" {loss}"
-        labels[run] = label
+    for run, (method, settings) in per_run.items():
+        variants = by_method[method]
+        keys = sorted({k for v in variants for k in v}, key=lambda k: (k not in _SETTING_LABEL, list(_SETTING_LABEL).index(k)
+                                                                        if k in _SETTING_LABEL else 0, k))
+        parts = [str(method)]
+        for k in keys:
+            if len({json.dumps(v.get(k), sort_keys=True) for v in variants}) > 1 and settings.get(k) is not None:
+                parts.append(_SETTING_LABEL.get(k, lambda v, k=k: f"{k}={v}")(settings[k]))
+        labels[run] = " ".join(parts)
     return labels
 
 
-def order_methods(labels: list[str], baseline: str | None) -> list[str]:
-    rank = lambda m: (m != baseline, next((i for i, k in enumerate(METHOD_ORDER) if m.split(" ")[0] == k), 99), m)
-    return sorted(set(labels), key=rank)
+def order_methods(labels: dict[str, str], methods: dict[str, str], baseline: str | None) -> list[str]:
+    """Columns: the baseline first, then vanilla / input mixup / manifold mixup, then the rest by name."""
+    rank = lambda lab: (lab != baseline, next((i for i, k in enumerate(METHOD_ORDER) if methods[lab] == k), 99), lab)
+    return sorted(set(labels.values()), key=rank)
 
 
 @dataclass
 class Row:
+    evaluator: str | None  # None: the clean condition, shared by every evaluator's records
     condition: str
     metric: str
     label: str
-    higher_is_better: bool | None
-    section: str  # clean | deformations | fgsm | calibration
+    direction: str | None  # higher | lower | None (not a score)
+    format: str
+    section: str  # "comparison", or the evaluator's name
+    strength: float | None = None  # a numeric shift strength (an ε), for plots
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        return None if self.direction is None else self.direction == "higher"
 
 
 @dataclass
@@ -145,79 +214,118 @@ class Table:
     rows: list[Row]
     methods: list[str]
     cells: dict  # (row index, method) -> Cell
-    context: dict  # data, model, evaluation settings per section
+    context: dict  # data, model, evaluation settings
+    runs: dict = field(default_factory=dict)  # method label -> {train seed: run}
+    info: dict = field(default_factory=dict)  # method label -> (method name, method settings)
+    sections: list = field(default_factory=list)  # (section key, title, row indices)
 
     def best(self, i: int) -> set[str]:
         row = self.rows[i]
         means = {m: self.cells[i, m].mean for m in self.methods if (i, m) in self.cells}
-        if row.higher_is_better is None or len(means) < 2:
+        means = {m: v for m, v in means.items() if not math.isnan(v)}
+        if row.direction is None or len(means) < 2:
             return set()
-        target = (max if row.higher_is_better else min)(means.values())
+        target = (max if row.direction == "higher" else min)(means.values())
         return {m for m, v in means.items() if v == target}
 
+    def fmt(self, i: int, v) -> str:
+        return fmt_value(v, self.rows[i].format)
 
-def _rows(records: list[dict]) -> list[Row]:
-    out: list[Row] = []
-    seen = set()
 
-    def add(cond, metric, label, section, hib):
-        if (cond, metric) not in seen:
-            seen.add((cond, metric))
-            out.append(Row(cond, metric, label, hib, section))
+def evaluator_order(records: list[dict]) -> list[str]:
+    present = {r["evaluator"] for r in records}
+    return [e for e in DEFAULT_EVALUATORS if e in present] + sorted(str(e) for e in present - set(DEFAULT_EVALUATORS))
 
-    present = {(r["condition"], r["metric"]) for r in records if r["bin"] is None}
-    if ("clean", "acc") in present:
-        add("clean", "acc", "Clean accuracy (%)", "clean", True)
-    for r in records:
-        if r["evaluator"] == "deformations" and r["condition"] != "clean" and r["metric"] == "acc":
-            add(r["condition"], "acc", f"{r['label'] or r['condition']} (%)", "deformations", True)
-    for r in sorted((r for r in records if r["evaluator"] == "fgsm" and r["condition"] != "clean" and r["metric"] == "acc"),
-                    key=lambda r: (r["eps_255"] is None, r["eps_255"] or 0)):
-        add(r["condition"], "acc", f"{r['label'] or r['condition']} (%)", "fgsm", True)
-    for metric, label in (("nll", "Clean NLL"), ("ece", "Clean ECE")):
-        if ("clean", metric) in present:
-            add("clean", metric, label, "clean", False)
-    for cond, title in (("test", "test"), ("temperature_scaled", "test, temperature-scaled")):
-        for metric in ("nll", "ece", "mce", "brier"):
-            if (cond, metric) in present:
-                add(cond, metric, f"{metric.upper() if metric != 'brier' else 'Brier'} ({title})", "calibration", False)
-    if ("temperature_scaled", "temperature") in present:
-        add("temperature_scaled", "temperature", "Fitted temperature T", "calibration", None)
-    return out
+
+def section_title(evaluator: str) -> str:
+    return f"{evaluator}: every metric per condition"
+
+
+def _rows(records: list[dict]) -> tuple[list[Row], list]:
+    """The table's rows and its sections, in order. Keys are (evaluator, condition, metric) from typed
+    fields; the clean condition's rows are one row whatever evaluator wrote them."""
+    rows: list[Row] = []
+    seen: set = set()
+    sections: dict[str, list[int]] = {}
+
+    def add(r, evaluator, section, label):
+        key = (section, evaluator, r["condition"], r["metric"])
+        if key in seen:
+            return
+        seen.add(key)
+        s = r["settings"] or {}
+        rows.append(Row(evaluator, r["condition"], r["metric"], label, r["direction"], r["format"] or ".4f", section,
+                        s.get("strength") if isinstance(s.get("strength"), (int, float)) else None, s))
+        sections.setdefault(section, []).append(len(rows) - 1)
+
+    table_rows = [r for r in records if r["bin"] is None]
+    by_eval = {e: [r for r in table_rows if r["evaluator"] == e] for e in evaluator_order(table_rows)}
+    clean = [r for r in table_rows if r["condition"] == "clean"]
+    name = lambda r: f"{r['label'] or r['condition']}: {r['metric_label'] or r['metric']}"
+    for r in clean:  # the comparison opens with clean accuracy (every headline metric at the clean condition)
+        if r["headline"]:
+            add(r, None, "comparison", name(r))
+    for e, rs in by_eval.items():
+        for r in rs:
+            if r["headline"] and r["condition"] != "clean":
+                add(r, e, "comparison", name(r))
+    for r in clean:  # and closes with the clean likelihood and calibration scores
+        if not r["headline"] and r["direction"] is not None:
+            add(r, None, "comparison", name(r))
+    for e, rs in by_eval.items():  # then each evaluator's other metrics, grouped by metric: how ECE (say)
+        shifted = [r["metric"] for r in rs if not r["headline"] and r["condition"] != "clean"]
+        for m in dict.fromkeys(shifted + [r["metric"] for r in rs if not r["headline"]]):  # moves from clean through every shift
+            group = [r for r in rs if r["metric"] == m and not r["headline"]]
+            if any(r["condition"] != "clean" for r in group):
+                for r in group:
+                    add(r, None if r["condition"] == "clean" else e, e, name(r))
+    order = ["comparison", *by_eval]
+    titled = [(k, "Comparison" if k == "comparison" else section_title(k), sections[k]) for k in order if k in sections]
+    return rows, titled
 
 
 def aggregate(records: list[dict], baseline: str | None = None) -> Table:
     labels = method_labels(records)
-    rows = _rows(records)
-    index = {(r.condition, r.metric): i for i, r in enumerate(rows)}
+    info = {}
+    for r in records:
+        info.setdefault(labels[r["run"]], (r["method"], r["method_settings"] or {}))
+    rows, sections = _rows(records)
+    index: dict = {}
+    for i, row in enumerate(rows):
+        index.setdefault((row.evaluator, row.condition, row.metric), []).append(i)
     cells: dict = {}
+    runs: dict = {}
     for r in records:  # first record per (run, condition, metric) wins: clean rows repeat across evaluators
-        i = index.get((r["condition"], r["metric"]))
-        if i is None or r["bin"] is not None:
+        if r["bin"] is not None:
             continue
+        key = (None if r["condition"] == "clean" else r["evaluator"], r["condition"], r["metric"])
         seed = r["train_seed"] if r["train_seed"] is not None else r["run"]
-        cell = cells.setdefault((i, labels[r["run"]]), Cell({}))
-        cell.values.setdefault(seed, r["value"])
-    methods = order_methods(list(labels.values()), baseline)
+        runs.setdefault(labels[r["run"]], {}).setdefault(seed, r["run"])
+        for i in index.get(key, []):
+            cells.setdefault((i, labels[r["run"]]), Cell({})).values.setdefault(seed, r["value"])
+    methods = order_methods(labels, {lab: m for lab, (m, _) in info.items()}, baseline)
     context = {"data": sorted({str(r["data"]) for r in records}), "model": sorted({str(r["model"]) for r in records}),
                "n_images": sorted({r["n"] for r in records if r["n"] is not None}),
-               "grid": sorted({r["grid"] for r in records if r["grid"]}),
-               "interpolation": sorted({r["interpolation"] for r in records if r["interpolation"]}),
                "eval_seed": sorted({r["eval_seed"] for r in records if r["eval_seed"] is not None}),
-               "attack": sorted({r["attack"] for r in records if r["attack"]}),
-               "bins": sorted({r["bins"] for r in records if r["bins"]})}
-    return Table(rows, methods, cells, context)
+               "settings": evaluator_settings(records), "schemas": sorted({r["schema"] for r in records if r["schema"]})}
+    return Table(rows, methods, cells, context, runs, info, sections)
 
 
+_ROW_SETTINGS = ("strength", "eps_255", "deformation", "magnitude")  # differ by condition: not evaluator-wide
 
-def t_quantile(df: int) -> float:
-    from scipy.stats import t
 
-    return float(t.ppf(0.975, df))
+def evaluator_settings(records: list[dict]) -> dict[str, dict[str, list]]:
+    """evaluator -> setting -> the distinct values its rows hold (what the report's header states)."""
+    out: dict[str, dict[str, set]] = {}
+    for r in records:
+        for k, v in (r["settings"] or {}).items():
+            if k not in _ROW_SETTINGS and v is not None:
+                out.setdefault(str(r["evaluator"]), {}).setdefault(k, set()).add(json.dumps(v) if not isinstance(v, str) else v)
+    return {e: {k: sorted(v) for k, v in s.items()} for e, s in out.items()}
 
 
 def paired_differences(table: Table, baseline: str) -> dict:
-    """(row index, method) -> (mean difference, 95 % CI half-width or None, n pairs)."""
+    """(row index, method) -> (mean difference, 95 % CI half-width or None, n pairs), paired by seed."""
     if baseline not in table.methods:
         raise UserError(f"--baseline: expected one of the methods in the results ({', '.join(table.methods)}), got '{baseline}'")
     out = {}
@@ -231,11 +339,50 @@ def paired_differences(table: Table, baseline: str) -> dict:
                 continue
             seeds = sorted(set(cell.values) & set(base.values), key=str)
             d = [cell.values[s] - base.values[s] for s in seeds]
-            if not d:
+            if not d or any(math.isnan(x) for x in d):
                 continue
-            half = t_quantile(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else None
-            out[i, m] = (statistics.fmean(d), half, len(d))
+            mean, half = stats.t_interval(d)
+            out[i, m] = (mean, half, len(d))
     return out
+
+
+def image_differences(table: Table, outcomes: dict, baseline: str) -> tuple[dict, list[str]]:
+    """(row index, method) -> (difference in points, bootstrap low, high, McNemar p, images, seed pairs) for
+    the accuracy rows whose per-image outcomes exist for both methods on the very same test images.
+    Returns the notes on pairs that could not be made (different test subsets)."""
+    out, notes = {}, []
+    for i, row in enumerate(table.rows):
+        if row.metric != "acc" or row.direction != "higher":
+            continue
+        for m in table.methods:
+            if m == baseline or m not in table.runs or baseline not in table.runs:
+                continue
+            a, b = [], []
+            for seed in sorted(set(table.runs[m]) & set(table.runs[baseline]), key=str):
+                oa = _outcome(outcomes, table.runs[m][seed], row)
+                ob = _outcome(outcomes, table.runs[baseline][seed], row)
+                if oa is None or ob is None:
+                    continue
+                if not np.array_equal(oa[0], ob[0]):
+                    notes.append(f"{row.label}: {m} and {baseline} (seed {seed}) were evaluated on different test "
+                                 f"images; no per-image interval")
+                    continue
+                a.append(oa[1])
+                b.append(ob[1])
+            if not a:
+                continue
+            ma, mb = np.stack(a), np.stack(b)
+            diff, lo, hi = stats.paired_image_bootstrap(ma, mb)
+            p = stats.mcnemar_exact(*stats.discordant(ma, mb))
+            out[i, m] = (diff, lo, hi, p, ma.shape[1], ma.shape[0])
+    return out, sorted(set(notes))
+
+
+def _outcome(outcomes: dict, run: str, row: Row):
+    if row.evaluator is not None:
+        return outcomes.get((run, row.evaluator, row.condition))
+    return next((v for (r, _, c), v in sorted(outcomes.items(), key=lambda kv: tuple(map(str, kv[0])))
+                 if r == run and c == row.condition), None)
 
 
 _CHECK = re.compile(r"^\s*(.+?)\s*(>=|<=|==|>|<)\s*(.+?)\s*$")
@@ -244,7 +391,9 @@ _CHECK = re.compile(r"^\s*(.+?)\s*(>=|<=|==|>|<)\s*(.+?)\s*$")
 def run_checks(table: Table, checks: list[str]) -> list[tuple[str, bool, str]]:
     """Evaluate gates like 'manifold_mixup.rotation20 >= vanilla.rotation20' (means; metric acc unless
     'method.condition:metric'; either side may be a number). Returns (check, passed, explanation)."""
-    index = {(r.condition, r.metric): i for i, r in enumerate(table.rows)}
+    index: dict = {}
+    for i, r in enumerate(table.rows):
+        index.setdefault((r.condition, r.metric), i)
 
     def side(text: str, check: str) -> float:
         try:
@@ -256,12 +405,12 @@ def run_checks(table: Table, checks: list[str]) -> list[tuple[str, bool, str]]:
         metric = metric or "acc"
         if not dot or not condition:
             raise UserError(f"--check '{check}': expected METHOD.CONDITION[:METRIC] or a number, got '{text}'")
-        matches = [m for m in table.methods if m == method] or [m for m in table.methods if m.split(" ")[0] == method]
+        matches = [m for m in table.methods if m == method] or [m for m in table.methods if table.info[m][0] == method]
         if len(matches) != 1:
             raise UserError(f"--check '{check}': method '{method}' expected one of {', '.join(table.methods)}")
         i = index.get((condition, metric))
         if i is None or (i, matches[0]) not in table.cells:
-            known = ", ".join(f"{r.condition}:{r.metric}" for r in table.rows)
+            known = ", ".join(dict.fromkeys(f"{r.condition}:{r.metric}" for r in table.rows))
             raise UserError(f"--check '{check}': no value for {condition}:{metric} of '{matches[0]}'; known: {known}")
         return table.cells[i, matches[0]].mean
 
@@ -316,21 +465,31 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
 
     results = load_results(results_paths)
     notes = list(notes or []) + evaluation_warnings(results.rows)
-    rows = sorted(results.rows, key=lambda r: (str(r["run"]), str(r["evaluator"]), str(r["condition"]), str(r["metric"]),
-                                               -1 if r["bin"] is None else r["bin"]))
+    # Stable: each record file keeps its own order (the evaluator's condition order: Table 4's, the ε grid's).
+    rows = sorted(results.rows, key=lambda r: (str(r["run"]), str(r["evaluator"])))
     table = aggregate(rows, baseline)
     if baseline is not None and baseline not in table.methods:
-        baseline = next((m for m in table.methods if m.split(" ")[0] == baseline), baseline)
-    diffs = paired_differences(table, baseline) if baseline is not None and len(table.methods) > 1 else None
+        baseline = next((m for m in table.methods if table.info[m][0] == baseline), baseline)
+    paired = baseline is not None and len(table.methods) > 1
+    diffs = paired_differences(table, baseline) if paired else None
+    image_diffs, pair_notes = image_differences(table, results.outcomes, baseline) if paired else ({}, [])
+    if any(V1_RENDERER in v for s in table.context["settings"].values() for v in s.get("renderer", [])):
+        notes.append("Deformation rows in these records were rendered by mmix-eval 0.1 (grid_sample's nearest mode, "
+                     "which keeps the border pixel for sources up to half a pixel outside the image, where the official "
+                     "rendering is black); re-evaluate the checkpoints for the official rendering.")
     check_results = run_checks(table, checks or [])
     title = title or f"mmix-eval report: {', '.join(table.context['data'])}, {', '.join(table.context['model'])}"
     out = Path(out)
     images = plots(table, rows)
     prov = provenance(results, extra_provenance)
-    atomic_write_text(out / "report.html", render_html(table, diffs, baseline, images, prov, check_results, results.bad, title, notes))
-    atomic_write_text(out / "report.md", render_markdown(table, diffs, baseline, check_results, title, notes))
+    atomic_write_text(out / "report.html", render_html(table, diffs, image_diffs, baseline, images, prov, check_results,
+                                                       results.bad, title, notes + pair_notes))
+    atomic_write_text(out / "report.md", render_markdown(table, diffs, image_diffs, baseline, check_results, title,
+                                                         notes + pair_notes))
     write_csv_table(table, out / "table.csv")
     write_records(rows, out / "records")
+    if results.outcomes:
+        write_report_outcomes(out / "outcomes.npz", results.outcomes)
     for name, data in images.items():
         atomic_write_bytes(out / "plots" / name, data)
-    return {"table": table, "checks": check_results, "bad": results.bad, "out": out}
+    return {"table": table, "checks": check_results, "bad": results.bad, "out": out, "image_diffs": image_diffs}

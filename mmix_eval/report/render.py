@@ -1,14 +1,15 @@
-"""Render an aggregated Table as HTML (one self-contained file), Markdown, CSV and PNG plots.
+"""Render an aggregated Table as HTML (one self-contained file, through autoescaping Jinja2 templates in
+``templates/``, one per section kind), Markdown, CSV and PNG plots.
 
 Deterministic: the same records give byte-identical files (no clock, sorted inputs, PNGs without
-metadata). Every user string is escaped in HTML and Markdown and neutralised in CSV.
+metadata, a fixed bootstrap seed). Every user string is escaped in HTML (Jinja2 autoescape) and Markdown,
+neutralised in CSV and drawn literally in plots (no mathtext, no legend-hiding leading underscore).
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 import json
 import math
@@ -19,26 +20,26 @@ from mmix_eval.report.build import Table
 from mmix_eval.report.paper import published
 
 NA = "n/a"
-
-
-def fmt(v, metric: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return NA
-    return f"{v:.2f}" if metric == "acc" else f"{v:.4f}" if metric != "temperature" else f"{v:.3f}"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def cell_text(table: Table, i: int, m: str) -> str:
     c = table.cells.get((i, m))
     if c is None:
         return NA
-    metric = table.rows[i].metric
-    return f"{fmt(c.mean, metric)} ± {fmt(c.std, metric)} (n={c.n})" if c.std is not None else f"{fmt(c.mean, metric)} (n={c.n})"
+    mean = table.fmt(i, c.mean)
+    return f"{mean} ± {table.fmt(i, c.std)} (n={c.n})" if c.std is not None else f"{mean} (n={c.n})"
 
 
 def diff_rows(table: Table) -> list[int]:
-    """Rows worth a paired difference: scores only, and not the calibration section's repeat of clean NLL / ECE."""
-    return [i for i, r in enumerate(table.rows)
-            if r.higher_is_better is not None and not (r.condition == "test" and r.metric in ("nll", "ece"))]
+    """Rows worth a paired difference: scores, each (evaluator, condition, metric) once."""
+    seen, out = set(), []
+    for i, r in enumerate(table.rows):
+        key = (r.evaluator, r.condition, r.metric)
+        if r.direction is not None and key not in seen:
+            seen.add(key)
+            out.append(i)
+    return out
 
 
 def diff_text(diffs: dict, table: Table, i: int, m: str) -> str:
@@ -46,8 +47,24 @@ def diff_text(diffs: dict, table: Table, i: int, m: str) -> str:
     if d is None:
         return NA
     mean, half, n = d
-    metric = table.rows[i].metric
-    return f"{'+' if mean >= 0 else ''}{fmt(mean, metric)} ± {fmt(half, metric) if half is not None else NA} (n={n})"
+    return f"{'+' if mean >= 0 else ''}{table.fmt(i, mean)} ± {table.fmt(i, half) if half is not None else NA} (n={n})"
+
+
+def image_text(image_diffs: dict, table: Table, i: int, m: str) -> str:
+    d = image_diffs.get((i, m))
+    if d is None:
+        return NA
+    diff, lo, hi, p, n_images, pairs = d
+    f = lambda v: table.fmt(i, v)
+    return (f"{'+' if diff >= 0 else ''}{f(diff)} [{f(lo)}, {f(hi)}], McNemar p = {p:.3g} "
+            f"({n_images} images × {pairs} seed pair{'s' if pairs != 1 else ''})")
+
+
+DIFF_LEGEND = ("Over seeds: mean of the per-seed differences ± half-width of the two-sided 95 % t interval (n seed "
+               "pairs; n/a with one pair; pairs share the seed and the evaluated images). Over images: the accuracy "
+               "difference with a 95 % paired bootstrap interval over test images (10,000 resamples; each image "
+               "brings all its seed pairs) and McNemar's exact test on the discordant images summed over seed pairs; "
+               "computed from the per-image outcomes, so one seed per method still gets an interval.")
 
 
 def paper_values(table: Table, i: int) -> dict:
@@ -55,9 +72,11 @@ def paper_values(table: Table, i: int) -> dict:
     row, out = table.rows[i], {}
     if len(table.context["data"]) != 1 or len(table.context["model"]) != 1:
         return out
+    if row.evaluator not in (None, "deformations", "fgsm") or (row.evaluator == "fgsm" and row.settings.get("attack") != "fgsm"):
+        return out
     for m in table.methods:
-        method, _, rest = m.partition(" α=")
-        alpha = float(rest.split()[0]) if rest else {"input_mixup": 1.0, "manifold_mixup": 2.0}.get(method)
+        method, settings = table.info[m]
+        alpha = settings.get("alpha", {"input_mixup": 1.0, "manifold_mixup": 2.0}.get(method))
         v = published(table.context["data"][0], table.context["model"][0], method, alpha, row.condition, row.metric)
         if v is not None:
             out[m] = v
@@ -65,6 +84,12 @@ def paper_values(table: Table, i: int) -> dict:
 
 
 # ---------------------------------------------------------------- plots
+
+def plot_text(s) -> str:
+    """A user string drawn literally: '$' is not mathtext, and a leading '_' does not hide a legend entry."""
+    s = str(s).replace("$", r"\$")
+    return "\u200b" + s if s.startswith("_") else s
+
 
 def _fig_png(fig) -> bytes:
     buf = io.BytesIO()
@@ -75,46 +100,68 @@ def _fig_png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _series(table: Table, idx: list[int], m: str) -> tuple[list[float], list[float]]:
+    means = [table.cells[i, m].mean if (i, m) in table.cells else math.nan for i in idx]
+    errs = [(table.cells[i, m].std or 0.0) if (i, m) in table.cells else 0.0 for i in idx]
+    return means, errs
+
+
+def _line_or_bars(ax, table: Table, idx: list[int], colors, ylabel: str, title: str) -> None:
+    """One line per method against the shift strength when every shifted row has one (clean at 0), else
+    grouped bars per condition."""
+    numeric = all(table.rows[i].strength is not None for i in idx if table.rows[i].condition != "clean")
+    for k, m in enumerate(table.methods):
+        means, errs = _series(table, idx, m)
+        if numeric:
+            xs = [0.0 if table.rows[i].condition == "clean" else table.rows[i].strength for i in idx]
+            ax.errorbar(xs, means, yerr=errs, marker="o", capsize=3, label=plot_text(m), color=colors[k % 10])
+        else:
+            w = 0.8 / len(table.methods)
+            xs = [j + (k - (len(table.methods) - 1) / 2) * w for j in range(len(idx))]
+            ax.bar(xs, means, w, yerr=errs, capsize=2, label=plot_text(m), color=colors[k % 10])
+    if numeric:
+        ax.set_xlabel("shift strength (0 = clean; ε in /255 for FGSM)")
+    else:
+        ax.set_xticks(range(len(idx)), [plot_text(table.rows[i].condition) for i in idx], rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title} (mean ± std over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes: never over data
+
+
 def plots(table: Table, records: list[dict]) -> dict[str, bytes]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from mmix_eval.evaluate.runner import safe_name
+    from mmix_eval.report.build import evaluator_order, method_labels
+
     out = {}
     colors = plt.get_cmap("tab10").colors
-    for section, name, title in (("deformations", "deformations.png", "Accuracy under novel deformations"),
-                                 ("fgsm", "fgsm.png", "Accuracy under FGSM")):
-        idx = [i for i, r in enumerate(table.rows) if r.section == section or (r.condition, r.metric) == ("clean", "acc")]
-        if len(idx) < 2:
-            continue
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(idx) + 2), 3.6))
-        for k, m in enumerate(table.methods):
-            means = [table.cells[i, m].mean if (i, m) in table.cells else math.nan for i in idx]
-            errs = [table.cells[i, m].std or 0.0 if (i, m) in table.cells else 0.0 for i in idx]
-            if section == "fgsm":
-                eps = [0.0] + [float(table.rows[i].condition[3:]) for i in idx[1:]]
-                ax.errorbar(eps, means, yerr=errs, marker="o", capsize=3, label=m, color=colors[k % 10])
-            else:
-                w = 0.8 / len(table.methods)
-                xs = [j + (k - (len(table.methods) - 1) / 2) * w for j in range(len(idx))]
-                ax.bar(xs, means, w, yerr=errs, capsize=2, label=m, color=colors[k % 10])
-        if section == "fgsm":
-            ax.set_xlabel("ε (/255, pixel units; 0 = clean)")
-        else:
-            ax.set_xticks(range(len(idx)), [table.rows[i].condition for i in idx], rotation=30, ha="right")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"{title} (mean ± std over seeds)")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
-        out[name] = _fig_png(fig)
-
-    from mmix_eval.report.build import method_labels
+    clean_acc = next((i for i, r in enumerate(table.rows) if (r.evaluator, r.condition, r.metric) == (None, "clean", "acc")
+                      and r.section == "comparison"), None)
+    for e in evaluator_order(records):
+        stem = safe_name(str(e))
+        head = [i for i, r in enumerate(table.rows) if r.section == "comparison" and r.evaluator == e]
+        if head:  # the evaluator's headline metric under each shift, clean first
+            idx = ([clean_acc] if clean_acc is not None and table.rows[head[0]].metric == "acc" else []) + head
+            fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(idx) + 2), 3.6))
+            _line_or_bars(ax, table, idx, colors, plot_text(table.rows[head[0]].label.rsplit(": ", 1)[-1]),
+                          f"{plot_text(e)}: {table.rows[head[0]].metric} under each condition")
+            out[f"{stem}.png"] = _fig_png(fig)
+        ece = [i for i, r in enumerate(table.rows) if r.section == e and r.metric == "ece"]
+        if head and len(ece) >= 2:  # a shift evaluator: Ovadia et al. 2019's question
+            fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(ece) + 2), 3.6))
+            _line_or_bars(ax, table, ece, colors, "ECE", f"{plot_text(e)}: ECE under each condition")
+            out[f"{stem}-ece.png"] = _fig_png(fig)
 
     names = method_labels(records)
     bins: dict = {}  # method -> bin -> run -> {bin_count, bin_acc, bin_conf}
+    first = next(((r["evaluator"], r["condition"]) for r in records if r["bin"] is not None and r["metric"] == "bin_count"), None)
     for r in records:
-        if r["evaluator"] == "calibration" and r["condition"] == "test" and r["bin"] is not None:
+        if r["bin"] is not None and (r["evaluator"], r["condition"]) == first:
             bins.setdefault(names[r["run"]], {}).setdefault(r["bin"], {}).setdefault(r["run"], {})[r["metric"]] = r["value"]
     if bins:
         methods = [m for m in table.methods if m in bins]
@@ -129,26 +176,22 @@ def plots(table: Table, records: list[dict]) -> dict[str, bytes]:
                 accs.append(sum(v["bin_count"] * v["bin_acc"] for v in runs if v.get("bin_count")) / n)
                 confs.append(sum(v["bin_count"] * v["bin_conf"] for v in runs if v.get("bin_count")) / n)
                 xs.append(b)
-            nb = max(bins[m]) + 1
-            width = 1.0 / nb
+            width = 1.0 / (max(bins[m]) + 1)
             ax.bar([(b + 0.5) * width for b in xs], accs, width * 0.95, color=colors[table.methods.index(m) % 10],
                    alpha=0.8, label="accuracy")
             ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
             ax.scatter(confs, accs, s=10, color="k", zorder=3, label="(mean confidence, accuracy) of a bin")
             ax.set_xlim(0, 1), ax.set_ylim(0, 1)
-            ax.set_xlabel("confidence"), ax.set_title(m, fontsize=9)
+            ax.set_xlabel("confidence"), ax.set_title(plot_text(m), fontsize=9)
         axes[0][0].set_ylabel("accuracy")
-        axes[0][0].legend(fontsize=7, loc="lower right")
-        fig.suptitle("Reliability diagrams (test, before temperature scaling; pooled over seeds)", fontsize=10)
+        fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=3,
+                   bbox_to_anchor=(0.5, -0.12))  # below the panels: never over a bar
+        fig.suptitle(f"Reliability diagrams ({plot_text(first[0])}, {plot_text(first[1])}; pooled over seeds)", fontsize=10)
         out["reliability.png"] = _fig_png(fig)
     return out
 
 
 # ---------------------------------------------------------------- HTML / Markdown / CSV
-
-def esc(v) -> str:
-    return html.escape(str(v), quote=True)
-
 
 def md(v) -> str:
     """A Markdown-safe table cell: no pipes, no raw HTML, no line breaks."""
@@ -156,91 +199,97 @@ def md(v) -> str:
     return " ".join(s.split())
 
 
-def table_sections(table: Table) -> list[tuple[str, list[int]]]:
-    main = [i for i, r in enumerate(table.rows) if r.section != "calibration"]
-    cal = [i for i, r in enumerate(table.rows) if r.section == "calibration"]
-    return [(title, idx) for title, idx in (("Comparison", main), ("Calibration", cal)) if idx]
+def header_text(table: Table) -> str:
+    c = table.context
+    parts = [f"Data: {', '.join(c['data'])}; model: {', '.join(c['model'])}; test images: "
+             f"{', '.join(map(str, c['n_images']))}; evaluation seed {', '.join(map(str, c['eval_seed'])) or NA}."]
+    for e, settings in c["settings"].items():
+        shown = "; ".join(f"{k} {', '.join(v)}" for k, v in sorted(settings.items()))
+        if shown:
+            parts.append(f"{e}: {shown}.")
+    return " ".join(parts)
 
 
-def render_html(table: Table, diffs: dict | None, baseline: str | None, images: dict[str, bytes], prov: dict,
-                checks: list, bad: list, title: str, notes: list[str] | None = None) -> str:
-    h = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>",
-         "<style>body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222}"
-         "table{border-collapse:collapse;margin:.6em 0 1.4em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
-         "th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}td.best{font-weight:700;background:#e7f5e7}"
-         "td.paper{color:#666;font-style:italic}.na{color:#999}.fail{color:#b00;font-weight:700}.pass{color:#070}"
-         "img{max-width:100%;border:1px solid #eee;margin:.4em 0}code,pre{background:#f6f6f6;padding:.1em .3em}"
-         "pre{padding:.6em;overflow-x:auto;white-space:pre-wrap}</style></head><body>",
-         f"<h1>{esc(title)}</h1>",
-         *[f"<p class='fail'>{esc(n)}</p>" for n in notes or []],
-         f"<p>Data: {esc(', '.join(table.context['data']))}; model: {esc(', '.join(table.context['model']))}; "
-         f"test images: {esc(', '.join(map(str, table.context['n_images'])))}; "
-         f"deformation grid: {esc(', '.join(table.context['grid']) or NA)} "
-         f"({esc(', '.join(table.context['interpolation']) or NA)}, evaluation seed {esc(', '.join(map(str, table.context['eval_seed'])) or NA)}); "
-         f"attack: {esc(', '.join(table.context['attack']) or NA)}; ECE bins: {esc(', '.join(map(str, table.context['bins'])) or NA)}.</p>",
-         "<p>Cells: mean ± sample standard deviation over training seeds (n seeds). Bold: the best mean in its row "
-         "(higher accuracy, lower NLL / ECE / MCE / Brier). Italic grey <em>paper</em> columns: the published number, "
-         "shown only where data set and architecture are the paper's. Values are final-epoch checkpoints.</p>"]
-    for heading, idx in table_sections(table):
+LEGEND = ("Cells: mean ± sample standard deviation over training seeds (n seeds). Bold: the best mean in its row, "
+          "by the direction each metric declares (higher accuracy, lower NLL / ECE / MCE / Brier; none for values "
+          "that are not scores). Relative accuracy: accuracy under the shift as a percentage of the same model's "
+          "clean accuracy. Values are final-epoch checkpoints.")
+PAPER_LEGEND = " Italic grey paper columns: the published number, shown only where data set and architecture are the paper's."
+
+
+def _sections(table: Table) -> list[dict]:
+    out = []
+    for _, title, idx in table.sections:
         paper = {i: paper_values(table, i) for i in idx}
         paper_methods = [m for m in table.methods if any(m in p for p in paper.values())]
-        h.append(f"<h2>{esc(heading)}</h2><table><tr><th>condition</th>"
-                 + "".join(f"<th>{esc(m)}</th>" for m in table.methods)
-                 + "".join(f"<th>paper: {esc(m)}</th>" for m in paper_methods) + "</tr>")
+        rows = []
         for i in idx:
             best = table.best(i)
-            tds = []
+            cells = []
             for m in table.methods:
                 text = cell_text(table, i, m)
-                cls = "best" if m in best else ("na" if text == NA else "")
-                tds.append(f"<td class='{cls}'>{esc(text)}</td>")
-            tds += [f"<td class='paper'>{esc(fmt(paper[i].get(m), table.rows[i].metric))}</td>" for m in paper_methods]
-            h.append(f"<tr><td>{esc(table.rows[i].label)}</td>{''.join(tds)}</tr>")
-        h.append("</table>")
+                cells.append({"text": text, "cls": "best" if m in best else ("na" if text == NA else ""), "best": m in best})
+            rows.append({"label": table.rows[i].label, "cells": cells,
+                         "paper": [table.fmt(i, paper[i].get(m)) for m in paper_methods]})
+        out.append({"title": title, "rows": rows, "paper_methods": paper_methods})
+    return out
+
+
+def _env():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    return Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
+                       keep_trailing_newline=True)
+
+
+def render_html(table: Table, diffs: dict | None, image_diffs: dict, baseline: str | None, images: dict[str, bytes],
+                prov: dict, checks: list, bad: list, title: str, notes: list[str] | None = None) -> str:
+    sections = _sections(table)
+    has_paper = any(s["paper_methods"] for s in sections)
+    diff_view = None
     if diffs:
         others = [m for m in table.methods if m != baseline]
-        h.append(f"<h2>Differences against {esc(baseline)}</h2><p>Paired over training seeds (pairs share the seed and "
-                 "the evaluated images): mean difference ± half-width of the two-sided 95 % t interval (n pairs; "
-                 "n/a with one pair).</p><table><tr><th>condition</th>" + "".join(f"<th>{esc(m)} − {esc(baseline)}</th>" for m in others) + "</tr>")
+        rows = []
         for i in diff_rows(table):
-            row = table.rows[i]
-            h.append(f"<tr><td>{esc(row.label)}</td>" + "".join(f"<td>{esc(diff_text(diffs, table, i, m))}</td>" for m in others) + "</tr>")
-        h.append("</table>")
-    if checks:
-        h.append("<h2>Checks</h2><ul>" + "".join(
-            f"<li class='{'pass' if ok else 'fail'}'>{'PASS' if ok else 'FAIL'}: <code>{esc(c)}</code> ({esc(why)})</li>"
-            for c, ok, why in checks) + "</ul>")
-    if images:
-        h.append("<h2>Plots</h2>")
-        for name in sorted(images):
-            h.append(f"<p><img alt='{esc(name)}' src='data:image/png;base64,{base64.b64encode(images[name]).decode()}'></p>")
-    h.append("<h2>Provenance</h2><pre>" + esc(json.dumps(prov, indent=2, sort_keys=True, default=str)) + "</pre>")
-    if bad:
-        h.append("<h2>Unreadable result files (skipped)</h2><ul>" + "".join(f"<li><code>{esc(p)}</code>: {esc(w)}</li>" for p, w in bad) + "</ul>")
-    h.append("</body></html>\n")
-    return "\n".join(h)
+            cells = []
+            for m in others:
+                cells.append(diff_text(diffs, table, i, m))
+                if image_diffs:
+                    cells.append(image_text(image_diffs, table, i, m))
+            rows.append({"label": table.rows[i].label, "cells": cells})
+        diff_view = {"methods": others, "rows": rows, "images": bool(image_diffs), "legend": DIFF_LEGEND}
+    return _env().get_template("report.html.j2").render(
+        title=title, notes=notes or [], header=header_text(table), legend=LEGEND + (PAPER_LEGEND if has_paper else ""),
+        sections=sections, methods=table.methods, diffs=diff_view, baseline=baseline, checks=checks,
+        images=[(name, base64.b64encode(images[name]).decode()) for name in sorted(images)],
+        provenance=json.dumps(prov, indent=2, sort_keys=True, default=str), bad=bad)
 
 
-def render_markdown(table: Table, diffs: dict | None, baseline: str | None, checks: list, title: str,
+def render_markdown(table: Table, diffs: dict | None, image_diffs: dict, baseline: str | None, checks: list, title: str,
                     notes: list[str] | None = None) -> str:
     out = [f"## {md(title)}", "", *[f"> **{md(n)}**\n" for n in notes or []],
            f"Data {md(', '.join(table.context['data']))}, model {md(', '.join(table.context['model']))}, "
            f"{md(', '.join(map(str, table.context['n_images'])))} test images. Mean ± std over training seeds (n); "
            "**bold** = best in row.", ""]
-    for heading, idx in table_sections(table):
-        out += [f"### {heading}", "", "| condition | " + " | ".join(md(m) for m in table.methods) + " |",
+    for s in _sections(table):
+        out += [f"### {md(s['title'])}", "", "| condition | " + " | ".join(md(m) for m in table.methods) + " |",
                 "|---|" + "---|" * len(table.methods)]
-        for i in idx:
-            best = table.best(i)
-            cells = [f"**{md(cell_text(table, i, m))}**" if m in best else md(cell_text(table, i, m)) for m in table.methods]
-            out.append(f"| {md(table.rows[i].label)} | " + " | ".join(cells) + " |")
+        for row in s["rows"]:
+            cells = [f"**{md(c['text'])}**" if c["best"] else md(c["text"]) for c in row["cells"]]
+            out.append(f"| {md(row['label'])} | " + " | ".join(cells) + " |")
         out.append("")
     if diffs:
         others = [m for m in table.methods if m != baseline]
-        out += [f"### Differences against {md(baseline)} (paired over seeds, ± 95 % t interval)", "",
-                "| condition | " + " | ".join(f"{md(m)} − {md(baseline)}" for m in others) + " |", "|---|" + "---|" * len(others)]
-        out += [f"| {md(table.rows[i].label)} | " + " | ".join(md(diff_text(diffs, table, i, m)) for m in others) + " |"
-                for i in diff_rows(table)]
+        heads = [f"{md(m)} − {md(baseline)}{k}" for m in others for k in ([" (seeds)", " (images)"] if image_diffs else [""])]
+        out += [f"### Differences against {md(baseline)}", "", md(DIFF_LEGEND), "",
+                "| condition | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+        for i in diff_rows(table):
+            cells = []
+            for m in others:
+                cells.append(md(diff_text(diffs, table, i, m)))
+                if image_diffs:
+                    cells.append(md(image_text(image_diffs, table, i, m)))
+            out.append(f"| {md(table.rows[i].label)} | " + " | ".join(cells) + " |")
         out.append("")
     if checks:
         out += ["### Checks", ""] + [f"- {'PASS' if ok else '**FAIL**'}: `{md(c)}` ({md(why)})" for c, ok, why in checks] + [""]
@@ -250,14 +299,14 @@ def render_markdown(table: Table, diffs: dict | None, baseline: str | None, chec
 def write_csv_table(table: Table, path: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([_cell(h) for h in ["condition", "metric", "label", "higher_is_better"]
+    w.writerow([_cell(h) for h in ["section", "evaluator", "condition", "metric", "label", "direction"]
                 + [f"{m} {k}" for m in table.methods for k in ("mean", "std", "n")]])
     for i, r in enumerate(table.rows):
         vals = []
         for m in table.methods:
             c = table.cells.get((i, m))
             vals += [c.mean, c.std, c.n] if c is not None else [None, None, None]
-        w.writerow([_cell(v) for v in [r.condition, r.metric, r.label, r.higher_is_better] + vals])
+        w.writerow([_cell(v) for v in [r.section, r.evaluator, r.condition, r.metric, r.label, r.direction] + vals])
     from mmix_eval.io import atomic_write_text
 
     atomic_write_text(path, buf.getvalue())

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mmix_eval.evaluate import target_from_module
-from mmix_eval.evaluate.runner import EVALUATORS
+from mmix_eval.evaluate.base import DEFAULT_EVALUATORS as EVALUATORS
 from mmix_eval.report import build_report
 
 torch.manual_seed(0)

@@ -5,6 +5,8 @@ Both run in a subprocess so that peak memory (ru_maxrss of the child) is the job
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import os
 import subprocess
 import sys
@@ -14,6 +16,8 @@ from pathlib import Path
 import yaml
 
 from mmix_eval.evaluate.records import record, write_records
+from mmix_eval.evaluate.base import SHIFT_METRICS
+from mmix_eval.evaluate.records import with_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS, METHODS = 1000, ("vanilla", "input_mixup", "manifold_mixup", "cutmix")
@@ -57,13 +61,13 @@ def make_results(root: Path) -> list[Path]:
         method, seed = METHODS[i % len(METHODS)], i // len(METHODS)
         run = f"{method}-s{seed}"
         base = {"run": run, "checkpoint": f"runs/{run}/model.safetensors", "model": "smallnet", "method": method,
-                "alpha": None, "eligible": None, "loss": "bce_softmax", "train_seed": seed, "data": "digits", "n": 300,
-                "evaluator": "deformations", "grid": "table4", "eval_seed": 0, "interpolation": "nearest"}
+                "method_settings": {"loss": "bce_softmax"}, "train_seed": seed, "data": "digits", "n": 300,
+                "evaluator": "deformations", "eval_seed": 0, "settings": {"grid": "table4", "interpolation": "nearest"}}
         acc = 50 + (i % 7) + METHODS.index(method)
         rows = [record(base, "clean", "acc", acc + 10, label="Clean"), record(base, "clean", "nll", 1 - acc / 100),
                 record(base, "clean", "ece", 0.05)]
         rows += [record(base, f"rotation{k}", "acc", acc - k / 10, label=f"Rotation {k}") for k in range(5, 45, 5)]
-        write_records(rows, root / run / "deformations")
+        write_records(with_specs(rows, SimpleNamespace(name="deformations", metrics=SHIFT_METRICS)), root / run / "deformations")
         if i % 20 == 7:  # 50 of the 1,000 damaged, eight different ways
             corrupt(root / run / "deformations.jsonl", i // 20)
             bad.append(root / run / "deformations.jsonl")
@@ -86,7 +90,7 @@ def test_report_over_1000_result_folders_some_corrupt(tmp_path):
     for m in METHODS:
         assert f"{m}" in md
     # 250 seeds per method; the 50 damaged files all belong to cutmix (i % 20 == 7 gives i % 4 == 3)
-    clean = next(ln for ln in md.splitlines() if ln.startswith("| Clean accuracy"))
+    clean = next(ln for ln in md.splitlines() if ln.startswith("| Clean: accuracy (%)"))
     assert clean.count("(n=250)") == 3 and clean.count("(n=200)") == 1, clean
     page = (tmp_path / "rep" / "report.html").read_text()
     assert page.count("<li><code>res/") == len(bad)
@@ -111,6 +115,6 @@ def test_a_long_grid_streams_in_constant_memory(tmp_path):
                                    f"res{n}", "--device", "cpu", "--no-progress"], tmp_path)
         assert r.returncode == 0, r.stderr[-2000:]
         lines = (tmp_path / f"res{n}" / "run" / "deformations.jsonl").read_text().splitlines()
-        assert len(lines) == n + 3  # clean acc, nll, ece + one per condition
+        assert len(lines) == 5 * n + 4  # clean acc, nll, ece, brier + acc, rel_acc, nll, ece, brier per condition
         print(f"\n{n} conditions: {wall:.1f} s, peak {peaks[n]:.0f} MB")
     assert peaks[400] - peaks[20] < 40, peaks

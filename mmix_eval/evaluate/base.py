@@ -1,0 +1,260 @@
+"""The evaluator interface: a name, a typed options dataclass, ``run(target, options) -> rows`` and a
+``MetricSpec`` for every metric it emits. Imports no torch, so ``mmix-eval ls evaluators``, ``--help`` and
+the report layer can read evaluators without loading a model.
+
+An evaluator is found like a method: a registry name (``deformations``), a ``module:attr`` import path
+(``my_evals:Occlusion``) or an installed entry point (group ``mmix_eval.evaluators``). See
+``docs/evaluators.md`` for a worked plugin.
+
+    @dataclass
+    class OcclusionOptions:
+        patch: int = field(default=8, metadata={"help": "square side in pixels"})
+
+    class Occlusion(Evaluator):
+        name = "occlusion"
+        help = "accuracy with a grey square over the image centre"
+        Options = OcclusionOptions
+        metrics = {**SHIFT_METRICS}
+        def run(self, target, options): ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from mmix_eval.errors import UserError, did_you_mean, unknown
+from mmix_eval.registry import Registry
+
+DIRECTIONS = ("higher", "lower", None)  # None: not a score (a fitted temperature, a bin count)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How a report shows a metric: its direction (which value is better), display format and label.
+
+    ``headline``: rows of this metric go in the report's main comparison table (accuracy under a shift);
+    the others go in the evaluator's own section."""
+
+    label: str
+    direction: str | None
+    format: str = ".4f"  # a format spec for float.__format__
+    headline: bool = False
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"MetricSpec direction: expected 'higher', 'lower' or None, got {self.direction!r}")
+        format(1.0, self.format)  # a bad format spec fails at definition, not in the report
+
+
+# The metrics every condition that produces logits records (calibration under every shift).
+SHIFT_METRICS: dict[str, MetricSpec] = {
+    "acc": MetricSpec("accuracy (%)", "higher", ".2f", headline=True),
+    "rel_acc": MetricSpec("relative accuracy (% of the model's clean accuracy)", "higher", ".2f"),
+    "nll": MetricSpec("NLL", "lower"),
+    "ece": MetricSpec("ECE", "lower"),
+    "brier": MetricSpec("Brier", "lower"),
+}
+
+
+@dataclass
+class NoOptions:
+    """For an evaluator with no options of its own."""
+
+
+class Evaluator:
+    """Base class. A subclass sets ``name``, ``help``, ``Options`` (a dataclass whose fields have defaults
+    and, optionally, ``metadata={'help': ...}``), ``metrics`` (metric name -> MetricSpec) and implements
+    ``run(target, options) -> list of record dicts`` (build them with ``mmix_eval.evaluate.records.record``
+    or ``mmix_eval.evaluate.outcomes.condition_rows``). ``validate(options)`` raises ``OptionError`` for a
+    bad value; it runs once, before any checkpoint is loaded."""
+
+    name: ClassVar[str] = "evaluator"
+    version: ClassVar[str] = "1"  # bump when the numbers change for the same options: stored results are redone
+    help: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    metrics: ClassVar[dict[str, MetricSpec]] = {}
+
+    def validate(self, options) -> None:
+        """Raise OptionError naming the option for a value of the right type but out of range."""
+
+    def run(self, target, options) -> list[dict]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ options
+
+    def options(self, raw: dict | None = None, where: str | None = None):
+        """Options from a mapping (YAML, CLI), strictly: unknown keys and wrong types are errors naming the
+        option. Values are converted where lossless (an int for a float, a comma string for a list)."""
+        raw = dict(raw or {})
+        known = {f.name: f for f in dataclasses.fields(self.Options)}
+        where = where or f"evaluator '{self.name}'"
+        for k in raw:
+            if k not in known:
+                raise UserError(f"{where}: unknown option '{k}'{did_you_mean(str(k), known)}; "
+                                f"expected one of: {', '.join(known) or 'none'}")
+        hints = typing.get_type_hints(self.Options)
+        values = {}
+        for k, v in raw.items():
+            ok, v = coerce(v, hints[k])
+            if not ok:
+                raise OptionError(k, f"expected {type_name(hints[k])}, got {raw[k]!r}")
+            values[k] = v
+        opts = self.Options(**values)
+        self.validate(opts)
+        return opts
+
+
+class OptionError(UserError):
+    """A bad option value. The message starts with the option's name (``interpolation: ...``); the CLI
+    shows it under the flag's name (``--interpolation: ...``)."""
+
+    def __init__(self, param: str, message: str):
+        self.param = param
+        self.detail = message
+        super().__init__(f"{param}: {message}")
+
+
+def option_fields(options_cls) -> list[tuple[str, Any, Any, str]]:
+    """(name, type hint, default, help) for each option."""
+    hints = typing.get_type_hints(options_cls)
+    out = []
+    for f in dataclasses.fields(options_cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        out.append((f.name, hints[f.name], default, f.metadata.get("help", "")))
+    return out
+
+
+def type_name(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        plural = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+        return f"a list of {plural.get(args[0], type_name(args[0]))}" if args else "a list"
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join(type_name(a) for a in args)
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            type(None): "none"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def coerce(value, hint) -> tuple[bool, Any]:
+    """(ok, value) for ``value`` read as ``hint``; comma-separated text for a list (the CLI's form)."""
+    from mmix_eval.config import _type_ok
+
+    if typing.get_origin(hint) is list and isinstance(value, str):
+        (inner,) = typing.get_args(hint) or (str,)
+        items = [s.strip() for s in value.split(",") if s.strip()]
+        converted = []
+        for s in items:
+            ok, v = coerce(s, inner)
+            if not ok:
+                return False, value
+            converted.append(v)
+        return True, converted
+    if isinstance(value, str) and hint in (int, float, bool):
+        try:
+            if hint is bool:
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    return False, value
+                return True, value.lower() in ("true", "1", "yes")
+            return True, hint(value)
+        except ValueError:
+            return False, value
+    if isinstance(value, str) and typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        for a in typing.get_args(hint):
+            if a is not str and a is not type(None):
+                ok, v = coerce(value, a)
+                if ok:
+                    return True, v
+    return _type_ok(value, hint)
+
+
+EVALUATORS: Registry = Registry("evaluator", entry_points="mmix_eval.evaluators")
+
+# Built-in evaluators, by name -> module:class, imported only when used (they import torch).
+BUILTIN = {
+    "deformations": "mmix_eval.evaluate.deformations:Deformations",
+    "fgsm": "mmix_eval.evaluate.fgsm:FGSM",
+    "calibration": "mmix_eval.evaluate.calibration:Calibration",
+}
+DEFAULT_EVALUATORS = tuple(BUILTIN)
+
+
+def get_evaluator(spec: str) -> Evaluator:
+    """An Evaluator instance by registry name, ``module:attr`` path or entry point, checked for the
+    interface (a class or instance of Evaluator with a spec for every metric it declares)."""
+    if not isinstance(spec, str) or not spec:
+        raise UserError(f"evaluator: expected a name or module:attr, got {spec!r}")
+    if spec in BUILTIN:
+        obj = EVALUATORS._import(BUILTIN[spec])
+    elif ":" in spec or spec in EVALUATORS.names():
+        obj = EVALUATORS.get(spec)
+    else:
+        raise unknown("evaluator", spec, [*BUILTIN, *EVALUATORS.names()])
+    if isinstance(obj, type) and issubclass(obj, Evaluator):
+        obj = obj()
+    if not isinstance(obj, Evaluator):
+        raise UserError(f"evaluator '{spec}': expected a mmix_eval.evaluate.Evaluator subclass "
+                        f"(name, Options, metrics, run(target, options) -> rows), got {type(obj).__name__}")
+    if not dataclasses.is_dataclass(obj.Options):
+        raise UserError(f"evaluator '{spec}': 'Options' expected a dataclass, got {obj.Options!r}")
+    for f in dataclasses.fields(obj.Options):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UserError(f"evaluator '{spec}': option '{f.name}' expected a default value, got none")
+    if not isinstance(obj.metrics, dict) or not all(isinstance(v, MetricSpec) for v in obj.metrics.values()):
+        raise UserError(f"evaluator '{spec}': 'metrics' expected a mapping of metric name -> MetricSpec")
+    if not isinstance(obj.name, str) or not obj.name or obj.name == Evaluator.name:
+        raise UserError(f"evaluator '{spec}': expected a 'name' of its own (the name records and reports show)")
+    return obj
+
+
+def describe_evaluators() -> list[tuple[str, str, list[tuple[str, Any, Any, str]]]]:
+    """(name, help, options) for the built-ins and installed entry points: what ``ls evaluators`` shows."""
+    out = []
+    for name in [*BUILTIN, *(n for n in EVALUATORS.names() if n not in BUILTIN)]:
+        ev = get_evaluator(name)
+        out.append((name, ev.help, option_fields(ev.Options)))
+    return out
+
+
+@dataclass
+class EvalOptions:
+    """Options every evaluator of one ``evaluate`` call shares: which images, the seed, the device."""
+
+    data: str | None = field(default=None, metadata={"help": "override the data set, e.g. imagefolder:PATH"})
+    data_root: str | None = field(default=None, metadata={"help": "override where torchvision data sets live"})
+    limit: int | None = field(default=None, metadata={"help": "a seeded subset of N test images (the same for every checkpoint)"})
+    seed: int = field(default=0, metadata={"help": "test subset, deformation parameters, PGD start"})
+    bins: int = field(default=15, metadata={"help": "equal-width ECE bins for every condition (15: Guo et al. 2017)"})
+    batch_size: int | None = field(default=None, metadata={"help": "default: 500 on a CPU, 1000 on a GPU"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
+    progress: bool = True
+    allow_import: bool = False
+
+    def check(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise OptionError("seed", f"expected an integer >= 0, got {self.seed!r}")
+        if isinstance(self.bins, bool) or not isinstance(self.bins, int) or self.bins < 1:
+            raise OptionError("bins", f"expected an integer >= 1, got {self.bins!r}")
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise OptionError("limit", f"expected an integer >= 1, got {self.limit!r}")
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+                                            or self.batch_size < 1):
+            raise OptionError("batch_size", f"expected an integer >= 1, got {self.batch_size!r}")
+
+
+def run_evaluator(evaluator: Evaluator, target, options=None, common: EvalOptions | None = None) -> list[dict]:
+    """Run one evaluator on one target: options parsed and validated, rows checked and given their specs.
+    What the runner does per checkpoint, and what the Python API functions call."""
+    from mmix_eval.evaluate.records import with_specs
+
+    common = common or EvalOptions(device=None)
+    common.check()
+    opts = options if isinstance(options, evaluator.Options) else evaluator.options(options)
+    rows = evaluator.run(target, opts, common)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"evaluator '{evaluator.name}': run() expected to return a list of record dicts, "
+                        f"got {type(rows).__name__}")
+    return with_specs(rows, evaluator)
