@@ -20,6 +20,7 @@ class DeformationOptions:
 
 class Deformations(Evaluator):
     name = "deformations"
+    version = "2"  # 2: the official nearest rendering (0 outside the image, ties up) and rotation sign
     help = "accuracy and calibration under the paper's rotations, shears and zooms (kornia / official rendering)"
     Options = DeformationOptions
     metrics = SHIFT_METRICS

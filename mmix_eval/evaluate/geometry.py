@@ -8,8 +8,17 @@ Coordinates are pixels (x right, y down). Built as sampling maps for ``kornia.ge
 rather than forward matrices for ``warp_affine``: Table 9's ±171.9° shear crosses cos s = 0, where the
 map is singular and has no forward matrix. Fill is 0 (black in [0, 1] pixel space).
 
-rotation r:  θ ~ U(−r, r) degrees per image; A = [[cos θ, −sin θ], [sin θ, cos θ]] (content turns
-             counter-clockwise on screen for θ > 0).
+Rendering. ``nearest`` reproduces the official transform (``scipy.ndimage.affine_transform``, order 0,
+``mode="constant"``, ``cval=0``) exactly: source coordinates in float64, computed as scipy does
+(``M @ out + offset`` with ``offset = c − M @ c``), a source outside [0, size − 1] is 0 in every channel,
+else the pixel at floor(coord + 0.5) (ties at exact halves go up), then one batched gather. ``bilinear``
+is kornia's ``remap`` (``grid_sample``, align_corners=True, zero padding): sources are blended with 0
+outside the image, so a pixel half a pixel outside is half its border neighbour.
+
+rotation r:  θ ~ U(−r, r) degrees per image; the official matrix [[cos θ, −sin θ], [sin θ, cos θ]] in
+             (row, col) order, i.e. x_in = cos θ · x + sin θ · y, y_in = −sin θ · x + cos θ · y (content turns
+             clockwise on screen for θ > 0, as the official transform and scipy.ndimage.rotate's
+             inverse map do; mmix-eval 0.1 had the opposite sign).
 shear r:     s ~ U(−r, r) per image, r given in degrees of a radian value (28.6° = 0.5 rad); the official
              matrix [[1, −sin s], [0, cos s]] in (row, col) order: x_in = cos s · x, y_in = y − sin s · x.
 zoom k:      z = k / 100 multiplies the sampling offsets; k < 100 enlarges a centred box of k % to full
@@ -30,8 +39,8 @@ from mmix_eval.errors import UserError
 KINDS = ("rotation", "shear", "zoom")
 INTERPOLATIONS = ("nearest", "bilinear")
 # Which rendering produced a deformation row (recorded in its settings, so a report can tell old from new).
-RENDERER = {"nearest": "grid_sample-nearest (mmix-eval 0.1; border pixels kept)",
-            "bilinear": "grid_sample-bilinear, zero padding"}
+RENDERER = {"nearest": "official-nearest-v2 (scipy affine_transform order 0, constant 0)",
+            "bilinear": "kornia-remap-bilinear-v2 (zero padding)"}
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,8 @@ def sample_matrices(d: Deformation, n: int, seed: int) -> torch.Tensor:
 def rotation_matrices(degrees: torch.Tensor) -> torch.Tensor:
     t = torch.deg2rad(degrees.to(torch.float64))
     c, s = torch.cos(t), torch.sin(t)
-    return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+    # (x, y) order of the official (row, col) matrix [[cos, −sin], [sin, cos]]
+    return torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], -2)
 
 
 def shear_matrices(degrees: torch.Tensor) -> torch.Tensor:
@@ -141,8 +151,36 @@ def zoom_matrices(z: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.stack([z, zero], -1), torch.stack([zero, z], -1)], -2)
 
 
+def source_coordinates(a: torch.Tensor, h: int, w: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, H, W) float64 source x and y of every output pixel, computed as scipy's affine_transform does:
+    in = A @ out + (c − A @ c)."""
+    a = a.to(device=device, dtype=torch.float64)
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    ox = cx - (a[:, 0, 0] * cx + a[:, 0, 1] * cy)  # offset = c − A c
+    oy = cy - (a[:, 1, 0] * cx + a[:, 1, 1] * cy)
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float64),
+                            torch.arange(w, device=device, dtype=torch.float64), indexing="ij")
+    sx = a[:, 0, 0, None, None] * xs + a[:, 0, 1, None, None] * ys + ox[:, None, None]
+    sy = a[:, 1, 0, None, None] * xs + a[:, 1, 1, None, None] * ys + oy[:, None, None]
+    return sx, sy
+
+
+def warp_nearest(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The official nearest-neighbour rendering, batched: a gather of floor(source + 0.5), 0 outside."""
+    b, ch, h, w = x.shape
+    sx, sy = source_coordinates(a, h, w, x.device)
+    inside = (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1)
+    ix = torch.floor(sx + 0.5).clamp_(0, w - 1).long()
+    iy = torch.floor(sy + 0.5).clamp_(0, h - 1).long()
+    flat = (iy * w + ix).view(b, 1, h * w).expand(b, ch, h * w)
+    out = x.reshape(b, ch, h * w).gather(2, flat).view(b, ch, h, w)
+    return out * inside.unsqueeze(1).to(out.dtype)
+
+
 def warp(x: torch.Tensor, a: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
     """Sample each image of x (B, C, H, W) in [0, 1] at c + A (p − c) for every output pixel p."""
+    if mode == "nearest":
+        return warp_nearest(x, a)
     from kornia.geometry.transform import remap
 
     b, _, h, w = x.shape
