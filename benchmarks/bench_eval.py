@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmix_eval.evaluate.calibration import calibration_metrics, fit_temperature
+from mmix_eval.evaluate.metrics import calibration_metrics, fit_temperature
 from mmix_eval.evaluate.deformations import evaluate_deformations
 from mmix_eval.evaluate.fgsm import evaluate_fgsm
 from mmix_eval.evaluate.geometry import TABLE4

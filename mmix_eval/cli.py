@@ -207,11 +207,15 @@ def _eval_plan(args):
 
 
 def cmd_eval(args) -> int:
+    from mmix_eval.evaluate.base import OptionError
     from mmix_eval.evaluate.runner import run_evaluation
 
     plan, opts = _eval_plan(args)
     _join_torchrun(args, opts.device)
-    run_evaluation(_expand_ckpts(args.ckpt), plan, args.out, opts)
+    try:
+        run_evaluation(_expand_ckpts(args.ckpt), plan, args.out, opts)
+    except OptionError as e:  # raised while loading: the library names the parameter, the user typed a flag
+        raise UserError(f"{COMMON_FLAGS.get(e.param, _flag(e.param))}: {e.detail}") from None
     return 0
 
 

@@ -201,6 +201,16 @@ def test_ls_evaluators_and_generated_help(capsys):
     assert "--pgd-steps PGD_STEPS" in out and "(default 7)" in out and "--grid GRID" not in out
 
 
+def test_generated_help_and_ls_evaluators_import_no_torch():
+    import subprocess
+
+    code = ("import sys; from mmix_eval.cli import build_parser, main; build_parser(); main(['ls', 'evaluators']); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "fgsm  accuracy and calibration under white-box FGSM" in r.stdout
+
+
 def test_bench_yaml_takes_one_section_per_evaluator_and_refuses_unknown_keys(tmp_path, monkeypatch):
     from mmix_eval.bench import load_bench
 

@@ -10,10 +10,11 @@ import torch.nn.functional as F
 
 from conftest import make_data, tiny_config
 from mmix_eval.errors import UserError
-from mmix_eval.evaluate.calibration import (calibration_metrics, ece_from_bins, evaluate_calibration, fit_temperature,
-                                            netcal_ece_mce, nll, reliability_bins, top_label)
+from mmix_eval.evaluate.calibration import evaluate_calibration
 from mmix_eval.evaluate.deformations import evaluate_deformations
 from mmix_eval.evaluate.fgsm import evaluate_fgsm, make_attack
+from mmix_eval.evaluate.metrics import (calibration_metrics, ece_from_bins, fit_temperature, netcal_ece_mce, nll,
+                                        reliability_bins, top_label)
 from mmix_eval.evaluate.target import Images, Target, load_target, target_from_module
 from mmix_eval.train import train
 
@@ -174,7 +175,7 @@ def test_calibration_fits_temperature_on_validation_only_and_skips_without_it(ck
 def test_checkpoint_target_reproduces_its_val_split_from_metadata(ckpt):
     path, data = ckpt
     # The synthetic data has no spec to reload, so load_target must say where the data came from.
-    with pytest.raises(UserError, match="unknown data set 'synthetic'.*override with --data"):
+    with pytest.raises(UserError, match="unknown data set 'synthetic'.*override it"):
         load_target(path, "cpu")
 
 

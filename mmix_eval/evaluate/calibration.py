@@ -2,7 +2,7 @@
 temperature scaling fitted on the checkpoint's own held-out validation split (never on the test set).
 
 The metric functions live in ``metrics.py`` (shared with every shift evaluator, which records NLL, ECE and
-Brier per condition); this file is the evaluator.
+Brier per condition); this file is the evaluator, and loads torch only inside ``run``.
 """
 
 from __future__ import annotations
@@ -10,13 +10,10 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from tqdm.auto import tqdm
-
 from mmix_eval.evaluate.base import Evaluator, MetricSpec
-from mmix_eval.evaluate.metrics import (EDGE_RULE, brier, calibration_metrics, ece_from_bins, fit_temperature,  # noqa: F401
-                                        netcal_ece_mce, nll, reliability_bins, top_label)
-from mmix_eval.evaluate.passes import clean_logits, logits_of, setup, shard_batches
 from mmix_eval.evaluate.records import record
+
+EDGE_RULE = "equal-width, [a,b) with last bin [a,1] (numpy.histogram, as netcal)"
 
 
 @dataclass
@@ -41,6 +38,11 @@ class Calibration(Evaluator):
     }
 
     def run(self, target, options, common) -> list[dict]:
+        from tqdm.auto import tqdm
+
+        from mmix_eval.evaluate.metrics import fit_temperature
+        from mmix_eval.evaluate.passes import clean_logits, logits_of, setup, shard_batches
+
         model, device, bs, warn = setup(target, common.device, common.batch_size)
         bins = common.bins
         n_batches = len(shard_batches(len(target.test), bs)) + (len(shard_batches(len(target.val), bs)) if target.val is not None else 0)
@@ -66,6 +68,8 @@ class Calibration(Evaluator):
 
 
 def _metric_rows(base, condition, label, logits, y, bins) -> list[dict]:
+    from mmix_eval.evaluate.metrics import calibration_metrics
+
     m = calibration_metrics(logits, y, bins)
     rows = [record(base, condition, k, m[k], label) for k in ("acc", "nll", "ece", "mce", "brier")]
     counts, acc, conf = m["bins"]

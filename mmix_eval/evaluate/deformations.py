@@ -1,15 +1,14 @@
-"""Accuracy and calibration under the paper's novel deformations (Table 4 / Table 9 / a user grid)."""
+"""Accuracy and calibration under the paper's novel deformations (Table 4 / Table 9 / a user grid).
+
+torch and the rendering load inside ``run``: the class, its options and their checks import no torch, so
+``--help`` and ``ls evaluators`` answer at once."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
-
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, OptionError
-from mmix_eval.evaluate.geometry import INTERPOLATIONS, RENDERER, load_grid, sample_matrices, warp
-from mmix_eval.evaluate.metrics import condition_rows
-from mmix_eval.evaluate.passes import batch_logits, clean_logits, setup, shard_batches
+from mmix_eval.evaluate.grids import INTERPOLATIONS, RENDERER, load_grid
 
 
 @dataclass
@@ -31,6 +30,12 @@ class Deformations(Evaluator):
         load_grid(options.grid)
 
     def run(self, target, options, common) -> list[dict]:
+        from tqdm.auto import tqdm
+
+        from mmix_eval.evaluate.geometry import sample_matrices, warp
+        from mmix_eval.evaluate.metrics import condition_rows
+        from mmix_eval.evaluate.passes import batch_logits, clean_logits, setup, shard_batches
+
         grid_name, conditions = load_grid(options.grid)
         model, device, bs, warn = setup(target, common.device, common.batch_size)
         images, n, bins = target.test, len(target.test), common.bins

@@ -3,7 +3,7 @@
 The paper's Table 7 does not state ε; comparing with Madry et al.'s 56.10 implies 8/255. The default grid
 is {1, 2, 4, 8}/255. Attacks are built after the model is on its device (torchattacks reads the device at
 construction) and run on [0, 1] images: mmix-eval models normalise inside, and Images checks the range,
-since torchattacks silently clamps whatever it is given.
+since torchattacks silently clamps whatever it is given. torch loads inside ``run`` (``--help`` stays fast).
 """
 
 from __future__ import annotations
@@ -12,14 +12,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
-import torch
-from tqdm.auto import tqdm
-
-from mmix_eval import distributed
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, OptionError
-from mmix_eval.evaluate.checks import zero_gradient_check
-from mmix_eval.evaluate.metrics import condition_rows
-from mmix_eval.evaluate.passes import batch_logits, clean_logits, setup, shard_batches
 
 ATTACKS = ("fgsm", "pgd")
 
@@ -68,6 +61,14 @@ class FGSM(Evaluator):
         options.eps = parse_eps(options.eps)
 
     def run(self, target, options, common) -> list[dict]:
+        import torch
+        from tqdm.auto import tqdm
+
+        from mmix_eval import distributed
+        from mmix_eval.evaluate.checks import zero_gradient_check
+        from mmix_eval.evaluate.metrics import condition_rows
+        from mmix_eval.evaluate.passes import batch_logits, clean_logits, setup, shard_batches
+
         model, device, bs, warn = setup(target, common.device, common.batch_size)
         masked = zero_gradient_check(model, target.test, device)
         if masked:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from mmix_eval.evaluate.records import record
 
-EDGE_RULE = "equal-width, [a,b) with last bin [a,1] (numpy.histogram, as netcal)"
+from mmix_eval.evaluate.calibration import EDGE_RULE  # noqa: E402  (one definition, torch-free)
 
 
 def nll(logits: torch.Tensor, y: torch.Tensor) -> float:

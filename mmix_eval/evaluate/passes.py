@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from mmix_eval.errors import UserError
+from mmix_eval.evaluate.base import OptionError
 from mmix_eval.evaluate.checks import check_logits, output_checks
 from mmix_eval.evaluate.images import Images
 
@@ -47,7 +47,7 @@ def fit_batch_size(device: torch.device, requested: int | None) -> int:
     """The evaluation batch size: as given, else 500 on a CPU and 1000 on a GPU (32x32-sized models)."""
     if requested is not None:
         if requested < 1:
-            raise UserError(f"--batch-size: expected an integer >= 1, got {requested}")
+            raise OptionError("batch_size", f"expected an integer >= 1, got {requested}")
         return requested
     return 1000 if device.type == "cuda" else 500
 

@@ -162,12 +162,14 @@ def summary_table(rows: list[dict]) -> str:
     conditions: list[str] = []
     metrics: list[str] = []
     cell: dict[tuple[str, str], dict] = {}
+    per: dict[str, list[str]] = {}
     for r in rows:
         if r["condition"] not in conditions:
             conditions.append(r["condition"])
-        if r["metric"] not in metrics:
-            metrics.append(r["metric"])
+        per.setdefault(r["condition"], []).append(r["metric"])
         cell[r["condition"], r["metric"]] = r
+    for c in sorted(per, key=lambda c: -len(per[c])):  # the fullest condition's metric order first
+        metrics += [m for m in per[c] if m not in metrics]
     width = max([len(c) for c in conditions] + [9])
     cols = [max(10, len(m) + 2) for m in metrics]
     lines = [f"  {'condition':<{width}}" + "".join(f"{m:>{w}}" for m, w in zip(metrics, cols))]

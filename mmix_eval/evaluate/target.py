@@ -12,6 +12,7 @@ import torch
 
 from mmix_eval.data import ImageData, load_data
 from mmix_eval.errors import UserError
+from mmix_eval.evaluate.base import OptionError
 from mmix_eval.evaluate.checks import check_logits, output_checks, zero_gradient_check  # noqa: F401 (re-exported)
 from mmix_eval.evaluate.images import Images
 from mmix_eval.evaluate.outcomes import subset_hash
@@ -62,7 +63,7 @@ def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
     cfg = meta.get("config", {}).get("data", {})
     spec = data or meta.get("data", {}).get("spec") or cfg.get("name")
     if not isinstance(spec, str):
-        raise UserError("checkpoint metadata 'data.spec' expected a data set name, got none; pass --data")
+        raise UserError("checkpoint metadata 'data.spec' expected a data set name, got none; give the data option")
     same = data is None or data == meta.get("data", {}).get("spec")
     root = root or cfg.get("root")
     val_size = int(cfg.get("val_size") or 0) if same else 0
@@ -71,13 +72,13 @@ def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
         try:
             _DATA_CACHE[key] = load_data(spec, root, False, key[2], None, val_size, key[4])
         except UserError as e:
-            raise UserError(f"{e} (data from the checkpoint's metadata; override with --data/--data-root)") from None
+            raise OptionError("data", f"{e} (the data set named in the checkpoint's metadata; override it, and data_root)") from None
     d = _DATA_CACHE[key]
     x, y = d.test.x, d.test.y
     idx = np.arange(len(y), dtype=np.int64)
     if limit is not None:
         if limit < 1:
-            raise UserError(f"--limit: expected an integer >= 1, got {limit}")
+            raise OptionError("limit", f"expected an integer >= 1, got {limit}")
         if limit < len(y):
             idx = np.sort(np.random.default_rng([seed, 0x74657374]).permutation(len(y))[:limit])
             x, y = x[torch.from_numpy(idx)], y[torch.from_numpy(idx)]
