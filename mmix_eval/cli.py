@@ -116,7 +116,8 @@ def cmd_train(args) -> int:
     m = meta["metrics"]
     print(f"saved {Path(args.out) / 'model.safetensors'}  [{meta['method']['name']}, {meta['model']['name']}, "
           f"{meta['data']['spec']}, seed {meta['train']['seed']}]  test acc {m['test_acc']:.2f} %, "
-          f"test NLL {m['test_nll']:.4f}, {meta['wall_time_s']:.1f} s training")
+          f"test NLL {m['test_nll']:.4f}, {meta['wall_time_s']:.1f} s wall ("
+          + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in meta["time_split_s"].items()) + ")")
     return 0
 
 

@@ -251,6 +251,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
     (used to test that resuming gives bitwise the same weights).
     """
     out = Path(out)
+    t_run = time.perf_counter()  # wall time of the whole run: data, setup, epochs, validation, saves, test pass
     p = prepare(cfg, data)  # everything that can fail on bad input fails here, before any write
     # Under torchrun rank 0 alone judges and writes the run folder; the others learn its verdict.
     resuming = distributed.agree(lambda: check_run_folder(out, cfg, resume, overwrite))
@@ -279,6 +280,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
         stepper = DistributedDataParallel(stepper, device_ids=[device.index] if device.type == "cuda" else None)
 
     start_epoch, step, log, elapsed = 0, 0, [], 0.0
+    times = {"setup": 0.0, "validation": 0.0, "saves": 0.0, "test_pass": 0.0}  # besides the epochs (elapsed)
     state = _load_state(out) if resuming else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -287,12 +289,14 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
             scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"], data_gen, mix_rng)
         start_epoch, step, log, elapsed = state["epoch"], state["step"], list(state["log"]), state["elapsed_s"]
+        times.update({k: float(v) for k, v in (state.get("times_s") or {}).items() if k in times})
         if int(state.get("world_size", 1)) != world:
             warnings.warn(f"resuming a run saved by {state.get('world_size', 1)} process(es) with {world}: "
                           f"the remaining epochs pair images within different slices", stacklevel=2)
 
     x_all = data.train.x.to(device)  # uint8, resident: decoded once, augmented per batch
     y_all = data.train.y.to(device)
+    times["setup"] += time.perf_counter() - t_run  # this process's: data, model, state; kept across a resume
     n, bs = len(data.train), t.batch_size
     n_batches = max(1, n // bs)  # drop the last partial batch (one batch of n if n < batch size)
     flip = data.flip if t.flip is None else t.flip
@@ -354,8 +358,11 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
                   "train_loss": distributed.mean_float(float(loss_sum) / n_batches),
                   "images_per_s": round(n_batches * bs / epoch_s, 1), "epoch_s": round(epoch_s, 3)}
         if data.val is not None and main:
+            tv = time.perf_counter()
             record.update({f"val_{k}": v for k, v in accuracy_nll(predict_logits(model, data.val.x, device=device), data.val.y).items()})
+            times["validation"] += time.perf_counter() - tv
         log.append(record)
+        ts = time.perf_counter()
         if main:
             atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
         if main and ((epoch + 1) % t.save_every == 0 or epoch + 1 == t.epochs):
@@ -363,7 +370,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
                               "model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scaler": scaler.state_dict() if scaler is not None else {},
                               "rng": _rng_state(data_gen, mix_rng), "log": log, "elapsed_s": elapsed,
+                              "times_s": {**times, "saves": times["saves"] + time.perf_counter() - ts},
                               "config": json.dumps(cfg.to_dict()), "world_size": world})
+        times["saves"] += time.perf_counter() - ts
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < t.epochs:
             bar.close()
             distributed.barrier()
@@ -374,10 +383,12 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
         return None
 
     metrics = {"train_loss": log[-1]["train_loss"] if log else None}
+    tt = time.perf_counter()
     metrics.update({f"test_{k}": v for k, v in accuracy_nll(predict_logits(model, data.test.x, device=device), data.test.y).items()})
+    times["test_pass"] += time.perf_counter() - tt
     if data.val is not None:
         metrics.update({k: log[-1][k] for k in ("val_acc", "val_nll")})
-    meta = run_metadata(p, model, metrics, elapsed, amp_mode, channels_last, flip, device, step)
+    meta = run_metadata(p, model, metrics, {"training": elapsed, **times}, amp_mode, channels_last, flip, device, step)
     meta["train"]["distributed"] = {"world_size": world, "sync_bn": sync_bn,
                                     "backend": torch.distributed.get_backend() if world > 1 else None}
     model.to(memory_format=torch.contiguous_format)
@@ -402,7 +413,7 @@ def _check_finite(bad_batch: int, epoch: int, out: Path, log: list) -> None:
                             f"the last good state ({last}) stays in {out / 'state.pt'}")
 
 
-def run_metadata(p: Prepared, model, metrics, elapsed, amp_mode, channels_last, flip, device, steps) -> dict[str, Any]:
+def run_metadata(p: Prepared, model, metrics, times: dict, amp_mode, channels_last, flip, device, steps) -> dict[str, Any]:
     cfg, data, t, mean, std = p.cfg, p.data, p.cfg.train, p.mean, p.std
     data_info = {k: v for k, v in data.info.items() if k != "cache"}
     return {
@@ -424,7 +435,11 @@ def run_metadata(p: Prepared, model, metrics, elapsed, amp_mode, channels_last, 
                   "amp": amp_mode, "channels_last": channels_last, "compile": t.compile, "device": str(device)},
         "config": cfg.to_dict(),
         "metrics": metrics,
-        "wall_time_s": round(elapsed, 3),
+        # The whole run (summed over the processes of a resumed one), but for the final checkpoint write;
+        # time_split_s says where it went: training epochs, validation passes, state saves, the final test
+        # pass, and setup (data loading, model building, process start-up inside train()).
+        "wall_time_s": round(sum(times.values()), 3),
+        "time_split_s": {k: round(v, 3) for k, v in times.items()},
         "versions": versions(),
         "git_commit": git_commit(),
         "hardware": hardware(str(device)),

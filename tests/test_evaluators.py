@@ -202,3 +202,26 @@ def test_any_module_can_be_evaluated_without_a_checkpoint():
     assert rows[0]["run"] == "mine" and rows[0]["model"] == "Sequential"
     with torch.no_grad():
         assert acc(rows, "clean") == pytest.approx(100.0 * float((model(x).argmax(1) == y).float().mean()))
+
+
+def test_fgsm_with_one_gradient_per_batch_gives_torchattacks_images_bitwise(ckpt):
+    import torchattacks
+
+    from mmix_eval.evaluate.fgsm import fgsm_step, input_grad_sign
+
+    t = target_of(ckpt)
+    model = t.model.eval()
+    x, y = t.test.batch(0, 64, "cpu")
+    sign = input_grad_sign(model, x, y)
+    for e in (0.5, 1, 2, 4, 8, 16):
+        assert torch.equal(fgsm_step(x, sign, e), torchattacks.FGSM(model, eps=e / 255)(x, y)), e
+    # and through the evaluator: each ε's accuracy is the one torchattacks' images give
+    rows = evaluate_fgsm(t, eps=[2, 8], batch_size=64, progress=False)
+    for e in (2, 8):
+        correct = 0
+        for i in range(0, len(t.test), 64):
+            xb, yb = t.test.batch(i, i + 64, "cpu")
+            adv = torchattacks.FGSM(model, eps=e / 255)(xb, yb)
+            with torch.no_grad():
+                correct += int((model(adv).argmax(1) == yb).sum())
+        assert acc(rows, f"eps{e}") == 100.0 * correct / len(t.test)

@@ -150,3 +150,16 @@ def test_training_learns_the_synthetic_task(tmp_path):
     data = make_data(n_train=400, n_test=200)
     meta = train(tiny_config("vanilla", epochs=8), tmp_path / "run", progress=False, data=data)
     assert meta["metrics"]["test_acc"] >= 90.0  # 4 brightness classes; chance is 25 %
+
+
+def test_wall_time_covers_the_whole_run_and_says_how_it_splits(tmp_path):
+    t0 = time.perf_counter()
+    meta = train(tiny_config("vanilla", epochs=2), tmp_path / "run", progress=False, data=make_data(val=20))
+    outer = time.perf_counter() - t0
+    split = meta["time_split_s"]
+    assert set(split) == {"training", "setup", "validation", "saves", "test_pass"}
+    assert meta["wall_time_s"] == pytest.approx(sum(split.values()), abs=0.01)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert split["training"] == pytest.approx(sum(r["epoch_s"] for r in log), abs=0.01)
+    # everything train() did but the final checkpoint write: at least 80 % of the wall time seen from outside
+    assert 0.8 * outer <= meta["wall_time_s"] <= outer

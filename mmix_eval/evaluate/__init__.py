@@ -21,7 +21,7 @@ from mmix_eval.evaluate.base import (SHIFT_METRICS, EvalOptions, Evaluator, Metr
                                      run_evaluator)
 from mmix_eval.evaluate.records import record
 
-__all__ = ["SHIFT_METRICS", "EvalOptions", "Evaluator", "MetricSpec", "OptionError", "condition_rows",
+__all__ = ["SHIFT_METRICS", "EvalOptions", "Shift", "shift_rows", "Evaluator", "MetricSpec", "OptionError", "condition_rows",
            "evaluate_calibration", "evaluate_deformations", "evaluate_fgsm", "get_evaluator", "load_target", "record",
            "run_evaluator", "target_from_module"]
 
@@ -30,6 +30,8 @@ _LAZY = {  # these import torch: loaded on first use
     "evaluate_fgsm": "mmix_eval.evaluate.fgsm",
     "evaluate_calibration": "mmix_eval.evaluate.calibration",
     "condition_rows": "mmix_eval.evaluate.metrics",
+    "Shift": "mmix_eval.evaluate.passes",
+    "shift_rows": "mmix_eval.evaluate.passes",
     "load_target": "mmix_eval.evaluate.target",
     "target_from_module": "mmix_eval.evaluate.target",
 }

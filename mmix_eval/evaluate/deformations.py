@@ -30,32 +30,19 @@ class Deformations(Evaluator):
         load_grid(options.grid)
 
     def run(self, target, options, common) -> list[dict]:
-        from tqdm.auto import tqdm
-
         from mmix_eval.evaluate.geometry import sample_matrices, warp
-        from mmix_eval.evaluate.metrics import condition_rows
-        from mmix_eval.evaluate.passes import batch_logits, clean_logits, setup, shard_batches
+        from mmix_eval.evaluate.passes import Shift, shift_rows
 
         grid_name, conditions = load_grid(options.grid)
-        model, device, bs, warn = setup(target, common.device, common.batch_size)
-        images, n, bins = target.test, len(target.test), common.bins
-        settings = {"grid": grid_name, "interpolation": options.interpolation}
-        base = {**target.base, "evaluator": self.name, "n": n, "eval_seed": common.seed, "warnings": warn,
-                "settings": settings}
-        batches = shard_batches(n, bs)
-        with tqdm(total=len(batches) * (len(conditions) + 1), desc=f"{target.run} deformations", unit="batch",
-                  disable=not common.progress, leave=False) as bar:
-            clean = clean_logits(target, bs, device, bar)
-            rows = condition_rows(base, "clean", clean, images.y, bins, "Clean test images")
-            clean_acc = rows[0]["value"]
-            for d in conditions:
-                mats = sample_matrices(d, n, common.seed)  # per image, from (seed, condition): common random numbers
-                logits = batch_logits(model, images, batches, device,
-                                      lambda xb, yb, i, j: warp(xb, mats[i:j], options.interpolation), bar)
-                rows += condition_rows(base, d.name, logits, images.y, bins, d.label, clean_acc,
-                                       deformation=d.kind, magnitude=d.value,
-                                       renderer=RENDERER[options.interpolation])
-        return rows
+        n, mode = len(target.test), options.interpolation
+
+        def renderer(d):  # per image, from (seed, condition): common random numbers across checkpoints
+            mats = sample_matrices(d, n, common.seed)
+            return lambda model, device: lambda x, y, i, j: warp(x, mats[i:j], mode)
+
+        shifts = [Shift(d.name, d.label, renderer(d), {"deformation": d.kind, "magnitude": d.value,
+                                                       "renderer": RENDERER[mode]}) for d in conditions]
+        return shift_rows(self, target, common, {"grid": grid_name, "interpolation": mode}, shifts)
 
 
 def evaluate_deformations(target, grid: str = "table4", seed: int = 0, interpolation: str = "nearest",

@@ -4,6 +4,9 @@ shares: this rank's batches of the test set, logits of a set of images, the clea
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 
 import torch
 
@@ -91,3 +94,45 @@ def batch_logits(model, images: Images, batches, device, transform, bar=None) ->
             bar.update(1)
     local = torch.cat(out) if out else torch.zeros(0)
     return distributed.gather_rows(local, len(images))
+
+
+@dataclass
+class Shift:
+    """One condition of a shift evaluator. ``make(model, device)`` returns the batch transform
+    ``(x, y, i, j) -> images`` (i:j are the batch's positions in the test set, for per-image parameters);
+    ``context`` wraps the condition's whole pass (an attack's seeded RNG)."""
+
+    name: str
+    label: str
+    make: Callable
+    settings: dict = field(default_factory=dict)
+    context: Callable[[], AbstractContextManager] = nullcontext
+
+
+def shift_rows(evaluator, target, common, settings: dict, shifts: list[Shift], check=None) -> list[dict]:
+    """What every shift evaluator does: set up, take the shared clean pass, then for each condition one
+    batched pass of ``model(transform(x))`` and its rows (accuracy, relative accuracy, NLL, ECE, Brier,
+    per-image outcomes). ``check(model, device)`` may return one more warning for the records."""
+    from tqdm.auto import tqdm
+
+    from mmix_eval.evaluate.metrics import condition_rows
+
+    model, device, bs, warn = setup(target, common.device, common.batch_size)
+    extra = check(model, device) if check is not None else None
+    if extra:
+        warnings.warn(f"{target.run}: {extra}", stacklevel=3)
+        warn = "; ".join(filter(None, [warn, extra]))
+    images, bins = target.test, common.bins
+    base = {**target.base, "evaluator": evaluator.name, "n": len(images), "eval_seed": common.seed, "warnings": warn,
+            "settings": settings}
+    batches = shard_batches(len(images), bs)
+    with tqdm(total=len(batches) * (len(shifts) + 1), desc=f"{target.run} {evaluator.name}", unit="batch",
+              disable=not common.progress, leave=False) as bar:
+        rows = condition_rows(base, "clean", clean_logits(target, bs, device, bar), images.y, bins, "Clean test images")
+        clean_acc = rows[0]["value"]
+        for s in shifts:
+            with s.context():
+                logits = batch_logits(model, images, batches, device, s.make(model, device), bar)
+            model.eval()  # whatever a transform did to the mode (torchattacks restores the one it found)
+            rows += condition_rows(base, s.name, logits, images.y, bins, s.label, clean_acc, **s.settings)
+    return rows

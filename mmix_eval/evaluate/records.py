@@ -170,6 +170,8 @@ def summary_table(rows: list[dict]) -> str:
         cell[r["condition"], r["metric"]] = r
     for c in sorted(per, key=lambda c: -len(per[c])):  # the fullest condition's metric order first
         metrics += [m for m in per[c] if m not in metrics]
+    not_scores = {r["metric"] for r in rows if r.get("direction") is None and r.get("schema") == SCHEMA}
+    metrics = [m for m in metrics if m not in not_scores] + [m for m in metrics if m in not_scores]
     width = max([len(c) for c in conditions] + [9])
     cols = [max(10, len(m) + 2) for m in metrics]
     lines = [f"  {'condition':<{width}}" + "".join(f"{m:>{w}}" for m, w in zip(metrics, cols))]
