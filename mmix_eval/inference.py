@@ -11,9 +11,10 @@ from mmix_eval.data.augment import to_float
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500,
-                   device: torch.device | str | None = None, bar=None) -> torch.Tensor:
+                   device: torch.device | str | None = None, bar=None, precision: str = "fp32") -> torch.Tensor:
     """Logits (N, C) in float32 on the CPU for images (N, C, H, W): uint8, or float already in [0, 1].
-    ``bar``: a progress bar advanced once per batch."""
+    ``bar``: a progress bar advanced once per batch. ``precision`` "bf16": forwards under bf16 autocast
+    (a GPU evaluating a checkpoint trained so). One host sync, at the end."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -21,12 +22,21 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 50
         out = []
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size].to(device, non_blocking=True)
-            out.append(model(to_float(xb) if xb.dtype == torch.uint8 else xb.float()).float())
+            with autocast(device, precision):
+                out.append(model(to_float(xb) if xb.dtype == torch.uint8 else xb.float()).float())
             if bar is not None:
                 bar.update(1)
     finally:
         model.train(was_training)
     return torch.cat(out).cpu() if out else torch.zeros(0)
+
+
+def autocast(device, precision: str):
+    """bf16 autocast on the device for precision "bf16", else nothing (fp32)."""
+    from contextlib import nullcontext
+
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
 def accuracy_nll(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import tarfile
 from pathlib import Path
 
@@ -90,6 +92,23 @@ def test_imagefolder_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(imagefolder_module, "_decode_all", lambda *a: pytest.fail("decoded twice"))
     again = load_data(f"imagefolder:{tree}")
     assert torch.equal(first.train.x, again.train.x)
+
+
+def test_imagefolder_cache_key_needs_no_listing_and_sees_added_files(tmp_path, monkeypatch):
+    tree = _write_tree(tmp_path / "tree")
+    first = load_data(f"imagefolder:{tree}")
+    imagefolder_module._MEMORY.clear()  # a new process: the .npz on disk is all there is
+    monkeypatch.setattr(imagefolder_module, "_list_folder", lambda *a: pytest.fail("listed every file for the key"))
+    monkeypatch.setattr(imagefolder_module, "_decode_all", lambda *a: pytest.fail("decoded twice"))
+    assert torch.equal(load_data(f"imagefolder:{tree}").test.x, first.test.x)
+    # within one process, the decoded arrays are reused without reading the .npz again
+    monkeypatch.setattr(imagefolder_module.np, "load", lambda *a, **k: pytest.fail("read the cache file again"))
+    assert torch.equal(load_data(f"imagefolder:{tree}").test.x, first.test.x)
+    monkeypatch.undo()
+    # an image added to a class folder changes that folder's mtime, hence the key: decoded afresh
+    Image.fromarray(np.full((6, 6, 3), 7, np.uint8)).save(tree / "train" / "cat" / "new.png")
+    os.utime(tree / "train" / "cat", ns=(1, 10**18))  # make the mtime change visible on coarse clocks too
+    assert len(load_data(f"imagefolder:{tree}").train) == len(first.train) + 1
 
 
 def test_imagefolder_bad_inputs(tmp_path):

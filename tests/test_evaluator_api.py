@@ -323,3 +323,20 @@ def test_version_1_records_still_rebuild_with_the_same_numbers(tmp_path):
                 assert new[key][col] == v, (key, col)
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "rendered by mmix-eval 0.1" in md  # and the report says which rendering made those rows
+
+
+def test_precision_follows_the_checkpoint_on_a_gpu_only_and_is_recorded(runs):
+    from mmix_eval.checkpoint import load_checkpoint
+    from mmix_eval.evaluate.target import Target
+
+    ckpts, data = runs
+    model, _ = load_checkpoint(ckpts["vanilla"])
+    fp32 = evaluate_deformations(target_from_module(model.eval(), data.test.x, data.test.y), progress=False)
+    assert {r["settings"]["precision"] for r in fp32} == {"fp32"}  # a CPU evaluates in fp32 whatever the training
+    from mmix_eval.evaluate.images import Images
+
+    bf16 = Target(model, Images(data.test.x, data.test.y), precision="bf16", base={"run": "b"})
+    rows = evaluate_deformations(bf16, progress=False)  # the autocast path (bf16 on this CPU, slow but small)
+    assert {r["settings"]["precision"] for r in rows} == {"bf16"}
+    accs = lambda rs: [r["value"] for r in rs if r["metric"] == "acc"]
+    assert max(abs(a - b) for a, b in zip(accs(rows), accs(fp32))) <= 5.0  # bf16 rounding flips a few images at most

@@ -4,9 +4,12 @@ Layouts understood, with or without one wrapping folder:
     train/<class>/<image>, test/<class>/<image>      (``val/`` stands in for a missing ``test/``)
     <class>/<image>                                   (a seeded 20 % becomes the test split)
 
-Decoding is the slow part (60,000 CIFAR JPEGs take ~12 s on one core), so the decoded arrays
-are cached as an .npz keyed by the source's content hash (archive) or file listing (folder),
-and loaded with ``allow_pickle=False``.
+Decoding is the slow part (60,000 CIFAR JPEGs take ~12 s on one core), so the decoded arrays are
+cached as an .npz, loaded with ``allow_pickle=False``, and kept in memory for the rest of the process (a
+bench decodes once). The cache key is cheap to compute: an archive's resolved path, size and mtime; a
+folder's path and the names and mtimes of its sub-folders (a file added, removed or renamed changes its
+folder's mtime; a file rewritten in place under the same name does not: touch the folder, or delete the
+cache, after editing images in place).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from mmix_eval.io import atomic_write_bytes
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 SPLIT_NAMES = ("train", "test", "val")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+_MEMORY: dict[str, RawData] = {}  # cache file -> decoded data, for the life of the process
 
 
 def _is_image(name: str) -> bool:
@@ -114,16 +118,17 @@ def _decode_all(items: list[tuple[str, str]], read, where: str) -> np.ndarray:
     return out
 
 
-def _source_key(path: Path, names: list[str]) -> str:
-    h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
+def _source_key(path: Path) -> str:
+    """From metadata only (no listing of every file, no hashing of the archive's bytes)."""
+    h = hashlib.sha256(f"v{CACHE_VERSION}\0{path.resolve()}".encode())
     if path.is_dir():
-        for n in names:
-            st = (path / n).stat()
-            h.update(f"{n}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        for dirpath, dirnames, _ in os.walk(path):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            st = os.stat(dirpath)
+            h.update(f"{Path(dirpath).relative_to(path).as_posix()}\0{st.st_mtime_ns}\n".encode())
     else:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        st = path.stat()
+        h.update(f"{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:24]
 
 
@@ -133,17 +138,15 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None) -> RawData:
     is_archive = path.is_file()
     if is_archive and not path.name.lower().endswith(ARCHIVE_SUFFIXES):
         raise UserError(f"imagefolder '{path}': expected a folder or a {'/'.join(ARCHIVE_SUFFIXES)} archive, got '{path.suffix}' file")
-    if is_archive:
-        key = _source_key(path, [])
-    else:
-        names = _list_folder(path)
-        key = _source_key(path, names)
-
-    cache = (cache_dir or default_cache_dir()) / f"imagefolder-{key}.npz"
+    cache = (cache_dir or default_cache_dir()) / f"imagefolder-{_source_key(path)}.npz"
+    if str(cache) in _MEMORY and cache.exists():
+        return _MEMORY[str(cache)]
     if cache.exists():
         try:
             with np.load(cache, allow_pickle=False) as z:
-                return _raw_from_arrays(dict(z), path, str(cache))
+                raw = _raw_from_arrays(dict(z), path, str(cache))
+            _MEMORY[str(cache)] = raw
+            return raw
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache is rebuilt below
 
@@ -151,6 +154,7 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None) -> RawData:
         names, blobs = _list_archive(path)
         read = blobs.__getitem__
     else:
+        names = _list_folder(path)
         read = lambda n: (path / n).read_bytes()
     if not names:
         raise UserError(
@@ -183,7 +187,9 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None) -> RawData:
         atomic_write_bytes(cache, buf.getvalue())
     except OSError:
         pass  # a read-only cache dir only costs the next run a decode
-    return _raw_from_arrays(arrays, path, str(cache))
+    raw = _raw_from_arrays(arrays, path, str(cache))
+    _MEMORY[str(cache)] = raw
+    return raw
 
 
 def _raw_from_arrays(a: dict, path: Path, cache: str) -> RawData:

@@ -47,11 +47,11 @@ class Calibration(Evaluator):
         bins = common.bins
         n_batches = len(shard_batches(len(target.test), bs)) + (len(shard_batches(len(target.val), bs)) if target.val is not None else 0)
         base = {**target.base, "evaluator": self.name, "n": len(target.test), "eval_seed": common.seed,
-                "warnings": warn, "settings": {"bins": bins, "edge_rule": EDGE_RULE}}
+                "warnings": warn, "settings": {"bins": bins, "edge_rule": EDGE_RULE, "precision": target.precision}}
         with tqdm(total=n_batches, desc=f"{target.run} calibration", unit="batch", disable=not common.progress,
                   leave=False) as bar:
             logits = clean_logits(target, bs, device, bar)
-            val_logits = logits_of(model, target.val, bs, device, bar) if target.val is not None else None
+            val_logits = logits_of(model, target.val, bs, device, bar, target.precision) if target.val is not None else None
         rows = _metric_rows(base, "test", "Test images, before temperature scaling", logits, target.test.y, bins)
         if val_logits is None:
             note = "temperature scaling skipped: the checkpoint held out no validation split (train with --val-size N)"

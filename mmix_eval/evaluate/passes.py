@@ -29,6 +29,8 @@ def setup(target: Target, device, batch_size: int | None) -> tuple[torch.nn.Modu
     """What every evaluator starts with: the device, the model in eval mode, the batch size, the warnings."""
     device = torch.device(device) if device not in (None, "auto") else next(target.model.parameters()).device
     model, notes = prepare_model(target.model, device)
+    if target.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     target.warnings += notes  # kept for every evaluator of this target, not only the first
     if not target.checked:
         target.checked = True
@@ -55,14 +57,16 @@ def fit_batch_size(device: torch.device, requested: int | None) -> int:
     return 1000 if device.type == "cuda" else 500
 
 
-def logits_of(model: torch.nn.Module, images: Images, batch_size: int, device, bar=None) -> torch.Tensor:
+def logits_of(model: torch.nn.Module, images: Images, batch_size: int, device, bar=None,
+              precision: str = "fp32") -> torch.Tensor:
     """Logits (N, C) in float32 on the CPU; non-finite outputs are an error, not a number.
     Under torchrun each rank predicts its shard of the images and every rank gets all N rows."""
     from mmix_eval import distributed
     from mmix_eval.inference import predict_logits
 
     lo, hi = distributed.shard(len(images))
-    logits = distributed.gather_rows(predict_logits(model, images.x[lo:hi], batch_size, device, bar), len(images))
+    local = predict_logits(model, images.x[lo:hi], batch_size, device, bar, precision)
+    logits = distributed.gather_rows(local, len(images))
     check_logits(logits)
     return logits
 
@@ -71,28 +75,29 @@ def clean_logits(target, batch_size: int, device, bar=None) -> torch.Tensor:
     """The clean test logits of ``target``, computed once and shared by every evaluator of one
     ``evaluate`` call (the bar is advanced by the batches of the first pass, or skipped past when cached)."""
     if target.clean is None:
-        target.clean = logits_of(target.model, target.test, batch_size, device, bar)
+        target.clean = logits_of(target.model, target.test, batch_size, device, bar, target.precision)
     elif bar is not None:
         bar.update(len(shard_batches(len(target.test), batch_size)))
     return target.clean
 
 
-def batch_logits(model, images: Images, batches, device, transform, bar=None) -> torch.Tensor:
-    """Logits (N, C) on the CPU of ``model(transform(x, i, j))`` over this rank's ``batches`` of ``images``,
-    gathered over ranks: the loop every shift evaluator runs once per condition."""
+def batch_logits(model, images: Images, batches, device, transform, bar=None, precision: str = "fp32") -> torch.Tensor:
+    """Logits (N, C) on the CPU of ``model(transform(x, y, i, j))`` over this rank's ``batches`` of
+    ``images``, gathered over ranks: the loop every shift evaluator runs once per condition. The logits stay
+    on the device until the condition is done: one host sync per condition, not per batch."""
     from mmix_eval import distributed
+    from mmix_eval.inference import autocast
 
     out = []
     for i, j in batches:
         xb, yb = images.batch(i, j, device)
-        xt = transform(xb, yb, i, j)  # outside inference mode: an attack needs gradients
-        with torch.inference_mode():
-            logits = model(xt).float()
-        check_logits(logits)
-        out.append(logits.detach().cpu())
+        xt = transform(xb, yb, i, j)  # outside inference mode: an attack needs gradients (in fp32)
+        with torch.inference_mode(), autocast(device, precision):
+            out.append(model(xt).float())
         if bar is not None:
             bar.update(1)
-    local = torch.cat(out) if out else torch.zeros(0)
+    local = torch.cat(out).cpu() if out else torch.zeros(0)
+    check_logits(local)
     return distributed.gather_rows(local, len(images))
 
 
@@ -124,7 +129,7 @@ def shift_rows(evaluator, target, common, settings: dict, shifts: list[Shift], c
         warn = "; ".join(filter(None, [warn, extra]))
     images, bins = target.test, common.bins
     base = {**target.base, "evaluator": evaluator.name, "n": len(images), "eval_seed": common.seed, "warnings": warn,
-            "settings": settings}
+            "settings": {**settings, "precision": target.precision}}
     batches = shard_batches(len(images), bs)
     with tqdm(total=len(batches) * (len(shifts) + 1), desc=f"{target.run} {evaluator.name}", unit="batch",
               disable=not common.progress, leave=False) as bar:
@@ -132,7 +137,7 @@ def shift_rows(evaluator, target, common, settings: dict, shifts: list[Shift], c
         clean_acc = rows[0]["value"]
         for s in shifts:
             with s.context():
-                logits = batch_logits(model, images, batches, device, s.make(model, device), bar)
+                logits = batch_logits(model, images, batches, device, s.make(model, device), bar, target.precision)
             model.eval()  # whatever a transform did to the mode (torchattacks restores the one it found)
             rows += condition_rows(base, s.name, logits, images.y, bins, s.label, clean_acc, **s.settings)
     return rows

@@ -32,6 +32,8 @@ class Target:
     checked: bool = False  # output_checks ran (once per target)
     indices: np.ndarray | None = None  # test-subset indices into the full test split (default 0..N-1)
     clean: torch.Tensor | None = None  # clean test logits, computed once and shared by the evaluators
+    precision: str = "fp32"  # "bf16": inference forwards under bf16 autocast (a GPU, for a checkpoint trained so)
+    channels_last: bool = False  # on a GPU, where training used it
 
     def __post_init__(self):
         if self.indices is None:
@@ -112,4 +114,11 @@ def load_target(ckpt: str | Path, device, data: str | None = None, root: str | N
     run = run or ckpt.parent.name or ckpt.stem
     base = base_columns(meta, ckpt, run)
     base["data"] = spec
-    return Target(model=model, test=test, val=val, run=run, base=base, indices=idx)
+    train_cfg = meta.get("train", {})
+    gpu = torch.device(device).type == "cuda"
+    if gpu:  # resident on the device as uint8, as training keeps them: no host copy per batch and condition
+        test = Images(test.x.to(device), test.y)  # (labels stay on the CPU, beside the logits)
+        val = Images(val.x.to(device), val.y) if val is not None else None
+    return Target(model=model, test=test, val=val, run=run, base=base, indices=idx,
+                  precision="bf16" if gpu and train_cfg.get("amp") == "bf16" else "fp32",
+                  channels_last=bool(gpu and train_cfg.get("channels_last")))
