@@ -111,6 +111,21 @@ def test_imagefolder_cache_key_needs_no_listing_and_sees_added_files(tmp_path, m
     assert len(load_data(f"imagefolder:{tree}").train) == len(first.train) + 1
 
 
+def test_an_evaluation_without_validation_split_reads_only_the_test_images(tmp_path, monkeypatch):
+    tree = _write_tree(tmp_path / "tree")
+    full = load_data(f"imagefolder:{tree}")
+    imagefolder_module._MEMORY.clear()  # a new process, with the decode cached on disk
+    read = []
+    real = imagefolder_module._raw_from_arrays
+    monkeypatch.setattr(imagefolder_module, "_raw_from_arrays", lambda a, *r: read.append(sorted(a)) or real(a, *r))
+    d = load_data(f"imagefolder:{tree}", test_limit=5, need_train=False)
+    assert read == [["classes", "layout", "test_x", "test_y"]]  # the training arrays were never read
+    assert len(d.train) == 0 and d.in_channels == full.in_channels and d.image_size == full.image_size
+    assert torch.equal(d.test.x, load_data(f"imagefolder:{tree}", test_limit=5).test.x)  # the same seeded subset
+    digits = load_data("digits", need_train=False)
+    assert len(digits.train) == 0 and len(digits.test) == 300
+
+
 def test_imagefolder_bad_inputs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="found no images"):

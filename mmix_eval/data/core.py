@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,12 @@ def _check_nonneg_int(value, what: str) -> None:
         raise UserError(f"{what}: expected a non-negative integer, got {value!r}")
 
 
+def _test_subset(test: Split, limit: int | None, seed: int) -> Split:
+    if limit is not None and limit < len(test):
+        return test.take(np.sort(np.random.default_rng(seed + 1).permutation(len(test))[:limit]))
+    return test
+
+
 def load_data(
     spec: str,
     root: str | os.PathLike | None = None,
@@ -107,11 +114,14 @@ def load_data(
     test_limit: int | None = None,
     val_size: int = 0,
     subset_seed: int = 0,
+    need_train: bool = True,
 ) -> ImageData:
     """Load a data set by spec, then take seeded subsets and a validation split out of train.
 
     The validation images are drawn from the training split (never from test) by one seeded
     permutation: the first ``val_size`` go to validation, the next ``train_limit`` to training.
+    ``need_train=False`` (an evaluation without a validation split): the training images are not loaded,
+    where the source can skip them (every built-in can), and ``train`` is empty.
     """
     from mmix_eval.data import sources  # noqa: F401  (fills DATASETS)
 
@@ -120,7 +130,16 @@ def load_data(
     _check_nonneg_int(train_limit, "train_limit")
     _check_nonneg_int(test_limit, "test_limit")
     _check_nonneg_int(val_size, "val_size")
-    raw: RawData = loader(arg, Path(root) if root else default_data_root(), download)
+    root_path = Path(root) if root else default_data_root()
+    takes = "need_train" in inspect.signature(loader).parameters  # a user's source may not
+    raw: RawData = loader(arg, root_path, download, need_train=need_train) if takes else loader(arg, root_path, download)
+    if not need_train and val_size == 0:
+        test = _test_subset(raw.test, test_limit, subset_seed)
+        empty = Split(raw.test.x[:0], raw.test.y[:0])
+        info = {"spec": spec, "train_size": 0, "val_size": 0, "test_size": len(test), "full_test_size": len(raw.test),
+                "subset_seed": subset_seed, "training_images": "not loaded (not needed)", **raw.source}
+        return ImageData(name=name, spec=spec, classes=list(raw.classes), train=empty, test=test, val=None,
+                         flip=raw.flip, info=info)
 
     rng = np.random.default_rng(subset_seed)
     n_train = len(raw.train)
@@ -132,9 +151,7 @@ def load_data(
     if train_limit is not None and train_limit < len(rest):
         rest = rest[:train_limit]
     train = raw.train.take(np.sort(rest)) if len(rest) < n_train else raw.train
-    test = raw.test
-    if test_limit is not None and test_limit < len(test):
-        test = test.take(np.sort(np.random.default_rng(subset_seed + 1).permutation(len(test))[:test_limit]))
+    test = _test_subset(raw.test, test_limit, subset_seed)
     if len(train) == 0:
         raise UserError(f"train_limit: expected at least 1 training image of '{spec}', got {train_limit}")
 

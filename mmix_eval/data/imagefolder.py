@@ -132,7 +132,9 @@ def _source_key(path: Path) -> str:
     return h.hexdigest()[:24]
 
 
-def read_imagefolder(path: Path, cache_dir: Path | None = None) -> RawData:
+def read_imagefolder(path: Path, cache_dir: Path | None = None, need_train: bool = True) -> RawData:
+    """The decoded data set. ``need_train=False`` (an evaluation without a validation split) reads only
+    the test arrays of a cached decode."""
     if not path.exists():
         raise UserError(f"imagefolder '{path}': expected a folder or .tar(.gz) archive of class folders, got a path that does not exist")
     is_archive = path.is_file()
@@ -144,8 +146,11 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None) -> RawData:
     if cache.exists():
         try:
             with np.load(cache, allow_pickle=False) as z:
-                raw = _raw_from_arrays(dict(z), path, str(cache))
-            _MEMORY[str(cache)] = raw
+                if need_train:
+                    raw = _MEMORY[str(cache)] = _raw_from_arrays(dict(z), path, str(cache))
+                else:  # not kept in memory: a later load that needs the training images reads them
+                    keys = ("classes", "layout", "test_x", "test_y")
+                    raw = _raw_from_arrays({k: z[k] for k in keys}, path, str(cache))
             return raw
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache is rebuilt below
@@ -194,8 +199,9 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None) -> RawData:
 
 def _raw_from_arrays(a: dict, path: Path, cache: str) -> RawData:
     classes = [str(c) for c in a["classes"]]
-    train = Split(torch.from_numpy(np.ascontiguousarray(a["train_x"])), torch.from_numpy(a["train_y"]))
     test = Split(torch.from_numpy(np.ascontiguousarray(a["test_x"])), torch.from_numpy(a["test_y"]))
+    train = Split(torch.from_numpy(np.ascontiguousarray(a["train_x"])), torch.from_numpy(a["train_y"])) if "train_x" in a \
+        else Split(test.x[:0].clone(), test.y[:0].clone())  # not read: only the test split is needed
     if len(test) == 0:
         raise UserError(f"imagefolder '{path}': expected images in the test split, found none")
     return RawData(classes=classes, train=train, test=test, flip=True,

@@ -15,6 +15,11 @@ def _split(x: np.ndarray, y) -> Split:
     return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.as_tensor(np.asarray(y), dtype=torch.int64))
 
 
+def _empty_like(split: Split) -> Split:
+    """No training images, but their shape (channels, size): what an evaluation that needs none gets."""
+    return Split(split.x[:0].clone(), split.y[:0].clone())
+
+
 def _no_arg(name: str, arg: str | None) -> None:
     if arg:
         raise UserError(f"data set '{name}' takes no argument, got '{name}:{arg}'")
@@ -52,46 +57,50 @@ def _torchvision(name: str, root: Path, download: bool, make):
         raise UserError(f"data set '{name}' at '{root}': {e}") from None
 
 
-def _cifar(name: str, cls_name: str, root: Path, download: bool) -> RawData:
+def _cifar(name: str, cls_name: str, root: Path, download: bool, need_train: bool = True) -> RawData:
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, cls_name)
-    tr = _torchvision(name, root, download, lambda r, d: cls(r, train=True, download=d))
     te = _torchvision(name, root, download, lambda r, d: cls(r, train=False, download=d))
     to_split = lambda ds: _split(ds.data.transpose(0, 3, 1, 2), ds.targets)  # NHWC -> NCHW
-    return RawData(classes=list(tr.classes), train=to_split(tr), test=to_split(te), flip=True,
+    test = to_split(te)
+    train = to_split(_torchvision(name, root, download, lambda r, d: cls(r, train=True, download=d))) if need_train \
+        else _empty_like(test)
+    return RawData(classes=list(te.classes), train=train, test=test, flip=True,
                    source={"source": f"torchvision.datasets.{cls_name}", "root": str(root)})
 
 
 @DATASETS.register("cifar10", help="CIFAR-10 through torchvision (--data-root, --download)")
-def cifar10(arg, root, download) -> RawData:
+def cifar10(arg, root, download, need_train: bool = True) -> RawData:
     _no_arg("cifar10", arg)
-    return _cifar("cifar10", "CIFAR10", root, download)
+    return _cifar("cifar10", "CIFAR10", root, download, need_train)
 
 
 @DATASETS.register("cifar100", help="CIFAR-100 through torchvision (--data-root, --download)")
-def cifar100(arg, root, download) -> RawData:
+def cifar100(arg, root, download, need_train: bool = True) -> RawData:
     _no_arg("cifar100", arg)
-    return _cifar("cifar100", "CIFAR100", root, download)
+    return _cifar("cifar100", "CIFAR100", root, download, need_train)
 
 
 @DATASETS.register("svhn", help="SVHN (train + test, no extra) through torchvision (--data-root, --download)")
-def svhn(arg, root, download) -> RawData:
+def svhn(arg, root, download, need_train: bool = True) -> RawData:
     _no_arg("svhn", arg)
     import torchvision.datasets as tvd
 
-    tr = _torchvision("svhn", root, download, lambda r, d: tvd.SVHN(r, split="train", download=d))
     te = _torchvision("svhn", root, download, lambda r, d: tvd.SVHN(r, split="test", download=d))
+    test = _split(te.data, te.labels)
+    train = _split(*(lambda tr: (tr.data, tr.labels))(
+        _torchvision("svhn", root, download, lambda r, d: tvd.SVHN(r, split="train", download=d)))) if need_train \
+        else _empty_like(test)
     # A flipped digit is another digit (or none): no horizontal flips on SVHN.
-    return RawData(classes=[str(i) for i in range(10)], train=_split(tr.data, tr.labels),
-                   test=_split(te.data, te.labels), flip=False,
+    return RawData(classes=[str(i) for i in range(10)], train=train, test=test, flip=False,
                    source={"source": "torchvision.datasets.SVHN", "root": str(root)})
 
 
 @DATASETS.register("imagefolder", help="imagefolder:PATH, a folder or .tar(.gz) of class folders (train/ and test/, or one set split 80/20)")
-def imagefolder(arg, root, download) -> RawData:
+def imagefolder(arg, root, download, need_train: bool = True) -> RawData:
     from mmix_eval.data.imagefolder import read_imagefolder
 
     if not arg:
         raise UserError("data set 'imagefolder': expected a path, as 'imagefolder:PATH', got none")
-    return read_imagefolder(Path(arg).expanduser())
+    return read_imagefolder(Path(arg).expanduser(), need_train=need_train)

@@ -73,6 +73,7 @@ class Evaluator:
 
     name: ClassVar[str] = "evaluator"
     version: ClassVar[str] = "1"  # bump when the numbers change for the same options: stored results are redone
+    needs_val: ClassVar[bool] = False  # uses the checkpoint's held-out validation split (target.val)
     help: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     metrics: ClassVar[dict[str, MetricSpec]] = {}

@@ -23,6 +23,7 @@ class CalibrationOptions:
 
 class Calibration(Evaluator):
     name = "calibration"
+    needs_val = True  # temperature scaling is fitted on it
     help = "NLL, ECE, MCE, Brier, reliability bins and temperature scaling (on the held-out validation split)"
     Options = CalibrationOptions
     metrics = {

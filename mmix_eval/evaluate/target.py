@@ -59,7 +59,7 @@ _DATA_CACHE: dict[tuple, ImageData] = {}
 
 
 def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
-              seed: int) -> tuple[Images, Images | None, str, np.ndarray]:
+              seed: int, with_val: bool = True) -> tuple[Images, Images | None, str, np.ndarray]:
     """The test split (seeded subset of ``limit`` images, keyed by the evaluation seed so every checkpoint
     sees the same images) and the checkpoint's own validation split, if it held one out of training."""
     cfg = meta.get("config", {}).get("data", {})
@@ -68,11 +68,12 @@ def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
         raise UserError("checkpoint metadata 'data.spec' expected a data set name, got none; give the data option")
     same = data is None or data == meta.get("data", {}).get("spec")
     root = root or cfg.get("root")
-    val_size = int(cfg.get("val_size") or 0) if same else 0
+    val_size = int(cfg.get("val_size") or 0) if same and with_val else 0
+    # The training images are loaded only to rebuild the checkpoint's validation split (temperature scaling).
     key = (spec, root, cfg.get("train_limit") if same else None, val_size, int(cfg.get("subset_seed") or 0) if same else 0)
     if key not in _DATA_CACHE:
         try:
-            _DATA_CACHE[key] = load_data(spec, root, False, key[2], None, val_size, key[4])
+            _DATA_CACHE[key] = load_data(spec, root, False, key[2], None, val_size, key[4], need_train=val_size > 0)
         except UserError as e:
             raise OptionError("data", f"{e} (the data set named in the checkpoint's metadata; override it, and data_root)") from None
     d = _DATA_CACHE[key]
@@ -105,12 +106,12 @@ def check_shapes(meta: dict, d: ImageData) -> None:
 
 def load_target(ckpt: str | Path, device, data: str | None = None, root: str | None = None,
                 limit: int | None = None, seed: int = 0, run: str | None = None,
-                allow_import: bool = False) -> Target:
+                allow_import: bool = False, with_val: bool = True) -> Target:
     from mmix_eval.checkpoint import load_checkpoint
 
     ckpt = Path(ckpt)
     model, meta = load_checkpoint(ckpt, device, allow_import=allow_import)
-    test, val, spec, idx = eval_data(meta, data, root, limit, seed)
+    test, val, spec, idx = eval_data(meta, data, root, limit, seed, with_val)
     run = run or ckpt.parent.name or ckpt.stem
     base = base_columns(meta, ckpt, run)
     base["data"] = spec
