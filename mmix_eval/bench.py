@@ -116,7 +116,7 @@ def _evaluate_section(section, where: str) -> tuple[Plan, EvalOptions]:
     from mmix_eval.evaluate.base import get_evaluator
 
     flat = {opt: name for name in DEFAULT_EVALUATORS for opt, *_ in option_fields(get_evaluator(name).Options)}
-    common, per, listed = {}, {}, section.get("evaluators")
+    common, per, legacy, listed = {}, {}, set(), section.get("evaluators")
     for key, value in section.items():
         if key == "evaluators":
             continue
@@ -124,6 +124,7 @@ def _evaluate_section(section, where: str) -> tuple[Plan, EvalOptions]:
             common[key] = value
         elif key in flat:
             per.setdefault(flat[key], {})[key] = value
+            legacy.add(flat[key])
         elif key in DEFAULT_EVALUATORS or ":" in str(key) or isinstance(value, dict):
             if not isinstance(value, dict):
                 raise UserError(f"{where} '{key}': expected a mapping of options, got {value!r}")
@@ -138,7 +139,9 @@ def _evaluate_section(section, where: str) -> tuple[Plan, EvalOptions]:
         specs = listed
     else:
         specs = [*DEFAULT_EVALUATORS, *(k for k in per if k not in DEFAULT_EVALUATORS)]
-    per = {k: v for k, v in per.items() if k in specs or k not in DEFAULT_EVALUATORS}
+    # A flat key of an evaluator that does not run is dropped (the first version wrote them all); an explicit
+    # section for one is an error (make_plan says so).
+    per = {k: v for k, v in per.items() if k in specs or k not in legacy or k in section}
     try:
         options = EvalOptions(**common)
         options.check()

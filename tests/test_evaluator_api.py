@@ -230,7 +230,9 @@ def test_bench_yaml_takes_one_section_per_evaluator_and_refuses_unknown_keys(tmp
     for text, message in [("  fgsm: {epz: [1]}\n", "unknown option 'epz'"),
                           ("  fgsm: {pgd_steps: many}\n", "pgd_steps: expected an integer, got 'many'"),
                           ("  limt: 5\n", "unknown key 'limt' (did you mean 'limit'?)"),
-                          ("  evaluators: [deformations, nope]\n", "unknown evaluator 'nope'")]:
+                          ("  evaluators: [deformations, nope]\n", "unknown evaluator 'nope'"),
+                          ("  evaluators: [calibration]\n  fgsm: {eps: [2]}\n",
+                           "options given for evaluator 'fgsm', which is not run")]:
         path.write_text(base + "evaluate:\n" + text)
         with pytest.raises(UserError, match=re.escape(message)):
             load_bench(path)
