@@ -342,3 +342,13 @@ def test_precision_follows_the_checkpoint_on_a_gpu_only_and_is_recorded(runs):
     assert {r["settings"]["precision"] for r in rows} == {"bf16"}
     accs = lambda rs: [r["value"] for r in rs if r["metric"] == "acc"]
     assert max(abs(a - b) for a, b in zip(accs(rows), accs(fp32))) <= 5.0  # bf16 rounding flips a few images at most
+
+
+def test_ckpt_takes_run_folders_and_quoted_globs(runs, data_from_tiny, tmp_path, capsys):
+    ckpts, _ = runs
+    folder = ckpts["vanilla"].parent
+    assert main(["calibration", "--ckpt", str(folder), str(folder.parent / "input_mixup-*" / "model.safetensors"),
+                 "--out", str(tmp_path / "r"), "--no-progress", "--device", "cpu"]) == 0
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["input_mixup-s0", "vanilla-s0"]
+    assert main(["calibration", "--ckpt", str(folder.parent / "nothing-*"), "--out", str(tmp_path / "x")]) == 2
+    assert "--ckpt: expected checkpoint files, got a pattern that matches nothing" in capsys.readouterr().err
