@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,12 @@ def subset_hash(indices: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
 def pack(outcomes: dict[str, np.ndarray], indices: np.ndarray) -> bytes:
     arrays = {"indices": np.asarray(indices, dtype=np.int64)}
     for condition, correct in outcomes.items():
@@ -31,9 +38,7 @@ def pack(outcomes: dict[str, np.ndarray], indices: np.ndarray) -> bytes:
         if correct.shape != arrays["indices"].shape:
             raise ValueError(f"outcomes for '{condition}': {correct.shape[0]} values for {len(indices)} images")
         arrays[PREFIX + condition] = np.packbits(correct)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
+    return _npz(arrays)
 
 
 def write_outcomes(path: Path, outcomes: dict[str, np.ndarray], indices: np.ndarray) -> None:
@@ -47,3 +52,25 @@ def read_outcomes(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         out = {k[len(PREFIX):]: np.unpackbits(z[k], count=len(indices)).astype(bool)
                for k in z.files if k.startswith(PREFIX)}
     return indices, out
+
+
+def write_many(path: Path, outcomes: dict[tuple, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Outcomes of many (run, evaluator, condition) in one file: a report keeps them beside its records,
+    so a rebuild from the report alone keeps its per-image intervals."""
+    keys = sorted(outcomes, key=lambda k: tuple(map(str, k)))
+    arrays = {"keys": np.array([json.dumps(list(k)) for k in keys], dtype=str)}
+    for n, k in enumerate(keys):
+        indices, correct = outcomes[k]
+        arrays[f"idx{n}"], arrays[f"bits{n}"] = np.asarray(indices, dtype=np.int64), np.packbits(correct)
+    atomic_write_bytes(Path(path), _npz(arrays))
+
+
+def read_many(path: Path) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+    if not Path(path).is_file():
+        return {}
+    out = {}
+    with np.load(Path(path), allow_pickle=False) as z:
+        for n, key in enumerate(z["keys"]):
+            indices = z[f"idx{n}"].astype(np.int64)
+            out[tuple(json.loads(str(key)))] = (indices, np.unpackbits(z[f"bits{n}"], count=len(indices)).astype(bool))
+    return out

@@ -105,43 +105,16 @@ def load_results(paths: list[str | Path]) -> Results:
 def _read_outcomes(f: Path, rows: list[dict]) -> dict:
     """Per-image outcomes beside a record file: ``<evaluator>.outcomes.npz`` for an evaluation's records,
     ``outcomes.npz`` for a report's own ``records.jsonl``."""
-    from mmix_eval.evaluate.outcomes import read_outcomes
+    from mmix_eval.evaluate.outcomes import read_many, read_outcomes
 
     if f.name == "records.jsonl":
-        return read_report_outcomes(f.with_name("outcomes.npz"))
+        return read_many(f.with_name("outcomes.npz"))
     path = f.with_suffix(".outcomes.npz")
     if not path.is_file() or not rows or path.stat().st_size > MAX_RESULT_FILE:
         return {}
     indices, per = read_outcomes(path)
     run, evaluator = rows[0]["run"], rows[0]["evaluator"]
     return {(run, evaluator, c): (indices, v) for c, v in per.items()}
-
-
-def write_report_outcomes(path: Path, outcomes: dict) -> None:
-    """Every run's outcomes in one file beside the report's records, so a rebuild keeps per-image intervals."""
-    import io
-
-    from mmix_eval.io import atomic_write_bytes
-
-    keys = sorted(outcomes, key=lambda k: tuple(map(str, k)))
-    arrays = {"keys": np.array([json.dumps(list(k)) for k in keys], dtype=str)}
-    for n, k in enumerate(keys):
-        indices, correct = outcomes[k]
-        arrays[f"idx{n}"], arrays[f"bits{n}"] = indices.astype(np.int64), np.packbits(correct)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def read_report_outcomes(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    out = {}
-    with np.load(path, allow_pickle=False) as z:
-        for n, key in enumerate(z["keys"]):
-            indices = z[f"idx{n}"]
-            out[tuple(json.loads(str(key)))] = (indices, np.unpackbits(z[f"bits{n}"], count=len(indices)).astype(bool))
-    return out
 
 
 # Method settings shown in a column label where one method's runs differ in them (display only).
@@ -159,8 +132,8 @@ def method_labels(rows: list[dict]) -> dict[str, str]:
     labels = {}
     for run, (method, settings) in per_run.items():
         variants = by_method[method]
-        keys = sorted({k for v in variants for k in v}, key=lambda k: (k not in _SETTING_LABEL, list(_SETTING_LABEL).index(k)
-                                                                        if k in _SETTING_LABEL else 0, k))
+        present = {k for v in variants for k in v}
+        keys = [k for k in _SETTING_LABEL if k in present] + sorted(present - set(_SETTING_LABEL))
         parts = [str(method)]
         for k in keys:
             if len({json.dumps(v.get(k), sort_keys=True) for v in variants}) > 1 and settings.get(k) is not None:
@@ -459,6 +432,7 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                  title: str | None = None, extra_provenance: dict | None = None, notes: list[str] | None = None) -> dict:
     """Read records, aggregate, and write report.html, report.md, table.csv, records.csv/.jsonl and plots/.
     ``notes``: warnings shown at the top of the report (e.g. runs of a bench not finished yet)."""
+    from mmix_eval.evaluate.outcomes import write_many
     from mmix_eval.evaluate.records import write_records
     from mmix_eval.io import atomic_write_bytes, atomic_write_text
     from mmix_eval.report.render import plots, render_html, render_markdown, write_csv_table
@@ -489,7 +463,7 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
     write_csv_table(table, out / "table.csv")
     write_records(rows, out / "records")
     if results.outcomes:
-        write_report_outcomes(out / "outcomes.npz", results.outcomes)
+        write_many(out / "outcomes.npz", results.outcomes)
     for name, data in images.items():
         atomic_write_bytes(out / "plots" / name, data)
     return {"table": table, "checks": check_results, "bad": results.bad, "out": out, "image_diffs": image_diffs}
