@@ -306,15 +306,15 @@ def test_one_seed_bench_gets_per_image_intervals_and_mcnemar(runs, data_from_tin
 
 
 def test_version_1_records_still_rebuild_with_the_same_numbers(tmp_path):
-    """The committed report's records (schema 1) rebuild; every number of its table.csv is unchanged."""
+    """The first committed report's records (schema 1; tests/fixtures keeps them, without the reliability
+    bins) rebuild, and every number of that report's table.csv is unchanged."""
     import csv
 
-    committed = ROOT / "reports" / "cifar10-smallnet"
-    rows = [json.loads(line) for line in (committed / "records.jsonl").read_text().splitlines()]
-    if rows[0].get("schema") is not None:
-        pytest.skip("the committed report was regenerated with schema 2 records")
-    build_report([committed / "records.jsonl"], tmp_path / "rep", baseline="vanilla")
-    old = {(r["condition"], r["metric"]): r for r in csv.DictReader(open(committed / "table.csv", encoding="utf-8"))}
+    fixtures = ROOT / "tests" / "fixtures"
+    rows = [json.loads(line) for line in (fixtures / "records-v1.jsonl").read_text().splitlines()]
+    assert rows[0].get("schema") is None and "higher_is_better" in rows[0]  # really the first version's format
+    build_report([fixtures / "records-v1.jsonl"], tmp_path / "rep", baseline="vanilla")
+    old = {(r["condition"], r["metric"]): r for r in csv.DictReader(open(fixtures / "table-v1.csv", encoding="utf-8"))}
     new = {}
     for r in csv.DictReader(open(tmp_path / "rep" / "table.csv", encoding="utf-8")):
         new.setdefault((r["condition"], r["metric"]), r)

@@ -142,3 +142,25 @@ def test_report_package_imports_no_torch(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "rep" / "records.jsonl").read_text().splitlines()[0])["run"]
+
+
+def test_an_evaluator_the_report_never_heard_of_gets_its_own_section(tmp_path):
+    """Records of an evaluator nobody can import here: the report still shows them, from their specs alone."""
+    from mmix_eval.evaluate.base import MetricSpec
+
+    metrics = {"score": MetricSpec("score", "lower", ".1f", headline=True), "width": MetricSpec("width (px)", None, ".0f"),
+               "rank": MetricSpec("rank", "higher", ".3f")}
+    for method, score in (("vanilla", 3.0), ("manifold_mixup", 2.0)):
+        base = {"run": f"{method}-s0", "model": "m", "method": method, "method_settings": {}, "train_seed": 0,
+                "data": "d", "n": 10, "evaluator": "mystery", "settings": {"knob": 3}}
+        rows = [record(base, "c1", "score", score, label="Condition one"), record(base, "c1", "width", 7.0, label="Condition one"),
+                record(base, "c1", "rank", 1 / score, label="Condition one")]
+        write_records(with_specs(rows, SimpleNamespace(name="mystery", metrics=metrics)), tmp_path / "res" / f"{method}-s0" / "m")
+    build_report([tmp_path / "res"], tmp_path / "rep", baseline="vanilla")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    # the headline metric in the comparison, lower is better: manifold_mixup's 2.0 is bold
+    assert "| Condition one: score | 3.0 (n=1) | **2.0 (n=1)** |" in md
+    assert "### mystery: every metric per condition" in md
+    assert "| Condition one: rank | 0.333 (n=1) | **0.500 (n=1)** |" in md
+    assert "| Condition one: width (px) | 7 (n=1) | 7 (n=1) |" in md  # not a score: nothing marked
+    assert "mystery: knob 3." in (tmp_path / "rep" / "report.html").read_text()  # its settings stated in the header
