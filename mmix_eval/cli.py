@@ -138,7 +138,8 @@ def _add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
                        description=f"{help[0].upper()}{help[1:]}. Writes tidy records (one row per checkpoint x "
                                    f"condition x metric) to OUT/<run>/<evaluator>.csv and .jsonl, and the per-image "
                                    f"outcomes to <evaluator>.outcomes.npz.")
-    p.add_argument("--ckpt", nargs="+", required=True, metavar="CKPT", help="checkpoint(s), .safetensors (globs work)")
+    p.add_argument("--ckpt", nargs="+", required=True, metavar="CKPT",
+                   help="checkpoint(s): .safetensors files, run folders, or quoted globs")
     p.add_argument("--out", default="results", help="results folder (default: results)")
     common = {n: (d, h) for n, _, d, h in option_fields(EvalOptions)}
     g = p.add_argument_group("data (default: the checkpoint's own data set and test split)")
@@ -153,7 +154,7 @@ def _add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
     g.add_argument("--trust-model-import", action="store_true",
                    help="allow a checkpoint to name a model by module:factory import path (runs that module)")
     if specs is None:
-        g.add_argument("--evaluators", dest="evaluators_text", default=",".join(DEFAULT_EVALUATORS),
+        g.add_argument("--evaluators", dest="evaluators_text", default=",".join(DEFAULT_EVALUATORS), metavar="LIST",
                        help="comma-separated evaluators: built-in names or module:Class plugins "
                             f"(default {','.join(DEFAULT_EVALUATORS)}; mmix-eval ls evaluators)")
         g.add_argument("--set", action="append", default=[], metavar="EVALUATOR.OPTION=VALUE", dest="eval_set",
