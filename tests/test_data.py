@@ -97,11 +97,11 @@ def test_imagefolder_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
 def test_imagefolder_cache_key_needs_no_listing_and_sees_added_files(tmp_path, monkeypatch):
     tree = _write_tree(tmp_path / "tree")
     first = load_data(f"imagefolder:{tree}")
-    imagefolder_module._MEMORY.clear()  # a new process: the .npz on disk is all there is
+    imagefolder_module._MEMORY.clear()  # a new process: the cache on disk is all there is
     monkeypatch.setattr(imagefolder_module, "_list_folder", lambda *a: pytest.fail("listed every file for the key"))
     monkeypatch.setattr(imagefolder_module, "_decode_all", lambda *a: pytest.fail("decoded twice"))
     assert torch.equal(load_data(f"imagefolder:{tree}").test.x, first.test.x)
-    # within one process, the decoded arrays are reused without reading the .npz again
+    # within one process, the decoded arrays are reused without reading the cache again
     monkeypatch.setattr(imagefolder_module.np, "load", lambda *a, **k: pytest.fail("read the cache file again"))
     assert torch.equal(load_data(f"imagefolder:{tree}").test.x, first.test.x)
     monkeypatch.undo()

@@ -5,8 +5,9 @@ Layouts understood, with or without one wrapping folder:
     <class>/<image>                                   (a seeded 20 % becomes the test split)
 
 Decoding is the slow part (60,000 CIFAR JPEGs take ~12 s on one core), so the decoded arrays are
-cached as an .npz, loaded with ``allow_pickle=False``, and kept in memory for the rest of the process (a
-bench decodes once). The cache key is cheap to compute: an archive's resolved path, size and mtime; a
+cached as a folder of .npy arrays (no zip member CRCs to check on every load: a cached CIFAR-10 loads in
+about 0.1 s), loaded with ``allow_pickle=False``, and kept in memory for the rest of the process (a bench
+decodes once). The cache key is cheap to compute: an archive's resolved path, size and mtime; a
 folder's path and the names and mtimes of its sub-folders (a file added, removed or renamed changes its
 folder's mtime; a file rewritten in place under the same name does not: touch the folder, or delete the
 cache, after editing images in place).
@@ -26,12 +27,12 @@ import torch
 
 from mmix_eval.data.core import RawData, Split, default_cache_dir
 from mmix_eval.errors import UserError
-from mmix_eval.io import atomic_write_bytes
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 SPLIT_NAMES = ("train", "test", "val")
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: a folder of .npy files (2: one .npz)
+ARRAYS = ("classes", "layout", "train_x", "train_y", "test_x", "test_y")
 _MEMORY: dict[str, RawData] = {}  # cache file -> decoded data, for the life of the process
 
 
@@ -140,17 +141,15 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None, need_train: bool
     is_archive = path.is_file()
     if is_archive and not path.name.lower().endswith(ARCHIVE_SUFFIXES):
         raise UserError(f"imagefolder '{path}': expected a folder or a {'/'.join(ARCHIVE_SUFFIXES)} archive, got '{path.suffix}' file")
-    cache = (cache_dir or default_cache_dir()) / f"imagefolder-{_source_key(path)}.npz"
-    if str(cache) in _MEMORY and cache.exists():
+    cache = (cache_dir or default_cache_dir()) / f"imagefolder-{_source_key(path)}"
+    if str(cache) in _MEMORY and cache.is_dir():
         return _MEMORY[str(cache)]
-    if cache.exists():
+    if cache.is_dir():
         try:
-            with np.load(cache, allow_pickle=False) as z:
-                if need_train:
-                    raw = _MEMORY[str(cache)] = _raw_from_arrays(dict(z), path, str(cache))
-                else:  # not kept in memory: a later load that needs the training images reads them
-                    keys = ("classes", "layout", "test_x", "test_y")
-                    raw = _raw_from_arrays({k: z[k] for k in keys}, path, str(cache))
+            keys = ARRAYS if need_train else ("classes", "layout", "test_x", "test_y")
+            raw = _raw_from_arrays({k: np.load(cache / f"{k}.npy", allow_pickle=False) for k in keys}, path, str(cache))
+            if need_train:  # a test-only load is not kept: a later load that needs the training images reads them
+                _MEMORY[str(cache)] = raw
             return raw
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache is rebuilt below
@@ -186,15 +185,33 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None, need_train: bool
         for s, idx in (("train", tr), ("test", te)):
             arrays[f"{s}_x"], arrays[f"{s}_y"] = arrays["all_x"][idx], arrays["all_y"][idx]
         del arrays["all_x"], arrays["all_y"]
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
     try:
-        atomic_write_bytes(cache, buf.getvalue())
+        _write_cache(cache, arrays)
     except OSError:
         pass  # a read-only cache dir only costs the next run a decode
     raw = _raw_from_arrays(arrays, path, str(cache))
     _MEMORY[str(cache)] = raw
     return raw
+
+
+def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
+    """All arrays into a temporary folder, then one rename: a reader sees the whole cache or none."""
+    import shutil
+
+    tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for k in ARRAYS:
+            with open(tmp / f"{k}.npy", "wb") as f:
+                np.save(f, arrays[k], allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+        if cache.exists():  # a damaged cache being replaced
+            shutil.rmtree(cache, ignore_errors=True)
+        os.replace(tmp, cache)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _raw_from_arrays(a: dict, path: Path, cache: str) -> RawData:
