@@ -121,8 +121,8 @@ def cmd_train(args) -> int:
     return 0
 
 
-COMMON_FLAGS = {"data": "--data", "data_root": "--data-root", "limit": "--limit", "seed": "--seed", "bins": "--bins",
-                "batch_size": "--batch-size", "device": "--device"}
+COMMON_FLAGS = {"data": "--data", "data_root": "--data-root", "limit": "--limit", "class_map": "--class-map",
+                "seed": "--seed", "bins": "--bins", "batch_size": "--batch-size", "device": "--device"}
 
 
 def _flag(param: str) -> str:
@@ -143,7 +143,7 @@ def _add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
     p.add_argument("--out", default="results", help="results folder (default: results)")
     common = {n: (d, h) for n, _, d, h in option_fields(EvalOptions)}
     g = p.add_argument_group("data (default: the checkpoint's own data set and test split)")
-    for key in ("data", "data_root", "limit"):
+    for key in ("data", "data_root", "limit", "class_map"):
         g.add_argument(COMMON_FLAGS[key], dest=f"common_{key}", metavar=key.upper(), help=common[key][1])
     g = p.add_argument_group("evaluation")
     for key in ("seed", "bins", "batch_size", "device"):

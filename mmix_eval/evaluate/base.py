@@ -227,6 +227,9 @@ class EvalOptions:
     data: str | None = field(default=None, metadata={"help": "override the data set, e.g. imagefolder:PATH"})
     data_root: str | None = field(default=None, metadata={"help": "override where torchvision data sets live"})
     limit: int | None = field(default=None, metadata={"help": "a seeded subset of N test images (the same for every checkpoint)"})
+    class_map: str | None = field(default=None, metadata={
+        "help": "when the data's class names or order differ from the checkpoint's: by-name, or a YAML file of "
+                "data name: checkpoint name (labels are remapped, and the records say so)"})
     seed: int = field(default=0, metadata={"help": "test subset, deformation parameters, PGD start"})
     bins: int = field(default=15, metadata={"help": "equal-width ECE bins for every condition (15: Guo et al. 2017)"})
     batch_size: int | None = field(default=None, metadata={"help": "default: 500 on a CPU, 1000 on a GPU"})

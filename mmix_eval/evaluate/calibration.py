@@ -48,7 +48,7 @@ class Calibration(Evaluator):
         bins = common.bins
         n_batches = len(shard_batches(len(target.test), bs)) + (len(shard_batches(len(target.val), bs)) if target.val is not None else 0)
         base = {**target.base, "evaluator": self.name, "n": len(target.test), "eval_seed": common.seed,
-                "warnings": warn, "settings": {"bins": bins, "edge_rule": EDGE_RULE, "precision": target.precision}}
+                "warnings": warn, "settings": {**target.settings, "bins": bins, "edge_rule": EDGE_RULE}}
         with tqdm(total=n_batches, desc=f"{target.run} calibration", unit="batch", disable=not common.progress,
                   leave=False) as bar:
             logits = clean_logits(target, bs, device, bar)

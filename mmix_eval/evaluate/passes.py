@@ -129,7 +129,7 @@ def shift_rows(evaluator, target, common, settings: dict, shifts: list[Shift], c
         warn = "; ".join(filter(None, [warn, extra]))
     images, bins = target.test, common.bins
     base = {**target.base, "evaluator": evaluator.name, "n": len(images), "eval_seed": common.seed, "warnings": warn,
-            "settings": {**settings, "precision": target.precision}}
+            "settings": {**target.settings, **settings}}
     batches = shard_batches(len(images), bs)
     with tqdm(total=len(batches) * (len(shifts) + 1), desc=f"{target.run} {evaluator.name}", unit="batch",
               disable=not common.progress, leave=False) as bar:

@@ -107,7 +107,8 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
                 continue
             if target is None:
                 target = load_target(ckpt, device, common.data, common.data_root, common.limit, common.seed, name,
-                                     common.allow_import, with_val=any(ev.needs_val for ev, _ in plan))
+                                     common.allow_import, with_val=any(ev.needs_val for ev, _ in plan),
+                                     class_map=common.class_map)
             t0 = time.perf_counter()
             try:
                 rows = run_evaluator(ev, target, opts, run_common)

@@ -34,11 +34,13 @@ class Target:
     clean: torch.Tensor | None = None  # clean test logits, computed once and shared by the evaluators
     precision: str = "fp32"  # "bf16": inference forwards under bf16 autocast (a GPU, for a checkpoint trained so)
     channels_last: bool = False  # on a GPU, where training used it
+    settings: dict = field(default_factory=dict)  # evaluation-wide settings every record carries (precision, class map)
 
     def __post_init__(self):
         if self.indices is None:
             self.indices = np.arange(len(self.test), dtype=np.int64)
         self.base.setdefault("subset", subset_hash(self.indices))
+        self.settings.setdefault("precision", self.precision)
 
 
 def target_from_module(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, name: str = "model",
@@ -59,9 +61,11 @@ _DATA_CACHE: dict[tuple, ImageData] = {}
 
 
 def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
-              seed: int, with_val: bool = True) -> tuple[Images, Images | None, str, np.ndarray]:
+              seed: int, with_val: bool = True, class_map: str | None = None) -> tuple[Images, Images | None, str, np.ndarray]:
     """The test split (seeded subset of ``limit`` images, keyed by the evaluation seed so every checkpoint
-    sees the same images) and the checkpoint's own validation split, if it held one out of training."""
+    sees the same images) and the checkpoint's own validation split, if it held one out of training.
+    Labels are the checkpoint's: the data's class names must equal the checkpoint's, in order, unless
+    ``class_map`` says how to remap them (see ``class_lookup``)."""
     cfg = meta.get("config", {}).get("data", {})
     spec = data or meta.get("data", {}).get("spec") or cfg.get("name")
     if not isinstance(spec, str):
@@ -85,14 +89,57 @@ def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
         if limit < len(y):
             idx = np.sort(np.random.default_rng([seed, 0x74657374]).permutation(len(y))[:limit])
             x, y = x[torch.from_numpy(idx)], y[torch.from_numpy(idx)]
-    check_shapes(meta, d)
+    lut = class_lookup(meta, d, class_map)
+    check_shapes(meta, d, remapped=lut is not None)
     val = Images(d.val.x, d.val.y) if d.val is not None else None
+    if lut is not None:
+        y = lut[y]
+        val = Images(val.x, lut[val.y]) if val is not None else None
     return Images(x, y), val, spec, idx
 
 
-def check_shapes(meta: dict, d: ImageData) -> None:
+def class_lookup(meta: dict, d: ImageData, class_map: str | None) -> torch.Tensor | None:
+    """None when the data's classes are the checkpoint's, in the same order (labels as they are); else, with
+    a ``class_map`` ('by-name', or a YAML file mapping the data's class names to the checkpoint's), the
+    lookup table data label -> checkpoint label. Different names or order without one is an error: a model
+    scored against shuffled labels gives a wrong number, silently."""
+    trained = meta.get("data", {}).get("classes")
+    if not trained:  # a checkpoint that names no classes: nothing to compare (its head size is still checked)
+        return None
+    if class_map is None:
+        if list(trained) == list(d.classes):
+            return None
+        i = next((k for k, (a, b) in enumerate(zip(d.classes, trained)) if a != b), min(len(d.classes), len(trained)))
+        got = d.classes[i] if i < len(d.classes) else "nothing"
+        want = trained[i] if i < len(trained) else "nothing"
+        raise OptionError("data", f"'{d.spec}': class {i} is '{got}' in the evaluation data but '{want}' in the "
+                                  f"checkpoint; expected the checkpoint's {len(trained)} classes in its order (give "
+                                  f"class_map 'by-name' to remap labels by class name, or a YAML file of data name: "
+                                  f"checkpoint name)")
+    names = {c: c for c in d.classes}
+    if class_map != "by-name":
+        from mmix_eval.io import load_yaml
+
+        mapping = load_yaml(Path(class_map), "class map")
+        if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+            raise OptionError("class_map", f"'{class_map}': expected a YAML mapping of data class name: checkpoint class "
+                                           f"name, got {type(mapping).__name__}")
+        unknown = sorted(set(mapping) - set(d.classes))
+        if unknown:
+            raise OptionError("class_map", f"'{class_map}': maps '{unknown[0]}', which is not a class of '{d.spec}' "
+                                           f"({', '.join(d.classes)})")
+        names.update(mapping)
+    index = {c: k for k, c in enumerate(trained)}
+    missing = [c for c in d.classes if names[c] not in index]
+    if missing:
+        raise OptionError("class_map", f"class '{missing[0]}' of '{d.spec}' expected one of the checkpoint's classes "
+                                       f"({', '.join(trained)}), got no match{' by name' if class_map == 'by-name' else ''}")
+    return torch.tensor([index[names[c]] for c in d.classes], dtype=torch.int64)
+
+
+def check_shapes(meta: dict, d: ImageData, remapped: bool = False) -> None:
     kw = meta["model"]["kwargs"]
-    if kw.get("num_classes") != d.num_classes:
+    if kw.get("num_classes") != d.num_classes and not (remapped and d.num_classes <= kw.get("num_classes", 0)):
         raise UserError(f"data '{d.spec}': the checkpoint's head expects {kw.get('num_classes')} classes, "
                         f"the data set has {d.num_classes}")
     if kw.get("in_channels") != d.in_channels:
@@ -106,12 +153,12 @@ def check_shapes(meta: dict, d: ImageData) -> None:
 
 def load_target(ckpt: str | Path, device, data: str | None = None, root: str | None = None,
                 limit: int | None = None, seed: int = 0, run: str | None = None,
-                allow_import: bool = False, with_val: bool = True) -> Target:
+                allow_import: bool = False, with_val: bool = True, class_map: str | None = None) -> Target:
     from mmix_eval.checkpoint import load_checkpoint
 
     ckpt = Path(ckpt)
     model, meta = load_checkpoint(ckpt, device, allow_import=allow_import)
-    test, val, spec, idx = eval_data(meta, data, root, limit, seed, with_val)
+    test, val, spec, idx = eval_data(meta, data, root, limit, seed, with_val, class_map)
     run = run or ckpt.parent.name or ckpt.stem
     base = base_columns(meta, ckpt, run)
     base["data"] = spec
@@ -120,6 +167,7 @@ def load_target(ckpt: str | Path, device, data: str | None = None, root: str | N
     if gpu:  # resident on the device as uint8, as training keeps them: no host copy per batch and condition
         test = Images(test.x.to(device), test.y)  # (labels stay on the CPU, beside the logits)
         val = Images(val.x.to(device), val.y) if val is not None else None
-    return Target(model=model, test=test, val=val, run=run, base=base, indices=idx,
-                  precision="bf16" if gpu and train_cfg.get("amp") == "bf16" else "fp32",
-                  channels_last=bool(gpu and train_cfg.get("channels_last")))
+    precision = "bf16" if gpu and train_cfg.get("amp") == "bf16" else "fp32"
+    return Target(model=model, test=test, val=val, run=run, base=base, indices=idx, precision=precision,
+                  channels_last=bool(gpu and train_cfg.get("channels_last")),
+                  settings={"precision": precision, **({"class_map": class_map} if class_map else {})})
