@@ -89,8 +89,8 @@ def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
         if limit < len(y):
             idx = np.sort(np.random.default_rng([seed, 0x74657374]).permutation(len(y))[:limit])
             x, y = x[torch.from_numpy(idx)], y[torch.from_numpy(idx)]
+    check_shapes(meta, d, remapped=class_map is not None)  # the head's size first: the plainest mismatch
     lut = class_lookup(meta, d, class_map)
-    check_shapes(meta, d, remapped=lut is not None)
     val = Images(d.val.x, d.val.y) if d.val is not None else None
     if lut is not None:
         y = lut[y]
