@@ -241,13 +241,13 @@ def cmd_report(args) -> int:
 
     command = "mmix-eval " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("mmix-eval") else None
     result = build_report(args.results, args.out, args.baseline, args.check, args.title,
-                          extra_provenance={"command": command} if command else None)
+                          extra_provenance={"command": command} if command else None, split_by=args.split_by)
     return _report_outcome(result)
 
 
 def _report_outcome(result) -> int:
-    out = result["out"]
-    print(f"report: {out / 'report.html'}  (also report.md, table.csv, records.csv, plots/)")
+    for out in result.get("groups") or [result["out"]]:
+        print(f"report: {out / 'report.html'}  (also report.md, table.csv, records.csv, plots/)")
     for path, why in result["bad"]:
         print(f"mmix-eval: warning: skipped unreadable result file {path}: {why}", file=sys.stderr)
     failed = [c for c in result["checks"] if not c[1]]
@@ -349,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="append", default=[], metavar="EXPR",
                    help="CI gate, e.g. 'manifold_mixup.rotation20 >= vanilla.rotation20' or 'vanilla.clean:ece <= 0.1' (repeatable)")
     p.add_argument("--title", help="report title")
+    p.add_argument("--split-by", action="store_true",
+                   help="records that cannot be compared (other data, test subset, seed or evaluator settings): one "
+                        "report per group, in OUT/<group>/, instead of an error")
     p = sub.add_parser("ls", help="list registered models, methods, evaluators, data sets or losses")
     p.add_argument("what", choices=["models", "methods", "evaluators", "datasets", "losses"])
     return parser

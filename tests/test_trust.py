@@ -70,3 +70,38 @@ def test_reordered_but_same_names_remap_by_name(folder_run, tmp_path, capsys):
     assert main(["calibration", "--ckpt", str(ckpt), "--data", f"imagefolder:{moved}", "--class-map", str(cmap),
                  "--out", str(tmp_path / "m"), "--no-progress"]) == 0
     assert acc_of(tmp_path / "m")[0] == base_acc
+
+
+def test_report_refuses_records_that_cannot_be_compared_and_splits_them_on_request(tmp_path, capsys):
+    from test_report import fake_results
+
+    fake_results(tmp_path / "res" / "a", data="digits")
+    fake_results(tmp_path / "res" / "b", data="cifar10-other-copy")
+    code = main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "rep")])
+    err = capsys.readouterr().err
+    assert code == 2 and "got 2 groups that cannot" in err and "data cifar10-other-copy" in err and "data digits" in err
+    assert not (tmp_path / "rep").exists()
+    assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "rep"), "--split-by"]) == 0
+    parts = sorted(p.name for p in (tmp_path / "rep").iterdir())
+    assert parts == ["group1-digits-n100", "group2-cifar10-other-copy-n100"]
+    for p in parts:  # each report holds its own runs only: 2 seeds per method, never 4
+        md = (tmp_path / "rep" / p / "report.md").read_text()
+        assert "(n=2)" in md and "(n=4)" not in md
+
+
+def test_a_duplicate_run_is_an_error_naming_both_files(tmp_path, capsys):
+    import shutil
+
+    from test_report import fake_results
+
+    res = fake_results(tmp_path / "res")
+    shutil.copytree(res / "vanilla-s0", res / "copy" / "vanilla-s0")
+    assert main(["report", str(res), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "run 'vanilla-s0' is in two places" in err and "copy/vanilla-s0" in err
+    shutil.rmtree(res / "copy")
+    shutil.copytree(res / "vanilla-s0", res / "vanilla-again")  # the same method and seed under another run name
+    for f in (res / "vanilla-again").glob("*.jsonl"):
+        f.write_text(f.read_text().replace('"run": "vanilla-s0"', '"run": "vanilla-again"'))
+    assert main(["report", str(res), "--out", str(tmp_path / "rep")]) == 2
+    assert "vanilla seed 0 is both run 'vanilla-again' and run 'vanilla-s0'" in capsys.readouterr().err

@@ -37,6 +37,7 @@ class Results:
     bad: list[tuple[str, str]]  # (path, why) for files that could not be read
     sources: list[str] = field(default_factory=list)
     outcomes: dict = field(default_factory=dict)  # (run, evaluator, condition) -> (indices, bool array)
+    outcome_files: dict = field(default_factory=dict)  # record file -> its outcomes (the same mapping)
 
 
 MAX_RESULT_FILE = 64 * 1024 * 1024  # bytes; a 100-condition grid x 3 evaluators is well under 1 MB
@@ -58,7 +59,9 @@ def _read_jsonl(path: Path) -> list[dict]:
                 r["value"] = math.nan
             if not isinstance(r["value"], (int, float)) or isinstance(r["value"], bool):
                 raise ValueError(f"line {i}: 'value' is not a number")
-            rows.append(upgrade(r))
+            r = upgrade(r)
+            r["_source"] = str(path)  # for naming the file of a duplicate; never written
+            rows.append(r)
     return rows
 
 
@@ -73,7 +76,7 @@ def load_results(paths: list[str | Path]) -> Results:
             files.append(p)
         else:
             raise UserError(f"results '{p}': expected a folder or a .jsonl file, got a path that does not exist")
-    rows, metas, bad, outcomes = [], [], [], {}
+    rows, metas, bad, outcomes, found = [], [], [], {}, {}
     for f in files:
         try:
             st = f.stat()
@@ -87,7 +90,8 @@ def load_results(paths: list[str | Path]) -> Results:
             bad.append((str(f), str(e)))
             continue
         try:
-            outcomes.update(_read_outcomes(f, new))
+            found[str(f)] = _read_outcomes(f, new)
+            outcomes.update(found[str(f)])
         except (OSError, ValueError, KeyError) as e:
             bad.append((str(f.with_suffix(".outcomes.npz")), f"unreadable per-image outcomes ({type(e).__name__})"))
         meta = f.with_suffix(".meta.json")
@@ -99,7 +103,7 @@ def load_results(paths: list[str | Path]) -> Results:
     if not rows:
         raise UserError(f"results {', '.join(map(str, paths))}: expected mmix-eval record files (*.jsonl), found "
                         f"{'none' if not files else 'only unreadable ones: ' + '; '.join(p for p, _ in bad[:3])}")
-    return Results(rows, metas, bad, [str(f) for f in files], outcomes)
+    return Results(rows, metas, bad, [str(f) for f in files], outcomes, found)
 
 
 def _read_outcomes(f: Path, rows: list[dict]) -> dict:
@@ -297,6 +301,64 @@ def evaluator_settings(records: list[dict]) -> dict[str, dict[str, list]]:
     return {e: {k: sorted(v) for k, v in s.items()} for e, s in out.items()}
 
 
+def comparability_key(r: dict) -> str:
+    """What must be equal for two runs' rows of one evaluator to be compared (and paired): the data, the
+    evaluated test subset, the evaluation seed and image count, and the evaluator's settings."""
+    settings = {k: v for k, v in (r["settings"] or {}).items() if k not in _ROW_SETTINGS}
+    return json.dumps([str(r["evaluator"]), str(r["data"]), r["subset"], r["eval_seed"], r["n"], settings],
+                      sort_keys=True, default=str)
+
+
+def _run_id(r: dict) -> tuple[str, str]:
+    """A run is its name and where its records lie: results/<run>/<evaluator>.jsonl, or one report's records."""
+    src = Path(str(r.get("_source") or ""))
+    return str(r["run"]), str(src if src.name == "records.jsonl" or not src.name else src.parent)
+
+
+def comparable_groups(rows: list[dict]) -> list[list[dict]]:
+    """The records split into groups of runs that can share one report: two runs conflict when an evaluator
+    both have gives them different comparability keys (a run without some evaluator conflicts with none).
+    Within a group, one run name from two places is an error naming both files."""
+    per_run: dict[tuple, dict[str, set]] = {}
+    for r in rows:
+        per_run.setdefault(_run_id(r), {}).setdefault(str(r["evaluator"]), set()).add(comparability_key(r))
+    groups: list[list[tuple]] = []
+    for rid in sorted(per_run):
+        mine = per_run[rid]
+        home = next((g for g in groups if all(per_run[o].get(e, k) == k for o in g for e, k in mine.items())), None)
+        if home is None:
+            groups.append([rid])
+        else:
+            home.append(rid)
+    out = []
+    for g in groups:
+        names: dict[str, tuple] = {}
+        for rid in g:
+            if names.setdefault(rid[0], rid) != rid:
+                raise UserError(f"results: run '{rid[0]}' is in two places, {names[rid[0]][1]} and {rid[1]}, with "
+                                f"comparable records; expected one (a duplicate run: report one of them)")
+        ids = set(g)
+        out.append([r for r in rows if _run_id(r) in ids])
+    return out
+
+
+def describe_group(rows: list[dict]) -> str:
+    r = rows[0]
+    runs = sorted({x["run"] for x in rows})
+    return (f"{len(runs)} run(s) like '{runs[0]}': data {r['data']}, {r['n']} test images (subset {r['subset']}), "
+            f"evaluation seed {r['eval_seed']}")
+
+
+def check_duplicates(rows: list[dict], labels: dict[str, str]) -> None:
+    seen: dict[tuple, str] = {}
+    for r in rows:
+        key = (labels[r["run"]], r["train_seed"] if r["train_seed"] is not None else r["run"])
+        if seen.setdefault(key, r["run"]) != r["run"]:
+            other = seen[key]
+            raise UserError(f"results: {key[0]} seed {key[1]} is both run '{other}' and run '{r['run']}' "
+                            f"({_run_id(r)[1]}); expected one run per method and seed (a duplicate: drop one)")
+
+
 def paired_differences(table: Table, baseline: str) -> dict:
     """(row index, method) -> (mean difference, 95 % CI half-width or None, n pairs), paired by seed."""
     if baseline not in table.methods:
@@ -429,18 +491,45 @@ def evaluation_warnings(rows: list[dict]) -> list[str]:
 
 
 def build_report(results_paths: list, out: str | Path, baseline: str | None = "vanilla", checks: list[str] | None = None,
-                 title: str | None = None, extra_provenance: dict | None = None, notes: list[str] | None = None) -> dict:
+                 title: str | None = None, extra_provenance: dict | None = None, notes: list[str] | None = None,
+                 split_by: bool = False) -> dict:
     """Read records, aggregate, and write report.html, report.md, table.csv, records.csv/.jsonl and plots/.
-    ``notes``: warnings shown at the top of the report (e.g. runs of a bench not finished yet)."""
+    ``notes``: warnings shown at the top of the report (e.g. runs of a bench not finished yet). Records that
+    cannot be compared (other data, test subset, evaluation seed or evaluator settings) are refused, naming
+    two groups; with ``split_by`` each group gets its own report, in ``out/<group>/``."""
+    results = load_results(results_paths)
+    groups = comparable_groups(results.rows)
+    if len(groups) > 1 and not split_by:
+        raise UserError(f"results: expected records that can be compared in one report, got {len(groups)} groups that "
+                        f"cannot, e.g. {describe_group(groups[0])}; and {describe_group(groups[1])} (report them apart, "
+                        f"or pass --split-by for one report per group)")
+    if len(groups) == 1:
+        return _build_one(results, out, baseline, checks, title, extra_provenance, notes)
+    from mmix_eval.evaluate.runner import safe_name
+
+    parts = []
+    for k, g in enumerate(groups, 1):
+        runs = {r["run"] for r in g}
+        sources = {r.get("_source") for r in g}
+        outcomes = {k: v for f in sorted(sources, key=str) for k, v in results.outcome_files.get(f, {}).items()
+                    if k[0] in runs}
+        part = Results(g, [m for m in results.metas if m.get("run") in runs], results.bad, results.sources, outcomes)
+        name = safe_name(f"group{k}-{g[0]['data']}-n{g[0]['n']}")
+        parts.append(_build_one(part, Path(out) / name, baseline, checks, title, extra_provenance, notes))
+    first = parts[0]
+    return {**first, "checks": [c for p in parts for c in p["checks"]], "out": Path(out), "groups": [p["out"] for p in parts]}
+
+
+def _build_one(results: Results, out, baseline, checks, title, extra_provenance, notes) -> dict:
     from mmix_eval.evaluate.outcomes import write_many
     from mmix_eval.evaluate.records import write_records
     from mmix_eval.io import atomic_write_bytes, atomic_write_text
     from mmix_eval.report.render import plots, render_html, render_markdown, write_csv_table
 
-    results = load_results(results_paths)
     notes = list(notes or []) + evaluation_warnings(results.rows)
     # Stable: each record file keeps its own order (the evaluator's condition order: Table 4's, the ε grid's).
     rows = sorted(results.rows, key=lambda r: (str(r["run"]), str(r["evaluator"])))
+    check_duplicates(rows, method_labels(rows))
     table = aggregate(rows, baseline)
     if baseline is not None and baseline not in table.methods:
         baseline = next((m for m in table.methods if table.info[m][0] == baseline), baseline)

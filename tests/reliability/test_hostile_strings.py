@@ -52,15 +52,19 @@ def test_hostile_names_through_evaluate_and_report(checkpoint, tmp_path, capsys)
     for i, name in enumerate([FORMULA, SCRIPT, "...", "x/../../y"]):
         folder = tmp_path / "ckpts" / str(i) / name.replace("/", "_")
         folder.mkdir(parents=True)
+        meta["train"]["seed"] = i  # four seeds of one method (one method and seed twice is a duplicate run)
         (folder / "model.safetensors").write_bytes(st_save(load_file(checkpoint), metadata={"mmix_eval": json.dumps(meta)}))
         runs.append(str(folder / "model.safetensors"))
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump([{"name": h, "rotation": 10 + i} for i, h in enumerate(HOSTILE)]))
+    # the data's classes are digits '0'..'9'; the checkpoint now names them otherwise: map them by name
+    class_map = tmp_path / "classes.yaml"
+    class_map.write_text(yaml.safe_dump({str(i): c for i, c in enumerate(meta["data"]["classes"])}))
     work = tmp_path / "work"
     work.mkdir()
     before = {p.resolve() for p in files_under(tmp_path)}
     code, _, err = cli(["evaluate", "--ckpt", *runs, "--out", str(work / "res"), "--limit", "30", "--device", "cpu",
-                        "--grid", str(grid), "--eps", "2"], capsys)
+                        "--grid", str(grid), "--eps", "2", "--class-map", str(class_map)], capsys)
     assert code == 0, err
     code, _, err = cli(["report", str(work / "res"), "--out", str(work / "rep"), "--title", SCRIPT + FORMULA], capsys)
     assert code == 0, err
