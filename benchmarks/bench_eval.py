@@ -148,6 +148,8 @@ def main() -> int:
         print(f"{name:<34}: {r:.4f}  (target <= {target}: {'met' if r <= target else 'MISSED'})")
     print(f"{'calibration evaluator / P (info)':<34}: {med['calibration evaluator'] / p:.4f}  (its own clean pass included)")
     print(f"{'FB / P (info)':<34}: {fb / p:.3f}")
+    print(f"{'FGSM / (E (FB + P)) (info)':<34}: {med['fgsm'] / (len(eps) * (fb + p)):.4f}  (the first version's floor: "
+          f"a gradient per ε)")
     return 0
 
 
