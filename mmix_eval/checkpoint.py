@@ -63,6 +63,13 @@ def _refuse_non_safetensors(path: Path, head: bytes) -> None:
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         raise UserError(f"checkpoint '{path}': expected a .safetensors file, got a pickle file; "
                         f"refused without unpickling it; {_CONVERT_HINT}")
+    # A pickle behind a short prefix (a length field, a stray header) is a pickle. A safetensors file has its
+    # JSON header at byte 8, and its length field may hold any bytes: then there is nothing to scan.
+    for offset in range(1, 17) if head[8:9] != b"{" else ():
+        if head[offset:offset + 4] == b"PK\x03\x04" or (head[offset:offset + 1] == b"\x80"
+                                                      and head[offset + 1:offset + 2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+            raise UserError(f"checkpoint '{path}': expected a .safetensors file, got a pickle behind a {offset}-byte "
+                            f"prefix; refused without unpickling it; {_CONVERT_HINT}")
     if head.lstrip()[:1] == b"<":
         raise UserError(f"checkpoint '{path}': expected a .safetensors file, got an HTML/XML page "
                         f"(a failed download?)")

@@ -134,3 +134,30 @@ def test_every_imported_package_is_declared_and_every_declared_one_is_used():
     assert third_party & extras == {"submitit"}  # the one optional import, loaded only by --launcher slurm
     # declared but not imported: only the security floor on a dependency's dependency (see pyproject.toml)
     assert declared - third_party == {"requests"}
+
+
+@pytest.mark.parametrize("prefix", [b"<" + b"\0" * 7, b"\x14" + b"\0" * 7, b"<html>\0\0"])
+def test_a_pickle_behind_a_short_prefix_is_named_a_pickle(tmp_path, prefix):
+    import pickle
+
+    from mmix_eval.checkpoint import read_header
+    from mmix_eval.errors import UserError
+
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(prefix + pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(UserError, match=f"got a pickle behind a {len(prefix)}-byte prefix; refused without unpickling"):
+        read_header(f)
+
+
+def test_a_safetensors_length_field_that_looks_like_a_pickle_opcode_is_not_refused(tmp_path):
+    import json
+    import struct
+
+    from mmix_eval.checkpoint import read_header
+
+    header = json.dumps({"__metadata__": {"pad": "x" * (0x28010 - 40)}}).encode()
+    n = len(header)
+    assert struct.pack("<Q", n)[1:3] == b"\x80\x02"  # bytes 1-2 of the length read like a pickle's opcode
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(struct.pack("<Q", n) + header)
+    assert read_header(f)[0]["__metadata__"]["pad"].startswith("xxx")
