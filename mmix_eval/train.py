@@ -282,6 +282,13 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
     start_epoch, step, log, elapsed = 0, 0, [], 0.0
     times = {"setup": 0.0, "validation": 0.0, "saves": 0.0, "test_pass": 0.0}  # besides the epochs (elapsed)
     state = _load_state(out) if resuming else None
+    if resuming and state is None:
+        damaged = [n for n in ("state.pt", "state.prev.pt") if (out / n).exists()]
+        if damaged:  # never restart silently: that would throw the run's epochs away
+            raise UserError(f"--resume '{out}': expected a readable state file, got only damaged ones "
+                            f"({', '.join(damaged)}); pass --overwrite to train this run again from scratch")
+        warnings.warn(f"resuming '{out}': no state file saved yet (killed before its first epoch ended); "
+                      f"starting from epoch 0", stacklevel=2)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])

@@ -161,3 +161,19 @@ def test_a_safetensors_length_field_that_looks_like_a_pickle_opcode_is_not_refus
     f = tmp_path / "model.safetensors"
     f.write_bytes(struct.pack("<Q", n) + header)
     assert read_header(f)[0]["__metadata__"]["pad"].startswith("xxx")
+
+
+def test_resume_with_every_state_file_damaged_refuses_instead_of_restarting(tmp_path):
+    from conftest import make_data, tiny_config
+    from mmix_eval.errors import UserError
+    from mmix_eval.train import train
+
+    run, data, cfg = tmp_path / "run", make_data(), tiny_config("vanilla", epochs=3)
+    assert train(cfg, run, progress=False, data=data, stop_after_epoch=2) is None  # "killed" after epoch 2
+    for name in ("state.pt", "state.prev.pt"):
+        (run / name).write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable state file"):
+        with pytest.raises(UserError, match=r"expected a readable state file, got only damaged ones "
+                                            r"\(state.pt, state.prev.pt\); pass --overwrite"):
+            train(cfg, run, resume=True, progress=False, data=data)
+    assert (run / "state.pt").read_bytes() == b"garbage" and not (run / "model.safetensors").exists()
