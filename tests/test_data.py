@@ -119,11 +119,24 @@ def test_an_evaluation_without_validation_split_reads_only_the_test_images(tmp_p
     real = imagefolder_module._raw_from_arrays
     monkeypatch.setattr(imagefolder_module, "_raw_from_arrays", lambda a, *r: read.append(sorted(a)) or real(a, *r))
     d = load_data(f"imagefolder:{tree}", test_limit=5, need_train=False)
-    assert read == [["classes", "layout", "test_x", "test_y"]]  # the training arrays were never read
+    assert read == [["classes", "empty_classes", "layout", "test_x", "test_y"]]  # the training arrays were never read
     assert len(d.train) == 0 and d.in_channels == full.in_channels and d.image_size == full.image_size
     assert torch.equal(d.test.x, load_data(f"imagefolder:{tree}", test_limit=5).test.x)  # the same seeded subset
     digits = load_data("digits", need_train=False)
     assert len(digits.train) == 0 and len(digits.test) == 300
+
+
+@pytest.mark.parametrize("archive", [False, True])
+def test_an_empty_class_folder_is_warned_about_and_recorded(tmp_path, archive):
+    tree = _write_tree(tmp_path / "tree")
+    (tree / "train" / "aardvark").mkdir()  # sorts first: dropping it silently would be invisible
+    (tree / "test" / "aardvark").mkdir()
+    src = _tar(tree, tmp_path / "t.tar.gz") if archive else tree
+    for _ in range(2):  # decoded, then from the cache: said both times
+        with pytest.warns(UserWarning, match=r"class folder\(s\) aardvark hold no image and are not classes"):
+            d = load_data(f"imagefolder:{src}")
+        imagefolder_module._MEMORY.clear()
+    assert d.classes == ["cat", "dog", "emu"] and d.info["empty_class_folders"] == ["aardvark"]
 
 
 def test_imagefolder_bad_inputs(tmp_path):

@@ -32,7 +32,7 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 SPLIT_NAMES = ("train", "test", "val")
 CACHE_VERSION = 3  # 3: a folder of .npy files (2: one .npz)
-ARRAYS = ("classes", "layout", "train_x", "train_y", "test_x", "test_y")
+ARRAYS = ("classes", "layout", "empty_classes", "train_x", "train_y", "test_x", "test_y")
 _MEMORY: dict[str, RawData] = {}  # cache file -> decoded data, for the life of the process
 
 
@@ -41,28 +41,41 @@ def _is_image(name: str) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.parts)
 
 
-def _list_archive(path: Path) -> tuple[list[str], dict[str, bytes]]:
+def _list_archive(path: Path) -> tuple[list[str], dict[str, bytes], list[str]]:
+    """Image names, their bytes, and the archive's folders (to find class folders with no image)."""
     try:
         with tarfile.open(path, "r:*") as tar:
-            blobs = {}
+            blobs, dirs = {}, []
             for m in tar:
                 if m.isfile() and _is_image(m.name):
                     f = tar.extractfile(m)
                     blobs[m.name] = f.read() if f is not None else b""
+                elif m.isdir():
+                    dirs.append(m.name.rstrip("/"))
     except (tarfile.TarError, EOFError, OSError) as e:
         raise UserError(f"imagefolder '{path}': expected a readable .tar or .tar.gz archive, got an unreadable file ({e})") from None
-    return sorted(blobs), blobs
+    return sorted(blobs), blobs, sorted(dirs)
 
 
-def _list_folder(path: Path) -> list[str]:
-    names = []
+def _list_folder(path: Path) -> tuple[list[str], list[str]]:
+    names, dirs = [], []
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirs += [Path(dirpath, d).relative_to(path).as_posix() for d in dirnames]
         for fn in filenames:
             rel = Path(dirpath, fn).relative_to(path).as_posix()
             if _is_image(rel):
                 names.append(rel)
-    return sorted(names)
+    return sorted(names), sorted(dirs)
+
+
+def _empty_class_folders(dirs: list[str], classes: list[str], names: list[str]) -> list[str]:
+    """Class folders (at the depth the images' class folders have) that hold no image: their class is
+    dropped from the data set, which changes the class count and every later class's label."""
+    depth = {len(PurePosixPath(n).parts) - 1 for n in names}  # a class folder's depth, in parts
+    parents = {PurePosixPath(n).parent.parent for n in names}  # the folders the class folders sit in
+    return sorted({PurePosixPath(d).name for d in dirs if len(PurePosixPath(d).parts) in depth
+                   and PurePosixPath(d).parent in parents} - set(classes))
 
 
 def _layout(names: list[str], where: str) -> tuple[dict[str, list[tuple[str, str]]], str]:
@@ -146,7 +159,7 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None, need_train: bool
         return _MEMORY[str(cache)]
     if cache.is_dir():
         try:
-            keys = ARRAYS if need_train else ("classes", "layout", "test_x", "test_y")
+            keys = ARRAYS if need_train else ("classes", "layout", "empty_classes", "test_x", "test_y")
             raw = _raw_from_arrays({k: np.load(cache / f"{k}.npy", allow_pickle=False) for k in keys}, path, str(cache))
             if need_train:  # a test-only load is not kept: a later load that needs the training images reads them
                 _MEMORY[str(cache)] = raw
@@ -155,10 +168,10 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None, need_train: bool
             pass  # a damaged cache is rebuilt below
 
     if is_archive:
-        names, blobs = _list_archive(path)
+        names, blobs, dirs = _list_archive(path)
         read = blobs.__getitem__
     else:
-        names = _list_folder(path)
+        names, dirs = _list_folder(path)
         read = lambda n: (path / n).read_bytes()
     if not names:
         raise UserError(
@@ -170,7 +183,9 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None, need_train: bool
     if len(classes) < 2:
         raise UserError(f"imagefolder '{path}': expected at least 2 class folders, got {len(classes)} ({', '.join(classes)})")
     index = {c: i for i, c in enumerate(classes)}
-    arrays: dict[str, np.ndarray] = {"classes": np.array(classes), "layout": np.array(layout)}
+    empty = _empty_class_folders(dirs, classes, names)
+    arrays: dict[str, np.ndarray] = {"classes": np.array(classes), "layout": np.array(layout),
+                                     "empty_classes": np.array(empty, dtype=str)}
     decoded = {s: _decode_all(items, read, str(path)) for s, items in splits.items()}
     shapes = {s: d.shape[1:] for s, d in decoded.items() if len(d)}
     if len(set(shapes.values())) > 1:
@@ -221,5 +236,12 @@ def _raw_from_arrays(a: dict, path: Path, cache: str) -> RawData:
         else Split(test.x[:0].clone(), test.y[:0].clone())  # not read: only the test split is needed
     if len(test) == 0:
         raise UserError(f"imagefolder '{path}': expected images in the test split, found none")
+    empty = [str(c) for c in a["empty_classes"]]
+    if empty:  # said on every load, and recorded in the checkpoint's data metadata
+        import warnings
+
+        warnings.warn(f"imagefolder '{path}': class folder(s) {', '.join(empty)} hold no image and are not classes "
+                      f"(the data set has {len(classes)}: {', '.join(classes)})", stacklevel=4)
     return RawData(classes=classes, train=train, test=test, flip=True,
-                   source={"source": "imagefolder", "path": str(path), "layout": str(a["layout"]), "cache": cache})
+                   source={"source": "imagefolder", "path": str(path), "layout": str(a["layout"]), "cache": cache,
+                           **({"empty_class_folders": empty} if empty else {})})
