@@ -33,6 +33,7 @@ REPORT_KEYS = ("baseline", "checks", "title")
 class Run:
     name: str
     cfg: Config
+    method: dict | None = None  # the method's fingerprint (settings, plugin source hash) its checkpoint must carry
 
 
 @dataclass
@@ -80,13 +81,14 @@ def load_bench(path: str | Path) -> Bench:
             cfg = merge(Config(), {"data": raw.get("data"), "model": raw.get("model"), "method": m,
                                    "train": {**(raw.get("train") or {}), "seed": s}}, f"{where} methods[{j}]")
             from mmix_eval.methods import create_method
+            from mmix_eval.methods.base import fingerprint
 
-            create_method(cfg.method.name, cfg.method.alpha, cfg.method.eligible, cfg.method.loss)  # fail now, not after hours
+            method = create_method(cfg.method.name, cfg.method.alpha, cfg.method.eligible, cfg.method.loss)  # fail now
             name = safe_name(f"{label}-s{s}")
             if name in names:
                 raise UserError(f"{where}: two runs are both named '{name}'; give one method a 'label'")
             names.add(name)
-            runs.append(Run(name, cfg))
+            runs.append(Run(name, cfg, fingerprint(method)))
     plan, options = _evaluate_section(raw.get("evaluate"), f"{where} evaluate")
     rep = _strict(raw.get("report"), REPORT_KEYS, f"{where} report")
     checks = rep.get("checks") or []
@@ -156,16 +158,29 @@ def _evaluate_section(section, where: str) -> tuple[Plan, EvalOptions]:
     return plan, options
 
 
-def _finished(run_dir: Path, cfg: Config) -> bool:
+def _stale(run_dir: Path, cfg: Config, method: dict | None = None) -> str | None:
+    """Why the checkpoint in ``run_dir`` is not this run's (None: it is): missing, another configuration,
+    or the method's settings or plugin source changed since it was trained."""
     from mmix_eval.checkpoint import read_metadata
 
     ckpt = run_dir / "model.safetensors"
     if not ckpt.exists():
-        return False
+        return "no checkpoint yet"
     try:
-        return read_metadata(ckpt).get("config") == cfg.to_dict()
-    except UserError:
-        return False
+        meta = read_metadata(ckpt)
+    except UserError as e:
+        return f"unreadable checkpoint ({e})"
+    if meta.get("config") != cfg.to_dict():
+        return "its configuration changed"
+    if method is not None and meta.get("method") != method:
+        old, new = meta.get("method") or {}, method
+        keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+        return f"the method changed since it was trained ({', '.join(keys)})"
+    return None
+
+
+def _finished(run_dir: Path, cfg: Config, method: dict | None = None) -> bool:
+    return _stale(run_dir, cfg, method) is None
 
 
 def run_one(config: str | Path, out: str | Path, name: str, device: str | None = None) -> str:
@@ -187,8 +202,13 @@ def run_one(config: str | Path, out: str | Path, name: str, device: str | None =
         bench.options.device = device
     bench.options.progress = False
     run_dir = out / "runs" / r.name
-    if _finished(run_dir, r.cfg):
+    why = _stale(run_dir, r.cfg, r.method)
+    if why is None:
         status = "done already"
+    elif why.startswith("the method changed"):  # its old state files are of the old method: start over
+        print(f"{r.name}: re-training, {why}", file=sys.stderr)
+        train(r.cfg, run_dir, overwrite=True, progress=False)
+        status = f"re-trained ({why})"
     else:
         resume = (run_dir / "config.yaml").exists()
         train(r.cfg, run_dir, resume=resume, progress=False)
@@ -225,7 +245,7 @@ def _complete(out: Path, bench: Bench, r: Run) -> bool:
     from mmix_eval.checkpoint import read_metadata
 
     ckpt = out / "runs" / r.name / "model.safetensors"
-    if not _finished(ckpt.parent, r.cfg):
+    if not _finished(ckpt.parent, r.cfg, r.method):
         return False
     sha = read_metadata(ckpt).get("data_sha256")
     for ev, opts in bench.plan:

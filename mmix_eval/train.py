@@ -34,6 +34,7 @@ from mmix_eval.errors import UserError
 from mmix_eval.inference import accuracy_nll, predict_logits
 from mmix_eval.io import atomic_write_bytes, atomic_write_text, remove_partial_writes
 from mmix_eval.methods import Method, create_method
+from mmix_eval.methods.base import fingerprint
 from mmix_eval.models import StagedNet, create_model, num_mix_points
 from mmix_eval.provenance import git_commit, hardware, versions
 from mmix_eval.schedule import lr_factor
@@ -432,7 +433,7 @@ def run_metadata(p: Prepared, model, metrics, times: dict, amp_mode, channels_la
         "data": {"name": data.name, "classes": data.classes, "num_classes": data.num_classes,
                  "in_channels": data.in_channels, "image_size": list(data.image_size),
                  "normalization": {"mean": mean, "std": std, "computed_on": "training split"}, **data_info},
-        "method": p.method.describe(),
+        "method": fingerprint(p.method),  # its settings and, for a plugin, the hash of its source file
         "train": {"seed": t.seed, "epochs": t.epochs, "steps": steps, "batch_size": t.batch_size,
                   "optimizer": {"name": "SGD", "lr": t.lr, "momentum": t.momentum, "weight_decay": t.weight_decay,
                                 "nesterov": t.nesterov},

@@ -50,7 +50,8 @@ def test_plugin_from_a_test_file_trains_is_evaluated_and_reported_under_its_name
     assert main(["train", "--method", "test_plugins:NoisyVanilla", "--epochs", "2", "--set", "train.device=cpu",
                  "--set", "model.kwargs={width: 4}", "--out", str(run), "--no-progress"]) == 0
     meta = load_checkpoint(run / "model.safetensors")[1]
-    assert meta["method"] == {"name": "noisy_vanilla", "loss": "bce_softmax"}
+    assert {k: v for k, v in meta["method"].items() if k != "source_sha256"} == {"name": "noisy_vanilla", "loss": "bce_softmax"}
+    assert len(meta["method"]["source_sha256"]) == 16  # a plugin: its source file's hash is recorded
     assert main(["evaluate", "--ckpt", str(run / "model.safetensors"), "--limit", "60", "--eps", "2",
                  "--out", str(tmp_path / "res"), "--no-progress"]) == 0
     assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "rep"), "--baseline", "noisy_vanilla"]) == 0

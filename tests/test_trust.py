@@ -177,3 +177,44 @@ def test_resume_with_every_state_file_damaged_refuses_instead_of_restarting(tmp_
                                             r"\(state.pt, state.prev.pt\); pass --overwrite"):
             train(cfg, run, resume=True, progress=False, data=data)
     assert (run / "state.pt").read_bytes() == b"garbage" and not (run / "model.safetensors").exists()
+
+
+PLUGIN = '''
+import torch
+
+from mmix_eval.methods import Method, StepOutput, soft_targets
+
+
+class Noisy(Method):
+    name = "noisy"
+    SIGMA = {sigma}
+
+    def step(self, model, x, y, rng):
+        logits = model((x + self.SIGMA * torch.randn_like(x)).clamp(0, 1))
+        return StepOutput(self.loss_fn(logits, soft_targets(y, logits.shape[1])), logits)
+'''
+
+
+def test_an_edited_plugin_is_retrained_not_reused(tmp_path, monkeypatch, capsys):
+    import sys
+
+    import yaml
+
+    (tmp_path / "my_regs.py").write_text(PLUGIN.format(sigma=0.05))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("my_regs", None)
+    bench = tmp_path / "b.yaml"
+    bench.write_text(yaml.safe_dump({
+        "data": {"name": "digits", "train_limit": 100, "test_limit": 40}, "model": {"name": "smallnet", "kwargs": {"width": 4}},
+        "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}, "methods": ["my_regs:Noisy"], "seeds": [0],
+        "evaluate": {"evaluators": ["calibration"]}, "report": {"baseline": None}}))
+    out = tmp_path / "out"
+    assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
+    assert "my_regs_Noisy-s0: trained" in capsys.readouterr().out
+    assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
+    assert "my_regs_Noisy-s0: done already" in capsys.readouterr().out
+    (tmp_path / "my_regs.py").write_text(PLUGIN.format(sigma=0.2))  # the plugin edited, its settings unchanged
+    sys.modules.pop("my_regs", None)
+    assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "re-training, the method changed since it was trained (source_sha256)" in captured.err

@@ -47,6 +47,27 @@ class Method:
         return {"name": self.name, "loss": self.loss_name}
 
 
+def source_sha256(method: "Method") -> str | None:
+    """A short hash of the source file of a method defined outside mmix-eval (a plugin), so that editing the
+    plugin makes its old checkpoints stale; None for mmix-eval's own methods (their version is the package's)."""
+    import hashlib
+    import inspect
+
+    module = type(method).__module__
+    if module == "mmix_eval" or module.startswith("mmix_eval."):
+        return None
+    try:
+        return hashlib.sha256(open(inspect.getsourcefile(type(method)), "rb").read()).hexdigest()[:16]
+    except (TypeError, OSError):  # defined interactively, or no source on disk
+        return None
+
+
+def fingerprint(method: "Method") -> dict[str, Any]:
+    """What a checkpoint records of its method: its settings (``describe``) and, for a plugin, its source hash."""
+    h = source_sha256(method)
+    return {**method.describe(), **({"source_sha256": h} if h else {})}
+
+
 def check_alpha(alpha: Any) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
         raise UserError(f"alpha: expected a finite number > 0, got {alpha!r}")
