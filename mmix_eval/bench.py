@@ -95,8 +95,29 @@ def load_bench(path: str | Path) -> Bench:
     if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):
         raise UserError(f"{where}: 'report.checks' expected a list of strings, got {checks!r}")
     launcher = dict(_strict(raw.get("launcher"), LAUNCHER_KEYS, f"{where} launcher"))
-    return Bench(str(raw.get("name") or path.stem), runs, plan, options, rep.get("baseline", "vanilla"),
-                 checks, rep.get("title"), raw, launcher)
+    baseline = _baseline_and_checks(rep, checks, [r.method["name"] for r in runs], where)
+    return Bench(str(raw.get("name") or path.stem), runs, plan, options, baseline, checks, rep.get("title"), raw, launcher)
+
+
+def _baseline_and_checks(rep: dict, checks: list[str], methods: list[str], where: str) -> str | None:
+    """Checked before any training: the report's baseline (default vanilla when the bench has it, else its
+    first method) and every --check's syntax and method names."""
+    from mmix_eval.report.build import parse_check
+
+    known = list(dict.fromkeys(methods))
+    if "baseline" in rep:
+        baseline = rep["baseline"]
+        if baseline is not None and baseline not in known:
+            raise UserError(f"{where}: 'report.baseline' expected one of the bench's methods ({', '.join(known)}) "
+                            f"or null, got {baseline!r}")
+    else:
+        baseline = "vanilla" if "vanilla" in known else known[0]
+    for check in checks:
+        for side in parse_check(check)[::2]:
+            if not isinstance(side, float) and side[0] not in known:
+                raise UserError(f"{where}: report check '{check}': method '{side[0]}' expected one of the bench's "
+                                f"methods ({', '.join(known)})")
+    return baseline
 
 
 def _evaluate_section(section, where: str) -> tuple[Plan, EvalOptions]:

@@ -218,3 +218,29 @@ def test_an_edited_plugin_is_retrained_not_reused(tmp_path, monkeypatch, capsys)
     assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert "re-training, the method changed since it was trained (source_sha256)" in captured.err
+
+
+@pytest.mark.parametrize("report, message", [
+    ({"baseline": "vanila"}, "'report.baseline' expected one of the bench's methods (vanilla, input_mixup) or null, got 'vanila'"),
+    ({"checks": ["manifold_mixup.rotation20 >= vanilla.rotation20"]}, "method 'manifold_mixup' expected one of the bench's methods"),
+    ({"checks": ["vanilla.rotation20 => input_mixup.rotation20"]}, "expected 'LEFT OP RIGHT' with OP one of"),
+])
+def test_report_settings_are_checked_before_any_training(tmp_path, capsys, report, message):
+    import yaml
+
+    bench = tmp_path / "b.yaml"
+    bench.write_text(yaml.safe_dump({
+        "data": {"name": "digits", "train_limit": 100, "test_limit": 40}, "model": {"name": "smallnet", "kwargs": {"width": 4}},
+        "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}, "methods": ["vanilla", "input_mixup"], "seeds": [0],
+        "report": report}))
+    assert main(["bench", str(bench), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before the first training step
+
+
+def test_a_bench_without_vanilla_reports_against_its_first_method():
+    from mmix_eval.bench import _baseline_and_checks
+
+    assert _baseline_and_checks({}, [], ["manifold_mixup", "my_regs:X"], "b") == "manifold_mixup"
+    assert _baseline_and_checks({}, [], ["input_mixup", "vanilla"], "b") == "vanilla"
+    assert _baseline_and_checks({"baseline": None}, [], ["vanilla"], "b") is None

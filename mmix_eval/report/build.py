@@ -421,6 +421,30 @@ def _outcome(outcomes: dict, run: str, row: Row):
 
 
 _CHECK = re.compile(r"^\s*(.+?)\s*(>=|<=|==|>|<)\s*(.+?)\s*$")
+OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
+       "==": lambda a, b: a == b}
+
+
+def parse_check(check: str) -> tuple[object, str, object]:
+    """'manifold_mixup.rotation20 >= vanilla.rotation20' -> (side, op, side), a side being a number or
+    (method, condition, metric); metric acc unless 'method.condition:metric'. Syntax only: what the
+    methods and conditions are is checked against the results (or, by bench, against its methods)."""
+    m = _CHECK.match(check)
+    if not m or m.group(1).endswith(("=", "<", ">", "!")) or m.group(3).startswith(("=", "<", ">")):
+        raise UserError(f"--check '{check}': expected 'LEFT OP RIGHT' with OP one of >=, <=, >, <, ==")
+
+    def side(text: str):
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        method, dot, rest = text.partition(".")
+        condition, _, metric = rest.partition(":")
+        if not dot or not condition or not method:
+            raise UserError(f"--check '{check}': expected METHOD.CONDITION[:METRIC] or a number, got '{text}'")
+        return method, condition, metric or "acc"
+
+    return side(m.group(1)), m.group(2), side(m.group(3))
 
 
 def run_checks(table: Table, checks: list[str]) -> list[tuple[str, bool, str]]:
@@ -430,16 +454,10 @@ def run_checks(table: Table, checks: list[str]) -> list[tuple[str, bool, str]]:
     for i, r in enumerate(table.rows):
         index.setdefault((r.condition, r.metric), i)
 
-    def side(text: str, check: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            pass
-        method, dot, rest = text.partition(".")
-        condition, _, metric = rest.partition(":")
-        metric = metric or "acc"
-        if not dot or not condition:
-            raise UserError(f"--check '{check}': expected METHOD.CONDITION[:METRIC] or a number, got '{text}'")
+    def value(side, check: str) -> float:
+        if isinstance(side, float):
+            return side
+        method, condition, metric = side
         matches = [m for m in table.methods if m == method] or [m for m in table.methods if table.info[m][0] == method]
         if len(matches) != 1:
             raise UserError(f"--check '{check}': method '{method}' expected one of {', '.join(table.methods)}")
@@ -451,12 +469,9 @@ def run_checks(table: Table, checks: list[str]) -> list[tuple[str, bool, str]]:
 
     out = []
     for check in checks:
-        m = _CHECK.match(check)
-        if not m:
-            raise UserError(f"--check '{check}': expected 'LEFT OP RIGHT' with OP one of >=, <=, >, <, ==")
-        a, op, b = side(m.group(1), check), m.group(2), side(m.group(3), check)
-        ok = {">=": a >= b, "<=": a <= b, ">": a > b, "<": a < b, "==": a == b}[op]
-        out.append((check, ok, f"{a:.4f} {op} {b:.4f}"))
+        left, op, right = parse_check(check)
+        a, b = value(left, check), value(right, check)
+        out.append((check, OPS[op](a, b), f"{a:.4f} {op} {b:.4f}"))
     return out
 
 
