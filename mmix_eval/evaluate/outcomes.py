@@ -58,10 +58,18 @@ def write_many(path: Path, outcomes: dict[tuple, tuple[np.ndarray, np.ndarray]])
     """Outcomes of many (run, evaluator, condition) in one file: a report keeps them beside its records,
     so a rebuild from the report alone keeps its per-image intervals."""
     keys = sorted(outcomes, key=lambda k: tuple(map(str, k)))
-    arrays = {"keys": np.array([json.dumps(list(k)) for k in keys], dtype=str)}
+    subsets: dict[str, int] = {}  # each distinct test subset's indices stored once
+    arrays, refs = {}, []
     for n, k in enumerate(keys):
         indices, correct = outcomes[k]
-        arrays[f"idx{n}"], arrays[f"bits{n}"] = np.asarray(indices, dtype=np.int64), np.packbits(correct)
+        h = subset_hash(indices)
+        if h not in subsets:
+            subsets[h] = len(subsets)
+            arrays[f"idx{subsets[h]}"] = np.asarray(indices, dtype=np.int64)
+        refs.append(subsets[h])
+        arrays[f"bits{n}"] = np.packbits(correct)
+    arrays["keys"] = np.array([json.dumps(list(k)) for k in keys], dtype=str)
+    arrays["subset_of"] = np.array(refs, dtype=np.int64)
     atomic_write_bytes(Path(path), _npz(arrays))
 
 
@@ -70,7 +78,8 @@ def read_many(path: Path) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
         return {}
     out = {}
     with np.load(Path(path), allow_pickle=False) as z:
+        subsets = {m: z[f"idx{m}"].astype(np.int64) for m in set(z["subset_of"].tolist())}
         for n, key in enumerate(z["keys"]):
-            indices = z[f"idx{n}"].astype(np.int64)
+            indices = subsets[int(z["subset_of"][n])]
             out[tuple(json.loads(str(key)))] = (indices, np.unpackbits(z[f"bits{n}"], count=len(indices)).astype(bool))
     return out

@@ -64,7 +64,9 @@ DIFF_LEGEND = ("Over seeds: mean of the per-seed differences ± half-width of th
                "pairs; n/a with one pair; pairs share the seed and the evaluated images). Over images: the accuracy "
                "difference with a 95 % paired bootstrap interval over test images (10,000 resamples; each image "
                "brings all its seed pairs) and McNemar's exact test on the discordant images summed over seed pairs; "
-               "computed from the per-image outcomes, so one seed per method still gets an interval.")
+               "computed from the per-image outcomes, so one seed per method still gets an interval. The over-images "
+               "interval holds the trained networks fixed (test-image noise only); only the over-seeds interval "
+               "covers how much another training seed would move the difference.")
 
 
 def paper_values(table: Table, i: int) -> dict:
@@ -148,8 +150,8 @@ def plots(table: Table, records: list[dict]) -> dict[str, bytes]:
         if head:  # the evaluator's headline metric under each shift, clean first
             idx = ([clean_acc] if clean_acc is not None and table.rows[head[0]].metric == "acc" else []) + head
             fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(idx) + 2), 3.6))
-            _line_or_bars(ax, table, idx, colors, plot_text(table.rows[head[0]].label.rsplit(": ", 1)[-1]),
-                          f"{plot_text(e)}: {table.rows[head[0]].metric} under each condition")
+            ylabel = plot_text(table.rows[head[0]].label.rsplit(": ", 1)[-1])
+            _line_or_bars(ax, table, idx, colors, ylabel, f"{plot_text(e)}: {ylabel} under each condition")
             out[f"{stem}.png"] = _fig_png(fig)
         ece = [i for i, r in enumerate(table.rows) if r.section == e and r.metric == "ece"]
         if head and len(ece) >= 2:  # a shift evaluator: Ovadia et al. 2019's question
