@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from conftest import make_data, tiny_config
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
-from mmix_eval.evaluate import SHIFT_METRICS, Evaluator, MetricSpec, get_evaluator, run_evaluator
+from mmix_eval.evaluate import SHIFT_METRICS, Evaluator, MetricSpec, get_evaluator
 from mmix_eval.evaluate.deformations import evaluate_deformations
 from mmix_eval.evaluate.fgsm import evaluate_fgsm
 from mmix_eval.evaluate.geometry import load_grid, sample_matrices, warp

@@ -25,7 +25,7 @@ def prepare_model(model: torch.nn.Module, device) -> tuple[torch.nn.Module, list
     return model.to(device).eval(), notes
 
 
-def setup(target: Target, device, batch_size: int | None) -> tuple[torch.nn.Module, torch.device, int, str | None]:
+def setup(target, device, batch_size: int | None) -> tuple[torch.nn.Module, torch.device, int, str | None]:
     """What every evaluator starts with: the device, the model in eval mode, the batch size, the warnings."""
     device = torch.device(device) if device not in (None, "auto") else next(target.model.parameters()).device
     model, notes = prepare_model(target.model, device)

@@ -26,9 +26,6 @@ FIELDS = [
 ]
 
 # Schema 1's flat columns, and where each went.
-V1_FIELDS = ["run", "checkpoint", "model", "method", "alpha", "eligible", "loss", "train_seed", "data",
-             "evaluator", "condition", "label", "metric", "value", "higher_is_better", "n",
-             "eval_seed", "grid", "interpolation", "eps_255", "attack", "bins", "edge_rule", "bin", "warnings"]
 _V1_METHOD = ("alpha", "eligible", "loss")
 _V1_SETTINGS = ("grid", "interpolation", "eps_255", "attack", "bins", "edge_rule")
 _V1_LABELS = {"acc": "accuracy (%)", "nll": "NLL", "ece": "ECE", "mce": "MCE", "brier": "Brier",

@@ -23,7 +23,7 @@ import numpy as np
 
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS
-from mmix_eval.evaluate.records import FIELDS, V1_RENDERER, fmt_value, upgrade
+from mmix_eval.evaluate.records import V1_RENDERER, fmt_value, upgrade
 from mmix_eval.report import stats
 
 METHOD_ORDER = ("vanilla", "input_mixup", "manifold_mixup")
