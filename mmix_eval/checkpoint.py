@@ -242,11 +242,18 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
         raise UserError(f"checkpoint '{path}': metadata 'model.kwargs' does not fit model '{name}' ({e})") from None
     except UserError:
         raise
-    except Exception:  # a plugin factory that cannot run on the meta device: checked after the real build
-        skeleton = None
+    except Exception as e:
+        if _builtin_model(name):  # every built-in model builds on meta: a failure is the metadata's (sizes that overflow)
+            raise UserError(f"checkpoint '{path}': metadata 'model.kwargs' does not fit model '{name}' "
+                            f"(building it on the meta device failed: {str(e).splitlines()[0][:200]})") from None
+        skeleton = None  # a plugin factory that cannot run on the meta device: checked after the real build
     if skeleton is not None:
         _check_weights(path, name, skeleton, tensors)
-    model = create_model(name, **kwargs)
+    try:
+        model = create_model(name, **kwargs)
+    except (RuntimeError, MemoryError, TypeError, ValueError) as e:
+        raise UserError(f"checkpoint '{path}': model '{name}' could not be built from metadata 'model.kwargs' "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
     if skeleton is None:
         _check_weights(path, name, model, tensors)
     try:
@@ -255,6 +262,19 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
         first = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)
         raise UserError(f"checkpoint '{path}': weights do not fit model '{name}' ({first.strip()[:300]})") from None
     return model.to(device).eval(), meta
+
+
+def _builtin_model(name: str) -> bool:
+    """A model shipped with mmix-eval or torchvision (these build on the meta device), not a plugin."""
+    from mmix_eval.models.base import model_factory
+
+    if name.startswith("torchvision:"):
+        return True
+    try:
+        factory = model_factory(name)
+    except UserError:
+        return False
+    return getattr(factory, "__module__", "").startswith("mmix_eval.")
 
 
 def _check_weights(path, name: str, reference: torch.nn.Module, tensors: dict) -> None:

@@ -163,6 +163,8 @@ HOSTILE_METADATA = [
     ("kwargs that do not fit", _set("model.kwargs.num_classes", 7), "weights do not fit model 'smallnet'"),
     ("unknown model kwarg", _set("model.kwargs.depth", 50), "unknown argument(s) depth"),
     ("a model of 10^12 parameters", _set("model.kwargs.width", 200_000), "the metadata's model.kwargs give shape (200000, 1, 3, 3)"),
+    # issue 14: width 10^9 overflowed PyTorch's size computation on meta, and the fallback built it for real (36 GB)
+    ("width 10^9 (overflows on meta)", _set("model.kwargs.width", 10**9), "building it on the meta device failed: Storage size calculation overflowed"),
 ]
 
 
