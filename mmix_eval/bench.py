@@ -9,6 +9,7 @@ Layout of --out:  runs/<method>-s<seed>/   results/<run>/<evaluator>.*   report.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -315,6 +316,8 @@ def run_bench(config: str | Path, out: str | Path, progress: bool = True, device
     res = _resources(bench, resources)
     if launcher == "slurm" and not report_only:
         _submitit()  # a missing package fails before anything is written
+    if not report_only:
+        preflight(bench)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "bench.yaml", yaml.safe_dump(bench.raw, sort_keys=False))
     t_all = time.perf_counter()
@@ -334,6 +337,29 @@ def run_bench(config: str | Path, out: str | Path, progress: bool = True, device
             if not wait:
                 return None
     return _report(bench, out, stages, failed, t_all, echo)
+
+
+def preflight(bench: Bench) -> None:
+    """Before the first training step, every distinct (data, model, method) of the bench: the data loads (its
+    test split), the model builds on the meta device and takes the method's eligible layers, and a 2-image probe
+    step gives a scalar loss and (batch, classes) logits. A mistake in the last run fails now, not hours in."""
+    from mmix_eval.data import load_data
+    from mmix_eval.train import preflight as check_run
+
+    seen, data_cache = set(), {}
+    for r in bench.runs:
+        d = r.cfg.data
+        key = json.dumps([d.name, d.root, r.cfg.model.name, r.cfg.model.kwargs, r.method], sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        dkey = (d.name, str(d.root), d.download)
+        if dkey not in data_cache:
+            data_cache[dkey] = load_data(d.name, d.root, d.download, test_limit=2, need_train=False)
+        try:
+            check_run(r.cfg, data_cache[dkey])
+        except UserError as e:
+            raise UserError(f"bench {bench.name}, run {r.name}: {e}") from None
 
 
 def _inline(config, out, todo, device, progress, stages, name) -> dict[str, str]:

@@ -74,10 +74,43 @@ def prepare(cfg: Config, data: ImageData | None = None) -> Prepared:
         data = load_data(d.name, d.root, d.download, d.train_limit, d.test_limit, d.val_size, d.subset_seed)
     mean, std = data.mean_std()
     torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed alone
-    model = create_model(cfg.model.name, data.num_classes, data.in_channels, mean, std, **cfg.model.kwargs)
-    method.validate(model)
-    _probe(method, model, data, cfg.method.name)
+    model = check_model(cfg, method, data.num_classes, data.in_channels, mean, std, data.train.x[:2], data.train.y[:2])
     return Prepared(cfg, data, model, method, device, mean, std)
+
+
+def preflight(cfg: Config, data: ImageData) -> None:
+    """What ``prepare`` checks about the method and model, for a run that trains later (bench checks every
+    run this way before the first one trains). ``data`` needs only its test split: the probe's 2 images
+    come from it."""
+    method = create_method(cfg.method.name, cfg.method.alpha, cfg.method.eligible, cfg.method.loss)
+    mean, std = data.mean_std() if len(data.train) else ([0.5] * data.in_channels, [0.25] * data.in_channels)
+    with torch.random.fork_rng():
+        check_model(cfg, method, data.num_classes, data.in_channels, mean, std, data.test.x[:2], data.test.y[:2])
+
+
+def check_model(cfg: Config, method: Method, num_classes: int, in_channels: int, mean, std, x2, y2) -> StagedNet:
+    """Build the model on the meta device first (sizes and the method's eligible layers checked without
+    allocating), then for real, and probe one step on 2 images. Returns the real model."""
+    name, kwargs = cfg.model.name, cfg.model.kwargs
+    try:
+        with torch.device("meta"):
+            skeleton = create_model(name, num_classes, in_channels, mean, std, **kwargs)
+    except UserError:
+        raise
+    except Exception as e:
+        from mmix_eval.checkpoint import _builtin_model
+
+        if _builtin_model(name):
+            raise UserError(f"model.kwargs: expected sizes model '{name}' can be built with, got {kwargs!r:.200} "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+        skeleton = None  # a plugin factory that cannot run on meta: checked on the real model below
+    if skeleton is not None:
+        method.validate(skeleton)
+    model = create_model(name, num_classes, in_channels, mean, std, **kwargs)
+    if skeleton is None:
+        method.validate(model)
+    _probe(method, model, x2, y2, cfg.method.name, cfg.model.name, num_classes)
+    return model
 
 
 def check_distributed(cfg: Config, device: torch.device) -> None:
@@ -105,17 +138,29 @@ class _Step(torch.nn.Module):
         return out.loss
 
 
-def _probe(method: Method, model, data: ImageData, name: str) -> None:
-    """One step on 2 images with copies of the method and model: a plugin that does not fit the interface fails
-    here, before the run folder is touched."""
+def _probe(method: Method, model, x2, y2, name: str, model_name: str, num_classes: int) -> None:
+    """One step on 2 images with copies of the method and model, and one eval-mode forward: a plugin (method or
+    model) that does not fit the interface fails here, before the run folder is touched."""
     import copy
 
     from mmix_eval.methods import StepOutput
 
-    x = to_float(data.train.x[:2])
+    x = to_float(x2)
+    want = (len(x), num_classes)
+    probe = copy.deepcopy(model)
     with torch.random.fork_rng():
         try:
-            out = copy.deepcopy(method).step(copy.deepcopy(model).train(), x, data.train.y[:2], np.random.default_rng(0))
+            with torch.no_grad():
+                logits = probe.eval()(x)
+        except Exception as e:
+            raise UserError(f"model '{model_name}': forward failed on a 2-image probe batch of shape {tuple(x.shape)} "
+                            f"({type(e).__name__}: {str(e)[:200]})") from None
+        if not torch.is_tensor(logits) or tuple(logits.shape) != want:
+            got = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
+            raise UserError(f"model '{model_name}': expected logits of shape {want} (batch, classes) on a 2-image "
+                            f"probe batch, got {got}")
+        try:
+            out = copy.deepcopy(method).step(probe.train(), x, y2, np.random.default_rng(0))
         except UserError:
             raise
         except Exception as e:
@@ -123,6 +168,12 @@ def _probe(method: Method, model, data: ImageData, name: str) -> None:
     if not isinstance(out, StepOutput) or not torch.is_tensor(out.loss) or out.loss.ndim != 0 or not out.loss.requires_grad:
         raise UserError(f"method '{name}': step() expected to return StepOutput(loss=<scalar tensor with grad>, logits), "
                         f"got {type(out).__name__}")
+    if not torch.is_tensor(out.logits) or tuple(out.logits.shape) != want:
+        got = tuple(out.logits.shape) if torch.is_tensor(out.logits) else type(out.logits).__name__
+        raise UserError(f"method '{name}': step() expected logits of shape {want} (batch, classes) on a 2-image "
+                        f"probe batch, got {got}")
+    if not torch.isfinite(out.loss.detach()):
+        raise UserError(f"method '{name}': step() expected a finite loss on a 2-image probe batch, got {out.loss.item()}")
 
 
 def seed_everything(seed: int) -> tuple[torch.Generator, np.random.Generator]:

@@ -244,3 +244,84 @@ def test_a_bench_without_vanilla_reports_against_its_first_method():
     assert _baseline_and_checks({}, [], ["manifold_mixup", "my_regs:X"], "b") == "manifold_mixup"
     assert _baseline_and_checks({}, [], ["input_mixup", "vanilla"], "b") == "vanilla"
     assert _baseline_and_checks({"baseline": None}, [], ["vanilla"], "b") is None
+
+
+MODEL_PLUGIN = '''
+from torch import nn
+
+from mmix_eval.models.base import Normalize, StagedNet
+
+
+class Flat(StagedNet):
+    """Forgets to pool: the head sees every pixel and returns one logit per pixel and class."""
+
+    def __init__(self, num_classes, in_channels, mean, std):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.stages = nn.ModuleList([nn.Conv2d(in_channels, 4, 3, 1, 1)])
+        self.head = nn.Conv2d(4, num_classes, 1)
+
+
+def flat(num_classes, in_channels, mean, std):
+    return Flat(num_classes, in_channels, mean, std)
+'''
+
+
+def _bench_yaml(tmp_path, methods, model=None):
+    import yaml
+
+    bench = tmp_path / "b.yaml"
+    bench.write_text(yaml.safe_dump({
+        "data": {"name": "digits", "train_limit": 100, "test_limit": 40},
+        "model": model or {"name": "smallnet", "kwargs": {"width": 4}},
+        "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}, "methods": methods, "seeds": [0, 1],
+        "evaluate": {"evaluators": ["calibration"]}}))
+    return bench
+
+
+def test_bench_checks_every_runs_eligible_layers_before_the_first_trains(tmp_path, capsys):
+    # vanilla would train first; the mistake is in the last method. Before: found after vanilla had trained.
+    bench = _bench_yaml(tmp_path, ["vanilla", {"name": "manifold_mixup", "eligible": [0, 7]}])
+    assert main(["bench", str(bench), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "bench b, run manifold_mixup-s0: eligible layer 7: expected one of 0..3 for SmallNet" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_plugin_with_the_wrong_output_shape_fails_on_the_probe(tmp_path, monkeypatch, capsys):
+    import sys
+
+    (tmp_path / "my_nets.py").write_text(MODEL_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("my_nets", None)
+    bench = _bench_yaml(tmp_path, ["vanilla"], model={"name": "my_nets:flat"})
+    assert main(["bench", str(bench), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "model 'my_nets:flat': expected logits of shape (2, 10) (batch, classes) on a 2-image probe batch, " \
+           "got (2, 10, 8, 8)" in err
+    assert not (tmp_path / "out").exists()
+    # train checks the same, before its run folder is made
+    code = main(["train", "--data", "digits", "--method", "vanilla", "--set", "model.name=my_nets:flat", "--epochs", "1",
+                 "--set", "train.device=cpu", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 2 and "expected logits of shape (2, 10)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+from mmix_eval.methods import Method, StepOutput, soft_targets  # noqa: E402
+
+
+class FlattensLogits(Method):
+    """A method plugin returning the logits flattened to one row (the loss still a scalar with grad)."""
+
+    def step(self, model, x, y, rng):
+        logits = model(x)
+        return StepOutput(self.loss_fn(logits, soft_targets(y, logits.shape[1])), logits.reshape(1, -1))
+
+
+def test_a_method_returning_logits_of_the_wrong_shape_fails_on_the_probe(capsys, tmp_path):
+    code = main(["train", "--method", "test_trust:FlattensLogits", "--out", str(tmp_path / "run"), "--no-progress",
+                 "--epochs", "1", "--set", "train.device=cpu", "--set", "model.kwargs={width: 4}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "method 'test_trust:FlattensLogits': step() expected logits of shape (2, 10) (batch, classes) " \
+                         "on a 2-image probe batch, got (1, 20)" in err
+    assert not (tmp_path / "run").exists()
