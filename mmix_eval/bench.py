@@ -35,6 +35,7 @@ class Run:
     name: str
     cfg: Config
     method: dict | None = None  # the method's fingerprint (settings, plugin source hash) its checkpoint must carry
+    label: str | None = None  # the YAML method's 'label:', the report's column name for it
 
 
 @dataclass
@@ -77,7 +78,10 @@ def load_bench(path: str | Path) -> Bench:
     runs, names = [], set()
     for j, m in enumerate(methods):
         m = {"name": m} if isinstance(m, str) else dict(_strict(m, ("name", "alpha", "eligible", "loss", "label"), f"{where} methods[{j}]"))
-        label = m.pop("label", None) or m.get("name")
+        given = m.pop("label", None)
+        if given is not None and (not isinstance(given, str) or not given.strip() or not given.isprintable()):
+            raise UserError(f"{where} methods[{j}]: 'label' expected a non-empty printable string, got {given!r:.100}")
+        label = given or m.get("name")
         for s in seeds:
             cfg = merge(Config(), {"data": raw.get("data"), "model": raw.get("model"), "method": m,
                                    "train": {**(raw.get("train") or {}), "seed": s}}, f"{where} methods[{j}]")
@@ -89,14 +93,15 @@ def load_bench(path: str | Path) -> Bench:
             if name in names:
                 raise UserError(f"{where}: two runs are both named '{name}'; give one method a 'label'")
             names.add(name)
-            runs.append(Run(name, cfg, fingerprint(method)))
+            runs.append(Run(name, cfg, fingerprint(method), given))
     plan, options = _evaluate_section(raw.get("evaluate"), f"{where} evaluate")
     rep = _strict(raw.get("report"), REPORT_KEYS, f"{where} report")
     checks = rep.get("checks") or []
     if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):
         raise UserError(f"{where}: 'report.checks' expected a list of strings, got {checks!r}")
     launcher = dict(_strict(raw.get("launcher"), LAUNCHER_KEYS, f"{where} launcher"))
-    baseline = _baseline_and_checks(rep, checks, [r.method["name"] for r in runs], where)
+    names = [n for r in runs for n in (r.label, r.method["name"]) if n]  # a column's label, or its method's name
+    baseline = _baseline_and_checks(rep, checks, names, where)
     return Bench(str(raw.get("name") or path.stem), runs, plan, options, baseline, checks, rep.get("title"), raw, launcher)
 
 
@@ -236,7 +241,7 @@ def run_one(config: str | Path, out: str | Path, name: str, device: str | None =
         train(r.cfg, run_dir, resume=resume, progress=False)
         status = "resumed" if resume else "trained"
     run_evaluation([run_dir / "model.safetensors"], bench.plan, out / "results", bench.options,
-                   echo=lambda *_: None, skip_done=True, names=[r.name])
+                   echo=lambda *_: None, skip_done=True, names=[r.name], labels=[r.label])
     return status
 
 

@@ -128,10 +128,16 @@ def test_check_gate_exit_codes(tmp_path, capsys):
     assert "PASS: manifold_mixup.rotation20 >= vanilla.rotation20  (58.0000 >= 55.0000)" in capsys.readouterr().out
     assert main(["report", res, "--out", out, "--check", "manifold_mixup.clean:nll > 0.9"]) == 1
     assert "FAIL: manifold_mixup.clean:nll > 0.9" in capsys.readouterr().out
-    assert main(["report", res, "--out", out, "--check", "cutmix.rotation20 >= 1"]) == 2
-    assert "method 'cutmix' expected one of vanilla, manifold_mixup" in capsys.readouterr().err
-    assert main(["report", res, "--out", out, "--check", "vanilla.rotation99 >= 1"]) == 2
-    assert main(["report", res, "--out", out, "--check", "vanilla.rotation20 ~ 1"]) == 2
+    # a check naming nothing in the results fails like a false one: exit 1, after the report is written (issue 14)
+    fresh = tmp_path / "rep2"
+    assert main(["report", res, "--out", str(fresh), "--check", "cutmix.rotation20 >= 1"]) == 1
+    assert "FAIL: cutmix.rotation20 >= 1  (method 'cutmix' expected one of vanilla, manifold_mixup)" in capsys.readouterr().out
+    assert (fresh / "report.html").exists() and "cutmix.rotation20" in (fresh / "report.md").read_text()
+    assert main(["report", res, "--out", out, "--check", "vanilla.rotation99 >= 1"]) == 1
+    assert "FAIL: vanilla.rotation99 >= 1  (no value for rotation99:acc" in capsys.readouterr().out
+    # a syntax error is bad input: exit 2, nothing written
+    assert main(["report", res, "--out", str(tmp_path / "rep3"), "--check", "vanilla.rotation20 ~ 1"]) == 2
+    assert not (tmp_path / "rep3").exists()
 
 
 def test_report_package_imports_no_torch(tmp_path):

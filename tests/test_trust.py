@@ -325,3 +325,44 @@ def test_a_method_returning_logits_of_the_wrong_shape_fails_on_the_probe(capsys,
     assert code == 2 and "method 'test_trust:FlattensLogits': step() expected logits of shape (2, 10) (batch, classes) " \
                          "on a 2-image probe batch, got (1, 20)" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_yaml_labels_name_the_report_columns_and_checks_quote_them(tmp_path, capsys):
+    import yaml
+
+    bench = tmp_path / "b.yaml"
+    bench.write_text(yaml.safe_dump({
+        "data": {"name": "digits", "train_limit": 100, "test_limit": 40}, "model": {"name": "smallnet", "kwargs": {"width": 4}},
+        "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}, "seeds": [0],
+        "methods": ["vanilla", {"name": "manifold_mixup", "alpha": 0.2, "label": "manifold_mixup α=0.2"},
+                    {"name": "manifold_mixup", "alpha": 2.0, "label": "mm (α=2.0)"}],
+        "evaluate": {"evaluators": ["calibration"]},
+        "report": {"checks": ['"manifold_mixup α=0.2".test:acc >= 0', "'mm (α=2.0)'.test:acc <= 100",
+                              "vanilla.test:acc >= 101"]}}))
+    out = tmp_path / "out"
+    # before: the labels were ignored (both columns 'manifold_mixup …' from their α) and a dotted label could not be checked
+    assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 1  # the last check fails ...
+    printed = capsys.readouterr().out
+    assert 'PASS: "manifold_mixup α=0.2".test:acc >= 0' in printed and "PASS: 'mm (α=2.0)'.test:acc <= 100" in printed
+    assert "FAIL: vanilla.test:acc >= 101" in printed
+    md = (out / "report.md").read_text()  # ... after the report is written
+    assert "| condition | vanilla | manifold_mixup α=0.2 | mm (α=2.0) |" in md
+    rows = read_records(out / "records.jsonl")
+    assert {r["method_label"] for r in rows} == {None, "manifold_mixup α=0.2", "mm (α=2.0)"}
+    # a bench check may name a label; an unknown one is refused before training
+    bad = yaml.safe_load(bench.read_text())
+    bad["report"]["checks"] = ['"manifold_mixup α=0.3".test:acc >= 0']
+    bench.write_text(yaml.safe_dump(bad))
+    assert main(["bench", str(bench), "--out", str(tmp_path / "out2"), "--no-progress"]) == 2
+    assert "method 'manifold_mixup α=0.3' expected one of the bench's methods" in capsys.readouterr().err
+
+
+def test_one_label_for_two_different_methods_is_an_error():
+    from mmix_eval.errors import UserError
+    from mmix_eval.report.build import method_labels
+
+    row = lambda run, alpha, label: {"run": run, "method": "manifold_mixup", "method_settings": {"alpha": alpha},
+                                     "method_label": label}
+    assert method_labels([row("a", 0.2, "mine"), row("b", 0.2, "mine")]) == {"a": "mine", "b": "mine"}
+    with pytest.raises(UserError, match=r"label 'mine' names two different methods, run 'a' and run 'b'"):
+        method_labels([row("a", 0.2, "mine"), row("b", 2.0, "mine")])

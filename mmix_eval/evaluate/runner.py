@@ -70,9 +70,12 @@ def option_record(ev: Evaluator, opts, common: EvalOptions, device: str) -> dict
 
 
 def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common: EvalOptions,
-                   echo=print, skip_done: bool = False, names: list[str] | None = None) -> list[dict]:
+                   echo=print, skip_done: bool = False, names: list[str] | None = None,
+                   labels: list[str | None] | None = None) -> list[dict]:
     """Evaluate each checkpoint with each evaluator of ``plan``. ``skip_done``: keep results whose
-    checkpoint hash and options are unchanged (bench uses this to continue where it stopped)."""
+    checkpoint hash and options are unchanged (bench uses this to continue where it stopped). ``labels``:
+    each checkpoint's method label (a bench method's ``label:``), written to its records' ``method_label``
+    so that a report names the column by it."""
     from mmix_eval import distributed
     from mmix_eval.checkpoint import read_metadata
     from mmix_eval.device import resolve_device
@@ -95,14 +98,14 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
     main = distributed.is_main()  # under torchrun every rank evaluates its shard; rank 0 alone writes
     if not main:
         run_common.progress = False
-    for ckpt, meta, name in zip(ckpts, metas, names or _run_names(ckpts)):
+    for ckpt, meta, name, label in zip(ckpts, metas, names or _run_names(ckpts), labels or [None] * len(ckpts)):
         sha = meta.get("data_sha256")
         target = None
         folder = out / name
         for ev, opts in plan:
             stem = file_stem(ev)
             options = option_record(ev, opts, common, str(device))
-            if skip_done and distributed.agree(lambda: _done(folder, stem, sha, options)):
+            if skip_done and distributed.agree(lambda: _done(folder, stem, sha, options, label)):
                 all_rows += read_records(folder / f"{stem}.jsonl")
                 continue
             if target is None:
@@ -121,6 +124,7 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
             for r in rows:
                 for k in [k for k in r if k.startswith("_")]:
                     del r[k]
+                r["method_label"] = label
             all_rows += rows
             if not main:
                 continue
@@ -129,7 +133,7 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
                 write_outcomes(folder / f"{stem}.outcomes.npz", outcomes, target.indices)
             atomic_write_json(folder / f"{stem}.meta.json", {
                 "checkpoint": str(ckpt), "checkpoint_sha256": sha, "run": name, "evaluator": ev.name,
-                "options": options, "metrics": {k: asdict(v) for k, v in ev.metrics.items()},
+                "options": options, "method_label": label, "metrics": {k: asdict(v) for k, v in ev.metrics.items()},
                 "n_images": len(target.test), "wall_time_s": round(wall, 3), "versions": versions(),
                 "git_commit": git_commit(), "hardware": hardware(str(device)),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
@@ -138,10 +142,10 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
     return all_rows
 
 
-def _done(folder: Path, stem: str, sha: str | None, options: dict) -> bool:
+def _done(folder: Path, stem: str, sha: str | None, options: dict, label: str | None = None) -> bool:
     try:
         meta = json.loads((folder / f"{stem}.meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return (sha is not None and meta.get("checkpoint_sha256") == sha and meta.get("options") == options
-            and (folder / f"{stem}.jsonl").exists())
+            and meta.get("method_label") == label and (folder / f"{stem}.jsonl").exists())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import stat
 import statistics
 from dataclasses import dataclass, field
@@ -127,9 +126,18 @@ _SETTING_LABEL = {"alpha": lambda v: f"α={v:g}" if isinstance(v, (int, float)) 
 
 
 def method_labels(rows: list[dict]) -> dict[str, str]:
-    """run -> column label: the method name, plus the settings (α, eligible layers, loss, …) in which
-    the runs of that method differ."""
+    """run -> column label: the run's own label where it has one (a bench method's ``label:``), else the
+    method name plus the settings (α, eligible layers, loss, …) in which the runs of that method differ.
+    One label naming two different methods (or settings) is an error, never one merged column."""
+    given = {r["run"]: r.get("method_label") for r in rows if r.get("method_label")}
     per_run = {r["run"]: (r["method"], r["method_settings"] or {}) for r in rows}
+    owner: dict[str, tuple] = {}
+    for run, label in given.items():
+        method, settings = per_run[run]
+        what = (method, json.dumps(settings, sort_keys=True, default=str))
+        if owner.setdefault(label, (what, run))[0] != what:
+            raise UserError(f"results: label '{label}' names two different methods, run '{owner[label][1]}' and run "
+                            f"'{run}' ({method} {what[1]}); expected one label per method and settings")
     by_method: dict[str, list[dict]] = {}
     for method, settings in per_run.values():
         by_method.setdefault(method, []).append(settings)
@@ -142,7 +150,7 @@ def method_labels(rows: list[dict]) -> dict[str, str]:
         for k in keys:
             if len({json.dumps(v.get(k), sort_keys=True) for v in variants}) > 1 and settings.get(k) is not None:
                 parts.append(_SETTING_LABEL.get(k, lambda v, k=k: f"{k}={v}")(settings[k]))
-        labels[run] = " ".join(parts)
+        labels[run] = given.get(run) or " ".join(parts)
     return labels
 
 
@@ -420,31 +428,56 @@ def _outcome(outcomes: dict, run: str, row: Row):
                  if r == run and c == row.condition), None)
 
 
-_CHECK = re.compile(r"^\s*(.+?)\s*(>=|<=|==|>|<)\s*(.+?)\s*$")
 OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
        "==": lambda a, b: a == b}
 
 
 def parse_check(check: str) -> tuple[object, str, object]:
     """'manifold_mixup.rotation20 >= vanilla.rotation20' -> (side, op, side), a side being a number or
-    (method, condition, metric); metric acc unless 'method.condition:metric'. Syntax only: what the
-    methods and conditions are is checked against the results (or, by bench, against its methods)."""
-    m = _CHECK.match(check)
-    if not m or m.group(1).endswith(("=", "<", ">", "!")) or m.group(3).startswith(("=", "<", ">")):
-        raise UserError(f"--check '{check}': expected 'LEFT OP RIGHT' with OP one of >=, <=, >, <, ==")
+    (method, condition, metric); metric acc unless 'method.condition:metric'. A method (or label) holding dots,
+    spaces or operators is quoted: '"manifold_mixup α=0.2".rotation20 >= vanilla.rotation20' (double or single
+    quotes). Syntax only: what the methods and conditions are is checked against the results (or, by bench,
+    against its methods)."""
+    expected = f"--check '{check}': expected 'LEFT OP RIGHT' with OP one of >=, <=, >, <, =="
+    i, quote, found = 0, None, None
+    while i < len(check):  # the first operator outside quotes
+        c = check[i]
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "\"'":
+            quote = c
+        elif c in "<>=!":
+            found = i
+            break
+        i += 1
+    if quote or found is None:
+        raise UserError(expected + ("" if not quote else f" (an unclosed {quote} quote)"))
+    op = check[found:found + 2] if check[found:found + 2] in OPS else check[found]
+    if op not in OPS or check[found + len(op):].lstrip().startswith(("=", "<", ">")):
+        raise UserError(expected)
+    left, right = check[:found].strip(), check[found + len(op):].strip()
+    if not left or not right:
+        raise UserError(expected)
 
     def side(text: str):
         try:
             return float(text)
         except ValueError:
             pass
-        method, dot, rest = text.partition(".")
+        if text[0] in "\"'":
+            end = text.find(text[0], 1)
+            method, rest = text[1:end], text[end + 1:]
+            dot = rest[:1] == "."
+            rest = rest[1:]
+        else:
+            method, dot, rest = text.partition(".")
         condition, _, metric = rest.partition(":")
         if not dot or not condition or not method:
-            raise UserError(f"--check '{check}': expected METHOD.CONDITION[:METRIC] or a number, got '{text}'")
+            raise UserError(f"--check '{check}': expected METHOD.CONDITION[:METRIC] or a number, got '{text}' "
+                            f"(quote a method holding dots or spaces: \"my method α=0.2\".rotation20)")
         return method, condition, metric or "acc"
 
-    return side(m.group(1)), m.group(2), side(m.group(3))
+    return side(left), op, side(right)
 
 
 def run_checks(table: Table, checks: list[str]) -> list[tuple[str, bool, str]]:
@@ -470,7 +503,11 @@ def run_checks(table: Table, checks: list[str]) -> list[tuple[str, bool, str]]:
     out = []
     for check in checks:
         left, op, right = parse_check(check)
-        a, b = value(left, check), value(right, check)
+        try:
+            a, b = value(left, check), value(right, check)
+        except UserError as e:  # a check that names nothing in these results fails; the report is still written
+            out.append((check, False, str(e).removeprefix(f"--check '{check}': ")))
+            continue
         out.append((check, OPS[op](a, b), f"{a:.4f} {op} {b:.4f}"))
     return out
 
@@ -512,6 +549,8 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
     ``notes``: warnings shown at the top of the report (e.g. runs of a bench not finished yet). Records that
     cannot be compared (other data, test subset, evaluation seed or evaluator settings) are refused, naming
     two groups; with ``split_by`` each group gets its own report, in ``out/<group>/``."""
+    for check in checks or []:  # a syntax error is bad input: refused before anything is read or written
+        parse_check(check)
     results = load_results(results_paths)
     groups = comparable_groups(results.rows)
     if len(groups) > 1 and not split_by:
