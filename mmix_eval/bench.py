@@ -21,7 +21,7 @@ from mmix_eval.config import Config, merge
 from mmix_eval.errors import UserError, did_you_mean
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, OptionError, option_fields
 from mmix_eval.evaluate.runner import Plan, file_stem, make_plan, option_record, run_evaluation, safe_name
-from mmix_eval.io import atomic_write_text
+from mmix_eval.io import FolderLock, atomic_write_text
 
 TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "evaluate", "report", "launcher")
 LAUNCHERS = ("inline", "local", "slurm")
@@ -324,23 +324,30 @@ def run_bench(config: str | Path, out: str | Path, progress: bool = True, device
     if not report_only:
         preflight(bench)
     out.mkdir(parents=True, exist_ok=True)
+    if report_only:  # reads what is finished; never trains, so it needs no lock
+        atomic_write_text(out / "bench.yaml", yaml.safe_dump(bench.raw, sort_keys=False))
+        return _report(bench, out, {}, {}, time.perf_counter(), echo)
+    with FolderLock(out):  # a second bench on this --out would train the same runs twice
+        return _run_locked(bench, config, out, device, progress, launcher, res, wait, submitit_cluster, echo)
+
+
+def _run_locked(bench, config, out, device, progress, launcher, res, wait, submitit_cluster, echo) -> dict | None:
     atomic_write_text(out / "bench.yaml", yaml.safe_dump(bench.raw, sort_keys=False))
     t_all = time.perf_counter()
     stages: dict[str, float] = {}
     failed: dict[str, str] = {}
-    if not report_only:
-        todo = [r for r in bench.runs if not _complete(out, bench, r)]
-        for r in bench.runs:
-            if r not in todo:
-                echo(f"{r.name}: done already")
-        if launcher == "inline":
-            failed = _inline(config, out, todo, device, progress, stages, bench.name)
-        elif launcher == "local":
-            failed = _local(config, out, todo, device, progress, res, stages, bench.name)
-        else:
-            failed = _slurm(config, out, todo, device, progress, res, wait, submitit_cluster, bench.name, echo)
-            if not wait:
-                return None
+    todo = [r for r in bench.runs if not _complete(out, bench, r)]
+    for r in bench.runs:
+        if r not in todo:
+            echo(f"{r.name}: done already")
+    if launcher == "inline":
+        failed = _inline(config, out, todo, device, progress, stages, bench.name)
+    elif launcher == "local":
+        failed = _local(config, out, todo, device, progress, res, stages, bench.name)
+    else:
+        failed = _slurm(config, out, todo, device, progress, res, wait, submitit_cluster, bench.name, echo)
+        if not wait:
+            return None
     return _report(bench, out, stages, failed, t_all, echo)
 
 

@@ -83,3 +83,75 @@ def load_yaml(path: str | os.PathLike, what: str) -> Any:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise UserError(f"{what} '{path}': expected valid YAML, got a syntax error{at}") from None
+
+
+LOCK_NAME = ".bench.lock"
+
+
+class FolderLock:
+    """An exclusive lock on an output folder: a file created with O_EXCL holding {pid, host, started}.
+
+    Stale-safe: a lock left by a process that no longer runs on this host (killed, crashed, or a lock file
+    half-written) is taken over with a warning. A live holder, or one on another host (whose liveness cannot be
+    checked), is a one-line error naming its pid."""
+
+    def __init__(self, folder: str | os.PathLike, what: str = "--out"):
+        self.path = Path(folder) / LOCK_NAME
+        self.what = what
+        self.held = False
+
+    def __enter__(self) -> "FolderLock":
+        import socket
+        import warnings
+        from datetime import datetime, timezone
+
+        from mmix_eval.errors import UserError
+
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and (holder.get("host") != me["host"] or _alive(holder.get("pid"))):
+                    raise UserError(
+                        f"{self.what} '{self.path.parent}': expected a folder no other bench is writing to, got one locked "
+                        f"by pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')} (lock file "
+                        f"{self.path}); wait for it to finish, or delete the lock file if that process is gone") from None
+                why = "an unreadable lock file" if holder is None else f"pid {holder.get('pid')}, no longer running"
+                warnings.warn(f"{self.what} '{self.path.parent}': taking over a stale lock ({why})", stacklevel=2)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise UserError(f"{self.what} '{self.path.parent}': expected to take the lock {self.path}, got another "
+                        f"process taking it at the same time")
+
+    def _holder(self) -> dict | None:
+        try:
+            holder = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

@@ -366,3 +366,33 @@ def test_one_label_for_two_different_methods_is_an_error():
     assert method_labels([row("a", 0.2, "mine"), row("b", 0.2, "mine")]) == {"a": "mine", "b": "mine"}
     with pytest.raises(UserError, match=r"label 'mine' names two different methods, run 'a' and run 'b'"):
         method_labels([row("a", 0.2, "mine"), row("b", 2.0, "mine")])
+
+
+def test_a_second_bench_on_the_same_out_is_refused_naming_the_holder_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    bench = _bench_yaml(tmp_path, ["vanilla"])
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # a live bench holds the lock (before: both trained the same runs, or one failed mid-way)
+        (out / ".bench.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "t0"}))
+        assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"got one locked by pid {holder.pid} on {socket.gethostname()} since t0" in err
+        assert not (out / "runs").exists() and (out / ".bench.lock").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its lock is stale, taken over with a warning, and released at the end
+    assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
+    assert f"taking over a stale lock (pid {holder.pid}, no longer running)" in capsys.readouterr().err
+    assert (out / "report.md").exists() and not (out / ".bench.lock").exists()
+    # a half-written lock file is stale too
+    (out / ".bench.lock").write_text('{"pid": ')
+    assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
+    assert "taking over a stale lock (an unreadable lock file)" in capsys.readouterr().err
+    assert not (out / ".bench.lock").exists()
