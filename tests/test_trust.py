@@ -1,4 +1,4 @@
-"""Issue 14 (numbers a user can trust), the items done so far: class names and order are compared."""
+"""Issue 14 (numbers a user can trust): class order, comparable records, validation before training, labels, locks."""
 
 from __future__ import annotations
 
