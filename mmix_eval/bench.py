@@ -19,7 +19,7 @@ import yaml
 
 from mmix_eval.config import Config, merge
 from mmix_eval.errors import UserError, did_you_mean
-from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, OptionError, option_fields
+from mmix_eval.evaluate.base import BUILTIN, DEFAULT_EVALUATORS, EvalOptions, OptionError, option_fields
 from mmix_eval.evaluate.runner import Plan, file_stem, make_plan, option_record, run_evaluation, safe_name
 from mmix_eval.io import FolderLock, atomic_write_text
 
@@ -154,12 +154,12 @@ def _evaluate_section(section, where: str) -> tuple[Plan, EvalOptions]:
         elif key in flat:
             per.setdefault(flat[key], {})[key] = value
             legacy.add(flat[key])
-        elif key in DEFAULT_EVALUATORS or ":" in str(key) or isinstance(value, dict):
+        elif key in BUILTIN or ":" in str(key) or isinstance(value, dict):
             if not isinstance(value, dict):
                 raise UserError(f"{where} '{key}': expected a mapping of options, got {value!r}")
             per.setdefault(str(key), {}).update(value)
         else:
-            allowed = ["evaluators", *COMMON_KEYS, *DEFAULT_EVALUATORS]
+            allowed = ["evaluators", *COMMON_KEYS, *BUILTIN]
             raise UserError(f"{where}: unknown key '{key}'{did_you_mean(str(key), allowed + list(flat))}; expected one of: "
                             f"{', '.join(allowed)}, or an evaluator's name / module:Class with its options")
     if listed is not None:

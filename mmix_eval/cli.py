@@ -167,7 +167,7 @@ def _add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
             continue
         g = p.add_argument_group(f"{ev.name} options")
         for opt, hint, default, text in fields:
-            shown = ",".join(f"{v:g}" for v in default) if isinstance(default, list) else default
+            shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) if isinstance(default, list) else default
             g.add_argument(_flag(opt), dest=f"opt_{spec}_{opt}", metavar=opt.upper(),
                            help=f"{text} (default {shown})")
             flags[f"opt_{spec}_{opt}"] = (spec, opt)
@@ -310,9 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_train(sub)
-    from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, get_evaluator
+    from mmix_eval.evaluate.base import BUILTIN, get_evaluator
 
-    for name in DEFAULT_EVALUATORS:  # one sub-command per built-in evaluator, flags from its options
+    for name in BUILTIN:  # one sub-command per built-in evaluator, flags from its options
         _add_eval(sub, name, get_evaluator(name).help, (name,))
     _add_eval(sub, "evaluate", "every evaluator (built-in or plugin) on one or many checkpoints", None)
     p = sub.add_parser("bench", help="train methods x seeds, evaluate them all, write the report",

@@ -179,8 +179,10 @@ BUILTIN = {
     "deformations": "mmix_eval.evaluate.deformations:Deformations",
     "fgsm": "mmix_eval.evaluate.fgsm:FGSM",
     "calibration": "mmix_eval.evaluate.calibration:Calibration",
+    "corruptions": "mmix_eval.evaluate.corruptions:Corruptions",
 }
-DEFAULT_EVALUATORS = tuple(BUILTIN)
+# What `evaluate` and `bench` run unless told otherwise (corruptions need the CIFAR-C files, or are asked for).
+DEFAULT_EVALUATORS = ("deformations", "fgsm", "calibration")
 
 
 def get_evaluator(spec: str) -> Evaluator:

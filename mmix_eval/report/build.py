@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from mmix_eval.errors import UserError
-from mmix_eval.evaluate.base import DEFAULT_EVALUATORS
+from mmix_eval.evaluate.base import BUILTIN
 from mmix_eval.evaluate.records import V1_RENDERER, fmt_value, upgrade
 from mmix_eval.report import stats
+from mmix_eval.report.corruption import corruption_errors, is_detail
 
 METHOD_ORDER = ("vanilla", "input_mixup", "manifold_mixup")
 REQUIRED = ("run", "method", "evaluator", "condition", "metric", "value")
@@ -217,9 +218,44 @@ class Table:
         return fmt_value(v, self.rows[i].format)
 
 
+def add_corruption_rows(table: Table, records: list[dict], baseline: str) -> list[str]:
+    """mCE, relative mCE and each corruption's CE against ``baseline`` (see report/corruption.py), as table rows:
+    mCE and relative mCE in the comparison after the corruption headline, every CE in the evaluator's section."""
+    res = corruption_errors(records, method_labels(records), baseline)
+    if res is None:
+        return []
+    e = next(iter(res.values()))["evaluator"]
+    missing = [m for m in table.methods if m not in res]
+
+    def add(section: str, condition: str, metric: str, label: str, values: dict, after: int | None = None):
+        table.rows.append(Row(e, condition, metric, label, "lower", ".1f", section))
+        i = len(table.rows) - 1
+        for m, v in values.items():
+            table.cells[i, m] = Cell(v)
+        for k, (key, title, idx) in enumerate(table.sections):
+            if key == section:
+                idx.insert(idx.index(after) + 1 if after is not None and after in idx else len(idx), i)
+                return i
+        table.sections.append((section, section_title(section), [i]))
+        return i
+
+    head = next((i for i, r in enumerate(table.rows) if r.section == "comparison" and r.evaluator == e
+                 and r.condition == "mean" and r.metric == "acc"), None)
+    i = add("comparison", "mean", "mce", f"{e}: mCE (% of {baseline}'s errors)", {m: r["mce"] for m, r in res.items()}, head)
+    add("comparison", "mean", "rel_mce", f"{e}: relative mCE (% of {baseline}'s degradation)",
+        {m: r["rel_mce"] for m, r in res.items()}, i)
+    last = None
+    for c in next(iter(res.values()))["ce"]:
+        last = add(e, c, "ce", f"{c}: CE (% of {baseline}'s errors)", {m: r["ce"][c] for m, r in res.items()}, last)
+    note = (f"Corruption errors: CE_c = Σ_s E_c,s / Σ_s E_c,s of {baseline} (its mean over seeds), mCE = mean over "
+            f"corruptions, relative mCE from the drop below clean accuracy (Hendrycks & Dietterich 2019, with "
+            f"{baseline} in place of AlexNet).")
+    return [note] + ([f"No corruption errors for {', '.join(missing)} (no corruption records)."] if missing else [])
+
+
 def evaluator_order(records: list[dict]) -> list[str]:
     present = {r["evaluator"] for r in records}
-    return [e for e in DEFAULT_EVALUATORS if e in present] + sorted(str(e) for e in present - set(DEFAULT_EVALUATORS))
+    return [e for e in BUILTIN if e in present] + sorted(str(e) for e in present - set(BUILTIN))
 
 
 def section_title(evaluator: str) -> str:
@@ -243,7 +279,7 @@ def _rows(records: list[dict]) -> tuple[list[Row], list]:
                         s.get("strength") if isinstance(s.get("strength"), (int, float)) else None, s))
         sections.setdefault(section, []).append(len(rows) - 1)
 
-    table_rows = [r for r in records if r["bin"] is None]
+    table_rows = [r for r in records if r["bin"] is None and not is_detail(r)]  # detail rows: plots and files
     by_eval = {e: [r for r in table_rows if r["evaluator"] == e] for e in evaluator_order(table_rows)}
     clean = [r for r in table_rows if r["condition"] == "clean"]
     name = lambda r: f"{r['label'] or r['condition']}: {r['metric_label'] or r['metric']}"
@@ -296,7 +332,7 @@ def aggregate(records: list[dict], baseline: str | None = None) -> Table:
     return Table(rows, methods, cells, context, runs, info, sections)
 
 
-_ROW_SETTINGS = ("strength", "eps_255", "deformation", "magnitude")  # differ by condition: not evaluator-wide
+_ROW_SETTINGS = ("strength", "eps_255", "deformation", "magnitude", "corruption", "severity")  # differ by condition: not evaluator-wide
 
 
 def evaluator_settings(records: list[dict]) -> dict[str, dict[str, list]]:
@@ -587,6 +623,8 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     table = aggregate(rows, baseline)
     if baseline is not None and baseline not in table.methods:
         baseline = next((m for m in table.methods if table.info[m][0] == baseline), baseline)
+    if baseline in table.methods:
+        notes += add_corruption_rows(table, rows, baseline)
     paired = baseline is not None and len(table.methods) > 1
     diffs = paired_differences(table, baseline) if paired else None
     image_diffs, pair_notes = image_differences(table, results.outcomes, baseline) if paired else ({}, [])
@@ -597,7 +635,7 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     check_results = run_checks(table, checks or [])
     title = title or f"mmix-eval report: {', '.join(table.context['data'])}, {', '.join(table.context['model'])}"
     out = Path(out)
-    images = plots(table, rows)
+    images = plots(table, rows, baseline)
     prov = provenance(results, extra_provenance)
     atomic_write_text(out / "report.html", render_html(table, diffs, image_diffs, baseline, images, prov, check_results,
                                                        results.bad, title, notes + pair_notes))

@@ -15,6 +15,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from mmix_eval.evaluate.records import _cell
 from mmix_eval.report.build import Table
 from mmix_eval.report.paper import published
@@ -131,7 +133,7 @@ def _line_or_bars(ax, table: Table, idx: list[int], colors, ylabel: str, title: 
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes: never over data
 
 
-def plots(table: Table, records: list[dict]) -> dict[str, bytes]:
+def plots(table: Table, records: list[dict], baseline: str | None = None) -> dict[str, bytes]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,6 +162,7 @@ def plots(table: Table, records: list[dict]) -> dict[str, bytes]:
             out[f"{stem}-ece.png"] = _fig_png(fig)
 
     names = method_labels(records)
+    out.update(corruption_plots(table, records, names, baseline, colors))
     bins: dict = {}  # method -> bin -> run -> {bin_count, bin_acc, bin_conf}
     first = next(((r["evaluator"], r["condition"]) for r in records if r["bin"] is not None and r["metric"] == "bin_count"), None)
     for r in records:
@@ -190,6 +193,66 @@ def plots(table: Table, records: list[dict]) -> dict[str, bytes]:
                    bbox_to_anchor=(0.5, -0.12))  # below the panels: never over a bar
         fig.suptitle(f"Reliability diagrams ({plot_text(first[0])}, {plot_text(first[1])}; pooled over seeds)", fontsize=10)
         out["reliability.png"] = _fig_png(fig)
+    return out
+
+
+def corruption_plots(table: Table, records: list[dict], names: dict, baseline: str | None, colors) -> dict[str, bytes]:
+    """Per-severity detail rows (settings corruption + severity): accuracy and ECE against severity, one box
+    per method over the corruptions at each severity (Ovadia et al. 2019, Fig. 2), and a corruption x
+    severity heatmap of each method's accuracy minus the baseline's (means over seeds)."""
+    import matplotlib.pyplot as plt
+
+    from mmix_eval.report.corruption import severity_grid
+
+    acc = severity_grid(records, names, "acc")
+    if not acc:
+        return {}
+    out = {}
+    ece = severity_grid(records, names, "ece")
+    methods = [m for m in table.methods if m in acc]
+    sevs = sorted({s for per in acc.values() for _, s in per})
+    corr = list(dict.fromkeys(c for per in acc.values() for c, s in per if s > 0))
+    fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 1.3 * len(sevs) * max(1, len(methods)) / 2 + 3), 3.6))
+    width = 0.8 / max(1, len(methods))
+    for ax, grid, ylabel in ((axes[0], acc, "accuracy (%)"), (axes[1], ece, "ECE")):
+        for k, m in enumerate(methods):
+            data = [[v for (c, s), v in grid.get(m, {}).items() if s == sev] for sev in sevs]
+            pos = [j + (k - (len(methods) - 1) / 2) * width for j in range(len(sevs))]
+            keep = [(p, d) for p, d in zip(pos, data) if d]
+            if not keep:
+                continue
+            bp = ax.boxplot([d for _, d in keep], positions=[p for p, _ in keep], widths=width * 0.9, patch_artist=True,
+                            showfliers=False, medianprops={"color": "k"})
+            for b in bp["boxes"]:
+                b.set_facecolor(colors[table.methods.index(m) % 10])
+                b.set_alpha(0.75)
+            ax.plot([], [], "s", color=colors[table.methods.index(m) % 10], label=plot_text(m))
+        ax.set_xticks(range(len(sevs)), ["clean" if s == 0 else str(s) for s in sevs])
+        ax.set_xlabel("severity"), ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes: never over data
+    fig.suptitle(f"Corruptions: accuracy and ECE by severity (box over {len(corr)} corruptions; means over seeds)",
+                 fontsize=10)
+    out["corruptions-severity.png"] = _fig_png(fig)
+    others = [m for m in methods if m != baseline]
+    if baseline in acc and others:
+        fig, axes = plt.subplots(1, len(others), figsize=(0.9 * len([s for s in sevs if s]) * len(others) + 3.5,
+                                                           0.32 * len(corr) + 1.6), squeeze=False)
+        shown = [s for s in sevs if s > 0]
+        lim = max([abs(acc[m].get((c, s), 0) - acc[baseline].get((c, s), 0)) for m in others for c in corr for s in shown]
+                  + [1e-9])
+        for ax, m in zip(axes[0], others):
+            d = np.array([[acc[m].get((c, s), np.nan) - acc[baseline].get((c, s), np.nan) for s in shown] for c in corr])
+            im = ax.imshow(d, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+            for (r, q), v in np.ndenumerate(d):
+                if not np.isnan(v):
+                    ax.text(q, r, f"{v:+.1f}", ha="center", va="center", fontsize=7,
+                            color="white" if abs(v) > 0.6 * lim else "black")
+            ax.set_xticks(range(len(shown)), [str(s) for s in shown])
+            ax.set_yticks(range(len(corr)), [plot_text(c) for c in corr], fontsize=8)
+            ax.set_xlabel("severity"), ax.set_title(f"{plot_text(m)} − {plot_text(baseline)}", fontsize=9)
+        fig.colorbar(im, ax=axes[0].tolist(), label="accuracy difference (points)")
+        out["corruptions-heatmap.png"] = _fig_png(fig)
     return out
 
 

@@ -1,0 +1,178 @@
+"""Common corruptions (Hendrycks & Dietterich, ICLR 2019): accuracy and calibration per corruption x severity,
+from the published CIFAR-10-C / CIFAR-100-C files or generated on the fly for any data set.
+
+Rows: one condition ``<corruption>-<severity>`` per pair (accuracy, relative accuracy, NLL, ECE, Brier, per-image
+outcomes; its settings carry ``corruption`` and ``severity``, which marks it as per-severity detail that the
+report plots rather than tabulates), one condition ``<corruption>`` with the means over its severities
+(``mean_acc``, ``mean_nll``, ``mean_ece``), and ``mean``: every metric averaged over all corruptions and
+severities (its ``acc`` is the mean corruption accuracy, the headline). The corruption error CE and mCE need a
+reference model, so the report computes them against its baseline (Hendrycks' definition with the baseline in
+place of AlexNet). torch loads inside ``run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, MetricSpec, OptionError
+from mmix_eval.evaluate.corrupt import ALL, BENCHMARK, COLOUR, GENERATED, SEVERITIES
+
+SOURCES = ("files", "generated")
+SOURCE_LABEL = {"files": "CIFAR-C files (Hendrycks & Dietterich 2019)",
+                "generated": "generated, mmix-eval implementation (CIFAR-C parameters)"}
+
+
+@dataclass
+class CorruptionOptions:
+    source: str = field(default="files", metadata={"help": "files (the published CIFAR-10-C / CIFAR-100-C .npy) "
+                                                           "or generated (on the fly, any data set)"})
+    corruptions: list[str] = field(default_factory=lambda: ["benchmark"], metadata={
+        "help": "names, or 'benchmark' (the 15; with --source generated the 10 of them it can generate) or 'all'"})
+    severities: list[int] = field(default_factory=lambda: list(SEVERITIES), metadata={"help": "severities 1..5"})
+    files: str | None = field(default=None, metadata={
+        "help": "the folder of <corruption>.npy + labels.npy (default <data root>/CIFAR-10-C or CIFAR-100-C)"})
+
+
+def resolve(names: list[str], source: str) -> list[str]:
+    """The corruption list the keywords stand for, checked against what the source can give."""
+    available = ALL if source == "files" else GENERATED
+    out: list[str] = []
+    for n in names:
+        if n == "benchmark":
+            out += [c for c in BENCHMARK if c in available]
+        elif n == "all":
+            out += list(available)
+        elif n in available:
+            out.append(n)
+        elif n in ALL:
+            raise OptionError("corruptions", f"'{n}' is read from the published files only (it needs ImageNet-C's "
+                                             f"assets or ImageMagick); generated: {', '.join(GENERATED)}")
+        else:
+            from mmix_eval.errors import did_you_mean
+
+            raise OptionError("corruptions", f"expected names from {', '.join(ALL)} (or benchmark, all), got "
+                                             f"'{n}'{did_you_mean(n, list(ALL))}")
+    return list(dict.fromkeys(out))
+
+
+class Corruptions(Evaluator):
+    name = "corruptions"
+    version = "1"
+    help = "accuracy and calibration under common corruptions (CIFAR-10-C / CIFAR-100-C files, or generated)"
+    Options = CorruptionOptions
+    metrics = {
+        **SHIFT_METRICS,
+        "mean_acc": MetricSpec("accuracy (%), mean over severities", "higher", ".2f"),
+        "mean_nll": MetricSpec("NLL, mean over severities", "lower"),
+        "mean_ece": MetricSpec("ECE, mean over severities", "lower"),
+    }
+
+    def validate(self, options) -> None:
+        if options.source not in SOURCES:
+            raise OptionError("source", f"expected one of {', '.join(SOURCES)}, got '{options.source}'")
+        names = options.corruptions.split(",") if isinstance(options.corruptions, str) else list(options.corruptions)
+        options.corruptions = resolve([n.strip() for n in names if n.strip()], options.source)
+        if not options.corruptions:
+            raise OptionError("corruptions", "expected at least one corruption, got none")
+        sev = options.severities
+        if not sev or any(isinstance(s, bool) or not isinstance(s, int) or s not in SEVERITIES for s in sev):
+            raise OptionError("severities", f"expected severities among 1..5, got {sev!r}")
+        options.severities = sorted(set(sev))
+
+    def run(self, target, options, common) -> list[dict]:
+        from contextlib import contextmanager
+        from pathlib import Path
+
+        import numpy as np
+        import torch
+
+        from mmix_eval.errors import UserError
+        from mmix_eval.evaluate.corrupt import corrupt
+        from mmix_eval.evaluate.corruption_files import CorruptionFiles, check_folder, check_labels, default_folder
+        from mmix_eval.evaluate.passes import Shift, shift_rows
+
+        idx = np.asarray(target.indices, dtype=np.int64)
+        channels = int(target.test.x.shape[1])
+        colour = [c for c in options.corruptions if c in COLOUR]
+        if colour and channels != 3:
+            raise UserError(f"corruptions: {', '.join(colour)} expected 3-channel (RGB) images, got {channels}; "
+                            f"leave them out with --corruptions")
+        settings = {"source": SOURCE_LABEL[options.source], "corruption_set": ",".join(options.corruptions),
+                    "severities": ",".join(map(str, options.severities))}
+        shifts = []
+        if options.source == "files":
+            data_name = str(target.base.get("data") or "").split(":", 1)[0]
+            folder = Path(options.files) if options.files else default_folder(data_name, common.data_root)
+            if folder is None:
+                raise UserError(f"corruptions: expected --files FOLDER for data '{target.base.get('data')}' (published "
+                                f"files exist for cifar10 and cifar100), or --source generated")
+            check_folder(folder, options.corruptions, data_name)
+            test_size = _test_size(folder)
+            check_labels(folder, test_size, idx, target.test.y.cpu().numpy())
+            settings["files"] = str(folder)
+            opened: dict = {}
+
+            for c in options.corruptions:
+                for s in options.severities:
+                    @contextmanager
+                    def opened_file(c=c):  # one corruption's map at a time, closed after the condition
+                        opened["f"] = CorruptionFiles(folder, c, test_size, tuple(target.test.x.shape[1:]))
+                        try:
+                            yield
+                        finally:
+                            opened.pop("f").close()
+
+                    def make(model, device, s=s):
+                        def read(x, y, i, j):
+                            u8 = torch.from_numpy(opened["f"].rows(s, idx[i:j]))
+                            return u8.to(device, non_blocking=True).to(x.dtype).div_(255.0)
+                        return read
+
+                    shifts.append(Shift(f"{c}-{s}", f"{c}, severity {s}", make, {"corruption": c, "severity": s},
+                                        opened_file))
+        else:
+            for c in options.corruptions:
+                for s in options.severities:
+                    def make(model, device, c=c, s=s):
+                        return lambda x, y, i, j: corrupt(c, s, x, idx[i:j], common.seed)
+                    shifts.append(Shift(f"{c}-{s}", f"{c}, severity {s}", make, {"corruption": c, "severity": s}))
+        rows = shift_rows(self, target, common, settings, shifts)
+        return rows + summary_rows(rows, options.corruptions)
+
+
+def _test_size(folder) -> int:
+    import numpy as np
+
+    labels = np.load(folder / "labels.npy", mmap_mode="r", allow_pickle=False)
+    if labels.ndim != 1 or len(labels) % 5:
+        from mmix_eval.errors import UserError
+
+        raise UserError(f"corruption labels '{folder / 'labels.npy'}': expected 5 x the test-set size labels, got "
+                        f"shape {tuple(labels.shape)}")
+    return len(labels) // 5
+
+
+def summary_rows(rows: list[dict], corruptions: list[str]) -> list[dict]:
+    """Per corruption, the means over its severities (acc, NLL, ECE); over everything, every metric's mean."""
+    import math
+
+    from mmix_eval.evaluate.records import record
+
+    detail = [r for r in rows if (r["settings"] or {}).get("severity") is not None]
+    if not detail:
+        return []
+    base = {k: v for k, v in detail[0].items() if not k.startswith("_")}
+    keep = {k: v for k, v in base["settings"].items() if k not in ("corruption", "severity", "strength")}
+    base["settings"] = keep
+    mean = lambda vs: sum(vs) / len(vs) if vs and not any(math.isnan(v) for v in vs) else float("nan")
+    out = []
+    for c in corruptions:
+        for metric, into in (("acc", "mean_acc"), ("nll", "mean_nll"), ("ece", "mean_ece")):
+            vs = [r["value"] for r in detail if r["settings"]["corruption"] == c and r["metric"] == metric]
+            if vs:
+                out.append(record(base, c, into, mean(vs), c, corruption=c))
+    for metric in ("acc", "rel_acc", "nll", "ece", "brier"):
+        vs = [r["value"] for r in detail if r["metric"] == metric]
+        if vs:
+            out.append(record(base, "mean", metric, mean(vs), f"corruptions, mean over {len(vs)} conditions"))
+    return out
