@@ -80,6 +80,7 @@ class Corruptions(Evaluator):
         options.severities = sorted(set(sev))
 
     def run(self, target, options, common) -> list[dict]:
+        import warnings
         from contextlib import contextmanager
         from pathlib import Path
 
@@ -93,11 +94,17 @@ class Corruptions(Evaluator):
 
         idx = np.asarray(target.indices, dtype=np.int64)
         channels = int(target.test.x.shape[1])
-        colour = [c for c in options.corruptions if c in COLOUR]
-        if colour and channels != 3:
-            raise UserError(f"corruptions: {', '.join(colour)} expected 3-channel (RGB) images, got {channels}; "
-                            f"leave them out with --corruptions")
-        settings = {"source": SOURCE_LABEL[options.source], "corruption_set": ",".join(options.corruptions),
+        names = list(options.corruptions)
+        colour = [c for c in names if c in COLOUR]
+        if colour and channels != 3:  # HSV needs RGB: left out, and said so in every record
+            names = [c for c in names if c not in COLOUR]
+            if not names:
+                raise UserError(f"corruptions: {', '.join(colour)} expected 3-channel (RGB) images, got {channels} "
+                                f"channel(s); choose others with --corruptions")
+            msg = f"{', '.join(colour)} left out: they need RGB images, these have {channels} channel(s)"
+            warnings.warn(f"{target.run}: {msg}", stacklevel=2)
+            target.warnings.append(msg)
+        settings = {"source": SOURCE_LABEL[options.source], "corruption_set": ",".join(names),
                     "severities": ",".join(map(str, options.severities))}
         shifts = []
         if options.source == "files":
@@ -106,13 +113,13 @@ class Corruptions(Evaluator):
             if folder is None:
                 raise UserError(f"corruptions: expected --files FOLDER for data '{target.base.get('data')}' (published "
                                 f"files exist for cifar10 and cifar100), or --source generated")
-            check_folder(folder, options.corruptions, data_name)
+            check_folder(folder, names, data_name)
             test_size = _test_size(folder)
             check_labels(folder, test_size, idx, target.test.y.cpu().numpy())
             settings["files"] = str(folder)
             opened: dict = {}
 
-            for c in options.corruptions:
+            for c in names:
                 for s in options.severities:
                     @contextmanager
                     def opened_file(c=c):  # one corruption's map at a time, closed after the condition
@@ -131,13 +138,13 @@ class Corruptions(Evaluator):
                     shifts.append(Shift(f"{c}-{s}", f"{c}, severity {s}", make, {"corruption": c, "severity": s},
                                         opened_file))
         else:
-            for c in options.corruptions:
+            for c in names:
                 for s in options.severities:
                     def make(model, device, c=c, s=s):
                         return lambda x, y, i, j: corrupt(c, s, x, idx[i:j], common.seed)
                     shifts.append(Shift(f"{c}-{s}", f"{c}, severity {s}", make, {"corruption": c, "severity": s}))
         rows = shift_rows(self, target, common, settings, shifts)
-        return rows + summary_rows(rows, options.corruptions)
+        return rows + summary_rows(rows, names)
 
 
 def _test_size(folder) -> int:

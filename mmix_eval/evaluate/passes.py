@@ -27,7 +27,10 @@ def prepare_model(model: torch.nn.Module, device) -> tuple[torch.nn.Module, list
 
 def setup(target, device, batch_size: int | None) -> tuple[torch.nn.Module, torch.device, int, str | None]:
     """What every evaluator starts with: the device, the model in eval mode, the batch size, the warnings."""
-    device = torch.device(device) if device not in (None, "auto") else next(target.model.parameters()).device
+    if device in (None, "auto"):  # where the model is (a model without parameters or buffers: the CPU)
+        held = next(iter([*target.model.parameters(), *target.model.buffers()]), None)
+        device = held.device if held is not None else torch.device("cpu")
+    device = torch.device(device)
     model, notes = prepare_model(target.model, device)
     if target.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

@@ -230,7 +230,8 @@ def corruption_plots(table: Table, records: list[dict], names: dict, baseline: s
         ax.set_xticks(range(len(sevs)), ["clean" if s == 0 else str(s) for s in sevs])
         ax.set_xlabel("severity"), ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
-    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes: never over data
+    axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="upper left",
+                   bbox_to_anchor=(1.01, 1.0))  # outside the axes: never over data
     fig.suptitle(f"Corruptions: accuracy and ECE by severity (box over {len(corr)} corruptions; means over seeds)",
                  fontsize=10)
     out["corruptions-severity.png"] = _fig_png(fig)
@@ -336,6 +337,9 @@ def render_markdown(table: Table, diffs: dict | None, image_diffs: dict, baselin
            f"Data {md(', '.join(table.context['data']))}, model {md(', '.join(table.context['model']))}, "
            f"{md(', '.join(map(str, table.context['n_images'])))} test images. Mean ± std over training seeds (n); "
            "**bold** = best in row.", ""]
+    sources = [f"{md(e)} images: {md(', '.join(v['source']))}." for e, v in table.context["settings"].items() if v.get("source")]
+    if sources:  # where shifted images came from (published files vs generated) is part of what a number means
+        out += [" ".join(sources), ""]
     for s in _sections(table):
         out += [f"### {md(s['title'])}", "", "| condition | " + " | ".join(md(m) for m in table.methods) + " |",
                 "|---|" + "---|" * len(table.methods)]

@@ -1,0 +1,307 @@
+"""Issue 15: common corruptions from the published files (a synthetic CIFAR-10-C tree) and generated on the fly,
+golden values from the published formulas computed independently here, mCE by hand, CLI and bench."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from mmix_eval.cli import main
+from mmix_eval.errors import UserError
+from mmix_eval.evaluate.base import EvalOptions, OptionError, get_evaluator, run_evaluator
+from mmix_eval.evaluate.corrupt import GENERATED, PARAMS, corrupt, disk_kernel
+from mmix_eval.evaluate.corruption_files import CorruptionFiles
+from mmix_eval.evaluate.images import Images
+from mmix_eval.evaluate.records import read_records, record, with_specs, write_records
+from mmix_eval.evaluate.target import Target
+
+N, CLASSES = 50, 10
+
+
+class ValueReader(torch.nn.Module):
+    """Predicts the class whose level (20 · class / 255) is closest to the image's mean pixel."""
+
+    def forward(self, x):
+        level = x.mean(dim=(1, 2, 3)) * 255.0 / 20.0
+        return -(level[:, None] - torch.arange(CLASSES, dtype=x.dtype)) ** 2 * 10
+
+
+def c10c_tree(root, corruptions=("gaussian_noise", "fog"), n=N):
+    """A CIFAR-10-C layout: <corruption>.npy (5n, 32, 32, 3) uint8 and labels.npy. Image k at severity s
+    holds the level of its label where the corruption 'keeps' it, else of the next class, so the accuracy of
+    each (corruption, severity) is known: gaussian_noise keeps severities 1-2, fog keeps 1-4."""
+    root.mkdir(parents=True, exist_ok=True)
+    y = np.arange(n) % CLASSES
+    np.save(root / "labels.npy", np.tile(y, 5).astype(np.uint8))
+    keeps = {"gaussian_noise": 2, "fog": 4}
+    for c in corruptions:
+        arr = np.zeros((5 * n, 32, 32, 3), np.uint8)
+        for s in range(1, 6):
+            shown = y if s <= keeps.get(c, 5) else (y + 1) % CLASSES
+            arr[(s - 1) * n:s * n] = (20 * shown)[:, None, None, None]
+            arr[(s - 1) * n:s * n, 0, 0, 0] = s  # a marker: severity in the first pixel
+        np.save(root / f"{c}.npy", arr)
+    return root, y
+
+
+def value_target(y, indices=None):
+    idx = np.arange(len(y)) if indices is None else np.asarray(indices)
+    x = torch.from_numpy((20 * y[idx]).astype(np.uint8))[:, None, None, None].expand(len(idx), 3, 32, 32).contiguous()
+    return Target(ValueReader().eval(), Images(x, torch.from_numpy(y[idx]).long()), run="reader", indices=idx,
+                  base={"run": "reader", "data": "cifar10", "method": "vanilla"})
+
+
+def run_files(target, folder, **opts):
+    opts = {"corruptions": ["gaussian_noise", "fog"], **opts}
+    return run_evaluator(get_evaluator("corruptions"), target, {"source": "files", "files": str(folder), **opts},
+                         EvalOptions(progress=False))
+
+
+def value(rows, condition, metric="acc"):
+    return next(r["value"] for r in rows if r["condition"] == condition and r["metric"] == metric)
+
+
+def test_files_are_read_by_severity_and_subset_image_by_image(tmp_path):
+    folder, y = c10c_tree(tmp_path / "CIFAR-10-C")
+    f = CorruptionFiles(folder, "fog", N, (3, 32, 32))
+    idx = np.array([7, 3, 41, 3])  # any order, repeats allowed
+    for s in range(1, 6):
+        got = f.rows(s, idx)
+        want = np.load(folder / "fog.npy")[(s - 1) * N + idx].transpose(0, 3, 1, 2)
+        assert got.shape == (4, 3, 32, 32) and np.array_equal(got, want) and (got[:, 0, 0, 0] == s).all()
+    f.close()
+    rows = run_files(value_target(y), folder, severities=[1, 2, 3, 4, 5])
+    for s in range(1, 6):
+        assert value(rows, f"gaussian_noise-{s}") == (100.0 if s <= 2 else 0.0)
+        assert value(rows, f"fog-{s}") == (100.0 if s <= 4 else 0.0)
+    assert value(rows, "gaussian_noise", "mean_acc") == 40.0 and value(rows, "fog", "mean_acc") == 80.0
+    assert value(rows, "mean") == 60.0 and value(rows, "clean") == 100.0
+    assert {r["settings"]["source"] for r in rows} == {"CIFAR-C files (Hendrycks & Dietterich 2019)"}
+    # a seeded subset reads the same test indices at every severity
+    sub = run_files(value_target(y, indices=[5, 9, 13, 40]), folder, corruptions=["fog"], severities=[4, 5])
+    assert value(sub, "fog-4") == 100.0 and value(sub, "fog-5") == 0.0 and sub[0]["n"] == 4
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: np.save(d / "fog.npy", np.zeros((5 * N, 32, 32, 3), np.float32)), "expected uint8 of shape (250, 32, 32, 3)"),
+    (lambda d: np.save(d / "fog.npy", np.zeros((4 * N, 32, 32, 3), np.uint8)), "got uint8 (200, 32, 32, 3)"),
+    (lambda d: (d / "fog.npy").write_bytes(b"<html>404</html>"), "expected a .npy array, got an unreadable file"),
+    (lambda d: np.save(d / "labels.npy", np.zeros(5 * N - 3, np.uint8)), "expected 5 x the test-set size labels"),
+    (lambda d: (d / "fog.npy").unlink(), "expected fog.npy (download CIFAR-10-C from https://zenodo.org/record/2535967"),
+])
+def test_damaged_files_are_one_line_errors_naming_the_file(tmp_path, damage, message):
+    folder, y = c10c_tree(tmp_path / "CIFAR-10-C")
+    damage(folder)
+    with pytest.raises(UserError, match="corruption (file|files|labels) '") as e:
+        run_files(value_target(y), folder)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_test_set_in_another_order_is_refused(tmp_path):
+    folder, y = c10c_tree(tmp_path / "CIFAR-10-C")
+    order = np.argsort(y, kind="stable")  # an image folder sorted by class: labels no longer in test-set order
+    target = value_target(y)
+    target.test = Images(target.test.x[order], target.test.y[order])
+    with pytest.raises(UserError, match=r"expected the evaluation data's labels in test-set order, got \d+ of 50 "
+                                        r"different at severity 1"):
+        run_files(target, folder)
+
+
+def test_options_are_checked_before_anything_loads():
+    ev = get_evaluator("corruptions")
+    opts = lambda **kw: SimpleNamespace(**{"source": "files", "corruptions": ["benchmark"], "severities": [1, 2, 3, 4, 5],
+                                           "files": None, **kw})
+    o = opts(source="generated")
+    ev.validate(o)
+    assert o.corruptions == ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "fog", "brightness",
+                             "contrast", "elastic_transform", "pixelate", "jpeg_compression"]
+    o = opts()
+    ev.validate(o)
+    assert len(o.corruptions) == 15
+    for bad, message in [(opts(source="web"), "expected one of files, generated"),
+                         (opts(corruptions=["gausian_noise"]), "did you mean 'gaussian_noise'?"),
+                         (opts(source="generated", corruptions=["frost"]), "read from the published files only"),
+                         (opts(severities=[0, 6]), "expected severities among 1..5")]:
+        with pytest.raises(OptionError, match=message.replace("(", r"\(").replace("?", r"\?")):
+            ev.validate(bad)
+
+
+# ---------------------------------------------------------------- generated corruptions
+
+def images(n=6, seed=0, size=32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, size, size), generator=g).float() / 255.0
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_generated_corruptions_are_deterministic_in_range_8bit_and_batch_independent(name):
+    x, idx = images(), np.arange(100, 106)
+    a = corrupt(name, 3, x, idx, seed=0)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, torch.round(a * 255) / 255)  # 8-bit levels, like the published files
+    assert torch.equal(a, corrupt(name, 3, x, idx, seed=0))
+    halves = torch.cat([corrupt(name, 3, x[:2], idx[:2], 0), corrupt(name, 3, x[2:], idx[2:], 0)])
+    assert torch.allclose(a, halves, atol=1.5 / 255)  # image k's randomness is its own, not its batch's
+    if name in ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "elastic_transform", "fog"):
+        assert not torch.equal(a, corrupt(name, 3, x, idx, seed=1))  # the seed matters for random ones
+
+
+def _strength(name, x, out):
+    """A measurable quantity each corruption's severity must increase."""
+    if name in ("gaussian_blur", "defocus_blur"):  # high frequencies removed
+        hf = lambda t: (t[..., 1:, :] - t[..., :-1, :]).abs().mean() + (t[..., 1:] - t[..., :-1]).abs().mean()
+        return float(hf(x) - hf(out))
+    if name == "contrast":
+        return float(x.std(dim=(2, 3)).mean() - out.std(dim=(2, 3)).mean())
+    return float((out - x).abs().mean())
+
+
+# saturate desaturates at severities 1-2 and saturates at 3-5; elastic_transform trades the affine jitter
+# (decreasing) for the elastic amplitude (increasing): no one quantity of theirs is monotone by design.
+@pytest.mark.parametrize("name", [n for n in GENERATED if n not in ("saturate", "elastic_transform")])
+def test_severity_is_monotone_in_a_measurable_quantity(name):
+    x = images(n=24, seed=3)
+    idx = np.arange(24)
+    s = [_strength(name, x, corrupt(name, k, x, idx, 0)) for k in range(1, 6)]
+    assert all(b >= a - 1e-3 for a, b in zip(s, s[1:])), s  # non-decreasing (JPEG: up to rounding)
+    assert s[-1] > s[0]
+
+
+def assert_levels(got, want, what=""):
+    """Equal 8-bit levels for all but rounding ties (float32 here, float64 in the reference): at most one level
+    apart anywhere, and equal on more than 99 % of the pixels."""
+    a, b = np.round(np.asarray(got) * 255).astype(int), np.round(np.asarray(want) * 255).astype(int)
+    assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.99, (what, np.abs(a - b).max(), (a == b).mean())
+
+
+def test_golden_gaussian_blur_against_scipy():
+    from scipy.ndimage import gaussian_filter
+
+    x = images(n=2, seed=5)
+    for sev, sigma in enumerate(PARAMS["gaussian_blur"], 1):
+        want = gaussian_filter(x.double().numpy(), sigma=(0, 0, sigma, sigma), mode="nearest", truncate=4.0)
+        want = np.floor(np.clip(want, 0, 1) * 255 + 1e-4) / 255
+        got = corrupt("gaussian_blur", sev, x, np.arange(2), 0).double().numpy()
+        assert_levels(got, want)
+
+
+def test_golden_defocus_blur_from_the_published_disk_formula():
+    from scipy.ndimage import correlate, correlate1d
+
+    x = images(n=2, seed=6)
+    for sev, (radius, alias) in enumerate(PARAMS["defocus_blur"], 1):
+        L = np.arange(-8, 9)
+        X, Y = np.meshgrid(L, L)
+        disk = ((X ** 2 + Y ** 2) <= radius ** 2).astype(np.float64)
+        disk /= disk.sum()
+        g = np.exp(-((np.arange(3) - 1.0) ** 2) / (2 * alias ** 2))
+        g /= g.sum()  # cv2.getGaussianKernel(3, σ); cv2.GaussianBlur's border is reflect-101 = scipy 'mirror'
+        kern = correlate1d(correlate1d(disk, g, axis=0, mode="mirror"), g, axis=1, mode="mirror")
+        assert np.allclose(disk_kernel(radius, alias).numpy().sum(), 1.0)
+        want = np.stack([[correlate(ch, kern, mode="mirror") for ch in im] for im in x.double().numpy()])
+        want = np.floor(np.clip(want, 0, 1) * 255 + 1e-4) / 255
+        got = corrupt("defocus_blur", sev, x, np.arange(2), 0).double().numpy()
+        assert_levels(got, want)
+
+
+def test_golden_contrast_brightness_saturate_against_numpy_and_matplotlib_hsv():
+    from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
+
+    x = images(n=3, seed=7)
+    hwc = x.double().permute(0, 2, 3, 1).numpy()
+    q = lambda a: np.floor(np.clip(a, 0, 1) * 255 + 1e-4) / 255
+    for sev in range(1, 6):
+        c = PARAMS["contrast"][sev - 1]
+        m = hwc.mean(axis=(1, 2), keepdims=True)
+        cases = {"contrast": q((hwc - m) * c + m)}
+        hsv = rgb_to_hsv(hwc)
+        hsv[..., 2] = np.clip(hsv[..., 2] + PARAMS["brightness"][sev - 1], 0, 1)
+        cases["brightness"] = q(hsv_to_rgb(hsv))
+        a, b = PARAMS["saturate"][sev - 1]
+        hsv = rgb_to_hsv(hwc)
+        hsv[..., 1] = np.clip(hsv[..., 1] * a + b, 0, 1)
+        cases["saturate"] = q(hsv_to_rgb(hsv))
+        for name, want in cases.items():
+            got = corrupt(name, sev, x, np.arange(3), 0).double().permute(0, 2, 3, 1).numpy()
+            assert_levels(got, want, name)
+
+
+def test_golden_gaussian_noise_statistics_at_a_fixed_seed():
+    x = torch.full((40, 3, 32, 32), 0.5)
+    for sev, sigma in enumerate(PARAMS["gaussian_noise"], 1):
+        d = corrupt("gaussian_noise", sev, x, np.arange(40), seed=0) - 0.5
+        assert abs(float(d.std()) - sigma) < 0.02 * sigma + 1 / 255  # σ of the published table, within sampling
+        assert abs(float(d.mean()) + 0.5 / 255) < 0.003  # floor to 8 bits shifts the mean by half a level
+
+
+# ---------------------------------------------------------------- mCE, by hand
+
+def _corruption_records(root, method, seed, errors, clean_err):
+    base = {"run": f"{method}-s{seed}", "checkpoint": "x", "model": "smallnet", "method": method, "method_settings": {},
+            "train_seed": seed, "data": "cifar10", "n": 100, "eval_seed": 0, "evaluator": "corruptions",
+            "settings": {"source": "generated"}}
+    rows = [record(base, "clean", "acc", 100 - clean_err)]
+    for (c, s), e in errors.items():
+        rows.append(record(base, f"{c}-{s}", "acc", 100 - e, corruption=c, severity=s))
+    rows.append(record(base, "mean", "acc", 100 - sum(errors.values()) / len(errors)))
+    ev = get_evaluator("corruptions")
+    write_records(with_specs(rows, ev), root / base["run"] / "corruptions")
+
+
+def test_mce_and_relative_mce_by_hand(tmp_path):
+    from mmix_eval.report import build_report
+
+    res = tmp_path / "res"
+    # baseline errors (one seed): noise 20, 40 (sum 60); fog 10, 30 (sum 40); clean error 5
+    _corruption_records(res, "vanilla", 0, {("noise", 1): 20, ("noise", 2): 40, ("fog", 1): 10, ("fog", 2): 30}, 5)
+    # method: noise 15, 30 (sum 45 -> CE 75 %); fog 12, 28 (sum 40 -> CE 100 %); mCE 87.5; clean error 3
+    # relative: noise (12 + 27) / (15 + 35) = 0.78; fog (9 + 25) / (5 + 25) = 1.1333; mean 95.67 %
+    _corruption_records(res, "manifold_mixup", 0, {("noise", 1): 15, ("noise", 2): 30, ("fog", 1): 12, ("fog", 2): 28}, 3)
+    build_report([res], tmp_path / "rep", baseline="vanilla")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| corruptions: mCE (% of vanilla's errors) | 100.0 (n=1) | **87.5 (n=1)** |" in md
+    assert "| corruptions: relative mCE (% of vanilla's degradation) | 100.0 (n=1) | **95.7 (n=1)** |" in md
+    assert "| noise: CE (% of vanilla's errors) | 100.0 (n=1) | **75.0 (n=1)** |" in md
+    assert "| fog: CE (% of vanilla's errors) | **100.0 (n=1)** | **100.0 (n=1)** |" in md  # a tie: both best
+    assert "noise-1" not in md  # per-severity rows are detail: plotted, not tabulated
+    assert {"corruptions-severity.png", "corruptions-heatmap.png"} <= {p.name for p in (tmp_path / "rep" / "plots").iterdir()}
+
+
+# ---------------------------------------------------------------- CLI and bench
+
+def test_cli_generated_on_a_checkpoint_and_files_refused_with_a_hint(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--method", "vanilla", "--epochs", "1", "--set", "train.device=cpu",
+                 "--set", "model.kwargs={width: 4}", "--out", str(run), "--no-progress"]) == 0
+    code = main(["corruptions", "--ckpt", str(run), "--out", str(tmp_path / "bad"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "expected --files FOLDER for data 'digits'" in err and not (tmp_path / "bad").exists()
+    assert main(["corruptions", "--ckpt", str(run), "--source", "generated", "--corruptions", "gaussian_noise,brightness",
+                 "--severities", "1,5", "--limit", "60", "--out", str(tmp_path / "res"), "--no-progress"]) == 0
+    rows = read_records(next((tmp_path / "res").glob("*/corruptions.jsonl")))
+    conds = {r["condition"] for r in rows}
+    assert conds == {"clean", "gaussian_noise-1", "gaussian_noise-5", "gaussian_noise", "mean"}
+    assert all("brightness left out: they need RGB images, these have 1 channel(s)" in r["warnings"] for r in rows)
+
+
+def test_bench_with_corruptions_reports_mce_and_the_plots(tmp_path, capsys):
+    import yaml
+
+    bench = tmp_path / "b.yaml"
+    bench.write_text(yaml.safe_dump({
+        "data": {"name": "digits", "train_limit": 100, "test_limit": 40}, "model": {"name": "smallnet", "kwargs": {"width": 4}},
+        "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}, "methods": ["vanilla", "input_mixup"], "seeds": [0],
+        "evaluate": {"evaluators": ["corruptions"],
+                     "corruptions": {"source": "generated", "corruptions": ["gaussian_noise", "contrast"],
+                                     "severities": [1, 3, 5]}}}))
+    out = tmp_path / "out"
+    assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
+    md = (out / "report.md").read_text()
+    import re
+
+    assert re.search(r"\| corruptions: mCE \(% of vanilla's errors\) \| (\*\*)?100\.0 \(n=1\)(\*\*)? \| (\*\*)?\d+\.\d \(n=1\)", md)
+    assert "generated, mmix-eval implementation (CIFAR-C parameters)" in md
+    assert {"corruptions-severity.png", "corruptions-heatmap.png"} <= {p.name for p in (out / "plots").iterdir()}
