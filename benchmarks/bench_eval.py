@@ -9,6 +9,8 @@ forward + backward pass for the input gradient, D = 8 Table 4 deformations, E = 
   4. `evaluate` with all three evaluators on one checkpoint / (P + D · P + FB + E · P): one shared clean pass
                                                                                              target <= 1.15
   5. storing the per-image outcomes of a Table 4 evaluation / that evaluation               target <= 0.01
+  6. with --corruptions, benchmarks/bench_corruptions.py's measures: corruptions from files / ((1 + C) P)
+     <= 1.10, generated <= 1.5 P per condition, peak RSS at 10,000 images < 1.5 GB
 Every deformation and FGSM condition also records NLL, ECE and Brier from the logits it already has. Each
 round runs every measure once, in an order rotated from round to round (so drift favours none); medians
 and the min–max spread over the rounds are printed.
@@ -74,6 +76,8 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--corruptions", action="store_true",
+                    help="also the corruption measures (bench_corruptions.py: files, generated, peak memory)")
     args = ap.parse_args()
     device, bs = torch.device(args.device), args.batch_size
     data, desc = images(args.images)
@@ -150,6 +154,12 @@ def main() -> int:
     print(f"{'FB / P (info)':<34}: {fb / p:.3f}")
     print(f"{'FGSM / (E (FB + P)) (info)':<34}: {med['fgsm'] / (len(eps) * (fb + p)):.4f}  (the first version's floor: "
           f"a gradient per ε)")
+    if args.corruptions:  # files / ((1 + C) P), generated per condition, peak RSS at 10,000 images
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_corruptions import report, run
+
+        print()
+        report(run(args.images, 3, min(args.rounds, 3), args.model))
     return 0
 
 
