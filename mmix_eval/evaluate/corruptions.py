@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, MetricSpec, OptionError
-from mmix_eval.evaluate.corrupt import ALL, BENCHMARK, COLOUR, GENERATED, SEVERITIES
+from mmix_eval.evaluate.corruption_table import ALL, BENCHMARK, COLOUR, GENERATED, SEVERITIES
 
 SOURCES = ("files", "generated")
 SOURCE_LABEL = {"files": "CIFAR-C files (Hendrycks & Dietterich 2019)",
