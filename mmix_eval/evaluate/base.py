@@ -180,6 +180,7 @@ BUILTIN = {
     "fgsm": "mmix_eval.evaluate.fgsm:FGSM",
     "calibration": "mmix_eval.evaluate.calibration:Calibration",
     "corruptions": "mmix_eval.evaluate.corruptions:Corruptions",
+    "spectra": "mmix_eval.evaluate.spectra:Spectra",
 }
 # What `evaluate` and `bench` run unless told otherwise (corruptions need the CIFAR-C files, or are asked for).
 DEFAULT_EVALUATORS = ("deformations", "fgsm", "calibration")

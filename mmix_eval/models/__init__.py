@@ -6,6 +6,6 @@ Mixing at layer k replaces ``h_k``: k = 0 is the input, k = 1 the output of the 
 
 from mmix_eval.models.base import MODELS, StagedNet, create_model, num_mix_points
 
-from mmix_eval.models import preactresnet, small, wrn  # noqa: F401,E402  (fill MODELS)
+from mmix_eval.models import mlp, preactresnet, small, wrn  # noqa: F401,E402  (fill MODELS)
 
 __all__ = ["MODELS", "StagedNet", "create_model", "num_mix_points"]
