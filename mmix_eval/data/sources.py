@@ -104,3 +104,46 @@ def imagefolder(arg, root, download, need_train: bool = True) -> RawData:
     if not arg:
         raise UserError("data set 'imagefolder': expected a path, as 'imagefolder:PATH', got none")
     return read_imagefolder(Path(arg).expanduser(), need_train=need_train)
+
+
+SPIRAL_DEFAULTS = {"arms": 2, "points": 2000, "noise": 0.3, "turns": 1.5, "seed": 0}
+
+
+def parse_spiral(arg: str | None) -> dict:
+    """'arms=3,points=1000,noise=0.2' -> the spiral's settings (unnamed ones at their defaults)."""
+    out = dict(SPIRAL_DEFAULTS)
+    for part in filter(None, (arg or "").split(",")):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or key not in out:
+            raise UserError(f"data set 'spiral': expected KEY=VALUE with KEY one of {', '.join(out)}, got '{part}'")
+        try:
+            out[key] = type(SPIRAL_DEFAULTS[key])(value)
+        except ValueError:
+            raise UserError(f"data set 'spiral': '{key}' expected a {type(SPIRAL_DEFAULTS[key]).__name__}, got '{value}'") from None
+    if out["arms"] < 2 or out["points"] < 8 * out["arms"] or out["noise"] < 0 or out["turns"] <= 0:
+        raise UserError(f"data set 'spiral': expected arms >= 2, points >= 8 per arm, noise >= 0, turns > 0, got {out}")
+    return out
+
+
+def spiral_points(arms: int, points: int, noise: float, turns: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points (N, 2) in [0, 1]² and labels: arm a at angle t + 2πa/arms, radius t, t ~ U(0.25, 1)·turns·2π,
+    plus Gaussian noise of ``noise`` (in the radius units), then scaled into the unit square."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(points) % arms
+    t = rng.uniform(0.25, 1.0, points) * turns * 2 * np.pi
+    r = t / (turns * 2 * np.pi)
+    ang = t + 2 * np.pi * y / arms
+    xy = np.stack([r * np.cos(ang), r * np.sin(ang)], 1) + rng.normal(0, noise / (turns * 2 * np.pi), (points, 2))
+    return np.clip(xy / 2.4 + 0.5, 0, 1), y  # radius 1 (+ noise) inside the square
+
+
+@DATASETS.register("spiral", help="spiral[:arms=2,points=2000,noise=0.3,turns=1.5,seed=0], 2-D points as (N, 2, 1, 1) "
+                                  "images (the paper's Figure 1), no download")
+def spiral(arg, root, download) -> RawData:
+    s = parse_spiral(arg)
+    xy, y = spiral_points(s["arms"], s["points"], s["noise"], s["turns"], s["seed"])
+    x = np.rint(xy * 255).astype(np.uint8)[:, :, None, None]  # 8-bit like every source: 1/255 of the square
+    n_test = s["points"] // 4
+    return RawData(classes=[f"arm{a}" for a in range(s["arms"])], train=_split(x[n_test:], y[n_test:]),
+                   test=_split(x[:n_test], y[:n_test]), flip=False, source={"source": "generated spiral", **s})
