@@ -17,7 +17,24 @@ EXPECTED_STAGES = {
 
 
 def test_every_registered_model_has_expected_stages():
-    assert set(MODELS.names()) == set(EXPECTED_STAGES)
+    assert set(MODELS.names()) == set(EXPECTED_STAGES) | {"mlp"}  # the MLP: its own test below
+
+
+def test_mlp_stages_bottleneck_and_bad_sizes():
+    model = create_model("mlp", 10, 1, hidden=[16, 8, 3], image_size=8, linear_stages=[3]).eval()
+    h = model.normalize(torch.rand(5, 1, 8, 8))
+    widths = []
+    for stage in model.stages:
+        h = stage(h)
+        widths.append(h.shape[1])
+    assert widths == [16, 8, 3] and num_mix_points(model) == 4
+    assert not isinstance(model.stages[2][-1], torch.nn.ReLU) and isinstance(model.stages[1][-1], torch.nn.ReLU)
+    assert (h < 0).any()  # the linear bottleneck keeps negative values
+    for kwargs, message in [({"hidden": []}, "'hidden' expected a non-empty list"),
+                            ({"hidden": [4], "linear_stages": [2]}, "'linear_stages' expected stage numbers in 1..1"),
+                            ({"image_size": 0}, "'image_size' expected a positive integer")]:
+        with pytest.raises(UserError, match=message):
+            create_model("mlp", 10, 1, **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_STAGES))
