@@ -77,6 +77,24 @@ def test_bad_layers_and_too_few_images_per_class():
         run_evaluator(ev, _target(), {"layers": ["stages.9"]}, EvalOptions(progress=False))
     rows = run_evaluator(ev, _target(), {"layers": ["stages.2"]}, EvalOptions(progress=False))
     assert {r["condition"] for r in rows} == {"stages.2"}
+    class Pair(torch.nn.Module):  # a layer returning a tuple
+        def forward(self, x):
+            return x, x
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pair, self.head = Pair(), torch.nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.head(self.pair(x.flatten(1))[0])
+
+    odd = _target()
+    odd.model = Net().eval()
+    with pytest.raises(UserError, match="layer 'pair' expected a tensor output, got tuple"):
+        run_evaluator(ev, odd, {"layers": ["pair"]}, EvalOptions(progress=False))
+    with pytest.raises(UserError, match="Net has no numbered stages; give module names with --layers"):
+        run_evaluator(ev, odd, {}, EvalOptions(progress=False))
     t = _target(n=6)
     t.test = Images(t.test.x[:5], torch.tensor([0, 1, 0, 1, 2]))  # one image of class 2
     with pytest.raises(UserError, match="class 2 expected at least 2 test images, got 1"):
