@@ -181,6 +181,7 @@ BUILTIN = {
     "calibration": "mmix_eval.evaluate.calibration:Calibration",
     "corruptions": "mmix_eval.evaluate.corruptions:Corruptions",
     "spectra": "mmix_eval.evaluate.spectra:Spectra",
+    "ood": "mmix_eval.evaluate.ood:OOD",
 }
 # What `evaluate` and `bench` run unless told otherwise (corruptions need the CIFAR-C files, or are asked for).
 DEFAULT_EVALUATORS = ("deformations", "fgsm", "calibration")

@@ -1,0 +1,174 @@
+"""Out-of-distribution detection: does a regularizer's softer prediction help tell unseen data apart?
+
+For each OOD source, the evaluated test subset (in-distribution, the positives) is mixed with as many OOD
+images (the negatives; fewer if the source has fewer), and each score ranks them: the maximum softmax
+probability (Hendrycks & Gimpel 2017), the maximum logit, and the negative energy logsumexp(z) (Liu et al.
+2020, temperature 1); a higher score means "in-distribution". Metrics, from scikit-learn (ties handled by
+its threshold sweep): AUROC, AUPR with in-distribution as positive (aupr_in) and with OOD as positive
+(aupr_out), and the false-positive rate on OOD images at 95 % true-positive rate (fpr95).
+
+Sources: ``noise:gaussian`` (N(0.5, 0.25²) per pixel, clipped), ``noise:uniform`` (U(0, 1)), ``noise:blobs``
+(a Bernoulli(0.7) field, Gaussian-blurred with σ = 1 and thresholded at 0.75: smooth binary blobs, as Hendrycks
+et al. 2019's synthetic outliers), seeded by the evaluation seed, so every checkpoint gets the very same images;
+or any data set the project loads (``svhn``, ``cifar100``, ``digits``, ``imagefolder:PATH``), its test split,
+a seeded subset, mapped to the model's input by a fixed rule: channels 1 → 3 by repetition, 3 → 1 by ITU-R
+601 luminance; the size by bilinear resampling with antialiasing. The in-distribution set itself is refused.
+torch loads inside ``run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mmix_eval.evaluate.base import Evaluator, MetricSpec, OptionError
+
+NOISES = ("gaussian", "uniform", "blobs")
+SCORES = ("msp", "max_logit", "energy")
+HIST_BINS = 20
+
+
+@dataclass
+class OODOptions:
+    ood: list[str] = field(default_factory=lambda: ["noise:gaussian", "noise:uniform", "noise:blobs"], metadata={
+        "help": "OOD sources: noise:gaussian|uniform|blobs or data sets (svhn, cifar100, imagefolder:PATH, ...)"})
+
+
+def check_source(spec: str) -> None:
+    if spec.startswith("noise:"):
+        kind = spec.split(":", 1)[1]
+        if kind not in NOISES:
+            raise OptionError("ood", f"expected noise:{'|'.join(NOISES)}, got '{spec}'")
+        return
+    from mmix_eval.data import DATASETS
+    from mmix_eval.data import sources  # noqa: F401  (fills DATASETS)
+    from mmix_eval.data.core import parse_data_spec
+    from mmix_eval.errors import did_you_mean
+
+    name, _ = parse_data_spec(spec)
+    if name not in DATASETS.names():
+        raise OptionError("ood", f"expected noise:KIND or a data set ({', '.join(DATASETS.names())}), got "
+                                 f"'{spec}'{did_you_mean(name, DATASETS.names())}")
+
+
+def ranking_metrics(score_in, score_out) -> dict[str, float]:
+    """AUROC, AUPR-in, AUPR-out and FPR at 95 % TPR, in-distribution positive, from numpy score arrays."""
+    import numpy as np
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+    s = np.concatenate([score_in, score_out]).astype(np.float64)
+    y = np.concatenate([np.ones(len(score_in)), np.zeros(len(score_out))])
+    fpr, tpr, _ = roc_curve(y, s)
+    return {"auroc": float(roc_auc_score(y, s)), "aupr_in": float(average_precision_score(y, s)),
+            "aupr_out": float(average_precision_score(1 - y, -s)), "fpr95": float(fpr[np.searchsorted(tpr, 0.95)])}
+
+
+def scores(logits) -> dict:
+    import torch
+
+    return {"msp": torch.softmax(logits, 1).max(1).values, "max_logit": logits.max(1).values,
+            "energy": torch.logsumexp(logits, 1)}
+
+
+class OOD(Evaluator):
+    name = "ood"
+    version = "1"
+    help = "out-of-distribution detection: AUROC, AUPR, FPR95 of softmax, logit and energy scores"
+    Options = OODOptions
+    metrics = {
+        "auroc": MetricSpec("AUROC", "higher", ".4f", headline=True),
+        "aupr_in": MetricSpec("AUPR (in-distribution positive)", "higher"),
+        "aupr_out": MetricSpec("AUPR (OOD positive)", "higher"),
+        "fpr95": MetricSpec("FPR at 95 % TPR", "lower"),
+        "hist_in": MetricSpec("share of in-distribution images in a max-softmax bin", None),
+        "hist_out": MetricSpec("share of OOD images in a max-softmax bin", None),
+    }
+
+    def validate(self, options) -> None:
+        if isinstance(options.ood, str):
+            options.ood = [s.strip() for s in options.ood.split(",") if s.strip()]
+        if not options.ood:
+            raise OptionError("ood", "expected at least one OOD source, got none")
+        for spec in options.ood:
+            check_source(spec)
+
+    def run(self, target, options, common) -> list[dict]:
+        import numpy as np
+        import torch
+
+        from mmix_eval.errors import UserError
+        from mmix_eval.evaluate.images import Images
+        from mmix_eval.evaluate.passes import clean_logits, logits_of, setup
+        from mmix_eval.evaluate.records import record
+
+        data = str(target.base.get("data") or "")
+        for spec in options.ood:
+            if data and spec == data:
+                raise UserError(f"ood: source '{spec}' expected data other than the in-distribution set, got the "
+                                f"evaluation data itself")
+        model, device, bs, warn = setup(target, common.device, common.batch_size)
+        shape = tuple(target.test.x.shape[1:])
+        n = len(target.test)
+        base = {**target.base, "evaluator": self.name, "n": n, "eval_seed": common.seed, "warnings": warn,
+                "settings": {**target.settings, "ood_sources": ",".join(options.ood)}}
+        s_in = {k: v.numpy() for k, v in scores(clean_logits(target, bs, device)).items()}
+        edges = np.linspace(0, 1, HIST_BINS + 1)
+        rows = []
+        for spec in options.ood:
+            x = ood_images(spec, n, shape, common.seed, common.data_root)
+            if len(x) < 2:
+                raise UserError(f"ood: source '{spec}' expected at least 2 images, got {len(x)}")
+            s_out = {k: v.numpy() for k, v in scores(logits_of(model, Images(x, torch.zeros(len(x))), bs, device,
+                                                                  precision=target.precision)).items()}
+            for sc in SCORES:
+                label = f"{spec}, {sc.replace('_', ' ')} score"
+                for metric, value in ranking_metrics(s_in[sc], s_out[sc]).items():
+                    rows.append(record(base, f"{spec}/{sc}", metric, value, label, ood=spec, score=sc,
+                                       n_ood=len(x)))
+            for metric, vals in (("hist_in", s_in["msp"]), ("hist_out", s_out["msp"])):
+                counts = np.histogram(np.clip(vals, 0, 1), bins=edges)[0] / len(vals)
+                for b, c in enumerate(counts):
+                    rows.append(record(base, f"{spec}/msp", metric, float(c), f"{spec}, max softmax", bin=b,
+                                       ood=spec, score="msp", n_ood=len(x)))
+        return rows
+
+
+def ood_images(spec: str, n: int, shape: tuple[int, int, int], seed: int, data_root=None):
+    """n images of ``shape`` (C, H, W), uint8, from the source: noise seeded by (seed, kind), or a data set's
+    test split (a seeded subset of n, fewer if it holds fewer) mapped to the shape."""
+    import zlib
+
+    import torch
+    import torch.nn.functional as F
+
+    from mmix_eval.errors import UserError
+
+    c, h, w = shape
+    if spec.startswith("noise:"):
+        kind = spec.split(":", 1)[1]
+        g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(spec.encode())) % 2**63)
+        if kind == "gaussian":
+            x = (0.5 + 0.25 * torch.randn(n, c, h, w, generator=g)).clamp(0, 1)
+        elif kind == "uniform":
+            x = torch.rand(n, c, h, w, generator=g)
+        else:
+            from mmix_eval.evaluate.corrupt import gaussian_filter
+
+            field = (torch.rand(n, c, h, w, generator=g) < 0.7).float()
+            x = (gaussian_filter(field, 1.0, truncate=4.0, mode="reflect") > 0.75).float()
+        return (x * 255 + 0.5).to(torch.uint8)
+    from mmix_eval.data import load_data
+
+    d = load_data(spec, data_root, False, test_limit=n, subset_seed=seed, need_train=False)
+    x = d.test.x
+    if x.shape[1] != c:
+        if x.shape[1] == 1:
+            x = x.expand(-1, c, -1, -1)
+        elif x.shape[1] == 3 and c == 1:
+            x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).round().to(torch.uint8)
+        else:
+            raise UserError(f"ood: source '{spec}' has {x.shape[1]}-channel images; the model takes {c} channels "
+                            f"(1 -> 3 and 3 -> 1 are mapped; give a source with 1, 3 or {c} channels)")
+    if tuple(x.shape[2:]) != (h, w):
+        x = F.interpolate(x.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return x.contiguous()

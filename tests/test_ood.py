@@ -1,0 +1,86 @@
+"""Issue 16, the OOD half: ranking metrics on constructed scores (and by hand), sources, the evaluator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmix_eval.cli import main
+from mmix_eval.errors import UserError
+from mmix_eval.evaluate.base import EvalOptions, OptionError, get_evaluator, run_evaluator
+from mmix_eval.evaluate.images import Images
+from mmix_eval.evaluate.ood import ood_images, ranking_metrics
+from mmix_eval.evaluate.records import read_records
+from mmix_eval.evaluate.target import Target
+
+
+def test_separated_scores_give_auroc_one_and_identical_ones_one_half():
+    m = ranking_metrics(np.array([0.9, 0.8, 0.95]), np.array([0.1, 0.2]))
+    assert m["auroc"] == 1.0 and m["aupr_in"] == 1.0 and m["aupr_out"] == 1.0 and m["fpr95"] == 0.0
+    tie = ranking_metrics(np.full(50, 0.5), np.full(50, 0.5))  # every score tied: no ranking at all
+    assert tie["auroc"] == 0.5 and tie["fpr95"] == 1.0
+
+
+def test_fpr95_and_auroc_by_hand():
+    # in: 20 scores 1..20; out: 10 scores, 0.5 and 10.5, 11.5, ..., 18.5. TPR >= 95 % needs the threshold at
+    # 2 (19 of 20 in-scores >= 2); OOD scores >= 2: 10.5 … 18.5, 9 of 10 -> FPR95 = 0.9.
+    s_in = np.arange(1, 21, dtype=float)
+    s_out = np.array([0.5] + [10.5 + k for k in range(9)])
+    m = ranking_metrics(s_in, s_out)
+    assert m["fpr95"] == pytest.approx(0.9)
+    # AUROC: P(in > out) over the 200 pairs; 0.5 is below all 20; 10.5 + k is below 20 − (10 + k) in-scores
+    wins = 20 + sum(20 - (10 + k) for k in range(9))
+    assert m["auroc"] == pytest.approx(wins / 200)
+
+
+def test_noise_sources_are_seeded_in_range_and_data_sets_are_mapped_to_the_input():
+    a = ood_images("noise:gaussian", 8, (3, 16, 16), seed=0)
+    assert a.dtype == torch.uint8 and a.shape == (8, 3, 16, 16)
+    assert torch.equal(a, ood_images("noise:gaussian", 8, (3, 16, 16), seed=0))
+    assert not torch.equal(a, ood_images("noise:gaussian", 8, (3, 16, 16), seed=1))
+    blobs = ood_images("noise:blobs", 4, (1, 32, 32), seed=0)
+    assert set(blobs.unique().tolist()) <= {0, 255}  # binary blobs
+    d = ood_images("digits", 5, (3, 32, 32), seed=0)  # 1 x 8 x 8 digits -> 3 x 32 x 32
+    assert d.shape == (5, 3, 32, 32) and torch.equal(d[:, 0], d[:, 2])
+
+
+def _target(n=60):
+    class Net(torch.nn.Module):  # confident on bright images, unsure on dark ones
+        def forward(self, x):
+            m = x.mean(dim=(1, 2, 3))
+            return torch.stack([10 * (m - 0.5), torch.zeros_like(m)], 1)
+
+    x = torch.full((n, 1, 8, 8), 250, dtype=torch.uint8)
+    return Target(Net().eval(), Images(x, torch.zeros(n, dtype=torch.long)), run="net",
+                  base={"run": "net", "data": "digits"})
+
+
+def test_the_evaluator_scores_every_source_and_refuses_the_in_distribution_set():
+    ev = get_evaluator("ood")
+    rows = run_evaluator(ev, _target(), {"ood": ["noise:uniform"]}, EvalOptions(progress=False))
+    auroc = {r["condition"]: r["value"] for r in rows if r["metric"] == "auroc"}
+    assert set(auroc) == {"noise:uniform/msp", "noise:uniform/max_logit", "noise:uniform/energy"}
+    assert auroc["noise:uniform/msp"] == 1.0  # bright in-distribution images, mid-grey noise: separated
+    hist = [r["value"] for r in rows if r["metric"] == "hist_in"]
+    assert len(hist) == 20 and sum(hist) == pytest.approx(1.0)
+    with pytest.raises(UserError, match="source 'digits' expected data other than the in-distribution set"):
+        run_evaluator(ev, _target(), {"ood": ["digits"]}, EvalOptions(progress=False))
+    for bad, message in [(["noise:pink"], "expected noise:gaussian|uniform|blobs"),
+                         (["svhm"], "did you mean 'svhn'?"), ([], "expected at least one OOD source")]:
+        with pytest.raises(OptionError, match=message.replace("|", r"\|").replace("?", r"\?")):
+            ev.validate(type("O", (), {"ood": bad})())
+
+
+def test_cli_and_report_on_a_trained_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--method", "vanilla", "--epochs", "2", "--set", "train.device=cpu",
+                 "--set", "model.kwargs={width: 4}", "--out", str(run), "--no-progress"]) == 0
+    assert main(["ood", "--ckpt", str(run), "--ood", "noise:gaussian,noise:blobs", "--out", str(tmp_path / "res"),
+                 "--no-progress"]) == 0
+    rows = read_records(next((tmp_path / "res").glob("*/ood.jsonl")))
+    assert {r["settings"]["ood"] for r in rows} == {"noise:gaussian", "noise:blobs"}
+    assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| noise:blobs, energy score: AUROC |" in md and "FPR at 95 % TPR" in md
+    assert (tmp_path / "rep" / "plots" / "ood.png").exists()
