@@ -39,10 +39,7 @@ def check_source(spec: str) -> None:
         if kind not in NOISES:
             raise OptionError("ood", f"expected noise:{'|'.join(NOISES)}, got '{spec}'")
         return
-    from mmix_eval.data import (
-        DATASETS,
-        sources,  # noqa: F401  (fills DATASETS)
-    )
+    from mmix_eval.data import DATASETS, sources  # noqa: F401  (sources fills DATASETS)
     from mmix_eval.data.core import parse_data_spec
     from mmix_eval.errors import did_you_mean
 
