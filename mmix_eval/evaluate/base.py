@@ -182,6 +182,7 @@ BUILTIN = {
     "corruptions": "mmix_eval.evaluate.corruptions:Corruptions",
     "spectra": "mmix_eval.evaluate.spectra:Spectra",
     "ood": "mmix_eval.evaluate.ood:OOD",
+    "attack": "mmix_eval.evaluate.fgsm:Attack",
 }
 # What `evaluate` and `bench` run unless told otherwise (corruptions need the CIFAR-C files, or are asked for).
 DEFAULT_EVALUATORS = ("deformations", "fgsm", "calibration")

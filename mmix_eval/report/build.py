@@ -218,6 +218,46 @@ class Table:
         return fmt_value(v, self.rows[i].format)
 
 
+MASKING_POINTS = 10.0  # FGSM accuracy this many points above a strong attack's at the same ε: flagged
+
+
+def masking_notes(records: list[dict], labels: dict[str, str]) -> list[str]:
+    """The gradient-masking check (RobustBench's guidance, Carlini et al. 2019): per method and Linf ε, FGSM's
+    accuracy (mean over seeds) against the strongest iterative attack's (PGD or AutoAttack, any evaluator);
+    more than MASKING_POINTS above it says FGSM overstates the robustness. Also PGD accuracy that rises with
+    more steps. Returns the report's notes (none when there is nothing to compare)."""
+    acc: dict = {}  # (method, ε) -> attack tag -> [values]
+    for r in records:
+        s = r["settings"] or {}
+        e, tag = s.get("eps_255"), s.get("attack")
+        if r["metric"] != "acc" or r["bin"] is not None or e is None or tag is None or r["value"] is None:
+            continue
+        if s.get("norm", "Linf") != "Linf":
+            continue
+        acc.setdefault((labels[r["run"]], float(e)), {}).setdefault(str(tag), []).append(r["value"])
+    flags, compared = [], 0
+    for (m, e), per in sorted(acc.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        mean = {t: sum(v) / len(v) for t, v in per.items()}
+        strong = {t: v for t, v in mean.items() if t != "fgsm"}
+        if "fgsm" in mean and strong:
+            compared += 1
+            t, v = min(strong.items(), key=lambda kv: kv[1])
+            if mean["fgsm"] - v > MASKING_POINTS:
+                flags.append(f"{m} at ε = {e:g}/255: FGSM {mean['fgsm']:.2f} % vs {t} {v:.2f} %")
+        pgd = sorted(((int(t[3:]), v) for t, v in mean.items() if t.startswith("pgd") and t[3:].isdigit()))
+        for (k1, v1), (k2, v2) in zip(pgd, pgd[1:]):
+            if v2 > v1 + 1.0:
+                flags.append(f"{m} at ε = {e:g}/255: PGD-{k2} accuracy {v2:.2f} % above PGD-{k1}'s {v1:.2f} %")
+    if not compared:
+        return []
+    if not flags:
+        return [f"Gradient-masking check passed: at every ε compared ({compared}), FGSM accuracy is within "
+                f"{MASKING_POINTS:g} points of the strongest iterative attack's."]
+    return [f"Gradient-masking check (FGSM more than {MASKING_POINTS:g} points above an iterative attack at the same "
+            f"ε, or PGD gaining accuracy with more steps, flags robustness that a strong attack removes): "
+            + "; ".join(flags) + "."]
+
+
 def add_corruption_rows(table: Table, records: list[dict], baseline: str) -> list[str]:
     """mCE, relative mCE and each corruption's CE against ``baseline`` (see report/corruption.py), as table rows:
     mCE and relative mCE in the comparison after the corruption headline, every CE in the evaluator's section."""
@@ -332,7 +372,8 @@ def aggregate(records: list[dict], baseline: str | None = None) -> Table:
     return Table(rows, methods, cells, context, runs, info, sections)
 
 
-_ROW_SETTINGS = ("strength", "eps_255", "deformation", "magnitude", "corruption", "severity")  # differ by condition: not evaluator-wide
+_ROW_SETTINGS = ("strength", "eps_255", "eps", "after", "target_classes", "deformation", "magnitude", "corruption",
+                 "severity", "ood", "score", "n_ood", "layer", "width", "projected")  # differ by condition: not evaluator-wide
 
 
 def evaluator_settings(records: list[dict]) -> dict[str, dict[str, list]]:
@@ -625,6 +666,7 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
         baseline = next((m for m in table.methods if table.info[m][0] == baseline), baseline)
     if baseline in table.methods:
         notes += add_corruption_rows(table, rows, baseline)
+    notes += masking_notes(rows, method_labels(rows))
     paired = baseline is not None and len(table.methods) > 1
     diffs = paired_differences(table, baseline) if paired else None
     image_diffs, pair_notes = image_differences(table, results.outcomes, baseline) if paired else ({}, [])
