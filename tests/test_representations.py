@@ -93,6 +93,7 @@ def test_bad_layers_and_too_few_images_per_class():
     odd.model = Net().eval()
     with pytest.raises(UserError, match="layer 'pair' expected a tensor output, got tuple"):
         run_evaluator(ev, odd, {"layers": ["pair"]}, EvalOptions(progress=False))
+    assert not odd.model.pair._forward_hooks  # removed when the run fails too
     with pytest.raises(UserError, match="Net has no numbered stages; give module names with --layers"):
         run_evaluator(ev, odd, {}, EvalOptions(progress=False))
     t = _target(n=6)
