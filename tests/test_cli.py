@@ -33,9 +33,9 @@ def bad(capsys, tmp_path, *argv, match):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--model", "preactresnet81"], "unknown model 'preactresnet81' (did you mean 'preactresnet18'?); available: preactresnet18, preactresnet34, smallnet"),
+    (["--model", "preactresnet81"], "unknown model 'preactresnet81' (did you mean 'preactresnet18'?); available: mlp, preactresnet18, preactresnet34, smallnet, wrn, wrn28_10"),
     (["--method", "manifold_mixp"], "unknown method 'manifold_mixp' (did you mean 'manifold_mixup'?); available: cutmix, input_mixup, manifold_mixup, vanilla"),
-    (["--data", "cifar-10"], "unknown data set 'cifar-10' (did you mean 'cifar10'?); available: cifar10, cifar100, digits, imagefolder, svhn"),
+    (["--data", "cifar-10"], "unknown data set 'cifar-10' (did you mean 'cifar10'?); available: cifar10, cifar100, digits, imagefolder, spiral, svhn"),
     (["--alpha", "0"], "alpha: expected a finite number > 0, got 0.0"),
     (["--alpha", "-2"], "alpha: expected a finite number > 0, got -2.0"),
     (["--alpha", "nan"], "alpha: expected a finite number > 0, got nan"),

@@ -113,7 +113,7 @@ def test_bad_eps_and_attack():
         evaluate_fgsm(t, eps=[-1], progress=False)
     with pytest.raises(UserError, match="^eps: expected a list of numbers, got '1,two'"):
         evaluate_fgsm(t, eps="1,two", progress=False)
-    with pytest.raises(UserError, match="^attack: expected one of fgsm, pgd, got 'cw'"):
+    with pytest.raises(UserError, match="^attack: expected one of fgsm, pgd, autoattack, got 'cw'"):
         evaluate_fgsm(t, attack="cw", progress=False)
 
 
