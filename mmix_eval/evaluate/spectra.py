@@ -38,7 +38,7 @@ class SpectraOptions:
 
 def spectrum_metrics(h, y, classes: int | None = None) -> dict:
     """The metrics of (N, d) representations ``h`` with labels ``y`` (tensors), as floats, and the mean
-    normalised spectrum (list of SPECTRUM values, zero-padded)."""
+    normalised spectrum (up to SPECTRUM values, as many as the classes' rank min(n_c − 1, d) allows)."""
     import torch
 
     from mmix_eval.errors import UserError
@@ -57,7 +57,7 @@ def spectrum_metrics(h, y, classes: int | None = None) -> dict:
         var = s ** 2
         if total <= 0:  # every image of the class maps to one point: perfectly flat
             per.append({"top_share": 1.0, "dirs90": 1.0, "dirs99": 1.0, "eff_rank": 1.0, "within": 0.0})
-            spectra.append([1.0] + [0.0] * (SPECTRUM - 1))
+            spectra.append([1.0])
             continue
         p = s / total
         cum = torch.cumsum(var, 0) / var.sum()
@@ -67,14 +67,14 @@ def spectrum_metrics(h, y, classes: int | None = None) -> dict:
                     "dirs99": float(int(torch.searchsorted(cum, torch.tensor(0.99, dtype=cum.dtype) - 1e-12)) + 1),
                     "eff_rank": float(torch.exp(-(nz * nz.log()).sum())),
                     "within": float(var.sum()) / (len(xc) - 1)})
-        sp = p[:SPECTRUM].tolist()
-        spectra.append(sp + [0.0] * (SPECTRUM - len(sp)))
+        spectra.append(p[:min(SPECTRUM, len(xc) - 1, h.shape[1])].tolist())  # a centred class has rank <= n_c - 1
     m = torch.stack(means)
     between = float(((m - m.mean(0)) ** 2).sum()) / max(1, len(m) - 1)
     out = {k: sum(d[k] for d in per) / len(per) for k in ("top_share", "dirs90", "dirs99", "eff_rank")}
     within = sum(d["within"] for d in per) / len(per)
     out["within_between"] = within / between if between > 0 else math.inf
-    out["spectrum"] = [sum(s[k] for s in spectra) / len(spectra) for k in range(SPECTRUM)]
+    longest = max(len(s) for s in spectra)  # index k averaged over the classes whose rank reaches it
+    out["spectrum"] = [sum(s[k] for s in spectra if len(s) > k) / sum(len(s) > k for s in spectra) for k in range(longest)]
     return out
 
 

@@ -253,7 +253,7 @@ def spectra_plots(table: Table, records: list[dict], names: dict, colors) -> dic
     for ax, key in zip(axes[0], keys):
         for m in [m for m in table.methods if m in per[key]]:
             seeds = per[key][m]
-            ks = sorted({k for v in seeds.values() for k in v})
+            ks = sorted({k for v in seeds.values() for k, val in v.items() if val > 0})  # log axis: s_k > 0 only
             vals = np.array([[seeds[s].get(k, np.nan) for k in ks] for s in seeds])
             c = colors[table.methods.index(m) % 10]
             x = [k + 1 for k in ks]
