@@ -396,3 +396,38 @@ def test_a_second_bench_on_the_same_out_is_refused_naming_the_holder_and_a_stale
     assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
     assert "taking over a stale lock (an unreadable lock file)" in capsys.readouterr().err
     assert not (out / ".bench.lock").exists()
+
+
+def test_one_bin_count_per_report_stated_for_every_evaluator(folder_run, tmp_path):
+    # before: clean ECE came from a fixed 15-bin computation beside the 10-bin ones, unlabelled
+    _, ckpt = folder_run
+    assert main(["evaluate", "--ckpt", str(ckpt), "--bins", "10", "--eps", "1", "--out", str(tmp_path / "res"),
+                 "--no-progress"]) == 0
+    rows = [r for f in (tmp_path / "res").glob("*/*.jsonl") for r in read_records(f)]
+    assert {r["settings"]["bins"] for r in rows if r["metric"] in ("ece", "mce")} == {10}
+    assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "bins 10" in html and "bins 15" not in html
+    clean_ece = {line for line in md.splitlines() if line.startswith("| Clean test images: ECE")}
+    assert len(clean_ece) == 1  # repeated at the head of each evaluator's ECE rows, always the one 10-bin value
+
+
+def test_user_strings_are_drawn_literally_in_plots():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmix_eval.report.render import plot_text
+
+    # before: '$\\frac{$' crashed the mathtext parser (report rc 1), 'mix $5 a$b' was typeset, '_x' vanished
+    for name in ["$\\frac{$", "mix $5 a$b", "_hidden"]:
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1], label=plot_text(name))
+        ax.set_title(plot_text(name))
+        leg = ax.legend()
+        fig.canvas.draw()  # mathtext parse errors surface here
+        assert [t.get_text() for t in leg.get_texts()] == [plot_text(name)]
+        plt.close(fig)
+    assert plot_text("_hidden").endswith("_hidden") and not plot_text("_hidden").startswith("_")
