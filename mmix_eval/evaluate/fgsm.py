@@ -221,8 +221,11 @@ def run_autoattack(self, target, options, common) -> list[dict]:
     shifts = [Shift(f"aa{options.norm.lower()}-eps{e:g}", f"{label} {options.norm} ε = {e:g}{unit}", attack(e),
                     {"eps": e, "eps_255": e if options.norm == "Linf" else None, "strength": e})
               for e in options.eps]
+    from mmix_eval.evaluate.checks import zero_gradient_check
+
+    check = lambda model, device: zero_gradient_check(model, target.test, device)  # masked gradients, as for FGSM
     rows = shift_rows(self, target, common, {"attack": tag, "norm": options.norm,
-                                             "attacks": ",".join(attacks)}, shifts)
+                                             "attacks": ",".join(attacks)}, shifts, check)
     n = len(target.test)
     clean = next(r for r in rows if r["condition"] == "clean" and r["metric"] == "acc")
     base = {k: v for k, v in clean.items() if not k.startswith("_")}

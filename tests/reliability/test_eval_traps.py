@@ -118,3 +118,16 @@ def test_trap_warnings_reach_the_records_files_from_the_cli(checkpoint, tmp_path
     for e in EVALUATORS:
         rows = [json.loads(line) for line in (tmp_path / "r" / "run" / f"{e}.jsonl").read_text().splitlines()]
         assert all("model output is randomised" in (r["warnings"] or "") for r in rows)
+
+
+def test_masked_gradients_are_flagged_under_autoattack_too(tmp_path):
+    from mmix_eval.evaluate.base import EvalOptions, get_evaluator, run_evaluator
+    from mmix_eval.evaluate.target import target_from_module
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(40, 3, 8, 8, generator=g), torch.randint(0, 4, (40,), generator=g)
+    t = target_from_module(ZeroGradient().eval(), x, y, name="ZeroGradient")
+    with pytest.warns(UserWarning, match="input gradients are zero"):
+        rows = run_evaluator(get_evaluator("attack"), t, {"eps": [2.0], "quick": True},
+                             EvalOptions(progress=False, device="cpu"))
+    assert all("input gradients are zero for 40 of 40 probe images" in r["warnings"] for r in rows)
