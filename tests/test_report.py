@@ -170,3 +170,26 @@ def test_an_evaluator_the_report_never_heard_of_gets_its_own_section(tmp_path):
     assert "| Condition one: rank | 0.333 (n=1) | **0.500 (n=1)** |" in md
     assert "| Condition one: width (px) | 7 (n=1) | 7 (n=1) |" in md  # not a score: nothing marked
     assert "mystery: knob 3." in (tmp_path / "rep" / "report.html").read_text()  # its settings stated in the header
+
+
+def test_gzipped_records_read_like_plain_ones_and_a_decompression_bomb_is_listed(tmp_path, monkeypatch):
+    import gzip
+
+    from mmix_eval.report import build as build_module
+
+    res = fake_results(tmp_path / "res")
+    plain = build_report([res], tmp_path / "a")
+    packed = tmp_path / "packed" / "records.jsonl.gz"
+    packed.parent.mkdir()
+    packed.write_bytes(gzip.compress((tmp_path / "a" / "records.jsonl").read_bytes(), mtime=0))
+    again = build_report([packed], tmp_path / "b")
+    assert (tmp_path / "b" / "table.csv").read_text() == (tmp_path / "a" / "table.csv").read_text()
+    assert again["table"].methods == plain["table"].methods
+    monkeypatch.setattr(build_module, "MAX_RESULT_FILE", 1000)  # far less than the records once decompressed
+    bomb = tmp_path / "bomb" / "x.jsonl.gz"
+    bomb.parent.mkdir()
+    bomb.write_bytes(packed.read_bytes())
+    with pytest.raises(UserError, match="found only unreadable ones"):
+        build_report([bomb], tmp_path / "c")
+    with pytest.raises(ValueError, match="more than 1000 bytes of records once decompressed"):
+        build_module._read_jsonl(bomb)

@@ -11,6 +11,7 @@ outcomes exist, by test image (bootstrap interval and McNemar's exact test; see 
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import stat
@@ -44,9 +45,15 @@ MAX_RESULT_FILE = 64 * 1024 * 1024  # bytes; a 100-condition grid x 3 evaluators
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
+    """Records of a .jsonl file, or of a gzipped one (.jsonl.gz, as a committed report keeps them), whose
+    decompressed size is held to the same cap as a plain file's."""
+    rows, size = [], 0
+    opened = gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(path, encoding="utf-8")
+    with opened as f:
         for i, line in enumerate(f, 1):
+            size += len(line)
+            if size > MAX_RESULT_FILE:
+                raise ValueError(f"more than {MAX_RESULT_FILE} bytes of records once decompressed")
             if not line.strip():
                 continue
             try:
@@ -75,7 +82,7 @@ def load_results(paths: list[str | Path]) -> Results:
         elif p.is_file():
             files.append(p)
         else:
-            raise UserError(f"results '{p}': expected a folder or a .jsonl file, got a path that does not exist")
+            raise UserError(f"results '{p}': expected a folder or a .jsonl (.jsonl.gz) file, got a path that does not exist")
     rows, metas, bad, outcomes, found = [], [], [], {}, {}
     for f in files:
         try:
@@ -86,7 +93,7 @@ def load_results(paths: list[str | Path]) -> Results:
                 raise ValueError(f"{st.st_size} bytes, larger than any result file ({MAX_RESULT_FILE} bytes at most)")
             new = _read_jsonl(f)
             rows += new
-        except (OSError, UnicodeDecodeError, ValueError) as e:
+        except (OSError, UnicodeDecodeError, ValueError, EOFError) as e:  # EOFError: a truncated .gz
             bad.append((str(f), str(e)))
             continue
         try:
@@ -108,10 +115,10 @@ def load_results(paths: list[str | Path]) -> Results:
 
 def _read_outcomes(f: Path, rows: list[dict]) -> dict:
     """Per-image outcomes beside a record file: ``<evaluator>.outcomes.npz`` for an evaluation's records,
-    ``outcomes.npz`` for a report's own ``records.jsonl``."""
+    ``outcomes.npz`` for a report's own ``records.jsonl`` (or ``records.jsonl.gz``)."""
     from mmix_eval.evaluate.outcomes import read_many, read_outcomes
 
-    if f.name == "records.jsonl":
+    if f.name in ("records.jsonl", "records.jsonl.gz"):
         return read_many(f.with_name("outcomes.npz"))
     path = f.with_suffix(".outcomes.npz")
     if not path.is_file() or not rows or path.stat().st_size > MAX_RESULT_FILE:
