@@ -305,3 +305,38 @@ def test_bench_with_corruptions_reports_mce_and_the_plots(tmp_path, capsys):
     assert re.search(r"\| corruptions: mCE \(% of vanilla's errors\) \| (\*\*)?100\.0 \(n=1\)(\*\*)? \| (\*\*)?\d+\.\d \(n=1\)", md)
     assert "generated, mmix-eval implementation (CIFAR-C parameters)" in md
     assert {"corruptions-severity.png", "corruptions-heatmap.png"} <= {p.name for p in (out / "plots").iterdir()}
+
+
+def test_golden_elastic_warps_and_field_blur_against_scipy():
+    """The elastic transform's pieces equal scipy's: the displacement warp is map_coordinates(order=1,
+    mode='reflect'), the affine warp's border is reflect-101 ('mirror'), the field blur gaussian_filter(mode='reflect')."""
+    from scipy.ndimage import gaussian_filter as scipy_gaussian
+    from scipy.ndimage import map_coordinates
+
+    from mmix_eval.evaluate.corrupt import _sample, gaussian_filter
+
+    g = np.random.default_rng(0)
+    x = g.random((1, 1, 12, 12))
+    sy, sx = np.meshgrid(np.arange(12.0), np.arange(12.0), indexing="ij")
+    dx, dy = g.uniform(-3, 3, (12, 12)), g.uniform(-3, 3, (12, 12))  # sources up to 3 px outside the image
+    t = torch.from_numpy(x)
+    for align, mode in ((False, "reflect"), (True, "mirror")):
+        got = _sample(t, torch.from_numpy(sx + dx)[None], torch.from_numpy(sy + dy)[None], align)[0, 0].numpy()
+        np.testing.assert_allclose(got, map_coordinates(x[0, 0], [sy + dy, sx + dx], order=1, mode=mode), atol=1e-12)
+    for sigma in (0.7, 3.0):  # radius 2 and 9: the half-sample padding reaches well into the image
+        np.testing.assert_allclose(gaussian_filter(t, sigma, 3.0, "reflect")[0, 0].numpy(),
+                                   scipy_gaussian(x[0, 0], sigma, mode="reflect", truncate=3.0), atol=1e-12)
+
+
+def test_golden_impulse_and_shot_noise_statistics_at_a_fixed_seed():
+    # impulse (skimage's s&p): each value flipped with p = amount, to 0 or 1 with p = 1/2 each
+    x = torch.full((40, 3, 32, 32), 0.5)
+    for sev, amount in enumerate(PARAMS["impulse_noise"], 1):
+        out = corrupt("impulse_noise", sev, x, np.arange(40), seed=0)
+        flipped = (out != torch.floor(x * 255 + 1e-4) / 255).float().mean()
+        assert abs(float(flipped) - amount) < 4 * (amount / len(out.flatten())) ** 0.5 + 1e-3
+        assert abs(float((out == 1).float().mean()) - amount / 2) < 0.002
+    # shot: Poisson(x c) / c has mean x and variance x / c
+    for sev, c in enumerate(PARAMS["shot_noise"], 1):
+        out = corrupt("shot_noise", sev, torch.full((40, 3, 32, 32), 0.4), np.arange(40), seed=0)
+        assert abs(float(out.var()) - 0.4 / c) < 0.05 * 0.4 / c + 2e-6
