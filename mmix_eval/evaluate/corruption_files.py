@@ -75,17 +75,18 @@ class CorruptionFiles:
             mm.close()
 
 
-def check_labels(folder: Path, test_size: int, indices: np.ndarray, labels: np.ndarray) -> None:
+def check_labels(folder: Path, indices: np.ndarray, labels: np.ndarray) -> int:
     """The files' labels for the evaluated images, at every severity, are the evaluation data's: a test set in
-    another order (an image folder sorted by class) or another data set is refused, not silently scored."""
+    another order (an image folder sorted by class) or another data set is refused, not silently scored.
+    Returns the test-set size the files hold (their label count / 5)."""
     path = Path(folder) / "labels.npy"
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
         raise UserError(f"corruption labels '{path}': expected a .npy array, got an unreadable file ({e})") from None
-    if arr.ndim != 1 or len(arr) != 5 * test_size:
-        raise UserError(f"corruption labels '{path}': expected {5 * test_size} labels (5 severities x {test_size} "
-                        f"test images), got shape {tuple(arr.shape)}")
+    if arr.ndim != 1 or len(arr) % 5:
+        raise UserError(f"corruption labels '{path}': expected 5 x the test-set size labels, got shape {tuple(arr.shape)}")
+    test_size = len(arr) // 5
     idx = np.asarray(indices, dtype=np.int64)
     for s in range(5):
         got = np.asarray(arr[s * test_size + idx]).astype(np.int64)
@@ -96,3 +97,4 @@ def check_labels(folder: Path, test_size: int, indices: np.ndarray, labels: np.n
                             f"{len(bad)} of {len(idx)} different at severity {s + 1} (test image {int(idx[k])}: file "
                             f"{int(got[k])}, data {int(labels[k])}); the files are for the standard test-set order "
                             f"(--data cifar10, not an image folder sorted by class)")
+    return test_size

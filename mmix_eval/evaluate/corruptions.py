@@ -114,8 +114,7 @@ class Corruptions(Evaluator):
                 raise UserError(f"corruptions: expected --files FOLDER for data '{target.base.get('data')}' (published "
                                 f"files exist for cifar10 and cifar100), or --source generated")
             check_folder(folder, names, data_name)
-            test_size = _test_size(folder)
-            check_labels(folder, test_size, idx, target.test.y.cpu().numpy())
+            test_size = check_labels(folder, idx, target.test.y.cpu().numpy())
             settings["files"] = str(folder)
             opened: dict = {}
 
@@ -145,18 +144,6 @@ class Corruptions(Evaluator):
                     shifts.append(Shift(f"{c}-{s}", f"{c}, severity {s}", make, {"corruption": c, "severity": s}))
         rows = shift_rows(self, target, common, settings, shifts)
         return rows + summary_rows(rows, names)
-
-
-def _test_size(folder) -> int:
-    import numpy as np
-
-    labels = np.load(folder / "labels.npy", mmap_mode="r", allow_pickle=False)
-    if labels.ndim != 1 or len(labels) % 5:
-        from mmix_eval.errors import UserError
-
-        raise UserError(f"corruption labels '{folder / 'labels.npy'}': expected 5 x the test-set size labels, got "
-                        f"shape {tuple(labels.shape)}")
-    return len(labels) // 5
 
 
 def summary_rows(rows: list[dict], corruptions: list[str]) -> list[dict]:

@@ -20,6 +20,7 @@ per-index rows (``bin`` = k − 1: plotted, not tabulated). Directions point the
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 
 from mmix_eval.evaluate.base import Evaluator, MetricSpec, OptionError
@@ -166,7 +167,7 @@ def collect(model, images, layers: dict, device, batch_size: int, pool: str, max
             width[name] = h.shape[1]
             if h.shape[1] > max_dim:
                 if name not in proj:
-                    g = torch.Generator().manual_seed(seed * 7919 + len(name) * 31 + sum(map(ord, name)))
+                    g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
                     proj[name] = (torch.randn(h.shape[1], max_dim, generator=g) / math.sqrt(max_dim)).to(h.device)
                 h = h @ proj[name]
             got[name].append(h.cpu())
