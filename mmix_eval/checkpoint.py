@@ -33,7 +33,8 @@ META_KEY = "mmix_eval"
 
 _CONVERT_HINT = (
     "if you trust the file, convert it with: python -c \"import torch, safetensors.torch as s; "
-    "s.save_file(torch.load('IN', weights_only=True), 'OUT.safetensors')\" and rebuild its metadata"
+    "s.save_file(torch.load('IN', weights_only=True), 'OUT.safetensors')\" and rebuild its metadata; or, for a "
+    "state dict, give --model NAME --data NAME to evaluate it as it is"
 )
 
 
@@ -115,7 +116,7 @@ def _metadata(path, header: dict) -> dict[str, Any]:
     raw = (header.get("__metadata__") or {}).get(META_KEY)
     if raw is None:
         raise UserError(f"checkpoint '{path}': expected mmix-eval metadata in the safetensors header, found none "
-                        f"(a safetensors file from elsewhere? evaluate it from Python with its nn.Module)")
+                        f"(a safetensors file from elsewhere? give --model NAME --data NAME to rebuild it as a plain state dict)")
     try:
         meta = json.loads(raw)
     except (TypeError, json.JSONDecodeError):
@@ -164,6 +165,15 @@ def _expect(path, ok: bool, field: str, expected: str, got) -> None:
         raise UserError(f"checkpoint '{path}': metadata '{field}' expected {expected}, got {got!r:.120}")
 
 
+def legacy_fingerprint(m: dict) -> dict:
+    """A checkpoint's method record in the current layout: the first layout kept the settings beside the
+    name ({name, loss, alpha, ...}); now they are under 'settings'."""
+    if not isinstance(m, dict) or "settings" in m:
+        return m
+    return {"name": m.get("name"), "settings": {k: v for k, v in m.items() if k not in ("name", "source_sha256")},
+            **({"source_sha256": m["source_sha256"]} if "source_sha256" in m else {})}
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -191,16 +201,19 @@ def _check_fields(path, meta: dict) -> None:
     name = method.get("name")
     _expect(path, isinstance(name, str) and 0 < len(name) <= 200 and name.isprintable(), "method.name",
             "a printable name of at most 200 characters", name)
-    alpha = method.get("alpha")
+    settings = legacy_fingerprint(method).get("settings")
+    _expect(path, isinstance(settings, dict), "method.settings", "an object of the method's settings", settings)
+    alpha = settings.get("alpha")
     _expect(path, alpha is None or (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha > 0),
-            "method.alpha", "a finite number > 0 or null", alpha)
-    eligible = method.get("eligible")
+            "method.settings.alpha", "a finite number > 0 or null", alpha)
+    eligible = settings.get("eligible")
     if eligible is not None:
         _expect(path, isinstance(eligible, list) and all(isinstance(k, str) or (_is_int(k) and k >= 0) for k in eligible),
-                "method.eligible", "a list of layer indices >= 0 or module names", eligible)
+                "method.settings.eligible", "a list of layer indices >= 0 or module names", eligible)
         bad = [k for k in eligible if _is_int(k) and _is_int(points) and k >= points]
-        _expect(path, not bad, "method.eligible", f"layer indices in 0..{(points or 1) - 1} for this model", eligible)
-    _expect(path, method.get("loss") is None or isinstance(method.get("loss"), str), "method.loss", "a string", method.get("loss"))
+        _expect(path, not bad, "method.settings.eligible", f"layer indices in 0..{(points or 1) - 1} for this model", eligible)
+    _expect(path, settings.get("loss") is None or isinstance(settings.get("loss"), str), "method.settings.loss",
+            "a string", settings.get("loss"))
     spec = (meta.get("config") or {}).get("method", {}).get("name") if isinstance(meta.get("config"), dict) else None
     if spec is not None:
         known = isinstance(spec, str) and (":" in spec or spec in METHODS.names())
@@ -232,7 +245,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
             raise UserError(f"checkpoint '{path}': tensor '{k}' expected finite values, got NaN or Inf")
 
     name, kwargs = meta["model"]["name"], meta["model"]["kwargs"]
-    if name not in MODELS and not name.startswith("torchvision:") and not allow_import:
+    if name not in MODELS and not name.startswith(("torchvision:", "timm:")) and not allow_import:
         raise UserError(f"checkpoint '{path}': model '{name}' is not a registered model; loading it would import code "
                         f"named by the file; pass allow_import=True (--trust-model-import) if you trust it")
     try:
@@ -268,7 +281,7 @@ def _builtin_model(name: str) -> bool:
     """A model shipped with mmix-eval or torchvision (these build on the meta device), not a plugin."""
     from mmix_eval.models.base import model_factory
 
-    if name.startswith("torchvision:"):
+    if name.startswith(("torchvision:", "timm:")):
         return True
     try:
         factory = model_factory(name)

@@ -37,9 +37,14 @@ class ModelConfig:
 @dataclass
 class MethodConfig:
     name: str = "manifold_mixup"
-    alpha: float | None = None  # None: the method's default (input 1.0, manifold 2.0)
-    eligible: list[int | str] | None = None  # None: the method's default (manifold {0, 1, 2}); or module names
-    loss: str = "bce_softmax"  # bce_softmax (official code) | soft_ce
+    # The method's own keyword arguments (alpha, eligible, loss, a plugin's prob, ...), checked against its
+    # signature when it is built; a setting not given takes the method's default.
+    kwargs: dict = field(default_factory=dict)
+
+
+# The first configuration format had these three as keys of 'method'; they are read as method kwargs now
+# (a value equal to the old default, which meant "the method's default", is dropped).
+LEGACY_METHOD_KEYS = {"alpha": None, "eligible": None, "loss": "bce_softmax"}
 
 
 @dataclass
@@ -157,6 +162,14 @@ def merge(cfg: Config, updates: dict, where: str) -> Config:
             raise UserError(f"{where}: section '{section}' expected a mapping of keys, got {values!r}")
         obj = getattr(cfg, section)
         for key, value in values.items():
+            if section == "method" and key in LEGACY_METHOD_KEYS:  # method.alpha: shorthand for method.kwargs.alpha
+                obj.kwargs = {k: v for k, v in obj.kwargs.items() if k != key}
+                if value != LEGACY_METHOD_KEYS[key]:
+                    obj.kwargs[key] = value
+                continue
+            if section == "method" and key == "kwargs" and isinstance(value, dict):
+                obj.kwargs = {**obj.kwargs, **{str(k): v for k, v in value.items()}}
+                continue
             _apply(obj, section, str(key), value, where)
     validate(cfg, where)
     return cfg

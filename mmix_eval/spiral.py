@@ -40,7 +40,7 @@ def spiral_config(method: str, seed: int, data: str, epochs: int) -> Config:
     cfg.model.kwargs = {"hidden": HIDDEN, "image_size": 1, "linear_stages": [BOTTLENECK]}
     cfg.method.name = method
     if method == "manifold_mixup":
-        cfg.method.eligible = [0, BOTTLENECK]  # the input and the bottleneck
+        cfg.method.kwargs = {"eligible": [0, BOTTLENECK]}  # the input and the bottleneck
     t = cfg.train
     t.epochs, t.batch_size, t.lr, t.schedule, t.weight_decay = epochs, 100, 0.05, "cosine", 1e-4
     t.crop_padding, t.flip, t.seed, t.device, t.save_every = 0, False, seed, "cpu", epochs

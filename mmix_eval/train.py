@@ -63,7 +63,7 @@ class Prepared:
 
 def prepare(cfg: Config, data: ImageData | None = None) -> Prepared:
     """Validate everything and load the data before anything is written to the run folder."""
-    method = create_method(cfg.method.name, cfg.method.alpha, cfg.method.eligible, cfg.method.loss)
+    method = create_method(cfg.method.name, cfg.method.kwargs)
     from mmix_eval.models.base import model_factory
 
     model_factory(cfg.model.name)  # an unknown model fails before a slow data load
@@ -82,7 +82,7 @@ def preflight(cfg: Config, data: ImageData) -> None:
     """What ``prepare`` checks about the method and model, for a run that trains later (bench checks every
     run this way before the first one trains). ``data`` needs only its test split: the probe's 2 images
     come from it."""
-    method = create_method(cfg.method.name, cfg.method.alpha, cfg.method.eligible, cfg.method.loss)
+    method = create_method(cfg.method.name, cfg.method.kwargs)
     mean, std = data.mean_std() if len(data.train) else ([0.5] * data.in_channels, [0.25] * data.in_channels)
     with torch.random.fork_rng():
         check_model(cfg, method, data.num_classes, data.in_channels, mean, std, data.test.x[:2], data.test.y[:2])

@@ -34,13 +34,13 @@ def bad(capsys, tmp_path, *argv, match):
 
 @pytest.mark.parametrize("argv,match", [
     (["--model", "preactresnet81"], "unknown model 'preactresnet81' (did you mean 'preactresnet18'?); available: mlp, preactresnet18, preactresnet34, smallnet, wrn, wrn28_10"),
-    (["--method", "manifold_mixp"], "unknown method 'manifold_mixp' (did you mean 'manifold_mixup'?); available: cutmix, input_mixup, manifold_mixup, vanilla"),
+    (["--method", "manifold_mixp"], "unknown method 'manifold_mixp' (did you mean 'manifold_mixup'?); available: cutmix, input_mixup, label_smoothing, manifold_mixup, regmixup, vanilla"),
     (["--data", "cifar-10"], "unknown data set 'cifar-10' (did you mean 'cifar10'?); available: cifar10, cifar100, digits, imagefolder, spiral, svhn"),
     (["--alpha", "0"], "alpha: expected a finite number > 0, got 0.0"),
     (["--alpha", "-2"], "alpha: expected a finite number > 0, got -2.0"),
     (["--alpha", "nan"], "alpha: expected a finite number > 0, got nan"),
     (["--alpha", "inf"], "alpha: expected a finite number > 0, got inf"),
-    (["--method", "vanilla", "--alpha", "1"], "method 'vanilla': does not take alpha"),
+    (["--method", "vanilla", "--alpha", "1"], "method 'vanilla': unknown argument 'alpha'; its arguments: loss"),
     (["--eligible", "0,4"], "eligible layer 4: expected one of 0..3 for SmallNet"),
     (["--eligible", "1,layer1"], "--eligible: expected layer indices like 0,1,2 or module names like input,layer1, not both"),
     (["--eligible", "input,layer9"], "eligible layer 'layer9': expected a module name of SmallNet ('' = the input), e.g. '', 'normalize', 'stages', 'head'"),
@@ -109,7 +109,10 @@ def test_train_prints_a_summary_and_resume_alone_continues(capsys, tmp_path):
 
 def test_ls_and_help(capsys):
     code, out, _ = run(capsys, "ls", "methods")
-    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["cutmix", "input_mixup", "manifold_mixup", "vanilla", "module:attr"]
+    names = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
+    assert code == 0 and names == ["cutmix", "input_mixup", "label_smoothing", "manifold_mixup", "regmixup", "vanilla", "module:attr"]
+    args = dict(zip(names, [line.split("arguments: ")[1] for line in out.splitlines() if "arguments: " in line]))
+    assert args["cutmix"] == "alpha=1.0, prob=0.5, loss='bce_softmax'" and args["vanilla"] == "loss='bce_softmax'"
     code, out, _ = run(capsys, "ls", "datasets")
     assert "digits" in out and "imagefolder" in out
     help_text = subprocess.run([sys.executable, "-m", "mmix_eval", "train", "--help"], capture_output=True, text=True, cwd=ROOT).stdout

@@ -50,7 +50,7 @@ def test_plugin_from_a_test_file_trains_is_evaluated_and_reported_under_its_name
     assert main(["train", "--method", "test_plugins:NoisyVanilla", "--epochs", "2", "--set", "train.device=cpu",
                  "--set", "model.kwargs={width: 4}", "--out", str(run), "--no-progress"]) == 0
     meta = load_checkpoint(run / "model.safetensors")[1]
-    assert {k: v for k, v in meta["method"].items() if k != "source_sha256"} == {"name": "noisy_vanilla", "loss": "bce_softmax"}
+    assert {k: v for k, v in meta["method"].items() if k != "source_sha256"} == {"name": "noisy_vanilla", "settings": {"loss": "bce_softmax"}}
     assert len(meta["method"]["source_sha256"]) == 16  # a plugin: its source file's hash is recorded
     assert main(["evaluate", "--ckpt", str(run / "model.safetensors"), "--limit", "60", "--eps", "2",
                  "--out", str(tmp_path / "res"), "--no-progress"]) == 0
@@ -105,7 +105,7 @@ def test_torchvision_models_train_and_reload_without_import_trust(tmp_path):
     assert main(["train", "--model", "torchvision:resnet18", "--eligible", "input,layer1,layer2", "--train-limit", "200",
                  "--epochs", "1", "--set", "train.device=cpu", "--out", str(out), "--no-progress"]) == 0
     model, meta = load_checkpoint(out / "model.safetensors")
-    assert meta["model"]["name"] == "torchvision:resnet18" and meta["method"]["eligible"] == ["", "layer1", "layer2"]
+    assert meta["model"]["name"] == "torchvision:resnet18" and meta["method"]["settings"]["eligible"] == ["", "layer1", "layer2"]
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)  # digits: 1 channel, 10 classes
 
 
@@ -128,7 +128,7 @@ def test_wrong_layer_names_and_bad_plugins(capsys, tmp_path):
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
-    with pytest.raises(UserError, match="method 'test_plugins:NoisyVanilla': does not take alpha"):
+    with pytest.raises(UserError, match="method 'test_plugins:NoisyVanilla': unknown argument 'alpha'; its arguments: loss"):
         create_method("test_plugins:NoisyVanilla", alpha=1.0)
 
 

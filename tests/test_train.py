@@ -126,7 +126,7 @@ def test_checkpoint_alone_rebuilds_the_model_and_records_the_run(tmp_path):
     assert meta["model"]["kwargs"] == {"num_classes": 4, "in_channels": 3, "width": 4,
                                        "mean": meta["data"]["normalization"]["mean"],
                                        "std": meta["data"]["normalization"]["std"]}
-    assert meta["method"] == {"name": "manifold_mixup", "alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"}
+    assert meta["method"] == {"name": "manifold_mixup", "settings": {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"}}
     assert meta["data"]["classes"] == ["c0", "c1", "c2", "c3"] and meta["data"]["image_size"] == [8, 8]
     assert meta["train"]["optimizer"] == {"name": "SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False}
     assert meta["train"]["schedule"]["name"] == "cosine" and meta["train"]["seed"] == 0 and meta["train"]["epochs"] == 2

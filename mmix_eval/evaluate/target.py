@@ -51,8 +51,10 @@ def target_from_module(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def base_columns(meta: dict, ckpt: Path, run: str) -> dict[str, Any]:
-    m = meta.get("method", {})
-    settings = {k: v for k, v in m.items() if k != "name" and v is not None}  # alpha, eligible, loss, ...
+    from mmix_eval.checkpoint import legacy_fingerprint
+
+    m = legacy_fingerprint(meta.get("method", {}))
+    settings = {k: v for k, v in (m.get("settings") or {}).items() if v is not None}  # alpha, eligible, loss, prob, ...
     return {"run": run, "checkpoint": str(ckpt), "model": meta["model"]["name"], "method": m.get("name"),
             "method_settings": settings, "train_seed": meta.get("train", {}).get("seed"), "data": meta.get("data", {}).get("spec")}
 
@@ -153,11 +155,18 @@ def check_shapes(meta: dict, d: ImageData, remapped: bool = False) -> None:
 
 def load_target(ckpt: str | Path, device, data: str | None = None, root: str | None = None,
                 limit: int | None = None, seed: int = 0, run: str | None = None,
-                allow_import: bool = False, with_val: bool = True, class_map: str | None = None) -> Target:
+                allow_import: bool = False, with_val: bool = True, class_map: str | None = None,
+                foreign=None, meta: dict | None = None) -> Target:
+    """``foreign``: a ``mmix_eval.foreign.Foreign`` when ``ckpt`` is a plain state dict (see foreign.py)."""
     from mmix_eval.checkpoint import load_checkpoint
 
     ckpt = Path(ckpt)
-    model, meta = load_checkpoint(ckpt, device, allow_import=allow_import)
+    if foreign is not None:
+        from mmix_eval.foreign import load_foreign
+
+        model, meta = load_foreign(ckpt, device, foreign, meta)
+    else:
+        model, meta = load_checkpoint(ckpt, device, allow_import=allow_import)
     test, val, spec, idx = eval_data(meta, data, root, limit, seed, with_val, class_map)
     run = run or ckpt.parent.name or ckpt.stem
     base = base_columns(meta, ckpt, run)

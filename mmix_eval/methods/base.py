@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,9 +65,26 @@ def source_sha256(method: "Method") -> str | None:
 
 
 def fingerprint(method: "Method") -> dict[str, Any]:
-    """What a checkpoint records of its method: its settings (``describe``) and, for a plugin, its source hash."""
+    """What a checkpoint records of its method: its name, its settings (every keyword argument it was built
+    with, defaults filled in, as ``describe`` states them) and, for a plugin, its source hash."""
     h = source_sha256(method)
-    return {**method.describe(), **({"source_sha256": h} if h else {})}
+    described = {k: v for k, v in method.describe().items() if k != "name"}
+    settings = _jsonable({**getattr(method, "_settings", {}), **described}, f"method '{method.name}'")
+    return {"name": method.name, "settings": settings, **({"source_sha256": h} if h else {})}
+
+
+def _jsonable(v: Any, where: str) -> Any:
+    """Settings as JSON values (tuples as lists), so they can be written into a checkpoint's metadata."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x, where) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x, where) for x in v]
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v
+    raise UserError(f"{where}: expected settings that are numbers, strings, booleans or lists of them, got "
+                    f"{type(v).__name__} {v!r:.80}")
 
 
 def check_alpha(alpha: Any) -> float:
@@ -74,34 +93,68 @@ def check_alpha(alpha: Any) -> float:
     return float(alpha)
 
 
-def create_method(name: str, alpha=None, eligible=None, loss: str = "bce_softmax") -> Method:
-    """Build a method by registry name, ``module:attr`` import path or installed entry point, with the
-    settings a config gives (None = the method's default). A plugin must be a Method subclass (or a
-    factory returning a Method); a plugin that sets no ``name`` is reported under its spec."""
-    import inspect
+def method_signature(factory) -> tuple[dict[str, inspect.Parameter], bool, dict[str, Any]]:
+    """A method factory's keyword parameters, whether it takes **kwargs, and their type hints."""
+    target = factory.__init__ if isinstance(factory, type) else factory
+    try:
+        params = dict(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return {}, True, {}
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # an annotation that cannot be resolved: values are not type-checked
+        hints = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = {k: p for k, p in params.items() if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                            inspect.Parameter.KEYWORD_ONLY)}
+    return named, takes_any, hints
+
+
+def method_arguments(name: str) -> list[str]:
+    """The keyword arguments method ``name`` accepts (for help texts and error messages)."""
+    return list(method_signature(METHODS.get(name))[0])
+
+
+def create_method(name: str, kwargs: dict[str, Any] | None = None, **settings: Any) -> Method:
+    """Build a method by registry name, ``module:attr`` import path or installed entry point, with its own
+    keyword arguments (``kwargs``; a setting not given takes the method's default). Every key is checked
+    against the factory's signature and every value against its annotation before the method is built.
+    A plugin must be a Method subclass (or a factory returning a Method); a plugin that sets no ``name`` is
+    reported under its spec. ``create_method('cutmix', prob=0.5)`` is ``create_method('cutmix', {'prob': 0.5})``;
+    a setting given as None takes the method's default."""
+    from mmix_eval.config import _describe_hint, _type_ok
+    from mmix_eval.errors import did_you_mean
 
     factory = METHODS.get(name)
     if not callable(factory):
         raise UserError(f"method '{name}': expected a Method subclass or a factory returning one, got {type(factory).__name__}")
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        params = {}
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs: dict[str, Any] = {}
-    for key, value, default in (("alpha", alpha, None), ("eligible", eligible, None), ("loss", loss, "bce_softmax")):
-        if key in params or takes_any:
-            if value is not None:
-                kwargs[key] = value
-        elif value != default:
-            raise UserError(f"method '{name}': does not take {key} (its arguments: {', '.join(params) or 'none'})")
+    kwargs = {k: v for k, v in {**(kwargs or {}), **settings}.items() if v is not None}
+    params, takes_any, hints = method_signature(factory)
+    accepted = ", ".join(params) or "none"
+    for key in list(kwargs):
+        if key not in params and not takes_any:
+            raise UserError(f"method '{name}': unknown argument '{key}'{did_you_mean(key, list(params))}; "
+                            f"its arguments: {accepted}")
+        hint = hints.get(key)
+        if hint is not None and key in params:
+            ok, converted = _type_ok(kwargs[key], hint)
+            if not ok:
+                raise UserError(f"method '{name}': argument '{key}' expected {_describe_hint(hint)}, got {kwargs[key]!r:.100}")
+            kwargs[key] = converted
+    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs]
+    if missing:
+        raise UserError(f"method '{name}': argument '{missing[0]}' has no default; give it (its arguments: {accepted})")
     try:
         method = factory(**kwargs)
-    except TypeError as e:
+    except UserError as e:
+        raise UserError(f"method '{name}': {e}") from None
+    except (TypeError, ValueError) as e:
         raise UserError(f"method '{name}': could not be built with {kwargs} ({e})") from None
     if not isinstance(method, Method):
         raise UserError(f"method '{name}': expected a mmix_eval.methods.Method (step(model, x, y, rng) -> StepOutput), "
                         f"got {type(method).__name__}")
     if type(method).name == Method.name and method.name == Method.name:
         method.name = name
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    method._settings = _jsonable({**defaults, **kwargs}, f"method '{name}'")
     return method
