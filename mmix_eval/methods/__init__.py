@@ -14,7 +14,7 @@ from mmix_eval.methods.losses import LOSSES
 from mmix_eval.methods.mixing import (forward_mixed, mix, mix_point_names, sample_lambda, sample_layer,
                                       sample_permutation, soft_targets)
 
-from mmix_eval.methods import mixup, cutmix  # noqa: F401,E402  (fill METHODS; cutmix uses only the names above)
+from mmix_eval.methods import mixup, cutmix, label_smoothing, regmixup  # noqa: F401,E402  (fill METHODS; the last three use only the names above)
 
 __all__ = ["LOSSES", "METHODS", "Method", "StepOutput", "create_method", "forward_mixed", "mix", "mix_point_names",
            "sample_lambda", "sample_layer", "sample_permutation", "soft_targets"]
