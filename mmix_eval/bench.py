@@ -23,11 +23,13 @@ from mmix_eval.evaluate.base import BUILTIN, DEFAULT_EVALUATORS, EvalOptions, Op
 from mmix_eval.evaluate.runner import Plan, file_stem, make_plan, option_record, run_evaluation, safe_name
 from mmix_eval.io import FolderLock, atomic_write_text
 
-TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "evaluate", "report", "launcher")
+TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "sweep", "evaluate", "report", "launcher")
 LAUNCHERS = ("inline", "local", "slurm")
-LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra")
+LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra",
+                 "max_parallel")
 COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import"))
 REPORT_KEYS = ("baseline", "checks", "title")
+METHOD_KEYS = ("name", "kwargs", "alpha", "eligible", "loss", "label")  # alpha, eligible, loss: shorthand for kwargs
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Run:
     cfg: Config
     method: dict | None = None  # the method's fingerprint (settings, plugin source hash) its checkpoint must carry
     label: str | None = None  # the YAML method's 'label:', the report's column name for it
+    sweep: dict | None = None  # this run's value of each swept key ({"alpha": 0.5, "train.epochs": 10})
 
 
 @dataclass
@@ -75,34 +78,160 @@ def load_bench(path: str | Path) -> Bench:
         raise UserError(f"{where}: 'methods' expected a non-empty list like [vanilla, {{name: manifold_mixup, alpha: 2.0}}]")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise UserError(f"{where}: 'seeds' expected a non-empty list of integers >= 0, got {seeds!r}")
-    runs, names = [], set()
+    axes = _sweep_axes(raw.get("sweep"), where)
+    runs, names = [], {}
     for j, m in enumerate(methods):
-        m = {"name": m} if isinstance(m, str) else dict(_strict(m, ("name", "alpha", "eligible", "loss", "label"), f"{where} methods[{j}]"))
+        m = {"name": m} if isinstance(m, str) else dict(_strict(m, METHOD_KEYS, f"{where} methods[{j}]"))
+        if m.get("kwargs") is not None and not isinstance(m["kwargs"], dict):
+            raise UserError(f"{where} methods[{j}]: 'kwargs' expected a mapping of the method's arguments, got {m['kwargs']!r:.100}")
         given = m.pop("label", None)
         if given is not None and (not isinstance(given, str) or not given.strip() or not given.isprintable()):
             raise UserError(f"{where} methods[{j}]: 'label' expected a non-empty printable string, got {given!r:.100}")
         label = given or m.get("name")
-        for s in seeds:
-            cfg = merge(Config(), {"data": raw.get("data"), "model": raw.get("model"), "method": m,
-                                   "train": {**(raw.get("train") or {}), "seed": s}}, f"{where} methods[{j}]")
-            from mmix_eval.methods import create_method
-            from mmix_eval.methods.base import fingerprint
+        for point in _sweep_points(axes, m, where, j):
+            for s in seeds:
+                updates = {"data": raw.get("data"), "model": raw.get("model"), "method": m,
+                           "train": {**(raw.get("train") or {}), "seed": s}}
+                cfg = merge(Config(), _apply_point(updates, point), f"{where} methods[{j}]")
+                from mmix_eval.methods import create_method
+                from mmix_eval.methods.base import fingerprint
 
-            method = create_method(cfg.method.name, cfg.method.alpha, cfg.method.eligible, cfg.method.loss)  # fail now
-            name = safe_name(f"{label}-s{s}")
-            if name in names:
-                raise UserError(f"{where}: two runs are both named '{name}'; give one method a 'label'")
-            names.add(name)
-            runs.append(Run(name, cfg, fingerprint(method), given))
+                try:
+                    method = create_method(cfg.method.name, cfg.method.kwargs)  # fail now
+                except UserError as e:
+                    raise UserError(f"{where} methods[{j}]: {e}") from None
+                name = safe_name("-".join([label, *(f"{_short(k)}{_value_tag(v)}" for k, v in point.items()), f"s{s}"]))
+                if name in names and not point:
+                    raise UserError(f"{where}: two runs are both named '{name}'; give one method a 'label'")
+                if name in names:
+                    raise UserError(f"{where}: two runs are both named '{name}' ({names[name]} and methods[{j}] "
+                                    f"{_describe_point(point)}); give one method a 'label', or sweep values that "
+                                    f"differ once written as names")
+                names[name] = f"methods[{j}] {_describe_point(point) or 'unswept'}"
+                runs.append(Run(name, cfg, fingerprint(method), given, dict(point) or None))
+    unused = [k for k in axes if not _is_config_axis(k) and not any(r.sweep and k in r.sweep for r in runs)]
+    if unused:
+        from mmix_eval.methods.base import method_arguments
+
+        takes = "; ".join(f"{n}: {', '.join(method_arguments(n)) or 'none'}" for n in dict.fromkeys(r.method["name"] for r in runs))
+        raise UserError(f"{where} sweep '{unused[0]}': expected a setting of one of the bench's methods or a "
+                        f"section.key of the configuration, got a key no method takes (their arguments: {takes})")
     plan, options = _evaluate_section(raw.get("evaluate"), f"{where} evaluate")
     rep = _strict(raw.get("report"), REPORT_KEYS, f"{where} report")
     checks = rep.get("checks") or []
     if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):
         raise UserError(f"{where}: 'report.checks' expected a list of strings, got {checks!r}")
     launcher = dict(_strict(raw.get("launcher"), LAUNCHER_KEYS, f"{where} launcher"))
+    from mmix_eval.report.build import sweep_label
+
     names = [n for r in runs for n in (r.label, r.method["name"]) if n]  # a column's label, or its method's name
+    names += [f"{r.label or r.method['name']} {sweep_label(r.sweep)}" for r in runs if r.sweep]  # a swept column's
     baseline = _baseline_and_checks(rep, checks, names, where)
     return Bench(str(raw.get("name") or path.stem), runs, plan, options, baseline, checks, rep.get("title"), raw, launcher)
+
+
+SWEEP_SECTIONS = ("data", "model", "train")
+
+
+def _is_config_axis(key: str) -> bool:
+    return key.split(".", 1)[0] in SWEEP_SECTIONS
+
+
+def _sweep_axes(sweep, where: str) -> dict[str, list]:
+    """The bench's ``sweep:``: key -> the values it takes. A key is a method setting (alpha, eligible, a
+    plugin's prob; swept for every method that takes it) or a section.key of the configuration (train.epochs,
+    model.kwargs.width; swept for every method). Several keys: every combination."""
+    if sweep is None:
+        return {}
+    if not isinstance(sweep, dict) or not sweep:
+        raise UserError(f"{where}: 'sweep' expected a mapping of key: [values], e.g. {{alpha: [0.5, 1.0, 2.0]}}, got {sweep!r:.100}")
+    axes = {}
+    for key, values in sweep.items():
+        key = str(key)
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where} sweep '{key}': expected a non-empty list of values, got {values!r:.100}")
+        if key.startswith("method."):
+            rest = key.removeprefix("method.")
+            key = rest.removeprefix("kwargs.")
+            if rest == "name" or not key:
+                raise UserError(f"{where} sweep '{key}': expected a method setting or section.key; list methods under 'methods'")
+        if key == "train.seed":
+            raise UserError(f"{where} sweep 'train.seed': expected seeds under 'seeds', not swept")
+        section = key.split(".", 1)[0]
+        if "." in key and section not in SWEEP_SECTIONS:
+            raise UserError(f"{where} sweep '{key}': expected a method setting or a key of "
+                            f"{', '.join(SWEEP_SECTIONS)}{did_you_mean(section, list(SWEEP_SECTIONS))}")
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
+            raise UserError(f"{where} sweep '{key}': expected distinct values, got {values!r:.100}")
+        if _is_config_axis(key):  # a key that does not exist fails here, naming the sweep
+            merge(Config(), _apply_point({"method": {}}, {key: values[0]}), f"{where} sweep '{key}'")
+        axes[key] = values
+    return axes
+
+
+def _sweep_points(axes: dict[str, list], m: dict, where: str, j: int) -> list[dict]:
+    """Every combination of the swept values that apply to method entry ``m`` ([{}] when none apply)."""
+    import itertools
+
+    from mmix_eval.methods import METHODS
+    from mmix_eval.methods.base import method_signature
+
+    params, takes_any, _ = method_signature(METHODS.get(str(m.get("name"))))
+    own = {**(m.get("kwargs") or {}), **{k: v for k, v in m.items() if k in ("alpha", "eligible", "loss")}}
+    keys = []
+    for k in axes:
+        if _is_config_axis(k):
+            keys.append(k)
+        elif k in params or takes_any:
+            if k in own:
+                raise UserError(f"{where} methods[{j}]: sets '{k}', which the sweep sweeps; give it in one place")
+            keys.append(k)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+
+
+def _apply_point(updates: dict, point: dict) -> dict:
+    """The run's configuration updates with one combination of swept values set."""
+    import copy
+
+    out = copy.deepcopy(updates)
+    for key, value in point.items():
+        if not _is_config_axis(key):
+            method = dict(out["method"])
+            method["kwargs"] = {**(method.get("kwargs") or {}), key: value}
+            out["method"] = method
+            continue
+        section, _, rest = key.partition(".")
+        if out.get(section) is None:
+            out[section] = {}
+        target = out[section] = dict(out[section])
+        parts = rest.split(".")
+        for p in parts[:-1]:
+            nxt = target.get(p)
+            if nxt is None:
+                nxt = target[p] = {}
+            elif not isinstance(nxt, dict):
+                raise UserError(f"sweep '{key}': '{section}.{p}' is not a mapping")
+            target = nxt
+        target[parts[-1]] = value
+    return out
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _value_tag(v) -> str:
+    if isinstance(v, list):
+        return "_".join(_value_tag(x) for x in v) or "none"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v) if v != "" else "input"
+
+
+def _describe_point(point: dict) -> str:
+    from mmix_eval.report.build import sweep_label
+
+    return sweep_label(point)
 
 
 def _baseline_and_checks(rep: dict, checks: list[str], methods: list[str], where: str) -> str | None:
@@ -151,7 +280,7 @@ def _evaluate_section(section, where: str) -> tuple[Plan, EvalOptions]:
             continue
         if key in COMMON_KEYS:
             common[key] = value
-        elif key in flat:
+        elif key in flat and not (key in BUILTIN and isinstance(value, dict)):  # 'attack': fgsm's option or an evaluator
             per.setdefault(flat[key], {})[key] = value
             legacy.add(flat[key])
         elif key in BUILTIN or ":" in str(key) or isinstance(value, dict):
@@ -197,11 +326,18 @@ def _stale(run_dir: Path, cfg: Config, method: dict | None = None) -> str | None
         meta = read_metadata(ckpt)
     except UserError as e:
         return f"unreadable checkpoint ({e})"
-    if meta.get("config") != cfg.to_dict():
+    from mmix_eval.checkpoint import legacy_fingerprint
+
+    try:  # a checkpoint written by an earlier version has its configuration in that version's layout
+        saved = merge(Config(), meta.get("config") or {}, "checkpoint configuration").to_dict()
+    except UserError:
+        saved = meta.get("config")
+    if saved != cfg.to_dict():
         return "its configuration changed"
-    if method is not None and meta.get("method") != method:
-        old, new = meta.get("method") or {}, method
-        keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+    if method is not None and legacy_fingerprint(meta.get("method")) != method:
+        old, new = legacy_fingerprint(meta.get("method") or {}), method
+        old, new = {**old.get("settings", {}), **old}, {**new.get("settings", {}), **new}
+        keys = sorted(k for k in {*old, *new} if k != "settings" and old.get(k) != new.get(k))
         return f"the method changed since it was trained ({', '.join(keys)})"
     return None
 
@@ -241,7 +377,8 @@ def run_one(config: str | Path, out: str | Path, name: str, device: str | None =
         train(r.cfg, run_dir, resume=resume, progress=False)
         status = "resumed" if resume else "trained"
     run_evaluation([run_dir / "model.safetensors"], bench.plan, out / "results", bench.options,
-                   echo=lambda *_: None, skip_done=True, names=[r.name], labels=[r.label])
+                   echo=lambda *_: None, skip_done=True, names=[r.name], labels=[r.label],
+                   sweeps=[r.sweep])
     return status
 
 
@@ -289,10 +426,10 @@ def _complete(out: Path, bench: Bench, r: Run) -> bool:
 
 def _resources(bench: Bench, overrides: dict) -> dict:
     res = {"jobs": 1, "partition": None, "gpus_per_run": 0, "cpus_per_run": None, "mem_gb": None,
-           "timeout_min": 24 * 60, "slurm_extra": {}}
+           "timeout_min": 24 * 60, "slurm_extra": {}, "max_parallel": None}
     res.update({k: v for k, v in bench.launcher.items() if k != "name"})
     res.update({k: v for k, v in overrides.items() if v is not None})
-    for k in ("jobs", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min"):
+    for k in ("jobs", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "max_parallel"):
         v = res[k]
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (1 if k != "gpus_per_run" else 0)):
             raise UserError(f"launcher '{k}': expected an integer >= {1 if k != 'gpus_per_run' else 0}, got {v!r}")
@@ -470,29 +607,63 @@ def _slurm(config, out, todo, device, progress, res, wait, cluster, name, echo) 
             params["slurm_partition"] = res["partition"]
         if res["slurm_extra"]:
             params["slurm_additional_parameters"] = dict(res["slurm_extra"])
+    if executor.cluster == "slurm" and res["max_parallel"]:
+        params["slurm_array_parallelism"] = res["max_parallel"]  # at most this many of the array's jobs at once
     executor.update_parameters(**params)
     jobs = []
     with executor.batch():
         for r in todo:
-            jobs.append((r.name, executor.submit(run_one, str(Path(config).resolve()), str(out.resolve()), r.name, device)))
+            jobs.append((r.name, executor.submit(RunJob(), str(Path(config).resolve()), str(out.resolve()), r.name, device)))
     ids = {rn: str(j.job_id) for rn, j in jobs}
     atomic_write_text(out / "jobs.yaml", yaml.safe_dump({"executor": executor.cluster, "jobs": ids}, sort_keys=False))
     echo(f"submitted {len(jobs)} job(s) to {executor.cluster}: {', '.join(f'{k}={v}' for k, v in ids.items()) or 'none'}")
     if not wait:
         echo(f"not waiting; when they are done (or to see what is missing): mmix-eval bench {config} --out {out} --report-only")
         return {}
-    failed = {}
+    bench, failed, pending = load_bench(config), {}, dict(jobs)
+    runs = {r.name: r for r in bench.runs}
     with tqdm(total=len(jobs), desc=f"bench {name} ({executor.cluster})", unit="run", disable=not progress,
               dynamic_ncols=True) as bar:
-        for rn, job in jobs:
-            try:
-                status = job.results()[0]  # task 0 (rank 0) speaks for a multi-task job
-            except Exception as e:  # a failed or killed job: the others and the report go on
-                failed[rn] = f"job {job.job_id} failed: {_job_error(e)} (logs: {job.paths.stderr})"
-                status = "failed"
-            bar.write(f"{rn}: {status}")
-            bar.update(1)
+        while pending:
+            for rn, job in list(pending.items()):
+                if not job.done():  # the job's state from the scheduler (sacct) or its process; no result file read
+                    continue
+                del pending[rn]
+                # What a job did is read from the records and checkpoint it wrote, never from submitit's result
+                # pickle (nothing is unpickled); a failed job is explained by the last error line of its log.
+                if _complete(out, bench, runs[rn]):
+                    status = "trained and evaluated"
+                else:
+                    failed[rn] = f"job {job.job_id} failed: {_job_error_from_log(job)} (logs: {job.paths.stderr})"
+                    status = "failed"
+                bar.write(f"{rn}: {status}")
+                bar.update(1)
+            if pending:
+                time.sleep(0.5)
     return failed
+
+
+class RunJob:
+    """What each Slurm job runs: ``run_one``, made checkpointable for submitit. When Slurm preempts the job or
+    its time limit nears, submitit calls ``checkpoint`` and requeues the same call; the requeued job resumes
+    the run from its last state file (bitwise: every RNG is in it) and skips evaluations already written."""
+
+    def __call__(self, config: str, out: str, name: str, device: str | None = None) -> str:
+        return run_one(config, out, name, device)
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(RunJob(), *args, **kwargs)
+
+
+def _job_error_from_log(job) -> str:
+    """The job's own error line from its stderr log (submitit writes the traceback there)."""
+    try:
+        text = Path(job.paths.stderr).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "no log"
+    return _job_error(Exception(text)) if text.strip() else "no error in its log (killed?)"
 
 
 def _job_error(e: Exception) -> str:
@@ -519,6 +690,10 @@ def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, e
     results = out / "results"
     notes = [f"Incomplete bench: {len(missing)} of {len(bench.runs)} runs are not in this report "
              f"(not finished or not evaluated): {', '.join(missing)}."] if missing else []
+    if bench.baseline is not None and "baseline" not in (bench.raw.get("report") or {}):
+        notes.append(f"Baseline for the differences: {bench.baseline} ("
+                     + ("vanilla is in the bench)." if bench.baseline == "vanilla" else
+                        "the bench has no vanilla, so its first method; set report.baseline to choose)."))
     extra = {"bench": bench.raw, "command": " ".join(sys.argv) if sys.argv else None, "stage_wall_time_s": stages,
              "missing_runs": missing, "failed_runs": failed}
     result = build_report([results], out, bench.baseline, bench.checks, bench.title or f"mmix-eval bench: {bench.name}",

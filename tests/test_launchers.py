@@ -68,8 +68,14 @@ def test_local_launcher_reports_a_failed_run_and_builds_the_rest(bench_file, tmp
     assert "Incomplete bench: 1 of 2 runs" in (out / "report.html").read_text()
 
 
-def test_slurm_launcher_through_submitit_local_executor(bench_file, tmp_path, capsys):
-    pytest.importorskip("submitit")
+def test_slurm_launcher_through_submitit_local_executor(bench_file, tmp_path, capsys, monkeypatch):
+    submitit = pytest.importorskip("submitit")
+
+    def never(*a, **k):
+        raise AssertionError("the bench unpickled a submitit result file")
+
+    monkeypatch.setattr(submitit.core.core.Job, "results", never)  # results come from the records the jobs wrote
+    monkeypatch.setattr(submitit.core.core.Job, "result", never)
     cfg = bench_file(launcher={"name": "slurm", "cpus_per_run": 1, "timeout_min": 10})
     out = tmp_path / "out"
     assert main(["bench", str(cfg), "--out", str(out), "--submitit-cluster", "local", "--no-progress"]) == 0
@@ -93,6 +99,47 @@ def test_slurm_failed_job_is_reported(bench_file, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "run flaky_FailsInTraining-s0 failed: job" in text and "injected failure in training" in text
     assert methods_in(out / "report.md") == ["vanilla"]
+
+
+def test_slurm_jobs_are_checkpointable_and_the_array_is_throttled(bench_file, tmp_path, capsys, monkeypatch):
+    """A preempted or timed-out job is requeued by submitit calling the job's checkpoint(): the same run again,
+    which resumes from its state file. --max-parallel throttles the array (sbatch --array=0-N%K)."""
+    submitit = pytest.importorskip("submitit")
+    from mmix_eval.bench import RunJob
+
+    again = RunJob().checkpoint("bench.yaml", "out", "vanilla-s0", None)
+    assert isinstance(again, submitit.helpers.DelayedSubmission) and isinstance(again.function, RunJob)
+    assert again.args == ("bench.yaml", "out", "vanilla-s0", None)
+    seen = {}
+
+    class FakeJob:
+        job_id = "42"
+
+    class FakeExecutor:  # stands in for a Slurm cluster: what the bench asks of it is recorded
+        cluster = "slurm"
+
+        def __init__(self, folder, cluster=None):
+            pass
+
+        def update_parameters(self, **params):
+            seen.update(params)
+
+        def batch(self):
+            import contextlib
+
+            return contextlib.nullcontext()
+
+        def submit(self, fn, *args):
+            seen.setdefault("submitted", []).append((type(fn).__name__, args[2]))
+            return FakeJob()
+
+    monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
+    cfg = bench_file(launcher={"name": "slurm", "max_parallel": 1})
+    assert main(["bench", str(cfg), "--out", str(tmp_path / "out"), "--no-wait", "--no-progress"]) == 0
+    assert seen["slurm_array_parallelism"] == 1
+    assert seen["submitted"] == [("RunJob", "vanilla-s0"), ("RunJob", "manifold_mixup-s0")]
+    assert main(["bench", str(cfg), "--out", str(tmp_path / "out"), "--no-wait", "--max-parallel", "0"]) == 2
+    assert "launcher 'max_parallel': expected an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_report_on_demand_says_what_is_missing(bench_file, tmp_path, capsys):

@@ -20,7 +20,7 @@ from mmix_eval.io import atomic_write_text
 
 SCHEMA = 2
 FIELDS = [
-    "schema", "run", "checkpoint", "model", "method", "method_label", "method_settings", "train_seed", "data", "subset",
+    "schema", "run", "checkpoint", "model", "method", "method_label", "method_settings", "sweep", "train_seed", "data", "subset",
     "evaluator", "condition", "label", "metric", "metric_label", "value", "direction", "format", "headline",
     "n", "eval_seed", "bin", "settings", "warnings",
 ]

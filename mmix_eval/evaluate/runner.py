@@ -30,10 +30,12 @@ def file_stem(evaluator: Evaluator) -> str:
     return safe_name(evaluator.name)
 
 
-def _run_names(ckpts: list[Path]) -> list[str]:
+def _run_names(ckpts: list[Path], by_stem: bool = False) -> list[str]:
+    """A run per checkpoint: its folder's name (a run folder holds model.safetensors), or with ``by_stem``
+    its file name (plain state dicts, often many in one folder)."""
     names, seen = [], {}
     for c in ckpts:
-        name = safe_name(c.resolve().parent.name or c.stem)
+        name = safe_name(c.stem if by_stem else (c.resolve().parent.name or c.stem))
         seen[name] = seen.get(name, 0) + 1
         names.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
     return names
@@ -71,11 +73,15 @@ def option_record(ev: Evaluator, opts, common: EvalOptions, device: str) -> dict
 
 def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common: EvalOptions,
                    echo=print, skip_done: bool = False, names: list[str] | None = None,
-                   labels: list[str | None] | None = None) -> list[dict]:
+                   labels: list[str | None] | None = None, sweeps: list[dict | None] | None = None,
+                   foreign=None) -> list[dict]:
     """Evaluate each checkpoint with each evaluator of ``plan``. ``skip_done``: keep results whose
     checkpoint hash and options are unchanged (bench uses this to continue where it stopped). ``labels``:
     each checkpoint's method label (a bench method's ``label:``), written to its records' ``method_label``
-    so that a report names the column by it."""
+    so that a report names the column by it. ``sweeps``: each checkpoint's values of a bench's swept keys
+    ({"alpha": 0.5, "train.epochs": 10}), written to its records' ``sweep``. ``foreign``: a
+    ``mmix_eval.foreign.Foreign`` when the files are plain state dicts (the model and data named by it); each
+    file's column is then labelled by its file name."""
     from mmix_eval import distributed
     from mmix_eval.checkpoint import read_metadata
     from mmix_eval.device import resolve_device
@@ -89,7 +95,14 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
     ckpts = [Path(c) for c in ckpts]
     if not ckpts:
         raise UserError("ckpt: expected at least one checkpoint, got none")
-    metas = [read_metadata(c) for c in ckpts]  # headers only; kept for the hashes below
+    if foreign is not None:
+        from mmix_eval.foreign import metadata
+
+        metas = [metadata(c, foreign) for c in ckpts]
+        labels = labels or [c.stem for c in ckpts]
+        names = names or _run_names(ckpts, by_stem=True)
+    else:
+        metas = [read_metadata(c) for c in ckpts]  # headers only; kept for the hashes below
     device = resolve_device(distributed.device_for(common.device))
     run_common = EvalOptions(**{**asdict(common), "device": str(device)})
 
@@ -98,20 +111,21 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
     main = distributed.is_main()  # under torchrun every rank evaluates its shard; rank 0 alone writes
     if not main:
         run_common.progress = False
-    for ckpt, meta, name, label in zip(ckpts, metas, names or _run_names(ckpts), labels or [None] * len(ckpts)):
+    for ckpt, meta, name, label, sweep in zip(ckpts, metas, names or _run_names(ckpts), labels or [None] * len(ckpts),
+                                              sweeps or [None] * len(ckpts)):
         sha = meta.get("data_sha256")
         target = None
         folder = out / name
         for ev, opts in plan:
             stem = file_stem(ev)
             options = option_record(ev, opts, common, str(device))
-            if skip_done and distributed.agree(lambda: _done(folder, stem, sha, options, label)):
+            if skip_done and distributed.agree(lambda: _done(folder, stem, sha, options, label, sweep)):
                 all_rows += read_records(folder / f"{stem}.jsonl")
                 continue
             if target is None:
                 target = load_target(ckpt, device, common.data, common.data_root, common.limit, common.seed, name,
                                      common.allow_import, with_val=any(ev.needs_val for ev, _ in plan),
-                                     class_map=common.class_map)
+                                     class_map=common.class_map, foreign=foreign, meta=meta if foreign else None)
             t0 = time.perf_counter()
             try:
                 rows = run_evaluator(ev, target, opts, run_common)
@@ -124,7 +138,7 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
             for r in rows:
                 for k in [k for k in r if k.startswith("_")]:
                     del r[k]
-                r["method_label"] = label
+                r["method_label"], r["sweep"] = label, sweep
             all_rows += rows
             if not main:
                 continue
@@ -133,7 +147,7 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
                 write_outcomes(folder / f"{stem}.outcomes.npz", outcomes, target.indices)
             atomic_write_json(folder / f"{stem}.meta.json", {
                 "checkpoint": str(ckpt), "checkpoint_sha256": sha, "run": name, "evaluator": ev.name,
-                "options": options, "method_label": label, "metrics": {k: asdict(v) for k, v in ev.metrics.items()},
+                "options": options, "method_label": label, "sweep": sweep, "metrics": {k: asdict(v) for k, v in ev.metrics.items()},
                 "n_images": len(target.test), "wall_time_s": round(wall, 3), "versions": versions(),
                 "git_commit": git_commit(), "hardware": hardware(str(device)),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
@@ -142,10 +156,11 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
     return all_rows
 
 
-def _done(folder: Path, stem: str, sha: str | None, options: dict, label: str | None = None) -> bool:
+def _done(folder: Path, stem: str, sha: str | None, options: dict, label: str | None = None,
+          sweep: dict | None = None) -> bool:
     try:
         meta = json.loads((folder / f"{stem}.meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return (sha is not None and meta.get("checkpoint_sha256") == sha and meta.get("options") == options
-            and meta.get("method_label") == label and (folder / f"{stem}.jsonl").exists())
+            and meta.get("method_label") == label and meta.get("sweep") == sweep and (folder / f"{stem}.jsonl").exists())

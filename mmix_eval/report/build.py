@@ -133,38 +133,98 @@ _SETTING_LABEL = {"alpha": lambda v: f"α={v:g}" if isinstance(v, (int, float)) 
                   "eligible": lambda v: f"S={json.dumps(v)}", "loss": lambda v: str(v)}
 
 
+def setting_text(key: str, value) -> str:
+    """A method setting or swept key as a column label shows it: α=0.5, S=[0,1], epochs=10, prob=0.5."""
+    short = key.rsplit(".", 1)[-1]
+    if short in _SETTING_LABEL and "." not in key:
+        return _SETTING_LABEL[short](value)
+    text = json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) else (
+        f"{value:g}" if isinstance(value, float) else str(value))
+    return f"{short}={text}"
+
+
+def sweep_label(point: dict | None) -> str:
+    """A run's swept values as they follow its method's name in a column label ('α=0.5 epochs=10')."""
+    return " ".join(setting_text(k, v) for k, v in (point or {}).items())
+
+
 def method_labels(rows: list[dict]) -> dict[str, str]:
     """run -> column label: the run's own label where it has one (a bench method's ``label:``), else the
-    method name plus the settings (α, eligible layers, loss, …) in which the runs of that method differ.
-    One label naming two different methods (or settings) is an error, never one merged column."""
+    method name plus the settings (α, eligible layers, loss, …) in which the runs of that method differ; a
+    bench sweep's values follow ('manifold_mixup α=0.5', 'MM epochs=10'). One label naming two different
+    methods (or settings) is an error, never one merged column."""
     given = {r["run"]: r.get("method_label") for r in rows if r.get("method_label")}
-    per_run = {r["run"]: (r["method"], r["method_settings"] or {}) for r in rows}
-    owner: dict[str, tuple] = {}
-    for run, label in given.items():
-        method, settings = per_run[run]
-        what = (method, json.dumps(settings, sort_keys=True, default=str))
-        if owner.setdefault(label, (what, run))[0] != what:
-            raise UserError(f"results: label '{label}' names two different methods, run '{owner[label][1]}' and run "
-                            f"'{run}' ({method} {what[1]}); expected one label per method and settings")
+    per_run = {r["run"]: (r["method"], r["method_settings"] or {}, r.get("sweep") or {}) for r in rows}
     by_method: dict[str, list[dict]] = {}
-    for method, settings in per_run.values():
+    for method, settings, _ in per_run.values():
         by_method.setdefault(method, []).append(settings)
     labels = {}
-    for run, (method, settings) in per_run.items():
+    for run, (method, settings, sweep) in per_run.items():
         variants = by_method[method]
-        present = {k for v in variants for k in v}
+        present = {k for v in variants for k in v} - set(sweep)
         keys = [k for k in _SETTING_LABEL if k in present] + sorted(present - set(_SETTING_LABEL))
         parts = [str(method)]
         for k in keys:
             if len({json.dumps(v.get(k), sort_keys=True) for v in variants}) > 1 and settings.get(k) is not None:
                 parts.append(_SETTING_LABEL.get(k, lambda v, k=k: f"{k}={v}")(settings[k]))
-        labels[run] = given.get(run) or " ".join(parts)
+        base = given.get(run) or " ".join(parts)
+        labels[run] = f"{base} {sweep_label(sweep)}" if sweep else base
+    owner: dict[str, tuple] = {}
+    for run, label in labels.items():
+        method, settings, sweep = per_run[run]
+        what = (method, json.dumps([settings, sweep], sort_keys=True, default=str))
+        if owner.setdefault(label, (what, run))[0] != what:
+            raise UserError(f"results: label '{label}' names two different methods, run '{owner[label][1]}' and run "
+                            f"'{run}' ({method} {json.dumps(settings, sort_keys=True, default=str)}); expected one "
+                            f"label per method and settings")
     return labels
 
 
-def order_methods(labels: dict[str, str], methods: dict[str, str], baseline: str | None) -> list[str]:
-    """Columns: the baseline first, then vanilla / input mixup / manifold mixup, then the rest by name."""
-    rank = lambda lab: (lab != baseline, next((i for i, k in enumerate(METHOD_ORDER) if methods[lab] == k), 99), lab)
+def resolve_baseline(rows: list[dict], baseline: str | None) -> str | None:
+    """The column a baseline names: a column label, else the first column of a swept method's label, else the
+    first column of that method (by name); unchanged when nothing matches (the differences then say so)."""
+    labels = method_labels(rows)
+    columns = order_methods(labels, {}, None, rows)
+    if baseline is None or baseline in columns:
+        return baseline
+    bases = sweep_bases(rows, labels)
+    method = {labels[r["run"]]: r["method"] for r in rows}
+    return next((m for m in columns if bases.get(m, (None,))[0] == baseline), None) or \
+        next((m for m in columns if method[m] == baseline), baseline)
+
+
+def sweep_bases(rows: list[dict], labels: dict[str, str]) -> dict[str, tuple[str, dict]]:
+    """column label -> (its label without the swept values, its swept values) for the columns of a sweep."""
+    out = {}
+    for r in rows:
+        sweep = r.get("sweep") or {}
+        if sweep:
+            text = sweep_label(sweep)
+            out.setdefault(labels[r["run"]], (labels[r["run"]].removesuffix(" " + text), dict(sweep)))
+    return out
+
+
+def order_methods(labels: dict[str, str], methods: dict[str, str], baseline: str | None, rows: list[dict] | None = None) -> list[str]:
+    """Columns: the baseline first, then vanilla / input mixup / manifold mixup, then the rest by name; a swept
+    method's columns stay together, in the order of the swept values."""
+    sweeps: dict[str, tuple] = {}
+    if rows is not None:
+        methods = {labels[r["run"]]: r["method"] for r in rows}
+        sweeps = sweep_bases(rows, labels)
+
+    def value_key(v):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return (0, float(v), "")
+        if isinstance(v, list):
+            return (1, float(len(v)), json.dumps(v))
+        return (2, 0.0, json.dumps(v, default=str))
+
+    def rank(lab):
+        base, point = sweeps.get(lab, (lab, {}))
+        group = next((i for i, k in enumerate(METHOD_ORDER) if methods[lab] == k), 99)
+        first = lab == baseline or base == sweeps.get(baseline, (baseline,))[0]  # the baseline's sweep group
+        return (not first, group, base, [value_key(v) for v in point.values()], lab)
+
     return sorted(set(labels.values()), key=rank)
 
 
@@ -211,6 +271,7 @@ class Table:
     runs: dict = field(default_factory=dict)  # method label -> {train seed: run}
     info: dict = field(default_factory=dict)  # method label -> (method name, method settings)
     sections: list = field(default_factory=list)  # (section key, title, row indices)
+    sweeps: dict = field(default_factory=dict)  # method label -> (label without the swept values, swept values)
 
     def best(self, i: int) -> set[str]:
         row = self.rows[i]
@@ -371,12 +432,12 @@ def aggregate(records: list[dict], baseline: str | None = None) -> Table:
         runs.setdefault(labels[r["run"]], {}).setdefault(seed, r["run"])
         for i in index.get(key, []):
             cells.setdefault((i, labels[r["run"]]), Cell({})).values.setdefault(seed, r["value"])
-    methods = order_methods(labels, {lab: m for lab, (m, _) in info.items()}, baseline)
+    methods = order_methods(labels, {lab: m for lab, (m, _) in info.items()}, baseline, records)
     context = {"data": sorted({str(r["data"]) for r in records}), "model": sorted({str(r["model"]) for r in records}),
                "n_images": sorted({r["n"] for r in records if r["n"] is not None}),
                "eval_seed": sorted({r["eval_seed"] for r in records if r["eval_seed"] is not None}),
                "settings": evaluator_settings(records), "schemas": sorted({r["schema"] for r in records if r["schema"]})}
-    return Table(rows, methods, cells, context, runs, info, sections)
+    return Table(rows, methods, cells, context, runs, info, sections, sweep_bases(records, labels))
 
 
 _ROW_SETTINGS = ("strength", "eps_255", "eps", "after", "target_classes", "deformation", "magnitude", "corruption",
@@ -662,15 +723,19 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     from mmix_eval.evaluate.outcomes import write_many
     from mmix_eval.evaluate.records import write_records
     from mmix_eval.io import atomic_write_bytes, atomic_write_text
-    from mmix_eval.report.render import plots, render_html, render_markdown, write_csv_table
+    from mmix_eval.report.render import plots, render_html, render_markdown, write_csv_table, write_sweep_csv
 
     notes = list(notes or []) + evaluation_warnings(results.rows)
     # Stable: each record file keeps its own order (the evaluator's condition order: Table 4's, the ε grid's).
     rows = sorted(results.rows, key=lambda r: (str(r["run"]), str(r["evaluator"])))
     check_duplicates(rows, method_labels(rows))
+    if baseline == "auto":  # vanilla when present, else the first column; stated in the report
+        names = {r["method"] for r in rows}
+        auto = "vanilla" if "vanilla" in names else order_methods(method_labels(rows), {}, None, rows)[0]
+        notes.append(f"Baseline for the differences: {auto} ({'vanilla is in the results' if auto == 'vanilla' else 'no vanilla run in the results, so the first method'}).")
+        baseline = auto
+    baseline = resolve_baseline(rows, baseline)
     table = aggregate(rows, baseline)
-    if baseline is not None and baseline not in table.methods:
-        baseline = next((m for m in table.methods if table.info[m][0] == baseline), baseline)
     if baseline in table.methods:
         notes += add_corruption_rows(table, rows, baseline)
     notes += masking_notes(rows, method_labels(rows))
@@ -691,6 +756,8 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     atomic_write_text(out / "report.md", render_markdown(table, diffs, image_diffs, baseline, check_results, title,
                                                          notes + pair_notes))
     write_csv_table(table, out / "table.csv")
+    if not write_sweep_csv(table, out / "sweep.csv") and (out / "sweep.csv").exists():
+        (out / "sweep.csv").unlink()  # a report rebuilt without a sweep keeps no stale one
     write_records(rows, out / "records")
     if results.outcomes:
         write_many(out / "outcomes.npz", results.outcomes)

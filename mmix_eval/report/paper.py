@@ -47,3 +47,23 @@ def published(data: str, model: str, method: str, alpha, condition: str, metric:
         if pair is not None:
             return round(100.0 - pair[0], 2) if metric == "acc" else pair[1]
     return None
+
+
+# Table 5: eligible-layer ablation, PreActResNet18, manifold mixup (α = 2), test accuracy (%). Keys: the set S;
+# the empty set is training without mixup.
+TABLE5 = {
+    "cifar10": {(0, 1, 2): 97.23, (0, 1, 2, 3): 96.92, (0, 1): 96.94, (0,): 96.73, (): 95.27},
+    "cifar100": {(0, 1, 2): 79.60, (0, 1, 2, 3): 80.18, (0, 1): 78.93, (0,): 78.15, (): 76.40},
+}
+
+
+def published_eligible(data: str, model: str, method: str, eligible, alpha, condition: str, metric: str) -> float | None:
+    """Table 5's number for manifold mixup with eligible set ``eligible`` (α = 2), or None where the setting is
+    not the paper's (another data set, architecture, α, metric or condition)."""
+    if data not in TABLE5 or model != "preactresnet18" or method != "manifold_mixup" or (condition, metric) != ("clean", "acc"):
+        return None
+    if alpha is not None and float(alpha) != 2.0:
+        return None
+    if not isinstance(eligible, list) or not all(isinstance(k, int) and not isinstance(k, bool) for k in eligible):
+        return None
+    return TABLE5[data].get(tuple(sorted(set(eligible))))

@@ -162,6 +162,7 @@ def plots(table: Table, records: list[dict], baseline: str | None = None) -> dic
             out[f"{stem}-ece.png"] = _fig_png(fig)
 
     names = method_labels(records)
+    out.update(sweep_plots(table, colors))
     out.update(corruption_plots(table, records, names, baseline, colors))
     out.update(spectra_plots(table, records, names, colors))
     out.update(ood_plots(table, records, names, colors))
@@ -374,6 +375,134 @@ def _sections(table: Table) -> list[dict]:
     return out
 
 
+SWEEP_LEGEND = ("One row per metric and method, one column per swept value: mean ± std over training seeds (n). "
+                "Bold: the best value of the row, by the metric's direction. 'not swept': methods that do not take "
+                "the key, trained once, as a reference. Italic grey rows: the paper's Table 5, shown only where the "
+                "setting is the paper's (CIFAR-10/100, PreActResNet18, manifold mixup α=2, clean accuracy; the empty "
+                "set is training without mixup).")
+
+
+def sweep_sections(table: Table) -> list[dict]:
+    """Each swept key as a table: metric, method, then one column per swept value (and 'not swept')."""
+    from mmix_eval.report.sweep import _key, cell, sweep_views
+
+    def text(i, c):
+        if c is None:
+            return NA
+        mean, std, n = c
+        return f"{table.fmt(i, mean)} ± {table.fmt(i, std)} (n={n})" if std is not None else f"{table.fmt(i, mean)} (n={n})"
+
+    out = []
+    for view in sweep_views(table):
+        head = [view.value_text(v) for v in view.values] + (["not swept"] if view.fixed else [])
+        rows = []
+        for i in view.rows:
+            row = table.rows[i]
+            for s in view.series:
+                cs = [cell(table, i, s.columns.get(_key(v))) for v in view.values]
+                means = [c[0] for c in cs if c is not None]
+                best = None
+                if row.direction is not None and len(means) > 1:
+                    best = (max if row.direction == "higher" else min)(means)
+                cells = [{"text": text(i, c), "cls": "best" if c is not None and c[0] == best else ("na" if c is None else "")}
+                         for c in cs] + ([{"text": "", "cls": "na"}] if view.fixed else [])
+                rows.append({"metric": row.label, "method": s.name, "cells": cells, "paper": False})
+                got = view.paper.get((i, s.name))
+                if got:
+                    rows.append({"metric": row.label, "method": f"paper (Table 5): {s.name}", "paper": True,
+                                 "cells": [{"text": table.fmt(i, got[_key(v)]) if _key(v) in got else NA, "cls": "paper"}
+                                           for v in view.values] + ([{"text": "", "cls": "paper"}] if view.fixed else [])})
+            for m in view.fixed:
+                rows.append({"metric": row.label, "method": m, "paper": False,
+                             "cells": [{"text": "", "cls": "na"} for _ in view.values]
+                             + [{"text": text(i, cell(table, i, m)), "cls": ""}]})
+        out.append({"title": f"Sweep over {view.key}", "key": view.key, "head": head, "rows": rows})
+    return out
+
+
+def sweep_plots(table: Table, colors) -> dict[str, bytes]:
+    """Per swept key, each plotted metric against the swept value: one line per method (mean ± std over seeds),
+    methods that do not take the key as dashed reference lines, the paper's Table 5 as grey crosses."""
+    import matplotlib.pyplot as plt
+
+    from mmix_eval.evaluate.runner import safe_name
+    from mmix_eval.report.sweep import _key, cell, plotted_rows, sweep_views
+
+    out = {}
+    for view in sweep_views(table):
+        idx = plotted_rows(table, view)
+        if not idx:
+            continue
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in view.values)
+        xs = list(view.values) if numeric else list(range(len(view.values)))
+        cols = min(3, len(idx))
+        nrows = math.ceil(len(idx) / cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols + 2.2, 3.1 * nrows), squeeze=False)
+        handles = {}
+        for a, i in enumerate(idx):
+            ax = axes[a // cols][a % cols]
+            for k, s in enumerate(view.series):
+                cs = [cell(table, i, s.columns.get(_key(v))) for v in view.values]
+                ys = [c[0] if c else math.nan for c in cs]
+                es = [(c[1] or 0.0) if c else 0.0 for c in cs]
+                h = ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colors[k % 10], label=plot_text(s.name))
+                handles.setdefault(s.name, h)
+                got = view.paper.get((i, s.name))
+                if got:
+                    px = [x for x, v in zip(xs, view.values) if _key(v) in got]
+                    h = ax.plot(px, [got[_key(v)] for v in view.values if _key(v) in got], "x", color="0.45", ms=8,
+                                label="paper (Table 5)")[0]
+                    handles.setdefault("paper (Table 5)", h)
+            for k, m in enumerate(view.fixed, start=len(view.series)):
+                c = cell(table, i, m)
+                if c is not None:
+                    h = ax.axhline(c[0], ls="--", lw=1.2, color=colors[k % 10], label=plot_text(f"{m} (not swept)"))
+                    handles.setdefault(f"{m} (not swept)", h)
+            if numeric and min(view.values) > 0 and max(view.values) / min(view.values) >= 8:
+                ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [plot_text(view.value_text(v).split("=", 1)[-1]) for v in view.values],
+                          rotation=0 if numeric else 20)
+            ax.set_title(plot_text(table.rows[i].label), fontsize=9)
+            ax.grid(alpha=0.3)
+        for a in range(len(idx), nrows * cols):
+            axes[a // cols][a % cols].axis("off")
+        fig.supxlabel(plot_text(view.key))
+        fig.legend(list(handles.values()), list(handles), fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95))
+        fig.suptitle(plot_text(f"Sweep over {view.key} (mean ± std over seeds)"))
+        fig.tight_layout()
+        out[f"sweep-{safe_name(view.key)}.png"] = _fig_png(fig)
+    return out
+
+
+def write_sweep_csv(table: Table, path: Path) -> bool:
+    """sweep.csv, long format: key, value, method, metric, mean, std, n (and the paper's number). False: no sweep."""
+    from mmix_eval.report.sweep import _key, cell, sweep_views
+
+    views = sweep_views(table)
+    if not views:
+        return False
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["key", "value", "method", "section", "evaluator", "condition", "metric", "label", "mean", "std", "n", "paper"])
+    for view in views:
+        for i in view.rows:
+            r = table.rows[i]
+            for s in view.series:
+                for v in view.values:
+                    c = cell(table, i, s.columns.get(_key(v)))
+                    paper = view.paper.get((i, s.name), {}).get(_key(v))
+                    w.writerow([_cell(x) for x in [view.key, v, s.name, r.section, r.evaluator, r.condition, r.metric, r.label,
+                                                   *(c if c else (None, None, None)), paper]])
+            for m in view.fixed:
+                c = cell(table, i, m)
+                w.writerow([_cell(x) for x in [view.key, "not swept", m, r.section, r.evaluator, r.condition, r.metric,
+                                               r.label, *(c if c else (None, None, None)), None]])
+    from mmix_eval.io import atomic_write_text
+
+    atomic_write_text(path, buf.getvalue())
+    return True
+
+
 def _env():
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -399,7 +528,7 @@ def render_html(table: Table, diffs: dict | None, image_diffs: dict, baseline: s
         diff_view = {"methods": others, "rows": rows, "images": bool(image_diffs), "legend": DIFF_LEGEND}
     return _env().get_template("report.html.j2").render(
         title=title, notes=notes or [], header=header_text(table), legend=LEGEND + (PAPER_LEGEND if has_paper else ""),
-        sections=sections, methods=table.methods, diffs=diff_view, baseline=baseline, checks=checks,
+        sections=sections, sweeps=sweep_sections(table), sweep_legend=SWEEP_LEGEND, methods=table.methods, diffs=diff_view, baseline=baseline, checks=checks,
         images=[(name, base64.b64encode(images[name]).decode()) for name in sorted(images)],
         provenance=json.dumps(prov, indent=2, sort_keys=True, default=str), bad=bad)
 
@@ -419,6 +548,14 @@ def render_markdown(table: Table, diffs: dict | None, image_diffs: dict, baselin
         for row in s["rows"]:
             cells = [f"**{md(c['text'])}**" if c["best"] else md(c["text"]) for c in row["cells"]]
             out.append(f"| {md(row['label'])} | " + " | ".join(cells) + " |")
+        out.append("")
+    for sw in sweep_sections(table):
+        out += [f"### {md(sw['title'])}", "", md(SWEEP_LEGEND), "",
+                "| metric | method | " + " | ".join(md(h) for h in sw["head"]) + " |", "|---|---|" + "---|" * len(sw["head"])]
+        for row in sw["rows"]:
+            cells = [f"**{md(c['text'])}**" if c["cls"] == "best" else f"*{md(c['text'])}*" if row["paper"] and c["text"]
+                     else md(c["text"]) for c in row["cells"]]
+            out.append(f"| {md(row['metric'])} | {md(row['method'])} | " + " | ".join(cells) + " |")
         out.append("")
     if diffs:
         others = [m for m in table.methods if m != baseline]

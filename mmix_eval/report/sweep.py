@@ -1,0 +1,126 @@
+"""Sweep views: each swept key of a bench (a method setting like α or the eligible set, or a configuration key
+like train.epochs) as a table of metric × method against the swept value, like the paper's Table 5 (eligible
+sets) and Table 6 (α). Built from the aggregated Table's cells (mean ± std over seeds); torch-free.
+
+The paper's Table 5 numbers stand beside ours where the setting is the paper's (CIFAR-10/100, PreActResNet18,
+manifold mixup α = 2, clean test accuracy). Table 6 (α) is not in the protocol file, so no α number is shown.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from mmix_eval.report.build import Table, setting_text
+from mmix_eval.report.paper import published_eligible
+
+MAX_PLOTTED = 9  # metrics per sweep plot
+
+
+@dataclass
+class Series:
+    name: str  # the method (its label without the swept values), plus the other swept keys' values
+    columns: dict  # swept value (JSON text) -> method label of the column with that value
+
+
+@dataclass
+class SweepView:
+    key: str
+    values: list  # the swept values, in order
+    series: list[Series]
+    fixed: list[str]  # method labels that do not take the key (a reference: the same model at every value)
+    rows: list[int]  # table row indices shown (the comparison section)
+    paper: dict = field(default_factory=dict)  # (row, series name) -> {value text: published number}
+
+    def value_text(self, v) -> str:
+        return setting_text(self.key, v)
+
+
+def _key(v) -> str:
+    return json.dumps(v, sort_keys=True)
+
+
+def _order(values: list) -> list:
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return sorted(values)
+    if all(isinstance(v, list) for v in values):
+        return sorted(values, key=lambda v: (len(v), json.dumps(v)))
+    return values
+
+
+def sweep_views(table: Table) -> list[SweepView]:
+    if not table.sweeps:
+        return []
+    keys = list(dict.fromkeys(k for _, point in table.sweeps.values() for k in point))
+    comparison = next((idx for key, _, idx in table.sections if key == "comparison"), [])
+    if not comparison:  # no headline metrics (a calibration-only bench): every scored row, once
+        seen: set = set()
+        for _, _, idx in table.sections:
+            for i in idx:
+                key = (table.rows[i].evaluator, table.rows[i].condition, table.rows[i].metric)
+                if table.rows[i].direction is not None and key not in seen:
+                    seen.add(key)
+                    comparison.append(i)
+    views = []
+    for key in keys:
+        values, series, fixed = [], {}, []
+        for m in table.methods:
+            base, point = table.sweeps.get(m, (m, {}))
+            if key not in point:
+                fixed.append(m)
+                continue
+            others = " ".join(setting_text(k, v) for k, v in point.items() if k != key)
+            name = f"{base} {others}".strip()
+            series.setdefault(name, {})[_key(point[key])] = m
+            if _key(point[key]) not in map(_key, values):
+                values.append(point[key])
+        if not series:
+            continue
+        view = SweepView(key, _order(values), [Series(n, c) for n, c in series.items()], fixed, list(comparison))
+        view.paper = _paper(table, view)
+        views.append(view)
+    return views
+
+
+def _paper(table: Table, view: SweepView) -> dict:
+    """Table 5's numbers for an eligible-set sweep of manifold mixup (and no mixup, the empty set, for vanilla)."""
+    out = {}
+    if view.key != "eligible" or len(table.context["data"]) != 1 or len(table.context["model"]) != 1:
+        return out
+    data, model = table.context["data"][0], table.context["model"][0]
+    for i in view.rows:
+        row = table.rows[i]
+        for s in view.series:
+            method, settings = table.info[next(iter(s.columns.values()))]
+            got = {_key(v): published_eligible(data, model, method, v, settings.get("alpha", 2.0), row.condition, row.metric)
+                   for v in view.values}
+            got = {k: v for k, v in got.items() if v is not None}
+            if got:
+                out[i, s.name] = got
+    return out
+
+
+def cell(table: Table, i: int, label: str | None):
+    """(mean, std, n) of a column's cell, or None."""
+    c = table.cells.get((i, label)) if label is not None else None
+    if c is None or math.isnan(c.mean):
+        return None
+    return c.mean, c.std, c.n
+
+
+def plotted_rows(table: Table, view: SweepView) -> list[int]:
+    """The metrics a sweep plot shows: the clean ones (accuracy, NLL, ECE, …), then per evaluator its mean
+    condition if it has one, else its first and last condition."""
+    if not any(table.rows[i].section == "comparison" for i in view.rows):
+        return [i for i in view.rows if table.rows[i].direction is not None][:MAX_PLOTTED]
+    clean = [i for i in view.rows if table.rows[i].evaluator is None and table.rows[i].direction is not None]
+    by_eval: dict = {}
+    for i in view.rows:
+        if table.rows[i].evaluator is not None:
+            by_eval.setdefault(table.rows[i].evaluator, []).append(i)
+    picked = []
+    for idx in by_eval.values():
+        mean = [i for i in idx if table.rows[i].condition == "mean"]
+        picked += mean[:1] or list(dict.fromkeys([idx[0], idx[-1]]))
+    return (clean + picked)[:MAX_PLOTTED]
