@@ -51,6 +51,9 @@ def _add_train(sub) -> None:
     g.add_argument("--alpha", type=float, help="Beta(alpha, alpha) for lambda (default: input 1.0, manifold 2.0)")
     g.add_argument("--eligible", help="mixing layers: stage numbers 0,1,2 (0 = input) or module names input,layer1,layer2")
     g.add_argument("--loss", help="bce_softmax (official code) or soft_ce")
+    g.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="one of the method's own arguments, the value read as YAML, e.g. --method-arg prob=0.5 "
+                        "(repeatable; `mmix-eval ls methods` lists each method's arguments)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
@@ -76,6 +79,21 @@ def _parse_eligible(text: str) -> list[int | str]:
     return ["" if k in ("", "input") else k for k in items]
 
 
+def parse_method_arg(text: str, flag: str = "--method-arg", what: str = "the method's") -> tuple[str, object]:
+    """'prob=0.5' -> ('prob', 0.5): the value read as YAML ('[0, 1]', 'true', 'null')."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise UserError(f"{flag} '{text}': expected KEY=VALUE with KEY one of {what} arguments, e.g. "
+                        f"{'prob=0.5' if flag == '--method-arg' else 'width=32'}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
 def _config_from_args(args):
     from mmix_eval.config import merge, load_config, parse_override
     from mmix_eval.train import load_run_config
@@ -88,17 +106,17 @@ def _config_from_args(args):
         "data": {"name": args.data, "root": args.data_root, "download": args.download,
                  "train_limit": args.train_limit, "test_limit": args.test_limit, "val_size": args.val_size},
         "model": {"name": args.model},
-        "method": {"name": args.method, "alpha": args.alpha,
-                   "eligible": _parse_eligible(args.eligible) if args.eligible is not None else None,
-                   "loss": args.loss},
+        "method": {"name": args.method},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
                   "seed": args.seed, "device": args.device},
     }
     given = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in flags.items()}
     if args.method is not None and args.method != cfg.method.name:
-        # A new method brings its own defaults unless alpha / eligible are given too.
-        given["method"].setdefault("alpha", None)
-        given["method"].setdefault("eligible", None)
+        cfg.method.kwargs = {}  # a new method brings its own defaults unless its arguments are given too
+    method_args = {"alpha": args.alpha, "eligible": _parse_eligible(args.eligible) if args.eligible is not None else None,
+                   "loss": args.loss}
+    given["method"]["kwargs"] = {**{k: v for k, v in method_args.items() if v is not None},
+                                 **dict(parse_method_arg(t) for t in args.method_arg)}
     cfg = merge(cfg, given, "command line")
     for text in args.set:
         cfg = merge(cfg, parse_override(text), f"--set {text}")
@@ -139,12 +157,26 @@ def _add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
                                    f"condition x metric) to OUT/<run>/<evaluator>.csv and .jsonl, and the per-image "
                                    f"outcomes to <evaluator>.outcomes.npz.")
     p.add_argument("--ckpt", nargs="+", required=True, metavar="CKPT",
-                   help="checkpoint(s): .safetensors files, run folders, or quoted globs")
+                   help="checkpoint(s): .safetensors files, run folders, or quoted globs; with --model, plain state "
+                        "dicts (.safetensors, or .pt/.pth read by torch.load(weights_only=True))")
     p.add_argument("--out", default="results", help="results folder (default: results)")
     common = {n: (d, h) for n, _, d, h in option_fields(EvalOptions)}
     g = p.add_argument_group("data (default: the checkpoint's own data set and test split)")
     for key in ("data", "data_root", "limit", "class_map"):
         g.add_argument(COMMON_FLAGS[key], dest=f"common_{key}", metavar=key.upper(), help=common[key][1])
+    g = p.add_argument_group("models made elsewhere (plain state dicts; see docs/plugins.md)")
+    g.add_argument("--model", dest="foreign_model", metavar="NAME",
+                   help="rebuild each --ckpt as this model: a registered name, torchvision:ARCH or timm:ARCH "
+                        "(needs --data)")
+    g.add_argument("--model-arg", dest="foreign_model_arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="an argument of the model, e.g. --model-arg width=32 (repeatable)")
+    g.add_argument("--mean", dest="foreign_mean", metavar="M1,M2,M3",
+                   help="per-channel mean of [0, 1] inputs the weights were trained with, applied inside the model "
+                        "(default: none, for a model that normalises inside)")
+    g.add_argument("--std", dest="foreign_std", metavar="S1,S2,S3", help="per-channel std to go with --mean")
+    g.add_argument("--key-layout", dest="foreign_layout", default="auto", metavar="LAYOUT",
+                   help="auto (default), mmix-eval, official (the official Manifold Mixup code's PreActResNet), or "
+                        "plain (a torchvision / timm network's own names)")
     g = p.add_argument_group("evaluation")
     for key in ("seed", "bins", "batch_size", "device"):
         default = common[key][0]
@@ -213,16 +245,45 @@ def cmd_eval(args) -> int:
     from mmix_eval.evaluate.runner import run_evaluation
 
     plan, opts = _eval_plan(args)
+    foreign = _foreign(args, opts)
     _join_torchrun(args, opts.device)
     try:
-        run_evaluation(_expand_ckpts(args.ckpt), plan, args.out, opts)
+        run_evaluation(_expand_ckpts(args.ckpt, foreign is not None), plan, args.out, opts, foreign=foreign)
     except OptionError as e:  # raised while loading: the library names the parameter, the user typed a flag
         raise UserError(f"{COMMON_FLAGS.get(e.param, _flag(e.param))}: {e.detail}") from None
     return 0
 
 
-def _expand_ckpts(items: list[str]) -> list[str]:
-    """Quoted globs expanded here (the shell expands unquoted ones); a run folder means its model.safetensors."""
+def _foreign(args, opts):
+    """The --model / --model-arg / --mean / --std / --key-layout flags as a Foreign, or None without --model."""
+    from mmix_eval.foreign import Foreign
+
+    extra = [f for f, v in (("--model-arg", args.foreign_model_arg), ("--mean", args.foreign_mean),
+                            ("--std", args.foreign_std), ("--key-layout", args.foreign_layout != "auto")) if v]
+    if args.foreign_model is None:
+        if extra:
+            raise UserError(f"{extra[0]}: expected --model too (these rebuild a plain state dict), got no --model")
+        return None
+
+    def floats(flag, text):
+        if text is None:
+            return None
+        try:
+            return [float(v) for v in text.split(",")]
+        except ValueError:
+            raise UserError(f"{flag}: expected comma-separated numbers like 0.49,0.48,0.45, got '{text}'") from None
+
+    foreign = Foreign(args.foreign_model, opts.data, dict(parse_method_arg(t, "--model-arg", "the model's") for t in args.foreign_model_arg),
+                      floats("--mean", args.foreign_mean), floats("--std", args.foreign_std), args.foreign_layout,
+                      opts.data_root)
+    foreign.check()
+    opts.data = None  # the data set is the state dict's own now (its metadata names it)
+    return foreign
+
+
+def _expand_ckpts(items: list[str], foreign: bool = False) -> list[str]:
+    """Quoted globs expanded here (the shell expands unquoted ones); a run folder means its model.safetensors
+    (with ``foreign``, every .safetensors / .pt / .pth file in it)."""
     import glob
 
     out = []
@@ -232,7 +293,13 @@ def _expand_ckpts(items: list[str]) -> list[str]:
             raise UserError(f"--ckpt: expected checkpoint files, got a pattern that matches nothing: '{item}'")
         for m in matches:
             path = Path(m)
-            out.append(str(path / "model.safetensors") if path.is_dir() else m)
+            if path.is_dir() and foreign:
+                files = sorted(str(f) for f in path.iterdir() if f.suffix in (".safetensors", ".pt", ".pth"))
+                if not files:
+                    raise UserError(f"--ckpt: expected state dict files (.safetensors, .pt, .pth) in folder '{m}', got none")
+                out += files
+            else:
+                out.append(str(path / "model.safetensors") if path.is_dir() else m)
     return out
 
 
@@ -267,7 +334,8 @@ def cmd_bench(args) -> int:
     result = run_bench(args.config, args.out, progress=not args.no_progress, device=args.device, launcher=args.launcher,
                        wait=not args.no_wait, report_only=args.report_only, submitit_cluster=args.submitit_cluster,
                        jobs=args.jobs, partition=args.partition, gpus_per_run=args.gpus_per_run,
-                       cpus_per_run=args.cpus_per_run, mem_gb=args.mem_gb, timeout_min=args.timeout_min)
+                       cpus_per_run=args.cpus_per_run, mem_gb=args.mem_gb, timeout_min=args.timeout_min,
+                       max_parallel=args.max_parallel)
     if result is None:  # submitted, not waiting
         return 0
     code = _report_outcome(result)
@@ -308,8 +376,17 @@ def cmd_ls(args) -> int:
     width = max(len(n) for n in registry.names())
     for name in registry.names():
         print(f"{name:<{width}}  {registry.describe(name)}")
+        if args.what == "methods":
+            import inspect
+
+            from mmix_eval.methods.base import method_signature
+
+            params = method_signature(METHODS.get(name))[0]
+            shown = [f"{k}={p.default!r}" if p.default is not inspect.Parameter.empty else k for k, p in params.items()]
+            print(f"{'':<{width}}    arguments: {', '.join(shown) or 'none'}")
     if args.what == "models":
         print(f"{'torchvision:NAME':<{width}}  any torchvision classification model, e.g. torchvision:resnet18 (random init)")
+        print(f"{'timm:NAME':<{width}}  any timm model, e.g. timm:resnet18 (random init; pip install 'mmix-eval[timm]')")
     if args.what in ("models", "methods"):
         print(f"{'module:attr':<{width}}  your own, by import path (see docs/plugins.md)")
     return 0
@@ -348,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gpus-per-run", type=int, help="slurm: GPUs per job (>1 trains with DDP across them)")
     g.add_argument("--cpus-per-run", type=int, help="slurm: CPUs per task (default 4)")
     g.add_argument("--mem-gb", type=int, help="slurm: memory per job")
-    g.add_argument("--timeout-min", type=int, help="slurm: time limit per job in minutes (default 1440)")
+    g.add_argument("--timeout-min", type=int, help="slurm: time limit per job in minutes (default 1440); a job that "
+                                                   "reaches it, or is preempted, is requeued and resumes its run")
+    g.add_argument("--max-parallel", type=int, help="slurm: at most N of the bench's jobs running at once (array throttle)")
     g.add_argument("--no-wait", action="store_true", help="slurm: submit and exit; build the report later with --report-only")
     g.add_argument("--submitit-cluster", choices=["slurm", "local", "debug"],
                    help="slurm launcher's submitit executor: slurm (default), or local/debug to run the jobs here")
@@ -360,7 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Exit 1 if a --check fails, 2 on bad input.")
     p.add_argument("results", nargs="+", help="results folders or .jsonl files")
     p.add_argument("--out", required=True, help="report folder")
-    p.add_argument("--baseline", default="vanilla", help="method for paired differences (default vanilla)")
+    p.add_argument("--baseline", default="auto", help="method for paired differences (default: vanilla when the results "
+                                                      "have it, else the first method; the report states which)")
     p.add_argument("--check", action="append", default=[], metavar="EXPR",
                    help="CI gate, e.g. 'manifold_mixup.rotation20 >= vanilla.rotation20' or 'vanilla.clean:ece <= 0.1' (repeatable)")
     p.add_argument("--title", help="report title")

@@ -65,6 +65,11 @@ def model_factory(name: str):
 
         arch = check_arch(name.split(":", 1)[1])
         return lambda num_classes, in_channels, mean, std, **kw: torchvision_model(arch, num_classes, in_channels, mean, std, **kw)
+    if name.startswith("timm:"):
+        from mmix_eval.models.tv import check_timm_arch, timm_model
+
+        arch = check_timm_arch(name.split(":", 1)[1])
+        return lambda num_classes, in_channels, mean, std, **kw: timm_model(arch, num_classes, in_channels, mean, std, **kw)
     return MODELS.get(name)
 
 

@@ -1,4 +1,5 @@
-"""torchvision classification models by name (``--model torchvision:resnet18``), adapted to the data.
+"""torchvision and timm classification models by name (``--model torchvision:resnet18``, ``--model
+timm:resnet18``; timm is the optional extra ``mmix-eval[timm]``), adapted to the data.
 
 Random initialisation (no download): the head gets the data's class count, the first convolution the
 data's channel count; normalisation is prepended so the model takes [0, 1] images like every other.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from mmix_eval.errors import unknown
+from mmix_eval.errors import UserError, unknown
 from mmix_eval.models.base import Normalize
 
 
@@ -55,4 +56,25 @@ def torchvision_model(arch: str, num_classes: int, in_channels: int, mean, std, 
     net = tvm.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
     if in_channels != 3:
         _replace_first_conv(net, in_channels)
+    return TorchvisionNet(net, mean, std)
+
+
+def check_timm_arch(arch: str) -> str:
+    try:
+        import timm
+    except ImportError:
+        raise UserError(f"model 'timm:{arch}': expected the timm package, which is not installed; "
+                        f"pip install 'mmix-eval[timm]'") from None
+    available = timm.list_models()
+    if arch not in available:
+        raise unknown("timm model", arch, available)
+    return arch
+
+
+def timm_model(arch: str, num_classes: int, in_channels: int, mean, std, **kwargs) -> TorchvisionNet:
+    """A timm model, randomly initialised (pretrained weights are never downloaded), for the data's classes and
+    channels, with the data's normalisation prepended."""
+    import timm
+
+    net = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
     return TorchvisionNet(net, mean, std)

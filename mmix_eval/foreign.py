@@ -1,0 +1,224 @@
+"""Models made elsewhere: a plain state dict rebuilt as a named model, for evaluation.
+
+``--ckpt x.pt --model preactresnet18 --data cifar10`` evaluates weights that carry no mmix-eval metadata: a
+``.safetensors`` file, or a ``.pt`` / ``.pth`` that ``torch.load(weights_only=True)`` reads (tensors in plain
+dicts; a pickle of objects, such as a whole model saved with ``torch.save(model)``, is refused, never
+unpickled). The model is any registered one (``mmix-eval ls models``), ``torchvision:ARCH`` or ``timm:ARCH``,
+built for the data's classes and channels with ``model_args``; ``mean`` / ``std`` are the normalisation the
+weights were trained with, applied inside the model (none by default: a model that normalises inside needs
+nothing).
+
+Key layouts (``key_layout``, detected by default):
+- ``mmix-eval``: this project's own names (``stages.0.0.weight``, ``head.linear.weight``).
+- ``official``: the official Manifold Mixup code's PreActResNet (``models/preresnet.py``):
+    conv1.*              -> stages.0.0.*          (the stem convolution opens stage 1)
+    layer1.J.*           -> stages.0.(J+1).*
+    layerI.J.* (I >= 2)  -> stages.(I-1).J.*
+    *.shortcut.0.*       -> *.shortcut.*          (a Sequential of one 1x1 convolution there, a bare one here)
+    bn.*, linear.*       -> head.bn.*, head.linear.*
+  That code normalises in its data pipeline (CIFAR mean (125.3, 123.0, 113.9)/255, std (63.0, 62.1, 66.7)/255),
+  so give those as ``mean`` / ``std``.
+- ``plain``: a torchvision / timm network's own names, under this project's wrapper (``net.`` prefixed).
+A ``module.`` (DataParallel / DDP) or ``_orig_mod.`` (torch.compile) prefix is dropped, and a checkpoint dict
+holding the weights under ``state_dict``, ``model_state_dict``, ``model`` or ``net`` is unwrapped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mmix_eval.errors import UserError
+
+LAYOUTS = ("auto", "mmix-eval", "official", "plain")
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
+OFFICIAL_CIFAR_MEAN = [125.3 / 255, 123.0 / 255, 113.9 / 255]
+OFFICIAL_CIFAR_STD = [63.0 / 255, 62.1 / 255, 66.7 / 255]
+
+
+@dataclass
+class Foreign:
+    """How to rebuild a plain state dict: the model's name, the data set it was trained on, and the rest."""
+
+    model: str
+    data: str | None = None
+    model_args: dict = field(default_factory=dict)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    key_layout: str = "auto"
+    data_root: str | None = None
+
+    def check(self) -> None:
+        from mmix_eval.models.base import model_factory
+
+        if not self.data:
+            raise UserError(f"--data: expected the data set model '{self.model}' was trained on (a plain state dict "
+                            f"does not say), got none")
+        if self.key_layout not in LAYOUTS:
+            raise UserError(f"--key-layout: expected one of {', '.join(LAYOUTS)}, got '{self.key_layout}'")
+        for name, v in (("--mean", self.mean), ("--std", self.std)):
+            if v is not None and (not isinstance(v, list) or not v or not all(isinstance(x, (int, float)) for x in v)):
+                raise UserError(f"{name}: expected comma-separated numbers, one per channel, got {v!r}")
+        if (self.mean is None) != (self.std is None):
+            raise UserError("--mean/--std: expected both or neither, got one")
+        model_factory(self.model)  # an unknown model fails before any file is read
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a plain state dict file, read without unpickling objects."""
+    path = Path(path)
+    try:
+        head = path.open("rb").read(16)
+    except FileNotFoundError:
+        raise UserError(f"--ckpt '{path}': expected a state dict file, got a path that does not exist") from None
+    except OSError as e:
+        raise UserError(f"--ckpt '{path}': expected a readable file, got {e.strerror or e}") from None
+    if head[8:9] == b"{":  # safetensors: an 8-byte length, then its JSON header
+        from safetensors.torch import load_file
+
+        try:
+            sd = load_file(str(path))
+        except Exception as e:
+            raise UserError(f"--ckpt '{path}': expected a well-formed safetensors file, got an error ({str(e)[:200]})") from None
+    else:
+        import pickle
+
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise UserError(f"--ckpt '{path}': expected a state dict that torch.load(weights_only=True) reads, got a file "
+                            f"it refuses ({first}); a whole model saved with torch.save(model) is a pickle of objects: "
+                            f"save model.state_dict() instead") from None
+    return _unwrap(path, sd)
+
+
+def _unwrap(path, sd) -> dict[str, torch.Tensor]:
+    if isinstance(sd, dict) and not all(torch.is_tensor(v) for v in sd.values()):
+        inner = next((sd[k] for k in WRAPPER_KEYS if isinstance(sd.get(k), dict)), None)
+        if inner is None:
+            keys = ", ".join(map(str, list(sd)[:8]))
+            raise UserError(f"--ckpt '{path}': expected a state dict (names -> tensors), or one under "
+                            f"{', '.join(WRAPPER_KEYS)}; got a dict of {keys}")
+        sd = inner
+    if not isinstance(sd, dict) or not sd or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
+        raise UserError(f"--ckpt '{path}': expected a state dict (names -> tensors), got {type(sd).__name__}")
+    out = {}
+    for k, v in sd.items():
+        for prefix in ("module.", "_orig_mod."):
+            k = k.removeprefix(prefix)
+        out[k] = v
+    return out
+
+
+_LAYER = re.compile(r"^layer(\d+)\.(\d+)\.(.*)$")
+
+
+def official_to_mmix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The official Manifold Mixup PreActResNet's names -> this project's (see the module docstring)."""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("conv1."):
+            k = "stages.0.0." + k.removeprefix("conv1.")
+        elif (m := _LAYER.match(k)) is not None:
+            i, j, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+            rest = re.sub(r"^shortcut\.0\.", "shortcut.", rest)
+            k = f"stages.{i - 1}.{j + 1 if i == 1 else j}.{rest}"
+        elif k.startswith(("bn.", "linear.")):
+            k = "head." + k
+        out[k] = v
+    return out
+
+
+def detect_layout(model: str, sd: dict) -> str:
+    if any(k.startswith(("stages.", "head.")) for k in sd):
+        return "mmix-eval"
+    if model.startswith(("torchvision:", "timm:")):
+        return "plain"
+    if "conv1.weight" in sd and any(k.startswith("layer1.") for k in sd):
+        return "official"
+    return "mmix-eval"
+
+
+def map_keys(sd: dict, layout: str) -> dict:
+    if layout == "official":
+        return official_to_mmix(sd)
+    if layout == "plain":
+        return {k if k.startswith("net.") or k.startswith("normalize.") else "net." + k: v for k, v in sd.items()}
+    return sd
+
+
+def _data(spec: str, root: str | None):
+    """The data set, through the evaluation's own cache (the test split is read once)."""
+    from mmix_eval.data import load_data
+    from mmix_eval.evaluate import target
+
+    key = (spec, root, None, 0, 0)  # what eval_data looks up for this metadata
+    if key not in target._DATA_CACHE:
+        target._DATA_CACHE[key] = load_data(spec, root, False, None, None, 0, 0, need_train=False)
+    return target._DATA_CACHE[key]
+
+
+def metadata(path: str | Path, foreign: Foreign) -> dict:
+    """Checkpoint-like metadata for a plain state dict: what the evaluators and records read."""
+    from mmix_eval.checkpoint import SCHEMA, SCHEMA_VERSION
+
+    foreign.check()
+    path = Path(path)
+    d = _data(foreign.data, foreign.data_root)
+    sha = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                sha.update(chunk)
+    except OSError as e:
+        raise UserError(f"--ckpt '{path}': expected a readable file, got {e.strerror or e}") from None
+    kwargs = {"num_classes": d.num_classes, "in_channels": d.in_channels,
+              "mean": foreign.mean or [0.0] * d.in_channels, "std": foreign.std or [1.0] * d.in_channels,
+              **foreign.model_args}
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "model": {"name": foreign.model, "kwargs": kwargs},
+            "data": {"spec": foreign.data, "classes": list(d.classes), "image_size": list(d.image_size)},
+            "method": {"name": "external", "settings": {"file": path.name, "key_layout": foreign.key_layout}},
+            "train": {}, "config": {"data": {"name": foreign.data, "root": foreign.data_root}},
+            "data_sha256": sha.hexdigest(), "foreign": True}
+
+
+def load_foreign(path: str | Path, device, foreign: Foreign, meta: dict | None = None):
+    """(model in eval mode, metadata) for a plain state dict; a mismatch of names or shapes is one line."""
+    from mmix_eval.models import create_model
+
+    path = Path(path)
+    meta = meta or metadata(path, foreign)
+    sd = read_state_dict(path)
+    layout = detect_layout(foreign.model, sd) if foreign.key_layout == "auto" else foreign.key_layout
+    meta["method"]["settings"]["key_layout"] = layout
+    sd = map_keys(sd, layout)
+    kwargs = dict(meta["model"]["kwargs"])
+    try:
+        model = create_model(foreign.model, **kwargs)
+    except TypeError as e:
+        raise UserError(f"--model-arg: expected arguments model '{foreign.model}' takes, got {foreign.model_args} ({e})") from None
+    want = model.state_dict()
+    if foreign.mean is None:  # the file's own normalisation buffers, when it has them, else none
+        for k in [k for k in want if k.startswith("normalize.")]:
+            sd.setdefault(k, want[k])
+    else:  # the given normalisation wins over any in the file
+        sd.update({k: v for k, v in want.items() if k.startswith("normalize.")})
+    missing, unexpected = [k for k in want if k not in sd], [k for k in sd if k not in want]
+    if missing or unexpected:
+        raise UserError(f"--ckpt '{path}': state dict does not fit model '{foreign.model}' (key layout {layout}): "
+                        f"{len(missing)} missing, first {missing[:3]}; {len(unexpected)} unexpected, first {unexpected[:3]}")
+    for k, v in want.items():
+        if tuple(v.shape) != tuple(sd[k].shape):
+            raise UserError(f"--ckpt '{path}': state dict does not fit model '{foreign.model}': tensor '{k}' has shape "
+                            f"{tuple(sd[k].shape)} in the file, the model (--model-arg {foreign.model_args or 'none'}) "
+                            f"expects {tuple(v.shape)}")
+    for k, v in sd.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise UserError(f"--ckpt '{path}': tensor '{k}' expected finite values, got NaN or Inf")
+    model.load_state_dict({k: v.to(want[k].dtype) for k, v in sd.items()}, strict=True)
+    return model.to(device).eval(), meta
