@@ -457,3 +457,33 @@ def test_timm_state_dict_evaluates_through_timm_by_name(tmp_path, capsys):
     assert main(["calibration", "--ckpt", str(tmp_path / "timm18.safetensors"), "--model", "timm:resnet1888",
                  "--data", "digits", "--out", str(tmp_path / "res2")]) == 2
     assert "unknown timm model 'resnet1888'" in capsys.readouterr().err
+
+
+def test_the_baselines_preset_runs_on_digits_side_by_side(tmp_path, capsys):
+    """configs/bench/baselines-digits.yaml as shipped (CI-sized): six methods x two seeds, one report."""
+    out = tmp_path / "bl"
+    assert main(["bench", str(ROOT / "configs" / "bench" / "baselines-digits.yaml"), "--out", str(out),
+                 "--no-progress"]) == 0, capsys.readouterr().err
+    md = (out / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| condition |"))
+    assert [c.strip() for c in header.split("|")[2:-1]] == [
+        "vanilla", "input_mixup", "manifold_mixup", "cutmix", "label_smoothing", "regmixup"]
+    settings = {r["method"]: r["method_settings"] for r in read_records(out / "records.jsonl")}
+    assert settings["label_smoothing"] == {"epsilon": 0.1, "loss": "bce_softmax"}
+    assert settings["regmixup"] == {"alpha": 10.0, "eta": 1.0, "loss": "bce_softmax"}
+    assert settings["cutmix"] == {"alpha": 1.0, "prob": 0.5, "loss": "bce_softmax"}
+    table = list(csv.DictReader((out / "table.csv").open()))
+    clean = next(r for r in table if (r["evaluator"], r["condition"], r["metric"]) == ("", "clean", "acc"))
+    assert all(float(clean[f"{m} mean"]) > 50 for m in settings)  # every method learned (10 classes: chance is 10 %)
+
+
+def test_a_swept_training_key_names_the_columns_of_every_method():
+    from mmix_eval.report.build import method_labels
+
+    rows = [{"run": f"{m}-e{e}", "method": m, "method_settings": {"loss": "bce_softmax"}, "method_label": None,
+             "sweep": {"train.epochs": e}} for m in ("vanilla", "cutmix") for e in (10, 40)]
+    rows.append({"run": "mm", "method": "manifold_mixup", "method_settings": {"alpha": 2.0}, "method_label": "MM",
+                 "sweep": {"alpha": 0.5, "train.epochs": 10}})
+    assert method_labels(rows) == {"vanilla-e10": "vanilla epochs=10", "vanilla-e40": "vanilla epochs=40",
+                                   "cutmix-e10": "cutmix epochs=10", "cutmix-e40": "cutmix epochs=40",
+                                   "mm": "MM α=0.5 epochs=10"}
