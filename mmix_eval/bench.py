@@ -10,6 +10,7 @@ Layout of --out:  runs/<method>-s<seed>/   results/<run>/<evaluator>.*   report.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -27,7 +28,7 @@ TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "sweep", "eval
 LAUNCHERS = ("inline", "local", "slurm")
 LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra",
                  "max_parallel")
-COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import"))
+COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import", "download"))
 REPORT_KEYS = ("baseline", "checks", "title")
 METHOD_KEYS = ("name", "kwargs", "alpha", "eligible", "loss", "label")  # alpha, eligible, loss: shorthand for kwargs
 
@@ -78,6 +79,8 @@ def load_bench(path: str | Path) -> Bench:
         raise UserError(f"{where}: 'methods' expected a non-empty list like [vanilla, {{name: manifold_mixup, alpha: 2.0}}]")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise UserError(f"{where}: 'seeds' expected a non-empty list of integers >= 0, got {seeds!r}")
+    # The shared sections first, so a mistake in them is named as theirs, not as the first method's.
+    merge(Config(), {"data": raw.get("data"), "model": raw.get("model"), "train": raw.get("train")}, where)
     axes = _sweep_axes(raw.get("sweep"), where)
     runs, names = [], {}
     for j, m in enumerate(methods):
@@ -415,7 +418,7 @@ def _complete(out: Path, bench: Bench, r: Run) -> bool:
     for ev, opts in bench.plan:
         want = {k: v for k, v in option_record(ev, opts, bench.options, "").items() if k != "device"}
         try:
-            meta = json.loads((out / "results" / r.name / f"{file_stem(ev)}.meta.json").read_text(encoding="utf-8"))
+            meta = json.loads((out / "results" / r.name / f"{file_stem(ev, opts)}.meta.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
         got = {k: v for k, v in (meta.get("options") or {}).items() if k != "device"}
@@ -511,6 +514,79 @@ def preflight(bench: Bench) -> None:
             raise UserError(f"bench {bench.name}, run {r.name}: {e}") from None
 
 
+def dry_run(config: str | Path, out: str | Path, device: str | None = None, echo=print, steps: int = 3) -> list[dict]:
+    """What a bench would do, without doing it: each run trained, resumed, evaluated only or skipped, and an
+    estimate of the training time from ``steps`` timed training steps per distinct (data, model, method,
+    batch size), times the steps per epoch and the epochs still to go. Evaluation time is not estimated."""
+    from mmix_eval.train import prepare
+
+    bench = load_bench(config)
+    if device is not None:
+        for r in bench.runs:
+            r.cfg.train.device = device
+    preflight(bench)
+    out, plans, timed = Path(out), [], {}
+    for r in bench.runs:
+        run_dir = out / "runs" / r.name
+        epochs_done = _epochs_done(run_dir)
+        if _complete(out, bench, r):
+            action, todo = "skip (finished and evaluated)", 0
+        elif _finished(run_dir, r.cfg, r.method):
+            action, todo = "evaluate only (trained)", 0
+        elif (run_dir / "config.yaml").exists() and not _stale(run_dir, r.cfg, r.method).startswith("the method changed"):
+            action, todo = f"resume (epoch {epochs_done} of {r.cfg.train.epochs})", r.cfg.train.epochs - epochs_done
+        else:
+            action, todo = "train", r.cfg.train.epochs
+        seconds = None
+        if todo:
+            key = json.dumps([r.cfg.data.name, r.cfg.data.train_limit, r.cfg.model.name, r.cfg.model.kwargs, r.method,
+                              r.cfg.train.batch_size, r.cfg.train.device], sort_keys=True, default=str)
+            if key not in timed:
+                p = prepare(r.cfg)
+                timed[key] = _time_steps(p, r.cfg.train.batch_size, steps) * math.ceil(len(p.data.train) / r.cfg.train.batch_size)
+            seconds = timed[key] * todo
+        plans.append({"run": r.name, "action": action, "train_s": seconds})
+        echo(f"{r.name}: {action}" + (f", about {seconds:.0f} s of training" if seconds is not None else ""))
+    total = sum(p["train_s"] or 0 for p in plans)
+    echo(f"bench {bench.name}: {sum(1 for p in plans if p['train_s'])} of {len(plans)} runs to train, about {total:.0f} s "
+         f"of training (estimated from {steps} timed steps per configuration; evaluation not included); nothing "
+         f"was written")
+    return plans
+
+
+def _epochs_done(run_dir: Path) -> int:
+    try:
+        return sum(1 for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines() if line.strip())
+    except OSError:
+        return 0
+
+
+def _time_steps(p, batch_size: int, steps: int) -> float:
+    """Seconds per training step of a prepared run: one warm-up step, then the median of ``steps``."""
+    import statistics
+
+    import numpy as np
+    import torch
+
+    from mmix_eval.data.augment import to_float
+
+    model, device = p.model.to(p.device).train(), p.device
+    opt = torch.optim.SGD(model.parameters(), lr=p.cfg.train.lr, momentum=p.cfg.train.momentum)
+    x = to_float(p.data.train.x[:batch_size]).to(device)
+    y = p.data.train.y[:batch_size].to(device)
+    rng, times = np.random.default_rng(0), []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        p.method.step(model, x, y, rng).loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def _inline(config, out, todo, device, progress, stages, name) -> dict[str, str]:
     from tqdm.auto import tqdm
 
@@ -538,7 +614,9 @@ def _local(config, out, todo, device, progress, res, stages, name) -> dict[str, 
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     gpus = torch.cuda.device_count() if device != "cpu" else 0
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    from mmix_eval.threads import resolve
+
+    threads, _ = resolve(None, jobs)  # MMIX_EVAL_THREADS / OMP_NUM_THREADS if set, else usable cores / jobs
     pending, running, failed = list(todo), {}, {}
     free_slots = list(range(jobs))
     with tqdm(total=len(todo), desc=f"bench {name} (local, {jobs} at a time)", unit="run", disable=not progress,
@@ -548,7 +626,7 @@ def _local(config, out, todo, device, progress, res, stages, name) -> dict[str, 
                 r, slot = pending.pop(0), free_slots.pop(0)
                 cmd = [sys.executable, "-m", "mmix_eval", "bench", str(config), "--out", str(out), "--only", r.name,
                        "--no-progress"] + (["--device", device] if device else [])
-                env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MMIX_EVAL_THREADS": str(threads)}
                 if gpus:
                     env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
                 log = open(logs / f"{r.name}.log", "w", encoding="utf-8")

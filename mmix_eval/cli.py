@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from mmix_eval import __version__
-from mmix_eval.errors import UserError
+from mmix_eval.errors import UserError, did_you_mean
 
 EPILOG = """\
 examples:
@@ -30,12 +30,91 @@ examples:
 """
 
 
+EXAMPLES = {
+    "train": """\
+examples:
+  mmix-eval train --config configs/quick.yaml --out runs/quick          # embedded digits, ~10 s on a CPU
+  mmix-eval train --data cifar10 --data-root ~/data --download --model preactresnet18 \\
+                  --method manifold_mixup --alpha 2 --seed 1 --out runs/mm-s1
+  mmix-eval train --method cutmix --method-arg prob=1.0 --config configs/quick.yaml --out runs/cm
+  mmix-eval train --out runs/mm-s1 --resume                              # continue a killed run
+""",
+    "deformations": """\
+examples:
+  mmix-eval deformations --ckpt runs/quick --out results/                 # the paper's Table 4 grid
+  mmix-eval deformations --ckpt 'runs/*' --limit 2000 --interpolation nearest
+  mmix-eval deformations --ckpt x.pt --model preactresnet18 --data cifar10 --mean 0.49,0.48,0.45 --std 0.25,0.24,0.26
+""",
+    "fgsm": """\
+examples:
+  mmix-eval fgsm --ckpt runs/quick --eps 1,2,4,8                          # eps in /255 pixel units
+  mmix-eval fgsm --ckpt runs/quick --eps 8/255 --attack pgd --pgd-steps 10 # written to fgsm-pgd10.*
+  mmix-eval fgsm --ckpt runs/quick --eps 0.03 --eps-unit fraction         # 0.03 of the range = 7.65/255
+""",
+    "calibration": """\
+examples:
+  mmix-eval calibration --ckpt runs/quick --bins 15                      # NLL, ECE, MCE, Brier, reliability
+  mmix-eval calibration --ckpt 'runs/*/model.safetensors' --out results/
+""",
+    "evaluate": """\
+examples:
+  mmix-eval evaluate --ckpt 'runs/*' --out results/                       # every default evaluator
+  mmix-eval evaluate --ckpt runs/x --evaluators deformations,my_evals:Occlusion --set my_evals:Occlusion.patch=8
+""",
+    "bench": """\
+examples:
+  mmix-eval bench configs/bench/digits-quick.yaml --out runs/bench-digits # methods x seeds -> report
+  mmix-eval bench configs/bench/baselines-digits.yaml --out runs/bl --dry-run
+  mmix-eval bench configs/bench/cifar10-cpu.yaml --out runs/b --launcher local --jobs 2
+""",
+    "report": """\
+examples:
+  mmix-eval report runs/bench-digits/results --out reports/x
+  mmix-eval report results/ --out reports/x --baseline vanilla --check "manifold_mixup.rotation20 >= vanilla.rotation20"
+""",
+}
+EPILOG_DEFAULT = """\
+examples:
+  mmix-eval {name} --ckpt runs/quick --out results/
+  mmix-eval ls evaluators                                                  # every option of every evaluator
+"""
+
+
+def examples(name: str) -> str:
+    return EXAMPLES.get(name) or EPILOG_DEFAULT.format(name=name)
+
+
+class Parser(argparse.ArgumentParser):
+    """No prefix abbreviations (``--epoch 1`` is not taken for ``--epochs``), an unknown option gets a
+    suggestion, and every parse error is one line on stderr with exit code 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = getattr(self, "subcommands", {}).get(getattr(ns, "command", None), self)
+            options = [o for a in sub._actions for o in a.option_strings]
+            first = next((x for x in extras if x.startswith("-")), extras[0])
+            flag = first.split("=", 1)[0]
+            hint = did_you_mean(flag, options) if flag.startswith("-") else ""
+            what = f"unknown option '{flag}'" if flag.startswith("-") else f"unexpected argument '{first}'"
+            sub.error(f"{what}{hint}; see {sub.prog} --help")
+        return ns
+
+    def error(self, message):
+        self.exit(2, f"mmix-eval: error: {self.prog.removeprefix('mmix-eval ') + ': ' if ' ' in self.prog else ''}"
+                     f"{message}\n")
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train", help="train a vanilla, input-mixup or manifold-mixup checkpoint",
         description="Train one run into --out: model.safetensors (weights + metadata), model.json, "
                     "log.jsonl, config.yaml and a resumable state.pt. Flags override the --config file.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=examples("train"), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file with sections data, model, method, train (see configs/)")
     p.add_argument("--out", required=True, help="run folder to write")
     g = p.add_argument_group("data")
@@ -55,12 +134,16 @@ def _add_train(sub) -> None:
                    help="one of the method's own arguments, the value read as YAML, e.g. --method-arg prob=0.5 "
                         "(repeatable; `mmix-eval ls methods` lists each method's arguments)")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--schedule", help="step | cosine | onecycle | constant")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    from mmix_eval.config import TrainConfig
+
+    d = TrainConfig()
+    also = ", or the --config file's"
+    g.add_argument("--epochs", type=int, help=f"training epochs (default {d.epochs}{also})")
+    g.add_argument("--batch-size", type=int, help=f"minibatch size, global under torchrun (default {d.batch_size}{also})")
+    g.add_argument("--lr", type=float, help=f"SGD learning rate (default {d.lr:g}{also})")
+    g.add_argument("--schedule", help=f"step | cosine | onecycle | constant (default {d.schedule}{also})")
+    g.add_argument("--seed", type=int, help=f"training seed: initial weights, data order, mixing (default {d.seed}{also})")
+    g.add_argument("--device", help=f"auto | cpu | cuda | cuda:N | mps (default {d.device}: cuda if available)")
     g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="any config key, e.g. --set train.milestones=[400,800] (repeatable)")
     g = p.add_argument_group("run folder")
@@ -139,7 +222,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-COMMON_FLAGS = {"data": "--data", "data_root": "--data-root", "limit": "--limit", "class_map": "--class-map",
+COMMON_FLAGS = {"data": "--data", "data_root": "--data-root", "download": "--download", "limit": "--limit", "class_map": "--class-map",
                 "seed": "--seed", "bins": "--bins", "batch_size": "--batch-size", "device": "--device"}
 
 
@@ -152,7 +235,7 @@ def _add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
     or None for ``evaluate`` (every built-in's flags, plus --evaluators and --set for plugins)."""
     from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, get_evaluator, option_fields
 
-    p = sub.add_parser(name, help=help, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = sub.add_parser(name, help=help, epilog=examples(name), formatter_class=argparse.RawDescriptionHelpFormatter,
                        description=f"{help[0].upper()}{help[1:]}. Writes tidy records (one row per checkpoint x "
                                    f"condition x metric) to OUT/<run>/<evaluator>.csv and .jsonl, and the per-image "
                                    f"outcomes to <evaluator>.outcomes.npz.")
@@ -164,6 +247,7 @@ def _add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
     g = p.add_argument_group("data (default: the checkpoint's own data set and test split)")
     for key in ("data", "data_root", "limit", "class_map"):
         g.add_argument(COMMON_FLAGS[key], dest=f"common_{key}", metavar=key.upper(), help=common[key][1])
+    g.add_argument("--download", dest="common_download", action="store_true", default=None, help=common["download"][1])
     g = p.add_argument_group("models made elsewhere (plain state dicts; see docs/plugins.md)")
     g.add_argument("--model", dest="foreign_model", metavar="NAME",
                    help="rebuild each --ckpt as this model: a registered name, torchvision:ARCH or timm:ARCH "
@@ -275,7 +359,7 @@ def _foreign(args, opts):
 
     foreign = Foreign(args.foreign_model, opts.data, dict(parse_method_arg(t, "--model-arg", "the model's") for t in args.foreign_model_arg),
                       floats("--mean", args.foreign_mean), floats("--std", args.foreign_std), args.foreign_layout,
-                      opts.data_root)
+                      opts.data_root, bool(opts.download))
     foreign.check()
     opts.data = None  # the data set is the state dict's own now (its metadata names it)
     return foreign
@@ -326,6 +410,11 @@ def _report_outcome(result) -> int:
 def cmd_bench(args) -> int:
     from mmix_eval.bench import run_bench
 
+    if args.dry_run:
+        from mmix_eval.bench import dry_run
+
+        dry_run(args.config, args.out, args.device)
+        return 0
     if args.only:
         from mmix_eval.bench import run_one
 
@@ -393,14 +482,15 @@ def cmd_ls(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mmix-eval",
         description="Train vanilla / input-mixup / manifold-mixup checkpoints and measure their robustness "
                     "and calibration (Verma et al., ICML 2019).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mmix-eval {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
+    parser.subcommands = sub.choices
     _add_train(sub)
     from mmix_eval.evaluate.base import BUILTIN, get_evaluator
 
@@ -408,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_eval(sub, name, get_evaluator(name).help, (name,))
     _add_eval(sub, "evaluate", "every evaluator (built-in or plugin) on one or many checkpoints", None)
     p = sub.add_parser("bench", help="train methods x seeds, evaluate them all, write the report",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=examples("bench"), formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Run a bench YAML (see configs/bench/): train each method x seed (skipping finished "
                                    "runs, resuming killed ones), evaluate every checkpoint on identical images and write "
                                    "report.html, report.md, table.csv and plots/ into --out. Exit 1 if a check fails.")
@@ -433,8 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="slurm launcher's submitit executor: slurm (default), or local/debug to run the jobs here")
     g.add_argument("--report-only", action="store_true", help="run nothing; report what is finished and list what is missing")
     g.add_argument("--only", metavar="RUN", help="train and evaluate this one run of the bench, no report (what each job runs)")
+    g.add_argument("--dry-run", action="store_true",
+                   help="write nothing: list the runs it would train, resume, evaluate or skip, with a training-time "
+                        "estimate from a few timed steps")
     p = sub.add_parser("report", help="rebuild the HTML / CSV / Markdown report from result records alone",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=examples("report"), formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Aggregate result records (folders of *.jsonl) into a Table-4-style comparison. "
                                    "Exit 1 if a --check fails, 2 on bad input.")
     p.add_argument("results", nargs="+", help="results folders or .jsonl files")
@@ -461,6 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=100, help="training epochs per run (default %(default)s)")
     p.add_argument("--data", default="spiral", help="spiral or spiral:arms=3,points=1000,noise=0.2,... (default %(default)s)")
     p.add_argument("--out", required=True, help="output folder")
+    for name, p in sub.choices.items():
+        if name in ("report",):
+            continue
+        p.add_argument("--threads", type=int, metavar="N",
+                       help="CPU threads for torch (default: MMIX_EVAL_THREADS, else OMP_NUM_THREADS, else the cores "
+                            "this process may use, divided by the local launcher's --jobs)")
     p = sub.add_parser("ls", help="list registered models, methods, evaluators, data sets or losses")
     p.add_argument("what", choices=["models", "methods", "evaluators", "datasets", "losses"])
     return parser
@@ -470,10 +569,29 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"mmix-eval: warning: {message}", file=sys.stderr)
 
 
+TORCH_COMMANDS = ("train", "bench", "spiral")  # and every evaluation command: these set torch's thread count
+
+
+def _threads(args) -> None:
+    """--threads, MMIX_EVAL_THREADS, OMP_NUM_THREADS, else the usable cores: set once, before torch works.
+    An explicit --threads is exported, so the processes a local launcher starts use it too."""
+    import os
+
+    from mmix_eval import threads
+
+    flag = getattr(args, "threads", None)
+    if flag is not None:
+        threads.resolve(flag)  # a bad value fails here, as a one-line error
+        os.environ["MMIX_EVAL_THREADS"] = str(flag)
+    if args.command in TORCH_COMMANDS or hasattr(args, "option_flags"):
+        threads.apply(flag)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
     try:
+        _threads(args)
         handler = {"train": cmd_train, "ls": cmd_ls, "report": cmd_report, "bench": cmd_bench,
                    "spiral": cmd_spiral}.get(args.command, cmd_eval)
         return handler(args)

@@ -27,8 +27,10 @@ class UserError(Exception):
 
 
 def did_you_mean(given: str, choices: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(given, list(choices), n=1, cutoff=0.6)
+    """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close (case aside: CIFAR10 -> cifar10)."""
+    choices = list(choices)
+    same = [c for c in choices if str(c).lower() == str(given).lower()]
+    close = same or difflib.get_close_matches(given, choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

@@ -51,6 +51,7 @@ class Foreign:
     std: list[float] | None = None
     key_layout: str = "auto"
     data_root: str | None = None
+    download: bool = False
 
     def check(self) -> None:
         from mmix_eval.models.base import model_factory
@@ -152,14 +153,14 @@ def map_keys(sd: dict, layout: str) -> dict:
     return sd
 
 
-def _data(spec: str, root: str | None):
+def _data(spec: str, root: str | None, download: bool = False):
     """The data set, through the evaluation's own cache (the test split is read once)."""
     from mmix_eval.data import load_data
     from mmix_eval.evaluate import target
 
     key = (spec, root, None, 0, 0)  # what eval_data looks up for this metadata
     if key not in target._DATA_CACHE:
-        target._DATA_CACHE[key] = load_data(spec, root, False, None, None, 0, 0, need_train=False)
+        target._DATA_CACHE[key] = load_data(spec, root, download, None, None, 0, 0, need_train=False)
     return target._DATA_CACHE[key]
 
 
@@ -169,7 +170,7 @@ def metadata(path: str | Path, foreign: Foreign) -> dict:
 
     foreign.check()
     path = Path(path)
-    d = _data(foreign.data, foreign.data_root)
+    d = _data(foreign.data, foreign.data_root, foreign.download)
     sha = hashlib.sha256()
     try:
         with path.open("rb") as f:

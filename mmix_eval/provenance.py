@@ -42,8 +42,11 @@ def git_commit() -> str | None:
 def hardware(device: str) -> dict[str, str]:
     import torch
 
+    from mmix_eval.threads import applied, usable_cores
+
     info = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-            "device": device, "torch_threads": str(torch.get_num_threads())}
+            "device": device, "torch_threads": str(torch.get_num_threads()),
+            "threads_from": applied().get("source", "torch's default"), "usable_cores": str(usable_cores())}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info

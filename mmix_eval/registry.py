@@ -7,6 +7,8 @@ so a user's own model or method needs no packaging (see ``Registry.get``).
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -65,10 +67,14 @@ class Registry(Generic[T]):
 
     def _import(self, path: str) -> T:
         module_name, _, attr = path.partition(":")
+        cwd = os.getcwd()
+        if "" not in sys.path and cwd not in sys.path:  # the current directory, as `python -m` has it
+            sys.path.insert(0, cwd)
         try:
             module = importlib.import_module(module_name)
         except ImportError as e:
-            raise UserError(f"{self.kind} '{path}': cannot import module '{module_name}' ({e})") from None
+            raise UserError(f"{self.kind} '{path}': cannot import module '{module_name}' ({e}; looked in the current "
+                            f"directory {cwd} and on the Python path)") from None
         try:
             return getattr(module, attr)
         except AttributeError:

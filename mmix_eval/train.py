@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 import warnings
 from contextlib import nullcontext
@@ -348,6 +349,10 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
             scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"], data_gen, mix_rng)
         start_epoch, step, log, elapsed = state["epoch"], state["step"], list(state["log"]), state["elapsed_s"]
+        if start_epoch >= cfg.train.epochs and (out / "model.safetensors").exists():
+            if distributed.is_main():
+                print(f"{out}: already finished ({start_epoch} of {cfg.train.epochs} epochs); nothing to train, "
+                      f"the checkpoint is written again from the last state", file=sys.stderr)
         times.update({k: float(v) for k, v in (state.get("times_s") or {}).items() if k in times})
         if int(state.get("world_size", 1)) != world:
             warnings.warn(f"resuming a run saved by {state.get('world_size', 1)} process(es) with {world}: "

@@ -117,8 +117,17 @@ def _decode_all(items: list[tuple[str, str]], read, where: str) -> np.ndarray:
     if not items:
         return np.zeros((0, 1, 1, 1), np.uint8)
     # Pillow releases the GIL while decoding, so threads use every core without pickling bytes.
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        arrays = list(pool.map(lambda it: _decode(it[0], read(it[0])), items, chunksize=256))
+    from tqdm.auto import tqdm
+
+    # A bar only where decoding takes a while (the 60,000 CIFAR-10 JPEGs: tens of seconds, once; then cached).
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool, \
+            tqdm(total=len(items), desc=f"decoding {where}", unit="img", disable=len(items) < 5000 or None,
+                 dynamic_ncols=True, leave=False) as bar:
+        arrays = []
+        for a in pool.map(lambda it: _decode(it[0], read(it[0])), items, chunksize=256):
+            arrays.append(a)
+            if len(arrays) % 1000 == 0:
+                bar.update(1000)
     first_name, first = items[0][0], arrays[0]
     channels = max(a.shape[2] for a in arrays)
     out = np.empty((len(arrays), channels) + first.shape[:2], np.uint8)

@@ -81,6 +81,11 @@ class Evaluator:
     def validate(self, options) -> None:
         """Raise OptionError naming the option for a value of the right type but out of range."""
 
+    def file_suffix(self, options) -> str:
+        """Appended to the result files' name (``<name>-<suffix>.jsonl``) for options whose results must not
+        overwrite the default's; '' (the default) for none."""
+        return ""
+
     def run(self, target, options) -> list[dict]:
         raise NotImplementedError
 
@@ -232,6 +237,7 @@ class EvalOptions:
     data: str | None = field(default=None, metadata={"help": "override the data set, e.g. imagefolder:PATH"})
     data_root: str | None = field(default=None, metadata={"help": "override where torchvision data sets live"})
     limit: int | None = field(default=None, metadata={"help": "a seeded subset of N test images (the same for every checkpoint)"})
+    download: bool = field(default=False, metadata={"help": "download a torchvision data set if missing"})
     class_map: str | None = field(default=None, metadata={
         "help": "when the data's class names or order differ from the checkpoint's: by-name, or a YAML file of "
                 "data name: checkpoint name (labels are remapped, and the records say so)"})

@@ -27,12 +27,39 @@ AA_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 AA_QUICK = ("apgd-ce", "apgd-t")
 
 
-def parse_eps(text) -> list[float]:
-    """ε values in /255 pixel units, from a list or a comma-separated string."""
-    try:
-        values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
-    except (TypeError, ValueError):
-        raise OptionError("eps", f"expected comma-separated numbers in /255 units like 1,2,4,8, got {text!r}") from None
+EPS_UNITS = ("255", "fraction")
+
+
+def parse_eps(text, unit: str = "255", norm: str = "Linf") -> list[float]:
+    """ε values in /255 pixel units, from a list or a comma-separated string. For Linf, an item may say its unit:
+    ``8/255`` (the way RobustBench writes it) is 8 in /255 units whatever ``unit`` is; a bare number is in
+    ``unit`` ('255': /255 pixel units, 'fraction': a fraction of the [0, 1] range, 0.03 = 7.65/255). A bare
+    number strictly between 0 and 1 in /255 units is ambiguous (0.03 is far more often meant as 0.03 of the
+    range than as 0.03/255): an error that shows both readings."""
+    items = [s.strip() for s in text.split(",") if s.strip()] if isinstance(text, str) else list(text or [])
+    values = []
+    for item in items:
+        if isinstance(item, str) and "/" in item and norm == "Linf":
+            num, _, den = item.partition("/")
+            try:
+                v = float(num) * 255.0 / float(den)
+            except (ValueError, ZeroDivisionError):
+                raise OptionError("eps", f"expected numbers or fractions like 8/255, got {item!r}") from None
+        else:
+            try:
+                v = float(item)
+            except (TypeError, ValueError):
+                raise OptionError("eps", f"expected comma-separated numbers in /255 units like 1,2,4,8 (or 8/255), "
+                                         f"got {text!r}") from None
+            if norm == "Linf" and unit == "fraction":
+                if not 0 <= v <= 1:
+                    raise OptionError("eps", f"expected fractions of the pixel range in [0, 1] (eps_unit fraction), got {v:g}")
+                v = v * 255.0
+            elif norm == "Linf" and 0 < v < 1:
+                raise OptionError("eps", f"{v:g} is ambiguous: {v:g}/255 in /255 pixel units, or {v:g} of the pixel "
+                                         f"range = {v * 255:g}/255; write {v * 255:g}/255 (or {v:g}/255), or give "
+                                         f"eps_unit fraction")
+        values.append(round(v, 10))
     bad = [v for v in values if not math.isfinite(v) or v < 0]
     if not values or bad:
         raise OptionError("eps", f"expected finite values >= 0 (in /255 pixel units), got {text!r}")
@@ -112,8 +139,11 @@ def make_attack(model, name: str, eps_255: float, pgd_steps: int = 7):
 
 @dataclass
 class FGSMOptions:
-    eps: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0],
-                             metadata={"help": "epsilons: /255 pixel units for Linf, plain L2 norms for L2"})
+    eps: list[float | str] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0], metadata={
+        "help": "epsilons: /255 pixel units for Linf (1,2,4,8 or 8/255; a bare value below 1 is refused as "
+                "ambiguous), plain L2 norms for L2"})
+    eps_unit: str = field(default="255", metadata={
+        "help": "unit of bare Linf epsilons: 255 (/255 pixel units) or fraction (of the [0, 1] range: 0.03 = 7.65/255)"})
     attack: str = field(default="fgsm", metadata={"help": "fgsm, pgd or autoattack (Croce & Hein 2020, pyautoattack)"})
     pgd_steps: int = field(default=7, metadata={"help": "PGD steps (step size ε/4, random start)"})
     norm: str = field(default="Linf", metadata={"help": "Linf, or L2 (autoattack only)"})
@@ -138,11 +168,22 @@ class FGSM(Evaluator):
             raise OptionError("norm", f"expected Linf for {options.attack} (L2 is for autoattack), got '{options.norm}'")
         if options.quick and options.attack != "autoattack":
             raise OptionError("quick", f"expected only with attack autoattack, got attack {options.attack}")
-        options.eps = parse_eps(options.eps)
+        if options.eps_unit not in EPS_UNITS:
+            raise OptionError("eps_unit", f"expected one of {', '.join(EPS_UNITS)}, got '{options.eps_unit}'")
+        options.eps = parse_eps(options.eps, options.eps_unit, options.norm)
         if options.norm == "Linf" and any(e > 255 for e in options.eps):
             raise OptionError("eps", f"expected Linf values <= 255 (/255 units: 255 is the whole pixel range), got {options.eps}")
         if options.attack == "autoattack" and any(e <= 0 for e in options.eps):
             raise OptionError("eps", f"expected values > 0 for autoattack, got {options.eps}")
+
+    def file_suffix(self, options) -> str:
+        """PGD or AutoAttack results beside FGSM ones: fgsm.jsonl is FGSM's, fgsm-pgd7.jsonl PGD-7's (and for the
+        attack evaluator, attack.jsonl AutoAttack's, attack-pgd7.jsonl PGD's)."""
+        if options.attack == type(options)().attack:
+            return ""
+        if options.attack == "autoattack":
+            return f"autoattack-{options.norm}" + ("-quick" if options.quick else "")
+        return "fgsm" if options.attack == "fgsm" else f"pgd{options.pgd_steps}"
 
     def run(self, target, options, common) -> list[dict]:
         import torch
@@ -177,7 +218,10 @@ class FGSM(Evaluator):
                 torch.manual_seed(common.seed + distributed.rank())
                 yield
 
-        shifts = [Shift(f"eps{e:g}", f"{name} ε = {e:g}/255", attack(e), {"eps_255": e, "strength": e}, seeded)
+        # FGSM's conditions keep the paper's names (eps8); PGD's carry the attack (pgd7-eps8), so a PGD result
+        # never reads as, or overwrites, an FGSM one
+        prefix = "" if options.attack == "fgsm" else f"{tag}-"
+        shifts = [Shift(f"{prefix}eps{e:g}", f"{name} ε = {e:g}/255", attack(e), {"eps_255": e, "strength": e}, seeded)
                   for e in options.eps]
         check = lambda model, device: zero_gradient_check(model, target.test, device)
         return shift_rows(self, target, common, {"attack": tag}, shifts, check)
@@ -252,8 +296,8 @@ def evaluate_fgsm(target, eps=(1, 2, 4, 8), attack: str = "fgsm", pgd_steps: int
 @dataclass
 class AttackOptions(FGSMOptions):
     attack: str = field(default="autoattack", metadata={"help": "autoattack (Croce & Hein 2020, pyautoattack), pgd or fgsm"})
-    eps: list[float] = field(default_factory=lambda: [8.0], metadata={
-        "help": "epsilons: /255 pixel units for Linf, plain L2 norms for L2"})
+    eps: list[float | str] = field(default_factory=lambda: [8.0], metadata={
+        "help": "epsilons: /255 pixel units for Linf (8 or 8/255), plain L2 norms for L2"})
 
 
 class Attack(FGSM):

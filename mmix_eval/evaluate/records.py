@@ -169,11 +169,12 @@ def summary_table(rows: list[dict]) -> str:
         metrics += [m for m in per[c] if m not in metrics]
     not_scores = {r["metric"] for r in rows if r.get("direction") is None and r.get("schema") == SCHEMA}
     metrics = [m for m in metrics if m not in not_scores] + [m for m in metrics if m in not_scores]
+    text = {(c, m): fmt_value(cell[c, m]["value"], cell[c, m]["format"]) if (c, m) in cell else ""
+            for c in conditions for m in metrics}
     width = max([len(c) for c in conditions] + [9])
-    cols = [max(10, len(m) + 2) for m in metrics]
+    # every column at least two spaces wider than its header and its widest value: never 'briertemperature'
+    cols = [max([8, len(m)] + [len(text[c, m]) for c in conditions]) + 2 for m in metrics]
     lines = [f"  {'condition':<{width}}" + "".join(f"{m:>{w}}" for m, w in zip(metrics, cols))]
     for c in conditions:
-        vals = [cell.get((c, m)) for m in metrics]
-        lines.append(f"  {c:<{width}}" + "".join(f"{'' if r is None else fmt_value(r['value'], r['format']):>{w}}"
-                                               for r, w in zip(vals, cols)))
+        lines.append(f"  {c:<{width}}" + "".join(f"{text[c, m]:>{w}}" for m, w in zip(metrics, cols)))
     return "\n".join(lines)

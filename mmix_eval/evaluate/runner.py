@@ -25,9 +25,11 @@ def safe_name(name: str) -> str:
     return cleaned[:100]
 
 
-def file_stem(evaluator: Evaluator) -> str:
-    """The file name records of an evaluator get (a plugin's name may hold any character)."""
-    return safe_name(evaluator.name)
+def file_stem(evaluator: Evaluator, options=None) -> str:
+    """The file name records of an evaluator get (a plugin's name may hold any character), with the suffix its
+    options ask for (``fgsm --attack pgd`` writes fgsm-pgd7.*, never over an FGSM result)."""
+    suffix = evaluator.file_suffix(options) if options is not None else ""
+    return safe_name(f"{evaluator.name}-{suffix}" if suffix else evaluator.name)
 
 
 def _run_names(ckpts: list[Path], by_stem: bool = False) -> list[str]:
@@ -67,7 +69,7 @@ def make_plan(specs: list[str] | None = None, options: dict | None = None, where
 
 def option_record(ev: Evaluator, opts, common: EvalOptions, device: str) -> dict:
     """What decides whether a stored result is still valid: the evaluator's options and the shared ones."""
-    shared = {k: v for k, v in asdict(common).items() if k not in ("progress", "device", "allow_import")}
+    shared = {k: v for k, v in asdict(common).items() if k not in ("progress", "device", "allow_import", "download")}
     return {"evaluator": ev.name, "evaluator_version": ev.version, **asdict(opts), **shared, "device": device}
 
 
@@ -117,7 +119,7 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
         target = None
         folder = out / name
         for ev, opts in plan:
-            stem = file_stem(ev)
+            stem = file_stem(ev, opts)
             options = option_record(ev, opts, common, str(device))
             if skip_done and distributed.agree(lambda: _done(folder, stem, sha, options, label, sweep)):
                 all_rows += read_records(folder / f"{stem}.jsonl")
@@ -125,7 +127,8 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
             if target is None:
                 target = load_target(ckpt, device, common.data, common.data_root, common.limit, common.seed, name,
                                      common.allow_import, with_val=any(ev.needs_val for ev, _ in plan),
-                                     class_map=common.class_map, foreign=foreign, meta=meta if foreign else None)
+                                     class_map=common.class_map, foreign=foreign, meta=meta if foreign else None,
+                                     download=common.download)
             t0 = time.perf_counter()
             try:
                 rows = run_evaluator(ev, target, opts, run_common)

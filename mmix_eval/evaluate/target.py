@@ -63,7 +63,7 @@ _DATA_CACHE: dict[tuple, ImageData] = {}
 
 
 def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
-              seed: int, with_val: bool = True, class_map: str | None = None) -> tuple[Images, Images | None, str, np.ndarray]:
+              seed: int, with_val: bool = True, class_map: str | None = None, download: bool = False) -> tuple[Images, Images | None, str, np.ndarray]:
     """The test split (seeded subset of ``limit`` images, keyed by the evaluation seed so every checkpoint
     sees the same images) and the checkpoint's own validation split, if it held one out of training.
     Labels are the checkpoint's: the data's class names must equal the checkpoint's, in order, unless
@@ -79,7 +79,7 @@ def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
     key = (spec, root, cfg.get("train_limit") if same else None, val_size, int(cfg.get("subset_seed") or 0) if same else 0)
     if key not in _DATA_CACHE:
         try:
-            _DATA_CACHE[key] = load_data(spec, root, False, key[2], None, val_size, key[4], need_train=val_size > 0)
+            _DATA_CACHE[key] = load_data(spec, root, download, key[2], None, val_size, key[4], need_train=val_size > 0)
         except UserError as e:
             raise OptionError("data", f"{e} (the data set named in the checkpoint's metadata; override it, and data_root)") from None
     d = _DATA_CACHE[key]
@@ -156,7 +156,7 @@ def check_shapes(meta: dict, d: ImageData, remapped: bool = False) -> None:
 def load_target(ckpt: str | Path, device, data: str | None = None, root: str | None = None,
                 limit: int | None = None, seed: int = 0, run: str | None = None,
                 allow_import: bool = False, with_val: bool = True, class_map: str | None = None,
-                foreign=None, meta: dict | None = None) -> Target:
+                foreign=None, meta: dict | None = None, download: bool = False) -> Target:
     """``foreign``: a ``mmix_eval.foreign.Foreign`` when ``ckpt`` is a plain state dict (see foreign.py)."""
     from mmix_eval.checkpoint import load_checkpoint
 
@@ -167,7 +167,7 @@ def load_target(ckpt: str | Path, device, data: str | None = None, root: str | N
         model, meta = load_foreign(ckpt, device, foreign, meta)
     else:
         model, meta = load_checkpoint(ckpt, device, allow_import=allow_import)
-    test, val, spec, idx = eval_data(meta, data, root, limit, seed, with_val, class_map)
+    test, val, spec, idx = eval_data(meta, data, root, limit, seed, with_val, class_map, download)
     run = run or ckpt.parent.name or ckpt.stem
     base = base_columns(meta, ckpt, run)
     base["data"] = spec

@@ -676,6 +676,28 @@ def provenance(results: Results, extra: dict | None) -> dict:
     return {"result_files": len(results.sources), "runs": runs, **(extra or {})}
 
 
+def thread_notes(prov: dict) -> list[str]:
+    """A report whose runs were trained or evaluated with different CPU thread counts says so: float
+    reductions split differently, so such runs can differ in their last digits for that reason alone."""
+    counts: dict[str, set] = {"trained": set(), "evaluated": set()}
+    for r in (prov.get("runs") or {}).values():
+        t = r.get("training")
+        if isinstance(t, dict) and isinstance(t.get("hardware"), dict) and t["hardware"].get("device", "cpu") == "cpu":
+            counts["trained"].add(t["hardware"].get("torch_threads"))
+        for e in (r.get("evaluations") or {}).values():
+            hw = e.get("hardware") if isinstance(e, dict) else None
+            if isinstance(hw, dict) and str(hw.get("device", "cpu")).startswith("cpu"):
+                counts["evaluated"].add(hw.get("torch_threads"))
+    out = []
+    for what, found in counts.items():
+        found.discard(None)
+        if len(found) > 1:
+            out.append(f"Runs were {what} with different CPU thread counts ({', '.join(sorted(found, key=str))}); float "
+                       f"reductions split differently, so their numbers can differ in the last digits for that reason "
+                       f"alone (see the provenance; set --threads to match).")
+    return out
+
+
 def evaluation_warnings(rows: list[dict]) -> list[str]:
     """The evaluators' warnings (train-mode model, probabilities for logits, randomised forward, zero input
     gradients), one line per run and warning, with the evaluators that raised it."""
@@ -751,6 +773,7 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     out = Path(out)
     images = plots(table, rows, baseline)
     prov = provenance(results, extra_provenance)
+    notes += thread_notes(prov)
     atomic_write_text(out / "report.html", render_html(table, diffs, image_diffs, baseline, images, prov, check_results,
                                                        results.bad, title, notes + pair_notes))
     atomic_write_text(out / "report.md", render_markdown(table, diffs, image_diffs, baseline, check_results, title,

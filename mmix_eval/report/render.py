@@ -503,6 +503,50 @@ def write_sweep_csv(table: Table, path: Path) -> bool:
     return True
 
 
+def provenance_summary(table: Table, prov: dict) -> list[tuple[str, str]]:
+    """The few lines a reader checks first (data, model, budget, seeds, versions, commit); the full record
+    stays below them, collapsed."""
+    runs = prov.get("runs") or {}
+    train = [r["training"] for r in runs.values() if isinstance(r.get("training"), dict)]
+    evals = [e for r in runs.values() for e in (r.get("evaluations") or {}).values() if isinstance(e, dict)]
+
+    def distinct(values) -> str:
+        vals = sorted({json.dumps(v, sort_keys=True) if not isinstance(v, str) else v for v in values if v is not None})
+        return ", ".join(vals) if vals else NA
+
+    configs = [t.get("config") or {} for t in train]
+    sizes = [t.get("data_sizes") or {} for t in train]
+    seeds = sorted({s for per in table.runs.values() for s in per}, key=str)
+    versions = [t.get("versions") or {} for t in train] + [e.get("versions") or {} for e in evals]
+    out = [("data", f"{', '.join(table.context['data'])}; {distinct(z.get('train_size') for z in sizes)} training images, "
+                    f"{', '.join(map(str, table.context['n_images'])) or NA} evaluated"),
+           ("model", ", ".join(table.context["model"])),
+           ("budget", f"{distinct((c.get('train') or {}).get('epochs') for c in configs)} epochs, batch "
+                      f"{distinct((c.get('train') or {}).get('batch_size') for c in configs)}, schedule "
+                      f"{distinct((c.get('train') or {}).get('schedule') for c in configs)}" if configs else NA),
+           ("seeds", f"{', '.join(map(str, seeds))} ({len(table.runs)} methods, {sum(map(len, table.runs.values()))} runs)"),
+           ("versions", "; ".join(f"{k} {distinct(v.get(k) for v in versions)}" for k in ("mmix-eval", "torch", "python")
+                                  if any(v.get(k) for v in versions)) or NA),
+           ("git commit", distinct([t.get("git_commit") for t in train] + [e.get("git_commit") for e in evals]))]
+    return out
+
+
+def seed_note(table: Table, image_diffs: dict) -> str | None:
+    """With 2 or 3 training seeds a t interval over seeds is wide; say so in words beside the tables."""
+    counts = [len(v) for v in table.runs.values()]
+    if not counts or max(counts) > 3:
+        return None
+    n = max(counts)
+    text = (f"Only {n} training seed{'s' if n != 1 else ''} per method: " +
+            ("a standard deviation and an interval over seeds need at least 2; " if n == 1 else
+             f"the 95 % t interval over seeds uses t with {n - 1} degree{'s' if n > 2 else ''} of freedom "
+             f"({'12.7' if n == 2 else '4.30'} × the standard error), so it is wide and a difference can be real "
+             f"and still not exclude 0; "))
+    text += ("the per-image intervals and McNemar tests below hold the trained networks fixed and are narrower."
+             if image_diffs else "more seeds narrow it.")
+    return text
+
+
 def _env():
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -527,6 +571,7 @@ def render_html(table: Table, diffs: dict | None, image_diffs: dict, baseline: s
             rows.append({"label": table.rows[i].label, "cells": cells})
         diff_view = {"methods": others, "rows": rows, "images": bool(image_diffs), "legend": DIFF_LEGEND}
     return _env().get_template("report.html.j2").render(
+        summary=provenance_summary(table, prov), seed_note=seed_note(table, image_diffs),
         title=title, notes=notes or [], header=header_text(table), legend=LEGEND + (PAPER_LEGEND if has_paper else ""),
         sections=sections, sweeps=sweep_sections(table), sweep_legend=SWEEP_LEGEND, methods=table.methods, diffs=diff_view, baseline=baseline, checks=checks,
         images=[(name, base64.b64encode(images[name]).decode()) for name in sorted(images)],
@@ -539,6 +584,9 @@ def render_markdown(table: Table, diffs: dict | None, image_diffs: dict, baselin
            f"Data {md(', '.join(table.context['data']))}, model {md(', '.join(table.context['model']))}, "
            f"{md(', '.join(map(str, table.context['n_images'])))} test images. Mean ± std over training seeds (n); "
            "**bold** = best in row.", ""]
+    note = seed_note(table, image_diffs)
+    if note:
+        out += [f"*{md(note)}*", ""]
     sources = [f"{md(e)} images: {md(', '.join(v['source']))}." for e, v in table.context["settings"].items() if v.get("source")]
     if sources:  # where shifted images came from (published files vs generated) is part of what a number means
         out += [" ".join(sources), ""]
