@@ -54,9 +54,9 @@ def test_autoattack_is_at_most_pgd_is_at_most_fgsm_on_the_same_points(tiny, tmp_
     assert main(["attack", *common, "--quick", "true", "--out", str(out)]) == 0
     fgsm = read_records(next(out.glob("*/fgsm.jsonl")))
     aa = read_records(next(out.glob("*/attack.jsonl")))
-    pgd = read_records(next((tmp_path / "pgd").glob("*/attack.jsonl")))
+    pgd = read_records(next((tmp_path / "pgd").glob("*/attack-pgd7.jsonl")))  # named by its attack
     acc = lambda rows, cond: next(r["value"] for r in rows if r["condition"] == cond and r["metric"] == "acc")
-    a, p, f = acc(aa, "aalinf-eps2"), acc(pgd, "eps2"), acc(fgsm, "eps2")
+    a, p, f = acc(aa, "aalinf-eps2"), acc(pgd, "pgd7-eps2"), acc(fgsm, "eps2")
     assert a <= p <= f and acc(aa, "clean") >= a
     after = [r for r in aa if r["metric"] == "acc_after"]
     assert [r["settings"]["after"] for r in after] == ["apgd-ce", "apgd-t"]
@@ -82,7 +82,7 @@ def test_masking_flag_by_hand():
 
 def test_bad_attack_options_are_one_line_errors():
     ev = get_evaluator("attack")
-    o = lambda **kw: type("O", (), {"eps": [8.0], "attack": "autoattack", "pgd_steps": 7, "norm": "Linf",
+    o = lambda **kw: type("O", (), {"eps": [8.0], "eps_unit": "255", "attack": "autoattack", "pgd_steps": 7, "norm": "Linf",
                                     "quick": False, **kw})()
     for bad, message in [(o(norm="L1"), "expected one of Linf, L2"), (o(attack="pgd", norm="L2"), "expected Linf for pgd"),
                          (o(eps=[300.0]), "expected Linf values <= 255"), (o(eps=[0.0]), "expected values > 0"),

@@ -194,7 +194,7 @@ def test_ls_evaluators_and_generated_help(capsys):
     assert main(["ls", "evaluators"]) == 0
     out = capsys.readouterr().out
     assert "deformations  accuracy and calibration under the paper's rotations" in out
-    assert "    eps = [1.0, 2.0, 4.0, 8.0]  epsilons: /255 pixel units for Linf, plain L2 norms for L2" in out
+    assert "    eps = [1.0, 2.0, 4.0, 8.0]  epsilons: /255 pixel units for Linf (1,2,4,8 or 8/255" in out
     with pytest.raises(SystemExit):
         main(["fgsm", "--help"])
     out = capsys.readouterr().out

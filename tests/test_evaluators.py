@@ -101,7 +101,7 @@ def test_pgd_stays_in_the_ball_and_is_reproducible(ckpt):
     t = target_of(ckpt)
     a = evaluate_fgsm(t, eps=[4], attack="pgd", pgd_steps=3, progress=False)
     b = evaluate_fgsm(target_of(ckpt), eps=[4], attack="pgd", pgd_steps=3, progress=False)
-    assert acc(a, "eps4") == acc(b, "eps4") and a[-1]["settings"]["attack"] == "pgd3"
+    assert acc(a, "pgd3-eps4") == acc(b, "pgd3-eps4") and a[-1]["settings"]["attack"] == "pgd3"
     x, y = t.test.batch(0, 60, "cpu")
     adv = make_attack(t.model.eval(), "pgd", 4, 3)(x, y)
     assert float((adv - x).abs().max()) <= 4 / 255 + 1e-6
@@ -111,7 +111,7 @@ def test_bad_eps_and_attack():
     t = target_from_module(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)), torch.rand(4, 3, 2, 2), torch.zeros(4, dtype=torch.long))
     with pytest.raises(UserError, match="^eps: expected finite values >= 0"):
         evaluate_fgsm(t, eps=[-1], progress=False)
-    with pytest.raises(UserError, match="^eps: expected a list of numbers, got '1,two'"):
+    with pytest.raises(UserError, match="^eps: expected numbers in /255 units like 1,2,4,8 or fractions like 8/255, got 'two'"):
         evaluate_fgsm(t, eps="1,two", progress=False)
     with pytest.raises(UserError, match="^attack: expected one of fgsm, pgd, autoattack, got 'cw'"):
         evaluate_fgsm(t, attack="cw", progress=False)

@@ -49,8 +49,8 @@ def parse_eps(text, unit: str = "255", norm: str = "Linf") -> list[float]:
             try:
                 v = float(item)
             except (TypeError, ValueError):
-                raise OptionError("eps", f"expected comma-separated numbers in /255 units like 1,2,4,8 (or 8/255), "
-                                         f"got {text!r}") from None
+                raise OptionError("eps", f"expected numbers in /255 units like 1,2,4,8 or fractions like 8/255, "
+                                         f"got {item!r}") from None
             if norm == "Linf" and unit == "fraction":
                 if not 0 <= v <= 1:
                     raise OptionError("eps", f"expected fractions of the pixel range in [0, 1] (eps_unit fraction), got {v:g}")
