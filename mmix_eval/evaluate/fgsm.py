@@ -178,11 +178,17 @@ class FGSM(Evaluator):
 
     def file_suffix(self, options) -> str:
         """PGD or AutoAttack results beside FGSM ones: fgsm.jsonl is FGSM's, fgsm-pgd7.jsonl PGD-7's (and for the
-        attack evaluator, attack.jsonl AutoAttack's, attack-pgd7.jsonl PGD's)."""
-        if options.attack == type(options)().attack:
-            return ""
+        attack evaluator, attack.jsonl standard Linf AutoAttack's, attack-L2-quick.jsonl a quick L2 one,
+        attack-pgd7.jsonl PGD's)."""
+        default = type(options)().attack
         if options.attack == "autoattack":
-            return f"autoattack-{options.norm}" + ("-quick" if options.quick else "")
+            variant = ("" if options.norm == "Linf" else options.norm) + ("-quick" if options.quick else "")
+            variant = variant.lstrip("-")
+            if default == "autoattack":
+                return variant
+            return "autoattack" + (f"-{variant}" if variant else "")
+        if options.attack == default:
+            return ""
         return "fgsm" if options.attack == "fgsm" else f"pgd{options.pgd_steps}"
 
     def run(self, target, options, common) -> list[dict]:
