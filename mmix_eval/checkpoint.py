@@ -294,11 +294,19 @@ def _check_weights(path, name: str, reference: torch.nn.Module, tensors: dict) -
     """The file's tensors have exactly the names and shapes of ``reference`` (the model built from the
     metadata, on the meta device when the factory allows it, so nothing is allocated before this check)."""
     want = reference.state_dict()
-    missing, unexpected = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+    missing, unexpected, k = weight_mismatch(want, tensors)
     if missing or unexpected:
         raise UserError(f"checkpoint '{path}': weights expected to match model '{name}', got "
                         f"{len(missing)} missing (e.g. {missing[:3]}) and {len(unexpected)} unexpected (e.g. {unexpected[:3]}) tensors")
-    for k, v in want.items():
-        if tuple(v.shape) != tuple(tensors[k].shape):
-            raise UserError(f"checkpoint '{path}': weights do not fit model '{name}' (tensor '{k}': the metadata's "
-                            f"model.kwargs give shape {tuple(v.shape)}, the file holds {tuple(tensors[k].shape)})")
+    if k is not None:
+        raise UserError(f"checkpoint '{path}': weights do not fit model '{name}' (tensor '{k}': the metadata's "
+                        f"model.kwargs give shape {tuple(want[k].shape)}, the file holds {tuple(tensors[k].shape)})")
+
+
+def weight_mismatch(want: dict, tensors: dict) -> tuple[list[str], list[str], str | None]:
+    """How ``tensors`` fail to fit a model's state dict ``want``: the missing and the unexpected names (sorted),
+    and the first name whose shape differs (None when all fit)."""
+    missing, unexpected = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+    if missing or unexpected:
+        return missing, unexpected, None
+    return [], [], next((k for k, v in want.items() if tuple(v.shape) != tuple(tensors[k].shape)), None)

@@ -190,6 +190,7 @@ def metadata(path: str | Path, foreign: Foreign) -> dict:
 
 def load_foreign(path: str | Path, device, foreign: Foreign, meta: dict | None = None):
     """(model in eval mode, metadata) for a plain state dict; a mismatch of names or shapes is one line."""
+    from mmix_eval.checkpoint import weight_mismatch
     from mmix_eval.models import create_model
 
     path = Path(path)
@@ -209,15 +210,14 @@ def load_foreign(path: str | Path, device, foreign: Foreign, meta: dict | None =
             sd.setdefault(k, want[k])
     else:  # the given normalisation wins over any in the file
         sd.update({k: v for k, v in want.items() if k.startswith("normalize.")})
-    missing, unexpected = [k for k in want if k not in sd], [k for k in sd if k not in want]
+    missing, unexpected, k = weight_mismatch(want, sd)
     if missing or unexpected:
         raise UserError(f"--ckpt '{path}': state dict does not fit model '{foreign.model}' (key layout {layout}): "
                         f"{len(missing)} missing, first {missing[:3]}; {len(unexpected)} unexpected, first {unexpected[:3]}")
-    for k, v in want.items():
-        if tuple(v.shape) != tuple(sd[k].shape):
-            raise UserError(f"--ckpt '{path}': state dict does not fit model '{foreign.model}': tensor '{k}' has shape "
-                            f"{tuple(sd[k].shape)} in the file, the model (--model-arg {foreign.model_args or 'none'}) "
-                            f"expects {tuple(v.shape)}")
+    if k is not None:
+        raise UserError(f"--ckpt '{path}': state dict does not fit model '{foreign.model}': tensor '{k}' has shape "
+                        f"{tuple(sd[k].shape)} in the file, the model (--model-arg {foreign.model_args or 'none'}) "
+                        f"expects {tuple(want[k].shape)}")
     for k, v in sd.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise UserError(f"--ckpt '{path}': tensor '{k}' expected finite values, got NaN or Inf")
