@@ -99,6 +99,8 @@ def load_bench(path: str | Path) -> Bench:
                 from mmix_eval.methods import create_method
                 from mmix_eval.methods.base import fingerprint
 
+                from mmix_eval.report.build import sweep_label
+
                 try:
                     method = create_method(cfg.method.name, cfg.method.kwargs)  # fail now
                 except UserError as e:
@@ -108,9 +110,9 @@ def load_bench(path: str | Path) -> Bench:
                     raise UserError(f"{where}: two runs are both named '{name}'; give one method a 'label'")
                 if name in names:
                     raise UserError(f"{where}: two runs are both named '{name}' ({names[name]} and methods[{j}] "
-                                    f"{_describe_point(point)}); give one method a 'label', or sweep values that "
+                                    f"{sweep_label(point)}); give one method a 'label', or sweep values that "
                                     f"differ once written as names")
-                names[name] = f"methods[{j}] {_describe_point(point) or 'unswept'}"
+                names[name] = f"methods[{j}] {sweep_label(point) or 'unswept'}"
                 runs.append(Run(name, cfg, fingerprint(method), given, dict(point) or None))
     unused = [k for k in axes if not _is_config_axis(k) and not any(r.sweep and k in r.sweep for r in runs)]
     if unused:
@@ -204,9 +206,7 @@ def _apply_point(updates: dict, point: dict) -> dict:
             out["method"] = method
             continue
         section, _, rest = key.partition(".")
-        if out.get(section) is None:
-            out[section] = {}
-        target = out[section] = dict(out[section])
+        target = out[section] = out.get(section) or {}  # a deep copy already: updated in place
         parts = rest.split(".")
         for p in parts[:-1]:
             nxt = target.get(p)
@@ -229,12 +229,6 @@ def _value_tag(v) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     return str(v) if v != "" else "input"
-
-
-def _describe_point(point: dict) -> str:
-    from mmix_eval.report.build import sweep_label
-
-    return sweep_label(point)
 
 
 def _baseline_and_checks(rep: dict, checks: list[str], methods: list[str], where: str) -> str | None:
@@ -485,7 +479,7 @@ def _run_locked(bench, config, out, device, progress, launcher, res, wait, submi
     elif launcher == "local":
         failed = _local(config, out, todo, device, progress, res, stages, bench.name)
     else:
-        failed = _slurm(config, out, todo, device, progress, res, wait, submitit_cluster, bench.name, echo)
+        failed = _slurm(config, out, todo, device, progress, res, wait, submitit_cluster, bench, echo)
         if not wait:
             return None
     return _report(bench, out, stages, failed, t_all, echo)
@@ -664,7 +658,7 @@ def _submitit():
     return submitit
 
 
-def _slurm(config, out, todo, device, progress, res, wait, cluster, name, echo) -> dict[str, str]:
+def _slurm(config, out, todo, device, progress, res, wait, cluster, bench, echo) -> dict[str, str]:
     """One submitit job per run. ``cluster``: None (Slurm), or 'local'/'debug' to run the same jobs on this
     machine through submitit's own executors."""
     submitit = _submitit()
@@ -674,7 +668,7 @@ def _slurm(config, out, todo, device, progress, res, wait, cluster, name, echo) 
     if not todo:
         return {}
     executor = submitit.AutoExecutor(folder=out / "slurm", cluster=cluster)
-    params = {"name": f"mmix-{name}", "timeout_min": res["timeout_min"], "nodes": 1,
+    params = {"name": f"mmix-{bench.name}", "timeout_min": res["timeout_min"], "nodes": 1,
               "tasks_per_node": max(1, gpus), "cpus_per_task": res["cpus_per_run"] or 4}
     if gpus:
         params["gpus_per_node"] = gpus
@@ -698,9 +692,8 @@ def _slurm(config, out, todo, device, progress, res, wait, cluster, name, echo) 
     if not wait:
         echo(f"not waiting; when they are done (or to see what is missing): mmix-eval bench {config} --out {out} --report-only")
         return {}
-    bench, failed, pending = load_bench(config), {}, dict(jobs)
-    runs = {r.name: r for r in bench.runs}
-    with tqdm(total=len(jobs), desc=f"bench {name} ({executor.cluster})", unit="run", disable=not progress,
+    failed, pending, runs = {}, dict(jobs), {r.name: r for r in bench.runs}
+    with tqdm(total=len(jobs), desc=f"bench {bench.name} ({executor.cluster})", unit="run", disable=not progress,
               dynamic_ncols=True) as bar:
         while pending:
             for rn, job in list(pending.items()):

@@ -164,17 +164,13 @@ def _parse_eligible(text: str) -> list[int | str]:
 
 def parse_method_arg(text: str, flag: str = "--method-arg", what: str = "the method's") -> tuple[str, object]:
     """'prob=0.5' -> ('prob', 0.5): the value read as YAML ('[0, 1]', 'true', 'null')."""
-    import yaml
+    from mmix_eval.config import yaml_value
 
     key, sep, raw = text.partition("=")
     if not sep or not key.strip().isidentifier():
         raise UserError(f"{flag} '{text}': expected KEY=VALUE with KEY one of {what} arguments, e.g. "
                         f"{'prob=0.5' if flag == '--method-arg' else 'width=32'}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
+    return key.strip(), yaml_value(raw)
 
 
 def _config_from_args(args):
@@ -463,13 +459,13 @@ def cmd_ls(args) -> int:
 
     registry = {"models": MODELS, "methods": METHODS, "datasets": DATASETS, "losses": LOSSES}[args.what]
     width = max(len(n) for n in registry.names())
+    import inspect
+
+    from mmix_eval.methods.base import method_signature
+
     for name in registry.names():
         print(f"{name:<{width}}  {registry.describe(name)}")
         if args.what == "methods":
-            import inspect
-
-            from mmix_eval.methods.base import method_signature
-
             params = method_signature(METHODS.get(name))[0]
             shown = [f"{k}={p.default!r}" if p.default is not inspect.Parameter.empty else k for k, p in params.items()]
             print(f"{'':<{width}}    arguments: {', '.join(shown) or 'none'}")

@@ -184,17 +184,21 @@ def load_config(path: str | Path | None) -> Config:
     return merge(Config(), data or {}, f"config '{path}'")
 
 
+def yaml_value(raw: str) -> Any:
+    """A command-line value read as YAML ('0.5', '[1, 2]', 'true', 'null'); text that is not YAML stays text."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return raw
+
+
 def parse_override(text: str) -> dict:
     """'train.lr=0.05' -> {'train': {'lr': 0.05}}; the value is read as YAML ('[1, 2]', 'null')."""
     key, sep, raw = text.partition("=")
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not section or not name:
         raise UserError(f"--set '{text}': expected section.key=value, e.g. train.lr=0.05")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return {section: {name: value}}
+    return {section: {name: yaml_value(raw)}}
 
 
 def validate(cfg: Config, where: str) -> None:

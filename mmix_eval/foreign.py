@@ -73,7 +73,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a plain state dict file, read without unpickling objects."""
     path = Path(path)
     try:
-        head = path.open("rb").read(16)
+        with path.open("rb") as f:
+            head = f.read(16)
     except FileNotFoundError:
         raise UserError(f"--ckpt '{path}': expected a state dict file, got a path that does not exist") from None
     except OSError as e:

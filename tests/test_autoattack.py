@@ -53,7 +53,7 @@ def test_autoattack_is_at_most_pgd_is_at_most_fgsm_on_the_same_points(tiny, tmp_
     assert main(["attack", *common, "--attack", "pgd", "--out", str(tmp_path / "pgd")]) == 0
     assert main(["attack", *common, "--quick", "true", "--out", str(out)]) == 0
     fgsm = read_records(next(out.glob("*/fgsm.jsonl")))
-    aa = read_records(next(out.glob("*/attack-quick.jsonl")))  # quick AutoAttack never overwrites the standard one
+    aa = read_records(next(out.glob("*/attack-autoattack-Linf-quick.jsonl")))  # never over the standard one
     pgd = read_records(next((tmp_path / "pgd").glob("*/attack-pgd7.jsonl")))  # named by its attack
     acc = lambda rows, cond: next(r["value"] for r in rows if r["condition"] == cond and r["metric"] == "acc")
     a, p, f = acc(aa, "aalinf-eps2"), acc(pgd, "pgd7-eps2"), acc(fgsm, "eps2")

@@ -72,8 +72,7 @@ def test_method_args_reach_the_checkpoint_the_records_and_the_report_label(helpe
     assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     # the two runs differ only in prob: that is what names their columns
-    assert "| condition | input_noise prob=0.25 | input_noise prob=1 |" in md or \
-           "| condition | input_noise prob=0.25 | input_noise prob=1.0 |" in md
+    assert "| condition | input_noise prob=0.25 | input_noise prob=1.0 |" in md
     # no vanilla in the results: the baseline is the first method, and the report says so
     assert "Baseline for the differences: input_noise prob=0.25 (no vanilla run in the results" in md
     # bad input: one line, exit 2, nothing written
@@ -81,9 +80,8 @@ def test_method_args_reach_the_checkpoint_the_records_and_the_report_label(helpe
     assert main(["train", "--method", "noisy:InputNoise", "--method-arg", "sigmaa=1", "--out", str(tmp_path / "bad"),
                  *common]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["mmix-eval: error: command line: method 'noisy:InputNoise': unknown argument 'sigmaa' "
-                   "(did you mean 'sigma'?); its arguments: sigma, prob, loss"] or \
-           (len(err) == 1 and "unknown argument 'sigmaa' (did you mean 'sigma'?); its arguments: sigma, prob, loss" in err[0])
+    assert err == ["mmix-eval: error: method 'noisy:InputNoise': unknown argument 'sigmaa' (did you mean 'sigma'?); "
+                   "its arguments: sigma, prob, loss"]
     assert not (tmp_path / "bad").exists()
     assert main(["train", "--method-arg", "no-equals", "--out", str(tmp_path / "bad"), *common]) == 2
     assert "--method-arg 'no-equals': expected KEY=VALUE" in capsys.readouterr().err
@@ -267,8 +265,7 @@ def test_sweep_table_means_and_the_papers_table5_beside_them(tmp_path):
     assert paper == "| clean: accuracy (%) | paper (Table 5): manifold_mixup | *96.73* | *97.23* |  |"
     vanilla = next(ln for ln in md.splitlines() if ln.startswith("| clean: accuracy (%) | vanilla |"))
     assert vanilla.endswith("|  |  | 88.50 ± 0.71 (n=2) |")
-    assert res["table"].methods == ["vanilla", "manifold_mixup S=[0]", "manifold_mixup S=[0,1,2]"] or \
-        res["table"].methods[0] == "vanilla"
+    assert res["table"].methods == ["vanilla", "manifold_mixup S=[0]", "manifold_mixup S=[0, 1, 2]"]
     rows = list(csv.DictReader((tmp_path / "rep" / "sweep.csv").open()))
     assert [(r["value"], r["method"], r["mean"], r["paper"]) for r in rows] == [
         ("[0]", "manifold_mixup", "91.0", "96.73"), ("[0, 1, 2]", "manifold_mixup", "95.5", "97.23"),

@@ -137,6 +137,13 @@ def make_attack(model, name: str, eps_255: float, pgd_steps: int = 7):
     return torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=pgd_steps, random_start=True)
 
 
+def attack_tag(options) -> str:
+    """The attack as its records' settings name it (fgsm, pgd7, autoattack-Linf, autoattack-L2-quick)."""
+    if options.attack == "autoattack":
+        return f"autoattack-{options.norm}" + ("-quick" if options.quick else "")
+    return "fgsm" if options.attack == "fgsm" else f"pgd{options.pgd_steps}"
+
+
 @dataclass
 class FGSMOptions:
     eps: list[float | str] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0], metadata={
@@ -177,19 +184,11 @@ class FGSM(Evaluator):
             raise OptionError("eps", f"expected values > 0 for autoattack, got {options.eps}")
 
     def file_suffix(self, options) -> str:
-        """PGD or AutoAttack results beside FGSM ones: fgsm.jsonl is FGSM's, fgsm-pgd7.jsonl PGD-7's (and for the
-        attack evaluator, attack.jsonl standard Linf AutoAttack's, attack-L2-quick.jsonl a quick L2 one,
-        attack-pgd7.jsonl PGD's)."""
-        default = type(options)().attack
-        if options.attack == "autoattack":
-            variant = ("" if options.norm == "Linf" else options.norm) + ("-quick" if options.quick else "")
-            variant = variant.lstrip("-")
-            if default == "autoattack":
-                return variant
-            return "autoattack" + (f"-{variant}" if variant else "")
-        if options.attack == default:
-            return ""
-        return "fgsm" if options.attack == "fgsm" else f"pgd{options.pgd_steps}"
+        """Results of another attack than the evaluator's default carry its tag: fgsm.jsonl is FGSM's,
+        fgsm-pgd7.jsonl PGD-7's; attack.jsonl standard Linf AutoAttack's, attack-autoattack-Linf-quick.jsonl a
+        quick one, attack-pgd7.jsonl PGD's."""
+        tag = attack_tag(options)
+        return "" if tag == attack_tag(type(options)()) else tag
 
     def run(self, target, options, common) -> list[dict]:
         import torch
@@ -200,7 +199,7 @@ class FGSM(Evaluator):
 
         if options.attack == "autoattack":
             return run_autoattack(self, target, options, common)
-        tag = options.attack if options.attack == "fgsm" else f"pgd{options.pgd_steps}"
+        tag = attack_tag(options)
         name = "FGSM" if options.attack == "fgsm" else f"PGD-{options.pgd_steps}"
 
         signs: dict[int, torch.Tensor] = {}  # batch start -> gradient sign (int8), computed by the first ε
@@ -266,7 +265,7 @@ def run_autoattack(self, target, options, common) -> list[dict]:
             return lambda x, y, i, j: autoattack_batch(aa, attacks, model, x, y, counts.setdefault(e, {}))
         return make
 
-    tag = f"autoattack-{options.norm}" + ("-quick" if options.quick else "")
+    tag = attack_tag(options)
     label = "AutoAttack" + (" (quick: APGD-CE + APGD-T)" if options.quick else "")
     shifts = [Shift(f"aa{options.norm.lower()}-eps{e:g}", f"{label} {options.norm} ε = {e:g}{unit}", attack(e),
                     {"eps": e, "eps_255": e if options.norm == "Linf" else None, "strength": e})

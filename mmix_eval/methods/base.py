@@ -79,11 +79,9 @@ def _jsonable(v: Any, where: str) -> Any:
         return {str(k): _jsonable(x, where) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_jsonable(x, where) for x in v]
-    if v is None or isinstance(v, (bool, int, str)):
+    if v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v)):
         return v
-    if isinstance(v, float):
-        return v
-    raise UserError(f"{where}: expected settings that are numbers, strings, booleans or lists of them, got "
+    raise UserError(f"{where}: expected settings that are finite numbers, strings, booleans or lists of them, got "
                     f"{type(v).__name__} {v!r:.80}")
 
 

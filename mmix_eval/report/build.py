@@ -180,11 +180,10 @@ def method_labels(rows: list[dict]) -> dict[str, str]:
     return labels
 
 
-def resolve_baseline(rows: list[dict], baseline: str | None) -> str | None:
+def resolve_baseline(rows: list[dict], labels: dict[str, str], baseline: str | None) -> str | None:
     """The column a baseline names: a column label, else the first column of a swept method's label, else the
     first column of that method (by name); unchanged when nothing matches (the differences then say so)."""
-    labels = method_labels(rows)
-    columns = order_methods(labels, {}, None, rows)
+    columns = order_methods(labels, rows, None)
     if baseline is None or baseline in columns:
         return baseline
     bases = sweep_bases(rows, labels)
@@ -204,13 +203,11 @@ def sweep_bases(rows: list[dict], labels: dict[str, str]) -> dict[str, tuple[str
     return out
 
 
-def order_methods(labels: dict[str, str], methods: dict[str, str], baseline: str | None, rows: list[dict] | None = None) -> list[str]:
+def order_methods(labels: dict[str, str], rows: list[dict], baseline: str | None) -> list[str]:
     """Columns: the baseline first, then vanilla / input mixup / manifold mixup, then the rest by name; a swept
     method's columns stay together, in the order of the swept values."""
-    sweeps: dict[str, tuple] = {}
-    if rows is not None:
-        methods = {labels[r["run"]]: r["method"] for r in rows}
-        sweeps = sweep_bases(rows, labels)
+    methods = {labels[r["run"]]: r["method"] for r in rows}
+    sweeps = sweep_bases(rows, labels)
 
     def value_key(v):
         if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -432,7 +429,7 @@ def aggregate(records: list[dict], baseline: str | None = None) -> Table:
         runs.setdefault(labels[r["run"]], {}).setdefault(seed, r["run"])
         for i in index.get(key, []):
             cells.setdefault((i, labels[r["run"]]), Cell({})).values.setdefault(seed, r["value"])
-    methods = order_methods(labels, {lab: m for lab, (m, _) in info.items()}, baseline, records)
+    methods = order_methods(labels, records, baseline)
     context = {"data": sorted({str(r["data"]) for r in records}), "model": sorted({str(r["model"]) for r in records}),
                "n_images": sorted({r["n"] for r in records if r["n"] is not None}),
                "eval_seed": sorted({r["eval_seed"] for r in records if r["eval_seed"] is not None}),
@@ -750,17 +747,17 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     notes = list(notes or []) + evaluation_warnings(results.rows)
     # Stable: each record file keeps its own order (the evaluator's condition order: Table 4's, the ε grid's).
     rows = sorted(results.rows, key=lambda r: (str(r["run"]), str(r["evaluator"])))
-    check_duplicates(rows, method_labels(rows))
+    labels = method_labels(rows)
+    check_duplicates(rows, labels)
     if baseline == "auto":  # vanilla when present, else the first column; stated in the report
-        names = {r["method"] for r in rows}
-        auto = "vanilla" if "vanilla" in names else order_methods(method_labels(rows), {}, None, rows)[0]
+        auto = "vanilla" if any(r["method"] == "vanilla" for r in rows) else order_methods(labels, rows, None)[0]
         notes.append(f"Baseline for the differences: {auto} ({'vanilla is in the results' if auto == 'vanilla' else 'no vanilla run in the results, so the first method'}).")
         baseline = auto
-    baseline = resolve_baseline(rows, baseline)
+    baseline = resolve_baseline(rows, labels, baseline)
     table = aggregate(rows, baseline)
     if baseline in table.methods:
         notes += add_corruption_rows(table, rows, baseline)
-    notes += masking_notes(rows, method_labels(rows))
+    notes += masking_notes(rows, labels)
     paired = baseline is not None and len(table.methods) > 1
     diffs = paired_differences(table, baseline) if paired else None
     image_diffs, pair_notes = image_differences(table, results.outcomes, baseline) if paired else ({}, [])

@@ -49,11 +49,11 @@ def published(data: str, model: str, method: str, alpha, condition: str, metric:
     return None
 
 
-# Table 5: eligible-layer ablation, PreActResNet18, manifold mixup (α = 2), test accuracy (%). Keys: the set S;
-# the empty set is training without mixup.
+# Table 5: eligible-layer ablation, PreActResNet18, manifold mixup (α = 2), test accuracy (%). Keys: the set S.
+# (Its row for the empty set, no mixup: 95.27 / 76.40, is a vanilla run, which an eligible sweep does not vary.)
 TABLE5 = {
-    "cifar10": {(0, 1, 2): 97.23, (0, 1, 2, 3): 96.92, (0, 1): 96.94, (0,): 96.73, (): 95.27},
-    "cifar100": {(0, 1, 2): 79.60, (0, 1, 2, 3): 80.18, (0, 1): 78.93, (0,): 78.15, (): 76.40},
+    "cifar10": {(0, 1, 2): 97.23, (0, 1, 2, 3): 96.92, (0, 1): 96.94, (0,): 96.73},
+    "cifar100": {(0, 1, 2): 79.60, (0, 1, 2, 3): 80.18, (0, 1): 78.93, (0,): 78.15},
 }
 
 

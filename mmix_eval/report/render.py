@@ -378,19 +378,12 @@ def _sections(table: Table) -> list[dict]:
 SWEEP_LEGEND = ("One row per metric and method, one column per swept value: mean ± std over training seeds (n). "
                 "Bold: the best value of the row, by the metric's direction. 'not swept': methods that do not take "
                 "the key, trained once, as a reference. Italic grey rows: the paper's Table 5, shown only where the "
-                "setting is the paper's (CIFAR-10/100, PreActResNet18, manifold mixup α=2, clean accuracy; the empty "
-                "set is training without mixup).")
+                "setting is the paper's (CIFAR-10/100, PreActResNet18, manifold mixup α=2, clean accuracy).")
 
 
 def sweep_sections(table: Table) -> list[dict]:
     """Each swept key as a table: metric, method, then one column per swept value (and 'not swept')."""
     from mmix_eval.report.sweep import _key, cell, sweep_views
-
-    def text(i, c):
-        if c is None:
-            return NA
-        mean, std, n = c
-        return f"{table.fmt(i, mean)} ± {table.fmt(i, std)} (n={n})" if std is not None else f"{table.fmt(i, mean)} (n={n})"
 
     out = []
     for view in sweep_views(table):
@@ -399,13 +392,15 @@ def sweep_sections(table: Table) -> list[dict]:
         for i in view.rows:
             row = table.rows[i]
             for s in view.series:
-                cs = [cell(table, i, s.columns.get(_key(v))) for v in view.values]
+                columns = [s.columns.get(_key(v)) for v in view.values]
+                cs = [cell(table, i, m) for m in columns]
                 means = [c[0] for c in cs if c is not None]
                 best = None
                 if row.direction is not None and len(means) > 1:
                     best = (max if row.direction == "higher" else min)(means)
-                cells = [{"text": text(i, c), "cls": "best" if c is not None and c[0] == best else ("na" if c is None else "")}
-                         for c in cs] + ([{"text": "", "cls": "na"}] if view.fixed else [])
+                cells = [{"text": cell_text(table, i, m) if c is not None else NA,
+                          "cls": "best" if c is not None and c[0] == best else ("na" if c is None else "")}
+                         for m, c in zip(columns, cs)] + ([{"text": "", "cls": "na"}] if view.fixed else [])
                 rows.append({"metric": row.label, "method": s.name, "cells": cells, "paper": False})
                 got = view.paper.get((i, s.name))
                 if got:
@@ -415,7 +410,7 @@ def sweep_sections(table: Table) -> list[dict]:
             for m in view.fixed:
                 rows.append({"metric": row.label, "method": m, "paper": False,
                              "cells": [{"text": "", "cls": "na"} for _ in view.values]
-                             + [{"text": text(i, cell(table, i, m)), "cls": ""}]})
+                             + [{"text": cell_text(table, i, m), "cls": ""}]})
         out.append({"title": f"Sweep over {view.key}", "key": view.key, "head": head, "rows": rows})
     return out
 
@@ -536,11 +531,13 @@ def seed_note(table: Table, image_diffs: dict) -> str | None:
     counts = [len(v) for v in table.runs.values()]
     if not counts or max(counts) > 3:
         return None
+    from mmix_eval.report.stats import t_quantile
+
     n = max(counts)
     text = (f"Only {n} training seed{'s' if n != 1 else ''} per method: " +
             ("a standard deviation and an interval over seeds need at least 2; " if n == 1 else
              f"the 95 % t interval over seeds uses t with {n - 1} degree{'s' if n > 2 else ''} of freedom "
-             f"({'12.7' if n == 2 else '4.30'} × the standard error), so it is wide and a difference can be real "
+             f"({t_quantile(n - 1):.3g} × the standard error), so it is wide and a difference can be real "
              f"and still not exclude 0; "))
     text += ("the per-image intervals and McNemar tests below hold the trained networks fixed and are narrower."
              if image_diffs else "more seeds narrow it.")

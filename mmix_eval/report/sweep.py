@@ -84,7 +84,7 @@ def sweep_views(table: Table) -> list[SweepView]:
 
 
 def _paper(table: Table, view: SweepView) -> dict:
-    """Table 5's numbers for an eligible-set sweep of manifold mixup (and no mixup, the empty set, for vanilla)."""
+    """Table 5's numbers for an eligible-set sweep of manifold mixup, where data, model and α are the paper's."""
     out = {}
     if view.key != "eligible" or len(table.context["data"]) != 1 or len(table.context["model"]) != 1:
         return out
