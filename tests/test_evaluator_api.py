@@ -352,3 +352,44 @@ def test_ckpt_takes_run_folders_and_quoted_globs(runs, data_from_tiny, tmp_path,
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["input_mixup-s0", "vanilla-s0"]
     assert main(["calibration", "--ckpt", str(folder.parent / "nothing-*"), "--out", str(tmp_path / "x")]) == 2
     assert "--ckpt: expected checkpoint files, got a pattern that matches nothing" in capsys.readouterr().err
+
+
+def test_evaluate_forwards_each_test_image_once_clean_and_fgsm_takes_it_from_its_gradient(runs, data_from_tiny,
+                                                                                           tmp_path, monkeypatch):
+    """The floor of issue 20, counted in images through the model: one pass whose forwards are both the clean
+    logits and FGSM's input gradient, one per deformation and per ε, the validation split once, and the trap
+    checks' probes; no separate clean pass. The shared clean logits are bitwise a plain inference loop's."""
+    import mmix_eval.evaluate.target as tg
+    from mmix_eval.evaluate.base import EvalOptions
+    from mmix_eval.evaluate.runner import make_plan, run_evaluation
+
+    ckpts, data = runs
+    seen = {"grad": 0, "no_grad": 0}
+    loaded = []
+    real = tg.load_target
+
+    def counting(*a, **k):
+        t = real(*a, **k)
+        t.model.register_forward_pre_hook(
+            lambda m, args: seen.__setitem__("grad" if torch.is_grad_enabled() else "no_grad",
+                                             seen["grad" if torch.is_grad_enabled() else "no_grad"] + args[0].shape[0]))
+        loaded.append(t)
+        return t
+
+    monkeypatch.setattr(tg, "load_target", counting)
+    plan = make_plan(["deformations", "fgsm", "calibration"], {"fgsm": {"eps": [1, 2, 4, 8]}})
+    rows = run_evaluation([ckpts["vanilla"]], plan, tmp_path / "out", EvalOptions(device="cpu", batch_size=32,
+                                                                                  progress=False), echo=lambda *a: None)
+    n, n_val, probe = len(data.test), len(data.val), min(64, len(data.test))
+    assert seen["grad"] == n + probe  # FGSM's gradient pass over the test set, and the zero-gradient probe
+    assert seen["no_grad"] == 8 * n + 4 * n + n_val + 2 * probe  # deformations, ε, validation, output checks
+    (t,) = loaded
+    model = t.model.eval()
+    with torch.inference_mode():
+        plain = torch.cat([model(t.test.batch(i, i + 32, "cpu")[0]) for i in range(0, n, 32)])
+    assert torch.equal(t.clean, plain)
+    clean = {(r["evaluator"], r["metric"]): r["value"] for r in rows if r["condition"] in ("clean", "test")}
+    expected = 100.0 * float((plain.argmax(1) == t.test.y).double().mean())
+    assert clean[("deformations", "acc")] == clean[("fgsm", "acc")] == clean[("calibration", "acc")] == expected
+    assert {p.name for p in (tmp_path / "out" / "vanilla-s0").glob("*.jsonl")} == {"deformations.jsonl", "fgsm.jsonl",
+                                                                                   "calibration.jsonl"}

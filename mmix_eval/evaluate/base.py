@@ -89,6 +89,12 @@ class Evaluator:
     def run(self, target, options) -> list[dict]:
         raise NotImplementedError
 
+    def clean_by_product(self, options) -> bool:
+        """True when ``run`` computes the target's clean logits as a by-product of a pass it makes anyway
+        (FGSM's input gradients): the runner then runs it before the evaluators that would take a clean
+        pass of their own."""
+        return False
+
     # ------------------------------------------------------------------ options
 
     def options(self, raw: dict | None = None, where: str | None = None):

@@ -2,7 +2,9 @@
 
 FGSM's gradient sign does not depend on ε, so it is computed once per batch and reused for every ε of the
 grid (one forward + backward, then one forward per ε); the images are bitwise those of torchattacks' FGSM
-(a test checks it). PGD, iterative, runs through torchattacks once per ε.
+(a test checks it). The gradient's forwards are the clean pass: when no other evaluator has computed the
+clean logits yet (the runner runs FGSM first for that), they come from there, bitwise the inference-mode
+logits on a CPU in fp32. PGD, iterative, runs through torchattacks once per ε.
 
 The paper's Table 7 does not state ε; comparing with Madry et al.'s 56.10 implies 8/255. The default grid
 is {1, 2, 4, 8}/255. Attacks are built after the model is on its device (torchattacks reads the device at
@@ -109,17 +111,19 @@ def make_autoattack(model, norm: str, eps: float, seed: int, device, classes: in
     return aa, targets
 
 
-def input_grad_sign(model, x, y):
+def input_grad_sign(model, x, y, with_logits: bool = False):
     """sign(∂ CE(model(x), y) / ∂x), the mean cross-entropy as torchattacks' FGSM takes it (so the signs,
     and the adversarial images, are bitwise the same). The sign does not depend on ε: one per batch serves
-    the whole ε grid."""
+    the whole ε grid. ``with_logits``: also the forward's logits (float32, detached), the clean logits the
+    evaluation needs anyway: (sign, logits)."""
     import torch
     import torch.nn.functional as F
 
     x = x.clone().detach().requires_grad_(True)
     with torch.enable_grad():
-        (g,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
-    return g.sign()
+        logits = model(x)
+        (g,) = torch.autograd.grad(F.cross_entropy(logits, y), x)
+    return (g.sign(), logits.detach().float()) if with_logits else g.sign()
 
 
 def fgsm_step(x, sign, eps_255: float):
@@ -202,13 +206,24 @@ class FGSM(Evaluator):
         tag = attack_tag(options)
         name = "FGSM" if options.attack == "fgsm" else f"PGD-{options.pgd_steps}"
 
-        signs: dict[int, torch.Tensor] = {}  # batch start -> gradient sign (int8), computed by the first ε
+        signs: dict[int, torch.Tensor] = {}  # batch start -> gradient sign (int8), computed once per batch
+
+        def gradient_pass(model, device, batches, bar):  # the clean logits from the gradient's own forwards
+            out = []
+            for i, j in batches:
+                x, y = target.test.batch(i, j, device)
+                sign, logits = input_grad_sign(model, x, y, with_logits=True)
+                signs[i] = sign.to(torch.int8)
+                out.append(logits)
+                if bar is not None:
+                    bar.update(1)
+            return torch.cat(out).cpu() if out else torch.zeros(0)
 
         def attack(e):
             def make(model, device):
                 if options.attack == "fgsm":  # one gradient per batch for the whole ε grid
                     def step(x, y, i, j):
-                        if i not in signs:
+                        if i not in signs:  # the clean logits were cached already: the gradient is taken here
                             signs[i] = input_grad_sign(model, x, y).to(torch.int8)
                         return fgsm_step(x, signs[i].to(x.dtype), e)
                     return step
@@ -229,7 +244,11 @@ class FGSM(Evaluator):
         shifts = [Shift(f"{prefix}eps{e:g}", f"{name} ε = {e:g}/255", attack(e), {"eps_255": e, "strength": e}, seeded)
                   for e in options.eps]
         check = lambda model, device: zero_gradient_check(model, target.test, device)
-        return shift_rows(self, target, common, {"attack": tag}, shifts, check)
+        return shift_rows(self, target, common, {"attack": tag}, shifts, check,
+                          clean_pass=gradient_pass if options.attack == "fgsm" else None)
+
+    def clean_by_product(self, options) -> bool:
+        return options.attack == "fgsm"
 
 
 def run_autoattack(self, target, options, common) -> list[dict]:

@@ -74,10 +74,20 @@ def logits_of(model: torch.nn.Module, images: Images, batch_size: int, device, b
     return logits
 
 
-def clean_logits(target, batch_size: int, device, bar=None) -> torch.Tensor:
+def clean_logits(target, batch_size: int, device, bar=None, by_product: Callable | None = None) -> torch.Tensor:
     """The clean test logits of ``target``, computed once and shared by every evaluator of one
-    ``evaluate`` call (the bar is advanced by the batches of the first pass, or skipped past when cached)."""
-    if target.clean is None:
+    ``evaluate`` call (the bar is advanced by the batches of the first pass, or skipped past when cached).
+    ``by_product(batches, bar)``: a pass the evaluator makes anyway whose forwards give this rank's clean
+    logits (FGSM's input-gradient pass), used instead of a pass of their own when nothing is cached and the
+    target evaluates in fp32 (under bf16 the clean logits come from autocast forwards, the gradient's do not)."""
+    if target.clean is None and by_product is not None and target.precision == "fp32":
+        from mmix_eval import distributed
+
+        local = by_product(shard_batches(len(target.test), batch_size), bar)
+        logits = distributed.gather_rows(local, len(target.test))
+        check_logits(logits)
+        target.clean = logits
+    elif target.clean is None:
         target.clean = logits_of(target.model, target.test, batch_size, device, bar, target.precision)
     elif bar is not None:
         bar.update(len(shard_batches(len(target.test), batch_size)))
@@ -117,10 +127,13 @@ class Shift:
     context: Callable[[], AbstractContextManager] = nullcontext
 
 
-def shift_rows(evaluator, target, common, settings: dict, shifts: list[Shift], check=None) -> list[dict]:
+def shift_rows(evaluator, target, common, settings: dict, shifts: list[Shift], check=None,
+               clean_pass: Callable | None = None) -> list[dict]:
     """What every shift evaluator does: set up, take the shared clean pass, then for each condition one
     batched pass of ``model(transform(x))`` and its rows (accuracy, relative accuracy, NLL, ECE, Brier,
-    per-image outcomes). ``check(model, device)`` may return one more warning for the records."""
+    per-image outcomes). ``check(model, device)`` may return one more warning for the records.
+    ``clean_pass(model, device, batches, bar)``: a pass whose forwards give the clean logits as a by-product
+    (see ``clean_logits``); this rank's logits (N_rank, C) on the CPU."""
     from tqdm.auto import tqdm
 
     from mmix_eval.evaluate.metrics import condition_rows
@@ -136,7 +149,9 @@ def shift_rows(evaluator, target, common, settings: dict, shifts: list[Shift], c
     batches = shard_batches(len(images), bs)
     with tqdm(total=len(batches) * (len(shifts) + 1), desc=f"{target.run} {evaluator.name}", unit="batch",
               disable=not common.progress, leave=False) as bar:
-        rows = condition_rows(base, "clean", clean_logits(target, bs, device, bar), images.y, bins, "Clean test images")
+        by_product = (lambda batches, bar: clean_pass(model, device, batches, bar)) if clean_pass is not None else None
+        rows = condition_rows(base, "clean", clean_logits(target, bs, device, bar, by_product), images.y, bins,
+                              "Clean test images")
         clean_acc = rows[0]["value"]
         for s in shifts:
             with s.context():

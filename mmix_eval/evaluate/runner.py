@@ -1,6 +1,7 @@
 """Run evaluators over checkpoints and write the records:
 out/<run>/<evaluator>.{jsonl,csv,meta.json,outcomes.npz}. Knows no evaluator by name: it iterates what it
-is given (``plan``: evaluator instances with their parsed options)."""
+is given (``plan``: evaluator instances with their parsed options), those whose pass yields the clean logits
+as a by-product first."""
 
 from __future__ import annotations
 
@@ -108,6 +109,9 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
     device = resolve_device(distributed.device_for(common.device))
     run_common = EvalOptions(**{**asdict(common), "device": str(device)})
 
+    # An evaluator whose own pass yields the clean logits (FGSM's gradients) runs first: the others reuse
+    # them, and no checkpoint pays a clean pass of its own beside it. Results and files do not depend on order.
+    plan = sorted(plan, key=lambda p: not p[0].clean_by_product(p[1]))
     out = Path(out)
     all_rows = []
     main = distributed.is_main()  # under torchrun every rank evaluates its shard; rank 0 alone writes
