@@ -99,7 +99,10 @@ def run(images: int = 2000, n_files: int = 3, rounds: int = 3, model_name: str =
         total = sum(statistics.median(v) - p for v in per.values()) + p
         out["generated_ratio"] = total / ((1 + 5 * len(GENERATED)) * p)
         code = textwrap.dedent(f"""
-            import resource, sys, numpy as np, torch
+            import resource, sys
+            from mmix_eval import memory
+            memory.apply()  # as the command line runs: freed tensor memory kept, which raises the peak
+            import numpy as np, torch
             sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
             from bench_corruptions import target_for
             from mmix_eval.evaluate.base import EvalOptions, get_evaluator, run_evaluator

@@ -1,19 +1,23 @@
 """Evaluation-speed benchmark against the true floors, measured in one run on this machine.
 
-The floors are what any implementation must compute (P = one plain inference pass over the images, FB = one
-forward + backward pass for the input gradient, D = 8 Table 4 deformations, E = 4 values of ε):
-  1. deformation evaluation / ((1 + D) · P): the clean pass and one pass per deformation  target <= 1.05
-  2. FGSM evaluation / (P + FB + E · P): the clean pass, one gradient, one pass per ε        target <= 1.15
-  3. calibration metrics (netcal ECE + MCE, NLL, Brier, bins) / P                            target <= 0.05
+A floor is the computation any implementation must do, timed for real on the same images in the same round:
+P = one plain inference pass over the clean images, D = the 8 Table 4 deformations (one inference pass each
+over the images already rendered), FB = one forward + backward for the input gradient, whose forward also
+gives the clean logits, E = 4 values of ε (one inference pass each over the adversarial images already made).
+  1. deformation evaluation / (P + D passes)                                                target <= 1.05
+  2. FGSM evaluation / (FB + E passes)                                                      target <= 1.15
+  3. calibration metrics (netcal ECE + MCE, NLL, Brier, bins) / P                           target <= 0.05
      and the calibration evaluator with its own clean pass / P (information)
-  4. `evaluate` with all three evaluators on one checkpoint / (P + D · P + FB + E · P): one shared clean pass
-                                                                                             target <= 1.15
+  4. `evaluate` with all three evaluators on one checkpoint / (FB + D passes + E passes)    target <= 1.15
   5. storing the per-image outcomes of a Table 4 evaluation / that evaluation               target <= 0.01
   6. with --corruptions, benchmarks/bench_corruptions.py's measures: corruptions from files / ((1 + C) P)
      <= 1.10, generated <= 1.5 P per condition, peak RSS at 10,000 images < 1.5 GB
-Every deformation and FGSM condition also records NLL, ECE and Brier from the logits it already has. Each
-round runs every measure once, in an order rotated from round to round (so drift favours none); medians
-and the min–max spread over the rounds are printed.
+What the floors leave out is the evaluators' own work: rendering, attack steps, metrics, the trap checks'
+64-image probes. Each evaluator is timed next to its floor (the pair's order alternating from round to
+round, the pairs' order rotated), so a floor lasts as long as what it is compared with and drift on a
+shared VM hits both; the ratio is taken per round, and its median and min–max over the rounds printed.
+For comparison with earlier figures it also prints deformations / (9 × P timed alone), the formula used
+before, whose short floor measure is the noisier one.
 
     python benchmarks/bench_eval.py [--images 2000] [--model smallnet] [--device cpu] [--rounds 5]
 """
@@ -30,12 +34,14 @@ from pathlib import Path
 import numpy as np
 
 import torch
-import torch.nn.functional as F
 
+from mmix_eval import memory
 from mmix_eval.evaluate.base import EvalOptions, get_evaluator, run_evaluator
-from mmix_eval.evaluate.geometry import TABLE4
+from mmix_eval.evaluate.fgsm import fgsm_step, input_grad_sign
+from mmix_eval.evaluate.geometry import TABLE4, sample_matrices, warp
 from mmix_eval.evaluate.metrics import calibration_metrics, fit_temperature
 from mmix_eval.evaluate.outcomes import write_outcomes
+from mmix_eval.evaluate.runner import run_order
 from mmix_eval.evaluate.target import Images, Target
 from mmix_eval.models import create_model
 
@@ -70,6 +76,7 @@ def main() -> int:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*temperature scaling skipped")  # no validation split here, by design
+    memory.apply()  # as the command line runs: freed tensor memory kept (memory.py)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--model", default="smallnet")
@@ -83,48 +90,71 @@ def main() -> int:
     data, desc = images(args.images)
     torch.manual_seed(0)
     model = create_model(args.model, 10, 3, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]).to(device).eval()
-    fresh = lambda: Target(model, data, None, "bench", {"run": "bench"})  # its clean pass not yet cached
     common = EvalOptions(device=str(device), batch_size=bs, progress=False)
-    print(f"device {device} ({torch.get_num_threads()} threads), model {args.model}, batch {bs}, {desc}, torch {torch.__version__}")
-
-    def plain_pass():
-        with torch.inference_mode():
-            for i in range(0, len(data), bs):
-                model(data.batch(i, i + bs, device)[0])
-
-    def grad_pass():
-        for i in range(0, len(data), bs):
-            x, y = data.batch(i, i + bs, device)
-            x.requires_grad_(True)
-            torch.autograd.grad(F.cross_entropy(model(x), y), x)
+    print(f"device {device} ({torch.get_num_threads()} threads), model {args.model}, batch {bs}, {desc}, torch {torch.__version__}, "
+          f"malloc: {memory.state()}")
 
     eps = [1, 2, 4, 8]
     deform, fgsm, cal = get_evaluator("deformations"), get_evaluator("fgsm"), get_evaluator("calibration")
     d_opts, f_opts, c_opts = deform.options({}), fgsm.options({"eps": eps}), cal.options({})
+    plan = run_order([(deform, d_opts), (fgsm, f_opts), (cal, c_opts)])  # as `evaluate` runs them
 
-    def evaluate_all():
-        t = fresh()
-        for ev, o in ((deform, d_opts), (fgsm, f_opts), (cal, c_opts)):
+    # What the floors run on, made once: the clean batches, each deformation's and each ε's images.
+    starts = range(0, len(data), bs)
+    clean = [data.batch(i, i + bs, device) for i in starts]
+    deformed = [[warp(x, sample_matrices(d, len(data), 0)[i:i + bs].to(device)) for i, (x, _) in zip(starts, clean)]
+                for d in TABLE4]
+    signs = [input_grad_sign(model, x, y) for x, y in clean]
+    adversarial = [[fgsm_step(x, s, e) for (x, _), s in zip(clean, signs)] for e in eps]
+
+    def passes(batches):
+        with torch.inference_mode():
+            for x in batches:
+                model(x)
+
+    def gradient_pass():  # FB: its forward's logits are the clean logits
+        for x, y in clean:
+            input_grad_sign(model, x, y, with_logits=True)
+
+    floor_p = lambda: passes([x for x, _ in clean])
+    floor_deform = lambda: (floor_p(), [passes(b) for b in deformed])
+    floor_fgsm = lambda: (gradient_pass(), [passes(b) for b in adversarial])
+    floor_evaluate = lambda: (gradient_pass(), [passes(b) for b in deformed], [passes(b) for b in adversarial])
+
+    def fresh(n=None):  # a target whose clean pass is not cached yet
+        d = data if n is None else Images(data.x[:n], data.y[:n])
+        return Target(model, d, None, "bench", {"run": "bench"})
+
+    def evaluate_all(target=None):
+        t = target or fresh()
+        for ev, o in plan:
             run_evaluator(ev, t, o, common)
 
     with torch.inference_mode():
-        logits = torch.cat([model(data.batch(i, i + bs, device)[0]).float().cpu() for i in range(0, len(data), bs)])
-    measures = {
-        "P": plain_pass, "FB": grad_pass,
-        "deformations": lambda: run_evaluator(deform, fresh(), d_opts, common),
-        "fgsm": lambda: run_evaluator(fgsm, fresh(), f_opts, common),
-        "calibration evaluator": lambda: run_evaluator(cal, fresh(), c_opts, common),
-        "calibration metrics": lambda: calibration_metrics(logits, data.y, 15),
-        "evaluate (3 evaluators)": evaluate_all,
-    }
-    for fn in measures.values():  # warm-up: imports (kornia, netcal, torchattacks), allocator
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in measures}
-    names = list(measures)
+        logits = torch.cat([model(x).float().cpu() for x, _ in clean])
+    # (name, floor, the measure, its floor's name)
+    pairs = [("deformations", floor_deform, lambda: run_evaluator(deform, fresh(), d_opts, common), "P + D passes"),
+             ("fgsm", floor_fgsm, lambda: run_evaluator(fgsm, fresh(), f_opts, common), "FB + E passes"),
+             ("evaluate (3 evaluators)", floor_evaluate, evaluate_all, "FB + D + E passes"),
+             ("calibration evaluator", floor_p, lambda: run_evaluator(cal, fresh(), c_opts, common), "P")]
+    small = min(len(data), bs)  # warm-up on one batch: imports (kornia, netcal, torchattacks), allocator
+    for ev, o in plan:
+        run_evaluator(ev, fresh(small), o, common)
+    floor_p(), gradient_pass(), calibration_metrics(logits, data.y, 15)
+
+    times: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {name: [] for name, *_ in pairs}
     for r in range(args.rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            times[k].append(timed(measures[k], device))
+        k = r % len(pairs)
+        for name, floor, measure, _ in pairs[k:] + pairs[:k]:
+            order = [("floor", floor), ("measure", measure)]
+            got = {what: timed(fn, device) for what, fn in (order if r % 2 == 0 else order[::-1])}
+            times.setdefault(f"{name}", []).append(got["measure"])
+            times.setdefault(f"floor of {name}", []).append(got["floor"])
+            ratios[name].append(got["measure"] / got["floor"])
+        times.setdefault("calibration metrics", []).append(timed(lambda: calibration_metrics(logits, data.y, 15), device))
     ts = timed(lambda: fit_temperature(logits, data.y), device)
+    fb = statistics.median(timed(gradient_pass, device) for _ in range(3))
     # Per-image outcomes: what the runner adds to a Table 4 evaluation (9 conditions packed and written).
     rows = run_evaluator(deform, fresh(), d_opts, common)
     outcomes = {r["condition"]: r["_correct"] for r in rows if "_correct" in r}
@@ -133,26 +163,30 @@ def main() -> int:
         size = (Path(tmp) / "o.npz").stat().st_size
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    spread = {k: (min(v) / med[k], max(v) / med[k]) for k, v in times.items()}
-    p, fb, d = med["P"], med["FB"], len(TABLE4)
-    floors = {"deformations": (1 + d) * p, "fgsm": p + fb + len(eps) * p, "evaluate (3 evaluators)": p + d * p + fb + len(eps) * p}
-    print(f"\n{'measure':<26}{'median':>10}   spread over {args.rounds} rounds")
-    for k in names:
-        print(f"{k:<26}{med[k] * 1e3:>8.1f} ms   {spread[k][0]:.3f}–{spread[k][1]:.3f}")
-    print(f"{'temperature fit (info)':<26}{ts * 1e3:>8.1f} ms")
-    print(f"{'per-image outcomes':<26}{statistics.median(store) * 1e3:>8.2f} ms   ({size} bytes for {len(outcomes)} conditions x "
+    p = med["floor of calibration evaluator"]  # P timed alone
+    print(f"\n{'measure':<38}{'median':>10}   spread over {args.rounds} rounds")
+    for k, v in times.items():
+        print(f"{k:<38}{med[k] * 1e3:>8.1f} ms   {min(v) / med[k]:.3f}–{max(v) / med[k]:.3f}")
+    print(f"{'temperature fit (info)':<38}{ts * 1e3:>8.1f} ms")
+    print(f"{'per-image outcomes':<38}{statistics.median(store) * 1e3:>8.2f} ms   ({size} bytes for {len(outcomes)} conditions x "
           f"{len(data)} images: {size / len(outcomes) * 10_000 / len(data) / 1000:.2f} KB per condition per 10,000 images)")
-    ratios = [("deformations / ((1 + D) P)", med["deformations"] / floors["deformations"], 1.05),
-              ("FGSM / (P + FB + E P)", med["fgsm"] / floors["fgsm"], 1.15),
-              ("calibration metrics / P", med["calibration metrics"] / p, 0.05),
-              ("evaluate, 3 evaluators / floor", med["evaluate (3 evaluators)"] / floors["evaluate (3 evaluators)"], 1.15),
-              ("storing outcomes / deformations", statistics.median(store) / med["deformations"], 0.01)]
-    print()
-    for name, r, target in ratios:
-        print(f"{name:<34}: {r:.4f}  (target <= {target}: {'met' if r <= target else 'MISSED'})")
-    print(f"{'calibration evaluator / P (info)':<34}: {med['calibration evaluator'] / p:.4f}  (its own clean pass included)")
-    print(f"{'FB / P (info)':<34}: {fb / p:.3f}")
-    print(f"{'FGSM / (E (FB + P)) (info)':<34}: {med['fgsm'] / (len(eps) * (fb + p)):.4f}  (the first version's floor: "
+    targets = {"deformations": 1.05, "fgsm": 1.15, "evaluate (3 evaluators)": 1.15}
+    print(f"\n{'ratio (median of the per-round ratios)':<44}{'median':>8}   min–max")
+    for name, _, _, floor_name in pairs:
+        v = ratios[name]
+        r = statistics.median(v)
+        verdict = (f"  (target <= {targets[name]}: {'met' if r <= targets[name] else 'MISSED'})" if name in targets
+                   else "  (info: its own clean pass and the output checks' probes)")
+        print(f"{name + ' / (' + floor_name + ')':<44}{r:>8.4f}   {min(v):.4f}–{max(v):.4f}{verdict}")
+    extra = [("calibration metrics / P", med["calibration metrics"] / p, 0.05),
+             ("storing outcomes / deformations", statistics.median(store) / med["deformations"], 0.01)]
+    for name, r, target in extra:
+        print(f"{name:<44}{r:>8.4f}   (target <= {target}: {'met' if r <= target else 'MISSED'})")
+    e, d = len(eps), len(TABLE4)
+    print(f"{'FB / P (info)':<44}{fb / p:>8.3f}")
+    print(f"{'deformations / (9 × P timed alone) (info)':<44}{med['deformations'] / ((1 + d) * p):>8.4f}   (the formula "
+          f"before: a short floor measure, 9 times)")
+    print(f"{'FGSM / (E (FB + P)) (info)':<44}{med['fgsm'] / (e * (fb + p)):>8.4f}   (the first version's floor: "
           f"a gradient per ε)")
     if args.corruptions:  # files / ((1 + C) P), generated per condition, peak RSS at 10,000 images
         sys.path.insert(0, str(Path(__file__).resolve().parent))

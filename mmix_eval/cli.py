@@ -570,7 +570,8 @@ TORCH_COMMANDS = ("train", "bench", "spiral")  # and every evaluation command: t
 
 def _threads(args) -> None:
     """--threads, MMIX_EVAL_THREADS, OMP_NUM_THREADS, else the usable cores: set once, before torch works.
-    An explicit --threads is exported, so the processes a local launcher starts use it too."""
+    An explicit --threads is exported, so the processes a local launcher starts use it too. The allocator's
+    setting (memory.py) is made here too, once, for the commands that run torch."""
     import os
 
     from mmix_eval import threads
@@ -580,7 +581,10 @@ def _threads(args) -> None:
         threads.resolve(flag)  # a bad value fails here, as a one-line error
         os.environ["MMIX_EVAL_THREADS"] = str(flag)
     if args.command in TORCH_COMMANDS or hasattr(args, "option_flags"):
+        from mmix_eval import memory
+
         threads.apply(flag)
+        memory.apply()  # freed tensor memory kept for the next batch (see memory.py)
 
 
 def main(argv: list[str] | None = None) -> int:

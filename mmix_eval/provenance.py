@@ -42,11 +42,13 @@ def git_commit() -> str | None:
 def hardware(device: str) -> dict[str, str]:
     import torch
 
+    from mmix_eval.memory import state
     from mmix_eval.threads import applied, usable_cores
 
     info = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
             "device": device, "torch_threads": str(torch.get_num_threads()),
-            "threads_from": applied().get("source", "torch's default"), "usable_cores": str(usable_cores())}
+            "threads_from": applied().get("source", "torch's default"), "usable_cores": str(usable_cores()),
+            "malloc": state()}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info

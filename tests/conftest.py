@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from mmix_eval import memory
 from mmix_eval.config import Config
 from mmix_eval.data.core import ImageData, Split
+
+memory.apply()  # as every torch command of the CLI does: freed tensor memory kept for the next batch
 
 
 @pytest.fixture(autouse=True)

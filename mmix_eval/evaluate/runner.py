@@ -68,6 +68,13 @@ def make_plan(specs: list[str] | None = None, options: dict | None = None, where
     return plan
 
 
+def run_order(plan: Plan) -> Plan:
+    """The plan in the order it runs on a checkpoint: an evaluator whose own pass yields the clean logits
+    (FGSM's input gradients) first, so the others reuse them and no checkpoint pays a clean pass of its own
+    beside it; otherwise as given. Results and files do not depend on the order."""
+    return sorted(plan, key=lambda p: not p[0].clean_by_product(p[1]))
+
+
 def option_record(ev: Evaluator, opts, common: EvalOptions, device: str) -> dict:
     """What decides whether a stored result is still valid: the evaluator's options and the shared ones."""
     shared = {k: v for k, v in asdict(common).items() if k not in ("progress", "device", "allow_import", "download")}
@@ -109,9 +116,7 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
     device = resolve_device(distributed.device_for(common.device))
     run_common = EvalOptions(**{**asdict(common), "device": str(device)})
 
-    # An evaluator whose own pass yields the clean logits (FGSM's gradients) runs first: the others reuse
-    # them, and no checkpoint pays a clean pass of its own beside it. Results and files do not depend on order.
-    plan = sorted(plan, key=lambda p: not p[0].clean_by_product(p[1]))
+    plan = run_order(plan)
     out = Path(out)
     all_rows = []
     main = distributed.is_main()  # under torchrun every rank evaluates its shard; rank 0 alone writes
