@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_eval import images, timed  # noqa: E402
 
+from mmix_eval import memory  # noqa: E402
 from mmix_eval.data.augment import to_float  # noqa: E402
 from mmix_eval.evaluate.base import EvalOptions, get_evaluator, run_evaluator  # noqa: E402
 from mmix_eval.evaluate.fgsm import fgsm_step, input_grad_sign  # noqa: E402
@@ -45,6 +46,7 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     args = ap.parse_args()
+    memory.apply()  # as the command line runs (matters on a CPU run only)
     device, bs, prec = torch.device(args.device), args.batch_size, args.precision
     data, desc = images(args.images)
     torch.manual_seed(0)
