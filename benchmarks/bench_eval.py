@@ -125,8 +125,8 @@ def main() -> int:
         d = data if n is None else Images(data.x[:n], data.y[:n])
         return Target(model, d, None, "bench", {"run": "bench"})
 
-    def evaluate_all(target=None):
-        t = target or fresh()
+    def evaluate_all():
+        t = fresh()
         for ev, o in plan:
             run_evaluator(ev, t, o, common)
 
@@ -149,7 +149,7 @@ def main() -> int:
         for name, floor, measure, _ in pairs[k:] + pairs[:k]:
             order = [("floor", floor), ("measure", measure)]
             got = {what: timed(fn, device) for what, fn in (order if r % 2 == 0 else order[::-1])}
-            times.setdefault(f"{name}", []).append(got["measure"])
+            times.setdefault(name, []).append(got["measure"])
             times.setdefault(f"floor of {name}", []).append(got["floor"])
             ratios[name].append(got["measure"] / got["floor"])
         times.setdefault("calibration metrics", []).append(timed(lambda: calibration_metrics(logits, data.y, 15), device))

@@ -68,8 +68,14 @@ def logits_of(model: torch.nn.Module, images: Images, batch_size: int, device, b
     from mmix_eval.inference import predict_logits
 
     lo, hi = distributed.shard(len(images))
-    local = predict_logits(model, images.x[lo:hi], batch_size, device, bar, precision)
-    logits = distributed.gather_rows(local, len(images))
+    return gathered(predict_logits(model, images.x[lo:hi], batch_size, device, bar, precision), len(images))
+
+
+def gathered(local: torch.Tensor, n: int) -> torch.Tensor:
+    """All n rows of logits from this rank's ``local`` ones (gathered under torchrun), checked finite."""
+    from mmix_eval import distributed
+
+    logits = distributed.gather_rows(local, n)
     check_logits(logits)
     return logits
 
@@ -81,12 +87,7 @@ def clean_logits(target, batch_size: int, device, bar=None, by_product: Callable
     logits (FGSM's input-gradient pass), used instead of a pass of their own when nothing is cached and the
     target evaluates in fp32 (under bf16 the clean logits come from autocast forwards, the gradient's do not)."""
     if target.clean is None and by_product is not None and target.precision == "fp32":
-        from mmix_eval import distributed
-
-        local = by_product(shard_batches(len(target.test), batch_size), bar)
-        logits = distributed.gather_rows(local, len(target.test))
-        check_logits(logits)
-        target.clean = logits
+        target.clean = gathered(by_product(shard_batches(len(target.test), batch_size), bar), len(target.test))
     elif target.clean is None:
         target.clean = logits_of(target.model, target.test, batch_size, device, bar, target.precision)
     elif bar is not None:
@@ -98,7 +99,6 @@ def batch_logits(model, images: Images, batches, device, transform, bar=None, pr
     """Logits (N, C) on the CPU of ``model(transform(x, y, i, j))`` over this rank's ``batches`` of
     ``images``, gathered over ranks: the loop every shift evaluator runs once per condition. The logits stay
     on the device until the condition is done: one host sync per condition, not per batch."""
-    from mmix_eval import distributed
     from mmix_eval.inference import autocast
 
     out = []
@@ -109,9 +109,7 @@ def batch_logits(model, images: Images, batches, device, transform, bar=None, pr
             out.append(model(xt).float())
         if bar is not None:
             bar.update(1)
-    local = torch.cat(out).cpu() if out else torch.zeros(0)
-    check_logits(local)
-    return distributed.gather_rows(local, len(images))
+    return gathered(torch.cat(out).cpu() if out else torch.zeros(0), len(images))
 
 
 @dataclass
