@@ -134,7 +134,21 @@ def _metadata(path, header: dict) -> dict[str, Any]:
         raise UserError(f"checkpoint '{path}': metadata 'model' expected {{name: str, kwargs: object}}, got {model!r:.200}")
     _check_leaves(path, meta, "", 0)
     _check_fields(path, meta)
+    _upgrade_model(meta, header)
     return meta
+
+
+# Before 2026-12 the PreActResNets closed with He et al.'s BN-ReLU, which the official code does not have; their
+# checkpoints (a head.bn.* tensor) are read as the models that keep that head, and say so.
+HE_HEAD = {"preactresnet18": "preactresnet18_he", "preactresnet34": "preactresnet34_he"}
+
+
+def _upgrade_model(meta: dict, header: dict) -> None:
+    model = meta["model"]
+    if model["name"] in HE_HEAD and "head.bn.weight" in header:
+        model["upgraded_from"] = model["name"]
+        model["name"] = HE_HEAD[model["name"]]
+        model["layout"] = "He et al. 2016 (final BN-ReLU before pooling; written before the official head)"
 
 
 MAX_META_STRING = 10_000  # characters; class names, specs and paths are far shorter

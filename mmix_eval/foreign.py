@@ -10,14 +10,17 @@ nothing).
 
 Key layouts (``key_layout``, detected by default):
 - ``mmix-eval``: this project's own names (``stages.0.0.weight``, ``head.linear.weight``).
-- ``official``: the official Manifold Mixup code's PreActResNet (``models/preresnet.py``):
+- ``official``: the official Manifold Mixup code's PreActResNet (``supervised/models/preresnet.py``), whose
+  key set is exactly ``conv1``, ``layer{1..4}.N.{bn1,conv1,bn2,conv2,shortcut.0}``, ``linear`` (no final BN:
+  our ``preactresnet18`` / ``preactresnet34`` are that network):
     conv1.*              -> stages.0.0.*          (the stem convolution opens stage 1)
     layer1.J.*           -> stages.0.(J+1).*
     layerI.J.* (I >= 2)  -> stages.(I-1).J.*
     *.shortcut.0.*       -> *.shortcut.*          (a Sequential of one 1x1 convolution there, a bare one here)
-    bn.*, linear.*       -> head.bn.*, head.linear.*
-  That code normalises in its data pipeline (CIFAR mean (125.3, 123.0, 113.9)/255, std (63.0, 62.1, 66.7)/255),
-  so give those as ``mean`` / ``std``.
+    linear.*             -> head.linear.*
+  That code normalises in its data pipeline with CIFAR's mean (125.3, 123.0, 113.9)/255 and std
+  (63.0, 62.1, 66.7)/255; for this layout those are the default (3-channel data, no ``mean`` / ``std`` given,
+  no normalisation in the file), recorded in the metadata.
 - ``plain``: a torchvision / timm network's own names, under this project's wrapper (``net.`` prefixed).
 A ``module.`` (DataParallel / DDP) or ``_orig_mod.`` (torch.compile) prefix is dropped, and a checkpoint dict
 holding the weights under ``state_dict``, ``model_state_dict``, ``model`` or ``net`` is unwrapped.
@@ -94,8 +97,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UserError(f"--ckpt '{path}': expected a state dict that torch.load(weights_only=True) reads, got a file "
-                            f"it refuses ({first}); a whole model saved with torch.save(model) is a pickle of objects: "
-                            f"save model.state_dict() instead") from None
+                            f"it refuses ({first}); a whole model saved with torch.save(model), as the official code's "
+                            f"torch.save(C, ...) writes, is a pickle of objects that runs code when read: where its code "
+                            f"is and you trust the file, run torch.save(torch.load(F, weights_only=False).state_dict(), "
+                            f"'state.pt') and pass state.pt") from None
     return _unwrap(path, sd)
 
 
@@ -130,7 +135,7 @@ def official_to_mmix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             i, j, rest = int(m.group(1)), int(m.group(2)), m.group(3)
             rest = re.sub(r"^shortcut\.0\.", "shortcut.", rest)
             k = f"stages.{i - 1}.{j + 1 if i == 1 else j}.{rest}"
-        elif k.startswith(("bn.", "linear.")):
+        elif k.startswith("linear."):
             k = "head." + k
         out[k] = v
     return out
@@ -200,6 +205,10 @@ def load_foreign(path: str | Path, device, foreign: Foreign, meta: dict | None =
     layout = detect_layout(foreign.model, sd) if foreign.key_layout == "auto" else foreign.key_layout
     meta["method"]["settings"]["key_layout"] = layout
     sd = map_keys(sd, layout)
+    if (layout == "official" and foreign.mean is None and meta["model"]["kwargs"].get("in_channels") == 3
+            and not any(k.startswith("normalize.") for k in sd)):  # the official data pipeline's normalisation
+        meta["model"]["kwargs"].update(mean=list(OFFICIAL_CIFAR_MEAN), std=list(OFFICIAL_CIFAR_STD))
+        meta["method"]["settings"]["normalisation"] = "official CIFAR mean/std (the official layout's default)"
     kwargs = dict(meta["model"]["kwargs"])
     try:
         model = create_model(foreign.model, **kwargs)

@@ -10,6 +10,8 @@ from mmix_eval.models import MODELS, create_model, num_mix_points
 EXPECTED_STAGES = {
     "preactresnet18": [64, 128, 256, 512],
     "preactresnet34": [64, 128, 256, 512],
+    "preactresnet18_he": [64, 128, 256, 512],
+    "preactresnet34_he": [64, 128, 256, 512],
     "wrn28_10": [160, 320, 640],
     "wrn": [64, 128, 256],
     "smallnet": [32, 64, 128],
@@ -54,6 +56,44 @@ def test_stages_shapes_and_forward_is_the_stage_walk(name):
         assert torch.equal(model.head(h), model(x))
     assert model(x).shape == (2, 7)
     assert num_mix_points(model) == len(widths) + 1
+
+
+def test_the_paper_preactresnets_have_no_final_bn_and_the_he_variants_do():
+    """The official preresnet.py: layer4 -> avg_pool2d(4) -> linear; He et al.'s variant adds BN-ReLU first."""
+    for name, blocks in (("preactresnet18", 8), ("preactresnet34", 16)):
+        official, he = create_model(name, 10, 3), create_model(name + "_he", 10, 3)
+        assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in official.modules()) == 2 * blocks
+        assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in he.modules()) == 2 * blocks + 1
+        assert [k for k in official.state_dict() if k.startswith("head.")] == ["head.linear.weight", "head.linear.bias"]
+        assert "head.bn.weight" in he.state_dict()
+        torch.manual_seed(0)
+        h = torch.randn(3, 512, 4, 4)
+        with torch.no_grad():  # avg_pool2d(4) on the 4x4 maps of a 32x32 input, then linear: no BN, no ReLU
+            ref = official.head.linear(torch.nn.functional.avg_pool2d(h, 4).flatten(1))
+            assert torch.allclose(official.head(h), ref, atol=1e-6)
+
+
+def test_a_checkpoint_written_before_the_official_head_reads_as_the_he_variant(tmp_path):
+    """Old checkpoints named preactresnet18 hold a head.bn: they rebuild as preactresnet18_he and say so."""
+    from mmix_eval.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+
+    torch.manual_seed(0)
+    old = create_model("preactresnet18_he", 10, 3, width=4).eval()
+    kwargs = {"num_classes": 10, "in_channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3, "width": 4}
+    save_checkpoint(tmp_path / "old.safetensors", old, {"model": {"name": "preactresnet18", "kwargs": kwargs},
+                                                        "data": {"classes": [str(i) for i in range(10)]}})
+    meta = read_metadata(tmp_path / "old.safetensors")
+    assert meta["model"]["name"] == "preactresnet18_he" and meta["model"]["upgraded_from"] == "preactresnet18"
+    assert meta["model"]["layout"].startswith("He et al. 2016 (final BN-ReLU")
+    model, _ = load_checkpoint(tmp_path / "old.safetensors")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), old(x))
+    # a checkpoint of the official network keeps its name
+    new = create_model("preactresnet18", 10, 3, width=4).eval()
+    save_checkpoint(tmp_path / "new.safetensors", new, {"model": {"name": "preactresnet18", "kwargs": kwargs},
+                                                        "data": {"classes": [str(i) for i in range(10)]}})
+    assert read_metadata(tmp_path / "new.safetensors")["model"] == {"name": "preactresnet18", "kwargs": kwargs}
 
 
 @pytest.mark.parametrize("channels,size", [(1, 8), (3, 32), (4, 20)])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from PIL import Image
 
 from mmix_eval.bench import load_bench
 from mmix_eval.checkpoint import load_checkpoint
@@ -300,7 +302,9 @@ class OfficialBlock(torch.nn.Module):
 
 
 class OfficialPreActResNet(torch.nn.Module):
-    """The official code's PreActResNet: conv1, layer1..4, bn, linear; no normalisation inside."""
+    """The official code's PreActResNet (supervised/models/preresnet.py), structure and names as there: conv1,
+    layer1..4, then avg_pool2d(4) and linear, no final BN; no normalisation inside (the official data pipeline
+    normalises). ``in_channels`` only so that the error tests can use 1-channel digits."""
 
     def __init__(self, num_blocks=(2, 2, 2, 2), initial_channels=4, num_classes=10, in_channels=3):
         super().__init__()
@@ -312,18 +316,21 @@ class OfficialPreActResNet(torch.nn.Module):
                 layers.append(OfficialBlock(self.in_planes, planes, s))
                 self.in_planes = planes
             setattr(self, f"layer{i}", torch.nn.Sequential(*layers))
-        self.bn = torch.nn.BatchNorm2d(initial_channels * 8)
         self.linear = torch.nn.Linear(initial_channels * 8, num_classes)
 
     def forward(self, x):
         out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
-        out = F.relu(self.bn(out))
-        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        out = F.avg_pool2d(out, 4)
+        return self.linear(out.view(out.size(0), -1))
 
 
-def _official(num_classes=10, in_channels=3, seed=0):
+OFFICIAL_KEYS = re.compile(r"^(conv1\.weight|linear\.(weight|bias)|layer[1-4]\.\d+\.(bn[12]\.(weight|bias|running_mean|"
+                           r"running_var|num_batches_tracked)|conv[12]\.weight|shortcut\.0\.weight))$")
+
+
+def _official(num_classes=10, in_channels=3, seed=0, num_blocks=(2, 2, 2, 2)):
     torch.manual_seed(seed)
-    net = OfficialPreActResNet(num_classes=num_classes, in_channels=in_channels)
+    net = OfficialPreActResNet(num_blocks=num_blocks, num_classes=num_classes, in_channels=in_channels)
     for m in net.modules():  # non-trivial BatchNorm statistics, so a misplaced one shows
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
@@ -333,26 +340,59 @@ def _official(num_classes=10, in_channels=3, seed=0):
     return net.eval()
 
 
-def test_official_layout_state_dict_maps_onto_ours_and_gives_the_same_logits(tmp_path):
+def _rgb_folder(root: Path, classes: int = 10, size: int = 32, per_class: int = 2) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(classes):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("model,blocks", [("preactresnet18", (2, 2, 2, 2)), ("preactresnet34", (3, 4, 6, 3))])
+def test_official_state_dict_with_exactly_its_keys_gives_the_official_logits(tmp_path, model, blocks):
+    """Exactly the official key set, no normalisation given: the official layout's CIFAR mean/std are the
+    default, and the logits equal the official forward on normalised inputs."""
+    from mmix_eval.data import load_data
     from mmix_eval.foreign import OFFICIAL_CIFAR_MEAN, OFFICIAL_CIFAR_STD, Foreign, load_foreign, official_to_mmix
 
-    net = _official(num_classes=10, in_channels=1)
+    net = _official(num_classes=10, in_channels=3, num_blocks=blocks)
     sd = net.state_dict()
+    assert all(OFFICIAL_KEYS.match(k) for k in sd), [k for k in sd if not OFFICIAL_KEYS.match(k)]
+    assert not any(k.startswith("bn.") for k in sd)
     mapped = official_to_mmix(sd)
     assert mapped["stages.0.0.weight"] is sd["conv1.weight"] and mapped["stages.0.1.bn1.weight"] is sd["layer1.0.bn1.weight"]
     assert mapped["stages.1.0.shortcut.weight"] is sd["layer2.0.shortcut.0.weight"]
-    assert mapped["stages.3.1.conv2.weight"] is sd["layer4.1.conv2.weight"] and "head.linear.bias" in mapped
-    # a DataParallel prefix inside a training checkpoint dict, saved with torch.save: read with weights_only=True
+    assert mapped["head.linear.weight"] is sd["linear.weight"] and len(mapped) == len(sd)
+    folder = _rgb_folder(tmp_path / "rgb")
     path = tmp_path / "official.pt"
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
-    mean, std = [0.5], [0.25]
-    foreign = Foreign("preactresnet18", "digits", {"width": 4}, mean, std)
-    model, meta = load_foreign(path, "cpu", foreign)
+    model_, meta = load_foreign(path, "cpu", Foreign(model, f"imagefolder:{folder}", {"width": 4}))
     assert meta["method"]["settings"]["key_layout"] == "official"
-    x = torch.rand(6, 1, 8, 8)
+    assert meta["model"]["kwargs"]["mean"] == OFFICIAL_CIFAR_MEAN and meta["model"]["kwargs"]["std"] == OFFICIAL_CIFAR_STD
+    x = load_data(f"imagefolder:{folder}", need_train=False).test.x.float() / 255
+    mean, std = torch.tensor(OFFICIAL_CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(OFFICIAL_CIFAR_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ours, theirs = model_(x), net((x - mean) / std)
+    assert (ours - theirs).abs().max().item() < 1e-5
+    # He et al.'s variant is a different network: the official keys do not fit it
+    with pytest.raises(UserError, match=r"5 missing, first \['head.bn.bias', 'head.bn.num_batches_tracked'"):
+        load_foreign(path, "cpu", Foreign(model + "_he", f"imagefolder:{folder}", {"width": 4}))
+
+
+def test_official_layout_with_a_given_normalisation_and_one_channel(tmp_path):
+    from mmix_eval.foreign import Foreign, load_foreign
+
+    net = _official(num_classes=10, in_channels=1)
+    path = tmp_path / "official.pt"
+    torch.save(net.state_dict(), path)
+    model, meta = load_foreign(path, "cpu", Foreign("preactresnet18", "digits", {"width": 4}, [0.5], [0.25]))
+    assert meta["model"]["kwargs"]["mean"] == [0.5] and "normalisation" not in meta["method"]["settings"]
+    x = torch.rand(6, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model(x), net((x - 0.5) / 0.25), atol=1e-5)
-    assert len(OFFICIAL_CIFAR_MEAN) == len(OFFICIAL_CIFAR_STD) == 3
 
 
 def test_state_dicts_that_do_not_fit_are_one_line_errors(tmp_path, capsys):
@@ -422,22 +462,36 @@ def test_torchvision_state_dict_evaluates_and_is_labelled_by_its_file(tmp_path, 
 
 
 @pytest.mark.slow
-def test_official_state_dict_through_the_deformations_command_on_real_cifar10(tmp_path, capsys):
-    """The issue's command, on the shared CIFAR-10 JPEGs: an official-layout PreActResNet18 state dict."""
+def test_official_state_dict_through_every_evaluator_on_real_cifar10(tmp_path, capsys):
+    """The issue's command, on the shared CIFAR-10 JPEGs: a state dict with exactly the official PreActResNet18
+    key set, its normalisation the official layout's default, through every built-in evaluator and a report."""
     archive = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
     if not archive.exists():
         pytest.skip("../shared/data not beside the checkout")
-    from mmix_eval.foreign import OFFICIAL_CIFAR_MEAN, OFFICIAL_CIFAR_STD
+    from mmix_eval.report import build_report
 
     net = _official(num_classes=10, in_channels=3)
+    assert all(OFFICIAL_KEYS.match(k) for k in net.state_dict())
     torch.save(net.state_dict(), tmp_path / "x.pt")
-    mean, std = ",".join(f"{v:.6f}" for v in OFFICIAL_CIFAR_MEAN), ",".join(f"{v:.6f}" for v in OFFICIAL_CIFAR_STD)
-    assert main(["deformations", "--ckpt", str(tmp_path / "x.pt"), "--model", "preactresnet18", "--model-arg", "width=4",
-                 "--data", f"imagefolder:{archive}", "--mean", mean, "--std", std, "--limit", "100",
-                 "--out", str(tmp_path / "res"), "--no-progress"]) == 0, capsys.readouterr().err
+    common = ["--ckpt", str(tmp_path / "x.pt"), "--key-layout", "official", "--model", "preactresnet18",
+              "--model-arg", "width=4", "--data", f"imagefolder:{archive}", "--limit", "100",
+              "--out", str(tmp_path / "res"), "--no-progress"]
+    assert main(["deformations", *common]) == 0, capsys.readouterr().err
+    assert main(["evaluate", *common, "--evaluators", "fgsm,calibration,corruptions,spectra,ood,attack",
+                 "--set", "fgsm.attack=fgsm_official", "--set", "corruptions.source=generated",
+                 "--set", "corruptions.severities=3", "--set", "attack.attack=pgd", "--set", "ood.ood=noise:gaussian"]) == 0, \
+        capsys.readouterr().err
+    files = sorted(p.name for p in (tmp_path / "res" / "x").glob("*.jsonl"))
+    assert files == ["attack-pgd7.jsonl", "calibration.jsonl", "corruptions.jsonl", "deformations.jsonl",
+                     "fgsm-fgsm_official.jsonl", "ood.jsonl", "spectra.jsonl"], files
     rows = read_records(tmp_path / "res" / "x" / "deformations.jsonl")
     conds = [r["condition"] for r in rows if r["metric"] == "acc"]
     assert conds[0] == "clean" and "rotation20" in conds and rows[0]["data"] == f"imagefolder:{archive}"
+    official = read_records(tmp_path / "res" / "x" / "fgsm-fgsm_official.jsonl")
+    assert [r["condition"] for r in official if r["metric"] == "acc"] == ["clean", "official-eps0.01", "official-eps0.03"]
+    build_report([tmp_path / "res"], tmp_path / "rep", None)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "official code's FGSM ε = 0.03 (normalised; (1.890, 1.863, 2.001)/255 in pixels)" in md
 
 
 def test_timm_state_dict_evaluates_through_timm_by_name(tmp_path, capsys):
