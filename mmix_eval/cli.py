@@ -49,7 +49,8 @@ examples:
 examples:
   mmix-eval fgsm --ckpt runs/quick --eps 1,2,4,8                          # eps in /255 pixel units
   mmix-eval fgsm --ckpt runs/quick --eps 8/255 --attack pgd --pgd-steps 10 # written to fgsm-pgd10.*
-  mmix-eval fgsm --ckpt runs/quick --eps 0.03 --eps-unit fraction         # 0.03 of the range = 7.65/255
+  mmix-eval fgsm --ckpt runs/quick --attack fgsm_official                 # the official code's: eps 0.01,0.03 normalised
+  mmix-eval fgsm --ckpt runs/quick --eps 0.1 --eps-unit fraction          # 0.1 of the range = 25.5/255
 """,
     "calibration": """\
 examples:
@@ -555,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p.add_argument("--threads", type=int, metavar="N",
                        help="CPU threads for torch (default: MMIX_EVAL_THREADS, else OMP_NUM_THREADS, else the cores "
-                            "this process may use, divided by the local launcher's --jobs)")
+                            "this process may use that no other process keeps busy, divided by the local "
+                            "launcher's --jobs)")
     p = sub.add_parser("ls", help="list registered models, methods, evaluators, data sets or losses")
     p.add_argument("what", choices=["models", "methods", "evaluators", "datasets", "losses"])
     return parser
@@ -569,7 +571,7 @@ TORCH_COMMANDS = ("train", "bench", "spiral")  # and every evaluation command: t
 
 
 def _threads(args) -> None:
-    """--threads, MMIX_EVAL_THREADS, OMP_NUM_THREADS, else the usable cores: set once, before torch works.
+    """--threads, MMIX_EVAL_THREADS, OMP_NUM_THREADS, else the free cores: set once, before torch works.
     An explicit --threads is exported, so the processes a local launcher starts use it too. The allocator's
     setting (memory.py) is made here too, once, for the commands that run torch."""
     import os
@@ -583,11 +585,14 @@ def _threads(args) -> None:
     if args.command in TORCH_COMMANDS or hasattr(args, "option_flags"):
         from mmix_eval import memory
 
-        threads.apply(flag)
+        threads.apply(flag, say=lambda line: print(f"mmix-eval: {line}", file=sys.stderr))
         memory.apply()  # freed tensor memory kept for the next batch (see memory.py)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mmix_eval.threads import configure_runtime
+
+    configure_runtime()  # OpenMP's wait policy, before anything imports torch (see threads.py)
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
     try:

@@ -113,7 +113,7 @@ def test_bad_eps_and_attack():
         evaluate_fgsm(t, eps=[-1], progress=False)
     with pytest.raises(UserError, match="^eps: expected numbers in /255 units like 1,2,4,8 or fractions like 8/255, got 'two'"):
         evaluate_fgsm(t, eps="1,two", progress=False)
-    with pytest.raises(UserError, match="^attack: expected one of fgsm, pgd, autoattack, got 'cw'"):
+    with pytest.raises(UserError, match="^attack: expected one of fgsm, fgsm_official, pgd, autoattack, got 'cw'"):
         evaluate_fgsm(t, attack="cw", progress=False)
 
 
@@ -202,6 +202,74 @@ def test_any_module_can_be_evaluated_without_a_checkpoint():
     assert rows[0]["run"] == "mine" and rows[0]["model"] == "Sequential"
     with torch.no_grad():
         assert acc(rows, "clean") == pytest.approx(100.0 * float((model(x).argmax(1) == y).float().mean()))
+
+
+def official_target(ckpt):
+    """The tiny checkpoint with the official CIFAR per-channel normalisation inside (non-trivial std)."""
+    from mmix_eval.foreign import OFFICIAL_CIFAR_MEAN, OFFICIAL_CIFAR_STD
+
+    t = target_of(ckpt)
+    t.model.normalize.mean.copy_(torch.tensor(OFFICIAL_CIFAR_MEAN).view(1, 3, 1, 1))
+    t.model.normalize.std.copy_(torch.tensor(OFFICIAL_CIFAR_STD).view(1, 3, 1, 1))
+    return t
+
+
+def plain_official_fgsm(model, x, y, eps):
+    """The official code's attack written out plainly: in normalised space z = (x - mean) / std, a network that
+    takes z (our stages and head without the normalisation), z + eps * sign(grad of BCELoss(Softmax(f(z)),
+    onehot(y))), no clamp. Returns (gradient sign, logits of the attacked z)."""
+    core = lambda z: model.head(model.stages[2](model.stages[1](model.stages[0](z))))
+    z = ((x - model.normalize.mean) / model.normalize.std).requires_grad_(True)
+    loss = torch.nn.BCELoss()(torch.nn.Softmax(dim=1)(core(z)), F.one_hot(y, 4).float())
+    (g,) = torch.autograd.grad(loss, z)
+    with torch.no_grad():
+        return g.sign(), core(z + eps * g.sign())
+
+
+def test_official_fgsm_equals_a_plain_implementation_of_the_official_attack(ckpt):
+    from mmix_eval.evaluate.fgsm import official_grad_sign
+
+    t = official_target(ckpt)
+    model = t.model.eval()
+    assert len(model.stages) == 3
+    rows = evaluate_fgsm(t, eps="0.01,0.03,0.3", attack="fgsm_official", batch_size=50, progress=False)
+    conds = [r["condition"] for r in rows if r["metric"] == "acc"]
+    assert conds == ["clean", "official-eps0.01", "official-eps0.03", "official-eps0.3"]
+    r03 = next(r for r in rows if r["condition"] == "official-eps0.03" and r["metric"] == "acc")
+    st = r03["settings"]
+    assert st["attack"] == "fgsm_official" and st["eps"] == 0.03 and st["clamp"] is False and st["loss"] == "bce_softmax"
+    assert st["eps_255_per_channel"] == [1.89, 1.863, 2.001]  # 0.03 x (63.0, 62.1, 66.7)
+    assert "official code's FGSM ε = 0.03 (normalised; (1.890, 1.863, 2.001)/255 in pixels)" == r03["label"]
+    x, y = t.test.batch(0, 120, "cpu")
+    ours = official_grad_sign(model, x, y)
+    std = model.normalize.std
+    for e in (0.01, 0.03, 0.3):
+        sign, ref_logits = plain_official_fgsm(model, x, y, e)
+        assert torch.equal(ours, sign)  # the same gradient sign, bitwise, in pixel and in normalised space
+        adv = x + e * std * ours
+        step = (adv - x).abs().amax(dim=(0, 2, 3))
+        assert torch.allclose(step, e * std.flatten(), rtol=1e-5)
+        with torch.no_grad():
+            logits = model(adv)
+        assert (logits - ref_logits).abs().max().item() < 1e-5
+        assert torch.equal(logits.argmax(1), ref_logits.argmax(1))
+        assert acc(rows, f"official-eps{e:g}") == 100.0 * int((ref_logits.argmax(1) == y).sum()) / len(y)
+    r3 = next(r for r in rows if r["condition"] == "official-eps0.3" and r["metric"] == "acc")
+    assert r3["settings"]["pixels_outside_01"] > 0  # no clamp: a large step leaves [0, 1], and the record says how much
+    # default ε: the official code's 0.01 and 0.03; the pixel grid's values are refused as normalised ones
+    assert [r["condition"] for r in evaluate_fgsm(t, attack="fgsm_official", progress=False) if r["metric"] == "acc"] == [
+        "clean", "official-eps0.01", "official-eps0.03"]
+    with pytest.raises(UserError, match=r"^eps: expected values in \[0, 10\] \(normalised units"):
+        evaluate_fgsm(t, eps=[0.01, 30], attack="fgsm_official", progress=False)
+    with pytest.raises(UserError, match="^eps: expected numbers in normalised units like 0.01,0.03 for fgsm_official, got '8/255'"):
+        evaluate_fgsm(t, eps="8/255", attack="fgsm_official", progress=False)
+
+
+def test_official_fgsm_refuses_a_model_without_its_normalisation():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    t = target_from_module(model, torch.rand(4, 3, 2, 2), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(UserError, match="fgsm_official expected a model that normalises its inputs"):
+        evaluate_fgsm(t, attack="fgsm_official", progress=False)
 
 
 def test_fgsm_with_one_gradient_per_batch_gives_torchattacks_images_bitwise(ckpt):

@@ -6,8 +6,16 @@ grid (one forward + backward, then one forward per ε); the images are bitwise t
 clean logits yet (the runner runs FGSM first for that), they come from there, bitwise the inference-mode
 logits on a CPU in fp32. PGD, iterative, runs through torchattacks once per ε.
 
-The paper's Table 7 does not state ε; comparing with Madry et al.'s 56.10 implies 8/255. The default grid
-is {1, 2, 4, 8}/255. Attacks are built after the model is on its device (torchattacks reads the device at
+The paper's Table 7 does not state ε, and its two sources read differently (../shared/PROTOCOL.md):
+- pixel reading (``attack fgsm``, the default): comparing with Madry et al.'s 56.10 implies 8/255; the default
+  grid is {1, 2, 4, 8}/255, cross-entropy gradient, images clamped to [0, 1].
+- the official code's (``attack fgsm_official``): ``supervised/attacks.py`` takes
+  x + ε·sign(∇ BCE(softmax(f(x)), onehot(y))) on inputs normalised by the data's per-channel std, with ε = 0.01
+  and 0.03 and no clamp. ε is in the checkpoint's normalised units, so in pixels it is ε·std per channel:
+  with the official CIFAR std (63.0, 62.1, 66.7)/255, 0.01 is (0.630, 0.621, 0.667)/255 and 0.03 is
+  (1.890, 1.863, 2.001)/255, a quarter of 8/255. Since the models here normalise inside, the attack is
+  computed in pixel space as x + ε·std_c·sign(∇ₓ BCE) (the sign of the gradient is the same in either space:
+  ∂/∂z = std · ∂/∂x); the images may leave [0, 1], and the records say how many pixels did. Attacks are built after the model is on its device (torchattacks reads the device at
 construction) and run on [0, 1] images: mmix-eval models normalise inside, and Images checks the range,
 since torchattacks silently clamps whatever it is given. torch loads inside ``run`` (``--help`` stays fast).
 """
@@ -20,7 +28,9 @@ from dataclasses import dataclass, field
 
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, MetricSpec, OptionError
 
-ATTACKS = ("fgsm", "pgd", "autoattack")
+ATTACKS = ("fgsm", "fgsm_official", "pgd", "autoattack")
+OFFICIAL_EPS = [0.01, 0.03]  # the official code's run_test_adversarial calls, in normalised units
+MAX_OFFICIAL_EPS = 10.0  # normalised units (data standard deviations); 0.03 is the official code's largest
 NORMS = ("Linf", "L2")
 # AutoAttack's standard cascade (Croce & Hein 2020), as upstream's code (pyautoattack) runs it: APGD-CE, then
 # APGD-T (9 target classes), FAB-T (9), Square (5000 queries), each on the points still correct; 100
@@ -35,7 +45,7 @@ EPS_UNITS = ("255", "fraction")
 def parse_eps(text, unit: str = "255", norm: str = "Linf") -> list[float]:
     """ε values in /255 pixel units, from a list or a comma-separated string. For Linf, an item may say its unit:
     ``8/255`` (the way RobustBench writes it) is 8 in /255 units whatever ``unit`` is; a bare number is in
-    ``unit`` ('255': /255 pixel units, 'fraction': a fraction of the [0, 1] range, 0.03 = 7.65/255). A bare
+    ``unit`` ('255': /255 pixel units, 'fraction': a fraction of the [0, 1] range, 0.1 = 25.5/255). A bare
     number strictly between 0 and 1 in /255 units is ambiguous (0.03 is far more often meant as 0.03 of the
     range than as 0.03/255): an error that shows both readings."""
     items = [s.strip() for s in text.split(",") if s.strip()] if isinstance(text, str) else list(text or [])
@@ -126,6 +136,50 @@ def input_grad_sign(model, x, y, with_logits: bool = False):
     return (g.sign(), logits.detach().float()) if with_logits else g.sign()
 
 
+def parse_official_eps(text) -> list[float]:
+    """ε values in the checkpoint's normalised units (the official code's 0.01, 0.03), from a list or a
+    comma-separated string."""
+    items = [s.strip() for s in text.split(",") if s.strip()] if isinstance(text, str) else list(text or [])
+    values = []
+    for item in items:
+        try:
+            v = float(item)
+        except (TypeError, ValueError):
+            raise OptionError("eps", f"expected numbers in normalised units like 0.01,0.03 for fgsm_official, "
+                                     f"got {item!r}") from None
+        if not math.isfinite(v) or not 0 <= v <= MAX_OFFICIAL_EPS:
+            raise OptionError("eps", f"expected values in [0, {MAX_OFFICIAL_EPS:g}] (normalised units, data standard "
+                                     f"deviations) for fgsm_official, got {item!r}")
+        values.append(round(v, 10))
+    if not values:
+        raise OptionError("eps", f"expected at least one value (normalised units) for fgsm_official, got {text!r}")
+    return values
+
+
+def official_grad_sign(model, x, y, num_classes: int | None = None, with_logits: bool = False):
+    """sign(∂ BCE(softmax(model(x)), onehot(y)) / ∂x), BCE averaged over batch × classes: the official code's
+    FGSM loss (``supervised/attacks.py``: ``BCELoss()(Softmax()(pred), to_one_hot(target))``)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = x.clone().detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        onehot = F.one_hot(y, num_classes or logits.shape[1]).to(logits.dtype)
+        (g,) = torch.autograd.grad(F.binary_cross_entropy(F.softmax(logits, dim=1), onehot), x)
+    return (g.sign(), logits.detach().float()) if with_logits else g.sign()
+
+
+def normalisation_std(model, channels: int):
+    """The per-channel std a model normalises its [0, 1] inputs by (its ``normalize`` module), as a tensor
+    (1, C, 1, 1); the official FGSM's ε is in these units. None for a model that does not say."""
+    norm = getattr(model, "normalize", None)
+    std = getattr(norm, "std", None)
+    if std is None or std.numel() != channels:
+        return None
+    return std.detach().reshape(1, channels, 1, 1).float()
+
+
 def fgsm_step(x, sign, eps_255: float):
     """x + ε · sign, clamped to [0, 1]: torchattacks' FGSM image for this ε, given the gradient sign."""
     return (x + (eps_255 / 255.0) * sign).clamp(0, 1).detach()
@@ -145,7 +199,9 @@ def attack_tag(options) -> str:
     """The attack as its records' settings name it (fgsm, pgd7, autoattack-Linf, autoattack-L2-quick)."""
     if options.attack == "autoattack":
         return f"autoattack-{options.norm}" + ("-quick" if options.quick else "")
-    return "fgsm" if options.attack == "fgsm" else f"pgd{options.pgd_steps}"
+    if options.attack in ("fgsm", "fgsm_official"):
+        return options.attack
+    return f"pgd{options.pgd_steps}"
 
 
 @dataclass
@@ -154,8 +210,10 @@ class FGSMOptions:
         "help": "epsilons: /255 pixel units for Linf (1,2,4,8 or 8/255; a bare value below 1 is refused as "
                 "ambiguous), plain L2 norms for L2"})
     eps_unit: str = field(default="255", metadata={
-        "help": "unit of bare Linf epsilons: 255 (/255 pixel units) or fraction (of the [0, 1] range: 0.03 = 7.65/255)"})
-    attack: str = field(default="fgsm", metadata={"help": "fgsm, pgd or autoattack (Croce & Hein 2020, pyautoattack)"})
+        "help": "unit of bare Linf epsilons: 255 (/255 pixel units) or fraction (of the [0, 1] range: 0.1 = 25.5/255)"})
+    attack: str = field(default="fgsm", metadata={
+        "help": "fgsm (pixel ε, CE, clamped), fgsm_official (the official code's: ε in normalised units, default "
+                "0.01,0.03, BCE of softmax, no clamp), pgd or autoattack (Croce & Hein 2020, pyautoattack)"})
     pgd_steps: int = field(default=7, metadata={"help": "PGD steps (step size ε/4, random start)"})
     norm: str = field(default="Linf", metadata={"help": "Linf, or L2 (autoattack only)"})
     quick: bool = field(default=False, metadata={"help": "autoattack: APGD-CE and APGD-T only (cheaper, weaker)"})
@@ -181,6 +239,10 @@ class FGSM(Evaluator):
             raise OptionError("quick", f"expected only with attack autoattack, got attack {options.attack}")
         if options.eps_unit not in EPS_UNITS:
             raise OptionError("eps_unit", f"expected one of {', '.join(EPS_UNITS)}, got '{options.eps_unit}'")
+        if options.attack == "fgsm_official":  # ε in normalised units; the pixel grid default means "not given"
+            given = options.eps if options.eps != type(options)().eps else OFFICIAL_EPS
+            options.eps = parse_official_eps(given)
+            return
         options.eps = parse_eps(options.eps, options.eps_unit, options.norm)
         if options.norm == "Linf" and any(e > 255 for e in options.eps):
             raise OptionError("eps", f"expected Linf values <= 255 (/255 units: 255 is the whole pixel range), got {options.eps}")
@@ -203,6 +265,8 @@ class FGSM(Evaluator):
 
         if options.attack == "autoattack":
             return run_autoattack(self, target, options, common)
+        if options.attack == "fgsm_official":
+            return run_official(self, target, options, common)
         tag = attack_tag(options)
         name = "FGSM" if options.attack == "fgsm" else f"PGD-{options.pgd_steps}"
 
@@ -248,7 +312,66 @@ class FGSM(Evaluator):
                           clean_pass=gradient_pass if options.attack == "fgsm" else None)
 
     def clean_by_product(self, options) -> bool:
-        return options.attack == "fgsm"
+        return options.attack in ("fgsm", "fgsm_official")
+
+
+def run_official(self, target, options, common) -> list[dict]:
+    """The official code's FGSM: one BCE-of-softmax gradient per batch for the whole ε grid, the step ε·std_c
+    per channel in pixels (ε in the checkpoint's normalised units), no clamp. Each condition records ε, its
+    per-channel pixel value (/255) and the share of pixels the step took outside [0, 1]."""
+    import torch
+
+    from mmix_eval.errors import UserError
+    from mmix_eval.evaluate.checks import zero_gradient_check
+    from mmix_eval.evaluate.passes import Shift, shift_rows
+
+    channels = int(target.test.x.shape[1])
+    std = normalisation_std(target.model, channels)
+    if std is None:
+        raise UserError(f"{self.name}: fgsm_official expected a model that normalises its inputs (a 'normalize' "
+                        f"module with a per-channel std: its ε is in those units), got {type(target.model).__name__} "
+                        f"without one")
+    classes = int(target.clean.shape[1]) if target.clean is not None else None
+    signs: dict[int, torch.Tensor] = {}
+
+    def gradient_pass(model, device, batches, bar):  # the clean logits from the gradient's own forwards
+        out = []
+        for i, j in batches:
+            x, y = target.test.batch(i, j, device)
+            sign, logits = official_grad_sign(model, x, y, classes, with_logits=True)
+            signs[i] = sign.to(torch.int8)
+            out.append(logits)
+            if bar is not None:
+                bar.update(1)
+        return torch.cat(out).cpu() if out else torch.zeros(0)
+
+    def attack(e, settings):
+        def make(model, device):
+            step_size = (e * std).to(device)
+            counts = [0, 0]
+
+            def step(x, y, i, j):
+                if i not in signs:
+                    signs[i] = official_grad_sign(model, x, y, classes).to(torch.int8)
+                adv = (x + step_size * signs[i].to(x.dtype)).detach()  # no clamp, as the official code
+                counts[0] += int(((adv < 0) | (adv > 1)).sum())
+                counts[1] += adv.numel()
+                settings["pixels_outside_01"] = round(100.0 * counts[0] / max(1, counts[1]), 4)
+                return adv
+            return step
+        return make
+
+    shifts = []
+    for e in options.eps:
+        per_channel = [round(float(v) * e * 255.0, 4) for v in std.flatten()]
+        pixels = ", ".join(f"{v:.3f}" for v in per_channel)
+        settings = {"eps": e, "eps_unit": "normalised", "eps_255_per_channel": per_channel, "strength": e,
+                    "clamp": False}
+        shifts.append(Shift(f"official-eps{e:g}", f"official code's FGSM ε = {e:g} (normalised; ({pixels})/255 in pixels)",
+                            attack(e, settings), settings))
+    check = lambda model, device: zero_gradient_check(model, target.test, device)
+    return shift_rows(self, target, common, {"attack": "fgsm_official", "loss": "bce_softmax", "clamp": "none"},
+                      shifts, check, clean_pass=gradient_pass)
 
 
 def run_autoattack(self, target, options, common) -> list[dict]:

@@ -76,7 +76,8 @@ def paper_values(table: Table, i: int) -> dict:
     row, out = table.rows[i], {}
     if len(table.context["data"]) != 1 or len(table.context["model"]) != 1:
         return out
-    if row.evaluator not in (None, "deformations", "fgsm") or (row.evaluator == "fgsm" and row.settings.get("attack") != "fgsm"):
+    if row.evaluator not in (None, "deformations", "fgsm") or (
+            row.evaluator == "fgsm" and row.settings.get("attack") not in ("fgsm", "fgsm_official")):
         return out
     for m in table.methods:
         method, settings = table.info[m]
@@ -354,7 +355,9 @@ LEGEND = ("Cells: mean ± sample standard deviation over training seeds (n seeds
           "by the direction each metric declares (higher accuracy, lower NLL / ECE / MCE / Brier; none for values "
           "that are not scores). Relative accuracy: accuracy under the shift as a percentage of the same model's "
           "clean accuracy. Values are final-epoch checkpoints.")
-PAPER_LEGEND = " Italic grey paper columns: the published number, shown only where data set and architecture are the paper's."
+PAPER_LEGEND = (" Italic grey paper columns: the published number, shown only where data set and architecture are the "
+                "paper's. Table 7 (FGSM) does not state ε: it is shown beside the row of the reading that was run, "
+                "8/255 in pixels or the official code's FGSM at ε = 0.03 normalised, and only there.")
 
 
 def _sections(table: Table) -> list[dict]:
