@@ -49,6 +49,10 @@ def hardware(device: str) -> dict[str, str]:
             "device": device, "torch_threads": str(torch.get_num_threads()),
             "threads_from": applied().get("source", "torch's default"), "usable_cores": str(usable_cores()),
             "malloc": state()}
+    decided = applied()
+    for key in ("busy_tasks", "free_cores", "shrunk_from", "openmp"):
+        if key in decided:
+            info[f"threads_{key}"] = str(decided[key])
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info

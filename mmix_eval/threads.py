@@ -1,32 +1,149 @@
-"""How many CPU threads torch uses, decided once per process. Imports no torch until it applies the number.
+"""How many CPU threads torch uses, decided once per process from the cores that are free, not only from the
+cores there are. Imports no torch until it applies the number.
 
 OpenMP threads spin while they wait for each other; on a machine whose cores are already busy (a CI runner,
 a shared node, or ``bench --launcher local --jobs 2`` on 2 cores) more threads than free cores make every
-parallel region wait for a descheduled thread, and a run can take 20x longer. So the default is the cores
-this process may use (``os.sched_getaffinity``, which honours taskset, cgroups' cpusets and Slurm's binding)
-divided by the number of jobs its launcher runs side by side.
+parallel region wait for a descheduled thread: the README's main command beside one spinning process took
+26x its idle time. Two things prevent it, both applied before torch is imported (``configure_runtime``):
+
+* **The default count is the cores left free.** The usable cores are the affinity mask (``taskset``,
+  cpusets, Slurm's binding) capped by the cgroup's CPU quota (docker ``--cpus``, Kubernetes limits); the
+  busy ones are the other runnable tasks (``/proc/loadavg``'s running count, less this process's own
+  running threads, the smallest of a few samples 10 ms apart so a passing task is not counted; where there
+  is no ``/proc``, the 1-minute load average). Threads = max(1, usable − busy), divided by the local
+  launcher's jobs.
+* **Waiting threads sleep sooner.** ``GOMP_SPINCOUNT=10000`` (GNU OpenMP, which PyTorch's Linux wheels
+  ship: a waiting thread spins about 0.1 ms instead of about 3 ms, then sleeps) and ``KMP_BLOCKTIME=1``
+  (Intel's OpenMP, which MKL builds use: 1 ms instead of 200 ms), unless the user set them or
+  ``OMP_WAIT_POLICY``. Not ``OMP_WAIT_POLICY=PASSIVE``: measured on the 2-core VM it made the idle main
+  command 1.45-1.6x slower (every small parallel region waits for a sleeping thread to wake), while the
+  bounded spin costs little idle and, when the pool is too large for a machine that became busy, takes the
+  main command from over 150 s to 92 s (benchmarks/README.md). libgomp reads these when it loads, so they
+  must be in the environment before ``import torch``. ``MMIX_EVAL_OPENMP=default`` leaves the runtime's own.
+
+While a long command runs, ``recheck()`` (called by training after each epoch) shrinks the pool when the
+machine became busy. Shrinking only: growing the pool again after shrinking it has crashed this torch
+build's OpenMP runtime, and the count is part of a run's provenance. A shrink is said in one line.
 
 Order of precedence: ``--threads N``, then ``MMIX_EVAL_THREADS``, then ``OMP_NUM_THREADS`` when set (the
-OpenMP convention, and what an outer scheduler exports), then the default. Results can depend on the count
-in their last digits (float reductions are split differently), so it is recorded in every run's and every
-evaluation's provenance, and a report whose runs used different counts says so.
+OpenMP convention, and what an outer scheduler exports), then the default above; an explicit count is never
+changed. Results can depend on the count in their last digits (float reductions are split differently), so
+it is recorded in every run's and every evaluation's provenance with the inputs of the decision, and a report
+whose runs used different counts says so.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import sys
+import time
+from pathlib import Path
 
 from mmix_eval.errors import UserError
 
 SOURCES = ("--threads", "MMIX_EVAL_THREADS", "OMP_NUM_THREADS", "default")
+# Set before torch loads its OpenMP runtime, each only where the user has not set it.
+RUNTIME_ENV = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
+MARKER = "MMIX_EVAL_OPENMP_SET"  # what mmix-eval put there, so a child process does not read it as the user's
+LOADAVG = Path("/proc/loadavg")
+SAMPLES, SAMPLE_GAP_S = 5, 0.01  # busy = the fewest other runnable tasks over 5 looks, 10 ms apart
 _applied: dict = {}
+_runtime: dict = {}
 
 
-def usable_cores() -> int:
+def affinity_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def cgroup_quota(root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPU quota in cores of this process's cgroup and its parents (v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us / cpu.cfs_period_us``), the smallest found; None where there is none."""
+    text = _read(self_cgroup)
+    if not text:
+        return None
+    quotas = []
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        rel = Path(path.lstrip("/"))
+        chain = [rel, *rel.parents] if str(rel) not in ("", ".") else [Path(".")]
+        if controllers == "":  # cgroup v2
+            for base in (root, root / "unified"):
+                for p in chain:
+                    got = _read(base / p / "cpu.max")
+                    if got and not got.startswith("max"):
+                        quota, _, period = got.partition(" ")
+                        quotas.append(float(quota) / float(period or 100000))
+        elif "cpu" in controllers.split(","):  # cgroup v1
+            for base in {root / "cpu", root / controllers, root / "cpu,cpuacct"}:
+                for p in chain:
+                    quota, period = _read(base / p / "cpu.cfs_quota_us"), _read(base / p / "cpu.cfs_period_us")
+                    try:
+                        if quota and period and float(quota) > 0:
+                            quotas.append(float(quota) / float(period))
+                    except ValueError:
+                        continue
+    return min(quotas) if quotas else None
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its affinity mask, capped by its cgroup's CPU quota (rounded up)."""
+    cores = affinity_cores()
+    quota = cgroup_quota()
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def _own_running() -> int:
+    """This process's threads that are runnable now (state R in /proc/self/task/*/stat)."""
+    n = 0
+    try:
+        for task in os.scandir("/proc/self/task"):
+            stat = _read(Path(task.path) / "stat")
+            if stat and stat[stat.rfind(")") + 2:].startswith("R"):
+                n += 1
+    except OSError:
+        return 1
+    return max(1, n)
+
+
+def other_runnable(samples: int = SAMPLES, gap: float = SAMPLE_GAP_S) -> tuple[float, str]:
+    """(runnable tasks of other processes, how it was measured). ``/proc/loadavg``'s fourth field counts the
+    runnable tasks, the reading thread included; this process's own running threads are taken off. The
+    fewest over ``samples`` looks: a task that runs for a moment is not a busy core. Elsewhere, the 1-minute
+    load average, less this process."""
+    seen = []
+    for i in range(samples):
+        text = _read(LOADAVG)
+        try:
+            running = int(text.split()[3].split("/")[0]) if text else None
+        except (IndexError, ValueError):
+            running = None
+        if running is None:
+            break
+        seen.append(max(0, running - _own_running()))
+        if i + 1 < samples and min(seen) == 0:
+            break  # nothing else runs: no need to look again
+        if i + 1 < samples:
+            time.sleep(gap)
+    if seen:
+        return float(min(seen)), "/proc/loadavg running"
+    try:
+        return max(0.0, os.getloadavg()[0] - 1.0), "1-minute load average"
+    except (AttributeError, OSError):
+        return 0.0, "unknown (no /proc/loadavg, no load average)"
 
 
 def _parse(text, where: str) -> int:
@@ -39,32 +156,104 @@ def _parse(text, where: str) -> int:
     return n
 
 
+def free_cores() -> tuple[int, dict]:
+    """(cores left free, the inputs of that figure as strings for provenance)."""
+    usable = usable_cores()
+    busy, how = other_runnable()
+    free = max(1, usable - int(math.floor(busy)))
+    return free, {"usable_cores": str(usable), "busy_tasks": f"{busy:g} ({how})", "free_cores": str(free)}
+
+
 def resolve(flag: int | str | None = None, jobs: int = 1) -> tuple[int, str]:
     """(threads, where the number came from) for a process that is one of ``jobs`` running side by side."""
+    n, source, _ = decide(flag, jobs)
+    return n, source
+
+
+def decide(flag: int | str | None = None, jobs: int = 1) -> tuple[int, str, dict]:
+    """(threads, source, the decision's inputs). Explicit counts win; the default is the free cores / jobs."""
     if flag is not None:
-        return _parse(flag, "--threads"), "--threads"
+        return _parse(flag, "--threads"), "--threads", {}
     for var in ("MMIX_EVAL_THREADS", "OMP_NUM_THREADS"):
         if os.environ.get(var, "").strip():
-            return _parse(os.environ[var], var), var
-    return max(1, usable_cores() // max(1, jobs)), "default"
+            return _parse(os.environ[var], var), var, {}
+    free, inputs = free_cores()
+    return max(1, free // max(1, jobs)), "default", inputs
 
 
-def apply(flag: int | str | None = None, jobs: int = 1) -> tuple[int, str]:
+def configure_runtime() -> dict:
+    """Put the OpenMP spin settings in the environment, each variable only where the user has not set it.
+    Must run before torch is imported to take effect in this process (libgomp reads it when it loads);
+    processes started from this one inherit it. Returns {variable: value and who set it}."""
+    if not _runtime and os.environ.get("MMIX_EVAL_OPENMP", "").strip().lower() == "default":
+        _runtime["MMIX_EVAL_OPENMP"] = "default (the OpenMP runtime's own wait policy)"
+    if not _runtime:
+        ours = dict(kv.split("=", 1) for kv in os.environ.get(MARKER, "").split(";") if "=" in kv)
+        for var, value in RUNTIME_ENV.items():
+            if os.environ.get(var, "").strip() and ours.get(var) == os.environ[var]:
+                _runtime[var] = f"{value} (mmix-eval, inherited from its parent process)"
+            elif os.environ.get(var, "").strip():
+                _runtime[var] = f"{os.environ[var]} (set by the user)"
+            elif os.environ.get("OMP_WAIT_POLICY", "").strip():  # the user chose a policy: leave the spin to it
+                _runtime[var] = f"unset (OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} set by the user)"
+            else:
+                os.environ[var] = value
+                ours[var] = value
+                os.environ[MARKER] = ";".join(f"{k}={v}" for k, v in ours.items())
+                late = " (torch was already loaded: from the next process on)" if "torch" in sys.modules else ""
+                _runtime[var] = f"{value} (mmix-eval){late}"
+    return dict(_runtime)
+
+
+def apply(flag: int | str | None = None, jobs: int = 1, say=None) -> tuple[int, str]:
     """Resolve and set torch's intra-op threads; returns (threads, source). Decided once per process: a later
     call without an explicit ``flag`` keeps the first decision (a process that calls the command line many
     times, as a test suite or a notebook does, never flips torch's pool back and forth on a changed
-    environment; growing the pool again after shrinking it has crashed this torch build's OpenMP runtime)."""
+    environment; growing the pool again after shrinking it has crashed this torch build's OpenMP runtime).
+    ``say(line)`` is told, in one line, when the machine is busy and fewer threads than cores were chosen."""
     if flag is None and _applied:
         return _applied["threads"], _applied["source"]
-    n, source = resolve(flag, jobs)
+    n, source, inputs = decide(flag, jobs)
     import torch
 
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    _applied.update(threads=n, source=source)
+    _applied.clear()
+    _applied.update(threads=n, source=source, jobs=max(1, jobs), **inputs)
+    usable = int(inputs.get("usable_cores", 0) or 0)
+    if say is not None and source == "default" and int(inputs["free_cores"]) < usable:
+        say(f"the machine is busy ({inputs['busy_tasks'].split(' ')[0]} other runnable tasks on {usable} usable "
+            f"cores): using {n} CPU thread{'s' if n != 1 else ''} (--threads N to choose)")
     return n, source
 
 
+def recheck(say=None) -> int | None:
+    """Shrink the pool if the machine became busy since the count was decided (default counts only; never
+    grows it). Returns the new count when it shrank, else None. Cheap: one /proc read when nothing else runs."""
+    if _applied.get("source") != "default":
+        return None
+    current = _applied["threads"]
+    if current <= 1:
+        return None
+    free, inputs = free_cores()
+    jobs = max(1, int(_applied.get("jobs", 1)))
+    n = max(1, free // jobs)
+    if n >= current:
+        return None
+    import torch
+
+    torch.set_num_threads(n)
+    _applied.update(threads=n, shrunk_from=str(current), **inputs)
+    if say is not None:
+        say(f"the machine became busy ({inputs['busy_tasks'].split(' ')[0]} other runnable tasks): "
+            f"CPU threads {current} -> {n}")
+    return n
+
+
 def applied() -> dict:
-    """What this process set (empty if it never applied a count): recorded in provenance."""
-    return dict(_applied)
+    """What this process set (empty if it never applied a count), with the decision's inputs and the OpenMP
+    runtime settings: recorded in provenance."""
+    out = dict(_applied)
+    if _runtime:
+        out["openmp"] = "; ".join(f"{k}={v}" for k, v in _runtime.items())
+    return out

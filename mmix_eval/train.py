@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmix_eval import distributed
+from mmix_eval import distributed, threads
 from mmix_eval.checkpoint import save_checkpoint
 from mmix_eval.config import Config, merge
 from mmix_eval.data import ImageData, load_data
@@ -418,6 +418,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
                 bar.update((b + 1) - (bar.n - epoch * n_batches))
         epoch_s = time.perf_counter() - t0
         elapsed += epoch_s
+        threads.recheck(say=lambda line: bar.write(f"mmix-eval: {line}", file=sys.stderr))  # busy now: shrink
         record = {"epoch": epoch + 1, "step": step, "lr": lr,
                   "train_loss": distributed.mean_float(float(loss_sum) / n_batches),
                   "images_per_s": round(n_batches * bs / epoch_s, 1), "epoch_s": round(epoch_s, 3)}

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from mmix_eval import threads
@@ -31,6 +32,8 @@ def test_thread_count_precedence_and_default(monkeypatch):
     monkeypatch.delenv("MMIX_EVAL_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
+    monkeypatch.setattr(threads, "cgroup_quota", lambda: None)
+    monkeypatch.setattr(threads, "other_runnable", lambda: (0.0, "test"))  # an idle machine
     assert threads.resolve() == (6, "default")
     assert threads.resolve(jobs=4) == (1, "default")  # 6 cores / 4 jobs, at least 1
     assert threads.resolve(jobs=2) == (3, "default")
@@ -44,9 +47,141 @@ def test_thread_count_precedence_and_default(monkeypatch):
         threads.resolve()
 
 
+def test_the_default_is_the_free_cores_capped_by_the_cgroup_quota(monkeypatch):
+    monkeypatch.delenv("MMIX_EVAL_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
+    monkeypatch.setattr(threads, "cgroup_quota", lambda: None)
+    monkeypatch.setattr(threads, "other_runnable", lambda: (2.0, "test"))  # two other tasks keep 2 cores busy
+    assert threads.decide() == (4, "default", {"usable_cores": "6", "busy_tasks": "2 (test)", "free_cores": "4"})
+    assert threads.resolve(jobs=2) == (2, "default")
+    monkeypatch.setattr(threads, "other_runnable", lambda: (9.0, "test"))  # more busy than cores: still one
+    assert threads.resolve() == (1, "default")
+    monkeypatch.setattr(threads, "other_runnable", lambda: (0.0, "test"))
+    monkeypatch.setattr(threads, "cgroup_quota", lambda: 2.5)  # docker --cpus 2.5 on a 6-core mask: 3
+    assert threads.resolve() == (3, "default")
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # an explicit count is never second-guessed
+    monkeypatch.setattr(threads, "other_runnable", lambda: (9.0, "test"))
+    assert threads.resolve() == (5, "OMP_NUM_THREADS")
+
+
+def test_cgroup_quota_v1_and_v2(tmp_path):
+    cg = tmp_path / "proc-self-cgroup"
+    root = tmp_path / "cgroup"
+    (root / "job" / "step").mkdir(parents=True)
+    (root / "job" / "cpu.max").write_text("150000 100000\n")  # the parent's quota binds
+    (root / "job" / "step" / "cpu.max").write_text("max 100000\n")
+    cg.write_text("0::/job/step\n")
+    assert threads.cgroup_quota(root, cg) == 1.5
+    (root / "cpu" / "job").mkdir(parents=True)
+    (root / "cpu" / "job" / "cpu.cfs_quota_us").write_text("-1\n")
+    (root / "cpu" / "job" / "cpu.cfs_period_us").write_text("100000\n")
+    (root / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    (root / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    cg.write_text("4:cpu,cpuacct:/job\n")
+    assert threads.cgroup_quota(root, cg) == 3.0
+    cg.write_text("4:memory:/job\n")
+    assert threads.cgroup_quota(root, cg) is None
+    assert threads.cgroup_quota(root, tmp_path / "absent") is None
+
+
+def test_other_runnable_sees_a_spinning_process_and_not_this_ones_threads(tmp_path, monkeypatch):
+    if not threads.LOADAVG.exists():
+        pytest.skip("no /proc/loadavg")
+    fake = tmp_path / "loadavg"
+    monkeypatch.setattr(threads, "LOADAVG", fake)
+    fake.write_text("0.50 0.40 0.30 1/200 12345\n")  # only the reading thread runs: nothing else
+    assert threads.other_runnable() == (0.0, "/proc/loadavg running")
+    fake.write_text("0.50 0.40 0.30 4/200 12345\n")
+    assert threads.other_runnable(samples=2, gap=0.0) == (3.0, "/proc/loadavg running")
+    monkeypatch.undo()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        seen = 0.0
+        for _ in range(20):  # give it time to be scheduled
+            seen = threads.other_runnable()[0]
+            if seen >= 1:
+                break
+        assert seen >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_openmp_spin_settings_are_set_before_torch_unless_the_user_set_them(monkeypatch):
+    for var in ("GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_WAIT_POLICY", "MMIX_EVAL_OPENMP", threads.MARKER):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(threads, "_runtime", {})
+    got = threads.configure_runtime()
+    assert os.environ["GOMP_SPINCOUNT"] == "10000" and os.environ["KMP_BLOCKTIME"] == "1"
+    assert got["GOMP_SPINCOUNT"].startswith("10000 (mmix-eval)")  # torch is loaded in this test process: said
+    # a child process inherits them as mmix-eval's, not as the user's
+    monkeypatch.setattr(threads, "_runtime", {})
+    assert threads.configure_runtime()["GOMP_SPINCOUNT"] == "10000 (mmix-eval, inherited from its parent process)"
+    monkeypatch.setattr(threads, "_runtime", {})
+    monkeypatch.delenv(threads.MARKER)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")
+    assert threads.configure_runtime()["GOMP_SPINCOUNT"] == "300000 (set by the user)"
+    for var in ("GOMP_SPINCOUNT", "KMP_BLOCKTIME"):
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(threads, "_runtime", {})
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a policy of the user's own: its spin is left to it
+    assert threads.configure_runtime()["KMP_BLOCKTIME"] == "unset (OMP_WAIT_POLICY=ACTIVE set by the user)"
+    assert "KMP_BLOCKTIME" not in os.environ
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setattr(threads, "_runtime", {})
+    monkeypatch.setenv("MMIX_EVAL_OPENMP", "default")
+    assert threads.configure_runtime() == {"MMIX_EVAL_OPENMP": "default (the OpenMP runtime's own wait policy)"}
+    assert "GOMP_SPINCOUNT" not in os.environ
+
+
+def test_a_machine_that_becomes_busy_shrinks_the_pool_and_never_grows_it(monkeypatch):
+    calls, said = [], []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(threads, "_applied", {"threads": 2, "source": "default", "jobs": 1})
+    monkeypatch.setattr(threads, "free_cores", lambda: (2, {"busy_tasks": "0 (test)", "free_cores": "2"}))
+    assert threads.recheck(said.append) is None and calls == []
+    monkeypatch.setattr(threads, "free_cores", lambda: (1, {"busy_tasks": "1 (test)", "free_cores": "1"}))
+    assert threads.recheck(said.append) == 1 and calls == [1]
+    assert said == ["the machine became busy (1 other runnable tasks): CPU threads 2 -> 1"]
+    assert threads.applied()["shrunk_from"] == "2" and threads.applied()["threads"] == 1
+    monkeypatch.setattr(threads, "free_cores", lambda: (2, {"busy_tasks": "0 (test)", "free_cores": "2"}))
+    assert threads.recheck(said.append) is None and calls == [1]  # idle again: not grown back
+    monkeypatch.setattr(threads, "_applied", {"threads": 2, "source": "--threads", "jobs": 1})
+    monkeypatch.setattr(threads, "free_cores", lambda: (1, {"busy_tasks": "1 (test)", "free_cores": "1"}))
+    assert threads.recheck(said.append) is None and calls == [1]  # an explicit count is kept
+
+
+def test_a_busy_machine_at_start_is_said_in_one_line(monkeypatch):
+    calls, said = [], []
+    monkeypatch.delenv("MMIX_EVAL_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(threads, "_applied", {})
+    monkeypatch.setattr(threads, "free_cores", lambda: (1, {"usable_cores": "2", "busy_tasks": "1 (test)", "free_cores": "1"}))
+    assert threads.apply(None, say=said.append) == (1, "default") and calls == [1]
+    assert said == ["the machine is busy (1 other runnable tasks on 2 usable cores): using 1 CPU thread (--threads N to choose)"]
+    assert threads.applied()["busy_tasks"] == "1 (test)"
+    monkeypatch.setattr(threads, "_applied", {})
+    monkeypatch.setattr(threads, "free_cores", lambda: (2, {"usable_cores": "2", "busy_tasks": "0 (test)", "free_cores": "2"}))
+    said.clear()
+    assert threads.apply(None, say=said.append) == (2, "default") and said == []  # idle: nothing to say
+
+
+def test_shrinking_torchs_pool_mid_run_is_safe():
+    """In a fresh process: work on 2 threads, shrink to 1 between parallel regions, work again."""
+    code = ("import torch; torch.set_num_threads(2); a = torch.randn(300, 300); b = (a @ a).sum(); "
+            "torch.set_num_threads(1); c = (a @ a).sum(); assert torch.get_num_threads() == 1; "
+            "assert torch.allclose(b, c, rtol=1e-4); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
 def test_threads_are_applied_and_recorded_and_a_report_says_when_they_differ(tmp_path, capsys):
     """In subprocesses: each process decides its thread count once (this test process keeps its own)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MMIX_EVAL_THREADS", "OMP_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MMIX_EVAL_THREADS", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", threads.MARKER)}
 
     def cli(*argv):
         return subprocess.run([sys.executable, "-m", "mmix_eval", *argv], cwd=ROOT, env=env, capture_output=True,
@@ -55,6 +190,7 @@ def test_threads_are_applied_and_recorded_and_a_report_says_when_they_differ(tmp
     assert cli("train", "--threads", "1", "--out", str(tmp_path / "a"), *TRAIN).returncode == 0
     hw = json.loads((tmp_path / "a" / "model.json").read_text())["hardware"]
     assert (hw["torch_threads"], hw["threads_from"]) == ("1", "--threads")
+    assert hw["threads_openmp"] == "GOMP_SPINCOUNT=10000 (mmix-eval); KMP_BLOCKTIME=1 (mmix-eval)"  # before torch
     r = subprocess.run([sys.executable, "-m", "mmix_eval", "train", "--method", "vanilla", "--out", str(tmp_path / "b"),
                         *TRAIN], cwd=ROOT, env={**env, "OMP_NUM_THREADS": "2"}, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
