@@ -21,8 +21,8 @@ parallel region wait for a descheduled thread: the README's main command beside 
   main command from over 150 s to 92 s (benchmarks/README.md). libgomp reads these when it loads, so they
   must be in the environment before ``import torch``. ``MMIX_EVAL_OPENMP=default`` leaves the runtime's own.
 
-While a long command runs, ``recheck()`` (called by training after each epoch) shrinks the pool when the
-machine became busy. Shrinking only: growing the pool again after shrinking it has crashed this torch
+While a long command runs, ``recheck()`` (called by training after each epoch, looking at most every 10 s)
+shrinks the pool when the machine became busy. Shrinking only: growing the pool again after shrinking it has crashed this torch
 build's OpenMP runtime, and the count is part of a run's provenance. A shrink is said in one line.
 
 Order of precedence: ``--threads N``, then ``MMIX_EVAL_THREADS``, then ``OMP_NUM_THREADS`` when set (the
@@ -47,6 +47,7 @@ SOURCES = ("--threads", "MMIX_EVAL_THREADS", "OMP_NUM_THREADS", "default")
 RUNTIME_ENV = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
 MARKER = "MMIX_EVAL_OPENMP_SET"  # what mmix-eval put there, so a child process does not read it as the user's
 LOADAVG = Path("/proc/loadavg")
+RECHECK_S = 10.0  # seconds between looks at the load while a command runs
 SAMPLES, SAMPLE_GAP_S = 5, 0.01  # busy = the fewest other runnable tasks over 5 looks, 10 ms apart
 _applied: dict = {}
 _runtime: dict = {}
@@ -219,7 +220,7 @@ def apply(flag: int | str | None = None, jobs: int = 1, say=None) -> tuple[int, 
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     _applied.clear()
-    _applied.update(threads=n, source=source, jobs=max(1, jobs), **inputs)
+    _applied.update(threads=n, source=source, jobs=max(1, jobs), checked_at=time.monotonic(), **inputs)
     usable = int(inputs.get("usable_cores", 0) or 0)
     if say is not None and source == "default" and int(inputs["free_cores"]) < usable:
         say(f"the machine is busy ({inputs['busy_tasks'].split(' ')[0]} other runnable tasks on {usable} usable "
@@ -227,14 +228,17 @@ def apply(flag: int | str | None = None, jobs: int = 1, say=None) -> tuple[int, 
     return n, source
 
 
-def recheck(say=None) -> int | None:
+def recheck(say=None, every: float = RECHECK_S) -> int | None:
     """Shrink the pool if the machine became busy since the count was decided (default counts only; never
-    grows it). Returns the new count when it shrank, else None. Cheap: one /proc read when nothing else runs."""
+    grows it). Looks at most once per ``every`` seconds (one /proc read when nothing else runs). Returns the
+    new count when it shrank, else None."""
     if _applied.get("source") != "default":
         return None
     current = _applied["threads"]
-    if current <= 1:
+    now = time.monotonic()
+    if current <= 1 or now - _applied.get("checked_at", 0.0) < every:
         return None
+    _applied["checked_at"] = now
     free, inputs = free_cores()
     jobs = max(1, int(_applied.get("jobs", 1)))
     n = max(1, free // jobs)
@@ -253,7 +257,7 @@ def recheck(say=None) -> int | None:
 def applied() -> dict:
     """What this process set (empty if it never applied a count), with the decision's inputs and the OpenMP
     runtime settings: recorded in provenance."""
-    out = dict(_applied)
+    out = {k: v for k, v in _applied.items() if k != "checked_at"}
     if _runtime:
         out["openmp"] = "; ".join(f"{k}={v}" for k, v in _runtime.items())
     return out

@@ -416,9 +416,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
                     bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.4g}",
                                     img_s=f"{(b + 1) * bs / (time.perf_counter() - t0):.0f}", refresh=False)
                 bar.update((b + 1) - (bar.n - epoch * n_batches))
+        threads.recheck(say=lambda line: bar.write(f"mmix-eval: {line}", file=sys.stderr))  # busy now: shrink
         epoch_s = time.perf_counter() - t0
         elapsed += epoch_s
-        threads.recheck(say=lambda line: bar.write(f"mmix-eval: {line}", file=sys.stderr))  # busy now: shrink
         record = {"epoch": epoch + 1, "step": step, "lr": lr,
                   "train_loss": distributed.mean_float(float(loss_sum) / n_batches),
                   "images_per_s": round(n_batches * bs / epoch_s, 1), "epoch_s": round(epoch_s, 3)}

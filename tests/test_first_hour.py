@@ -142,14 +142,15 @@ def test_a_machine_that_becomes_busy_shrinks_the_pool_and_never_grows_it(monkeyp
     monkeypatch.setattr(threads, "free_cores", lambda: (2, {"busy_tasks": "0 (test)", "free_cores": "2"}))
     assert threads.recheck(said.append) is None and calls == []
     monkeypatch.setattr(threads, "free_cores", lambda: (1, {"busy_tasks": "1 (test)", "free_cores": "1"}))
-    assert threads.recheck(said.append) == 1 and calls == [1]
+    assert threads.recheck(said.append) is None and calls == []  # looked less than 10 s ago: not again yet
+    assert threads.recheck(said.append, every=0) == 1 and calls == [1]
     assert said == ["the machine became busy (1 other runnable tasks): CPU threads 2 -> 1"]
     assert threads.applied()["shrunk_from"] == "2" and threads.applied()["threads"] == 1
     monkeypatch.setattr(threads, "free_cores", lambda: (2, {"busy_tasks": "0 (test)", "free_cores": "2"}))
-    assert threads.recheck(said.append) is None and calls == [1]  # idle again: not grown back
+    assert threads.recheck(said.append, every=0) is None and calls == [1]  # idle again: not grown back
     monkeypatch.setattr(threads, "_applied", {"threads": 2, "source": "--threads", "jobs": 1})
     monkeypatch.setattr(threads, "free_cores", lambda: (1, {"busy_tasks": "1 (test)", "free_cores": "1"}))
-    assert threads.recheck(said.append) is None and calls == [1]  # an explicit count is kept
+    assert threads.recheck(said.append, every=0) is None and calls == [1]  # an explicit count is kept
 
 
 def test_a_busy_machine_at_start_is_said_in_one_line(monkeypatch):

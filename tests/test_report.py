@@ -107,6 +107,34 @@ def test_paper_numbers_appear_only_where_the_setting_matches(tmp_path):
     assert "paper:" not in (tmp_path / "rep2" / "report.html").read_text()
 
 
+def test_table7_sits_beside_the_fgsm_reading_that_was_run_and_says_which(tmp_path):
+    """Pixel reading: beside eps8. The official code's FGSM: beside official-eps0.03 only, never 0.01."""
+    res = fake_results(tmp_path / "res", data="cifar10", model="preactresnet18")
+    build_report([res], tmp_path / "rep")
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "<td class='paper'>36.32</td>" in page and "<td class='paper'>77.50</td>" in page
+    assert "8/255 in pixels or the official code&#39;s FGSM at ε = 0.03 normalised" in page
+    for run in ("vanilla-s0", "vanilla-s1", "manifold_mixup-s0", "manifold_mixup-s1"):  # the official reading only
+        (res / run / "fgsm.jsonl").unlink()
+        (res / run / "fgsm.outcomes.npz").unlink(missing_ok=True)
+        (res / run / "fgsm.meta.json").unlink(missing_ok=True)
+        method, seed = run.rsplit("-s", 1)
+        settings = {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"} if "mixup" in method else {"loss": "bce_softmax"}
+        f = {"run": run, "checkpoint": f"runs/{run}/model.safetensors", "model": "preactresnet18", "method": method,
+             "method_settings": settings, "train_seed": int(seed), "data": "cifar10", "n": 100, "eval_seed": 0,
+             "evaluator": "fgsm", "settings": {"attack": "fgsm_official"}}
+        rows = [record(f, "clean", "acc", 70.0),
+                record(f, "official-eps0.01", "acc", 50.0, label="official code's FGSM ε = 0.01", eps=0.01, strength=0.01),
+                record(f, "official-eps0.03", "acc", 30.0, label="official code's FGSM ε = 0.03", eps=0.03, strength=0.03)]
+        write_records(specs(rows, "fgsm"), res / run / "fgsm-fgsm_official")
+    build_report([res], tmp_path / "rep2")
+    md_rows = [line for line in (tmp_path / "rep2" / "report.html").read_text().splitlines()]
+    page = "\n".join(md_rows)
+    assert page.count("<td class='paper'>36.32</td>") == 1 and page.count("<td class='paper'>77.50</td>") == 1
+    at = page.index("official code&#39;s FGSM ε = 0.03")
+    assert page.index("<td class='paper'>36.32</td>", at) < page.index("</tr>", at)  # on that row
+
+
 def test_corrupt_result_files_are_listed_not_fatal(tmp_path):
     res = fake_results(tmp_path / "res")
     (res / "broken").mkdir()

@@ -15,9 +15,11 @@ The paper's Table 7 does not state ε, and its two sources read differently (../
   with the official CIFAR std (63.0, 62.1, 66.7)/255, 0.01 is (0.630, 0.621, 0.667)/255 and 0.03 is
   (1.890, 1.863, 2.001)/255, a quarter of 8/255. Since the models here normalise inside, the attack is
   computed in pixel space as x + ε·std_c·sign(∇ₓ BCE) (the sign of the gradient is the same in either space:
-  ∂/∂z = std · ∂/∂x); the images may leave [0, 1], and the records say how many pixels did. Attacks are built after the model is on its device (torchattacks reads the device at
-construction) and run on [0, 1] images: mmix-eval models normalise inside, and Images checks the range,
-since torchattacks silently clamps whatever it is given. torch loads inside ``run`` (``--help`` stays fast).
+  ∂/∂z = std · ∂/∂x); the images may leave [0, 1], and the records say how many pixels did.
+
+Attacks are built after the model is on its device (torchattacks reads the device at construction) and run on
+[0, 1] images: mmix-eval models normalise inside, and Images checks the range, since torchattacks silently
+clamps whatever it is given. torch loads inside ``run`` (``--help`` stays fast).
 """
 
 from __future__ import annotations
@@ -208,7 +210,9 @@ def attack_tag(options) -> str:
 class FGSMOptions:
     eps: list[float | str] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0], metadata={
         "help": "epsilons: /255 pixel units for Linf (1,2,4,8 or 8/255; a bare value below 1 is refused as "
-                "ambiguous), plain L2 norms for L2"})
+                "ambiguous), plain L2 norms for L2; for fgsm_official the checkpoint's normalised units (the "
+                "official code's 0.01,0.03, by default: ε·std per channel in pixels, 0.03 ≈ 1.9/255 on CIFAR, "
+                "not 7.65/255)"})
     eps_unit: str = field(default="255", metadata={
         "help": "unit of bare Linf epsilons: 255 (/255 pixel units) or fraction (of the [0, 1] range: 0.1 = 25.5/255)"})
     attack: str = field(default="fgsm", metadata={
