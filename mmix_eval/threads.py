@@ -21,8 +21,8 @@ parallel region wait for a descheduled thread: the README's main command beside 
   main command from over 150 s to 92 s (benchmarks/README.md). libgomp reads these when it loads, so they
   must be in the environment before ``import torch``. ``MMIX_EVAL_OPENMP=default`` leaves the runtime's own.
 
-While a long command runs, ``recheck()`` (called by training after each epoch, looking at most every 10 s)
-shrinks the pool when the machine became busy. Shrinking only: growing the pool again after shrinking it has crashed this torch
+While a long command runs, ``recheck()`` (called by training after each epoch and by evaluation before each
+evaluator, looking at most every 10 s) shrinks the pool when the machine became busy. Shrinking only: growing the pool again after shrinking it has crashed this torch
 build's OpenMP runtime, and the count is part of a run's provenance. A shrink is said in one line.
 
 Order of precedence: ``--threads N``, then ``MMIX_EVAL_THREADS``, then ``OMP_NUM_THREADS`` when set (the

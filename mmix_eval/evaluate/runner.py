@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mmix_eval import threads
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, Evaluator, get_evaluator, run_evaluator
 from mmix_eval.evaluate.records import summary_table, write_records
@@ -138,6 +140,7 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
                                      common.allow_import, with_val=any(ev.needs_val for ev, _ in plan),
                                      class_map=common.class_map, foreign=foreign, meta=meta if foreign else None,
                                      download=common.download)
+            threads.recheck(say=lambda line: print(f"mmix-eval: {line}", file=sys.stderr))  # busy now: shrink
             t0 = time.perf_counter()
             try:
                 rows = run_evaluator(ev, target, opts, run_common)
