@@ -239,6 +239,7 @@ def test_official_fgsm_equals_a_plain_implementation_of_the_official_attack(ckpt
     st = r03["settings"]
     assert st["attack"] == "fgsm_official" and st["eps"] == 0.03 and st["clamp"] is False and st["loss"] == "bce_softmax"
     assert st["eps_255_per_channel"] == [1.89, 1.863, 2.001]  # 0.03 x (63.0, 62.1, 66.7)
+    assert st["strength"] == pytest.approx((1.89 + 1.863 + 2.001) / 3, abs=1e-4)  # plots: /255 like every FGSM row
     assert "official code's FGSM ε = 0.03 (normalised; (1.890, 1.863, 2.001)/255 in pixels)" == r03["label"]
     x, y = t.test.batch(0, 120, "cpu")
     ours = official_grad_sign(model, x, y)

@@ -135,6 +135,38 @@ def test_table7_sits_beside_the_fgsm_reading_that_was_run_and_says_which(tmp_pat
     assert page.index("<td class='paper'>36.32</td>", at) < page.index("</tr>", at)  # on that row
 
 
+def test_the_fgsm_plot_draws_one_line_per_attack_along_its_own_strengths(tmp_path):
+    """Pixel FGSM and the official code's FGSM in one folder: two lines per method, x in /255 for both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmix_eval.report.render import _line_or_bars
+
+    res = fake_results(tmp_path / "res")
+    for run in ("vanilla-s0", "vanilla-s1", "manifold_mixup-s0", "manifold_mixup-s1"):
+        method, seed = run.rsplit("-s", 1)
+        settings = {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"} if "mixup" in method else {"loss": "bce_softmax"}
+        f = {"run": run, "checkpoint": f"runs/{run}/model.safetensors", "model": "smallnet", "method": method,
+             "method_settings": settings, "train_seed": int(seed), "data": "digits", "n": 100,
+             "eval_seed": 0, "evaluator": "fgsm", "settings": {"attack": "fgsm_official"}}
+        rows = [record(f, "clean", "acc", 70.0),
+                record(f, "official-eps0.03", "acc", 30.0, label="official 0.03", eps=0.03, strength=1.9),
+                record(f, "official-eps0.01", "acc", 50.0, label="official 0.01", eps=0.01, strength=0.6)]
+        write_records(specs(rows, "fgsm"), res / run / "fgsm-fgsm_official")
+    table = build_report([res], tmp_path / "rep")["table"]
+    idx = [i for i, r in enumerate(table.rows) if r.section == "comparison" and r.evaluator == "fgsm"]
+    fig, ax = plt.subplots()
+    _line_or_bars(ax, table, idx, plt.get_cmap("tab10").colors, "accuracy", "fgsm")
+    labels = ax.get_legend_handles_labels()[1]
+    assert sorted(labels) == ["manifold_mixup (fgsm)", "manifold_mixup (fgsm_official)", "vanilla (fgsm)",
+                              "vanilla (fgsm_official)"]
+    xs = {c.get_label(): [float(v) for v in c.lines[0].get_xdata()] for c in ax.containers}
+    assert xs["vanilla (fgsm_official)"] == [0.6, 1.9] and xs["vanilla (fgsm)"] == [8.0]  # sorted by strength
+    plt.close(fig)
+
+
 def test_corrupt_result_files_are_listed_not_fatal(tmp_path):
     res = fake_results(tmp_path / "res")
     (res / "broken").mkdir()

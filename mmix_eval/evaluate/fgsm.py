@@ -369,9 +369,11 @@ def run_official(self, target, options, common) -> list[dict]:
     for e in options.eps:
         per_channel = [round(float(v) * e * 255.0, 4) for v in std.flatten()]
         pixels = ", ".join(f"{v:.3f}" for v in per_channel)
-        settings = {"eps": e, "eps_unit": "normalised", "eps_255_per_channel": per_channel, "strength": e,
-                    "clamp": False}
-        shifts.append(Shift(f"official-eps{e:g}", f"official code's FGSM ε = {e:g} (normalised; ({pixels})/255 in pixels)",
+        pixels = f"({pixels})" if len(per_channel) > 1 else pixels
+        # strength, the report's x axis, in /255 pixel units like every FGSM row: the channels' mean step
+        settings = {"eps": e, "eps_unit": "normalised", "eps_255_per_channel": per_channel,
+                    "strength": round(sum(per_channel) / len(per_channel), 4), "clamp": False}
+        shifts.append(Shift(f"official-eps{e:g}", f"official code's FGSM ε = {e:g} (normalised; {pixels}/255 in pixels)",
                             attack(e, settings), settings))
     check = lambda model, device: zero_gradient_check(model, target.test, device)
     return shift_rows(self, target, common, {"attack": "fgsm_official", "loss": "bce_softmax", "clamp": "none"},

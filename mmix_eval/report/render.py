@@ -115,17 +115,28 @@ def _line_or_bars(ax, table: Table, idx: list[int], colors, ylabel: str, title: 
     """One line per method against the shift strength when every shifted row has one (clean at 0), else
     grouped bars per condition."""
     numeric = all(table.rows[i].strength is not None for i in idx if table.rows[i].condition != "clean")
+    # one line per attack (FGSM, the official code's FGSM, PGD-k ...), each along its own strengths, clean at 0
+    clean = [i for i in idx if table.rows[i].condition == "clean"]
+    groups: dict = {}
+    for i in idx:
+        if table.rows[i].condition != "clean":
+            groups.setdefault((table.rows[i].settings or {}).get("attack"), []).append(i)
     for k, m in enumerate(table.methods):
-        means, errs = _series(table, idx, m)
         if numeric:
-            xs = [0.0 if table.rows[i].condition == "clean" else table.rows[i].strength for i in idx]
-            ax.errorbar(xs, means, yerr=errs, marker="o", capsize=3, label=plot_text(m), color=colors[k % 10])
+            for g, (attack, members) in enumerate(groups.items()):
+                line = clean + sorted(members, key=lambda i: table.rows[i].strength)
+                means, errs = _series(table, line, m)
+                xs = [0.0 if table.rows[i].condition == "clean" else table.rows[i].strength for i in line]
+                label = plot_text(m if len(groups) == 1 else f"{m} ({attack})")
+                ax.errorbar(xs, means, yerr=errs, marker="o", capsize=3, label=label, color=colors[k % 10],
+                            linestyle=("-", "--", ":", "-.")[g % 4])
         else:
+            means, errs = _series(table, idx, m)
             w = 0.8 / len(table.methods)
             xs = [j + (k - (len(table.methods) - 1) / 2) * w for j in range(len(idx))]
             ax.bar(xs, means, w, yerr=errs, capsize=2, label=plot_text(m), color=colors[k % 10])
     if numeric:
-        ax.set_xlabel("shift strength (0 = clean; ε in /255 for FGSM)")
+        ax.set_xlabel("shift strength (0 = clean; ε in /255 for FGSM; the official code's: its channels' mean)")
     else:
         ax.set_xticks(range(len(idx)), [plot_text(table.rows[i].condition) for i in idx], rotation=30, ha="right")
     ax.set_ylabel(ylabel)
