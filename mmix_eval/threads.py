@@ -4,7 +4,7 @@ cores there are. Imports no torch until it applies the number.
 OpenMP threads spin while they wait for each other; on a machine whose cores are already busy (a CI runner,
 a shared node, or ``bench --launcher local --jobs 2`` on 2 cores) more threads than free cores make every
 parallel region wait for a descheduled thread: the README's main command beside one spinning process took
-26x its idle time. Two things prevent it, both applied before torch is imported (``configure_runtime``):
+26x its idle time. Two things prevent it:
 
 * **The default count is the cores left free.** The usable cores are the affinity mask (``taskset``,
   cpusets, Slurm's binding) capped by the cgroup's CPU quota (docker ``--cpus``, Kubernetes limits); the
@@ -19,11 +19,13 @@ parallel region wait for a descheduled thread: the README's main command beside 
   command 1.45-1.6x slower (every small parallel region waits for a sleeping thread to wake), while the
   bounded spin costs little idle and, when the pool is too large for a machine that became busy, takes the
   main command from over 150 s to 92 s (benchmarks/README.md). libgomp reads these when it loads, so they
-  must be in the environment before ``import torch``. ``MMIX_EVAL_OPENMP=default`` leaves the runtime's own.
+  must be in the environment before ``import torch`` (``configure_runtime``, first thing in ``cli.main``).
+  ``MMIX_EVAL_OPENMP=default`` leaves the runtime's own.
 
 While a long command runs, ``recheck()`` (called by training after each epoch and by evaluation before each
-evaluator, looking at most every 10 s) shrinks the pool when the machine became busy. Shrinking only: growing the pool again after shrinking it has crashed this torch
-build's OpenMP runtime, and the count is part of a run's provenance. A shrink is said in one line.
+evaluator, looking at most every 10 s) shrinks the pool when the machine became busy. Shrinking only: growing
+the pool again after shrinking it has crashed this torch build's OpenMP runtime, and the count is part of a
+run's provenance. A shrink is said in one line.
 
 Order of precedence: ``--threads N``, then ``MMIX_EVAL_THREADS``, then ``OMP_NUM_THREADS`` when set (the
 OpenMP convention, and what an outer scheduler exports), then the default above; an explicit count is never
