@@ -83,23 +83,24 @@ def cgroup_quota(root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("
         _, controllers, path = parts
         rel = Path(path.lstrip("/"))
         chain = [rel, *rel.parents] if str(rel) not in ("", ".") else [Path(".")]
-        if controllers == "":  # cgroup v2
-            for base in (root, root / "unified"):
-                for p in chain:
-                    got = _read(base / p / "cpu.max")
-                    if got and not got.startswith("max"):
-                        quota, _, period = got.partition(" ")
-                        quotas.append(float(quota) / float(period or 100000))
-        elif "cpu" in controllers.split(","):  # cgroup v1
-            for base in {root / "cpu", root / controllers, root / "cpu,cpuacct"}:
-                for p in chain:
-                    quota, period = _read(base / p / "cpu.cfs_quota_us"), _read(base / p / "cpu.cfs_period_us")
-                    try:
-                        if quota and period and float(quota) > 0:
-                            quotas.append(float(quota) / float(period))
-                    except ValueError:
-                        continue
+        if controllers == "":  # cgroup v2: "QUOTA PERIOD" or "max PERIOD" in cpu.max
+            for folder in (base / p for base in (root, root / "unified") for p in chain):
+                quota, _, period = (_read(folder / "cpu.max") or "").partition(" ")
+                quotas.append(_cores(quota, period or "100000"))
+        elif "cpu" in controllers.split(","):  # cgroup v1: quota -1 means none
+            for folder in (base / p for base in (root / "cpu", root / controllers, root / "cpu,cpuacct") for p in chain):
+                quotas.append(_cores(_read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us")))
+    quotas = [q for q in quotas if q is not None]
     return min(quotas) if quotas else None
+
+
+def _cores(quota: str | None, period: str | None) -> float | None:
+    """quota / period in cores, or None where there is no finite, positive quota (absent, "max", -1, garbage)."""
+    try:
+        q, p = float(quota), float(period)
+    except (TypeError, ValueError):
+        return None
+    return q / p if math.isfinite(q) and math.isfinite(p) and q > 0 and p > 0 else None
 
 
 def usable_cores() -> int:
@@ -137,10 +138,9 @@ def other_runnable(samples: int = SAMPLES, gap: float = SAMPLE_GAP_S) -> tuple[f
         if running is None:
             break
         seen.append(max(0, running - _own_running()))
-        if i + 1 < samples and min(seen) == 0:
-            break  # nothing else runs: no need to look again
-        if i + 1 < samples:
-            time.sleep(gap)
+        if seen[-1] == 0 or i + 1 == samples:
+            break  # nothing else runs (no need to look again), or enough looks
+        time.sleep(gap)
     if seen:
         return float(min(seen)), "/proc/loadavg running"
     try:

@@ -82,6 +82,11 @@ def test_cgroup_quota_v1_and_v2(tmp_path):
     assert threads.cgroup_quota(root, cg) == 3.0
     cg.write_text("4:memory:/job\n")
     assert threads.cgroup_quota(root, cg) is None
+    # unreadable values are no quota, never an error: garbage, NaN, inf, a zero period
+    cg.write_text("0::/job/step\n")
+    for text in ("lots 100000", "nan 100000", "inf 100000", "150000 0", "150000 nan", ""):
+        (root / "job" / "cpu.max").write_text(text)
+        assert threads.cgroup_quota(root, cg) is None, text
     assert threads.cgroup_quota(root, tmp_path / "absent") is None
 
 
@@ -94,6 +99,10 @@ def test_other_runnable_sees_a_spinning_process_and_not_this_ones_threads(tmp_pa
     assert threads.other_runnable() == (0.0, "/proc/loadavg running")
     fake.write_text("0.50 0.40 0.30 4/200 12345\n")
     assert threads.other_runnable(samples=2, gap=0.0) == (3.0, "/proc/loadavg running")
+    for garbage in ("", "0.5 0.4", "a b c x/y z"):  # unreadable: the 1-minute load average instead
+        fake.write_text(garbage)
+        monkeypatch.setattr(os, "getloadavg", lambda: (2.5, 1.0, 1.0))
+        assert threads.other_runnable(gap=0.0) == (1.5, "1-minute load average"), garbage
     monkeypatch.undo()
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
