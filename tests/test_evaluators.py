@@ -227,7 +227,7 @@ def plain_official_fgsm(model, x, y, eps):
 
 
 def test_official_fgsm_equals_a_plain_implementation_of_the_official_attack(ckpt):
-    from mmix_eval.evaluate.fgsm import official_grad_sign
+    from mmix_eval.evaluate.fgsm import input_grad_sign, official_loss
 
     t = official_target(ckpt)
     model = t.model.eval()
@@ -242,7 +242,7 @@ def test_official_fgsm_equals_a_plain_implementation_of_the_official_attack(ckpt
     assert st["strength"] == pytest.approx((1.89 + 1.863 + 2.001) / 3, abs=1e-4)  # plots: /255 like every FGSM row
     assert "official code's FGSM ε = 0.03 (normalised; (1.890, 1.863, 2.001)/255 in pixels)" == r03["label"]
     x, y = t.test.batch(0, 120, "cpu")
-    ours = official_grad_sign(model, x, y)
+    ours = input_grad_sign(model, x, y, loss=official_loss)
     std = model.normalize.std
     for e in (0.01, 0.03, 0.3):
         sign, ref_logits = plain_official_fgsm(model, x, y, e)
@@ -256,7 +256,9 @@ def test_official_fgsm_equals_a_plain_implementation_of_the_official_attack(ckpt
         assert torch.equal(logits.argmax(1), ref_logits.argmax(1))
         assert acc(rows, f"official-eps{e:g}") == 100.0 * int((ref_logits.argmax(1) == y).sum()) / len(y)
     r3 = next(r for r in rows if r["condition"] == "official-eps0.3" and r["metric"] == "acc")
-    assert r3["settings"]["pixels_outside_01"] > 0  # no clamp: a large step leaves [0, 1], and the record says how much
+    adv = x + 0.3 * std * ours  # no clamp: a large step leaves [0, 1], and the record says how much
+    share = 100.0 * float(((adv < 0) | (adv > 1)).float().mean())
+    assert r3["settings"]["pixels_outside_01"] == pytest.approx(share, abs=1e-4) and share > 0
     # default ε: the official code's 0.01 and 0.03; the pixel grid's values are refused as normalised ones
     assert [r["condition"] for r in evaluate_fgsm(t, attack="fgsm_official", progress=False) if r["metric"] == "acc"] == [
         "clean", "official-eps0.01", "official-eps0.03"]

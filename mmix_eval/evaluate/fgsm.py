@@ -123,19 +123,55 @@ def make_autoattack(model, norm: str, eps: float, seed: int, device, classes: in
     return aa, targets
 
 
-def input_grad_sign(model, x, y, with_logits: bool = False):
-    """sign(∂ CE(model(x), y) / ∂x), the mean cross-entropy as torchattacks' FGSM takes it (so the signs,
-    and the adversarial images, are bitwise the same). The sign does not depend on ε: one per batch serves
-    the whole ε grid. ``with_logits``: also the forward's logits (float32, detached), the clean logits the
-    evaluation needs anyway: (sign, logits)."""
+def input_grad_sign(model, x, y, with_logits: bool = False, loss=None):
+    """sign(∂ loss(model(x), y) / ∂x), the loss by default the mean cross-entropy as torchattacks' FGSM takes
+    it (so the signs, and the adversarial images, are bitwise the same). The sign does not depend on ε: one per
+    batch serves the whole ε grid. ``with_logits``: also the forward's logits (float32, detached), the clean
+    logits the evaluation needs anyway: (sign, logits)."""
     import torch
     import torch.nn.functional as F
 
     x = x.clone().detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x)
-        (g,) = torch.autograd.grad(F.cross_entropy(logits, y), x)
+        (g,) = torch.autograd.grad((loss or F.cross_entropy)(logits, y), x)
     return (g.sign(), logits.detach().float()) if with_logits else g.sign()
+
+
+def official_loss(logits, y):
+    """The official code's FGSM loss (``supervised/attacks.py``: ``BCELoss()(Softmax()(pred),
+    to_one_hot(target))``): BCE of the softmax against the one-hot label, averaged over batch × classes."""
+    import torch.nn.functional as F
+
+    return F.binary_cross_entropy(F.softmax(logits, dim=1), F.one_hot(y, logits.shape[1]).to(logits.dtype))
+
+
+def sign_cache(target, loss=None):
+    """One input-gradient sign per batch (int8), shared by the whole ε grid: returns (clean_pass, sign_of).
+    ``clean_pass(model, device, batches, bar)`` takes every batch's gradient and returns the forwards' logits,
+    the clean logits (see passes.clean_logits); ``sign_of(model, x, y, i)`` gives batch i's sign, taking the
+    gradient there when the clean logits came from elsewhere."""
+    import torch
+
+    signs: dict[int, torch.Tensor] = {}  # batch start -> gradient sign
+
+    def clean_pass(model, device, batches, bar):
+        out = []
+        for i, j in batches:
+            x, y = target.test.batch(i, j, device)
+            sign, logits = input_grad_sign(model, x, y, with_logits=True, loss=loss)
+            signs[i] = sign.to(torch.int8)
+            out.append(logits)
+            if bar is not None:
+                bar.update(1)
+        return torch.cat(out).cpu() if out else torch.zeros(0)
+
+    def sign_of(model, x, y, i):
+        if i not in signs:
+            signs[i] = input_grad_sign(model, x, y, loss=loss).to(torch.int8)
+        return signs[i].to(x.dtype)
+
+    return clean_pass, sign_of
 
 
 def parse_official_eps(text) -> list[float]:
@@ -156,20 +192,6 @@ def parse_official_eps(text) -> list[float]:
     if not values:
         raise OptionError("eps", f"expected at least one value (normalised units) for fgsm_official, got {text!r}")
     return values
-
-
-def official_grad_sign(model, x, y, num_classes: int | None = None, with_logits: bool = False):
-    """sign(∂ BCE(softmax(model(x)), onehot(y)) / ∂x), BCE averaged over batch × classes: the official code's
-    FGSM loss (``supervised/attacks.py``: ``BCELoss()(Softmax()(pred), to_one_hot(target))``)."""
-    import torch
-    import torch.nn.functional as F
-
-    x = x.clone().detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x)
-        onehot = F.one_hot(y, num_classes or logits.shape[1]).to(logits.dtype)
-        (g,) = torch.autograd.grad(F.binary_cross_entropy(F.softmax(logits, dim=1), onehot), x)
-    return (g.sign(), logits.detach().float()) if with_logits else g.sign()
 
 
 def normalisation_std(model, channels: int):
@@ -274,27 +296,12 @@ class FGSM(Evaluator):
         tag = attack_tag(options)
         name = "FGSM" if options.attack == "fgsm" else f"PGD-{options.pgd_steps}"
 
-        signs: dict[int, torch.Tensor] = {}  # batch start -> gradient sign (int8), computed once per batch
-
-        def gradient_pass(model, device, batches, bar):  # the clean logits from the gradient's own forwards
-            out = []
-            for i, j in batches:
-                x, y = target.test.batch(i, j, device)
-                sign, logits = input_grad_sign(model, x, y, with_logits=True)
-                signs[i] = sign.to(torch.int8)
-                out.append(logits)
-                if bar is not None:
-                    bar.update(1)
-            return torch.cat(out).cpu() if out else torch.zeros(0)
+        gradient_pass, sign_of = sign_cache(target)  # one gradient per batch for the whole ε grid
 
         def attack(e):
             def make(model, device):
-                if options.attack == "fgsm":  # one gradient per batch for the whole ε grid
-                    def step(x, y, i, j):
-                        if i not in signs:  # the clean logits were cached already: the gradient is taken here
-                            signs[i] = input_grad_sign(model, x, y).to(torch.int8)
-                        return fgsm_step(x, signs[i].to(x.dtype), e)
-                    return step
+                if options.attack == "fgsm":
+                    return lambda x, y, i, j: fgsm_step(x, sign_of(model, x, y, i), e)
                 atk = make_attack(model, options.attack, e, options.pgd_steps)  # after the model is on its device
                 return lambda x, y, i, j: atk(x, y)
             return make
@@ -322,9 +329,8 @@ class FGSM(Evaluator):
 def run_official(self, target, options, common) -> list[dict]:
     """The official code's FGSM: one BCE-of-softmax gradient per batch for the whole ε grid, the step ε·std_c
     per channel in pixels (ε in the checkpoint's normalised units), no clamp. Each condition records ε, its
-    per-channel pixel value (/255) and the share of pixels the step took outside [0, 1]."""
-    import torch
-
+    per-channel pixel value (/255) and the share of pixel values the step took outside [0, 1] (counted on the
+    device, read once per condition)."""
     from mmix_eval.errors import UserError
     from mmix_eval.evaluate.checks import zero_gradient_check
     from mmix_eval.evaluate.passes import Shift, shift_rows
@@ -335,32 +341,17 @@ def run_official(self, target, options, common) -> list[dict]:
         raise UserError(f"{self.name}: fgsm_official expected a model that normalises its inputs (a 'normalize' "
                         f"module with a per-channel std: its ε is in those units), got {type(target.model).__name__} "
                         f"without one")
-    classes = int(target.clean.shape[1]) if target.clean is not None else None
-    signs: dict[int, torch.Tensor] = {}
+    gradient_pass, sign_of = sign_cache(target, official_loss)
+    outside: dict[str, list] = {}  # condition -> [pixel values outside [0, 1] (a device tensor), values seen]
 
-    def gradient_pass(model, device, batches, bar):  # the clean logits from the gradient's own forwards
-        out = []
-        for i, j in batches:
-            x, y = target.test.batch(i, j, device)
-            sign, logits = official_grad_sign(model, x, y, classes, with_logits=True)
-            signs[i] = sign.to(torch.int8)
-            out.append(logits)
-            if bar is not None:
-                bar.update(1)
-        return torch.cat(out).cpu() if out else torch.zeros(0)
-
-    def attack(e, settings):
+    def attack(name, e):
         def make(model, device):
-            step_size = (e * std).to(device)
-            counts = [0, 0]
+            step_size, count = (e * std).to(device), outside.setdefault(name, [0, 0])
 
             def step(x, y, i, j):
-                if i not in signs:
-                    signs[i] = official_grad_sign(model, x, y, classes).to(torch.int8)
-                adv = (x + step_size * signs[i].to(x.dtype)).detach()  # no clamp, as the official code
-                counts[0] += int(((adv < 0) | (adv > 1)).sum())
-                counts[1] += adv.numel()
-                settings["pixels_outside_01"] = round(100.0 * counts[0] / max(1, counts[1]), 4)
+                adv = (x + step_size * sign_of(model, x, y, i)).detach()  # no clamp, as the official code
+                count[0] = count[0] + ((adv < 0) | (adv > 1)).sum()
+                count[1] += adv.numel()
                 return adv
             return step
         return make
@@ -373,11 +364,17 @@ def run_official(self, target, options, common) -> list[dict]:
         # strength, the report's x axis, in /255 pixel units like every FGSM row: the channels' mean step
         settings = {"eps": e, "eps_unit": "normalised", "eps_255_per_channel": per_channel,
                     "strength": round(sum(per_channel) / len(per_channel), 4), "clamp": False}
-        shifts.append(Shift(f"official-eps{e:g}", f"official code's FGSM ε = {e:g} (normalised; {pixels}/255 in pixels)",
-                            attack(e, settings), settings))
+        name = f"official-eps{e:g}"
+        shifts.append(Shift(name, f"official code's FGSM ε = {e:g} (normalised; {pixels}/255 in pixels)",
+                            attack(name, e), settings))
     check = lambda model, device: zero_gradient_check(model, target.test, device)
-    return shift_rows(self, target, common, {"attack": "fgsm_official", "loss": "bce_softmax", "clamp": "none"},
+    rows = shift_rows(self, target, common, {"attack": "fgsm_official", "loss": "bce_softmax", "clamp": "none"},
                       shifts, check, clean_pass=gradient_pass)
+    shares = {name: round(100.0 * float(n) / max(1, seen), 4) for name, (n, seen) in outside.items()}
+    for r in rows:
+        if r["condition"] in shares:
+            r["settings"]["pixels_outside_01"] = shares[r["condition"]]
+    return rows
 
 
 def run_autoattack(self, target, options, common) -> list[dict]:
