@@ -275,6 +275,19 @@ def test_corruption_rounding_is_truncation_of_the_float64_result():
     assert got == want == [51, 51, 50, 255, 0, 254]
 
 
+def test_image_means_are_numpys_per_image_means_bitwise():
+    """Contrast's mean over the batch equals the generator's np.mean(img, axis=(0, 1)) image by image, bit for
+    bit, including sizes whose sums round differently from torch's."""
+    from mmix_eval.evaluate.corrupt import image_means
+
+    rng = np.random.default_rng(3)
+    for shape in ((7, 32, 32, 3), (3, 17, 29, 3), (2, 64, 64, 1)):
+        hwc = rng.integers(0, 256, shape).astype(np.uint8) / 255.0
+        got = image_means(torch.from_numpy(hwc).permute(0, 3, 1, 2))[:, :, 0, 0].numpy()
+        want = np.stack([np.mean(img, axis=(0, 1)) for img in hwc])
+        assert np.array_equal(got, want), shape
+
+
 def test_the_defocus_kernel_is_opencvs_float32_disk():
     """disk_kernel's values are float32 numbers (as cv2.GaussianBlur of a float32 disk gives them), sum to 1
     within float32 rounding, and keep the disk's symmetry."""

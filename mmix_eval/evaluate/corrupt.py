@@ -133,11 +133,11 @@ def to_uint8_levels(x: torch.Tensor) -> torch.Tensor:
 
 
 def image_means(x: torch.Tensor) -> torch.Tensor:
-    """``np.mean(img, axis=(0, 1), keepdims=True)`` of each HWC float64 image, computed by numpy itself (its
-    summation order, so the contrast corruption's mean is bitwise the generator's), as (B, C, 1, 1)."""
+    """The generator's ``np.mean(img, axis=(0, 1), keepdims=True)`` of each HWC float64 image, by numpy itself
+    over the whole batch in HWC layout (the same reduction, so bitwise the per-image call: tested), as
+    (B, C, 1, 1). torch's mean sums in another order, which moves results a few ulps across 8-bit levels."""
     hwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).cpu().numpy())
-    means = np.stack([np.mean(img, axis=(0, 1)) for img in hwc])
-    return torch.from_numpy(means).to(x.device, x.dtype)[:, :, None, None]
+    return torch.from_numpy(np.mean(hwc, axis=(1, 2))).to(x.device, x.dtype)[:, :, None, None]
 
 
 # ---------------------------------------------------------------- blurs

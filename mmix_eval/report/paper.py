@@ -17,8 +17,7 @@ TABLE4 = {
 # Table 7: FGSM test accuracy (%), ε not stated. Two readings, each named where the number is shown: 8/255 in
 # pixels (implied by the PGD-7 comparison), or the official code's FGSM at ε = 0.03 in normalised units (the larger
 # of the two it evaluates, 0.01 and 0.03; which one the table used is not stated).
-TABLE7_CONDITIONS = {"eps8": "pixel reading, ε = 8/255 (implied by the PGD-7 comparison)",
-                     "official-eps0.03": "official code's FGSM, ε = 0.03 normalised (≈ 2/255 per channel)"}
+TABLE7_CONDITIONS = ("eps8", "official-eps0.03")
 TABLE7 = {
     ("cifar10", "preactresnet18"): {("vanilla", None): 36.32, ("input_mixup", 1.0): 71.51, ("manifold_mixup", 2.0): 77.50},
     ("cifar100", "preactresnet18"): {("input_mixup", 1.0): 40.7, ("manifold_mixup", 2.0): 44.96},
