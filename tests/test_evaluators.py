@@ -237,7 +237,8 @@ def test_official_fgsm_equals_a_plain_implementation_of_the_official_attack(ckpt
     assert conds == ["clean", "official-eps0.01", "official-eps0.03", "official-eps0.3"]
     r03 = next(r for r in rows if r["condition"] == "official-eps0.03" and r["metric"] == "acc")
     st = r03["settings"]
-    assert st["attack"] == "fgsm_official" and st["eps"] == 0.03 and st["clamp"] is False and st["loss"] == "bce_softmax"
+    assert st["attack"] == "fgsm_official" and st["eps"] == 0.03 and st["clamp"] == "none" and st["loss"] == "bce_softmax"
+    assert st["eps_unit"] == "normalised"
     assert st["eps_255_per_channel"] == [1.89, 1.863, 2.001]  # 0.03 x (63.0, 62.1, 66.7)
     assert st["strength"] == pytest.approx((1.89 + 1.863 + 2.001) / 3, abs=1e-4)  # plots: /255 like every FGSM row
     assert "official code's FGSM ε = 0.03 (normalised; (1.890, 1.863, 2.001)/255 in pixels)" == r03["label"]

@@ -151,11 +151,14 @@ def test_the_fgsm_plot_draws_one_line_per_attack_along_its_own_strengths(tmp_pat
         f = {"run": run, "checkpoint": f"runs/{run}/model.safetensors", "model": "smallnet", "method": method,
              "method_settings": settings, "train_seed": int(seed), "data": "digits", "n": 100,
              "eval_seed": 0, "evaluator": "fgsm", "settings": {"attack": "fgsm_official"}}
+        # per-model values (each run's gradients and normalisation) must not split the runs into groups
         rows = [record(f, "clean", "acc", 70.0),
-                record(f, "official-eps0.03", "acc", 30.0, label="official 0.03", eps=0.03, strength=1.9),
-                record(f, "official-eps0.01", "acc", 50.0, label="official 0.01", eps=0.01, strength=0.6)]
+                record(f, "official-eps0.03", "acc", 30.0, label="official 0.03", eps=0.03, strength=1.9,
+                       eps_255_per_channel=[1.9 + int(seed)], pixels_outside_01=10.0 + len(method) + int(seed)),
+                record(f, "official-eps0.01", "acc", 50.0, label="official 0.01", eps=0.01, strength=0.6,
+                       eps_255_per_channel=[0.6 + int(seed)], pixels_outside_01=9.0 + len(method) + int(seed))]
         write_records(specs(rows, "fgsm"), res / run / "fgsm-fgsm_official")
-    table = build_report([res], tmp_path / "rep")["table"]
+    table = build_report([res], tmp_path / "rep")["table"]  # one report, not "groups that cannot be compared"
     idx = [i for i, r in enumerate(table.rows) if r.section == "comparison" and r.evaluator == "fgsm"]
     fig, ax = plt.subplots()
     _line_or_bars(ax, table, idx, plt.get_cmap("tab10").colors, "accuracy", "fgsm")

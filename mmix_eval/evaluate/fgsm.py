@@ -362,14 +362,13 @@ def run_official(self, target, options, common) -> list[dict]:
         pixels = ", ".join(f"{v:.3f}" for v in per_channel)
         pixels = f"({pixels})" if len(per_channel) > 1 else pixels
         # strength, the report's x axis, in /255 pixel units like every FGSM row: the channels' mean step
-        settings = {"eps": e, "eps_unit": "normalised", "eps_255_per_channel": per_channel,
-                    "strength": round(sum(per_channel) / len(per_channel), 4), "clamp": False}
+        settings = {"eps": e, "eps_255_per_channel": per_channel, "strength": round(sum(per_channel) / len(per_channel), 4)}
         name = f"official-eps{e:g}"
         shifts.append(Shift(name, f"official code's FGSM ε = {e:g} (normalised; {pixels}/255 in pixels)",
                             attack(name, e), settings))
     check = lambda model, device: zero_gradient_check(model, target.test, device)
-    rows = shift_rows(self, target, common, {"attack": "fgsm_official", "loss": "bce_softmax", "clamp": "none"},
-                      shifts, check, clean_pass=gradient_pass)
+    rows = shift_rows(self, target, common, {"attack": "fgsm_official", "loss": "bce_softmax", "clamp": "none",
+                                             "eps_unit": "normalised"}, shifts, check, clean_pass=gradient_pass)
     shares = {name: round(100.0 * float(n) / max(1, seen), 4) for name, (n, seen) in outside.items()}
     for r in rows:
         if r["condition"] in shares:

@@ -438,7 +438,8 @@ def aggregate(records: list[dict], baseline: str | None = None) -> Table:
 
 
 _ROW_SETTINGS = ("strength", "eps_255", "eps", "after", "target_classes", "deformation", "magnitude", "corruption",
-                 "severity", "ood", "score", "n_ood", "layer", "width", "projected")  # differ by condition: not evaluator-wide
+                 "severity", "ood", "score", "n_ood", "layer", "width", "projected",  # differ by condition
+                 "eps_255_per_channel", "pixels_outside_01")  # and by model (its normalisation, its gradients)
 
 
 def evaluator_settings(records: list[dict]) -> dict[str, dict[str, list]]:
