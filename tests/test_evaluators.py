@@ -263,8 +263,11 @@ def test_official_fgsm_equals_a_plain_implementation_of_the_official_attack(ckpt
     # default ε: the official code's 0.01 and 0.03; the pixel grid's values are refused as normalised ones
     assert [r["condition"] for r in evaluate_fgsm(t, attack="fgsm_official", progress=False) if r["metric"] == "acc"] == [
         "clean", "official-eps0.01", "official-eps0.03"]
-    with pytest.raises(UserError, match=r"^eps: expected values in \[0, 10\] \(normalised units"):
-        evaluate_fgsm(t, eps=[0.01, 30], attack="fgsm_official", progress=False)
+    for bad in ([0.01, 30], "nan", "0.01,-0.01", "1e400"):  # huge, NaN, negative, overflowing to inf
+        with pytest.raises(UserError, match=r"^eps: expected values in \[0, 10\] \(normalised units"):
+            evaluate_fgsm(t, eps=bad, attack="fgsm_official", progress=False)
+    with pytest.raises(UserError, match="^eps: expected at least one value \\(normalised units\\) for fgsm_official, got \\[\\]"):
+        evaluate_fgsm(t, eps=" , ", attack="fgsm_official", progress=False)
     with pytest.raises(UserError, match="^eps: expected numbers in normalised units like 0.01,0.03 for fgsm_official, got '8/255'"):
         evaluate_fgsm(t, eps="8/255", attack="fgsm_official", progress=False)
 
