@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,9 @@ def _alive(pid) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+def safe_name(name: str) -> str:
+    """A run name usable as one folder name: letters, digits, '.', '_', '-' only, never '.' or '..'."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run"
+    return cleaned[:100]

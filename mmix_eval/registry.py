@@ -52,6 +52,10 @@ class Registry(Generic[T]):
 
         return [ep.name for ep in entry_points(group=self.entry_points)]
 
+    def entry_point(self, name: str):
+        """The object an installed package's entry point of this name gives, or None."""
+        return self._entry_point(name)
+
     def _entry_point(self, name: str):
         if not self.entry_points:
             return None

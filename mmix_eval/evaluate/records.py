@@ -10,6 +10,7 @@ columns ``alpha``, ``grid``, ``eps_255``, ``higher_is_better``, …) are read th
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
@@ -19,6 +20,8 @@ from typing import Any
 from mmix_eval.io import atomic_write_text
 
 SCHEMA = 2
+REQUIRED = ("run", "method", "evaluator", "condition", "metric", "value")
+MAX_RECORD_BYTES = 64 * 1024 * 1024  # a 100-condition grid x 3 evaluators is well under 1 MB
 FIELDS = [
     "schema", "run", "checkpoint", "model", "method", "method_label", "method_settings", "sweep", "train_seed", "data", "subset",
     "evaluator", "condition", "label", "metric", "metric_label", "value", "direction", "format", "headline",
@@ -34,6 +37,7 @@ _V1_LABELS = {"acc": "accuracy (%)", "nll": "NLL", "ece": "ECE", "mce": "MCE", "
 # Schema 1 rendered deformations with grid_sample's nearest mode (border pixels kept for sources within
 # half a pixel outside the image); schema-2 rows name their renderer in settings["renderer"].
 V1_RENDERER = "grid_sample-nearest (mmix-eval 0.1; border pixels kept)"
+TEMPERATURE_LABEL = "Test images, temperature scaled (T fitted per run)"
 
 
 def record(base: dict[str, Any], condition: str, metric: str, value: float, label: str | None = None,
@@ -65,7 +69,10 @@ def with_specs(rows: list[dict], evaluator) -> list[dict]:
 def upgrade(row: dict) -> dict:
     """A schema-1 row as a schema-2 row (a schema-2 row unchanged, with every field present)."""
     if row.get("schema") is not None:
-        return {f: row.get(f) for f in FIELDS}
+        out = {f: row.get(f) for f in FIELDS}
+        if out["condition"] == "temperature_scaled" and str(out["label"]).startswith("Test images, temperature scaled (T = "):
+            out["label"] = TEMPERATURE_LABEL  # records before 0.4 put one run's T into a label every run shares
+        return out
     out = {f: row.get(f) for f in FIELDS}
     hib = row.get("higher_is_better")
     metric = row.get("metric")
@@ -134,12 +141,34 @@ def write_records(rows: list[dict], stem: Path) -> tuple[Path, Path]:
 
 def read_records(path: Path) -> list[dict]:
     """Rows of a .jsonl record file, upgraded to the current schema; a null value reads as NaN."""
-    rows = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            r = upgrade(json.loads(line))
-            if r["value"] is None:
+    return read_jsonl(Path(path))
+
+
+def read_jsonl(path: Path, max_bytes: int = MAX_RECORD_BYTES) -> list[dict]:
+    """Records of a .jsonl file, or of a gzipped one (.jsonl.gz, as a committed report keeps them), upgraded to
+    the current schema, a null value read as NaN; the decompressed size is held to ``max_bytes``. The one
+    reader: evaluation (skipping what is done) and the report both read records through it. A bad file is a
+    ValueError naming the line."""
+    rows, size = [], 0
+    opened = gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(path, encoding="utf-8")
+    with opened as f:
+        for i, line in enumerate(f, 1):
+            size += len(line)
+            if size > max_bytes:
+                raise ValueError(f"more than {max_bytes} bytes of records once decompressed")
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                raise ValueError(f"line {i} is not JSON") from None
+            if not isinstance(r, dict) or any(k not in r for k in REQUIRED):
+                raise ValueError(f"line {i} lacks the record fields {', '.join(REQUIRED)}")
+            if r["value"] is None:  # NaN, written as null by strict JSON
                 r["value"] = math.nan
+            if not isinstance(r["value"], (int, float)) or isinstance(r["value"], bool):
+                raise ValueError(f"line {i}: 'value' is not a number")
+            r = upgrade(r)
             rows.append(r)
     return rows
 

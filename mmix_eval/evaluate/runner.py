@@ -6,7 +6,6 @@ as a by-product first."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from dataclasses import asdict
@@ -17,15 +16,9 @@ from mmix_eval import threads
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, Evaluator, get_evaluator, run_evaluator
 from mmix_eval.evaluate.records import summary_table, write_records
-from mmix_eval.io import atomic_write_json
+from mmix_eval.io import atomic_write_json, safe_name  # noqa: F401  (safe_name: re-exported)
 
 Plan = list[tuple[Evaluator, object]]  # (evaluator, its options), in run order
-
-
-def safe_name(name: str) -> str:
-    """A run name usable as one folder name: letters, digits, '.', '_', '-' only, never '.' or '..'."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run"
-    return cleaned[:100]
 
 
 def file_stem(evaluator: Evaluator, options=None) -> str:
