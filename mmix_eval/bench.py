@@ -99,7 +99,7 @@ def load_bench(path: str | Path) -> Bench:
                 from mmix_eval.methods import create_method
                 from mmix_eval.methods.base import fingerprint
 
-                from mmix_eval.report.build import sweep_label
+                from mmix_eval.report.labels import sweep_label
 
                 try:
                     method = create_method(cfg.method.name, cfg.method.kwargs)  # fail now
@@ -127,11 +127,22 @@ def load_bench(path: str | Path) -> Bench:
     if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):
         raise UserError(f"{where}: 'report.checks' expected a list of strings, got {checks!r}")
     launcher = dict(_strict(raw.get("launcher"), LAUNCHER_KEYS, f"{where} launcher"))
-    from mmix_eval.report.build import sweep_label
+    from mmix_eval.report.labels import sweep_label
 
     names = [n for r in runs for n in (r.label, r.method["name"]) if n]  # a column's label, or its method's name
     names += [f"{r.label or r.method['name']} {sweep_label(r.sweep)}" for r in runs if r.sweep]  # a swept column's
     baseline = _baseline_and_checks(rep, checks, names, where)
+    columns: dict[str, list[str]] = {}  # a name -> the columns it fits (several for a swept method)
+    for r in runs:
+        full = f"{r.label or r.method['name']} {sweep_label(r.sweep)}" if r.sweep else (r.label or r.method["name"])
+        for n in {r.label, r.method["name"]} - {None}:
+            columns.setdefault(n, []).append(full)
+    fits = list(dict.fromkeys(columns.get(baseline, [])))
+    if len(fits) > 1:
+        if "baseline" in rep:
+            raise UserError(f"{where}: 'report.baseline' {baseline!r} names {len(fits)} swept columns; expected one of "
+                            + ", ".join(f'"{c}"' for c in fits))
+        baseline = fits[0]  # the default (the first method) is its first swept column
     return Bench(str(raw.get("name") or path.stem), runs, plan, options, baseline, checks, rep.get("title"), raw, launcher)
 
 
@@ -234,7 +245,7 @@ def _value_tag(v) -> str:
 def _baseline_and_checks(rep: dict, checks: list[str], methods: list[str], where: str) -> str | None:
     """Checked before any training: the report's baseline (default vanilla when the bench has it, else its
     first method) and every --check's syntax and method names."""
-    from mmix_eval.report.build import parse_check
+    from mmix_eval.report.checks import parse_check
 
     known = list(dict.fromkeys(methods))
     if "baseline" in rep:
@@ -767,8 +778,9 @@ def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, e
                         "the bench has no vanilla, so its first method; set report.baseline to choose)."))
     extra = {"bench": bench.raw, "command": " ".join(sys.argv) if sys.argv else None, "stage_wall_time_s": stages,
              "missing_runs": missing, "failed_runs": failed}
+    order = list(dict.fromkeys(r.label or r.method["name"] for r in bench.runs))  # the YAML's method order
     result = build_report([results], out, bench.baseline, bench.checks, bench.title or f"mmix-eval bench: {bench.name}",
-                          extra_provenance=extra, notes=notes)
+                          extra_provenance=extra, notes=notes, order=order, strict_checks=False)
     result["missing"] = missing
     result["failed"] = failed
     echo(f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report "

@@ -388,14 +388,21 @@ def cmd_report(args) -> int:
     from mmix_eval.report import build_report
 
     command = "mmix-eval " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("mmix-eval") else None
+    sections = {}
+    for given in args.section:
+        evaluator, eq, path = given.partition("=")
+        if not eq or not evaluator or ":" not in path:
+            raise UserError(f"--section '{given}': expected EVALUATOR=MODULE:CLASS, e.g. my_eval=my_sections:MySection")
+        sections[evaluator] = path
     result = build_report(args.results, args.out, args.baseline, args.check, args.title,
-                          extra_provenance={"command": command} if command else None, split_by=args.split_by)
+                          extra_provenance={"command": command} if command else None, split_by=args.split_by,
+                          sections=sections)
     return _report_outcome(result)
 
 
 def _report_outcome(result) -> int:
     for out in result.get("groups") or [result["out"]]:
-        print(f"report: {out / 'report.html'}  (also report.md, table.csv, records.csv, plots/)")
+        print(f"report: {out / 'report.html'}  (also summary.md, report.md, report.tex, table.csv, records.csv, plots/)")
     for path, why in result["bad"]:
         print(f"mmix-eval: warning: skipped unreadable result file {path}: {why}", file=sys.stderr)
     failed = [c for c in result["checks"] if not c[1]]
@@ -537,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-by", action="store_true",
                    help="records that cannot be compared (other data, test subset, seed or evaluator settings): one "
                         "report per group, in OUT/<group>/, instead of an error")
+    p.add_argument("--section", action="append", default=[], metavar="EVALUATOR=MODULE:CLASS",
+                   help="a report section of your own for an evaluator (a ReportSection subclass; repeatable)")
     p = sub.add_parser("spiral", help="the paper's Figure 1 on a 2-D spiral with a 2-unit bottleneck, in seconds",
                        description="Train an MLP with a 2-unit bottleneck on a spiral with each method and seed, then "
                                    "draw the decision regions, the bottleneck and its per-class singular values, with "

@@ -500,6 +500,7 @@ def run_metadata(p: Prepared, model, metrics, times: dict, amp_mode, channels_la
                   "amp": amp_mode, "channels_last": channels_last, "compile": t.compile, "device": str(device)},
         "config": cfg.to_dict(),
         "metrics": metrics,
+        "cost": {"forward_passes_per_step": getattr(p.method, "forward_passes", 1)},
         # The whole run (summed over the processes of a resumed one), but for the final checkpoint write;
         # time_split_s says where it went: training epochs, validation passes, state saves, the final test
         # pass, and setup (data loading, model building, process start-up inside train()).

@@ -12,7 +12,7 @@ from mmix_eval.evaluate.fgsm import AA_QUICK, autoattack_batch, make_autoattack
 from mmix_eval.evaluate.images import Images
 from mmix_eval.evaluate.records import read_records
 from mmix_eval.evaluate.target import Target
-from mmix_eval.report.build import masking_notes
+from mmix_eval.report.sections.attacks import masking_notes
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,7 @@ def test_docs_plugin_evaluates_from_outside_the_package_and_gets_its_report_sect
     assert main(["report", str(res), "--out", str(tmp_path / "rep"), "--baseline", "vanilla"]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "### occlusion: every metric per condition" in md
-    line = next(ln for ln in md.splitlines() if ln.startswith("| Grey 4x4 square: accuracy (%) |"))
+    line = next(ln for ln in md.splitlines() if ln.startswith("| Grey 4x4 square: accuracy (%) |") and "(n=" in ln)
     means = {m: next(r["value"] for r in read_records(res / f"{m}-s0" / "occlusion.jsonl")
                      if r["condition"] == "occlusion4" and r["metric"] == "acc") for m in ("vanilla", "input_mixup")}
     best = max(means, key=means.get)
@@ -95,7 +95,7 @@ def test_docs_plugin_evaluates_from_outside_the_package_and_gets_its_report_sect
     # ECE is lower-is-better: the best-marked cell of that row holds the smaller mean
     ece = {m: next(r["value"] for r in read_records(res / f"{m}-s0" / "occlusion.jsonl")
                    if r["condition"] == "occlusion4" and r["metric"] == "ece") for m in ("vanilla", "input_mixup")}
-    line = next(ln for ln in md.splitlines() if ln.startswith("| Grey 4x4 square: ECE |"))
+    line = next(ln for ln in md.splitlines() if ln.startswith("| Grey 4x4 square: ECE |") and "(n=" in ln)
     cells = [c.strip() for c in line.strip("|").split("|")[1:3]]
     assert [c.startswith("**") for c in cells] == [m == min(ece, key=ece.get) for m in ("vanilla", "input_mixup")]
 
@@ -291,8 +291,9 @@ def test_one_seed_bench_gets_per_image_intervals_and_mcnemar(runs, data_from_tin
                    tmp_path / "res", EvalOptions(device="cpu", progress=False), echo=lambda *_: None)
     result = build_report([tmp_path / "res"], tmp_path / "rep", baseline="vanilla")
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| condition | input_mixup − vanilla (seeds) | input_mixup − vanilla (images) |" in md
-    line = next(ln for ln in md.splitlines() if ln.startswith("| FGSM ε = 2/255: accuracy (%) |") and "McNemar" in ln)
+    assert "| comparison | condition | over seeds | over images |" in md  # one row per method x condition
+    line = next(ln for ln in md.splitlines() if ln.startswith("| input_mixup − vanilla | FGSM ε = 2/255: accuracy (%) |")
+                and "McNemar" in ln)
     assert "± n/a (n=1)" in line and "(80 images × 1 seed pair)" in line  # no t interval from one seed; images give one
     # the reported McNemar p is the one computed by hand from the two outcome files
     _, a = read_outcomes(tmp_path / "res" / "input_mixup-s0" / "fgsm.outcomes.npz")

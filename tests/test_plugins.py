@@ -192,5 +192,5 @@ def test_tutorial_commands_run_as_written(tmp_path):
                            capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr
     report = (tmp_path / "runs" / "my-bench" / "report.md").read_text()
-    assert "| condition | manifold_mixup | vanilla | input_mixup | per_sample_mix |" in report
+    assert "| condition | vanilla | input_mixup | manifold_mixup | per_sample_mix |" in report  # the YAML's order
     assert "per_sample_mix − manifold_mixup" in report and "PASS" in report

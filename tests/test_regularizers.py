@@ -206,10 +206,11 @@ def test_a_plugin_swept_against_manifold_mixup_without_vanilla_gets_a_sweep_tabl
     header = next(line for line in md.splitlines() if line.startswith("| condition |"))
     # the baseline (the bench's first method) first
     assert [c.strip() for c in header.split("|")[2:-1]] == ["noise sigma=0.05", "noise sigma=0.2", "manifold_mixup"], header
-    assert "Baseline for the differences: noise (the bench has no vanilla, so its first method" in md
+    assert "Baseline for the differences: noise sigma=0.05 (the bench has no vanilla, so its first method" in md
     assert "### Sweep over sigma" in md
     sweep_head = next(line for line in md.splitlines() if line.startswith("| metric | method |"))
-    assert [c.strip() for c in sweep_head.split("|")[1:-1]] == ["metric", "method", "sigma=0.05", "sigma=0.2", "not swept"]
+    assert [c.strip() for c in sweep_head.split("|")[1:-1]] == ["metric", "method", "sigma=0.05", "sigma=0.2"]
+    assert "Not swept over sigma:" in md  # manifold_mixup, in a table of its own: no empty cells
     assert (out / "plots" / "sweep-sigma.png").stat().st_size > 10_000
     # sweep.csv: the same means as the main table, per swept value
     rows = list(csv.DictReader((out / "sweep.csv").open()))
@@ -262,11 +263,11 @@ def test_sweep_table_means_and_the_papers_table5_beside_them(tmp_path):
     md = (tmp_path / "rep" / "report.md").read_text()
     line = next(ln for ln in md.splitlines() if ln.startswith("| clean: accuracy (%) | manifold_mixup |"))
     # mean ± sample std over the two seeds, by hand: (90, 92) -> 91 ± 1.41; (95, 96) -> 95.5 ± 0.71; best bold
-    assert line == "| clean: accuracy (%) | manifold_mixup | 91.00 ± 1.41 (n=2) | **95.50 ± 0.71 (n=2)** |  |"
+    assert line == "| clean: accuracy (%) | manifold_mixup | 91.00 ± 1.41 (n=2) | **95.50 ± 0.71 (n=2)** |"  # no empty cell
     paper = next(ln for ln in md.splitlines() if "paper (Table 5)" in ln)
-    assert paper == "| clean: accuracy (%) | paper (Table 5): manifold_mixup | *96.73* | *97.23* |  |"
+    assert paper == "| clean: accuracy (%) | paper (Table 5): manifold_mixup | *96.73* | *97.23* |"
     vanilla = next(ln for ln in md.splitlines() if ln.startswith("| clean: accuracy (%) | vanilla |"))
-    assert vanilla.endswith("|  |  | 88.50 ± 0.71 (n=2) |")
+    assert vanilla == "| clean: accuracy (%) | vanilla | 88.50 ± 0.71 (n=2) |"  # the unswept method: its own table
     assert res["table"].methods == ["vanilla", "manifold_mixup S=[0]", "manifold_mixup S=[0, 1, 2]"]
     rows = list(csv.DictReader((tmp_path / "rep" / "sweep.csv").open()))
     assert [(r["value"], r["method"], r["mean"], r["paper"]) for r in rows] == [
@@ -517,8 +518,13 @@ def test_the_baselines_preset_runs_on_digits_side_by_side(tmp_path, capsys):
                  "--no-progress"]) == 0, capsys.readouterr().err
     md = (out / "report.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| condition |"))
-    assert [c.strip() for c in header.split("|")[2:-1]] == [
-        "vanilla", "input_mixup", "manifold_mixup", "cutmix", "label_smoothing", "regmixup"]
+    assert [c.strip() for c in header.split("|")[2:-1]] == [  # the YAML's order
+        "vanilla", "label_smoothing", "input_mixup", "cutmix", "regmixup", "manifold_mixup"]
+    # the cost table: RegMixup's clean + mixed batch through the network is visible as 2 forward passes per step
+    cost = {ln.split("|")[1].strip(): ln.split("|")[2].strip() for ln in md.split("### Training cost")[1].split("###")[0].splitlines()
+            if ln.startswith("| ") and not ln.startswith("| method")}
+    assert cost["regmixup"] == "2" and cost["vanilla"] == "1" and cost["manifold_mixup"] == "1"
+    assert (out / "summary.md").read_text().count("against vanilla (") >= 5  # a generated sentence per method
     settings = {r["method"]: r["method_settings"] for r in read_records(out / "records.jsonl")}
     assert settings["label_smoothing"] == {"epsilon": 0.1, "loss": "bce_softmax"}
     assert settings["regmixup"] == {"alpha": 10.0, "eta": 1.0, "loss": "bce_softmax"}
@@ -529,7 +535,7 @@ def test_the_baselines_preset_runs_on_digits_side_by_side(tmp_path, capsys):
 
 
 def test_a_swept_training_key_names_the_columns_of_every_method():
-    from mmix_eval.report.build import method_labels
+    from mmix_eval.report.labels import method_labels
 
     rows = [{"run": f"{m}-e{e}", "method": m, "method_settings": {"loss": "bce_softmax"}, "method_label": None,
              "sweep": {"train.epochs": e}} for m in ("vanilla", "cutmix") for e in (10, 40)]

@@ -131,7 +131,7 @@ def test_table7_sits_beside_the_fgsm_reading_that_was_run_and_says_which(tmp_pat
     md_rows = [line for line in (tmp_path / "rep2" / "report.html").read_text().splitlines()]
     page = "\n".join(md_rows)
     assert page.count("<td class='paper'>36.32</td>") == 1 and page.count("<td class='paper'>77.50</td>") == 1
-    at = page.index("official code&#39;s FGSM ε = 0.03")
+    at = page.index("official code&#39;s FGSM ε = 0.03", page.index("<h2>Comparison</h2>"))  # the detailed table
     assert page.index("<td class='paper'>36.32</td>", at) < page.index("</tr>", at)  # on that row
 
 
@@ -142,7 +142,7 @@ def test_the_fgsm_plot_draws_one_line_per_attack_along_its_own_strengths(tmp_pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mmix_eval.report.render import _line_or_bars
+    from mmix_eval.report.plots import line_or_bars
 
     res = fake_results(tmp_path / "res")
     for run in ("vanilla-s0", "vanilla-s1", "manifold_mixup-s0", "manifold_mixup-s1"):
@@ -161,7 +161,7 @@ def test_the_fgsm_plot_draws_one_line_per_attack_along_its_own_strengths(tmp_pat
     table = build_report([res], tmp_path / "rep")["table"]  # one report, not "groups that cannot be compared"
     idx = [i for i, r in enumerate(table.rows) if r.section == "comparison" and r.evaluator == "fgsm"]
     fig, ax = plt.subplots()
-    _line_or_bars(ax, table, idx, plt.get_cmap("tab10").colors, "accuracy", "fgsm")
+    line_or_bars(ax, table, idx, plt.get_cmap("tab10").colors, "accuracy", "fgsm")
     labels = ax.get_legend_handles_labels()[1]
     assert sorted(labels) == ["manifold_mixup (fgsm)", "manifold_mixup (fgsm_official)", "vanilla (fgsm)",
                               "vanilla (fgsm_official)"]
@@ -191,11 +191,14 @@ def test_check_gate_exit_codes(tmp_path, capsys):
     assert "PASS: manifold_mixup.rotation20 >= vanilla.rotation20  (58.0000 >= 55.0000)" in capsys.readouterr().out
     assert main(["report", res, "--out", out, "--check", "manifold_mixup.clean:nll > 0.9"]) == 1
     assert "FAIL: manifold_mixup.clean:nll > 0.9" in capsys.readouterr().out
-    # a check naming nothing in the results fails like a false one: exit 1, after the report is written (issue 14)
+    # a check naming a column the results do not have is bad input (issue 27): exit 2, one line, nothing written
+    # (a bench, whose checks were checked against its methods before training, still writes its report and
+    # fails the check when that method's runs are missing: tests/test_report_paper.py)
     fresh = tmp_path / "rep2"
-    assert main(["report", res, "--out", str(fresh), "--check", "cutmix.rotation20 >= 1"]) == 1
-    assert "FAIL: cutmix.rotation20 >= 1  (method 'cutmix' expected one of vanilla, manifold_mixup)" in capsys.readouterr().out
-    assert (fresh / "report.html").exists() and "cutmix.rotation20" in (fresh / "report.md").read_text()
+    assert main(["report", res, "--out", str(fresh), "--check", "cutmix.rotation20 >= 1"]) == 2
+    assert ("--check 'cutmix.rotation20 >= 1': method 'cutmix' expected one column of the report (vanilla, "
+            "manifold_mixup), got none") in capsys.readouterr().err
+    assert not fresh.exists()
     assert main(["report", res, "--out", out, "--check", "vanilla.rotation99 >= 1"]) == 1
     assert "FAIL: vanilla.rotation99 >= 1  (no value for rotation99:acc" in capsys.readouterr().out
     # a syntax error is bad input: exit 2, nothing written
@@ -238,7 +241,8 @@ def test_an_evaluator_the_report_never_heard_of_gets_its_own_section(tmp_path):
 def test_gzipped_records_read_like_plain_ones_and_a_decompression_bomb_is_listed(tmp_path, monkeypatch):
     import gzip
 
-    from mmix_eval.report import build as build_module
+    from mmix_eval.evaluate.records import read_jsonl
+    from mmix_eval.report import load as load_module
 
     res = fake_results(tmp_path / "res")
     plain = build_report([res], tmp_path / "a")
@@ -248,11 +252,11 @@ def test_gzipped_records_read_like_plain_ones_and_a_decompression_bomb_is_listed
     again = build_report([packed], tmp_path / "b")
     assert (tmp_path / "b" / "table.csv").read_text() == (tmp_path / "a" / "table.csv").read_text()
     assert again["table"].methods == plain["table"].methods
-    monkeypatch.setattr(build_module, "MAX_RESULT_FILE", 1000)  # far less than the records once decompressed
+    monkeypatch.setattr(load_module, "MAX_RESULT_FILE", 1000)  # far less than the records once decompressed
     bomb = tmp_path / "bomb" / "x.jsonl.gz"
     bomb.parent.mkdir()
     bomb.write_bytes(packed.read_bytes())
     with pytest.raises(UserError, match="found only unreadable ones"):
         build_report([bomb], tmp_path / "c")
     with pytest.raises(ValueError, match="more than 1000 bytes of records once decompressed"):
-        build_module._read_jsonl(bomb)
+        read_jsonl(bomb, 1000)

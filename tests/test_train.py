@@ -42,7 +42,9 @@ def test_kill_and_resume_gives_bitwise_the_same_weights(tmp_path, method):
 
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     """A real SIGKILL of the CLI process (wherever it lands, checkpoint writes included), then --resume."""
-    args = ["--config", "configs/quick.yaml", "--epochs", "6", "--set", "train.device=cpu", "--no-progress"]
+    # --threads pinned: the thread count otherwise follows the machine's load (threads.py), and two runs that
+    # chose different counts split float reductions differently, whatever the resume does
+    args = ["--config", "configs/quick.yaml", "--epochs", "6", "--set", "train.device=cpu", "--no-progress", "--threads", "2"]
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen([sys.executable, "-m", "mmix_eval", "train", *args, "--out", str(tmp_path / "killed")],

@@ -359,7 +359,7 @@ def test_yaml_labels_name_the_report_columns_and_checks_quote_them(tmp_path, cap
 
 def test_one_label_for_two_different_methods_is_an_error():
     from mmix_eval.errors import UserError
-    from mmix_eval.report.build import method_labels
+    from mmix_eval.report.labels import method_labels
 
     row = lambda run, alpha, label: {"run": run, "method": "manifold_mixup", "method_settings": {"alpha": alpha},
                                      "method_label": label}
@@ -409,7 +409,7 @@ def test_one_bin_count_per_report_stated_for_every_evaluator(folder_run, tmp_pat
     md = (tmp_path / "rep" / "report.md").read_text()
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "bins 10" in html and "bins 15" not in html
-    clean_ece = {line for line in md.splitlines() if line.startswith("| Clean test images: ECE")}
+    clean_ece = {line for line in md.splitlines() if line.startswith("| Clean test images: ECE") and "(n=" in line}
     assert len(clean_ece) == 1  # repeated at the head of each evaluator's ECE rows, always the one 10-bin value
 
 
@@ -419,7 +419,7 @@ def test_user_strings_are_drawn_literally_in_plots():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mmix_eval.report.render import plot_text
+    from mmix_eval.report.plots import plot_text
 
     # before: '$\\frac{$' crashed the mathtext parser (report rc 1), 'mix $5 a$b' was typeset, '_x' vanished
     for name in ["$\\frac{$", "mix $5 a$b", "_hidden"]:

@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 
 from mmix_eval.evaluate.base import Evaluator, MetricSpec
-from mmix_eval.evaluate.records import record
+from mmix_eval.evaluate.records import TEMPERATURE_LABEL, record
 
 EDGE_RULE = "equal-width, [a,b) with last bin [a,1] (numpy.histogram, as netcal)"
 
@@ -63,7 +63,7 @@ class Calibration(Evaluator):
         t = fit_temperature(val_logits, target.val.y)
         rows.append(record(base, "temperature_scaled", "temperature", t,
                            f"Temperature fitted on {len(target.val)} held-out validation images"))
-        rows += _metric_rows(base, "temperature_scaled", f"Test images, temperature scaled (T = {t:.3f})",
+        rows += _metric_rows(base, "temperature_scaled", TEMPERATURE_LABEL,
                              logits / t, target.test.y, bins)
         return rows
 

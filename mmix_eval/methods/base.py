@@ -32,6 +32,7 @@ class Method:
     """
 
     name: str = "method"
+    forward_passes: int = 1  # network forward passes per training step (the report's cost table shows it)
 
     def __init__(self, loss: str = "bce_softmax"):
         from mmix_eval.methods.losses import LOSSES

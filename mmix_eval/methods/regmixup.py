@@ -23,6 +23,7 @@ from mmix_eval.methods.base import check_alpha
 @METHODS.register("regmixup", help="clean loss + eta x input-mixup loss on the same batch, alpha 10, eta 1 (Pinto et al. 2022)")
 class RegMixup(Method):
     name = "regmixup"
+    forward_passes = 2  # the clean and the mixed batch go through the network together: twice the images
 
     def __init__(self, alpha: float = 10.0, eta: float = 1.0, loss: str = "bce_softmax"):
         super().__init__(loss)

@@ -64,3 +64,27 @@ def paired_image_bootstrap(method: np.ndarray, baseline: np.ndarray, resamples: 
 def discordant(method: np.ndarray, baseline: np.ndarray) -> tuple[int, int]:
     """(b, c) summed over seed pairs: images the method alone gets right, the baseline alone."""
     return int((method & ~baseline).sum()), int((~method & baseline).sum())
+
+
+def paired_t_p(diffs: list[float]) -> float | None:
+    """Two-sided p of the paired t-test that the mean difference is 0; None with fewer than 2 pairs or no
+    spread (a t statistic of ±inf says nothing with so few seeds)."""
+    if len(diffs) < 2 or statistics.stdev(diffs) == 0:
+        return None
+    from scipy.stats import t
+
+    tstat = statistics.fmean(diffs) / (statistics.stdev(diffs) / math.sqrt(len(diffs)))
+    return float(2.0 * t.sf(abs(tstat), len(diffs) - 1))
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: with p sorted ascending, the k-th (from 0)
+    becomes max over j <= k of min(1, (m - j) p_(j)). Rejecting where the adjusted p < α controls the
+    family-wise error rate at α across all m tests (Holm 1979)."""
+    m = len(ps)
+    order = sorted(range(m), key=lambda k: ps[k])
+    out, running = [0.0] * m, 0.0
+    for rank, k in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * ps[k]))
+        out[k] = running
+    return out

@@ -12,7 +12,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from mmix_eval.report.build import Table, setting_text
+from mmix_eval.report.labels import setting_text
+from mmix_eval.report.table import Table
 from mmix_eval.report.paper import published_eligible
 
 MAX_PLOTTED = 9  # metrics per sweep plot
@@ -37,7 +38,7 @@ class SweepView:
         return setting_text(self.key, v)
 
 
-def _key(v) -> str:
+def key_of(v) -> str:
     return json.dumps(v, sort_keys=True)
 
 
@@ -72,8 +73,8 @@ def sweep_views(table: Table) -> list[SweepView]:
                 continue
             others = " ".join(setting_text(k, v) for k, v in point.items() if k != key)
             name = f"{base} {others}".strip()
-            series.setdefault(name, {})[_key(point[key])] = m
-            if _key(point[key]) not in map(_key, values):
+            series.setdefault(name, {})[key_of(point[key])] = m
+            if key_of(point[key]) not in map(key_of, values):
                 values.append(point[key])
         if not series:
             continue
@@ -93,7 +94,7 @@ def _paper(table: Table, view: SweepView) -> dict:
         row = table.rows[i]
         for s in view.series:
             method, settings = table.info[next(iter(s.columns.values()))]
-            got = {_key(v): published_eligible(data, model, method, v, settings.get("alpha", 2.0), row.condition, row.metric)
+            got = {key_of(v): published_eligible(data, model, method, v, settings.get("alpha", 2.0), row.condition, row.metric)
                    for v in view.values}
             got = {k: v for k, v in got.items() if v is not None}
             if got:

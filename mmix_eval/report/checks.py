@@ -1,0 +1,102 @@
+"""The report's CI gate: checks like 'manifold_mixup.rotation20 >= vanilla.rotation20' on the table's means.
+Imports no torch."""
+
+from __future__ import annotations
+
+from mmix_eval.errors import UserError
+from mmix_eval.report.table import Table
+
+
+OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
+       "==": lambda a, b: a == b}
+
+def parse_check(check: str) -> tuple[object, str, object]:
+    """'manifold_mixup.rotation20 >= vanilla.rotation20' -> (side, op, side), a side being a number or
+    (method, condition, metric); metric acc unless 'method.condition:metric'. A method (or label) holding dots,
+    spaces or operators is quoted: '"manifold_mixup α=0.2".rotation20 >= vanilla.rotation20' (double or single
+    quotes). Syntax only: what the methods and conditions are is checked against the results (or, by bench,
+    against its methods)."""
+    expected = f"--check '{check}': expected 'LEFT OP RIGHT' with OP one of >=, <=, >, <, =="
+    i, quote, found = 0, None, None
+    while i < len(check):  # the first operator outside quotes
+        c = check[i]
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "\"'":
+            quote = c
+        elif c in "<>=!":
+            found = i
+            break
+        i += 1
+    if quote or found is None:
+        raise UserError(expected + ("" if not quote else f" (an unclosed {quote} quote)"))
+    op = check[found:found + 2] if check[found:found + 2] in OPS else check[found]
+    if op not in OPS or check[found + len(op):].lstrip().startswith(("=", "<", ">")):
+        raise UserError(expected)
+    left, right = check[:found].strip(), check[found + len(op):].strip()
+    if not left or not right:
+        raise UserError(expected)
+
+    def side(text: str):
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        if text[0] in "\"'":
+            end = text.find(text[0], 1)
+            method, rest = text[1:end], text[end + 1:]
+            dot = rest[:1] == "."
+            rest = rest[1:]
+        else:
+            method, dot, rest = text.partition(".")
+        condition, _, metric = rest.partition(":")
+        if not dot or not condition or not method:
+            raise UserError(f"--check '{check}': expected METHOD.CONDITION[:METRIC] or a number, got '{text}' "
+                            f"(quote a method holding dots or spaces: \"my method α=0.2\".rotation20)")
+        return method, condition, metric or "acc"
+
+    return side(left), op, side(right)
+
+def run_checks(table: Table, checks: list[str]) -> list[tuple[str, bool, str]]:
+    """Evaluate gates like 'manifold_mixup.rotation20 >= vanilla.rotation20' (means; metric acc unless
+    'method.condition:metric'; either side may be a number). Returns (check, passed, explanation)."""
+    index: dict = {}
+    for i, r in enumerate(table.rows):
+        index.setdefault((r.condition, r.metric), i)
+
+    def value(side, check: str) -> float:
+        if isinstance(side, float):
+            return side
+        method, condition, metric = side
+        matches = [m for m in table.methods if m == method] or [m for m in table.methods if table.info[m][0] == method]
+        if len(matches) != 1:
+            raise UserError(f"--check '{check}': method '{method}' expected one of {', '.join(table.methods)}")
+        i = index.get((condition, metric))
+        if i is None or (i, matches[0]) not in table.cells:
+            known = ", ".join(dict.fromkeys(f"{r.condition}:{r.metric}" for r in table.rows))
+            raise UserError(f"--check '{check}': no value for {condition}:{metric} of '{matches[0]}'; known: {known}")
+        return table.cells[i, matches[0]].mean
+
+    out = []
+    for check in checks:
+        left, op, right = parse_check(check)
+        try:
+            a, b = value(left, check), value(right, check)
+        except UserError as e:  # a check that names nothing in these results fails; the report is still written
+            out.append((check, False, str(e).removeprefix(f"--check '{check}': ")))
+            continue
+        out.append((check, OPS[op](a, b), f"{a:.4f} {op} {b:.4f}"))
+    return out
+
+
+def check_columns(table: Table, checks: list[str]) -> None:
+    """Every method a check names is exactly one column of the table (its label, or the method's name): a
+    check naming no column, or several, is bad input, refused before anything is written."""
+    for check in checks:
+        for side in parse_check(check)[::2]:
+            if isinstance(side, float):
+                continue
+            matches = [m for m in table.methods if m == side[0]] or [m for m in table.methods if table.info[m][0] == side[0]]
+            if len(matches) != 1:
+                raise UserError(f"--check '{check}': method '{side[0]}' expected one column of the report "
+                                f"({', '.join(table.methods)}), got {'none' if not matches else 'several: ' + ', '.join(matches)}")

@@ -1,0 +1,165 @@
+"""Paired comparisons against the baseline: over training seeds (t interval) and over test images (paired
+bootstrap and McNemar's exact test, from the per-image outcomes). Imports no torch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmix_eval.errors import UserError
+from mmix_eval.report import stats
+from mmix_eval.report.table import Row, Table
+
+
+def paired_differences(table: Table, baseline: str) -> dict:
+    """(row index, method) -> (mean difference, 95 % CI half-width or None, n pairs), paired by seed."""
+    if baseline not in table.methods:
+        raise UserError(f"--baseline: expected one of the methods in the results ({', '.join(table.methods)}), got '{baseline}'")
+    out = {}
+    for i in range(len(table.rows)):
+        base = table.cells.get((i, baseline))
+        if base is None:
+            continue
+        for m in table.methods:
+            cell = table.cells.get((i, m))
+            if m == baseline or cell is None:
+                continue
+            seeds = sorted(set(cell.values) & set(base.values), key=str)
+            d = [cell.values[s] - base.values[s] for s in seeds]
+            if not d or any(math.isnan(x) for x in d):
+                continue
+            mean, half = stats.t_interval(d)
+            out[i, m] = (mean, half, len(d))
+    return out
+
+def image_differences(table: Table, outcomes: dict, baseline: str) -> tuple[dict, list[str]]:
+    """(row index, method) -> (difference in points, bootstrap low, high, McNemar p, images, seed pairs) for
+    the accuracy rows whose per-image outcomes exist for both methods on the very same test images.
+    Returns the notes on pairs that could not be made (different test subsets)."""
+    out, notes = {}, []
+    for i, row in enumerate(table.rows):
+        if row.metric != "acc" or row.direction != "higher":
+            continue
+        for m in table.methods:
+            if m == baseline:
+                continue
+            got = image_pair(table, outcomes, i, m, baseline, notes)
+            if got is not None:
+                out[i, m] = got
+    return out, sorted(set(notes))
+
+
+def image_pair(table: Table, outcomes: dict, i: int, a: str, b: str, notes: list | None = None) -> tuple | None:
+    """Column ``a`` − column ``b`` on row ``i`` over test images: (difference in points, bootstrap low, high,
+    McNemar p, images, seed pairs), or None without per-image outcomes of both on the same images."""
+    row = table.rows[i]
+    if row.metric != "acc" or row.direction != "higher" or a not in table.runs or b not in table.runs:
+        return None
+    xa, xb = [], []
+    for seed in sorted(set(table.runs[a]) & set(table.runs[b]), key=str):
+        oa = _outcome(outcomes, table.runs[a][seed], row)
+        ob = _outcome(outcomes, table.runs[b][seed], row)
+        if oa is None or ob is None:
+            continue
+        if not np.array_equal(oa[0], ob[0]):
+            if notes is not None:
+                notes.append(f"{row.label}: {a} and {b} (seed {seed}) were evaluated on different test images; no "
+                             f"per-image interval")
+            continue
+        xa.append(oa[1])
+        xb.append(ob[1])
+    if not xa:
+        return None
+    ma, mb = np.stack(xa), np.stack(xb)
+    diff, lo, hi = stats.paired_image_bootstrap(ma, mb)
+    return diff, lo, hi, stats.mcnemar_exact(*stats.discordant(ma, mb)), ma.shape[1], ma.shape[0]
+
+
+def seed_pair(table: Table, i: int, a: str, b: str) -> tuple | None:
+    """Column ``a`` − column ``b`` on row ``i`` paired by training seed: (mean, 95 % half-width or None, pairs,
+    two-sided paired t-test p or None), or None without a common seed."""
+    ca, cb = table.cells.get((i, a)), table.cells.get((i, b))
+    if ca is None or cb is None:
+        return None
+    seeds = sorted(set(ca.values) & set(cb.values), key=str)
+    d = [ca.values[s] - cb.values[s] for s in seeds]
+    if not d or any(math.isnan(x) for x in d):
+        return None
+    mean, half = stats.t_interval(d)
+    return mean, half, len(d), stats.paired_t_p(d)
+
+
+@dataclass
+class Claim:
+    """One method against the baseline on one row of the main table."""
+    row: int
+    method: str
+    diff: float  # method − baseline, in the metric's unit (points for accuracy)
+    test: str  # "McNemar" (per image) or "paired t" (over seeds)
+    p: float | None
+    low: float | None = None  # the 95 % interval of the test's kind (bootstrap over images, t over seeds)
+    high: float | None = None
+    seeds: tuple | None = None  # the over-seeds difference (mean, half-width, pairs) beside a per-image test
+    p_holm: float | None = None
+
+    @property
+    def holds(self) -> bool:
+        return self.p_holm is not None and self.p_holm < ALPHA
+
+
+ALPHA = 0.05
+
+
+def claims(table: Table, rows: list[int], outcomes: dict, baseline: str) -> list[Claim]:
+    """Every (row, method) of ``rows`` against ``baseline`` with its test (per-image McNemar where per-image
+    outcomes exist, else a paired t-test over seeds), Holm-adjusted across all of them together."""
+    out = []
+    for i in rows:
+        if table.rows[i].direction is None or (i, baseline) not in table.cells:
+            continue
+        for m in table.methods:
+            if m == baseline or (i, m) not in table.cells:
+                continue
+            seeds = seed_pair(table, i, m, baseline)
+            img = image_pair(table, outcomes, i, m, baseline)
+            if img is not None:
+                out.append(Claim(i, m, img[0], "McNemar", img[3], img[1], img[2], seeds[:3] if seeds else None))
+            elif seeds is not None:
+                low = seeds[0] - seeds[1] if seeds[1] is not None else None
+                high = seeds[0] + seeds[1] if seeds[1] is not None else None
+                out.append(Claim(i, m, seeds[0], "paired t", seeds[3], low, high, seeds[:3]))
+    adjusted = stats.holm([c.p for c in out if c.p is not None])
+    for c, p in zip([c for c in out if c.p is not None], adjusted):
+        c.p_holm = p
+    return out
+
+
+def best_holds(table: Table, i: int, outcomes: dict) -> set[str]:
+    """The best column of row ``i`` (by the metric's direction), only where its paired 95 % interval against
+    the runner-up excludes 0 (per image where outcomes exist, else over seeds); empty otherwise."""
+    row = table.rows[i]
+    best = table.best(i)
+    means = sorted(((c.mean, m) for m in table.methods if (c := table.cells.get((i, m))) is not None and not math.isnan(c.mean)),
+                   reverse=row.direction == "higher")
+    if len(best) != 1 or len(means) < 2:
+        return set()
+    (_, first), (_, second) = means[0], means[1]
+    img = image_pair(table, outcomes, i, first, second)
+    if img is not None:
+        low, high = img[1], img[2]
+    else:
+        seeds = seed_pair(table, i, first, second)
+        if seeds is None or seeds[1] is None:
+            return set()
+        low, high = seeds[0] - seeds[1], seeds[0] + seeds[1]
+    excludes = low > 0 if row.direction == "higher" else high < 0
+    return {first} if excludes else set()
+
+
+def _outcome(outcomes: dict, run: str, row: Row):
+    if row.evaluator is not None:
+        return outcomes.get((run, row.evaluator, row.condition))
+    return next((v for (r, _, c), v in sorted(outcomes.items(), key=lambda kv: tuple(map(str, kv[0])))
+                 if r == run and c == row.condition), None)

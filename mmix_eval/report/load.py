@@ -1,0 +1,123 @@
+"""Reading result records for a report: every *.jsonl record file under the given folders (or the files
+themselves, gzipped or not), with the per-image outcomes and provenance beside them. Imports no torch."""
+
+from __future__ import annotations
+
+import json
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmix_eval.errors import UserError
+from mmix_eval.evaluate.outcomes import read_many, read_outcomes
+from mmix_eval.evaluate.records import MAX_RECORD_BYTES, read_jsonl
+
+
+@dataclass
+class Results:
+    rows: list[dict]
+    metas: list[dict]
+    bad: list[tuple[str, str]]  # (path, why) for files that could not be read
+    sources: list[str] = field(default_factory=list)
+    outcomes: dict = field(default_factory=dict)  # (run, evaluator, condition) -> (indices, bool array)
+    outcome_files: dict = field(default_factory=dict)  # record file -> its outcomes (the same mapping)
+    costs: dict = field(default_factory=dict)  # run -> training cost (frame.COST keys)
+
+MAX_RESULT_FILE = MAX_RECORD_BYTES
+
+def load_results(paths: list[str | Path]) -> Results:
+    """Every *.jsonl record file under the given folders (or the files themselves); bad ones are listed."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            # Training logs (log.jsonl) and a report's own copy of the records (records.jsonl) are not inputs.
+            files += sorted(f for f in p.rglob("*.jsonl") if f.name not in ("records.jsonl", "log.jsonl"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UserError(f"results '{p}': expected a folder or a .jsonl (.jsonl.gz) file, got a path that does not exist")
+    rows, metas, bad, outcomes, found = [], [], [], {}, {}
+    for f in files:
+        try:
+            st = f.stat()
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or device named *.jsonl would block or never end
+                raise ValueError("not a regular file")
+            if st.st_size > MAX_RESULT_FILE:
+                raise ValueError(f"{st.st_size} bytes, larger than any result file ({MAX_RESULT_FILE} bytes at most)")
+            new = read_jsonl(f, MAX_RESULT_FILE)
+            for r in new:
+                r["_source"] = str(f)  # for naming the file of a duplicate; never written
+            rows += new
+        except (OSError, UnicodeDecodeError, ValueError, EOFError) as e:  # EOFError: a truncated .gz
+            bad.append((str(f), str(e)))
+            continue
+        try:
+            found[str(f)] = _read_outcomes(f, new)
+            outcomes.update(found[str(f)])
+        except (OSError, ValueError, KeyError) as e:
+            bad.append((str(f.with_suffix(".outcomes.npz")), f"unreadable per-image outcomes ({type(e).__name__})"))
+        meta = f.with_suffix(".meta.json")
+        if meta.is_file() and meta.stat().st_size <= MAX_RESULT_FILE:
+            try:
+                metas.append(json.loads(meta.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as e:
+                bad.append((str(meta), f"unreadable provenance ({type(e).__name__})"))
+    if not rows:
+        raise UserError(f"results {', '.join(map(str, paths))}: expected mmix-eval record files (*.jsonl), found "
+                        f"{'none' if not files else 'only unreadable ones: ' + '; '.join(p for p, _ in bad[:3])}")
+    costs = {}
+    for f in files:
+        costs.update(_read_costs(f, bad))
+    for m in metas:
+        cost = training_cost(Path(str(m.get("checkpoint"))).with_suffix(".json"))
+        if cost and m.get("run") is not None:
+            costs.setdefault(str(m["run"]), cost)
+    return Results(rows, metas, bad, [str(f) for f in files], outcomes, found, costs)
+
+
+def training_cost(model_json: Path) -> dict | None:
+    """A run's training cost from the model.json beside its checkpoint: images/s through the training epochs,
+    the run's wall time, forward passes per step (as the method declares it); None when unreadable."""
+    try:
+        if not model_json.is_file() or model_json.stat().st_size > MAX_RESULT_FILE:
+            return None
+        t = json.loads(model_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(t, dict):
+        return None
+    train, split = t.get("train") or {}, t.get("time_split_s") or {}
+    steps, bs, secs = train.get("steps"), train.get("batch_size"), split.get("training")
+    nums = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (steps, bs, secs))
+    return {"train_images_per_s": steps * bs / secs if nums and secs > 0 else None,
+            "train_wall_time_s": t.get("wall_time_s") if isinstance(t.get("wall_time_s"), (int, float)) else None,
+            "forward_passes_per_step": (t.get("cost") or {}).get("forward_passes_per_step")}
+
+
+def _read_costs(f: Path, bad: list) -> dict:
+    """cost.json beside a report's own records: the training costs a rebuild from those records keeps."""
+    if f.name not in ("records.jsonl", "records.jsonl.gz"):
+        return {}
+    path = f.with_name("cost.json")
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_RESULT_FILE:
+            return {}
+        got = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(got, dict) or not all(isinstance(v, dict) for v in got.values()):
+            raise ValueError("not a mapping of runs to costs")
+        return {str(k): v for k, v in got.items()}
+    except (OSError, ValueError) as e:
+        bad.append((str(path), f"unreadable training costs ({type(e).__name__})"))
+        return {}
+
+def _read_outcomes(f: Path, rows: list[dict]) -> dict:
+    """Per-image outcomes beside a record file: ``<evaluator>.outcomes.npz`` for an evaluation's records,
+    ``outcomes.npz`` for a report's own ``records.jsonl`` (or ``records.jsonl.gz``)."""
+    if f.name in ("records.jsonl", "records.jsonl.gz"):
+        return read_many(f.with_name("outcomes.npz"))
+    path = f.with_suffix(".outcomes.npz")
+    if not path.is_file() or not rows or path.stat().st_size > MAX_RESULT_FILE:
+        return {}
+    indices, per = read_outcomes(path)
+    run, evaluator = rows[0]["run"], rows[0]["evaluator"]
+    return {(run, evaluator, c): (indices, v) for c, v in per.items()}

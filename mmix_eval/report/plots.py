@@ -1,0 +1,132 @@
+"""Plots of the report: matplotlib figures (Agg), each written as PNG (embedded in the HTML) and PDF (for a
+paper), without metadata, so the same records give byte-identical files. User strings are drawn literally
+(no mathtext, no legend-hiding leading underscore). The evaluator sections add their own figures
+(``sections/``); the shift and sweep plots every section shares are here. Imports no torch."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend: no display needed)
+
+from mmix_eval.io import safe_name  # noqa: E402
+from mmix_eval.report.sweep import cell, key_of, plotted_rows, sweep_views  # noqa: E402
+from mmix_eval.report.table import Table  # noqa: E402
+
+COLORS = plt.get_cmap("tab10").colors
+
+
+def plot_text(s) -> str:
+    """A user string drawn literally: '$' is not mathtext, and a leading '_' does not hide a legend entry."""
+    s = str(s).replace("$", r"\$")
+    return "\u200b" + s if s.startswith("_") else s
+
+
+def figure_files(name: str, fig) -> dict[str, bytes]:
+    """``name``.png and ``name``.pdf of a figure, without the metadata (software, dates) that would make two
+    builds of the same records differ; the figure is closed."""
+    out = {}
+    for ext, meta in (("png", {"Software": None}), ("pdf", {"Creator": None, "Producer": None, "CreationDate": None})):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=110, bbox_inches="tight", metadata=meta)
+        out[f"{name}.{ext}"] = buf.getvalue()
+    plt.close(fig)
+    return out
+
+
+def fig_png(fig) -> bytes:
+    """One figure as PNG bytes (for callers outside the report, like the spiral demo); the figure is closed."""
+    return figure_files("figure", fig)["figure.png"]
+
+
+def series(table: Table, idx: list[int], m: str) -> tuple[list[float], list[float]]:
+    means = [table.cells[i, m].mean if (i, m) in table.cells else math.nan for i in idx]
+    errs = [(table.cells[i, m].std or 0.0) if (i, m) in table.cells else 0.0 for i in idx]
+    return means, errs
+
+
+def line_or_bars(ax, table: Table, idx: list[int], colors, ylabel: str, title: str) -> None:
+    """One line per method against the shift strength when every shifted row has one (clean at 0), else
+    grouped bars per condition."""
+    numeric = all(table.rows[i].strength is not None for i in idx if table.rows[i].condition != "clean")
+    # one line per attack (FGSM, the official code's FGSM, PGD-k ...), each along its own strengths, clean at 0
+    clean = [i for i in idx if table.rows[i].condition == "clean"]
+    groups: dict = {}
+    for i in idx:
+        if table.rows[i].condition != "clean":
+            groups.setdefault((table.rows[i].settings or {}).get("attack"), []).append(i)
+    for k, m in enumerate(table.methods):
+        if numeric:
+            for g, (attack, members) in enumerate(groups.items()):
+                line = clean + sorted(members, key=lambda i: table.rows[i].strength)
+                means, errs = series(table, line, m)
+                xs = [0.0 if table.rows[i].condition == "clean" else table.rows[i].strength for i in line]
+                label = plot_text(m if len(groups) == 1 else f"{m} ({attack})")
+                ax.errorbar(xs, means, yerr=errs, marker="o", capsize=3, label=label, color=colors[k % 10],
+                            linestyle=("-", "--", ":", "-.")[g % 4])
+        else:
+            means, errs = series(table, idx, m)
+            w = 0.8 / len(table.methods)
+            xs = [j + (k - (len(table.methods) - 1) / 2) * w for j in range(len(idx))]
+            ax.bar(xs, means, w, yerr=errs, capsize=2, label=plot_text(m), color=colors[k % 10])
+    if numeric:
+        ax.set_xlabel("shift strength (0 = clean; ε in /255 for FGSM; the official code's: its channels' mean)")
+    else:
+        ax.set_xticks(range(len(idx)), [plot_text(table.rows[i].condition) for i in idx], rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title} (mean ± std over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes: never over data
+
+
+def sweep_figures(table: Table, colors) -> dict:
+    """Per swept key, each plotted metric against the swept value: one line per method (mean ± std over seeds),
+    methods that do not take the key as dashed reference lines, the paper's Table 5 as grey crosses."""
+    out = {}
+    for view in sweep_views(table):
+        idx = plotted_rows(table, view)
+        if not idx:
+            continue
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in view.values)
+        xs = list(view.values) if numeric else list(range(len(view.values)))
+        cols = min(3, len(idx))
+        nrows = math.ceil(len(idx) / cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols + 2.2, 3.1 * nrows), squeeze=False)
+        handles = {}
+        for a, i in enumerate(idx):
+            ax = axes[a // cols][a % cols]
+            for k, s in enumerate(view.series):
+                cs = [cell(table, i, s.columns.get(key_of(v))) for v in view.values]
+                ys = [c[0] if c else math.nan for c in cs]
+                es = [(c[1] or 0.0) if c else 0.0 for c in cs]
+                h = ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colors[k % 10], label=plot_text(s.name))
+                handles.setdefault(s.name, h)
+                got = view.paper.get((i, s.name))
+                if got:
+                    px = [x for x, v in zip(xs, view.values) if key_of(v) in got]
+                    h = ax.plot(px, [got[key_of(v)] for v in view.values if key_of(v) in got], "x", color="0.45", ms=8,
+                                label="paper (Table 5)")[0]
+                    handles.setdefault("paper (Table 5)", h)
+            for k, m in enumerate(view.fixed, start=len(view.series)):
+                c = cell(table, i, m)
+                if c is not None:
+                    h = ax.axhline(c[0], ls="--", lw=1.2, color=colors[k % 10], label=plot_text(f"{m} (not swept)"))
+                    handles.setdefault(f"{m} (not swept)", h)
+            if numeric and min(view.values) > 0 and max(view.values) / min(view.values) >= 8:
+                ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [plot_text(view.value_text(v).split("=", 1)[-1]) for v in view.values],
+                          rotation=0 if numeric else 20)
+            ax.set_title(plot_text(table.rows[i].label), fontsize=9)
+            ax.grid(alpha=0.3)
+        for a in range(len(idx), nrows * cols):
+            axes[a // cols][a % cols].axis("off")
+        fig.supxlabel(plot_text(view.key))
+        fig.legend(list(handles.values()), list(handles), fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95))
+        fig.suptitle(plot_text(f"Sweep over {view.key} (mean ± std over seeds)"))
+        fig.tight_layout()
+        out[f"sweep-{safe_name(view.key)}"] = fig
+    return out

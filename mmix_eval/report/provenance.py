@@ -1,0 +1,59 @@
+"""What a reader needs to cite the numbers: per run, evaluation options, versions, commit, hardware, wall
+times and the training metadata; the evaluators' warnings; thread-count notes. Imports no torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mmix_eval.report.load import Results
+
+
+def provenance(results: Results, extra: dict | None) -> dict:
+    """What a reader needs to cite the numbers: per run, the evaluation options, versions, commit, hardware,
+    wall time per evaluator, and the training metadata next to the checkpoint when it can be read."""
+    runs: dict = {}
+    for m in sorted(results.metas, key=lambda m: (str(m.get("run")), str(m.get("evaluator")))):
+        r = runs.setdefault(str(m.get("run")), {"checkpoint": m.get("checkpoint"), "evaluations": {}})
+        r["evaluations"][str(m.get("evaluator"))] = {k: m.get(k) for k in ("options", "n_images", "wall_time_s", "versions",
+                                                                           "git_commit", "hardware", "created")}
+        model_json = Path(str(m.get("checkpoint"))).with_suffix(".json")
+        if "training" not in r and model_json.is_file():
+            try:
+                t = json.loads(model_json.read_text(encoding="utf-8"))
+                r["training"] = {k: t.get(k) for k in ("config", "metrics", "wall_time_s", "versions", "git_commit", "hardware", "created")}
+                r["training"]["data_sizes"] = {k: t.get("data", {}).get(k) for k in ("train_size", "val_size", "test_size", "subset_seed")}
+            except (OSError, ValueError):
+                r["training"] = "unreadable model.json"
+    return {"result_files": len(results.sources), "runs": runs, **(extra or {})}
+
+def thread_notes(prov: dict) -> list[str]:
+    """A report whose runs were trained or evaluated with different CPU thread counts says so: float
+    reductions split differently, so such runs can differ in their last digits for that reason alone."""
+    counts: dict[str, set] = {"trained": set(), "evaluated": set()}
+    for r in (prov.get("runs") or {}).values():
+        t = r.get("training")
+        if isinstance(t, dict) and isinstance(t.get("hardware"), dict) and t["hardware"].get("device", "cpu") == "cpu":
+            counts["trained"].add(t["hardware"].get("torch_threads"))
+        for e in (r.get("evaluations") or {}).values():
+            hw = e.get("hardware") if isinstance(e, dict) else None
+            if isinstance(hw, dict) and str(hw.get("device", "cpu")).startswith("cpu"):
+                counts["evaluated"].add(hw.get("torch_threads"))
+    out = []
+    for what, found in counts.items():
+        found.discard(None)
+        if len(found) > 1:
+            out.append(f"Runs were {what} with different CPU thread counts ({', '.join(sorted(found, key=str))}); float "
+                       f"reductions split differently, so their numbers can differ in the last digits for that reason "
+                       f"alone (see the provenance; set --threads to match).")
+    return out
+
+def evaluation_warnings(rows: list[dict]) -> list[str]:
+    """The evaluators' warnings (train-mode model, probabilities for logits, randomised forward, zero input
+    gradients), one line per run and warning, with the evaluators that raised it."""
+    seen: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        for w in str(r.get("warnings") or "").split("; "):
+            if w and w != "None":
+                seen.setdefault((str(r.get("run")), w), set()).add(str(r.get("evaluator")))
+    return [f"Warning for {run} ({', '.join(sorted(ev))}): {w}" for (run, w), ev in sorted(seen.items())]

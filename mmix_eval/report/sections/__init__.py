@@ -1,0 +1,43 @@
+"""Report sections, one file each, found by the evaluator's name. Imports no torch.
+
+Built-in sections are named here as "module:Class" and imported on first use; a user's section is one file
+of their own, reached through ``build_report(sections={"my_evaluator": "my_sections:MySection"})``
+(``mmix-eval report --section my_evaluator=my_sections:MySection``) or an installed package's entry point
+in the group ``mmix_eval.report_sections`` named after the evaluator. Any other evaluator gets the generic
+``ReportSection``.
+"""
+
+from __future__ import annotations
+
+from mmix_eval.errors import UserError
+from mmix_eval.registry import Registry
+from mmix_eval.report.sections.base import ReportSection, SectionContext, add_row
+
+SECTIONS: Registry = Registry("report section", entry_points="mmix_eval.report_sections")
+BUILTIN = {
+    "calibration": "mmix_eval.report.sections.calibration:CalibrationSection",
+    "corruptions": "mmix_eval.report.sections.corruptions:CorruptionsSection",
+    "fgsm": "mmix_eval.report.sections.attacks:AttackSection",
+    "attack": "mmix_eval.report.sections.attacks:AttackSection",
+    "ood": "mmix_eval.report.sections.ood:OODSection",
+    "spectra": "mmix_eval.report.sections.spectra:SpectraSection",
+}
+
+__all__ = ["BUILTIN", "SECTIONS", "ReportSection", "SectionContext", "add_row", "section_for"]
+
+
+def section_for(evaluator: str, given: dict[str, str] | None = None) -> ReportSection:
+    """The section of an evaluator: one the user names in ``given`` (evaluator -> "module:Class"), a
+    registered or installed one, a built-in one, else the generic section."""
+    path = (given or {}).get(evaluator)
+    if path is not None:
+        cls = SECTIONS.get(path)
+    elif evaluator in SECTIONS:
+        cls = SECTIONS.get(evaluator)
+    elif evaluator in BUILTIN:
+        cls = SECTIONS.get(BUILTIN[evaluator])
+    else:
+        cls = SECTIONS.entry_point(evaluator) or ReportSection
+    if not (isinstance(cls, type) and issubclass(cls, ReportSection)):
+        raise UserError(f"report section '{path or evaluator}': expected a ReportSection subclass, got {cls!r:.80}")
+    return cls(evaluator)

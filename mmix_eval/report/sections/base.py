@@ -1,0 +1,84 @@
+"""The report-section interface: what one evaluator contributes to a report beyond its rows of the table.
+
+A section is found by the evaluator's name (``sections.section_for``); an evaluator with no section of its
+own gets ``ReportSection`` itself, the generic one: its headline metric under each condition as a plot
+(one line per method against the shift strength, or bars per condition), and its ECE under each condition
+when it has one. A section may add derived rows (corruption errors against the baseline), notes (the
+gradient-masking check) and figures (reliability diagrams, histograms, spectra). Imports no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmix_eval.report.plots import COLORS, line_or_bars, plot_text, plt
+from mmix_eval.report.table import Row, Table
+
+
+@dataclass
+class SectionContext:
+    table: Table
+    records: list[dict]  # every record of the report, bins and detail rows included
+    labels: dict[str, str]  # run -> column label
+    baseline: str | None
+
+
+class ReportSection:
+    """One evaluator's section. Subclasses override what they add; every method has a working default."""
+
+    def __init__(self, evaluator: str):
+        self.evaluator = evaluator
+
+    @property
+    def title(self) -> str:
+        return f"{self.evaluator}: every metric per condition"
+
+    def add_rows(self, ctx: SectionContext) -> list[str]:
+        """Derived rows added to ``ctx.table`` (cells per seed); returns the notes that explain them."""
+        return []
+
+    def notes(self, ctx: SectionContext) -> list[str]:
+        """Findings stated at the top of the report (a failed sanity check, say)."""
+        return []
+
+    def headline_rows(self, table: Table) -> list[int]:
+        """This evaluator's rows of the main comparison (its headline metric under each condition)."""
+        return [i for i, r in enumerate(table.rows) if r.section == "comparison" and r.evaluator == self.evaluator]
+
+    def figures(self, ctx: SectionContext) -> dict:
+        """name (no extension) -> matplotlib figure."""
+        from mmix_eval.io import safe_name
+
+        table, out, stem = ctx.table, {}, safe_name(str(self.evaluator))
+        head = self.headline_rows(table)
+        clean = next((i for i, r in enumerate(table.rows) if (r.evaluator, r.condition, r.metric) == (None, "clean", "acc")
+                      and r.section == "comparison"), None)
+        if head:  # the headline metric under each shift, clean first
+            idx = ([clean] if clean is not None and table.rows[head[0]].metric == "acc" else []) + head
+            fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(idx) + 2), 3.6))
+            ylabel = plot_text(table.rows[head[0]].label.rsplit(": ", 1)[-1])
+            line_or_bars(ax, table, idx, COLORS, ylabel, f"{plot_text(self.evaluator)}: {ylabel} under each condition")
+            out[stem] = fig
+        ece = [i for i, r in enumerate(table.rows) if r.section == self.evaluator and r.metric == "ece"]
+        if head and len(ece) >= 2:  # a shift evaluator: Ovadia et al. 2019's question
+            fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(ece) + 2), 3.6))
+            line_or_bars(ax, table, ece, COLORS, "ECE", f"{plot_text(self.evaluator)}: ECE under each condition")
+            out[f"{stem}-ece"] = fig
+        return out
+
+
+def add_row(table: Table, row: Row, values: dict, after: int | None = None) -> int:
+    """Append ``row`` with ``values`` (column -> {seed: value}) to ``table``, placed in its section after row
+    ``after`` (at the end without one); a section not in the table yet is appended."""
+    from mmix_eval.report.table import Cell
+
+    table.rows.append(row)
+    i = len(table.rows) - 1
+    for m, v in values.items():
+        table.cells[i, m] = Cell(v)
+    for key, _, idx in table.sections:
+        if key == row.section:
+            idx.insert(idx.index(after) + 1 if after is not None and after in idx else len(idx), i)
+            return i
+    table.sections.append((row.section, f"{row.section}: every metric per condition", [i]))
+    return i

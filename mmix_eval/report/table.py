@@ -1,0 +1,223 @@
+"""The table model: rows (evaluator, condition, metric, with the metric's declared direction and format),
+columns (method labels), cells (one value per training seed). Rows come from the records' typed fields,
+never from display labels; the cells are aggregated from the tidy DataFrame (``frame.py``), so the frame a
+user loads is the one the report was built from. Imports no torch."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmix_eval.errors import UserError
+from mmix_eval.evaluate.base import BUILTIN
+from mmix_eval.evaluate.records import fmt_value
+from mmix_eval.report.frame import cell_values, records_frame, seed_of
+from mmix_eval.report.labels import method_labels, order_methods, sweep_bases
+
+
+@dataclass
+class Row:
+    evaluator: str | None  # None: the clean condition, shared by every evaluator's records
+    condition: str
+    metric: str
+    label: str
+    direction: str | None  # higher | lower | None (not a score)
+    format: str
+    section: str  # "comparison", or the evaluator's name
+    strength: float | None = None  # a numeric shift strength (an ε), for plots
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        return None if self.direction is None else self.direction == "higher"
+
+@dataclass
+class Cell:
+    values: dict  # train seed -> value
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values.values())
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values.values()) if self.n > 1 else None
+
+@dataclass
+class Table:
+    rows: list[Row]
+    methods: list[str]
+    cells: dict  # (row index, method) -> Cell
+    context: dict  # data, model, evaluation settings
+    runs: dict = field(default_factory=dict)  # method label -> {train seed: run}
+    info: dict = field(default_factory=dict)  # method label -> (method name, method settings)
+    sections: list = field(default_factory=list)  # (section key, title, row indices)
+    sweeps: dict = field(default_factory=dict)  # method label -> (label without the swept values, swept values)
+
+    def best(self, i: int) -> set[str]:
+        row = self.rows[i]
+        means = {m: self.cells[i, m].mean for m in self.methods if (i, m) in self.cells}
+        means = {m: v for m, v in means.items() if not math.isnan(v)}
+        if row.direction is None or len(means) < 2:
+            return set()
+        target = (max if row.direction == "higher" else min)(means.values())
+        return {m for m, v in means.items() if v == target}
+
+    def fmt(self, i: int, v) -> str:
+        return fmt_value(v, self.rows[i].format)
+
+def is_detail(r: dict) -> bool:
+    """Per-severity corruption rows: kept in the records and plotted, never a table row (their means are)."""
+    s = r.get("settings") or {}
+    return s.get("severity") is not None and s.get("corruption") is not None
+
+
+def evaluator_order(records: list[dict]) -> list[str]:
+    present = {r["evaluator"] for r in records}
+    return [e for e in BUILTIN if e in present] + sorted(str(e) for e in present - set(BUILTIN))
+
+def section_title(evaluator: str) -> str:
+    return f"{evaluator}: every metric per condition"
+
+def _rows(records: list[dict]) -> tuple[list[Row], list]:
+    """The table's rows and its sections, in order. Keys are (evaluator, condition, metric) from typed
+    fields; the clean condition's rows are one row whatever evaluator wrote them."""
+    rows: list[Row] = []
+    seen: set = set()
+    sections: dict[str, list[int]] = {}
+
+    def add(r, evaluator, section, label):
+        key = (section, evaluator, r["condition"], r["metric"])
+        if key in seen:
+            return
+        seen.add(key)
+        s = r["settings"] or {}
+        rows.append(Row(evaluator, r["condition"], r["metric"], label, r["direction"], r["format"] or ".4f", section,
+                        s.get("strength") if isinstance(s.get("strength"), (int, float)) else None, s))
+        sections.setdefault(section, []).append(len(rows) - 1)
+
+    table_rows = [r for r in records if r["bin"] is None and not is_detail(r)]  # detail rows: plots and files
+    by_eval = {e: [r for r in table_rows if r["evaluator"] == e] for e in evaluator_order(table_rows)}
+    clean = [r for r in table_rows if r["condition"] == "clean"]
+    name = lambda r: f"{r['label'] or r['condition']}: {r['metric_label'] or r['metric']}"
+    for r in clean:  # the comparison opens with clean accuracy (every headline metric at the clean condition)
+        if r["headline"]:
+            add(r, None, "comparison", name(r))
+    for e, rs in by_eval.items():
+        for r in rs:
+            if r["headline"] and r["condition"] != "clean":
+                add(r, e, "comparison", name(r))
+    for r in clean:  # and closes with the clean likelihood and calibration scores
+        if not r["headline"] and r["direction"] is not None:
+            add(r, None, "comparison", name(r))
+    for e, rs in by_eval.items():  # then each evaluator's other metrics, grouped by metric: how ECE (say)
+        shifted = [r["metric"] for r in rs if not r["headline"] and r["condition"] != "clean"]
+        for m in dict.fromkeys(shifted + [r["metric"] for r in rs if not r["headline"]]):  # moves from clean through every shift
+            group = [r for r in rs if r["metric"] == m and not r["headline"]]
+            if any(r["condition"] != "clean" for r in group):
+                for r in group:
+                    add(r, None if r["condition"] == "clean" else e, e, name(r))
+    order = ["comparison", *by_eval]
+    titled = [(k, "Comparison" if k == "comparison" else section_title(k), sections[k]) for k in order if k in sections]
+    return rows, titled
+
+def aggregate(records: list[dict], baseline: str | None = None, order: list[str] | None = None) -> Table:
+    """The table of ``records``: rows from their typed fields, cells from the tidy frame (``frame.py``),
+    columns in ``order`` (a bench's YAML order) or the default order (see ``labels.order_methods``)."""
+    labels = method_labels(records)
+    info = {}
+    for r in records:
+        info.setdefault(labels[r["run"]], (r["method"], r["method_settings"] or {}))
+    rows, sections = _rows(records)
+    index: dict = {}
+    for i, row in enumerate(rows):
+        index.setdefault((row.evaluator, row.condition, row.metric), []).append(i)
+    runs: dict = {}
+    for r in records:
+        if r["bin"] is None:
+            runs.setdefault(labels[r["run"]], {}).setdefault(seed_of(r), r["run"])
+    cells: dict = {}
+    for (key, column), values in cell_values(records_frame(records, labels)).items():
+        for i in index.get(key, []):
+            cells[i, column] = Cell(dict(values))
+    methods = order_methods(labels, records, baseline, order)
+    context = {"data": sorted({str(r["data"]) for r in records}), "model": sorted({str(r["model"]) for r in records}),
+               "n_images": sorted({r["n"] for r in records if r["n"] is not None}),
+               "eval_seed": sorted({r["eval_seed"] for r in records if r["eval_seed"] is not None}),
+               "settings": evaluator_settings(records), "schemas": sorted({r["schema"] for r in records if r["schema"]})}
+    return Table(rows, methods, cells, context, runs, info, sections, sweep_bases(records, labels))
+
+
+_ROW_SETTINGS = ("strength", "eps_255", "eps", "after", "target_classes", "deformation", "magnitude", "corruption",
+                 "severity", "ood", "score", "n_ood", "layer", "width", "projected",  # differ by condition
+                 "eps_255_per_channel", "pixels_outside_01")  # and by model (its normalisation, its gradients)
+
+def evaluator_settings(records: list[dict]) -> dict[str, dict[str, list]]:
+    """evaluator -> setting -> the distinct values its rows hold (what the report's header states)."""
+    out: dict[str, dict[str, set]] = {}
+    for r in records:
+        for k, v in (r["settings"] or {}).items():
+            if k not in _ROW_SETTINGS and v is not None:
+                out.setdefault(str(r["evaluator"]), {}).setdefault(k, set()).add(json.dumps(v) if not isinstance(v, str) else v)
+    return {e: {k: sorted(v) for k, v in s.items()} for e, s in out.items()}
+
+def comparability_key(r: dict) -> str:
+    """What must be equal for two runs' rows of one evaluator to be compared (and paired): the data, the
+    evaluated test subset, the evaluation seed and image count, and the evaluator's settings."""
+    settings = {k: v for k, v in (r["settings"] or {}).items() if k not in _ROW_SETTINGS}
+    return json.dumps([str(r["evaluator"]), str(r["data"]), r["subset"], r["eval_seed"], r["n"], settings],
+                      sort_keys=True, default=str)
+
+def _run_id(r: dict) -> tuple[str, str]:
+    """A run is its name and where its records lie: results/<run>/<evaluator>.jsonl, or one report's records."""
+    src = Path(str(r.get("_source") or ""))
+    return str(r["run"]), str(src if src.name == "records.jsonl" or not src.name else src.parent)
+
+def comparable_groups(rows: list[dict]) -> list[list[dict]]:
+    """The records split into groups of runs that can share one report: two runs conflict when an evaluator
+    both have gives them different comparability keys (a run without some evaluator conflicts with none).
+    Within a group, one run name from two places is an error naming both files."""
+    per_run: dict[tuple, dict[str, set]] = {}
+    for r in rows:
+        per_run.setdefault(_run_id(r), {}).setdefault(str(r["evaluator"]), set()).add(comparability_key(r))
+    groups: list[list[tuple]] = []
+    for rid in sorted(per_run):
+        mine = per_run[rid]
+        home = next((g for g in groups if all(per_run[o].get(e, k) == k for o in g for e, k in mine.items())), None)
+        if home is None:
+            groups.append([rid])
+        else:
+            home.append(rid)
+    out = []
+    for g in groups:
+        names: dict[str, tuple] = {}
+        for rid in g:
+            if names.setdefault(rid[0], rid) != rid:
+                raise UserError(f"results: run '{rid[0]}' is in two places, {names[rid[0]][1]} and {rid[1]}, with "
+                                f"comparable records; expected one (a duplicate run: report one of them)")
+        ids = set(g)
+        out.append([r for r in rows if _run_id(r) in ids])
+    return out
+
+def describe_group(rows: list[dict]) -> str:
+    r = rows[0]
+    runs = sorted({x["run"] for x in rows})
+    return (f"{len(runs)} run(s) like '{runs[0]}': data {r['data']}, {r['n']} test images (subset {r['subset']}), "
+            f"evaluation seed {r['eval_seed']}")
+
+
+def check_duplicates(rows: list[dict], labels: dict[str, str]) -> None:
+    seen: dict[tuple, str] = {}
+    for r in rows:
+        key = (labels[r["run"]], r["train_seed"] if r["train_seed"] is not None else r["run"])
+        if seen.setdefault(key, r["run"]) != r["run"]:
+            other = seen[key]
+            raise UserError(f"results: {key[0]} seed {key[1]} is both run '{other}' and run '{r['run']}' "
+                            f"({_run_id(r)[1]}); expected one run per method and seed (a duplicate: drop one)")

@@ -1,0 +1,270 @@
+"""Issue 27: a report to paste into a paper. The compact main table (bold only where the interval against
+the runner-up excludes 0, daggers after Holm), what holds in words, LaTeX that compiles, the cost table,
+ten columns, the tidy DataFrame the table is built from, a section from one file, an unambiguous baseline."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmix_eval.errors import UserError
+from mmix_eval.evaluate.records import record, write_records
+from mmix_eval.report import build_report
+from mmix_eval.report.stats import holm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_report import fake_results, specs  # noqa: E402  (the shared hand-computed fixture)
+
+HOSTILE = r"a\b$c&d%e#f_g{h}i~j^k"
+
+
+def ten_methods(root: Path, gap: float = 3.0) -> Path:
+    """Ten columns (a three-value sweep included) x three seeds, accuracies spaced ``gap`` points apart, so the
+    best is clear and every difference against vanilla is large relative to the seed noise."""
+    names = ["vanilla", "input_mixup", "manifold_mixup", "cutmix", "label_smoothing", "regmixup", HOSTILE]
+    columns = [(n, None) for n in names] + [("hidden_noise", p) for p in (0.1, 0.5, 0.9)]
+    for k, (method, prob) in enumerate(columns):
+        for seed in (0, 1, 2):
+            run = f"c{k}-s{seed}"
+            base = {"run": run, "checkpoint": f"nowhere/{run}/model.safetensors", "model": "smallnet", "method": method,
+                    "method_settings": {"prob": prob} if prob is not None else {}, "sweep": {"prob": prob} if prob else None,
+                    "train_seed": seed, "data": "digits", "n": 100, "eval_seed": 0,
+                    "evaluator": "deformations", "settings": {"grid": "table4"}}
+            acc = 50.0 + gap * k + 0.3 * seed * (1 + 0.1 * k)  # seed noise that differs by method
+            rows = [record(base, "clean", "acc", acc + 10, label="Clean"), record(base, "clean", "ece", 0.1 - 0.005 * k + 0.001 * seed),
+                    record(base, "rotation20", "acc", acc, label="Rotation U(−20°, 20°)")]
+            write_records(specs(rows, "deformations"), root / run / "deformations")
+    return root
+
+
+def test_holm_by_hand():
+    # p sorted: 0.01, 0.02, 0.04, 0.3 -> 4·0.01 = 0.04, 3·0.02 = 0.06, 2·0.04 = 0.08, 1·0.3 = 0.3 (monotone)
+    assert holm([0.04, 0.01, 0.3, 0.02]) == pytest.approx([0.08, 0.04, 0.3, 0.06])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1 and never decreasing
+    assert holm([]) == []
+
+
+def test_main_table_marks_best_only_where_the_interval_excludes_0(tmp_path):
+    # two seeds: vanilla 50, 60 and manifold 54, 62 -> paired differences 4, 2: t interval 3 ± 12.7 includes 0
+    res = build_report([fake_results(tmp_path / "res")], tmp_path / "rep", baseline="vanilla")
+    main = res["view"]["main"]
+    rot = next(r for r in main["rows"] if r["label"].startswith("Rotation"))
+    assert [c["text"] for c in rot["cells"]] == ["55.00 ± 7.07", "58.00 ± 5.66"]  # n once, in the caption
+    assert not any(c["best"] or c["dagger"] for c in rot["cells"])  # the best mean, but no interval excludes 0
+    assert "n = 2 per cell" in main["caption"] and "Holm" in main["caption"]
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert ("manifold_mixup: +3.00 points under Rotation U(−20°, 20°) against vanilla (over seeds 95 % CI [−9.71, 15.71], "
+            "paired t-test p = 0.205, Holm-adjusted") in summary and "does not hold" in summary
+
+
+def test_ten_columns_one_page_summary_latex_and_daggers(tmp_path):
+    res = build_report([ten_methods(tmp_path / "res")], tmp_path / "rep", baseline="vanilla",
+                       order=["vanilla", "input_mixup", "manifold_mixup", "cutmix", "label_smoothing", "regmixup",
+                              HOSTILE, "hidden_noise"])
+    view = res["view"]
+    assert len(view["methods"]) == 10 and view["methods"][-3:] == ["hidden_noise prob=0.1", "hidden_noise prob=0.5",
+                                                                    "hidden_noise prob=0.9"]
+    rot = next(r for r in view["main"]["rows"] if r["label"].startswith("Rotation"))
+    # every method is about 3k points above vanilla over 3 seeds: paired t-tests hold after Holm
+    assert [c["dagger"] for c in rot["cells"]] == [False] + [True] * 9
+    assert [c["best"] for c in rot["cells"]] == [False] * 9 + [True]  # 27 points vs 24, the interval excludes 0
+    ece = next(r for r in view["main"]["rows"] if r["label"].endswith("ECE"))
+    assert ece["direction"] == "lower" and ece["cells"][-1]["best"]  # lower is better: the last column
+    # what holds, in words, at the top of the report
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert md.index("### What holds against vanilla") < md.index("### Main table") < md.index("### Comparison")
+    assert "- hidden_noise prob=0.9: better than vanilla under 2 of 3: Clean +27.27; Rotation U(−20°, 20°) +27.27; worse under none" in md
+    # one row per method x condition in the differences: readable at ten columns
+    assert "| hidden_noise prob=0.9 − vanilla | Rotation U(−20°, 20°): accuracy (%) |" in md
+    # LaTeX: booktabs, ± and bold and daggers, every hostile character escaped
+    tex = (tmp_path / "rep" / "report.tex").read_text()
+    assert tex.startswith("\\documentclass{article}") and tex.rstrip().endswith("\\end{document}")
+    assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") >= 2 and "\\toprule" in tex
+    assert "$\\pm$" in tex and "\\textbf{" in tex and "$^\\dagger$" in tex
+    assert r"a\textbackslash{}b\$c\&d\%e\#f\_g\{h\}i\textasciitilde{}j\textasciicircum{}k" in tex
+    assert HOSTILE not in tex
+    if shutil.which("pdflatex"):  # compile it for real where the machine has LaTeX
+        r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=tmp_path / "rep",
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout[-2000:]
+        assert (tmp_path / "rep" / "report.pdf").stat().st_size > 10_000
+    # plots also as PDF
+    assert {p.suffix for p in (tmp_path / "rep" / "plots").iterdir()} == {".png", ".pdf"}
+
+
+def test_results_load_is_the_frame_the_table_is_built_from(tmp_path):
+    from mmix_eval import results
+
+    res_dir = ten_methods(tmp_path / "res")
+    build_report([res_dir], tmp_path / "rep", baseline="vanilla")
+    df = results.load(res_dir)
+    assert {"column", "method", "method_settings", "sweep", "seed", "evaluator", "condition", "calibrator", "metric",
+            "value", "direction", "n", "train_images_per_s", "forward_passes_per_step"} <= set(df.columns)
+    assert len(df[(df.condition == "clean") & (df.metric == "acc")]) == 30  # one clean per checkpoint
+    means = df.groupby(["column", "condition", "metric"])["value"].mean()
+    table = list(csv.DictReader((tmp_path / "rep" / "table.csv").open(encoding="utf-8")))
+    compared = 0
+    for row in table:
+        for col in df["column"].unique():
+            got = row.get(f"{col} mean")
+            if got:
+                assert float(got) == pytest.approx(means[col, row["condition"], row["metric"]], rel=1e-12, abs=1e-12)
+                compared += 1
+    assert compared >= 30
+    # the report's own records read back to the same frame, and the bins are a frame of their own
+    again = results.load(tmp_path / "rep" / "records.jsonl")
+    assert again["value"].tolist() == df["value"].tolist()
+    assert results.load_bins(res_dir).empty
+
+
+def test_a_section_from_one_file_of_the_users_own(tmp_path, monkeypatch):
+    (tmp_path / "my_sections.py").write_text(
+        "from mmix_eval.report.sections import ReportSection\n"
+        "class Loud(ReportSection):\n"
+        "    def notes(self, ctx):\n"
+        "        return [f'{self.evaluator}: {len(ctx.table.methods)} columns seen by my section']\n"
+        "NOT_A_SECTION = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    res = fake_results(tmp_path / "res")
+    build_report([res], tmp_path / "rep", baseline="vanilla", sections={"deformations": "my_sections:Loud"})
+    assert "deformations: 2 columns seen by my section" in (tmp_path / "rep" / "report.md").read_text()
+    with pytest.raises(UserError, match="expected a ReportSection subclass"):
+        build_report([res], tmp_path / "rep2", sections={"deformations": "my_sections:NOT_A_SECTION"})
+
+
+def test_a_swept_baseline_must_name_its_value(tmp_path):
+    res = ten_methods(tmp_path / "res")
+    with pytest.raises(UserError, match=r"baseline 'hidden_noise': expected one column, got 3 .*\"hidden_noise prob=0.5\""):
+        build_report([res], tmp_path / "rep", baseline="hidden_noise")
+    assert not (tmp_path / "rep").exists()  # nothing half-written
+    out = build_report([res], tmp_path / "rep", baseline="hidden_noise prob=0.5")
+    assert out["view"]["baseline"] == "hidden_noise prob=0.5"
+    with pytest.raises(UserError, match="baseline 'nope': expected one of the columns"):
+        build_report([res], tmp_path / "rep3", baseline="nope")
+
+
+def test_the_temperature_label_holds_no_runs_value(tmp_path):
+    """Records written before the fix carried one run's T in a label every run shares; they read without it."""
+    from mmix_eval.evaluate.records import TEMPERATURE_LABEL, upgrade
+
+    r = record({"run": "a", "method": "vanilla", "evaluator": "calibration"}, "temperature_scaled", "nll", 1.0,
+               "Test images, temperature scaled (T = 0.502)")
+    assert upgrade(r)["label"] == TEMPERATURE_LABEL and "0.502" not in TEMPERATURE_LABEL
+
+
+def test_a_check_naming_no_column_is_refused_before_anything_is_written(tmp_path):
+    res = fake_results(tmp_path / "res")
+    with pytest.raises(UserError, match=r"--check 'nope.rotation20 >= 1': method 'nope' expected one column of the "
+                                        r"report \(vanilla, manifold_mixup\), got none"):
+        build_report([res], tmp_path / "rep", baseline="vanilla", checks=["nope.rotation20 >= 1"])
+    assert not (tmp_path / "rep").exists()
+
+
+def test_a_bench_missing_a_methods_runs_still_writes_its_report_and_fails_the_check(tmp_path):
+    """The bench checked its checks against its methods before training; when all runs of one failed, the
+    report of the others is written and that method's check fails (strict_checks=False, as bench passes)."""
+    res = fake_results(tmp_path / "res")
+    out = build_report([res], tmp_path / "rep", baseline="vanilla", checks=["cutmix.rotation20 >= 1"], strict_checks=False)
+    assert out["checks"] == [("cutmix.rotation20 >= 1", False, "method 'cutmix' expected one of vanilla, manifold_mixup")]
+    assert (tmp_path / "rep" / "report.html").exists()
+
+
+def test_an_unwritable_output_is_one_line(tmp_path):
+    res = fake_results(tmp_path / "res")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="--out .*expected a folder the report can be written to"):
+        build_report([res], tmp_path / "file" / "rep", baseline="vanilla")
+
+
+def test_outcomes_give_per_image_claims(tmp_path):
+    """With per-image outcomes the main table's test is McNemar's, and the sentence says so."""
+    from mmix_eval.evaluate.outcomes import write_outcomes
+
+    res = fake_results(tmp_path / "res")
+    rng = np.random.default_rng(0)
+    for run, p in (("vanilla-s0", 0.5), ("vanilla-s1", 0.5), ("manifold_mixup-s0", 0.9), ("manifold_mixup-s1", 0.9)):
+        per = {"clean": rng.random(100) < p, "rotation20": rng.random(100) < p}
+        write_outcomes(res / run / "deformations.outcomes.npz", per, np.arange(100))
+    view = build_report([res], tmp_path / "rep", baseline="vanilla")["view"]
+    tests = {c.test for c in view["main"]["claims"] if view["main"]["rows"]}
+    assert "McNemar" in tests
+    assert "per-image 95 % CI" in (tmp_path / "rep" / "summary.md").read_text()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- generated by mmix-eval report: the main table and what holds -->", "<!-- end of the generated summary -->"
+
+
+def _block(text: str) -> str:
+    return text[text.index(START):text.index(END) + len(END)]
+
+
+@pytest.mark.parametrize("readme", ["README.md", "reports/cifar10-smallnet/README.md"])
+def test_the_readmes_show_the_generated_summary_verbatim(readme):
+    summary = (ROOT / "reports" / "cifar10-smallnet" / "summary.md").read_text(encoding="utf-8")
+    assert _block((ROOT / readme).read_text(encoding="utf-8")) == _block(summary)
+
+
+def test_the_committed_summary_is_what_the_records_give_today(tmp_path):
+    """Rebuilt from the committed records alone, the summary and the table are the committed ones."""
+    rep = ROOT / "reports" / "cifar10-smallnet"
+    build_report([rep / "records.jsonl.gz"], tmp_path / "rep", baseline="vanilla",
+                 title="mmix-eval bench: cifar10-smallnet-corruptions")
+    for name in ("summary.md", "table.csv", "report.tex"):
+        assert (tmp_path / "rep" / name).read_text(encoding="utf-8") == (rep / name).read_text(encoding="utf-8"), name
+
+
+def test_the_same_records_give_the_same_table_whatever_the_hash_seed(tmp_path):
+    """Corruption errors summed over a set of (corruption, severity) once took the set's hash order, which
+    changes between processes: the last digits of CE moved from one rebuild to the next."""
+    rep = ROOT / "reports" / "cifar10-smallnet" / "records.jsonl.gz"
+    tables = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        r = subprocess.run([sys.executable, "-m", "mmix_eval", "report", str(rep), "--out", str(tmp_path / seed),
+                            "--baseline", "vanilla"], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        tables.append((tmp_path / seed / "table.csv").read_bytes())
+    assert tables[0] == tables[1]
+
+
+def test_the_report_package_has_no_import_circle():
+    """Every first-party import in mmix_eval/report (at the top or inside a function), as a graph: no cycle."""
+    import ast
+
+    pkg = ROOT / "mmix_eval" / "report"
+    files = {".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): f for f in pkg.rglob("*.py")}
+    graph = {}
+    for name, f in files.items():
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mmix_eval.report"):
+                # 'from package import submodule' depends on the submodule; 'from module import name' on the module
+                for a in node.names:
+                    deps.add(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("mmix_eval.report")}
+        graph[name] = {d for d in deps if d in files and d != name}
+    seen, stack = set(), []
+
+    def visit(m):
+        if m in stack:
+            raise AssertionError("import circle: " + " -> ".join(stack[stack.index(m):] + [m]))
+        if m in seen:
+            return
+        stack.append(m)
+        for d in sorted(graph[m]):
+            visit(d)
+        stack.pop()
+        seen.add(m)
+
+    for m in sorted(graph):
+        visit(m)
+    assert len(graph) >= 15
