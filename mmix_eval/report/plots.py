@@ -30,9 +30,12 @@ def figure_files(name: str, fig) -> dict[str, bytes]:
     """``name``.png and ``name``.pdf of a figure, without the metadata (software, dates) that would make two
     builds of the same records differ; the figure is closed."""
     out = {}
+    # the tight box once for both formats (bbox_inches="tight" draws the figure an extra time per format)
+    fig.canvas.draw()
+    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
     for ext, meta in (("png", {"Software": None}), ("pdf", {"Creator": None, "Producer": None, "CreationDate": None})):
         buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=110, bbox_inches="tight", metadata=meta)
+        fig.savefig(buf, format=ext, dpi=110, bbox_inches=box, metadata=meta)
         out[f"{name}.{ext}"] = buf.getvalue()
     plt.close(fig)
     return out
