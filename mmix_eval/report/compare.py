@@ -112,9 +112,10 @@ class Claim:
 ALPHA = 0.05
 
 
-def claims(table: Table, rows: list[int], outcomes: dict, baseline: str) -> list[Claim]:
+def claims(table: Table, rows: list[int], outcomes: dict, baseline: str, image_diffs: dict | None = None) -> list[Claim]:
     """Every (row, method) of ``rows`` against ``baseline`` with its test (per-image McNemar where per-image
-    outcomes exist, else a paired t-test over seeds), Holm-adjusted across all of them together."""
+    outcomes exist, else a paired t-test over seeds), Holm-adjusted across all of them together.
+    ``image_diffs``: the per-image comparisons already made against the same baseline (not bootstrapped again)."""
     out = []
     for i in rows:
         if table.rows[i].direction is None or (i, baseline) not in table.cells:
@@ -123,7 +124,7 @@ def claims(table: Table, rows: list[int], outcomes: dict, baseline: str) -> list
             if m == baseline or (i, m) not in table.cells:
                 continue
             seeds = seed_pair(table, i, m, baseline)
-            img = image_pair(table, outcomes, i, m, baseline)
+            img = image_diffs[i, m] if image_diffs and (i, m) in image_diffs else image_pair(table, outcomes, i, m, baseline)
             if img is not None:
                 out.append(Claim(i, m, img[0], "McNemar", img[3], img[1], img[2], seeds[:3] if seeds else None))
             elif seeds is not None:

@@ -31,7 +31,7 @@ def figure_files(name: str, fig) -> dict[str, bytes]:
     builds of the same records differ; the figure is closed."""
     out = {}
     # the tight box once for both formats (bbox_inches="tight" draws the figure an extra time per format)
-    fig.canvas.draw()
+    fig.draw_without_rendering()  # layout only: no pixels
     box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
     for ext, meta in (("png", {"Software": None}), ("pdf", {"Creator": None, "Producer": None, "CreationDate": None})):
         buf = io.BytesIO()

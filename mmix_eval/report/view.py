@@ -176,14 +176,14 @@ def main_rows(table: Table) -> list[int]:
     return out
 
 
-def main_table(table: Table, outcomes: dict, baseline: str | None) -> dict | None:
+def main_table(table: Table, outcomes: dict, baseline: str | None, image_diffs: dict | None = None) -> dict | None:
     """One row per headline condition (the comparison), one column per method: mean ± std, bold only where
     the paired interval against the runner-up excludes 0, a dagger where the difference against the
     baseline holds after Holm correction across the table's comparisons."""
     idx = main_rows(table)
     if not idx:
         return None
-    found = claims(table, idx, outcomes, baseline) if baseline in table.methods else []
+    found = claims(table, idx, outcomes, baseline, image_diffs) if baseline in table.methods else []
     holds = {(c.row, c.method) for c in found if c.holds}
     rows = []
     for i in idx:
@@ -363,7 +363,7 @@ def sweeps(table: Table) -> list[dict]:
 
 def build_view(table: Table, diffs, image_diffs, baseline, outcomes: dict, costs: dict, prov: dict, checks: list,
                bad: list, title: str, notes: list[str]) -> dict:
-    main = main_table(table, outcomes, baseline)
+    main = main_table(table, outcomes, baseline, image_diffs)
     secs = sections(table)
     has_paper = any(s["paper_methods"] for s in secs)
     return {"title": title, "notes": notes, "header": header_text(table), "seed_note": seed_note(table, image_diffs),
