@@ -137,6 +137,13 @@ def test_a_section_from_one_file_of_the_users_own(tmp_path, monkeypatch):
     assert "deformations: 2 columns seen by my section" in (tmp_path / "rep" / "report.md").read_text()
     with pytest.raises(UserError, match="expected a ReportSection subclass"):
         build_report([res], tmp_path / "rep2", sections={"deformations": "my_sections:NOT_A_SECTION"})
+    # the same from the command line, and a malformed --section is one line, exit 2
+    from mmix_eval.cli import main
+
+    assert main(["report", str(res), "--out", str(tmp_path / "rep3"), "--section", "deformations=my_sections:Loud"]) == 0
+    assert "columns seen by my section" in (tmp_path / "rep3" / "report.md").read_text()
+    assert main(["report", str(res), "--out", str(tmp_path / "rep4"), "--section", "my_sections.Loud"]) == 2
+    assert not (tmp_path / "rep4").exists()
 
 
 def test_a_swept_baseline_must_name_its_value(tmp_path):
@@ -281,3 +288,22 @@ def test_the_report_package_has_no_import_circle():
     for m in sorted(graph):
         visit(m)
     assert len(graph) >= 15
+
+
+def test_a_section_from_an_installed_packages_entry_point(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    from mmix_eval.report.sections import ReportSection, section_for
+
+    (tmp_path / "pkg_sections.py").write_text(
+        "from mmix_eval.report.sections import ReportSection\n"
+        "class Occlusion(ReportSection):\n"
+        "    def notes(self, ctx):\n"
+        "        return ['occlusion section from an entry point']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = importlib.metadata.EntryPoint(name="occlusion", value="pkg_sections:Occlusion", group="mmix_eval.report_sections")
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None: [ep] if group == "mmix_eval.report_sections" else [])
+    assert type(section_for("occlusion")).__name__ == "Occlusion"
+    assert type(section_for("something_else")) is ReportSection  # the generic section
+    assert type(section_for("corruptions")).__name__ == "CorruptionsSection"  # a built-in, imported on first use

@@ -82,10 +82,3 @@ def cell_values(frame: pd.DataFrame) -> dict[tuple, dict]:
     for (key, column), g in df.groupby(["_key", "column"], sort=False):
         out[key, column] = dict(zip(g["seed"], g["value"]))
     return out
-
-
-def means(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std and n over seeds per (column, evaluator-or-clean, condition, metric): the report's cells."""
-    df = frame.assign(evaluator=["clean" if c == "clean" else e for e, c in zip(frame["evaluator"], frame["condition"])])
-    g = df.groupby(["column", "evaluator", "condition", "metric"], sort=False)["value"]
-    return g.agg(mean="mean", std="std", n="count").reset_index()
