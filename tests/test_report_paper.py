@@ -105,8 +105,7 @@ def test_results_load_is_the_frame_the_table_is_built_from(tmp_path):
     res_dir = ten_methods(tmp_path / "res")
     build_report([res_dir], tmp_path / "rep", baseline="vanilla")
     df = results.load(res_dir)
-    assert {"column", "method", "method_settings", "sweep", "seed", "evaluator", "condition", "calibrator", "metric",
-            "value", "direction", "n", "train_images_per_s", "forward_passes_per_step"} <= set(df.columns)
+    assert list(df.columns) == results.COLUMNS + results.COST  # the documented columns, in that order
     assert len(df[(df.condition == "clean") & (df.metric == "acc")]) == 30  # one clean per checkpoint
     means = df.groupby(["column", "condition", "metric"])["value"].mean()
     table = list(csv.DictReader((tmp_path / "rep" / "table.csv").open(encoding="utf-8")))
@@ -307,3 +306,43 @@ def test_a_section_from_an_installed_packages_entry_point(tmp_path, monkeypatch)
     assert type(section_for("occlusion")).__name__ == "Occlusion"
     assert type(section_for("something_else")) is ReportSection  # the generic section
     assert type(section_for("corruptions")).__name__ == "CorruptionsSection"  # a built-in, imported on first use
+
+
+def test_paired_t_p_equals_scipys_paired_t_test():
+    from scipy.stats import ttest_rel
+
+    from mmix_eval.report.stats import paired_t_p
+
+    a, b = [61.2, 58.4, 60.9, 63.0], [57.0, 57.9, 55.1, 60.2]
+    assert paired_t_p([x - y for x, y in zip(a, b)]) == pytest.approx(ttest_rel(a, b).pvalue, rel=1e-12)
+    assert paired_t_p([1.0]) is None and paired_t_p([2.0, 2.0, 2.0]) is None  # one pair; no spread
+
+
+def test_results_load_of_nothing_is_one_line(tmp_path):
+    from mmix_eval import results
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="expected mmix-eval record files .*found none"):
+        results.load(tmp_path / "empty")
+
+
+def test_a_nan_value_is_n_a_and_makes_no_claim(tmp_path):
+    res = fake_results(tmp_path / "res")
+    rows = [r for r in (res / "manifold_mixup-s1" / "deformations.jsonl").read_text().splitlines()]
+    rows = [r.replace('"value": 62.0', '"value": null') for r in rows]  # rotation20 of seed 1 lost (NaN)
+    (res / "manifold_mixup-s1" / "deformations.jsonl").write_text("\n".join(rows) + "\n")
+    view = build_report([res], tmp_path / "rep", baseline="vanilla")["view"]
+    rot = next(r for r in view["main"]["rows"] if r["label"].startswith("Rotation"))
+    assert rot["cells"][1]["text"] == "n/a ± n/a" and not rot["cells"][1]["dagger"] and not rot["cells"][1]["best"]
+    # no claim for that row (a NaN difference tests nothing), the other rows keep theirs
+    sentences = [s for _, ss in view["verdicts"]["by_condition"] for s in ss]
+    assert not any("under Rotation" in s for s in sentences) and any("under Clean" in s for s in sentences)
+
+
+def test_an_unreadable_cost_file_is_listed_and_the_report_still_builds(tmp_path):
+    res = fake_results(tmp_path / "res")
+    build_report([res], tmp_path / "a", baseline="vanilla")
+    (tmp_path / "a" / "cost.json").write_text("[1, 2")
+    out = build_report([tmp_path / "a" / "records.jsonl"], tmp_path / "b", baseline="vanilla")
+    assert [(Path(p).name, why) for p, why in out["bad"]] == [("cost.json", "unreadable training costs (JSONDecodeError)")]
+    assert out["view"]["cost"] is None

@@ -48,7 +48,10 @@ class Cell:
 
     @property
     def std(self) -> float | None:
-        return statistics.stdev(self.values.values()) if self.n > 1 else None
+        """Sample std over seeds; NaN when a seed's value is NaN (statistics.stdev raises on NaN in 3.11)."""
+        if self.n < 2:
+            return None
+        return math.nan if any(math.isnan(v) for v in self.values.values()) else statistics.stdev(self.values.values())
 
 @dataclass
 class Table:
