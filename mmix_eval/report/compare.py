@@ -19,19 +19,10 @@ def paired_differences(table: Table, baseline: str) -> dict:
         raise UserError(f"--baseline: expected one of the methods in the results ({', '.join(table.methods)}), got '{baseline}'")
     out = {}
     for i in range(len(table.rows)):
-        base = table.cells.get((i, baseline))
-        if base is None:
-            continue
         for m in table.methods:
-            cell = table.cells.get((i, m))
-            if m == baseline or cell is None:
-                continue
-            seeds = sorted(set(cell.values) & set(base.values), key=str)
-            d = [cell.values[s] - base.values[s] for s in seeds]
-            if not d or any(math.isnan(x) for x in d):
-                continue
-            mean, half = stats.t_interval(d)
-            out[i, m] = (mean, half, len(d))
+            got = seed_pair(table, i, m, baseline) if m != baseline else None
+            if got is not None:
+                out[i, m] = got[:3]
     return out
 
 def image_differences(table: Table, outcomes: dict, baseline: str) -> tuple[dict, list[str]]:
@@ -103,6 +94,7 @@ class Claim:
     high: float | None = None
     seeds: tuple | None = None  # the over-seeds difference (mean, half-width, pairs) beside a per-image test
     p_holm: float | None = None
+    better: bool = False  # the difference is in the metric's better direction
 
     @property
     def holds(self) -> bool:
@@ -125,12 +117,14 @@ def claims(table: Table, rows: list[int], outcomes: dict, baseline: str, image_d
                 continue
             seeds = seed_pair(table, i, m, baseline)
             img = image_diffs[i, m] if image_diffs and (i, m) in image_diffs else image_pair(table, outcomes, i, m, baseline)
+            higher = table.rows[i].direction == "higher"
             if img is not None:
-                out.append(Claim(i, m, img[0], "McNemar", img[3], img[1], img[2], seeds[:3] if seeds else None))
+                out.append(Claim(i, m, img[0], "McNemar", img[3], img[1], img[2], seeds[:3] if seeds else None,
+                                 better=(img[0] > 0) == higher))
             elif seeds is not None:
                 low = seeds[0] - seeds[1] if seeds[1] is not None else None
                 high = seeds[0] + seeds[1] if seeds[1] is not None else None
-                out.append(Claim(i, m, seeds[0], "paired t", seeds[3], low, high, seeds[:3]))
+                out.append(Claim(i, m, seeds[0], "paired t", seeds[3], low, high, seeds[:3], better=(seeds[0] > 0) == higher))
     adjusted = stats.holm([c.p for c in out if c.p is not None])
     for c, p in zip([c for c in out if c.p is not None], adjusted):
         c.p_holm = p

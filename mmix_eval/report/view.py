@@ -192,7 +192,7 @@ def main_table(table: Table, outcomes: dict, baseline: str | None, image_diffs: 
                      "cells": [{"text": short_text(table, i, m), "best": m in best, "dagger": (i, m) in holds}
                                for m in table.methods]})
     ns = sorted({table.cells[i, m].n for i in idx for m in table.methods if (i, m) in table.cells})
-    n_text = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]} to {ns[-1]}"
+    n_text = "no cells" if not ns else f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]} to {ns[-1]}"
     tests = sorted({c.test for c in found})
     caption = (f"Mean ± sample std over training seeds ({n_text} per cell). Bold: the best in its row by the metric's "
                f"direction, only where its paired 95 % interval against the runner-up excludes 0 (per-image bootstrap "
@@ -226,7 +226,6 @@ def claim_sentence(table: Table, c: Claim, baseline: str) -> str:
     condition, _, metric = row.label.rpartition(": ")
     unit = " points" if row.metric == "acc" else ""
     what = f"{_num(table, c.row, c.diff)}{unit}" if row.metric == "acc" else f"{metric} {_num(table, c.row, c.diff)}"
-    better = (c.diff > 0) == (row.direction == "higher")
     if c.test == "McNemar":
         kind = f"per-image 95 % CI [{_num(table, c.row, c.low, False)}, {_num(table, c.row, c.high, False)}], McNemar"
     elif c.low is not None:
@@ -237,7 +236,7 @@ def claim_sentence(table: Table, c: Claim, baseline: str) -> str:
     if c.p_holm is None:
         verdict = "untested"
     else:
-        verdict = (f"Holm-adjusted {_p(c.p_holm)}: " + (f"holds ({'better' if better else 'worse'})" if c.holds
+        verdict = (f"Holm-adjusted {_p(c.p_holm)}: " + (f"holds ({'better' if c.better else 'worse'})" if c.holds
                                                           else "does not hold"))
     text = f"{c.method}: {what} under {condition or row.label} against {baseline} ({test}, {verdict}"
     if c.test == "McNemar" and c.seeds is not None:
@@ -263,9 +262,8 @@ def verdicts(table: Table, main: dict | None, baseline: str | None) -> dict:
         slot = by_method.setdefault(c.method, {"method": c.method, "holds": [], "not": [], "better": [], "worse": []})
         (slot["holds"] if c.holds else slot["not"]).append(sentence if c.holds else row.label)
         if c.holds:
-            better = (c.diff > 0) == (row.direction == "higher")
             name = row.label.rpartition(": ")[0] or row.label if row.metric == "acc" else row.label  # accuracy: points
-            slot["better" if better else "worse"].append(f"{name} {_num(table, c.row, c.diff)}")
+            slot["better" if c.better else "worse"].append(f"{name} {_num(table, c.row, c.diff)}")
     short = []
     for m in by_method.values():
         total = len(m["holds"]) + len(m["not"])
