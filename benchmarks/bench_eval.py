@@ -37,9 +37,10 @@ import torch
 
 from mmix_eval import memory
 from mmix_eval.evaluate.base import EvalOptions, get_evaluator, run_evaluator
-from mmix_eval.evaluate.fgsm import fgsm_step, input_grad_sign
+from mmix_eval.evaluate.adversarial import fgsm_step, input_grad_sign
 from mmix_eval.evaluate.geometry import TABLE4, sample_matrices, warp
-from mmix_eval.evaluate.metrics import calibration_metrics, fit_temperature
+from mmix_eval.calibrators.temperature import fit_temperature
+from mmix_eval.evaluate.metrics import calibration_metrics
 from mmix_eval.evaluate.outcomes import write_outcomes
 from mmix_eval.evaluate.runner import run_order
 from mmix_eval.evaluate.target import Images, Target

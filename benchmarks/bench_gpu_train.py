@@ -28,7 +28,7 @@ import torch
 
 from mmix_eval.config import Config
 from mmix_eval.data.core import ImageData, Split
-from mmix_eval.train import train
+from mmix_eval.training import train
 
 SETTINGS = {
     "fp32": dict(amp="off", channels_last=False, compile=False),

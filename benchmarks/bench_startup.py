@@ -39,12 +39,12 @@ def main() -> None:
         "mmix-eval trian (a typo)": wall([py, "-m", "mmix_eval", "trian"], args.repeat),
         "import torch": wall([py, "-c", "import torch"], args.repeat),
         "import mmix_eval": wall([py, "-c", "import mmix_eval"], args.repeat),
-        "import torch, mmix_eval.train": wall([py, "-c", "import torch, mmix_eval.train"], args.repeat),
+        "import torch, mmix_eval.training": wall([py, "-c", "import torch, mmix_eval.training"], args.repeat),
     }
     for k, v in rows.items():
         print(f"  {k:<32} {v:6.3f} s")
     print(f"  mmix-eval --help / python -c pass = {rows['mmix-eval --help'] / base:.1f}")
-    print(f"  import mmix_eval.train - import torch = {rows['import torch, mmix_eval.train'] - rows['import torch']:.3f} s "
+    print(f"  import mmix_eval.training - import torch = {rows['import torch, mmix_eval.training'] - rows['import torch']:.3f} s "
           f"(the package's own import cost on top of torch's)")
 
 

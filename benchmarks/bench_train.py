@@ -27,7 +27,7 @@ from mmix_eval.data.augment import to_float
 from mmix_eval.data.core import ImageData, Split
 from mmix_eval.methods import create_method
 from mmix_eval.models import create_model
-from mmix_eval.train import train
+from mmix_eval.training import train
 
 
 def synthetic(n: int, size: int = 32) -> ImageData:

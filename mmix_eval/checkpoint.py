@@ -23,8 +23,10 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from mmix_eval.catalog import METHODS, MODELS
 from mmix_eval.errors import UserError
 from mmix_eval.io import atomic_write_bytes, atomic_write_json
+from mmix_eval.models import create_model, is_builtin_model
 
 SCHEMA = "mmix-eval/checkpoint"
 SCHEMA_VERSION = 1
@@ -194,8 +196,6 @@ def _is_int(v) -> bool:
 
 def _check_fields(path, meta: dict) -> None:
     """The fields the evaluators and the report read, each with its type and range."""
-    from mmix_eval.methods import METHODS
-
     kw = meta["model"]["kwargs"]
     for key in ("num_classes", "in_channels"):
         _expect(path, _is_int(kw.get(key)) and kw[key] >= (2 if key == "num_classes" else 1) and kw[key] <= 100_000,
@@ -241,7 +241,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
     ``allow_import``: a model saved under a ``module:factory`` path is rebuilt only when the caller
     opts in, since importing a module named by a downloaded file runs that module's code.
     """
-    from mmix_eval.models import MODELS, create_model
 
     path = Path(path)
     header, blob = read_header(path)
@@ -270,7 +269,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
     except UserError:
         raise
     except Exception as e:
-        if _builtin_model(name):  # every built-in model builds on meta: a failure is the metadata's (sizes that overflow)
+        if is_builtin_model(name):  # every built-in model builds on meta: a failure is the metadata's (sizes that overflow)
             raise UserError(f"checkpoint '{path}': metadata 'model.kwargs' does not fit model '{name}' "
                             f"(building it on the meta device failed: {str(e).splitlines()[0][:200]})") from None
         skeleton = None  # a plugin factory that cannot run on the meta device: checked after the real build
@@ -289,19 +288,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
         first = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)
         raise UserError(f"checkpoint '{path}': weights do not fit model '{name}' ({first.strip()[:300]})") from None
     return model.to(device).eval(), meta
-
-
-def _builtin_model(name: str) -> bool:
-    """A model shipped with mmix-eval or torchvision (these build on the meta device), not a plugin."""
-    from mmix_eval.models.base import model_factory
-
-    if name.startswith(("torchvision:", "timm:")):
-        return True
-    try:
-        factory = model_factory(name)
-    except UserError:
-        return False
-    return getattr(factory, "__module__", "").startswith("mmix_eval.")
 
 
 def _check_weights(path, name: str, reference: torch.nn.Module, tensors: dict) -> None:

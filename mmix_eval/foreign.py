@@ -35,7 +35,10 @@ from pathlib import Path
 
 import torch
 
+from mmix_eval.checkpoint import SCHEMA, SCHEMA_VERSION, weight_mismatch
+from mmix_eval.data import load_data_cached
 from mmix_eval.errors import UserError
+from mmix_eval.models import create_model, model_factory
 
 LAYOUTS = ("auto", "mmix-eval", "official", "plain")
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
@@ -46,7 +49,6 @@ OFFICIAL_CIFAR_STD = [63.0 / 255, 62.1 / 255, 66.7 / 255]
 @dataclass
 class Foreign:
     """How to rebuild a plain state dict: the model's name, the data set it was trained on, and the rest."""
-
     model: str
     data: str | None = None
     model_args: dict = field(default_factory=dict)
@@ -57,8 +59,6 @@ class Foreign:
     download: bool = False
 
     def check(self) -> None:
-        from mmix_eval.models.base import model_factory
-
         if not self.data:
             raise UserError(f"--data: expected the data set model '{self.model}' was trained on (a plain state dict "
                             f"does not say), got none")
@@ -161,19 +161,11 @@ def map_keys(sd: dict, layout: str) -> dict:
 
 def _data(spec: str, root: str | None, download: bool = False):
     """The data set, through the evaluation's own cache (the test split is read once)."""
-    from mmix_eval.data import load_data
-    from mmix_eval.evaluate import target
-
-    key = (spec, root, None, 0, 0)  # what eval_data looks up for this metadata
-    if key not in target._DATA_CACHE:
-        target._DATA_CACHE[key] = load_data(spec, root, download, None, None, 0, 0, need_train=False)
-    return target._DATA_CACHE[key]
+    return load_data_cached(spec, root, download)
 
 
 def metadata(path: str | Path, foreign: Foreign) -> dict:
     """Checkpoint-like metadata for a plain state dict: what the evaluators and records read."""
-    from mmix_eval.checkpoint import SCHEMA, SCHEMA_VERSION
-
     foreign.check()
     path = Path(path)
     d = _data(foreign.data, foreign.data_root, foreign.download)
@@ -196,9 +188,6 @@ def metadata(path: str | Path, foreign: Foreign) -> dict:
 
 def load_foreign(path: str | Path, device, foreign: Foreign, meta: dict | None = None):
     """(model in eval mode, metadata) for a plain state dict; a mismatch of names or shapes is one line."""
-    from mmix_eval.checkpoint import weight_mismatch
-    from mmix_eval.models import create_model
-
     path = Path(path)
     meta = meta or metadata(path, foreign)
     sd = read_state_dict(path)

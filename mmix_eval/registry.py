@@ -1,7 +1,10 @@
-"""A small generic registry: names to factories, filled on import, with 'did you mean' errors.
+"""One registration mechanism for every kind of plugin: names to objects, lazily.
 
-Anything registered here can also be reached by a lazy ``"package.module:attr"`` import path,
-so a user's own model or method needs no packaging (see ``Registry.get``).
+A registry is a table of name -> "package.module:attr" (the built-ins, declared in ``mmix_eval.catalog``)
+or name -> object (``register``, for an object made at run time). A "module:attr" entry is imported on
+first use, as lm-evaluation-harness's registry does, so listing names and their help imports nothing.
+Besides its own names, a registry resolves any ``"module:attr"`` import path (a user's own file, no
+packaging) and an installed package's entry point in its group (``entry_points``).
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+import importlib.metadata
 from typing import Generic, TypeVar
 
 from mmix_eval.errors import UserError, unknown
@@ -18,17 +22,18 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, entry_points: str | None = None):
+    def __init__(self, kind: str, entry_points: str | None = None, builtin: Mapping[str, tuple[str, str]] | None = None):
         self.kind = kind
         self.entry_points = entry_points  # package entry-point group, e.g. "mmix_eval.methods"
-        self._items: dict[str, T] = {}
-        self._help: dict[str, str] = {}
+        self._table: dict[str, T | str] = {name: path for name, (path, _) in (builtin or {}).items()}
+        self._help: dict[str, str] = {name: help for name, (_, help) in (builtin or {}).items()}
 
     def register(self, name: str, help: str = "") -> Callable[[T], T]:
+        """Add an object made at run time under ``name`` (a decorator)."""
         def deco(obj: T) -> T:
-            if name in self._items:
+            if name in self._table:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
-            self._items[name] = obj
+            self._table[name] = obj
             doc = help or (getattr(obj, "__doc__", None) or "").strip().splitlines()
             self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
             return obj
@@ -36,32 +41,27 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
-        if name in self._items:
-            return self._items[name]
+        """The object of a registered name, a ``module:attr`` path or an installed entry point."""
+        if name in self._table:
+            obj = self._table[name]
+            if isinstance(obj, str):  # a built-in not imported yet
+                obj = self._table[name] = self.load(obj)
+            return obj
         if ":" in name:
-            return self._import(name)
-        plugin = self._entry_point(name)
+            return self.load(name)
+        plugin = self.entry_point(name)
         if plugin is not None:
             return plugin
-        raise unknown(self.kind, name, [*self._items, *self._entry_point_names()])
+        raise unknown(self.kind, name, self.names())
 
     def _entry_point_names(self) -> list[str]:
-        if not self.entry_points:
-            return []
-        from importlib.metadata import entry_points
-
-        return [ep.name for ep in entry_points(group=self.entry_points)]
+        return [ep.name for ep in importlib.metadata.entry_points(group=self.entry_points)] if self.entry_points else []
 
     def entry_point(self, name: str):
         """The object an installed package's entry point of this name gives, or None."""
-        return self._entry_point(name)
-
-    def _entry_point(self, name: str):
         if not self.entry_points:
             return None
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group=self.entry_points):
+        for ep in importlib.metadata.entry_points(group=self.entry_points):
             if ep.name == name:
                 try:
                     return ep.load()
@@ -69,10 +69,11 @@ class Registry(Generic[T]):
                     raise UserError(f"{self.kind} '{name}': entry point {ep.value} failed to load ({type(e).__name__}: {e})") from None
         return None
 
-    def _import(self, path: str) -> T:
+    def load(self, path: str) -> T:
+        """Import "module:attr", from the current directory too (as ``python -m`` would)."""
         module_name, _, attr = path.partition(":")
         cwd = os.getcwd()
-        if "" not in sys.path and cwd not in sys.path:  # the current directory, as `python -m` has it
+        if "" not in sys.path and cwd not in sys.path:
             sys.path.insert(0, cwd)
         try:
             module = importlib.import_module(module_name)
@@ -84,14 +85,18 @@ class Registry(Generic[T]):
         except AttributeError:
             raise UserError(f"{self.kind} '{path}': module '{module_name}' has no attribute '{attr}'") from None
 
+    def builtin(self) -> list[str]:
+        """The names in the table, in the order declared (built-ins first)."""
+        return list(self._table)
+
     def names(self) -> list[str]:
-        return sorted({*self._items, *self._entry_point_names()})
+        return sorted({*self._table, *self._entry_point_names()})
 
     def describe(self, name: str) -> str:
-        return self._help.get(name, "(plugin, from an installed package's entry point)" if name not in self._items else "")
+        return self._help.get(name, "(plugin, from an installed package's entry point)" if name not in self._table else "")
 
     def __contains__(self, name: str) -> bool:
-        return name in self._items
+        return name in self._table
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

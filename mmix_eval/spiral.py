@@ -79,7 +79,7 @@ def run_spiral(methods: list[str], seeds: list[int], out: str | Path, data: str 
                echo=print) -> dict:
     from mmix_eval.data import load_data
     from mmix_eval.methods import create_method
-    from mmix_eval.train import train
+    from mmix_eval.training import train
 
     if not methods:
         raise UserError("--methods: expected at least one method, got none")

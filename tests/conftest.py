@@ -63,3 +63,9 @@ def state_equal(a: dict, b: dict) -> bool:
 @pytest.fixture
 def rng():
     return np.random.default_rng(123)
+
+
+def ece_from_bins(counts, acc, conf) -> float:
+    """Top-label ECE from reliability bins, by its definition (an in-test reference for netcal's)."""
+    m = counts > 0
+    return float((counts[m] / counts.sum() * np.abs(acc[m] - conf[m])).sum())

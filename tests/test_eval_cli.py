@@ -17,7 +17,7 @@ from safetensors.torch import save as st_save
 from mmix_eval.cli import main
 from mmix_eval.config import Config
 from mmix_eval.evaluate.records import FIELDS, read_records
-from mmix_eval.train import train
+from mmix_eval.training import train
 
 
 @pytest.fixture(scope="module")

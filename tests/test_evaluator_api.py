@@ -25,7 +25,7 @@ from mmix_eval.evaluate.records import read_records
 from mmix_eval.evaluate.target import target_from_module
 from mmix_eval.report import build_report
 from mmix_eval.report.stats import mcnemar_exact, paired_image_bootstrap
-from mmix_eval.train import train
+from mmix_eval.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,10 +60,7 @@ def data_from_tiny(runs, monkeypatch):
     import mmix_eval.evaluate.target as tg
 
     _, data = runs
-    monkeypatch.setattr(tg, "load_data", lambda *a, **k: data)
-    tg._DATA_CACHE.clear()
-    yield
-    tg._DATA_CACHE.clear()
+    monkeypatch.setattr(tg, "load_data_cached", lambda *a, **k: data)
 
 
 def test_docs_plugin_evaluates_from_outside_the_package_and_gets_its_report_section(runs, data_from_tiny, tmp_path,

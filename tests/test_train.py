@@ -16,7 +16,7 @@ from mmix_eval.checkpoint import load_checkpoint
 from mmix_eval.errors import UserError
 from mmix_eval.inference import accuracy_nll, predict_logits
 from mmix_eval.methods.base import Method, StepOutput
-from mmix_eval.train import TrainingError, train
+from mmix_eval.training import TrainingError, train
 
 TIMING = ("images_per_s", "epoch_s")
 

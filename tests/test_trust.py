@@ -166,7 +166,7 @@ def test_a_safetensors_length_field_that_looks_like_a_pickle_opcode_is_not_refus
 def test_resume_with_every_state_file_damaged_refuses_instead_of_restarting(tmp_path):
     from conftest import make_data, tiny_config
     from mmix_eval.errors import UserError
-    from mmix_eval.train import train
+    from mmix_eval.training import train
 
     run, data, cfg = tmp_path / "run", make_data(), tiny_config("vanilla", epochs=3)
     assert train(cfg, run, progress=False, data=data, stop_after_epoch=2) is None  # "killed" after epoch 2
@@ -239,11 +239,11 @@ def test_report_settings_are_checked_before_any_training(tmp_path, capsys, repor
 
 
 def test_a_bench_without_vanilla_reports_against_its_first_method():
-    from mmix_eval.bench import _baseline_and_checks
+    from mmix_eval.bench import baseline_and_checks
 
-    assert _baseline_and_checks({}, [], ["manifold_mixup", "my_regs:X"], "b") == "manifold_mixup"
-    assert _baseline_and_checks({}, [], ["input_mixup", "vanilla"], "b") == "vanilla"
-    assert _baseline_and_checks({"baseline": None}, [], ["vanilla"], "b") is None
+    assert baseline_and_checks({}, [], ["manifold_mixup", "my_regs:X"], "b") == "manifold_mixup"
+    assert baseline_and_checks({}, [], ["input_mixup", "vanilla"], "b") == "vanilla"
+    assert baseline_and_checks({"baseline": None}, [], ["vanilla"], "b") is None
 
 
 MODEL_PLUGIN = '''

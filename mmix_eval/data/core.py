@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmix_eval.errors import UserError
-from mmix_eval.registry import Registry
+from mmix_eval.catalog import DATASETS
+from mmix_eval.errors import UserError, unknown
 
 
 @dataclass
@@ -30,7 +30,6 @@ class Split:
 @dataclass
 class RawData:
     """What a source yields: full train and test splits, before subsets."""
-
     classes: list[str]
     train: Split
     test: Split
@@ -77,10 +76,6 @@ class ImageData:
         return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 
-# A source takes (argument after ':', data root, download) and returns RawData.
-DATASETS: Registry = Registry("data set")
-
-
 def default_data_root() -> Path:
     return Path(os.environ.get("MMIX_EVAL_DATA", Path.home() / ".cache" / "mmix-eval" / "data"))
 
@@ -93,6 +88,39 @@ def parse_data_spec(spec: str) -> tuple[str, str | None]:
     """'cifar10' -> ('cifar10', None); 'imagefolder:path/x.tar.gz' -> ('imagefolder', 'path/x.tar.gz')."""
     name, sep, arg = spec.partition(":")
     return name, (arg if sep else None)
+
+
+def data_source(spec: str):
+    """(source function, name, argument) of a data spec. A source takes (argument after ':', data root,
+    download[, need_train]) and returns RawData. NAME[:ARG] is a built-in or an installed entry point
+    (group ``mmix_eval.datasets``); anything else with a colon is a user's ``module:function[:ARG]``."""
+    name, arg = parse_data_spec(spec)
+    if name in DATASETS:
+        return DATASETS.get(name), name, arg
+    plugin = DATASETS.entry_point(name)
+    if plugin is not None:
+        return plugin, name, arg
+    if arg is None:
+        raise unknown("data set", name, DATASETS.names())
+    attr, _, user_arg = arg.partition(":")
+    source = DATASETS.load(f"{name}:{attr}")
+    if not callable(source):
+        raise UserError(f"data set '{name}:{attr}': expected a function (arg, root, download) -> RawData, got "
+                        f"{type(source).__name__}")
+    return source, f"{name}:{attr}", (user_arg or None)
+
+
+_CACHE: dict[tuple, ImageData] = {}
+
+
+def load_data_cached(spec: str, root, download: bool = False, train_limit: int | None = None, val_size: int = 0,
+                     subset_seed: int = 0) -> ImageData:
+    """``load_data`` of the whole test split, once per process for the same arguments (an evaluation of many
+    checkpoints reads its data once). Training images are loaded only for a validation split."""
+    key = (spec, root, train_limit, val_size, subset_seed)
+    if key not in _CACHE:
+        _CACHE[key] = load_data(spec, root, download, train_limit, None, val_size, subset_seed, need_train=val_size > 0)
+    return _CACHE[key]
 
 
 def _check_nonneg_int(value, what: str) -> None:
@@ -123,10 +151,7 @@ def load_data(
     ``need_train=False`` (an evaluation without a validation split): the training images are not loaded,
     where the source can skip them (every built-in can), and ``train`` is empty.
     """
-    from mmix_eval.data import sources  # noqa: F401  (fills DATASETS)
-
-    name, arg = parse_data_spec(spec)
-    loader = DATASETS.get(name)
+    loader, name, arg = data_source(spec)
     _check_nonneg_int(train_limit, "train_limit")
     _check_nonneg_int(test_limit, "test_limit")
     _check_nonneg_int(val_size, "val_size")

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmix_eval.data.core import DATASETS, RawData, Split
+from mmix_eval.data.core import RawData, Split
+from mmix_eval.data.imagefolder import read_imagefolder
 from mmix_eval.errors import UserError
 
 
@@ -25,7 +26,6 @@ def _no_arg(name: str, arg: str | None) -> None:
         raise UserError(f"data set '{name}' takes no argument, got '{name}:{arg}'")
 
 
-@DATASETS.register("digits", help="scikit-learn's 8x8 handwritten digits (1,797 images, embedded, no download)")
 def digits(arg, root, download) -> RawData:
     _no_arg("digits", arg)
     from sklearn.datasets import load_digits
@@ -70,19 +70,16 @@ def _cifar(name: str, cls_name: str, root: Path, download: bool, need_train: boo
                    source={"source": f"torchvision.datasets.{cls_name}", "root": str(root)})
 
 
-@DATASETS.register("cifar10", help="CIFAR-10 through torchvision (--data-root, --download)")
 def cifar10(arg, root, download, need_train: bool = True) -> RawData:
     _no_arg("cifar10", arg)
     return _cifar("cifar10", "CIFAR10", root, download, need_train)
 
 
-@DATASETS.register("cifar100", help="CIFAR-100 through torchvision (--data-root, --download)")
 def cifar100(arg, root, download, need_train: bool = True) -> RawData:
     _no_arg("cifar100", arg)
     return _cifar("cifar100", "CIFAR100", root, download, need_train)
 
 
-@DATASETS.register("svhn", help="SVHN (train + test, no extra) through torchvision (--data-root, --download)")
 def svhn(arg, root, download, need_train: bool = True) -> RawData:
     _no_arg("svhn", arg)
     import torchvision.datasets as tvd
@@ -97,10 +94,7 @@ def svhn(arg, root, download, need_train: bool = True) -> RawData:
                    source={"source": "torchvision.datasets.SVHN", "root": str(root)})
 
 
-@DATASETS.register("imagefolder", help="imagefolder:PATH, a folder or .tar(.gz) of class folders (train/ and test/, or one set split 80/20)")
 def imagefolder(arg, root, download, need_train: bool = True) -> RawData:
-    from mmix_eval.data.imagefolder import read_imagefolder
-
     if not arg:
         raise UserError("data set 'imagefolder': expected a path, as 'imagefolder:PATH', got none")
     return read_imagefolder(Path(arg).expanduser(), need_train=need_train)
@@ -138,8 +132,6 @@ def spiral_points(arms: int, points: int, noise: float, turns: float, seed: int)
     return np.clip(xy / 2.4 + 0.5, 0, 1), y  # radius 1 (+ noise) inside the square
 
 
-@DATASETS.register("spiral", help="spiral[:arms=2,points=2000,noise=0.3,turns=1.5,seed=0], 2-D points as (N, 2, 1, 1) "
-                                  "images (the paper's Figure 1), no download")
 def spiral(arg, root, download) -> RawData:
     s = parse_spiral(arg)
     xy, y = spiral_points(s["arms"], s["points"], s["noise"], s["turns"], s["seed"])

@@ -25,8 +25,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from mmix_eval.errors import UserError, did_you_mean, unknown
-from mmix_eval.registry import Registry
+from mmix_eval.catalog import EVALUATORS
+from mmix_eval.errors import UserError, did_you_mean
 
 DIRECTIONS = ("higher", "lower", None)  # None: not a score (a fitted temperature, a bin count)
 
@@ -183,18 +183,8 @@ def coerce(value, hint) -> tuple[bool, Any]:
     return _type_ok(value, hint)
 
 
-EVALUATORS: Registry = Registry("evaluator", entry_points="mmix_eval.evaluators")
-
-# Built-in evaluators, by name -> module:class, imported only when used (they import torch).
-BUILTIN = {
-    "deformations": "mmix_eval.evaluate.deformations:Deformations",
-    "fgsm": "mmix_eval.evaluate.fgsm:FGSM",
-    "calibration": "mmix_eval.evaluate.calibration:Calibration",
-    "corruptions": "mmix_eval.evaluate.corruptions:Corruptions",
-    "spectra": "mmix_eval.evaluate.spectra:Spectra",
-    "ood": "mmix_eval.evaluate.ood:OOD",
-    "attack": "mmix_eval.evaluate.fgsm:Attack",
-}
+# The built-in evaluators' names, in report order (``mmix_eval.catalog.EVALUATORS`` says where each lives).
+BUILTIN = tuple(EVALUATORS.builtin())
 # What `evaluate` and `bench` run unless told otherwise (corruptions need the CIFAR-C files, or are asked for).
 DEFAULT_EVALUATORS = ("deformations", "fgsm", "calibration")
 
@@ -204,12 +194,7 @@ def get_evaluator(spec: str) -> Evaluator:
     interface (a class or instance of Evaluator with a spec for every metric it declares)."""
     if not isinstance(spec, str) or not spec:
         raise UserError(f"evaluator: expected a name or module:attr, got {spec!r}")
-    if spec in BUILTIN:
-        obj = EVALUATORS._import(BUILTIN[spec])
-    elif ":" in spec or spec in EVALUATORS.names():
-        obj = EVALUATORS.get(spec)
-    else:
-        raise unknown("evaluator", spec, [*BUILTIN, *EVALUATORS.names()])
+    obj = EVALUATORS.get(spec)
     if isinstance(obj, type) and issubclass(obj, Evaluator):
         obj = obj()
     if not isinstance(obj, Evaluator):
@@ -239,7 +224,6 @@ def describe_evaluators() -> list[tuple[str, str, list[tuple[str, Any, Any, str]
 @dataclass
 class EvalOptions:
     """Options every evaluator of one ``evaluate`` call shares: which images, the seed, the device."""
-
     data: str | None = field(default=None, metadata={"help": "override the data set, e.g. imagefolder:PATH"})
     data_root: str | None = field(default=None, metadata={"help": "override where torchvision data sets live"})
     limit: int | None = field(default=None, metadata={"help": "a seeded subset of N test images (the same for every checkpoint)"})

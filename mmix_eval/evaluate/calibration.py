@@ -11,9 +11,7 @@ import warnings
 from dataclasses import dataclass
 
 from mmix_eval.evaluate.base import Evaluator, MetricSpec
-from mmix_eval.evaluate.records import TEMPERATURE_LABEL, record
-
-EDGE_RULE = "equal-width, [a,b) with last bin [a,1] (numpy.histogram, as netcal)"
+from mmix_eval.evaluate.records import EDGE_RULE, TEMPERATURE_LABEL, record
 
 
 @dataclass
@@ -41,7 +39,7 @@ class Calibration(Evaluator):
     def run(self, target, options, common) -> list[dict]:
         from tqdm.auto import tqdm
 
-        from mmix_eval.evaluate.metrics import fit_temperature
+        from mmix_eval.calibrators import fit_checked, get_calibrator
         from mmix_eval.evaluate.passes import clean_logits, logits_of, setup, shard_batches
 
         model, device, bs, warn = setup(target, common.device, common.batch_size)
@@ -60,11 +58,13 @@ class Calibration(Evaluator):
             for r in rows:
                 r["warnings"] = "; ".join(filter(None, [r["warnings"], note]))
             return rows
-        t = fit_temperature(val_logits, target.val.y)
+        scaling = get_calibrator("temperature")
+        params = fit_checked(scaling, val_logits, target.val.y)
+        t = params["temperature"]
         rows.append(record(base, "temperature_scaled", "temperature", t,
                            f"Temperature fitted on {len(target.val)} held-out validation images"))
         rows += _metric_rows(base, "temperature_scaled", TEMPERATURE_LABEL,
-                             logits / t, target.test.y, bins)
+                             scaling.apply(logits, params), target.test.y, bins)
         return rows
 
 

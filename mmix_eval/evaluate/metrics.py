@@ -1,4 +1,4 @@
-"""Metrics from logits: accuracy, NLL, ECE, MCE, Brier, reliability bins, temperature scaling; and the rows
+"""Metrics from logits: accuracy, NLL, ECE, MCE, Brier, reliability bins; and the rows
 every condition that produces logits records (calibration under every shift).
 
 ECE / MCE: top-label, equal-width bins over [0, 1] (15 by default, the usual choice since Guo et al.
@@ -18,9 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmix_eval.evaluate.records import record
-
-from mmix_eval.evaluate.calibration import EDGE_RULE  # noqa: E402  (one definition, torch-free)
+from mmix_eval.evaluate.records import EDGE_RULE, record
 
 
 def nll(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -50,34 +48,12 @@ def reliability_bins(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[
     return counts, acc, mean_conf
 
 
-def ece_from_bins(counts, acc, conf) -> float:
-    m = counts > 0
-    return float((counts[m] / counts.sum() * np.abs(acc[m] - conf[m])).sum())
-
-
 def netcal_ece_mce(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[float, float]:
     from netcal.metrics import ECE, MCE  # imported late: netcal pulls in pyro, gpytorch and tensorboard
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(ECE(bins=bins).measure(conf, correct)), float(MCE(bins=bins).measure(conf, correct))
-
-
-def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """T > 0 minimising the NLL of logits / T (LBFGS on log T, float64)."""
-    z = logits.double()
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(z / log_t.exp(), y)
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return float(log_t.detach().exp())
 
 
 def calibration_metrics(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict:

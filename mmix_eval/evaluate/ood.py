@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmix_eval.catalog import DATASETS
+from mmix_eval.errors import did_you_mean
 from mmix_eval.evaluate.base import Evaluator, MetricSpec, OptionError
 
 NOISES = ("gaussian", "uniform", "blobs")
@@ -39,12 +41,8 @@ def check_source(spec: str) -> None:
         if kind not in NOISES:
             raise OptionError("ood", f"expected noise:{'|'.join(NOISES)}, got '{spec}'")
         return
-    from mmix_eval.data import DATASETS, sources  # noqa: F401  (sources fills DATASETS)
-    from mmix_eval.data.core import parse_data_spec
-    from mmix_eval.errors import did_you_mean
-
-    name, _ = parse_data_spec(spec)
-    if name not in DATASETS.names():
+    name, sep, _ = spec.partition(":")
+    if name not in DATASETS.names() and not sep:  # NAME:ARG may also be a user's module:function
         raise OptionError("ood", f"expected noise:KIND or a data set ({', '.join(DATASETS.names())}), got "
                                  f"'{spec}'{did_you_mean(name, DATASETS.names())}")
 

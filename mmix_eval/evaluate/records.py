@@ -37,6 +37,7 @@ _V1_LABELS = {"acc": "accuracy (%)", "nll": "NLL", "ece": "ECE", "mce": "MCE", "
 # Schema 1 rendered deformations with grid_sample's nearest mode (border pixels kept for sources within
 # half a pixel outside the image); schema-2 rows name their renderer in settings["renderer"].
 V1_RENDERER = "grid_sample-nearest (mmix-eval 0.1; border pixels kept)"
+EDGE_RULE = "equal-width, [a,b) with last bin [a,1] (numpy.histogram, as netcal)"
 TEMPERATURE_LABEL = "Test images, temperature scaled (T fitted per run)"
 
 

@@ -15,8 +15,10 @@ from pathlib import Path
 from mmix_eval import threads
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, Evaluator, get_evaluator, run_evaluator
-from mmix_eval.evaluate.records import summary_table, write_records
+from mmix_eval.evaluate.outcomes import write_outcomes
+from mmix_eval.evaluate.records import read_records, summary_table, write_records
 from mmix_eval.io import atomic_write_json, safe_name  # noqa: F401  (safe_name: re-exported)
+from mmix_eval.provenance import git_commit, hardware, versions
 
 Plan = list[tuple[Evaluator, object]]  # (evaluator, its options), in run order
 
@@ -87,13 +89,11 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
     ({"alpha": 0.5, "train.epochs": 10}), written to its records' ``sweep``. ``foreign``: a
     ``mmix_eval.foreign.Foreign`` when the files are plain state dicts (the model and data named by it); each
     file's column is then labelled by its file name."""
+    # torch: loaded when an evaluation runs (bench and the CLI import this module for --help)
     from mmix_eval import distributed
     from mmix_eval.checkpoint import read_metadata
     from mmix_eval.device import resolve_device
-    from mmix_eval.evaluate.outcomes import write_outcomes
-    from mmix_eval.evaluate.records import read_records
     from mmix_eval.evaluate.target import load_target
-    from mmix_eval.provenance import git_commit, hardware, versions
 
     # Everything that can be checked cheaply is checked before the first result is written.
     common.check()
@@ -125,7 +125,7 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
         for ev, opts in plan:
             stem = file_stem(ev, opts)
             options = option_record(ev, opts, common, str(device))
-            if skip_done and distributed.agree(lambda: _done(folder, stem, sha, options, label, sweep)):
+            if skip_done and distributed.agree(lambda: evaluation_done(folder, stem, sha, options, label, sweep)):
                 all_rows += read_records(folder / f"{stem}.jsonl")
                 continue
             if target is None:
@@ -133,42 +133,57 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
                                      common.allow_import, with_val=any(ev.needs_val for ev, _ in plan),
                                      class_map=common.class_map, foreign=foreign, meta=meta if foreign else None,
                                      download=common.download)
-            threads.recheck(say=lambda line: print(f"mmix-eval: {line}", file=sys.stderr))  # busy now: shrink
             t0 = time.perf_counter()
-            try:
-                rows = run_evaluator(ev, target, opts, run_common)
-            except UserError:
-                raise
-            except Exception as e:  # a plugin's bug: one line naming it; what other evaluators wrote stays
-                raise UserError(f"evaluator '{ev.name}' failed on run '{name}': {type(e).__name__}: {e}") from None
+            rows, outcomes = _evaluate(ev, opts, target, run_common, name, label, sweep)
             wall = time.perf_counter() - t0
-            outcomes = {r["condition"]: r.pop("_correct") for r in rows if "_correct" in r}
-            for r in rows:
-                for k in [k for k in r if k.startswith("_")]:
-                    del r[k]
-                r["method_label"], r["sweep"] = label, sweep
             all_rows += rows
             if not main:
                 continue
-            write_records(rows, folder / stem)
-            if outcomes:
-                write_outcomes(folder / f"{stem}.outcomes.npz", outcomes, target.indices)
-            atomic_write_json(folder / f"{stem}.meta.json", {
+            _write(folder / stem, rows, outcomes, target, {
                 "checkpoint": str(ckpt), "checkpoint_sha256": sha, "run": name, "evaluator": ev.name,
                 "options": options, "method_label": label, "sweep": sweep, "metrics": {k: asdict(v) for k, v in ev.metrics.items()},
-                "n_images": len(target.test), "wall_time_s": round(wall, 3), "versions": versions(),
-                "git_commit": git_commit(), "hardware": hardware(str(device)),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                "n_images": len(target.test), "wall_time_s": round(wall, 3)}, str(device))
             echo(f"{name}  {ev.name}  (n={len(target.test)}, {wall:.1f} s) -> {folder / stem}.csv")
             echo(summary_table(rows))
     return all_rows
 
 
-def _done(folder: Path, stem: str, sha: str | None, options: dict, label: str | None = None,
-          sweep: dict | None = None) -> bool:
+def _evaluate(ev: Evaluator, opts, target, common: EvalOptions, name: str, label, sweep) -> tuple[list[dict], dict]:
+    """One evaluator on one target: its rows (private keys dropped, label and sweep set) and per-image outcomes."""
+    threads.recheck(say=lambda line: print(f"mmix-eval: {line}", file=sys.stderr))  # busy now: shrink
+    try:
+        rows = run_evaluator(ev, target, opts, common)
+    except UserError:
+        raise
+    except Exception as e:  # a plugin's bug: one line naming it; what other evaluators wrote stays
+        raise UserError(f"evaluator '{ev.name}' failed on run '{name}': {type(e).__name__}: {e}") from None
+    outcomes = {r["condition"]: r.pop("_correct") for r in rows if "_correct" in r}
+    for r in rows:
+        for k in [k for k in r if k.startswith("_")]:
+            del r[k]
+        r["method_label"], r["sweep"] = label, sweep
+    return rows, outcomes
+
+
+def _write(stem: Path, rows: list[dict], outcomes: dict, target, meta: dict, device: str) -> None:
+    """The records (jsonl, csv), the outcomes and, last, the meta file that marks the result done."""
+    write_records(rows, stem)
+    if outcomes:
+        write_outcomes(stem.parent / f"{stem.name}.outcomes.npz", outcomes, target.indices)
+    atomic_write_json(stem.parent / f"{stem.name}.meta.json", {
+        **meta, "versions": versions(), "git_commit": git_commit(), "hardware": hardware(device),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+def evaluation_done(folder: Path, stem: str, sha: str | None, options: dict, label: str | None = None,
+                    sweep: dict | None = None) -> bool:
+    """The one notion of "already evaluated" (``--skip-done`` here and a bench's runs): this evaluator's result
+    files exist for the same checkpoint (hash), the same options on any device, and the same column label and
+    swept values."""
     try:
         meta = json.loads((folder / f"{stem}.meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (sha is not None and meta.get("checkpoint_sha256") == sha and meta.get("options") == options
+    drop_device = lambda o: {k: v for k, v in (o or {}).items() if k != "device"}  # noqa: E731
+    return (sha is not None and meta.get("checkpoint_sha256") == sha and drop_device(meta.get("options")) == drop_device(options)
             and meta.get("method_label") == label and meta.get("sweep") == sweep and (folder / f"{stem}.jsonl").exists())

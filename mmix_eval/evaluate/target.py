@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmix_eval.data import ImageData, load_data
+from mmix_eval.data import ImageData, load_data_cached
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import OptionError
 from mmix_eval.evaluate.checks import check_logits, output_checks, zero_gradient_check  # noqa: F401 (re-exported)
@@ -22,7 +22,6 @@ from mmix_eval.evaluate.passes import fit_batch_size, logits_of, prepare_model, 
 @dataclass
 class Target:
     """One model to evaluate, with the metadata that goes into every record."""
-
     model: torch.nn.Module
     test: Images
     val: Images | None = None
@@ -59,9 +58,6 @@ def base_columns(meta: dict, ckpt: Path, run: str) -> dict[str, Any]:
             "method_settings": settings, "train_seed": meta.get("train", {}).get("seed"), "data": meta.get("data", {}).get("spec")}
 
 
-_DATA_CACHE: dict[tuple, ImageData] = {}
-
-
 def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
               seed: int, with_val: bool = True, class_map: str | None = None, download: bool = False) -> tuple[Images, Images | None, str, np.ndarray]:
     """The test split (seeded subset of ``limit`` images, keyed by the evaluation seed so every checkpoint
@@ -76,13 +72,11 @@ def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
     root = root or cfg.get("root")
     val_size = int(cfg.get("val_size") or 0) if same and with_val else 0
     # The training images are loaded only to rebuild the checkpoint's validation split (temperature scaling).
-    key = (spec, root, cfg.get("train_limit") if same else None, val_size, int(cfg.get("subset_seed") or 0) if same else 0)
-    if key not in _DATA_CACHE:
-        try:
-            _DATA_CACHE[key] = load_data(spec, root, download, key[2], None, val_size, key[4], need_train=val_size > 0)
-        except UserError as e:
-            raise OptionError("data", f"{e} (the data set named in the checkpoint's metadata; override it, and data_root)") from None
-    d = _DATA_CACHE[key]
+    try:
+        d = load_data_cached(spec, root, download, cfg.get("train_limit") if same else None, val_size,
+                             int(cfg.get("subset_seed") or 0) if same else 0)
+    except UserError as e:
+        raise OptionError("data", f"{e} (the data set named in the checkpoint's metadata; override it, and data_root)") from None
     x, y = d.test.x, d.test.y
     idx = np.arange(len(y), dtype=np.int64)
     if limit is not None:

@@ -5,16 +5,14 @@ The training loop has no method-specific branches: it calls ``method.step(model,
 The public interface for a new regularizer (see docs/plugins.md): subclass ``Method``, set ``name``,
 implement ``step(model, x, y, rng) -> StepOutput(loss, logits)``, optionally ``validate(model)`` and
 ``describe()``; the helpers exported here (``forward_mixed``, ``mix``, ``soft_targets``, ``sample_*``) are
-stable. Discovery: registry name, ``module:attr`` import path, or an installed package's entry point in
+stable. Built-ins are listed in ``mmix_eval.catalog.METHODS`` and imported on first use. Discovery: registry name, ``module:attr`` import path, or an installed package's entry point in
 the group ``mmix_eval.methods``.
 """
 
-from mmix_eval.methods.base import METHODS, Method, StepOutput, create_method
-from mmix_eval.methods.losses import LOSSES
+from mmix_eval.catalog import LOSSES, METHODS
+from mmix_eval.methods.base import Method, StepOutput, create_method
 from mmix_eval.methods.mixing import (forward_mixed, mix, mix_point_names, sample_lambda, sample_layer,
                                       sample_permutation, soft_targets)
-
-from mmix_eval.methods import mixup, cutmix, label_smoothing, regmixup  # noqa: F401,E402  (fill METHODS; the last three use only the names above)
 
 __all__ = ["LOSSES", "METHODS", "Method", "StepOutput", "create_method", "forward_mixed", "mix", "mix_point_names",
            "sample_lambda", "sample_layer", "sample_permutation", "soft_targets"]

@@ -11,10 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmix_eval.catalog import LOSSES, METHODS
 from mmix_eval.errors import UserError
-from mmix_eval.registry import Registry
-
-METHODS: Registry = Registry("method", entry_points="mmix_eval.methods")
 
 
 @dataclass
@@ -35,8 +33,6 @@ class Method:
     forward_passes: int = 1  # network forward passes per training step (the report's cost table shows it)
 
     def __init__(self, loss: str = "bce_softmax"):
-        from mmix_eval.methods.losses import LOSSES
-
         self.loss_name = loss
         self.loss_fn = LOSSES.get(loss)
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import math
 
-from mmix_eval.methods import METHODS, Method, StepOutput, sample_permutation, soft_targets
+from mmix_eval.methods import Method, StepOutput, sample_permutation, soft_targets
 from mmix_eval.methods.base import check_alpha
 
 
-@METHODS.register("cutmix", help="CutMix: paste a box from a shuffled copy, alpha 1.0, prob 0.5 (worked plugin example)")
 class CutMix(Method):
     name = "cutmix"
 

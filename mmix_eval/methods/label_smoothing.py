@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from mmix_eval.errors import UserError
-from mmix_eval.methods import METHODS, Method, StepOutput, soft_targets
+from mmix_eval.methods import Method, StepOutput, soft_targets
 
 
 def smooth(targets, epsilon: float):
@@ -20,7 +20,6 @@ def smooth(targets, epsilon: float):
     return targets * (1.0 - epsilon) + epsilon / targets.shape[1]
 
 
-@METHODS.register("label_smoothing", help="targets (1 - eps) one-hot + eps / C, eps 0.1 (Szegedy et al. 2016)")
 class LabelSmoothing(Method):
     name = "label_smoothing"
 

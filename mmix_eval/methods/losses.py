@@ -15,10 +15,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mmix_eval.registry import Registry
-
-LOSSES: Registry = Registry("loss")
-
 _LOG_CLAMP = -100.0  # torch.nn.BCELoss clamps its logs at -100
 
 
@@ -27,7 +23,6 @@ def _log1mexp(a: torch.Tensor) -> torch.Tensor:
     return torch.where(a > -math.log(2.0), torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
 
 
-@LOSSES.register("bce_softmax", help="binary cross-entropy on softmax probabilities, mean over batch x classes (official code)")
 def bce_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     log_p = F.log_softmax(logits.float(), dim=1)
     log_q = _log1mexp(log_p.clamp_max(0.0))
@@ -35,6 +30,5 @@ def bce_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return loss.mean()
 
 
-@LOSSES.register("soft_ce", help="cross-entropy with soft targets, mean over the batch")
 def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()

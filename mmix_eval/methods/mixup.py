@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 
 from mmix_eval.errors import UserError
-from mmix_eval.methods.base import METHODS, Method, StepOutput, check_alpha
-from mmix_eval.methods.mixing import forward_mixed, mix, sample_lambda, sample_layer, sample_permutation, soft_targets
+from mmix_eval.models import num_mix_points
+from mmix_eval.methods.base import Method, StepOutput, check_alpha
+from mmix_eval.methods.mixing import forward_mixed, mix, mix_point_names, sample_lambda, sample_layer, sample_permutation, soft_targets
 
 
-@METHODS.register("vanilla", help="no mixing: the loss on one-hot targets")
 class Vanilla(Method):
     name = "vanilla"
 
@@ -21,7 +21,6 @@ class Vanilla(Method):
 
 class ManifoldMixup(Method):
     """Mix the hidden state at a layer k drawn uniformly from ``eligible`` with λ ~ Beta(α, α)."""
-
     name = "manifold_mixup"
 
     def __init__(self, alpha: float = 2.0, eligible: Sequence[int | str] = (0, 1, 2), loss: str = "bce_softmax"):
@@ -35,9 +34,6 @@ class ManifoldMixup(Method):
         self.eligible = list(dict.fromkeys(eligible)) if names else sorted(set(int(k) for k in eligible))
 
     def validate(self, model) -> None:
-        from mmix_eval.methods.mixing import mix_point_names
-        from mmix_eval.models import num_mix_points
-
         if isinstance(self.eligible[0], str):
             valid = set(mix_point_names(model))
             bad = [k for k in self.eligible if k not in valid]
@@ -69,12 +65,10 @@ class ManifoldMixup(Method):
         return {**super().describe(), "alpha": self.alpha, "eligible": list(self.eligible)}
 
 
-@METHODS.register("manifold_mixup", help="mix hidden states at k ~ U(S), S = {0, 1, 2} by default, alpha 2.0")
 def manifold_mixup(alpha: float = 2.0, eligible: Sequence[int] = (0, 1, 2), loss: str = "bce_softmax") -> ManifoldMixup:
     return ManifoldMixup(alpha, eligible, loss)
 
 
-@METHODS.register("input_mixup", help="mixup of the inputs (manifold mixup with S = {0}), alpha 1.0")
 def input_mixup(alpha: float = 1.0, loss: str = "bce_softmax") -> ManifoldMixup:
     method = ManifoldMixup(alpha, (0,), loss)
     method.name = "input_mixup"

@@ -16,11 +16,10 @@ import math
 import torch
 
 from mmix_eval.errors import UserError
-from mmix_eval.methods import METHODS, Method, StepOutput, mix, sample_lambda, sample_permutation, soft_targets
+from mmix_eval.methods import Method, StepOutput, mix, sample_lambda, sample_permutation, soft_targets
 from mmix_eval.methods.base import check_alpha
 
 
-@METHODS.register("regmixup", help="clean loss + eta x input-mixup loss on the same batch, alpha 10, eta 1 (Pinto et al. 2022)")
 class RegMixup(Method):
     name = "regmixup"
     forward_passes = 2  # the clean and the mixed batch go through the network together: twice the images

@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from mmix_eval.errors import UserError
-from mmix_eval.models.base import MODELS, Normalize, StagedNet
+from mmix_eval.models.base import Normalize, StagedNet
 
 
 class MLP(StagedNet):
@@ -32,7 +32,6 @@ class MLP(StagedNet):
         self.head = nn.Linear(width, num_classes)
 
 
-@MODELS.register("mlp", help="MLP with numbered stages (hidden sizes as a list; a narrow linear one is a bottleneck)")
 def mlp(num_classes, in_channels, mean, std, hidden=(256, 256, 256, 12), image_size: int = 8, linear_stages=(4,)):
     hidden, linear = list(hidden), list(linear_stages)
     if not hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from mmix_eval.models.base import MODELS, Normalize, StagedNet
+from mmix_eval.models.base import Normalize, StagedNet
 
 
 class PreActBlock(nn.Module):
@@ -56,7 +56,6 @@ class Head(nn.Module):
 
 class PoolLinear(nn.Module):
     """The official PreActResNet's head: global average pooling, then the linear classifier."""
-
     def __init__(self, channels: int, num_classes: int):
         super().__init__()
         self.linear = nn.Linear(channels, num_classes)
@@ -82,21 +81,17 @@ class PreActResNet(StagedNet):
         self.head = Head(in_planes, num_classes) if final_bn else PoolLinear(in_planes, num_classes)
 
 
-@MODELS.register("preactresnet18", help="PreActResNet-18 (11.2M params), the paper's CIFAR network, as the official code")
 def preactresnet18(num_classes, in_channels, mean, std, width: int = 64):
     return PreActResNet([2, 2, 2, 2], num_classes, in_channels, mean, std, width)
 
 
-@MODELS.register("preactresnet34", help="PreActResNet-34 (21.3M params), the paper's Table 4 network, as the official code")
 def preactresnet34(num_classes, in_channels, mean, std, width: int = 64):
     return PreActResNet([3, 4, 6, 3], num_classes, in_channels, mean, std, width)
 
 
-@MODELS.register("preactresnet18_he", help="PreActResNet-18 with He et al.'s final BN-ReLU (not the paper's)")
 def preactresnet18_he(num_classes, in_channels, mean, std, width: int = 64):
     return PreActResNet([2, 2, 2, 2], num_classes, in_channels, mean, std, width, final_bn=True)
 
 
-@MODELS.register("preactresnet34_he", help="PreActResNet-34 with He et al.'s final BN-ReLU (not the paper's)")
 def preactresnet34_he(num_classes, in_channels, mean, std, width: int = 64):
     return PreActResNet([3, 4, 6, 3], num_classes, in_channels, mean, std, width, final_bn=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from mmix_eval.models.base import MODELS, Normalize, StagedNet
+from mmix_eval.models.base import Normalize, StagedNet
 from mmix_eval.models.preactresnet import Head, PreActBlock
 
 
@@ -24,6 +24,5 @@ class SmallNet(StagedNet):
         self.head = Head(w[2], num_classes)
 
 
-@MODELS.register("smallnet", help="small pre-activation residual CNN (0.31M params at width 32), CPU-friendly")
 def smallnet(num_classes, in_channels, mean, std, width: int = 32):
     return SmallNet(num_classes, in_channels, mean, std, width)

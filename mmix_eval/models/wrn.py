@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmix_eval.errors import UserError
-from mmix_eval.models.base import MODELS, Normalize, StagedNet
+from mmix_eval.models.base import Normalize, StagedNet
 from mmix_eval.models.preactresnet import Head
 
 
@@ -51,11 +51,9 @@ class WideResNet(StagedNet):
         self.head = Head(in_planes, num_classes)
 
 
-@MODELS.register("wrn28_10", help="Wide ResNet-28-10 (36.5M params), the paper's WRN")
 def wrn28_10(num_classes, in_channels, mean, std, dropout: float = 0.0):
     return WideResNet(28, 10, num_classes, in_channels, mean, std, dropout)
 
 
-@MODELS.register("wrn", help="Wide ResNet of any depth (6n+4) and widen factor")
 def wrn(num_classes, in_channels, mean, std, depth: int = 16, widen: int = 4, dropout: float = 0.0):
     return WideResNet(depth, widen, num_classes, in_channels, mean, std, dropout)

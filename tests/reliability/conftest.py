@@ -12,7 +12,7 @@ import pytest
 def checkpoint(tmp_path_factory) -> Path:
     """A real checkpoint: smallnet width 4 on the embedded digits, 1 epoch, with a validation split."""
     from mmix_eval.config import Config
-    from mmix_eval.train import train
+    from mmix_eval.training import train
 
     cfg = Config()
     cfg.data.name, cfg.data.train_limit, cfg.data.val_size = "digits", 300, 60

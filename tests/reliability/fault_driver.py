@@ -12,7 +12,8 @@ import os
 import signal
 import sys
 
-import mmix_eval.train as train_module
+import mmix_eval.training.loop as train_module
+import mmix_eval.training.state as state_module
 from mmix_eval.cli import main
 from mmix_eval.methods.base import Method
 
@@ -38,7 +39,7 @@ def patch_write(name: str, k: int) -> None:
     import mmix_eval.checkpoint as checkpoint_module
 
     seen = {"n": 0}
-    for module in (train_module, checkpoint_module):
+    for module in (state_module, checkpoint_module):
         original = module.atomic_write_bytes
 
         def write(path, data, _original=original):

@@ -100,7 +100,7 @@ def test_a_long_grid_streams_in_constant_memory(tmp_path):
     """Deformation evaluation over 20 and over 400 conditions: the peak memory is the same to within
     a few tens of MB (only one condition's images and one record per condition are held)."""
     from mmix_eval.config import Config
-    from mmix_eval.train import train
+    from mmix_eval.training import train
 
     cfg = Config()
     cfg.data.name, cfg.data.train_limit = "digits", 200

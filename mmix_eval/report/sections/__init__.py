@@ -13,17 +13,16 @@ from mmix_eval.errors import UserError
 from mmix_eval.registry import Registry
 from mmix_eval.report.sections.base import ReportSection, SectionContext, add_row
 
-SECTIONS: Registry = Registry("report section", entry_points="mmix_eval.report_sections")
-BUILTIN = {
-    "calibration": "mmix_eval.report.sections.calibration:CalibrationSection",
-    "corruptions": "mmix_eval.report.sections.corruptions:CorruptionsSection",
-    "fgsm": "mmix_eval.report.sections.attacks:AttackSection",
-    "attack": "mmix_eval.report.sections.attacks:AttackSection",
-    "ood": "mmix_eval.report.sections.ood:OODSection",
-    "spectra": "mmix_eval.report.sections.spectra:SpectraSection",
-}
+SECTIONS: Registry = Registry("report section", "mmix_eval.report_sections", {
+    "calibration": ("mmix_eval.report.sections.calibration:CalibrationSection", "reliability diagrams before and after scaling"),
+    "corruptions": ("mmix_eval.report.sections.corruptions:CorruptionsSection", "mCE / CE rows, severity plots, heatmap"),
+    "fgsm": ("mmix_eval.report.sections.attacks:AttackSection", "the gradient-masking check"),
+    "attack": ("mmix_eval.report.sections.attacks:AttackSection", "the gradient-masking check"),
+    "ood": ("mmix_eval.report.sections.ood:OODSection", "OOD detection rows"),
+    "spectra": ("mmix_eval.report.sections.spectra:SpectraSection", "singular-value spectra plots"),
+})
 
-__all__ = ["BUILTIN", "SECTIONS", "ReportSection", "SectionContext", "add_row", "section_for"]
+__all__ = ["SECTIONS", "ReportSection", "SectionContext", "add_row", "section_for"]
 
 
 def section_for(evaluator: str, given: dict[str, str] | None = None) -> ReportSection:
@@ -34,8 +33,6 @@ def section_for(evaluator: str, given: dict[str, str] | None = None) -> ReportSe
         cls = SECTIONS.get(path)
     elif evaluator in SECTIONS:
         cls = SECTIONS.get(evaluator)
-    elif evaluator in BUILTIN:
-        cls = SECTIONS.get(BUILTIN[evaluator])
     else:
         cls = SECTIONS.entry_point(evaluator) or ReportSection
     if not (isinstance(cls, type) and issubclass(cls, ReportSection)):

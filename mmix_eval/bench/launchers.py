@@ -1,0 +1,223 @@
+"""Launchers: how a bench's runs are run, behind one ``launch(name, ctx, todo) -> failed``.
+
+inline: one after the other in this process. local: subprocesses, ``jobs`` at a time (GPUs shared round-robin).
+slurm: one submitit job per run (submitit's local executors for tests). Each returns the failed runs (name ->
+why), or None when jobs were submitted without waiting for them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from mmix_eval.bench.job import run_one
+from mmix_eval.bench.plan import Bench, Run
+from mmix_eval.bench.status import complete
+from mmix_eval.errors import UserError
+from mmix_eval.io import atomic_write_text
+from mmix_eval.threads import resolve
+
+LAUNCHERS = ("inline", "local", "slurm")
+
+
+@dataclass
+class Launch:
+    """What every launcher is given besides the runs to do."""
+
+    bench: Bench
+    config: str | Path
+    out: Path
+    device: str | None = None
+    progress: bool = True
+    res: dict = field(default_factory=dict)  # the launcher's resources (``resources``)
+    wait: bool = True
+    cluster: str | None = None  # submitit's executor: None (Slurm), local or debug
+    echo: Callable = print
+    stages: dict = field(default_factory=dict)  # run -> wall seconds, filled as runs end
+
+
+def launch(name: str, ctx: Launch, todo: list[Run]) -> dict[str, str] | None:
+    if name not in LAUNCHERS:
+        raise UserError(f"launcher: expected one of {', '.join(LAUNCHERS)}, got '{name}'")
+    return {"inline": _inline, "local": _local, "slurm": _slurm}[name](ctx, todo)
+
+
+def launcher_resources(bench: Bench, overrides: dict) -> dict:
+    """The launcher's resources: defaults, then the YAML's ``launcher:``, then the command line's, checked."""
+    res = {"jobs": 1, "partition": None, "gpus_per_run": 0, "cpus_per_run": None, "mem_gb": None,
+           "timeout_min": 24 * 60, "slurm_extra": {}, "max_parallel": None}
+    res.update({k: v for k, v in bench.launcher.items() if k != "name"})
+    res.update({k: v for k, v in overrides.items() if v is not None})
+    for k in ("jobs", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "max_parallel"):
+        v = res[k]
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (1 if k != "gpus_per_run" else 0)):
+            raise UserError(f"launcher '{k}': expected an integer >= {1 if k != 'gpus_per_run' else 0}, got {v!r}")
+    if not isinstance(res["slurm_extra"], dict):
+        raise UserError(f"launcher 'slurm_extra': expected a mapping of sbatch options, got {res['slurm_extra']!r}")
+    return res
+
+
+def _inline(ctx: Launch, todo: list[Run]) -> dict[str, str]:
+    """One run after the other, in this process."""
+    with tqdm(total=len(todo), desc=f"bench {ctx.bench.name}", unit="run", disable=not ctx.progress,
+              dynamic_ncols=True) as bar:
+        for r in todo:
+            bar.set_postfix_str(r.name)
+            t0 = time.perf_counter()
+            status = run_one(ctx.config, ctx.out, r.name, ctx.device)
+            ctx.stages[r.name] = round(time.perf_counter() - t0, 3)
+            bar.write(f"{r.name}: {status}, evaluated ({ctx.stages[r.name]:.1f} s)")
+            bar.update(1)
+    return {}
+
+
+def _local(ctx: Launch, todo: list[Run]) -> dict[str, str]:
+    """Subprocesses (``python -m mmix_eval bench CONFIG --only RUN``), ``jobs`` at a time; each writes
+    OUT/logs/RUN.log. CPU threads are divided between the jobs; visible GPUs are dealt round-robin."""
+    import torch  # loaded only to count the GPUs
+
+    jobs, out, device, stages = ctx.res["jobs"], ctx.out, ctx.device, ctx.stages
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    gpus = torch.cuda.device_count() if device != "cpu" else 0
+    threads, _ = resolve(None, jobs)  # MMIX_EVAL_THREADS / OMP_NUM_THREADS if set, else usable cores / jobs
+    pending, running, failed = list(todo), {}, {}
+    free_slots = list(range(jobs))
+    with tqdm(total=len(todo), desc=f"bench {ctx.bench.name} (local, {jobs} at a time)", unit="run",
+              disable=not ctx.progress,
+              dynamic_ncols=True) as bar:
+        while pending or running:
+            while pending and free_slots:
+                r, slot = pending.pop(0), free_slots.pop(0)
+                cmd = [sys.executable, "-m", "mmix_eval", "bench", str(ctx.config), "--out", str(out), "--only", r.name,
+                       "--no-progress"] + (["--device", device] if device else [])
+                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MMIX_EVAL_THREADS": str(threads)}
+                if gpus:
+                    env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+                log = open(logs / f"{r.name}.log", "w", encoding="utf-8")
+                running[r.name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, slot,
+                                   time.perf_counter())
+            time.sleep(0.2)
+            for rn, (proc, log, slot, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[rn]
+                free_slots.append(slot)
+                stages[rn] = round(time.perf_counter() - t0, 3)
+                if proc.returncode != 0:
+                    failed[rn] = f"exit code {proc.returncode}: {_last_line(logs / f'{rn}.log')} (log: {logs / f'{rn}.log'})"
+                bar.write(f"{rn}: {'failed, ' + failed[rn] if rn in failed else 'trained and evaluated'} ({stages[rn]:.1f} s)")
+                bar.update(1)
+    return failed
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:300] if lines else "no output"
+
+
+def require_submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("--launcher slurm: expected the submitit package, which is not installed; "
+                        "pip install 'mmix-eval[slurm]'") from None
+    return submitit
+
+
+def _slurm(ctx: Launch, todo: list[Run]) -> dict[str, str] | None:
+    """One submitit job per run. ``cluster``: None (Slurm), or 'local'/'debug' to run the same jobs on this
+    machine through submitit's own executors."""
+    submitit = require_submitit()
+    config, out, device, res, bench, echo = ctx.config, ctx.out, ctx.device, ctx.res, ctx.bench, ctx.echo
+    gpus = res["gpus_per_run"]
+    if not todo:
+        return {}
+    executor = submitit.AutoExecutor(folder=out / "slurm", cluster=ctx.cluster)
+    params = {"name": f"mmix-{bench.name}", "timeout_min": res["timeout_min"], "nodes": 1,
+              "tasks_per_node": max(1, gpus), "cpus_per_task": res["cpus_per_run"] or 4}
+    if gpus:
+        params["gpus_per_node"] = gpus
+    if res["mem_gb"]:
+        params["mem_gb"] = res["mem_gb"]
+    if executor.cluster == "slurm":
+        if res["partition"]:
+            params["slurm_partition"] = res["partition"]
+        if res["slurm_extra"]:
+            params["slurm_additional_parameters"] = dict(res["slurm_extra"])
+    if executor.cluster == "slurm" and res["max_parallel"]:
+        params["slurm_array_parallelism"] = res["max_parallel"]  # at most this many of the array's jobs at once
+    executor.update_parameters(**params)
+    jobs = []
+    with executor.batch():
+        for r in todo:
+            jobs.append((r.name, executor.submit(RunJob(), str(Path(config).resolve()), str(out.resolve()), r.name, device)))
+    ids = {rn: str(j.job_id) for rn, j in jobs}
+    atomic_write_text(out / "jobs.yaml", yaml.safe_dump({"executor": executor.cluster, "jobs": ids}, sort_keys=False))
+    echo(f"submitted {len(jobs)} job(s) to {executor.cluster}: {', '.join(f'{k}={v}' for k, v in ids.items()) or 'none'}")
+    if not ctx.wait:
+        echo(f"not waiting; when they are done (or to see what is missing): mmix-eval bench {config} --out {out} --report-only")
+        return None
+    failed, pending, runs = {}, dict(jobs), {r.name: r for r in bench.runs}
+    with tqdm(total=len(jobs), desc=f"bench {bench.name} ({executor.cluster})", unit="run", disable=not ctx.progress,
+              dynamic_ncols=True) as bar:
+        while pending:
+            for rn, job in list(pending.items()):
+                if not job.done():  # the job's state from the scheduler (sacct) or its process; no result file read
+                    continue
+                del pending[rn]
+                # What a job did is read from the records and checkpoint it wrote, never from submitit's result
+                # pickle (nothing is unpickled); a failed job is explained by the last error line of its log.
+                if complete(out, bench, runs[rn]):
+                    status = "trained and evaluated"
+                else:
+                    failed[rn] = f"job {job.job_id} failed: {_job_error_from_log(job)} (logs: {job.paths.stderr})"
+                    status = "failed"
+                bar.write(f"{rn}: {status}")
+                bar.update(1)
+            if pending:
+                time.sleep(0.5)
+    return failed
+
+
+class RunJob:
+    """What each Slurm job runs: ``run_one``, made checkpointable for submitit. When Slurm preempts the job or
+    its time limit nears, submitit calls ``checkpoint`` and requeues the same call; the requeued job resumes
+    the run from its last state file (bitwise: every RNG is in it) and skips evaluations already written."""
+
+    def __call__(self, config: str, out: str, name: str, device: str | None = None) -> str:
+        return run_one(config, out, name, device)
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission  # submitit: an optional extra
+
+        return DelayedSubmission(RunJob(), *args, **kwargs)
+
+
+def _job_error_from_log(job) -> str:
+    """The job's own error line from its stderr log (submitit writes the traceback there)."""
+    try:
+        text = Path(job.paths.stderr).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "no log"
+    return _job_error(Exception(text)) if text.strip() else "no error in its log (killed?)"
+
+
+def _job_error(e: Exception) -> str:
+    """The job's own exception line out of submitit's error text (its traceback, then log paths)."""
+    lines = [ln.strip() for ln in str(e).splitlines()]
+    cause = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*", ln)]
+    return (cause[-1] if cause else type(e).__name__ + (f": {lines[0]}" if lines and lines[0] else ""))[:300]

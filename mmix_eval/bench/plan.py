@@ -1,0 +1,312 @@
+"""A bench YAML as a plan: runs (methods × sweep points × seeds), the evaluation plan, the report's baseline and
+checks. Everything is checked here, before anything trains."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from mmix_eval.catalog import METHODS
+from mmix_eval.config import LEGACY_METHOD_KEYS, Config, merge
+from mmix_eval.errors import UserError, did_you_mean
+from mmix_eval.evaluate.base import BUILTIN, DEFAULT_EVALUATORS, EvalOptions, OptionError, get_evaluator, option_fields
+from mmix_eval.evaluate.runner import Plan, make_plan, safe_name
+from mmix_eval.io import load_yaml
+from mmix_eval.report.labels import sweep_label
+
+TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "sweep", "evaluate", "report", "launcher")
+LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra",
+                 "max_parallel")
+COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import", "download"))
+REPORT_KEYS = ("baseline", "checks", "title")
+METHOD_KEYS = ("name", "kwargs", *LEGACY_METHOD_KEYS, "label")  # alpha, eligible, loss: shorthand for kwargs
+SWEEP_SECTIONS = ("data", "model", "train")
+
+
+@dataclass
+class Run:
+    name: str
+    cfg: Config
+    method: dict | None = None  # the method's fingerprint (settings, plugin source hash) its checkpoint must carry
+    label: str | None = None  # the YAML method's 'label:', the report's column name for it
+    sweep: dict | None = None  # this run's value of each swept key ({"alpha": 0.5, "train.epochs": 10})
+
+
+@dataclass
+class Bench:
+    name: str
+    runs: list[Run]
+    plan: Plan
+    options: EvalOptions
+    baseline: str | None
+    checks: list[str]
+    title: str | None
+    raw: dict
+    launcher: dict
+
+
+def _strict(d, allowed, where):
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise UserError(f"{where}: expected a mapping, got {type(d).__name__}")
+    for k in d:
+        if k not in allowed:
+            raise UserError(f"{where}: unknown key '{k}'{did_you_mean(str(k), allowed)}; expected one of: {', '.join(allowed)}")
+    return d
+
+
+def load_bench(path: str | Path) -> Bench:
+    """A bench YAML as runs (methods × sweep points × seeds, each method built and checked now), the evaluation
+    plan and the report's baseline and checks; any mistake is one line naming the key."""
+    path = Path(path)
+    raw = load_yaml(path, "bench config")
+    where = f"bench config '{path}'"
+    raw = _strict(raw, TOP_KEYS, where)
+    methods = raw.get("methods") or []
+    seeds = raw.get("seeds", [0])
+    if not isinstance(methods, list) or not methods:
+        raise UserError(f"{where}: 'methods' expected a non-empty list like [vanilla, {{name: manifold_mixup, alpha: 2.0}}]")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise UserError(f"{where}: 'seeds' expected a non-empty list of integers >= 0, got {seeds!r}")
+    # The shared sections first, so a mistake in them is named as theirs, not as the first method's.
+    merge(Config(), {"data": raw.get("data"), "model": raw.get("model"), "train": raw.get("train")}, where)
+    axes = _sweep_axes(raw.get("sweep"), where)
+    runs = _runs(raw, methods, seeds, axes, where)
+    unused = [k for k in axes if not _is_config_axis(k) and not any(r.sweep and k in r.sweep for r in runs)]
+    if unused:
+        from mmix_eval.methods.base import method_arguments  # torch: loaded only when a bench is read
+
+        takes = "; ".join(f"{n}: {', '.join(method_arguments(n)) or 'none'}" for n in dict.fromkeys(r.method["name"] for r in runs))
+        raise UserError(f"{where} sweep '{unused[0]}': expected a setting of one of the bench's methods or a "
+                        f"section.key of the configuration, got a key no method takes (their arguments: {takes})")
+    plan, options = evaluate_section(raw.get("evaluate"), f"{where} evaluate")
+    rep = _strict(raw.get("report"), REPORT_KEYS, f"{where} report")
+    checks = rep.get("checks") or []
+    if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):
+        raise UserError(f"{where}: 'report.checks' expected a list of strings, got {checks!r}")
+    launcher = dict(_strict(raw.get("launcher"), LAUNCHER_KEYS, f"{where} launcher"))
+    baseline = _baseline(runs, rep, checks, where)
+    return Bench(str(raw.get("name") or path.stem), runs, plan, options, baseline, checks, rep.get("title"), raw, launcher)
+
+
+def _runs(raw: dict, methods: list, seeds: list[int], axes: dict, where: str) -> list[Run]:
+    """One Run per method entry × sweep point × seed, named uniquely; each method is built now (fail early)."""
+    from mmix_eval.methods.base import create_method, fingerprint  # torch: loaded only when a bench is read
+
+    runs, names = [], {}
+    for j, m in enumerate(methods):
+        m = {"name": m} if isinstance(m, str) else dict(_strict(m, METHOD_KEYS, f"{where} methods[{j}]"))
+        if m.get("kwargs") is not None and not isinstance(m["kwargs"], dict):
+            raise UserError(f"{where} methods[{j}]: 'kwargs' expected a mapping of the method's arguments, got {m['kwargs']!r:.100}")
+        given = m.pop("label", None)
+        if given is not None and (not isinstance(given, str) or not given.strip() or not given.isprintable()):
+            raise UserError(f"{where} methods[{j}]: 'label' expected a non-empty printable string, got {given!r:.100}")
+        label = given or m.get("name")
+        for point in _sweep_points(axes, m, where, j):
+            for s in seeds:
+                updates = {"data": raw.get("data"), "model": raw.get("model"), "method": m,
+                           "train": {**(raw.get("train") or {}), "seed": s}}
+                cfg = merge(Config(), _apply_point(updates, point), f"{where} methods[{j}]")
+                try:
+                    method = create_method(cfg.method.name, cfg.method.kwargs)  # fail now
+                except UserError as e:
+                    raise UserError(f"{where} methods[{j}]: {e}") from None
+                name = safe_name("-".join([label, *(f"{_short(k)}{_value_tag(v)}" for k, v in point.items()), f"s{s}"]))
+                if name in names and not point:
+                    raise UserError(f"{where}: two runs are both named '{name}'; give one method a 'label'")
+                if name in names:
+                    raise UserError(f"{where}: two runs are both named '{name}' ({names[name]} and methods[{j}] "
+                                    f"{sweep_label(point)}); give one method a 'label', or sweep values that "
+                                    f"differ once written as names")
+                names[name] = f"methods[{j}] {sweep_label(point) or 'unswept'}"
+                runs.append(Run(name, cfg, fingerprint(method), given, dict(point) or None))
+    return runs
+
+
+def _baseline(runs: list[Run], rep: dict, checks: list[str], where: str) -> str | None:
+    """The report's baseline column: named or the default, checked, and one column even for a swept method."""
+    names = [n for r in runs for n in (r.label, r.method["name"]) if n]  # a column's label, or its method's name
+    names += [f"{r.label or r.method['name']} {sweep_label(r.sweep)}" for r in runs if r.sweep]  # a swept column's
+    baseline = baseline_and_checks(rep, checks, names, where)
+    columns: dict[str, list[str]] = {}  # a name -> the columns it fits (several for a swept method)
+    for r in runs:
+        full = f"{r.label or r.method['name']} {sweep_label(r.sweep)}" if r.sweep else (r.label or r.method["name"])
+        for n in {r.label, r.method["name"]} - {None}:
+            columns.setdefault(n, []).append(full)
+    fits = list(dict.fromkeys(columns.get(baseline, [])))
+    if len(fits) > 1:
+        if "baseline" in rep:
+            raise UserError(f"{where}: 'report.baseline' {baseline!r} names {len(fits)} swept columns; expected one of "
+                            + ", ".join(f'"{c}"' for c in fits))
+        baseline = fits[0]  # the default (the first method) is its first swept column
+    return baseline
+
+
+def _is_config_axis(key: str) -> bool:
+    return key.split(".", 1)[0] in SWEEP_SECTIONS
+
+
+def _sweep_axes(sweep, where: str) -> dict[str, list]:
+    """The bench's ``sweep:``: key -> the values it takes. A key is a method setting (alpha, eligible, a
+    plugin's prob; swept for every method that takes it) or a section.key of the configuration (train.epochs,
+    model.kwargs.width; swept for every method). Several keys: every combination."""
+    if sweep is None:
+        return {}
+    if not isinstance(sweep, dict) or not sweep:
+        raise UserError(f"{where}: 'sweep' expected a mapping of key: [values], e.g. {{alpha: [0.5, 1.0, 2.0]}}, got {sweep!r:.100}")
+    axes = {}
+    for key, values in sweep.items():
+        key = str(key)
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where} sweep '{key}': expected a non-empty list of values, got {values!r:.100}")
+        if key.startswith("method."):
+            rest = key.removeprefix("method.")
+            key = rest.removeprefix("kwargs.")
+            if rest == "name" or not key:
+                raise UserError(f"{where} sweep '{key}': expected a method setting or section.key; list methods under 'methods'")
+        if key == "train.seed":
+            raise UserError(f"{where} sweep 'train.seed': expected seeds under 'seeds', not swept")
+        section = key.split(".", 1)[0]
+        if "." in key and section not in SWEEP_SECTIONS:
+            raise UserError(f"{where} sweep '{key}': expected a method setting or a key of "
+                            f"{', '.join(SWEEP_SECTIONS)}{did_you_mean(section, list(SWEEP_SECTIONS))}")
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
+            raise UserError(f"{where} sweep '{key}': expected distinct values, got {values!r:.100}")
+        if _is_config_axis(key):  # a key that does not exist fails here, naming the sweep
+            merge(Config(), _apply_point({"method": {}}, {key: values[0]}), f"{where} sweep '{key}'")
+        axes[key] = values
+    return axes
+
+
+def _sweep_points(axes: dict[str, list], m: dict, where: str, j: int) -> list[dict]:
+    """Every combination of the swept values that apply to method entry ``m`` ([{}] when none apply)."""
+    from mmix_eval.methods.base import method_signature  # torch: loaded only when a bench is read
+
+    params, takes_any, _ = method_signature(METHODS.get(str(m.get("name"))))
+    own = {**(m.get("kwargs") or {}), **{k: v for k, v in m.items() if k in LEGACY_METHOD_KEYS}}
+    keys = []
+    for k in axes:
+        if _is_config_axis(k):
+            keys.append(k)
+        elif k in params or takes_any:
+            if k in own:
+                raise UserError(f"{where} methods[{j}]: sets '{k}', which the sweep sweeps; give it in one place")
+            keys.append(k)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+
+
+def _apply_point(updates: dict, point: dict) -> dict:
+    """The run's configuration updates with one combination of swept values set."""
+    out = copy.deepcopy(updates)
+    for key, value in point.items():
+        if not _is_config_axis(key):
+            method = dict(out["method"])
+            method["kwargs"] = {**(method.get("kwargs") or {}), key: value}
+            out["method"] = method
+            continue
+        section, _, rest = key.partition(".")
+        target = out[section] = out.get(section) or {}  # a deep copy already: updated in place
+        parts = rest.split(".")
+        for p in parts[:-1]:
+            nxt = target.get(p)
+            if nxt is None:
+                nxt = target[p] = {}
+            elif not isinstance(nxt, dict):
+                raise UserError(f"sweep '{key}': '{section}.{p}' is not a mapping")
+            target = nxt
+        target[parts[-1]] = value
+    return out
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _value_tag(v) -> str:
+    if isinstance(v, list):
+        return "_".join(_value_tag(x) for x in v) or "none"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v) if v != "" else "input"
+
+
+def baseline_and_checks(rep: dict, checks: list[str], methods: list[str], where: str) -> str | None:
+    """Checked before any training: the report's baseline (default vanilla when the bench has it, else its
+    first method) and every --check's syntax and method names."""
+    from mmix_eval.report.checks import parse_check  # pandas: loaded when a bench has a report section
+
+    known = list(dict.fromkeys(methods))
+    if "baseline" in rep:
+        baseline = rep["baseline"]
+        if baseline is not None and baseline not in known:
+            raise UserError(f"{where}: 'report.baseline' expected one of the bench's methods ({', '.join(known)}) "
+                            f"or null, got {baseline!r}")
+    else:
+        baseline = "vanilla" if "vanilla" in known else known[0]
+    for check in checks:
+        for side in parse_check(check)[::2]:
+            if not isinstance(side, float) and side[0] not in known:
+                raise UserError(f"{where}: report check '{check}': method '{side[0]}' expected one of the bench's "
+                                f"methods ({', '.join(known)})")
+    return baseline
+
+
+def evaluate_section(section, where: str) -> tuple[Plan, EvalOptions]:
+    """The bench YAML's ``evaluate:``: shared keys (limit, seed, bins, ...), an optional ``evaluators:`` list,
+    and one mapping of options per evaluator, keyed by its name or import path:
+
+        evaluate:
+          limit: 2000
+          deformations: {grid: table4, interpolation: nearest}
+          fgsm: {eps: [1, 2, 4, 8], attack: pgd, pgd_steps: 7}
+          "my_evals:Occlusion": {patch: 8}
+
+    Without ``evaluators:`` the built-ins run, plus every plugin given a section. The flat keys of the
+    first version (grid, eps, ...) are still read, as options of the built-in that has them."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise UserError(f"{where}: expected a mapping, got {type(section).__name__}")
+    flat = {opt: name for name in DEFAULT_EVALUATORS for opt, *_ in option_fields(get_evaluator(name).Options)}
+    common, per, legacy, listed = {}, {}, set(), section.get("evaluators")
+    for key, value in section.items():
+        if key == "evaluators":
+            continue
+        if key in COMMON_KEYS:
+            common[key] = value
+        elif key in flat and not (key in BUILTIN and isinstance(value, dict)):  # 'attack': fgsm's option or an evaluator
+            per.setdefault(flat[key], {})[key] = value
+            legacy.add(flat[key])
+        elif key in BUILTIN or ":" in str(key) or isinstance(value, dict):
+            if not isinstance(value, dict):
+                raise UserError(f"{where} '{key}': expected a mapping of options, got {value!r}")
+            per.setdefault(str(key), {}).update(value)
+        else:
+            allowed = ["evaluators", *COMMON_KEYS, *BUILTIN]
+            raise UserError(f"{where}: unknown key '{key}'{did_you_mean(str(key), allowed + list(flat))}; expected one of: "
+                            f"{', '.join(allowed)}, or an evaluator's name / module:Class with its options")
+    if listed is not None:
+        if not isinstance(listed, list) or not listed or not all(isinstance(e, str) for e in listed):
+            raise UserError(f"{where}: 'evaluators' expected a non-empty list of evaluator names, got {listed!r}")
+        specs = listed
+    else:
+        specs = [*DEFAULT_EVALUATORS, *(k for k in per if k not in DEFAULT_EVALUATORS)]
+    # A flat key of an evaluator that does not run is dropped (the first version wrote them all); an explicit
+    # section for one is an error (make_plan says so).
+    per = {k: v for k, v in per.items() if k in specs or k not in legacy or k in section}
+    try:
+        options = EvalOptions(**common)
+        options.check()
+    except TypeError as e:
+        raise UserError(f"{where}: {e}") from None
+    except OptionError as e:
+        raise UserError(f"{where} '{e.param}': {e.detail}") from None
+    try:
+        plan = make_plan(specs, per, where)
+    except OptionError as e:
+        raise UserError(f"{where}: option {e}") from None
+    return plan, options

@@ -1,0 +1,189 @@
+"""bench: train methods × seeds, evaluate every checkpoint on identical images, write the report.
+
+Idempotent: a run whose checkpoint exists with the same configuration is skipped, a killed run resumes
+from its state file, an evaluation whose checkpoint hash and options are unchanged is not redone.
+
+Layout of --out:  runs/<method>-s<seed>/   results/<run>/<evaluator>.*   report.html report.md table.csv
+                  records.csv records.jsonl plots/ bench.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from mmix_eval.bench.launchers import LAUNCHERS, Launch, launch, launcher_resources, require_submitit
+from mmix_eval.bench.plan import Bench, load_bench
+from mmix_eval.bench.status import complete, finished, stale
+from mmix_eval.bench.status import epochs_done as read_epochs_done
+from mmix_eval.errors import UserError
+from mmix_eval.io import FolderLock, atomic_write_text
+
+
+def run_bench(config: str | Path, out: str | Path, progress: bool = True, device: str | None = None, echo=print,
+              launcher: str | None = None, wait: bool = True, report_only: bool = False,
+              submitit_cluster: str | None = None, **resources) -> dict | None:
+    """Run every run of the bench with a launcher, then build the report from what is finished.
+
+    inline (default): one after the other in this process. local: subprocesses, ``jobs`` at a time (GPUs
+    shared round-robin). slurm: one submitit job per run. Finished runs are skipped by every launcher;
+    with ``report_only`` nothing runs and the report says which runs are missing."""
+    bench = load_bench(config)
+    if device is not None:  # the override is part of each run's configuration, as the jobs record it
+        for r in bench.runs:
+            r.cfg.train.device = device
+        bench.options.device = device
+    out = Path(out)
+    launcher = launcher or bench.launcher.get("name") or "inline"
+    if launcher not in LAUNCHERS:
+        raise UserError(f"launcher: expected one of {', '.join(LAUNCHERS)}, got '{launcher}'")
+    res = launcher_resources(bench, resources)
+    if launcher == "slurm" and not report_only:
+        require_submitit()  # a missing package fails before anything is written
+    if not report_only:
+        preflight(bench)
+    out.mkdir(parents=True, exist_ok=True)
+    if report_only:  # reads what is finished; never trains, so it needs no lock
+        atomic_write_text(out / "bench.yaml", yaml.safe_dump(bench.raw, sort_keys=False))
+        return _report(bench, out, {}, {}, time.perf_counter(), echo)
+    with FolderLock(out):  # a second bench on this --out would train the same runs twice
+        return _run_locked(bench, config, out, device, progress, launcher, res, wait, submitit_cluster, echo)
+
+
+def _run_locked(bench, config, out, device, progress, launcher, res, wait, submitit_cluster, echo) -> dict | None:
+    atomic_write_text(out / "bench.yaml", yaml.safe_dump(bench.raw, sort_keys=False))
+    t_all = time.perf_counter()
+    stages: dict[str, float] = {}
+    todo = [r for r in bench.runs if not complete(out, bench, r)]
+    for r in bench.runs:
+        if r not in todo:
+            echo(f"{r.name}: done already")
+    ctx = Launch(bench, config, out, device, progress, res, wait, submitit_cluster, echo, stages)
+    failed = launch(launcher, ctx, todo)
+    if failed is None:  # submitted, not waited for
+        return None
+    return _report(bench, out, stages, failed, t_all, echo)
+
+
+def preflight(bench: Bench) -> None:
+    """Before the first training step, every distinct (data, model, method) of the bench: the data loads (its
+    test split), the model builds on the meta device and takes the method's eligible layers, and a 2-image probe
+    step gives a scalar loss and (batch, classes) logits. A mistake in the last run fails now, not hours in."""
+    from mmix_eval.data import load_data  # torch: loaded when a bench runs
+    from mmix_eval.training import preflight as check_run
+
+    seen, data_cache = set(), {}
+    for r in bench.runs:
+        d = r.cfg.data
+        key = json.dumps([d.name, d.root, r.cfg.model.name, r.cfg.model.kwargs, r.method], sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        dkey = (d.name, str(d.root), d.download)
+        if dkey not in data_cache:
+            data_cache[dkey] = load_data(d.name, d.root, d.download, test_limit=2, need_train=False)
+        try:
+            check_run(r.cfg, data_cache[dkey])
+        except UserError as e:
+            raise UserError(f"bench {bench.name}, run {r.name}: {e}") from None
+
+
+def dry_run(config: str | Path, out: str | Path, device: str | None = None, echo=print, steps: int = 3) -> list[dict]:
+    """What a bench would do, without doing it: each run trained, resumed, evaluated only or skipped, and an
+    estimate of the training time from ``steps`` timed training steps per distinct (data, model, method,
+    batch size), times the steps per epoch and the epochs still to go. Evaluation time is not estimated."""
+    from mmix_eval.training import prepare  # torch: loaded when a bench runs
+
+    bench = load_bench(config)
+    if device is not None:
+        for r in bench.runs:
+            r.cfg.train.device = device
+    preflight(bench)
+    out, plans, timed = Path(out), [], {}
+    for r in bench.runs:
+        run_dir = out / "runs" / r.name
+        epochs_done = read_epochs_done(run_dir)
+        if complete(out, bench, r):
+            action, todo = "skip (finished and evaluated)", 0
+        elif finished(run_dir, r.cfg, r.method):
+            action, todo = "evaluate only (trained)", 0
+        elif (run_dir / "config.yaml").exists() and not stale(run_dir, r.cfg, r.method).startswith("the method changed"):
+            action, todo = f"resume (epoch {epochs_done} of {r.cfg.train.epochs})", r.cfg.train.epochs - epochs_done
+        else:
+            action, todo = "train", r.cfg.train.epochs
+        seconds = None
+        if todo:
+            key = json.dumps([r.cfg.data.name, r.cfg.data.train_limit, r.cfg.model.name, r.cfg.model.kwargs, r.method,
+                              r.cfg.train.batch_size, r.cfg.train.device], sort_keys=True, default=str)
+            if key not in timed:
+                p = prepare(r.cfg)
+                timed[key] = _time_steps(p, r.cfg.train.batch_size, steps) * math.ceil(len(p.data.train) / r.cfg.train.batch_size)
+            seconds = timed[key] * todo
+        plans.append({"run": r.name, "action": action, "train_s": seconds})
+        echo(f"{r.name}: {action}" + (f", about {seconds:.0f} s of training" if seconds is not None else ""))
+    total = sum(p["train_s"] or 0 for p in plans)
+    echo(f"bench {bench.name}: {sum(1 for p in plans if p['train_s'])} of {len(plans)} runs to train, about {total:.0f} s "
+         f"of training (estimated from {steps} timed steps per configuration; evaluation not included); nothing "
+         f"was written")
+    return plans
+
+
+def _time_steps(p, batch_size: int, steps: int) -> float:
+    """Seconds per training step of a prepared run: one warm-up step, then the median of ``steps``."""
+    import torch  # loaded when a bench runs
+
+    from mmix_eval.data.augment import to_float
+
+    model, device = p.model.to(p.device).train(), p.device
+    opt = torch.optim.SGD(model.parameters(), lr=p.cfg.train.lr, momentum=p.cfg.train.momentum)
+    x = to_float(p.data.train.x[:batch_size]).to(device)
+    y = p.data.train.y[:batch_size].to(device)
+    rng, times = np.random.default_rng(0), []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        p.method.step(model, x, y, rng).loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, echo) -> dict:
+    from mmix_eval.report import build_report  # matplotlib and pandas: loaded for the report only
+
+    missing = [r.name for r in bench.runs if not complete(out, bench, r)]
+    for rn, why in failed.items():
+        echo(f"mmix-eval: warning: run {rn} failed: {why}")
+    if len(missing) == len(bench.runs):
+        raise UserError(f"bench {bench.name}: expected at least one finished run to report, got none of "
+                        f"{len(bench.runs)} ({', '.join(missing)})")
+    if missing:
+        echo(f"mmix-eval: warning: report built without {len(missing)} of {len(bench.runs)} runs "
+             f"(not finished or not evaluated): {', '.join(missing)}")
+    results = out / "results"
+    notes = [f"Incomplete bench: {len(missing)} of {len(bench.runs)} runs are not in this report "
+             f"(not finished or not evaluated): {', '.join(missing)}."] if missing else []
+    if bench.baseline is not None and "baseline" not in (bench.raw.get("report") or {}):
+        notes.append(f"Baseline for the differences: {bench.baseline} ("
+                     + ("vanilla is in the bench)." if bench.baseline == "vanilla" else
+                        "the bench has no vanilla, so its first method; set report.baseline to choose)."))
+    extra = {"bench": bench.raw, "command": " ".join(sys.argv) if sys.argv else None, "stage_wall_time_s": stages,
+             "missing_runs": missing, "failed_runs": failed}
+    order = list(dict.fromkeys(r.label or r.method["name"] for r in bench.runs))  # the YAML's method order
+    result = build_report([results], out, bench.baseline, bench.checks, bench.title or f"mmix-eval bench: {bench.name}",
+                          extra_provenance=extra, notes=notes, order=order, strict_checks=False)
+    result["missing"] = missing
+    result["failed"] = failed
+    echo(f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report "
+         f"({time.perf_counter() - t_all:.1f} s)")
+    return result

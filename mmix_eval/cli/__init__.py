@@ -1,0 +1,91 @@
+"""The command line: a thin layer over the Python API. Bad input: one line on stderr, exit code 2.
+
+``parser`` (behaviour, examples), ``train``, ``evaluate`` (one command per evaluator), ``commands`` (report,
+bench, spiral, ls). Commands that run torch import it when they run, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+from mmix_eval import __version__, memory, threads
+from mmix_eval.cli.commands import add_bench, add_ls, add_report, add_spiral, cmd_bench, cmd_ls, cmd_report, cmd_spiral
+from mmix_eval.cli.evaluate import add_eval, cmd_eval
+from mmix_eval.cli.parser import EPILOG, Parser
+from mmix_eval.cli.train import add_train, cmd_train
+from mmix_eval.errors import UserError
+from mmix_eval.evaluate.base import BUILTIN, get_evaluator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="mmix-eval",
+        description="Train vanilla / input-mixup / manifold-mixup checkpoints and measure their robustness "
+                    "and calibration (Verma et al., ICML 2019).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mmix-eval {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    parser.subcommands = sub.choices
+    add_train(sub)
+    for name in BUILTIN:  # one sub-command per built-in evaluator, flags from its options
+        add_eval(sub, name, get_evaluator(name).help, (name,))
+    add_eval(sub, "evaluate", "every evaluator (built-in or plugin) on one or many checkpoints", None)
+    add_bench(sub)
+    add_report(sub)
+    add_spiral(sub)
+    for name, p in sub.choices.items():
+        if name in ("report",):
+            continue
+        p.add_argument("--threads", type=int, metavar="N",
+                       help="CPU threads for torch (default: MMIX_EVAL_THREADS, else OMP_NUM_THREADS, else the cores "
+                            "this process may use that no other process keeps busy, divided by the local "
+                            "launcher's --jobs)")
+    add_ls(sub)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"mmix-eval: warning: {message}", file=sys.stderr)
+
+
+TORCH_COMMANDS = ("train", "bench", "spiral")  # and every evaluation command: these set torch's thread count
+
+
+def _threads(args) -> None:
+    """--threads, MMIX_EVAL_THREADS, OMP_NUM_THREADS, else the free cores: set once, before torch works.
+    An explicit --threads is exported, so the processes a local launcher starts use it too. The allocator's
+    setting (memory.py) is made here too, once, for the commands that run torch."""
+    flag = getattr(args, "threads", None)
+    if flag is not None:
+        threads.resolve(flag)  # a bad value fails here, as a one-line error
+        os.environ["MMIX_EVAL_THREADS"] = str(flag)
+    if args.command in TORCH_COMMANDS or hasattr(args, "option_flags"):
+        threads.apply(flag, say=lambda line: print(f"mmix-eval: {line}", file=sys.stderr))
+        memory.apply()  # freed tensor memory kept for the next batch (see memory.py)
+
+
+def main(argv: list[str] | None = None) -> int:
+    threads.configure_runtime()  # OpenMP's wait policy, before anything imports torch (see threads.py)
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _one_line_warning
+    try:
+        _threads(args)
+        handler = {"train": cmd_train, "ls": cmd_ls, "report": cmd_report, "bench": cmd_bench,
+                   "spiral": cmd_spiral}.get(args.command, cmd_eval)
+        return handler(args)
+    except UserError as e:
+        from mmix_eval import distributed  # torch: only on the error path of a command that ran it
+
+        if distributed.is_main():  # every rank fails alike; one line is enough
+            print(f"mmix-eval: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("mmix-eval: interrupted; a training run continues from its last state with --resume", file=sys.stderr)
+        return 130
+    finally:
+        if "mmix_eval.distributed" in sys.modules:  # joined by train/evaluate or a multi-task bench job
+            sys.modules["mmix_eval.distributed"].shutdown()
