@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,12 @@ import torch
 from mmix_eval import memory
 from mmix_eval.config import Config
 from mmix_eval.data.core import ImageData, Split
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent  # the repository
+HELPERS = TESTS / "helpers"
+FIXTURES = TESTS / "fixtures"
+SHARED_DATA = ROOT.parent / "shared" / "data"  # ../shared/data beside the repository (real CIFAR-10 JPEGs)
 
 memory.apply()  # as every torch command of the CLI does: freed tensor memory kept for the next batch
 
@@ -69,3 +77,10 @@ def ece_from_bins(counts, acc, conf) -> float:
     """Top-label ECE from reliability bins, by its definition (an in-test reference for netcal's)."""
     m = counts > 0
     return float((counts[m] / counts.sum() * np.abs(acc[m] - conf[m])).sum())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/integration/ is slow by its folder (real data, subprocesses, torchrun)."""
+    for item in items:
+        if TESTS / "integration" in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.slow)

@@ -42,6 +42,7 @@ def probe(**env) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @glibc
 def test_freed_tensor_memory_is_reused_instead_of_faulted_back_in():
     system = probe(MMIX_EVAL_MALLOC="system")

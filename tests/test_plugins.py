@@ -8,7 +8,6 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.methods import METHODS, Method, StepOutput, create_method, mix, soft_targets
 from mmix_eval.models import create_model
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class NoisyVanilla(Method):
@@ -178,6 +177,7 @@ def test_cutmix_box_and_target_by_hand():
     assert create_method("cutmix").describe() == {"name": "cutmix", "loss": "bce_softmax", "alpha": 1.0, "prob": 0.5}
 
 
+@pytest.mark.slow
 def test_tutorial_commands_run_as_written(tmp_path):
     doc = (ROOT / "docs" / "plugins.md").read_text()
     for lang, name, body in re.findall(r"```(\w+) title=(\S+)\n(.*?)```", doc, re.S):

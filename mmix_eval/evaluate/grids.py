@@ -54,7 +54,7 @@ def load_grid(spec: str) -> tuple[str, list[Deformation]]:
     if spec in GRIDS:
         return spec, list(GRIDS[spec])
     path = Path(spec)
-    if not path.suffix.lower() in (".yaml", ".yml"):
+    if path.suffix.lower() not in (".yaml", ".yml"):
         raise OptionError("grid", f"expected table4, table9 or a .yaml file, got '{spec}'")
     from mmix_eval.io import load_yaml
 

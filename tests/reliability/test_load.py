@@ -5,6 +5,8 @@ Both run in a subprocess so that peak memory (ru_maxrss of the child) is the job
 
 from __future__ import annotations
 
+import pytest
+
 from types import SimpleNamespace
 
 import os
@@ -19,7 +21,6 @@ from mmix_eval.evaluate.records import record, write_records
 from mmix_eval.evaluate.base import SHIFT_METRICS
 from mmix_eval.evaluate.records import with_specs
 
-ROOT = Path(__file__).resolve().parents[2]
 FOLDERS, METHODS = 1000, ("vanilla", "input_mixup", "manifold_mixup", "cutmix")
 TIME_LIMIT_S, MEMORY_LIMIT_MB = 120, 1500  # bounds asserted here; the measured figures are printed
 
@@ -74,6 +75,7 @@ def make_results(root: Path) -> list[Path]:
     return bad
 
 
+@pytest.mark.slow
 def test_report_over_1000_result_folders_some_corrupt(tmp_path):
     t0 = time.perf_counter()
     bad = make_results(tmp_path / "res")
@@ -96,6 +98,7 @@ def test_report_over_1000_result_folders_some_corrupt(tmp_path):
     assert page.count("<li><code>res/") == len(bad)
 
 
+@pytest.mark.slow
 def test_a_long_grid_streams_in_constant_memory(tmp_path):
     """Deformation evaluation over 20 and over 400 conditions: the peak memory is the same to within
     a few tens of MB (only one condition's images and one record per condition are held)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow  # every test here starts processes and kills them mid-run
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 STEPS_PER_EPOCH, EPOCHS = 6, 3  # 300 images, batch 50

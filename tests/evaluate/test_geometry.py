@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from mmix_eval.errors import UserError
+from conftest import SHARED_DATA
 from mmix_eval.evaluate.geometry import (TABLE4, TABLE9, Deformation, load_grid, rotation_matrices, sample_matrices,
                                          shear_matrices, warp, zoom_matrices)
 
@@ -177,7 +177,7 @@ def cifar_test_images(k: int = 8) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    archive = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+    archive = SHARED_DATA / "cifar10-jpeg.tar.gz"
     if not archive.is_file():
         pytest.skip("../shared/data/cifar10-jpeg.tar.gz is not beside the checkout")
     wanted = {f"test/{c}/{i:04d}.jpg" for c in ("airplane", "automobile", "bird", "cat") for i in (3, 517)}

@@ -10,9 +10,8 @@ import pytest
 import yaml
 
 from mmix_eval.cli import main
+from conftest import HELPERS, ROOT
 
-HELPERS = Path(__file__).resolve().parent / "helpers"
-ROOT = Path(__file__).resolve().parents[1]
 
 BENCH = {
     "name": "tiny",

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from mmix_eval.cli import main
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(capsys, *argv):

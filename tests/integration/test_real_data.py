@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +11,9 @@ from mmix_eval.cli import main
 from mmix_eval.data import load_data
 from mmix_eval.evaluate.records import read_records
 from mmix_eval.inference import accuracy_nll, predict_logits
+from conftest import SHARED_DATA
 
-ARCHIVE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+ARCHIVE = SHARED_DATA / "cifar10-jpeg.tar.gz"
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-from pathlib import Path
 
 import pytest
 
 from mmix_eval.bench import load_bench
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 TINY = """
@@ -26,6 +25,7 @@ report: {baseline: vanilla, checks: ["vanilla.clean >= 5"]}
 """
 
 
+@pytest.mark.slow
 def test_bench_runs_then_skips_what_is_done_and_resumes_a_lost_checkpoint(tmp_path, capsys):
     cfg = tmp_path / "b.yaml"
     cfg.write_text(TINY)

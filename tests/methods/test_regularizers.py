@@ -24,9 +24,8 @@ from mmix_eval.evaluate.records import read_records
 from mmix_eval.methods import create_method
 from mmix_eval.methods.base import fingerprint
 from mmix_eval.methods.losses import bce_softmax, soft_ce
+from conftest import HELPERS, ROOT
 
-HELPERS = Path(__file__).resolve().parent / "helpers"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -192,6 +191,7 @@ def test_bad_sweeps_and_method_settings_fail_before_training(tmp_path, capsys, c
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_plugin_swept_against_manifold_mixup_without_vanilla_gets_a_sweep_table_and_plot(tmp_path, helpers_on_path, capsys):
     """The issue's 'done when': a plugin with two settings, benched in a sweep over one of them against manifold
     mixup, no vanilla; the report shows the sweep table and plot with the right labels."""
@@ -511,6 +511,7 @@ def test_timm_state_dict_evaluates_through_timm_by_name(tmp_path, capsys):
     assert "unknown timm model 'resnet1888'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_baselines_preset_runs_on_digits_side_by_side(tmp_path, capsys):
     """configs/bench/baselines-digits.yaml as shipped (CI-sized): six methods x two seeds, one report."""
     out = tmp_path / "bl"

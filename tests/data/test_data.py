@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from builders import write_tree
 from mmix_eval.data import load_data
 from mmix_eval.data import imagefolder as imagefolder_module
 from mmix_eval.data.augment import random_crop_flip, to_float
@@ -45,20 +46,6 @@ def test_to_float_range():
     assert torch.equal(to_float(torch.tensor([0, 255], dtype=torch.uint8)), torch.tensor([0.0, 1.0]))
 
 
-def _write_tree(root: Path, layout="splits", size=6, mode="RGB", classes=("cat", "dog", "emu"), per_class=4, fmt="png"):
-    """Each image's pixels encode (class index, image index) so labels and order can be checked."""
-    splits = ["train", "test"] if layout == "splits" else [""]
-    for s in splits:
-        for ci, c in enumerate(classes):
-            d = root / s / c
-            d.mkdir(parents=True, exist_ok=True)
-            for j in range(per_class):
-                value = 40 * ci + j
-                arr = np.full((size, size, 3) if mode == "RGB" else (size, size), value, np.uint8)
-                Image.fromarray(arr, mode).save(d / f"{j:03d}.{fmt}")
-    return root
-
-
 def _tar(src: Path, dest: Path) -> Path:
     with tarfile.open(dest, "w:gz") as tar:
         tar.add(src, arcname="wrapped")
@@ -66,7 +53,7 @@ def _tar(src: Path, dest: Path) -> Path:
 
 
 def test_imagefolder_tree_and_archive_give_the_same_arrays(tmp_path):
-    tree = _write_tree(tmp_path / "tree")
+    tree = write_tree(tmp_path / "tree")
     a = load_data(f"imagefolder:{tree}")
     b = load_data(f"imagefolder:{_tar(tree, tmp_path / 'x.tar.gz')}")
     assert a.classes == b.classes == ["cat", "dog", "emu"]
@@ -79,7 +66,7 @@ def test_imagefolder_tree_and_archive_give_the_same_arrays(tmp_path):
 
 
 def test_imagefolder_flat_layout_splits_80_20_and_grayscale_is_one_channel(tmp_path):
-    tree = _write_tree(tmp_path / "flat", layout="flat", mode="L", per_class=10)
+    tree = write_tree(tmp_path / "flat", layout="flat", mode="L", per_class=10)
     d = load_data(f"imagefolder:{tree}")
     assert d.in_channels == 1
     assert (len(d.train), len(d.test)) == (24, 6)
@@ -87,7 +74,7 @@ def test_imagefolder_flat_layout_splits_80_20_and_grayscale_is_one_channel(tmp_p
 
 
 def test_imagefolder_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
-    tree = _write_tree(tmp_path / "tree")
+    tree = write_tree(tmp_path / "tree")
     first = load_data(f"imagefolder:{tree}")
     monkeypatch.setattr(imagefolder_module, "_decode_all", lambda *a: pytest.fail("decoded twice"))
     again = load_data(f"imagefolder:{tree}")
@@ -95,7 +82,7 @@ def test_imagefolder_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
 
 
 def test_imagefolder_cache_key_needs_no_listing_and_sees_added_files(tmp_path, monkeypatch):
-    tree = _write_tree(tmp_path / "tree")
+    tree = write_tree(tmp_path / "tree")
     first = load_data(f"imagefolder:{tree}")
     imagefolder_module._MEMORY.clear()  # a new process: the cache on disk is all there is
     monkeypatch.setattr(imagefolder_module, "_list_folder", lambda *a: pytest.fail("listed every file for the key"))
@@ -112,7 +99,7 @@ def test_imagefolder_cache_key_needs_no_listing_and_sees_added_files(tmp_path, m
 
 
 def test_an_evaluation_without_validation_split_reads_only_the_test_images(tmp_path, monkeypatch):
-    tree = _write_tree(tmp_path / "tree")
+    tree = write_tree(tmp_path / "tree")
     full = load_data(f"imagefolder:{tree}")
     imagefolder_module._MEMORY.clear()  # a new process, with the decode cached on disk
     read = []
@@ -128,7 +115,7 @@ def test_an_evaluation_without_validation_split_reads_only_the_test_images(tmp_p
 
 @pytest.mark.parametrize("archive", [False, True])
 def test_an_empty_class_folder_is_warned_about_and_recorded(tmp_path, archive):
-    tree = _write_tree(tmp_path / "tree")
+    tree = write_tree(tmp_path / "tree")
     (tree / "train" / "aardvark").mkdir()  # sorts first: dropping it silently would be invisible
     (tree / "test" / "aardvark").mkdir()
     src = _tar(tree, tmp_path / "t.tar.gz") if archive else tree
@@ -145,11 +132,11 @@ def test_imagefolder_bad_inputs(tmp_path):
         load_data(f"imagefolder:{tmp_path / 'empty'}")
     with pytest.raises(UserError, match="does not exist"):
         load_data(f"imagefolder:{tmp_path / 'nowhere'}")
-    bad = _write_tree(tmp_path / "bad")
+    bad = write_tree(tmp_path / "bad")
     (bad / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(UserError, match=r"image 'train/dog/broken.png': expected a decodable image"):
         load_data(f"imagefolder:{bad}")
-    mixed = _write_tree(tmp_path / "mixed")
+    mixed = write_tree(tmp_path / "mixed")
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(mixed / "test" / "emu" / "big.png")
     with pytest.raises(UserError, match=r"image 'test/emu/big.png': expected 6x6 pixels .* got 9x9"):
         load_data(f"imagefolder:{mixed}")
@@ -162,7 +149,7 @@ def test_imagefolder_bad_inputs(tmp_path):
 
 
 def test_seeded_subsets_and_validation_split_are_disjoint_and_reproducible(tmp_path):
-    tree = _write_tree(tmp_path / "t", per_class=20)
+    tree = write_tree(tmp_path / "t", per_class=20)
     a = load_data(f"imagefolder:{tree}", train_limit=30, val_size=15, test_limit=10, subset_seed=5)
     b = load_data(f"imagefolder:{tree}", train_limit=30, val_size=15, test_limit=10, subset_seed=5)
     assert (len(a.train), len(a.val), len(a.test)) == (30, 15, 10)

@@ -11,7 +11,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from safetensors import safe_open
@@ -19,9 +18,8 @@ from safetensors.torch import load_file
 
 from mmix_eval.checkpoint import read_metadata
 from mmix_eval.distributed import shard_of
+from conftest import HELPERS, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-HELPERS = Path(__file__).resolve().parent / "helpers"
 TOL = 1e-6  # DDP all-reduces gradients in a different summation order than one process: float32 noise only
 
 

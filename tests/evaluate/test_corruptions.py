@@ -4,7 +4,6 @@ golden values from the published formulas computed independently here, mCE by ha
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +18,7 @@ from mmix_eval.evaluate.corruption_files import CorruptionFiles
 from mmix_eval.evaluate.images import Images
 from mmix_eval.evaluate.records import read_records, record, with_specs, write_records
 from mmix_eval.evaluate.target import Target
+from conftest import FIXTURES
 
 N, CLASSES = 50, 10
 
@@ -236,7 +236,6 @@ def test_golden_contrast_brightness_saturate_against_numpy_and_matplotlib_hsv():
             assert_levels(got, want, name)
 
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def _reference_module():

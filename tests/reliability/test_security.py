@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
+from conftest import ROOT
 
-PACKAGE = Path(__file__).resolve().parent.parent / "mmix_eval"
+PACKAGE = ROOT / "mmix_eval"
 
 
 def test_every_torch_load_passes_weights_only_true():

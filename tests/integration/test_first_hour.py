@@ -19,9 +19,8 @@ from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import OptionError, get_evaluator
 from mmix_eval.evaluate.adversarial import parse_eps
 from mmix_eval.evaluate.records import read_records
+from conftest import HELPERS, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-HELPERS = Path(__file__).resolve().parent / "helpers"
 TRAIN = ["--data", "digits", "--train-limit", "200", "--test-limit", "60", "--epochs", "1", "--set",
          "model.kwargs={width: 4}", "--set", "train.device=cpu", "--no-progress"]
 

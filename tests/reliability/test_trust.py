@@ -8,14 +8,15 @@ import pytest
 
 from mmix_eval.cli import main
 from mmix_eval.evaluate.records import read_records
-from test_data import _write_tree
+from builders import write_tree
+from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory):
     """A checkpoint trained on an image folder of classes cat, dog, emu (pixels encode the class)."""
     root = tmp_path_factory.mktemp("trust")
-    tree = _write_tree(root / "tree", per_class=12)
+    tree = write_tree(root / "tree", per_class=12)
     run = root / "run"
     assert main(["train", "--data", f"imagefolder:{tree}", "--epochs", "8", "--set", "train.device=cpu",
                  "--set", "model.kwargs={width: 4}", "--set", "train.batch_size=12", "--set", "train.crop_padding=0",
@@ -73,7 +74,7 @@ def test_reordered_but_same_names_remap_by_name(folder_run, tmp_path, capsys):
 
 
 def test_report_refuses_records_that_cannot_be_compared_and_splits_them_on_request(tmp_path, capsys):
-    from test_report import fake_results
+    from builders import fake_results
 
     fake_results(tmp_path / "res" / "a", data="digits")
     fake_results(tmp_path / "res" / "b", data="cifar10-other-copy")
@@ -92,7 +93,7 @@ def test_report_refuses_records_that_cannot_be_compared_and_splits_them_on_reque
 def test_a_duplicate_run_is_an_error_naming_both_files(tmp_path, capsys):
     import shutil
 
-    from test_report import fake_results
+    from builders import fake_results
 
     res = fake_results(tmp_path / "res")
     shutil.copytree(res / "vanilla-s0", res / "copy" / "vanilla-s0")
@@ -112,11 +113,10 @@ def test_every_imported_package_is_declared_and_every_declared_one_is_used():
     import ast
     import re
     import sys
-    from pathlib import Path
 
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     name = lambda req: re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower()
     declared = {name(r) for r in project["dependencies"]}
@@ -319,10 +319,10 @@ class FlattensLogits(Method):
 
 
 def test_a_method_returning_logits_of_the_wrong_shape_fails_on_the_probe(capsys, tmp_path):
-    code = main(["train", "--method", "test_trust:FlattensLogits", "--out", str(tmp_path / "run"), "--no-progress",
+    code = main(["train", "--method", "reliability.test_trust:FlattensLogits", "--out", str(tmp_path / "run"), "--no-progress",
                  "--epochs", "1", "--set", "train.device=cpu", "--set", "model.kwargs={width: 4}"])
     err = capsys.readouterr().err
-    assert code == 2 and "method 'test_trust:FlattensLogits': step() expected logits of shape (2, 10) (batch, classes) " \
+    assert code == 2 and "method 'reliability.test_trust:FlattensLogits': step() expected logits of shape (2, 10) (batch, classes) " \
                          "on a 2-image probe batch, got (1, 20)" in err
     assert not (tmp_path / "run").exists()
 

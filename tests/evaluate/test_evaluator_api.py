@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import make_data, tiny_config
+from conftest import ROOT, make_data, tiny_config
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate import SHIFT_METRICS, Evaluator, MetricSpec, get_evaluator
@@ -27,7 +27,6 @@ from mmix_eval.report import build_report
 from mmix_eval.report.stats import mcnemar_exact, paired_image_bootstrap
 from mmix_eval.training import train
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def docs_module(tmp_path: Path, monkeypatch) -> Path:

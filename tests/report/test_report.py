@@ -6,46 +6,17 @@ import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
-from types import SimpleNamespace
-
-from mmix_eval.evaluate.base import SHIFT_METRICS
 from mmix_eval.evaluate.records import record, with_specs, write_records
 from mmix_eval.report import build_report
+from builders import fake_results, specs
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def specs(rows: list[dict], evaluator: str) -> list[dict]:
-    """The spec columns the built-in shift evaluators give their rows (without importing them: no torch)."""
-    return with_specs(rows, SimpleNamespace(name=evaluator, metrics=SHIFT_METRICS))
-
-
-def fake_results(root: Path, data="digits", model="smallnet", methods=None, drop=()) -> Path:
-    """records for method x seed; acc values chosen so means, stds and paired differences are easy by hand."""
-    methods = methods or {"vanilla": {0: 50.0, 1: 60.0}, "manifold_mixup": {0: 54.0, 1: 62.0}}
-    for method, by_seed in methods.items():
-        for seed, acc in by_seed.items():
-            run = f"{method}-s{seed}"
-            settings = {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"} if "mixup" in method else {"loss": "bce_softmax"}
-            base = {"run": run, "checkpoint": f"runs/{run}/model.safetensors", "model": model, "method": method,
-                    "method_settings": settings, "train_seed": seed, "data": data, "n": 100, "eval_seed": 0}
-            d = {**base, "evaluator": "deformations", "settings": {"grid": "table4", "interpolation": "nearest"}}
-            rows = [record(d, "clean", "acc", acc + 10, label="Clean"), record(d, "clean", "nll", 1.0 - acc / 100),
-                    record(d, "clean", "ece", 0.1 + seed / 100),
-                    record(d, "rotation20", "acc", acc, label="Rotation U(−20°, 20°)")]
-            write_records(specs(rows, "deformations"), root / run / "deformations")
-            if (method, "fgsm") not in drop:
-                f = {**base, "evaluator": "fgsm", "settings": {"attack": "fgsm"}}
-                write_records(specs([record(f, "clean", "acc", acc + 10),
-                                     record(f, "eps8", "acc", acc - 20, label="FGSM ε = 8/255", eps_255=8.0, strength=8.0)], "fgsm"),
-                              root / run / "fgsm")
-    return root
 
 
 def test_cells_differences_and_best_by_hand(tmp_path):
@@ -206,6 +177,7 @@ def test_check_gate_exit_codes(tmp_path, capsys):
     assert not (tmp_path / "rep3").exists()
 
 
+@pytest.mark.slow
 def test_report_package_imports_no_torch(tmp_path):
     res = fake_results(tmp_path / "res")
     code = ("import sys; from mmix_eval.report import build_report; "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_data, state_equal, tiny_config
+from conftest import ROOT, make_data, state_equal, tiny_config
 from mmix_eval.checkpoint import load_checkpoint
 from mmix_eval.errors import UserError
 from mmix_eval.inference import accuracy_nll, predict_logits
@@ -40,12 +40,13 @@ def test_kill_and_resume_gives_bitwise_the_same_weights(tmp_path, method):
     assert _log(tmp_path / "full") == _log(tmp_path / "cut")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     """A real SIGKILL of the CLI process (wherever it lands, checkpoint writes included), then --resume."""
     # --threads pinned: the thread count otherwise follows the machine's load (threads.py), and two runs that
     # chose different counts split float reductions differently, whatever the resume does
     args = ["--config", "configs/quick.yaml", "--epochs", "6", "--set", "train.device=cpu", "--no-progress", "--threads", "2"]
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen([sys.executable, "-m", "mmix_eval", "train", *args, "--out", str(tmp_path / "killed")],
                             cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,0 +1,54 @@
+"""Hand-made inputs shared by tests in several folders: result records with hand-computable numbers, and image
+folder trees whose pixels encode their labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from PIL import Image
+
+from mmix_eval.evaluate.base import SHIFT_METRICS
+from mmix_eval.evaluate.records import record, with_specs, write_records
+
+
+def specs(rows: list[dict], evaluator: str) -> list[dict]:
+    """The spec columns the built-in shift evaluators give their rows (without importing them: no torch)."""
+    return with_specs(rows, SimpleNamespace(name=evaluator, metrics=SHIFT_METRICS))
+
+
+def fake_results(root: Path, data="digits", model="smallnet", methods=None, drop=()) -> Path:
+    """records for method x seed; acc values chosen so means, stds and paired differences are easy by hand."""
+    methods = methods or {"vanilla": {0: 50.0, 1: 60.0}, "manifold_mixup": {0: 54.0, 1: 62.0}}
+    for method, by_seed in methods.items():
+        for seed, acc in by_seed.items():
+            run = f"{method}-s{seed}"
+            settings = {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"} if "mixup" in method else {"loss": "bce_softmax"}
+            base = {"run": run, "checkpoint": f"runs/{run}/model.safetensors", "model": model, "method": method,
+                    "method_settings": settings, "train_seed": seed, "data": data, "n": 100, "eval_seed": 0}
+            d = {**base, "evaluator": "deformations", "settings": {"grid": "table4", "interpolation": "nearest"}}
+            rows = [record(d, "clean", "acc", acc + 10, label="Clean"), record(d, "clean", "nll", 1.0 - acc / 100),
+                    record(d, "clean", "ece", 0.1 + seed / 100),
+                    record(d, "rotation20", "acc", acc, label="Rotation U(−20°, 20°)")]
+            write_records(specs(rows, "deformations"), root / run / "deformations")
+            if (method, "fgsm") not in drop:
+                f = {**base, "evaluator": "fgsm", "settings": {"attack": "fgsm"}}
+                write_records(specs([record(f, "clean", "acc", acc + 10),
+                                     record(f, "eps8", "acc", acc - 20, label="FGSM ε = 8/255", eps_255=8.0, strength=8.0)], "fgsm"),
+                              root / run / "fgsm")
+    return root
+
+
+def write_tree(root: Path, layout="splits", size=6, mode="RGB", classes=("cat", "dog", "emu"), per_class=4, fmt="png"):
+    """Each image's pixels encode (class index, image index) so labels and order can be checked."""
+    splits = ["train", "test"] if layout == "splits" else [""]
+    for s in splits:
+        for ci, c in enumerate(classes):
+            d = root / s / c
+            d.mkdir(parents=True, exist_ok=True)
+            for j in range(per_class):
+                value = 40 * ci + j
+                arr = np.full((size, size, 3) if mode == "RGB" else (size, size), value, np.uint8)
+                Image.fromarray(arr, mode).save(d / f"{j:03d}.{fmt}")
+    return root
