@@ -27,6 +27,7 @@ from mmix_eval.catalog import METHODS, MODELS
 from mmix_eval.errors import UserError
 from mmix_eval.io import atomic_write_bytes, atomic_write_json
 from mmix_eval.models import create_model, is_builtin_model
+from mmix_eval.upgrade import method_record
 
 SCHEMA = "mmix-eval/checkpoint"
 SCHEMA_VERSION = 1
@@ -181,15 +182,6 @@ def _expect(path, ok: bool, field: str, expected: str, got) -> None:
         raise UserError(f"checkpoint '{path}': metadata '{field}' expected {expected}, got {got!r:.120}")
 
 
-def legacy_fingerprint(m: dict) -> dict:
-    """A checkpoint's method record in the current layout: the first layout kept the settings beside the
-    name ({name, loss, alpha, ...}); now they are under 'settings'."""
-    if not isinstance(m, dict) or "settings" in m:
-        return m
-    return {"name": m.get("name"), "settings": {k: v for k, v in m.items() if k not in ("name", "source_sha256")},
-            **({"source_sha256": m["source_sha256"]} if "source_sha256" in m else {})}
-
-
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -215,7 +207,7 @@ def _check_fields(path, meta: dict) -> None:
     name = method.get("name")
     _expect(path, isinstance(name, str) and 0 < len(name) <= 200 and name.isprintable(), "method.name",
             "a printable name of at most 200 characters", name)
-    settings = legacy_fingerprint(method).get("settings")
+    settings = method_record(method).get("settings")
     _expect(path, isinstance(settings, dict), "method.settings", "an object of the method's settings", settings)
     alpha = settings.get("alpha")
     _expect(path, alpha is None or (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha > 0),

@@ -10,11 +10,13 @@ import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from mmix_eval.errors import UserError, did_you_mean
+from mmix_eval.options import check_type, short_type
+from mmix_eval.upgrade import V1_METHOD_KEYS
 
 
 @dataclass
@@ -42,9 +44,10 @@ class MethodConfig:
     kwargs: dict = field(default_factory=dict)
 
 
-# The first configuration format had these three as keys of 'method'; they are read as method kwargs now
-# (a value equal to the old default, which meant "the method's default", is dropped).
-LEGACY_METHOD_KEYS = {"alpha": None, "eligible": None, "loss": "bce_softmax"}
+
+
+Schedule = Literal["step", "cosine", "onecycle", "constant"]
+AmpMode = Literal["auto", "off", "bf16", "fp16"]
 
 
 @dataclass
@@ -55,7 +58,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     nesterov: bool = False
-    schedule: str = "step"  # step | cosine | onecycle | constant
+    schedule: Schedule = "step"
     milestones: list[int] = field(default_factory=list)  # epochs at which 'step' multiplies lr by gamma
     gamma: float = 0.1
     warmup_epochs: float = 0.0  # linear warm-up; onecycle uses 20 % of the epochs when this is 0
@@ -63,7 +66,7 @@ class TrainConfig:
     flip: bool | None = None  # None: the data set's default (off for digits and SVHN)
     seed: int = 0
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps
-    amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | off | bf16 | fp16
+    amp: AmpMode = "auto"  # auto: bf16 on CUDA, off elsewhere
     channels_last: bool | None = None  # None: on for CUDA
     save_every: int = 1  # epochs between resumable state files
     compile: bool = False  # torch.compile each stage and the head (GPU; needs a C++ compiler on a CPU)
@@ -84,53 +87,8 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-SCHEDULES = ("step", "cosine", "onecycle", "constant")
-AMP_MODES = ("auto", "off", "bf16", "fp16")
-
-
-def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
-    """Is ``value`` of the annotated type? Returns (ok, value converted where lossless)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        for a in args:
-            ok, v = _type_ok(value, a)
-            if ok:
-                return True, v
-        return False, value
-    if hint is type(None):
-        return value is None, value
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        return False, value
-    if hint is str:
-        return isinstance(value, str), value
-    if origin is list or hint is list:
-        if not isinstance(value, list):
-            return False, value
-        if args:
-            out = []
-            for item in value:
-                ok, v = _type_ok(item, args[0])
-                if not ok:
-                    return False, value
-                out.append(v)
-            return True, out
-        return True, value
-    if origin is dict or hint is dict:
-        return isinstance(value, dict), value
-    return True, value
-
-
-def _describe_hint(hint: Any) -> str:
-    if isinstance(hint, type):
-        return hint.__name__
-    return str(hint).replace("typing.", "").replace("NoneType", "null")
+SCHEDULES = typing.get_args(Schedule)
+AMP_MODES = typing.get_args(AmpMode)
 
 
 def _apply(section_obj: Any, section: str, key: str, value: Any, where: str) -> None:
@@ -140,9 +98,9 @@ def _apply(section_obj: Any, section: str, key: str, value: Any, where: str) -> 
         raise UserError(f"{where}: unknown key '{section}.{key}'{hint}; "
                         f"expected one of: {', '.join(f'{section}.{n}' for n in names)}")
     hint = typing.get_type_hints(type(section_obj))[key]
-    ok, converted = _type_ok(value, hint)
+    ok, converted = check_type(value, hint)
     if not ok:
-        raise UserError(f"{where}: '{section}.{key}' expected {_describe_hint(hint)}, got {value!r}")
+        raise UserError(f"{where}: '{section}.{key}' expected {short_type(hint)}, got {value!r}")
     setattr(section_obj, key, converted)
 
 
@@ -162,9 +120,9 @@ def merge(cfg: Config, updates: dict, where: str) -> Config:
             raise UserError(f"{where}: section '{section}' expected a mapping of keys, got {values!r}")
         obj = getattr(cfg, section)
         for key, value in values.items():
-            if section == "method" and key in LEGACY_METHOD_KEYS:  # method.alpha: shorthand for method.kwargs.alpha
+            if section == "method" and key in V1_METHOD_KEYS:  # method.alpha: shorthand for method.kwargs.alpha
                 obj.kwargs = {k: v for k, v in obj.kwargs.items() if k != key}
-                if value != LEGACY_METHOD_KEYS[key]:
+                if value != V1_METHOD_KEYS[key]:  # the old default meant "the method's default"
                     obj.kwargs[key] = value
                 continue
             if section == "method" and key == "kwargs" and isinstance(value, dict):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+# C0 and C1 controls (0x85 is a line break to str.splitlines, 0x9B a terminal's escape introducer) and the
+# Unicode line and paragraph separators.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_CONTROL.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
 _CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
 MAX_MESSAGE = 2000  # characters: an echoed hostile value never floods a terminal or a log
 

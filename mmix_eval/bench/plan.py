@@ -10,19 +10,20 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from mmix_eval.catalog import METHODS
-from mmix_eval.config import LEGACY_METHOD_KEYS, Config, merge
+from mmix_eval.config import Config, merge
 from mmix_eval.errors import UserError, did_you_mean
 from mmix_eval.evaluate.base import BUILTIN, DEFAULT_EVALUATORS, EvalOptions, OptionError, get_evaluator, option_fields
 from mmix_eval.evaluate.runner import Plan, make_plan, safe_name
 from mmix_eval.io import load_yaml
 from mmix_eval.report.labels import sweep_label
+from mmix_eval.upgrade import V1_METHOD_KEYS
 
 TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "sweep", "evaluate", "report", "launcher")
 LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra",
                  "max_parallel")
 COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import", "download"))
 REPORT_KEYS = ("baseline", "checks", "title")
-METHOD_KEYS = ("name", "kwargs", *LEGACY_METHOD_KEYS, "label")  # alpha, eligible, loss: shorthand for kwargs
+METHOD_KEYS = ("name", "kwargs", *V1_METHOD_KEYS, "label")  # alpha, eligible, loss: shorthand for kwargs
 SWEEP_SECTIONS = ("data", "model", "train")
 
 
@@ -187,7 +188,7 @@ def _sweep_points(axes: dict[str, list], m: dict, where: str, j: int) -> list[di
     from mmix_eval.methods.base import method_signature  # torch: loaded only when a bench is read
 
     params, takes_any, _ = method_signature(METHODS.get(str(m.get("name"))))
-    own = {**(m.get("kwargs") or {}), **{k: v for k, v in m.items() if k in LEGACY_METHOD_KEYS}}
+    own = {**(m.get("kwargs") or {}), **{k: v for k, v in m.items() if k in V1_METHOD_KEYS}}
     keys = []
     for k in axes:
         if _is_config_axis(k):

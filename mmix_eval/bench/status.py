@@ -8,12 +8,13 @@ from mmix_eval.bench.plan import Bench, Run
 from mmix_eval.config import Config, merge
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.runner import evaluation_done, file_stem, option_record
+from mmix_eval.upgrade import method_record
 
 
 def stale(run_dir: Path, cfg: Config, method: dict | None = None) -> str | None:
     """Why the checkpoint in ``run_dir`` is not this run's (None: it is): missing, another configuration,
     or the method's settings or plugin source changed since it was trained."""
-    from mmix_eval.checkpoint import legacy_fingerprint, read_metadata  # torch: loaded when a run is checked
+    from mmix_eval.checkpoint import read_metadata  # torch: loaded when a run is checked
 
     ckpt = run_dir / "model.safetensors"
     if not ckpt.exists():
@@ -28,8 +29,8 @@ def stale(run_dir: Path, cfg: Config, method: dict | None = None) -> str | None:
         saved = meta.get("config")
     if saved != cfg.to_dict():
         return "its configuration changed"
-    if method is not None and legacy_fingerprint(meta.get("method")) != method:
-        old, new = legacy_fingerprint(meta.get("method") or {}), method
+    if method is not None and method_record(meta.get("method")) != method:
+        old, new = method_record(meta.get("method") or {}), method
         old, new = {**old.get("settings", {}), **old}, {**new.get("settings", {}), **new}
         keys = sorted(k for k in {*old, *new} if k != "settings" and old.get(k) != new.get(k))
         return f"the method changed since it was trained ({', '.join(keys)})"

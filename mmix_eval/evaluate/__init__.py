@@ -2,7 +2,8 @@
 
 The interface (``base.py``, torch-free): ``Evaluator`` (name, Options dataclass, ``metrics`` of
 ``MetricSpec``, ``run(target, options, common) -> rows``), found by registry name, ``module:attr`` or entry
-point (group ``mmix_eval.evaluators``). Built in: deformations, fgsm, calibration.
+point (group ``mmix_eval.evaluators``). Built in (``mmix_eval.catalog.EVALUATORS``): deformations, fgsm,
+calibration, corruptions, spectra, ood, attack.
 
 Python API (any nn.Module mapping [0, 1] images to logits):
 

@@ -25,23 +25,25 @@ clamps whatever it is given. torch loads inside ``run`` (``--help`` stays fast).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Literal, get_args
 from contextlib import contextmanager
 
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, MetricSpec, OptionError
 
-ATTACKS = ("fgsm", "fgsm_official", "pgd", "autoattack")
+AttackName = Literal["fgsm", "fgsm_official", "pgd", "autoattack"]
+Norm = Literal["Linf", "L2"]
+EpsUnit = Literal["255", "fraction"]  # of bare Linf epsilons: /255 pixel units, or a fraction of [0, 1]
+ATTACKS, NORMS, EPS_UNITS = get_args(AttackName), get_args(Norm), get_args(EpsUnit)
 OFFICIAL_EPS = [0.01, 0.03]  # the official code's run_test_adversarial calls, in normalised units
 MAX_OFFICIAL_EPS = 10.0  # normalised units (data standard deviations); 0.03 is the official code's largest
-NORMS = ("Linf", "L2")
 # AutoAttack's standard cascade (Croce & Hein 2020), as upstream's code (pyautoattack) runs it: APGD-CE, then
 # APGD-T (9 target classes), FAB-T (9), Square (5000 queries), each on the points still correct; 100
 # iterations for APGD and FAB. --quick: APGD-CE and APGD-T only (cheaper, weaker; said in every record).
 AA_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 AA_QUICK = ("apgd-ce", "apgd-t")
 
-
-EPS_UNITS = ("255", "fraction")
 
 
 def parse_eps(text, unit: str = "255", norm: str = "Linf") -> list[float]:
@@ -235,24 +237,23 @@ class WhiteBoxAttack(Evaluator):
     metrics = {**SHIFT_METRICS,
                "acc_after": MetricSpec("robust accuracy (%) after this attack of the cascade", "higher", ".2f")}
 
+    def resolve(self, options):
+        """ε as numbers in the attack's units, converted once here: /255 pixel units for Linf, plain L2 norms, or
+        for fgsm_official the checkpoint's normalised units (the pixel grid's default then means "not given")."""
+        if options.attack == "fgsm_official":
+            given = options.eps if options.eps != type(options)().eps else OFFICIAL_EPS
+            return dataclasses.replace(options, eps=parse_official_eps(given))
+        return dataclasses.replace(options, eps=parse_eps(options.eps, options.eps_unit, options.norm))
+
     def validate(self, options) -> None:
-        if options.attack not in ATTACKS:
-            raise OptionError("attack", f"expected one of {', '.join(ATTACKS)}, got '{options.attack}'")
         if isinstance(options.pgd_steps, bool) or not isinstance(options.pgd_steps, int) or options.pgd_steps < 1:
             raise OptionError("pgd_steps", f"expected an integer >= 1, got {options.pgd_steps!r}")
-        if options.norm not in NORMS:
-            raise OptionError("norm", f"expected one of {', '.join(NORMS)}, got '{options.norm}'")
         if options.norm != "Linf" and options.attack != "autoattack":
             raise OptionError("norm", f"expected Linf for {options.attack} (L2 is for autoattack), got '{options.norm}'")
         if options.quick and options.attack != "autoattack":
             raise OptionError("quick", f"expected only with attack autoattack, got attack {options.attack}")
-        if options.eps_unit not in EPS_UNITS:
-            raise OptionError("eps_unit", f"expected one of {', '.join(EPS_UNITS)}, got '{options.eps_unit}'")
-        if options.attack == "fgsm_official":  # ε in normalised units; the pixel grid default means "not given"
-            given = options.eps if options.eps != type(options)().eps else OFFICIAL_EPS
-            options.eps = parse_official_eps(given)
+        if options.attack == "fgsm_official":  # its ε range is checked where it is parsed
             return
-        options.eps = parse_eps(options.eps, options.eps_unit, options.norm)
         if options.norm == "Linf" and any(e > 255 for e in options.eps):
             raise OptionError("eps", f"expected Linf values <= 255 (/255 units: 255 is the whole pixel range), got {options.eps}")
         if options.attack == "autoattack" and any(e <= 0 for e in options.eps):

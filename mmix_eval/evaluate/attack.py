@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmix_eval.evaluate.adversarial import WhiteBoxAttack
+from mmix_eval.evaluate.adversarial import AttackName, WhiteBoxAttack
 from mmix_eval.evaluate.fgsm import FGSMOptions
 
 
 @dataclass
 class AttackOptions(FGSMOptions):
-    attack: str = field(default="autoattack", metadata={"help": "autoattack (Croce & Hein 2020, pyautoattack), pgd or fgsm"})
+    attack: AttackName = field(default="autoattack", metadata={"help": "autoattack (Croce & Hein 2020, pyautoattack), pgd or fgsm"})
     eps: list[float | str] = field(default_factory=lambda: [8.0], metadata={
         "help": "epsilons: /255 pixel units for Linf (8 or 8/255), plain L2 norms for L2"})
 

@@ -1,4 +1,4 @@
-"""The evaluator interface: a name, a typed options dataclass, ``run(target, options) -> rows`` and a
+"""The evaluator interface: a name, a typed options dataclass, ``run(target, options, common) -> rows`` and a
 ``MetricSpec`` for every metric it emits. Imports no torch, so ``mmix-eval ls evaluators``, ``--help`` and
 the report layer can read evaluators without loading a model.
 
@@ -15,7 +15,7 @@ An evaluator is found like a method: a registry name (``deformations``), a ``mod
         help = "accuracy with a grey square over the image centre"
         Options = OcclusionOptions
         metrics = {**SHIFT_METRICS}
-        def run(self, target, options): ...
+        def run(self, target, options, common): ...
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from mmix_eval.catalog import EVALUATORS
 from mmix_eval.errors import UserError, did_you_mean
+from mmix_eval.options import OptionError, coerce, option_fields, type_name  # noqa: F401  (re-exported)
 
 DIRECTIONS = ("higher", "lower", None)  # None: not a score (a fitted temperature, a bin count)
 
@@ -67,7 +68,8 @@ class NoOptions:
 class Evaluator:
     """Base class. A subclass sets ``name``, ``help``, ``Options`` (a dataclass whose fields have defaults
     and, optionally, ``metadata={'help': ...}``), ``metrics`` (metric name -> MetricSpec) and implements
-    ``run(target, options) -> list of record dicts`` (build them with ``mmix_eval.evaluate.records.record``
+    ``run(target, options, common) -> list of record dicts`` (``common``: the ``EvalOptions`` every evaluator of
+    the call shares: seed, bins, batch size, device, progress) (build them with ``mmix_eval.evaluate.records.record``
     or ``mmix_eval.evaluate.outcomes.condition_rows``). ``validate(options)`` raises ``OptionError`` for a
     bad value; it runs once, before any checkpoint is loaded."""
 
@@ -78,15 +80,21 @@ class Evaluator:
     Options: ClassVar[type] = NoOptions
     metrics: ClassVar[dict[str, MetricSpec]] = {}
 
+    def resolve(self, options):
+        """The options with their units converted, once, as a new object (the given one is never changed); runs
+        after the type checks and before ``validate``. Default: the options as given."""
+        return options
+
     def validate(self, options) -> None:
-        """Raise OptionError naming the option for a value of the right type but out of range."""
+        """Raise OptionError naming the option for a value of the right type but out of range. Never changes
+        ``options`` (convert units in ``resolve``)."""
 
     def file_suffix(self, options) -> str:
         """Appended to the result files' name (``<name>-<suffix>.jsonl``) for options whose results must not
         overwrite the default's; '' (the default) for none."""
         return ""
 
-    def run(self, target, options) -> list[dict]:
+    def run(self, target, options, common) -> list[dict]:
         raise NotImplementedError
 
     def clean_by_product(self, options) -> bool:
@@ -114,73 +122,9 @@ class Evaluator:
             if not ok:
                 raise OptionError(k, f"expected {type_name(hints[k])}, got {raw[k]!r}")
             values[k] = v
-        opts = self.Options(**values)
+        opts = self.resolve(self.Options(**values))
         self.validate(opts)
         return opts
-
-
-class OptionError(UserError):
-    """A bad option value. The message starts with the option's name (``interpolation: ...``); the CLI
-    shows it under the flag's name (``--interpolation: ...``)."""
-
-    def __init__(self, param: str, message: str):
-        self.param = param
-        self.detail = message
-        super().__init__(f"{param}: {message}")
-
-
-def option_fields(options_cls) -> list[tuple[str, Any, Any, str]]:
-    """(name, type hint, default, help) for each option."""
-    hints = typing.get_type_hints(options_cls)
-    out = []
-    for f in dataclasses.fields(options_cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        out.append((f.name, hints[f.name], default, f.metadata.get("help", "")))
-    return out
-
-
-def type_name(hint) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is list:
-        plural = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
-        return f"a list of {plural.get(args[0], type_name(args[0]))}" if args else "a list"
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return " or ".join(type_name(a) for a in args)
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-            type(None): "none"}.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def coerce(value, hint) -> tuple[bool, Any]:
-    """(ok, value) for ``value`` read as ``hint``; comma-separated text for a list (the CLI's form)."""
-    from mmix_eval.config import _type_ok
-
-    if typing.get_origin(hint) is list and isinstance(value, str):
-        (inner,) = typing.get_args(hint) or (str,)
-        items = [s.strip() for s in value.split(",") if s.strip()]
-        converted = []
-        for s in items:
-            ok, v = coerce(s, inner)
-            if not ok:
-                return False, value
-            converted.append(v)
-        return True, converted
-    if isinstance(value, str) and hint in (int, float, bool):
-        try:
-            if hint is bool:
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    return False, value
-                return True, value.lower() in ("true", "1", "yes")
-            return True, hint(value)
-        except ValueError:
-            return False, value
-    if isinstance(value, str) and typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        for a in typing.get_args(hint):
-            if a is not str and a is not type(None):
-                ok, v = coerce(value, a)
-                if ok:
-                    return True, v
-    return _type_ok(value, hint)
 
 
 # The built-in evaluators' names, in report order (``mmix_eval.catalog.EVALUATORS`` says where each lives).

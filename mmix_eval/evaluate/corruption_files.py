@@ -19,7 +19,6 @@ from mmix_eval.errors import UserError
 
 FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
 SOURCES = {"cifar10": "https://zenodo.org/record/2535967", "cifar100": "https://zenodo.org/record/3555552"}
-PER_SEVERITY = {"cifar10": 10_000, "cifar100": 10_000}
 
 
 def default_folder(data_name: str, data_root) -> Path | None:

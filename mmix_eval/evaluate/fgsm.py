@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmix_eval.evaluate.adversarial import WhiteBoxAttack
+from mmix_eval.evaluate.adversarial import AttackName, EpsUnit, Norm, WhiteBoxAttack
 from mmix_eval.evaluate.base import EvalOptions, run_evaluator
 
 
@@ -16,13 +16,13 @@ class FGSMOptions:
                 "ambiguous), plain L2 norms for L2; for fgsm_official the checkpoint's normalised units (the "
                 "official code's 0.01,0.03, by default: ε·std per channel in pixels, 0.03 ≈ 1.9/255 on CIFAR, "
                 "not 7.65/255)"})
-    eps_unit: str = field(default="255", metadata={
+    eps_unit: EpsUnit = field(default="255", metadata={
         "help": "unit of bare Linf epsilons: 255 (/255 pixel units) or fraction (of the [0, 1] range: 0.1 = 25.5/255)"})
-    attack: str = field(default="fgsm", metadata={
+    attack: AttackName = field(default="fgsm", metadata={
         "help": "fgsm (pixel ε, CE, clamped), fgsm_official (the official code's: ε in normalised units, default "
                 "0.01,0.03, BCE of softmax, no clamp), pgd or autoattack (Croce & Hein 2020, pyautoattack)"})
     pgd_steps: int = field(default=7, metadata={"help": "PGD steps (step size ε/4, random start)"})
-    norm: str = field(default="Linf", metadata={"help": "Linf, or L2 (autoattack only)"})
+    norm: Norm = field(default="Linf", metadata={"help": "Linf, or L2 (autoattack only)"})
     quick: bool = field(default=False, metadata={"help": "autoattack: APGD-CE and APGD-T only (cheaper, weaker)"})
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mmix_eval.io import atomic_write_text
+from mmix_eval.upgrade import record_method_settings
 
 SCHEMA = 2
 REQUIRED = ("run", "method", "evaluator", "condition", "metric", "value")
@@ -29,7 +30,6 @@ FIELDS = [
 ]
 
 # Schema 1's flat columns, and where each went.
-_V1_METHOD = ("alpha", "eligible", "loss")
 _V1_SETTINGS = ("grid", "interpolation", "eps_255", "attack", "bins", "edge_rule")
 _V1_LABELS = {"acc": "accuracy (%)", "nll": "NLL", "ece": "ECE", "mce": "MCE", "brier": "Brier",
               "temperature": "fitted temperature T", "bin_count": "images in bin", "bin_acc": "bin accuracy",
@@ -79,7 +79,7 @@ def upgrade(row: dict) -> dict:
     metric = row.get("metric")
     out.update(
         schema=1,
-        method_settings={k: row[k] for k in _V1_METHOD if row.get(k) is not None},
+        method_settings=record_method_settings(row),
         settings={k: row[k] for k in _V1_SETTINGS if row.get(k) is not None},
         direction=None if hib is None else ("higher" if hib else "lower"),
         format=".2f" if metric == "acc" else ".3f" if metric == "temperature" else ".4f",

@@ -17,6 +17,7 @@ from mmix_eval.evaluate.checks import check_logits, output_checks, zero_gradient
 from mmix_eval.evaluate.images import Images
 from mmix_eval.evaluate.outcomes import subset_hash
 from mmix_eval.evaluate.passes import fit_batch_size, logits_of, prepare_model, setup, shard_batches  # noqa: F401
+from mmix_eval.upgrade import method_record
 
 
 @dataclass
@@ -50,9 +51,7 @@ def target_from_module(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def base_columns(meta: dict, ckpt: Path, run: str) -> dict[str, Any]:
-    from mmix_eval.checkpoint import legacy_fingerprint
-
-    m = legacy_fingerprint(meta.get("method", {}))
+    m = method_record(meta.get("method", {}))
     settings = {k: v for k, v in (m.get("settings") or {}).items() if v is not None}  # alpha, eligible, loss, prob, ...
     return {"run": run, "checkpoint": str(ckpt), "model": meta["model"]["name"], "method": m.get("name"),
             "method_settings": settings, "train_seed": meta.get("train", {}).get("seed"), "data": meta.get("data", {}).get("spec")}

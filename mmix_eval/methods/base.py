@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import typing
@@ -12,7 +13,8 @@ import numpy as np
 import torch
 
 from mmix_eval.catalog import LOSSES, METHODS
-from mmix_eval.errors import UserError
+from mmix_eval.errors import UserError, did_you_mean
+from mmix_eval.options import check_type, short_type
 
 
 @dataclass
@@ -49,9 +51,6 @@ class Method:
 def source_sha256(method: "Method") -> str | None:
     """A short hash of the source file of a method defined outside mmix-eval (a plugin), so that editing the
     plugin makes its old checkpoints stale; None for mmix-eval's own methods (their version is the package's)."""
-    import hashlib
-    import inspect
-
     module = type(method).__module__
     if module == "mmix_eval" or module.startswith("mmix_eval."):
         return None
@@ -117,8 +116,6 @@ def create_method(name: str, kwargs: dict[str, Any] | None = None, **settings: A
     A plugin must be a Method subclass (or a factory returning a Method); a plugin that sets no ``name`` is
     reported under its spec. ``create_method('cutmix', prob=0.5)`` is ``create_method('cutmix', {'prob': 0.5})``;
     a setting given as None takes the method's default."""
-    from mmix_eval.config import _describe_hint, _type_ok
-    from mmix_eval.errors import did_you_mean
 
     factory = METHODS.get(name)
     if not callable(factory):
@@ -132,9 +129,9 @@ def create_method(name: str, kwargs: dict[str, Any] | None = None, **settings: A
                             f"its arguments: {accepted}")
         hint = hints.get(key)
         if hint is not None and key in params:
-            ok, converted = _type_ok(kwargs[key], hint)
+            ok, converted = check_type(kwargs[key], hint)
             if not ok:
-                raise UserError(f"method '{name}': argument '{key}' expected {_describe_hint(hint)}, got {kwargs[key]!r:.100}")
+                raise UserError(f"method '{name}': argument '{key}' expected {short_type(hint)}, got {kwargs[key]!r:.100}")
             kwargs[key] = converted
     missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs]
     if missing:

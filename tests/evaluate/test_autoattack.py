@@ -82,13 +82,13 @@ def test_masking_flag_by_hand():
 
 def test_bad_attack_options_are_one_line_errors():
     ev = get_evaluator("attack")
-    o = lambda **kw: type("O", (), {"eps": [8.0], "eps_unit": "255", "attack": "autoattack", "pgd_steps": 7, "norm": "Linf",
-                                    "quick": False, **kw})()
-    for bad, message in [(o(norm="L1"), "expected one of Linf, L2"), (o(attack="pgd", norm="L2"), "expected Linf for pgd"),
-                         (o(eps=[300.0]), "expected Linf values <= 255"), (o(eps=[0.0]), "expected values > 0"),
-                         (o(attack="fgsm", quick=True), "expected only with attack autoattack")]:
+    for bad, message in [({"norm": "L1"}, "norm: expected one of Linf, L2"), ({"attack": "pgd", "norm": "L2"}, "expected Linf for pgd"),
+                         ({"eps": [300.0]}, "expected Linf values <= 255"), ({"eps": [0.0]}, "expected values > 0"),
+                         ({"attack": "fgsm", "quick": True}, "expected only with attack autoattack")]:
         with pytest.raises(OptionError, match=message):
-            ev.validate(bad)
+            ev.options(bad)  # the type check (a closed set), then validate
+    given = ev.Options(eps=["8/255"])
+    assert ev.resolve(given).eps == [8.0] and given.eps == ["8/255"]  # units converted into a copy, never in place
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()  # 2 classes: no targets
     two = Target(model, Images(torch.rand(4, 1, 2, 2), torch.tensor([0, 1, 0, 1])), run="two")
     with pytest.raises(UserError, match="targeted attacks expected a model of >= 3 classes, got 2"):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import example, HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -211,8 +211,16 @@ def test_random_yaml_text_never_crashes_the_parser(text, tmp_path_factory):
 
 @SETTINGS
 @given(text=st.text(max_size=80))
+@example(text="\x85")  # NEL: a line break to str.splitlines, once echoed unescaped
+@example(text="train.x\u2028=1")
 def test_random_overrides_give_a_config_or_the_documented_error(text):
+    """Either a Config with the given section.key set, or one of --set's documented one-line errors."""
     try:
-        merge(Config(), parse_override(text), f"--set {text}")
-    except UserError:
-        pass
+        cfg = merge(Config(), parse_override(text), f"--set {text}")
+    except UserError as e:
+        message = str(e)
+        assert message.startswith("--set ") and len(message.splitlines()) == 1, message  # control characters escaped
+        assert "expected" in message, message  # every documented error says what was expected
+    else:
+        section, _, key = text.partition("=")[0].strip().partition(".")
+        assert isinstance(cfg, Config) and section in ("data", "model", "method", "train") and key
