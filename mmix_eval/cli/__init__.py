@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 
-from mmix_eval import __version__, memory, threads
+from mmix_eval import __version__, threads
 from mmix_eval.cli.commands import add_bench, add_ls, add_report, add_spiral, cmd_bench, cmd_ls, cmd_report, cmd_spiral
 from mmix_eval.cli.evaluate import add_eval, cmd_eval
 from mmix_eval.cli.parser import EPILOG, Parser
@@ -64,6 +64,8 @@ def _threads(args) -> None:
         threads.resolve(flag)  # a bad value fails here, as a one-line error
         os.environ["MMIX_EVAL_THREADS"] = str(flag)
     if args.command in TORCH_COMMANDS or hasattr(args, "option_flags"):
+        from mmix_eval import memory  # ctypes: loaded for the commands that run torch
+
         threads.apply(flag, say=lambda line: print(f"mmix-eval: {line}", file=sys.stderr))
         memory.apply()  # freed tensor memory kept for the next batch (see memory.py)
 

@@ -6,7 +6,6 @@ import argparse
 import inspect
 import sys
 
-from mmix_eval.bench import dry_run, run_bench, run_one
 from mmix_eval.catalog import REGISTRIES
 from mmix_eval.evaluate.base import describe_evaluators
 from mmix_eval.cli.parser import examples
@@ -118,6 +117,7 @@ def _report_outcome(result) -> int:
 
 
 def cmd_bench(args) -> int:
+    from mmix_eval.bench import dry_run, run_bench, run_one  # numpy and yaml: loaded for this command, --help stays fast
 
     if args.dry_run:
         dry_run(args.config, args.out, args.device)

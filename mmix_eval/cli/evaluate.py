@@ -10,7 +10,6 @@ from mmix_eval.cli.parser import examples, join_torchrun
 from mmix_eval.cli.train import parse_method_arg
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, OptionError, get_evaluator, option_fields
-from mmix_eval.evaluate.runner import make_plan, run_evaluation
 
 COMMON_FLAGS = {"data": "--data", "data_root": "--data-root", "download": "--download", "limit": "--limit", "class_map": "--class-map",
                 "seed": "--seed", "bins": "--bins", "batch_size": "--batch-size", "device": "--device"}
@@ -79,6 +78,8 @@ def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
 
 
 def _eval_plan(args):
+    from mmix_eval.evaluate.runner import make_plan  # numpy: loaded when an evaluation runs, --help stays fast
+
     specs = args.evaluators or [s.strip() for s in args.evaluators_text.split(",") if s.strip()]
     options: dict[str, dict] = {}
     for dest, (spec, opt) in args.option_flags.items():
@@ -110,6 +111,8 @@ def _eval_plan(args):
 
 
 def cmd_eval(args) -> int:
+    from mmix_eval.evaluate.runner import run_evaluation  # numpy: loaded when an evaluation runs, --help stays fast
+
     plan, opts = _eval_plan(args)
     foreign = _foreign(args, opts)
     join_torchrun(args, opts.device)
