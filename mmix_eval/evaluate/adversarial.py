@@ -206,15 +206,20 @@ def normalisation_std(model, channels: int):
     return std.detach().reshape(1, channels, 1, 1).float()
 
 
+def pixel_eps(eps: float, norm: str = "Linf") -> float:
+    """ε on [0, 1] images: a Linf ε is given in /255 pixel units (the one place it is divided), an L2 one as is."""
+    return eps / 255.0 if norm == "Linf" else eps
+
+
 def fgsm_step(x, sign, eps_255: float):
     """x + ε · sign, clamped to [0, 1]: torchattacks' FGSM image for this ε, given the gradient sign."""
-    return (x + (eps_255 / 255.0) * sign).clamp(0, 1).detach()
+    return (x + pixel_eps(eps_255) * sign).clamp(0, 1).detach()
 
 
 def make_attack(model, name: str, eps_255: float, pgd_steps: int = 7):
     import torchattacks
 
-    eps = eps_255 / 255.0
+    eps = pixel_eps(eps_255)
     if name == "fgsm":
         return torchattacks.FGSM(model, eps=eps)
     # PGD-k with step eps/4 and a random start, Madry et al.'s setting for k = 7.
@@ -388,7 +393,7 @@ def run_autoattack(self, target, options, common) -> list[dict]:
                 c = classes or int(model(target.test.batch(0, 1, device)[0]).shape[1])
             if c < 3:
                 raise UserError(f"{self.name}: autoattack's targeted attacks expected a model of >= 3 classes, got {c}")
-            aa, info["targets"] = make_autoattack(model, options.norm, e / 255.0 if options.norm == "Linf" else e,
+            aa, info["targets"] = make_autoattack(model, options.norm, pixel_eps(e, options.norm),
                                                   common.seed, device, c)
             return lambda x, y, i, j: autoattack_batch(aa, attacks, model, x, y, counts.setdefault(e, {}))
         return make
