@@ -73,6 +73,16 @@ class Registry(Generic[T]):
                     raise UserError(f"{self.kind} '{name}': entry point {ep.value} failed to load ({type(e).__name__}: {e})") from None
         return None
 
+    def instance(self, name: str, base: type, expected: str):
+        """An instance of ``base`` for a name whose object is a subclass (instantiated) or an instance of it;
+        anything else is a one-line error saying what was ``expected``."""
+        obj = self.get(name)
+        if isinstance(obj, type) and issubclass(obj, base):
+            obj = obj()
+        if not isinstance(obj, base):
+            raise UserError(f"{self.kind} '{name}': expected {expected}, got {type(obj).__name__}")
+        return obj
+
     def load(self, path: str) -> T:
         """Import "module:attr", from the current directory too (as ``python -m`` would)."""
         module_name, _, attr = path.partition(":")

@@ -42,13 +42,7 @@ class Identity(Calibrator):
 
 def get_calibrator(spec: str) -> Calibrator:
     """A calibrator instance by name, ``module:Class`` or entry point, checked for the interface."""
-    obj = CALIBRATORS.get(spec)
-    if isinstance(obj, type) and issubclass(obj, Calibrator):
-        obj = obj()
-    if not isinstance(obj, Calibrator):
-        raise UserError(f"calibrator '{spec}': expected a mmix_eval.calibrators.Calibrator subclass (fit, apply), "
-                        f"got {type(obj).__name__}")
-    return obj
+    return CALIBRATORS.instance(spec, Calibrator, "a mmix_eval.calibrators.Calibrator subclass (fit, apply)")
 
 
 def fit_checked(calibrator: Calibrator, logits: torch.Tensor, labels: torch.Tensor) -> dict:

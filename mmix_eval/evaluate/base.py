@@ -138,12 +138,8 @@ def get_evaluator(spec: str) -> Evaluator:
     interface (a class or instance of Evaluator with a spec for every metric it declares)."""
     if not isinstance(spec, str) or not spec:
         raise UserError(f"evaluator: expected a name or module:attr, got {spec!r}")
-    obj = EVALUATORS.get(spec)
-    if isinstance(obj, type) and issubclass(obj, Evaluator):
-        obj = obj()
-    if not isinstance(obj, Evaluator):
-        raise UserError(f"evaluator '{spec}': expected a mmix_eval.evaluate.Evaluator subclass "
-                        f"(name, Options, metrics, run(target, options) -> rows), got {type(obj).__name__}")
+    obj = EVALUATORS.instance(spec, Evaluator, "a mmix_eval.evaluate.Evaluator subclass "
+                                                "(name, Options, metrics, run(target, options, common) -> rows)")
     if not dataclasses.is_dataclass(obj.Options):
         raise UserError(f"evaluator '{spec}': 'Options' expected a dataclass, got {obj.Options!r}")
     for f in dataclasses.fields(obj.Options):
