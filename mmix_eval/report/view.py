@@ -83,7 +83,9 @@ def paper_values(table: Table, i: int) -> dict:
 
 def header_text(table: Table) -> str:
     c = table.context
-    parts = [f"Data: {', '.join(c['data'])}; model: {', '.join(c['model'])}; test images: "
+    losses = {str(settings.get("loss")) for _, settings in table.info.values() if settings.get("loss")}
+    loss = f"; loss: {losses.pop()}" if len(losses) == 1 else ""  # several: the column labels name each
+    parts = [f"Data: {', '.join(c['data'])}; model: {', '.join(c['model'])}{loss}; test images: "
              f"{', '.join(map(str, c['n_images']))}; evaluation seed {', '.join(map(str, c['eval_seed'])) or NA}."]
     for e, settings in c["settings"].items():
         shown = "; ".join(f"{k} {', '.join(v)}" for k, v in sorted(settings.items()))

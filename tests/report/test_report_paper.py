@@ -211,18 +211,35 @@ def _block(text: str) -> str:
     return text[text.index(START):text.index(END) + len(END)]
 
 
-@pytest.mark.parametrize("readme", ["README.md", "reports/cifar10-smallnet/README.md"])
-def test_the_readmes_show_the_generated_summary_verbatim(readme):
-    summary = (ROOT / "reports" / "cifar10-smallnet" / "summary.md").read_text(encoding="utf-8")
-    assert _block((ROOT / readme).read_text(encoding="utf-8")) == _block(summary)
+def _blocks(text: str) -> list[str]:
+    out, i = [], text.find(START)
+    while i >= 0:
+        out.append(text[i:text.index(END, i) + len(END)])
+        i = text.find(START, i + 1)
+    return out
+
+
+STUDY = ["reports/digits-loss-study/bce_softmax", "reports/digits-loss-study/soft_ce"]
+
+
+@pytest.mark.parametrize("readme, reports", [
+    ("README.md", [*STUDY, "reports/cifar10-smallnet"]),
+    ("reports/cifar10-smallnet/README.md", ["reports/cifar10-smallnet"]),
+    ("reports/digits-loss-study/README.md", STUDY)])
+def test_the_readmes_show_the_generated_summary_verbatim(readme, reports):
+    """Each generated block of a README, in order, is the summary.md of the report it names."""
+    summaries = [_block((ROOT / r / "summary.md").read_text(encoding="utf-8")) for r in reports]
+    assert _blocks((ROOT / readme).read_text(encoding="utf-8")) == summaries
 
 
 @pytest.mark.slow
-def test_the_committed_summary_is_what_the_records_give_today(tmp_path):
-    """Rebuilt from the committed records alone, the summary and the table are the committed ones."""
-    rep = ROOT / "reports" / "cifar10-smallnet"
-    build_report([rep / "records.jsonl.gz"], tmp_path / "rep", baseline="vanilla",
-                 title="mmix-eval bench: cifar10-smallnet-corruptions")
+@pytest.mark.parametrize("report, title", [("cifar10-smallnet", "mmix-eval bench: cifar10-smallnet-corruptions"),
+                                           ("digits-loss-study/bce_softmax", "Loss study on the embedded digits: bce_softmax"),
+                                           ("digits-loss-study/soft_ce", "Loss study on the embedded digits: soft_ce")])
+def test_the_committed_summary_is_what_the_records_give_today(tmp_path, report, title):
+    """Rebuilt from the committed records alone, the summary, the table and the LaTeX are the committed ones."""
+    rep = ROOT / "reports" / report
+    build_report([rep / "records.jsonl.gz"], tmp_path / "rep", baseline="vanilla", title=title)
     for name in ("summary.md", "table.csv", "report.tex"):
         assert (tmp_path / "rep" / name).read_text(encoding="utf-8") == (rep / name).read_text(encoding="utf-8"), name
 
