@@ -71,6 +71,8 @@ CALIBRATORS: Registry = Registry("calibrator", "mmix_eval.calibrators", {
     "none": ("mmix_eval.calibrators.base:Identity", "the logits as they are"),
     "temperature": ("mmix_eval.calibrators.temperature:Temperature",
                     "one temperature T, logits / T, fitted by minimising NLL on the validation split (Guo et al. 2017)"),
+    "vector": ("mmix_eval.calibrators.vector:Vector",
+               "a weight and a bias per class, logits · w + b, fitted by minimising NLL (Guo et al. 2017)"),
 })
 
 REGISTRIES = {"models": MODELS, "methods": METHODS, "losses": LOSSES, "datasets": DATASETS, "evaluators": EVALUATORS,

@@ -13,7 +13,7 @@ from mmix_eval.catalog import METHODS
 from mmix_eval.config import Config, merge
 from mmix_eval.errors import UserError, did_you_mean
 from mmix_eval.evaluate.base import BUILTIN, DEFAULT_EVALUATORS, EvalOptions, OptionError, get_evaluator, option_fields
-from mmix_eval.evaluate.runner import Plan, make_plan, safe_name
+from mmix_eval.evaluate.runner import Plan, check_calibrator, make_plan, safe_name
 from mmix_eval.io import load_yaml
 from mmix_eval.report.labels import sweep_label
 from mmix_eval.upgrade import V1_METHOD_KEYS
@@ -302,6 +302,7 @@ def evaluate_section(section, where: str) -> tuple[Plan, EvalOptions]:
     try:
         options = EvalOptions(**common)
         options.check()
+        check_calibrator(options.calibrator)
     except TypeError as e:
         raise UserError(f"{where}: {e}") from None
     except OptionError as e:

@@ -12,7 +12,8 @@ from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, OptionError, get_evaluator, option_fields
 
 COMMON_FLAGS = {"data": "--data", "data_root": "--data-root", "download": "--download", "limit": "--limit", "class_map": "--class-map",
-                "seed": "--seed", "bins": "--bins", "batch_size": "--batch-size", "device": "--device"}
+                "seed": "--seed", "bins": "--bins", "batch_size": "--batch-size", "device": "--device",
+                "calibrator": "--calibrator", "calibration_split": "--calibration-split"}
 
 
 def _flag(param: str) -> str:
@@ -49,7 +50,7 @@ def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
                    help="auto (default), mmix-eval, official (the official Manifold Mixup code's PreActResNet), or "
                         "plain (a torchvision / timm network's own names)")
     g = p.add_argument_group("evaluation")
-    for key in ("seed", "bins", "batch_size", "device"):
+    for key in ("seed", "bins", "calibrator", "calibration_split", "batch_size", "device"):
         default = common[key][0]
         g.add_argument(COMMON_FLAGS[key], dest=f"common_{key}", metavar=key.upper(),
                        help=common[key][1] + (f" (default {default})" if default is not None else ""))
@@ -78,7 +79,7 @@ def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
 
 
 def _eval_plan(args):
-    from mmix_eval.evaluate.runner import make_plan  # numpy: loaded when an evaluation runs, --help stays fast
+    from mmix_eval.evaluate.runner import check_calibrator, make_plan  # numpy: loaded when an evaluation runs, --help stays fast
 
     specs = args.evaluators or [s.strip() for s in args.evaluators_text.split(",") if s.strip()]
     options: dict[str, dict] = {}
@@ -94,7 +95,7 @@ def _eval_plan(args):
         options.setdefault(spec, {})[opt] = value
     common = {k: getattr(args, f"common_{k}") for k in COMMON_FLAGS if getattr(args, f"common_{k}") is not None}
     try:
-        for k in ("limit", "seed", "bins", "batch_size"):
+        for k in ("limit", "seed", "bins", "batch_size", "calibration_split"):
             if k in common:
                 try:
                     common[k] = int(common[k])
@@ -102,6 +103,7 @@ def _eval_plan(args):
                     raise OptionError(k, f"expected an integer, got '{common[k]}'") from None
         opts = EvalOptions(**common, progress=not args.no_progress, allow_import=args.trust_model_import)
         opts.check()
+        check_calibrator(opts.calibrator)
         plan = make_plan(specs, options, "--evaluators" if args.evaluators is None else args.command)
     except OptionError as e:  # the library names the parameter; here it is the flag
         flag = COMMON_FLAGS.get(e.param) or (_flag(e.param) if any(o == e.param for _, o in args.option_flags.values())

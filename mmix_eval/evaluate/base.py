@@ -37,12 +37,14 @@ class MetricSpec:
     """How a report shows a metric: its direction (which value is better), display format and label.
 
     ``headline``: rows of this metric go in the report's main comparison table (accuracy under a shift);
-    the others go in the evaluator's own section."""
+    the others go in the evaluator's own section. ``comparison``: a score the comparison table closes with, at
+    the clean condition, raw and calibrated side by side (NLL, ECE, Brier)."""
 
     label: str
     direction: str | None
     format: str = ".4f"  # a format spec for float.__format__
     headline: bool = False
+    comparison: bool = False
 
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
@@ -54,10 +56,19 @@ class MetricSpec:
 SHIFT_METRICS: dict[str, MetricSpec] = {
     "acc": MetricSpec("accuracy (%)", "higher", ".2f", headline=True),
     "rel_acc": MetricSpec("relative accuracy (% of the model's clean accuracy)", "higher", ".2f"),
-    "nll": MetricSpec("NLL", "lower"),
-    "ece": MetricSpec("ECE", "lower"),
-    "brier": MetricSpec("Brier", "lower"),
+    "nll": MetricSpec("NLL", "lower", comparison=True),
+    "ece": MetricSpec("ECE", "lower", comparison=True),
+    "brier": MetricSpec("Brier", "lower", comparison=True),
+    "ece_em": MetricSpec("equal-mass ECE", "lower"),
+    "cw_ece": MetricSpec("classwise ECE", "lower"),
+    "signed_ce": MetricSpec("signed calibration error (mean confidence − accuracy; > 0 overconfident)", None),
+    "aurc": MetricSpec("AURC (area under the risk-coverage curve)", "lower"),
+    "risk80": MetricSpec("error at 80 % coverage (the most confident)", "lower"),
+    "risk90": MetricSpec("error at 90 % coverage (the most confident)", "lower"),
 }
+# The probability metrics every condition records raw and, where a calibrator was fitted, calibrated.
+PROBABILITY_METRICS = ("nll", "ece", "ece_em", "cw_ece", "signed_ce", "brier", "aurc", "risk80", "risk90")
+MAX_BINS = 10_000  # an ECE with more bins than this has a handful of images per bin at best
 
 
 @dataclass
@@ -172,7 +183,13 @@ class EvalOptions:
         "help": "when the data's class names or order differ from the checkpoint's: by-name, or a YAML file of "
                 "data name: checkpoint name (labels are remapped, and the records say so)"})
     seed: int = field(default=0, metadata={"help": "test subset, deformation parameters, PGD start"})
-    bins: int = field(default=15, metadata={"help": "equal-width ECE bins for every condition (15: Guo et al. 2017)"})
+    bins: int = field(default=15, metadata={"help": "ECE bins for every condition (15: Guo et al. 2017)"})
+    calibrator: str = field(default="temperature", metadata={
+        "help": "post-hoc calibrator fitted once per checkpoint on held-out images and applied to every condition's "
+                "logits: none | temperature | vector | module:Class (mmix-eval ls calibrators)"})
+    calibration_split: int | None = field(default=None, metadata={
+        "help": "fit the calibrator on N seeded test images, left out of every evaluated subset (default: the "
+                "checkpoint's own validation split)"})
     batch_size: int | None = field(default=None, metadata={"help": "default: 500 on a CPU, 1000 on a GPU"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
     progress: bool = True
@@ -183,6 +200,14 @@ class EvalOptions:
             raise OptionError("seed", f"expected an integer >= 0, got {self.seed!r}")
         if isinstance(self.bins, bool) or not isinstance(self.bins, int) or self.bins < 1:
             raise OptionError("bins", f"expected an integer >= 1, got {self.bins!r}")
+        if self.bins > MAX_BINS:
+            raise OptionError("bins", f"expected at most {MAX_BINS}, got {self.bins}")
+        if not isinstance(self.calibrator, str) or not self.calibrator:
+            raise OptionError("calibrator", f"expected a calibrator name or module:Class, got {self.calibrator!r}")
+        if self.calibration_split is not None and (isinstance(self.calibration_split, bool)
+                                                   or not isinstance(self.calibration_split, int)
+                                                   or self.calibration_split < 1):
+            raise OptionError("calibration_split", f"expected an integer >= 1, got {self.calibration_split!r}")
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
             raise OptionError("limit", f"expected an integer >= 1, got {self.limit!r}")
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)

@@ -12,6 +12,7 @@ NLL: cross-entropy on logits (never −log of a rounded softmax), finite for any
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -37,10 +38,15 @@ def top_label(logits: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.nda
     return conf.numpy(), (pred == y).numpy().astype(np.int64)
 
 
+def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The bin of each value: [a, b) with the last bin closed [a, 1] (numpy.histogram's rule, as netcal)."""
+    return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+
+
 def reliability_bins(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-bin counts, accuracy and mean confidence (NaN for an empty bin)."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
+    idx = bin_index(conf, edges)
     counts = np.bincount(idx, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.bincount(idx, weights=correct, minlength=bins) / counts
@@ -51,34 +57,103 @@ def reliability_bins(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[
 def netcal_ece_mce(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[float, float]:
     from netcal.metrics import ECE, MCE  # imported late: netcal pulls in pyro, gpytorch and tensorboard
 
+    if not len(conf):  # netcal asserts on no samples; an empty condition has no calibration error
+        return float("nan"), float("nan")
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(ECE(bins=bins).measure(conf, correct)), float(MCE(bins=bins).measure(conf, correct))
 
 
+def binned_error(values: np.ndarray, hits: np.ndarray, edges: np.ndarray) -> float:
+    """Σ_b |B|/N · |mean(hits in B) − mean(values in B)| over the bins given by ``edges``."""
+    if not len(values):
+        return float("nan")
+    idx = bin_index(values, edges)
+    k = len(edges) - 1
+    gap = np.bincount(idx, weights=hits, minlength=k) - np.bincount(idx, weights=values, minlength=k)
+    return float(np.abs(gap).sum() / len(values))  # Σ_b |Σ_B (hit − value)| / N
+
+
+def equal_mass_ece(conf: np.ndarray, correct: np.ndarray, bins: int) -> float:
+    """Top-label ECE over equal-mass bins (Nixon et al. 2019): edges at the confidences' quantiles
+    (numpy.quantile, linear), the first 0 and the last 1, then the equal-width rule (as netcal's
+    ``ECE(equal_intervals=False)``)."""
+    if not len(conf):
+        return float("nan")
+    edges = np.quantile(conf, np.linspace(0.0, 1.0, bins + 1))
+    edges[0], edges[-1] = 0.0, 1.0
+    return binned_error(conf, correct, edges)
+
+
+def classwise_ece(probs: np.ndarray, y: np.ndarray, bins: int) -> float:
+    """Classwise ECE (Kull et al. 2019): for every class k, the equal-width ECE of p_k against 1[y = k]
+    over all images, averaged over the classes."""
+    if not len(probs):
+        return float("nan")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return float(np.mean([binned_error(probs[:, k], (y == k).astype(np.float64), edges) for k in range(probs.shape[1])]))
+
+
+def selective_risks(conf: np.ndarray, correct: np.ndarray, coverages=(0.8, 0.9)) -> dict:
+    """Selective prediction (Geifman & El-Yaniv 2017): images taken most confident first (ties in the order
+    given: a stable sort). AURC: the mean over k = 1..N of the error rate of the k most confident;
+    ``risk@c``: the error rate of the ceil(c·N) most confident, as a fraction."""
+    n = len(conf)
+    if not n:
+        return {"aurc": float("nan"), **{f"risk{round(100 * c)}": float("nan") for c in coverages}}
+    order = np.argsort(-conf, kind="stable")
+    errors = np.cumsum(1 - correct[order]) / np.arange(1, n + 1)
+    out = {"aurc": float(errors.mean())}
+    for c in coverages:
+        out[f"risk{round(100 * c)}"] = float(errors[max(1, math.ceil(c * n)) - 1])
+    return out
+
+
+def probability_scores(logits: torch.Tensor, y: torch.Tensor, bins: int) -> dict:
+    """Every probability metric of one condition: NLL, equal-width ECE (netcal), equal-mass ECE, classwise
+    ECE, the signed calibration error (mean confidence − accuracy: > 0 overconfident), Brier, AURC and
+    the risk at 80 / 90 % coverage; and the top-label confidences and correctness they came from."""
+    p = torch.softmax(logits.double(), 1)
+    conf_t, pred = p.max(1)
+    conf, correct = conf_t.numpy(), (pred == y).numpy().astype(np.int64)
+    ece, _ = netcal_ece_mce(conf, correct, bins)
+    signed = float(conf.mean() - correct.mean()) if len(conf) else float("nan")
+    return {"nll": nll(logits, y), "ece": ece, "ece_em": equal_mass_ece(conf, correct, bins),
+            "cw_ece": classwise_ece(p.numpy(), y.numpy(), bins), "signed_ce": signed, "brier": brier(logits, y),
+            **selective_risks(conf, correct), "_conf": conf, "_correct": correct}
+
+
 def calibration_metrics(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict:
-    conf, correct = top_label(logits, y)
-    ece, mce = netcal_ece_mce(conf, correct, bins)
-    counts, acc, mean_conf = reliability_bins(conf, correct, bins)
-    return {"acc": 100.0 * float(correct.mean()), "nll": nll(logits, y), "ece": ece, "mce": mce,
-            "brier": brier(logits, y), "bins": (counts, acc, mean_conf)}
+    """Accuracy, every probability score (``probability_scores``), MCE and the reliability bins."""
+    m = probability_scores(logits, y, bins)
+    conf, correct = m.pop("_conf"), m.pop("_correct")
+    _, mce = netcal_ece_mce(conf, correct, bins)
+    return {"acc": 100.0 * float(correct.mean()), **m, "mce": mce, "bins": reliability_bins(conf, correct, bins)}
 
 
 def condition_rows(base: dict, condition: str, logits: torch.Tensor, y: torch.Tensor, bins: int = 15,
-                   label: str | None = None, clean_acc: float | None = None, **settings) -> list[dict]:
+                   label: str | None = None, clean_acc: float | None = None, calibration=None, **settings) -> list[dict]:
     """The rows of one condition: accuracy, relative accuracy (accuracy / the model's own clean accuracy,
-    when ``clean_acc`` is given), NLL, top-label ECE and Brier, from the condition's logits. The acc row
-    carries the per-image outcomes (``_correct``) that the runner stores beside the records."""
-    conf, correct = top_label(logits, y)
-    ece, _ = netcal_ece_mce(conf, correct, bins)
-    acc = 100.0 * float(correct.mean()) if len(correct) else float("nan")
+    when ``clean_acc`` is given) and every probability metric (``PROBABILITY_METRICS``: NLL, ECE equal-width,
+    equal-mass and classwise, signed error, Brier, AURC, risk at 80 / 90 % coverage) from the condition's
+    logits, with calibrator 'none'; with a fitted ``calibration`` (``evaluate.calibrate.Fitted``) the same
+    probability metrics again from the calibrated logits, with its name. The acc row carries the per-image
+    outcomes (``_correct``) that the runner stores beside the records."""
+    from mmix_eval.evaluate.base import PROBABILITY_METRICS
+
     extra = {"bins": bins, "edge_rule": EDGE_RULE, **settings}
+    raw = probability_scores(logits, y, bins)
+    correct = raw["_correct"]
+    acc = 100.0 * float(correct.mean()) if len(correct) else float("nan")
     rows = [record(base, condition, "acc", acc, label, **extra)]
     rows[0]["_correct"] = correct.astype(bool)
     if clean_acc is not None:
         rel = 100.0 * acc / clean_acc if clean_acc > 0 else float("nan")
         rows.append(record(base, condition, "rel_acc", rel, label, **extra))
-    rows += [record(base, condition, "nll", nll(logits, y), label, **extra),
-             record(base, condition, "ece", ece, label, **extra),
-             record(base, condition, "brier", brier(logits, y), label, **extra)]
+    rows += [record(base, condition, m, raw[m], label, **extra) for m in PROBABILITY_METRICS]
+    if calibration is not None:
+        scaled = probability_scores(calibration.apply(logits), y, bins)
+        rows += [record(base, condition, m, scaled[m], label, calibrator=calibration.name, **extra,
+                        **calibration.settings) for m in PROBABILITY_METRICS]
     return rows

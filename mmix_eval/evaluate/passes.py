@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mmix_eval.evaluate.base import OptionError
+from mmix_eval.evaluate.calibrate import fitted_calibration
 from mmix_eval.evaluate.checks import check_logits, output_checks
 from mmix_eval.evaluate.images import Images
 
@@ -112,6 +113,12 @@ def batch_logits(model, images: Images, batches, device, transform, bar=None, pr
     return gathered(torch.cat(out).cpu() if out else torch.zeros(0), len(images))
 
 
+def target_calibration(target, calibrator: str, model, device, batch_size: int):
+    """The target's calibrator, fitted on its held-out images on first use (``evaluate.calibrate``)."""
+    return fitted_calibration(target, calibrator,
+                              lambda images: logits_of(model, images, batch_size, device, None, target.precision))
+
+
 @dataclass
 class Shift:
     """One condition of a shift evaluator. ``make(model, device)`` returns the batch transform
@@ -137,10 +144,11 @@ def shift_rows(evaluator, target, common, settings: dict, shifts: list[Shift], c
     from mmix_eval.evaluate.metrics import condition_rows
 
     model, device, bs, warn = setup(target, common.device, common.batch_size)
+    calibration = target_calibration(target, common.calibrator, model, device, bs)
     extra = check(model, device) if check is not None else None
     if extra:
         warnings.warn(f"{target.run}: {extra}", stacklevel=3)
-        warn = "; ".join(filter(None, [warn, extra]))
+    warn = "; ".join(filter(None, [warn, extra, target.calibration_note]))
     images, bins = target.test, common.bins
     base = {**target.base, "evaluator": evaluator.name, "n": len(images), "eval_seed": common.seed, "warnings": warn,
             "settings": {**target.settings, **settings}}
@@ -149,11 +157,11 @@ def shift_rows(evaluator, target, common, settings: dict, shifts: list[Shift], c
               disable=not common.progress, leave=False) as bar:
         by_product = (lambda batches, bar: clean_pass(model, device, batches, bar)) if clean_pass is not None else None
         rows = condition_rows(base, "clean", clean_logits(target, bs, device, bar, by_product), images.y, bins,
-                              "Clean test images")
+                              "Clean test images", calibration=calibration)
         clean_acc = rows[0]["value"]
         for s in shifts:
             with s.context():
                 logits = batch_logits(model, images, batches, device, s.make(model, device), bar, target.precision)
             model.eval()  # whatever a transform did to the mode (torchattacks restores the one it found)
-            rows += condition_rows(base, s.name, logits, images.y, bins, s.label, clean_acc, **s.settings)
+            rows += condition_rows(base, s.name, logits, images.y, bins, s.label, clean_acc, calibration, **s.settings)
     return rows

@@ -25,7 +25,7 @@ REQUIRED = ("run", "method", "evaluator", "condition", "metric", "value")
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # a 100-condition grid x 3 evaluators is well under 1 MB
 FIELDS = [
     "schema", "run", "checkpoint", "model", "method", "method_label", "method_settings", "sweep", "train_seed", "data", "subset",
-    "evaluator", "condition", "label", "metric", "metric_label", "value", "direction", "format", "headline",
+    "evaluator", "condition", "calibrator", "label", "metric", "metric_label", "value", "direction", "format", "headline", "comparison",
     "n", "eval_seed", "bin", "settings", "warnings",
 ]
 
@@ -42,15 +42,23 @@ TEMPERATURE_LABEL = "Test images, temperature scaled (T fitted per run)"
 
 
 def record(base: dict[str, Any], condition: str, metric: str, value: float, label: str | None = None,
-           bin: int | None = None, **settings) -> dict[str, Any]:
+           bin: int | None = None, *, calibrator: str = "none", **settings) -> dict[str, Any]:
     """One row: ``base`` holds the core columns of the checkpoint and evaluation (and the evaluator-wide
-    ``settings``); ``settings`` here adds this row's own (an ε, a severity). The metric's spec columns are
-    filled in from the evaluator's ``metrics`` when it runs (``with_specs``)."""
+    ``settings``); ``settings`` here adds this row's own (an ε, a severity). ``calibrator``: the post-hoc
+    calibrator whose output the value is computed from ("none": the model's own softmax). The metric's spec
+    columns are filled in from the evaluator's ``metrics`` when it runs (``with_specs``)."""
     row = {f: None for f in FIELDS}
     row.update(base)
     row["settings"] = {**(base.get("settings") or {}), **settings}
-    row.update(schema=SCHEMA, condition=condition, metric=metric, value=value, label=label, bin=bin)
+    row.update(schema=SCHEMA, condition=condition, calibrator=calibrator, metric=metric, value=value, label=label,
+               bin=bin)
     return row
+
+
+def calibrator_of(row: dict) -> str:
+    """A row's calibrator; rows written before the column existed: 'temperature' for the calibration evaluator's
+    temperature-scaled condition, else 'none'."""
+    return row.get("calibrator") or ("temperature" if row.get("condition") == "temperature_scaled" else "none")
 
 
 def with_specs(rows: list[dict], evaluator) -> list[dict]:
@@ -63,6 +71,7 @@ def with_specs(rows: list[dict], evaluator) -> list[dict]:
             raise UserError(f"evaluator '{evaluator.name}': emitted metric '{r.get('metric')}' without a MetricSpec; "
                             f"declared: {', '.join(evaluator.metrics) or 'none'}")
         r.update(direction=spec.direction, format=spec.format, metric_label=spec.label, headline=spec.headline,
+                 comparison=spec.comparison,
                  evaluator=r.get("evaluator") or evaluator.name)
     return rows
 
@@ -71,6 +80,7 @@ def upgrade(row: dict) -> dict:
     """A schema-1 row as a schema-2 row (a schema-2 row unchanged, with every field present)."""
     if row.get("schema") is not None:
         out = {f: row.get(f) for f in FIELDS}
+        out["calibrator"] = calibrator_of(row)
         if out["condition"] == "temperature_scaled" and str(out["label"]).startswith("Test images, temperature scaled (T = "):
             out["label"] = TEMPERATURE_LABEL  # records before 0.4 put one run's T into a label every run shares
         return out
@@ -79,6 +89,7 @@ def upgrade(row: dict) -> dict:
     metric = row.get("metric")
     out.update(
         schema=1,
+        calibrator=calibrator_of(row),
         method_settings=record_method_settings(row),
         settings={k: row[k] for k in _V1_SETTINGS if row.get(k) is not None},
         direction=None if hib is None else ("higher" if hib else "lower"),
@@ -183,21 +194,32 @@ def fmt_value(v: float | None, format_spec: str | None) -> str:
         return format(v, ".4f")
 
 
+# Scores every condition records that the terminal table leaves to the files (it stays readable at 80-120 columns).
+CONSOLE_LEFT_OUT = {"ece_em", "cw_ece", "signed_ce", "aurc", "risk80", "risk90"}
+
+
 def summary_table(rows: list[dict]) -> str:
-    """A short terminal table: conditions down, the evaluator's summary metrics across."""
+    """A short terminal table: conditions down, the evaluator's summary metrics across (a calibrated score as
+    'nll@temperature'; the finer estimators are in the files, said in the last line)."""
     rows = [r for r in rows if r["bin"] is None]
     conditions: list[str] = []
     metrics: list[str] = []
     cell: dict[tuple[str, str], dict] = {}
     per: dict[str, list[str]] = {}
+    left_out = False
     for r in rows:
+        if r["metric"] in CONSOLE_LEFT_OUT:
+            left_out = True
+            continue
+        cal = calibrator_of(r)
+        column = r["metric"] if cal == "none" or r["condition"].endswith("_scaled") else f"{r['metric']}@{cal}"
         if r["condition"] not in conditions:
             conditions.append(r["condition"])
-        per.setdefault(r["condition"], []).append(r["metric"])
-        cell[r["condition"], r["metric"]] = r
+        per.setdefault(r["condition"], []).append(column)
+        cell[r["condition"], column] = r
     for c in sorted(per, key=lambda c: -len(per[c])):  # the fullest condition's metric order first
-        metrics += [m for m in per[c] if m not in metrics]
-    not_scores = {r["metric"] for r in rows if r.get("direction") is None and r.get("schema") == SCHEMA}
+        metrics += [m for m in dict.fromkeys(per[c]) if m not in metrics]
+    not_scores = {m for (c, m), r in cell.items() if r.get("direction") is None and r.get("schema") == SCHEMA}
     metrics = [m for m in metrics if m not in not_scores] + [m for m in metrics if m in not_scores]
     text = {(c, m): fmt_value(cell[c, m]["value"], cell[c, m]["format"]) if (c, m) in cell else ""
             for c in conditions for m in metrics}
@@ -207,4 +229,6 @@ def summary_table(rows: list[dict]) -> str:
     lines = [f"  {'condition':<{width}}" + "".join(f"{m:>{w}}" for m, w in zip(metrics, cols))]
     for c in conditions:
         lines.append(f"  {c:<{width}}" + "".join(f"{text[c, m]:>{w}}" for m, w in zip(metrics, cols)))
+    if left_out:
+        lines.append("  (equal-mass and classwise ECE, signed error, AURC and risk at coverage: in the .csv and .jsonl)")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mmix_eval import threads
 from mmix_eval.errors import UserError
-from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, Evaluator, get_evaluator, run_evaluator
+from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, Evaluator, OptionError, get_evaluator, run_evaluator
 from mmix_eval.evaluate.outcomes import write_outcomes
 from mmix_eval.evaluate.records import read_records, summary_table, write_records
 from mmix_eval.io import atomic_write_json, safe_name  # noqa: F401  (safe_name: re-exported)
@@ -65,6 +65,16 @@ def make_plan(specs: list[str] | None = None, options: dict | None = None, where
     return plan
 
 
+def check_calibrator(spec: str) -> None:
+    """The calibrator exists and has the interface (a one-line error with a suggestion otherwise)."""
+    from mmix_eval.calibrators import get_calibrator
+
+    try:
+        get_calibrator(spec)
+    except UserError as e:
+        raise OptionError("calibrator", str(e)) from None
+
+
 def run_order(plan: Plan) -> Plan:
     """The plan in the order it runs on a checkpoint: an evaluator whose own pass yields the clean logits
     (FGSM's input gradients) first, so the others reuse them and no checkpoint pays a clean pass of its own
@@ -97,6 +107,7 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
 
     # Everything that can be checked cheaply is checked before the first result is written.
     common.check()
+    check_calibrator(common.calibrator)
     ckpts = [Path(c) for c in ckpts]
     if not ckpts:
         raise UserError("ckpt: expected at least one checkpoint, got none")
@@ -130,9 +141,9 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
                 continue
             if target is None:
                 target = load_target(ckpt, device, common.data, common.data_root, common.limit, common.seed, name,
-                                     common.allow_import, with_val=any(ev.needs_val for ev, _ in plan),
+                                     common.allow_import, with_val=common.calibrator != "none",
                                      class_map=common.class_map, foreign=foreign, meta=meta if foreign else None,
-                                     download=common.download)
+                                     download=common.download, calibration_split=common.calibration_split)
             t0 = time.perf_counter()
             rows, outcomes = _evaluate(ev, opts, target, run_common, name, label, sweep)
             wall = time.perf_counter() - t0

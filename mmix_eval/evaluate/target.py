@@ -35,6 +35,9 @@ class Target:
     precision: str = "fp32"  # "bf16": inference forwards under bf16 autocast (a GPU, for a checkpoint trained so)
     channels_last: bool = False  # on a GPU, where training used it
     settings: dict = field(default_factory=dict)  # evaluation-wide settings every record carries (precision, class map)
+    val_source: str = "the checkpoint's validation split"  # which held-out images ``val`` holds
+    calibration: Any = None  # the fitted post-hoc calibrator (``evaluate.calibrate.Fitted``), shared by the evaluators
+    calibration_note: str | None = None  # why there are no calibrated rows, when there are none
 
     def __post_init__(self):
         if self.indices is None:
@@ -47,7 +50,8 @@ def target_from_module(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                        val: tuple[torch.Tensor, torch.Tensor] | None = None) -> Target:
     """Evaluate any nn.Module mapping [0, 1] images to logits, with no checkpoint file."""
     base = {"run": name, "model": type(model).__name__, "data": "tensors"}
-    return Target(model=model, test=Images(x, y), val=Images(*val) if val is not None else None, run=name, base=base)
+    return Target(model=model, test=Images(x, y), val=Images(*val) if val is not None else None, run=name, base=base,
+                  val_source="the validation images given")
 
 
 def base_columns(meta: dict, ckpt: Path, run: str) -> dict[str, Any]:
@@ -58,9 +62,12 @@ def base_columns(meta: dict, ckpt: Path, run: str) -> dict[str, Any]:
 
 
 def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
-              seed: int, with_val: bool = True, class_map: str | None = None, download: bool = False) -> tuple[Images, Images | None, str, np.ndarray]:
+              seed: int, with_val: bool = True, class_map: str | None = None, download: bool = False,
+              calibration_split: int | None = None) -> tuple[Images, Images | None, str, np.ndarray]:
     """The test split (seeded subset of ``limit`` images, keyed by the evaluation seed so every checkpoint
-    sees the same images) and the checkpoint's own validation split, if it held one out of training.
+    sees the same images) and the held-out images a calibrator is fitted on: the checkpoint's own validation
+    split, if it held one out of training, or with ``calibration_split`` N seeded test images, which are then
+    left out of the images drawn for evaluation (they can never be evaluated).
     Labels are the checkpoint's: the data's class names must equal the checkpoint's, in order, unless
     ``class_map`` says how to remap them (see ``class_lookup``)."""
     cfg = meta.get("config", {}).get("data", {})
@@ -69,7 +76,7 @@ def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
         raise UserError("checkpoint metadata 'data.spec' expected a data set name, got none; give the data option")
     same = data is None or data == meta.get("data", {}).get("spec")
     root = root or cfg.get("root")
-    val_size = int(cfg.get("val_size") or 0) if same and with_val else 0
+    val_size = int(cfg.get("val_size") or 0) if same and with_val and calibration_split is None else 0
     # The training images are loaded only to rebuild the checkpoint's validation split (temperature scaling).
     try:
         d = load_data_cached(spec, root, download, cfg.get("train_limit") if same else None, val_size,
@@ -77,20 +84,44 @@ def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
     except UserError as e:
         raise OptionError("data", f"{e} (the data set named in the checkpoint's metadata; override it, and data_root)") from None
     x, y = d.test.x, d.test.y
-    idx = np.arange(len(y), dtype=np.int64)
-    if limit is not None:
-        if limit < 1:
-            raise OptionError("limit", f"expected an integer >= 1, got {limit}")
-        if limit < len(y):
-            idx = np.sort(np.random.default_rng([seed, 0x74657374]).permutation(len(y))[:limit])
-            x, y = x[torch.from_numpy(idx)], y[torch.from_numpy(idx)]
+    idx, held = split_test(len(y), limit, seed, calibration_split)
+    if len(idx) < len(y):
+        x, y = x[torch.from_numpy(idx)], y[torch.from_numpy(idx)]
     check_shapes(meta, d, remapped=class_map is not None)  # the head's size first: the plainest mismatch
     lut = class_lookup(meta, d, class_map)
-    val = Images(d.val.x, d.val.y) if d.val is not None else None
+    if held is not None:
+        val = Images(d.test.x[torch.from_numpy(held)], d.test.y[torch.from_numpy(held)])
+    else:
+        val = Images(d.val.x, d.val.y) if d.val is not None else None
     if lut is not None:
         y = lut[y]
         val = Images(val.x, lut[val.y]) if val is not None else None
     return Images(x, y), val, spec, idx
+
+
+def split_test(n: int, limit: int | None, seed: int, calibration_split: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(evaluated indices, held-out calibration indices or None) into a test split of n images. Without a
+    calibration split: all n, or a seeded subset of ``limit`` (as always). With one: N seeded images held out
+    first, and the evaluated images (all the rest, or ``limit`` of them) drawn from the rest, so the two are
+    disjoint by construction."""
+    if limit is not None and limit < 1:
+        raise OptionError("limit", f"expected an integer >= 1, got {limit}")
+    if calibration_split is None:
+        if limit is None or limit >= n:
+            return np.arange(n, dtype=np.int64), None
+        return np.sort(np.random.default_rng([seed, 0x74657374]).permutation(n)[:limit]), None
+    if calibration_split >= n:
+        raise OptionError("calibration_split", f"expected fewer than the test split's {n} images (some must be left "
+                                               f"to evaluate), got {calibration_split}")
+    rest = n - calibration_split
+    if limit is not None and limit > rest:
+        raise OptionError("calibration_split", f"expected at most {n - limit} with limit {limit} (the test split has "
+                                               f"{n} images), got {calibration_split}")
+    perm = np.random.default_rng([seed, 0x63616C69]).permutation(n)
+    held, pool = np.sort(perm[:calibration_split]), np.sort(perm[calibration_split:])
+    if limit is not None and limit < rest:
+        pool = pool[np.sort(np.random.default_rng([seed, 0x74657374]).permutation(rest)[:limit])]
+    return pool.astype(np.int64), held.astype(np.int64)
 
 
 def class_lookup(meta: dict, d: ImageData, class_map: str | None) -> torch.Tensor | None:
@@ -149,7 +180,8 @@ def check_shapes(meta: dict, d: ImageData, remapped: bool = False) -> None:
 def load_target(ckpt: str | Path, device, data: str | None = None, root: str | None = None,
                 limit: int | None = None, seed: int = 0, run: str | None = None,
                 allow_import: bool = False, with_val: bool = True, class_map: str | None = None,
-                foreign=None, meta: dict | None = None, download: bool = False) -> Target:
+                foreign=None, meta: dict | None = None, download: bool = False,
+                calibration_split: int | None = None) -> Target:
     """``foreign``: a ``mmix_eval.foreign.Foreign`` when ``ckpt`` is a plain state dict (see foreign.py)."""
     from mmix_eval.checkpoint import load_checkpoint
 
@@ -160,7 +192,7 @@ def load_target(ckpt: str | Path, device, data: str | None = None, root: str | N
         model, meta = load_foreign(ckpt, device, foreign, meta)
     else:
         model, meta = load_checkpoint(ckpt, device, allow_import=allow_import)
-    test, val, spec, idx = eval_data(meta, data, root, limit, seed, with_val, class_map, download)
+    test, val, spec, idx = eval_data(meta, data, root, limit, seed, with_val, class_map, download, calibration_split)
     run = run or ckpt.parent.name or ckpt.stem
     base = base_columns(meta, ckpt, run)
     base["data"] = spec
@@ -170,6 +202,9 @@ def load_target(ckpt: str | Path, device, data: str | None = None, root: str | N
         test = Images(test.x.to(device), test.y)  # (labels stay on the CPU, beside the logits)
         val = Images(val.x.to(device), val.y) if val is not None else None
     precision = "bf16" if gpu and train_cfg.get("amp") == "bf16" else "fp32"
+    settings = {"precision": precision, **({"class_map": class_map} if class_map else {}),
+                **({"calibration_split": calibration_split} if calibration_split else {})}
+    source = (f"{calibration_split} seeded test images, never evaluated" if calibration_split
+              else "the checkpoint's validation split")
     return Target(model=model, test=test, val=val, run=run, base=base, indices=idx, precision=precision,
-                  channels_last=bool(gpu and train_cfg.get("channels_last")),
-                  settings={"precision": precision, **({"class_map": class_map} if class_map else {})})
+                  channels_last=bool(gpu and train_cfg.get("channels_last")), settings=settings, val_source=source)

@@ -172,3 +172,35 @@ def test_an_evaluation_shrinks_the_thread_pool_when_the_machine_became_busy(digi
     assert "mmix-eval: the machine became busy (1 other runnable tasks): CPU threads 2 -> 1" in err
     meta = json.loads((tmp_path / "res" / "mm-digits" / "calibration.meta.json").read_text())
     assert '"threads_shrunk_from": "2"' in json.dumps(meta)
+
+
+def test_bad_calibration_settings_are_one_line_before_any_result(digits_ckpt, tmp_path, capsys):
+    ck = str(digits_ckpt)
+    bad(capsys, tmp_path, "evaluate", "--ckpt", ck, "--calibrator", "temperatur",
+        match="--calibrator: unknown calibrator 'temperatur' (did you mean 'temperature'?); available: none, temperature, vector")
+    bad(capsys, tmp_path, "calibration", "--ckpt", ck, "--calibration-split", "300",
+        match="--calibration-split: expected fewer than the test split's 300 images (some must be left to evaluate), got 300")
+    bad(capsys, tmp_path, "calibration", "--ckpt", ck, "--calibration-split", "100", "--limit", "250",
+        match="--calibration-split: expected at most 50 with limit 250 (the test split has 300 images), got 100")
+    bad(capsys, tmp_path, "calibration", "--ckpt", ck, "--calibration-split", "x", match="--calibration-split: expected an integer, got 'x'")
+
+
+def test_a_calibration_split_fits_on_test_images_never_evaluated(digits_ckpt, tmp_path, capsys):
+    code, out, _ = run(capsys, "evaluate", "--ckpt", str(digits_ckpt), "--out", str(tmp_path / "res"), "--no-progress",
+                       "--evaluators", "deformations,calibration", "--calibration-split", "100", "--calibrator", "vector")
+    assert code == 0 and "nll@vector" in out
+    folder = tmp_path / "res" / "mm-digits"
+    rows = read_records(folder / "deformations.jsonl")
+    assert {r["n"] for r in rows} == {200} and {r["settings"]["calibration_split"] for r in rows} == {100}
+    scaled = [r for r in rows if r["calibrator"] == "vector"]
+    assert {r["condition"] for r in scaled} == {r["condition"] for r in rows}  # every condition, calibrated
+    assert {r["settings"]["calibrator_fit_images"] for r in scaled} == {100}
+    assert {r["settings"]["calibrator_fit_on"] for r in scaled} == {"100 seeded test images, never evaluated"}
+    evaluated = np.load(folder / "deformations.outcomes.npz")["indices"]
+    assert len(evaluated) == 200
+    from mmix_eval.evaluate.target import split_test
+
+    _, held = split_test(300, None, 0, 100)
+    assert not set(evaluated.tolist()) & set(held.tolist())  # fitted on images no condition evaluates
+    calib = read_records(folder / "calibration.jsonl")
+    assert {r["condition"] for r in calib} == {"test", "vector_scaled"}

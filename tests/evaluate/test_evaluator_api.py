@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from conftest import ROOT, make_data, tiny_config
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
+from mmix_eval.evaluate.base import PROBABILITY_METRICS
 from mmix_eval.evaluate import SHIFT_METRICS, Evaluator, MetricSpec, get_evaluator
 from mmix_eval.evaluate.deformations import evaluate_deformations
 from mmix_eval.evaluate.fgsm import evaluate_fgsm
@@ -72,7 +73,7 @@ def test_docs_plugin_evaluates_from_outside_the_package_and_gets_its_report_sect
                  "--device", "cpu", "--no-progress"]) == 0
     rows = read_records(res / "vanilla-s0" / "occlusion.jsonl")
     occ = [r for r in rows if r["condition"] == "occlusion4"]
-    assert {r["metric"] for r in occ} == {"acc", "rel_acc", "nll", "ece", "brier"}
+    assert {r["metric"] for r in occ} == {"acc", "rel_acc", *PROBABILITY_METRICS}
     assert {r["settings"]["patch"] for r in rows} == {4} and {r["schema"] for r in rows} == {2}
     acc = next(r for r in occ if r["metric"] == "acc")
     assert acc["direction"] == "higher" and acc["headline"] is True and acc["label"] == "Grey 4x4 square"
@@ -106,7 +107,7 @@ def test_every_deformation_and_fgsm_condition_carries_acc_nll_ece_brier_and_they
     for r in rows:
         assert r["direction"] == SHIFT_METRICS[r["metric"]].direction
     for cond in ["rotation20", "zoom_out140", "eps2"]:
-        assert {r["metric"] for r in rows if r["condition"] == cond} == {"acc", "rel_acc", "nll", "ece", "brier"}
+        assert {r["metric"] for r in rows if r["condition"] == cond} == {"acc", "rel_acc", *PROBABILITY_METRICS}
     # NLL and Brier of one deformation, recomputed independently from the same warped images
     d = next(x for x in load_grid("table4")[1] if x.name == "rotation40")
     x = data.test.x.float() / 255

@@ -1,0 +1,133 @@
+"""Post-hoc calibration under every condition: vector scaling against scipy, the calibrated rows of every
+shift evaluator against an independent computation, the calibration split, and the errors before any work."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import make_data
+from mmix_eval.calibrators import fit_checked, get_calibrator
+from mmix_eval.calibrators.temperature import fit_temperature
+from mmix_eval.errors import UserError
+from mmix_eval.evaluate.base import PROBABILITY_METRICS, EvalOptions, OptionError
+from mmix_eval.evaluate.calibration import evaluate_calibration
+from mmix_eval.evaluate.deformations import evaluate_deformations
+from mmix_eval.evaluate.metrics import probability_scores
+from mmix_eval.evaluate.target import split_test, target_from_module
+
+
+def test_vector_scaling_equals_a_scipy_minimisation_of_nll():
+    from scipy.optimize import minimize
+    from scipy.special import log_softmax, softmax
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(500, 4, generator=g, dtype=torch.float64) * torch.tensor([3.0, 1.0, 2.0, 0.5], dtype=torch.float64)
+    y = (logits + 3 * torch.randn(500, 4, generator=g, dtype=torch.float64)).argmax(1)
+    z, yy, c = logits.numpy(), y.numpy(), 4
+    onehot = np.eye(c)[yy]
+
+    def nll_and_grad(theta):
+        w, b = theta[:c], theta[c:]
+        s = z * w + b
+        p = softmax(s, axis=1)
+        return -log_softmax(s, axis=1)[range(len(yy)), yy].mean(), np.concatenate(
+            [((p - onehot) * z).mean(0), (p - onehot).mean(0)])
+
+    ref = minimize(nll_and_grad, np.r_[np.ones(c), np.zeros(c)], jac=True, method="BFGS", options={"gtol": 1e-12})
+    cal = get_calibrator("vector")
+    params = fit_checked(cal, logits, y)
+    ours = np.r_[params["weight"], params["bias"]]
+    assert nll_and_grad(ours)[0] - ref.fun < 1e-10  # the same minimum
+    assert np.allclose(params["weight"], ref.x[:c], atol=1e-4)
+    # the biases are fixed up to one constant (softmax ignores it): compare them centred
+    assert np.allclose(np.subtract(params["bias"], np.mean(params["bias"])), ref.x[c:] - ref.x[c:].mean(), atol=1e-4)
+    w, b = torch.tensor(params["weight"], dtype=torch.float64), torch.tensor(params["bias"], dtype=torch.float64)
+    assert torch.equal(cal.apply(logits, params), logits * w + b)
+
+
+def tiny_target(val=True, n=80, seed=0):
+    torch.manual_seed(seed)
+    d = make_data(n_train=0, n_test=n, classes=4, size=8, val=0, seed=seed)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)).eval()
+    with torch.no_grad():
+        model[1].weight.mul_(8)  # confident, so that a temperature far from 1 is fitted
+    x = d.test.x.float() / 255
+    held = make_data(n_train=0, n_test=40, classes=4, size=8, seed=seed + 1).test
+    return target_from_module(model, x, d.test.y, val=(held.x.float() / 255, held.y) if val else None), model
+
+
+def test_every_deformed_condition_records_raw_and_calibrated_scores_from_one_fit():
+    target, model = tiny_target()
+    rows = evaluate_deformations(target, bins=10, progress=False)
+    conditions = {r["condition"] for r in rows}
+    t = fit_temperature(model(target.val.x).detach(), target.val.y)
+    assert abs(t - 1) > 0.05
+    for cond in conditions:
+        for m in PROBABILITY_METRICS:
+            raw = [r for r in rows if r["condition"] == cond and r["metric"] == m and r["calibrator"] == "none"]
+            cal = [r for r in rows if r["condition"] == cond and r["metric"] == m and r["calibrator"] == "temperature"]
+            assert len(raw) == 1 and len(cal) == 1, (cond, m)
+            assert cal[0]["settings"]["calibrator_fit_images"] == 40
+    # the clean condition's calibrated NLL, ECE and AURC from logits / T computed here, independently
+    clean = model(target.test.x).detach()
+    ref = probability_scores(clean / t, target.test.y, 10)
+    got = {r["metric"]: r["value"] for r in rows if r["condition"] == "clean" and r["calibrator"] == "temperature"}
+    assert got["nll"] == pytest.approx(float(F.cross_entropy(clean.double() / t, target.test.y)), rel=1e-5)
+    for m in ("ece", "ece_em", "brier", "aurc"):
+        assert got[m] == pytest.approx(ref[m], rel=1e-4, abs=1e-7), m
+    # accuracy rows are the model's own, once per condition
+    assert all(r["calibrator"] == "none" for r in rows if r["metric"] in ("acc", "rel_acc"))
+    # the calibration evaluator on the same target reuses the same fit
+    calib = evaluate_calibration(target, bins=10, progress=False)
+    t_row = next(r for r in calib if r["metric"] == "temperature")
+    assert t_row["value"] == pytest.approx(t, rel=1e-6) and t_row["calibrator"] == "temperature"
+
+
+def test_without_held_out_images_there_are_no_calibrated_rows_and_the_records_say_why():
+    target, _ = tiny_target(val=False)
+    with pytest.warns(UserWarning, match="no calibrated rows"):
+        rows = evaluate_deformations(target, bins=10, progress=False)
+    assert {r["calibrator"] for r in rows} == {"none"}
+    assert all("no calibrated rows" in r["warnings"] for r in rows)
+
+
+def test_calibrator_none_records_only_raw_rows_and_vector_scaling_its_own():
+    target, _ = tiny_target()
+    rows = evaluate_calibration(target, bins=10, progress=False, calibrator="none")
+    assert {r["calibrator"] for r in rows} == {"none"} and {r["condition"] for r in rows} == {"test"}
+    target, _ = tiny_target()
+    rows = evaluate_calibration(target, bins=10, progress=False, calibrator="vector")
+    assert {r["condition"] for r in rows} == {"test", "vector_scaled"}
+    scaled = [r for r in rows if r["condition"] == "vector_scaled"]
+    assert {r["calibrator"] for r in scaled} == {"vector"} and len(scaled[0]["settings"]["calibrator_params"]["weight"]) == 4
+
+
+@pytest.mark.parametrize("limit", [None, 30])
+def test_the_calibration_split_is_disjoint_from_every_evaluated_subset(limit):
+    idx, held = split_test(100, limit, seed=3, calibration_split=25)
+    assert len(held) == 25 and len(idx) == (limit or 75)
+    assert not set(idx) & set(held) and set(idx) | set(held) <= set(range(100))
+    again, held2 = split_test(100, limit, seed=3, calibration_split=25)
+    assert np.array_equal(idx, again) and np.array_equal(held, held2)  # seeded: the same for every checkpoint
+    same, none = split_test(100, limit, seed=3, calibration_split=None)  # without a split: the old subset
+    assert none is None and len(same) == (limit or 100)
+
+
+def test_a_calibration_split_too_large_is_one_line_naming_it():
+    with pytest.raises(OptionError, match=r"calibration_split: expected fewer than the test split's 100 images .* got 100"):
+        split_test(100, None, 0, 100)
+    with pytest.raises(OptionError, match=r"calibration_split: expected at most 40 with limit 60 .* got 41"):
+        split_test(100, 60, 0, 41)
+    with pytest.raises(OptionError, match="calibration_split: expected an integer >= 1, got 0"):
+        EvalOptions(calibration_split=0).check()
+
+
+def test_an_unknown_calibrator_is_refused_with_a_suggestion():
+    from mmix_eval.evaluate.runner import check_calibrator
+
+    with pytest.raises(UserError, match="temperatur") as e:
+        check_calibrator("temperatur")
+    assert "temperature" in str(e.value) and "\n" not in str(e.value)
