@@ -2,7 +2,7 @@
 
     from mmix_eval import results
     df = results.load("runs/my-bench/results")          # or a report's records.jsonl(.gz), or a list of paths
-    df.groupby(["column", "condition", "metric"])["value"].agg(["mean", "std", "count"])
+    df.groupby(["column", "condition", "calibrator", "metric"])["value"].agg(["mean", "std", "count"])
     bins = results.load_bins("runs/my-bench/results")   # per-bin rows: reliability diagrams, histograms, spectra
     indices, per_condition = results.outcomes("runs/my-bench/results/vanilla-s0/fgsm.outcomes.npz")
 

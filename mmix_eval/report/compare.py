@@ -131,11 +131,34 @@ def claims(table: Table, rows: list[int], outcomes: dict, baseline: str, image_d
     return out
 
 
+ACC_GAP = 5.0  # points: a score's best is not marked for a column this far below the best accuracy
+
+
+def accuracy_gated(table: Table, i: int) -> set[str]:
+    """The columns whose accuracy under row ``i``'s condition is more than ``ACC_GAP`` points below the best
+    column's: a score of likelihood or calibration is not called best for them (a near-uniform classifier can
+    be well calibrated). Empty for accuracy rows, unscored rows and conditions without an accuracy row."""
+    row = table.rows[i]
+    if row.metric == "acc" or row.direction is None:
+        return set()
+    same = [k for k, r in enumerate(table.rows) if r.metric == "acc" and r.condition == row.condition
+            and r.evaluator == row.evaluator]
+    k = next((k for k in same if table.rows[k].calibrator == "none"), same[0] if same else None)
+    if k is None:
+        return set()
+    accs = {m: c.mean for m in table.methods if (c := table.cells.get((k, m))) is not None and not math.isnan(c.mean)}
+    top = max(accs.values(), default=math.nan)
+    return {m for m, a in accs.items() if a < top - ACC_GAP}
+
+
 def best_holds(table: Table, i: int, outcomes: dict) -> set[str]:
     """The best column of row ``i`` (by the metric's direction), only where its paired 95 % interval against
-    the runner-up excludes 0 (per image where outcomes exist, else over seeds); empty otherwise."""
+    the runner-up excludes 0 (per image where outcomes exist, else over seeds) and, for a likelihood or
+    calibration score, its accuracy is within ``ACC_GAP`` points of the best; empty otherwise."""
     row = table.rows[i]
     best = table.best(i)
+    if best & accuracy_gated(table, i):
+        return set()
     means = sorted(((c.mean, m) for m in table.methods if (c := table.cells.get((i, m))) is not None and not math.isnan(c.mean)),
                    reverse=row.direction == "higher")
     if len(best) != 1 or len(means) < 2:

@@ -14,11 +14,13 @@ import json
 
 import pandas as pd
 
+from mmix_eval.evaluate.records import calibrator_of
+
 COLUMNS = ["column", "method", "method_settings", "sweep", "seed", "run", "evaluator", "condition", "calibrator",
            "metric", "value", "direction", "n", "label", "metric_label", "format", "headline", "data", "model"]
 COST = ["train_images_per_s", "train_wall_time_s", "forward_passes_per_step"]
 
-# The condition of a calibrated prediction -> the calibrator that made it (None: the raw softmax).
+# The calibration evaluator's calibrated clean conditions (records before the calibrator column named none).
 CALIBRATED = {"temperature_scaled": "temperature"}
 
 
@@ -44,7 +46,7 @@ def records_frame(records: list[dict], labels: dict[str, str], costs: dict | Non
         "run": [r["run"] for r in picked],
         "evaluator": [r["evaluator"] for r in picked],
         "condition": [r["condition"] for r in picked],
-        "calibrator": [CALIBRATED.get(r["condition"]) for r in picked],
+        "calibrator": [calibrator_of(r) for r in picked],
         "metric": [r["metric"] for r in picked],
         "value": [float(r["value"]) for r in picked],
         "direction": [r["direction"] for r in picked],
@@ -63,13 +65,15 @@ def records_frame(records: list[dict], labels: dict[str, str], costs: dict | Non
     df = pd.DataFrame(data)
     if not bins and len(df):
         clean = df["condition"] == "clean"
-        df = df[~(clean & df.duplicated(["run", "condition", "metric"]))]  # one clean per checkpoint and metric
+        df = df[~(clean & df.duplicated(["run", "condition", "calibrator", "metric"]))]  # one clean per checkpoint and metric
     return df.reset_index(drop=True)
 
 
 def row_key(frame: pd.DataFrame) -> pd.Series:
-    """The table row a frame row feeds: (evaluator, condition, metric), the clean condition's evaluator None."""
-    keys = [(None if c == "clean" else e, c, m) for e, c, m in zip(frame["evaluator"], frame["condition"], frame["metric"])]
+    """The table row a frame row feeds: (evaluator, condition, calibrator, metric), the clean condition's
+    evaluator None."""
+    keys = [(None if c == "clean" else e, c, k, m) for e, c, k, m in
+            zip(frame["evaluator"], frame["condition"], frame["calibrator"], frame["metric"])]
     return pd.Series(keys, index=frame.index, dtype=object)
 
 

@@ -86,6 +86,48 @@ def line_or_bars(ax, table: Table, idx: list[int], colors, ylabel: str, title: s
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes: never over data
 
 
+def calibration_under_shift(table: Table, section: str, colors, metrics=("ece", "nll")):
+    """Ovadia et al. 2019's figure for one shift evaluator: each score against the shift (strength where every
+    condition has one, clean at 0; else the conditions in order), one colour per method, raw dashed with open
+    markers and after the post-hoc calibrator solid. None when the section has fewer than two conditions."""
+    panels = []
+    for metric in metrics:
+        rows = [i for i, r in enumerate(table.rows) if r.section == section and r.metric == metric]
+        if len({table.rows[i].condition for i in rows}) >= 2:
+            panels.append((metric, rows))
+    if not panels:
+        return None
+    conds = list(dict.fromkeys(table.rows[i].condition for _, rows in panels for i in rows))
+    strength = {table.rows[i].condition: table.rows[i].strength for _, rows in panels for i in rows}
+    numeric = all(strength[c] is not None for c in conds if c != "clean")
+    x_of = {c: (0.0 if c == "clean" else strength[c]) if numeric else float(k) for k, c in enumerate(conds)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.0, 0.55 * len(conds) + 3) * len(panels), 3.8), squeeze=False)
+    calibrators = sorted({table.rows[i].calibrator for _, rows in panels for i in rows} - {"none"})
+    for ax, (metric, rows) in zip(axes[0], panels):
+        for k, m in enumerate(table.methods):
+            for cal in ["none", *calibrators]:
+                pts = sorted((x_of[table.rows[i].condition], table.cells[i, m].mean) for i in rows
+                             if table.rows[i].calibrator == cal and (i, m) in table.cells)
+                if pts:
+                    raw = cal == "none"
+                    ax.plot(*zip(*pts), ls="--" if raw else "-", marker="o", mfc="white" if raw else colors[k % 10],
+                            color=colors[k % 10], lw=1.2 if raw else 1.8)
+        label = table.rows[rows[0]].label.rsplit(": ", 1)[-1].split(",")[0]
+        ax.set_ylabel(plot_text(label)), ax.set_title(plot_text(f"{label} under each condition"), fontsize=10)
+        if numeric:
+            ax.set_xlabel("shift strength (0 = clean; ε in /255 for FGSM)")
+        else:
+            ax.set_xticks(range(len(conds)), [plot_text(c) for c in conds], rotation=30, ha="right")
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=colors[k % 10], lw=2, label=plot_text(m)) for k, m in enumerate(table.methods)]
+    handles += [plt.Line2D([], [], color="0.3", ls="--", marker="o", mfc="white", label="raw softmax")]
+    handles += [plt.Line2D([], [], color="0.3", ls="-", marker="o", label=plot_text(f"after {c} scaling")) for c in calibrators]
+    fig.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    fig.suptitle(plot_text(f"{section}: calibration under shift, raw and calibrated (means over seeds)"), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 def sweep_figures(table: Table, colors) -> dict:
     """Per swept key, each plotted metric against the swept value: one line per method (mean ± std over seeds),
     methods that do not take the key as dashed reference lines, the paper's Table 5 as grey crosses."""

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import BUILTIN
-from mmix_eval.evaluate.records import fmt_value
-from mmix_eval.report.frame import cell_values, records_frame, seed_of
+from mmix_eval.evaluate.records import calibrator_of, fmt_value
+from mmix_eval.report.frame import CALIBRATED, cell_values, records_frame, seed_of
 from mmix_eval.report.labels import method_labels, order_methods, sweep_bases
 
 
@@ -29,6 +29,7 @@ class Row:
     section: str  # "comparison", or the evaluator's name
     strength: float | None = None  # a numeric shift strength (an ε), for plots
     settings: dict = field(default_factory=dict)
+    calibrator: str = "none"  # the post-hoc calibrator the values are computed after ("none": raw)
 
     @property
     def higher_is_better(self) -> bool | None:
@@ -89,6 +90,14 @@ def evaluator_order(records: list[dict]) -> list[str]:
 def section_title(evaluator: str) -> str:
     return f"{evaluator}: every metric per condition"
 
+def row_name(r: dict) -> str:
+    """A row's label: the condition's, the metric's, and the calibrator where the condition's own label does not
+    name it (every calibrated row but the calibration evaluator's scaled conditions)."""
+    text = f"{r['label'] or r['condition']}: {r['metric_label'] or r['metric']}"
+    cal = calibrator_of(r)
+    return text if cal == "none" or r["condition"] in (f"{cal}_scaled", *CALIBRATED) else f"{text}, {cal} scaled"
+
+
 def _rows(records: list[dict]) -> tuple[list[Row], list]:
     """The table's rows and its sections, in order. Keys are (evaluator, condition, metric) from typed
     fields; the clean condition's rows are one row whatever evaluator wrote them."""
@@ -97,19 +106,19 @@ def _rows(records: list[dict]) -> tuple[list[Row], list]:
     sections: dict[str, list[int]] = {}
 
     def add(r, evaluator, section, label):
-        key = (section, evaluator, r["condition"], r["metric"])
+        key = (section, evaluator, r["condition"], calibrator_of(r), r["metric"])
         if key in seen:
             return
         seen.add(key)
         s = r["settings"] or {}
         rows.append(Row(evaluator, r["condition"], r["metric"], label, r["direction"], r["format"] or ".4f", section,
-                        s.get("strength") if isinstance(s.get("strength"), (int, float)) else None, s))
+                        s.get("strength") if isinstance(s.get("strength"), (int, float)) else None, s, calibrator_of(r)))
         sections.setdefault(section, []).append(len(rows) - 1)
 
     table_rows = [r for r in records if r["bin"] is None and not is_detail(r)]  # detail rows: plots and files
     by_eval = {e: [r for r in table_rows if r["evaluator"] == e] for e in evaluator_order(table_rows)}
     clean = [r for r in table_rows if r["condition"] == "clean"]
-    name = lambda r: f"{r['label'] or r['condition']}: {r['metric_label'] or r['metric']}"
+    name = row_name
     for r in clean:  # the comparison opens with clean accuracy (every headline metric at the clean condition)
         if r["headline"]:
             add(r, None, "comparison", name(r))
@@ -117,13 +126,14 @@ def _rows(records: list[dict]) -> tuple[list[Row], list]:
         for r in rs:
             if r["headline"] and r["condition"] != "clean":
                 add(r, e, "comparison", name(r))
-    for r in clean:  # and closes with the clean likelihood and calibration scores
-        if not r["headline"] and r["direction"] is not None:
+    for r in clean:  # and closes with the clean likelihood and calibration scores (records before the
+        if not r["headline"] and r["direction"] is not None and r.get("comparison") is not False:  # flag: all)
             add(r, None, "comparison", name(r))
-    for e, rs in by_eval.items():  # then each evaluator's other metrics, grouped by metric: how ECE (say)
-        shifted = [r["metric"] for r in rs if not r["headline"] and r["condition"] != "clean"]
-        for m in dict.fromkeys(shifted + [r["metric"] for r in rs if not r["headline"]]):  # moves from clean through every shift
-            group = [r for r in rs if r["metric"] == m and not r["headline"]]
+    for e, rs in by_eval.items():  # then each evaluator's other metrics, grouped by metric and calibrator: how
+        kind = lambda r: (r["metric"], calibrator_of(r))  # noqa: E731  (ECE, say, moves from clean through every shift)
+        shifted = [kind(r) for r in rs if not r["headline"] and r["condition"] != "clean"]
+        for m in dict.fromkeys(shifted + [kind(r) for r in rs if not r["headline"]]):
+            group = [r for r in rs if kind(r) == m and not r["headline"]]
             if any(r["condition"] != "clean" for r in group):
                 for r in group:
                     add(r, None if r["condition"] == "clean" else e, e, name(r))
@@ -141,7 +151,7 @@ def aggregate(records: list[dict], baseline: str | None = None, order: list[str]
     rows, sections = _rows(records)
     index: dict = {}
     for i, row in enumerate(rows):
-        index.setdefault((row.evaluator, row.condition, row.metric), []).append(i)
+        index.setdefault((row.evaluator, row.condition, row.calibrator, row.metric), []).append(i)
     runs: dict = {}
     for r in records:
         if r["bin"] is None:
@@ -160,7 +170,8 @@ def aggregate(records: list[dict], baseline: str | None = None, order: list[str]
 
 _ROW_SETTINGS = ("strength", "eps_255", "eps", "after", "target_classes", "deformation", "magnitude", "corruption",
                  "severity", "ood", "score", "n_ood", "layer", "width", "projected",  # differ by condition
-                 "eps_255_per_channel", "pixels_outside_01")  # and by model (its normalisation, its gradients)
+                 "eps_255_per_channel", "pixels_outside_01",  # and by model (its normalisation, its gradients,
+                 "calibrator_params")  # its fitted calibrator)
 
 def evaluator_settings(records: list[dict]) -> dict[str, dict[str, list]]:
     """evaluator -> setting -> the distinct values its rows hold (what the report's header states)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import statistics
 
-from mmix_eval.report.compare import ALPHA, Claim, best_holds, claims
+from mmix_eval.report.compare import ACC_GAP, ALPHA, Claim, accuracy_gated, best_holds, claims, seed_pair
 from mmix_eval.report.frame import CALIBRATED
 from mmix_eval.report.labels import quote_label
 from mmix_eval.report.paper import published
@@ -170,11 +170,17 @@ def main_rows(table: Table) -> list[int]:
     idx = next((idx for key, _, idx in table.sections if key == "comparison"), [])
     out = []
     for i in idx:
+        if i in out:
+            continue
         out.append(i)
         r = table.rows[i]
-        if r.condition == "clean" and r.direction is not None and r.metric != "acc":
-            out += [k for k, c in enumerate(table.rows) if c.condition in CALIBRATED and c.metric == r.metric
-                    and c.section != "comparison" and k not in out][:1]
+        if r.condition == "clean" and r.calibrator == "none" and r.direction is not None and r.metric != "acc":
+            after = [k for k in idx if table.rows[k].condition == "clean" and table.rows[k].metric == r.metric
+                     and table.rows[k].calibrator != "none"]
+            if not after:  # records without calibrated shift rows: the calibration evaluator's scaled condition
+                after = [k for k, c in enumerate(table.rows) if c.condition in CALIBRATED and c.metric == r.metric
+                         and c.section != "comparison"][:1]
+            out += [k for k in after if k not in out]
     return out
 
 
@@ -187,18 +193,23 @@ def main_table(table: Table, outcomes: dict, baseline: str | None, image_diffs: 
         return None
     found = claims(table, idx, outcomes, baseline, image_diffs) if baseline in table.methods else []
     holds = {(c.row, c.method) for c in found if c.holds}
-    rows = []
+    rows, gated_any = [], False
     for i in idx:
         best = best_holds(table, i, outcomes) if table.rows[i].direction else set()
+        gated = table.best(i) & accuracy_gated(table, i)  # the best score of a column far below in accuracy
+        gated_any = gated_any or bool(gated)
         rows.append({"label": table.rows[i].label, "direction": table.rows[i].direction,
-                     "cells": [{"text": short_text(table, i, m), "best": m in best, "dagger": (i, m) in holds}
-                               for m in table.methods]})
+                     "cells": [{"text": short_text(table, i, m) + (" ‡" if m in gated else ""), "best": m in best,
+                                "dagger": (i, m) in holds} for m in table.methods]})
     ns = sorted({table.cells[i, m].n for i in idx for m in table.methods if (i, m) in table.cells})
     n_text = "no cells" if not ns else f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]} to {ns[-1]}"
     tests = sorted({c.test for c in found})
     caption = (f"Mean ± sample std over training seeds ({n_text} per cell). Bold: the best in its row by the metric's "
                f"direction, only where its paired 95 % interval against the runner-up excludes 0 (per-image bootstrap "
                f"for accuracy with per-image outcomes, else t over seeds).")
+    if gated_any:
+        caption += (f" ‡: the best value of its row, not bolded: that column's accuracy under the same condition is "
+                    f"more than {ACC_GAP:g} points below the best column's (a weak classifier can be well calibrated).")
     if found:
         caption += (f" †: differs from {baseline} after Holm correction across the table's {len(found)} comparisons at "
                     f"α = {ALPHA:g} ({' and '.join(TEST_TEXT[t] for t in tests)}).")
@@ -276,6 +287,65 @@ def verdicts(table: Table, main: dict | None, baseline: str | None) -> dict:
         short.append(f"{m['method']}: " + "; ".join(p for p in parts if p) + ".")
     return {"by_condition": list(by_condition.items()), "by_method": list(by_method.values()), "short": short,
             "count": len(main["claims"])}
+
+
+CALIBRATION_SCORES = ("ece", "nll")  # the scores whose advantage under shift is checked after calibration
+
+
+def _interval(table: Table, i: int, got: tuple) -> str:
+    mean, half = got[0], got[1]
+    return f"{_num(table, i, mean)} [{_num(table, i, mean - half)}, {_num(table, i, mean + half)}]"
+
+
+def _better(got: tuple | None, direction: str) -> bool:
+    """The paired t interval excludes 0 on the better side."""
+    if got is None or got[1] is None:
+        return False
+    return got[0] - got[1] > 0 if direction == "higher" else got[0] + got[1] < 0
+
+
+def calibration_verdicts(table: Table, baseline: str | None) -> list[str]:
+    """One sentence per shift evaluator, score and method: under how many shifted conditions the method's
+    calibration is better than the baseline's before the post-hoc calibrator, and under how many of those
+    it still is after it, with the paired 95 % t intervals (over seeds) of the largest raw advantage."""
+    if baseline not in table.methods:
+        return []
+    out = []
+    for key, _, idx in table.sections:
+        if key == "comparison":
+            continue
+        for metric in CALIBRATION_SCORES:
+            raw = {table.rows[i].condition: i for i in idx if table.rows[i].metric == metric
+                   and table.rows[i].calibrator == "none" and table.rows[i].condition != "clean"}
+            cal = {table.rows[i].condition: i for i in idx if table.rows[i].metric == metric
+                   and table.rows[i].calibrator != "none" and table.rows[i].condition in raw}
+            if len(cal) < 1:
+                continue
+            name = next(iter({table.rows[i].calibrator for i in cal.values()}))
+            label = table.rows[next(iter(raw.values()))].label.rsplit(": ", 1)[-1]
+            direction = table.rows[next(iter(raw.values()))].direction
+            for m in table.methods:
+                if m == baseline:
+                    continue
+                pairs = {c: (seed_pair(table, raw[c], m, baseline), seed_pair(table, cal[c], m, baseline)) for c in cal}
+                if not any(a is not None for a, _ in pairs.values()):
+                    continue
+                ahead = [c for c, (a, _) in pairs.items() if _better(a, direction)]
+                kept = [c for c in ahead if _better(pairs[c][1], direction)]
+                only_after = [c for c, (a, b) in pairs.items() if c not in ahead and _better(b, direction)]
+                n_seeds = max((a[2] for a, _ in pairs.values() if a is not None), default=0)
+                text = (f"{key}, {label}: {m} is better than {baseline} under {len(ahead)} of {len(pairs)} shifted "
+                        f"conditions before {name} scaling")
+                text += f", and under {len(kept)} of those {len(ahead)} after it" if ahead else ""
+                text += f"; better only after it under {len(only_after)}" if only_after else ""
+                if ahead:
+                    c = max(ahead, key=lambda c: abs(pairs[c][0][0]))
+                    a, b = pairs[c]
+                    after = _interval(table, cal[c], b) if b is not None and b[1] is not None else "no interval"
+                    text += (f" (largest: {table.rows[raw[c]].label.rsplit(': ', 1)[0]}, {_interval(table, raw[c], a)} raw, "
+                             f"{after} after)")
+                out.append(text + f"; paired 95 % t intervals over {n_seeds} seeds, not corrected for multiplicity.")
+    return out
 
 
 def cost_table(table: Table, costs: dict) -> dict | None:
@@ -368,7 +438,8 @@ def build_view(table: Table, diffs, image_diffs, baseline, outcomes: dict, costs
     has_paper = any(s["paper_methods"] for s in secs)
     return {"title": title, "notes": notes, "header": header_text(table), "seed_note": seed_note(table, image_diffs),
             "legend": LEGEND + (PAPER_LEGEND if has_paper else ""), "methods": table.methods, "baseline": baseline,
-            "main": main, "verdicts": verdicts(table, main, baseline), "cost": cost_table(table, costs),
+            "main": main, "verdicts": verdicts(table, main, baseline),
+            "calibration": calibration_verdicts(table, baseline), "cost": cost_table(table, costs),
             "sections": secs, "sweeps": sweeps(table), "sweep_legend": SWEEP_LEGEND,
             "diffs": differences(table, diffs, image_diffs, baseline), "checks": checks, "bad": bad,
             "summary": provenance_summary(table, prov), "baseline_choice": quote_label(baseline) if baseline else None,

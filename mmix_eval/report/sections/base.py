@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmix_eval.report.plots import COLORS, line_or_bars, plot_text, plt
+from mmix_eval.report.plots import COLORS, calibration_under_shift, line_or_bars, plot_text, plt
 from mmix_eval.report.table import Row, Table
 
 
@@ -59,11 +59,10 @@ class ReportSection:
             ylabel = plot_text(table.rows[head[0]].label.rsplit(": ", 1)[-1])
             line_or_bars(ax, table, idx, COLORS, ylabel, f"{plot_text(self.evaluator)}: {ylabel} under each condition")
             out[stem] = fig
-        ece = [i for i, r in enumerate(table.rows) if r.section == self.evaluator and r.metric == "ece"]
-        if head and len(ece) >= 2:  # a shift evaluator: Ovadia et al. 2019's question
-            fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(ece) + 2), 3.6))
-            line_or_bars(ax, table, ece, COLORS, "ECE", f"{plot_text(self.evaluator)}: ECE under each condition")
-            out[f"{stem}-ece"] = fig
+        if head:  # a shift evaluator: Ovadia et al. 2019's question, raw and after the calibrator
+            fig = calibration_under_shift(table, self.evaluator, COLORS)
+            if fig is not None:
+                out[f"{stem}-calibration"] = fig
         return out
 
 
