@@ -18,7 +18,7 @@ from mmix_eval.io import load_yaml
 from mmix_eval.report.labels import sweep_label
 from mmix_eval.upgrade import V1_METHOD_KEYS
 
-TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "sweep", "evaluate", "report", "launcher")
+TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "sweep", "evaluate", "report", "launcher", "ensembles")
 LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra",
                  "max_parallel")
 COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import", "download"))
@@ -47,6 +47,7 @@ class Bench:
     title: str | None
     raw: dict
     launcher: dict
+    ensembles: bool = False  # also evaluate each method's seeds as one deep ensemble (a column of its own)
 
 
 def _strict(d, allowed, where):
@@ -91,7 +92,13 @@ def load_bench(path: str | Path) -> Bench:
         raise UserError(f"{where}: 'report.checks' expected a list of strings, got {checks!r}")
     launcher = dict(_strict(raw.get("launcher"), LAUNCHER_KEYS, f"{where} launcher"))
     baseline = _baseline(runs, rep, checks, where)
-    return Bench(str(raw.get("name") or path.stem), runs, plan, options, baseline, checks, rep.get("title"), raw, launcher)
+    ensembles = raw.get("ensembles", False)
+    if not isinstance(ensembles, bool):
+        raise UserError(f"{where}: 'ensembles' expected true or false, got {ensembles!r:.80}")
+    if ensembles and len(seeds) < 2:
+        raise UserError(f"{where}: 'ensembles' expected at least 2 seeds per method to ensemble, got {len(seeds)}")
+    return Bench(str(raw.get("name") or path.stem), runs, plan, options, baseline, checks, rep.get("title"), raw, launcher,
+                 ensembles)
 
 
 def _runs(raw: dict, methods: list, seeds: list[int], axes: dict, where: str) -> list[Run]:

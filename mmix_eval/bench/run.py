@@ -69,7 +69,39 @@ def _run_locked(bench, config, out, device, progress, launcher, res, wait, submi
     failed = launch(launcher, ctx, todo)
     if failed is None:  # submitted, not waited for
         return None
+    if bench.ensembles:
+        t0 = time.perf_counter()
+        evaluate_ensembles(bench, out, echo)
+        stages["ensembles"] = round(time.perf_counter() - t0, 3)
     return _report(bench, out, stages, failed, t_all, echo)
+
+
+def ensemble_groups(bench: Bench, out: Path) -> list[tuple[str, str, dict | None, list[Path]]]:
+    """(name, column label, swept values, member checkpoints) per method column with at least two finished
+    and evaluated seeds: what ``ensembles: true`` evaluates as one model each."""
+    groups: dict = {}
+    for r in bench.runs:
+        label = r.label or r.method["name"]
+        key = (label, json.dumps(r.sweep, sort_keys=True, default=str))
+        groups.setdefault(key, (label, r.sweep, []))[2].append(r)
+    out_groups = []
+    for (label, _), (_, sweep, runs) in groups.items():
+        done = [out / "runs" / r.name / "model.safetensors" for r in runs if complete(out, bench, r)]
+        if len(done) >= 2:
+            stem = runs[0].name.rsplit("-s", 1)[0]  # the run name without its seed: the column's name
+            out_groups.append((f"{stem}-ensemble", f"{label} ensemble of {len(done)}", sweep, done))
+    return out_groups
+
+
+def evaluate_ensembles(bench: Bench, out: Path, echo) -> None:
+    """Each method column's finished seeds evaluated as one deep ensemble (skipped where stored and unchanged)."""
+    from mmix_eval.evaluate.runner import run_evaluation
+
+    for name, label, sweep, members in ensemble_groups(bench, out):
+        t0 = time.perf_counter()
+        run_evaluation(members, bench.plan, out / "results", bench.options, echo=lambda *_: None, skip_done=True,
+                       names=[name], labels=[label], sweeps=[sweep], ensemble=True)
+        echo(f"{name}: {len(members)} members evaluated as one ensemble ({time.perf_counter() - t0:.1f} s)")
 
 
 def preflight(bench: Bench) -> None:

@@ -27,9 +27,13 @@ def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
                        description=f"{help[0].upper()}{help[1:]}. Writes tidy records (one row per checkpoint x "
                                    f"condition x metric) to OUT/<run>/<evaluator>.csv and .jsonl, and the per-image "
                                    f"outcomes to <evaluator>.outcomes.npz.")
-    p.add_argument("--ckpt", nargs="+", required=True, metavar="CKPT",
-                   help="checkpoint(s): .safetensors files, run folders, or quoted globs; with --model, plain state "
-                        "dicts (.safetensors, or .pt/.pth read by torch.load(weights_only=True))")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ckpt", nargs="+", metavar="CKPT",
+                       help="checkpoint(s): .safetensors files, run folders, or quoted globs; with --model, plain state "
+                            "dicts (.safetensors, or .pt/.pth read by torch.load(weights_only=True))")
+    which.add_argument("--ensemble", nargs="+", metavar="CKPT",
+                       help="checkpoints (files, run folders, quoted globs) evaluated as ONE deep ensemble: the mean of "
+                            "their softmax (they must share data, classes and input), e.g. 'runs/mm-s*'")
     p.add_argument("--out", default="results", help="results folder (default: results)")
     common = {n: (d, h) for n, _, d, h in option_fields(EvalOptions)}
     g = p.add_argument_group("data (default: the checkpoint's own data set and test split)")
@@ -119,7 +123,11 @@ def cmd_eval(args) -> int:
     foreign = _foreign(args, opts)
     join_torchrun(args, opts.device)
     try:
-        run_evaluation(_expand_ckpts(args.ckpt, foreign is not None), plan, args.out, opts, foreign=foreign)
+        if args.ensemble:
+            run_evaluation(_expand_ckpts(args.ensemble, foreign is not None, "--ensemble"), plan, args.out, opts,
+                           foreign=foreign, ensemble=True)
+        else:
+            run_evaluation(_expand_ckpts(args.ckpt, foreign is not None), plan, args.out, opts, foreign=foreign)
     except OptionError as e:  # raised while loading: the library names the parameter, the user typed a flag
         raise UserError(f"{COMMON_FLAGS.get(e.param, _flag(e.param))}: {e.detail}") from None
     return 0
@@ -152,20 +160,20 @@ def _foreign(args, opts):
     return foreign
 
 
-def _expand_ckpts(items: list[str], foreign: bool = False) -> list[str]:
+def _expand_ckpts(items: list[str], foreign: bool = False, flag: str = "--ckpt") -> list[str]:
     """Quoted globs expanded here (the shell expands unquoted ones); a run folder means its model.safetensors
     (with ``foreign``, every .safetensors / .pt / .pth file in it)."""
     out = []
     for item in items:
         matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
         if not matches:
-            raise UserError(f"--ckpt: expected checkpoint files, got a pattern that matches nothing: '{item}'")
+            raise UserError(f"{flag}: expected checkpoint files, got a pattern that matches nothing: '{item}'")
         for m in matches:
             path = Path(m)
             if path.is_dir() and foreign:
                 files = sorted(str(f) for f in path.iterdir() if f.suffix in (".safetensors", ".pt", ".pth"))
                 if not files:
-                    raise UserError(f"--ckpt: expected state dict files (.safetensors, .pt, .pth) in folder '{m}', got none")
+                    raise UserError(f"{flag}: expected state dict files (.safetensors, .pt, .pth) in folder '{m}', got none")
                 out += files
             else:
                 out.append(str(path / "model.safetensors") if path.is_dir() else m)

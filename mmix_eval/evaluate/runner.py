@@ -91,14 +91,16 @@ def option_record(ev: Evaluator, opts, common: EvalOptions, device: str) -> dict
 def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common: EvalOptions,
                    echo=print, skip_done: bool = False, names: list[str] | None = None,
                    labels: list[str | None] | None = None, sweeps: list[dict | None] | None = None,
-                   foreign=None) -> list[dict]:
+                   foreign=None, ensemble: bool = False) -> list[dict]:
     """Evaluate each checkpoint with each evaluator of ``plan``. ``skip_done``: keep results whose
     checkpoint hash and options are unchanged (bench uses this to continue where it stopped). ``labels``:
     each checkpoint's method label (a bench method's ``label:``), written to its records' ``method_label``
     so that a report names the column by it. ``sweeps``: each checkpoint's values of a bench's swept keys
     ({"alpha": 0.5, "train.epochs": 10}), written to its records' ``sweep``. ``foreign``: a
     ``mmix_eval.foreign.Foreign`` when the files are plain state dicts (the model and data named by it); each
-    file's column is then labelled by its file name."""
+    file's column is then labelled by its file name. ``ensemble``: the checkpoints are the members of one deep
+    ensemble, evaluated as one model (``evaluate/ensemble.py``), named '<method>-ensemble' and labelled
+    '<method> ensemble of k' unless ``names`` / ``labels`` say otherwise."""
     # torch: loaded when an evaluation runs (bench and the CLI import this module for --help)
     from mmix_eval import distributed
     from mmix_eval.checkpoint import read_metadata
@@ -119,6 +121,18 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
         names = names or _run_names(ckpts, by_stem=True)
     else:
         metas = [read_metadata(c) for c in ckpts]  # headers only; kept for the hashes below
+    groups: list = [None] * len(ckpts)  # each unit's ensemble members (None: a single checkpoint)
+    if ensemble:
+        from mmix_eval.evaluate.ensemble import check_members, ensemble_method, ensemble_sha
+
+        if foreign is not None:
+            raise UserError("ensemble: expected mmix-eval checkpoints, got plain state dicts (--model); evaluate them one by one")
+        check_members(ckpts, metas)  # before anything is loaded or written
+        method = ensemble_method(metas)
+        groups, metas = [ckpts], [{**metas[0], "data_sha256": ensemble_sha(metas)}]
+        names = names or [safe_name(f"{method}-ensemble")]
+        labels = labels or [f"{method} ensemble of {len(ckpts)}"]
+        ckpts = ckpts[:1]
     device = resolve_device(distributed.device_for(common.device))
     run_common = EvalOptions(**{**asdict(common), "device": str(device)})
 
@@ -128,8 +142,8 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
     main = distributed.is_main()  # under torchrun every rank evaluates its shard; rank 0 alone writes
     if not main:
         run_common.progress = False
-    for ckpt, meta, name, label, sweep in zip(ckpts, metas, names or _run_names(ckpts), labels or [None] * len(ckpts),
-                                              sweeps or [None] * len(ckpts)):
+    for ckpt, meta, name, label, sweep, members in zip(ckpts, metas, names or _run_names(ckpts),
+                                                       labels or [None] * len(ckpts), sweeps or [None] * len(ckpts), groups):
         sha = meta.get("data_sha256")
         target = None
         folder = out / name
@@ -143,7 +157,8 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
                 target = load_target(ckpt, device, common.data, common.data_root, common.limit, common.seed, name,
                                      common.allow_import, with_val=common.calibrator != "none",
                                      class_map=common.class_map, foreign=foreign, meta=meta if foreign else None,
-                                     download=common.download, calibration_split=common.calibration_split)
+                                     download=common.download, calibration_split=common.calibration_split,
+                                     members=members)
             t0 = time.perf_counter()
             rows, outcomes = _evaluate(ev, opts, target, run_common, name, label, sweep)
             wall = time.perf_counter() - t0
@@ -151,7 +166,7 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
             if not main:
                 continue
             _write(folder / stem, rows, outcomes, target, {
-                "checkpoint": str(ckpt), "checkpoint_sha256": sha, "run": name, "evaluator": ev.name,
+                "checkpoint": str(ckpt) if members is None else [str(m) for m in members], "checkpoint_sha256": sha, "run": name, "evaluator": ev.name,
                 "options": options, "method_label": label, "sweep": sweep, "metrics": {k: asdict(v) for k, v in ev.metrics.items()},
                 "n_images": len(target.test), "wall_time_s": round(wall, 3)}, str(device))
             echo(f"{name}  {ev.name}  (n={len(target.test)}, {wall:.1f} s) -> {folder / stem}.csv")

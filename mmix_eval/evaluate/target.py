@@ -57,8 +57,12 @@ def target_from_module(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
 def base_columns(meta: dict, ckpt: Path, run: str) -> dict[str, Any]:
     m = method_record(meta.get("method", {}))
     settings = {k: v for k, v in (m.get("settings") or {}).items() if v is not None}  # alpha, eligible, loss, prob, ...
-    return {"run": run, "checkpoint": str(ckpt), "model": meta["model"]["name"], "method": m.get("name"),
-            "method_settings": settings, "train_seed": meta.get("train", {}).get("seed"), "data": meta.get("data", {}).get("spec")}
+    members = (meta.get("ensemble") or {}).get("members")
+    if members:  # an ensemble: its members' method and settings, how many, and no seed of its own
+        settings["ensemble_members"] = len(members)
+    return {"run": run, "checkpoint": ", ".join(members) if members else str(ckpt), "model": meta["model"]["name"],
+            "method": m.get("name"), "method_settings": settings, "train_seed": meta.get("train", {}).get("seed"),
+            "data": meta.get("data", {}).get("spec")}
 
 
 def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
@@ -181,12 +185,17 @@ def load_target(ckpt: str | Path, device, data: str | None = None, root: str | N
                 limit: int | None = None, seed: int = 0, run: str | None = None,
                 allow_import: bool = False, with_val: bool = True, class_map: str | None = None,
                 foreign=None, meta: dict | None = None, download: bool = False,
-                calibration_split: int | None = None) -> Target:
-    """``foreign``: a ``mmix_eval.foreign.Foreign`` when ``ckpt`` is a plain state dict (see foreign.py)."""
+                calibration_split: int | None = None, members: list | None = None) -> Target:
+    """``foreign``: a ``mmix_eval.foreign.Foreign`` when ``ckpt`` is a plain state dict (see foreign.py).
+    ``members``: checkpoints evaluated as one deep ensemble (``evaluate/ensemble.py``; ``ckpt`` is the first)."""
     from mmix_eval.checkpoint import load_checkpoint
 
     ckpt = Path(ckpt)
-    if foreign is not None:
+    if members:
+        from mmix_eval.evaluate.ensemble import load_ensemble
+
+        model, meta = load_ensemble([Path(m) for m in members], device, allow_import)
+    elif foreign is not None:
         from mmix_eval.foreign import load_foreign
 
         model, meta = load_foreign(ckpt, device, foreign, meta)

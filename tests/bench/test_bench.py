@@ -22,6 +22,7 @@ methods: [vanilla, {name: manifold_mixup, alpha: 2.0}]
 seeds: [0, 1]
 evaluate: {limit: 100, eps: [2, 8], device: cpu}
 report: {baseline: vanilla, checks: ["vanilla.clean >= 5"]}
+ensembles: true
 """
 
 
@@ -36,6 +37,10 @@ def test_bench_runs_then_skips_what_is_done_and_resumes_a_lost_checkpoint(tmp_pa
     assert {p.name for p in (out / "runs").iterdir()} == {"vanilla-s0", "vanilla-s1", "manifold_mixup-s0", "manifold_mixup-s1"}
     table = list(csv.DictReader(open(out / "table.csv")))
     assert {r["vanilla n"] for r in table if r["metric"] == "acc"} == {"2"}
+    # ensembles: true: each method's two seeds as one more column, a single "seed" of its own
+    assert {r["manifold_mixup ensemble of 2 n"] for r in table if r["metric"] == "acc"} == {"1"}
+    assert "vanilla-ensemble: 2 members evaluated as one ensemble" in text
+    ens_before = (out / "results" / "manifold_mixup-ensemble" / "fgsm.meta.json").read_text()
     # The bench root works as report input too: training logs are not mistaken for broken records.
     assert main(["report", str(out), "--out", str(tmp_path / "again")]) == 0
     assert "skipped unreadable" not in capsys.readouterr().err
@@ -47,6 +52,7 @@ def test_bench_runs_then_skips_what_is_done_and_resumes_a_lost_checkpoint(tmp_pa
     log = capsys.readouterr().out
     assert "vanilla-s0: done already" in log and "manifold_mixup-s1: resumed" in log
     assert (out / "results" / "vanilla-s0" / "fgsm.meta.json").read_text() == meta_before  # not re-evaluated
+    assert (out / "results" / "manifold_mixup-ensemble" / "fgsm.meta.json").read_text() == ens_before  # same members
     assert json.loads((out / "runs" / "manifold_mixup-s1" / "model.json").read_text())["data_sha256"] == sha_before
 
 
@@ -59,6 +65,10 @@ def test_bench_runs_then_skips_what_is_done_and_resumes_a_lost_checkpoint(tmp_pa
     ("methods: [vanilla]\nevaluate: {eps: [1], bins: 15, gird: table4}\n", "unknown key 'gird' (did you mean 'grid'?)"),
     ("methods: [vanilla, vanilla]\n", "two runs are both named 'vanilla-s0'; give one method a 'label'"),
     ("methods: [vanilla]\ntrain: {epoch: 3}\n", "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
+    ("methods: [vanilla]\nensembles: yes please\n", "'ensembles' expected true or false, got 'yes please'"),
+    ("methods: [vanilla]\nseeds: [0]\nensembles: true\n", "'ensembles' expected at least 2 seeds per method to ensemble, got 1"),
+    ("methods: [vanilla]\nevaluate: {calibrator: temprature}\n", "unknown calibrator 'temprature' (did you mean 'temperature'?)"),
+    ("methods: [vanilla]\nevaluate: {calibration_split: 0}\n", "'calibration_split': expected an integer >= 1, got 0"),
 ])
 def test_bench_config_errors(tmp_path, text, match):
     cfg = tmp_path / "b.yaml"

@@ -204,3 +204,55 @@ def test_a_calibration_split_fits_on_test_images_never_evaluated(digits_ckpt, tm
     assert not set(evaluated.tolist()) & set(held.tolist())  # fitted on images no condition evaluates
     calib = read_records(folder / "calibration.jsonl")
     assert {r["condition"] for r in calib} == {"test", "vector_scaled"}
+
+
+@pytest.fixture(scope="module")
+def second_ckpt(tmp_path_factory):
+    cfg = Config()
+    cfg.model.kwargs = {"width": 8}
+    cfg.train.epochs, cfg.train.device, cfg.train.crop_padding, cfg.train.schedule = 3, "cpu", 1, "cosine"
+    cfg.train.seed = 1
+    cfg.data.val_size = 200
+    out = tmp_path_factory.mktemp("runs") / "mm-digits-s1"
+    train(cfg, out, progress=False)
+    return out / "model.safetensors"
+
+
+def test_an_ensemble_is_evaluated_as_one_model_whose_softmax_is_the_members_mean(digits_ckpt, second_ckpt, tmp_path, capsys):
+    from mmix_eval.checkpoint import load_checkpoint
+    from mmix_eval.data import load_data
+
+    code, out, _ = run(capsys, "evaluate", "--ensemble", str(digits_ckpt), str(second_ckpt), "--out", str(tmp_path / "res"),
+                       "--no-progress", "--eps", "8")
+    assert code == 0
+    folder = tmp_path / "res" / "manifold_mixup-ensemble"
+    rows = read_records(folder / "deformations.jsonl")
+    assert {r["method_label"] for r in rows} == {"manifold_mixup ensemble of 2"} and {r["train_seed"] for r in rows} == {None}
+    assert {r["method_settings"]["ensemble_members"] for r in rows} == {2}
+    assert {r["calibrator"] for r in rows} == {"none", "temperature"}  # fitted on the members' shared validation split
+    # the clean accuracy, from an independent computation: argmax of the mean of the two members' softmax
+    d = load_data("digits")
+    x = d.test.x.float() / 255
+    with torch.no_grad():
+        p = sum(torch.softmax(load_checkpoint(c)[0].eval()(x), 1) for c in (digits_ckpt, second_ckpt)) / 2
+    expected = 100.0 * float((p.argmax(1) == d.test.y).double().mean())
+    clean = next(r["value"] for r in rows if r["condition"] == "clean" and r["metric"] == "acc")
+    assert clean == pytest.approx(expected, abs=1e-9)
+    meta = json.loads((folder / "fgsm.meta.json").read_text())
+    assert meta["checkpoint"] == [str(digits_ckpt), str(second_ckpt)]
+    # evaluated again with --skip-done semantics through the library: nothing is redone for the same members
+    from mmix_eval.evaluate.base import EvalOptions
+    from mmix_eval.evaluate.runner import make_plan, run_evaluation
+
+    before = (folder / "fgsm.meta.json").read_text()
+    run_evaluation([digits_ckpt, second_ckpt], make_plan(["fgsm"], {"fgsm": {"eps": [8]}}), tmp_path / "res",
+                   EvalOptions(progress=False), echo=lambda *_: None, skip_done=True, ensemble=True)
+    assert (folder / "fgsm.meta.json").read_text() == before
+
+
+def test_bad_ensembles_are_one_line_before_any_result(digits_ckpt, tmp_path, capsys):
+    bad(capsys, tmp_path, "evaluate", "--ensemble", str(digits_ckpt), match="ensemble: expected at least 2 checkpoints, got 1")
+    other = tmp_path / "cifar-ish"
+    bad(capsys, tmp_path, "evaluate", "--ensemble", str(digits_ckpt), str(tmp_path / "none-*"),
+        match="--ensemble: expected checkpoint files, got a pattern that matches nothing")
+    assert not other.exists()
