@@ -13,14 +13,33 @@ from mmix_eval.report import stats
 from mmix_eval.report.table import Row, Table
 
 
+def is_ensemble(table: Table, column: str) -> bool:
+    return "ensemble_members" in (table.info.get(column, (None, {}))[1] or {})
+
+
+def reference(table: Table, column: str, baseline: str) -> str:
+    """What ``column`` is compared with: the baseline, or for a deep ensemble the baseline's own ensemble where the
+    table has it (an ensemble has no training seed in common with a single model, so it pairs with an ensemble)."""
+    if not is_ensemble(table, column):
+        return baseline
+    method, settings = table.info.get(baseline, (None, {}))
+    for c in table.methods:
+        m, s = table.info.get(c, (None, {}))
+        if is_ensemble(table, c) and m == method and {k: v for k, v in (s or {}).items() if k != "ensemble_members"} == (settings or {}):
+            return c
+    return baseline
+
+
 def paired_differences(table: Table, baseline: str) -> dict:
-    """(row index, method) -> (mean difference, 95 % CI half-width or None, n pairs), paired by seed."""
+    """(row index, method) -> (mean difference, 95 % CI half-width or None, n pairs), paired by seed against the
+    column's ``reference`` (the baseline, or its ensemble for an ensemble)."""
     if baseline not in table.methods:
         raise UserError(f"--baseline: expected one of the methods in the results ({', '.join(table.methods)}), got '{baseline}'")
     out = {}
     for i in range(len(table.rows)):
         for m in table.methods:
-            got = seed_pair(table, i, m, baseline) if m != baseline else None
+            ref = reference(table, m, baseline)
+            got = seed_pair(table, i, m, ref) if m != ref else None
             if got is not None:
                 out[i, m] = got[:3]
     return out
@@ -34,9 +53,10 @@ def image_differences(table: Table, outcomes: dict, baseline: str) -> tuple[dict
         if row.metric != "acc" or row.direction != "higher":
             continue
         for m in table.methods:
-            if m == baseline:
+            ref = reference(table, m, baseline)
+            if m == ref:
                 continue
-            got = image_pair(table, outcomes, i, m, baseline, notes)
+            got = image_pair(table, outcomes, i, m, ref, notes)
             if got is not None:
                 out[i, m] = got
     return out, sorted(set(notes))
@@ -95,6 +115,7 @@ class Claim:
     seeds: tuple | None = None  # the over-seeds difference (mean, half-width, pairs) beside a per-image test
     p_holm: float | None = None
     better: bool = False  # the difference is in the metric's better direction
+    against: str | None = None  # the column it is compared with (the baseline, or the baseline's ensemble)
 
     @property
     def holds(self) -> bool:
@@ -110,21 +131,23 @@ def claims(table: Table, rows: list[int], outcomes: dict, baseline: str, image_d
     ``image_diffs``: the per-image comparisons already made against the same baseline (not bootstrapped again)."""
     out = []
     for i in rows:
-        if table.rows[i].direction is None or (i, baseline) not in table.cells:
+        if table.rows[i].direction is None:
             continue
         for m in table.methods:
-            if m == baseline or (i, m) not in table.cells:
+            ref = reference(table, m, baseline)
+            if m == ref or (i, m) not in table.cells or (i, ref) not in table.cells:
                 continue
-            seeds = seed_pair(table, i, m, baseline)
-            img = image_diffs[i, m] if image_diffs and (i, m) in image_diffs else image_pair(table, outcomes, i, m, baseline)
+            seeds = seed_pair(table, i, m, ref)
+            img = image_diffs[i, m] if image_diffs and (i, m) in image_diffs else image_pair(table, outcomes, i, m, ref)
             higher = table.rows[i].direction == "higher"
             if img is not None:
                 out.append(Claim(i, m, img[0], "McNemar", img[3], img[1], img[2], seeds[:3] if seeds else None,
-                                 better=(img[0] > 0) == higher))
+                                 better=(img[0] > 0) == higher, against=ref))
             elif seeds is not None:
                 low = seeds[0] - seeds[1] if seeds[1] is not None else None
                 high = seeds[0] + seeds[1] if seeds[1] is not None else None
-                out.append(Claim(i, m, seeds[0], "paired t", seeds[3], low, high, seeds[:3], better=(seeds[0] > 0) == higher))
+                out.append(Claim(i, m, seeds[0], "paired t", seeds[3], low, high, seeds[:3], better=(seeds[0] > 0) == higher,
+                                 against=ref))
     adjusted = stats.holm([c.p for c in out if c.p is not None])
     for c, p in zip([c for c in out if c.p is not None], adjusted):
         c.p_holm = p

@@ -25,6 +25,10 @@ CALIBRATED = {"temperature_scaled": "temperature"}
 
 
 def seed_of(r: dict):
+    """A row's training seed; a deep ensemble's is 'ensemble' (so ensembles pair with each other); a run without one,
+    its name."""
+    if "ensemble_members" in (r.get("method_settings") or {}):
+        return "ensemble"
     return r["train_seed"] if r["train_seed"] is not None else r["run"]
 
 

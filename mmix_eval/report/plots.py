@@ -87,9 +87,10 @@ def line_or_bars(ax, table: Table, idx: list[int], colors, ylabel: str, title: s
 
 
 def calibration_under_shift(table: Table, section: str, colors, metrics=("ece", "nll")):
-    """Ovadia et al. 2019's figure for one shift evaluator: each score against the shift (strength where every
-    condition has one, clean at 0; else the conditions in order), one colour per method, raw dashed with open
-    markers and after the post-hoc calibrator solid. None when the section has fewer than two conditions."""
+    """Ovadia et al. 2019's figure for one shift evaluator: each score against the shift strength where every
+    condition has one (clean at 0; lines, raw dashed with open markers, after the post-hoc calibrator solid with
+    filled ones), else per condition (markers side by side per method, open raw, filled calibrated: categories
+    are not joined by lines). One colour per method. None when the section has fewer than two conditions."""
     panels = []
     for metric in metrics:
         rows = [i for i, r in enumerate(table.rows) if r.section == section and r.metric == metric]
@@ -110,8 +111,11 @@ def calibration_under_shift(table: Table, section: str, colors, metrics=("ece", 
                              if table.rows[i].calibrator == cal and (i, m) in table.cells)
                 if pts:
                     raw = cal == "none"
-                    ax.plot(*zip(*pts), ls="--" if raw else "-", marker="o", mfc="white" if raw else colors[k % 10],
-                            color=colors[k % 10], lw=1.2 if raw else 1.8)
+                    if not numeric:  # side by side within each condition, raw left of calibrated
+                        shift = (k - (len(table.methods) - 1) / 2) * 0.8 / max(len(table.methods), 1) / 2
+                        pts = [(x + shift + (-0.04 if raw else 0.04), y) for x, y in pts]
+                    ax.plot(*zip(*pts), ls=("--" if raw else "-") if numeric else "none", marker="o",
+                            mfc="white" if raw else colors[k % 10], color=colors[k % 10], lw=1.2 if raw else 1.8)
         label = table.rows[rows[0]].label.rsplit(": ", 1)[-1].split(",")[0]
         ax.set_ylabel(plot_text(label)), ax.set_title(plot_text(f"{label} under each condition"), fontsize=10)
         if numeric:
@@ -120,8 +124,9 @@ def calibration_under_shift(table: Table, section: str, colors, metrics=("ece", 
             ax.set_xticks(range(len(conds)), [plot_text(c) for c in conds], rotation=30, ha="right")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=colors[k % 10], lw=2, label=plot_text(m)) for k, m in enumerate(table.methods)]
-    handles += [plt.Line2D([], [], color="0.3", ls="--", marker="o", mfc="white", label="raw softmax")]
-    handles += [plt.Line2D([], [], color="0.3", ls="-", marker="o", label=plot_text(f"after {c} scaling")) for c in calibrators]
+    handles += [plt.Line2D([], [], color="0.3", ls="--" if numeric else "none", marker="o", mfc="white", label="raw softmax")]
+    handles += [plt.Line2D([], [], color="0.3", ls="-" if numeric else "none", marker="o",
+                           label=plot_text(f"after {c} scaling")) for c in calibrators]
     fig.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95))
     fig.suptitle(plot_text(f"{section}: calibration under shift, raw and calibrated (means over seeds)"), fontsize=11)
     fig.tight_layout()

@@ -129,8 +129,13 @@ def _rows(records: list[dict]) -> tuple[list[Row], list]:
     for r in clean:  # and closes with the clean likelihood and calibration scores (records before the
         if not r["headline"] and r["direction"] is not None and r.get("comparison") is not False:  # flag: all)
             add(r, None, "comparison", name(r))
-    for e, rs in by_eval.items():  # then each evaluator's other metrics, grouped by metric and calibrator: how
-        kind = lambda r: (r["metric"], calibrator_of(r))  # noqa: E731  (ECE, say, moves from clean through every shift)
+
+    def kind(r):  # a metric, raw or after a calibrator (the calibration evaluator's scaled conditions: by metric)
+        cal = calibrator_of(r)
+        return r["metric"], "none" if r["condition"] in (f"{cal}_scaled", *CALIBRATED) else cal
+
+    for e, rs in by_eval.items():  # then each evaluator's other metrics, grouped by kind: how ECE (say) moves from
+        # clean through every shift, raw, then after the calibrator
         shifted = [kind(r) for r in rs if not r["headline"] and r["condition"] != "clean"]
         for m in dict.fromkeys(shifted + [kind(r) for r in rs if not r["headline"]]):
             group = [r for r in rs if kind(r) == m and not r["headline"]]

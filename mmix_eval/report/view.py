@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import statistics
 
-from mmix_eval.report.compare import ACC_GAP, ALPHA, Claim, accuracy_gated, best_holds, claims, seed_pair
+from mmix_eval.report.compare import ACC_GAP, ALPHA, Claim, accuracy_gated, best_holds, claims, reference, seed_pair
 from mmix_eval.report.frame import CALIBRATED
 from mmix_eval.report.labels import quote_label
 from mmix_eval.report.paper import published
@@ -211,7 +211,8 @@ def main_table(table: Table, outcomes: dict, baseline: str | None, image_diffs: 
         caption += (f" ‡: the best value of its row, not bolded: that column's accuracy under the same condition is "
                     f"more than {ACC_GAP:g} points below the best column's (a weak classifier can be well calibrated).")
     if found:
-        caption += (f" †: differs from {baseline} after Holm correction across the table's {len(found)} comparisons at "
+        against = f"{baseline} (an ensemble: from {baseline}'s ensemble)" if any(c.against != baseline for c in found) else baseline
+        caption += (f" †: differs from {against} after Holm correction across the table's {len(found)} comparisons at "
                     f"α = {ALPHA:g} ({' and '.join(TEST_TEXT[t] for t in tests)}).")
     return {"columns": table.methods, "rows": rows, "caption": caption, "claims": found}
 
@@ -251,7 +252,7 @@ def claim_sentence(table: Table, c: Claim, baseline: str) -> str:
     else:
         verdict = (f"Holm-adjusted {_p(c.p_holm)}: " + (f"holds ({'better' if c.better else 'worse'})" if c.holds
                                                           else "does not hold"))
-    text = f"{c.method}: {what} under {condition or row.label} against {baseline} ({test}, {verdict}"
+    text = f"{c.method}: {what} under {condition or row.label} against {c.against or baseline} ({test}, {verdict}"
     if c.test == "McNemar" and c.seeds is not None:
         mean, half, n = c.seeds
         if half is None:
@@ -272,7 +273,8 @@ def verdicts(table: Table, main: dict | None, baseline: str | None) -> dict:
         sentence = claim_sentence(table, c, baseline)
         row = table.rows[c.row]
         by_condition.setdefault(row.label, []).append(sentence)
-        slot = by_method.setdefault(c.method, {"method": c.method, "holds": [], "not": [], "better": [], "worse": []})
+        slot = by_method.setdefault(c.method, {"method": c.method, "holds": [], "not": [], "better": [], "worse": [],
+                                               "against": c.against or baseline})
         (slot["holds"] if c.holds else slot["not"]).append(sentence if c.holds else row.label)
         if c.holds:
             name = row.label.rpartition(": ")[0] or row.label if row.metric == "acc" else row.label  # accuracy: points
@@ -280,8 +282,8 @@ def verdicts(table: Table, main: dict | None, baseline: str | None) -> dict:
     short = []
     for m in by_method.values():
         total = len(m["holds"]) + len(m["not"])
-        parts = [f"better than {baseline} under {len(m['better'])} of {total}: " + "; ".join(m["better"]) if m["better"]
-                 else f"better than {baseline} under none of {total}",
+        parts = [f"better than {m['against']} under {len(m['better'])} of {total}: " + "; ".join(m["better"]) if m["better"]
+                 else f"better than {m['against']} under none of {total}",
                  f"worse under {len(m['worse'])}: " + "; ".join(m["worse"]) if m["worse"] else "worse under none",
                  f"no difference holds under the other {len(m['not'])}" if m["not"] else ""]
         short.append(f"{m['method']}: " + "; ".join(p for p in parts if p) + ".")
@@ -325,16 +327,19 @@ def calibration_verdicts(table: Table, baseline: str | None) -> list[str]:
             label = table.rows[next(iter(raw.values()))].label.rsplit(": ", 1)[-1]
             direction = table.rows[next(iter(raw.values()))].direction
             for m in table.methods:
-                if m == baseline:
+                ref = reference(table, m, baseline)
+                if m == ref:
                     continue
-                pairs = {c: (seed_pair(table, raw[c], m, baseline), seed_pair(table, cal[c], m, baseline)) for c in cal}
+                pairs = {c: (seed_pair(table, raw[c], m, ref), seed_pair(table, cal[c], m, ref)) for c in cal}
                 if not any(a is not None for a, _ in pairs.values()):
                     continue
                 ahead = [c for c, (a, _) in pairs.items() if _better(a, direction)]
                 kept = [c for c in ahead if _better(pairs[c][1], direction)]
                 only_after = [c for c, (a, b) in pairs.items() if c not in ahead and _better(b, direction)]
                 n_seeds = max((a[2] for a, _ in pairs.values() if a is not None), default=0)
-                text = (f"{key}, {label}: {m} is better than {baseline} under {len(ahead)} of {len(pairs)} shifted "
+                if n_seeds < 2:  # one pair (an ensemble against an ensemble): no interval over seeds to judge by
+                    continue
+                text = (f"{key}, {label}: {m} is better than {ref} under {len(ahead)} of {len(pairs)} shifted "
                         f"conditions before {name} scaling")
                 text += f", and under {len(kept)} of those {len(ahead)} after it" if ahead else ""
                 text += f"; better only after it under {len(only_after)}" if only_after else ""
@@ -373,11 +378,11 @@ def differences(table: Table, diffs: dict | None, image_diffs: dict, baseline: s
     if not diffs:
         return None
     rows = []
-    for m in [m for m in table.methods if m != baseline]:
+    for m in [m for m in table.methods if m != reference(table, m, baseline)]:
         for i in diff_rows(table):
             if (i, m) not in diffs and (i, m) not in image_diffs:
                 continue
-            rows.append({"method": f"{m} − {baseline}", "label": table.rows[i].label, "seeds": diff_text(diffs, table, i, m),
+            rows.append({"method": f"{m} − {reference(table, m, baseline)}", "label": table.rows[i].label, "seeds": diff_text(diffs, table, i, m),
                          "images": image_text(image_diffs, table, i, m) if image_diffs else None})
     return {"rows": rows, "images": bool(image_diffs), "legend": DIFF_LEGEND}
 

@@ -85,3 +85,26 @@ def test_the_report_shows_the_sentences_and_the_calibration_figure(tmp_path):
     assert "## Calibration under shift, raw and calibrated, against vanilla" in summary
     assert (tmp_path / "rep" / "plots" / "deformations-calibration.png").stat().st_size > 1000
     assert "Calibration under shift" in (tmp_path / "rep" / "report.html").read_text() and out
+
+
+def test_an_ensemble_column_is_compared_with_the_baselines_ensemble(tmp_path):
+    root = write(tmp_path / "res")
+    for method, acc in (("vanilla", 85.0), ("manifold_mixup", 88.0)):
+        run = f"{method}-ensemble"
+        base = {"run": run, "checkpoint": "a, b, c", "model": "smallnet", "method": method,
+                "method_settings": {"ensemble_members": 3}, "train_seed": None, "data": "digits", "n": 100,
+                "eval_seed": 0, "evaluator": "deformations", "settings": {"grid": "table4"}, "method_label": f"{method} ensemble of 3"}
+        rows = [record(base, "clean", "acc", acc + 5, "Clean"), record(base, "rotation20", "acc", acc, "Rotation")]
+        write_records(specs(rows, "deformations"), root / run / "deformations")
+    table = aggregate(load_results([root]).rows, "vanilla")
+    from mmix_eval.report.compare import paired_differences, reference
+
+    assert reference(table, "manifold_mixup ensemble of 3", "vanilla") == "vanilla ensemble of 3"
+    assert reference(table, "manifold_mixup", "vanilla") == "vanilla"
+    assert table.runs["manifold_mixup ensemble of 3"] == {"ensemble": "manifold_mixup-ensemble"}  # one "seed" of its own
+    i = next(i for i, r in enumerate(table.rows) if r.condition == "rotation20" and r.metric == "acc")
+    diffs = paired_differences(table, "vanilla")
+    assert diffs[i, "manifold_mixup ensemble of 3"][:3] == (3.0, None, 1)  # one pair: 88 − 85, no interval
+    found = main_table(table, {}, "vanilla")["claims"]
+    assert {c.against for c in found if c.method == "manifold_mixup ensemble of 3"} == {"vanilla ensemble of 3"}
+    assert not any(c.method == "vanilla ensemble of 3" for c in found)  # the reference is not compared with itself
