@@ -1,5 +1,5 @@
 """Post-hoc calibrators: fitted on a checkpoint's held-out logits, applied to the logits of any condition.
-Built-ins (``mmix_eval.catalog.CALIBRATORS``): none, temperature."""
+Built-ins (``mmix_eval.catalog.CALIBRATORS``): none, temperature, vector."""
 
 from mmix_eval.calibrators.base import Calibrator, Identity, fit_checked, get_calibrator
 

@@ -202,14 +202,14 @@ def render_latex(view: dict) -> str:
 def write_csv_table(table: Table, path: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([_cell(h) for h in ["section", "evaluator", "condition", "metric", "label", "direction"]
+    w.writerow([_cell(h) for h in ["section", "evaluator", "condition", "calibrator", "metric", "label", "direction"]
                 + [f"{m} {k}" for m in table.methods for k in ("mean", "std", "n")]])
     for i, r in enumerate(table.rows):
         vals = []
         for m in table.methods:
             c = table.cells.get((i, m))
             vals += [c.mean, c.std, c.n] if c is not None else [None, None, None]
-        w.writerow([_cell(v) for v in [r.section, r.evaluator, r.condition, r.metric, r.label, r.direction] + vals])
+        w.writerow([_cell(v) for v in [r.section, r.evaluator, r.condition, r.calibrator, r.metric, r.label, r.direction] + vals])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -220,7 +220,8 @@ def write_sweep_csv(table: Table, path: Path) -> bool:
         return False
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["key", "value", "method", "section", "evaluator", "condition", "metric", "label", "mean", "std", "n", "paper"])
+    w.writerow(["key", "value", "method", "section", "evaluator", "condition", "calibrator", "metric", "label", "mean", "std",
+                "n", "paper"])
     for view in views:
         for i in view.rows:
             r = table.rows[i]
@@ -228,11 +229,12 @@ def write_sweep_csv(table: Table, path: Path) -> bool:
                 for v in view.values:
                     c = cell(table, i, s.columns.get(key_of(v)))
                     paper = view.paper.get((i, s.name), {}).get(key_of(v))
-                    w.writerow([_cell(x) for x in [view.key, v, s.name, r.section, r.evaluator, r.condition, r.metric, r.label,
+                    w.writerow([_cell(x) for x in [view.key, v, s.name, r.section, r.evaluator, r.condition, r.calibrator,
+                                                   r.metric, r.label,
                                                    *(c if c else (None, None, None)), paper]])
             for m in view.fixed:
                 c = cell(table, i, m)
-                w.writerow([_cell(x) for x in [view.key, "not swept", m, r.section, r.evaluator, r.condition, r.metric,
+                w.writerow([_cell(x) for x in [view.key, "not swept", m, r.section, r.evaluator, r.condition, r.calibrator, r.metric,
                                                r.label, *(c if c else (None, None, None)), None]])
     atomic_write_text(path, buf.getvalue())
     return True

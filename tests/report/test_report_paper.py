@@ -225,7 +225,8 @@ STUDY = ["reports/digits-loss-study/bce_softmax", "reports/digits-loss-study/sof
 @pytest.mark.parametrize("readme, reports", [
     ("README.md", [*STUDY, "reports/cifar10-smallnet"]),
     ("reports/cifar10-smallnet/README.md", ["reports/cifar10-smallnet"]),
-    ("reports/digits-loss-study/README.md", STUDY)])
+    ("reports/digits-loss-study/README.md", STUDY),
+    ("reports/digits-calibration/README.md", ["reports/digits-calibration"])])
 def test_the_readmes_show_the_generated_summary_verbatim(readme, reports):
     """Each generated block of a README, in order, is the summary.md of the report it names."""
     summaries = [_block((ROOT / r / "summary.md").read_text(encoding="utf-8")) for r in reports]
@@ -235,7 +236,8 @@ def test_the_readmes_show_the_generated_summary_verbatim(readme, reports):
 @pytest.mark.slow
 @pytest.mark.parametrize("report, title", [("cifar10-smallnet", "mmix-eval bench: cifar10-smallnet-corruptions"),
                                            ("digits-loss-study/bce_softmax", "Loss study on the embedded digits: bce_softmax"),
-                                           ("digits-loss-study/soft_ce", "Loss study on the embedded digits: soft_ce")])
+                                           ("digits-loss-study/soft_ce", "Loss study on the embedded digits: soft_ce"),
+                                           ("digits-calibration", "Calibration under shift on the embedded digits, with deep ensembles")])
 def test_the_committed_summary_is_what_the_records_give_today(tmp_path, report, title):
     """Rebuilt from the committed records alone, the summary, the table and the LaTeX are the committed ones."""
     rep = ROOT / "reports" / report
