@@ -20,15 +20,20 @@ from mmix_eval.evaluate.records import FIELDS, read_records
 from mmix_eval.training import train
 
 
-@pytest.fixture(scope="module")
-def digits_ckpt(tmp_path_factory):
+def train_digits(tmp_path_factory, name: str, seed: int = 0) -> Path:
     cfg = Config()
     cfg.model.kwargs = {"width": 8}
     cfg.train.epochs, cfg.train.device, cfg.train.crop_padding, cfg.train.schedule = 3, "cpu", 1, "cosine"
+    cfg.train.seed = seed
     cfg.data.val_size = 200
-    out = tmp_path_factory.mktemp("runs") / "mm-digits"
+    out = tmp_path_factory.mktemp("runs") / name
     train(cfg, out, progress=False)
     return out / "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory):
+    return train_digits(tmp_path_factory, "mm-digits")
 
 
 def run(capsys, *argv):
@@ -208,14 +213,7 @@ def test_a_calibration_split_fits_on_test_images_never_evaluated(digits_ckpt, tm
 
 @pytest.fixture(scope="module")
 def second_ckpt(tmp_path_factory):
-    cfg = Config()
-    cfg.model.kwargs = {"width": 8}
-    cfg.train.epochs, cfg.train.device, cfg.train.crop_padding, cfg.train.schedule = 3, "cpu", 1, "cosine"
-    cfg.train.seed = 1
-    cfg.data.val_size = 200
-    out = tmp_path_factory.mktemp("runs") / "mm-digits-s1"
-    train(cfg, out, progress=False)
-    return out / "model.safetensors"
+    return train_digits(tmp_path_factory, "mm-digits-s1", seed=1)
 
 
 def test_an_ensemble_is_evaluated_as_one_model_whose_softmax_is_the_members_mean(digits_ckpt, second_ckpt, tmp_path, capsys):
