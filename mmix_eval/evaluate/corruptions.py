@@ -147,10 +147,11 @@ class Corruptions(Evaluator):
 
 
 def summary_rows(rows: list[dict], corruptions: list[str]) -> list[dict]:
-    """Per corruption, the means over its severities (acc, NLL, ECE); over everything, every metric's mean."""
+    """Per corruption, the means over its severities (acc, NLL, ECE); over everything, every metric's mean; the
+    probability metrics' means again after the calibrator, from its rows (never mixed with the raw ones)."""
     import math
 
-    from mmix_eval.evaluate.records import record
+    from mmix_eval.evaluate.records import calibrator_of, record
 
     detail = [r for r in rows if (r["settings"] or {}).get("severity") is not None]
     if not detail:
@@ -160,13 +161,17 @@ def summary_rows(rows: list[dict], corruptions: list[str]) -> list[dict]:
     base["settings"] = keep
     mean = lambda vs: sum(vs) / len(vs) if vs and not any(math.isnan(v) for v in vs) else float("nan")
     out = []
-    for c in corruptions:
-        for metric, into in (("acc", "mean_acc"), ("nll", "mean_nll"), ("ece", "mean_ece")):
-            vs = [r["value"] for r in detail if r["settings"]["corruption"] == c and r["metric"] == metric]
+    for cal in dict.fromkeys(["none", *(calibrator_of(r) for r in detail)]):
+        rs = [r for r in detail if calibrator_of(r) == cal]
+        extra = {k: v for k, v in (rs[0]["settings"] or {}).items() if k.startswith("calibrator_")} if rs else {}
+        for c in corruptions:
+            for metric, into in (("acc", "mean_acc"), ("nll", "mean_nll"), ("ece", "mean_ece")):
+                vs = [r["value"] for r in rs if r["settings"]["corruption"] == c and r["metric"] == metric]
+                if vs:
+                    out.append(record(base, c, into, mean(vs), c, calibrator=cal, corruption=c, **extra))
+        for metric in ("acc", "rel_acc", "nll", "ece", "brier"):
+            vs = [r["value"] for r in rs if r["metric"] == metric]
             if vs:
-                out.append(record(base, c, into, mean(vs), c, corruption=c))
-    for metric in ("acc", "rel_acc", "nll", "ece", "brier"):
-        vs = [r["value"] for r in detail if r["metric"] == metric]
-        if vs:
-            out.append(record(base, "mean", metric, mean(vs), f"corruptions, mean over {len(vs)} conditions"))
+                out.append(record(base, "mean", metric, mean(vs), f"corruptions, mean over {len(vs)} conditions",
+                                  calibrator=cal, **extra))
     return out

@@ -67,8 +67,8 @@ DIFF_LEGEND = ("Over seeds: mean of the per-seed differences ± half-width of th
 def paper_values(table: Table, i: int) -> dict:
     """Published number per method column, for rows whose setting matches the paper's."""
     row, out = table.rows[i], {}
-    if len(table.context["data"]) != 1 or len(table.context["model"]) != 1:
-        return out
+    if len(table.context["data"]) != 1 or len(table.context["model"]) != 1 or row.calibrator != "none":
+        return out  # the paper's numbers are of the models' own softmax
     if row.evaluator not in (None, "deformations", "fgsm") or (
             row.evaluator == "fgsm" and row.settings.get("attack") not in ("fgsm", "fgsm_official")):
         return out

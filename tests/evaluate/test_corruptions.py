@@ -408,3 +408,20 @@ def test_golden_impulse_and_shot_noise_statistics_at_a_fixed_seed():
     for sev, c in enumerate(PARAMS["shot_noise"], 1):
         out = corrupt("shot_noise", sev, torch.full((40, 3, 32, 32), 0.4), np.arange(40), seed=0)
         assert abs(float(out.var()) - 0.4 / c) < 0.05 * 0.4 / c + 2e-6
+
+
+def test_corruption_means_never_mix_raw_and_calibrated_rows():
+    from mmix_eval.evaluate.corruptions import summary_rows
+    from mmix_eval.evaluate.records import record
+
+    base = {"run": "r", "evaluator": "corruptions", "settings": {"source": "generated"}}
+    rows = []
+    for sev, raw, cal in ((1, 1.0, 0.5), (2, 3.0, 0.7)):
+        rows.append(record(base, f"fog-{sev}", "nll", raw, corruption="fog", severity=sev))
+        rows.append(record(base, f"fog-{sev}", "nll", cal, calibrator="temperature", corruption="fog", severity=sev,
+                           calibrator_fit_images=50))
+        rows.append(record(base, f"fog-{sev}", "acc", 80.0 + sev, corruption="fog", severity=sev))
+    out = {(r["condition"], r["metric"], r["calibrator"]): r for r in summary_rows(rows, ["fog"])}
+    assert out["fog", "mean_nll", "none"]["value"] == 2.0 and out["fog", "mean_nll", "temperature"]["value"] == 0.6
+    assert out["mean", "nll", "temperature"]["settings"]["calibrator_fit_images"] == 50
+    assert out["mean", "acc", "none"]["value"] == 81.5 and ("mean", "acc", "temperature") not in out

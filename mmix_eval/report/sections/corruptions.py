@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from mmix_eval.evaluate.records import calibrator_of
 from mmix_eval.report.plots import COLORS, plot_text, plt
 from mmix_eval.report.sections.base import ReportSection, SectionContext, add_row
 from mmix_eval.report.table import Row, Table, is_detail
@@ -117,12 +118,13 @@ def corruption_errors(records: list[dict], labels: dict[str, str], baseline: str
     return out
 
 
-def severity_grid(records: list[dict], labels: dict[str, str], metric: str) -> dict:
-    """label -> (corruption, severity) -> mean over seeds of ``metric`` (detail rows), and severity 0 = clean."""
+def severity_grid(records: list[dict], labels: dict[str, str], metric: str, calibrator: str = "none") -> dict:
+    """label -> (corruption, severity) -> mean over seeds of ``metric`` (detail rows; raw, or after
+    ``calibrator``), and severity 0 = clean."""
     acc: dict = {}
     evaluators = {r["evaluator"] for r in records if is_detail(r)}
     for r in records:
-        if r["bin"] is not None or r["metric"] != metric or r["value"] is None:
+        if r["bin"] is not None or r["metric"] != metric or r["value"] is None or calibrator_of(r) != calibrator:
             continue
         lab = labels[r["run"]]
         if is_detail(r):
