@@ -77,6 +77,12 @@ class Table:
     def fmt(self, i: int, v) -> str:
         return fmt_value(v, self.rows[i].format)
 
+def signed_text(table: Table, i: int, v: float, signed: bool = True) -> str:
+    """A value of row ``i`` in its format, with its sign (+ or a true minus)."""
+    s = table.fmt(i, v)
+    return ("+" + s) if signed and v >= 0 else s.replace("-", "−")
+
+
 def is_detail(r: dict) -> bool:
     """Per-severity corruption rows: kept in the records and plotted, never a table row (their means are)."""
     s = r.get("settings") or {}

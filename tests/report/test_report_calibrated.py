@@ -13,7 +13,8 @@ from mmix_eval.report.compare import accuracy_gated
 from mmix_eval.report.frame import records_frame
 from mmix_eval.report.load import load_results
 from mmix_eval.report.table import aggregate
-from mmix_eval.report.view import calibration_verdicts, main_rows, main_table
+from mmix_eval.report.calibration_verdicts import calibration_verdicts
+from mmix_eval.report.view import main_rows, main_table
 
 
 # method -> seed -> (clean acc, rotation acc, raw ECE under rotation, calibrated ECE under rotation)
