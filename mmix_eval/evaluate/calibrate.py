@@ -5,6 +5,7 @@ images' calibrated scores are recorded beside the raw ones."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from mmix_eval.calibrators import Calibrator, fit_checked, get_calibrator
+from mmix_eval.errors import UserError
 
 
 @dataclass
@@ -49,6 +51,9 @@ def fitted_calibration(target, calibrator: str, predict: Callable[[object], torc
     cal = get_calibrator(calibrator)
     val_logits = predict(target.val)
     params = fit_checked(cal, val_logits, target.val.y)
-    target.calibration = Fitted(cal.name if cal.name != Calibrator.name else calibrator, cal, params, len(target.val),
-                                target.val_source)
-    return target.calibration
+    fitted = Fitted(cal.name if cal.name != Calibrator.name else calibrator, cal, params, len(target.val), target.val_source)
+    if not torch.isfinite(fitted.apply(val_logits)).all():  # finite parameters can still divide by 0 (T = 0)
+        raise UserError(f"calibrator '{fitted.name}': its fitted parameters ({json.dumps(params)[:80]}) turn the "
+                        f"{len(target.val)} held-out logits non-finite; expected finite calibrated logits")
+    target.calibration = fitted
+    return fitted

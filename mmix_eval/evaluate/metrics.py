@@ -28,8 +28,12 @@ def nll(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 def brier(logits: torch.Tensor, y: torch.Tensor) -> float:
     """Multiclass Brier score: mean over images of Σ_c (p_c − 1[y = c])²."""
-    p = torch.softmax(logits.double(), 1)
-    return float(((p - F.one_hot(y, p.shape[1]).double()) ** 2).sum(1).mean())
+    return brier_of(torch.softmax(logits.double(), 1), y)
+
+
+def brier_of(p: torch.Tensor, y: torch.Tensor) -> float:
+    """The Brier score of probabilities already computed."""
+    return float(((p - F.one_hot(y, p.shape[1]).to(p.dtype)) ** 2).sum(1).mean())
 
 
 def top_label(logits: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -55,14 +59,18 @@ def reliability_bins(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[
 
 
 def netcal_ece_mce(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[float, float]:
-    from netcal.metrics import ECE, MCE  # imported late: netcal pulls in pyro, gpytorch and tensorboard
+    return netcal_measure("ECE", conf, correct, bins), netcal_measure("MCE", conf, correct, bins)
 
-    if not len(conf):  # netcal asserts on no samples; an empty condition has no calibration error
-        return float("nan"), float("nan")
 
+def netcal_measure(name: str, conf: np.ndarray, correct: np.ndarray, bins: int) -> float:
+    """netcal's top-label ``ECE`` or ``MCE``; NaN for no images (netcal asserts on no samples)."""
+    from netcal import metrics  # imported late: netcal pulls in pyro, gpytorch and tensorboard
+
+    if not len(conf):
+        return float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(ECE(bins=bins).measure(conf, correct)), float(MCE(bins=bins).measure(conf, correct))
+        return float(getattr(metrics, name)(bins=bins).measure(conf, correct))
 
 
 def binned_error(values: np.ndarray, hits: np.ndarray, edges: np.ndarray) -> float:
@@ -117,10 +125,10 @@ def probability_scores(logits: torch.Tensor, y: torch.Tensor, bins: int) -> dict
     p = torch.softmax(logits.double(), 1)
     conf_t, pred = p.max(1)
     conf, correct = conf_t.numpy(), (pred == y).numpy().astype(np.int64)
-    ece, _ = netcal_ece_mce(conf, correct, bins)
     signed = float(conf.mean() - correct.mean()) if len(conf) else float("nan")
-    return {"nll": nll(logits, y), "ece": ece, "ece_em": equal_mass_ece(conf, correct, bins),
-            "cw_ece": classwise_ece(p.numpy(), y.numpy(), bins), "signed_ce": signed, "brier": brier(logits, y),
+    return {"nll": nll(logits, y), "ece": netcal_measure("ECE", conf, correct, bins),
+            "ece_em": equal_mass_ece(conf, correct, bins), "cw_ece": classwise_ece(p.numpy(), y.numpy(), bins),
+            "signed_ce": signed, "brier": brier_of(p, y),
             **selective_risks(conf, correct), "_conf": conf, "_correct": correct}
 
 
@@ -128,8 +136,7 @@ def calibration_metrics(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -
     """Accuracy, every probability score (``probability_scores``), MCE and the reliability bins."""
     m = probability_scores(logits, y, bins)
     conf, correct = m.pop("_conf"), m.pop("_correct")
-    _, mce = netcal_ece_mce(conf, correct, bins)
-    return {"acc": 100.0 * float(correct.mean()), **m, "mce": mce, "bins": reliability_bins(conf, correct, bins)}
+    return {"acc": 100.0 * float(correct.mean()), **m, "mce": netcal_measure("MCE", conf, correct, bins), "bins": reliability_bins(conf, correct, bins)}
 
 
 def condition_rows(base: dict, condition: str, logits: torch.Tensor, y: torch.Tensor, bins: int = 15,

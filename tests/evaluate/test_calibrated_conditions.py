@@ -131,3 +131,19 @@ def test_an_unknown_calibrator_is_refused_with_a_suggestion():
     with pytest.raises(UserError, match="temperatur") as e:
         check_calibrator("temperatur")
     assert "temperature" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_fit_whose_parameters_make_the_logits_non_finite_is_one_line_before_any_row(monkeypatch):
+    from mmix_eval.calibrators.temperature import Temperature
+    import mmix_eval.evaluate.calibrate as calibrate
+
+    class ZeroTemperature(Temperature):  # finite parameters (0.0), infinite logits
+        def fit(self, logits, labels):
+            return {"temperature": 0.0}
+
+    monkeypatch.setattr(calibrate, "get_calibrator", lambda spec: ZeroTemperature())
+    target, _ = tiny_target()
+    with pytest.raises(UserError) as e:
+        evaluate_deformations(target, bins=10, progress=False)
+    assert str(e.value) == ("calibrator 'temperature': its fitted parameters ({\"temperature\": 0.0}) turn the 40 "
+                            "held-out logits non-finite; expected finite calibrated logits")
