@@ -8,7 +8,7 @@ import json
 import statistics
 
 from mmix_eval.report.calibration_verdicts import calibration_verdicts
-from mmix_eval.report.compare import ACC_GAP, ALPHA, Claim, accuracy_gated, best_holds, claims, reference
+from mmix_eval.report.compare import ACC_GAP, ALPHA, Claim, accuracy_gated, best_holds, claims, is_ensemble, reference
 from mmix_eval.report.frame import CALIBRATED
 from mmix_eval.report.labels import quote_label
 from mmix_eval.report.paper import published
@@ -304,7 +304,9 @@ def cost_table(table: Table, costs: dict) -> dict | None:
     return {"head": [h for _, h, _ in keys], "rows": rows,
             "caption": "Training cost per method (mean over its seeds, from each run's training metadata; n/a where a run "
                        "predates the record). Images/s counts training images through the method's steps, so a method "
-                       "with two forward passes per step shows it twice: in the passes and in the rate."}
+                       "with two forward passes per step shows it twice: in the passes and in the rate."
+                       + (" A deep ensemble trains nothing of its own: n/a, its members' cost is in their method's row."
+                          if any(is_ensemble(table, m) for m in table.methods) else "")}
 
 
 def differences(table: Table, diffs: dict | None, image_diffs: dict, baseline: str | None) -> dict | None:

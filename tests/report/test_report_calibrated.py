@@ -109,3 +109,10 @@ def test_an_ensemble_column_is_compared_with_the_baselines_ensemble(tmp_path):
     found = main_table(table, {}, "vanilla")["claims"]
     assert {c.against for c in found if c.method == "manifold_mixup ensemble of 3"} == {"vanilla ensemble of 3"}
     assert not any(c.method == "vanilla ensemble of 3" for c in found)  # the reference is not compared with itself
+    from mmix_eval.report.view import cost_table
+
+    costs = {f"{m}-s{s}": {"train_wall_time_s": 3.0} for m in VALUES for s in VALUES[m]}
+    cost = cost_table(table, costs)
+    assert dict((r["label"], r["cells"][2]) for r in cost["rows"])["manifold_mixup ensemble of 3"] == "n/a"
+    assert cost["caption"].endswith("A deep ensemble trains nothing of its own: n/a, its members' cost is in their "
+                                    "method's row.")
