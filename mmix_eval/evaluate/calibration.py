@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mmix_eval.evaluate.base import PROBABILITY_METRICS, SHIFT_METRICS, Evaluator, MetricSpec
-from mmix_eval.evaluate.records import EDGE_RULE, TEMPERATURE_LABEL, record
+from mmix_eval.evaluate.records import EDGE_RULE, TEMPERATURE_LABEL, record, scaled_condition
 
 
 @dataclass
@@ -23,11 +23,9 @@ class CalibrationOptions:
     (``bins``, ``calibrator``, ``calibration_split``)."""
 
 
-def scaled_condition(calibrator: str) -> tuple[str, str]:
-    """The calibrated clean condition's name and label (temperature: the names reports have always used)."""
-    if calibrator == "temperature":
-        return "temperature_scaled", TEMPERATURE_LABEL
-    return f"{calibrator}_scaled", f"Test images, {calibrator} scaled (fitted per run)"
+def scaled_label(calibrator: str) -> str:
+    """The calibrated clean condition's label (temperature: the one reports have always used)."""
+    return TEMPERATURE_LABEL if calibrator == "temperature" else f"Test images, {calibrator} scaled (fitted per run)"
 
 
 class Calibration(Evaluator):
@@ -67,7 +65,7 @@ class Calibration(Evaluator):
                 for r in rows:
                     r["warnings"] = "; ".join(filter(None, [r["warnings"], target.calibration_note]))
             return rows
-        condition, label = scaled_condition(fitted.name)
+        condition, label = scaled_condition(fitted.name), scaled_label(fitted.name)
         extra = {**fitted.settings, "calibrator_params": fitted.params}
         if "temperature" in fitted.params:
             held = ("validation images" if not target.settings.get("calibration_split")

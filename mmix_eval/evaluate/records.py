@@ -58,7 +58,19 @@ def record(base: dict[str, Any], condition: str, metric: str, value: float, labe
 def calibrator_of(row: dict) -> str:
     """A row's calibrator; rows written before the column existed: 'temperature' for the calibration evaluator's
     temperature-scaled condition, else 'none'."""
-    return row.get("calibrator") or ("temperature" if row.get("condition") == "temperature_scaled" else "none")
+    return row.get("calibrator") or ("temperature" if row.get("condition") == scaled_condition("temperature") else "none")
+
+
+def scaled_condition(calibrator: str) -> str:
+    """The calibration evaluator's condition for the clean test images after ``calibrator``."""
+    return f"{calibrator}_scaled"
+
+
+def is_scaled_condition(row: dict) -> bool:
+    """A row of that condition: its label names the calibrator already, and a report groups it with the raw
+    rows of its own evaluator."""
+    cal = calibrator_of(row)
+    return cal != "none" and row.get("condition") == scaled_condition(cal)
 
 
 def with_specs(rows: list[dict], evaluator) -> list[dict]:
@@ -212,7 +224,7 @@ def summary_table(rows: list[dict]) -> str:
             left_out = True
             continue
         cal = calibrator_of(r)
-        column = r["metric"] if cal == "none" or r["condition"].endswith("_scaled") else f"{r['metric']}@{cal}"
+        column = r["metric"] if cal == "none" or is_scaled_condition(r) else f"{r['metric']}@{cal}"
         if r["condition"] not in conditions:
             conditions.append(r["condition"])
         per.setdefault(r["condition"], []).append(column)

@@ -20,8 +20,6 @@ COLUMNS = ["column", "method", "method_settings", "sweep", "seed", "run", "evalu
            "metric", "value", "direction", "n", "label", "metric_label", "format", "headline", "data", "model"]
 COST = ["train_images_per_s", "train_wall_time_s", "forward_passes_per_step"]
 
-# The calibration evaluator's calibrated clean conditions (records before the calibrator column named none).
-CALIBRATED = {"temperature_scaled": "temperature"}
 
 
 def seed_of(r: dict):

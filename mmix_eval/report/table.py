@@ -13,8 +13,8 @@ from pathlib import Path
 
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import BUILTIN
-from mmix_eval.evaluate.records import calibrator_of, fmt_value
-from mmix_eval.report.frame import CALIBRATED, cell_values, records_frame, seed_of
+from mmix_eval.evaluate.records import calibrator_of, fmt_value, is_scaled_condition
+from mmix_eval.report.frame import cell_values, records_frame, seed_of
 from mmix_eval.report.labels import method_labels, order_methods, sweep_bases
 
 
@@ -101,7 +101,7 @@ def row_name(r: dict) -> str:
     name it (every calibrated row but the calibration evaluator's scaled conditions)."""
     text = f"{r['label'] or r['condition']}: {r['metric_label'] or r['metric']}"
     cal = calibrator_of(r)
-    return text if cal == "none" or r["condition"] in (f"{cal}_scaled", *CALIBRATED) else f"{text}, {cal} scaled"
+    return text if cal == "none" or is_scaled_condition(r) else f"{text}, {cal} scaled"
 
 
 def _rows(records: list[dict]) -> tuple[list[Row], list]:
@@ -137,8 +137,7 @@ def _rows(records: list[dict]) -> tuple[list[Row], list]:
             add(r, None, "comparison", name(r))
 
     def kind(r):  # a metric, raw or after a calibrator (the calibration evaluator's scaled conditions: by metric)
-        cal = calibrator_of(r)
-        return r["metric"], "none" if r["condition"] in (f"{cal}_scaled", *CALIBRATED) else cal
+        return r["metric"], "none" if is_scaled_condition(r) else calibrator_of(r)
 
     for e, rs in by_eval.items():  # then each evaluator's other metrics, grouped by kind: how ECE (say) moves from
         # clean through every shift, raw, then after the calibrator

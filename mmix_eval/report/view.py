@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import statistics
 
+from mmix_eval.evaluate.records import scaled_condition
 from mmix_eval.report.calibration_verdicts import calibration_verdicts
 from mmix_eval.report.compare import ACC_GAP, ALPHA, Claim, accuracy_gated, best_holds, claims, is_ensemble, reference
-from mmix_eval.report.frame import CALIBRATED
 from mmix_eval.report.labels import quote_label
 from mmix_eval.report.paper import published
 from mmix_eval.report.stats import t_quantile
@@ -179,7 +179,8 @@ def main_rows(table: Table) -> list[int]:
             after = [k for k in idx if table.rows[k].condition == "clean" and table.rows[k].metric == r.metric
                      and table.rows[k].calibrator != "none"]
             if not after:  # records without calibrated shift rows: the calibration evaluator's scaled condition
-                after = [k for k, c in enumerate(table.rows) if c.condition in CALIBRATED and c.metric == r.metric
+                after = [k for k, c in enumerate(table.rows) if c.calibrator != "none"
+                         and c.condition == scaled_condition(c.calibrator) and c.metric == r.metric
                          and c.section != "comparison"][:1]
             out += [k for k in after if k not in out]
     return out
