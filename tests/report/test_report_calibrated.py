@@ -116,3 +116,24 @@ def test_an_ensemble_column_is_compared_with_the_baselines_ensemble(tmp_path):
     assert dict((r["label"], r["cells"][2]) for r in cost["rows"])["manifold_mixup ensemble of 3"] == "n/a"
     assert cost["caption"].endswith("A deep ensemble trains nothing of its own: n/a, its members' cost is in their "
                                     "method's row.")
+
+
+def test_a_nan_accuracy_or_calibrated_score_neither_crashes_nor_gates_nor_makes_a_claim(tmp_path):
+    root = write(tmp_path / "res")
+    base = {"run": "weak-s0", "checkpoint": "x", "model": "smallnet", "method": "weak", "method_settings": {},
+            "train_seed": 0, "data": "digits", "n": 100, "eval_seed": 0, "evaluator": "deformations",
+            "settings": {"grid": "table4"}}
+    nan = float("nan")
+    rows = [record(base, "clean", "acc", 40.0, "Clean"), record(base, "rotation20", "acc", nan, "Rotation"),
+            record(base, "rotation20", "ece", 0.01, "Rotation"),
+            record(base, "rotation20", "ece", nan, "Rotation", calibrator="temperature", calibrator_fit_images=50)]
+    write_records(specs(rows, "deformations"), root / "weak-s0" / "deformations")  # replaces weak's seed 0
+    table = aggregate(load_results([root]).rows, "vanilla")
+    i = next(i for i, r in enumerate(table.rows) if r.condition == "rotation20" and r.metric == "ece" and r.calibrator == "none")
+    assert accuracy_gated(table, i) == set()  # weak's accuracy there is n/a: 80 and 84 are within 5 points
+    weak = next(s for s in calibration_verdicts(table, "vanilla") if s.startswith("deformations, ECE: weak"))
+    # raw: 0.01 against 0.20/0.22/0.21, an advantage; calibrated: one seed NaN, so no pair set, no interval, no claim
+    assert "under 1 of 1 shifted conditions before temperature scaling, and under 0 of those 1 after it" in weak
+    assert "−0.2000 [−0.2248, −0.1752] raw, no interval after" in weak
+    build_report([root], tmp_path / "rep", baseline="vanilla")
+    assert "Calibration under shift" in (tmp_path / "rep" / "summary.md").read_text()
