@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from mmix_eval.errors import UserError, did_you_mean
-from mmix_eval.options import check_type, short_type
+from mmix_eval.options import MAX_BATCH, MAX_IMAGES, MAX_SEED, check_type, short_type
 from mmix_eval.upgrade import V1_METHOD_KEYS
 
 
@@ -144,8 +144,12 @@ def load_config(path: str | Path | None) -> Config:
 
 def yaml_value(raw: str) -> Any:
     """A command-line value read as YAML ('0.5', '[1, 2]', 'true', 'null'); text that is not YAML stays text."""
+    from mmix_eval.io import YamlLimit, parse_yaml, yaml_problem
+
     try:
-        return yaml.safe_load(raw) if raw.strip() else None
+        return parse_yaml(raw) if raw.strip() else None
+    except YamlLimit as e:
+        raise UserError(f"value '{raw[:40]}': {yaml_problem(e)}") from None
     except yaml.YAMLError:
         return raw
 
@@ -162,8 +166,13 @@ def parse_override(text: str) -> dict:
 def validate(cfg: Config, where: str) -> None:
     t = cfg.train
     checks = [
-        (t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs),
-        (t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size),
+        (1 <= t.epochs <= 100_000, "train.epochs", "an integer from 1 to 100,000", t.epochs),
+        (1 <= t.batch_size <= MAX_BATCH, "train.batch_size", f"an integer from 1 to {MAX_BATCH:,}", t.batch_size),
+        (0 <= t.seed <= MAX_SEED, "train.seed", f"an integer from 0 to {MAX_SEED:,}", t.seed),
+        (0 <= cfg.data.subset_seed <= MAX_SEED, "data.subset_seed", f"an integer from 0 to {MAX_SEED:,}", cfg.data.subset_seed),
+        (all(v is None or 1 <= v <= MAX_IMAGES for v in (cfg.data.train_limit, cfg.data.test_limit)),
+         "data.train_limit / data.test_limit", f"null or an integer from 1 to {MAX_IMAGES:,}",
+         (cfg.data.train_limit, cfg.data.test_limit)),
         (math.isfinite(t.lr) and t.lr > 0, "train.lr", "a finite number > 0", t.lr),
         (math.isfinite(t.momentum) and 0 <= t.momentum < 1, "train.momentum", "a number in [0, 1)", t.momentum),
         (math.isfinite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay", "a finite number >= 0", t.weight_decay),
@@ -174,7 +183,7 @@ def validate(cfg: Config, where: str) -> None:
         (t.crop_padding >= 0, "train.crop_padding", "an integer >= 0", t.crop_padding),
         (t.amp in AMP_MODES, "train.amp", f"one of {', '.join(AMP_MODES)}", t.amp),
         (t.save_every >= 1, "train.save_every", "an integer >= 1", t.save_every),
-        (cfg.data.val_size >= 0, "data.val_size", "an integer >= 0", cfg.data.val_size),
+        (0 <= cfg.data.val_size <= MAX_IMAGES, "data.val_size", f"an integer from 0 to {MAX_IMAGES:,}", cfg.data.val_size),
     ]
     for ok, key, expected, got in checks:
         if not ok:

@@ -67,10 +67,73 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def load_yaml(path: str | os.PathLike, what: str) -> Any:
-    """Parse a YAML file with safe_load; an unreadable file or a syntax error is a one-line UserError."""
+MAX_YAML_DEPTH = 64  # a bench or a config is a few levels deep
+MAX_YAML_NODES = 100_000  # after expanding aliases: a bench of hundreds of runs is a few thousand
+
+
+class YamlLimit(ValueError):
+    """A YAML document past the depth or the (alias-expanded) size any configuration needs."""
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with a budget for the whole document: nesting at most ``MAX_YAML_DEPTH`` levels
+    (checked while composing, so a 100k-deep document never reaches Python's recursion limit) and at most
+    ``MAX_YAML_NODES`` nodes once every alias is expanded (counted on the composed graph before anything is
+    constructed, so a billion laughs is refused anywhere in the document, at a few kB of memory). Raises
+    ``YamlLimit`` or ``yaml.YAMLError``."""
     import yaml
 
+    class Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent, index):
+            self.depth += 1
+            if self.depth > MAX_YAML_DEPTH:
+                raise YamlLimit(f"nested more than {MAX_YAML_DEPTH} levels deep")
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    loader = Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root) -> int:
+    """Nodes of the document with aliases expanded, each shared node's size computed once (memo by identity)."""
+    import yaml
+
+    memo: dict[int, int] = {}
+
+    def size(node) -> int:
+        got = memo.get(id(node))
+        if got is not None:
+            return got
+        if isinstance(node, yaml.MappingNode):
+            children = [x for pair in node.value for x in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        total = 1 + sum(size(c) for c in children)  # depth <= MAX_YAML_DEPTH: the recursion is bounded
+        if total > MAX_YAML_NODES:
+            raise YamlLimit(f"more than {MAX_YAML_NODES:,} values once its aliases are expanded (an alias bomb?)")
+        memo[id(node)] = total
+        return total
+
+    return size(root)
+
+
+def load_yaml(path: str | os.PathLike, what: str) -> Any:
+    """Parse a YAML file (``parse_yaml``: safe, bounded); an unreadable file, a syntax error, a tag that is not
+    plain YAML or a document past the budget is a one-line UserError."""
     from mmix_eval.errors import UserError
 
     path = Path(path)
@@ -79,11 +142,25 @@ def load_yaml(path: str | os.PathLike, what: str) -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{what} '{path}': expected a readable YAML file, got {getattr(e, 'strerror', None) or e}") from None
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{what} '{path}': expected valid YAML, got a syntax error{at}") from None
+        return parse_yaml(text)
+    except Exception as e:  # noqa: BLE001  (only YAML's errors and YamlLimit come from parse_yaml)
+        raise UserError(f"{what} '{path}': {yaml_problem(e)}") from None
+
+
+def yaml_problem(e: Exception) -> str:
+    """What was wrong with a YAML text, in words (for a one-line error)."""
+    import yaml
+
+    if isinstance(e, YamlLimit):
+        return f"expected a YAML document of a configuration's size, got one {e}"
+    if isinstance(e, yaml.constructor.ConstructorError):
+        tag = str(getattr(e, "problem", "") or "").rpartition("tag ")[2][:60]
+        return f"expected plain YAML (no language-specific tags), got the tag {tag}".rstrip()
+    if isinstance(e, RecursionError):
+        return f"expected a YAML document at most {MAX_YAML_DEPTH} levels deep, got a deeper one"
+    mark = getattr(e, "problem_mark", None)
+    at = f" at line {mark.line + 1}" if mark is not None else ""
+    return f"expected valid YAML, got a syntax error{at}"
 
 
 LOCK_NAME = ".bench.lock"

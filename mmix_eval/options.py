@@ -30,6 +30,22 @@ class OptionError(UserError):
         super().__init__(f"{param}: {message}")
 
 
+# Upper bounds of the count-like options, checked before anything is allocated and stated in each help.
+MAX_IMAGES = 1_000_000_000  # --limit, --calibration-split
+MAX_BATCH = 65_536  # --batch-size (evaluation and training)
+MAX_STEPS = 10_000  # --pgd-steps
+MAX_DIM = 65_536  # spectra's --max-dim
+MAX_SEED = 2**32 - 1  # seeds (numpy's SeedSequence and every library's generator take it)
+
+
+def check_count(param: str, value: Any, low: int, high: int, none_ok: bool = False) -> None:
+    """An integer option within [low, high], or an OptionError naming it (bools are not integers here)."""
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise OptionError(param, f"expected an integer from {low:,} to {high:,}, got {str(value)[:40]}")
+
+
 def choices(hint) -> tuple | None:
     """The values of a ``Literal[...]`` closed set (None for any other type)."""
     return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
@@ -78,6 +94,8 @@ def coerce(value, hint) -> tuple[bool, Any]:
     origin = typing.get_origin(hint)
     if origin is list and isinstance(value, str):
         (inner,) = typing.get_args(hint) or (str,)
+        if value.strip()[:1] == "[" and value.strip()[-1:] == "]":  # --set fgsm.eps=[1,2]: YAML's list form too
+            value = value.strip()[1:-1]
         converted = []
         for s in (s.strip() for s in value.split(",")):
             if not s:

@@ -76,8 +76,12 @@ def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
         g = p.add_argument_group(f"{ev.name} options")
         for opt, hint, default, text in fields:
             shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) if isinstance(default, list) else default
-            g.add_argument(_flag(opt), dest=f"opt_{spec}_{opt}", metavar=opt.upper(),
-                           help=f"{text} (default {shown})")
+            if hint is bool:  # a switch: --quick alone is true, --quick false still reads
+                g.add_argument(_flag(opt), dest=f"opt_{spec}_{opt}", nargs="?", const="true", metavar="true|false",
+                               help=f"{text} (default {str(shown).lower()})")
+            else:
+                g.add_argument(_flag(opt), dest=f"opt_{spec}_{opt}", metavar=opt.upper(),
+                               help=f"{text} (default {shown})")
             flags[f"opt_{spec}_{opt}"] = (spec, opt)
     p.set_defaults(evaluators=list(specs) if specs else None, option_flags=flags)
 

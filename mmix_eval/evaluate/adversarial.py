@@ -30,7 +30,9 @@ import math
 from typing import Literal, get_args
 from contextlib import contextmanager
 
-from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, MetricSpec, OptionError
+from mmix_eval.evaluate.base import MAX_STEPS, SHIFT_METRICS, Evaluator, MetricSpec, OptionError, check_count
+
+MAX_L2 = 1000.0  # an L2 ε beyond every image's own norm of difference is not an attack strength
 
 AttackName = Literal["fgsm", "fgsm_official", "pgd", "autoattack"]
 Norm = Literal["Linf", "L2"]
@@ -251,8 +253,7 @@ class WhiteBoxAttack(Evaluator):
         return dataclasses.replace(options, eps=parse_eps(options.eps, options.eps_unit, options.norm))
 
     def validate(self, options) -> None:
-        if isinstance(options.pgd_steps, bool) or not isinstance(options.pgd_steps, int) or options.pgd_steps < 1:
-            raise OptionError("pgd_steps", f"expected an integer >= 1, got {options.pgd_steps!r}")
+        check_count("pgd_steps", options.pgd_steps, 1, MAX_STEPS)
         if options.norm != "Linf" and options.attack != "autoattack":
             raise OptionError("norm", f"expected Linf for {options.attack} (L2 is for autoattack), got '{options.norm}'")
         if options.quick and options.attack != "autoattack":
@@ -261,6 +262,9 @@ class WhiteBoxAttack(Evaluator):
             return
         if options.norm == "Linf" and any(e > 255 for e in options.eps):
             raise OptionError("eps", f"expected Linf values <= 255 (/255 units: 255 is the whole pixel range), got {options.eps}")
+        if options.norm == "L2" and any(e > MAX_L2 for e in options.eps):
+            raise OptionError("eps", f"expected L2 norms <= {MAX_L2:g} (the diagonal of a 3x330x330 image in [0, 1] is "
+                                     f"under it), got {options.eps}")
         if options.attack == "autoattack" and any(e <= 0 for e in options.eps):
             raise OptionError("eps", f"expected values > 0 for autoattack, got {options.eps}")
 

@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 
 from mmix_eval.catalog import EVALUATORS
 from mmix_eval.errors import UserError, did_you_mean
-from mmix_eval.options import OptionError, coerce, option_fields, type_name  # noqa: F401  (re-exported)
+from mmix_eval.options import (MAX_BATCH, MAX_DIM, MAX_IMAGES, MAX_SEED, MAX_STEPS, OptionError, check_count,  # noqa: F401
+                               coerce, option_fields, type_name)  # (re-exported)
 
 DIRECTIONS = ("higher", "lower", None)  # None: not a score (a fitted temperature, a bin count)
 
@@ -177,42 +178,32 @@ class EvalOptions:
     """Options every evaluator of one ``evaluate`` call shares: which images, the seed, the device."""
     data: str | None = field(default=None, metadata={"help": "override the data set, e.g. imagefolder:PATH"})
     data_root: str | None = field(default=None, metadata={"help": "override where torchvision data sets live"})
-    limit: int | None = field(default=None, metadata={"help": "a seeded subset of N test images (the same for every checkpoint)"})
+    limit: int | None = field(default=None, metadata={"help": "a seeded subset of N test images (the same for every checkpoint; at most 10^9)"})
     download: bool = field(default=False, metadata={"help": "download a torchvision data set if missing"})
     class_map: str | None = field(default=None, metadata={
         "help": "when the data's class names or order differ from the checkpoint's: by-name, or a YAML file of "
                 "data name: checkpoint name (labels are remapped, and the records say so)"})
-    seed: int = field(default=0, metadata={"help": "test subset, deformation parameters, PGD start"})
-    bins: int = field(default=15, metadata={"help": "ECE bins for every condition (15: Guo et al. 2017)"})
+    seed: int = field(default=0, metadata={"help": "test subset, deformation parameters, PGD start (0 to 2^32 - 1)"})
+    bins: int = field(default=15, metadata={"help": "ECE bins for every condition (15: Guo et al. 2017; at most 10,000)"})
     calibrator: str = field(default="temperature", metadata={
         "help": "post-hoc calibrator fitted once per checkpoint on held-out images and applied to every condition's "
                 "logits: none | temperature | vector | module:Class (mmix-eval ls calibrators)"})
     calibration_split: int | None = field(default=None, metadata={
         "help": "fit the calibrator on N seeded test images, left out of every evaluated subset (default: the "
-                "checkpoint's own validation split)"})
-    batch_size: int | None = field(default=None, metadata={"help": "default: 500 on a CPU, 1000 on a GPU"})
+                "checkpoint's own validation split; at most 10^9)"})
+    batch_size: int | None = field(default=None, metadata={"help": "default: 500 on a CPU, 1000 on a GPU (at most 65,536)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
     progress: bool = True
     allow_import: bool = False
 
     def check(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise OptionError("seed", f"expected an integer >= 0, got {self.seed!r}")
-        if isinstance(self.bins, bool) or not isinstance(self.bins, int) or self.bins < 1:
-            raise OptionError("bins", f"expected an integer >= 1, got {self.bins!r}")
-        if self.bins > MAX_BINS:
-            raise OptionError("bins", f"expected at most {MAX_BINS}, got {self.bins}")
+        check_count("seed", self.seed, 0, MAX_SEED)
+        check_count("bins", self.bins, 1, MAX_BINS)
         if not isinstance(self.calibrator, str) or not self.calibrator:
             raise OptionError("calibrator", f"expected a calibrator name or module:Class, got {self.calibrator!r}")
-        if self.calibration_split is not None and (isinstance(self.calibration_split, bool)
-                                                   or not isinstance(self.calibration_split, int)
-                                                   or self.calibration_split < 1):
-            raise OptionError("calibration_split", f"expected an integer >= 1, got {self.calibration_split!r}")
-        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
-            raise OptionError("limit", f"expected an integer >= 1, got {self.limit!r}")
-        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
-                                            or self.batch_size < 1):
-            raise OptionError("batch_size", f"expected an integer >= 1, got {self.batch_size!r}")
+        check_count("calibration_split", self.calibration_split, 1, MAX_IMAGES, none_ok=True)
+        check_count("limit", self.limit, 1, MAX_IMAGES, none_ok=True)
+        check_count("batch_size", self.batch_size, 1, MAX_BATCH, none_ok=True)
 
 
 def run_evaluator(evaluator: Evaluator, target, options=None, common: EvalOptions | None = None) -> list[dict]:

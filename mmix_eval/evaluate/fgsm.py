@@ -21,7 +21,7 @@ class FGSMOptions:
     attack: AttackName = field(default="fgsm", metadata={
         "help": "fgsm (pixel ε, CE, clamped), fgsm_official (the official code's: ε in normalised units, default "
                 "0.01,0.03, BCE of softmax, no clamp), pgd or autoattack (Croce & Hein 2020, pyautoattack)"})
-    pgd_steps: int = field(default=7, metadata={"help": "PGD steps (step size ε/4, random start)"})
+    pgd_steps: int = field(default=7, metadata={"help": "PGD steps (step size ε/4, random start; at most 10,000)"})
     norm: Norm = field(default="Linf", metadata={"help": "Linf, or L2 (autoattack only)"})
     quick: bool = field(default=False, metadata={"help": "autoattack: APGD-CE and APGD-T only (cheaper, weaker)"})
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +47,46 @@ def write_outcomes(path: Path, outcomes: dict[str, np.ndarray], indices: np.ndar
     atomic_write_bytes(Path(path), pack(outcomes, indices))
 
 
+MAX_OUTCOME_BYTES = 256 * 1024 * 1024  # decompressed; 10 k images x 1,000 conditions is 12.5 MB
+_BROKEN = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _load(path: Path):
+    """The npz, its members' decompressed sizes held to ``MAX_OUTCOME_BYTES`` before any is read; no pickles."""
+    with zipfile.ZipFile(Path(path)) as zf:
+        total = sum(i.file_size for i in zf.infolist())
+    if total > MAX_OUTCOME_BYTES:
+        raise ValueError(f"{total} bytes once decompressed, more than per-image outcomes take "
+                         f"({MAX_OUTCOME_BYTES} at most)")
+    return np.load(Path(path), allow_pickle=False)
+
+
+def _bits(packed: np.ndarray, n: int, name: str) -> np.ndarray:
+    if packed.dtype != np.uint8 or packed.ndim != 1 or len(packed) != (n + 7) // 8:
+        raise ValueError(f"'{name}' expected {(n + 7) // 8} packed bytes for {n} images, got {packed.dtype} {packed.shape}")
+    return np.unpackbits(packed, count=n).astype(bool)
+
+
+def _indices(a: np.ndarray, name: str) -> np.ndarray:
+    if a.ndim != 1 or a.dtype.kind not in "iu" or (len(a) and a.min() < 0):
+        raise ValueError(f"'{name}' expected non-negative integer image indices, got {a.dtype} {a.shape}")
+    return a.astype(np.int64)
+
+
 def read_outcomes(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(indices, condition -> bool array). No pickles: ``allow_pickle=False``."""
-    with np.load(Path(path), allow_pickle=False) as z:
-        indices = z["indices"].astype(np.int64)
-        out = {k[len(PREFIX):]: np.unpackbits(z[k], count=len(indices)).astype(bool)
-               for k in z.files if k.startswith(PREFIX)}
+    """(indices, condition -> bool array). No pickles (``allow_pickle=False``); a damaged or foreign file is a
+    ValueError saying what is wrong."""
+    try:
+        with _load(path) as z:
+            indices = _indices(z["indices"], "indices")
+            out = {k[len(PREFIX):]: _bits(z[k], len(indices), k) for k in z.files if k.startswith(PREFIX)}
+    except _BROKEN as e:
+        raise ValueError(_why(e)) from None
     return indices, out
+
+
+def _why(e: BaseException) -> str:
+    return str(e) if isinstance(e, ValueError) and str(e) else f"{type(e).__name__}: {str(e)[:200]}"
 
 
 def write_many(path: Path, outcomes: dict[tuple, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -77,9 +112,19 @@ def read_many(path: Path) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
     if not Path(path).is_file():
         return {}
     out = {}
-    with np.load(Path(path), allow_pickle=False) as z:
-        subsets = {m: z[f"idx{m}"].astype(np.int64) for m in set(z["subset_of"].tolist())}
-        for n, key in enumerate(z["keys"]):
-            indices = subsets[int(z["subset_of"][n])]
-            out[tuple(json.loads(str(key)))] = (indices, np.unpackbits(z[f"bits{n}"], count=len(indices)).astype(bool))
+    try:
+        with _load(path) as z:
+            refs = z["subset_of"]
+            keys = z["keys"]
+            if refs.dtype.kind not in "iu" or refs.ndim != 1 or keys.ndim != 1 or len(keys) != len(refs):
+                raise ValueError("'keys' and 'subset_of' expected one entry per stored condition")
+            subsets = {m: _indices(z[f"idx{m}"], f"idx{m}") for m in set(refs.tolist())}
+            for n, key in enumerate(keys):
+                k = json.loads(str(key))
+                if not (isinstance(k, list) and len(k) == 3 and all(isinstance(x, str) for x in k)):
+                    raise ValueError(f"key {n} expected [run, evaluator, condition]")
+                indices = subsets[int(refs[n])]
+                out[tuple(k)] = (indices, _bits(z[f"bits{n}"], len(indices), f"bits{n}"))
+    except _BROKEN as e:
+        raise ValueError(_why(e)) from None
     return out

@@ -170,31 +170,142 @@ def read_records(path: Path) -> list[dict]:
 
 def read_jsonl(path: Path, max_bytes: int = MAX_RECORD_BYTES) -> list[dict]:
     """Records of a .jsonl file, or of a gzipped one (.jsonl.gz, as a committed report keeps them), upgraded to
-    the current schema, a null value read as NaN; the decompressed size is held to ``max_bytes``. The one
-    reader: evaluation (skipping what is done) and the report both read records through it. A bad file is a
-    ValueError naming the line."""
-    rows, size = [], 0
-    opened = gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(path, encoding="utf-8")
+    the current schema, a null value read as NaN. The one reader: evaluation (skipping what is done) and the
+    report both read records through it. Bounded: the file is read in chunks and the cap (``max_bytes``) is
+    held on the bytes decompressed so far, so a line without end or a gzip bomb stops at the cap, not at the
+    machine's memory. A bad file (not JSON, nested too deep, a field of the wrong type, a number out of
+    float range) is a ValueError naming the line and the field."""
+    rows = []
+    for i, line in enumerate(_bounded_lines(path, max_bytes), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line.decode("utf-8"), parse_constant=_constant)
+        except json.JSONDecodeError:
+            raise ValueError(f"line {i} is not JSON") from None
+        except RecursionError:
+            raise ValueError(f"line {i} is nested deeper than any record") from None
+        if not isinstance(r, dict) or any(k not in r for k in REQUIRED):
+            raise ValueError(f"line {i} lacks the record fields {', '.join(REQUIRED)}")
+        if r["value"] is None:  # NaN, written as null by strict JSON
+            r["value"] = math.nan
+        r = upgrade(r)
+        why = record_problem(r)
+        if why:
+            raise ValueError(f"line {i}: {why}")
+        r["value"] = float(r["value"])
+        rows.append(r)
+    return rows
+
+
+READ_CHUNK = 1 << 20
+MAX_NESTING = 32  # settings and method settings are a few levels deep; nothing a record holds needs more
+
+
+def _bounded_lines(path: Path, max_bytes: int):
+    """The file's lines as bytes, read 1 MiB at a time (decompressed, for .gz) and never more than ``max_bytes``."""
+    opened = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
     with opened as f:
-        for i, line in enumerate(f, 1):
-            size += len(line)
+        buf, size = b"", 0
+        while chunk := f.read(READ_CHUNK):
+            size += len(chunk)
             if size > max_bytes:
                 raise ValueError(f"more than {max_bytes} bytes of records once decompressed")
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                raise ValueError(f"line {i} is not JSON") from None
-            if not isinstance(r, dict) or any(k not in r for k in REQUIRED):
-                raise ValueError(f"line {i} lacks the record fields {', '.join(REQUIRED)}")
-            if r["value"] is None:  # NaN, written as null by strict JSON
-                r["value"] = math.nan
-            if not isinstance(r["value"], (int, float)) or isinstance(r["value"], bool):
-                raise ValueError(f"line {i}: 'value' is not a number")
-            r = upgrade(r)
-            rows.append(r)
-    return rows
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            yield from lines
+        if buf:
+            yield buf
+
+
+def _constant(name: str) -> float:
+    """Bare NaN (older writers) is NaN; Infinity is not a value any writer of records gives."""
+    if name == "NaN":
+        return math.nan
+    raise ValueError(f"a bare {name}, expected a finite number or null")
+
+
+_TEXT = ("run", "evaluator", "condition", "metric", "calibrator")
+_TEXT_OR_NONE = ("method", "checkpoint", "model", "method_label", "data", "label", "metric_label", "format")
+_INT_OR_NONE = ("schema", "n", "eval_seed", "bin")
+_MAPPING_OR_NONE = ("method_settings", "sweep", "settings")
+_FLAG_OR_NONE = ("headline", "comparison")
+_NUMBER_SETTINGS = ("strength", "eps_255", "eps", "magnitude")
+
+
+def _kind(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _depth(v: Any, limit: int = MAX_NESTING) -> int:
+    """Nesting depth of a JSON value, counted only up to ``limit`` + 1 (never recursing further)."""
+    stack, deepest = [(v, 1)], 0
+    while stack:
+        x, d = stack.pop()
+        if isinstance(x, (dict, list)):
+            deepest = max(deepest, d)
+            if deepest > limit:
+                return deepest
+            stack += [(y, d + 1) for y in (x.values() if isinstance(x, dict) else x)]
+    return deepest
+
+
+def record_problem(r: dict) -> str | None:
+    """What makes an (upgraded) record unusable, or None: each field's type, the value a finite number or NaN,
+    nesting bounded, the per-condition settings a report computes with of the right kind."""
+    for k in _TEXT:
+        if not isinstance(r.get(k), str):
+            return f"'{k}' expected text, got {_kind(r.get(k))}"
+    for k in _TEXT_OR_NONE:
+        if r.get(k) is not None and not isinstance(r[k], str):
+            return f"'{k}' expected text or null, got {_kind(r[k])}"
+    for k in _INT_OR_NONE:
+        if r.get(k) is not None and not (_is_int(r[k]) and 0 <= r[k] < 2**63):
+            return f"'{k}' expected a non-negative integer or null, got {_kind(r[k])}"
+    for k in _MAPPING_OR_NONE:
+        if r.get(k) is not None and not isinstance(r[k], dict):
+            return f"'{k}' expected an object or null, got {_kind(r[k])}"
+    for k in _FLAG_OR_NONE:
+        if r.get(k) is not None and not isinstance(r[k], bool):
+            return f"'{k}' expected true, false or null, got {_kind(r[k])}"
+    if r.get("train_seed") is not None and not (isinstance(r["train_seed"], str) or _is_int(r["train_seed"])):
+        return f"'train_seed' expected an integer, text or null, got {_kind(r['train_seed'])}"
+    if r.get("direction") not in (None, "higher", "lower"):
+        return f"'direction' expected higher, lower or null, got {str(r['direction'])[:40]!r}"
+    if r.get("warnings") is not None and not isinstance(r["warnings"], str):
+        return f"'warnings' expected text or null, got {_kind(r['warnings'])}"
+    v = r["value"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return f"'value' expected a number or null, got {_kind(v)}"
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
+    if math.isinf(f):
+        return "'value' expected a finite number or null, got a number out of float range"
+    if _depth(r) > MAX_NESTING:
+        return f"nested more than {MAX_NESTING} levels deep"
+    s = r.get("settings") or {}
+    for k in _NUMBER_SETTINGS:
+        x = s.get(k)
+        if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or not _finite(x)):
+            return f"'settings.{k}' expected a finite number or null, got {_kind(x)}"
+    if s.get("severity") is not None and not _is_int(s["severity"]):
+        return f"'settings.severity' expected an integer or null, got {_kind(s['severity'])}"
+    if s.get("corruption") is not None and not isinstance(s["corruption"], str):
+        return f"'settings.corruption' expected text or null, got {_kind(s['corruption'])}"
+    return None
+
+
+def _finite(x: float | int) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
 
 
 def fmt_value(v: float | None, format_spec: str | None) -> str:

@@ -23,7 +23,7 @@ import math
 import zlib
 from dataclasses import dataclass, field
 
-from mmix_eval.evaluate.base import Evaluator, MetricSpec, OptionError
+from mmix_eval.evaluate.base import MAX_DIM, Evaluator, MetricSpec, OptionError, check_count
 
 POOLS = ("flatten", "avg")
 SPECTRUM = 20
@@ -34,7 +34,7 @@ class SpectraOptions:
     layers: list[str] = field(default_factory=list, metadata={
         "help": "module names (default: every stage output of a stage-structured model)"})
     pool: str = field(default="flatten", metadata={"help": "flatten or avg (a conv map averaged over space)"})
-    max_dim: int = field(default=512, metadata={"help": "wider representations: seeded Gaussian projection to this"})
+    max_dim: int = field(default=512, metadata={"help": "wider representations: seeded Gaussian projection to this (2 to 65,536)"})
 
 
 def spectrum_metrics(h, y, classes: int | None = None) -> dict:
@@ -96,8 +96,7 @@ class Spectra(Evaluator):
     def validate(self, options) -> None:
         if options.pool not in POOLS:
             raise OptionError("pool", f"expected one of {', '.join(POOLS)}, got '{options.pool}'")
-        if isinstance(options.max_dim, bool) or not isinstance(options.max_dim, int) or options.max_dim < 2:
-            raise OptionError("max_dim", f"expected an integer >= 2, got {options.max_dim!r}")
+        check_count("max_dim", options.max_dim, 2, MAX_DIM)
         if isinstance(options.layers, str):
             options.layers = [s.strip() for s in options.layers.split(",") if s.strip()]
 

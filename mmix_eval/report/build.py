@@ -23,7 +23,7 @@ from mmix_eval.report.compare import image_differences, paired_differences
 from mmix_eval.report.labels import method_labels, order_methods, resolve_baseline
 from mmix_eval.report.load import Results, load_results
 from mmix_eval.report.plots import COLORS, figure_files, sweep_figures
-from mmix_eval.report.provenance import evaluation_warnings, provenance, thread_notes
+from mmix_eval.report.provenance import evaluation_warnings, nonfinite_notes, provenance, thread_notes
 from mmix_eval.report.render import render_html, render_latex, render_markdown, render_summary, write_csv_table, write_sweep_csv
 from mmix_eval.report.sections import SectionContext, section_for
 from mmix_eval.report.table import aggregate, check_duplicates, comparable_groups, describe_group, evaluator_order
@@ -71,7 +71,7 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
 
 def _build_one(results: Results, out, baseline, checks, title, extra_provenance, notes, order=None, given=None,
                strict_checks=True) -> dict:
-    notes = list(notes or []) + evaluation_warnings(results.rows)
+    notes = list(notes or []) + evaluation_warnings(results.rows) + nonfinite_notes(results.rows)
     # Stable: each record file keeps its own order (the evaluator's condition order: Table 4's, the ε grid's).
     rows = sorted(results.rows, key=lambda r: (str(r["run"]), str(r["evaluator"])))
     labels = method_labels(rows)

@@ -3,6 +3,8 @@ Imports no torch."""
 
 from __future__ import annotations
 
+import math
+
 from mmix_eval.errors import UserError
 from mmix_eval.report.table import Table
 
@@ -84,6 +86,9 @@ def run_checks(table: Table, checks: list[str]) -> list[tuple[str, bool, str]]:
             a, b = value(left, check), value(right, check)
         except UserError as e:  # a check that names nothing in these results fails; the report is still written
             out.append((check, False, str(e).removeprefix(f"--check '{check}': ")))
+            continue
+        if not (math.isfinite(a) and math.isfinite(b)):  # a NaN compares false either way: say why it fails
+            out.append((check, False, f"n/a: {a:.4f} {op} {b:.4f} compares a value that is not finite"))
             continue
         out.append((check, OPS[op](a, b), f"{a:.4f} {op} {b:.4f}"))
     return out

@@ -96,7 +96,7 @@ def seed_pair(table: Table, i: int, a: str, b: str) -> tuple | None:
         return None
     seeds = sorted(set(ca.values) & set(cb.values), key=str)
     d = [ca.values[s] - cb.values[s] for s in seeds]
-    if not d or any(math.isnan(x) for x in d):
+    if not d or not all(math.isfinite(x) for x in d):  # a non-finite difference tests nothing
         return None
     mean, half = stats.t_interval(d)
     return mean, half, len(d), stats.paired_t_p(d)

@@ -4,7 +4,9 @@ themselves, gzipped or not), with the per-image outcomes and provenance beside t
 from __future__ import annotations
 
 import json
+import math
 import stat
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,20 +50,23 @@ def load_results(paths: list[str | Path]) -> Results:
             for r in new:
                 r["_source"] = str(f)  # for naming the file of a duplicate; never written
             rows += new
-        except (OSError, UnicodeDecodeError, ValueError, EOFError) as e:  # EOFError: a truncated .gz
+        except (OSError, UnicodeDecodeError, ValueError, EOFError, zlib.error) as e:  # EOFError: a truncated .gz
             bad.append((str(f), str(e)))
             continue
         try:
             found[str(f)] = _read_outcomes(f, new)
             outcomes.update(found[str(f)])
         except (OSError, ValueError, KeyError) as e:
-            bad.append((str(f.with_suffix(".outcomes.npz")), f"unreadable per-image outcomes ({type(e).__name__})"))
+            bad.append((str(f.with_suffix(".outcomes.npz")), f"unreadable per-image outcomes ({e})"))
         meta = f.with_suffix(".meta.json")
         if meta.is_file() and meta.stat().st_size <= MAX_RESULT_FILE:
             try:
-                metas.append(json.loads(meta.read_text(encoding="utf-8")))
-            except (OSError, ValueError) as e:
-                bad.append((str(meta), f"unreadable provenance ({type(e).__name__})"))
+                got = json.loads(meta.read_text(encoding="utf-8"))
+                if not isinstance(got, dict):
+                    raise ValueError("not an object")
+                metas.append(got)
+            except (OSError, ValueError, RecursionError) as e:
+                bad.append((str(meta), f"unreadable provenance ({type(e).__name__}: {str(e)[:120]})"))
     if not rows:
         raise UserError(f"results {', '.join(map(str, paths))}: expected mmix-eval record files (*.jsonl), found "
                         f"{'none' if not files else 'only unreadable ones: ' + '; '.join(p for p, _ in bad[:3])}")
@@ -82,16 +87,21 @@ def training_cost(model_json: Path) -> dict | None:
         if not model_json.is_file() or model_json.stat().st_size > MAX_RESULT_FILE:
             return None
         t = json.loads(model_json.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(t, dict):
         return None
-    train, split = t.get("train") or {}, t.get("time_split_s") or {}
+    train, split = (x if isinstance(x, dict) else {} for x in (t.get("train"), t.get("time_split_s")))
     steps, bs, secs = train.get("steps"), train.get("batch_size"), split.get("training")
-    nums = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (steps, bs, secs))
+    nums = all(_number(v) for v in (steps, bs, secs))
+    cost = t.get("cost") if isinstance(t.get("cost"), dict) else {}
     return {"train_images_per_s": steps * bs / secs if nums and secs > 0 else None,
-            "train_wall_time_s": t.get("wall_time_s") if isinstance(t.get("wall_time_s"), (int, float)) else None,
-            "forward_passes_per_step": (t.get("cost") or {}).get("forward_passes_per_step")}
+            "train_wall_time_s": t.get("wall_time_s") if _number(t.get("wall_time_s")) else None,
+            "forward_passes_per_step": cost.get("forward_passes_per_step") if _number(cost.get("forward_passes_per_step")) else None}
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _read_costs(f: Path, bad: list) -> dict:
@@ -105,8 +115,8 @@ def _read_costs(f: Path, bad: list) -> dict:
         got = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(got, dict) or not all(isinstance(v, dict) for v in got.values()):
             raise ValueError("not a mapping of runs to costs")
-        return {str(k): v for k, v in got.items()}
-    except (OSError, ValueError) as e:
+        return {str(k): {c: x for c, x in v.items() if _number(x)} for k, v in got.items()}
+    except (OSError, ValueError, RecursionError) as e:
         bad.append((str(path), f"unreadable training costs ({type(e).__name__})"))
         return {}
 

@@ -175,7 +175,8 @@ def sweep_figures(table: Table, colors) -> dict:
         for a in range(len(idx), nrows * cols):
             axes[a // cols][a % cols].axis("off")
         fig.supxlabel(plot_text(view.key))
-        fig.legend(list(handles.values()), list(handles), fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95))
+        fig.legend(list(handles.values()), [plot_text(h) for h in handles], fontsize=8, loc="upper left",
+                   bbox_to_anchor=(1.0, 0.95))
         fig.suptitle(plot_text(f"Sweep over {view.key} (mean ± std over seeds)"))
         fig.tight_layout()
         out[f"sweep-{safe_name(view.key)}"] = fig

@@ -4,6 +4,7 @@ times and the training metadata; the evaluators' warnings; thread-count notes. I
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from mmix_eval.report.load import Results
@@ -21,9 +22,12 @@ def provenance(results: Results, extra: dict | None) -> dict:
         if "training" not in r and model_json.is_file():
             try:
                 t = json.loads(model_json.read_text(encoding="utf-8"))
+                if not isinstance(t, dict):
+                    raise ValueError("not an object")
+                data = t.get("data") if isinstance(t.get("data"), dict) else {}
                 r["training"] = {k: t.get(k) for k in ("config", "metrics", "wall_time_s", "versions", "git_commit", "hardware", "created")}
-                r["training"]["data_sizes"] = {k: t.get("data", {}).get(k) for k in ("train_size", "val_size", "test_size", "subset_seed")}
-            except (OSError, ValueError):
+                r["training"]["data_sizes"] = {k: data.get(k) for k in ("train_size", "val_size", "test_size", "subset_seed")}
+            except (OSError, ValueError, RecursionError):
                 r["training"] = "unreadable model.json"
     return {"result_files": len(results.sources), "runs": runs, **(extra or {})}
 
@@ -34,11 +38,11 @@ def thread_notes(prov: dict) -> list[str]:
     for r in (prov.get("runs") or {}).values():
         t = r.get("training")
         if isinstance(t, dict) and isinstance(t.get("hardware"), dict) and t["hardware"].get("device", "cpu") == "cpu":
-            counts["trained"].add(t["hardware"].get("torch_threads"))
+            counts["trained"].add(_text(t["hardware"].get("torch_threads")))
         for e in (r.get("evaluations") or {}).values():
             hw = e.get("hardware") if isinstance(e, dict) else None
             if isinstance(hw, dict) and str(hw.get("device", "cpu")).startswith("cpu"):
-                counts["evaluated"].add(hw.get("torch_threads"))
+                counts["evaluated"].add(_text(hw.get("torch_threads")))
     out = []
     for what, found in counts.items():
         found.discard(None)
@@ -48,12 +52,33 @@ def thread_notes(prov: dict) -> list[str]:
                        f"alone (see the provenance; set --threads to match).")
     return out
 
+def _text(v) -> str | None:
+    return None if v is None else str(v)[:40]
+
+
 def evaluation_warnings(rows: list[dict]) -> list[str]:
     """The evaluators' warnings (train-mode model, probabilities for logits, randomised forward, zero input
     gradients), one line per run and warning, with the evaluators that raised it."""
     seen: dict[tuple[str, str], set[str]] = {}
     for r in rows:
-        for w in str(r.get("warnings") or "").split("; "):
+        ws = r.get("warnings")
+        for w in (ws if isinstance(ws, list) else str(ws or "").split("; ")):
             if w and w != "None":
                 seen.setdefault((str(r.get("run")), w), set()).add(str(r.get("evaluator")))
     return [f"Warning for {run} ({', '.join(sorted(ev))}): {w}" for (run, w), ev in sorted(seen.items())]
+
+
+def nonfinite_notes(rows: list[dict], limit: int = 4) -> list[str]:
+    """Which runs have values that are not finite (NaN in the records: the evaluator's number was undefined or
+    overflowed, written as null), one line per run naming up to ``limit`` of them: the cells they feed read
+    'n/a (k of n non-finite)'."""
+    per: dict[str, list[str]] = {}
+    for r in rows:
+        if r["bin"] is None and not math.isfinite(r["value"]):
+            per.setdefault(str(r["run"]), []).append(f"{r['evaluator']} {r['condition']} {r['metric']}")
+    out = []
+    for run, what in sorted(per.items()):
+        more = f" and {len(what) - limit} more" if len(what) > limit else ""
+        out.append(f"Non-finite values in run {run} ({len(what)}): {', '.join(what[:limit])}{more}; the evaluator "
+                   f"recorded NaN (an undefined or overflowing number), so the cells they feed say n/a and make no claim.")
+    return out

@@ -45,6 +45,8 @@ def render_markdown(view: dict) -> str:
     methods = [md(m) for m in view["methods"]]
     out = [f"## {md(view['title'])}", "", *[f"> **{md(n)}**\n" for n in view["notes"]],
            f"{md(view['header'])} Mean ± std over training seeds (n); **bold** = best in row.", ""]
+    if view["skipped"]:
+        out += [f"**{md(view['skipped']['text'])}**", "", *[f"- {md(p)}: {md(w)}" for p, w in view["skipped"]["shown"]], ""]
     out += verdict_lines(view)
     out += [line.replace("## ", "### ", 1) if line.startswith("## ") else line for line in calibration_lines(view)]
     if view["main"]:

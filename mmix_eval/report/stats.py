@@ -27,7 +27,9 @@ def t_quantile(df: int) -> float:
 
 
 def t_interval(diffs: list[float]) -> tuple[float, float | None]:
-    """(mean, 95 % half-width or None with one pair)."""
+    """(mean, 95 % half-width or None with one pair); (NaN, None) when a difference is not finite."""
+    if not all(math.isfinite(d) for d in diffs):
+        return math.nan, None
     mean = statistics.fmean(diffs)
     if len(diffs) < 2:
         return mean, None
@@ -72,7 +74,7 @@ def discordant(method: np.ndarray, baseline: np.ndarray) -> tuple[int, int]:
 def paired_t_p(diffs: list[float]) -> float | None:
     """Two-sided p of the paired t-test that the mean difference is 0; None with fewer than 2 pairs or no
     spread (a t statistic of ±inf says nothing with so few seeds)."""
-    if len(diffs) < 2 or statistics.stdev(diffs) == 0:
+    if len(diffs) < 2 or not all(math.isfinite(d) for d in diffs) or statistics.stdev(diffs) == 0:
         return None
     from scipy.stats import t
 

@@ -44,15 +44,25 @@ class Cell:
         return len(self.values)
 
     @property
+    def nonfinite(self) -> int:
+        """How many of the seeds' values are NaN or ±inf (an evaluator's undefined number, a derived score with
+        a zero denominator): such a cell has no mean, std or interval, and says so."""
+        return sum(1 for v in self.values.values() if not math.isfinite(v))
+
+    @property
     def mean(self) -> float:
-        return statistics.fmean(self.values.values())
+        return math.nan if self.nonfinite else statistics.fmean(self.values.values())
 
     @property
     def std(self) -> float | None:
-        """Sample std over seeds; NaN when a seed's value is NaN (statistics.stdev raises on NaN in 3.11)."""
+        """Sample std over seeds (None with one seed); NaN when a seed's value is not finite."""
         if self.n < 2:
             return None
-        return math.nan if any(math.isnan(v) for v in self.values.values()) else statistics.stdev(self.values.values())
+        return math.nan if self.nonfinite else statistics.stdev(self.values.values())
+
+    @property
+    def na_text(self) -> str:
+        return f"n/a ({self.nonfinite} of {self.n} non-finite)"
 
 @dataclass
 class Table:

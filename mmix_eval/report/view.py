@@ -23,6 +23,8 @@ def cell_text(table: Table, i: int, m: str) -> str:
     c = table.cells.get((i, m))
     if c is None:
         return NA
+    if c.nonfinite:
+        return c.na_text
     mean = table.fmt(i, c.mean)
     return f"{mean} ± {table.fmt(i, c.std)} (n={c.n})" if c.std is not None else f"{mean} (n={c.n})"
 
@@ -161,6 +163,8 @@ def short_text(table: Table, i: int, m: str) -> str:
     c = table.cells.get((i, m))
     if c is None:
         return NA
+    if c.nonfinite:
+        return c.na_text
     return f"{table.fmt(i, c.mean)} ± {table.fmt(i, c.std)}" if c.std is not None else table.fmt(i, c.mean)
 
 
@@ -373,6 +377,18 @@ def sweeps(table: Table) -> list[dict]:
     return out
 
 
+MAX_SKIPPED_SHOWN = 50
+
+
+def skipped(bad: list) -> dict | None:
+    """The files the report could not read, each with its reason (at most ``MAX_SKIPPED_SHOWN`` listed)."""
+    if not bad:
+        return None
+    more = f" ({len(bad) - MAX_SKIPPED_SHOWN} more not listed here; all are printed on stderr)" if len(bad) > MAX_SKIPPED_SHOWN else ""
+    return {"text": f"Skipped {len(bad)} unreadable file(s); this report is built from the rest{more}:",
+            "shown": [(str(p), str(w)) for p, w in bad[:MAX_SKIPPED_SHOWN]]}
+
+
 def build_view(table: Table, diffs, image_diffs, baseline, outcomes: dict, costs: dict, prov: dict, checks: list,
                bad: list, title: str, notes: list[str]) -> dict:
     main = main_table(table, outcomes, baseline, image_diffs)
@@ -383,7 +399,7 @@ def build_view(table: Table, diffs, image_diffs, baseline, outcomes: dict, costs
             "main": main, "verdicts": verdicts(table, main, baseline),
             "calibration": calibration_verdicts(table, baseline), "cost": cost_table(table, costs),
             "sections": secs, "sweeps": sweeps(table), "sweep_legend": SWEEP_LEGEND,
-            "diffs": differences(table, diffs, image_diffs, baseline), "checks": checks, "bad": bad,
+            "diffs": differences(table, diffs, image_diffs, baseline), "checks": checks, "bad": bad, "skipped": skipped(bad),
             "summary": provenance_summary(table, prov), "baseline_choice": quote_label(baseline) if baseline else None,
             "provenance": json.dumps(prov, indent=2, sort_keys=True, default=str),
             "sources": [f"{e} images: {', '.join(v['source'])}." for e, v in table.context["settings"].items() if v.get("source")]}

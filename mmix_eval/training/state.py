@@ -23,7 +23,7 @@ import yaml
 
 from mmix_eval.config import Config, merge
 from mmix_eval.errors import UserError
-from mmix_eval.io import atomic_write_bytes, atomic_write_text, remove_partial_writes
+from mmix_eval.io import YamlLimit, atomic_write_bytes, atomic_write_text, parse_yaml, remove_partial_writes
 
 RUN_FILES = ("config.yaml", "state.pt", "state.prev.pt", "log.jsonl", "model.safetensors", "model.json")
 STATE_FORMAT = "mmix-eval/state"
@@ -130,8 +130,8 @@ def check_run_folder(out: Path, cfg: Config, resume: bool, overwrite: bool) -> b
 def load_run_config(out: Path) -> Config:
     path = out / "config.yaml"
     try:
-        return merge(Config(), yaml.safe_load(path.read_text()) or {}, f"config '{path}'")
-    except (OSError, yaml.YAMLError) as e:
+        return merge(Config(), parse_yaml(path.read_text()) or {}, f"config '{path}'")
+    except (OSError, yaml.YAMLError, YamlLimit) as e:
         raise UserError(f"--resume: expected a readable {path}, got {type(e).__name__}") from None
 
 

@@ -68,7 +68,7 @@ def test_bench_runs_then_skips_what_is_done_and_resumes_a_lost_checkpoint(tmp_pa
     ("methods: [vanilla]\nensembles: yes please\n", "'ensembles' expected true or false, got 'yes please'"),
     ("methods: [vanilla]\nseeds: [0]\nensembles: true\n", "'ensembles' expected at least 2 seeds per method to ensemble, got 1"),
     ("methods: [vanilla]\nevaluate: {calibrator: temprature}\n", "unknown calibrator 'temprature' (did you mean 'temperature'?)"),
-    ("methods: [vanilla]\nevaluate: {calibration_split: 0}\n", "'calibration_split': expected an integer >= 1, got 0"),
+    ("methods: [vanilla]\nevaluate: {calibration_split: 0}\n", "'calibration_split': expected an integer from 1 to 1,000,000,000, got 0"),
 ])
 def test_bench_config_errors(tmp_path, text, match):
     cfg = tmp_path / "b.yaml"

@@ -44,7 +44,7 @@ def bad(capsys, tmp_path, *argv, match):
     (["--eligible", "1,layer1"], "--eligible: expected layer indices like 0,1,2 or module names like input,layer1, not both"),
     (["--eligible", "input,layer9"], "eligible layer 'layer9': expected a module name of SmallNet ('' = the input), e.g. '', 'normalize', 'stages', 'head'"),
     (["--loss", "mse"], "unknown loss 'mse'; available: bce_softmax, soft_ce"),
-    (["--epochs", "0"], "'train.epochs' expected an integer >= 1, got 0"),
+    (["--epochs", "0"], "'train.epochs' expected an integer from 1 to 100,000, got 0"),
     (["--set", "train.lr_rate=0.1"], "unknown key 'train.lr_rate' (did you mean 'train.lr'?)"),
     (["--set", "train.schedule=linear"], "'train.schedule' expected one of step, cosine, onecycle, constant, got 'linear'"),
     (["--set", "lr=0.1"], "--set 'lr=0.1': expected section.key=value"),

@@ -158,8 +158,8 @@ def test_bad_evaluation_settings(digits_ckpt, tmp_path, capsys):
     grid.write_text("- {zoom: 80, skew: 3}\n")
     bad(capsys, tmp_path, "deformations", "--ckpt", ck, "--grid", str(grid), match="unknown key(s) skew")
     bad(capsys, tmp_path, "deformations", "--ckpt", ck, "--interpolation", "cubic", match="--interpolation: expected one of nearest, bilinear")
-    bad(capsys, tmp_path, "calibration", "--ckpt", ck, "--bins", "0", match="--bins: expected an integer >= 1, got 0")
-    bad(capsys, tmp_path, "calibration", "--ckpt", ck, "--limit", "0", match="--limit: expected an integer >= 1, got 0")
+    bad(capsys, tmp_path, "calibration", "--ckpt", ck, "--bins", "0", match="--bins: expected an integer from 1 to 10,000, got 0")
+    bad(capsys, tmp_path, "calibration", "--ckpt", ck, "--limit", "0", match="--limit: expected an integer from 1 to 1,000,000,000, got 0")
     bad(capsys, tmp_path, "calibration", "--ckpt", str(tmp_path / "nope.safetensors"), match="does not exist")
 
 

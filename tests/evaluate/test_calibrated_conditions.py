@@ -121,7 +121,7 @@ def test_a_calibration_split_too_large_is_one_line_naming_it():
         split_test(100, None, 0, 100)
     with pytest.raises(OptionError, match=r"calibration_split: expected at most 40 with limit 60 .* got 41"):
         split_test(100, 60, 0, 41)
-    with pytest.raises(OptionError, match="calibration_split: expected an integer >= 1, got 0"):
+    with pytest.raises(OptionError, match="calibration_split: expected an integer from 1 to 1,000,000,000, got 0"):
         EvalOptions(calibration_split=0).check()
 
 

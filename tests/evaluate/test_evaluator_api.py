@@ -140,7 +140,7 @@ def test_options_are_typed_and_checked_once_with_the_parameter_named():
     (["--set", "fgsm.epz=1"], "unknown option 'epz' (did you mean 'eps'?)"),
     (["--set", "fgsm.pgd_steps=x"], "expected an integer, got 'x'"),
     (["--interpolation", "cubic"], "--interpolation: expected one of nearest, bilinear, got 'cubic'"),
-    (["--bins", "0"], "--bins: expected an integer >= 1, got 0"),
+    (["--bins", "0"], "--bins: expected an integer from 1 to 10,000, got 0"),
     (["--set", "nodot=1"], "--set: expected EVALUATOR.OPTION=VALUE"),
 ])
 def test_bad_evaluator_input_is_one_line_exit_2_and_writes_nothing(runs, tmp_path, capsys, argv, message):

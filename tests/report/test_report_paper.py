@@ -353,7 +353,7 @@ def test_a_nan_value_is_n_a_and_makes_no_claim(tmp_path):
     (res / "manifold_mixup-s1" / "deformations.jsonl").write_text("\n".join(rows) + "\n")
     view = build_report([res], tmp_path / "rep", baseline="vanilla")["view"]
     rot = next(r for r in view["main"]["rows"] if r["label"].startswith("Rotation"))
-    assert rot["cells"][1]["text"] == "n/a ± n/a" and not rot["cells"][1]["dagger"] and not rot["cells"][1]["best"]
+    assert rot["cells"][1]["text"] == "n/a (1 of 2 non-finite)" and not rot["cells"][1]["dagger"] and not rot["cells"][1]["best"]
     # no claim for that row (a NaN difference tests nothing), the other rows keep theirs
     sentences = [s for _, ss in view["verdicts"]["by_condition"] for s in ss]
     assert not any("under Rotation" in s for s in sentences) and any("under Clean" in s for s in sentences)

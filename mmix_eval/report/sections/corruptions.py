@@ -55,10 +55,19 @@ class CorruptionsSection(ReportSection):
         note = (f"Corruption errors: CE_c = Σ_s E_c,s / Σ_s E_c,s of {baseline} (its mean over seeds), mCE = mean over "
                 f"corruptions, relative mCE from the drop below clean accuracy (Hendrycks & Dietterich 2019, with "
                 f"{baseline} in place of AlexNet).")
+        undefined = res_undefined(res)
+        if undefined:
+            note += (f" Relative mCE is undefined (n/a) where {baseline}'s error under a corruption is not above its clean "
+                     f"error (a non-positive denominator): {', '.join(undefined)}.")
         return [note] + ([f"No corruption errors for {', '.join(missing)} (no corruption records)."] if missing else [])
 
     def figures(self, ctx: SectionContext) -> dict:
         return {**super().figures(ctx), **corruption_figures(ctx.table, ctx.records, ctx.labels, ctx.baseline, COLORS)}
+
+
+def res_undefined(res: dict) -> list[str]:
+    """The corruptions whose relative CE has no denominator (see ``corruption_errors``)."""
+    return sorted({c for r in res.values() for c in r.get("undefined", ())})
 
 
 def errors(records: list[dict], labels: dict[str, str]) -> tuple[dict, dict, str | None]:
@@ -101,7 +110,7 @@ def corruption_errors(records: list[dict], labels: dict[str, str], baseline: str
     ref_clean = mean(list(clean[baseline].values())) if clean.get(baseline) else None
     out = {}
     for lab, seeds in det.items():
-        res: dict = {"mce": {}, "rel_mce": {}, "ce": {c: {} for c in corruptions}, "evaluator": evaluator}
+        res: dict = {"mce": {}, "rel_mce": {}, "ce": {c: {} for c in corruptions}, "evaluator": evaluator, "undefined": set()}
         for seed, e in seeds.items():
             ces, rces = [], []
             for c in corruptions:
@@ -111,6 +120,8 @@ def corruption_errors(records: list[dict], labels: dict[str, str], baseline: str
                 ces.append(ce)
                 ec = clean.get(lab, {}).get(seed)
                 den = sum(ref[k] - ref_clean for k in ks) if ref_clean is not None else 0.0
+                if ec is not None and not den > 0:
+                    res["undefined"].add(c)
                 rces.append(sum(e[k] - ec for k in ks) / den if ec is not None and den > 0 else math.nan)
             res["mce"][seed] = 100.0 * mean(ces)
             res["rel_mce"][seed] = 100.0 * mean(rces)
