@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,8 +93,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     else:
         import pickle
 
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # a zip (torch.save's format) is mapped, not read: a tensor's bytes are touched only when used
+            with warnings.catch_warnings():  # a sparse tensor is refused by name below; torch's note adds nothing
+                warnings.filterwarnings("ignore", message="Validating sparse tensor invariants")
+                warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+                sd = torch.load(path, map_location="cpu", weights_only=True, mmap=head.startswith(b"PK\x03\x04"))
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UserError(f"--ckpt '{path}': expected a state dict that torch.load(weights_only=True) reads, got a file "
@@ -169,6 +173,10 @@ def metadata(path: str | Path, foreign: Foreign) -> dict:
     foreign.check()
     path = Path(path)
     d = _data(foreign.data, foreign.data_root, foreign.download)
+    kwargs = {"num_classes": d.num_classes, "in_channels": d.in_channels,
+              "mean": foreign.mean or [0.0] * d.in_channels, "std": foreign.std or [1.0] * d.in_channels,
+              **foreign.model_args}
+    precheck_header(path, foreign, kwargs)  # names, dtypes, shapes and size from the header: before any data is read
     sha = hashlib.sha256()
     try:
         with path.open("rb") as f:
@@ -176,9 +184,6 @@ def metadata(path: str | Path, foreign: Foreign) -> dict:
                 sha.update(chunk)
     except OSError as e:
         raise UserError(f"--ckpt '{path}': expected a readable file, got {e.strerror or e}") from None
-    kwargs = {"num_classes": d.num_classes, "in_channels": d.in_channels,
-              "mean": foreign.mean or [0.0] * d.in_channels, "std": foreign.std or [1.0] * d.in_channels,
-              **foreign.model_args}
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "model": {"name": foreign.model, "kwargs": kwargs},
             "data": {"spec": foreign.data, "classes": list(d.classes), "image_size": list(d.image_size)},
             "method": {"name": "external", "settings": {"file": path.name, "key_layout": foreign.key_layout}},
@@ -204,11 +209,35 @@ def load_foreign(path: str | Path, device, foreign: Foreign, meta: dict | None =
     except TypeError as e:
         raise UserError(f"--model-arg: expected arguments model '{foreign.model}' takes, got {foreign.model_args} ({e})") from None
     want = model.state_dict()
-    if foreign.mean is None:  # the file's own normalisation buffers, when it has them, else none
-        for k in [k for k in want if k.startswith("normalize.")]:
-            sd.setdefault(k, want[k])
-    else:  # the given normalisation wins over any in the file
-        sd.update({k: v for k, v in want.items() if k.startswith("normalize.")})
+    fit(path, foreign, layout, want, sd)
+    model.load_state_dict({k: v.to(want[k].dtype) for k, v in sd.items()}, strict=True)
+    return model.to(device).eval(), meta
+
+
+def fit(path: Path, foreign: Foreign, layout: str, want: dict, sd: dict, shapes_only: bool = False) -> None:
+    """The file's tensors (real ones, or shape-only ones on the meta device from a safetensors header) fit the
+    model's state dict ``want``: dense, plain (not meta, quantized or nested) tensors of a real dtype where the
+    model has a floating-point one, the names and shapes of the model, and finite values. Normalisation: the
+    file's own buffers when it has them; --mean/--std that contradict them are refused, not silently applied.
+    Completes ``sd`` with the normalisation buffers the model takes."""
+    for k, v in sd.items():
+        kind = ("sparse" if v.layout != torch.strided else "quantized" if v.is_quantized else
+                "nested" if v.is_nested else None)
+        if kind is not None:
+            raise UserError(f"--ckpt '{path}': tensor '{k}' expected a plain dense tensor, got a {kind} one")
+        if k in want and want[k].is_floating_point() and not v.is_floating_point():
+            raise UserError(f"--ckpt '{path}': tensor '{k}' expected a floating-point dtype (the model's is "
+                            f"{want[k].dtype}), got {v.dtype}; it would be cast silently")
+    own = {k: v for k, v in sd.items() if k.startswith("normalize.")}
+    given = {k: v for k, v in want.items() if k.startswith("normalize.")}
+    if foreign.mean is not None and own and not shapes_only and any(
+            k in own and (own[k].shape != v.shape or not torch.allclose(own[k].float().cpu(), v.float().cpu(), atol=1e-6))
+            for k, v in given.items()):
+        got = {k.removeprefix("normalize."): [round(float(x), 4) for x in own[k].flatten()[:4]] for k in sorted(own)}
+        raise UserError(f"--mean/--std: the file holds its own normalisation ({got}), got a different one; drop "
+                        f"--mean/--std to use the file's")
+    for k in given:
+        sd.setdefault(k, want[k])
     missing, unexpected, k = weight_mismatch(want, sd)
     if missing or unexpected:
         raise UserError(f"--ckpt '{path}': state dict does not fit model '{foreign.model}' (key layout {layout}): "
@@ -218,7 +247,66 @@ def load_foreign(path: str | Path, device, foreign: Foreign, meta: dict | None =
                         f"{tuple(sd[k].shape)} in the file, the model (--model-arg {foreign.model_args or 'none'}) "
                         f"expects {tuple(want[k].shape)}")
     for k, v in sd.items():
-        if v.is_floating_point() and not torch.isfinite(v).all():
+        if v.is_meta:
+            if not shapes_only:
+                raise UserError(f"--ckpt '{path}': tensor '{k}' expected data, got a meta tensor (shape only)")
+        elif v.is_floating_point() and not torch.isfinite(v).all():
             raise UserError(f"--ckpt '{path}': tensor '{k}' expected finite values, got NaN or Inf")
-    model.load_state_dict({k: v.to(want[k].dtype) for k, v in sd.items()}, strict=True)
-    return model.to(device).eval(), meta
+
+
+ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+             "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+             "BOOL": torch.bool}
+
+
+def precheck_header(path: Path, foreign: Foreign, kwargs: dict) -> None:
+    """A safetensors file checked from its header alone, before it is hashed or any tensor is read: every
+    entry's dtype and shape, the data's extent against the file's size (a 1 TB sparse file whose header
+    describes a small network is refused here, not after an hour of hashing), and the names, dtypes and
+    shapes against the model built on the meta device. Other files (.pt) are checked once read."""
+    from mmix_eval.checkpoint import read_header
+
+    try:
+        with path.open("rb") as f:
+            head = f.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return  # read_state_dict says what is wrong with the path
+    if head[8:9] != b"{":  # torch.save's zip (read through mmap: no tensor data read) or a legacy pickle
+        if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+            raise UserError(f"--ckpt '{path}': expected a safetensors file or a torch.save file (zip or pickle), got "
+                            f"{len(head)}+ bytes starting {head[:8].hex()}")
+        _fit_shapes(path, foreign, kwargs, read_state_dict(path))
+        return
+    header, blob = read_header(path, whole=False)
+    n, end, sd = len(blob) - 8, 0, {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        ok = (isinstance(v, dict) and isinstance(v.get("shape"), list) and all(isinstance(d, int) and d >= 0 for d in v["shape"])
+              and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2
+              and all(isinstance(o, int) and o >= 0 for o in v["data_offsets"]))
+        if not ok:
+            raise UserError(f"--ckpt '{path}': tensor '{k}' expected a safetensors entry (dtype, shape, data_offsets), "
+                            f"got {str(v)[:80]}")
+        if v.get("dtype") not in ST_DTYPES:
+            raise UserError(f"--ckpt '{path}': tensor '{k}' expected a dtype among {', '.join(ST_DTYPES)}, got "
+                            f"{str(v.get('dtype'))[:20]}")
+        end = max(end, v["data_offsets"][1])
+        sd[k] = torch.empty(v["shape"], dtype=ST_DTYPES[v["dtype"]], device="meta")
+    if 8 + n + end != size:
+        raise UserError(f"--ckpt '{path}': expected {end} bytes of tensor data after the header, as the header says, "
+                        f"got a file of {size} bytes ({size - 8 - n} after the header)")
+    _fit_shapes(path, foreign, kwargs, _unwrap(path, sd))
+
+
+def _fit_shapes(path: Path, foreign: Foreign, kwargs: dict, sd: dict) -> None:
+    """``fit`` against the model built on the meta device (nothing allocated), when the factory builds there."""
+    layout = detect_layout(foreign.model, sd) if foreign.key_layout == "auto" else foreign.key_layout
+    sd = map_keys(sd, layout)
+    try:
+        with torch.device("meta"):
+            want = create_model(foreign.model, **kwargs).state_dict()
+    except Exception:  # noqa: BLE001  (a factory that cannot build on meta, or bad --model-arg: said when built for real)
+        return
+    fit(path, foreign, layout, want, sd, shapes_only=True)
