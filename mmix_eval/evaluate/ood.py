@@ -47,6 +47,31 @@ def check_source(spec: str) -> None:
                                  f"'{spec}'{did_you_mean(name, DATASETS.names())}")
 
 
+def resolved(spec: str) -> str:
+    """A data spec with its path resolved (realpath: './odd', 'odd/', an absolute path and a symlink are one)."""
+    import os
+
+    name, sep, arg = spec.partition(":")
+    if sep and arg and not name.startswith("noise") and os.path.exists(arg):
+        return f"{name}:{os.path.realpath(arg)}"
+    return spec
+
+
+def same_source(spec: str, data: str) -> bool:
+    return spec == data or resolved(spec) == resolved(data)
+
+
+def shared_images(a, b) -> int:
+    """How many images of ``b`` are byte for byte images of ``a`` (uint8 tensors; 0 when their shapes differ)."""
+    import hashlib
+
+    if tuple(a.shape[1:]) != tuple(b.shape[1:]):
+        return 0
+    digest = lambda x: hashlib.blake2b(x.tobytes(), digest_size=16).digest()  # noqa: E731
+    seen = {digest(r) for r in a.cpu().numpy()}
+    return sum(digest(r) in seen for r in b.cpu().numpy())
+
+
 def ranking_metrics(score_in, score_out) -> dict[str, float]:
     """AUROC, AUPR-in, AUPR-out and FPR at 95 % TPR, in-distribution positive, from numpy score arrays."""
     import numpy as np
@@ -99,9 +124,9 @@ class OOD(Evaluator):
 
         data = str(target.base.get("data") or "")
         for spec in options.ood:
-            if data and spec == data:
+            if data and same_source(spec, data):
                 raise UserError(f"ood: source '{spec}' expected data other than the in-distribution set, got the "
-                                f"evaluation data itself")
+                                f"evaluation data itself ({data})")
         model, device, bs, warn = setup(target, common.device, common.batch_size)
         shape = tuple(target.test.x.shape[1:])
         n = len(target.test)
@@ -114,6 +139,10 @@ class OOD(Evaluator):
             x = ood_images(spec, n, shape, common.seed, common.data_root)
             if len(x) < 2:
                 raise UserError(f"ood: source '{spec}' expected at least 2 images, got {len(x)}")
+            same = shared_images(target.test.x, x)
+            if same * 2 >= len(x):  # by content: another path, a symlink or a copy of the evaluation data
+                raise UserError(f"ood: source '{spec}' expected data other than the in-distribution set, got images "
+                                f"identical to the evaluated test images ({same} of {len(x)})")
             s_out = {k: v.numpy() for k, v in scores(logits_of(model, Images(x, torch.zeros(len(x))), bs, device,
                                                                   precision=target.precision)).items()}
             for sc in SCORES:

@@ -84,3 +84,25 @@ def test_cli_and_report_on_a_trained_checkpoint(tmp_path, capsys):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| noise:blobs, energy score: AUROC |" in md and "FPR at 95 % TPR" in md
     assert (tmp_path / "rep" / "plots" / "ood.png").exists()
+
+
+def test_the_in_distribution_set_is_refused_by_path_and_by_content_not_by_its_spelling(tmp_path, capsys, monkeypatch):
+    """Issue 32, item 6: `--ood imagefolder:./odd` was refused only as the exact string; `odd/`, an absolute
+    path or a symlink passed and reported AUROC 0.4956. Now paths are resolved and a copy is caught by content."""
+    import shutil
+
+    from tests.builders import write_tree
+
+    write_tree(tmp_path / "odd", size=8, per_class=6)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", "imagefolder:./odd", "--method", "vanilla", "--epochs", "1", "--set",
+                 "train.device=cpu", "--set", "model.kwargs={width: 4}", "--out", "run", "--no-progress"]) == 0
+    (tmp_path / "link").symlink_to(tmp_path / "odd")
+    shutil.copytree(tmp_path / "odd", tmp_path / "copy")
+    for spec in ("imagefolder:odd/", f"imagefolder:{tmp_path / 'odd'}", "imagefolder:link"):
+        assert main(["ood", "--ckpt", "run", "--ood", spec, "--out", "res", "--no-progress"]) == 2, spec
+        assert "expected data other than the in-distribution set, got the evaluation data itself" in capsys.readouterr().err
+    assert main(["ood", "--ckpt", "run", "--ood", "imagefolder:copy", "--out", "res", "--no-progress"]) == 2
+    assert "got images identical to the evaluated test images (18 of 18)" in capsys.readouterr().err  # 3 classes x 6
+    assert not (tmp_path / "res").exists()
+    assert main(["ood", "--ckpt", "run", "--ood", "noise:uniform", "--out", "res", "--no-progress"]) == 0  # control
