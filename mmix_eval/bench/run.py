@@ -109,6 +109,7 @@ def preflight(bench: Bench) -> None:
     test split), the model builds on the meta device and takes the method's eligible layers, and a 2-image probe
     step gives a scalar loss and (batch, classes) logits. A mistake in the last run fails now, not hours in."""
     from mmix_eval.data import load_data  # torch: loaded when a bench runs
+    from mmix_eval.evaluate.base import Preflight
     from mmix_eval.training import preflight as check_run
 
     seen, data_cache = set(), {}
@@ -122,7 +123,10 @@ def preflight(bench: Bench) -> None:
         if dkey not in data_cache:
             data_cache[dkey] = load_data(d.name, d.root, d.download, test_limit=2, need_train=False)
         try:
-            check_run(r.cfg, data_cache[dkey])
+            model = check_run(r.cfg, data_cache[dkey])
+            ctx = Preflight(d.name, d.root, data_cache[dkey].in_channels, data_cache[dkey].num_classes, model, bench.options)
+            for ev, opts in bench.plan:  # what each evaluator would refuse after training, refused now
+                ev.preflight(opts, ctx)
         except UserError as e:
             raise UserError(f"bench {bench.name}, run {r.name}: {e}") from None
 

@@ -101,6 +101,11 @@ class Evaluator:
         """Raise OptionError naming the option for a value of the right type but out of range. Never changes
         ``options`` (convert units in ``resolve``)."""
 
+    def preflight(self, options, ctx: "Preflight") -> None:
+        """What a bench checks before anything trains, from what is known then (``Preflight``: the data spec,
+        its channels and classes, the model as built, the shared options): raise UserError for what ``run``
+        would refuse only after training (a missing data set, a layer the model lacks). Default: nothing."""
+
     def file_suffix(self, options) -> str:
         """Appended to the result files' name (``<name>-<suffix>.jsonl``) for options whose results must not
         overwrite the default's; '' (the default) for none."""
@@ -171,6 +176,17 @@ def describe_evaluators() -> list[tuple[str, str, list[tuple[str, Any, Any, str]
         ev = get_evaluator(name)
         out.append((name, ev.help, option_fields(ev.Options)))
     return out
+
+
+@dataclass
+class Preflight:
+    """What a bench knows about a run's evaluation before it trains (see ``Evaluator.preflight``)."""
+    data: str
+    data_root: str | None
+    channels: int
+    num_classes: int
+    model: Any  # the model as the run builds it (untrained weights)
+    common: "EvalOptions"
 
 
 @dataclass

@@ -79,6 +79,25 @@ class Corruptions(Evaluator):
             raise OptionError("severities", f"expected severities among 1..5, got {sev!r}")
         options.severities = sorted(set(sev))
 
+    def preflight(self, options, ctx) -> None:
+        """Colour corruptions on grayscale data leave something to run; corruption files exist where they are read."""
+        from pathlib import Path
+
+        from mmix_eval.errors import UserError
+        from mmix_eval.evaluate.corruption_files import check_folder, default_folder
+
+        names = list(options.corruptions)
+        if ctx.channels != 3 and not [c for c in names if c not in COLOUR]:
+            raise UserError(f"corruptions: {', '.join(names)} expected 3-channel (RGB) images, got {ctx.channels} "
+                            f"channel(s) in {ctx.data}; choose others with corruptions")
+        if options.source == "files":
+            data_name = ctx.data.split(":", 1)[0]
+            folder = Path(options.files) if options.files else default_folder(data_name, ctx.common.data_root or ctx.data_root)
+            if folder is None:
+                raise UserError(f"corruptions: expected files: FOLDER for data '{ctx.data}' (published files exist for "
+                                f"cifar10 and cifar100), or source: generated")
+            check_folder(folder, [c for c in names if ctx.channels == 3 or c not in COLOUR], data_name)
+
     def run(self, target, options, common) -> list[dict]:
         import warnings
         from contextlib import contextmanager

@@ -113,6 +113,19 @@ class OOD(Evaluator):
         for spec in options.ood:
             check_source(spec)
 
+    def preflight(self, options, ctx) -> None:
+        """Each data source exists and is not the bench's own data (by resolved path; by content when run)."""
+        from mmix_eval.data import load_data
+        from mmix_eval.errors import UserError
+
+        for spec in options.ood:
+            if spec.startswith("noise:"):
+                continue
+            if same_source(spec, ctx.data):
+                raise UserError(f"ood: source '{spec}' expected data other than the in-distribution set, got the "
+                                f"evaluation data itself ({ctx.data})")
+            load_data(spec, ctx.common.data_root or ctx.data_root, False, test_limit=2, need_train=False)
+
     def run(self, target, options, common) -> list[dict]:
         import numpy as np
         import torch

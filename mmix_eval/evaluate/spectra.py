@@ -100,6 +100,16 @@ class Spectra(Evaluator):
         if isinstance(options.layers, str):
             options.layers = [s.strip() for s in options.layers.split(",") if s.strip()]
 
+    def preflight(self, options, ctx) -> None:
+        """The layers exist in the model, and a subset leaves each class 2 images at the very least."""
+        from mmix_eval.errors import UserError
+
+        resolve_layers(ctx.model, options.layers)
+        limit = ctx.common.limit
+        if limit is not None and limit < 2 * ctx.num_classes:
+            raise UserError(f"spectra: expected at least 2 test images per class, so a limit of at least "
+                            f"{2 * ctx.num_classes} for {ctx.num_classes} classes, got limit {limit}")
+
     def run(self, target, options, common) -> list[dict]:
         from mmix_eval.evaluate.passes import setup
         from mmix_eval.evaluate.records import record

@@ -45,14 +45,14 @@ def prepare(cfg: Config, data: ImageData | None = None) -> Prepared:
     return Prepared(cfg, data, model, method, device, mean, std)
 
 
-def preflight(cfg: Config, data: ImageData) -> None:
+def preflight(cfg: Config, data: ImageData) -> torch.nn.Module:
     """What ``prepare`` checks about the method and model, for a run that trains later (bench checks every
     run this way before the first one trains). ``data`` needs only its test split: the probe's 2 images
-    come from it."""
+    come from it. Returns the model built (untrained), for the evaluators' own checks."""
     method = create_method(cfg.method.name, cfg.method.kwargs)
     mean, std = data.mean_std() if len(data.train) else ([0.5] * data.in_channels, [0.25] * data.in_channels)
     with torch.random.fork_rng():
-        check_model(cfg, method, data.num_classes, data.in_channels, mean, std, data.test.x[:2], data.test.y[:2])
+        return check_model(cfg, method, data.num_classes, data.in_channels, mean, std, data.test.x[:2], data.test.y[:2])
 
 
 def check_model(cfg: Config, method: Method, num_classes: int, in_channels: int, mean, std, x2, y2) -> StagedNet:

@@ -196,3 +196,23 @@ def test_mean_and_std_that_contradict_the_files_own_normalisation_are_refused(tm
               "--mean/--std: the file holds its own normalisation", tmp_path / "r1")
     assert main(_eval(path, "--out", str(tmp_path / "r2"), "--mean", "0.2", "--std", "0.3")) == 0  # agreeing: fine
     assert main(_eval(path, "--out", str(tmp_path / "r3"))) == 0  # none given: the file's own
+
+
+# ---------------------------------------------------------------- 7. a bench refuses before the first run trains
+
+@pytest.mark.parametrize("evaluate, message", [
+    ("{evaluators: [ood], ood: {ood: ['imagefolder:/no/such/folder']}}", "/no/such/folder"),
+    ("{evaluators: [ood], ood: {ood: [digits]}}", "ood: source 'digits' expected data other than the in-distribution set"),
+    ("{evaluators: [spectra], spectra: {layers: [stages.9]}}", "spectra: layer 'stages.9' expected a module name of SmallNet"),
+    ("{evaluators: [spectra], limit: 2}", "spectra: expected at least 2 test images per class, so a limit of at least 20"),
+    ("{evaluators: [corruptions], corruptions: {corruptions: [brightness], source: generated}}",
+     "corruptions: brightness expected 3-channel (RGB) images, got 1 channel(s) in digits"),
+    ("{evaluators: [corruptions], corruptions: {source: files}}", "corruptions: expected files: FOLDER for data 'digits'"),
+    ("{evaluators: [attack], attack: {norm: L2, eps: [1000000000]}}", "expected L2 norms <= 1000"),
+])
+def test_a_bench_refuses_what_an_evaluator_would_refuse_after_training_before_anything_trains(tmp_path, capsys, evaluate, message):
+    """These were refused only after the first run had trained: partial results and no report."""
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text("methods: [vanilla]\ndata: {name: digits}\nmodel: {name: smallnet, kwargs: {width: 4}}\n"
+                   f"train: {{epochs: 1, device: cpu}}\nevaluate: {evaluate}\n")
+    one_error(capsys, ["bench", str(cfg), "--out", str(tmp_path / "b"), "--no-progress"], message, tmp_path / "b")
