@@ -170,7 +170,7 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
                 "options": options, "method_label": label, "sweep": sweep, "metrics": {k: asdict(v) for k, v in ev.metrics.items()},
                 "n_images": len(target.test), "wall_time_s": round(wall, 3)}, str(device))
             echo(f"{name}  {ev.name}  (n={len(target.test)}, {wall:.1f} s) -> {folder / stem}.csv")
-            echo(summary_table(rows))
+            echo(summary_table(rows, f"{folder / stem}.csv"))
     return all_rows
 
 

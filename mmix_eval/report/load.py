@@ -45,7 +45,8 @@ def load_results(paths: list[str | Path]) -> Results:
             if not stat.S_ISREG(st.st_mode):  # a FIFO or device named *.jsonl would block or never end
                 raise ValueError("not a regular file")
             if st.st_size > MAX_RESULT_FILE:
-                raise ValueError(f"{st.st_size} bytes, larger than any result file ({MAX_RESULT_FILE} bytes at most)")
+                raise ValueError(f"{st.st_size:,} bytes, larger than a result file may be ({MAX_RESULT_FILE:,} bytes at "
+                                 f"most: about 120,000 records; split the evaluation over several files)")
             new = read_jsonl(f, MAX_RESULT_FILE)
             for r in new:
                 r["_source"] = str(f)  # for naming the file of a duplicate; never written
@@ -69,7 +70,7 @@ def load_results(paths: list[str | Path]) -> Results:
                 bad.append((str(meta), f"unreadable provenance ({type(e).__name__}: {str(e)[:120]})"))
     if not rows:
         raise UserError(f"results {', '.join(map(str, paths))}: expected mmix-eval record files (*.jsonl), found "
-                        f"{'none' if not files else 'only unreadable ones: ' + '; '.join(p for p, _ in bad[:3])}")
+                        f"{'none' if not files else 'only unreadable ones: ' + '; '.join(f'{p} ({why})' for p, why in bad[:3])}")
     costs = {}
     for f in files:
         costs.update(_read_costs(f, bad))

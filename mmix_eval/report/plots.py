@@ -46,6 +46,14 @@ def fig_png(fig) -> bytes:
     return figure_files("figure", fig)["figure.png"]
 
 
+MAX_PLOT_CONDITIONS = 30  # categories on one axis; more are cut (said in the title), the files keep them all
+MAX_FIG_WIDTH = 18.0  # inches (1,980 px at the report's 110 dpi): a figure grows with its conditions up to this
+
+
+def cut_note(shown: int, total: int) -> str:
+    return f" [first {shown} of {total:,} conditions; all in table.csv]" if total > shown else ""
+
+
 def series(table: Table, idx: list[int], m: str) -> tuple[list[float], list[float]]:
     means = [table.cells[i, m].mean if (i, m) in table.cells else math.nan for i in idx]
     errs = [(table.cells[i, m].std or 0.0) if (i, m) in table.cells else 0.0 for i in idx]
@@ -56,6 +64,10 @@ def line_or_bars(ax, table: Table, idx: list[int], colors, ylabel: str, title: s
     """One line per method against the shift strength when every shifted row has one (clean at 0), else
     grouped bars per condition."""
     numeric = all(table.rows[i].strength is not None for i in idx if table.rows[i].condition != "clean")
+    total = len(idx)
+    if not numeric:  # bars: one group per condition, so a bounded number of them
+        idx = idx[:MAX_PLOT_CONDITIONS]
+        title += cut_note(len(idx), total)
     # one line per attack (FGSM, the official code's FGSM, PGD-k ...), each along its own strengths, clean at 0
     clean = [i for i in idx if table.rows[i].condition == "clean"]
     groups: dict = {}
@@ -101,8 +113,15 @@ def calibration_under_shift(table: Table, section: str, colors, metrics=("ece", 
     conds = list(dict.fromkeys(table.rows[i].condition for _, rows in panels for i in rows))
     strength = {table.rows[i].condition: table.rows[i].strength for _, rows in panels for i in rows}
     numeric = all(strength[c] is not None for c in conds if c != "clean")
+    note = ""
+    if not numeric and len(conds) > MAX_PLOT_CONDITIONS:  # categories: a bounded number of them
+        note = cut_note(MAX_PLOT_CONDITIONS, len(conds))
+        conds = conds[:MAX_PLOT_CONDITIONS]
+        keep = set(conds)
+        panels = [(metric, [i for i in rows if table.rows[i].condition in keep]) for metric, rows in panels]
     x_of = {c: (0.0 if c == "clean" else strength[c]) if numeric else float(k) for k, c in enumerate(conds)}
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.0, 0.55 * len(conds) + 3) * len(panels), 3.8), squeeze=False)
+    width = min(MAX_FIG_WIDTH, max(6.0, 0.55 * len(conds) + 3) * len(panels))
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.8), squeeze=False)
     calibrators = sorted({table.rows[i].calibrator for _, rows in panels for i in rows} - {"none"})
     for ax, (metric, rows) in zip(axes[0], panels):
         for k, m in enumerate(table.methods):
@@ -128,7 +147,7 @@ def calibration_under_shift(table: Table, section: str, colors, metrics=("ece", 
     handles += [plt.Line2D([], [], color="0.3", ls="-" if numeric else "none", marker="o",
                            label=plot_text(f"after {c} scaling")) for c in calibrators]
     fig.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95))
-    fig.suptitle(plot_text(f"{section}: calibration under shift, raw and calibrated (means over seeds)"), fontsize=11)
+    fig.suptitle(plot_text(f"{section}: calibration under shift, raw and calibrated (means over seeds){note}"), fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -8,6 +8,8 @@ import gzip
 import json
 import math
 import re
+import struct
+import sys
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -256,3 +258,52 @@ def test_mathtext_and_a_leading_underscore_in_a_swept_method_draw_literally_in_t
 
 def safe_run(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "x", text)
+
+
+# ---------------------------------------------------------------- 8. the report at many conditions
+
+def _png_width(path: Path) -> int:
+    return struct.unpack(">I", path.read_bytes()[16:20])[0]  # the IHDR chunk's width
+
+
+@pytest.mark.parametrize("numeric", [False, True])
+def test_plots_stay_bounded_in_width_at_many_conditions(tmp_path, numeric):
+    """40k records gave a 3.1-megapixel-wide PNG and 12.7 GB: one bar group or one inch per condition. Now a
+    plot shows at most MAX_PLOT_CONDITIONS categories (saying so in its title) and its width no longer grows."""
+    from mmix_eval.report.plots import MAX_PLOT_CONDITIONS
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from bench_report_scale import make
+
+    make(tmp_path / "res", 4 * 5 * 300, numeric=numeric)  # 300 conditions
+    out = build_report([tmp_path / "res"], tmp_path / "rep", baseline="vanilla")
+    pngs = list((tmp_path / "rep" / "plots").glob("*.png"))
+    assert pngs and max(_png_width(p) for p in pngs) <= 2400, {p.name: _png_width(p) for p in pngs}  # 18 in + legend
+    assert len([r for r in out["table"].rows if r.evaluator == "sweep" and r.metric == "acc"]) >= 299  # the table keeps all
+    if not numeric:
+        from mmix_eval.report.plots import cut_note
+
+        assert cut_note(MAX_PLOT_CONDITIONS, 300) == f" [first {MAX_PLOT_CONDITIONS} of 300 conditions; all in table.csv]"
+
+
+def test_the_console_summary_prints_a_screenful_and_says_where_the_rest_is():
+    """200k conditions took 6.6 minutes (a list lookup per row) and printed 200k lines."""
+    from mmix_eval.evaluate.records import MAX_CONSOLE_CONDITIONS, summary_table
+
+    base = {"run": "r", "method": "m", "evaluator": "e"}
+    rows = [dict(record(base, f"c{i}", m, 1.0), direction="lower", format=".2f", schema=2)
+            for i in range(20_000) for m in ("nll", "ece")]
+    lines = summary_table(rows, "results/r/e.csv").splitlines()
+    assert len(lines) == MAX_CONSOLE_CONDITIONS + 2
+    assert lines[-1] == f"  … and {20_000 - MAX_CONSOLE_CONDITIONS:,} more conditions, every one in results/r/e.csv"
+    assert lines[0].split() == ["condition", "nll", "ece"] and lines[1].split() == ["c0", "1.00", "1.00"]
+
+
+def test_a_result_file_over_the_cap_says_why_it_is_not_read(tmp_path, monkeypatch):
+    import mmix_eval.report.load as load
+
+    res = fake_results(tmp_path / "res", methods={"vanilla": {0: 50.0}})
+    monkeypatch.setattr(load, "MAX_RESULT_FILE", 100)
+    with pytest.raises(UserError, match=r"only unreadable ones: .*deformations.jsonl \(\d[\d,]* bytes, larger than a result "
+                                        r"file may be \(100 bytes at most"):
+        build_report([res], tmp_path / "rep", baseline="vanilla")

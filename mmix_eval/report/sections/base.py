@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmix_eval.report.plots import COLORS, calibration_under_shift, line_or_bars, plot_text, plt
+from mmix_eval.report.plots import MAX_FIG_WIDTH, COLORS, calibration_under_shift, line_or_bars, plot_text, plt
 from mmix_eval.report.table import Row, Table
 
 
@@ -55,7 +55,7 @@ class ReportSection:
                       and r.section == "comparison"), None)
         if head:  # the headline metric under each shift, clean first
             idx = ([clean] if clean is not None and table.rows[head[0]].metric == "acc" else []) + head
-            fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(idx) + 2), 3.6))
+            fig, ax = plt.subplots(figsize=(min(MAX_FIG_WIDTH, max(6.0, 0.9 * len(idx) + 2)), 3.6))
             ylabel = plot_text(table.rows[head[0]].label.rsplit(": ", 1)[-1])
             line_or_bars(ax, table, idx, COLORS, ylabel, f"{plot_text(self.evaluator)}: {ylabel} under each condition")
             out[stem] = fig

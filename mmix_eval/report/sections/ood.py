@@ -17,6 +17,9 @@ class OODSection(ReportSection):
         return {**super().figures(ctx), **ood_figures(ctx.table, ctx.records, ctx.labels)}
 
 
+MAX_PANEL_ROWS = 12
+
+
 def ood_figures(table: Table, records: list[dict], names: dict) -> dict:
     """Max-softmax histograms, in-distribution vs each OOD source, one panel per method (pooled over seeds;
     rows of metrics ``hist_in`` / ``hist_out`` with ``bin``): the overlap is what AUROC summarises."""
@@ -27,7 +30,7 @@ def ood_figures(table: Table, records: list[dict], names: dict) -> dict:
                .setdefault(r["bin"], []).append(r["value"])
     if not per:
         return {}
-    conds = list(per)
+    conds = list(per)[:MAX_PANEL_ROWS]  # a bounded figure: the rest are in the table and the files
     methods = [m for m in table.methods if any(m in per[c] for c in conds)]
     fig, axes = plt.subplots(len(conds), len(methods), figsize=(3.0 * len(methods) + 1.5, 2.4 * len(conds)),
                              squeeze=False)

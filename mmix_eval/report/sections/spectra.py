@@ -16,6 +16,9 @@ class SpectraSection(ReportSection):
         return {**super().figures(ctx), **spectra_figures(ctx.table, ctx.records, ctx.labels, COLORS)}
 
 
+MAX_PANELS = 12
+
+
 def spectra_figures(table: Table, records: list[dict], names: dict, colors) -> dict:
     """The normalised singular values s_k / Σ s per layer (rows of metric ``sv``, ``bin`` = k − 1), one line per
     method (mean over seeds, band from the lowest to the highest seed): a flatter class is a steeper curve."""
@@ -29,7 +32,7 @@ def spectra_figures(table: Table, records: list[dict], names: dict, colors) -> d
             per.setdefault(key, {}).setdefault(names[r["run"]], {}).setdefault(seed, {})[r["bin"]] = r["value"]
     if not per:
         return {}
-    keys = list(per)
+    keys = list(per)[:MAX_PANELS]  # a bounded figure: the rest are in the table and the files
     fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys) + 1.5, 3.3), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for m in [m for m in table.methods if m in per[key]]:
