@@ -237,14 +237,44 @@ def comparable_groups(rows: list[dict]) -> list[list[dict]]:
                 raise UserError(f"results: run '{rid[0]}' is in two places, {names[rid[0]][1]} and {rid[1]}, with "
                                 f"comparable records; expected one (a duplicate run: report one of them)")
         ids = set(g)
-        out.append([r for r in rows if _run_id(r) in ids])
+        out += by_subset([r for r in rows if _run_id(r) in ids])
     return out
 
+
+def subset_key(r: dict) -> tuple:
+    """The test images a record was computed on: data, image count, subset fingerprint, evaluation seed (None:
+    not recorded, as in schema-1 calibration rows, which fits any)."""
+    return str(r["data"]), r["n"], r["subset"], r["eval_seed"]
+
+
+def _fits(a: tuple, b: tuple) -> bool:
+    return all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def by_subset(rows: list[dict]) -> list[list[dict]]:
+    """Rows split by test subset: records of one report (of one run, or of runs that share no evaluator) on
+    different test images are never put side by side (a clean row on 30 images beside corruption means on 100).
+    A record whose subset is not recorded goes with the first subset it fits."""
+    keys: list[tuple] = []
+    groups: list[list[dict]] = []
+    for r in rows:
+        k = subset_key(r)
+        j = next((j for j, g in enumerate(keys) if _fits(g, k)), None)
+        if j is None:
+            keys.append(k)
+            groups.append([r])
+        else:
+            keys[j] = tuple(x if x is not None else y for x, y in zip(keys[j], k))
+            groups[j].append(r)
+    return groups
+
+
 def describe_group(rows: list[dict]) -> str:
-    r = rows[0]
+    r = next((x for x in rows if x["n"] is not None), rows[0])
     runs = sorted({x["run"] for x in rows})
-    return (f"{len(runs)} run(s) like '{runs[0]}': data {r['data']}, {r['n']} test images (subset {r['subset']}), "
-            f"evaluation seed {r['eval_seed']}")
+    evaluators = sorted({str(x["evaluator"]) for x in rows})
+    return (f"{len(runs)} run(s) like '{runs[0]}' ({', '.join(evaluators[:4])}): data {r['data']}, {r['n']} test images "
+            f"(subset {r['subset']}), evaluation seed {r['eval_seed']}")
 
 
 def check_duplicates(rows: list[dict], labels: dict[str, str]) -> None:

@@ -307,3 +307,24 @@ def test_a_result_file_over_the_cap_says_why_it_is_not_read(tmp_path, monkeypatc
     with pytest.raises(UserError, match=r"only unreadable ones: .*deformations.jsonl \(\d[\d,]* bytes, larger than a result "
                                         r"file may be \(100 bytes at most"):
         build_report([res], tmp_path / "rep", baseline="vanilla")
+
+
+# ---------------------------------------------------------------- 9. one test subset per report
+
+def test_records_of_one_run_on_different_test_subsets_are_refused_or_split(tmp_path):
+    """`attack --limit 30` and `corruptions --limit 100` written into one folder were reported side by side
+    (the clean row from 30 images, the corruption means from 100)."""
+    res = fake_results(tmp_path / "res")
+    for path in res.glob("*/fgsm.jsonl"):  # fgsm evaluated on another subset of 30 images
+        rows = [json.loads(x) for x in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps({**r, "n": 30, "subset": "0123456789abcdef"}) + "\n" for r in rows))
+    with pytest.raises(UserError, match=r"got 2 groups that cannot, e\.g\. 4 run\(s\) like 'manifold_mixup-s0' "
+                                        r"\(deformations\): data digits, 100 test images .*; and 4 run\(s\) like "
+                                        r"'manifold_mixup-s0' \(fgsm\): data digits, 30 test images \(subset 0123456789abcdef\)"):
+        build_report([res], tmp_path / "rep", baseline="vanilla")
+    assert not (tmp_path / "rep").exists()
+    out = build_report([res], tmp_path / "split", baseline="vanilla", split_by=True)
+    parts = sorted(p.name for p in out["groups"])
+    assert parts == ["group1-digits-n100", "group2-digits-n30"]
+    md30 = (tmp_path / "split" / "group2-digits-n30" / "report.md").read_text()
+    assert "FGSM ε = 8/255" in md30 and "Rotation" not in md30 and "test images: 30" in md30
