@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from mmix_eval.bench.job import run_one
 from mmix_eval.bench.plan import Bench, Run
 from mmix_eval.bench.status import complete
-from mmix_eval.errors import UserError
+from mmix_eval.errors import UserError, one_line
 from mmix_eval.io import atomic_write_text
 from mmix_eval.threads import resolve
 
@@ -67,17 +68,27 @@ def launcher_resources(bench: Bench, overrides: dict) -> dict:
 
 
 def _inline(ctx: Launch, todo: list[Run]) -> dict[str, str]:
-    """One run after the other, in this process."""
+    """One run after the other, in this process. A run that fails (training, or an evaluator: a plugin's bug)
+    is reported and the others go on, as with the other launchers; its traceback goes to OUT/logs/RUN.log."""
+    failed = {}
     with tqdm(total=len(todo), desc=f"bench {ctx.bench.name}", unit="run", disable=not ctx.progress,
               dynamic_ncols=True) as bar:
         for r in todo:
             bar.set_postfix_str(r.name)
             t0 = time.perf_counter()
-            status = run_one(ctx.config, ctx.out, r.name, ctx.device)
+            try:
+                status = run_one(ctx.config, ctx.out, r.name, ctx.device)
+            except Exception as e:  # noqa: BLE001  (any failure of one run: the bench goes on and says so)
+                log = ctx.out / "logs" / f"{r.name}.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(traceback.format_exc(), encoding="utf-8")
+                text = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+                failed[r.name] = f"{one_line(text)[:500]} (log: {log})"
+                status = "FAILED"
             ctx.stages[r.name] = round(time.perf_counter() - t0, 3)
-            bar.write(f"{r.name}: {status}, evaluated ({ctx.stages[r.name]:.1f} s)")
+            bar.write(f"{r.name}: {status if status == 'FAILED' else status + ', evaluated'} ({ctx.stages[r.name]:.1f} s)")
             bar.update(1)
-    return {}
+    return failed
 
 
 def _local(ctx: Launch, todo: list[Run]) -> dict[str, str]:

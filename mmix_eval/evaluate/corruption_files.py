@@ -74,10 +74,11 @@ class CorruptionFiles:
             mm.close()
 
 
-def check_labels(folder: Path, indices: np.ndarray, labels: np.ndarray) -> int:
+def check_labels(folder: Path, indices: np.ndarray, labels: np.ndarray, test_size: int | None = None) -> int:
     """The files' labels for the evaluated images, at every severity, are the evaluation data's: a test set in
     another order (an image folder sorted by class) or another data set is refused, not silently scored.
-    Returns the test-set size the files hold (their label count / 5)."""
+    Returns the test-set size the files hold (their label count / 5), which must be ``test_size`` (the
+    evaluation data's whole test split) where that is known; labels are integers."""
     path = Path(folder) / "labels.npy"
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -85,6 +86,11 @@ def check_labels(folder: Path, indices: np.ndarray, labels: np.ndarray) -> int:
         raise UserError(f"corruption labels '{path}': expected a .npy array, got an unreadable file ({e})") from None
     if arr.ndim != 1 or len(arr) % 5:
         raise UserError(f"corruption labels '{path}': expected 5 x the test-set size labels, got shape {tuple(arr.shape)}")
+    if arr.dtype.kind not in "iu":
+        raise UserError(f"corruption labels '{path}': expected integer class labels, got dtype {arr.dtype}")
+    if test_size is not None and len(arr) != 5 * test_size:
+        raise UserError(f"corruption labels '{path}': expected 5 x {test_size} = {5 * test_size} labels (5 severities of "
+                        f"the evaluation data's {test_size} test images), got {len(arr)}")
     test_size = len(arr) // 5
     idx = np.asarray(indices, dtype=np.int64)
     for s in range(5):

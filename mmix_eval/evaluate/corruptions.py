@@ -133,7 +133,7 @@ class Corruptions(Evaluator):
                 raise UserError(f"corruptions: expected --files FOLDER for data '{target.base.get('data')}' (published "
                                 f"files exist for cifar10 and cifar100), or --source generated")
             check_folder(folder, names, data_name)
-            test_size = check_labels(folder, idx, target.test.y.cpu().numpy())
+            test_size = check_labels(folder, idx, target.test.y.cpu().numpy(), target.test_size)
             settings["files"] = str(folder)
             opened: dict = {}
 

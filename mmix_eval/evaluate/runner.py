@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import traceback
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +18,7 @@ from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, Evaluator, OptionError, get_evaluator, run_evaluator
 from mmix_eval.evaluate.outcomes import write_outcomes
 from mmix_eval.evaluate.records import read_records, summary_table, write_records
-from mmix_eval.io import atomic_write_json, safe_name  # noqa: F401  (safe_name: re-exported)
+from mmix_eval.io import atomic_write_json, atomic_write_text, safe_name  # noqa: F401  (safe_name: re-exported)
 from mmix_eval.provenance import git_commit, hardware, versions
 
 Plan = list[tuple[Evaluator, object]]  # (evaluator, its options), in run order
@@ -52,7 +53,7 @@ def make_plan(specs: list[str] | None = None, options: dict | None = None, where
     for key in options:
         if key not in specs:
             raise UserError(f"{where}: options given for evaluator '{key}', which is not run (evaluators: {', '.join(specs)})")
-    plan, names = [], set()
+    plan, names, stems = [], set(), {}
     for spec in specs:
         ev = get_evaluator(spec)
         if ev.name in names:
@@ -61,7 +62,13 @@ def make_plan(specs: list[str] | None = None, options: dict | None = None, where
         raw = options.get(spec) or {}
         if not isinstance(raw, dict):
             raise UserError(f"{where} '{spec}': expected a mapping of options, got {type(raw).__name__}")
-        plan.append((ev, ev.options(raw, f"{where} '{spec}'")))
+        opts = ev.options(raw, f"{where} '{spec}'")
+        stem = file_stem(ev, opts)
+        if stem in stems:  # two names that sanitise alike would overwrite each other's files
+            raise UserError(f"{where}: evaluators '{stems[stem]}' and '{ev.name}' would both write {stem}.jsonl; "
+                            f"expected names that differ in [A-Za-z0-9._-] (rename one)")
+        stems[stem] = ev.name
+        plan.append((ev, opts))
     return plan
 
 
@@ -160,7 +167,8 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
                                      download=common.download, calibration_split=common.calibration_split,
                                      members=members)
             t0 = time.perf_counter()
-            rows, outcomes = _evaluate(ev, opts, target, run_common, name, label, sweep)
+            rows, outcomes = _evaluate(ev, opts, target, run_common, name, label, sweep,
+                                       folder / f"{stem}.error.log" if main else None)
             wall = time.perf_counter() - t0
             all_rows += rows
             if not main:
@@ -174,15 +182,23 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
     return all_rows
 
 
-def _evaluate(ev: Evaluator, opts, target, common: EvalOptions, name: str, label, sweep) -> tuple[list[dict], dict]:
+def _evaluate(ev: Evaluator, opts, target, common: EvalOptions, name: str, label, sweep,
+              log: Path | None = None) -> tuple[list[dict], dict]:
     """One evaluator on one target: its rows (private keys dropped, label and sweep set) and per-image outcomes."""
     threads.recheck(say=lambda line: print(f"mmix-eval: {line}", file=sys.stderr))  # busy now: shrink
     try:
         rows = run_evaluator(ev, target, opts, common)
     except UserError:
         raise
-    except Exception as e:  # a plugin's bug: one line naming it; what other evaluators wrote stays
-        raise UserError(f"evaluator '{ev.name}' failed on run '{name}': {type(e).__name__}: {e}") from None
+    except Exception as e:  # a plugin's bug: one line naming it, its traceback in a file for its author; what
+        where = ""  # other evaluators wrote stays
+        if log is not None:
+            try:
+                atomic_write_text(log, traceback.format_exc())
+                where = f" (traceback: {log})"
+            except OSError:
+                pass
+        raise UserError(f"evaluator '{ev.name}' failed on run '{name}': {type(e).__name__}: {e}{where}") from None
     outcomes = {r["condition"]: r.pop("_correct") for r in rows if "_correct" in r}
     for r in rows:
         for k in [k for k in r if k.startswith("_")]:

@@ -31,6 +31,7 @@ class Target:
     warnings: list[str] = field(default_factory=list)
     checked: bool = False  # output_checks ran (once per target)
     indices: np.ndarray | None = None  # test-subset indices into the full test split (default 0..N-1)
+    test_size: int | None = None  # images in the full test split (None: not known, as for tensors given directly)
     clean: torch.Tensor | None = None  # clean test logits, computed once and shared by the evaluators
     precision: str = "fp32"  # "bf16": inference forwards under bf16 autocast (a GPU, for a checkpoint trained so)
     channels_last: bool = False  # on a GPU, where training used it
@@ -100,7 +101,7 @@ def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
     if lut is not None:
         y = lut[y]
         val = Images(val.x, lut[val.y]) if val is not None else None
-    return Images(x, y), val, spec, idx
+    return Images(x, y), val, spec, idx, len(d.test)
 
 
 def split_test(n: int, limit: int | None, seed: int, calibration_split: int | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -201,7 +202,7 @@ def load_target(ckpt: str | Path, device, data: str | None = None, root: str | N
         model, meta = load_foreign(ckpt, device, foreign, meta)
     else:
         model, meta = load_checkpoint(ckpt, device, allow_import=allow_import)
-    test, val, spec, idx = eval_data(meta, data, root, limit, seed, with_val, class_map, download, calibration_split)
+    test, val, spec, idx, test_size = eval_data(meta, data, root, limit, seed, with_val, class_map, download, calibration_split)
     run = run or ckpt.parent.name or ckpt.stem
     base = base_columns(meta, ckpt, run)
     base["data"] = spec
@@ -215,5 +216,5 @@ def load_target(ckpt: str | Path, device, data: str | None = None, root: str | N
                 **({"calibration_split": calibration_split} if calibration_split else {})}
     source = (f"{calibration_split} seeded test images, never evaluated" if calibration_split
               else "the checkpoint's validation split")
-    return Target(model=model, test=test, val=val, run=run, base=base, indices=idx, precision=precision,
+    return Target(model=model, test=test, val=val, run=run, base=base, indices=idx, test_size=test_size, precision=precision,
                   channels_last=bool(gpu and train_cfg.get("channels_last")), settings=settings, val_source=source)

@@ -92,6 +92,8 @@ def test_files_are_read_by_severity_and_subset_image_by_image(tmp_path):
     (lambda d: np.save(d / "fog.npy", np.zeros((4 * N, 32, 32, 3), np.uint8)), "got uint8 (200, 32, 32, 3)"),
     (lambda d: (d / "fog.npy").write_bytes(b"<html>404</html>"), "expected a .npy array, got an unreadable file"),
     (lambda d: np.save(d / "labels.npy", np.zeros(5 * N - 3, np.uint8)), "expected 5 x the test-set size labels"),
+    (lambda d: np.save(d / "labels.npy", np.tile(np.arange(N) % CLASSES, 5).astype(np.float32)),
+     "expected integer class labels, got dtype float32"),  # issue 32: float labels were accepted
     (lambda d: (d / "fog.npy").unlink(), "expected fog.npy (download CIFAR-10-C from https://zenodo.org/record/2535967"),
 ])
 def test_damaged_files_are_one_line_errors_naming_the_file(tmp_path, damage, message):
@@ -100,6 +102,16 @@ def test_damaged_files_are_one_line_errors_naming_the_file(tmp_path, damage, mes
     with pytest.raises(UserError, match="corruption (file|files|labels) '") as e:
         run_files(value_target(y), folder)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_files_for_a_larger_test_set_are_refused(tmp_path):
+    """Issue 32: a labels.npy for 1,000 images was accepted for a 500-image test set (the first 500 read)."""
+    folder, y = c10c_tree(tmp_path / "CIFAR-10-C", n=2 * N)
+    target = value_target(y[:N])
+    target.test_size = N
+    with pytest.raises(UserError, match=rf"expected 5 x {N} = {5 * N} labels \(5 severities of the evaluation data's {N} "
+                                        rf"test images\), got {10 * N}"):
+        run_files(target, folder)
 
 
 def test_a_test_set_in_another_order_is_refused(tmp_path):

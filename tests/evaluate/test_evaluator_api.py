@@ -184,7 +184,12 @@ def test_a_failing_plugin_writes_nothing_of_its_own_and_keeps_the_others(runs, d
     err = capsys.readouterr().err
     assert code == 2 and message in err
     files = sorted(p.name for p in (tmp_path / "r" / "vanilla-s0").iterdir())
-    assert files == ["calibration.csv", "calibration.jsonl", "calibration.meta.json"]
+    log = ["raises.error.log"] if plugin == "Raises" else []  # the traceback, for the plugin's author (issue 32)
+    assert files == ["calibration.csv", "calibration.jsonl", "calibration.meta.json", *log]
+    if log:
+        tb = (tmp_path / "r" / "vanilla-s0" / "raises.error.log").read_text()
+        assert 'raise RuntimeError("boom")' in tb and "test_evaluator_api.py" in tb
+        assert f"(traceback: {tmp_path / 'r' / 'vanilla-s0' / 'raises.error.log'})" in err
 
 
 def test_ls_evaluators_and_generated_help(capsys):

@@ -216,3 +216,58 @@ def test_a_bench_refuses_what_an_evaluator_would_refuse_after_training_before_an
     cfg.write_text("methods: [vanilla]\ndata: {name: digits}\nmodel: {name: smallnet, kwargs: {width: 4}}\n"
                    f"train: {{epochs: 1, device: cpu}}\nevaluate: {evaluate}\n")
     one_error(capsys, ["bench", str(cfg), "--out", str(tmp_path / "b"), "--no-progress"], message, tmp_path / "b")
+
+
+# ---------------------------------------------------------------- 10. plugin evaluators that collide or raise
+
+PLUGIN = '''
+from mmix_eval.evaluate import Evaluator, MetricSpec, record
+
+
+class Boom(Evaluator):
+    name = "boom"
+    metrics = {"acc": MetricSpec("accuracy (%)", "higher", ".2f")}
+
+    def run(self, target, options, common):
+        if target.run.endswith("s1"):
+            raise ZeroDivisionError("the plugin's own bug")
+        return [record({**target.base, "evaluator": self.name, "n": len(target.test)}, "c", "acc", 1.0)]
+
+
+class SlashName(Boom):
+    name = "a/b"
+
+
+class ColonName(Boom):
+    name = "a:b"
+'''
+
+
+def test_plugin_names_that_sanitise_to_one_file_are_refused(tmp_path, capsys, monkeypatch):
+    """'a/b' and 'a:b' both wrote a_b.jsonl: one overwrote the other."""
+    (tmp_path / "hostile_plugins.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from mmix_eval.evaluate.runner import make_plan
+
+    with pytest.raises(Exception, match=r"evaluators 'a/b' and 'a:b' would both write a_b\.jsonl"):
+        make_plan(["hostile_plugins:SlashName", "hostile_plugins:ColonName"])
+
+
+def test_a_raising_plugin_fails_its_run_only_the_bench_reports_the_rest_and_keeps_the_traceback(tmp_path, capsys,
+                                                                                              monkeypatch):
+    """It aborted the whole bench: no report, and no traceback for its author."""
+    (tmp_path / "hostile_plugins.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text("methods: [vanilla]\nseeds: [0, 1, 2]\ndata: {name: digits, train_limit: 200}\n"
+                   "model: {name: smallnet, kwargs: {width: 4}}\ntrain: {epochs: 1, device: cpu}\n"
+                   "evaluate: {evaluators: [calibration, 'hostile_plugins:Boom'], limit: 50}\n")
+    assert main(["bench", str(cfg), "--out", str(tmp_path / "b"), "--no-progress"]) == 1
+    got = capsys.readouterr()
+    err = got.out + got.err
+    assert "run vanilla-s1 failed: evaluator 'boom' failed on run 'vanilla-s1': ZeroDivisionError: the plugin's own bug" in err
+    md = (tmp_path / "b" / "report.md").read_text()
+    assert "(n=3)" in md  # the calibration rows of all three runs; boom's of the two that worked
+    tb = (tmp_path / "b" / "results" / "vanilla-s1" / "boom.error.log").read_text()
+    assert "hostile_plugins.py" in tb and "ZeroDivisionError: the plugin's own bug" in tb
+    assert "Traceback" in (tmp_path / "b" / "logs" / "vanilla-s1.log").read_text()
