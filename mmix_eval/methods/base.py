@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import sys
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -49,15 +50,67 @@ class Method:
 
 
 def source_sha256(method: "Method") -> str | None:
-    """A short hash of the source file of a method defined outside mmix-eval (a plugin), so that editing the
-    plugin makes its old checkpoints stale; None for mmix-eval's own methods (their version is the package's)."""
+    """A short hash of the source of a method defined outside mmix-eval (a plugin): its file and every module
+    of the user's own it imports, transitively (helpers beside it, not installed packages), so that editing the
+    plugin or a helper makes its old checkpoints stale; None for mmix-eval's own methods (their version is the
+    package's). A plugin without such helpers hashes as before: its file alone."""
     module = type(method).__module__
     if module == "mmix_eval" or module.startswith("mmix_eval."):
         return None
     try:
-        return hashlib.sha256(open(inspect.getsourcefile(type(method)), "rb").read()).hexdigest()[:16]
+        own = inspect.getsourcefile(type(method))
+        h = hashlib.sha256(open(own, "rb").read())
     except (TypeError, OSError):  # defined interactively, or no source on disk
         return None
+    for name, path in _user_helpers(own):
+        try:
+            h.update(b"\0" + name.encode() + b"\0" + open(path, "rb").read())
+        except OSError:
+            continue
+    return h.hexdigest()[:16]
+
+
+def _user_helpers(own: str) -> list[tuple[str, str]]:
+    """(name, file) of the user's modules the plugin's source imports (``import x``, ``from x import y``, read
+    from the source with ``ast``), transitively: Python files outside the interpreter's prefixes (stdlib,
+    site-packages) and outside mmix-eval."""
+    import ast
+    import importlib.util
+    import os
+
+    skip = tuple(os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                               os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
+    found: dict[str, str] = {}
+    todo, seen = [own], {os.path.realpath(own)}
+    while todo:
+        try:
+            tree = ast.parse(open(todo.pop(), "rb").read())
+        except (OSError, SyntaxError, ValueError):
+            continue
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        for name in sorted(names):
+            mod = sys.modules.get(name)
+            path = getattr(mod, "__file__", None)
+            if path is None:
+                try:
+                    spec = importlib.util.find_spec(name) if name.split(".")[0] in sys.modules or "." not in name else None
+                except (ImportError, ValueError, AttributeError):
+                    spec = None
+                path = getattr(spec, "origin", None)
+            if not path or not str(path).endswith(".py"):
+                continue
+            real = os.path.realpath(path)
+            if real.startswith(skip) or real in seen:
+                continue
+            seen.add(real)
+            found[name] = path
+            todo.append(path)
+    return sorted(found.items())
 
 
 def fingerprint(method: "Method") -> dict[str, Any]:

@@ -431,3 +431,46 @@ def test_user_strings_are_drawn_literally_in_plots():
         assert [t.get_text() for t in leg.get_texts()] == [plot_text(name)]
         plt.close(fig)
     assert plot_text("_hidden").endswith("_hidden") and not plot_text("_hidden").startswith("_")
+
+
+HELPED = '''
+import torch
+
+from mmix_eval.methods import Method, StepOutput, soft_targets
+from noise_helper import SIGMA
+
+
+class Noisy(Method):
+    name = "noisy"
+
+    def step(self, model, x, y, rng):
+        logits = model((x + SIGMA * torch.randn_like(x)).clamp(0, 1))
+        return StepOutput(self.loss_fn(logits, soft_targets(y, logits.shape[1])), logits)
+'''
+
+
+def test_an_edited_helper_module_of_a_plugin_is_noticed(tmp_path, monkeypatch, capsys):
+    """Issue 32: a helper module the plugin imports was edited and the stale weights were reused."""
+    import sys
+
+    import yaml
+
+    (tmp_path / "helped_regs.py").write_text(HELPED)
+    (tmp_path / "noise_helper.py").write_text("SIGMA = 0.05\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for m in ("helped_regs", "noise_helper"):
+        sys.modules.pop(m, None)
+    bench = tmp_path / "b.yaml"
+    bench.write_text(yaml.safe_dump({
+        "data": {"name": "digits", "train_limit": 100, "test_limit": 40}, "model": {"name": "smallnet", "kwargs": {"width": 4}},
+        "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}, "methods": ["helped_regs:Noisy"], "seeds": [0],
+        "evaluate": {"evaluators": ["calibration"]}, "report": {"baseline": None}}))
+    out = tmp_path / "out"
+    assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
+    assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
+    assert "helped_regs_Noisy-s0: done already" in capsys.readouterr().out
+    (tmp_path / "noise_helper.py").write_text("SIGMA = 0.2\n")  # only the helper edited
+    for m in ("helped_regs", "noise_helper"):
+        sys.modules.pop(m, None)
+    assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
+    assert "re-training, the method changed since it was trained (source_sha256)" in capsys.readouterr().err
