@@ -25,8 +25,10 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def md(v) -> str:
-    """A Markdown-safe table cell: no pipes, no raw HTML, no line breaks."""
+    """A Markdown-safe table cell: no pipes, no raw HTML, no line breaks, no emphasis or code spans from a
+    user's string (``*`` and backticks escaped)."""
     s = str(v).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    s = s.replace("*", "\\*").replace("`", "\\`")
     return " ".join(s.split())
 
 

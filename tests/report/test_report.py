@@ -69,6 +69,15 @@ def test_hostile_names_are_escaped_in_html_and_neutralised_in_csv(tmp_path):
         assert any(c.startswith("'=HYPERLINK") for c in cells), name
 
 
+def test_emphasis_and_code_spans_in_names_are_neutralised_in_markdown(tmp_path):
+    """Issue 32: `**` and backticks in a method name turned the rest of a Markdown row bold or into code."""
+    res = fake_results(tmp_path / "res", methods={"vanilla": {0: 50.0}, "**bold** `code`": {0: 52.0}})
+    build_report([res], tmp_path / "rep", baseline="vanilla")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "\\*\\*bold\\*\\* \\`code\\`" in md
+    assert " **bold** `" not in md and "`code`" not in md  # never as written (the legend's own **bold** is ours)
+
+
 def test_paper_numbers_appear_only_where_the_setting_matches(tmp_path):
     res = fake_results(tmp_path / "res", data="cifar100", model="preactresnet34")
     build_report([res], tmp_path / "rep")
