@@ -185,6 +185,8 @@ def read_jsonl(path: Path, max_bytes: int = MAX_RECORD_BYTES) -> list[dict]:
             raise ValueError(f"line {i} is not JSON") from None
         except RecursionError:
             raise ValueError(f"line {i} is nested deeper than any record") from None
+        except ValueError as e:  # a bare Infinity (see _constant)
+            raise ValueError(f"line {i}: {e}") from None
         if not isinstance(r, dict) or any(k not in r for k in REQUIRED):
             raise ValueError(f"line {i} lacks the record fields {', '.join(REQUIRED)}")
         if r["value"] is None:  # NaN, written as null by strict JSON
