@@ -40,6 +40,20 @@ def fake_results(root: Path, data="digits", model="smallnet", methods=None, drop
     return root
 
 
+def corruption_records(root: Path, method: str, seed: int, errors: dict, clean_err: float, data: str = "cifar10") -> None:
+    """One run's corruption records: per (corruption, severity) error %, the clean error %, their mean."""
+    from mmix_eval.evaluate.base import get_evaluator
+
+    base = {"run": f"{method}-s{seed}", "checkpoint": "x", "model": "smallnet", "method": method, "method_settings": {},
+            "train_seed": seed, "data": data, "n": 100, "eval_seed": 0, "evaluator": "corruptions",
+            "settings": {"source": "generated"}}
+    rows = [record(base, "clean", "acc", 100 - clean_err)]
+    for (c, s), e in errors.items():
+        rows.append(record(base, f"{c}-{s}", "acc", 100 - e, corruption=c, severity=s))
+    rows.append(record(base, "mean", "acc", 100 - sum(errors.values()) / len(errors)))
+    write_records(with_specs(rows, get_evaluator("corruptions")), root / base["run"] / "corruptions")
+
+
 def write_tree(root: Path, layout="splits", size=6, mode="RGB", classes=("cat", "dog", "emu"), per_class=4, fmt="png"):
     """Each image's pixels encode (class index, image index) so labels and order can be checked."""
     splits = ["train", "test"] if layout == "splits" else [""]

@@ -16,9 +16,10 @@ from mmix_eval.evaluate.base import EvalOptions, OptionError, get_evaluator, run
 from mmix_eval.evaluate.corrupt import GENERATED, PARAMS, corrupt, disk_kernel
 from mmix_eval.evaluate.corruption_files import CorruptionFiles
 from mmix_eval.evaluate.images import Images
-from mmix_eval.evaluate.records import read_records, record, with_specs, write_records
+from mmix_eval.evaluate.records import read_records, record
 from mmix_eval.evaluate.target import Target
 from conftest import FIXTURES
+from tests.builders import corruption_records
 
 N, CLASSES = 50, 10
 
@@ -319,27 +320,15 @@ def test_golden_gaussian_noise_statistics_at_a_fixed_seed():
 
 # ---------------------------------------------------------------- mCE, by hand
 
-def _corruption_records(root, method, seed, errors, clean_err):
-    base = {"run": f"{method}-s{seed}", "checkpoint": "x", "model": "smallnet", "method": method, "method_settings": {},
-            "train_seed": seed, "data": "cifar10", "n": 100, "eval_seed": 0, "evaluator": "corruptions",
-            "settings": {"source": "generated"}}
-    rows = [record(base, "clean", "acc", 100 - clean_err)]
-    for (c, s), e in errors.items():
-        rows.append(record(base, f"{c}-{s}", "acc", 100 - e, corruption=c, severity=s))
-    rows.append(record(base, "mean", "acc", 100 - sum(errors.values()) / len(errors)))
-    ev = get_evaluator("corruptions")
-    write_records(with_specs(rows, ev), root / base["run"] / "corruptions")
-
-
 def test_mce_and_relative_mce_by_hand(tmp_path):
     from mmix_eval.report import build_report
 
     res = tmp_path / "res"
     # baseline errors (one seed): noise 20, 40 (sum 60); fog 10, 30 (sum 40); clean error 5
-    _corruption_records(res, "vanilla", 0, {("noise", 1): 20, ("noise", 2): 40, ("fog", 1): 10, ("fog", 2): 30}, 5)
+    corruption_records(res, "vanilla", 0, {("noise", 1): 20, ("noise", 2): 40, ("fog", 1): 10, ("fog", 2): 30}, 5)
     # method: noise 15, 30 (sum 45 -> CE 75 %); fog 12, 28 (sum 40 -> CE 100 %); mCE 87.5; clean error 3
     # relative: noise (12 + 27) / (15 + 35) = 0.78; fog (9 + 25) / (5 + 25) = 1.1333; mean 95.67 %
-    _corruption_records(res, "manifold_mixup", 0, {("noise", 1): 15, ("noise", 2): 30, ("fog", 1): 12, ("fog", 2): 28}, 3)
+    corruption_records(res, "manifold_mixup", 0, {("noise", 1): 15, ("noise", 2): 30, ("fog", 1): 12, ("fog", 2): 28}, 3)
     build_report([res], tmp_path / "rep", baseline="vanilla")
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| corruptions: mCE (% of vanilla's errors) | 100.0 (n=1) | **87.5 (n=1)** |" in md
@@ -424,7 +413,6 @@ def test_golden_impulse_and_shot_noise_statistics_at_a_fixed_seed():
 
 def test_corruption_means_never_mix_raw_and_calibrated_rows():
     from mmix_eval.evaluate.corruptions import summary_rows
-    from mmix_eval.evaluate.records import record
 
     base = {"run": "r", "evaluator": "corruptions", "settings": {"source": "generated"}}
     rows = []

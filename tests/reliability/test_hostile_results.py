@@ -21,29 +21,13 @@ from hypothesis import strategies as st
 
 from mmix_eval.errors import UserError, one_line
 from mmix_eval.evaluate.outcomes import write_outcomes
-from mmix_eval.evaluate.records import FIELDS, read_jsonl, record, with_specs, write_records
+from mmix_eval.evaluate.records import FIELDS, read_jsonl, record, write_records
 from mmix_eval.report import build_report
 from mmix_eval.report.table import Cell
-from tests.builders import fake_results, specs
+from tests.builders import corruption_records, fake_results, specs
 
 
 # ---------------------------------------------------------------- 1. non-finite values are data
-
-def _corruptions(root: Path, method: str, seed: int, errors: dict, clean_err: float) -> None:
-    from types import SimpleNamespace
-
-    from mmix_eval.evaluate.base import MetricSpec
-
-    base = {"run": f"{method}-s{seed}", "checkpoint": "x", "model": "smallnet", "method": method, "method_settings": {},
-            "train_seed": seed, "data": "gray", "n": 100, "eval_seed": 0, "evaluator": "corruptions",
-            "settings": {"source": "generated"}}
-    rows = [record(base, "clean", "acc", 100 - clean_err)]
-    for (c, s), e in errors.items():
-        rows.append(record(base, f"{c}-{s}", "acc", 100 - e, corruption=c, severity=s))
-    rows.append(record(base, "mean", "acc", 100 - sum(errors.values()) / len(errors)))
-    ev = SimpleNamespace(name="corruptions", metrics={"acc": MetricSpec("accuracy (%)", "higher", ".2f", headline=True)})
-    write_records(with_specs(rows, ev), root / base["run"] / "corruptions")
-
 
 def test_relative_mce_with_a_non_positive_denominator_is_undefined_over_two_seeds(tmp_path):
     """The issue's built-in path: a weak baseline more accurate under a noise than clean (an odd grayscale folder)
@@ -51,8 +35,9 @@ def test_relative_mce_with_a_non_positive_denominator_is_undefined_over_two_seed
     res = tmp_path / "res"
     for seed in (0, 1):
         # baseline: clean error 60, noise errors 50 and 55 (below clean), fog 70 and 80
-        _corruptions(res, "vanilla", seed, {("noise", 1): 50, ("noise", 2): 55, ("fog", 1): 70, ("fog", 2): 80}, 60)
-        _corruptions(res, "manifold_mixup", seed, {("noise", 1): 45, ("noise", 2): 50, ("fog", 1): 65, ("fog", 2): 70}, 58)
+        corruption_records(res, "vanilla", seed, {("noise", 1): 50, ("noise", 2): 55, ("fog", 1): 70, ("fog", 2): 80}, 60, "gray")
+        corruption_records(res, "manifold_mixup", seed, {("noise", 1): 45, ("noise", 2): 50, ("fog", 1): 65, ("fog", 2): 70}, 58,
+                           "gray")
     build_report([res], tmp_path / "rep", baseline="vanilla")
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| corruptions: relative mCE (% of vanilla's degradation) | n/a (2 of 2 non-finite) | n/a (2 of 2 non-finite) |" in md
