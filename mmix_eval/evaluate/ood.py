@@ -61,15 +61,18 @@ def same_source(spec: str, data: str) -> bool:
     return spec == data or resolved(spec) == resolved(data)
 
 
-def shared_images(a, b) -> int:
-    """How many images of ``b`` are byte for byte images of ``a`` (uint8 tensors; 0 when their shapes differ)."""
+def image_digests(x) -> set[bytes]:
+    """One 16-byte BLAKE2b digest per image of a uint8 (N, C, H, W) tensor: images compared by content."""
     import hashlib
 
-    if tuple(a.shape[1:]) != tuple(b.shape[1:]):
-        return 0
-    digest = lambda x: hashlib.blake2b(x.tobytes(), digest_size=16).digest()  # noqa: E731
-    seen = {digest(r) for r in a.cpu().numpy()}
-    return sum(digest(r) in seen for r in b.cpu().numpy())
+    return {hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in x.cpu().numpy()}
+
+
+def shared_images(seen: set[bytes], b) -> int:
+    """How many images of ``b`` are byte for byte among the images whose ``image_digests`` are ``seen``."""
+    import hashlib
+
+    return sum(hashlib.blake2b(r.tobytes(), digest_size=16).digest() in seen for r in b.cpu().numpy())
 
 
 def ranking_metrics(score_in, score_out) -> dict[str, float]:
@@ -147,12 +150,16 @@ class OOD(Evaluator):
                 "settings": {**target.settings, "ood_sources": ",".join(options.ood)}}
         s_in = {k: v.numpy() for k, v in scores(clean_logits(target, bs, device)).items()}
         edges = np.linspace(0, 1, HIST_BINS + 1)
-        rows = []
+        rows, seen = [], None
         for spec in options.ood:
             x = ood_images(spec, n, shape, common.seed, common.data_root)
             if len(x) < 2:
                 raise UserError(f"ood: source '{spec}' expected at least 2 images, got {len(x)}")
-            same = shared_images(target.test.x, x)
+            if spec.startswith("noise:"):
+                same = 0  # generated here: never the evaluation's images
+            else:  # ood_images maps every source to the test images' shape, so bytes compare directly
+                seen = seen if seen is not None else image_digests(target.test.x)  # once per run, not per source
+                same = shared_images(seen, x)
             if same * 2 >= len(x):  # by content: another path, a symlink or a copy of the evaluation data
                 raise UserError(f"ood: source '{spec}' expected data other than the in-distribution set, got images "
                                 f"identical to the evaluated test images ({same} of {len(x)})")
