@@ -81,45 +81,28 @@ class Corruptions(Evaluator):
 
     def preflight(self, options, ctx) -> None:
         """Colour corruptions on grayscale data leave something to run; corruption files exist where they are read."""
-        from pathlib import Path
+        from mmix_eval.evaluate.corruption_files import check_folder
 
-        from mmix_eval.errors import UserError
-        from mmix_eval.evaluate.corruption_files import check_folder, default_folder
-
-        names = list(options.corruptions)
-        if ctx.channels != 3 and not [c for c in names if c not in COLOUR]:
-            raise UserError(f"corruptions: {', '.join(names)} expected 3-channel (RGB) images, got {ctx.channels} "
-                            f"channel(s) in {ctx.data}; choose others with corruptions")
+        names, _ = runnable(list(options.corruptions), ctx.channels, ctx.data)
         if options.source == "files":
-            data_name = ctx.data.split(":", 1)[0]
-            folder = Path(options.files) if options.files else default_folder(data_name, ctx.common.data_root or ctx.data_root)
-            if folder is None:
-                raise UserError(f"corruptions: expected files: FOLDER for data '{ctx.data}' (published files exist for "
-                                f"cifar10 and cifar100), or source: generated")
-            check_folder(folder, [c for c in names if ctx.channels == 3 or c not in COLOUR], data_name)
+            folder = files_folder(options.files, ctx.data, ctx.common.data_root or ctx.data_root, ("files: FOLDER", "source: generated"))
+            check_folder(folder, names, ctx.data.split(":", 1)[0])
 
     def run(self, target, options, common) -> list[dict]:
         import warnings
         from contextlib import contextmanager
-        from pathlib import Path
 
         import numpy as np
         import torch
 
-        from mmix_eval.errors import UserError
         from mmix_eval.evaluate.corrupt import corrupt
-        from mmix_eval.evaluate.corruption_files import CorruptionFiles, check_folder, check_labels, default_folder
+        from mmix_eval.evaluate.corruption_files import CorruptionFiles, check_folder, check_labels
         from mmix_eval.evaluate.passes import Shift, shift_rows
 
         idx = np.asarray(target.indices, dtype=np.int64)
         channels = int(target.test.x.shape[1])
-        names = list(options.corruptions)
-        colour = [c for c in names if c in COLOUR]
-        if colour and channels != 3:  # HSV needs RGB: left out, and said so in every record
-            names = [c for c in names if c not in COLOUR]
-            if not names:
-                raise UserError(f"corruptions: {', '.join(colour)} expected 3-channel (RGB) images, got {channels} "
-                                f"channel(s); choose others with --corruptions")
+        names, colour = runnable(list(options.corruptions), channels, str(target.base.get("data")))
+        if colour:  # HSV needs RGB: left out, and said so in every record
             msg = f"{', '.join(colour)} left out: they need RGB images, these have {channels} channel(s)"
             warnings.warn(f"{target.run}: {msg}", stacklevel=2)
             target.warnings.append(msg)
@@ -128,10 +111,8 @@ class Corruptions(Evaluator):
         shifts = []
         if options.source == "files":
             data_name = str(target.base.get("data") or "").split(":", 1)[0]
-            folder = Path(options.files) if options.files else default_folder(data_name, common.data_root)
-            if folder is None:
-                raise UserError(f"corruptions: expected --files FOLDER for data '{target.base.get('data')}' (published "
-                                f"files exist for cifar10 and cifar100), or --source generated")
+            folder = files_folder(options.files, str(target.base.get("data")), common.data_root,
+                                  ("--files FOLDER", "--source generated"))
             check_folder(folder, names, data_name)
             test_size = check_labels(folder, idx, target.test.y.cpu().numpy(), target.test_size)
             settings["files"] = str(folder)
@@ -194,3 +175,34 @@ def summary_rows(rows: list[dict], corruptions: list[str]) -> list[dict]:
                 out.append(record(base, "mean", metric, mean(vs), f"corruptions, mean over {len(vs)} conditions",
                                   calibrator=cal, **extra))
     return out
+
+
+def runnable(names: list[str], channels: int, data: str) -> tuple[list[str], list[str]]:
+    """(the corruptions that run on images of ``channels`` channels, the colour ones left out: HSV needs RGB);
+    a UserError when nothing is left."""
+    from mmix_eval.errors import UserError
+
+    colour = [c for c in names if c in COLOUR]
+    if channels == 3 or not colour:
+        return names, []
+    kept = [c for c in names if c not in COLOUR]
+    if not kept:
+        raise UserError(f"corruptions: {', '.join(colour)} expected 3-channel (RGB) images, got {channels} channel(s) "
+                        f"in {data}; choose others with the corruptions option")
+    return kept, colour
+
+
+def files_folder(files, data: str, data_root, how: tuple[str, str]):
+    """Where the corruption files are: ``files`` if given, else the data root's published folder (cifar10,
+    cifar100); a UserError otherwise, saying how (``how``: the option as a flag or as a bench key, and the
+    alternative)."""
+    from pathlib import Path
+
+    from mmix_eval.errors import UserError
+    from mmix_eval.evaluate.corruption_files import default_folder
+
+    folder = Path(files) if files else default_folder(data.split(":", 1)[0], data_root)
+    if folder is None:
+        raise UserError(f"corruptions: expected {how[0]} for data '{data}' (published files exist for cifar10 and "
+                        f"cifar100), or {how[1]}")
+    return folder
