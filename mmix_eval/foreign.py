@@ -263,7 +263,8 @@ def precheck_header(path: Path, foreign: Foreign, kwargs: dict) -> None:
     """A safetensors file checked from its header alone, before it is hashed or any tensor is read: every
     entry's dtype and shape, the data's extent against the file's size (a 1 TB sparse file whose header
     describes a small network is refused here, not after an hour of hashing), and the names, dtypes and
-    shapes against the model built on the meta device. Other files (.pt) are checked once read."""
+    shapes against the model built on the meta device. A torch.save zip is memory-mapped and its shapes checked
+    the same way (a legacy pickle is read whole first); anything else is refused by its first bytes."""
     from mmix_eval.checkpoint import read_header
 
     try:

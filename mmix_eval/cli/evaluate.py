@@ -95,7 +95,7 @@ def _eval_plan(args):
         value = getattr(args, dest)
         if value is not None and spec in specs:
             options.setdefault(spec, {})[opt] = value
-        elif value is not None and not any(s == spec for _, (s, o) in args.option_flags.items() if o == opt and s in specs):
+        elif value is not None:  # each flag belongs to one evaluator: given for one not run, it would do nothing
             raise UserError(f"{_flag(opt)}: an option of the {spec} evaluator, which is not among the evaluators run "
                             f"({', '.join(specs)}); expected --set EVALUATOR.{opt}=VALUE for another evaluator")
     for text in getattr(args, "eval_set", None) or []:

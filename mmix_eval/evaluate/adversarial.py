@@ -30,7 +30,8 @@ import math
 from typing import Literal, get_args
 from contextlib import contextmanager
 
-from mmix_eval.evaluate.base import MAX_STEPS, SHIFT_METRICS, Evaluator, MetricSpec, OptionError, check_count
+from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, MetricSpec, OptionError
+from mmix_eval.options import MAX_STEPS, check_count
 
 MAX_L2 = 1000.0  # an L2 ε beyond every image's own norm of difference is not an attack strength
 

@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 
 from mmix_eval.catalog import EVALUATORS
 from mmix_eval.errors import UserError, did_you_mean
-from mmix_eval.options import (MAX_BATCH, MAX_DIM, MAX_IMAGES, MAX_SEED, MAX_STEPS, OptionError, check_count,  # noqa: F401
-                               coerce, option_fields, type_name)  # (re-exported)
+from mmix_eval.options import (MAX_BATCH, MAX_IMAGES, MAX_SEED, OptionError, check_count, coerce,  # noqa: F401
+                               option_fields, type_name)  # (OptionError, coerce, type_name: re-exported)
 
 DIRECTIONS = ("higher", "lower", None)  # None: not a score (a fitted temperature, a bin count)
 

@@ -23,7 +23,8 @@ import math
 import zlib
 from dataclasses import dataclass, field
 
-from mmix_eval.evaluate.base import MAX_DIM, Evaluator, MetricSpec, OptionError, check_count
+from mmix_eval.evaluate.base import Evaluator, MetricSpec, OptionError
+from mmix_eval.options import MAX_DIM, check_count
 
 POOLS = ("flatten", "avg")
 SPECTRUM = 20

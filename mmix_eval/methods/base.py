@@ -96,12 +96,11 @@ def _user_helpers(own: str) -> list[tuple[str, str]]:
         for name in sorted(names):
             mod = sys.modules.get(name)
             path = getattr(mod, "__file__", None)
-            if path is None:
+            if path is None and "." not in name:  # not imported yet: found, not run (a dotted name would import its parent)
                 try:
-                    spec = importlib.util.find_spec(name) if name.split(".")[0] in sys.modules or "." not in name else None
+                    path = getattr(importlib.util.find_spec(name), "origin", None)
                 except (ImportError, ValueError, AttributeError):
-                    spec = None
-                path = getattr(spec, "origin", None)
+                    path = None
             if not path or not str(path).endswith(".py"):
                 continue
             real = os.path.realpath(path)
