@@ -259,10 +259,18 @@ def test_plots_stay_bounded_in_width_at_many_conditions(tmp_path, numeric):
     pngs = list((tmp_path / "rep" / "plots").glob("*.png"))
     assert pngs and max(_png_width(p) for p in pngs) <= 2400, {p.name: _png_width(p) for p in pngs}  # 18 in + legend
     assert len([r for r in out["table"].rows if r.evaluator == "sweep" and r.metric == "acc"]) >= 299  # the table keeps all
-    if not numeric:
-        from mmix_eval.report.plots import cut_note
+    from mmix_eval.report.plots import COLORS, line_or_bars, plt
 
-        assert cut_note(MAX_PLOT_CONDITIONS, 300) == f" [first {MAX_PLOT_CONDITIONS} of 300 conditions; all in table.csv]"
+    table = out["table"]
+    idx = [i for i, r in enumerate(table.rows) if r.section == "comparison" and r.metric == "acc"]
+    fig, ax = plt.subplots()
+    line_or_bars(ax, table, idx, COLORS, "accuracy (%)", "sweep")
+    note = f"[first {MAX_PLOT_CONDITIONS} of {len(idx)} conditions; all in table.csv]"
+    if numeric:  # lines along the strength: every condition drawn, nothing cut
+        assert note not in ax.get_title() and len(ax.lines[0].get_xdata()) == len(idx)
+    else:  # bars: the first 30 condition groups, and the title says so
+        assert note in ax.get_title() and len(ax.get_xticks()) == MAX_PLOT_CONDITIONS
+    plt.close(fig)
 
 
 def test_the_console_summary_prints_a_screenful_and_says_where_the_rest_is():
@@ -307,3 +315,22 @@ def test_records_of_one_run_on_different_test_subsets_are_refused_or_split(tmp_p
     assert parts == ["group1-digits-n100", "group2-digits-n30"]
     md30 = (tmp_path / "split" / "group2-digits-n30" / "report.md").read_text()
     assert "FGSM ε = 8/255" in md30 and "Rotation" not in md30 and "test images: 30" in md30
+
+
+# ---------------------------------------------------------------- empty inputs to the new readers
+
+def test_empty_inputs_give_empty_results_not_errors(tmp_path):
+    from mmix_eval.evaluate.records import summary_table
+    from mmix_eval.io import parse_yaml
+    from mmix_eval.report.table import by_subset
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    assert read_jsonl(empty) == []
+    gz = tmp_path / "empty.jsonl.gz"
+    with gzip.open(gz, "wb"):
+        pass
+    assert read_jsonl(gz) == []
+    assert parse_yaml("") is None and parse_yaml("# only a comment\n") is None
+    assert summary_table([]).split() == ["condition"]
+    assert by_subset([]) == []
