@@ -52,6 +52,13 @@ DATASETS: Registry = Registry("data set", "mmix_eval.datasets", {
     "svhn": ("mmix_eval.data.sources:svhn", "SVHN (train + test, no extra) through torchvision (--data-root, --download)"),
     "imagefolder": ("mmix_eval.data.sources:imagefolder",
                     "imagefolder:PATH, a folder or .tar(.gz) of class folders (train/ and test/, or one set split 80/20)"),
+    "tinyimagenet": ("mmix_eval.data.tinyimagenet:tinyimagenet",
+                     "tinyimagenet[:PATH], Tiny-ImageNet as distributed (folder, .zip or .tar.gz; the validation split is "
+                     "the test split)"),
+    "cifar10.1": ("mmix_eval.data.sources:cifar10_1", "cifar10.1[:PATH], CIFAR-10.1 v6 (2,000 test images, natural shift; "
+                  "the .npy files or their folder)"),
+    "cifar10.2": ("mmix_eval.data.sources:cifar10_2", "cifar10.2[:PATH], CIFAR-10.2 (2,000 test images, natural shift; "
+                  "cifar102_test.npz or its folder)"),
     "spiral": ("mmix_eval.data.sources:spiral", "spiral[:arms=2,points=2000,noise=0.3,turns=1.5,seed=0], 2-D points as "
                "(N, 2, 1, 1) images (the paper's Figure 1), no download"),
 })
@@ -65,6 +72,7 @@ EVALUATORS: Registry = Registry("evaluator", "mmix_eval.evaluators", {
     "spectra": ("mmix_eval.evaluate.spectra:Spectra", ""),
     "ood": ("mmix_eval.evaluate.ood:OOD", ""),
     "attack": ("mmix_eval.evaluate.attack:Attack", ""),
+    "shift": ("mmix_eval.evaluate.shift:Shift", ""),
 })
 
 CALIBRATORS: Registry = Registry("calibrator", "mmix_eval.calibrators", {

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mmix_eval.data.augment import to_float
+from mmix_eval.data.mapped import release_pages
 
 
 @torch.inference_mode()
@@ -24,6 +25,7 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 50
             xb = x[i:i + batch_size].to(device, non_blocking=True)
             with autocast(device, precision):
                 out.append(model(to_float(xb) if xb.dtype == torch.uint8 else xb.float()).float())
+            release_pages(x, xb.nbytes)  # a memory-mapped test set: drop the pages read once enough were
             if bar is not None:
                 bar.update(1)
     finally:

@@ -66,3 +66,56 @@ def write_tree(root: Path, layout="splits", size=6, mode="RGB", classes=("cat", 
                 arr = np.full((size, size, 3) if mode == "RGB" else (size, size), value, np.uint8)
                 Image.fromarray(arr, mode).save(d / f"{j:03d}.{fmt}")
     return root
+
+
+TINY_WNIDS = ("n01443537", "n01629819", "n01641577")
+TINY_WORDS = {"n01443537": "goldfish, Carassius auratus", "n01629819": "European fire salamander, Salamandra",
+              "n01641577": "bullfrog, Rana catesbeiana", "n09999999": "unrelated, not a class"}
+
+
+def tiny_pixel(label: int, j: int, split: str) -> int:
+    """The value that fills a synthetic Tiny-ImageNet image: its class, index and split can be read back."""
+    return 60 * label + 3 * j + (1 if split == "val" else 0)
+
+
+def write_tinyimagenet(root: Path, per_class=4, val_per_class=3, size=8, grey_val=()) -> Path:
+    """The distributed layout: wnids.txt, words.txt, train/<wnid>/images/, val/images/ + val_annotations.txt
+    (val images listed in shuffled order, as the real file), test/images/ (unlabelled, never read)."""
+    top = root / "tiny-imagenet-200"
+    (top / "val" / "images").mkdir(parents=True)
+    (top / "test" / "images").mkdir(parents=True)
+    (top / "wnids.txt").write_text("\n".join(TINY_WNIDS[::-1]) + "\n")  # not sorted: labels follow sorted order
+    (top / "words.txt").write_text("".join(f"{w}\t{n}\n" for w, n in TINY_WORDS.items()))
+    lines, k = [], 0
+    for li, w in enumerate(TINY_WNIDS):
+        d = top / "train" / w / "images"
+        d.mkdir(parents=True)
+        (top / "train" / w / f"{w}_boxes.txt").write_text("")
+        for j in range(per_class):
+            Image.fromarray(np.full((size, size, 3), tiny_pixel(li, j, "train"), np.uint8)).save(d / f"{w}_{j}.JPEG", quality=100)
+        for j in range(val_per_class):
+            name = f"val_{k}.JPEG"
+            k += 1
+            v = tiny_pixel(li, j, "val")
+            img = Image.fromarray(np.full((size, size), v, np.uint8), "L") if name in grey_val else \
+                Image.fromarray(np.full((size, size, 3), v, np.uint8))
+            img.save(top / "val" / "images" / name, quality=100)
+            lines.append(f"{name}\t{w}\t0\t0\t{size}\t{size}")
+    rng = np.random.default_rng(0)
+    (top / "val" / "val_annotations.txt").write_text("\n".join(lines[i] for i in rng.permutation(len(lines))) + "\n")
+    Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(top / "test" / "images" / "test_0.JPEG")
+    return top
+
+
+def write_tinyimagenet_c(root: Path, tiny: Path, corruptions=("fog", "contrast"), severities=(1, 2, 3, 4, 5)) -> Path:
+    """Hendrycks' Tiny-ImageNet-C layout, <corruption>/<severity>/<wnid>/<val file name>: each image is its val
+    image darkened by 10 x severity (+ 5 for the second corruption), so which file was read can be checked."""
+    ann = [line.split("\t") for line in (tiny / "val" / "val_annotations.txt").read_text().splitlines() if line]
+    for ci, c in enumerate(corruptions):
+        for s in severities:
+            for name, w, *_ in ann:
+                d = root / c / str(s) / w
+                d.mkdir(parents=True, exist_ok=True)
+                a = np.asarray(Image.open(tiny / "val" / "images" / name).convert("RGB")).astype(np.int64)
+                Image.fromarray(np.clip(a - 10 * s - 5 * ci, 0, 255).astype(np.uint8)).save(d / name, quality=100)
+    return root

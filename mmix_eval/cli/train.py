@@ -18,9 +18,16 @@ def add_train(sub) -> None:
     p.add_argument("--config", help="YAML file with sections data, model, method, train (see configs/)")
     p.add_argument("--out", required=True, help="run folder to write")
     g = p.add_argument_group("data")
-    g.add_argument("--data", help="data set: digits (embedded), cifar10, cifar100, svhn, imagefolder:PATH")
+    g.add_argument("--data", help="data set: digits (embedded), cifar10, cifar100, svhn, imagefolder:PATH, "
+                                  "tinyimagenet:PATH")
     g.add_argument("--data-root", help="where torchvision data sets live (default ~/.cache/mmix-eval/data)")
     g.add_argument("--download", action="store_true", default=None, help="download a torchvision data set if missing")
+    g.add_argument("--image-size", type=int, metavar="S",
+                   help="image files of any size: decode every image to S x S (the data spec records it as "
+                        "PATH?image_size=S&resize=...); needed when a folder's images differ in size")
+    g.add_argument("--resize", choices=("crop", "stretch"),
+                   help="with --image-size: crop (default: shorter side to S*256/224, centre S x S crop) or stretch "
+                        "(straight to S x S)")
     g.add_argument("--train-limit", type=int, help="seeded random subset of N training images")
     g.add_argument("--test-limit", type=int, help="seeded random subset of N test images")
     g.add_argument("--val-size", type=int, help="hold N training images out for validation")
@@ -94,6 +101,10 @@ def _config_from_args(args):
     cfg = merge(cfg, given, "command line")
     for text in args.set:
         cfg = merge(cfg, parse_override(text), f"--set {text}")
+    if args.image_size is not None or args.resize is not None:
+        from mmix_eval.data.decode import with_decode
+
+        cfg.data.name = with_decode(cfg.data.name, args.image_size, args.resize)
     return cfg
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from mmix_eval.catalog import DATASETS
+from mmix_eval.data.mapped import release_pages
 from mmix_eval.errors import UserError, unknown
 
 
@@ -35,6 +36,7 @@ class RawData:
     test: Split
     flip: bool = True  # is a horizontal flip label-preserving here (not for digits or SVHN)
     source: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # per-image facts of the whole test split (Tiny-ImageNet's file names)
 
 
 @dataclass
@@ -47,6 +49,7 @@ class ImageData:
     val: Split | None
     flip: bool
     info: dict
+    extra: dict = field(default_factory=dict)  # RawData.extra: indexed by the whole test split, not the subset
 
     @property
     def num_classes(self) -> int:
@@ -71,6 +74,7 @@ class ImageData:
             c = chunk.to(torch.float64) / 255.0
             s += c.sum(dim=(0, 2, 3))
             s2 += (c * c).sum(dim=(0, 2, 3))
+            release_pages(x, chunk.nbytes)
         mean = s / n
         std = (s2 / n - mean * mean).clamp_min(1e-12).sqrt()
         return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
@@ -164,8 +168,11 @@ def load_data(
         info = {"spec": spec, "train_size": 0, "val_size": 0, "test_size": len(test), "full_test_size": len(raw.test),
                 "subset_seed": subset_seed, "training_images": "not loaded (not needed)", **raw.source}
         return ImageData(name=name, spec=spec, classes=list(raw.classes), train=empty, test=test, val=None,
-                         flip=raw.flip, info=info)
+                         flip=raw.flip, info=info, extra=raw.extra)
 
+    if raw.source.get("test_only"):
+        raise UserError(f"data set '{spec}': expected a data set with a training split, got a test-only set (evaluate "
+                        f"checkpoints on it with the shift evaluator: --sets {spec})")
     rng = np.random.default_rng(subset_seed)
     n_train = len(raw.train)
     if val_size >= n_train:
@@ -191,4 +198,4 @@ def load_data(
         **raw.source,
     }
     return ImageData(name=name, spec=spec, classes=list(raw.classes), train=train, test=test,
-                     val=val, flip=raw.flip, info=info)
+                     val=val, flip=raw.flip, info=info, extra=raw.extra)

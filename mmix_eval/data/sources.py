@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from mmix_eval.data.core import RawData, Split
+from mmix_eval.data.decode import split_query
 from mmix_eval.data.imagefolder import read_imagefolder
 from mmix_eval.errors import UserError
 
@@ -97,7 +98,8 @@ def svhn(arg, root, download, need_train: bool = True) -> RawData:
 def imagefolder(arg, root, download, need_train: bool = True) -> RawData:
     if not arg:
         raise UserError("data set 'imagefolder': expected a path, as 'imagefolder:PATH', got none")
-    return read_imagefolder(Path(arg).expanduser(), need_train=need_train)
+    path, decode = split_query(arg, "imagefolder")
+    return read_imagefolder(Path(path).expanduser(), need_train=need_train, decode=decode)
 
 
 SPIRAL_DEFAULTS = {"arms": 2, "points": 2000, "noise": 0.3, "turns": 1.5, "seed": 0}
@@ -139,3 +141,73 @@ def spiral(arg, root, download) -> RawData:
     n_test = s["points"] // 4
     return RawData(classes=[f"arm{a}" for a in range(s["arms"])], train=_split(x[n_test:], y[n_test:]),
                    test=_split(x[:n_test], y[:n_test]), flip=False, source={"source": "generated spiral", **s})
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_1_URL = "https://github.com/modestyachts/CIFAR-10.1 (datasets/cifar10.1_v6_data.npy, cifar10.1_v6_labels.npy)"
+CIFAR10_2_URL = "https://github.com/modestyachts/cifar-10.2 (cifar102_test.npz)"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _shift_arrays(what: str, x, y, files: str) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-shaped natural-shift test images: uint8 (N, 32, 32, 3) and N integer labels in 0..9."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3) or not len(x):
+        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise UserError(f"{what} images '{files}': expected uint8 of shape (N, 32, 32, 3), got {got}")
+    if not isinstance(y, np.ndarray) or y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x):
+        got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, np.ndarray) else type(y).__name__
+        raise UserError(f"{what} labels '{files}': expected {len(x)} integer labels (one per image), got {got}")
+    if len(y) and (y.min() < 0 or y.max() > 9):
+        raise UserError(f"{what} labels '{files}': expected CIFAR-10 class indices 0..9, got values from {int(y.min())} "
+                        f"to {int(y.max())}")
+    return x, y.astype(np.int64)
+
+
+def _npload(what: str, path: Path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"{what} file '{path}': expected a .npy/.npz array file, got an unreadable file ({str(e)[:120]})") from None
+
+
+def _shift_source(what: str, x: np.ndarray, y: np.ndarray, files: list[Path]) -> RawData:
+    test = _split(x.transpose(0, 3, 1, 2), y)
+    return RawData(classes=list(CIFAR10_CLASSES), train=_empty_like(test), test=test, flip=True,
+                   source={"source": what, "path": str(files[0]), "test_only": True,
+                           "sha256": {f.name: _sha256(f) for f in files}})
+
+
+def cifar10_1(arg, root, download, need_train: bool = True) -> RawData:
+    """CIFAR-10.1 v6 (Recht et al. 2019): the two .npy files, or their folder (default <data root>/CIFAR-10.1)."""
+    path = Path(arg).expanduser() if arg else Path(root) / "CIFAR-10.1"
+    data = path if path.is_file() else path / "cifar10.1_v6_data.npy"
+    labels = data.with_name(data.name.replace("_data.npy", "_labels.npy"))
+    for f in (data, labels):
+        if not f.is_file():
+            raise UserError(f"cifar10.1 '{f}': expected the CIFAR-10.1 file there, got none (download from "
+                            f"{CIFAR10_1_URL})")
+    x, y = _shift_arrays("cifar10.1", _npload("cifar10.1", data), _npload("cifar10.1", labels), str(data.parent))
+    return _shift_source("cifar10.1", x, y, [data, labels])
+
+
+def cifar10_2(arg, root, download, need_train: bool = True) -> RawData:
+    """CIFAR-10.2 (Lu et al. 2020): cifar102_test.npz (images, labels), or its folder (default <data root>/CIFAR-10.2)."""
+    path = Path(arg).expanduser() if arg else Path(root) / "CIFAR-10.2"
+    f = path if path.is_file() else path / "cifar102_test.npz"
+    if not f.is_file():
+        raise UserError(f"cifar10.2 '{f}': expected the CIFAR-10.2 test file there, got none (download from {CIFAR10_2_URL})")
+    z = _npload("cifar10.2", f)
+    if not hasattr(z, "files") or not {"images", "labels"} <= set(z.files):
+        raise UserError(f"cifar10.2 file '{f}': expected an .npz with arrays 'images' and 'labels', got "
+                        f"{sorted(z.files) if hasattr(z, 'files') else 'a single array'}")
+    x, y = _shift_arrays("cifar10.2", z["images"], z["labels"], str(f))
+    return _shift_source("cifar10.2", x, y, [f])

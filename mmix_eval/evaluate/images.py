@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mmix_eval.data.mapped import release_pages
 from mmix_eval.errors import UserError
 
 
@@ -36,4 +37,5 @@ class Images:
     def batch(self, i: int, j: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         xb = self.x[i:j].to(device, non_blocking=True)
         xb = xb.to(torch.float32).div_(255.0) if xb.dtype == torch.uint8 else xb.to(torch.float32)
+        release_pages(self.x, xb.numel())  # a memory-mapped test set holds only the batches in flight
         return xb, self.y[i:j].to(device, non_blocking=True)

@@ -26,6 +26,7 @@ from mmix_eval import distributed, threads
 from mmix_eval.checkpoint import save_checkpoint
 from mmix_eval.config import Config
 from mmix_eval.data import ImageData
+from mmix_eval.data.mapped import release_pages
 from mmix_eval.data.augment import random_crop_flip, to_float
 from mmix_eval.errors import UserError
 from mmix_eval.inference import accuracy_nll, predict_logits
@@ -211,6 +212,7 @@ def _batch(s: RunState, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The augmented float batch of these indices (this rank's contiguous slice of it under torchrun)."""
     t = s.cfg.train
     xb = s.x_all[idx]
+    release_pages(s.x_all, xb.nbytes)  # a memory-mapped training set: only the batches in flight stay resident
     if t.crop_padding or s.flip:
         xb = random_crop_flip(xb, t.crop_padding, s.flip, s.data_gen)
     yb = s.y_all[idx]

@@ -76,7 +76,7 @@ def test_imagefolder_flat_layout_splits_80_20_and_grayscale_is_one_channel(tmp_p
 def test_imagefolder_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
     tree = write_tree(tmp_path / "tree")
     first = load_data(f"imagefolder:{tree}")
-    monkeypatch.setattr(imagefolder_module, "_decode_all", lambda *a: pytest.fail("decoded twice"))
+    monkeypatch.setattr(imagefolder_module, "decode_splits", lambda *a: pytest.fail("decoded twice"))
     again = load_data(f"imagefolder:{tree}")
     assert torch.equal(first.train.x, again.train.x)
 
@@ -86,7 +86,7 @@ def test_imagefolder_cache_key_needs_no_listing_and_sees_added_files(tmp_path, m
     first = load_data(f"imagefolder:{tree}")
     imagefolder_module._MEMORY.clear()  # a new process: the cache on disk is all there is
     monkeypatch.setattr(imagefolder_module, "_list_folder", lambda *a: pytest.fail("listed every file for the key"))
-    monkeypatch.setattr(imagefolder_module, "_decode_all", lambda *a: pytest.fail("decoded twice"))
+    monkeypatch.setattr(imagefolder_module, "decode_splits", lambda *a: pytest.fail("decoded twice"))
     assert torch.equal(load_data(f"imagefolder:{tree}").test.x, first.test.x)
     # within one process, the decoded arrays are reused without reading the cache again
     monkeypatch.setattr(imagefolder_module.np, "load", lambda *a, **k: pytest.fail("read the cache file again"))
@@ -138,7 +138,8 @@ def test_imagefolder_bad_inputs(tmp_path):
         load_data(f"imagefolder:{bad}")
     mixed = write_tree(tmp_path / "mixed")
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(mixed / "test" / "emu" / "big.png")
-    with pytest.raises(UserError, match=r"image 'test/emu/big.png': expected 6x6 pixels .* got 9x9"):
+    with pytest.raises(UserError, match=r"expected images of one size, got 6x6 \('test/cat/000.png'\) and 9x9 "
+                                         r"\('test/emu/big.png'\); give an image size .*--image-size S"):
         load_data(f"imagefolder:{mixed}")
     junk = tmp_path / "junk.tar.gz"
     junk.write_bytes(b"<html>not an archive</html>")
@@ -176,5 +177,76 @@ def test_torchvision_sets_without_files_say_how_to_get_them(tmp_path):
 
 
 def test_unknown_data_set_suggests():
-    with pytest.raises(UserError, match=r"unknown data set 'cifar11' \(did you mean 'cifar10'\?\)"):
-        load_data("cifar11")
+    with pytest.raises(UserError, match=r"unknown data set 'cifar-10' \(did you mean 'cifar10'\?\)"):
+        load_data("cifar-10")  # (cifar11 is nearer cifar10.1 now that it exists)
+
+
+def _photo(w: int, h: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_mixed_sizes_decode_by_the_policy_as_torchvision_resize_and_centre_crop(tmp_path, monkeypatch):
+    """--image-size S: the shorter side to round(S*256/224), then the centre S x S, pixel for pixel what
+    torchvision's Resize(int) + CenterCrop(S) give on the same PIL image; 'stretch' is Resize((S, S))."""
+    from torchvision import transforms as T
+
+    root = tmp_path / "photos"
+    sizes = {("train", "cat"): [(40, 30), (33, 50)], ("train", "dog"): [(64, 64), (20, 45)],
+             ("test", "cat"): [(31, 47)], ("test", "dog"): [(90, 28)]}
+    for k, ((split, cls), whs) in enumerate(sizes.items()):
+        (root / split / cls).mkdir(parents=True)
+        for j, (w, h) in enumerate(whs):
+            Image.fromarray(_photo(w, h, 10 * k + j)).save(root / split / cls / f"{j}.png")
+    with pytest.raises(UserError, match="expected images of one size"):
+        load_data(f"imagefolder:{root}")
+    for resize, ref in (("crop", T.Compose([T.Resize(18), T.CenterCrop(16)])), ("stretch", T.Resize((16, 16)))):
+        d = load_data(f"imagefolder:{root}?image_size=16&resize={resize}")
+        assert d.train.x.shape == (4, 3, 16, 16) and d.test.x.shape == (2, 3, 16, 16)
+        assert d.info["decode"].startswith("shorter side resized to 18" if resize == "crop" else "resized to 16x16")
+        want = [np.asarray(ref(Image.open(root / "test" / c / "0.png"))).transpose(2, 0, 1) for c in ("cat", "dog")]
+        assert np.array_equal(d.test.x.numpy(), np.stack(want))
+    with pytest.raises(UserError, match="image_size expected an integer from 1 to 4096, got 'x'"):
+        load_data(f"imagefolder:{root}?image_size=x")
+    with pytest.raises(UserError, match="resize expected one of crop, stretch, got 'zoom'"):
+        load_data(f"imagefolder:{root}?image_size=8&resize=zoom")
+
+
+def test_large_arrays_are_memory_mapped_and_equal_the_in_memory_ones(tmp_path, monkeypatch):
+    from mmix_eval.data.mapped import is_mapped, release_pages
+
+    tree = write_tree(tmp_path / "tree", per_class=30)
+    monkeypatch.setenv("MMIX_EVAL_CACHE", str(tmp_path / "c1"))
+    held = load_data(f"imagefolder:{tree}")
+    imagefolder_module._MEMORY.clear()
+    monkeypatch.setenv("MMIX_EVAL_MMAP_MIN_MB", "0")  # every image array mapped
+    mapped = load_data(f"imagefolder:{tree}")
+    assert is_mapped(mapped.test.x) and not is_mapped(held.test.x)
+    assert torch.equal(mapped.train.x, held.train.x) and torch.equal(mapped.test.y, held.test.y)
+    batch = mapped.test.x[5:20].float()  # a batch is a copy: dropping the map's pages leaves it intact
+    release_pages(mapped.test.x[5:20], 1 << 40)
+    assert torch.equal(batch, held.test.x[5:20].float()) and torch.equal(mapped.test.x, held.test.x)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "rewrite"])
+def test_a_cache_file_changed_behind_our_back_is_one_line_naming_it(tmp_path, monkeypatch, damage):
+    tree = write_tree(tmp_path / "tree")
+    monkeypatch.setenv("MMIX_EVAL_CACHE", str(tmp_path / "cache"))
+    load_data(f"imagefolder:{tree}")
+    imagefolder_module._MEMORY.clear()
+    (cache,) = (tmp_path / "cache").iterdir()
+    f = cache / "test_x.npy"
+    data = f.read_bytes()
+    f.write_bytes(data[:-10] if damage == "truncate" else data[:-1] + bytes([data[-1] ^ 1]))
+    want = f"{len(data) - 10} bytes" if damage == "truncate" else "a file rewritten since"
+    with pytest.raises(UserError, match=rf"decoded cache '{f}': expected the {len(data)} bytes written with the "
+                                        rf"cache, got {want}.*delete '{cache}'"):
+        load_data(f"imagefolder:{tree}")
+
+
+def test_a_failed_decode_leaves_no_cache_behind(tmp_path, monkeypatch):
+    bad = write_tree(tmp_path / "bad")
+    (bad / "test" / "dog" / "zz.png").write_bytes(b"\x89PNG not really")
+    monkeypatch.setenv("MMIX_EVAL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(UserError, match="zz.png"):
+        load_data(f"imagefolder:{bad}")
+    assert not any((tmp_path / "cache").iterdir())

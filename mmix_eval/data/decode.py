@@ -1,0 +1,377 @@
+"""Decode image files once into a cache of uint8 ``.npy`` arrays, streaming, in bounded memory; read it back.
+
+The decode policy (``Decode``) says what happens to images of different sizes: nothing (the default: every
+image must have one size, and two different sizes found are refused in one line naming both), or, with an
+image size S, ``crop`` (the shorter side resized to round(S·256/224) with bilinear filtering, antialiased, the
+longer side in proportion as torchvision's ``Resize(int)``, then the centre S×S, as torchvision's
+``CenterCrop``: the ImageNet evaluation rule) or ``stretch`` (resized straight to S×S). It is part of the data
+spec (``imagefolder:PATH?image_size=64&resize=crop``) and so of every checkpoint's and record's data field.
+
+Decoding: first the image headers (size and mode, without decoding pixels) to fix the arrays' shape, then
+the pixels in chunks of ``CHUNK`` images, written straight to the split's ``.npy`` file: memory holds one
+chunk, whatever the data set's size. Pillow releases the GIL while decoding, so a thread pool uses every core.
+An archive is read twice (headers, then pixels), never held whole.
+
+The cache folder is written under a temporary name and renamed when complete (a reader sees all of it or
+none); ``manifest.json`` records each file's size, mtime and a fingerprint (SHA-256 of 18 blocks spread over
+the file), checked on every load: a cache file truncated or rewritten after it was written is refused in one
+line naming it. Image arrays of at least ``mmap_min_bytes()`` are memory-mapped (``data.mapped``), smaller
+ones read into memory (faster for small sets; ``benchmarks/bench_data.py`` measures both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mmix_eval.data.mapped import mapped_tensor
+from mmix_eval.errors import UserError
+
+CHUNK = 1024  # images decoded and written per step
+GREY_MODES = ("L", "1", "I", "I;16", "LA", "I;16B", "I;16L", "F")
+RESIZES = ("crop", "stretch")
+MAX_IMAGE_SIZE = 4096
+MANIFEST = "manifest.json"
+DEFAULT_MMAP_MIN_MB = 256
+
+
+def mmap_min_bytes() -> int:
+    """Image arrays this large or larger are memory-mapped (``MMIX_EVAL_MMAP_MIN_MB``, default 256)."""
+    raw = os.environ.get("MMIX_EVAL_MMAP_MIN_MB", str(DEFAULT_MMAP_MIN_MB))
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise UserError(f"MMIX_EVAL_MMAP_MIN_MB: expected a number of megabytes, got '{raw}'") from None
+    return int(mb * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class Decode:
+    size: int | None = None  # None: images are kept at their size, which must be one size
+    resize: str = "crop"
+
+    @property
+    def short_side(self) -> int | None:
+        return None if self.size is None else int(self.size * 256 / 224 + 0.5)
+
+    def describe(self) -> str:
+        if self.size is None:
+            return "as stored (one size)"
+        if self.resize == "stretch":
+            return f"resized to {self.size}x{self.size}"
+        return f"shorter side resized to {self.short_side}, centre {self.size}x{self.size} crop"
+
+    def key(self) -> str:
+        return "" if self.size is None else f"{self.size}-{self.resize}"
+
+
+def split_query(arg: str, what: str) -> tuple[str, Decode]:
+    """'PATH?image_size=64&resize=crop' -> ('PATH', Decode(64, 'crop')); 'PATH' -> ('PATH', Decode())."""
+    path, sep, query = arg.rpartition("?")
+    if not sep or "=" not in query:
+        return arg, Decode()
+    got: dict[str, str] = {}
+    for part in query.split("&"):
+        k, eq, v = part.partition("=")
+        if not eq or k not in ("image_size", "resize"):
+            raise UserError(f"data set '{what}:{arg}': expected PATH?image_size=S[&resize=crop|stretch], got '?{query}'")
+        got[k] = v
+    resize = got.get("resize", "crop")
+    if resize not in RESIZES:
+        raise UserError(f"data set '{what}:{arg}': resize expected one of {', '.join(RESIZES)}, got '{resize}'")
+    size = got.get("image_size")
+    if size is None:
+        raise UserError(f"data set '{what}:{arg}': expected image_size=S with resize, got none")
+    if not size.isdigit() or not 1 <= int(size) <= MAX_IMAGE_SIZE:
+        raise UserError(f"data set '{what}:{arg}': image_size expected an integer from 1 to {MAX_IMAGE_SIZE}, got '{size}'")
+    return path, Decode(int(size), resize)
+
+
+def with_decode(spec: str, size: int | None, resize: str | None) -> str:
+    """The data spec with a decode policy added (``--image-size``, ``--resize``); the spec unchanged without one."""
+    if size is None:
+        if resize is not None:
+            raise UserError(f"--resize: expected --image-size with it, got --resize {resize} alone")
+        return spec
+    resize = resize or "crop"
+    if resize not in RESIZES:
+        raise UserError(f"--resize: expected one of {', '.join(RESIZES)}, got '{resize}'")
+    if not 1 <= size <= MAX_IMAGE_SIZE:
+        raise UserError(f"--image-size: expected an integer from 1 to {MAX_IMAGE_SIZE}, got {size}")
+    name, sep, arg = spec.partition(":")
+    if not sep or name not in ("imagefolder", "tinyimagenet"):
+        raise UserError(f"--image-size: expected a data set read from image files (imagefolder:PATH, "
+                        f"tinyimagenet:PATH), got '{spec}'")
+    base, _ = split_query(arg, name)
+    return f"{name}:{base}?image_size={size}&resize={resize}"
+
+
+# --- reading image files -------------------------------------------------------------------------------------
+
+class Files:
+    """Image bytes by name, from a folder or an archive. An archive is streamed (``each``), never held whole."""
+
+    def __init__(self, root: Path, archive: bool):
+        self.root, self.archive = root, archive
+
+    def read(self, name: str) -> bytes:
+        return (self.root / name).read_bytes()
+
+    def each(self, wanted: set[str]):
+        """(name, bytes) of the wanted images, in archive order (an archive) or name order (a folder)."""
+        if not self.archive:
+            for n in sorted(wanted):
+                yield n, self.read(n)
+            return
+        try:
+            if self.root.name.lower().endswith(".zip"):
+                with zipfile.ZipFile(self.root) as zf:
+                    for info in zf.infolist():
+                        if not info.is_dir() and info.filename in wanted:
+                            yield info.filename, zf.read(info)
+                return
+            with tarfile.open(self.root, "r:*") as tar:
+                for m in tar:
+                    if m.isfile() and m.name in wanted:
+                        f = tar.extractfile(m)
+                        yield m.name, (f.read() if f is not None else b"")
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+            raise UserError(f"archive '{self.root}': expected a readable .tar, .tar.gz or .zip archive, got an "
+                            f"unreadable file ({e})") from None
+
+
+def _open(name: str, data: bytes):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise UserError(f"image '{name}': expected a decodable image, got a file that fails to decode ({e})") from None
+
+
+def header(name: str, data: bytes) -> tuple[int, int, int]:
+    """(width, height, channels) from the image's header, pixels not decoded."""
+    with _open(name, data) as img:
+        return img.size[0], img.size[1], 1 if img.mode in GREY_MODES else 3
+
+
+def decode_image(name: str, data: bytes, decode: Decode, shape: tuple[int, int, int]) -> np.ndarray:
+    """One image as uint8 (C, H, W) of ``shape``: converted to grey or RGB, resized by the policy, a grey image
+    among colour ones repeated to 3 channels."""
+    from PIL import Image
+
+    c, h, w = shape
+    try:
+        with _open(name, data) as img:
+            img.load()
+            img = img.convert("L") if img.mode in GREY_MODES or c == 1 else img.convert("RGB")
+            if decode.size is not None:
+                img = _resized(img, decode, Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except UserError:
+        raise
+    except (OSError, ValueError, SyntaxError) as e:
+        raise UserError(f"image '{name}': expected a decodable image, got a file that fails to decode ({e})") from None
+    if arr.shape[:2] != (h, w):
+        raise UserError(f"image '{name}': expected {w}x{h} pixels like the data set's other images, got "
+                        f"{arr.shape[1]}x{arr.shape[0]} (give an image size: --image-size S, or ?image_size=S)")
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return np.broadcast_to(arr, (h, w, c)).transpose(2, 0, 1)
+
+
+def _resized(img, decode: Decode, resample):
+    s = decode.size
+    if decode.resize == "stretch":
+        return img.resize((s, s), resample)
+    w, h = img.size
+    t = decode.short_side
+    nw, nh = (t, int(t * h / w)) if w <= h else (int(t * w / h), t)  # torchvision's Resize(int)
+    img = img.resize((nw, nh), resample)
+    top, left = int(round((nh - s) / 2.0)), int(round((nw - s) / 2.0))  # torchvision's CenterCrop
+    return img.crop((left, top, left + s, top + s))
+
+
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+
+
+def _bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=total < 5000 or None, dynamic_ncols=True, leave=False)
+
+
+def image_shape(files: Files, names: list[str], decode: Decode, where: str) -> tuple[int, int, int]:
+    """(C, H, W) every image will have: 3 channels if any image is in colour; the policy's size, or the one size
+    all images have (two different sizes are refused, naming both)."""
+    first: dict[tuple[int, int], str] = {}
+    channels = 1
+
+    def note(name: str, hdr: tuple[int, int, int]) -> None:
+        nonlocal channels
+        w, h, c = hdr
+        channels = max(channels, c)
+        if decode.size is None and (w, h) not in first:
+            first[(w, h)] = name
+            if len(first) > 1:
+                (s1, n1), (s2, n2) = list(first.items())[:2]
+                raise UserError(f"{where}: expected images of one size, got {s1[0]}x{s1[1]} ('{n1}') and "
+                                f"{s2[0]}x{s2[1]} ('{n2}'); give an image size to resize them to: --image-size S "
+                                f"(or ?image_size=S in the data spec)")
+
+    with _bar(len(names), f"reading image sizes {where}") as bar:
+        if files.archive:
+            for n, data in files.each(set(names)):
+                note(n, header(n, data))
+                bar.update(1)
+        else:
+            with _pool() as pool:
+                for n, hdr in zip(names, pool.map(lambda n: header(n, files.read(n)), names, chunksize=64)):
+                    note(n, hdr)
+                    bar.update(1)
+    if decode.size is not None:
+        return channels, decode.size, decode.size
+    w, h = next(iter(first))
+    return channels, h, w
+
+
+def _npy_header(f, shape: tuple[int, ...]) -> None:
+    np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+
+
+def decode_splits(files: Files, splits: dict[str, list[str]], decode: Decode, folder: Path, where: str) -> tuple[int, int, int]:
+    """Each split's images (names, in order) decoded into ``folder/<split>_x.npy``, uint8 (N, C, H, W), a
+    chunk at a time. Returns the image shape (C, H, W)."""
+    every = [n for names in splits.values() for n in names]
+    shape = image_shape(files, every, decode, where)
+    per = int(np.prod(shape))
+    place = {n: (s, i) for s, names in splits.items() for i, n in enumerate(names)}
+    outs, offsets = {}, {}
+    try:
+        for s, names in splits.items():
+            f = open(folder / f"{s}_x.npy", "wb")
+            outs[s] = f
+            _npy_header(f, (len(names), *shape))
+            offsets[s] = f.tell()
+            f.truncate(offsets[s] + len(names) * per)
+        with _pool() as pool, _bar(len(every), f"decoding {where}") as bar:
+            def write(batch: list[tuple[str, bytes]]) -> None:
+                for (n, _), arr in zip(batch, pool.map(lambda it: decode_image(it[0], it[1], decode, shape), batch)):
+                    s, i = place[n]
+                    outs[s].seek(offsets[s] + i * per)
+                    outs[s].write(np.ascontiguousarray(arr).tobytes())
+                bar.update(len(batch))
+
+            batch: list[tuple[str, bytes]] = []
+            source = files.each(set(every)) if files.archive else ((n, None) for n in every)
+            for n, data in source:
+                batch.append((n, data))
+                if len(batch) == CHUNK:
+                    write(_filled(files, batch, pool))
+                    batch = []
+            if batch:
+                write(_filled(files, batch, pool))
+        for f in outs.values():
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        for f in outs.values():
+            f.close()
+    return shape
+
+
+def _filled(files: Files, batch, pool) -> list[tuple[str, bytes]]:
+    if files.archive:
+        return batch
+    return list(zip([n for n, _ in batch], pool.map(files.read, [n for n, _ in batch])))
+
+
+# --- the cache folder ---------------------------------------------------------------------------------------
+
+def fingerprint(path: Path, size: int) -> str:
+    """SHA-256 of 18 blocks of 4 KiB spread evenly over the file (its start and end among them)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for k in range(18):
+            f.seek(max(0, (size - 4096) * k // 17))
+            h.update(f.read(4096))
+    return h.hexdigest()[:32]
+
+
+def write_cache(cache: Path, fill: Callable[[Path], dict[str, np.ndarray]]) -> None:
+    """``fill(tmp)`` writes its big arrays into ``tmp`` and returns the small ones; both, with a manifest, become
+    ``cache`` in one rename. A failure leaves nothing behind."""
+    tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        small = fill(tmp)
+        for k, a in small.items():
+            with open(tmp / f"{k}.npy", "wb") as f:
+                np.save(f, a, allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+        files = {}
+        for p in sorted(tmp.glob("*.npy")):
+            st = p.stat()
+            files[p.name] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "fingerprint": fingerprint(p, st.st_size)}
+        (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+        if cache.exists():  # an unreadable cache being replaced
+            shutil.rmtree(cache, ignore_errors=True)
+        os.replace(tmp, cache)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cache_complete(cache: Path) -> bool:
+    return (cache / MANIFEST).is_file()
+
+
+def read_cache(cache: Path, keys) -> dict:
+    """The cached arrays named ``keys``: ``*_x`` image arrays as uint8 tensors (memory-mapped when large), the
+    rest as numpy arrays. Each file is checked against the manifest first."""
+    try:
+        manifest = json.loads((cache / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"decoded cache '{cache / MANIFEST}': expected the manifest written with the cache, got an "
+                        f"unreadable file ({type(e).__name__}); delete '{cache}' to decode the images again") from None
+    out = {}
+    for k in keys:
+        p = cache / f"{k}.npy"
+        want = manifest.get(p.name) if isinstance(manifest, dict) else None
+        if not isinstance(want, dict):
+            raise UserError(f"decoded cache '{p}': expected a file listed in its manifest, got none; delete '{cache}' "
+                            f"to decode the images again")
+        try:
+            st = p.stat()
+        except OSError:
+            raise UserError(f"decoded cache '{p}': expected {want.get('bytes')} bytes, got a missing file; delete "
+                            f"'{cache}' to decode the images again") from None
+        if st.st_size != want.get("bytes") or st.st_mtime_ns != want.get("mtime_ns") \
+                or fingerprint(p, st.st_size) != want.get("fingerprint"):
+            what = (f"{st.st_size} bytes" if st.st_size != want.get("bytes")
+                    else "a file rewritten since (another modification time or content)")
+            raise UserError(f"decoded cache '{p}': expected the {want.get('bytes')} bytes written with the cache, got "
+                            f"{what}; delete '{cache}' to decode the images again")
+        try:
+            if k.endswith("_x") and st.st_size >= mmap_min_bytes():
+                out[k] = mapped_tensor(p)
+            else:
+                a = np.load(p, allow_pickle=False)
+                out[k] = torch.from_numpy(np.ascontiguousarray(a)) if k.endswith("_x") else a
+        except (OSError, ValueError) as e:
+            raise UserError(f"decoded cache '{p}': expected a .npy array, got an unreadable file ({e}); delete "
+                            f"'{cache}' to decode the images again") from None
+    return out

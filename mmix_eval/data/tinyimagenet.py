@@ -1,0 +1,191 @@
+"""Tiny-ImageNet (200 classes, 64×64) in the layout it is distributed in, as a folder or an archive.
+
+    tiny-imagenet-200/wnids.txt                     the 200 class ids (WordNet ids)
+    tiny-imagenet-200/words.txt                     id <tab> names, for every WordNet id
+    tiny-imagenet-200/train/<wnid>/images/*.JPEG    500 per class
+    tiny-imagenet-200/val/images/*.JPEG             10,000, labelled by
+    tiny-imagenet-200/val/val_annotations.txt       file <tab> wnid <tab> box
+    tiny-imagenet-200/test/images/*.JPEG            unlabelled: not read
+
+The test split has no labels, so the validation split is the test split (as in the paper's Table 3 and the
+official code). Labels are the class ids in sorted order (torchvision's ImageFolder order over train/, the
+official code's); class names are the first name of each id in ``words.txt`` (with the id added where two
+classes share a first name). Every validation image is checked against ``val_annotations.txt``: an image it
+does not list, or a listed image that is missing, is refused naming it. Download:
+http://cs231n.stanford.edu/tiny-imagenet-200.zip (the .zip is read as it is, or extracted).
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from mmix_eval.data.core import RawData, Split, default_cache_dir
+from mmix_eval.data.decode import Decode, Files, cache_complete, decode_splits, read_cache, split_query, write_cache
+from mmix_eval.data.imagefolder import _is_image, _source_key
+from mmix_eval.errors import UserError
+
+FOLDER = "tiny-imagenet-200"
+URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+TEXTS = ("wnids.txt", "words.txt", "val_annotations.txt")
+ARRAYS = ("classes", "wnids", "train_x", "train_y", "test_x", "test_y", "test_names")
+TEST_ARRAYS = ("classes", "wnids", "test_x", "test_y", "test_names")
+SPLIT_NOTE = "the official validation split as the test split (the test split has no labels)"
+_MEMORY: dict[str, RawData] = {}
+
+
+def _listing(path: Path) -> tuple[list[str], dict[str, bytes]]:
+    """Image names (relative to ``path`` or inside the archive) and the text files' contents."""
+    names, texts = [], {}
+    if path.is_dir():
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "test")
+            for fn in filenames:
+                rel = Path(dirpath, fn).relative_to(path).as_posix()
+                if fn in TEXTS:
+                    texts[rel] = (path / rel).read_bytes()
+                elif _is_image(rel):
+                    names.append(rel)
+        return sorted(names), texts
+    try:
+        if path.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    base = PurePosixPath(info.filename).name
+                    if base in TEXTS and not info.is_dir():
+                        texts[info.filename] = zf.read(info)
+                    elif not info.is_dir() and _is_image(info.filename):
+                        names.append(info.filename)
+        else:
+            with tarfile.open(path, "r:*") as tar:
+                for m in tar:
+                    if m.isfile() and PurePosixPath(m.name).name in TEXTS:
+                        f = tar.extractfile(m)
+                        texts[m.name] = f.read() if f is not None else b""
+                    elif m.isfile() and _is_image(m.name):
+                        names.append(m.name)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+        raise UserError(f"tinyimagenet '{path}': expected a readable .zip, .tar or .tar.gz archive, got an unreadable "
+                        f"file ({e})") from None
+    return sorted(names), texts
+
+
+def _text(texts: dict[str, bytes], rel: str) -> str | None:
+    data = texts.get(rel)
+    return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def _plan(path: Path, names: list[str], texts: dict[str, bytes]):
+    """(train [(name, wnid)], test [(name, wnid)], sorted wnids, class names)."""
+    ann_paths = [k for k in texts if k.endswith("val/val_annotations.txt")]
+    top = sorted({PurePosixPath(n).parts[0] for n in names}) if names else []
+    if not ann_paths:
+        has_val = any("/val/images/" in f"/{n}" for n in names)
+        raise UserError(f"tinyimagenet '{path}': expected val/val_annotations.txt (the validation labels) "
+                        f"{'beside val/images/' if has_val else 'in the distributed layout (' + FOLDER + '/train, val)'}, "
+                        f"got none{' (top-level: ' + ', '.join(top[:3]) + ')' if top and not has_val else ''}")
+    ann_rel = min(ann_paths, key=len)
+    prefix = ann_rel[:-len("val/val_annotations.txt")]  # '' or 'tiny-imagenet-200/'
+    train, val = [], []
+    for n in names:
+        if not n.startswith(prefix):
+            continue
+        parts = PurePosixPath(n[len(prefix):]).parts
+        if len(parts) == 4 and parts[0] == "train" and parts[2] == "images":
+            train.append((n, parts[1]))
+        elif len(parts) == 3 and parts[:2] == ("val", "images"):
+            val.append(n)
+    wnids = sorted({w for _, w in train})
+    if len(wnids) < 2:
+        raise UserError(f"tinyimagenet '{path}': expected train/<wnid>/images/*.JPEG for every class, got "
+                        f"{len(wnids)} class folder(s)")
+    listed = _text(texts, prefix + "wnids.txt")
+    if listed is not None:
+        want = sorted({w.strip() for w in listed.split() if w.strip()})
+        if want != wnids:
+            miss = sorted(set(want) - set(wnids))[:3] or sorted(set(wnids) - set(want))[:3]
+            raise UserError(f"tinyimagenet '{path}': expected train/ to hold the {len(want)} classes of wnids.txt, got "
+                            f"{len(wnids)} (differing: {', '.join(miss)})")
+    index = set(wnids)
+    labels: dict[str, str] = {}
+    ann_file = f"{path}/{ann_rel}" if not path.is_dir() else str(path / ann_rel)
+    for k, line in enumerate(_text(texts, ann_rel).splitlines(), 1):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) < 2 or cols[1] not in index:
+            raise UserError(f"tinyimagenet annotations '{ann_file}': expected 'file<TAB>wnid<TAB>box' with a wnid of "
+                            f"train/ on line {k}, got '{line[:80]}'")
+        labels[cols[0]] = cols[1]
+    test = []
+    for n in val:
+        base = PurePosixPath(n).name
+        if base not in labels:
+            raise UserError(f"tinyimagenet image '{n}': expected an image listed in '{ann_file}', got one it does not "
+                            f"list")
+        test.append((n, labels.pop(base)))
+    if labels:
+        gone = sorted(labels)
+        raise UserError(f"tinyimagenet annotations '{ann_file}': expected every listed image in val/images/, got "
+                        f"{len(gone)} missing ({', '.join(gone[:3])}{' …' if len(gone) > 3 else ''})")
+    words = _text(texts, prefix + "words.txt")
+    first = {}
+    for line in (words or "").splitlines():
+        wnid, _, names_ = line.partition("\t")
+        if wnid in index:
+            first[wnid] = names_.split(",")[0].strip() or wnid
+    shown = [first.get(w, w) for w in wnids]
+    dup = {c for c in shown if shown.count(c) > 1}
+    classes = [f"{c} ({w})" if c in dup else c for c, w in zip(shown, wnids)]
+    return train, test, wnids, classes
+
+
+def tinyimagenet(arg, root, download, need_train: bool = True) -> RawData:
+    if download:
+        raise UserError(f"tinyimagenet: expected the files already on disk (no download here), got --download; get "
+                        f"{URL} and give tinyimagenet:PATH (the .zip or the extracted folder)")
+    raw_path, decode = split_query(arg, "tinyimagenet") if arg else (str(Path(root) / FOLDER), Decode())
+    path = Path(raw_path).expanduser()
+    if not path.exists():
+        raise UserError(f"tinyimagenet '{path}': expected the Tiny-ImageNet folder or archive ({URL}), got a path that "
+                        f"does not exist")
+    if path.is_file() and not path.name.lower().endswith((".zip", ".tar", ".tar.gz", ".tgz")):
+        raise UserError(f"tinyimagenet '{path}': expected a folder or a .zip/.tar/.tar.gz archive, got '{path.suffix}' file")
+    cache = default_cache_dir() / f"tinyimagenet-{_source_key(path, decode)}"
+    if str(cache) in _MEMORY and cache.is_dir():
+        return _MEMORY[str(cache)]
+    if not cache_complete(cache):
+        names, texts = _listing(path)
+        train, test, wnids, classes = _plan(path, names, texts)
+        lab = {w: i for i, w in enumerate(wnids)}
+
+        def fill(tmp: Path) -> dict[str, np.ndarray]:
+            decode_splits(Files(path, path.is_file()), {"train": [n for n, _ in train], "test": [n for n, _ in test]},
+                          decode, tmp, f"tinyimagenet '{path}'")
+            return {"classes": np.array(classes), "wnids": np.array(wnids),
+                    "train_y": np.array([lab[w] for _, w in train], dtype=np.int64),
+                    "test_y": np.array([lab[w] for _, w in test], dtype=np.int64),
+                    "test_names": np.array([PurePosixPath(n).name for n, _ in test])}
+
+        try:
+            write_cache(cache, fill)
+        except OSError as e:
+            raise UserError(f"tinyimagenet '{path}': expected a writable decode cache at '{cache.parent}' "
+                            f"(MMIX_EVAL_CACHE), got {type(e).__name__}: {e}") from None
+        need_train = True
+    a = read_cache(cache, ARRAYS if need_train else TEST_ARRAYS)
+    test = Split(a["test_x"], torch.from_numpy(a["test_y"]))
+    train = Split(a["train_x"], torch.from_numpy(a["train_y"])) if "train_x" in a \
+        else Split(test.x[:0].clone(), test.y[:0].clone())
+    raw = RawData(classes=[str(c) for c in a["classes"]], train=train, test=test, flip=True,
+                  source={"source": "tinyimagenet", "path": str(path), "split": SPLIT_NOTE, "cache": str(cache),
+                          "decode": decode.describe()},
+                  extra={"test_names": [str(n) for n in a["test_names"]], "wnids": [str(w) for w in a["wnids"]]})
+    if need_train:
+        _MEMORY[str(cache)] = raw
+    return raw
