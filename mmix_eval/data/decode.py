@@ -77,6 +77,9 @@ class Decode:
         return "" if self.size is None else f"{self.size}-{self.resize}"
 
 
+AS_STORED = Decode()
+
+
 def split_query(arg: str, what: str) -> tuple[str, Decode]:
     """'PATH?image_size=64&resize=crop' -> ('PATH', Decode(64, 'crop')); 'PATH' -> ('PATH', Decode())."""
     path, sep, query = arg.rpartition("?")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mmix_eval.data.core import RawData, Split, default_cache_dir
-from mmix_eval.data.decode import Decode, Files, cache_complete, decode_splits, read_cache, write_cache
+from mmix_eval.data.decode import AS_STORED, Decode, Files, cache_complete, decode_splits, read_cache, write_cache
 from mmix_eval.errors import UserError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -98,7 +98,7 @@ def _layout(names: list[str], where: str) -> tuple[dict[str, list[tuple[str, str
     return {"all": flat}, "one set of class folders, seeded 80/20 train/test split (seed 0)"
 
 
-def _source_key(path: Path, decode: Decode = Decode()) -> str:
+def _source_key(path: Path, decode: Decode = AS_STORED) -> str:
     """From metadata only (no listing of every file, no hashing of the archive's bytes), and the decode policy."""
     h = hashlib.sha256(f"v{CACHE_VERSION}\0{path.resolve()}\0{decode.key()}".encode())
     if path.is_dir():
@@ -113,7 +113,7 @@ def _source_key(path: Path, decode: Decode = Decode()) -> str:
 
 
 def read_imagefolder(path: Path, cache_dir: Path | None = None, need_train: bool = True,
-                     decode: Decode = Decode()) -> RawData:
+                     decode: Decode = AS_STORED) -> RawData:
     """The decoded data set. ``need_train=False`` (an evaluation without a validation split) reads only
     the test arrays of a cached decode."""
     if not path.exists():
@@ -168,7 +168,7 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None, need_train: bool
     return raw
 
 
-def _raw_from_arrays(a: dict, path: Path, cache: str, decode: Decode = Decode()) -> RawData:
+def _raw_from_arrays(a: dict, path: Path, cache: str, decode: Decode = AS_STORED) -> RawData:
     classes = [str(c) for c in a["classes"]]
     test = Split(a["test_x"], torch.from_numpy(a["test_y"]))
     train = Split(a["train_x"], torch.from_numpy(a["train_y"])) if "train_x" in a \
