@@ -20,6 +20,7 @@ import numpy as np
 from mmix_eval.io import atomic_write_bytes
 
 PREFIX = "c/"
+OWN = "i/"  # a condition's own image indices, where they are not the test subset's
 
 
 def subset_hash(indices: np.ndarray) -> str:
@@ -34,10 +35,16 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def pack(outcomes: dict[str, np.ndarray], indices: np.ndarray) -> bytes:
+    """A value may be ``(own indices, correct)``: a condition on other images than the test subset (a natural-
+    shift set), stored with its own indices as ``i/<condition>``."""
     arrays = {"indices": np.asarray(indices, dtype=np.int64)}
     for condition, correct in outcomes.items():
+        want = arrays["indices"]
+        if isinstance(correct, tuple):
+            want = arrays[OWN + condition] = np.asarray(correct[0], dtype=np.int64)
+            correct = correct[1]
         correct = np.asarray(correct, dtype=bool)
-        if correct.shape != arrays["indices"].shape:
+        if correct.shape != want.shape:
             raise ValueError(f"outcomes for '{condition}': {correct.shape[0]} values for {len(indices)} images")
         arrays[PREFIX + condition] = np.packbits(correct)
     return _npz(arrays)
@@ -75,14 +82,22 @@ def _indices(a: np.ndarray, name: str) -> np.ndarray:
 
 def read_outcomes(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(indices, condition -> bool array). No pickles (``allow_pickle=False``); a damaged or foreign file is a
-    ValueError saying what is wrong."""
+    ValueError saying what is wrong. A condition with its own indices: see ``read_outcomes_own``."""
+    indices, out, _ = read_outcomes_own(path)
+    return indices, out
+
+
+def read_outcomes_own(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(indices, condition -> bool array, condition -> its own indices where it has them)."""
     try:
         with _load(path) as z:
             indices = _indices(z["indices"], "indices")
-            out = {k[len(PREFIX):]: _bits(z[k], len(indices), k) for k in z.files if k.startswith(PREFIX)}
+            own = {k[len(OWN):]: _indices(z[k], k) for k in z.files if k.startswith(OWN)}
+            out = {k[len(PREFIX):]: _bits(z[k], len(own.get(k[len(PREFIX):], indices)), k)
+                   for k in z.files if k.startswith(PREFIX)}
     except _BROKEN as e:
         raise ValueError(_why(e)) from None
-    return indices, out
+    return indices, out, own
 
 
 def _why(e: BaseException) -> str:

@@ -199,7 +199,9 @@ def _evaluate(ev: Evaluator, opts, target, common: EvalOptions, name: str, label
             except OSError:
                 pass
         raise UserError(f"evaluator '{ev.name}' failed on run '{name}': {type(e).__name__}: {e}{where}") from None
-    outcomes = {r["condition"]: r.pop("_correct") for r in rows if "_correct" in r}
+    # a condition on other images than the test subset (a natural-shift set) brings its own image indices
+    outcomes = {r["condition"]: ((r.pop("_indices"), r.pop("_correct")) if "_indices" in r else r.pop("_correct"))
+                for r in rows if "_correct" in r}
     for r in rows:
         for k in [k for k in r if k.startswith("_")]:
             del r[k]

@@ -39,6 +39,7 @@ class Target:
     val_source: str = "the checkpoint's validation split"  # which held-out images ``val`` holds
     calibration: Any = None  # the fitted post-hoc calibrator (``evaluate.calibrate.Fitted``), shared by the evaluators
     calibration_note: str | None = None  # why there are no calibrated rows, when there are none
+    classes: list[str] | None = None  # the checkpoint's class names, in its label order (None: not known)
 
     def __post_init__(self):
         if self.indices is None:
@@ -217,4 +218,5 @@ def load_target(ckpt: str | Path, device, data: str | None = None, root: str | N
     source = (f"{calibration_split} seeded test images, never evaluated" if calibration_split
               else "the checkpoint's validation split")
     return Target(model=model, test=test, val=val, run=run, base=base, indices=idx, test_size=test_size, precision=precision,
-                  channels_last=bool(gpu and train_cfg.get("channels_last")), settings=settings, val_source=source)
+                  channels_last=bool(gpu and train_cfg.get("channels_last")), settings=settings, val_source=source,
+                  classes=list(meta.get("data", {}).get("classes") or []) or None)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmix_eval.errors import UserError
-from mmix_eval.evaluate.outcomes import read_many, read_outcomes
+from mmix_eval.evaluate.outcomes import read_many, read_outcomes_own
 from mmix_eval.evaluate.records import MAX_RECORD_BYTES, read_jsonl
 
 
@@ -129,6 +129,6 @@ def _read_outcomes(f: Path, rows: list[dict]) -> dict:
     path = f.with_suffix(".outcomes.npz")
     if not path.is_file() or not rows or path.stat().st_size > MAX_RESULT_FILE:
         return {}
-    indices, per = read_outcomes(path)
+    indices, per, own = read_outcomes_own(path)
     run, evaluator = rows[0]["run"], rows[0]["evaluator"]
-    return {(run, evaluator, c): (indices, v) for c, v in per.items()}
+    return {(run, evaluator, c): (own.get(c, indices), v) for c, v in per.items()}

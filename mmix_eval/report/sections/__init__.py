@@ -20,6 +20,7 @@ SECTIONS: Registry = Registry("report section", "mmix_eval.report_sections", {
     "attack": ("mmix_eval.report.sections.attacks:AttackSection", "the gradient-masking check"),
     "ood": ("mmix_eval.report.sections.ood:OODSection", "OOD detection rows"),
     "spectra": ("mmix_eval.report.sections.spectra:SpectraSection", "singular-value spectra plots"),
+    "shift": ("mmix_eval.report.sections.shift:ShiftSection", "accuracy on the line, effective robustness"),
 })
 
 __all__ = ["SECTIONS", "ReportSection", "SectionContext", "add_row", "section_for"]
