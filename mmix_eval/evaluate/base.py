@@ -57,6 +57,7 @@ class MetricSpec:
 SHIFT_METRICS: dict[str, MetricSpec] = {
     "acc": MetricSpec("accuracy (%)", "higher", ".2f", headline=True),
     "rel_acc": MetricSpec("relative accuracy (% of the model's clean accuracy)", "higher", ".2f"),
+    "acc_top5": MetricSpec("top-5 accuracy (%)", "higher", ".2f"),  # recorded for more than 10 classes
     "nll": MetricSpec("NLL", "lower", comparison=True),
     "ece": MetricSpec("ECE", "lower", comparison=True),
     "brier": MetricSpec("Brier", "lower", comparison=True),

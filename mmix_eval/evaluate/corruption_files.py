@@ -7,6 +7,13 @@ CIFAR-100-C) and as RobustBench reads it: a folder ``CIFAR-10-C/`` holding ``<co
 
 A file is opened memory-mapped for one corruption at a time and closed after it, so the resident memory
 stays at one corruption's pages (≈ 150 MB for CIFAR-10-C), whatever ``--limit``.
+
+Tiny-ImageNet-C (zenodo.org/record/2536630) is image files instead: ``<corruption>/<severity>/<wnid>/<file>``,
+the file named as the Tiny-ImageNet validation image it corrupts (Hendrycks' ``make_tinyimagenet_c.py`` keeps
+the name). The layout is detected (no ``labels.npy``, corruption folders of severity folders). Each evaluated
+test image is found by its file name and its class folder checked against its label, for every corruption and
+severity, before anything is evaluated; a condition's images are decoded when it runs (one severity's images in
+memory at a time, not cached: 75 conditions of 10,000 64×64 JPEGs would be 9 GB of cache per data set).
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import numpy as np
 
 from mmix_eval.errors import UserError
 
-FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
-SOURCES = {"cifar10": "https://zenodo.org/record/2535967", "cifar100": "https://zenodo.org/record/3555552"}
+FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C", "tinyimagenet": "Tiny-ImageNet-C"}
+SOURCES = {"cifar10": "https://zenodo.org/record/2535967", "cifar100": "https://zenodo.org/record/3555552",
+           "tinyimagenet": "https://zenodo.org/record/2536630"}
 
 
 def default_folder(data_name: str, data_root) -> Path | None:
@@ -31,8 +39,24 @@ def default_folder(data_name: str, data_root) -> Path | None:
     return Path(data_root or default_data_root()) / folder
 
 
+def image_layout(folder: Path) -> bool:
+    """Tiny-ImageNet-C's layout (corruption/severity/class/image files), not CIFAR-C's .npy files."""
+    folder = Path(folder)
+    if (folder / "labels.npy").is_file() or not folder.is_dir():
+        return False
+    return any(d.is_dir() and any(s.is_dir() and s.name.isdigit() for s in d.iterdir()) for d in folder.iterdir())
+
+
 def check_folder(folder: Path, corruptions, data_name: str) -> None:
-    """Every requested corruption's file and labels.npy exist; else one line saying where they come from."""
+    """Every requested corruption's file and labels.npy exist (or, in the image layout, its folder); else one line
+    saying where they come from."""
+    if image_layout(folder):
+        missing = [c for c in corruptions if not (Path(folder) / c).is_dir()]
+        if missing:
+            raise UserError(f"corruption folder '{folder}': expected {', '.join(m + '/' for m in missing[:4])}"
+                            f"{' …' if len(missing) > 4 else ''} (<corruption>/<severity>/<class>/<image>, as "
+                            f"Tiny-ImageNet-C from {SOURCES['tinyimagenet']}), or pass --source generated")
+        return
     missing = [c for c in ("labels", *corruptions) if not (folder / f"{c}.npy").is_file()]
     if missing:
         where = SOURCES.get(data_name, SOURCES["cifar10"])
@@ -103,3 +127,66 @@ def check_labels(folder: Path, indices: np.ndarray, labels: np.ndarray, test_siz
                             f"{int(got[k])}, data {int(labels[k])}); the files are for the standard test-set order "
                             f"(--data cifar10, not an image folder sorted by class)")
     return test_size
+
+
+def list_image_files(folder: Path, corruptions, severities, names: list[str], wnids: list[str], labels, indices) -> dict:
+    """(corruption, severity) -> [file path per evaluated image, in ``indices`` order], after checking that every
+    evaluated test image (``names[i]``, class ``wnids[labels[i]]``) is there, in its class's folder."""
+    import os
+
+    out = {}
+    for c in corruptions:
+        for s in severities:
+            where = Path(folder) / c / str(s)
+            if not where.is_dir():
+                raise UserError(f"corruption folder '{where}': expected severity {s} of {c} (<class>/<image> files), "
+                                f"got no folder")
+            found: dict[str, str] = {}
+            for cls in os.scandir(where):
+                if cls.is_dir():
+                    for f in os.scandir(cls.path):
+                        found[f.name] = cls.name
+            paths = []
+            for i in np.asarray(indices, dtype=np.int64):
+                name, want = names[i], wnids[int(labels[i])]
+                got = found.get(name)
+                if got is None:
+                    raise UserError(f"corruption folder '{where}': expected the test image '{name}' (class {want}) there, "
+                                    f"got no file of that name; the files must be the evaluation data's test images "
+                                    f"(--data tinyimagenet)")
+                if got != want:
+                    raise UserError(f"corruption file '{where / got / name}': expected it in class folder {want} (the "
+                                    f"evaluation data's label of '{name}'), got {got}")
+                paths.append(where / got / name)
+            out[(c, s)] = paths
+    return out
+
+
+class ImageCorruptionFiles:
+    """One corruption of an image-file layout: ``rows(severity, indices)`` gives uint8 (N, C, H, W) of the evaluated
+    images, decoded once per severity (the severity's images in memory, the previous severity's released)."""
+
+    def __init__(self, listing: dict, corruption: str, indices, image_shape: tuple[int, int, int]):
+        self.listing, self.corruption, self.shape = listing, corruption, tuple(image_shape)
+        self.position = {int(i): k for k, i in enumerate(np.asarray(indices, dtype=np.int64))}
+        self.severity, self.images = None, None
+
+    def _decode(self, severity: int) -> np.ndarray:
+        from concurrent.futures import ThreadPoolExecutor
+        import os
+
+        from mmix_eval.data.decode import AS_STORED, decode_image
+
+        paths = self.listing[(self.corruption, severity)]
+        read = lambda p: decode_image(str(p), Path(p).read_bytes(), AS_STORED, self.shape)
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            return np.stack(list(pool.map(read, paths, chunksize=64))) if paths else np.zeros((0, *self.shape), np.uint8)
+
+    def rows(self, severity: int, indices: np.ndarray) -> np.ndarray:
+        if self.severity != severity:
+            self.images, self.severity = None, None
+            self.images, self.severity = self._decode(severity), severity
+        return self.images[[self.position[int(i)] for i in np.asarray(indices, dtype=np.int64)]]
+
+    def close(self) -> None:
+        self.images = None

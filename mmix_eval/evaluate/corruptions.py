@@ -30,7 +30,8 @@ class CorruptionOptions:
         "help": "names, or 'benchmark' (the 15; with --source generated the 10 of them it can generate) or 'all'"})
     severities: list[int] = field(default_factory=lambda: list(SEVERITIES), metadata={"help": "severities 1..5"})
     files: str | None = field(default=None, metadata={
-        "help": "the folder of <corruption>.npy + labels.npy (default <data root>/CIFAR-10-C or CIFAR-100-C)"})
+        "help": "the folder of <corruption>.npy + labels.npy (CIFAR-10-C, CIFAR-100-C) or of <corruption>/<severity>/"
+                "<class>/ image files (Tiny-ImageNet-C); default <data root>/CIFAR-10-C, CIFAR-100-C or Tiny-ImageNet-C"})
 
 
 def resolve(names: list[str], source: str) -> list[str]:
@@ -96,7 +97,8 @@ class Corruptions(Evaluator):
         import torch
 
         from mmix_eval.evaluate.corrupt import corrupt
-        from mmix_eval.evaluate.corruption_files import CorruptionFiles, check_folder, check_labels
+        from mmix_eval.evaluate.corruption_files import (CorruptionFiles, ImageCorruptionFiles, check_folder, check_labels,
+                                                         image_layout, list_image_files)
         from mmix_eval.evaluate.passes import Shift, shift_rows
 
         idx = np.asarray(target.indices, dtype=np.int64)
@@ -114,7 +116,14 @@ class Corruptions(Evaluator):
             folder = files_folder(options.files, str(target.base.get("data")), common.data_root,
                                   ("--files FOLDER", "--source generated"))
             check_folder(folder, names, data_name)
-            test_size = check_labels(folder, idx, target.test.y.cpu().numpy(), target.test_size)
+            shape = tuple(target.test.x.shape[1:])
+            if image_layout(folder):  # Tiny-ImageNet-C: image files found by name, checked by class folder
+                listing = list_image_files(folder, names, options.severities, *tiny_names(target, common), idx)
+                settings["source"] = "Tiny-ImageNet-C files (Hendrycks & Dietterich 2019)"
+                open_one = lambda c: ImageCorruptionFiles(listing, c, idx, shape)
+            else:
+                test_size = check_labels(folder, idx, target.test.y.cpu().numpy(), target.test_size)
+                open_one = lambda c: CorruptionFiles(folder, c, test_size, shape)
             settings["files"] = str(folder)
             opened: dict = {}
 
@@ -122,7 +131,7 @@ class Corruptions(Evaluator):
                 for s in options.severities:
                     @contextmanager
                     def opened_file(c=c):  # one corruption's map at a time, closed after the condition
-                        opened["f"] = CorruptionFiles(folder, c, test_size, tuple(target.test.x.shape[1:]))
+                        opened["f"] = open_one(c)
                         try:
                             yield
                         finally:
@@ -192,6 +201,20 @@ def runnable(names: list[str], channels: int, data: str) -> tuple[list[str], lis
     return kept, colour
 
 
+def tiny_names(target, common) -> tuple[list[str], list[str], object]:
+    """(test image file names, class ids, labels) of the evaluation data's whole test split, for image-file
+    corruption folders: only a data set that records its test images' names (tinyimagenet) has them."""
+    from mmix_eval.data import load_data_cached
+    from mmix_eval.errors import UserError
+
+    spec = str(target.base.get("data") or "")
+    d = load_data_cached(spec, common.data_root) if spec and spec != "tensors" else None
+    if d is None or "test_names" not in d.extra or "wnids" not in d.extra:
+        raise UserError(f"corruptions: image-file corruption folders (Tiny-ImageNet-C) expected data that names its test "
+                        f"images (tinyimagenet[:PATH]), got '{spec}'")
+    return d.extra["test_names"], d.extra["wnids"], d.test.y.numpy()
+
+
 def files_folder(files, data: str, data_root, how: tuple[str, str]):
     """Where the corruption files are: ``files`` if given, else the data root's published folder (cifar10,
     cifar100); a UserError otherwise, saying how (``how``: the option as a flag or as a bench key, and the
@@ -203,6 +226,6 @@ def files_folder(files, data: str, data_root, how: tuple[str, str]):
 
     folder = Path(files) if files else default_folder(data.split(":", 1)[0], data_root)
     if folder is None:
-        raise UserError(f"corruptions: expected {how[0]} for data '{data}' (published files exist for cifar10 and "
-                        f"cifar100), or {how[1]}")
+        raise UserError(f"corruptions: expected {how[0]} for data '{data}' (published files exist for cifar10, "
+                        f"cifar100 and tinyimagenet), or {how[1]}")
     return folder

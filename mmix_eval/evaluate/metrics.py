@@ -139,6 +139,9 @@ def calibration_metrics(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -
     return {"acc": 100.0 * float(correct.mean()), **m, "mce": netcal_measure("MCE", conf, correct, bins), "bins": reliability_bins(conf, correct, bins)}
 
 
+TOP5_MIN_CLASSES = 10  # top-5 accuracy is recorded for more classes than this
+
+
 def condition_rows(base: dict, condition: str, logits: torch.Tensor, y: torch.Tensor, bins: int = 15,
                    label: str | None = None, clean_acc: float | None = None, calibration=None, **settings) -> list[dict]:
     """The rows of one condition: accuracy, relative accuracy (accuracy / the model's own clean accuracy,
@@ -158,6 +161,10 @@ def condition_rows(base: dict, condition: str, logits: torch.Tensor, y: torch.Te
     if clean_acc is not None:
         rel = 100.0 * acc / clean_acc if clean_acc > 0 else float("nan")
         rows.append(record(base, condition, "rel_acc", rel, label, **extra))
+    if logits.shape[1] > TOP5_MIN_CLASSES and len(y):  # top-5 where it is reported (CIFAR-100, Tiny-ImageNet): raw
+        # only, a calibrator that rescales logits per image keeps each image's ranking of the classes
+        top5 = (logits.topk(5, dim=1).indices == y.view(-1, 1).to(logits.device)).any(1)
+        rows.append(record(base, condition, "acc_top5", 100.0 * float(top5.double().mean()), label, **extra))
     rows += [record(base, condition, m, raw[m], label, **extra) for m in PROBABILITY_METRICS]
     if calibration is not None:
         scaled = probability_scores(calibration.apply(logits), y, bins)

@@ -123,3 +123,17 @@ def test_a_set_of_other_classes_or_sizes_is_refused_or_remapped_by_name(shift_ru
                         str(tmp / "r3")]) == 0
     assert main(args + ["--sets", "cifar10.3"]) == 2
     assert "got 'cifar10.3' (did you mean 'cifar10.2'?)" in capsys.readouterr().err
+
+
+def test_top5_accuracy_is_recorded_beyond_ten_classes_and_equals_numpys():
+    import torch
+
+    from mmix_eval.evaluate.metrics import condition_rows
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(300, 12, generator=g), torch.randint(0, 12, (300,), generator=g)
+    rows = {r["metric"]: r["value"] for r in condition_rows({"run": "m"}, "clean", logits, y)}
+    top5 = np.argsort(-logits.numpy(), axis=1)[:, :5]
+    assert rows["acc_top5"] == pytest.approx(100 * np.mean([yi in t for yi, t in zip(y.numpy(), top5)]), abs=1e-9)
+    assert rows["acc_top5"] >= rows["acc"]
+    assert "acc_top5" not in {r["metric"] for r in condition_rows({"run": "m"}, "clean", logits[:, :10], y % 10)}

@@ -241,3 +241,19 @@ def test_gzipped_records_read_like_plain_ones_and_a_decompression_bomb_is_listed
         build_report([bomb], tmp_path / "c")
     with pytest.raises(ValueError, match="more than 1000 bytes of records once decompressed"):
         read_jsonl(bomb, 1000)
+
+
+def test_table3_sits_beside_tinyimagenet_clean_accuracy_only_at_its_own_size(tmp_path):
+    """Issue 31: the paper's Tiny-ImageNet numbers (top-1 / top-5) where data, architecture and alpha are Table 3's."""
+    from mmix_eval.report.paper import published
+
+    res = fake_results(tmp_path / "res", data="tinyimagenet:/data/tiny-imagenet-200.zip", model="preactresnet18")
+    build_report([res], tmp_path / "rep")
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "<td class='paper'>55.52</td>" in page and "<td class='paper'>48.14</td>" in page  # vanilla; manifold α = 2
+    resized = fake_results(tmp_path / "res2", data="tinyimagenet:/x?image_size=32&resize=crop", model="preactresnet18")
+    build_report([resized], tmp_path / "rep2")
+    assert "paper:" not in (tmp_path / "rep2" / "report.html").read_text()
+    assert published("tinyimagenet", "preactresnet18", "manifold_mixup", 0.2, "clean", "acc_top5") == 73.59
+    assert published("tinyimagenet", "preactresnet18", "input_mixup", 0.5, "clean", "acc") == 55.49
+    assert published("tinyimagenet", "preactresnet34", "input_mixup", 0.5, "clean", "acc") is None
