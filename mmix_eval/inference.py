@@ -20,17 +20,24 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 50
     was_training = model.training
     model.eval()
     try:
-        out = []
+        # One logits tensor for all N, filled batch by batch: no small per-batch output outlives its batch, so
+        # glibc reuses each batch's freed buffers instead of leaving holes below the kept outputs (kept, the
+        # process grew by about one float copy of the data set on a CPU: 1.8 GB at 40,000 64x64 images).
+        out = None
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size].to(device, non_blocking=True)
             with autocast(device, precision):
-                out.append(model(to_float(xb) if xb.dtype == torch.uint8 else xb.float()).float())
+                z = model(to_float(xb) if xb.dtype == torch.uint8 else xb.float()).float()
+            if out is None:
+                out = torch.empty((x.shape[0], *z.shape[1:]), dtype=torch.float32, device=z.device)
+            out[i:i + len(z)] = z
+            del z
             release_pages(x, xb.nbytes)  # a memory-mapped test set: drop the pages read once enough were
             if bar is not None:
                 bar.update(1)
     finally:
         model.train(was_training)
-    return torch.cat(out).cpu() if out else torch.zeros(0)
+    return out.cpu() if out is not None else torch.zeros(0)
 
 
 def autocast(device, precision: str):

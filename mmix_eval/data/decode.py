@@ -241,9 +241,11 @@ def image_shape(files: Files, names: list[str], decode: Decode, where: str) -> t
                 bar.update(1)
         else:
             with _pool() as pool:
-                for n, hdr in zip(names, pool.map(lambda n: header(n, files.read(n)), names, chunksize=64)):
-                    note(n, hdr)
-                    bar.update(1)
+                for k in range(0, len(names), CHUNK):  # a chunk at a time: map() queues a future per item it is given
+                    chunk = names[k:k + CHUNK]
+                    for n, hdr in zip(chunk, pool.map(lambda n: header(n, files.read(n)), chunk)):
+                        note(n, hdr)
+                    bar.update(len(chunk))
     if decode.size is not None:
         return channels, decode.size, decode.size
     w, h = next(iter(first))

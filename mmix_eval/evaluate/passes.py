@@ -102,15 +102,19 @@ def batch_logits(model, images: Images, batches, device, transform, bar=None, pr
     on the device until the condition is done: one host sync per condition, not per batch."""
     from mmix_eval.inference import autocast
 
-    out = []
+    out, lo = None, batches[0][0] if batches else 0
     for i, j in batches:
         xb, yb = images.batch(i, j, device)
         xt = transform(xb, yb, i, j)  # outside inference mode: an attack needs gradients (in fp32)
         with torch.inference_mode(), autocast(device, precision):
-            out.append(model(xt).float())
+            z = model(xt).float()
+        if out is None:  # one tensor for the shard, filled in place: see inference.predict_logits
+            out = torch.empty((batches[-1][1] - lo, *z.shape[1:]), dtype=torch.float32, device=z.device)
+        out[i - lo:j - lo] = z
+        del xb, xt, z
         if bar is not None:
             bar.update(1)
-    return gathered(torch.cat(out).cpu() if out else torch.zeros(0), len(images))
+    return gathered(out.cpu() if out is not None else torch.zeros(0), len(images))
 
 
 def target_calibration(target, calibrator: str, model, device, batch_size: int):

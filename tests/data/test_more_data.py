@@ -94,3 +94,51 @@ def test_natural_shift_sets_load_checked_and_test_only(tmp_path):
         load_data(f"cifar10.2:{tmp_path / 'bad.npz'}", need_train=False)
     with pytest.raises(UserError, match=r"cifar10.1 '.*cifar10.1_v6_data.npy': expected the CIFAR-10.1 file there"):
         load_data(f"cifar10.1:{tmp_path / 'nowhere'}", need_train=False)
+
+
+def test_training_on_a_memory_mapped_set_gives_the_weights_of_the_in_memory_one(tmp_path, monkeypatch):
+    """The same run with every image array memory-mapped (read a batch at a time) and held in memory."""
+    from safetensors.numpy import load_file
+
+    from builders import write_tree
+    from mmix_eval.cli import main
+    from mmix_eval.data import imagefolder as imagefolder_module
+
+    tree = write_tree(tmp_path / "tree", size=8, per_class=10)
+    weights = {}
+    for mb in ("0", "100000"):
+        monkeypatch.setenv("MMIX_EVAL_MMAP_MIN_MB", mb)
+        monkeypatch.setenv("MMIX_EVAL_CACHE", str(tmp_path / f"cache-{mb}"))
+        imagefolder_module._MEMORY.clear()
+        out = tmp_path / f"run-{mb}"
+        assert main(["train", "--data", f"imagefolder:{tree}", "--method", "manifold_mixup", "--epochs", "2", "--set",
+                     "train.device=cpu", "--set", "model.kwargs={width: 4}", "--set", "train.batch_size=10", "--out",
+                     str(out), "--no-progress"]) == 0
+        weights[mb] = load_file(out / "model.safetensors")
+    assert weights["0"].keys() == weights["100000"].keys()
+    assert all(np.array_equal(weights["0"][k], weights["100000"][k]) for k in weights["0"])
+
+
+def test_a_mixed_size_folder_trains_evaluates_and_reports_with_its_decode_policy(tmp_path, capsys):
+    from PIL import Image
+
+    from mmix_eval.cli import main
+    from mmix_eval.evaluate.records import read_records
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            (tmp_path / "photos" / split / c).mkdir(parents=True)
+            for j in range(6):
+                w, h = int(rng.integers(12, 40)), int(rng.integers(12, 40))
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "photos" / split / c / f"{j}.png")
+    args = ["train", "--data", f"imagefolder:{tmp_path / 'photos'}", "--method", "vanilla", "--epochs", "1", "--set",
+            "train.device=cpu", "--set", "model.kwargs={width: 4}", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "no")]) == 2
+    assert "expected images of one size" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    assert main([*args, "--image-size", "16", "--resize", "stretch", "--out", str(tmp_path / "run")]) == 0
+    assert main(["calibration", "--ckpt", str(tmp_path / "run"), "--out", str(tmp_path / "res"), "--no-progress"]) == 0
+    rows = read_records(tmp_path / "res" / "run" / "calibration.jsonl")
+    assert rows[0]["data"] == f"imagefolder:{tmp_path / 'photos'}?image_size=16&resize=stretch"
+    assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "rep")]) == 0
+    assert "?image_size=16&amp;resize=stretch" in (tmp_path / "rep" / "report.html").read_text()
