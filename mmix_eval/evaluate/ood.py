@@ -62,10 +62,17 @@ def same_source(spec: str, data: str) -> bool:
 
 
 def image_digests(x) -> set[bytes]:
-    """One 16-byte BLAKE2b digest per image of a uint8 (N, C, H, W) tensor: images compared by content."""
+    """One 16-byte BLAKE2b digest per image of a uint8 (N, C, H, W) tensor: images compared by content, a chunk
+    at a time (a memory-mapped test set keeps only the chunk's pages)."""
     import hashlib
 
-    return {hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in x.cpu().numpy()}
+    from mmix_eval.data.mapped import release_pages
+
+    out = set()
+    for chunk in x.split(4096):
+        out.update(hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in chunk.cpu().numpy())
+        release_pages(x, chunk.nbytes)
+    return out
 
 
 def shared_images(seen: set[bytes], b) -> int:
