@@ -34,7 +34,7 @@ def bad(capsys, tmp_path, *argv, match):
 @pytest.mark.parametrize("argv,match", [
     (["--model", "preactresnet81"], "unknown model 'preactresnet81' (did you mean 'preactresnet18'?); available: mlp, preactresnet18, preactresnet18_he, preactresnet34, preactresnet34_he, smallnet, wrn, wrn28_10"),
     (["--method", "manifold_mixp"], "unknown method 'manifold_mixp' (did you mean 'manifold_mixup'?); available: cutmix, input_mixup, label_smoothing, manifold_mixup, regmixup, vanilla"),
-    (["--data", "cifar-10"], "unknown data set 'cifar-10' (did you mean 'cifar10'?); available: cifar10, cifar100, digits, imagefolder, spiral, svhn"),
+    (["--data", "cifar-10"], "unknown data set 'cifar-10' (did you mean 'cifar10'?); available: cifar10, cifar10.1, cifar10.2, cifar100, digits, imagefolder, spiral, svhn, tinyimagenet"),
     (["--alpha", "0"], "alpha: expected a finite number > 0, got 0.0"),
     (["--alpha", "-2"], "alpha: expected a finite number > 0, got -2.0"),
     (["--alpha", "nan"], "alpha: expected a finite number > 0, got nan"),
