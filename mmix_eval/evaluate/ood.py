@@ -61,6 +61,24 @@ def same_source(spec: str, data: str) -> bool:
     return spec == data or resolved(spec) == resolved(data)
 
 
+def refuse_same(spec: str, data: str, what: str, other: str) -> None:
+    """A data source that is the evaluation data itself (by resolved path) is refused: ``what`` names the option
+    ("ood: source"), ``other`` what it must differ from."""
+    from mmix_eval.errors import UserError
+
+    if data and same_source(spec, data):
+        raise UserError(f"{what} '{spec}' expected data other than {other}, got the evaluation data itself ({data})")
+
+
+def preflight_sources(specs, ctx, what: str, other: str) -> None:
+    """Before a bench trains: each data source loads (two test images) and is not the bench's own data."""
+    from mmix_eval.data import load_data
+
+    for spec in specs:
+        refuse_same(spec, ctx.data, what, other)
+        load_data(spec, ctx.common.data_root or ctx.data_root, False, test_limit=2, need_train=False)
+
+
 def image_digests(x) -> set[bytes]:
     """One 16-byte BLAKE2b digest per image of a uint8 (N, C, H, W) tensor: images compared by content, a chunk
     at a time (a memory-mapped test set keeps only the chunk's pages)."""
@@ -125,16 +143,8 @@ class OOD(Evaluator):
 
     def preflight(self, options, ctx) -> None:
         """Each data source exists and is not the bench's own data (by resolved path; by content when run)."""
-        from mmix_eval.data import load_data
-        from mmix_eval.errors import UserError
-
-        for spec in options.ood:
-            if spec.startswith("noise:"):
-                continue
-            if same_source(spec, ctx.data):
-                raise UserError(f"ood: source '{spec}' expected data other than the in-distribution set, got the "
-                                f"evaluation data itself ({ctx.data})")
-            load_data(spec, ctx.common.data_root or ctx.data_root, False, test_limit=2, need_train=False)
+        preflight_sources([s for s in options.ood if not s.startswith("noise:")], ctx, "ood: source",
+                          "the in-distribution set")
 
     def run(self, target, options, common) -> list[dict]:
         import numpy as np
@@ -147,9 +157,7 @@ class OOD(Evaluator):
 
         data = str(target.base.get("data") or "")
         for spec in options.ood:
-            if data and same_source(spec, data):
-                raise UserError(f"ood: source '{spec}' expected data other than the in-distribution set, got the "
-                                f"evaluation data itself ({data})")
+            refuse_same(spec, data, "ood: source", "the in-distribution set")
         model, device, bs, warn = setup(target, common.device, common.batch_size)
         shape = tuple(target.test.x.shape[1:])
         n = len(target.test)

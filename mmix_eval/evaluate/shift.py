@@ -62,15 +62,9 @@ class Shift(Evaluator):
 
     def preflight(self, options, ctx) -> None:
         """Each set exists, is not the evaluation data itself, and has test images."""
-        from mmix_eval.data import load_data
-        from mmix_eval.errors import UserError
-        from mmix_eval.evaluate.ood import same_source
+        from mmix_eval.evaluate.ood import preflight_sources
 
-        for spec in options.sets:
-            if same_source(spec, ctx.data):
-                raise UserError(f"shift: set '{spec}' expected data other than the evaluation data, got the "
-                                f"evaluation data itself ({ctx.data})")
-            load_data(spec, ctx.common.data_root or ctx.data_root, False, test_limit=2, need_train=False)
+        preflight_sources(options.sets, ctx, "shift: set", "the evaluation data")
 
     def run(self, target, options, common) -> list[dict]:
         import numpy as np
@@ -79,7 +73,7 @@ class Shift(Evaluator):
         from mmix_eval.errors import UserError
         from mmix_eval.evaluate.images import Images
         from mmix_eval.evaluate.metrics import condition_rows
-        from mmix_eval.evaluate.ood import same_source
+        from mmix_eval.evaluate.ood import refuse_same
         from mmix_eval.evaluate.passes import clean_logits, logits_of, setup, target_calibration
         from mmix_eval.evaluate.target import class_lookup
 
@@ -94,9 +88,7 @@ class Shift(Evaluator):
         clean_acc = rows[0]["value"]
         shape = tuple(target.test.x.shape[1:])
         for spec in options.sets:
-            if data and same_source(spec, data):
-                raise UserError(f"shift: set '{spec}' expected data other than the evaluation data, got the evaluation "
-                                f"data itself ({data})")
+            refuse_same(spec, data, "shift: set", "the evaluation data")
             d = load_data(spec, common.data_root, False, need_train=False)
             if tuple(d.test.x.shape[1:]) != shape:
                 c, h, w = d.test.x.shape[1:]

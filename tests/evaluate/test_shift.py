@@ -137,3 +137,12 @@ def test_top5_accuracy_is_recorded_beyond_ten_classes_and_equals_numpys():
     assert rows["acc_top5"] == pytest.approx(100 * np.mean([yi in t for yi, t in zip(y.numpy(), top5)]), abs=1e-9)
     assert rows["acc_top5"] >= rows["acc"]
     assert "acc_top5" not in {r["metric"] for r in condition_rows({"run": "m"}, "clean", logits[:, :10], y % 10)}
+
+
+def test_the_evaluation_data_itself_is_not_a_shift_set(shift_runs, capsys):
+    tmp = shift_runs
+    assert main(["shift", "--ckpt", str(tmp / "runs" / "vanilla-s0"), "--sets", f"imagefolder:{tmp / 'cifar'}/",
+                 "--out", str(tmp / "r4"), "--no-progress"]) == 2
+    assert "shift: set 'imagefolder:" in (err := capsys.readouterr().err)
+    assert "expected data other than the evaluation data, got the evaluation data itself" in err
+    assert not (tmp / "r4").exists()
