@@ -28,7 +28,6 @@ holding the weights under ``state_dict``, ``model_state_dict``, ``model`` or ``n
 
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import torch
 from mmix_eval.checkpoint import SCHEMA, SCHEMA_VERSION, weight_mismatch
 from mmix_eval.data import load_data_cached
 from mmix_eval.errors import UserError
+from mmix_eval.io import file_sha256
 from mmix_eval.models import create_model, model_factory
 
 LAYOUTS = ("auto", "mmix-eval", "official", "plain")
@@ -177,18 +177,15 @@ def metadata(path: str | Path, foreign: Foreign) -> dict:
               "mean": foreign.mean or [0.0] * d.in_channels, "std": foreign.std or [1.0] * d.in_channels,
               **foreign.model_args}
     precheck_header(path, foreign, kwargs)  # names, dtypes, shapes and size from the header: before any data is read
-    sha = hashlib.sha256()
     try:
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                sha.update(chunk)
+        sha = file_sha256(path)
     except OSError as e:
         raise UserError(f"--ckpt '{path}': expected a readable file, got {e.strerror or e}") from None
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "model": {"name": foreign.model, "kwargs": kwargs},
             "data": {"spec": foreign.data, "classes": list(d.classes), "image_size": list(d.image_size)},
             "method": {"name": "external", "settings": {"file": path.name, "key_layout": foreign.key_layout}},
             "train": {}, "config": {"data": {"name": foreign.data, "root": foreign.data_root}},
-            "data_sha256": sha.hexdigest(), "foreign": True}
+            "data_sha256": sha, "foreign": True}
 
 
 def load_foreign(path: str | Path, device, foreign: Foreign, meta: dict | None = None):

@@ -160,6 +160,9 @@ def _open(name: str, data: bytes):
 
     try:
         return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:  # not an OSError: would otherwise escape as a traceback
+        raise UserError(f"image '{name}': expected at most {2 * Image.MAX_IMAGE_PIXELS:,} pixels (Pillow's "
+                        f"decompression-bomb limit), got more ({e})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise UserError(f"image '{name}': expected a decodable image, got a file that fails to decode ({e})") from None
 
@@ -206,7 +209,8 @@ def _resized(img, decode: Decode, resample):
     return img.crop((left, top, left + s, top + s))
 
 
-def _pool() -> ThreadPoolExecutor:
+def decode_pool() -> ThreadPoolExecutor:
+    """Threads for decoding: Pillow releases the GIL while it decodes."""
     return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
 
 
@@ -240,7 +244,7 @@ def image_shape(files: Files, names: list[str], decode: Decode, where: str) -> t
                 note(n, header(n, data))
                 bar.update(1)
         else:
-            with _pool() as pool:
+            with decode_pool() as pool:
                 for k in range(0, len(names), CHUNK):  # a chunk at a time: map() queues a future per item it is given
                     chunk = names[k:k + CHUNK]
                     for n, hdr in zip(chunk, pool.map(lambda n: header(n, files.read(n)), chunk)):
@@ -248,6 +252,8 @@ def image_shape(files: Files, names: list[str], decode: Decode, where: str) -> t
                     bar.update(len(chunk))
     if decode.size is not None:
         return channels, decode.size, decode.size
+    if not first:
+        raise UserError(f"{where}: expected images to decode, got none")
     w, h = next(iter(first))
     return channels, h, w
 
@@ -271,7 +277,7 @@ def decode_splits(files: Files, splits: dict[str, list[str]], decode: Decode, fo
             _npy_header(f, (len(names), *shape))
             offsets[s] = f.tell()
             f.truncate(offsets[s] + len(names) * per)
-        with _pool() as pool, _bar(len(every), f"decoding {where}") as bar:
+        with decode_pool() as pool, _bar(len(every), f"decoding {where}") as bar:
             def write(batch: list[tuple[str, bytes]]) -> None:
                 for (n, _), arr in zip(batch, pool.map(lambda it: decode_image(it[0], it[1], decode, shape), batch)):
                     s, i = place[n]

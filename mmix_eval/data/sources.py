@@ -11,6 +11,7 @@ from mmix_eval.data.core import RawData, Split
 from mmix_eval.data.decode import split_query
 from mmix_eval.data.imagefolder import read_imagefolder
 from mmix_eval.errors import UserError
+from mmix_eval.io import file_sha256
 
 
 def _split(x: np.ndarray, y) -> Split:
@@ -148,16 +149,6 @@ CIFAR10_1_URL = "https://github.com/modestyachts/CIFAR-10.1 (datasets/cifar10.1_
 CIFAR10_2_URL = "https://github.com/modestyachts/cifar-10.2 (cifar102_test.npz)"
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _shift_arrays(what: str, x, y, files: str) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-shaped natural-shift test images: uint8 (N, 32, 32, 3) and N integer labels in 0..9."""
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3) or not len(x):
@@ -183,7 +174,7 @@ def _shift_source(what: str, x: np.ndarray, y: np.ndarray, files: list[Path]) ->
     test = _split(x.transpose(0, 3, 1, 2), y)
     return RawData(classes=list(CIFAR10_CLASSES), train=_empty_like(test), test=test, flip=True,
                    source={"source": what, "path": str(files[0]), "test_only": True,
-                           "sha256": {f.name: _sha256(f) for f in files}})
+                           "sha256": {f.name: file_sha256(f) for f in files}})
 
 
 def cifar10_1(arg, root, download, need_train: bool = True) -> RawData:

@@ -172,14 +172,11 @@ class ImageCorruptionFiles:
         self.severity, self.images = None, None
 
     def _decode(self, severity: int) -> np.ndarray:
-        from concurrent.futures import ThreadPoolExecutor
-        import os
-
-        from mmix_eval.data.decode import AS_STORED, decode_image
+        from mmix_eval.data.decode import AS_STORED, decode_image, decode_pool
 
         paths = self.listing[(self.corruption, severity)]
         read = lambda p: decode_image(str(p), Path(p).read_bytes(), AS_STORED, self.shape)
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        with decode_pool() as pool:
             return np.stack(list(pool.map(read, paths, chunksize=64))) if paths else np.zeros((0, *self.shape), np.uint8)
 
     def rows(self, severity: int, indices: np.ndarray) -> np.ndarray:

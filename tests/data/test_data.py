@@ -250,3 +250,14 @@ def test_a_failed_decode_leaves_no_cache_behind(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="zz.png"):
         load_data(f"imagefolder:{bad}")
     assert not any((tmp_path / "cache").iterdir())
+
+
+def test_an_image_past_pillows_decompression_bomb_limit_is_one_line(tmp_path, monkeypatch):
+    """Pillow raises DecompressionBombError (not an OSError) above 2 x MAX_IMAGE_PIXELS: a one-line error."""
+    from PIL import Image as PILImage
+
+    tree = write_tree(tmp_path / "tree", size=6)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 10)  # 6x6 = 36 pixels > 2 x 10
+    with pytest.raises(UserError, match=r"image '.*\.png': expected at most 20 pixels \(Pillow's decompression-bomb "
+                                        r"limit\), got more"):
+        load_data(f"imagefolder:{tree}")

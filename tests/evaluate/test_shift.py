@@ -146,3 +146,19 @@ def test_the_evaluation_data_itself_is_not_a_shift_set(shift_runs, capsys):
     assert "shift: set 'imagefolder:" in (err := capsys.readouterr().err)
     assert "expected data other than the evaluation data, got the evaluation data itself" in err
     assert not (tmp / "r4").exists()
+
+
+def test_line_points_skip_non_finite_values_and_clip_perfect_accuracies():
+    from mmix_eval.report.sections.shift import points
+
+    base = {"evaluator": "shift", "metric": "acc", "bin": None, "calibrator": "none"}
+    recs = [{**base, "run": "a", "train_seed": 0, "condition": "clean", "value": 100.0},
+            {**base, "run": "a", "train_seed": 0, "condition": "cifar10.1", "value": 0.0},
+            {**base, "run": "b", "train_seed": 0, "condition": "clean", "value": 80.0},
+            {**base, "run": "b", "train_seed": 0, "condition": "cifar10.1", "value": float("nan")},
+            {**base, "run": "c", "train_seed": 1, "condition": "clean", "value": float("nan")},
+            {**base, "run": "c", "train_seed": 1, "condition": "cifar10.1", "value": 50.0}]
+    got = points(recs, {"a": "m", "b": "m", "c": "v"})
+    assert got == {"cifar10.1": [("m", 0, 100.0, 0.0)]}  # the NaN shift and the NaN clean point are left out
+    assert probit(100.0) == pytest.approx(stats.norm.ppf(1 - 1e-4)) and probit(0.0) == pytest.approx(stats.norm.ppf(1e-4))
+    assert fit_line(got["cifar10.1"]) is None and points([], {}) == {}

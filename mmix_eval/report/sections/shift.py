@@ -31,17 +31,17 @@ def probit(acc_percent: float) -> float:
 
 def points(records: list[dict], labels: dict[str, str], evaluator: str = "shift") -> dict:
     """set -> [(method label, seed, clean acc %, shift acc %)], one point per checkpoint."""
-    clean, shifted = {}, {}
+    clean, shifted, seeds = {}, {}, {}
     for r in records:
         if (r["evaluator"] != evaluator or r["metric"] != "acc" or r["bin"] is not None or r["value"] is None
                 or calibrator_of(r) != "none" or not np.isfinite(r["value"])):
             continue
-        key = (labels[r["run"]], r["train_seed"] if r["train_seed"] is not None else r["run"])
-        if r["condition"] == "clean":
-            clean[key] = r["value"]
+        seeds[r["run"]] = r["train_seed"] if r["train_seed"] is not None else r["run"]
+        if r["condition"] == "clean":  # keyed by run: one point per checkpoint
+            clean[r["run"]] = r["value"]
         else:
-            shifted.setdefault(r["condition"], {})[key] = r["value"]
-    return {s: [(m, seed, clean[(m, seed)], v) for (m, seed), v in per.items() if (m, seed) in clean]
+            shifted.setdefault(r["condition"], {})[r["run"]] = r["value"]
+    return {s: [(labels[run], seeds[run], clean[run], v) for run, v in per.items() if run in clean]
             for s, per in shifted.items()}
 
 
