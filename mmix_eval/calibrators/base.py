@@ -4,6 +4,7 @@
         name = "my_scaling"
         def fit(self, logits, labels) -> dict          # the fitted parameters (JSON-able; recorded)
         def apply(self, logits, params) -> logits      # the same shape, the argmax need not be kept
+        def note(self, params) -> str | None           # optional: a caveat every calibrated row carries
 
 Found like every plugin: a name in ``mmix_eval.catalog.CALIBRATORS``, a ``module:Class`` path or an installed
 entry point (group ``mmix_eval.calibrators``).
@@ -27,6 +28,11 @@ class Calibrator:
 
     def apply(self, logits: torch.Tensor, params: dict) -> torch.Tensor:
         raise NotImplementedError
+
+    def note(self, params: dict) -> str | None:
+        """A caveat about this fit that every calibrated row records in its warnings (a parameter held at a
+        bound, say); None by default."""
+        return None
 
 
 class Identity(Calibrator):

@@ -24,6 +24,7 @@ class Fitted:
     params: dict
     images: int  # held-out images it was fitted on
     source: str  # which held-out images
+    note: str | None = None  # the calibrator's caveat about this fit (a bound reached), in every calibrated row
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         return self.calibrator.apply(logits, self.params)
@@ -51,7 +52,11 @@ def fitted_calibration(target, calibrator: str, predict: Callable[[object], torc
     cal = get_calibrator(calibrator)
     val_logits = predict(target.val)
     params = fit_checked(cal, val_logits, target.val.y)
-    fitted = Fitted(cal.name if cal.name != Calibrator.name else calibrator, cal, params, len(target.val), target.val_source)
+    note = cal.note(params) if callable(getattr(cal, "note", None)) else None
+    fitted = Fitted(cal.name if cal.name != Calibrator.name else calibrator, cal, params, len(target.val), target.val_source,
+                    note if isinstance(note, str) and note else None)
+    if fitted.note:
+        warnings.warn(f"{target.run}: {fitted.note}", stacklevel=3)
     if not torch.isfinite(fitted.apply(val_logits)).all():  # finite parameters can still divide by 0 (T = 0)
         raise UserError(f"calibrator '{fitted.name}': its fitted parameters ({json.dumps(params)[:80]}) turn the "
                         f"{len(target.val)} held-out logits non-finite; expected finite calibrated logits")

@@ -67,22 +67,25 @@ class Calibration(Evaluator):
             return rows
         condition, label = scaled_condition(fitted.name), scaled_label(fitted.name)
         extra = {**fitted.settings, "calibrator_params": fitted.params}
+        cbase = {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), fitted.note]))} if fitted.note else base
         if "temperature" in fitted.params:
             held = ("validation images" if not target.settings.get("calibration_split")
                     else "test images (never evaluated)")
-            rows.append(record(base, condition, "temperature", fitted.params["temperature"],
+            rows.append(record(cbase, condition, "temperature", fitted.params["temperature"],
                                f"Temperature fitted on {fitted.images} held-out {held}", calibrator=fitted.name, **extra))
-        rows += _metric_rows(base, condition, label, fitted.apply(logits), target.test.y, bins, fitted.name, extra)
+        rows += _metric_rows(cbase, condition, label, fitted.apply(logits), target.test.y, bins, fitted.name, extra)
         return rows
 
 
 def _metric_rows(base, condition, label, logits, y, bins, calibrator: str = "none", extra: dict | None = None) -> list[dict]:
-    from mmix_eval.evaluate.metrics import calibration_metrics
+    from mmix_eval.evaluate.metrics import calibration_metrics, with_detail
 
     m = calibration_metrics(logits, y, bins)
     extra = extra or {}
     rows = [record(base, condition, k, m[k], label, calibrator=calibrator, **extra)
             for k in ("acc", *PROBABILITY_METRICS[:4], "mce", *PROBABILITY_METRICS[4:])]
+    rows[0]["_correct"] = m["_correct"].astype(bool)  # per-image outcomes and the probability detail, stored beside
+    with_detail(rows[1:], m)
     counts, acc, conf = m["bins"]
     for b in range(bins):
         for metric, v in (("bin_count", float(counts[b])), ("bin_acc", float(acc[b])), ("bin_conf", float(conf[b]))):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmix_eval.evaluate.boot import bin_index, reliability, replicates
 from mmix_eval.evaluate.records import EDGE_RULE, record
 
 
@@ -40,11 +41,6 @@ def top_label(logits: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.nda
     p = torch.softmax(logits.double(), 1)
     conf, pred = p.max(1)
     return conf.numpy(), (pred == y).numpy().astype(np.int64)
-
-
-def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """The bin of each value: [a, b) with the last bin closed [a, 1] (numpy.histogram's rule, as netcal)."""
-    return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
 
 
 def reliability_bins(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -126,16 +122,21 @@ def probability_scores(logits: torch.Tensor, y: torch.Tensor, bins: int) -> dict
     conf_t, pred = p.max(1)
     conf, correct = conf_t.numpy(), (pred == y).numpy().astype(np.int64)
     signed = float(conf.mean() - correct.mean()) if len(conf) else float("nan")
-    return {"nll": nll(logits, y), "ece": netcal_measure("ECE", conf, correct, bins),
+    nll_i = F.cross_entropy(logits.double(), y, reduction="none")
+    brier_i = ((p - F.one_hot(y, p.shape[1]).to(p.dtype)) ** 2).sum(1)
+    mean = lambda v: float(v.mean()) if len(v) else float("nan")  # noqa: E731
+    return {"nll": mean(nll_i), "ece": netcal_measure("ECE", conf, correct, bins),
             "ece_em": equal_mass_ece(conf, correct, bins), "cw_ece": classwise_ece(p.numpy(), y.numpy(), bins),
-            "signed_ce": signed, "brier": brier_of(p, y),
-            **selective_risks(conf, correct), "_conf": conf, "_correct": correct}
+            "signed_ce": signed, "brier": mean(brier_i),
+            **selective_risks(conf, correct), "_conf": conf, "_correct": correct,
+            "_boot": replicates(nll_i.numpy(), brier_i.numpy(), conf, correct, bins),
+            "_bins": reliability(conf, correct, bins)}
 
 
 def calibration_metrics(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict:
     """Accuracy, every probability score (``probability_scores``), MCE and the reliability bins."""
     m = probability_scores(logits, y, bins)
-    conf, correct = m.pop("_conf"), m.pop("_correct")
+    conf, correct = m.pop("_conf"), m["_correct"]
     return {"acc": 100.0 * float(correct.mean()), **m, "mce": netcal_measure("MCE", conf, correct, bins), "bins": reliability_bins(conf, correct, bins)}
 
 
@@ -165,9 +166,17 @@ def condition_rows(base: dict, condition: str, logits: torch.Tensor, y: torch.Te
         # only, a calibrator that rescales logits per image keeps each image's ranking of the classes
         top5 = (logits.topk(5, dim=1).indices == y.view(-1, 1).to(logits.device)).any(1)
         rows.append(record(base, condition, "acc_top5", 100.0 * float(top5.double().mean()), label, **extra))
-    rows += [record(base, condition, m, raw[m], label, **extra) for m in PROBABILITY_METRICS]
+    rows += with_detail([record(base, condition, m, raw[m], label, **extra) for m in PROBABILITY_METRICS], raw)
     if calibration is not None:
         scaled = probability_scores(calibration.apply(logits), y, bins)
-        rows += [record(base, condition, m, scaled[m], label, calibrator=calibration.name, **extra,
-                        **calibration.settings) for m in PROBABILITY_METRICS]
+        cbase = {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), calibration.note]))} if calibration.note else base
+        rows += with_detail([record(cbase, condition, m, scaled[m], label, calibrator=calibration.name, **extra,
+                                    **calibration.settings) for m in PROBABILITY_METRICS], scaled)
+    return rows
+
+
+def with_detail(rows: list[dict], scores: dict) -> list[dict]:
+    """The first probability row carries its condition's bootstrap replicates (``_boot``) and reliability bins
+    (``_bins``), which the runner stores beside the records (``evaluate.outcomes``), not in them."""
+    rows[0]["_boot"], rows[0]["_bins"] = scores["_boot"], scores["_bins"]
     return rows

@@ -4,6 +4,11 @@ Stored beside the records as ``<evaluator>.outcomes.npz``: ``indices`` (int64, t
 into the full test split, the same order as the bits) and, per condition, ``c/<condition>`` = the
 correctness bits packed 8 to a byte (``numpy.packbits``): 1,250 bytes per condition per 10,000 images.
 From them the report pairs two methods on the very same images (bootstrap over images, McNemar).
+
+Beside them, per condition and calibrator, the probability detail of ``evaluate.boot``: ``b/<calibrator>/<condition>``
+(the bootstrap replicates of NLL, Brier and ECE, float16 (B, 3)) and ``r/<calibrator>/<condition>`` (the reliability
+bins, float32 (3, bins)), with ``boot_scheme`` (B, seed, scores, version): replicates of another scheme are not
+paired with today's and are dropped on reading.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mmix_eval.evaluate.boot import BOOT_RESAMPLES, BOOT_STATS, SCHEME
 from mmix_eval.io import atomic_write_bytes
 
 PREFIX = "c/"
 OWN = "i/"  # a condition's own image indices, where they are not the test subset's
+BOOT, BINS = "b/", "r/"  # per (calibrator, condition): bootstrap replicates, reliability bins
 
 
 def subset_hash(indices: np.ndarray) -> str:
@@ -34,10 +41,16 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def pack(outcomes: dict[str, np.ndarray], indices: np.ndarray) -> bytes:
+def pack(outcomes: dict[str, np.ndarray], indices: np.ndarray, detail: dict | None = None) -> bytes:
     """A value may be ``(own indices, correct)``: a condition on other images than the test subset (a natural-
-    shift set), stored with its own indices as ``i/<condition>``."""
+    shift set), stored with its own indices as ``i/<condition>``. ``detail``: (condition, calibrator) ->
+    (replicates, reliability bins)."""
     arrays = {"indices": np.asarray(indices, dtype=np.int64)}
+    if detail:
+        arrays["boot_scheme"] = SCHEME
+    for (condition, calibrator), (boot, bins) in (detail or {}).items():
+        arrays[f"{BOOT}{calibrator}/{condition}"] = np.asarray(boot, dtype=np.float16)
+        arrays[f"{BINS}{calibrator}/{condition}"] = np.asarray(bins, dtype=np.float32)
     for condition, correct in outcomes.items():
         want = arrays["indices"]
         if isinstance(correct, tuple):
@@ -50,8 +63,8 @@ def pack(outcomes: dict[str, np.ndarray], indices: np.ndarray) -> bytes:
     return _npz(arrays)
 
 
-def write_outcomes(path: Path, outcomes: dict[str, np.ndarray], indices: np.ndarray) -> None:
-    atomic_write_bytes(Path(path), pack(outcomes, indices))
+def write_outcomes(path: Path, outcomes: dict[str, np.ndarray], indices: np.ndarray, detail: dict | None = None) -> None:
+    atomic_write_bytes(Path(path), pack(outcomes, indices, detail))
 
 
 MAX_OUTCOME_BYTES = 256 * 1024 * 1024  # decompressed; 10 k images x 1,000 conditions is 12.5 MB
@@ -89,57 +102,118 @@ def read_outcomes(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 def read_outcomes_own(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(indices, condition -> bool array, condition -> its own indices where it has them)."""
+    indices, out, own, _ = read_outcome_file(path)
+    return indices, out, own
+
+
+def read_outcome_file(path: Path) -> tuple[np.ndarray, dict, dict, dict]:
+    """(indices, condition -> bool array, condition -> own indices, (condition, calibrator) -> (replicates (B, 3)
+    float32 or None, reliability bins (3, bins) float32))."""
     try:
         with _load(path) as z:
             indices = _indices(z["indices"], "indices")
             own = {k[len(OWN):]: _indices(z[k], k) for k in z.files if k.startswith(OWN)}
             out = {k[len(PREFIX):]: _bits(z[k], len(own.get(k[len(PREFIX):], indices)), k)
                    for k in z.files if k.startswith(PREFIX)}
+            same = "boot_scheme" in z.files and np.array_equal(z["boot_scheme"], SCHEME)
+            detail = {}
+            for k in z.files:
+                if k.startswith(BINS):
+                    calibrator, _, condition = k[len(BINS):].partition("/")
+                    b = BOOT + k[len(BINS):]
+                    detail[condition, calibrator] = (_boot(z[b], b) if same and b in z.files else None, _reliability(z[k], k))
     except _BROKEN as e:
         raise ValueError(_why(e)) from None
-    return indices, out, own
+    return indices, out, own, detail
+
+
+def _boot(a: np.ndarray, name: str) -> np.ndarray:
+    if a.shape != (BOOT_RESAMPLES, len(BOOT_STATS)) or a.dtype.kind != "f":
+        raise ValueError(f"'{name}' expected {BOOT_RESAMPLES} x {len(BOOT_STATS)} bootstrap replicates, got {a.dtype} {a.shape}")
+    return a.astype(np.float32)
+
+
+def _reliability(a: np.ndarray, name: str) -> np.ndarray:
+    if a.ndim != 2 or a.shape[0] != 3 or a.dtype.kind != "f":
+        raise ValueError(f"'{name}' expected 3 x bins reliability sums, got {a.dtype} {a.shape}")
+    return a.astype(np.float32)
 
 
 def _why(e: BaseException) -> str:
     return str(e) if isinstance(e, ValueError) and str(e) else f"{type(e).__name__}: {str(e)[:200]}"
 
 
-def write_many(path: Path, outcomes: dict[tuple, tuple[np.ndarray, np.ndarray]]) -> None:
+def write_many(path: Path, outcomes: dict[tuple, tuple[np.ndarray, np.ndarray]], detail: dict | None = None) -> None:
     """Outcomes of many (run, evaluator, condition) in one file: a report keeps them beside its records,
-    so a rebuild from the report alone keeps its per-image intervals."""
-    keys = sorted(outcomes, key=lambda k: tuple(map(str, k)))
+    so a rebuild from the report alone keeps its per-image intervals. ``detail``: (run, evaluator, condition,
+    calibrator) -> (indices, replicates or None, reliability bins)."""
     subsets: dict[str, int] = {}  # each distinct test subset's indices stored once
-    arrays, refs = {}, []
-    for n, k in enumerate(keys):
-        indices, correct = outcomes[k]
+    arrays = {}
+
+    def subset(indices) -> int:
         h = subset_hash(indices)
         if h not in subsets:
             subsets[h] = len(subsets)
             arrays[f"idx{subsets[h]}"] = np.asarray(indices, dtype=np.int64)
-        refs.append(subsets[h])
+        return subsets[h]
+
+    keys = sorted(outcomes, key=lambda k: tuple(map(str, k)))
+    refs = []
+    for n, k in enumerate(keys):
+        indices, correct = outcomes[k]
+        refs.append(subset(indices))
         arrays[f"bits{n}"] = np.packbits(correct)
     arrays["keys"] = np.array([json.dumps(list(k)) for k in keys], dtype=str)
     arrays["subset_of"] = np.array(refs, dtype=np.int64)
+    if detail:
+        dkeys = sorted(detail, key=lambda k: tuple(map(str, k)))
+        drefs, has_boot = [], []
+        for n, k in enumerate(dkeys):
+            indices, boot, bins = detail[k]
+            drefs.append(subset(indices))
+            has_boot.append(boot is not None)
+            if boot is not None:
+                arrays[f"boot{n}"] = np.asarray(boot, dtype=np.float16)
+            arrays[f"rel{n}"] = np.asarray(bins, dtype=np.float32)
+        arrays["dkeys"] = np.array([json.dumps(list(k)) for k in dkeys], dtype=str)
+        arrays["dsubset_of"] = np.array(drefs, dtype=np.int64)
+        arrays["boot_scheme"] = SCHEME
     atomic_write_bytes(Path(path), _npz(arrays))
 
 
 def read_many(path: Path) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+    return read_many_detail(path)[0]
+
+
+def read_many_detail(path: Path) -> tuple[dict, dict]:
+    """(outcomes, detail) as ``write_many`` takes them; ({}, {}) without the file."""
     if not Path(path).is_file():
-        return {}
-    out = {}
+        return {}, {}
+    out, detail = {}, {}
     try:
         with _load(path) as z:
-            refs = z["subset_of"]
-            keys = z["keys"]
-            if refs.dtype.kind not in "iu" or refs.ndim != 1 or keys.ndim != 1 or len(keys) != len(refs):
-                raise ValueError("'keys' and 'subset_of' expected one entry per stored condition")
-            subsets = {m: _indices(z[f"idx{m}"], f"idx{m}") for m in set(refs.tolist())}
-            for n, key in enumerate(keys):
-                k = json.loads(str(key))
-                if not (isinstance(k, list) and len(k) == 3 and all(isinstance(x, str) for x in k)):
-                    raise ValueError(f"key {n} expected [run, evaluator, condition]")
-                indices = subsets[int(refs[n])]
-                out[tuple(k)] = (indices, _bits(z[f"bits{n}"], len(indices), f"bits{n}"))
+            subsets: dict[int, np.ndarray] = {}  # each stored subset read once
+
+            def keyed(keys_name, refs_name, size):
+                refs, keys = z[refs_name], z[keys_name]
+                if refs.dtype.kind not in "iu" or refs.ndim != 1 or keys.ndim != 1 or len(keys) != len(refs):
+                    raise ValueError(f"'{keys_name}' and '{refs_name}' expected one entry per stored condition")
+                for n, key in enumerate(keys):
+                    k = json.loads(str(key))
+                    if not (isinstance(k, list) and len(k) == size and all(isinstance(x, str) for x in k)):
+                        raise ValueError(f"{keys_name} {n} expected [run, evaluator, condition{', calibrator' * (size == 4)}]")
+                    m = int(refs[n])
+                    if m not in subsets:
+                        subsets[m] = _indices(z[f"idx{m}"], f"idx{m}")
+                    yield n, tuple(k), subsets[m]
+
+            for n, k, indices in keyed("keys", "subset_of", 3):
+                out[k] = (indices, _bits(z[f"bits{n}"], len(indices), f"bits{n}"))
+            if "dkeys" in z.files:
+                same = "boot_scheme" in z.files and np.array_equal(z["boot_scheme"], SCHEME)
+                for n, k, indices in keyed("dkeys", "dsubset_of", 4):
+                    boot = _boot(z[f"boot{n}"], f"boot{n}") if same and f"boot{n}" in z.files else None
+                    detail[k] = (indices, boot, _reliability(z[f"rel{n}"], f"rel{n}"))
     except _BROKEN as e:
         raise ValueError(_why(e)) from None
-    return out
+    return out, detail

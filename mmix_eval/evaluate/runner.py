@@ -167,13 +167,13 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
                                      download=common.download, calibration_split=common.calibration_split,
                                      members=members)
             t0 = time.perf_counter()
-            rows, outcomes = _evaluate(ev, opts, target, run_common, name, label, sweep,
+            rows, outcomes, detail = _evaluate(ev, opts, target, run_common, name, label, sweep,
                                        folder / f"{stem}.error.log" if main else None)
             wall = time.perf_counter() - t0
             all_rows += rows
             if not main:
                 continue
-            _write(folder / stem, rows, outcomes, target, {
+            _write(folder / stem, rows, outcomes, detail, target, {
                 "checkpoint": str(ckpt) if members is None else [str(m) for m in members], "checkpoint_sha256": sha, "run": name, "evaluator": ev.name,
                 "options": options, "method_label": label, "sweep": sweep, "metrics": {k: asdict(v) for k, v in ev.metrics.items()},
                 "n_images": len(target.test), "wall_time_s": round(wall, 3)}, str(device))
@@ -183,8 +183,10 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
 
 
 def _evaluate(ev: Evaluator, opts, target, common: EvalOptions, name: str, label, sweep,
-              log: Path | None = None) -> tuple[list[dict], dict]:
-    """One evaluator on one target: its rows (private keys dropped, label and sweep set) and per-image outcomes."""
+              log: Path | None = None) -> tuple[list[dict], dict, dict]:
+    """One evaluator on one target: its rows (private keys dropped, label and sweep set), per-image outcomes
+    (condition -> correctness bits) and probability detail ((condition, calibrator) -> (bootstrap replicates,
+    reliability bins))."""
     threads.recheck(say=lambda line: print(f"mmix-eval: {line}", file=sys.stderr))  # busy now: shrink
     try:
         rows = run_evaluator(ev, target, opts, common)
@@ -202,18 +204,19 @@ def _evaluate(ev: Evaluator, opts, target, common: EvalOptions, name: str, label
     # a condition on other images than the test subset (a natural-shift set) brings its own image indices
     outcomes = {r["condition"]: ((r.pop("_indices"), r.pop("_correct")) if "_indices" in r else r.pop("_correct"))
                 for r in rows if "_correct" in r}
+    detail = {(r["condition"], r.get("calibrator") or "none"): (r.pop("_boot"), r.pop("_bins")) for r in rows if "_boot" in r}
     for r in rows:
         for k in [k for k in r if k.startswith("_")]:
             del r[k]
         r["method_label"], r["sweep"] = label, sweep
-    return rows, outcomes
+    return rows, outcomes, detail
 
 
-def _write(stem: Path, rows: list[dict], outcomes: dict, target, meta: dict, device: str) -> None:
+def _write(stem: Path, rows: list[dict], outcomes: dict, detail: dict, target, meta: dict, device: str) -> None:
     """The records (jsonl, csv), the outcomes and, last, the meta file that marks the result done."""
     write_records(rows, stem)
-    if outcomes:
-        write_outcomes(stem.parent / f"{stem.name}.outcomes.npz", outcomes, target.indices)
+    if outcomes or detail:
+        write_outcomes(stem.parent / f"{stem.name}.outcomes.npz", outcomes, target.indices, detail)
     atomic_write_json(stem.parent / f"{stem.name}.meta.json", {
         **meta, "versions": versions(), "git_commit": git_commit(), "hardware": hardware(device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})

@@ -60,8 +60,10 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
         sources = {r.get("_source") for r in g}
         outcomes = {k: v for f in sorted(sources, key=str) for k, v in results.outcome_files.get(f, {}).items()
                     if k[0] in runs}
+        detail = {k: v for f in sorted(sources, key=str) for k, v in results.detail_files.get(f, {}).items()
+                  if k[0] in runs}
         part = Results(g, [m for m in results.metas if m.get("run") in runs], results.bad, results.sources, outcomes,
-                       costs={r: c for r, c in results.costs.items() if r in runs})
+                       costs={r: c for r, c in results.costs.items() if r in runs}, detail=detail)
         name = safe_name(f"group{k}-{g[0]['data']}-n{g[0]['n']}")
         parts.append(_build_one(part, Path(out) / name, baseline, checks, title, extra_provenance, notes, order, sections,
                                     strict_checks))
@@ -82,14 +84,14 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
         baseline = auto
     baseline = resolve_baseline(rows, labels, baseline)
     table = aggregate(rows, baseline, order)
-    ctx = SectionContext(table, rows, labels, baseline)
+    ctx = SectionContext(table, rows, labels, baseline, results.detail)
     sections = [section_for(e, given) for e in evaluator_order(rows)]
     for s in sections:
         notes += s.add_rows(ctx)
     notes += list(dict.fromkeys(n for s in sections for n in s.notes(ctx)))  # one check may serve two evaluators
     paired = baseline is not None and len(table.methods) > 1
     diffs = paired_differences(table, baseline) if paired else None
-    image_diffs, pair_notes = image_differences(table, results.outcomes, baseline) if paired else ({}, [])
+    image_diffs, pair_notes = image_differences(table, results.outcomes, baseline, results.detail) if paired else ({}, [])
     if any(V1_RENDERER in v for s in table.context["settings"].values() for v in s.get("renderer", [])):
         notes.append("Deformation rows in these records were rendered by mmix-eval 0.1 (grid_sample's nearest mode, "
                      "which keeps the border pixel for sources up to half a pixel outside the image, where the official "
@@ -109,7 +111,7 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     prov = provenance(results, extra_provenance)
     notes += thread_notes(prov)
     view = build_view(table, diffs, image_diffs, baseline, results.outcomes, results.costs, prov, check_results,
-                      results.bad, title, notes + pair_notes)
+                      results.bad, title, notes + pair_notes, results.detail)
     _check_writable(out)
     atomic_write_text(out / "report.html", render_html(view, images))
     atomic_write_text(out / "report.md", render_markdown(view))
@@ -119,8 +121,8 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     if not write_sweep_csv(table, out / "sweep.csv") and (out / "sweep.csv").exists():
         (out / "sweep.csv").unlink()  # a report rebuilt without a sweep keeps no stale one
     write_records(rows, out / "records")
-    if results.outcomes:
-        write_many(out / "outcomes.npz", results.outcomes)
+    if results.outcomes or results.detail:
+        write_many(out / "outcomes.npz", results.outcomes, results.detail)
     if results.costs:
         atomic_write_text(out / "cost.json", json.dumps(results.costs, indent=1, sort_keys=True) + "\n")
     for name, data in images.items():

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmix_eval.errors import UserError
+from mmix_eval.evaluate.boot import BOOT_STATS
 from mmix_eval.report import stats
 from mmix_eval.report.table import Row, Table
 
@@ -44,28 +45,38 @@ def paired_differences(table: Table, baseline: str) -> dict:
                 out[i, m] = got[:3]
     return out
 
-def image_differences(table: Table, outcomes: dict, baseline: str) -> tuple[dict, list[str]]:
-    """(row index, method) -> (difference in points, bootstrap low, high, McNemar p, images, seed pairs) for
-    the accuracy rows whose per-image outcomes exist for both methods on the very same test images.
+def image_differences(table: Table, outcomes: dict, baseline: str, detail: dict | None = None) -> tuple[dict, list[str]]:
+    """(row index, method) -> ``image_pair``'s tuple for the accuracy rows whose per-image outcomes, and the NLL,
+    Brier and ECE rows whose bootstrap replicates, exist for both methods on the very same test images.
     Returns the notes on pairs that could not be made (different test subsets)."""
     out, notes = {}, []
     for i, row in enumerate(table.rows):
-        if row.metric != "acc" or row.direction != "higher":
+        if not per_image(row):
             continue
         for m in table.methods:
             ref = reference(table, m, baseline)
             if m == ref:
                 continue
-            got = image_pair(table, outcomes, i, m, ref, notes)
+            got = image_pair(table, outcomes, i, m, ref, notes, detail)
             if got is not None:
                 out[i, m] = got
     return out, sorted(set(notes))
 
 
-def image_pair(table: Table, outcomes: dict, i: int, a: str, b: str, notes: list | None = None) -> tuple | None:
-    """Column ``a`` − column ``b`` on row ``i`` over test images: (difference in points, bootstrap low, high,
-    McNemar p, images, seed pairs), or None without per-image outcomes of both on the same images."""
+def per_image(row: Row) -> bool:
+    """A row compared over test images: accuracy (per-image outcomes) or a score with bootstrap replicates."""
+    return (row.metric == "acc" and row.direction == "higher") or (row.metric in BOOT_STATS and row.direction is not None)
+
+
+def image_pair(table: Table, outcomes: dict, i: int, a: str, b: str, notes: list | None = None,
+               detail: dict | None = None) -> tuple | None:
+    """Column ``a`` − column ``b`` on row ``i`` over test images: (difference, 95 % low, high, p, images, seed
+    pairs, test), or None without the per-image data of both on the same images. Accuracy (points): percentile
+    bootstrap and McNemar's exact test from the per-image outcomes (test "McNemar"); NLL, Brier, ECE: the stored
+    paired bootstrap replicates (``boot_pair``, test "bootstrap")."""
     row = table.rows[i]
+    if row.metric in BOOT_STATS:
+        return boot_pair(table, detail or {}, i, a, b, notes)
     if row.metric != "acc" or row.direction != "higher" or a not in table.runs or b not in table.runs:
         return None
     xa, xb = [], []
@@ -85,7 +96,49 @@ def image_pair(table: Table, outcomes: dict, i: int, a: str, b: str, notes: list
         return None
     ma, mb = np.stack(xa), np.stack(xb)
     diff, lo, hi = stats.paired_image_bootstrap(ma, mb)
-    return diff, lo, hi, stats.mcnemar_exact(*stats.discordant(ma, mb)), ma.shape[1], ma.shape[0]
+    return diff, lo, hi, stats.mcnemar_exact(*stats.discordant(ma, mb)), ma.shape[1], ma.shape[0], "McNemar"
+
+
+def boot_pair(table: Table, detail: dict, i: int, a: str, b: str, notes: list | None = None) -> tuple | None:
+    """Column ``a`` − column ``b`` on an NLL, Brier or ECE row over test images, from each run's stored bootstrap
+    replicates (``evaluate.boot``: the same resamples of the same images for every run, so resample r is one draw
+    of the paired bootstrap, ECE recomputed on it). Seed pairs ride together: replicate r of the difference is the
+    mean over seed pairs of their r-th differences. (difference, low, high, p, images, pairs, "bootstrap"): the
+    difference of the recorded values, a normal 95 % interval and a two-sided z-test with the replicates'
+    standard deviation as the standard error; None where a pair lacks replicates or saw other images."""
+    row = table.rows[i]
+    ca, cb = table.cells.get((i, a)), table.cells.get((i, b))
+    if ca is None or cb is None or a not in table.runs or b not in table.runs:
+        return None
+    k = BOOT_STATS.index(row.metric)
+    reps, diffs, n = [], [], 0
+    for seed in sorted(set(table.runs[a]) & set(table.runs[b]) & set(ca.values) & set(cb.values), key=str):
+        xa, xb = _detail(detail, table.runs[a][seed], row), _detail(detail, table.runs[b][seed], row)
+        if xa is None or xb is None or xa[1] is None or xb[1] is None:
+            continue
+        if not np.array_equal(xa[0], xb[0]):
+            if notes is not None:
+                notes.append(f"{row.label}: {a} and {b} (seed {seed}) were evaluated on different test images; no "
+                             f"per-image interval")
+            continue
+        reps.append(xa[1][:, k].astype(np.float64) - xb[1][:, k].astype(np.float64))
+        diffs.append(ca.values[seed] - cb.values[seed])
+        n = len(xa[0])
+    if not diffs or not all(math.isfinite(d) for d in diffs):
+        return None
+    diff = float(np.mean(diffs))
+    se = float(np.std(np.mean(reps, axis=0), ddof=1))
+    if not math.isfinite(se) or se == 0.0:
+        return diff, None, None, None, n, len(diffs), "bootstrap"
+    z = stats.Z975 * se
+    return diff, diff - z, diff + z, stats.normal_p(diff / se), n, len(diffs), "bootstrap"
+
+
+def _detail(detail: dict, run: str, row: Row):
+    if row.evaluator is not None:
+        return detail.get((run, row.evaluator, row.condition, row.calibrator))
+    return next((v for (r, _, c, cal), v in sorted(detail.items(), key=lambda kv: tuple(map(str, kv[0])))
+                 if r == run and c == row.condition and cal == row.calibrator), None)
 
 
 def seed_pair(table: Table, i: int, a: str, b: str) -> tuple | None:
@@ -125,10 +178,12 @@ class Claim:
 ALPHA = 0.05
 
 
-def claims(table: Table, rows: list[int], outcomes: dict, baseline: str, image_diffs: dict | None = None) -> list[Claim]:
-    """Every (row, method) of ``rows`` against ``baseline`` with its test (per-image McNemar where per-image
-    outcomes exist, else a paired t-test over seeds), Holm-adjusted across all of them together.
-    ``image_diffs``: the per-image comparisons already made against the same baseline (not bootstrapped again)."""
+def claims(table: Table, rows: list[int], outcomes: dict, baseline: str, image_diffs: dict | None = None,
+           detail: dict | None = None) -> list[Claim]:
+    """Every (row, method) of ``rows`` against ``baseline`` with its test (per image where the per-image data
+    exist: McNemar for accuracy, the paired bootstrap's z-test for NLL, Brier and ECE; else a paired t-test over
+    seeds), Holm-adjusted across all of them together. ``image_diffs``: the per-image comparisons already made
+    against the same baseline (not bootstrapped again)."""
     out = []
     for i in rows:
         if table.rows[i].direction is None:
@@ -138,10 +193,11 @@ def claims(table: Table, rows: list[int], outcomes: dict, baseline: str, image_d
             if m == ref or (i, m) not in table.cells or (i, ref) not in table.cells:
                 continue
             seeds = seed_pair(table, i, m, ref)
-            img = image_diffs[i, m] if image_diffs and (i, m) in image_diffs else image_pair(table, outcomes, i, m, ref)
+            img = (image_diffs[i, m] if image_diffs and (i, m) in image_diffs
+                   else image_pair(table, outcomes, i, m, ref, detail=detail))
             higher = table.rows[i].direction == "higher"
-            if img is not None:
-                out.append(Claim(i, m, img[0], "McNemar", img[3], img[1], img[2], seeds[:3] if seeds else None,
+            if img is not None and img[3] is not None:
+                out.append(Claim(i, m, img[0], img[6], img[3], img[1], img[2], seeds[:3] if seeds else None,
                                  better=(img[0] > 0) == higher, against=ref))
             elif seeds is not None:
                 low = seeds[0] - seeds[1] if seeds[1] is not None else None
@@ -174,7 +230,7 @@ def accuracy_gated(table: Table, i: int) -> set[str]:
     return {m for m, a in accs.items() if a < top - ACC_GAP}
 
 
-def best_holds(table: Table, i: int, outcomes: dict) -> set[str]:
+def best_holds(table: Table, i: int, outcomes: dict, detail: dict | None = None) -> set[str]:
     """The best column of row ``i`` (by the metric's direction), only where its paired 95 % interval against
     the runner-up excludes 0 (per image where outcomes exist, else over seeds) and, for a likelihood or
     calibration score, its accuracy is within ``ACC_GAP`` points of the best; empty otherwise."""
@@ -187,8 +243,8 @@ def best_holds(table: Table, i: int, outcomes: dict) -> set[str]:
     if len(best) != 1 or len(means) < 2:
         return set()
     (_, first), (_, second) = means[0], means[1]
-    img = image_pair(table, outcomes, i, first, second)
-    if img is not None:
+    img = image_pair(table, outcomes, i, first, second, detail=detail)
+    if img is not None and img[1] is not None:
         low, high = img[1], img[2]
     else:
         seeds = seed_pair(table, i, first, second)

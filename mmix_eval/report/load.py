@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmix_eval.errors import UserError
-from mmix_eval.evaluate.outcomes import read_many, read_outcomes_own
+from mmix_eval.evaluate.outcomes import read_many_detail, read_outcome_file
 from mmix_eval.evaluate.records import MAX_RECORD_BYTES, read_jsonl
 
 
@@ -24,6 +24,9 @@ class Results:
     outcomes: dict = field(default_factory=dict)  # (run, evaluator, condition) -> (indices, bool array)
     outcome_files: dict = field(default_factory=dict)  # record file -> its outcomes (the same mapping)
     costs: dict = field(default_factory=dict)  # run -> training cost (frame.COST keys)
+    # (run, evaluator, condition, calibrator) -> (indices, bootstrap replicates or None, reliability bins)
+    detail: dict = field(default_factory=dict)
+    detail_files: dict = field(default_factory=dict)  # record file -> its detail (the same mapping)
 
 MAX_RESULT_FILE = MAX_RECORD_BYTES
 
@@ -38,7 +41,7 @@ def load_results(paths: list[str | Path]) -> Results:
             files.append(p)
         else:
             raise UserError(f"results '{p}': expected a folder or a .jsonl (.jsonl.gz) file, got a path that does not exist")
-    rows, metas, bad, outcomes, found = [], [], [], {}, {}
+    rows, metas, bad, outcomes, found, detail, found_detail = [], [], [], {}, {}, {}, {}
     for f in files:
         try:
             st = f.stat()
@@ -55,8 +58,9 @@ def load_results(paths: list[str | Path]) -> Results:
             bad.append((str(f), str(e)))
             continue
         try:
-            found[str(f)] = _read_outcomes(f, new)
+            found[str(f)], found_detail[str(f)] = _read_outcomes(f, new)
             outcomes.update(found[str(f)])
+            detail.update(found_detail[str(f)])
         except (OSError, ValueError, KeyError) as e:
             bad.append((str(f.with_suffix(".outcomes.npz")), f"unreadable per-image outcomes ({e})"))
         meta = f.with_suffix(".meta.json")
@@ -78,7 +82,7 @@ def load_results(paths: list[str | Path]) -> Results:
         cost = training_cost(Path(str(m.get("checkpoint"))).with_suffix(".json"))
         if cost and m.get("run") is not None:
             costs.setdefault(str(m["run"]), cost)
-    return Results(rows, metas, bad, [str(f) for f in files], outcomes, found, costs)
+    return Results(rows, metas, bad, [str(f) for f in files], outcomes, found, costs, detail, found_detail)
 
 
 def training_cost(model_json: Path) -> dict | None:
@@ -121,14 +125,15 @@ def _read_costs(f: Path, bad: list) -> dict:
         bad.append((str(path), f"unreadable training costs ({type(e).__name__})"))
         return {}
 
-def _read_outcomes(f: Path, rows: list[dict]) -> dict:
-    """Per-image outcomes beside a record file: ``<evaluator>.outcomes.npz`` for an evaluation's records,
-    ``outcomes.npz`` for a report's own ``records.jsonl`` (or ``records.jsonl.gz``)."""
+def _read_outcomes(f: Path, rows: list[dict]) -> tuple[dict, dict]:
+    """Per-image outcomes and probability detail beside a record file: ``<evaluator>.outcomes.npz`` for an
+    evaluation's records, ``outcomes.npz`` for a report's own ``records.jsonl`` (or ``records.jsonl.gz``)."""
     if f.name in ("records.jsonl", "records.jsonl.gz"):
-        return read_many(f.with_name("outcomes.npz"))
+        return read_many_detail(f.with_name("outcomes.npz"))
     path = f.with_suffix(".outcomes.npz")
     if not path.is_file() or not rows or path.stat().st_size > MAX_RESULT_FILE:
-        return {}
-    indices, per, own = read_outcomes_own(path)
+        return {}, {}
+    indices, per, own, detail = read_outcome_file(path)
     run, evaluator = rows[0]["run"], rows[0]["evaluator"]
-    return {(run, evaluator, c): (own.get(c, indices), v) for c, v in per.items()}
+    return ({(run, evaluator, c): (own.get(c, indices), v) for c, v in per.items()},
+            {(run, evaluator, c, cal): (own.get(c, indices), boot, bins) for (c, cal), (boot, bins) in detail.items()})

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import math
 
+import numpy as np
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -149,6 +151,87 @@ def calibration_under_shift(table: Table, section: str, colors, metrics=("ece", 
     fig.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95))
     fig.suptitle(plot_text(f"{section}: calibration under shift, raw and calibrated (means over seeds){note}"), fontsize=11)
     fig.tight_layout()
+    return fig
+
+
+MAX_RELIABILITY_CONDITIONS = 6  # rows of the per-condition reliability figure
+MAX_RELIABILITY_METHODS = 6  # its columns
+
+
+def pooled_bins(detail: dict, runs: list[str], evaluator: str, condition: str, calibrator: str):
+    """(3, bins) sums over the runs' stored reliability bins of one condition (count, correct, confidence), or
+    None where no run has them (or the runs' bin counts differ)."""
+    got = [v[2] for r in runs if (v := detail.get((r, evaluator, condition, calibrator))) is not None]
+    if not got or len({g.shape for g in got}) != 1:
+        return None
+    return sum(g.astype(float) for g in got)
+
+
+def pick_conditions(conditions: list[str], k: int) -> list[str]:
+    """At most ``k`` of the conditions, evenly spaced, the first (clean) and the last (the strongest) kept."""
+    if len(conditions) <= k:
+        return conditions
+    return [conditions[round(j * (len(conditions) - 1) / (k - 1))] for j in range(k)]
+
+
+def reliability_by_condition(table: Table, detail: dict, evaluator: str, colors):
+    """Per condition (rows) and method (columns): the reliability diagram raw (open bars) and after the post-hoc
+    calibrator (filled), the diagonal, and under it the confidence histogram of both (the bins' image counts,
+    pooled over seeds). None without stored reliability bins for this evaluator."""
+    conds = list(dict.fromkeys(c for (_, e, c, _) in detail if e == evaluator))
+    order = {r.condition: k for k, r in reversed(list(enumerate(table.rows))) if r.evaluator in (evaluator, None)}
+    conds.sort(key=lambda c: order.get(c, len(order)))
+    methods = [m for m in table.methods if any(pooled_bins(detail, list(table.runs.get(m, {}).values()), evaluator, c, "none")
+                                                 is not None for c in conds)]
+    if not conds or not methods:
+        return None
+    shown, shown_m = pick_conditions(conds, MAX_RELIABILITY_CONDITIONS), methods[:MAX_RELIABILITY_METHODS]
+    calibrators = sorted({cal for (_, e, _, cal) in detail if e == evaluator} - {"none"})
+    cal = calibrators[0] if calibrators else None
+    labels = {r.condition: r.label.rsplit(": ", 1)[0] for r in table.rows if r.evaluator in (evaluator, None)}
+    fig = plt.figure(figsize=(min(MAX_FIG_WIDTH, 2.9 * len(shown_m) + 0.6), 3.3 * len(shown)))
+    outer = fig.add_gridspec(len(shown), len(shown_m), hspace=0.3, wspace=0.28)
+    for a, c in enumerate(shown):
+        for b, m in enumerate(shown_m):
+            runs = list(table.runs.get(m, {}).values())
+            inner = outer[a, b].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.06)
+            ax, hx = fig.add_subplot(inner[0]), fig.add_subplot(inner[1])
+            color = colors[table.methods.index(m) % 10]
+            for which, filled in (("none", False), (cal, True)):
+                got = pooled_bins(detail, runs, evaluator, c, which) if which else None
+                if got is None:
+                    continue
+                count, hits, _ = got
+                k = len(count)
+                x = (np.arange(k) + 0.5) / k
+                acc = np.divide(hits, count, out=np.full(k, np.nan), where=count > 0)
+                ax.bar(x, acc, 0.95 / k, color=color if filled else "none", alpha=0.55 if filled else 1.0,
+                       edgecolor=color, lw=1.0, ls="-" if filled else "--")
+                hx.step(np.arange(k + 1) / k, np.r_[count, count[-1]] / max(count.sum(), 1), where="post", color=color,
+                        ls="-" if filled else "--", lw=1.4 if filled else 1.0)
+            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+            ax.set_xlim(0, 1), ax.set_ylim(0, 1), ax.set_xticks([])
+            hx.set_xlim(0, 1), hx.set_ylim(0, None)
+            hx.tick_params(labelsize=7), ax.tick_params(labelsize=7)
+            if a == 0:
+                ax.set_title(plot_text(m), fontsize=9)
+            if b == 0:
+                ax.set_ylabel(plot_text(labels.get(c, c))[:28] + "\naccuracy", fontsize=8)
+                hx.set_ylabel("share", fontsize=7)
+            if a == len(shown) - 1:
+                hx.set_xlabel("confidence", fontsize=8)
+            else:
+                hx.set_xticklabels([])
+    cut = []
+    if len(conds) > len(shown):
+        cut.append(f"{len(shown)} of {len(conds)} conditions, evenly spaced")
+    if len(methods) > len(shown_m):
+        cut.append(f"first {len(shown_m)} of {len(methods)} columns")
+    after = f"filled: after {cal} scaling" if cal else "no calibrated rows"
+    fig.suptitle(plot_text(f"{evaluator}: reliability per condition, pooled over seeds\ndashed/open: raw; {after}; "
+                           f"under each, the share of images per confidence bin" + (f"\n[{'; '.join(cut)}; every "
+                           f"condition's bins are in outcomes.npz]" if cut else "")), fontsize=9,
+                 va="bottom", y=0.88 + 0.3 / fig.get_figheight())  # above the column titles (the grid ends at 0.88)
     return fig
 
 

@@ -66,6 +66,14 @@ def paired_image_bootstrap(method: np.ndarray, baseline: np.ndarray, resamples: 
     return float(d.sum() / (n * k) * 100.0), float(lo), float(hi)
 
 
+Z975 = 1.959963984540054  # the 0.975 quantile of the standard normal
+
+
+def normal_p(z: float) -> float:
+    """Two-sided p of a standard-normal statistic: 2 · P(Z > |z|) (``math.erfc``, no scipy)."""
+    return float(math.erfc(abs(z) / math.sqrt(2.0)))
+
+
 def discordant(method: np.ndarray, baseline: np.ndarray) -> tuple[int, int]:
     """(b, c) summed over seed pairs: images the method alone gets right, the baseline alone."""
     return int((method & ~baseline).sum()), int((~method & baseline).sum())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import statistics
 
+from mmix_eval.evaluate.boot import BOOT_RESAMPLES
 from mmix_eval.evaluate.records import scaled_condition
 from mmix_eval.report.calibration_verdicts import calibration_verdicts
 from mmix_eval.report.compare import ACC_GAP, ALPHA, Claim, accuracy_gated, best_holds, claims, is_ensemble, reference
@@ -33,7 +34,7 @@ def diff_rows(table: Table) -> list[int]:
     """Rows worth a paired difference: scores, each (evaluator, condition, metric) once."""
     seen, out = set(), []
     for i, r in enumerate(table.rows):
-        key = (r.evaluator, r.condition, r.metric)
+        key = (r.evaluator, r.condition, r.metric, r.calibrator)
         if r.direction is not None and key not in seen:
             seen.add(key)
             out.append(i)
@@ -52,9 +53,10 @@ def image_text(image_diffs: dict, table: Table, i: int, m: str) -> str:
     d = image_diffs.get((i, m))
     if d is None:
         return NA
-    diff, lo, hi, p, n_images, pairs = d
+    diff, lo, hi, p, n_images, pairs, test = d
     f = lambda v: table.fmt(i, v)
-    return (f"{'+' if diff >= 0 else ''}{f(diff)} [{f(lo)}, {f(hi)}], McNemar p = {p:.3g} "
+    interval = f"[{f(lo)}, {f(hi)}], {'McNemar' if test == 'McNemar' else 'bootstrap z-test'} p = {p:.3g}" if p is not None else "no spread: no interval"
+    return (f"{'+' if diff >= 0 else ''}{f(diff)} {interval} "
             f"({n_images} images × {pairs} seed pair{'s' if pairs != 1 else ''})")
 
 
@@ -62,7 +64,10 @@ DIFF_LEGEND = ("Over seeds: mean of the per-seed differences ± half-width of th
                "pairs; n/a with one pair; pairs share the seed and the evaluated images). Over images: the accuracy "
                "difference with a 95 % paired bootstrap interval over test images (10,000 resamples; each image "
                "brings all its seed pairs) and McNemar's exact test on the discordant images summed over seed pairs; "
-               "computed from the per-image outcomes, so one seed per method still gets an interval. The over-images "
+               "computed from the per-image outcomes, so one seed per method still gets an interval. NLL, Brier and ECE "
+               f"over images: the paired bootstrap over the same {BOOT_RESAMPLES} resamples of the test images for every "
+               "run (each score, ECE included, recomputed on each resample and stored with the evaluation), a normal "
+               "95 % interval and z-test with the replicates' standard deviation as the standard error. The over-images "
                "interval holds the trained networks fixed (test-image noise only); only the over-seeds interval "
                "covers how much another training seed would move the difference.")
 
@@ -190,18 +195,19 @@ def main_rows(table: Table) -> list[int]:
     return out
 
 
-def main_table(table: Table, outcomes: dict, baseline: str | None, image_diffs: dict | None = None) -> dict | None:
+def main_table(table: Table, outcomes: dict, baseline: str | None, image_diffs: dict | None = None,
+               detail: dict | None = None) -> dict | None:
     """One row per headline condition (the comparison), one column per method: mean ± std, bold only where
     the paired interval against the runner-up excludes 0, a dagger where the difference against the
     baseline holds after Holm correction across the table's comparisons."""
     idx = main_rows(table)
     if not idx:
         return None
-    found = claims(table, idx, outcomes, baseline, image_diffs) if baseline in table.methods else []
+    found = claims(table, idx, outcomes, baseline, image_diffs, detail) if baseline in table.methods else []
     holds = {(c.row, c.method) for c in found if c.holds}
     rows, gated_any = [], False
     for i in idx:
-        best = best_holds(table, i, outcomes) if table.rows[i].direction else set()
+        best = best_holds(table, i, outcomes, detail) if table.rows[i].direction else set()
         gated = table.best(i) & accuracy_gated(table, i)  # the best score of a column far below in accuracy
         gated_any = gated_any or bool(gated)
         rows.append({"label": table.rows[i].label, "direction": table.rows[i].direction,
@@ -210,9 +216,11 @@ def main_table(table: Table, outcomes: dict, baseline: str | None, image_diffs: 
     ns = sorted({table.cells[i, m].n for i in idx for m in table.methods if (i, m) in table.cells})
     n_text = "no cells" if not ns else f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]} to {ns[-1]}"
     tests = sorted({c.test for c in found})
+    replicates = " and for NLL, Brier and ECE with stored bootstrap replicates" if any(
+        v[1] is not None for v in (detail or {}).values()) else ""
     caption = (f"Mean ± sample std over training seeds ({n_text} per cell). Bold: the best in its row by the metric's "
                f"direction, only where its paired 95 % interval against the runner-up excludes 0 (per-image bootstrap "
-               f"for accuracy with per-image outcomes, else t over seeds).")
+               f"for accuracy with per-image outcomes{replicates}, else t over seeds).")
     if gated_any:
         caption += (f" ‡: the best value of its row, not bolded: that column's accuracy under the same condition is "
                     f"more than {ACC_GAP:g} points below the best column's (a weak classifier can be well calibrated).")
@@ -224,6 +232,7 @@ def main_table(table: Table, outcomes: dict, baseline: str | None, image_diffs: 
 
 
 TEST_TEXT = {"McNemar": "per-image paired: McNemar's exact test, bootstrap interval over images",
+             "bootstrap": "NLL, Brier, ECE paired over images: bootstrap z-test and normal interval",
              "paired t": "over seeds: paired t-test, t interval"}
 
 
@@ -243,6 +252,9 @@ def claim_sentence(table: Table, c: Claim, baseline: str) -> str:
     what = f"{_num(table, c.row, c.diff)}{unit}" if row.metric == "acc" else f"{metric} {_num(table, c.row, c.diff)}"
     if c.test == "McNemar":
         kind = f"per-image 95 % CI [{_num(table, c.row, c.low, False)}, {_num(table, c.row, c.high, False)}], McNemar"
+    elif c.test == "bootstrap":
+        kind = (f"paired bootstrap over images 95 % CI [{_num(table, c.row, c.low, False)}, "
+                f"{_num(table, c.row, c.high, False)}], z-test")
     elif c.low is not None:
         kind = f"over seeds 95 % CI [{_num(table, c.row, c.low, False)}, {_num(table, c.row, c.high, False)}], paired t-test"
     else:
@@ -254,7 +266,7 @@ def claim_sentence(table: Table, c: Claim, baseline: str) -> str:
         verdict = (f"Holm-adjusted {_p(c.p_holm)}: " + (f"holds ({'better' if c.better else 'worse'})" if c.holds
                                                           else "does not hold"))
     text = f"{c.method}: {what} under {condition or row.label} against {c.against or baseline} ({test}, {verdict}"
-    if c.test == "McNemar" and c.seeds is not None:
+    if c.test in ("McNemar", "bootstrap") and c.seeds is not None:
         mean, half, n = c.seeds
         if half is None:
             text += f"; over {n} seed: {_num(table, c.row, mean)}, no interval"
@@ -390,14 +402,14 @@ def skipped(bad: list) -> dict | None:
 
 
 def build_view(table: Table, diffs, image_diffs, baseline, outcomes: dict, costs: dict, prov: dict, checks: list,
-               bad: list, title: str, notes: list[str]) -> dict:
-    main = main_table(table, outcomes, baseline, image_diffs)
+               bad: list, title: str, notes: list[str], detail: dict | None = None) -> dict:
+    main = main_table(table, outcomes, baseline, image_diffs, detail)
     secs = sections(table)
     has_paper = any(s["paper_methods"] for s in secs)
     return {"title": title, "notes": notes, "header": header_text(table), "seed_note": seed_note(table, image_diffs),
             "legend": LEGEND + (PAPER_LEGEND if has_paper else ""), "methods": table.methods, "baseline": baseline,
             "main": main, "verdicts": verdicts(table, main, baseline),
-            "calibration": calibration_verdicts(table, baseline), "cost": cost_table(table, costs),
+            "calibration": calibration_verdicts(table, baseline, detail), "cost": cost_table(table, costs),
             "sections": secs, "sweeps": sweeps(table), "sweep_legend": SWEEP_LEGEND,
             "diffs": differences(table, diffs, image_diffs, baseline), "checks": checks, "bad": bad, "skipped": skipped(bad),
             "summary": provenance_summary(table, prov), "baseline_choice": quote_label(baseline) if baseline else None,

@@ -147,3 +147,35 @@ def test_a_fit_whose_parameters_make_the_logits_non_finite_is_one_line_before_an
         evaluate_deformations(target, bins=10, progress=False)
     assert str(e.value) == ("calibrator 'temperature': its fitted parameters ({\"temperature\": 0.0}) turn the 40 "
                             "held-out logits non-finite; expected finite calibrated logits")
+
+
+def test_a_held_out_set_classified_entirely_right_holds_the_temperature_at_its_bound_and_says_so():
+    """Separable held-out logits have no NLL minimiser (it falls as T → 0; LBFGS stopped at T = 0.0025 once):
+    T is held at T_MIN, which is the bounded minimiser (the NLL at T_MIN is below that at any larger T tried),
+    and every calibrated row carries the caveat."""
+    from mmix_eval.calibrators.temperature import T_MAX, T_MIN
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (60,), generator=g)
+    z = torch.randn(60, 4, generator=g, dtype=torch.float64) * 0.1 + 2.0 * F.one_hot(y, 4)  # all correct
+    assert fit_temperature(z, y) == T_MIN
+    nll = lambda t: float(F.cross_entropy(z / t, y))  # noqa: E731
+    assert all(nll(T_MIN) < nll(t) for t in (0.06, 0.1, 0.5, 1.0))
+    assert fit_temperature(torch.zeros(60, 4, dtype=torch.float64) + 1e-3 * z, y) <= T_MAX  # near chance: bounded too
+    # an ordinary fit is untouched by the bound
+    noisy = z + 3.0 * torch.randn(60, 4, generator=g, dtype=torch.float64)
+    assert T_MIN < fit_temperature(noisy, y) < T_MAX
+    # through an evaluator: the calibrated rows (and the fitted temperature's) say why
+    torch.manual_seed(0)
+    d = make_data(n_train=0, n_test=40, classes=4, size=8, seed=3)
+    x = d.test.x.float() / 255
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)).eval()
+    with torch.no_grad():
+        val_y = model(x[:20]).argmax(1)  # the model's own predictions: every held-out image "correct"
+    target = target_from_module(model, x[20:], d.test.y[20:], val=(x[:20], val_y))
+    with pytest.warns(UserWarning, match="lower bound"):
+        rows = evaluate_calibration(target, bins=10, progress=False)
+    cal = [r for r in rows if r["calibrator"] == "temperature"]
+    assert cal and all("held at its lower bound" in r["warnings"] for r in cal)
+    assert next(r for r in cal if r["metric"] == "temperature")["value"] == T_MIN
+    assert not any("lower bound" in (r["warnings"] or "") for r in rows if r["calibrator"] == "none")

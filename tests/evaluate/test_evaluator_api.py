@@ -185,7 +185,8 @@ def test_a_failing_plugin_writes_nothing_of_its_own_and_keeps_the_others(runs, d
     assert code == 2 and message in err
     files = sorted(p.name for p in (tmp_path / "r" / "vanilla-s0").iterdir())
     log = ["raises.error.log"] if plugin == "Raises" else []  # the traceback, for the plugin's author (issue 32)
-    assert files == ["calibration.csv", "calibration.jsonl", "calibration.meta.json", *log]
+    # the calibration evaluator stores its per-image outcomes and bootstrap replicates (issue 26)
+    assert files == ["calibration.csv", "calibration.jsonl", "calibration.meta.json", "calibration.outcomes.npz", *log]
     if log:
         tb = (tmp_path / "r" / "vanilla-s0" / "raises.error.log").read_text()
         assert 'raise RuntimeError("boom")' in tb and "test_evaluator_api.py" in tb
@@ -306,6 +307,46 @@ def test_one_seed_bench_gets_per_image_intervals_and_mcnemar(runs, data_from_tin
     build_report([tmp_path / "rep" / "records.jsonl"], tmp_path / "rep2", baseline="vanilla")
     assert (tmp_path / "rep2" / "report.md").read_text() == md
     assert result["image_diffs"]
+
+
+def test_nll_brier_and_ece_differences_get_paired_bootstrap_intervals_over_images(runs, data_from_tiny, tmp_path):
+    """Issue 26, item 5: one seed per method, yet the NLL / Brier / ECE differences, raw and calibrated, get a
+    paired interval over test images, equal to one computed by hand from the two outcome files (the difference of
+    the records' values ± 1.96 × the standard deviation of the replicates' differences), and the report's own
+    outcomes.npz keeps them through a rebuild."""
+    from mmix_eval.evaluate.base import EvalOptions
+    from mmix_eval.evaluate.boot import BOOT_STATS
+    from mmix_eval.evaluate.outcomes import read_outcome_file
+    from mmix_eval.evaluate.runner import make_plan, run_evaluation
+
+    ckpts, _ = runs
+    run_evaluation([ckpts["vanilla"], ckpts["input_mixup"]], make_plan(["fgsm"], {"fgsm": {"eps": [2]}}),
+                   tmp_path / "res", EvalOptions(device="cpu", progress=False), echo=lambda *_: None)
+    build_report([tmp_path / "res"], tmp_path / "rep", baseline="vanilla")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    details = {m: read_outcome_file(tmp_path / "res" / f"{m}-s0" / "fgsm.outcomes.npz")[3] for m in ("vanilla", "input_mixup")}
+    values = {(r["run"], r["condition"], r["calibrator"], r["metric"]): r["value"] for m in ("vanilla", "input_mixup")
+              for r in read_records(tmp_path / "res" / f"{m}-s0" / "fgsm.jsonl")}
+    checked = 0
+    for metric, name in (("nll", "NLL"), ("brier", "Brier"), ("ece", "ECE")):
+        for calibrator, suffix in (("none", ""), ("temperature", ", temperature scaled")):
+            k = BOOT_STATS.index(metric)
+            diff = (values["input_mixup-s0", "clean", calibrator, metric] - values["vanilla-s0", "clean", calibrator, metric])
+            reps = details["input_mixup"]["clean", calibrator][0][:, k].astype(np.float64) - details["vanilla"]["clean", calibrator][0][:, k]
+            se = reps.std(ddof=1)
+            lo, hi = diff - 1.959963984540054 * se, diff + 1.959963984540054 * se
+            line = next(ln for ln in md.splitlines() if ln.startswith(f"| input_mixup − vanilla | Clean test images: {name}{suffix} |"))
+            assert f"[{lo:.4f}, {hi:.4f}], bootstrap z-test" in line and "(80 images × 1 seed pair)" in line, line
+            checked += 1
+    assert checked == 6
+    # the per-condition reliability figure (raw and calibrated, with histograms) is drawn from the stored bins
+    assert (tmp_path / "rep" / "plots" / "fgsm-reliability.png").is_file()
+    assert "fgsm-reliability.png" in (tmp_path / "rep" / "report.html").read_text() or \
+        "fgsm-reliability" in (tmp_path / "rep" / "report.html").read_text()
+    build_report([tmp_path / "rep" / "records.jsonl"], tmp_path / "rep2", baseline="vanilla")
+    assert (tmp_path / "rep2" / "report.md").read_text() == md
+    assert (tmp_path / "rep2" / "plots" / "fgsm-reliability.png").read_bytes() == \
+        (tmp_path / "rep" / "plots" / "fgsm-reliability.png").read_bytes()
 
 
 def test_version_1_records_still_rebuild_with_the_same_numbers(tmp_path):

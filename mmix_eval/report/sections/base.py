@@ -9,9 +9,10 @@ gradient-masking check) and figures (reliability diagrams, histograms, spectra).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from mmix_eval.report.plots import MAX_FIG_WIDTH, COLORS, calibration_under_shift, line_or_bars, plot_text, plt
+from mmix_eval.report.plots import (MAX_FIG_WIDTH, COLORS, calibration_under_shift, line_or_bars, plot_text, plt,
+                                    reliability_by_condition)
 from mmix_eval.report.table import Row, Table
 
 
@@ -21,6 +22,8 @@ class SectionContext:
     records: list[dict]  # every record of the report, bins and detail rows included
     labels: dict[str, str]  # run -> column label
     baseline: str | None
+    # (run, evaluator, condition, calibrator) -> (indices, bootstrap replicates, reliability bins): evaluate.outcomes
+    detail: dict = field(default_factory=dict)
 
 
 class ReportSection:
@@ -63,6 +66,9 @@ class ReportSection:
             fig = calibration_under_shift(table, self.evaluator, COLORS)
             if fig is not None:
                 out[f"{stem}-calibration"] = fig
+            fig = reliability_by_condition(table, ctx.detail, self.evaluator, COLORS)
+            if fig is not None:
+                out[f"{stem}-reliability"] = fig
         return out
 
 
