@@ -51,9 +51,9 @@ class Temperature(Calibrator):
     def note(self, params) -> str | None:
         t = params.get("temperature")
         if t == T_MIN:
-            return (f"temperature held at its lower bound {T_MIN:g}: the held-out NLL still falls as T → 0 (a held-out "
-                    f"set the model gets almost entirely right); calibrated scores are those at T = {T_MIN:g}")
+            return (f"temperature held at its lower bound {T_MIN:g}, the calibrated scores are those at T = {T_MIN:g} "
+                    f"(the held-out NLL still falls as T → 0: the model gets every held-out image right)")
         if t == T_MAX:
-            return (f"temperature held at its upper bound {T_MAX:g}: the held-out NLL still falls as T grows (a "
-                    f"held-out set near chance); calibrated scores are those at T = {T_MAX:g}")
+            return (f"temperature held at its upper bound {T_MAX:g}, the calibrated scores are those at T = {T_MAX:g} "
+                    f"(the held-out NLL still falls as T grows: a held-out set near chance)")
         return None

@@ -13,7 +13,9 @@ et al. 2019's synthetic outliers), seeded by the evaluation seed, so every check
 or any data set the project loads (``svhn``, ``cifar100``, ``digits``, ``imagefolder:PATH``), its test split,
 a seeded subset, mapped to the model's input by a fixed rule: channels 1 → 3 by repetition, 3 → 1 by ITU-R
 601 luminance; the size by bilinear resampling with antialiasing. The in-distribution set itself is refused.
-torch loads inside ``run``.
+With a fitted post-hoc calibrator (the checkpoint's, as every evaluator's), the max-softmax and energy scores
+are ranked again from the calibrated logits (rows with its ``calibrator``): a temperature changes which images
+an MSP or energy threshold keeps, not the max logit's order. torch loads inside ``run``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mmix_eval.evaluate.base import Evaluator, MetricSpec, OptionError
 
 NOISES = ("gaussian", "uniform", "blobs")
 SCORES = ("msp", "max_logit", "energy")
+CALIBRATED_SCORES = ("msp", "energy")  # recorded again after the post-hoc calibrator (the max logit's ranking is kept)
 HIST_BINS = 20
 
 
@@ -152,7 +155,7 @@ class OOD(Evaluator):
 
         from mmix_eval.errors import UserError
         from mmix_eval.evaluate.images import Images
-        from mmix_eval.evaluate.passes import clean_logits, logits_of, setup
+        from mmix_eval.evaluate.passes import clean_logits, logits_of, setup, target_calibration
         from mmix_eval.evaluate.records import record
 
         data = str(target.base.get("data") or "")
@@ -163,7 +166,15 @@ class OOD(Evaluator):
         n = len(target.test)
         base = {**target.base, "evaluator": self.name, "n": n, "eval_seed": common.seed, "warnings": warn,
                 "settings": {**target.settings, "ood_sources": ",".join(options.ood)}}
-        s_in = {k: v.numpy() for k, v in scores(clean_logits(target, bs, device)).items()}
+        z_in = clean_logits(target, bs, device)
+        s_in = {k: v.numpy() for k, v in scores(z_in).items()}
+        fitted = target_calibration(target, common.calibrator, model, device, bs)  # None: 'none' or nothing held out
+        if fitted is not None:  # the calibrated scores: max softmax and energy change with the calibrator, the max
+            # logit under a temperature only rescales (its ranking, so its AUROC, is the raw one)
+            s_in_cal = {k: v.numpy() for k, v in scores(fitted.apply(z_in)).items()}
+            cbase = {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), fitted.note]))} if fitted.note else base
+        elif target.calibration_note:
+            base["warnings"] = "; ".join(filter(None, [base.get("warnings"), target.calibration_note]))
         edges = np.linspace(0, 1, HIST_BINS + 1)
         rows, seen = [], None
         for spec in options.ood:
@@ -178,13 +189,20 @@ class OOD(Evaluator):
             if same * 2 >= len(x):  # by content: another path, a symlink or a copy of the evaluation data
                 raise UserError(f"ood: source '{spec}' expected data other than the in-distribution set, got images "
                                 f"identical to the evaluated test images ({same} of {len(x)})")
-            s_out = {k: v.numpy() for k, v in scores(logits_of(model, Images(x, torch.zeros(len(x))), bs, device,
-                                                                  precision=target.precision)).items()}
+            z_out = logits_of(model, Images(x, torch.zeros(len(x))), bs, device, precision=target.precision)
+            s_out = {k: v.numpy() for k, v in scores(z_out).items()}
             for sc in SCORES:
                 label = f"{spec}, {sc.replace('_', ' ')} score"
                 for metric, value in ranking_metrics(s_in[sc], s_out[sc]).items():
                     rows.append(record(base, f"{spec}/{sc}", metric, value, label, ood=spec, score=sc,
                                        n_ood=len(x)))
+            if fitted is not None:
+                s_out_cal = {k: v.numpy() for k, v in scores(fitted.apply(z_out)).items()}
+                for sc in CALIBRATED_SCORES:
+                    label = f"{spec}, {sc.replace('_', ' ')} score"
+                    for metric, value in ranking_metrics(s_in_cal[sc], s_out_cal[sc]).items():
+                        rows.append(record(cbase, f"{spec}/{sc}", metric, value, label, ood=spec, score=sc,
+                                           n_ood=len(x), calibrator=fitted.name, **fitted.settings))
             for metric, vals in (("hist_in", s_in["msp"]), ("hist_out", s_out["msp"])):
                 counts = np.histogram(np.clip(vals, 0, 1), bins=edges)[0] / len(vals)
                 for b, c in enumerate(counts):

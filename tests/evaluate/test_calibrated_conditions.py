@@ -179,3 +179,27 @@ def test_a_held_out_set_classified_entirely_right_holds_the_temperature_at_its_b
     assert cal and all("held at its lower bound" in r["warnings"] for r in cal)
     assert next(r for r in cal if r["metric"] == "temperature")["value"] == T_MIN
     assert not any("lower bound" in (r["warnings"] or "") for r in rows if r["calibrator"] == "none")
+
+
+def test_ood_ranks_the_calibrated_max_softmax_and_energy_again_and_they_equal_sklearn_on_scaled_logits():
+    from sklearn.metrics import roc_auc_score
+
+    from mmix_eval.evaluate.base import get_evaluator, run_evaluator
+    from mmix_eval.evaluate.ood import ood_images
+
+    target, model = tiny_target()
+    rows = run_evaluator(get_evaluator("ood"), target, {"ood": ["noise:uniform"]}, EvalOptions(progress=False, bins=10))
+    t = fit_temperature(model(target.val.x).detach(), target.val.y)
+    cal = {(r["condition"], r["metric"]): r["value"] for r in rows if r["calibrator"] == "temperature"}
+    assert {c for c, _ in cal} == {"noise:uniform/msp", "noise:uniform/energy"}  # the max logit's order is T's too
+    x_out = ood_images("noise:uniform", len(target.test), tuple(target.test.x.shape[1:]), 0)
+    x_out = x_out.float() / 255 if x_out.dtype == torch.uint8 else x_out  # stored as bytes, fed as [0, 1]
+    with torch.no_grad():
+        z_in, z_out = model(target.test.x).double() / t, model(x_out).double() / t
+    y = np.r_[np.ones(len(z_in)), np.zeros(len(z_out))]
+    msp = torch.cat([torch.softmax(z_in, 1).max(1).values, torch.softmax(z_out, 1).max(1).values]).numpy()
+    energy = torch.cat([torch.logsumexp(z_in, 1), torch.logsumexp(z_out, 1)]).numpy()
+    assert cal["noise:uniform/msp", "auroc"] == pytest.approx(roc_auc_score(y, msp), abs=1e-9)
+    assert cal["noise:uniform/energy", "auroc"] == pytest.approx(roc_auc_score(y, energy), abs=1e-9)
+    raw = {(r["condition"], r["metric"]): r["value"] for r in rows if r["calibrator"] == "none" and r["bin"] is None}
+    assert ("noise:uniform/max_logit", "auroc") in raw and cal["noise:uniform/msp", "auroc"] != raw["noise:uniform/msp", "auroc"]
