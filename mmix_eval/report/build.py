@@ -19,7 +19,7 @@ from mmix_eval.evaluate.outcomes import write_many
 from mmix_eval.evaluate.records import V1_RENDERER, write_records
 from mmix_eval.io import atomic_write_bytes, atomic_write_text, safe_name
 from mmix_eval.report.checks import check_columns, parse_check, run_checks
-from mmix_eval.report.compare import image_differences, paired_differences
+from mmix_eval.report.compare import image_differences, paired_differences, used_detail
 from mmix_eval.report.labels import method_labels, order_methods, resolve_baseline
 from mmix_eval.report.load import Results, load_results
 from mmix_eval.report.plots import COLORS, figure_files, sweep_figures
@@ -122,7 +122,7 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
         (out / "sweep.csv").unlink()  # a report rebuilt without a sweep keeps no stale one
     write_records(rows, out / "records")
     if results.outcomes or results.detail:
-        write_many(out / "outcomes.npz", results.outcomes, results.detail)
+        write_many(out / "outcomes.npz", results.outcomes, used_detail(table, results.detail))
     if results.costs:
         atomic_write_text(out / "cost.json", json.dumps(results.costs, indent=1, sort_keys=True) + "\n")
     for name, data in images.items():

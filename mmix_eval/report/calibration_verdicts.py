@@ -80,7 +80,13 @@ def calibration_verdicts(table: Table, baseline: str | None, detail: dict | None
                     a, b = pairs[c]
                     after = _interval(table, cal[c], b) if b is not None and b[1] is not None else "no interval"
                     text += (f" (largest: {table.rows[raw[c]].label.rsplit(': ', 1)[0]}, {_interval(table, raw[c], a)} raw, "
-                             f"{after} after)")
+                             f"{after} after")
+                    seeds = [seed_pair(table, k, m, ref) for k in (raw[c], cal[c])]
+                    if a[4] == "images" and all(x is not None and x[1] is not None for x in seeds):  # the interval
+                        # that covers another training seed, beside the one that holds these networks fixed
+                        text += "; over {} seeds {} raw, {} after".format(
+                            seeds[0][2], *(f"{_num(table, k, x[0])} ± {table.fmt(k, x[1])}" for k, x in zip((raw[c], cal[c]), seeds)))
+                    text += ")"
                 how = (f"paired 95 % intervals over test images (bootstrap, {n_pairs} seed pair{'s' if n_pairs != 1 else ''} "
                        f"together)" if kinds == {"images"} else f"paired 95 % t intervals over {n_pairs} seeds"
                        if kinds == {"seeds"} else "paired 95 % intervals over test images where both runs stored "

@@ -134,11 +134,32 @@ def boot_pair(table: Table, detail: dict, i: int, a: str, b: str, notes: list | 
     return diff, diff - z, diff + z, stats.normal_p(diff / se), n, len(diffs), "bootstrap"
 
 
-def _detail(detail: dict, run: str, row: Row):
+def used_detail(table: Table, detail: dict) -> dict:
+    """``detail`` with the bootstrap replicates kept only where a row of ``table`` pairs with them (``boot_pair``'s
+    lookup): what a report stores beside its records (the per-severity corruption conditions and the clean
+    condition's copies in every evaluator's file are not paired by any row); the reliability bins are all kept."""
+    used = set()
+    runs = {r for by_seed in table.runs.values() for r in by_seed.values()}
+    for row in table.rows:
+        if row.metric not in BOOT_STATS:
+            continue
+        for run in runs:
+            key = next((k for k, v in _matches(detail, run, row) if v[1] is not None), None)
+            if key is not None:
+                used.add(key)
+    return {k: (v[0], v[1] if k in used else None, v[2]) for k, v in detail.items()}
+
+
+def _matches(detail: dict, run: str, row: Row):
     if row.evaluator is not None:
-        return detail.get((run, row.evaluator, row.condition, row.calibrator))
-    return next((v for (r, _, c, cal), v in sorted(detail.items(), key=lambda kv: tuple(map(str, kv[0])))
-                 if r == run and c == row.condition and cal == row.calibrator), None)
+        key = (run, row.evaluator, row.condition, row.calibrator)
+        return [(key, detail[key])] if key in detail else []
+    return [(k, v) for k, v in sorted(detail.items(), key=lambda kv: tuple(map(str, kv[0])))
+            if k[0] == run and k[2] == row.condition and k[3] == row.calibrator]
+
+
+def _detail(detail: dict, run: str, row: Row):
+    return next((v for _, v in _matches(detail, run, row) if v[1] is not None), None)
 
 
 def seed_pair(table: Table, i: int, a: str, b: str) -> tuple | None:

@@ -154,7 +154,7 @@ def calibration_under_shift(table: Table, section: str, colors, metrics=("ece", 
     return fig
 
 
-MAX_RELIABILITY_CONDITIONS = 6  # rows of the per-condition reliability figure
+MAX_RELIABILITY_CONDITIONS = 4  # rows of the per-condition reliability figure
 MAX_RELIABILITY_METHODS = 6  # its columns
 
 
