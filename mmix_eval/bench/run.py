@@ -71,6 +71,7 @@ def _run_locked(bench, config, out, device, progress, launcher, res, wait, submi
         return None
     if bench.ensembles:
         t0 = time.perf_counter()
+        bench.options.progress = bench.options.progress and progress  # --no-progress covers the ensembles too
         evaluate_ensembles(bench, out, echo)
         stages["ensembles"] = round(time.perf_counter() - t0, 3)
     return _report(bench, out, stages, failed, t_all, echo)
