@@ -55,7 +55,8 @@ def image_text(image_diffs: dict, table: Table, i: int, m: str) -> str:
         return NA
     diff, lo, hi, p, n_images, pairs, test = d
     f = lambda v: table.fmt(i, v)
-    interval = f"[{f(lo)}, {f(hi)}], {'McNemar' if test == 'McNemar' else 'bootstrap z-test'} p = {p:.3g}" if p is not None else "no spread: no interval"
+    shown = f"p = {p:.3g}" if p is None or p > 0 else "p < 1e-300"  # a z past 37 underflows to 0
+    interval = f"[{f(lo)}, {f(hi)}], {'McNemar' if test == 'McNemar' else 'bootstrap z-test'} {shown}" if p is not None else "no spread: no interval"
     return (f"{'+' if diff >= 0 else ''}{f(diff)} {interval} "
             f"({n_images} images × {pairs} seed pair{'s' if pairs != 1 else ''})")
 
