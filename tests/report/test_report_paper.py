@@ -234,7 +234,7 @@ def test_the_readmes_show_the_generated_summary_verbatim(readme, reports):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("report, title", [("cifar10-smallnet", "mmix-eval bench: cifar10-smallnet-corruptions"),
+@pytest.mark.parametrize("report, title", [("cifar10-smallnet", "mmix-eval bench: cifar10-smallnet-calibration"),
                                            ("digits-loss-study/bce_softmax", "Loss study on the embedded digits: bce_softmax"),
                                            ("digits-loss-study/soft_ce", "Loss study on the embedded digits: soft_ce"),
                                            ("digits-calibration", "Calibration under shift on the embedded digits, with deep ensembles")])
