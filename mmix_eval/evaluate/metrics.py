@@ -129,8 +129,13 @@ def probability_scores(logits: torch.Tensor, y: torch.Tensor, bins: int) -> dict
             "ece_em": equal_mass_ece(conf, correct, bins), "cw_ece": classwise_ece(p.numpy(), y.numpy(), bins),
             "signed_ce": signed, "brier": mean(brier_i),
             **selective_risks(conf, correct), "_conf": conf, "_correct": correct,
-            "_boot": replicates(nll_i.numpy(), brier_i.numpy(), conf, correct, bins),
+            "_boot": replicates(nll_i.numpy(), brier_i.numpy(), conf, correct, bins, matmul=_torch_matmul),
             "_bins": reliability(conf, correct, bins)}
+
+
+def _torch_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float32 product in torch's thread pool (numpy's BLAS threads would spin beside the next forward pass)."""
+    return (torch.from_numpy(a) @ torch.from_numpy(b)).numpy()
 
 
 def calibration_metrics(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict:
