@@ -63,6 +63,8 @@ def add_report(sub) -> None:
                         "report per group, in OUT/<group>/, instead of an error")
     p.add_argument("--section", action="append", default=[], metavar="EVALUATOR=MODULE:CLASS",
                    help="a report section of your own for an evaluator (a ReportSection subclass; repeatable)")
+    p.add_argument("--no-plots", action="store_true",
+                   help="tables and text only (no plots/, report.html without figures): a fast rebuild of a large report")
 
 
 def add_spiral(sub) -> None:
@@ -101,7 +103,7 @@ def cmd_report(args) -> int:
         sections[evaluator] = path
     result = build_report(args.results, args.out, args.baseline, args.check, args.title,
                           extra_provenance={"command": command} if command else None, split_by=args.split_by,
-                          sections=sections)
+                          sections=sections, plots=not args.no_plots)
     return _report_outcome(result)
 
 

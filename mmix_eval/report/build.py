@@ -35,7 +35,7 @@ __all__ = ["build_report", "load_results"]
 def build_report(results_paths: list, out: str | Path, baseline: str | None = "vanilla", checks: list[str] | None = None,
                  title: str | None = None, extra_provenance: dict | None = None, notes: list[str] | None = None,
                  split_by: bool = False, order: list[str] | None = None,
-                 sections: dict[str, str] | None = None, strict_checks: bool = True) -> dict:
+                 sections: dict[str, str] | None = None, strict_checks: bool = True, plots: bool = True) -> dict:
     """Read records, aggregate, and write report.html, report.md, table.csv, records.csv/.jsonl and plots/.
     ``notes``: warnings shown at the top of the report (e.g. runs of a bench not finished yet). Records that
     cannot be compared (other data, test subset, evaluation seed or evaluator settings) are refused, naming
@@ -53,7 +53,8 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                         f"cannot, e.g. {describe_group(groups[0])}; and {describe_group(groups[1])} (report them apart, "
                         f"or pass --split-by for one report per group)")
     if len(groups) == 1:
-        return _build_one(results, out, baseline, checks, title, extra_provenance, notes, order, sections, strict_checks)
+        return _build_one(results, out, baseline, checks, title, extra_provenance, notes, order, sections, strict_checks,
+                          plots)
     parts = []
     for k, g in enumerate(groups, 1):
         runs = {r["run"] for r in g}
@@ -66,13 +67,13 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                        costs={r: c for r, c in results.costs.items() if r in runs}, detail=detail)
         name = safe_name(f"group{k}-{g[0]['data']}-n{g[0]['n']}")
         parts.append(_build_one(part, Path(out) / name, baseline, checks, title, extra_provenance, notes, order, sections,
-                                    strict_checks))
+                                    strict_checks, plots))
     first = parts[0]
     return {**first, "checks": [c for p in parts for c in p["checks"]], "out": Path(out), "groups": [p["out"] for p in parts]}
 
 
 def _build_one(results: Results, out, baseline, checks, title, extra_provenance, notes, order=None, given=None,
-               strict_checks=True) -> dict:
+               strict_checks=True, plots=True) -> dict:
     notes = list(notes or []) + evaluation_warnings(results.rows) + nonfinite_notes(results.rows)
     # Stable: each record file keeps its own order (the evaluator's condition order: Table 4's, the ε grid's).
     rows = sorted(results.rows, key=lambda r: (str(r["run"]), str(r["evaluator"])))
@@ -102,9 +103,10 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     title = title or f"mmix-eval report: {', '.join(table.context['data'])}, {', '.join(table.context['model'])}"
     out = Path(out)
     figures = {}
-    for s in sections:
+    for s in sections if plots else []:  # without plots: tables and text only
         figures.update(s.figures(ctx))
-    figures.update(sweep_figures(table, COLORS))
+    if plots:
+        figures.update(sweep_figures(table, COLORS))
     images = {}
     for name, fig in figures.items():
         images.update(figure_files(name, fig))

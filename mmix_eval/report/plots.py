@@ -203,12 +203,13 @@ def reliability_by_condition(table: Table, detail: dict, evaluator: str, colors)
                     continue
                 count, hits, _ = got
                 k = len(count)
-                x = (np.arange(k) + 0.5) / k
-                acc = np.divide(hits, count, out=np.full(k, np.nan), where=count > 0)
-                ax.bar(x, acc, 0.95 / k, color=color if filled else "none", alpha=0.55 if filled else 1.0,
-                       edgecolor=color, lw=1.0, ls="-" if filled else "--")
-                hx.step(np.arange(k + 1) / k, np.r_[count, count[-1]] / max(count.sum(), 1), where="post", color=color,
-                        ls="-" if filled else "--", lw=1.4 if filled else 1.0)
+                edges = np.arange(k + 1) / k
+                acc = np.divide(hits, count, out=np.zeros(k), where=count > 0)  # an empty bin drawn at 0
+                # one step artist per curve (not a bar per bin): 24 panels of bars made this figure the report's slowest
+                ax.stairs(acc, edges, fill=filled, color=color, alpha=0.55 if filled else 1.0, lw=1.0,
+                          ls="-" if filled else "--")
+                hx.stairs(count / max(count.sum(), 1), edges, color=color, ls="-" if filled else "--",
+                          lw=1.4 if filled else 1.0)
             ax.plot([0, 1], [0, 1], "k:", lw=0.8)
             ax.set_xlim(0, 1), ax.set_ylim(0, 1), ax.set_xticks([])
             hx.set_xlim(0, 1), hx.set_ylim(0, None)
@@ -218,10 +219,12 @@ def reliability_by_condition(table: Table, detail: dict, evaluator: str, colors)
             if b == 0:
                 ax.set_ylabel(plot_text(labels.get(c, c))[:28] + "\naccuracy", fontsize=8)
                 hx.set_ylabel("share", fontsize=7)
+            else:
+                ax.set_yticklabels([])
             if a == len(shown) - 1:
                 hx.set_xlabel("confidence", fontsize=8)
             else:
-                hx.set_xticklabels([])
+                hx.set_xticks([])
     cut = []
     if len(conds) > len(shown):
         cut.append(f"{len(shown)} of {len(conds)} conditions, evenly spaced")
