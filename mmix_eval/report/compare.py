@@ -85,10 +85,7 @@ def image_pair(table: Table, outcomes: dict, i: int, a: str, b: str, notes: list
         ob = _outcome(outcomes, table.runs[b][seed], row)
         if oa is None or ob is None:
             continue
-        if not np.array_equal(oa[0], ob[0]):
-            if notes is not None:
-                notes.append(f"{row.label}: {a} and {b} (seed {seed}) were evaluated on different test images; no "
-                             f"per-image interval")
+        if not _same_images(oa[0], ob[0], row, a, b, seed, notes):
             continue
         xa.append(oa[1])
         xb.append(ob[1])
@@ -97,6 +94,16 @@ def image_pair(table: Table, outcomes: dict, i: int, a: str, b: str, notes: list
     ma, mb = np.stack(xa), np.stack(xb)
     diff, lo, hi = stats.paired_image_bootstrap(ma, mb)
     return diff, lo, hi, stats.mcnemar_exact(*stats.discordant(ma, mb)), ma.shape[1], ma.shape[0], "McNemar"
+
+
+def _same_images(ia, ib, row: Row, a: str, b: str, seed, notes: list | None) -> bool:
+    """Two runs' per-image data are paired only on the very same test images (a note says where they are not)."""
+    if np.array_equal(ia, ib):
+        return True
+    if notes is not None:
+        notes.append(f"{row.label}: {a} and {b} (seed {seed}) were evaluated on different test images; no per-image "
+                     f"interval")
+    return False
 
 
 def boot_pair(table: Table, detail: dict, i: int, a: str, b: str, notes: list | None = None) -> tuple | None:
@@ -116,10 +123,7 @@ def boot_pair(table: Table, detail: dict, i: int, a: str, b: str, notes: list | 
         xa, xb = _detail(detail, table.runs[a][seed], row), _detail(detail, table.runs[b][seed], row)
         if xa is None or xb is None or xa[1] is None or xb[1] is None:
             continue
-        if not np.array_equal(xa[0], xb[0]):
-            if notes is not None:
-                notes.append(f"{row.label}: {a} and {b} (seed {seed}) were evaluated on different test images; no "
-                             f"per-image interval")
+        if not _same_images(xa[0], xb[0], row, a, b, seed, notes):
             continue
         reps.append(xa[1][:, k].astype(np.float64) - xb[1][:, k].astype(np.float64))
         diffs.append(ca.values[seed] - cb.values[seed])
