@@ -140,3 +140,15 @@ def test_the_reliability_figure_pools_the_runs_bins_and_keeps_clean_and_the_stro
     detail = {("r0", "fgsm", "eps1", "none"): (None, None, a), ("r1", "fgsm", "eps1", "none"): (None, None, b)}
     assert np.array_equal(pooled_bins(detail, ["r0", "r1"], "fgsm", "eps1", "none"), a + b)
     assert pooled_bins(detail, ["r0"], "fgsm", "eps1", "temperature") is None
+
+
+def test_a_non_finite_score_gives_non_finite_replicates_of_that_score_only_and_no_error():
+    """NaN logits reach the replicates as a NaN NLL (and confidence): those columns are NaN, the others stay finite,
+    nothing raises; the report then gives no interval for a non-finite difference (compare.boot_pair)."""
+    n = 200
+    y = np.random.default_rng(7).integers(0, 3, n)
+    nll, brier, conf, correct = scores_of(fake_model(n, 3, 1.0, 8, y), y)
+    nll[5] = np.nan
+    reps = replicates(nll, brier, conf, correct, 15)
+    assert np.isnan(reps[:, 0]).all() and np.isfinite(reps[:, 1:]).all()
+    assert replicates(nll[:0], brier[:0], conf[:0], correct[:0], 15).shape == (BOOT_RESAMPLES, 3)  # no images: zeros
