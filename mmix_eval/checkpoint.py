@@ -23,10 +23,11 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from mmix_eval.catalog import METHODS, MODELS
+from mmix_eval.catalog import METHODS
 from mmix_eval.errors import UserError
 from mmix_eval.io import atomic_write_bytes, atomic_write_json
 from mmix_eval.models import create_model, is_builtin_model
+from mmix_eval.trust import refuse_code
 from mmix_eval.upgrade import method_record
 
 SCHEMA = "mmix-eval/checkpoint"
@@ -227,11 +228,12 @@ def _check_fields(path, meta: dict) -> None:
                 f"a registered method ({', '.join(METHODS.names())}) or a plugin's module:attr", spec)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_import: bool = False):
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_import: bool = False, trusted=()):
     """Rebuild the model from the checkpoint alone. Returns (model in eval mode, metadata).
 
     ``allow_import``: a model saved under a ``module:factory`` path is rebuilt only when the caller
-    opts in, since importing a module named by a downloaded file runs that module's code.
+    opts in, since importing a module named by a downloaded file runs that module's code. ``trusted``: model
+    names the caller gave itself (a bench YAML), rebuilt without that opt-in.
     """
 
     path = Path(path)
@@ -250,9 +252,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
             raise UserError(f"checkpoint '{path}': tensor '{k}' expected finite values, got NaN or Inf")
 
     name, kwargs = meta["model"]["name"], meta["model"]["kwargs"]
-    if name not in MODELS and not name.startswith(("torchvision:", "timm:")) and not allow_import:
-        raise UserError(f"checkpoint '{path}': model '{name}' is not a registered model; loading it would import code "
-                        f"named by the file; pass allow_import=True (--trust-model-import) if you trust it")
+    if not allow_import:
+        refuse_code("model", name, f"checkpoint '{path}': the metadata", "allow it with --trust-model-import "
+                    "(allow_import=True)", trusted)
     try:
         with torch.device("meta"):  # shapes first, no memory: kwargs asking for a huge model cost nothing
             skeleton = create_model(name, **kwargs)

@@ -99,6 +99,17 @@ class Registry(Generic[T]):
         except AttributeError:
             raise UserError(f"{self.kind} '{path}': module '{module_name}' has no attribute '{attr}'") from None
 
+    def imports_code(self, name: str) -> bool:
+        """Whether resolving ``name`` would import a module the name itself gives (a ``module:attr`` path), not a
+        built-in nor an installed entry point. The trust boundary (docs/reliability.md): code is imported only
+        from names the user gives; a name read from a checkpoint, a record or a run folder that this is true of
+        is refused."""
+        return isinstance(name, str) and ":" in name and not self.known(name)
+
+    def known(self, name: str) -> bool:
+        """A built-in name or an installed entry point's (resolving it imports only installed code)."""
+        return name in self._table or name in self._entry_point_names()
+
     def builtin(self) -> list[str]:
         """The names in the table, in the order declared (built-ins first)."""
         return list(self._table)

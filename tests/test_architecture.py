@@ -11,7 +11,8 @@ from conftest import ROOT
 PACKAGE = ROOT / "mmix_eval"
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS = [
-    {"__init__", "errors", "io", "registry", "catalog", "options", "upgrade", "config", "schedule", "device", "threads", "memory",
+    {"__init__", "errors", "io", "registry", "catalog", "trust", "options", "upgrade", "config", "schedule", "device", "threads",
+     "memory",
      "provenance"},
     {"data", "calibrators"},
     {"models"},

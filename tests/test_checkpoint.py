@@ -114,7 +114,7 @@ def test_invalid_metadata(tmp_path):
     _refused(_with_meta(tmp_path, {**base, "schema_version": 99}), "'schema_version' expected 1..1 .* got 99")
     _refused(_with_meta(tmp_path, {**base, "model": "smallnet"}), "metadata 'model' expected")
     _refused(_with_meta(tmp_path, {**base, "model": {"name": "os:system", "kwargs": META["model"]["kwargs"]}}),
-             "not a registered model; loading it would import code")
+             "names model .os:system., a module:attr path; importing a module named by a file would run its code")
     kw = dict(META["model"]["kwargs"], num_classes=7)
     _refused(_with_meta(tmp_path, {**base, "model": {"name": "smallnet", "kwargs": kw}}), "weights do not fit model 'smallnet'")
 

@@ -21,7 +21,7 @@ from mmix_eval.upgrade import V1_METHOD_KEYS
 TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "sweep", "evaluate", "report", "launcher", "ensembles")
 LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra",
                  "max_parallel")
-COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import", "download"))
+COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import", "download", "trusted"))
 REPORT_KEYS = ("baseline", "checks", "title")
 METHOD_KEYS = ("name", "kwargs", *V1_METHOD_KEYS, "label")  # alpha, eligible, loss: shorthand for kwargs
 SWEEP_SECTIONS = ("data", "model", "train")
@@ -86,6 +86,9 @@ def load_bench(path: str | Path) -> Bench:
         raise UserError(f"{where} sweep '{unused[0]}': expected a setting of one of the bench's methods or a "
                         f"section.key of the configuration, got a key no method takes (their arguments: {takes})")
     plan, options = evaluate_section(raw.get("evaluate"), f"{where} evaluate")
+    # The YAML being run is trusted (mmix_eval.trust): its runs' checkpoints may name the plugin models and data
+    # sources it names itself.
+    options.trusted = tuple(sorted({s for r in runs for s in (r.cfg.model.name, r.cfg.data.name)}))
     rep = _strict(raw.get("report"), REPORT_KEYS, f"{where} report")
     checks = rep.get("checks") or []
     if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):

@@ -8,6 +8,7 @@ from pathlib import Path
 from mmix_eval.cli.parser import examples, join_torchrun
 from mmix_eval.config import TrainConfig, load_config, merge, parse_override, yaml_value
 from mmix_eval.errors import UserError
+from mmix_eval.trust import refuse_code
 
 def add_train(sub) -> None:
     p = sub.add_parser(
@@ -81,6 +82,13 @@ def _config_from_args(args):
 
     if args.resume and args.config is None and (Path(args.out) / "config.yaml").exists():
         cfg = load_run_config(Path(args.out))  # `--out X --resume` alone continues the run as it was started
+        # A run folder is a file like any other (mmix_eval.trust): a plugin it names is imported only when the
+        # command line names it too.
+        source = f"--resume: the run folder's {Path(args.out) / 'config.yaml'}"
+        refuse_code("data", cfg.data.name, source, "give it yourself with --data", [args.data])
+        refuse_code("model", cfg.model.name, source, "give it yourself with --model", [args.model])
+        refuse_code("method", cfg.method.name, source, "give it yourself with --method", [args.method])
+        refuse_code("loss", (cfg.method.kwargs or {}).get("loss") if isinstance(cfg.method.kwargs, dict) else None, source, "give it yourself with --loss", [args.loss])
     else:
         cfg = load_config(args.config)
     flags = {

@@ -211,7 +211,10 @@ class EvalOptions:
     batch_size: int | None = field(default=None, metadata={"help": "default: 500 on a CPU, 1000 on a GPU (at most 65,536)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
     progress: bool = True
-    allow_import: bool = False
+    allow_import: bool = False  # --trust-model-import: a checkpoint may name its model by module:factory
+    # Model and data specs the caller named itself (a bench YAML naming a plugin): a checkpoint naming one of these
+    # may be rebuilt and evaluated on it, although it imports code (mmix_eval.trust). Not part of a record.
+    trusted: tuple = ()
 
     def check(self) -> None:
         check_count("seed", self.seed, 0, MAX_SEED)

@@ -68,12 +68,12 @@ def ensemble_method(metas: list[dict]) -> str:
     return names.pop() if len(names) == 1 else "ensemble"
 
 
-def load_ensemble(paths: list[Path], device, allow_import: bool = False) -> tuple[Ensemble, dict]:
+def load_ensemble(paths: list[Path], device, allow_import: bool = False, trusted=()) -> tuple[Ensemble, dict]:
     """The members loaded (each checked as any checkpoint) into one Ensemble; the metadata is the first member's,
     with the members listed and no training seed of its own."""
     from mmix_eval.checkpoint import load_checkpoint
 
-    models, metas = zip(*(load_checkpoint(p, device, allow_import=allow_import) for p in paths))
+    models, metas = zip(*(load_checkpoint(p, device, allow_import=allow_import, trusted=trusted) for p in paths))
     check_members(paths, list(metas))
     meta = dict(metas[0])
     meta["train"] = {**(meta.get("train") or {}), "seed": None}

@@ -91,7 +91,7 @@ def run_order(plan: Plan) -> Plan:
 
 def option_record(ev: Evaluator, opts, common: EvalOptions, device: str) -> dict:
     """What decides whether a stored result is still valid: the evaluator's options and the shared ones."""
-    shared = {k: v for k, v in asdict(common).items() if k not in ("progress", "device", "allow_import", "download")}
+    shared = {k: v for k, v in asdict(common).items() if k not in ("progress", "device", "allow_import", "download", "trusted")}
     return {"evaluator": ev.name, "evaluator_version": ev.version, **asdict(opts), **shared, "device": device}
 
 
@@ -165,7 +165,7 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
                                      common.allow_import, with_val=common.calibrator != "none",
                                      class_map=common.class_map, foreign=foreign, meta=meta if foreign else None,
                                      download=common.download, calibration_split=common.calibration_split,
-                                     members=members)
+                                     members=members, trusted=common.trusted)
             t0 = time.perf_counter()
             rows, outcomes, detail = _evaluate(ev, opts, target, run_common, name, label, sweep,
                                        folder / f"{stem}.error.log" if main else None)

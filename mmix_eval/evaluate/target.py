@@ -3,6 +3,7 @@ their indices into the full test split, and the record columns from the checkpoi
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from mmix_eval.evaluate.checks import check_logits, output_checks, zero_gradient
 from mmix_eval.evaluate.images import Images
 from mmix_eval.evaluate.outcomes import subset_hash
 from mmix_eval.evaluate.passes import fit_batch_size, logits_of, prepare_model, setup, shard_batches  # noqa: F401
+from mmix_eval.trust import refusal
 from mmix_eval.upgrade import method_record
 
 
@@ -69,17 +71,23 @@ def base_columns(meta: dict, ckpt: Path, run: str) -> dict[str, Any]:
 
 def eval_data(meta: dict, data: str | None, root: str | None, limit: int | None,
               seed: int, with_val: bool = True, class_map: str | None = None, download: bool = False,
-              calibration_split: int | None = None) -> tuple[Images, Images | None, str, np.ndarray]:
+              calibration_split: int | None = None, trusted: Collection[str] = ()) -> tuple[Images, Images | None, str, np.ndarray]:
     """The test split (seeded subset of ``limit`` images, keyed by the evaluation seed so every checkpoint
     sees the same images) and the held-out images a calibrator is fitted on: the checkpoint's own validation
     split, if it held one out of training, or with ``calibration_split`` N seeded test images, which are then
     left out of the images drawn for evaluation (they can never be evaluated).
     Labels are the checkpoint's: the data's class names must equal the checkpoint's, in order, unless
-    ``class_map`` says how to remap them (see ``class_lookup``)."""
+    ``class_map`` says how to remap them (see ``class_lookup``).
+    A data spec read from the metadata that would import code (``module:function``) is refused unless the caller
+    names it in ``data`` or ``trusted`` (the trust boundary, ``mmix_eval.trust``)."""
     cfg = meta.get("config", {}).get("data", {})
     spec = data or meta.get("data", {}).get("spec") or cfg.get("name")
     if not isinstance(spec, str):
         raise UserError("checkpoint metadata 'data.spec' expected a data set name, got none; give the data option")
+    if data is None:
+        why = refusal("data", spec, "the checkpoint's metadata", "give it yourself with this option (the same spec)", trusted)
+        if why is not None:
+            raise OptionError("data", why)
     same = data is None or data == meta.get("data", {}).get("spec")
     root = root or cfg.get("root")
     val_size = int(cfg.get("val_size") or 0) if same and with_val and calibration_split is None else 0
@@ -187,23 +195,26 @@ def load_target(ckpt: str | Path, device, data: str | None = None, root: str | N
                 limit: int | None = None, seed: int = 0, run: str | None = None,
                 allow_import: bool = False, with_val: bool = True, class_map: str | None = None,
                 foreign=None, meta: dict | None = None, download: bool = False,
-                calibration_split: int | None = None, members: list | None = None) -> Target:
+                calibration_split: int | None = None, members: list | None = None, trusted: Collection[str] = ()) -> Target:
     """``foreign``: a ``mmix_eval.foreign.Foreign`` when ``ckpt`` is a plain state dict (see foreign.py).
-    ``members``: checkpoints evaluated as one deep ensemble (``evaluate/ensemble.py``; ``ckpt`` is the first)."""
+    ``members``: checkpoints evaluated as one deep ensemble (``evaluate/ensemble.py``; ``ckpt`` is the first).
+    ``trusted``: model and data specs the caller named itself (a bench YAML), which the checkpoint may name although
+    they import code (``mmix_eval.trust``)."""
     from mmix_eval.checkpoint import load_checkpoint
 
     ckpt = Path(ckpt)
     if members:
         from mmix_eval.evaluate.ensemble import load_ensemble
 
-        model, meta = load_ensemble([Path(m) for m in members], device, allow_import)
+        model, meta = load_ensemble([Path(m) for m in members], device, allow_import, trusted)
     elif foreign is not None:
         from mmix_eval.foreign import load_foreign
 
         model, meta = load_foreign(ckpt, device, foreign, meta)
     else:
-        model, meta = load_checkpoint(ckpt, device, allow_import=allow_import)
-    test, val, spec, idx, test_size = eval_data(meta, data, root, limit, seed, with_val, class_map, download, calibration_split)
+        model, meta = load_checkpoint(ckpt, device, allow_import=allow_import, trusted=trusted)
+    test, val, spec, idx, test_size = eval_data(meta, data, root, limit, seed, with_val, class_map, download, calibration_split,
+                                                 trusted)
     run = run or ckpt.parent.name or ckpt.stem
     base = base_columns(meta, ckpt, run)
     base["data"] = spec

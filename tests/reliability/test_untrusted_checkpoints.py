@@ -162,7 +162,7 @@ HOSTILE_METADATA = [
     ("10 MB string", _set("data.spec", "x" * 10_000_000), "'data.spec' expected a string of at most 10000 characters, got 10000000"),
     ("10 MB key", lambda m: m["data"].__setitem__("k" * 10_000_000, 1), "expected a string of at most 10000 characters, got 10000000"),
     ("deep nesting", lambda m: m.__setitem__("extra", json.loads("[" * 500 + "]" * 500)), "'extra[0][0][0][0][0][0][0][0][0][0][0][0]' expected at most 12 levels"),
-    ("unregistered model (would import code)", _set("model.name", "os:system"), "not a registered model; loading it would import code"),
+    ("unregistered model (would import code)", _set("model.name", "os:system"), "names model 'os:system', a module:attr path; importing a module named by a file would run its code"),
     ("kwargs that do not fit", _set("model.kwargs.num_classes", 7), "weights do not fit model 'smallnet'"),
     ("unknown model kwarg", _set("model.kwargs.depth", 50), "unknown argument(s) depth"),
     ("a model of 10^12 parameters", _set("model.kwargs.width", 200_000), "the metadata's model.kwargs give shape (200000, 1, 3, 3)"),
