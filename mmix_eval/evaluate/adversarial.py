@@ -242,6 +242,7 @@ class WhiteBoxAttack(Evaluator):
     """What the fgsm and attack evaluators share: every attack here, chosen by the ``attack`` option (their
     defaults differ), validated, named in the result file and run."""
 
+    version = "2"  # 2: debiased CE and SmoothECE recorded
     metrics = {**SHIFT_METRICS,
                "acc_after": MetricSpec("robust accuracy (%) after this attack of the cascade", "higher", ".2f")}
 

@@ -63,13 +63,21 @@ SHIFT_METRICS: dict[str, MetricSpec] = {
     "brier": MetricSpec("Brier", "lower", comparison=True),
     "ece_em": MetricSpec("equal-mass ECE", "lower"),
     "cw_ece": MetricSpec("classwise ECE", "lower"),
+    # Two calibration errors whose estimate is not inflated by each model's own sampling noise (a binned ECE is,
+    # by an amount that grows with the model's spread of confidences, so a difference of ECEs can be the estimator's):
+    "ce_debiased": MetricSpec("debiased L2 calibration error (Kumar et al. 2019, 15 equal-mass bins)", "lower"),
+    "smece": MetricSpec("SmoothECE (Błasiok & Nakkiran 2024)", "lower"),
     "signed_ce": MetricSpec("signed calibration error (mean confidence − accuracy; > 0 overconfident)", None),
     "aurc": MetricSpec("AURC (area under the risk-coverage curve)", "lower"),
     "risk80": MetricSpec("error at 80 % coverage (the most confident)", "lower"),
     "risk90": MetricSpec("error at 90 % coverage (the most confident)", "lower"),
 }
 # The probability metrics every condition records raw and, where a calibrator was fitted, calibrated.
-PROBABILITY_METRICS = ("nll", "ece", "ece_em", "cw_ece", "signed_ce", "brier", "aurc", "risk80", "risk90")
+PROBABILITY_METRICS = ("nll", "ece", "ece_em", "cw_ece", "signed_ce", "brier", "aurc", "risk80", "risk90", "ce_debiased",
+                       "smece")
+# Calibration errors: descriptive only. A report never bolds or marks them, and no "better calibrated" verdict rests
+# on them (binned estimators are biased by each model's own amount; verdicts rest on NLL and Brier, the proper scores).
+CALIBRATION_ERRORS = ("ece", "mce", "ece_em", "cw_ece", "ce_debiased", "smece")
 MAX_BINS = 10_000  # an ECE with more bins than this has a handful of images per bin at best
 
 

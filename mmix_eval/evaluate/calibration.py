@@ -31,7 +31,9 @@ def scaled_label(calibrator: str) -> str:
 class Calibration(Evaluator):
     name = "calibration"
     needs_val = True  # the calibrator is fitted on it
-    help = ("NLL, ECE (equal-width, equal-mass, classwise), MCE, Brier, AURC, reliability bins, before and after "
+    version = "2"  # 2: debiased CE and SmoothECE recorded
+    help = ("NLL, ECE (equal-width, equal-mass, classwise), debiased CE, SmoothECE, MCE, Brier, AURC, reliability bins, "
+            "before and after "
             "the calibrator (temperature scaling, fitted on held-out images)")
     Options = CalibrationOptions
     metrics = {

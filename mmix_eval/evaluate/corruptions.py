@@ -58,7 +58,7 @@ def resolve(names: list[str], source: str) -> list[str]:
 
 class Corruptions(Evaluator):
     name = "corruptions"
-    version = "1"
+    version = "2"  # 2: debiased CE and SmoothECE recorded
     help = "accuracy and calibration under common corruptions (CIFAR-10-C / CIFAR-100-C files, or generated)"
     Options = CorruptionOptions
     metrics = {

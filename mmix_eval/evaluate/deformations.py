@@ -19,7 +19,7 @@ class DeformationOptions:
 
 class Deformations(Evaluator):
     name = "deformations"
-    version = "2"  # 2: the official nearest rendering (0 outside the image, ties up) and rotation sign
+    version = "3"  # 2: the official nearest rendering (0 outside the image, ties up) and rotation sign; 3: debiased CE, SmoothECE
     help = "accuracy and calibration under the paper's rotations, shears and zooms (kornia / official rendering)"
     Options = DeformationOptions
     metrics = SHIFT_METRICS

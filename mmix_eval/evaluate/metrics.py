@@ -99,6 +99,72 @@ def classwise_ece(probs: np.ndarray, y: np.ndarray, bins: int) -> float:
     return float(np.mean([binned_error(probs[:, k], (y == k).astype(np.float64), edges) for k in range(probs.shape[1])]))
 
 
+def debiased_l2_ce(conf: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """The debiased top-label L2 calibration error of Kumar, Liang & Ma (NeurIPS 2019, "Verified uncertainty
+    calibration"), with their equal-mass bins: sqrt(max(0, sum_b (n_b / n) [(mean conf_b - acc_b)^2 -
+    acc_b (1 - acc_b) / (n_b - 1)])). The plug-in squared error is biased upward by each bin's sampling variance of
+    its accuracy; this subtracts it, so two perfectly calibrated models score about 0 whatever their sharpness.
+    Bins: the sorted confidences split into ``bins`` near-equal groups, edges halfway between groups; a bin of
+    fewer than 2 images adds 0 (as their reference code, ``calibration.get_calibration_error``)."""
+    n = len(conf)
+    if n < 2:
+        return float("nan")
+    conf = np.asarray(conf, dtype=np.float64)
+    hits = np.asarray(correct, dtype=np.float64)
+    parts = np.array_split(np.sort(conf), min(bins, n))
+    edges = np.unique([(a[-1] + b[0]) / 2.0 for a, b in zip(parts[:-1], parts[1:])] + [1.0])
+    idx = np.minimum(np.searchsorted(edges, conf), len(edges) - 1)
+    count = np.bincount(idx, minlength=len(edges)).astype(np.float64)
+    mean_conf = np.bincount(idx, weights=conf, minlength=len(edges)) / np.maximum(count, 1)
+    acc = np.bincount(idx, weights=hits, minlength=len(edges)) / np.maximum(count, 1)
+    term = np.where(count >= 2, (mean_conf - acc) ** 2 - acc * (1 - acc) / np.maximum(count - 1, 1), 0.0)
+    return float(math.sqrt(max(0.0, float((count / n * term).sum()))))
+
+
+def _smooth_at(conf: np.ndarray, resid: np.ndarray, sigma: float) -> float:
+    """SmoothECE at a fixed bandwidth: the residuals (confidence - correct) and the confidences' density, both
+    smoothed by a Gaussian kernel of width sigma reflected at 0 and 1, on a grid of [0, 1]; the integral of
+    |smoothed residual| over the density. Points are put on the grid by linear interpolation (one grid step
+    <= sigma / 10)."""
+    from scipy.signal import fftconvolve
+
+    g = max(1001, int(round(10.0 / sigma)) + 1)
+    pos = np.clip(conf, 0.0, 1.0) * (g - 1)
+    lo = np.minimum(pos.astype(np.int64), g - 2)
+    frac = pos - lo
+    mass = np.bincount(lo, 1 - frac, g) + np.bincount(lo + 1, frac, g)
+    res = np.bincount(lo, (1 - frac) * resid, g) + np.bincount(lo + 1, frac * resid, g)
+    ext = lambda v: np.concatenate([v[::-1][:-1], v, v[::-1][1:]])  # noqa: E731  reflected once at 0 and at 1
+    half = min(g - 1, int(math.ceil(5 * sigma * (g - 1))))
+    x = np.arange(-half, half + 1) / (g - 1)
+    kern = np.exp(-0.5 * (x / sigma) ** 2)
+    sm = lambda v: fftconvolve(ext(v), kern, mode="same")[g - 1:2 * g - 1]  # noqa: E731
+    dens, r = sm(mass), sm(res)
+    keep = dens > 1e-12 * dens.max()
+    return float(np.abs(r[keep]).sum() / dens.sum())
+
+
+def smooth_ece(conf: np.ndarray, correct: np.ndarray) -> float:
+    """SmoothECE (Blasiok & Nakkiran, "Smooth ECE: principled reliability diagrams via kernel smoothing", ICLR
+    2024): the kernel-smoothed calibration error at the bandwidth sigma* where it equals sigma (the fixed point,
+    found by bisection to 1e-5; sigma* = 1 when none is below 1). Consistent and continuous in the predictions,
+    unlike a binned ECE; tested against their ``relplot`` package."""
+    if len(conf) == 0:
+        return float("nan")
+    conf = np.asarray(conf, dtype=np.float64)
+    resid = conf - np.asarray(correct, dtype=np.float64)
+    if _smooth_at(conf, resid, 1.0) >= 1.0:
+        return _smooth_at(conf, resid, 1.0)
+    lo, hi = 0.0, 1.0  # sigma - smECE_sigma grows with sigma: it is < 0 at lo, >= 0 at hi
+    while hi - lo > 1e-5:
+        mid = (lo + hi) / 2
+        if mid < _smooth_at(conf, resid, mid):
+            lo = mid
+        else:
+            hi = mid
+    return _smooth_at(conf, resid, hi)
+
+
 def selective_risks(conf: np.ndarray, correct: np.ndarray, coverages=(0.8, 0.9)) -> dict:
     """Selective prediction (Geifman & El-Yaniv 2017): images taken most confident first (ties in the order
     given: a stable sort). AURC: the mean over k = 1..N of the error rate of the k most confident;
@@ -117,7 +183,7 @@ def selective_risks(conf: np.ndarray, correct: np.ndarray, coverages=(0.8, 0.9))
 def probability_scores(logits: torch.Tensor, y: torch.Tensor, bins: int) -> dict:
     """Every probability metric of one condition: NLL, equal-width ECE (netcal), equal-mass ECE, classwise
     ECE, the signed calibration error (mean confidence − accuracy: > 0 overconfident), Brier, AURC and
-    the risk at 80 / 90 % coverage; and the top-label confidences and correctness they came from."""
+    the risk at 80 / 90 % coverage, the debiased L2 calibration error and SmoothECE; and the top-label confidences and correctness they came from."""
     p = torch.softmax(logits.double(), 1)
     conf_t, pred = p.max(1)
     conf, correct = conf_t.numpy(), (pred == y).numpy().astype(np.int64)
@@ -128,7 +194,7 @@ def probability_scores(logits: torch.Tensor, y: torch.Tensor, bins: int) -> dict
     return {"nll": mean(nll_i), "ece": netcal_measure("ECE", conf, correct, bins),
             "ece_em": equal_mass_ece(conf, correct, bins), "cw_ece": classwise_ece(p.numpy(), y.numpy(), bins),
             "signed_ce": signed, "brier": mean(brier_i),
-            **selective_risks(conf, correct), "_conf": conf, "_correct": correct,
+            **selective_risks(conf, correct), "ce_debiased": debiased_l2_ce(conf, correct, bins), "smece": smooth_ece(conf, correct), "_conf": conf, "_correct": correct,
             "_boot": replicates(nll_i.numpy(), brier_i.numpy(), conf, correct, bins, matmul=_torch_matmul),
             "_bins": reliability(conf, correct, bins)}
 

@@ -39,7 +39,7 @@ def condition_name(spec: str) -> str:
 
 class Shift(Evaluator):
     name = "shift"
-    version = "1"
+    version = "2"  # 2: debiased CE and SmoothECE recorded
     help = "natural distribution shift: accuracy and calibration on new test sets of the same classes (CIFAR-10.1/10.2)"
     Options = ShiftOptions
     metrics = SHIFT_METRICS

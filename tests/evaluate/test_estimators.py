@@ -87,3 +87,51 @@ def test_aurc_equals_the_area_under_an_independently_drawn_risk_coverage_curve()
 def test_probability_scores_of_an_empty_condition_are_nan_not_an_error():
     s = probability_scores(torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64), 15)
     assert all(math.isnan(s[k]) for k in ("ece_em", "cw_ece", "signed_ce", "aurc", "risk80"))
+
+
+def _calibrated(rng, n, a, b, shift=0.0, classes=10):
+    """Top-label confidences c ~ 0.1 + 0.9 Beta(a, b) of a 10-class model, right with probability c + shift."""
+    c = 0.1 + 0.9 * rng.beta(a, b, n)
+    right = rng.random(n) < np.clip(c + shift, 0, 1)
+    p = np.repeat(((1 - c) / (classes - 1))[:, None], classes, 1)
+    p[:, 0] = c
+    labels = np.where(right, 0, rng.integers(1, classes, n))
+    return c, right, p, labels
+
+
+@pytest.mark.parametrize("n, a, b, shift", [(40, 1, 1, 0.0), (300, 2, 2, 0.0), (2000, 5, 1, 0.05), (10000, 8, 1, -0.1),
+                                            (500, 1, 1, 0.2)])
+def test_debiased_calibration_error_equals_kumar_et_als_reference(n, a, b, shift):
+    calibration = pytest.importorskip("calibration")  # uncertainty-calibration, the paper's own package
+    from mmix_eval.evaluate.metrics import debiased_l2_ce
+
+    c, right, p, labels = _calibrated(np.random.default_rng(n), n, a, b, shift)
+    want = calibration.get_calibration_error(p, labels, p=2, debias=True, mode="top-label")
+    assert debiased_l2_ce(c, right, 15) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("n, a, b, shift", [(300, 2, 2, 0.0), (2000, 5, 1, 0.05), (10000, 8, 1, -0.1), (500, 1, 1, 0.2)])
+def test_smooth_ece_equals_relplot(n, a, b, shift):
+    """relplot discretises the kernel and finds the bandwidth to 1/1024; ours bisects to 1e-5: equal to 1e-3."""
+    relplot = pytest.importorskip("relplot")
+    from mmix_eval.evaluate.metrics import smooth_ece
+
+    c, right, _, _ = _calibrated(np.random.default_rng(n + 1), n, a, b, shift)
+    assert smooth_ece(c, right) == pytest.approx(relplot.smECE(c, right.astype(int)), abs=1e-3)
+
+
+def test_unlike_the_binned_ece_the_debiased_estimators_barely_see_sharpness():
+    """Two perfectly calibrated models, one flat and one sharp, 300 images, 200 draws: the binned ECE tells them
+    apart by its own bias (the flat model's is larger); the debiased error is near 0 for both on average."""
+    from mmix_eval.evaluate.metrics import binned_error, debiased_l2_ce
+
+    rng = np.random.default_rng(0)
+    edges = np.linspace(0, 1, 16)
+    ece, deb = {"flat": [], "sharp": []}, {"flat": [], "sharp": []}
+    for _ in range(200):
+        for name, (a, b) in (("flat", (2, 2)), ("sharp", (5, 1))):
+            c, right, _, _ = _calibrated(rng, 300, a, b)
+            ece[name].append(binned_error(c, right, edges))
+            deb[name].append(debiased_l2_ce(c, right, 15) ** 2)
+    assert np.mean(ece["flat"]) - np.mean(ece["sharp"]) > 0.01  # the bias differs by model
+    assert abs(np.mean(deb["flat"]) - np.mean(deb["sharp"])) < 0.001  # squared, debiased: ~0 both
