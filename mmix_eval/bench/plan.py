@@ -22,7 +22,7 @@ TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "sweep", "eval
 LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra",
                  "max_parallel")
 COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import", "download", "trusted"))
-REPORT_KEYS = ("baseline", "checks", "title")
+REPORT_KEYS = ("baseline", "checks", "title", "primary", "multiplicity")
 METHOD_KEYS = ("name", "kwargs", *V1_METHOD_KEYS, "label")  # alpha, eligible, loss: shorthand for kwargs
 SWEEP_SECTIONS = ("data", "model", "train")
 
@@ -48,6 +48,8 @@ class Bench:
     raw: dict
     launcher: dict
     ensembles: bool = False  # also evaluate each method's seeds as one deep ensemble (a column of its own)
+    primary: list[str] | None = None  # report.primary: the comparisons claimed (None: the default family)
+    multiplicity: str = "holm"  # report.multiplicity
 
 
 def _strict(d, allowed, where):
@@ -100,8 +102,14 @@ def load_bench(path: str | Path) -> Bench:
         raise UserError(f"{where}: 'ensembles' expected true or false, got {ensembles!r:.80}")
     if ensembles and len(seeds) < 2:
         raise UserError(f"{where}: 'ensembles' expected at least 2 seeds per method to ensemble, got {len(seeds)}")
+    from mmix_eval.report.claims import Primary  # checked now, before anything trains
+
+    try:
+        family = Primary(rep.get("primary"), rep.get("multiplicity", "holm"))
+    except UserError as e:
+        raise UserError(f"{where} report.{e}") from None
     return Bench(str(raw.get("name") or path.stem), runs, plan, options, baseline, checks, rep.get("title"), raw, launcher,
-                 ensembles)
+                 ensembles, family.patterns, family.multiplicity)
 
 
 def _runs(raw: dict, methods: list, seeds: list[int], axes: dict, where: str) -> list[Run]:

@@ -218,7 +218,8 @@ def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, e
              "missing_runs": missing, "failed_runs": failed}
     order = list(dict.fromkeys(r.label or r.method["name"] for r in bench.runs))  # the YAML's method order
     result = build_report([results], out, bench.baseline, bench.checks, bench.title or f"mmix-eval bench: {bench.name}",
-                          extra_provenance=extra, notes=notes, order=order, strict_checks=False)
+                          extra_provenance=extra, notes=notes, order=order, strict_checks=False, primary=bench.primary,
+                          multiplicity=bench.multiplicity)
     result["missing"] = missing
     result["failed"] = failed
     echo(f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report "

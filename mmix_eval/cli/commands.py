@@ -65,6 +65,14 @@ def add_report(sub) -> None:
                    help="a report section of your own for an evaluator (a ReportSection subclass; repeatable)")
     p.add_argument("--no-plots", action="store_true",
                    help="tables and text only (no plots/, report.html without figures): a fast rebuild of a large report")
+    p.add_argument("--primary", action="append", default=None, metavar="COLUMN.CONDITION[:METRIC[@CALIBRATOR]]",
+                   help="a comparison you claim against the baseline (repeatable; fnmatch patterns, e.g. "
+                        "'manifold_mixup.zoom_*' or '*.clean:nll@temperature'): the primary family, corrected together; "
+                        "every other comparison is exploratory, corrected within its evaluator's section (default: the "
+                        "clean, deformation and FGSM accuracies and the clean NLL and Brier, raw and calibrated)")
+    p.add_argument("--multiplicity", choices=["holm", "bonferroni", "bh", "none"], default="holm",
+                   help="how p-values are adjusted within each family (default holm; bh: Benjamini-Hochberg, a false "
+                        "discovery rate)")
 
 
 def add_spiral(sub) -> None:
@@ -103,7 +111,8 @@ def cmd_report(args) -> int:
         sections[evaluator] = path
     result = build_report(args.results, args.out, args.baseline, args.check, args.title,
                           extra_provenance={"command": command} if command else None, split_by=args.split_by,
-                          sections=sections, plots=not args.no_plots)
+                          sections=sections, plots=not args.no_plots, primary=args.primary,
+                          multiplicity=args.multiplicity)
     return _report_outcome(result)
 
 

@@ -19,7 +19,8 @@ from mmix_eval.evaluate.outcomes import write_many
 from mmix_eval.evaluate.records import V1_RENDERER, write_records
 from mmix_eval.io import atomic_write_bytes, atomic_write_text, safe_name
 from mmix_eval.report.checks import check_columns, parse_check, run_checks
-from mmix_eval.report.compare import image_differences, paired_differences, used_detail
+from mmix_eval.report.claims import Primary, comparisons
+from mmix_eval.report.compare import used_detail
 from mmix_eval.report.labels import method_labels, order_methods, resolve_baseline
 from mmix_eval.report.load import Results, load_results
 from mmix_eval.report.plots import COLORS, figure_files, sweep_figures
@@ -35,7 +36,8 @@ __all__ = ["build_report", "load_results"]
 def build_report(results_paths: list, out: str | Path, baseline: str | None = "vanilla", checks: list[str] | None = None,
                  title: str | None = None, extra_provenance: dict | None = None, notes: list[str] | None = None,
                  split_by: bool = False, order: list[str] | None = None,
-                 sections: dict[str, str] | None = None, strict_checks: bool = True, plots: bool = True) -> dict:
+                 sections: dict[str, str] | None = None, strict_checks: bool = True, plots: bool = True,
+                 primary: list[str] | None = None, multiplicity: str = "holm") -> dict:
     """Read records, aggregate, and write report.html, report.md, table.csv, records.csv/.jsonl and plots/.
     ``notes``: warnings shown at the top of the report (e.g. runs of a bench not finished yet). Records that
     cannot be compared (other data, test subset, evaluation seed or evaluator settings) are refused, naming
@@ -43,9 +45,13 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
     order (a bench's methods as its YAML lists them); ``sections``: evaluator -> "module:Class" of a report
     section of the user's own (see ``sections/``). ``strict_checks``: a check naming no column is bad input
     (a bench, which checked its checks against its methods before training, passes False: a method whose
-    runs all failed then fails its check in a report that is still written)."""
+    runs all failed then fails its check in a report that is still written). ``primary``: the comparisons claimed,
+    as 'COLUMN.CONDITION[:METRIC[@CALIBRATOR]]' patterns (``claims.Primary``; None: the default family);
+    ``multiplicity``: holm, bonferroni, bh or none, applied within the primary family and within each evaluator's
+    exploratory one."""
     for check in checks or []:  # a syntax error is bad input: refused before anything is read or written
         parse_check(check)
+    family = Primary(primary, multiplicity)
     results = load_results(results_paths)
     groups = comparable_groups(results.rows)
     if len(groups) > 1 and not split_by:
@@ -54,7 +60,7 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                         f"or pass --split-by for one report per group)")
     if len(groups) == 1:
         return _build_one(results, out, baseline, checks, title, extra_provenance, notes, order, sections, strict_checks,
-                          plots)
+                          plots, family)
     parts = []
     for k, g in enumerate(groups, 1):
         runs = {r["run"] for r in g}
@@ -67,13 +73,13 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                        costs={r: c for r, c in results.costs.items() if r in runs}, detail=detail)
         name = safe_name(f"group{k}-{g[0]['data']}-n{g[0]['n']}")
         parts.append(_build_one(part, Path(out) / name, baseline, checks, title, extra_provenance, notes, order, sections,
-                                    strict_checks, plots))
+                                strict_checks, plots, family))
     first = parts[0]
     return {**first, "checks": [c for p in parts for c in p["checks"]], "out": Path(out), "groups": [p["out"] for p in parts]}
 
 
 def _build_one(results: Results, out, baseline, checks, title, extra_provenance, notes, order=None, given=None,
-               strict_checks=True, plots=True) -> dict:
+               strict_checks=True, plots=True, family: Primary | None = None) -> dict:
     notes = list(notes or []) + evaluation_warnings(results.rows) + nonfinite_notes(results.rows)
     # Stable: each record file keeps its own order (the evaluator's condition order: Table 4's, the ε grid's).
     rows = sorted(results.rows, key=lambda r: (str(r["run"]), str(r["evaluator"])))
@@ -91,8 +97,8 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
         notes += s.add_rows(ctx)
     notes += list(dict.fromkeys(n for s in sections for n in s.notes(ctx)))  # one check may serve two evaluators
     paired = baseline is not None and len(table.methods) > 1
-    diffs = paired_differences(table, baseline) if paired else None
-    image_diffs, pair_notes = image_differences(table, results.outcomes, baseline, results.detail) if paired else ({}, [])
+    pair_notes: list[str] = []
+    found = comparisons(table, baseline, results.outcomes, results.detail, family, pair_notes) if paired else []
     if any(V1_RENDERER in v for s in table.context["settings"].values() for v in s.get("renderer", [])):
         notes.append("Deformation rows in these records were rendered by mmix-eval 0.1 (grid_sample's nearest mode, "
                      "which keeps the border pixel for sources up to half a pixel outside the image, where the official "
@@ -112,8 +118,8 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
         images.update(figure_files(name, fig))
     prov = provenance(results, extra_provenance)
     notes += thread_notes(prov)
-    view = build_view(table, diffs, image_diffs, baseline, results.outcomes, results.costs, prov, check_results,
-                      results.bad, title, notes + pair_notes, results.detail)
+    view = build_view(table, found, family or Primary(), baseline, results.outcomes, results.costs, prov, check_results,
+                      results.bad, title, notes + sorted(set(pair_notes)), results.detail)
     _check_writable(out)
     atomic_write_text(out / "report.html", render_html(view, images))
     atomic_write_text(out / "report.md", render_markdown(view))
@@ -129,7 +135,7 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
         atomic_write_text(out / "cost.json", json.dumps(results.costs, indent=1, sort_keys=True) + "\n")
     for name, data in images.items():
         atomic_write_bytes(out / "plots" / name, data)
-    return {"table": table, "checks": check_results, "bad": results.bad, "out": out, "image_diffs": image_diffs,
+    return {"table": table, "checks": check_results, "bad": results.bad, "out": out, "comparisons": found,
             "view": view}
 
 

@@ -1,95 +1,156 @@
-"""Does a calibration advantage under shift survive post-hoc calibration? One generated sentence per shift
-evaluator, score and method, with paired intervals: over test images (the stored bootstrap replicates) where
-both runs have them, else over seeds. Imports no torch."""
+"""Does a calibration advantage under shift survive post-hoc calibration? Verdicts rest on the proper scores, NLL
+and Brier, raw and after the calibrator, as method claims (the training run as the unit); a calibration error
+(ECE and its kin) is never the basis of one: its estimate is biased by each model's own amount. Imports no torch.
+
+Per shift evaluator, score and column, one sentence: under how many shifted conditions the column's raw score is
+better than the baseline's, under how many of those it still is after the calibrator, and the calibration gap: the
+part of the score the calibrator removes (raw − calibrated), compared between the two. A smaller gap with the
+method claim holding is "better calibrated, as the calibrator measures it". Two perfectly calibrated models of
+different sharpness have gaps near 0 and are declared different at most at the nominal rate
+(``benchmarks/bench_claims.py``), while their raw NLL differs: sharpness, which the sentence keeps apart.
+"""
 
 from __future__ import annotations
 
-from mmix_eval.report.compare import boot_pair, reference, seed_pair
+import math
+
+import numpy as np
+
+from mmix_eval.evaluate.boot import BOOT_STATS
+from mmix_eval.report import stats
+from mmix_eval.report.claims import ALPHA, Comparison, Primary, lookup
+from mmix_eval.report.compare import _detail, _same_images, is_ensemble, reference
 from mmix_eval.report.table import Table, signed_text as _num
 
-
-CALIBRATION_SCORES = ("ece", "nll")  # the scores whose advantage under shift is checked after calibration
-
-
-def _interval(table: Table, i: int, got: tuple) -> str:
-    low, high = got[1], got[2]
-    return f"{_num(table, i, got[0])} [{_num(table, i, low)}, {_num(table, i, high)}]"
+PROPER_SCORES = ("nll", "brier")  # what a calibration verdict rests on
 
 
-def _pair(table: Table, detail: dict, i: int, a: str, b: str) -> tuple | None:
-    """(difference, 95 % low, high, pairs, kind): the paired bootstrap over images where both have replicates,
-    else the t interval over seeds; low/high None without an interval."""
-    got = boot_pair(table, detail, i, a, b) if detail else None
-    if got is not None and got[1] is not None:
-        return got[0], got[1], got[2], got[5], "images"
-    got = seed_pair(table, i, a, b)
-    if got is None:
+def gap_claim(table: Table, detail: dict, raw: int, cal: int, a: str, b: str) -> stats.MethodTest | None:
+    """The method claim on the calibration gap (raw − calibrated score) of column ``a`` minus that of ``b``: per seed
+    pair, the difference of the two gaps, with the image terms from the bootstrap replicates (the same resamples
+    for the raw and calibrated scores of every run); seeds alone where a run lacks them."""
+    cells = [table.cells.get((i, m)) for i in (raw, cal) for m in (a, b)]
+    if any(c is None for c in cells) or a not in table.runs or b not in table.runs:
         return None
-    half = got[1]
-    return got[0], None if half is None else got[0] - half, None if half is None else got[0] + half, got[2], "seeds"
+    seeds = sorted(set.intersection(*(set(c.values) for c in cells)) & set(table.runs[a]) & set(table.runs[b]), key=str)
+    ra, rb, ca, cb = cells[0], cells[1], cells[2], cells[3]
+    diffs = [(ra.values[s] - ca.values[s]) - (rb.values[s] - cb.values[s]) for s in seeds]
+    if len(diffs) < 2 or not all(math.isfinite(d) for d in diffs):
+        return None
+    k = BOOT_STATS.index(table.rows[raw].metric)
+    reps = []
+    for s in seeds:
+        parts = [_detail(detail, table.runs[m][s], table.rows[i]) for i in (raw, cal) for m in (a, b)]
+        if any(x is None or x[1] is None for x in parts) or not all(_same_images(parts[0][0], x[0], table.rows[raw], a, b, s, None)
+                                                                  for x in parts[1:]):
+            reps = None
+            break
+        (xra, xrb, xca, xcb) = (x[1][:, k].astype(np.float64) for x in parts)
+        reps.append((xra - xca) - (xrb - xcb))
+    if reps is None:
+        return stats.method_test(diffs)
+    return stats.method_test(diffs, *stats.replicate_terms(np.stack(reps)), images=len(parts[0][0]))
 
 
-def _better(got: tuple | None, direction: str) -> bool:
-    """The paired interval excludes 0 on the better side."""
-    if got is None or got[1] is None:
+def _holds(c: Comparison | None, network: bool = False) -> bool:
+    """The claim holds in the better direction (a method claim; the network claim for an ensemble)."""
+    if c is None:
         return False
-    return got[1] > 0 if direction == "higher" else got[2] < 0
+    return (c.network_holds if network else c.holds) and c.better
 
 
-def calibration_verdicts(table: Table, baseline: str | None, detail: dict | None = None) -> list[str]:
-    """One sentence per shift evaluator, score and method: under how many shifted conditions the method's
-    calibration is better than the baseline's before the post-hoc calibrator, and under how many of those
-    it still is after it, with the paired 95 % intervals of the largest raw advantage (over test images from the
-    bootstrap replicates where every pair has them, else t over seeds)."""
+def calibration_verdicts(table: Table, baseline: str | None, found: list[Comparison], detail: dict | None = None,
+                         primary: Primary | None = None) -> list[str]:
+    """One sentence per shift evaluator, proper score and column (see the module's docstring)."""
+    primary = primary or Primary()
+    detail = detail or {}
     if baseline not in table.methods:
         return []
     out = []
     for key, _, idx in table.sections:
         if key == "comparison":
             continue
-        for metric in CALIBRATION_SCORES:
+        for metric in PROPER_SCORES:
             raw = {table.rows[i].condition: i for i in idx if table.rows[i].metric == metric
                    and table.rows[i].calibrator == "none" and table.rows[i].condition != "clean"}
             cal = {table.rows[i].condition: i for i in idx if table.rows[i].metric == metric
                    and table.rows[i].calibrator != "none" and table.rows[i].condition in raw}
-            if len(cal) < 1:
+            if not cal:
                 continue
             name = next(iter({table.rows[i].calibrator for i in cal.values()}))
             label = table.rows[next(iter(raw.values()))].label.rsplit(": ", 1)[-1]
-            direction = table.rows[next(iter(raw.values()))].direction
+            gaps = {}
+            for m in table.methods:
+                ref = reference(table, m, baseline)
+                if m != ref and not is_ensemble(table, m):
+                    for c in cal:
+                        gaps[m, c] = gap_claim(table, detail, raw[c], cal[c], m, ref)
+            tested = [k for k, g in gaps.items() if g is not None]
+            adjusted = dict(zip(tested, stats.adjust([gaps[k].p for k in tested], primary.multiplicity)))
             for m in table.methods:
                 ref = reference(table, m, baseline)
                 if m == ref:
                     continue
-                pairs = {c: (_pair(table, detail, raw[c], m, ref), _pair(table, detail, cal[c], m, ref)) for c in cal}
-                if not any(a is not None for a, _ in pairs.values()):
+                ens = is_ensemble(table, m)
+                pairs = {c: (lookup(table, found, raw[c], m), lookup(table, found, cal[c], m)) for c in cal}
+                if not any(a is not None and (a.network if ens else a.method) is not None for a, _ in pairs.values()):
                     continue
-                kinds = {x[4] for a, b in pairs.values() for x in (a, b) if x is not None}
-                n_pairs = max((a[3] for a, _ in pairs.values() if a is not None), default=0)
-                if kinds == {"seeds"} and n_pairs < 2:  # one pair and no replicates: no interval to judge by
-                    continue
-                ahead = [c for c, (a, _) in pairs.items() if _better(a, direction)]
-                kept = [c for c in ahead if _better(pairs[c][1], direction)]
-                only_after = [c for c, (a, b) in pairs.items() if c not in ahead and _better(b, direction)]
-                text = (f"{key}, {label}: {m} is better than {ref} under {len(ahead)} of {len(pairs)} shifted "
-                        f"conditions before {name} scaling")
+                if ens and not any(_holds(a, True) or _holds(b, True) for a, b in pairs.values()):
+                    continue  # an ensemble's sentence only where one of its network claims holds
+                ahead = [c for c, (a, _) in pairs.items() if _holds(a, ens)]
+                kept = [c for c in ahead if _holds(pairs[c][1], ens)]
+                only_after = [c for c, (a, b) in pairs.items() if c not in ahead and _holds(b, ens)]
+                kind = ("network claims: these ensembles, per image" if ens else
+                        f"method claims, {_basis(pairs)}, {_adj(primary)} within the {key} section")
+                text = (f"{key}, {label} (a proper score): {m} is lower than {ref} under {len(ahead)} of {len(pairs)} "
+                        f"shifted conditions before {name} scaling")
                 text += f", and under {len(kept)} of those {len(ahead)} after it" if ahead else ""
-                text += f"; better only after it under {len(only_after)}" if only_after else ""
+                text += f"; lower only after it under {len(only_after)}" if only_after else ""
                 if ahead:
-                    c = max(ahead, key=lambda c: abs(pairs[c][0][0]))
+                    c = max(ahead, key=lambda c: abs(pairs[c][0].diff))
                     a, b = pairs[c]
-                    after = _interval(table, cal[c], b) if b is not None and b[1] is not None else "no interval"
-                    text += (f" (largest: {table.rows[raw[c]].label.rsplit(': ', 1)[0]}, {_interval(table, raw[c], a)} raw, "
-                             f"{after} after")
-                    seeds = [seed_pair(table, k, m, ref) for k in (raw[c], cal[c])]
-                    if a[4] == "images" and all(x is not None and x[1] is not None for x in seeds):  # the interval
-                        # that covers another training seed, beside the one that holds these networks fixed
-                        text += "; over {} seeds {} raw, {} after".format(
-                            seeds[0][2], *(f"{_num(table, k, x[0])} ± {table.fmt(k, x[1])}" for k, x in zip((raw[c], cal[c]), seeds)))
-                    text += ")"
-                how = (f"paired 95 % intervals over test images (bootstrap, {n_pairs} seed pair{'s' if n_pairs != 1 else ''} "
-                       f"together)" if kinds == {"images"} else f"paired 95 % t intervals over {n_pairs} seeds"
-                       if kinds == {"seeds"} else "paired 95 % intervals over test images where both runs stored "
-                       "bootstrap replicates, else t over seeds")
-                out.append(text + f"; {how}, not corrected for multiplicity.")
+                    text += (f" (largest: {table.rows[raw[c]].label.rsplit(': ', 1)[0]}, {_iv(table, a, ens)} raw, "
+                             f"{_iv(table, b, ens) if b is not None else 'no interval'} after)")
+                text += f" ({kind})."
+                if not ens:
+                    smaller = [c for c in cal if adjusted.get((m, c), 1.0) < ALPHA and gaps[m, c].diff < 0]
+                    larger = [c for c in cal if adjusted.get((m, c), 1.0) < ALPHA and gaps[m, c].diff > 0]
+                    text += (f" Calibration gap (the {label} that {name} scaling removes, raw − scaled; smaller: better "
+                             f"calibrated, as the calibrator measures it): smaller for {m} than for {ref} under "
+                             f"{len(smaller)} of {len(cal)}, larger under {len(larger)}")
+                    shown = smaller + larger or [c for c in cal if gaps.get((m, c)) is not None]
+                    if shown:
+                        c = max(shown, key=lambda c: abs(gaps[m, c].diff))
+                        g = gaps[m, c]
+                        text += (f" ({'largest' if smaller + larger else 'largest difference, not holding after correction'}: "
+                                 f"{table.rows[raw[c]].label.rsplit(': ', 1)[0]}, {_num(table, raw[c], g.diff)} "
+                                 f"[{_num(table, raw[c], g.low)}, {_num(table, raw[c], g.high)}])")
+                    text += f"; method claims, {_adj(primary)} across the section's {len(tested)} gap comparisons."
+                out.append(text)
     return out
+
+
+def _adj(primary: Primary) -> str:
+    return {"holm": "Holm-corrected", "bonferroni": "Bonferroni-corrected", "bh": "BH-corrected",
+            "none": "uncorrected"}[primary.multiplicity]
+
+
+def _basis(pairs: dict) -> str:
+    tests = [a.method for a, _ in pairs.values() if a is not None and a.method is not None]
+    k = sorted({t.pairs for t in tests})
+    n = sorted({t.images for t in tests if t.images})
+    return f"{'/'.join(map(str, k))} seed pairs" + (f" × {'/'.join(f'{x:,}' for x in n)} images" if n else "")
+
+
+def _iv(table: Table, c: Comparison | None, network: bool) -> str:
+    if c is None:
+        return "no interval"
+    if network:
+        d = c.network
+        if d is None or d[1] is None:
+            return "no interval"
+        return f"{_num(table, c.row, d[0])} [{_num(table, c.row, d[1])}, {_num(table, c.row, d[2])}]"
+    t = c.method
+    if t is None:
+        return "no interval"
+    return f"{_num(table, c.row, t.diff)} [{_num(table, c.row, t.low)}, {_num(table, c.row, t.high)}]"

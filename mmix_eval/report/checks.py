@@ -43,21 +43,29 @@ def parse_check(check: str) -> tuple[object, str, object]:
         try:
             return float(text)
         except ValueError:
-            pass
-        if text[0] in "\"'":
-            end = text.find(text[0], 1)
-            method, rest = text[1:end], text[end + 1:]
-            dot = rest[:1] == "."
-            rest = rest[1:]
-        else:
-            method, dot, rest = text.partition(".")
-        condition, _, metric = rest.partition(":")
-        if not dot or not condition or not method:
-            raise UserError(f"--check '{check}': expected METHOD.CONDITION[:METRIC] or a number, got '{text}' "
-                            f"(quote a method holding dots or spaces: \"my method α=0.2\".rotation20)")
-        return method, condition, metric or "acc"
+            return parse_target(text, f"--check '{check}'", "or a number ")
 
     return side(left), op, side(right)
+
+
+def parse_target(text: str, where: str, alternative: str = "") -> tuple[str, str, str]:
+    """'METHOD.CONDITION[:METRIC]' -> (method, condition, metric or 'acc'); a method holding dots, spaces or
+    operators is quoted ('"manifold_mixup α=0.2".rotation20'). What a check's side and a primary comparison name."""
+    text = text.strip()
+    if text[:1] in "\"'":
+        end = text.find(text[0], 1)
+        if end < 0:
+            raise UserError(f"{where}: an unclosed {text[0]} quote in '{text}'")
+        method, rest = text[1:end], text[end + 1:]
+        dot = rest[:1] == "."
+        rest = rest[1:]
+    else:
+        method, dot, rest = text.partition(".")
+    condition, _, metric = rest.partition(":")
+    if not dot or not condition or not method:
+        raise UserError(f"{where}: expected METHOD.CONDITION[:METRIC] {alternative}, got '{text}' "
+                        f"(quote a method holding dots or spaces: \"my method α=0.2\".rotation20)")
+    return method, condition, metric or "acc"
 
 def run_checks(table: Table, checks: list[str]) -> list[tuple[str, bool, str]]:
     """Evaluate gates like 'manifold_mixup.rotation20 >= vanilla.rotation20' (means; metric acc unless

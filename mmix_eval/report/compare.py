@@ -1,11 +1,10 @@
-"""Paired comparisons against the baseline: over training seeds (t interval) and over test images (paired
-bootstrap and McNemar's exact test, from the per-image outcomes). Imports no torch."""
+"""Pairing two columns of the table: by training seed (the per-seed differences) and over test images (the per-image
+outcomes and the bootstrap replicates of the very same images). The claims built on them are ``claims.py``.
+Imports no torch."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 
 from mmix_eval.errors import UserError
@@ -70,10 +69,11 @@ def per_image(row: Row) -> bool:
 
 def image_pair(table: Table, outcomes: dict, i: int, a: str, b: str, notes: list | None = None,
                detail: dict | None = None) -> tuple | None:
-    """Column ``a`` − column ``b`` on row ``i`` over test images: (difference, 95 % low, high, p, images, seed
-    pairs, test), or None without the per-image data of both on the same images. Accuracy (points): percentile
-    bootstrap and McNemar's exact test from the per-image outcomes (test "McNemar"); NLL, Brier, ECE: the stored
-    paired bootstrap replicates (``boot_pair``, test "bootstrap")."""
+    """Column ``a`` − column ``b`` on row ``i`` over test images, the trained networks held fixed (a network claim):
+    (difference, 95 % low, high, p, images, seed pairs, test), or None without the per-image data of both on the
+    same images. Accuracy (points): the percentile bootstrap over images and the exact sign-flip test on each image's
+    summed discordance (test "sign-flip"; an image, not an (image, seed pair), is the unit, since the same images
+    recur in every pair); NLL, Brier, ECE: the stored paired bootstrap replicates (``boot_pair``, test "bootstrap")."""
     row = table.rows[i]
     if row.metric in BOOT_STATS:
         return boot_pair(table, detail or {}, i, a, b, notes)
@@ -93,7 +93,8 @@ def image_pair(table: Table, outcomes: dict, i: int, a: str, b: str, notes: list
         return None
     ma, mb = np.stack(xa), np.stack(xb)
     diff, lo, hi = stats.paired_image_bootstrap(ma, mb)
-    return diff, lo, hi, stats.mcnemar_exact(*stats.discordant(ma, mb)), ma.shape[1], ma.shape[0], "McNemar"
+    d = (ma.astype(np.int64) - mb.astype(np.int64)).sum(0)
+    return diff, lo, hi, stats.sign_flip_exact(d), ma.shape[1], ma.shape[0], "sign-flip"
 
 
 def _same_images(ia, ib, row: Row, a: str, b: str, seed, notes: list | None) -> bool:
@@ -130,12 +131,7 @@ def boot_pair(table: Table, detail: dict, i: int, a: str, b: str, notes: list | 
         n = len(xa[0])
     if not diffs or not all(math.isfinite(d) for d in diffs):
         return None
-    diff = float(np.mean(diffs))
-    se = float(np.std(np.mean(reps, axis=0), ddof=1))
-    if not math.isfinite(se) or se == 0.0:
-        return diff, None, None, None, n, len(diffs), "bootstrap"
-    z = stats.Z975 * se
-    return diff, diff - z, diff + z, stats.normal_p(diff / se), n, len(diffs), "bootstrap"
+    return (*stats.replicate_z(float(np.mean(diffs)), np.stack(reps)), n, len(diffs), "bootstrap")
 
 
 def used_detail(table: Table, detail: dict) -> dict:
@@ -180,61 +176,6 @@ def seed_pair(table: Table, i: int, a: str, b: str) -> tuple | None:
     return mean, half, len(d), stats.paired_t_p(d)
 
 
-@dataclass
-class Claim:
-    """One method against the baseline on one row of the main table."""
-    row: int
-    method: str
-    diff: float  # method − baseline, in the metric's unit (points for accuracy)
-    test: str  # "McNemar" (per image) or "paired t" (over seeds)
-    p: float | None
-    low: float | None = None  # the 95 % interval of the test's kind (bootstrap over images, t over seeds)
-    high: float | None = None
-    seeds: tuple | None = None  # the over-seeds difference (mean, half-width, pairs) beside a per-image test
-    p_holm: float | None = None
-    better: bool = False  # the difference is in the metric's better direction
-    against: str | None = None  # the column it is compared with (the baseline, or the baseline's ensemble)
-
-    @property
-    def holds(self) -> bool:
-        return self.p_holm is not None and self.p_holm < ALPHA
-
-
-ALPHA = 0.05
-
-
-def claims(table: Table, rows: list[int], outcomes: dict, baseline: str, image_diffs: dict | None = None,
-           detail: dict | None = None) -> list[Claim]:
-    """Every (row, method) of ``rows`` against ``baseline`` with its test (per image where the per-image data
-    exist: McNemar for accuracy, the paired bootstrap's z-test for NLL, Brier and ECE; else a paired t-test over
-    seeds), Holm-adjusted across all of them together. ``image_diffs``: the per-image comparisons already made
-    against the same baseline (not bootstrapped again)."""
-    out = []
-    for i in rows:
-        if table.rows[i].direction is None:
-            continue
-        for m in table.methods:
-            ref = reference(table, m, baseline)
-            if m == ref or (i, m) not in table.cells or (i, ref) not in table.cells:
-                continue
-            seeds = seed_pair(table, i, m, ref)
-            img = (image_diffs[i, m] if image_diffs and (i, m) in image_diffs
-                   else image_pair(table, outcomes, i, m, ref, detail=detail))
-            higher = table.rows[i].direction == "higher"
-            if img is not None and img[3] is not None:
-                out.append(Claim(i, m, img[0], img[6], img[3], img[1], img[2], seeds[:3] if seeds else None,
-                                 better=(img[0] > 0) == higher, against=ref))
-            elif seeds is not None:
-                low = seeds[0] - seeds[1] if seeds[1] is not None else None
-                high = seeds[0] + seeds[1] if seeds[1] is not None else None
-                out.append(Claim(i, m, seeds[0], "paired t", seeds[3], low, high, seeds[:3], better=(seeds[0] > 0) == higher,
-                                 against=ref))
-    adjusted = stats.holm([c.p for c in out if c.p is not None])
-    for c, p in zip([c for c in out if c.p is not None], adjusted):
-        c.p_holm = p
-    return out
-
-
 ACC_GAP = 5.0  # points: a score's best is not marked for a column this far below the best accuracy
 
 
@@ -253,31 +194,6 @@ def accuracy_gated(table: Table, i: int) -> set[str]:
     accs = {m: c.mean for m in table.methods if (c := table.cells.get((k, m))) is not None and not math.isnan(c.mean)}
     top = max(accs.values(), default=math.nan)
     return {m for m, a in accs.items() if a < top - ACC_GAP}
-
-
-def best_holds(table: Table, i: int, outcomes: dict, detail: dict | None = None) -> set[str]:
-    """The best column of row ``i`` (by the metric's direction), only where its paired 95 % interval against
-    the runner-up excludes 0 (per image where outcomes exist, else over seeds) and, for a likelihood or
-    calibration score, its accuracy is within ``ACC_GAP`` points of the best; empty otherwise."""
-    row = table.rows[i]
-    best = table.best(i)
-    if best & accuracy_gated(table, i):
-        return set()
-    means = sorted(((c.mean, m) for m in table.methods if (c := table.cells.get((i, m))) is not None and not math.isnan(c.mean)),
-                   reverse=row.direction == "higher")
-    if len(best) != 1 or len(means) < 2:
-        return set()
-    (_, first), (_, second) = means[0], means[1]
-    img = image_pair(table, outcomes, i, first, second, detail=detail)
-    if img is not None and img[1] is not None:
-        low, high = img[1], img[2]
-    else:
-        seeds = seed_pair(table, i, first, second)
-        if seeds is None or seeds[1] is None:
-            return set()
-        low, high = seeds[0] - seeds[1], seeds[0] + seeds[1]
-    excludes = low > 0 if row.direction == "higher" else high < 0
-    return {first} if excludes else set()
 
 
 def _outcome(outcomes: dict, run: str, row: Row):

@@ -36,7 +36,8 @@ def render_html(view: dict, images: dict[str, bytes]) -> str:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
                       keep_trailing_newline=True)
     shown = [(name, base64.b64encode(images[name]).decode()) for name in sorted(images) if name.endswith(".png")]
-    return env.get_template("report.html.j2").render(v=view, images=shown, calibration_intro=CALIBRATION_INTRO)
+    return env.get_template("report.html.j2").render(v=view, images=shown, calibration_intro=CALIBRATION_INTRO,
+                                                     verdict_intro=verdict_intro(view["verdicts"]))
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -74,8 +75,10 @@ def render_markdown(view: dict) -> str:
                     *_md_table(["metric", "method", "value"], [[md(r["metric"]), md(r["method"]), md(r["text"])] for r in sw["fixed"]])]
     if view["diffs"]:
         d = view["diffs"]
-        head = ["comparison", "condition", "over seeds"] + (["over images"] if d["images"] else [])
-        rows = [[md(r["method"]), md(r["label"]), md(r["seeds"])] + ([md(r["images"])] if d["images"] else []) for r in d["rows"]]
+        head = ["comparison", "condition", "family", "method claim (training runs and images)"] + (
+            ["network claim (these networks, over images)"] if d["images"] else [])
+        rows = [[md(r["method"]), md(r["label"]), md(r["family"]), md(r["seeds"])] + ([md(r["images"])] if d["images"] else [])
+                for r in d["rows"]]
         out += [f"### Differences against {md(view['baseline'])}", "", md(d["legend"]), "", *_md_table(head, rows)]
     if view["checks"]:
         out += ["### Checks", ""] + [f"- {'PASS' if ok else '**FAIL**'}: `{md(c)}` ({md(why)})" for c, ok, why in view["checks"]] + [""]
@@ -84,7 +87,7 @@ def render_markdown(view: dict) -> str:
 
 def main_lines(view: dict) -> list[str]:
     """The main table in Markdown: bold where the best holds, † where the difference holds, the caption below."""
-    rows = [[md(r["label"])] + [(f"**{md(c['text'])}**" if c["best"] else md(c["text"])) + (" †" if c["dagger"] else "")
+    rows = [[md(r["label"])] + [(f"**{md(c['text'])}**" if c["best"] else md(c["text"])) + (f" {md(c['mark'].strip())}" if c["mark"] else "")
                                 for c in r["cells"]] for r in view["main"]["rows"]]
     return _md_table(["condition", *map(md, view["methods"])], rows)[:-1] + ["", f"*{md(view['main']['caption'])}*", ""]
 
@@ -95,14 +98,22 @@ def verdict_lines(view: dict) -> list[str]:
     v = view["verdicts"]
     if not v["short"]:
         return []
-    return [f"### What holds against {md(view['baseline'])}", "",
-            f"Generated from the main table's {v['count']} comparisons, Holm-adjusted across all of them (α = 0.05); "
-            f"differences in the metric's unit (points for accuracy); one sentence per method and condition, with "
-            f"its intervals and test, in summary.md.", "", *[f"- {md(s)}" for s in v["short"]], ""]
+    return [f"### What holds against {md(view['baseline'])}", "", md(verdict_intro(v)) + " One sentence per method and "
+            "condition, with its intervals and tests, in summary.md.", "", *[f"- {md(s)}" for s in v["short"]], ""]
+
+
+def verdict_intro(v: dict) -> str:
+    """What the 'what holds' lines are about and rest on (every format says it the same way)."""
+    return (f"Method claims (about the training method: the training run as the unit, test images a sample too) over "
+            f"the primary comparisons: {v['family']}, α = 0.05; differences in the metric's unit (points for "
+            f"accuracy). Network claims (about these trained networks, per test image) are labelled as such; they say "
+            f"nothing of another training seed.")
 
 
 CALIBRATION_INTRO = ("Does a calibration advantage over the baseline under a shift survive post-hoc calibration? "
-                     "The calibrator is fitted once per run on held-out images and applied to every condition's logits.")
+                     "The calibrator is fitted once per run on held-out images and applied to every condition's logits. "
+                     "Verdicts rest on the proper scores (NLL, Brier), raw and calibrated side by side, as method claims; "
+                     "ECE and its kin are descriptive (each model's estimate is biased by its own amount).")
 
 
 def calibration_lines(view: dict) -> list[str]:
@@ -123,14 +134,13 @@ def render_summary(view: dict) -> str:
     if view["main"]:
         out += main_lines(view)
     if view["verdicts"]["short"]:
-        out += [f"## In short, against {md(view['baseline'])}", "",
-                f"Differences that hold after Holm correction across the main table's {view['verdicts']['count']} "
-                f"comparisons (α = 0.05), in the metric's unit (points for accuracy):", ""]
+        out += [f"## In short, against {md(view['baseline'])}", "", md(verdict_intro(view["verdicts"])), ""]
         out += [f"- {md(s)}" for s in view["verdicts"]["short"]] + [""]
     out += calibration_lines(view)
     out += [SUMMARY_END, ""]
     if view["verdicts"]["by_condition"]:
-        out += [f"## What holds against {md(view['baseline'])}, condition by condition", ""]
+        out += [f"## What holds against {md(view['baseline'])}, condition by condition", "",
+                md(verdict_intro(view["verdicts"])), ""]
         for label, sentences in view["verdicts"]["by_condition"]:
             out += [f"**{md(label)}**", ""] + [f"- {md(s)}" for s in sentences] + [""]
     elif view["baseline"] is None or len(view["methods"]) < 2:
@@ -187,7 +197,7 @@ def render_latex(view: dict) -> str:
             for c in r["cells"]:
                 t = tex(c["text"])
                 t = r"\textbf{" + t + "}" if c["best"] else t
-                cells.append(t + (r"$^\dagger$" if c["dagger"] else ""))
+                cells.append(t + {" †": r"$^\dagger$", " *": r"$^*$"}.get(c["mark"], ""))
             rows.append([tex(r["label"])] + cells)
         out += _tex_table(tex(view["main"]["caption"]), ["condition", *methods], rows, "main")
     if view["cost"]:

@@ -10,7 +10,8 @@ import statistics
 from mmix_eval.evaluate.boot import BOOT_RESAMPLES
 from mmix_eval.evaluate.records import scaled_condition
 from mmix_eval.report.calibration_verdicts import calibration_verdicts
-from mmix_eval.report.compare import ACC_GAP, ALPHA, Claim, accuracy_gated, best_holds, claims, is_ensemble, reference
+from mmix_eval.report.claims import ALPHA, POWER, Comparison, Primary, best_holds, lookup
+from mmix_eval.report.compare import ACC_GAP, accuracy_gated, is_ensemble
 from mmix_eval.report.labels import quote_label
 from mmix_eval.report.paper import published
 from mmix_eval.report.stats import t_quantile
@@ -30,47 +31,64 @@ def cell_text(table: Table, i: int, m: str) -> str:
     return f"{mean} ± {table.fmt(i, c.std)} (n={c.n})" if c.std is not None else f"{mean} (n={c.n})"
 
 
-def diff_rows(table: Table) -> list[int]:
-    """Rows worth a paired difference: scores, each (evaluator, condition, metric) once."""
-    seen, out = set(), []
-    for i, r in enumerate(table.rows):
-        key = (r.evaluator, r.condition, r.metric, r.calibrator)
-        if r.direction is not None and key not in seen:
-            seen.add(key)
-            out.append(i)
-    return out
+def interval_text(table: Table, i: int, diff: float, low, high) -> str:
+    return f"{_num(table, i, diff)} [{_num(table, i, low)}, {_num(table, i, high)}]"
 
 
-def diff_text(diffs: dict, table: Table, i: int, m: str) -> str:
-    d = diffs.get((i, m))
-    if d is None:
-        return NA
-    mean, half, n = d
-    return f"{'+' if mean >= 0 else ''}{table.fmt(i, mean)} ± {table.fmt(i, half) if half is not None else NA} (n={n})"
+def _p(p: float | None) -> str:
+    if p is None:
+        return "no test"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def image_text(image_diffs: dict, table: Table, i: int, m: str) -> str:
-    d = image_diffs.get((i, m))
+def method_text(table: Table, c: Comparison, adjusted: str) -> str:
+    """'+1.20 [+0.31, +2.09], p = 0.012, Holm-adjusted p = 0.04 (5 seed pairs × 1,500 images)'."""
+    t = c.method
+    if t is None:
+        if is_ensemble(table, c.column):
+            return "n/a (an ensemble has no training seeds)"
+        if c.descriptive:
+            return "descriptive (a calibration error: no test)"
+        if c.seeds is not None and c.seeds[2] < 2:
+            return f"n/a ({c.seeds[2]} seed pair; a method claim needs 2 or more)"
+        return "n/a (a difference that is not finite)"
+    over = f"{t.pairs} seed pairs × {t.images:,} images" if t.images else f"{t.pairs} seed pairs, no per-image data"
+    return (f"{interval_text(table, c.row, t.diff, t.low, t.high)}, {_p(t.p)}, {adjusted}-adjusted {_p(c.p_method)} "
+            f"({over})")
+
+
+def network_text(table: Table, c: Comparison, adjusted: str) -> str:
+    d = c.network
     if d is None:
         return NA
     diff, lo, hi, p, n_images, pairs, test = d
-    f = lambda v: table.fmt(i, v)
-    shown = f"p = {p:.3g}" if p is None or p > 0 else "p < 1e-300"  # a z past 37 underflows to 0
-    interval = f"[{f(lo)}, {f(hi)}], {'McNemar' if test == 'McNemar' else 'bootstrap z-test'} {shown}" if p is not None else "no spread: no interval"
-    return (f"{'+' if diff >= 0 else ''}{f(diff)} {interval} "
-            f"({n_images} images × {pairs} seed pair{'s' if pairs != 1 else ''})")
+    over = f"{n_images:,} images × {pairs} seed pair{'s' if pairs != 1 else ''}"
+    if lo is None:
+        return f"{_num(table, c.row, diff)}, no spread: no interval ({over})"
+    if c.descriptive:
+        return f"{interval_text(table, c.row, diff, lo, hi)} ({over}; descriptive)"
+    shown = f"p = {p:.3g}" if p > 0 else "p < 1e-300"  # a z past 37 underflows to 0
+    return (f"{interval_text(table, c.row, diff, lo, hi)}, {TEST_NAME[test]} {shown}, {adjusted}-adjusted {_p(c.p_network)} "
+            f"({over})")
 
 
-DIFF_LEGEND = ("Over seeds: mean of the per-seed differences ± half-width of the two-sided 95 % t interval (n seed "
-               "pairs; n/a with one pair; pairs share the seed and the evaluated images). Over images: the accuracy "
-               "difference with a 95 % paired bootstrap interval over test images (10,000 resamples; each image "
-               "brings all its seed pairs) and McNemar's exact test on the discordant images summed over seed pairs; "
-               "computed from the per-image outcomes, so one seed per method still gets an interval. NLL, Brier and ECE "
-               f"over images: the paired bootstrap over the same {BOOT_RESAMPLES} resamples of the test images for every "
-               "run (each score, ECE included, recomputed on each resample and stored with the evaluation), a normal "
-               "95 % interval and z-test with the replicates' standard deviation as the standard error. The over-images "
-               "interval holds the trained networks fixed (test-image noise only); only the over-seeds interval "
-               "covers how much another training seed would move the difference.")
+TEST_NAME = {"sign-flip": "sign-flip test", "bootstrap": "bootstrap z-test"}
+ADJUSTED = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "BH", "none": "un"}
+
+
+def diff_legend(primary: Primary) -> str:
+    return ("Method claim: the difference of the means over seed pairs, with a 95 % interval and test that take the "
+            "training run as the unit and the test images as a sample too (seed pairs and images as crossed random "
+            "effects, t with pairs − 1 degrees of freedom; docs/statistics.md); it is about the method, and needs 2 "
+            "seed pairs or more. Network claim: the same difference with the trained networks held fixed, over test "
+            "images only, an image (not an image × seed pair) as the unit: accuracy by the exact sign-flip test on "
+            "each image's summed discordance and a paired bootstrap interval (10,000 resamples); NLL and Brier by the "
+            f"paired bootstrap over the same {BOOT_RESAMPLES} resamples of the test images for every run (a z-test and "
+            "normal interval). Calibration errors (ECE, MCE, debiased CE, SmoothECE) are descriptive: their interval "
+            "covers the difference of the two models' expected finite-sample estimates, each biased by its own "
+            "amount, not the difference of their true calibration errors; no test. "
+            f"Adjusted p: {ADJUSTED[primary.multiplicity].lower() if primary.multiplicity != 'none' else 'not'} "
+            f"adjusted within the family (primary: {primary.describe()}; exploratory: each evaluator's section).")
 
 
 def paper_values(table: Table, i: int) -> dict:
@@ -148,20 +166,20 @@ def provenance_summary(table: Table, prov: dict) -> list[tuple[str, str]]:
     return out
 
 
-def seed_note(table: Table, image_diffs: dict) -> str | None:
-    """With 2 or 3 training seeds a t interval over seeds is wide; say so in words beside the tables."""
+def seed_note(table: Table) -> str | None:
+    """With 2 or 3 training seeds a method claim is weak; say so in words beside the tables."""
     counts = [len(v) for v in table.runs.values()]
     if not counts or max(counts) > 3:
         return None
     n = max(counts)
-    text = (f"Only {n} training seed{'s' if n != 1 else ''} per method: " +
-            ("a standard deviation and an interval over seeds need at least 2; " if n == 1 else
-             f"the 95 % t interval over seeds uses t with {n - 1} degree{'s' if n > 2 else ''} of freedom "
-             f"({t_quantile(n - 1):.3g} × the standard error), so it is wide and a difference can be real "
-             f"and still not exclude 0; "))
-    text += ("the per-image intervals and McNemar tests below hold the trained networks fixed and are narrower."
-             if image_diffs else "more seeds narrow it.")
-    return text
+    if n == 1:
+        return ("One training seed per method: no method claim can be made (it needs 2 seed pairs or more); every "
+                "interval shown is a network claim, about these trained networks only.")
+    return (f"Only {n} training seeds per method: a method claim uses t with {n - 1} degree{'s' if n > 2 else ''} of "
+            f"freedom ({t_quantile(n - 1):.3g} × its standard error), so few hold, and that is the result. Network "
+            f"claims (these {n} trained networks per method, per image) are narrower and say nothing of another seed; "
+            f"where one holds and the method claim does not, the differences say how many seeds would give "
+            f"{POWER * 100:.0f} % power.")
 
 
 def short_text(table: Table, i: int, m: str) -> str:
@@ -196,113 +214,140 @@ def main_rows(table: Table) -> list[int]:
     return out
 
 
-def main_table(table: Table, outcomes: dict, baseline: str | None, image_diffs: dict | None = None,
+def main_table(table: Table, outcomes: dict, baseline: str | None, found: list[Comparison], primary: Primary,
                detail: dict | None = None) -> dict | None:
-    """One row per headline condition (the comparison), one column per method: mean ± std, bold only where
-    the paired interval against the runner-up excludes 0, a dagger where the difference against the
-    baseline holds after Holm correction across the table's comparisons."""
+    """One row per headline condition (the comparison), one column per method: mean ± std, bold only where the
+    best holds against the runner-up, † where a primary method claim holds against the baseline, * where an
+    exploratory one does."""
     idx = main_rows(table)
     if not idx:
         return None
-    found = claims(table, idx, outcomes, baseline, image_diffs, detail) if baseline in table.methods else []
-    holds = {(c.row, c.method) for c in found if c.holds}
-    rows, gated_any = [], False
+    rows, gated_any, kinds = [], False, set()
     for i in idx:
-        best = best_holds(table, i, outcomes, detail) if table.rows[i].direction else set()
+        best, kind = best_holds(table, i, outcomes, detail) if table.rows[i].direction else (set(), None)
+        kinds |= {kind} if kind else set()
         gated = table.best(i) & accuracy_gated(table, i)  # the best score of a column far below in accuracy
         gated_any = gated_any or bool(gated)
-        rows.append({"label": table.rows[i].label, "direction": table.rows[i].direction,
-                     "cells": [{"text": short_text(table, i, m) + (" ‡" if m in gated else ""), "best": m in best,
-                                "dagger": (i, m) in holds} for m in table.methods]})
+        cells = []
+        for m in table.methods:
+            c = lookup(table, found, i, m)
+            mark = (" †" if c.primary else " *") if c is not None and c.holds else ""
+            cells.append({"text": short_text(table, i, m) + (" ‡" if m in gated else ""), "best": m in best,
+                          "dagger": c is not None and c.primary and c.holds, "mark": mark})
+        rows.append({"label": table.rows[i].label, "direction": table.rows[i].direction, "cells": cells})
     ns = sorted({table.cells[i, m].n for i in idx for m in table.methods if (i, m) in table.cells})
     n_text = "no cells" if not ns else f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]} to {ns[-1]}"
-    tests = sorted({c.test for c in found})
-    replicates = " and for NLL, Brier and ECE with stored bootstrap replicates" if any(
-        v[1] is not None for v in (detail or {}).values()) else ""
-    caption = (f"Mean ± sample std over training seeds ({n_text} per cell). Bold: the best in its row by the metric's "
-               f"direction, only where its paired 95 % interval against the runner-up excludes 0 (per-image bootstrap "
-               f"for accuracy with per-image outcomes{replicates}, else t over seeds).")
+    caption = (f"Mean ± sample std over training seeds ({n_text} per cell). Bold: the best in its row, only where "
+               f"the 95 % interval of its difference from the runner-up excludes 0 ("
+               + ("a method claim, over seeds and images" if "method" in kinds or not kinds else "")
+               + ("; " if len(kinds) == 2 else "")
+               + ("a network claim over images where a column has one seed or is an ensemble" if "network" in kinds else "")
+               + "); never for a calibration error (ECE and its kin are descriptive).")
     if gated_any:
         caption += (f" ‡: the best value of its row, not bolded: that column's accuracy under the same condition is "
                     f"more than {ACC_GAP:g} points below the best column's (a weak classifier can be well calibrated).")
-    if found:
-        against = f"{baseline} (an ensemble: from {baseline}'s ensemble)" if any(c.against != baseline for c in found) else baseline
-        caption += (f" †: differs from {against} after Holm correction across the table's {len(found)} comparisons at "
-                    f"α = {ALPHA:g} ({' and '.join(TEST_TEXT[t] for t in tests)}).")
-    return {"columns": table.methods, "rows": rows, "caption": caption, "claims": found}
+    prim = [c for c in found if c.primary and c.method is not None]
+    if prim:
+        pairs = sorted({c.method.pairs for c in prim})
+        images = sorted({c.method.images for c in prim if c.method.images})
+        caption += (f" †: a method claim against {baseline} holds (the training run as the unit: "
+                    f"{'/'.join(map(str, pairs))} seed pairs"
+                    + (f", {'/'.join(f'{n:,}' for n in images)} test images" if images else "")
+                    + f"; two-way t interval and test; {_family_text(primary, len(prim))}, α = {ALPHA:g}).")
+    if any(cell["mark"] == " *" for row in rows for cell in row["cells"]):
+        caption += " *: an exploratory method claim holds (corrected within its evaluator's section, not a primary claim)."
+    return {"columns": table.methods, "rows": rows, "caption": caption}
 
 
-TEST_TEXT = {"McNemar": "per-image paired: McNemar's exact test, bootstrap interval over images",
-             "bootstrap": "NLL, Brier, ECE paired over images: bootstrap z-test and normal interval",
-             "paired t": "over seeds: paired t-test, t interval"}
+def _family_text(primary: Primary, n: int) -> str:
+    how = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg", "none": "no"}[primary.multiplicity]
+    what = "default primary family" if primary.default else "primary family named in the report's settings"
+    return f"{how} correction across the {n} comparisons of the {what}"
 
 
-def _p(p: float | None) -> str:
-    if p is None:
-        return "no test"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
-
-
-def claim_sentence(table: Table, c: Claim, baseline: str) -> str:
-    """'manifold_mixup: +6.20 points under Zoom in (60 % rescale) against vanilla (per-image 95 % CI [4.10,
-    8.30], McNemar p < 0.001, Holm-adjusted p = 0.002: holds; over 3 seeds +6.20 ± 3.10, the interval
-    includes 0).'"""
+def claim_sentence(table: Table, c: Comparison, primary: Primary) -> str:
+    """'manifold_mixup − vanilla, Zoom in (60 % rescale): +6.20 points. Method claim (...): [...], p, adjusted p:
+    holds (better). Network claim (these trained networks, per image): [...]: holds. [How many seeds.]'"""
     row = table.rows[c.row]
     condition, _, metric = row.label.rpartition(": ")
     unit = " points" if row.metric == "acc" else ""
     what = f"{_num(table, c.row, c.diff)}{unit}" if row.metric == "acc" else f"{metric} {_num(table, c.row, c.diff)}"
-    if c.test == "McNemar":
-        kind = f"per-image 95 % CI [{_num(table, c.row, c.low, False)}, {_num(table, c.row, c.high, False)}], McNemar"
-    elif c.test == "bootstrap":
-        kind = (f"paired bootstrap over images 95 % CI [{_num(table, c.row, c.low, False)}, "
-                f"{_num(table, c.row, c.high, False)}], z-test")
-    elif c.low is not None:
-        kind = f"over seeds 95 % CI [{_num(table, c.row, c.low, False)}, {_num(table, c.row, c.high, False)}], paired t-test"
+    adj = ADJUSTED[primary.multiplicity]
+    text = f"{c.column} − {c.against}, {condition or row.label}: {what}."
+    if c.method is not None:
+        verdict = f"holds ({'better' if c.better else 'worse'})" if c.holds else "does not hold"
+        text += (f" Method claim ({'primary' if c.primary else c.family}; the training run as the unit): "
+                 f"{method_text(table, c, adj)}: {verdict}.")
     else:
-        kind = "over seeds, one pair: no interval, no test"
-    test = f"{kind} {_p(c.p)}" if c.p is not None else kind
-    if c.p_holm is None:
-        verdict = "untested"
-    else:
-        verdict = (f"Holm-adjusted {_p(c.p_holm)}: " + (f"holds ({'better' if c.better else 'worse'})" if c.holds
-                                                          else "does not hold"))
-    text = f"{c.method}: {what} under {condition or row.label} against {c.against or baseline} ({test}, {verdict}"
-    if c.test in ("McNemar", "bootstrap") and c.seeds is not None:
-        mean, half, n = c.seeds
-        if half is None:
-            text += f"; over {n} seed: {_num(table, c.row, mean)}, no interval"
-        else:
-            inc = "includes 0" if mean - half <= 0 <= mean + half else "excludes 0"
-            text += f"; over {n} seeds {_num(table, c.row, mean)} ± {table.fmt(c.row, half)}, the interval {inc}"
-    return text + ")."
+        text += f" Method claim: {method_text(table, c, adj)}."
+    if c.network is not None and c.network[1] is not None:
+        verdict = "" if c.descriptive else (": holds" if c.network_holds else ": does not hold")
+        text += f" Network claim (these trained networks, per image): {network_text(table, c, adj)}{verdict}."
+    if c.power_checked:
+        text += (f" {POWER * 100:.0f} % power for the method claim at this effect and seed spread, at the family's "
+                 f"level α = {c.power_alpha:.2g}, needs "
+                 + (f"{c.seeds_needed} seeds per method" if c.seeds_needed else "more than 1,000 seeds per method (the "
+                    "test images' own variance dominates: more test images)") + " (noncentral t; docs/statistics.md).")
+    return text
 
 
-def verdicts(table: Table, main: dict | None, baseline: str | None) -> dict:
-    """What holds, in words: per condition, one sentence per method (``by_condition``, for summary.md); per
-    method, the sentences that hold and the conditions where nothing holds (``by_method``, the report's top)."""
-    if not main or not main["claims"]:
-        return {"by_condition": [], "by_method": [], "short": [], "count": 0}
+def verdicts(table: Table, found: list[Comparison], baseline: str | None, primary: Primary) -> dict:
+    """What holds, in words, over the primary comparisons: per condition, one sentence per column
+    (``by_condition``, for summary.md); per column, the method claims that hold, the network claims beside them,
+    and the conditions where nothing holds (``by_method``, the report's top)."""
+    prim = [c for c in found if c.primary or (is_ensemble(table, c.column) and _primary_row(table, found, c))]
+    if not prim:
+        return {"by_condition": [], "by_method": [], "short": [], "count": 0, "family": ""}
     by_condition, by_method = {}, {}
-    for c in main["claims"]:
-        sentence = claim_sentence(table, c, baseline)
+    for c in prim:
+        sentence = claim_sentence(table, c, primary)
         row = table.rows[c.row]
         by_condition.setdefault(row.label, []).append(sentence)
-        slot = by_method.setdefault(c.method, {"method": c.method, "holds": [], "not": [], "better": [], "worse": [],
-                                               "against": c.against or baseline})
+        slot = by_method.setdefault(c.column, {"method": c.column, "holds": [], "not": [], "better": [], "worse": [],
+                                               "net_better": [], "net_worse": [], "more_seeds": [], "against": c.against,
+                                               "ensemble": is_ensemble(table, c.column), "pairs": set(), "images": set()})
+        name = (row.label.rpartition(": ")[0] or row.label) if row.metric == "acc" else row.label  # accuracy: points
+        if c.method is not None:
+            slot["pairs"].add(c.method.pairs)
+            slot["images"] |= {c.method.images} if c.method.images else set()
         (slot["holds"] if c.holds else slot["not"]).append(sentence if c.holds else row.label)
         if c.holds:
-            name = row.label.rpartition(": ")[0] or row.label if row.metric == "acc" else row.label  # accuracy: points
             slot["better" if c.better else "worse"].append(f"{name} {_num(table, c.row, c.diff)}")
+        if c.network_holds:
+            slot["net_better" if c.better else "net_worse"].append(name)
+        if c.power_checked:
+            slot["more_seeds"].append(f"{name}: {c.seeds_needed if c.seeds_needed else 'over 1,000'}")
     short = []
     for m in by_method.values():
         total = len(m["holds"]) + len(m["not"])
+        if m["ensemble"]:
+            parts = [f"network claims only (a deep ensemble has no training seeds): better than {m['against']} under "
+                     f"{len(m['net_better'])} of {total}" + (": " + "; ".join(m["net_better"]) if m["net_better"] else ""),
+                     f"worse under {len(m['net_worse'])}" + (": " + "; ".join(m["net_worse"]) if m["net_worse"] else "")]
+            short.append(f"{m['method']}: " + "; ".join(parts) + ".")
+            continue
+        basis = (f"method claims, {'/'.join(map(str, sorted(m['pairs'])))} seed pairs"
+                 + (f" × {'/'.join(f'{n:,}' for n in sorted(m['images']))} test images" if m["images"] else ""))
         parts = [f"better than {m['against']} under {len(m['better'])} of {total}: " + "; ".join(m["better"]) if m["better"]
                  else f"better than {m['against']} under none of {total}",
                  f"worse under {len(m['worse'])}: " + "; ".join(m["worse"]) if m["worse"] else "worse under none",
                  f"no difference holds under the other {len(m['not'])}" if m["not"] else ""]
-        short.append(f"{m['method']}: " + "; ".join(p for p in parts if p) + ".")
+        text = f"{m['method']} ({basis}): " + "; ".join(p for p in parts if p) + "."
+        if m["net_better"] or m["net_worse"]:
+            text += (f" Network claims (these trained networks, per image): better under {len(m['net_better'])}, worse "
+                     f"under {len(m['net_worse'])}.")
+        if m["more_seeds"]:
+            text += (f" Where only the network claim holds, seeds per method for {POWER * 100:.0f} % power at the observed "
+                     f"effect and the family's level (α / comparisons): " + "; ".join(m["more_seeds"]) + ".")
+        short.append(text)
+    n_primary = sum(1 for c in prim if c.primary and c.method is not None)
     return {"by_condition": list(by_condition.items()), "by_method": list(by_method.values()), "short": short,
-            "count": len(main["claims"])}
+            "count": n_primary, "family": _family_text(primary, n_primary)}
+
+
+def _primary_row(table: Table, found: list[Comparison], c: Comparison) -> bool:
+    """An ensemble's comparison is shown with the primary ones where its row is a primary row of a single model."""
+    return any(o.primary and o.row == c.row for o in found)
 
 
 def cost_table(table: Table, costs: dict) -> dict | None:
@@ -327,18 +372,17 @@ def cost_table(table: Table, costs: dict) -> dict | None:
                           if any(is_ensemble(table, m) for m in table.methods) else "")}
 
 
-def differences(table: Table, diffs: dict | None, image_diffs: dict, baseline: str | None) -> dict | None:
-    """One row per method x condition (readable at ten methods): the over-seeds and over-images differences."""
-    if not diffs:
+def differences(table: Table, found: list[Comparison], primary: Primary) -> dict | None:
+    """One row per column x condition (readable at ten methods): the method claim and the network claim."""
+    if not found:
         return None
-    rows = []
-    for m in [m for m in table.methods if m != reference(table, m, baseline)]:
-        for i in diff_rows(table):
-            if (i, m) not in diffs and (i, m) not in image_diffs:
-                continue
-            rows.append({"method": f"{m} − {reference(table, m, baseline)}", "label": table.rows[i].label, "seeds": diff_text(diffs, table, i, m),
-                         "images": image_text(image_diffs, table, i, m) if image_diffs else None})
-    return {"rows": rows, "images": bool(image_diffs), "legend": DIFF_LEGEND}
+    adj = ADJUSTED[primary.multiplicity]
+    rows = [{"method": f"{c.column} − {c.against}", "label": table.rows[c.row].label,
+             "family": "primary" if c.primary else c.family.removeprefix("exploratory: ") + " (exploratory)",
+             "seeds": method_text(table, c, adj) + (" holds" if c.holds else ""),
+             "images": network_text(table, c, adj) + (" holds" if c.network_holds and not c.descriptive else "")}
+            for c in found]
+    return {"rows": rows, "images": any(c.network is not None for c in found), "legend": diff_legend(primary)}
 
 
 def sections(table: Table) -> list[dict]:
@@ -402,17 +446,17 @@ def skipped(bad: list) -> dict | None:
             "shown": [(str(p), str(w)) for p, w in bad[:MAX_SKIPPED_SHOWN]]}
 
 
-def build_view(table: Table, diffs, image_diffs, baseline, outcomes: dict, costs: dict, prov: dict, checks: list,
-               bad: list, title: str, notes: list[str], detail: dict | None = None) -> dict:
-    main = main_table(table, outcomes, baseline, image_diffs, detail)
+def build_view(table: Table, found: list[Comparison], primary: Primary, baseline, outcomes: dict, costs: dict, prov: dict,
+               checks: list, bad: list, title: str, notes: list[str], detail: dict | None = None) -> dict:
+    main = main_table(table, outcomes, baseline, found, primary, detail)
     secs = sections(table)
     has_paper = any(s["paper_methods"] for s in secs)
-    return {"title": title, "notes": notes, "header": header_text(table), "seed_note": seed_note(table, image_diffs),
+    return {"title": title, "notes": notes, "header": header_text(table), "seed_note": seed_note(table),
             "legend": LEGEND + (PAPER_LEGEND if has_paper else ""), "methods": table.methods, "baseline": baseline,
-            "main": main, "verdicts": verdicts(table, main, baseline),
-            "calibration": calibration_verdicts(table, baseline, detail), "cost": cost_table(table, costs),
+            "main": main, "verdicts": verdicts(table, found, baseline, primary),
+            "calibration": calibration_verdicts(table, baseline, found, detail, primary), "cost": cost_table(table, costs),
             "sections": secs, "sweeps": sweeps(table), "sweep_legend": SWEEP_LEGEND,
-            "diffs": differences(table, diffs, image_diffs, baseline), "checks": checks, "bad": bad, "skipped": skipped(bad),
+            "diffs": differences(table, found, primary), "checks": checks, "bad": bad, "skipped": skipped(bad),
             "summary": provenance_summary(table, prov), "baseline_choice": quote_label(baseline) if baseline else None,
             "provenance": json.dumps(prov, indent=2, sort_keys=True, default=str),
             "sources": [f"{e} images: {', '.join(v['source'])}." for e, v in table.context["settings"].items() if v.get("source")]}

@@ -296,19 +296,21 @@ def test_one_seed_bench_gets_per_image_intervals_for_accuracy_and_probability_sc
                    tmp_path / "res", EvalOptions(device="cpu", progress=False), echo=lambda *_: None)
     result = build_report([tmp_path / "res"], tmp_path / "rep", baseline="vanilla")
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| comparison | condition | over seeds | over images |" in md  # one row per method x condition
-    line = next(ln for ln in md.splitlines() if ln.startswith("| input_mixup − vanilla | FGSM ε = 2/255: accuracy (%) |")
-                and "McNemar" in ln)
-    assert "± n/a (n=1)" in line and "(80 images × 1 seed pair)" in line  # no t interval from one seed; images give one
-    # the reported McNemar p is the one computed by hand from the two outcome files
+    # one row per method x condition, the method claim and the network claim side by side
+    assert ("| comparison | condition | family | method claim (training runs and images) | network claim (these networks, "
+            "over images) |") in md
+    line = next(ln for ln in md.splitlines() if ln.startswith("| input_mixup − vanilla | FGSM ε = 2/255: accuracy (%) |"))
+    # no method claim from one seed; the images give a network claim
+    assert "n/a (1 seed pair; a method claim needs 2 or more)" in line and "(80 images × 1 seed pair)" in line
+    # with one seed pair the sign-flip test is McNemar's exact test, computed here by hand from the two outcome files
     _, a = read_outcomes(tmp_path / "res" / "input_mixup-s0" / "fgsm.outcomes.npz")
     _, b = read_outcomes(tmp_path / "res" / "vanilla-s0" / "fgsm.outcomes.npz")
     p = mcnemar_exact(int((a["eps2"] & ~b["eps2"]).sum()), int((~a["eps2"] & b["eps2"]).sum()))
-    assert f"McNemar p = {p:.3g}" in line
+    assert f"sign-flip test p = {p:.3g}" in line
     # the report keeps the outcomes, so a rebuild from its own records has the same intervals
     build_report([tmp_path / "rep" / "records.jsonl"], tmp_path / "rep2", baseline="vanilla")
     assert (tmp_path / "rep2" / "report.md").read_text() == md
-    assert result["image_diffs"]
+    assert any(c.network is not None for c in result["comparisons"])
     # Issue 26, item 5: the NLL / Brier / ECE differences, raw and calibrated, get a paired interval over test
     # images too, equal to one computed by hand from the two outcome files (the difference of the records' values
     # ± 1.96 × the standard deviation of the replicates' differences), kept by the rebuild above.
@@ -324,7 +326,11 @@ def test_one_seed_bench_gets_per_image_intervals_for_accuracy_and_probability_sc
             se = reps.std(ddof=1)
             lo, hi = diff - 1.959963984540054 * se, diff + 1.959963984540054 * se
             line = next(ln for ln in md.splitlines() if ln.startswith(f"| input_mixup − vanilla | Clean test images: {name}{suffix} |"))
-            assert f"[{lo:.4f}, {hi:.4f}], bootstrap z-test" in line and "(80 images × 1 seed pair)" in line, line
+            shown = f"[{lo:+.4f}, {hi:+.4f}]".replace("-", "−")
+            if metric == "ece":  # a calibration error: the same interval, descriptive, no test
+                assert f"{shown} (80 images × 1 seed pair; descriptive)" in line, line
+            else:
+                assert f"{shown}, bootstrap z-test" in line and "(80 images × 1 seed pair)" in line, line
             checked += 1
     assert checked == 6
     # the per-condition reliability figure (raw and calibrated, with histograms) is drawn from the stored bins

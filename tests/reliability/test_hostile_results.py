@@ -66,7 +66,7 @@ def test_nan_values_of_an_evaluator_over_two_seeds_are_n_a_with_a_count_and_name
     assert "Non-finite values in run vanilla-s1 (1): deformations rotation20 acc" in md
     # no difference, interval or claim is made from a non-finite value; the finite rows keep theirs
     table = out["table"]
-    claimed = {f"{table.rows[c.row].condition}:{table.rows[c.row].metric}" for c in out["view"]["main"]["claims"]}
+    claimed = {f"{table.rows[c.row].condition}:{table.rows[c.row].metric}" for c in out["comparisons"]}
     assert "eps8:acc" in claimed and not {"rotation20:acc", "clean:nll"} & claimed
     csv = (tmp_path / "rep" / "table.csv").read_text()
     assert "rotation20" in csv

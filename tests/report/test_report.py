@@ -24,8 +24,12 @@ def test_cells_differences_and_best_by_hand(tmp_path):
     md = (tmp_path / "rep" / "report.md").read_text()
     # rotation20: vanilla 50, 60 -> 55.00 ± 7.07; manifold 54, 62 -> 58.00 ± 5.66 (best, bold)
     assert "| Rotation U(−20°, 20°): accuracy (%) | 55.00 ± 7.07 (n=2) | **58.00 ± 5.66 (n=2)** |" in md
-    # paired differences 4 and 2: mean 3, sd √2, t(0.975, 1) = 12.706 -> half-width 12.71
-    assert "| Rotation U(−20°, 20°): accuracy (%) | +3.00 ± 12.71 (n=2) |" in md
+    # a method claim from paired differences 4 and 2 (no per-image data): mean 3, sd √2, se 1, t(0.975, 1) = 12.706 ->
+    # [−9.71, +15.71]; p = 1 − 2 atan(3) / π = 0.205; four primary comparisons (clean, rotation and FGSM accuracy,
+    # clean NLL; the ECE is descriptive), this the smallest p: Holm 4 × 0.2048 = 0.819
+    assert ("| manifold_mixup − vanilla | Rotation U(−20°, 20°): accuracy (%) | primary | +3.00 [−9.71, +15.71], p = 0.205, "
+            "Holm-adjusted p = 0.819 (2 seed pairs, no per-image data) |") in md
+    assert "| manifold_mixup − vanilla | clean: ECE | clean (exploratory) | descriptive (a calibration error: no test) |" in md
     # lower is better for ECE: vanilla and manifold tie at 0.105 -> both bold
     assert md.count("**0.1050 ± 0.0071 (n=2)**") == 2
     table = list(csv.DictReader(open(tmp_path / "rep" / "table.csv")))

@@ -1,6 +1,6 @@
 """The report with calibrated rows: one table row per calibrator, raw and calibrated side by side in the
 comparison, no "best" score for a column far below in accuracy, and the calibration-under-shift sentences
-with their intervals computed by hand."""
+with their intervals computed by hand: on the proper scores (NLL here), never on ECE."""
 
 from __future__ import annotations
 
@@ -14,10 +14,16 @@ from mmix_eval.report.frame import records_frame
 from mmix_eval.report.load import load_results
 from mmix_eval.report.table import aggregate
 from mmix_eval.report.calibration_verdicts import calibration_verdicts
+from mmix_eval.report.claims import Primary, comparisons
 from mmix_eval.report.view import main_rows, main_table
 
 
-# method -> seed -> (clean acc, rotation acc, raw ECE under rotation, calibrated ECE under rotation)
+def verdicts_of(table):
+    return calibration_verdicts(table, "vanilla", comparisons(table, "vanilla", {}, {}), {})
+
+
+# method -> seed -> (clean acc, rotation acc, raw ECE under rotation, calibrated ECE under rotation); the rotation's
+# NLL, raw and calibrated, takes the same values (so the NLL sentence can be checked by hand, and the ECE's absence)
 VALUES = {"vanilla": {0: (90.0, 80.0, 0.20, 0.05), 1: (92.0, 82.0, 0.22, 0.06), 2: (91.0, 81.0, 0.21, 0.05)},
           "manifold_mixup": {0: (90.0, 83.0, 0.10, 0.05), 1: (91.0, 84.0, 0.11, 0.06), 2: (92.0, 85.0, 0.09, 0.07)},
           "weak": {0: (40.0, 30.0, 0.01, 0.01), 1: (41.0, 31.0, 0.01, 0.01), 2: (42.0, 32.0, 0.01, 0.01)}}
@@ -35,7 +41,9 @@ def write(root):
                     record(base, "clean", "ece", 0.3, "Clean"), record(base, "clean", "ece", 0.02 + seed / 1000, "Clean", **cal),
                     record(base, "rotation20", "acc", rot, "Rotation"),
                     record(base, "rotation20", "ece", ece_raw, "Rotation"),
-                    record(base, "rotation20", "ece", ece_cal, "Rotation", **cal)]
+                    record(base, "rotation20", "ece", ece_cal, "Rotation", **cal),
+                    record(base, "rotation20", "nll", ece_raw, "Rotation"),
+                    record(base, "rotation20", "nll", ece_cal, "Rotation", **cal)]
             write_records(specs(rows, "deformations"), root / run / "deformations")
     return root
 
@@ -60,7 +68,7 @@ def test_a_score_is_not_called_best_for_a_column_far_below_in_accuracy(tmp_path)
     i = next(i for i, r in enumerate(table.rows) if r.condition == "rotation20" and r.metric == "ece" and r.calibrator == "none")
     assert table.best(i) == {"weak"}  # the lowest ECE belongs to a column 52 points behind in accuracy
     assert accuracy_gated(table, i) == {"weak"}
-    main = main_table(table, {}, "vanilla")
+    main = main_table(table, {}, "vanilla", comparisons(table, "vanilla", {}, {}), Primary())
     row = next(r for r in main["rows"] if r["label"] == "Clean: ECE, temperature scaled")
     cells = dict(zip(main["columns"], row["cells"]))
     assert cells["weak"]["text"].endswith(" ‡") and not cells["weak"]["best"]
@@ -70,14 +78,22 @@ def test_a_score_is_not_called_best_for_a_column_far_below_in_accuracy(tmp_path)
 def test_the_calibration_sentence_counts_and_intervals_by_hand(tmp_path):
     records = load_results([write(tmp_path / "res")]).rows
     table = aggregate(records, "vanilla")
-    got = [s for s in calibration_verdicts(table, "vanilla") if s.startswith("deformations, ECE: manifold_mixup")]
-    # raw ECE differences by seed: −0.10, −0.11, −0.12 -> mean −0.11, sd 0.01, t(2) 4.303 · 0.01/√3 = 0.0248
-    # calibrated: 0, 0, +0.02 -> mean +0.0067, sd 0.0115, half-width 0.0287: the interval includes 0: the advantage does not survive
+    sentences = verdicts_of(table)
+    assert not any("ECE" in s.split(":")[0] for s in sentences)  # ECE never decides a calibration verdict
+    got = [s for s in sentences if s.startswith("deformations, NLL (a proper score): manifold_mixup")]
+    # method claims over seeds (no per-image data): raw NLL differences by seed −0.10, −0.11, −0.12 -> mean −0.11,
+    # sd 0.01, t(2) 4.303 · 0.01/√3 = 0.0248, p = 0.0027, Holm × 4 (the section's raw and calibrated NLL of two
+    # columns) = 0.011: holds; calibrated: 0, 0, +0.02 -> mean +0.0067, sd 0.0115, half-width 0.0287: does not
     assert len(got) == 1
     s = got[0]
-    assert "better than vanilla under 1 of 1 shifted conditions before temperature scaling, and under 0 of those 1 after it" in s
+    assert "lower than vanilla under 1 of 1 shifted conditions before temperature scaling, and under 0 of those 1 after it" in s
     assert "−0.1100 [−0.1348, −0.0852] raw" in s and "+0.0067 [−0.0220, +0.0354] after" in s
-    assert "paired 95 % t intervals over 3 seeds" in s
+    assert "method claims, 3 seed pairs, Holm-corrected within the deformations section" in s
+    # the calibration gap (raw − scaled) by seed: manifold 0.05, 0.05, 0.02; vanilla 0.15, 0.16, 0.16 -> differences
+    # −0.10, −0.11, −0.14: mean −0.1167, sd 0.0208, half-width 4.303 · 0.0208/√3 = 0.0517; p = 0.0105, Holm × 1 (weak's
+    # p is smaller): smaller for manifold_mixup, better calibrated as temperature scaling measures it
+    assert "smaller for manifold_mixup than for vanilla under 1 of 1, larger under 0" in s
+    assert "Rotation, −0.1167 [−0.1684, −0.0650]" in s
 
 
 def test_the_report_shows_the_sentences_and_the_calibration_figure(tmp_path):
@@ -106,9 +122,11 @@ def test_an_ensemble_column_is_compared_with_the_baselines_ensemble(tmp_path):
     i = next(i for i, r in enumerate(table.rows) if r.condition == "rotation20" and r.metric == "acc")
     diffs = paired_differences(table, "vanilla")
     assert diffs[i, "manifold_mixup ensemble of 3"][:3] == (3.0, None, 1)  # one pair: 88 − 85, no interval
-    found = main_table(table, {}, "vanilla")["claims"]
-    assert {c.against for c in found if c.method == "manifold_mixup ensemble of 3"} == {"vanilla ensemble of 3"}
-    assert not any(c.method == "vanilla ensemble of 3" for c in found)  # the reference is not compared with itself
+    found = comparisons(table, "vanilla", {}, {})
+    assert {c.against for c in found if c.column == "manifold_mixup ensemble of 3"} == {"vanilla ensemble of 3"}
+    assert not any(c.column == "vanilla ensemble of 3" for c in found)  # the reference is not compared with itself
+    # an ensemble has no training seeds: no method claim, and never in the primary family
+    assert all(c.method is None and not c.primary for c in found if c.column == "manifold_mixup ensemble of 3")
     from mmix_eval.report.view import cost_table
 
     costs = {f"{m}-s{s}": {"train_wall_time_s": 3.0} for m in VALUES for s in VALUES[m]}
@@ -126,12 +144,14 @@ def test_a_nan_accuracy_or_calibrated_score_neither_crashes_nor_gates_nor_makes_
     nan = float("nan")
     rows = [record(base, "clean", "acc", 40.0, "Clean"), record(base, "rotation20", "acc", nan, "Rotation"),
             record(base, "rotation20", "ece", 0.01, "Rotation"),
-            record(base, "rotation20", "ece", nan, "Rotation", calibrator="temperature", calibrator_fit_images=50)]
+            record(base, "rotation20", "ece", nan, "Rotation", calibrator="temperature", calibrator_fit_images=50),
+            record(base, "rotation20", "nll", 0.01, "Rotation"),
+            record(base, "rotation20", "nll", nan, "Rotation", calibrator="temperature", calibrator_fit_images=50)]
     write_records(specs(rows, "deformations"), root / "weak-s0" / "deformations")  # replaces weak's seed 0
     table = aggregate(load_results([root]).rows, "vanilla")
     i = next(i for i, r in enumerate(table.rows) if r.condition == "rotation20" and r.metric == "ece" and r.calibrator == "none")
     assert accuracy_gated(table, i) == set()  # weak's accuracy there is n/a: 80 and 84 are within 5 points
-    weak = next(s for s in calibration_verdicts(table, "vanilla") if s.startswith("deformations, ECE: weak"))
+    weak = next(s for s in verdicts_of(table) if s.startswith("deformations, NLL (a proper score): weak"))
     # raw: 0.01 against 0.20/0.22/0.21, an advantage; calibrated: one seed NaN, so no pair set, no interval, no claim
     assert "under 1 of 1 shifted conditions before temperature scaling, and under 0 of those 1 after it" in weak
     assert "−0.2000 [−0.2248, −0.1752] raw, no interval after" in weak
