@@ -43,7 +43,11 @@ class Temperature(Calibrator):
     name = "temperature"
 
     def fit(self, logits, labels) -> dict:
-        return {"temperature": fit_temperature(logits, labels)}
+        t = fit_temperature(logits, labels)
+        if t in (T_MIN, T_MAX):  # a bound: the note says what was seen on the held-out images
+            z = logits.double()
+            return {"temperature": t, "held_out_images": len(labels), "held_out_wrong": int((z.argmax(1) != labels).sum())}
+        return {"temperature": t}
 
     def apply(self, logits, params):
         return logits / params["temperature"]
@@ -51,8 +55,11 @@ class Temperature(Calibrator):
     def note(self, params) -> str | None:
         t = params.get("temperature")
         if t == T_MIN:
+            k, n = params.get("held_out_wrong"), params.get("held_out_images")
+            seen = ("the model gets every held-out image right" if k == 0 else
+                    f"{k} of {n} held-out images wrong" if k is not None else "the held-out images")
             return (f"temperature held at its lower bound {T_MIN:g}, the calibrated scores are those at T = {T_MIN:g} "
-                    f"(the held-out NLL still falls as T → 0: the model gets every held-out image right)")
+                    f"(the held-out NLL still falls below T = {T_MIN:g}: {seen})")
         if t == T_MAX:
             return (f"temperature held at its upper bound {T_MAX:g}, the calibrated scores are those at T = {T_MAX:g} "
                     f"(the held-out NLL still falls as T grows: a held-out set near chance)")

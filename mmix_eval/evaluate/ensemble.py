@@ -29,6 +29,19 @@ class Ensemble(torch.nn.Module):
         return torch.logsumexp(logp, 0) - math.log(len(self.members))
 
 
+class MeanLogits(torch.nn.Module):
+    """An ensemble's members' mean logits: what its logit-based scores (the max logit, the energy logsumexp) are
+    defined on. The ensemble's own logits, log of the mean softmax, would make the energy 0 for every image and the
+    max logit the log of the max softmax."""
+
+    def __init__(self, ensemble: Ensemble):
+        super().__init__()
+        self.members = ensemble.members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x).float() for m in self.members]).mean(0)
+
+
 # What every member must share: (where in the metadata, what it is called in the error).
 SHARED = ((("data", "spec"), "data set"), (("data", "classes"), "classes"), (("data", "image_size"), "image size"),
           (("model", "kwargs", "in_channels"), "input channels"), (("model", "kwargs", "num_classes"), "number of classes"),

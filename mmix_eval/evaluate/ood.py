@@ -115,16 +115,23 @@ def ranking_metrics(score_in, score_out) -> dict[str, float]:
             "aupr_out": float(average_precision_score(1 - y, -s)), "fpr95": float(fpr[np.searchsorted(tpr, 0.95)])}
 
 
-def scores(logits) -> dict:
+def scores(logits, mean_logits=None) -> dict:
+    """The three scores of a model's logits. ``mean_logits``: a deep ensemble's members' mean logits, which its
+    max-logit and energy scores are computed from (its own logits, the log of the mean softmax, have a logsumexp
+    of 0 for every image); its max softmax stays that of the mean softmax."""
     import torch
 
-    return {"msp": torch.softmax(logits, 1).max(1).values, "max_logit": logits.max(1).values,
-            "energy": torch.logsumexp(logits, 1)}
+    z = logits if mean_logits is None else mean_logits
+    return {"msp": torch.softmax(logits, 1).max(1).values, "max_logit": z.max(1).values, "energy": torch.logsumexp(z, 1)}
+
+
+ENSEMBLE_NOTE = ("a deep ensemble: max softmax of the mean softmax; max logit and energy from the members' mean logits; "
+                 "no calibrated energy (the calibrator is fitted to the averaged probabilities, not to the mean logits)")
 
 
 class OOD(Evaluator):
     name = "ood"
-    version = "1"
+    version = "2"  # 2: a deep ensemble's max logit and energy from its members' mean logits (were constant)
     help = "out-of-distribution detection: AUROC, AUPR, FPR95 of softmax, logit and energy scores"
     Options = OODOptions
     metrics = {
@@ -166,12 +173,22 @@ class OOD(Evaluator):
         n = len(target.test)
         base = {**target.base, "evaluator": self.name, "n": n, "eval_seed": common.seed, "warnings": warn,
                 "settings": {**target.settings, "ood_sources": ",".join(options.ood)}}
+        from mmix_eval.evaluate.ensemble import Ensemble, MeanLogits
+
+        ensemble = MeanLogits(target.model).to(device).eval() if isinstance(target.model, Ensemble) else None
+        if ensemble is not None:
+            base["warnings"] = "; ".join(filter(None, [base.get("warnings"), ENSEMBLE_NOTE]))
+
+        def mean_of(x):
+            return logits_of(ensemble, x, bs, device, precision=target.precision) if ensemble is not None else None
+
         z_in = clean_logits(target, bs, device)
-        s_in = {k: v.numpy() for k, v in scores(z_in).items()}
+        s_in = {k: v.numpy() for k, v in scores(z_in, mean_of(target.test)).items()}
         fitted = target_calibration(target, common.calibrator, model, device, bs)  # None: 'none' or nothing held out
         if fitted is not None:  # the calibrated scores: max softmax and energy change with the calibrator, the max
             # logit under a temperature only rescales (its ranking, so its AUROC, is the raw one)
             s_in_cal = {k: v.numpy() for k, v in scores(fitted.apply(z_in)).items()}
+            calibrated = [s for s in CALIBRATED_SCORES if ensemble is None or s == "msp"]
             cbase = {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), fitted.note]))} if fitted.note else base
         elif target.calibration_note:
             base["warnings"] = "; ".join(filter(None, [base.get("warnings"), target.calibration_note]))
@@ -189,8 +206,9 @@ class OOD(Evaluator):
             if same * 2 >= len(x):  # by content: another path, a symlink or a copy of the evaluation data
                 raise UserError(f"ood: source '{spec}' expected data other than the in-distribution set, got images "
                                 f"identical to the evaluated test images ({same} of {len(x)})")
-            z_out = logits_of(model, Images(x, torch.zeros(len(x))), bs, device, precision=target.precision)
-            s_out = {k: v.numpy() for k, v in scores(z_out).items()}
+            images = Images(x, torch.zeros(len(x)))
+            z_out = logits_of(model, images, bs, device, precision=target.precision)
+            s_out = {k: v.numpy() for k, v in scores(z_out, mean_of(images)).items()}
             for sc in SCORES:
                 label = f"{spec}, {sc.replace('_', ' ')} score"
                 for metric, value in ranking_metrics(s_in[sc], s_out[sc]).items():
@@ -198,7 +216,7 @@ class OOD(Evaluator):
                                        n_ood=len(x)))
             if fitted is not None:
                 s_out_cal = {k: v.numpy() for k, v in scores(fitted.apply(z_out)).items()}
-                for sc in CALIBRATED_SCORES:
+                for sc in calibrated:
                     label = f"{spec}, {sc.replace('_', ' ')} score"
                     for metric, value in ranking_metrics(s_in_cal[sc], s_out_cal[sc]).items():
                         rows.append(record(cbase, f"{spec}/{sc}", metric, value, label, ood=spec, score=sc,

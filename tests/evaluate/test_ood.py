@@ -106,3 +106,42 @@ def test_the_in_distribution_set_is_refused_by_path_and_by_content_not_by_its_sp
     assert "got images identical to the evaluated test images (18 of 18)" in capsys.readouterr().err  # 3 classes x 6
     assert not (tmp_path / "res").exists()
     assert main(["ood", "--ckpt", "run", "--ood", "noise:uniform", "--out", "res", "--no-progress"]) == 0  # control
+
+
+def test_a_deep_ensembles_energy_and_max_logit_come_from_its_members_mean_logits():
+    """Issue 42: an ensemble's logits are log(mean softmax), whose logsumexp is 0 for every image; its energy and
+    max-logit scores are computed from the members' mean logits instead, checked here by hand."""
+    from mmix_eval.evaluate.ensemble import Ensemble, MeanLogits
+    from mmix_eval.evaluate.ood import scores
+
+    class Member(torch.nn.Module):
+        def __init__(self, w):
+            super().__init__()
+            self.w = torch.tensor(w)
+
+        def forward(self, x):
+            m = x.float().mean(dim=(1, 2, 3), keepdim=False).view(-1, 1)
+            return m * self.w
+
+    ens = Ensemble([Member([3.0, 0.0, -1.0]), Member([1.0, 2.0, 0.0])]).eval()
+    x = torch.linspace(0.1, 1.0, 7).view(7, 1, 1, 1).expand(7, 1, 2, 2)
+    got = {k: v.numpy() for k, v in scores(ens(x), MeanLogits(ens)(x)).items()}
+    m = np.linspace(0.1, 1.0, 7)[:, None]
+    z1, z2 = m * np.array([3.0, 0.0, -1.0]), m * np.array([1.0, 2.0, 0.0])
+    p = (np.exp(z1) / np.exp(z1).sum(1, keepdims=True) + np.exp(z2) / np.exp(z2).sum(1, keepdims=True)) / 2
+    mean = (z1 + z2) / 2
+    assert got["msp"] == pytest.approx(p.max(1), rel=1e-5)
+    assert got["max_logit"] == pytest.approx(mean.max(1), rel=1e-5)
+    assert got["energy"] == pytest.approx(np.log(np.exp(mean).sum(1)), rel=1e-5)
+    assert np.ptp(got["energy"]) > 0.5  # not the constant the ensemble's own logits give
+    assert np.allclose(torch.logsumexp(ens(x), 1).numpy(), 0, atol=1e-5)  # (the constant)
+
+    # through the evaluator: the rows say how an ensemble is scored, and record no calibrated energy
+    n = 40
+    target = Target(ens, Images(torch.full((n, 1, 8, 8), 250, dtype=torch.uint8), torch.zeros(n, dtype=torch.long)),
+                    run="ens", base={"run": "ens", "data": "digits"},
+                    val=Images(torch.full((20, 1, 8, 8), 240, dtype=torch.uint8), torch.zeros(20, dtype=torch.long)))
+    rows = run_evaluator(get_evaluator("ood"), target, {"ood": ["noise:uniform"]}, EvalOptions(progress=False))
+    assert all("max logit and energy from the members' mean logits" in (r["warnings"] or "") for r in rows)
+    calibrated = {r["settings"]["score"] for r in rows if r["calibrator"] not in (None, "none")}
+    assert calibrated == {"msp"}
