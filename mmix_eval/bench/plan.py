@@ -22,7 +22,7 @@ TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "sweep", "eval
 LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra",
                  "max_parallel")
 COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import", "download", "trusted"))
-REPORT_KEYS = ("baseline", "checks", "title", "primary", "multiplicity")
+REPORT_KEYS = ("baseline", "checks", "title", "primary", "multiplicity", "plot_columns")
 METHOD_KEYS = ("name", "kwargs", *V1_METHOD_KEYS, "label")  # alpha, eligible, loss: shorthand for kwargs
 SWEEP_SECTIONS = ("data", "model", "train")
 
@@ -50,6 +50,7 @@ class Bench:
     ensembles: bool = False  # also evaluate each method's seeds as one deep ensemble (a column of its own)
     primary: list[str] | None = None  # report.primary: the comparisons claimed (None: the default family)
     multiplicity: str = "holm"  # report.multiplicity
+    plot_columns: list[str] | None = None  # report.plot_columns
 
 
 def _strict(d, allowed, where):
@@ -108,8 +109,11 @@ def load_bench(path: str | Path) -> Bench:
         family = Primary(rep.get("primary"), rep.get("multiplicity", "holm"))
     except UserError as e:
         raise UserError(f"{where} report.{e}") from None
+    plot_columns = rep.get("plot_columns")
+    if plot_columns is not None and (not isinstance(plot_columns, list) or not all(isinstance(c, str) for c in plot_columns)):
+        raise UserError(f"{where}: 'report.plot_columns' expected a list of column labels, got {plot_columns!r:.80}")
     return Bench(str(raw.get("name") or path.stem), runs, plan, options, baseline, checks, rep.get("title"), raw, launcher,
-                 ensembles, family.patterns, family.multiplicity)
+                 ensembles, family.patterns, family.multiplicity, plot_columns)
 
 
 def _runs(raw: dict, methods: list, seeds: list[int], axes: dict, where: str) -> list[Run]:

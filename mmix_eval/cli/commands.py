@@ -70,6 +70,9 @@ def add_report(sub) -> None:
                         "'manifold_mixup.zoom_*' or '*.clean:nll@temperature'): the primary family, corrected together; "
                         "every other comparison is exploratory, corrected within its evaluator's section (default: the "
                         "clean, deformation and FGSM accuracies and the clean NLL and Brier, raw and calibrated)")
+    p.add_argument("--plot-column", action="append", default=None, dest="plot_columns", metavar="COLUMN",
+                   help="a column that figures which cannot show every column draw (repeatable; default: the baseline, "
+                        "your own columns, then the first others)")
     p.add_argument("--multiplicity", choices=["holm", "bonferroni", "bh", "none"], default="holm",
                    help="how p-values are adjusted within each family (default holm; bh: Benjamini-Hochberg, a false "
                         "discovery rate)")
@@ -112,7 +115,7 @@ def cmd_report(args) -> int:
     result = build_report(args.results, args.out, args.baseline, args.check, args.title,
                           extra_provenance={"command": command} if command else None, split_by=args.split_by,
                           sections=sections, plots=not args.no_plots, primary=args.primary,
-                          multiplicity=args.multiplicity)
+                          multiplicity=args.multiplicity, plot_columns=args.plot_columns)
     return _report_outcome(result)
 
 

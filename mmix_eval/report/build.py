@@ -37,7 +37,7 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                  title: str | None = None, extra_provenance: dict | None = None, notes: list[str] | None = None,
                  split_by: bool = False, order: list[str] | None = None,
                  sections: dict[str, str] | None = None, strict_checks: bool = True, plots: bool = True,
-                 primary: list[str] | None = None, multiplicity: str = "holm") -> dict:
+                 primary: list[str] | None = None, multiplicity: str = "holm", plot_columns: list[str] | None = None) -> dict:
     """Read records, aggregate, and write report.html, report.md, table.csv, records.csv/.jsonl and plots/.
     ``notes``: warnings shown at the top of the report (e.g. runs of a bench not finished yet). Records that
     cannot be compared (other data, test subset, evaluation seed or evaluator settings) are refused, naming
@@ -48,7 +48,8 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
     runs all failed then fails its check in a report that is still written). ``primary``: the comparisons claimed,
     as 'COLUMN.CONDITION[:METRIC[@CALIBRATOR]]' patterns (``claims.Primary``; None: the default family);
     ``multiplicity``: holm, bonferroni, bh or none, applied within the primary family and within each evaluator's
-    exploratory one."""
+    exploratory one. ``plot_columns``: the columns a figure that cannot draw them all shows (default: the baseline,
+    the user's own columns, then the first others)."""
     for check in checks or []:  # a syntax error is bad input: refused before anything is read or written
         parse_check(check)
     family = Primary(primary, multiplicity)
@@ -60,7 +61,7 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                         f"or pass --split-by for one report per group)")
     if len(groups) == 1:
         return _build_one(results, out, baseline, checks, title, extra_provenance, notes, order, sections, strict_checks,
-                          plots, family)
+                          plots, family, plot_columns)
     parts = []
     for k, g in enumerate(groups, 1):
         runs = {r["run"] for r in g}
@@ -73,13 +74,13 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                        costs={r: c for r, c in results.costs.items() if r in runs}, detail=detail)
         name = safe_name(f"group{k}-{g[0]['data']}-n{g[0]['n']}")
         parts.append(_build_one(part, Path(out) / name, baseline, checks, title, extra_provenance, notes, order, sections,
-                                strict_checks, plots, family))
+                                strict_checks, plots, family, plot_columns))
     first = parts[0]
     return {**first, "checks": [c for p in parts for c in p["checks"]], "out": Path(out), "groups": [p["out"] for p in parts]}
 
 
 def _build_one(results: Results, out, baseline, checks, title, extra_provenance, notes, order=None, given=None,
-               strict_checks=True, plots=True, family: Primary | None = None) -> dict:
+               strict_checks=True, plots=True, family: Primary | None = None, plot_columns: list[str] | None = None) -> dict:
     notes = list(notes or []) + evaluation_warnings(results.rows) + nonfinite_notes(results.rows)
     # Stable: each record file keeps its own order (the evaluator's condition order: Table 4's, the ε grid's).
     rows = sorted(results.rows, key=lambda r: (str(r["run"]), str(r["evaluator"])))
@@ -91,7 +92,11 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
         baseline = auto
     baseline = resolve_baseline(rows, labels, baseline)
     table = aggregate(rows, baseline, order)
-    ctx = SectionContext(table, rows, labels, baseline, results.detail)
+    if plot_columns:
+        unknown = [c for c in plot_columns if c not in table.methods]
+        if unknown:
+            raise UserError(f"plot_columns: '{unknown[0]}' expected one of the report's columns ({', '.join(table.methods)})")
+    ctx = SectionContext(table, rows, labels, baseline, results.detail, plot_columns)
     sections = [section_for(e, given) for e in evaluator_order(rows)]
     for s in sections:
         notes += s.add_rows(ctx)

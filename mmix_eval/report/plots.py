@@ -19,7 +19,31 @@ from mmix_eval.io import safe_name  # noqa: E402
 from mmix_eval.report.sweep import cell, key_of, plotted_rows, sweep_views  # noqa: E402
 from mmix_eval.report.table import Table  # noqa: E402
 
-COLORS = plt.get_cmap("tab10").colors
+# 20 distinct colours: tab10, then the darker half of tab20b (other hues and shades), so that 20 columns never
+# share one (vanilla and the eleventh column were both blue).
+COLORS = tuple(plt.get_cmap("tab10").colors) + tuple(plt.get_cmap("tab20b").colors[k] for k in (0, 4, 8, 12, 16, 2, 6, 10, 14, 18))
+
+
+def color_of(table: Table, column: str, colors=COLORS):
+    """A column's colour, the same in every figure (its position among the table's columns)."""
+    return colors[table.methods.index(column) % len(colors)]
+
+
+def choose_columns(table: Table, k: int, baseline: str | None = None, chosen: list[str] | None = None) -> list[str]:
+    """The columns a figure that shows at most ``k`` of them draws, in table order: the ones ``chosen`` (the report's
+    ``plot_columns``) when given; else the baseline and every column of the user's own (a plugin method, or a
+    label the user gave) first, then the others in table order until ``k``. The must-have columns are all kept even
+    beyond ``k``."""
+    from mmix_eval.catalog import METHODS
+
+    if chosen:
+        return [m for m in table.methods if m in chosen]
+    builtin = set(METHODS.builtin())
+    own = [m for m in table.methods if m == baseline or table.info.get(m, (m, {}))[0] not in builtin
+           or (m != table.info.get(m, (m, {}))[0] and not table.sweeps.get(m) and "ensemble" not in m)]
+    rest = [m for m in table.methods if m not in own]
+    keep = set(own + rest[:max(0, k - len(own))])
+    return [m for m in table.methods if m in keep]
 
 
 def plot_text(s) -> str:
@@ -94,13 +118,13 @@ def line_or_bars(ax, table: Table, idx: list[int], colors, ylabel: str, title: s
                 means, errs = series(table, line, m)
                 xs = [0.0 if table.rows[i].condition == "clean" else table.rows[i].strength for i in line]
                 label = plot_text(m if len(groups) == 1 else f"{m} ({attack})")
-                ax.errorbar(xs, means, yerr=errs, marker="o", capsize=3, label=label, color=colors[k % 10],
+                ax.errorbar(xs, means, yerr=errs, marker="o", capsize=3, label=label, color=color_of(table, m, colors),
                             linestyle=("-", "--", ":", "-.")[g % 4])
         else:
             means, errs = series(table, idx, m)
             w = 0.8 / len(table.methods)
             xs = [j + (k - (len(table.methods) - 1) / 2) * w for j in range(len(idx))]
-            ax.bar(xs, means, w, yerr=errs, capsize=2, label=plot_text(m), color=colors[k % 10])
+            ax.bar(xs, means, w, yerr=errs, capsize=2, label=plot_text(m), color=color_of(table, m, colors))
     if numeric:
         ax.set_xlabel("shift strength (0 = clean; ε in /255 for FGSM; the official code's: its channels' mean)")
     else:
@@ -111,7 +135,7 @@ def line_or_bars(ax, table: Table, idx: list[int], colors, ylabel: str, title: s
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes: never over data
 
 
-def calibration_under_shift(table: Table, section: str, colors, metrics=("ece", "nll")):
+def calibration_under_shift(table: Table, section: str, colors, metrics=("nll", "brier")):
     """Ovadia et al. 2019's figure for one shift evaluator: each score against the shift strength where every
     condition has one (clean at 0; lines, raw dashed with open markers, after the post-hoc calibrator solid with
     filled ones), else per condition (markers side by side per method, open raw, filled calibrated: categories
@@ -147,7 +171,7 @@ def calibration_under_shift(table: Table, section: str, colors, metrics=("ece", 
                         shift = (k - (len(table.methods) - 1) / 2) * 0.8 / max(len(table.methods), 1) / 2
                         pts = [(x + shift + (-0.04 if raw else 0.04), y) for x, y in pts]
                     ax.plot(*zip(*pts), ls=("--" if raw else "-") if numeric else "none", marker="o",
-                            mfc="white" if raw else colors[k % 10], color=colors[k % 10], lw=1.2 if raw else 1.8)
+                            mfc="white" if raw else color_of(table, m, colors), color=color_of(table, m, colors), lw=1.2 if raw else 1.8)
         label = table.rows[rows[0]].label.rsplit(": ", 1)[-1].split(",")[0]
         ax.set_ylabel(plot_text(label)), ax.set_title(plot_text(f"{label} under each condition"), fontsize=10)
         if numeric:
@@ -155,7 +179,7 @@ def calibration_under_shift(table: Table, section: str, colors, metrics=("ece", 
         else:
             ax.set_xticks(range(len(conds)), [plot_text(c) for c in conds], rotation=30, ha="right")
         ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=colors[k % 10], lw=2, label=plot_text(m)) for k, m in enumerate(table.methods)]
+    handles = [plt.Line2D([], [], color=color_of(table, m, colors), lw=2, label=plot_text(m)) for k, m in enumerate(table.methods)]
     handles += [plt.Line2D([], [], color="0.3", ls="--" if numeric else "none", marker="o", mfc="white", label="raw softmax")]
     handles += [plt.Line2D([], [], color="0.3", ls="-" if numeric else "none", marker="o",
                            label=plot_text(f"after {c} scaling")) for c in calibrators]
@@ -185,10 +209,12 @@ def pick_conditions(conditions: list[str], k: int) -> list[str]:
     return [conditions[round(j * (len(conditions) - 1) / (k - 1))] for j in range(k)]
 
 
-def reliability_by_condition(table: Table, detail: dict, evaluator: str, colors):
+def reliability_by_condition(table: Table, detail: dict, evaluator: str, colors, baseline: str | None = None,
+                             chosen: list[str] | None = None):
     """Per condition (rows) and method (columns): the reliability diagram raw (open bars) and after the post-hoc
     calibrator (filled), the diagonal, and under it the confidence histogram of both (the bins' image counts,
-    pooled over seeds). None without stored reliability bins for this evaluator."""
+    pooled over seeds). At most ``MAX_RELIABILITY_METHODS`` columns (``choose_columns``: the baseline and the user's
+    own always, or the ``chosen`` ones). None without stored reliability bins for this evaluator."""
     conds = list(dict.fromkeys(c for (_, e, c, _) in detail if e == evaluator))
     order = {r.condition: k for k, r in reversed(list(enumerate(table.rows))) if r.evaluator in (evaluator, None)}
     conds.sort(key=lambda c: order.get(c, len(order)))
@@ -196,7 +222,10 @@ def reliability_by_condition(table: Table, detail: dict, evaluator: str, colors)
                                                  is not None for c in conds)]
     if not conds or not methods:
         return None
-    shown, shown_m = pick_conditions(conds, MAX_RELIABILITY_CONDITIONS), methods[:MAX_RELIABILITY_METHODS]
+    keep = choose_columns(table, MAX_RELIABILITY_METHODS, baseline, chosen)
+    shown, shown_m = pick_conditions(conds, MAX_RELIABILITY_CONDITIONS), [m for m in methods if m in keep]
+    if not shown_m:
+        return None
     calibrators = sorted({cal for (_, e, _, cal) in detail if e == evaluator} - {"none"})
     cal = calibrators[0] if calibrators else None
     labels = {r.condition: r.label.rsplit(": ", 1)[0] for r in table.rows if r.evaluator in (evaluator, None)}
@@ -207,7 +236,7 @@ def reliability_by_condition(table: Table, detail: dict, evaluator: str, colors)
             runs = list(table.runs.get(m, {}).values())
             inner = outer[a, b].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.06)
             ax, hx = fig.add_subplot(inner[0]), fig.add_subplot(inner[1])
-            color = colors[table.methods.index(m) % 10]
+            color = color_of(table, m, colors)
             for which, filled in (("none", False), (cal, True)):
                 got = pooled_bins(detail, runs, evaluator, c, which) if which else None
                 if got is None:
@@ -240,7 +269,8 @@ def reliability_by_condition(table: Table, detail: dict, evaluator: str, colors)
     if len(conds) > len(shown):
         cut.append(f"{len(shown)} of {len(conds)} conditions, evenly spaced")
     if len(methods) > len(shown_m):
-        cut.append(f"first {len(shown_m)} of {len(methods)} columns")
+        cut.append(f"{len(shown_m)} of {len(methods)} columns: " + ("those of report.plot_columns" if chosen else
+                                                                     "the baseline, your own, then the first others"))
     after = f"filled: after {cal} scaling" if cal else "no calibrated rows"
     fig.suptitle(plot_text(f"{evaluator}: reliability per condition, pooled over seeds\ndashed/open: raw; {after}; "
                            f"under each, the share of images per confidence bin" + (f"\n[{'; '.join(cut)}; every "
@@ -269,7 +299,7 @@ def sweep_figures(table: Table, colors) -> dict:
                 cs = [cell(table, i, s.columns.get(key_of(v))) for v in view.values]
                 ys = [c[0] if c else math.nan for c in cs]
                 es = [(c[1] or 0.0) if c else 0.0 for c in cs]
-                h = ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colors[k % 10], label=plot_text(s.name))
+                h = ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colors[k % len(colors)], label=plot_text(s.name))
                 handles.setdefault(s.name, h)
                 got = view.paper.get((i, s.name))
                 if got:
@@ -280,7 +310,7 @@ def sweep_figures(table: Table, colors) -> dict:
             for k, m in enumerate(view.fixed, start=len(view.series)):
                 c = cell(table, i, m)
                 if c is not None:
-                    h = ax.axhline(c[0], ls="--", lw=1.2, color=colors[k % 10], label=plot_text(f"{m} (not swept)"))
+                    h = ax.axhline(c[0], ls="--", lw=1.2, color=colors[k % len(colors)], label=plot_text(f"{m} (not swept)"))
                     handles.setdefault(f"{m} (not swept)", h)
             if numeric and min(view.values) > 0 and max(view.values) / min(view.values) >= 8:
                 ax.set_xscale("log", base=2)

@@ -39,6 +39,7 @@ def write(root):
             cal = {"calibrator": "temperature", "calibrator_fit_images": 50, "calibrator_params": {"temperature": 1 + seed}}
             rows = [record(base, "clean", "acc", clean, "Clean"),
                     record(base, "clean", "ece", 0.3, "Clean"), record(base, "clean", "ece", 0.02 + seed / 1000, "Clean", **cal),
+                    record(base, "clean", "nll", 0.3, "Clean"), record(base, "clean", "nll", 0.02 + seed / 1000, "Clean", **cal),
                     record(base, "rotation20", "acc", rot, "Rotation"),
                     record(base, "rotation20", "ece", ece_raw, "Rotation"),
                     record(base, "rotation20", "ece", ece_cal, "Rotation", **cal),

@@ -24,6 +24,7 @@ class SectionContext:
     baseline: str | None
     # (run, evaluator, condition, calibrator) -> (indices, bootstrap replicates, reliability bins): evaluate.outcomes
     detail: dict = field(default_factory=dict)
+    plot_columns: list[str] | None = None  # the columns a figure that cannot show them all draws (report.plot_columns)
 
 
 class ReportSection:
@@ -56,17 +57,32 @@ class ReportSection:
         head = self.headline_rows(table)
         clean = next((i for i, r in enumerate(table.rows) if (r.evaluator, r.condition, r.metric) == (None, "clean", "acc")
                       and r.section == "comparison"), None)
-        if head:  # the headline metric under each shift, clean first
-            idx = ([clean] if clean is not None and table.rows[head[0]].metric == "acc" else []) + head
-            fig, ax = plt.subplots(figsize=(min(MAX_FIG_WIDTH, max(6.0, 0.9 * len(idx) + 2)), 3.6))
-            ylabel = plot_text(table.rows[head[0]].label.rsplit(": ", 1)[-1])
-            line_or_bars(ax, table, idx, COLORS, ylabel, f"{plot_text(self.evaluator)}: {ylabel} under each condition")
+        if head:  # the headline metrics under each shift, clean first, one panel per metric on an axis of its unit
+            by_metric: dict = {}
+            for i in head:
+                by_metric.setdefault(table.rows[i].metric, []).append(i)
+            panels = [([clean] if clean is not None and metric == "acc" else []) + rows for metric, rows in by_metric.items()]
+            width = min(MAX_FIG_WIDTH, sum(max(6.0, 0.9 * len(idx) + 2) for idx in panels))
+            fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.6), squeeze=False)
+            for k, (ax, idx) in enumerate(zip(axes[0], panels)):
+                ylabel = plot_text(table.rows[idx[-1]].label.rsplit(": ", 1)[-1])
+                if len(panels) == 1:
+                    line_or_bars(ax, table, idx, COLORS, ylabel, f"{plot_text(self.evaluator)}: {ylabel} under each condition")
+                    continue
+                line_or_bars(ax, table, idx, COLORS, ylabel, ylabel.split(" (")[0])
+                ax.title.set_fontsize(9)
+                if k < len(panels) - 1:
+                    ax.get_legend().remove()  # one legend, right of the last panel
+            if len(panels) > 1:
+                fig.suptitle(f"{plot_text(self.evaluator)}: each headline metric under each condition, on its own axis "
+                             f"(mean ± std over seeds)", fontsize=10)
+                fig.tight_layout()
             out[stem] = fig
         if head:  # a shift evaluator: Ovadia et al. 2019's question, raw and after the calibrator
             fig = calibration_under_shift(table, self.evaluator, COLORS)
             if fig is not None:
                 out[f"{stem}-calibration"] = fig
-            fig = reliability_by_condition(table, ctx.detail, self.evaluator, COLORS)
+            fig = reliability_by_condition(table, ctx.detail, self.evaluator, COLORS, ctx.baseline, ctx.plot_columns)
             if fig is not None:
                 out[f"{stem}-reliability"] = fig
         return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from mmix_eval.report.plots import COLORS, plot_text, plt
+from mmix_eval.report.plots import color_of, plot_text, plt
 from mmix_eval.report.sections.base import ReportSection, SectionContext
 
 PANELS_PER_ROW = 5
@@ -54,7 +54,7 @@ def reliability_figure(ctx: SectionContext, evaluator: str, condition: str):
             counts.append(n)
             xs.append(b)
         width = 1.0 / (max(bins[m]) + 1)
-        ax.bar([(b + 0.5) * width for b in xs], accs, width * 0.95, color=COLORS[ctx.table.methods.index(m) % 10],
+        ax.bar([(b + 0.5) * width for b in xs], accs, width * 0.95, color=color_of(ctx.table, m),
                alpha=0.8, label="accuracy")
         for b, acc, n in zip(xs, accs, counts):
             ax.text((b + 0.5) * width, 0.015, f"{n:g}", ha="center", va="bottom", fontsize=6, rotation=90)  # inside the bar

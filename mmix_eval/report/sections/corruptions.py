@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from mmix_eval.evaluate.records import calibrator_of
-from mmix_eval.report.plots import COLORS, plot_text, plt
+from mmix_eval.report.plots import COLORS, color_of, plot_text, plt
 from mmix_eval.report.sections.base import ReportSection, SectionContext, add_row
 from mmix_eval.report.table import Row, Table, is_detail
 
@@ -170,9 +170,9 @@ def corruption_figures(table: Table, records: list[dict], names: dict, baseline:
             bp = ax.boxplot([d for _, d in keep], positions=[p for p, _ in keep], widths=width * 0.9, patch_artist=True,
                             showfliers=False, medianprops={"color": "k"})
             for b in bp["boxes"]:
-                b.set_facecolor(colors[table.methods.index(m) % 10])
+                b.set_facecolor(color_of(table, m, colors))
                 b.set_alpha(0.75)
-            ax.plot([], [], "s", color=colors[table.methods.index(m) % 10], label=plot_text(m))
+            ax.plot([], [], "s", color=color_of(table, m, colors), label=plot_text(m))
         ax.set_xticks(range(len(sevs)), ["clean" if s == 0 else str(s) for s in sevs])
         ax.set_xlabel("severity"), ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
@@ -184,7 +184,7 @@ def corruption_figures(table: Table, records: list[dict], names: dict, baseline:
     others = [m for m in methods if m != baseline]
     if baseline in acc and others:
         fig, axes = plt.subplots(1, len(others), figsize=(0.9 * len([s for s in sevs if s]) * len(others) + 3.5,
-                                                           0.32 * len(corr) + 1.6), squeeze=False)
+                                                           0.32 * len(corr) + 1.6), squeeze=False, sharey=True)
         shown = [s for s in sevs if s > 0]
         lim = max([abs(acc[m].get((c, s), 0) - acc[baseline].get((c, s), 0)) for m in others for c in corr for s in shown]
                   + [1e-9])
@@ -197,6 +197,8 @@ def corruption_figures(table: Table, records: list[dict], names: dict, baseline:
                             color="white" if abs(v) > 0.6 * lim else "black")
             ax.set_xticks(range(len(shown)), [str(s) for s in shown])
             ax.set_yticks(range(len(corr)), [plot_text(c) for c in corr], fontsize=8)
+            ax.tick_params(labelleft=ax is axes[0][0])  # the corruption names once, left of the first panel: a
+            # later panel's names covered the previous panel's severity-5 values
             ax.set_xlabel("severity"), ax.set_title(f"{plot_text(m)} − {plot_text(baseline)}", fontsize=9)
         fig.colorbar(im, ax=axes[0].tolist(), label="accuracy difference (points)")
         out["corruptions-heatmap"] = fig

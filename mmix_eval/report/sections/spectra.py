@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmix_eval.report.plots import COLORS, plot_text, plt
+from mmix_eval.report.plots import COLORS, color_of, plot_text, plt
 from mmix_eval.report.sections.base import ReportSection, SectionContext
 from mmix_eval.report.table import Table
 
@@ -39,7 +39,7 @@ def spectra_figures(table: Table, records: list[dict], names: dict, colors) -> d
             seeds = per[key][m]
             ks = sorted({k for v in seeds.values() for k, val in v.items() if val > 0})  # log axis: s_k > 0 only
             vals = np.array([[seeds[s].get(k, np.nan) for k in ks] for s in seeds])
-            c = colors[table.methods.index(m) % 10]
+            c = color_of(table, m, colors)
             x = [k + 1 for k in ks]
             ax.plot(x, np.nanmean(vals, 0), "-o", ms=2.5, lw=1.3, color=c, label=plot_text(m))
             if len(vals) > 1:

@@ -1,0 +1,65 @@
+"""Issue 42: figures draw each metric on an axis of its own unit, no label covers a value, the baseline and the
+user's own columns are in every figure that shows only some columns, and 20 columns get 20 colours."""
+
+from __future__ import annotations
+
+from builders import corruption_records, fake_results
+from mmix_eval.report.load import load_results
+from mmix_eval.report.plots import COLORS, choose_columns, color_of, plt
+from mmix_eval.report.sections import SectionContext, section_for
+from mmix_eval.report.table import aggregate
+
+
+def _corruption_context(root):
+    for method, errs, clean in (("vanilla", (20, 40, 10, 30), 5), ("manifold_mixup", (15, 30, 12, 28), 3),
+                                ("input_mixup", (18, 35, 11, 29), 4)):
+        corruption_records(root, method, 0, dict(zip([("noise", 1), ("noise", 2), ("fog", 1), ("fog", 2)], errs)), clean)
+    rows = load_results([root]).rows
+    labels = {r["run"]: r["method"] for r in rows}
+    table = aggregate(rows, "vanilla")
+    ctx = SectionContext(table, rows, labels, "vanilla", {})
+    section = section_for("corruptions")
+    section.add_rows(ctx)
+    return ctx, section
+
+
+def test_mce_is_drawn_on_an_axis_of_its_own_not_as_accuracy(tmp_path):
+    ctx, section = _corruption_context(tmp_path / "res")
+    figs = section.figures(ctx)
+    fig = figs["corruptions"]
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels[0] == "accuracy (%)" and len(labels) == 3  # accuracy, mCE and relative mCE: three axes
+    assert all("accuracy" not in lab for lab in labels[1:]) and any("mCE" in lab for lab in labels[1:])
+    for f in figs.values():
+        plt.close(f)
+
+
+def test_the_heatmaps_row_labels_are_drawn_once_left_of_the_first_panel(tmp_path):
+    ctx, section = _corruption_context(tmp_path / "res")
+    figs = section.figures(ctx)
+    axes = [ax for ax in figs["corruptions-heatmap"].axes if ax.get_images()]
+    assert len(axes) == 2  # one panel per method against vanilla
+    shown = [[t.get_visible() and bool(t.get_text()) for t in ax.get_yticklabels()] for ax in axes]
+    assert all(shown[0]) and not any(shown[1])  # the second panel's names would cover the first's severity-5 values
+    for f in figs.values():
+        plt.close(f)
+
+
+def test_twenty_columns_get_twenty_colours():
+    assert len(set(COLORS)) >= 20
+    res_methods = {f"m{k:02d}": {0: 50.0 + k} for k in range(20)}
+
+    class T:  # the table's column order is all color_of reads
+        methods = list(res_methods)
+
+    assert len({color_of(T, m) for m in T.methods}) == 20
+
+
+def test_a_figure_that_shows_some_columns_keeps_the_baseline_and_the_users_own(tmp_path):
+    names = ["vanilla", "input_mixup", "manifold_mixup", "cutmix", "label_smoothing", "regmixup", "my_regs:Noisy"]
+    table = aggregate(load_results([fake_results(tmp_path / "res", methods={m: {0: 50.0} for m in names})]).rows, "vanilla")
+    assert table.methods.index("my_regs:Noisy") > 3  # beyond the first four columns
+    shown = choose_columns(table, 4, "vanilla")
+    # the baseline, the plugin (which "the first 4" left out), then the first others
+    assert shown == ["vanilla", "input_mixup", "manifold_mixup", "my_regs:Noisy"]
+    assert choose_columns(table, 4, "vanilla", ["cutmix", "regmixup"]) == ["cutmix", "regmixup"]  # report.plot_columns
