@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from mmix_eval.catalog import METHODS
@@ -51,6 +51,8 @@ class Bench:
     primary: list[str] | None = None  # report.primary: the comparisons claimed (None: the default family)
     multiplicity: str = "holm"  # report.multiplicity
     plot_columns: list[str] | None = None  # report.plot_columns
+    # evaluator -> why it cannot take a deep ensemble (found by the preflight): skipped for the ensembles, said in the report
+    ensemble_skip: dict = field(default_factory=dict)
 
 
 def _strict(d, allowed, where):

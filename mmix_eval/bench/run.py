@@ -100,8 +100,15 @@ def evaluate_ensembles(bench: Bench, out: Path, echo) -> None:
 
     for name, label, sweep, members in ensemble_groups(bench, out):
         t0 = time.perf_counter()
-        run_evaluation(members, bench.plan, out / "results", bench.options, echo=lambda *_: None, skip_done=True,
-                       names=[name], labels=[label], sweeps=[sweep], ensemble=True)
+        for ev, opts in bench.plan:  # one evaluator at a time: one that fails on an ensemble is skipped with a note
+            if ev.name in bench.ensemble_skip:
+                continue
+            try:
+                run_evaluation(members, [(ev, opts)], out / "results", bench.options, echo=lambda *_: None, skip_done=True,
+                               names=[name], labels=[label], sweeps=[sweep], ensemble=True)
+            except UserError as e:
+                bench.ensemble_skip[ev.name] = str(e)
+                echo(f"mmix-eval: warning: {ev.name} skipped for the deep ensembles: {e}")
         echo(f"{name}: {len(members)} members evaluated as one ensemble ({time.perf_counter() - t0:.1f} s)")
 
 
@@ -130,6 +137,15 @@ def preflight(bench: Bench) -> None:
                 ev.preflight(opts, ctx)
         except UserError as e:
             raise UserError(f"bench {bench.name}, run {r.name}: {e}") from None
+        if bench.ensembles:  # and what it would refuse on a deep ensemble of such models: skipped there, not an abort
+            from mmix_eval.evaluate.ensemble import Ensemble
+
+            ens = Preflight(d.name, d.root, ctx.channels, ctx.num_classes, Ensemble([model, model]), bench.options)
+            for ev, opts in bench.plan:
+                try:
+                    ev.preflight(opts, ens)
+                except UserError as e:
+                    bench.ensemble_skip.setdefault(ev.name, str(e))
 
 
 def dry_run(config: str | Path, out: str | Path, device: str | None = None, echo=print, steps: int = 3) -> list[dict]:
@@ -208,8 +224,9 @@ def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, e
         echo(f"mmix-eval: warning: report built without {len(missing)} of {len(bench.runs)} runs "
              f"(not finished or not evaluated): {', '.join(missing)}")
     results = out / "results"
-    notes = [f"Incomplete bench: {len(missing)} of {len(bench.runs)} runs are not in this report "
-             f"(not finished or not evaluated): {', '.join(missing)}."] if missing else []
+    skipped = [f"{ev} was not run on the deep ensembles: {why}" for ev, why in sorted(bench.ensemble_skip.items())]
+    notes = skipped + ([f"Incomplete bench: {len(missing)} of {len(bench.runs)} runs are not in this report "
+                        f"(not finished or not evaluated): {', '.join(missing)}."] if missing else [])
     if bench.baseline is not None and "baseline" not in (bench.raw.get("report") or {}):
         notes.append(f"Baseline for the differences: {bench.baseline} ("
                      + ("vanilla is in the bench)." if bench.baseline == "vanilla" else
@@ -219,7 +236,8 @@ def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, e
     order = list(dict.fromkeys(r.label or r.method["name"] for r in bench.runs))  # the YAML's method order
     result = build_report([results], out, bench.baseline, bench.checks, bench.title or f"mmix-eval bench: {bench.name}",
                           extra_provenance=extra, notes=notes, order=order, strict_checks=False, primary=bench.primary,
-                          multiplicity=bench.multiplicity, plot_columns=bench.plot_columns)
+                          multiplicity=bench.multiplicity, plot_columns=bench.plot_columns,
+                          evaluators=[ev.name for ev, _ in bench.plan])
     result["missing"] = missing
     result["failed"] = failed
     echo(f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report "

@@ -37,7 +37,8 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                  title: str | None = None, extra_provenance: dict | None = None, notes: list[str] | None = None,
                  split_by: bool = False, order: list[str] | None = None,
                  sections: dict[str, str] | None = None, strict_checks: bool = True, plots: bool = True,
-                 primary: list[str] | None = None, multiplicity: str = "holm", plot_columns: list[str] | None = None) -> dict:
+                 primary: list[str] | None = None, multiplicity: str = "holm", plot_columns: list[str] | None = None,
+                 evaluators: list[str] | None = None) -> dict:
     """Read records, aggregate, and write report.html, report.md, table.csv, records.csv/.jsonl and plots/.
     ``notes``: warnings shown at the top of the report (e.g. runs of a bench not finished yet). Records that
     cannot be compared (other data, test subset, evaluation seed or evaluator settings) are refused, naming
@@ -49,11 +50,23 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
     as 'COLUMN.CONDITION[:METRIC[@CALIBRATOR]]' patterns (``claims.Primary``; None: the default family);
     ``multiplicity``: holm, bonferroni, bh or none, applied within the primary family and within each evaluator's
     exploratory one. ``plot_columns``: the columns a figure that cannot draw them all shows (default: the baseline,
-    the user's own columns, then the first others)."""
+    the user's own columns, then the first others). ``evaluators``: the evaluators whose records are current (a
+    bench's plan); records of any other are left out, and the report says so at its top."""
     for check in checks or []:  # a syntax error is bad input: refused before anything is read or written
         parse_check(check)
     family = Primary(primary, multiplicity)
     results = load_results(results_paths)
+    notes = list(notes or [])
+    if evaluators is not None:
+        stale = sorted({str(r["evaluator"]) for r in results.rows} - set(evaluators))
+        if stale:
+            runs = {str(r["run"]) for r in results.rows if str(r["evaluator"]) in stale}
+            notes.append(f"Left out: the stored records of {', '.join(stale)} ({len(runs)} runs), an evaluator no longer in "
+                         f"this bench (delete their files under results/ to drop them for good).")
+            keep = set(evaluators)
+            results.rows = [r for r in results.rows if str(r["evaluator"]) in keep]
+            results.outcomes = {k: v for k, v in results.outcomes.items() if k[1] in keep}
+            results.detail = {k: v for k, v in results.detail.items() if k[1] in keep}
     groups = comparable_groups(results.rows)
     if len(groups) > 1 and not split_by:
         raise UserError(f"results: expected records that can be compared in one report, got {len(groups)} groups that "

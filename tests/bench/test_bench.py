@@ -102,3 +102,28 @@ def test_cpu_sized_cifar10_bench_end_to_end(tmp_path, capsys):
     page = (out / "report.html").read_text()
     assert "Differences against vanilla" in page and "data:image/png;base64," in page
     assert (out / "plots" / "reliability.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_an_evaluator_that_cannot_take_an_ensemble_is_skipped_for_it_and_a_dropped_evaluator_leaves_the_report(
+        tmp_path, capsys):
+    """Issue 42: `ensembles: true` with spectra trained every run and then exited 2 with no report (the Ensemble has
+    no stages); now the preflight finds it, the ensembles skip spectra and the report says so. Then, with spectra
+    taken out of the YAML, its stored records are left out of the report, said at its top."""
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text(TINY.replace("evaluate: {limit: 100, eps: [2, 8], device: cpu}",
+                                "evaluate: {limit: 100, device: cpu, evaluators: [fgsm, spectra], fgsm: {eps: [2]}}"))
+    out = tmp_path / "bench"
+    assert main(["bench", str(cfg), "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    md = (out / "report.md").read_text()
+    assert "spectra was not run on the deep ensembles: spectra: Ensemble has no numbered stages" in md
+    assert (out / "results" / "vanilla-ensemble" / "fgsm.jsonl").exists()
+    assert not (out / "results" / "vanilla-ensemble" / "spectra.jsonl").exists()
+    assert (out / "results" / "vanilla-s0" / "spectra.jsonl").exists()
+    cfg.write_text(TINY.replace("evaluate: {limit: 100, eps: [2, 8], device: cpu}",
+                                "evaluate: {limit: 100, device: cpu, evaluators: [fgsm], fgsm: {eps: [2]}}"))
+    assert main(["bench", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    md = (out / "report.md").read_text()
+    assert "Left out: the stored records of spectra (4 runs), an evaluator no longer in this bench" in md
+    table = list(csv.DictReader(open(out / "table.csv")))
+    assert not any(r["evaluator"] == "spectra" for r in table)
