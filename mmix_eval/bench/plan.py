@@ -87,7 +87,8 @@ def load_bench(path: str | Path) -> Bench:
     if unused:
         from mmix_eval.methods.base import method_arguments  # torch: loaded only when a bench is read
 
-        takes = "; ".join(f"{n}: {', '.join(method_arguments(n)) or 'none'}" for n in dict.fromkeys(r.method["name"] for r in runs))
+        # by the spec the YAML gives (a plugin's own name, e.g. 'noisy_manifold_mixup', is not a registry name)
+        takes = "; ".join(f"{n}: {', '.join(method_arguments(n)) or 'none'}" for n in dict.fromkeys(r.cfg.method.name for r in runs))
         raise UserError(f"{where} sweep '{unused[0]}': expected a setting of one of the bench's methods or a "
                         f"section.key of the configuration, got a key no method takes (their arguments: {takes})")
     plan, options = evaluate_section(raw.get("evaluate"), f"{where} evaluate")

@@ -143,13 +143,18 @@ class Evaluator:
                                 f"expected one of: {', '.join(known) or 'none'}")
         hints = typing.get_type_hints(self.Options)
         values = {}
-        for k, v in raw.items():
-            ok, v = coerce(v, hints[k])
-            if not ok:
-                raise OptionError(k, f"expected {type_name(hints[k])}, got {raw[k]!r}")
-            values[k] = v
-        opts = self.resolve(self.Options(**values))
-        self.validate(opts)
+        try:
+            for k, v in raw.items():
+                ok, v = coerce(v, hints[k])
+                if not ok:
+                    raise OptionError(k, f"expected {type_name(hints[k])}, got {raw[k]!r}")
+                values[k] = v
+            opts = self.resolve(self.Options(**values))
+            self.validate(opts)
+        except OptionError as e:  # which evaluator's option: a plugin's 'patch' names nothing on its own
+            if "an option of the" in e.detail:
+                raise
+            raise OptionError(e.param, f"{e.detail} (an option of the {self.name} evaluator)") from None
         return opts
 
 

@@ -23,12 +23,12 @@ from mmix_eval.report.claims import Primary, comparisons
 from mmix_eval.report.compare import used_detail
 from mmix_eval.report.labels import method_labels, order_methods, resolve_baseline
 from mmix_eval.report.load import Results, load_results
-from mmix_eval.report.plots import COLORS, figure_files, sweep_figures
+from mmix_eval.report.plots import COLORS, figure_files, sweep_figures, training_curves
 from mmix_eval.report.provenance import evaluation_warnings, nonfinite_notes, provenance, thread_notes
 from mmix_eval.report.render import render_html, render_latex, render_markdown, render_summary, write_csv_table, write_sweep_csv
 from mmix_eval.report.sections import SectionContext, section_for
-from mmix_eval.report.table import aggregate, check_duplicates, comparable_groups, describe_group, evaluator_order
-from mmix_eval.report.view import build_view
+from mmix_eval.report.table import aggregate, caveats, check_duplicates, comparable_groups, describe_group, evaluator_order
+from mmix_eval.report.view import STILL_FALLING, build_view, not_converged
 
 __all__ = ["build_report", "load_results"]
 
@@ -113,6 +113,7 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     sections = [section_for(e, given) for e in evaluator_order(rows)]
     for s in sections:
         notes += s.add_rows(ctx)
+    table.caveats = caveats(table, rows, labels)  # after the sections' rows: indices are final
     notes += list(dict.fromkeys(n for s in sections for n in s.notes(ctx)))  # one check may serve two evaluators
     paired = baseline is not None and len(table.methods) > 1
     pair_notes: list[str] = []
@@ -131,11 +132,18 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
         figures.update(s.figures(ctx))
     if plots:
         figures.update(sweep_figures(table, COLORS))
+        curves = training_curves(table, results.costs)
+        if curves is not None:
+            figures["training-curves"] = curves
     images = {}
     for name, fig in figures.items():
         images.update(figure_files(name, fig))
     prov = provenance(results, extra_provenance)
     notes += thread_notes(prov)
+    for m, runs in not_converged(table, results.costs).items():
+        notes.append(f"{m}: the training loss of {', '.join(runs)} was still falling at the end (its last tenth of "
+                     f"epochs more than {100 * STILL_FALLING:.0f} % below the tenth before): numbers of a run that had not "
+                     f"converged (plots/training-curves.png).")
     view = build_view(table, found, family or Primary(), baseline, results.outcomes, results.costs, prov, check_results,
                       results.bad, title, notes + sorted(set(pair_notes)), results.detail)
     _check_writable(out)

@@ -287,22 +287,27 @@ def lookup(table: Table, found: list[Comparison], i: int, column: str) -> Compar
     return None
 
 
-def best_holds(table: Table, i: int, outcomes: dict, detail: dict | None = None) -> tuple[set[str], str | None]:
+def best_holds(table: Table, i: int, outcomes: dict, detail: dict | None = None,
+               columns: list[str] | None = None) -> tuple[set[str], str | None]:
     """(the best column of row ``i`` where it holds, the kind of claim it rests on): the best by the metric's
     direction, only where the 95 % interval of its difference from the runner-up excludes 0: the method claim where
     both have two seeds or more (neither an ensemble), else the network claim over test images. Never for a
     calibration error (descriptive) or a likelihood / calibration score of a column whose accuracy is more than
-    ``ACC_GAP`` points below the best's."""
+    ``ACC_GAP`` points below the best's. ``columns``: among these only (a sweep's values)."""
     from mmix_eval.report.compare import accuracy_gated
 
     row = table.rows[i]
-    best = table.best(i)
-    if row.metric in CALIBRATION_ERRORS or best & accuracy_gated(table, i):
+    pool = [m for m in table.methods if columns is None or m in columns]
+    means = {m: c.mean for m in pool if (c := table.cells.get((i, m))) is not None and not math.isnan(c.mean)}
+    if row.direction is None or len(means) < 2 or row.metric in CALIBRATION_ERRORS:
         return set(), None
-    means = sorted(((c.mean, m) for m in table.methods if (c := table.cells.get((i, m))) is not None and not math.isnan(c.mean)),
-                   reverse=row.direction == "higher")
-    if len(best) != 1 or len(means) < 2:
+    top = (max if row.direction == "higher" else min)(means.values())
+    best = {m for m, v in means.items() if v == top}
+    if best & accuracy_gated(table, i):
         return set(), None
+    means = sorted(((v, m) for m, v in means.items()), reverse=row.direction == "higher")
+    if len(best) != 1 or len(means) < 2 or (row.metric == "auroc" and means[0][0] < 0.5):
+        return set(), None  # (an AUROC below 0.5 is never "best": every column ranks OOD images above)
     (_, first), (_, second) = means[0], means[1]
     got = None if is_ensemble(table, first) or is_ensemble(table, second) else method_claim(table, outcomes, detail or {}, i, first, second)
     if got is not None:

@@ -18,7 +18,7 @@ from mmix_eval.evaluate.records import calibrator_of
 
 COLUMNS = ["column", "method", "method_settings", "sweep", "seed", "run", "evaluator", "condition", "calibrator",
            "metric", "value", "direction", "n", "label", "metric_label", "format", "headline", "data", "model"]
-COST = ["train_images_per_s", "train_wall_time_s", "forward_passes_per_step"]
+COST = ["train_images_per_s", "train_wall_time_s", "forward_passes_per_step", "final_train_loss"]
 
 
 

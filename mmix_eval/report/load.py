@@ -100,9 +100,43 @@ def training_cost(model_json: Path) -> dict | None:
     steps, bs, secs = train.get("steps"), train.get("batch_size"), split.get("training")
     nums = all(_number(v) for v in (steps, bs, secs))
     cost = t.get("cost") if isinstance(t.get("cost"), dict) else {}
+    hw = t.get("hardware") if isinstance(t.get("hardware"), dict) else {}
+    metrics = t.get("metrics") if isinstance(t.get("metrics"), dict) else {}
+    threads = str(hw.get("torch_threads")) if hw.get("torch_threads") is not None else None
+    busy = str(hw.get("threads_busy_tasks") or "").split(" ")[0]
     return {"train_images_per_s": steps * bs / secs if nums and secs > 0 else None,
             "train_wall_time_s": t.get("wall_time_s") if _number(t.get("wall_time_s")) else None,
-            "forward_passes_per_step": cost.get("forward_passes_per_step") if _number(cost.get("forward_passes_per_step")) else None}
+            "forward_passes_per_step": cost.get("forward_passes_per_step") if _number(cost.get("forward_passes_per_step")) else None,
+            "final_train_loss": metrics.get("train_loss") if _number(metrics.get("train_loss")) else None,
+            "train_threads": float(threads) if threads and threads.isdigit() else None,
+            "busy_tasks_at_start": float(busy) if _is_float(busy) else None,
+            "loss_curve": loss_curve(model_json.with_name("log.jsonl"))}
+
+
+MAX_CURVE_EPOCHS = 100_000
+
+
+def loss_curve(log: Path) -> list[float] | None:
+    """The training loss of each epoch, from the run's log.jsonl (None when absent or unreadable): what the
+    report's training-curve figure draws and its convergence check reads."""
+    try:
+        if not log.is_file() or log.stat().st_size > MAX_RESULT_FILE:
+            return None
+        out = {}
+        for line in log.read_text(encoding="utf-8").splitlines()[:MAX_CURVE_EPOCHS]:
+            e = json.loads(line)
+            if isinstance(e, dict) and _number(e.get("epoch")) and _number(e.get("train_loss")):
+                out[int(e["epoch"])] = float(e["train_loss"])  # a resumed run logs an epoch again: the last one counts
+        return [out[k] for k in sorted(out)] or None
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _is_float(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _number(x) -> bool:
@@ -120,7 +154,9 @@ def _read_costs(f: Path, bad: list) -> dict:
         got = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(got, dict) or not all(isinstance(v, dict) for v in got.values()):
             raise ValueError("not a mapping of runs to costs")
-        return {str(k): {c: x for c, x in v.items() if _number(x)} for k, v in got.items()}
+        return {str(k): {c: x for c, x in v.items() if _number(x) or (c == "loss_curve" and isinstance(x, list)
+                                                                      and all(_number(y) for y in x))}
+                for k, v in got.items()}
     except (OSError, ValueError, RecursionError) as e:
         bad.append((str(path), f"unreadable training costs ({type(e).__name__})"))
         return {}

@@ -327,3 +327,26 @@ def sweep_figures(table: Table, colors) -> dict:
         fig.tight_layout()
         out[f"sweep-{safe_name(view.key)}"] = fig
     return out
+
+
+def training_curves(table: Table, costs: dict, colors=COLORS):
+    """The training loss per epoch of every run: one colour per column, each seed a thin line (log scale): did every
+    method converge? None without any run's curve."""
+    drawn = [(m, run, (costs.get(run) or {}).get("loss_curve")) for m in table.methods
+             for run in table.runs.get(m, {}).values()]
+    drawn = [(m, run, c) for m, run, c in drawn if c]
+    if not drawn:
+        return None
+    fig, ax = plt.subplots(figsize=(8.0, 3.8))
+    labelled = set()
+    for m, _, curve in drawn:
+        ax.plot(range(1, len(curve) + 1), curve, lw=0.9, alpha=0.8, color=color_of(table, m, colors),
+                label=None if m in labelled else plot_text(m))
+        labelled.add(m)
+    if all(v > 0 for _, _, c in drawn for v in c):
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch"), ax.set_ylabel("training loss (the method's own objective)")
+    ax.set_title("Training curves: one line per run (seed), one colour per method", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig

@@ -47,7 +47,8 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
 def render_markdown(view: dict) -> str:
     methods = [md(m) for m in view["methods"]]
     out = [f"## {md(view['title'])}", "", *[f"> **{md(n)}**\n" for n in view["notes"]],
-           f"{md(view['header'])} Mean ± std over training seeds (n); **bold** = best in row.", ""]
+           f"{md(view['header'])} Mean ± std over training seeds (n); **bold** = the best in its row where its interval "
+           f"against the runner-up excludes 0.", ""]
     if view["skipped"]:
         out += [f"**{md(view['skipped']['text'])}**", "", *[f"- {md(p)}: {md(w)}" for p, w in view["skipped"]["shown"]], ""]
     out += verdict_lines(view)
@@ -206,7 +207,8 @@ def render_latex(view: dict) -> str:
     for k, s in enumerate(view["sections"]):
         rows = [[tex(r["label"])] + [r"\textbf{" + tex(c["text"]) + "}" if c["best"] else tex(c["text"]) for c in r["cells"]]
                 for r in s["rows"]]
-        out += _tex_table(tex(s["title"]) + r". Mean $\pm$ std over training seeds (n); bold: the best mean.",
+        out += _tex_table(tex(s["title"]) + r". Mean $\pm$ std over training seeds (n); bold: the best in its row where its 95\,\% "
+                          r"interval against the runner-up excludes 0.",
                           ["condition", *methods], rows, f"section{k}")
     return "\n".join(out + [r"\end{document}", ""])
 

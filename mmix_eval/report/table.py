@@ -74,6 +74,7 @@ class Table:
     info: dict = field(default_factory=dict)  # method label -> (method name, method settings)
     sections: list = field(default_factory=list)  # (section key, title, row indices)
     sweeps: dict = field(default_factory=dict)  # method label -> (label without the swept values, swept values)
+    caveats: dict = field(default_factory=dict)  # (row index, column) -> short caveats its cell carries (``caveats``)
 
     def best(self, i: int) -> set[str]:
         row = self.rows[i]
@@ -285,3 +286,33 @@ def check_duplicates(rows: list[dict], labels: dict[str, str]) -> None:
             other = seen[key]
             raise UserError(f"results: {key[0]} seed {key[1]} is both run '{other}' and run '{r['run']}' "
                             f"({_run_id(r)[1]}); expected one run per method and seed (a duplicate: drop one)")
+
+
+FIT_CAVEATS = (("temperature held at its", "T at its bound"), ("L2 penalty toward the identity", "penalised vector fit"))
+
+
+def caveats(table: Table, records: list[dict], labels: dict[str, str]) -> dict:
+    """(row index, column) -> the caveats its cell carries: a calibrated row whose calibrator was fitted at a bound
+    (or penalised) in some of the column's runs ('T at its bound in 2 of 3 runs'), and an AUROC below 0.5 (the score
+    ranks the OOD images above the in-distribution ones)."""
+    hit: dict = {}
+    for r in records:
+        cal = r.get("calibrator") or "none"
+        w = str(r.get("warnings") or "")
+        for needle, text in FIT_CAVEATS:
+            if cal != "none" and needle in w:
+                hit.setdefault((r["condition"], cal, labels[r["run"]], text), set()).add(seed_of(r))
+    out: dict = {}
+    for i, row in enumerate(table.rows):
+        for m in table.methods:
+            c = table.cells.get((i, m))
+            if c is None:
+                continue
+            notes = [f"{text} in {len(seeds)} of {c.n} run{'s' if c.n != 1 else ''}"
+                     for (cond, cal, col, text), seeds in sorted(hit.items())
+                     if cond == row.condition and cal == row.calibrator and col == m]
+            if row.metric == "auroc" and not c.nonfinite and c.mean < 0.5:
+                notes.append("below 0.5: ranks OOD above in-distribution")
+            if notes:
+                out[i, m] = notes
+    return out

@@ -5,6 +5,7 @@ Imports no torch."""
 from __future__ import annotations
 
 import json
+import math
 import statistics
 
 from mmix_eval.evaluate.boot import BOOT_RESAMPLES
@@ -21,6 +22,11 @@ from mmix_eval.report.table import Table, signed_text as _num
 NA = "n/a"
 
 
+def caveat_text(table: Table, i: int, m: str) -> str:
+    notes = table.caveats.get((i, m))
+    return f" [{'; '.join(notes)}]" if notes else ""
+
+
 def cell_text(table: Table, i: int, m: str) -> str:
     c = table.cells.get((i, m))
     if c is None:
@@ -28,7 +34,8 @@ def cell_text(table: Table, i: int, m: str) -> str:
     if c.nonfinite:
         return c.na_text
     mean = table.fmt(i, c.mean)
-    return f"{mean} ± {table.fmt(i, c.std)} (n={c.n})" if c.std is not None else f"{mean} (n={c.n})"
+    text = f"{mean} ± {table.fmt(i, c.std)} (n={c.n})" if c.std is not None else f"{mean} (n={c.n})"
+    return text + caveat_text(table, i, m)
 
 
 def interval_text(table: Table, i: int, diff: float, low, high) -> str:
@@ -121,9 +128,11 @@ def header_text(table: Table) -> str:
     return " ".join(parts)
 
 
-LEGEND = ("Cells: mean ± sample standard deviation over training seeds (n seeds). Bold: the best mean in its row, "
-          "by the direction each metric declares (higher accuracy, lower NLL / ECE / MCE / Brier; none for values "
-          "that are not scores). Relative accuracy: accuracy under the shift as a percentage of the same model's "
+LEGEND = ("Cells: mean ± sample standard deviation over training seeds (n seeds); in brackets, a caveat the cell carries "
+          "(a calibrator fitted at its bound in some runs, an AUROC below 0.5). Bold: the best in its row only where the "
+          "95 % interval of its difference from the runner-up excludes 0 (as in the main table), "
+          "by the direction each metric declares (higher accuracy, lower NLL / Brier; never a calibration error, which "
+          "is descriptive; none for values that are not scores). Relative accuracy: accuracy under the shift as a percentage of the same model's "
           "clean accuracy. Values are final-epoch checkpoints.")
 
 
@@ -133,7 +142,8 @@ PAPER_LEGEND = (" Italic grey paper columns: the published number, shown only wh
 
 
 SWEEP_LEGEND = ("One row per metric and method, one column per swept value: mean ± std over training seeds (n). "
-                "Bold: the best value of the row, by the metric's direction. Methods that do not take the key, "
+                "Bold: the best value of the row, only where its 95 % interval against the runner-up value excludes 0 (a "
+                "method claim where both have 2 seeds or more). Methods that do not take the key, "
                 "trained once, are a reference in the table below it. Italic grey rows: the paper's Table 5, shown only where the "
                 "setting is the paper's (CIFAR-10/100, PreActResNet18, manifold mixup α=2, clean accuracy).")
 
@@ -189,7 +199,8 @@ def short_text(table: Table, i: int, m: str) -> str:
         return NA
     if c.nonfinite:
         return c.na_text
-    return f"{table.fmt(i, c.mean)} ± {table.fmt(i, c.std)}" if c.std is not None else table.fmt(i, c.mean)
+    text = f"{table.fmt(i, c.mean)} ± {table.fmt(i, c.std)}" if c.std is not None else table.fmt(i, c.mean)
+    return text + caveat_text(table, i, m)
 
 
 def main_rows(table: Table) -> list[int]:
@@ -350,24 +361,67 @@ def _primary_row(table: Table, found: list[Comparison], c: Comparison) -> bool:
     return any(o.primary and o.row == c.row for o in found)
 
 
+STILL_FALLING = 0.10  # a run whose last tenth of epochs has a mean training loss this much below the tenth before
+
+
+def still_falling(curve: list[float] | None) -> float | None:
+    """The relative fall of the mean training loss from the second-to-last tenth of the epochs to the last tenth (at
+    least 3 epochs each: one epoch's noise is not a trend), when it is more than ``STILL_FALLING``: the run had not
+    converged. None otherwise, or without a curve of 6 epochs or more."""
+    k = max(3, len(curve or []) // 10)
+    if not curve or len(curve) < 2 * k:
+        return None
+    start, end = statistics.fmean(curve[-2 * k:-k]), statistics.fmean(curve[-k:])
+    if not (math.isfinite(start) and math.isfinite(end)) or start <= 0:
+        return None
+    fall = (start - end) / start
+    return fall if fall > STILL_FALLING else None
+
+
+def not_converged(table: Table, costs: dict) -> dict[str, list[str]]:
+    """column -> its runs whose training loss was still falling at the end (``still_falling``)."""
+    out: dict[str, list[str]] = {}
+    for m in table.methods:
+        for seed, run in sorted(table.runs.get(m, {}).items(), key=lambda kv: str(kv[0])):
+            fall = still_falling((costs.get(run) or {}).get("loss_curve"))
+            if fall is not None:
+                out.setdefault(m, []).append(f"{run} (−{100 * fall:.0f} %)")
+    return out
+
+
 def cost_table(table: Table, costs: dict) -> dict | None:
-    """Training cost per column (mean over its seeds): forward passes per step, images/s, wall time."""
-    keys = [("forward_passes_per_step", "forward passes per step", "{:g}"), ("train_images_per_s", "training images/s", "{:,.0f}"),
-            ("train_wall_time_s", "training wall time (s)", "{:,.1f}")]
+    """Training cost per column: forward passes per step, images/s as the median and range over its seeds, wall
+    time, the final training loss and whether it had stopped falling, and the CPU threads and other runnable tasks
+    each run saw when it started (a busy machine slows a run: images/s without them cannot be compared)."""
+    def over_seeds(m, k):
+        return [costs[r][k] for r in table.runs.get(m, {}).values() if (costs.get(r) or {}).get(k) is not None]
+
+    falling = not_converged(table, costs)
     rows, any_value = [], False
     for m in table.methods:
-        vals = []
-        for k, _, f in keys:
-            got = [costs[r][k] for r in table.runs.get(m, {}).values() if (costs.get(r) or {}).get(k) is not None]
-            vals.append(f.format(statistics.fmean(got)) if got else NA)
-            any_value |= bool(got)
-        rows.append({"label": m, "cells": vals})
+        passes, rate, wall = over_seeds(m, "forward_passes_per_step"), over_seeds(m, "train_images_per_s"), over_seeds(m, "train_wall_time_s")
+        loss, threads, busy = over_seeds(m, "final_train_loss"), over_seeds(m, "train_threads"), over_seeds(m, "busy_tasks_at_start")
+        any_value |= bool(passes or rate or wall)
+        cells = [f"{statistics.fmean(passes):g}" if passes else NA,
+                 (f"{statistics.median(rate):,.0f}" + (f" ({min(rate):,.0f}–{max(rate):,.0f})" if len(rate) > 1 else ""))
+                 if rate else NA,
+                 f"{statistics.fmean(wall):,.1f}" if wall else NA,
+                 (f"{statistics.fmean(loss):.4g}" + (f" [{len(falling[m])} of {len(table.runs.get(m, {}))} still falling]"
+                                                    if m in falling else "")) if loss else NA,
+                 ", ".join(f"{x:g}" for x in sorted(set(threads))) if threads else NA,
+                 ", ".join(f"{x:g}" for x in sorted(set(busy))) if busy else NA]
+        rows.append({"label": m, "cells": cells})
     if not any_value:
         return None
-    return {"head": [h for _, h, _ in keys], "rows": rows,
-            "caption": "Training cost per method (mean over its seeds, from each run's training metadata; n/a where a run "
+    head = ["forward passes per step", "training images/s, median (range)", "training wall time (s)",
+            "final training loss", "CPU threads", "other runnable tasks at start"]
+    return {"head": head, "rows": rows,
+            "caption": "Training cost per method (over its seeds, from each run's training metadata; n/a where a run "
                        "predates the record). Images/s counts training images through the method's steps, so a method "
-                       "with two forward passes per step shows it twice: in the passes and in the rate."
+                       "with two forward passes per step shows it twice: in the passes and in the rate; it depends on "
+                       "the threads and on what else ran (the last two columns). Final training loss: the mean over "
+                       f"seeds of the last epoch's; 'still falling': the mean over its last tenth of epochs (3 at least) is more "
+                       f"than {100 * STILL_FALLING:.0f} % below the tenth before (the training curves are in plots/training-curves.png)."
                        + (" A deep ensemble trains nothing of its own: n/a, its members' cost is in their method's row."
                           if any(is_ensemble(table, m) for m in table.methods) else "")}
 
@@ -385,14 +439,20 @@ def differences(table: Table, found: list[Comparison], primary: Primary) -> dict
     return {"rows": rows, "images": any(c.network is not None for c in found), "legend": diff_legend(primary)}
 
 
-def sections(table: Table) -> list[dict]:
-    out = []
+def sections(table: Table, outcomes: dict | None = None, detail: dict | None = None) -> list[dict]:
+    """Each evaluator's table: every metric per condition; bold only where the best holds against the runner-up
+    (``best_holds``: a method claim, or a network claim where a column has one seed), as in the main table."""
+    out, memo = [], {}
     for key, title, idx in table.sections:
         paper = {i: paper_values(table, i) for i in idx}
         paper_methods = [m for m in table.methods if any(m in p for p in paper.values())]
         rows = []
         for i in idx:
-            best = table.best(i)
+            row = table.rows[i]
+            k = (row.evaluator, row.condition, row.metric, row.calibrator)
+            if k not in memo:  # the clean rows recur in every evaluator's section: tested once
+                memo[k] = best_holds(table, i, outcomes or {}, detail)[0] if row.direction else set()
+            best = memo[k]
             cells = []
             for m in table.methods:
                 text = cell_text(table, i, m)
@@ -403,9 +463,10 @@ def sections(table: Table) -> list[dict]:
     return out
 
 
-def sweeps(table: Table) -> list[dict]:
+def sweeps(table: Table, outcomes: dict | None = None, detail: dict | None = None) -> list[dict]:
     """Each swept key as a table (metric, method, one column per swept value), and the methods that do not take
-    the key apart, in a table of their own (no empty cells)."""
+    the key apart, in a table of their own (no empty cells). Bold: the best value of a row only where it holds
+    against the runner-up value (``best_holds`` among the row's columns)."""
     out = []
     for view in sweep_views(table):
         head = [view.value_text(v) for v in view.values]
@@ -415,12 +476,9 @@ def sweeps(table: Table) -> list[dict]:
             for s in view.series:
                 columns = [s.columns.get(key_of(v)) for v in view.values]
                 cs = [cell(table, i, m) for m in columns]
-                means = [c[0] for c in cs if c is not None]
-                best = None
-                if row.direction is not None and len(means) > 1:
-                    best = (max if row.direction == "higher" else min)(means)
+                best = best_holds(table, i, outcomes or {}, detail, [m for m in columns if m])[0]
                 cells = [{"text": cell_text(table, i, m) if c is not None else NA,
-                          "cls": "best" if c is not None and c[0] == best else ("na" if c is None else "")}
+                          "cls": "best" if c is not None and m in best else ("na" if c is None else "")}
                          for m, c in zip(columns, cs)]
                 rows.append({"metric": row.label, "method": s.name, "cells": cells, "paper": False})
                 got = view.paper.get((i, s.name))
@@ -449,13 +507,13 @@ def skipped(bad: list) -> dict | None:
 def build_view(table: Table, found: list[Comparison], primary: Primary, baseline, outcomes: dict, costs: dict, prov: dict,
                checks: list, bad: list, title: str, notes: list[str], detail: dict | None = None) -> dict:
     main = main_table(table, outcomes, baseline, found, primary, detail)
-    secs = sections(table)
+    secs = sections(table, outcomes, detail)
     has_paper = any(s["paper_methods"] for s in secs)
     return {"title": title, "notes": notes, "header": header_text(table), "seed_note": seed_note(table),
             "legend": LEGEND + (PAPER_LEGEND if has_paper else ""), "methods": table.methods, "baseline": baseline,
             "main": main, "verdicts": verdicts(table, found, baseline, primary),
             "calibration": calibration_verdicts(table, baseline, found, detail, primary), "cost": cost_table(table, costs),
-            "sections": secs, "sweeps": sweeps(table), "sweep_legend": SWEEP_LEGEND,
+            "sections": secs, "sweeps": sweeps(table, outcomes, detail), "sweep_legend": SWEEP_LEGEND,
             "diffs": differences(table, found, primary), "checks": checks, "bad": bad, "skipped": skipped(bad),
             "summary": provenance_summary(table, prov), "baseline_choice": quote_label(baseline) if baseline else None,
             "provenance": json.dumps(prov, indent=2, sort_keys=True, default=str),

@@ -127,3 +127,16 @@ def test_an_evaluator_that_cannot_take_an_ensemble_is_skipped_for_it_and_a_dropp
     assert "Left out: the stored records of spectra (4 runs), an evaluator no longer in this bench" in md
     table = list(csv.DictReader(open(out / "table.csv")))
     assert not any(r["evaluator"] == "spectra" for r in table)
+
+
+def test_a_sweep_key_no_method_takes_names_a_plugins_arguments_not_an_unknown_method(tmp_path, monkeypatch):
+    """Issue 42: with a plugin in the bench, a sweep-key typo said "unknown method 'input_noise'" (the plugin's own
+    name looked up in the registry) instead of listing what each method takes."""
+    from conftest import HELPERS
+
+    monkeypatch.syspath_prepend(str(HELPERS))
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text("methods: [vanilla, {name: 'noisy:InputNoise'}]\nsweep: {sgima: [0.1, 0.2]}\n")
+    with pytest.raises(UserError, match=r"sweep 'sgima': expected a setting of one of the bench's methods .*"
+                                        r"vanilla: loss; noisy:InputNoise: sigma, prob, loss"):
+        load_bench(cfg)

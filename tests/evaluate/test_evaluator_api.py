@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from conftest import ROOT, make_data, tiny_config
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
-from mmix_eval.evaluate.base import PROBABILITY_METRICS
+from mmix_eval.evaluate.base import PROBABILITY_METRICS, OptionError
 from mmix_eval.evaluate import SHIFT_METRICS, Evaluator, MetricSpec, get_evaluator
 from mmix_eval.evaluate.deformations import evaluate_deformations
 from mmix_eval.evaluate.fgsm import evaluate_fgsm
@@ -88,13 +88,12 @@ def test_docs_plugin_evaluates_from_outside_the_package_and_gets_its_report_sect
                      if r["condition"] == "occlusion4" and r["metric"] == "acc") for m in ("vanilla", "input_mixup")}
     best = max(means, key=means.get)
     cells = [c.strip() for c in line.strip("|").split("|")[1:3]]  # columns: vanilla, input_mixup
-    assert [c.startswith("**") for c in cells] == [m == best for m in ("vanilla", "input_mixup")]
-    # ECE is lower-is-better: the best-marked cell of that row holds the smaller mean
-    ece = {m: next(r["value"] for r in read_records(res / f"{m}-s0" / "occlusion.jsonl")
-                   if r["condition"] == "occlusion4" and r["metric"] == "ece") for m in ("vanilla", "input_mixup")}
+    # bold only for the best, and only where its per-image interval against the other excludes 0 (one seed each)
+    assert all(m == best for c, m in zip(cells, ("vanilla", "input_mixup")) if c.startswith("**"))
+    # ECE is a calibration error: descriptive, never bold
     line = next(ln for ln in md.splitlines() if ln.startswith("| Grey 4x4 square: ECE |") and "(n=" in ln)
     cells = [c.strip() for c in line.strip("|").split("|")[1:3]]
-    assert [c.startswith("**") for c in cells] == [m == min(ece, key=ece.get) for m in ("vanilla", "input_mixup")]
+    assert not any(c.startswith("**") for c in cells)
 
 
 def test_every_deformation_and_fgsm_condition_carries_acc_nll_ece_brier_and_they_are_right(runs):
@@ -428,3 +427,12 @@ def test_evaluate_forwards_each_test_image_once_clean_and_fgsm_takes_it_from_its
     assert clean[("deformations", "acc")] == clean[("fgsm", "acc")] == clean[("calibration", "acc")] == expected
     assert {p.name for p in (tmp_path / "out" / "vanilla-s0").glob("*.jsonl")} == {"deformations.jsonl", "fgsm.jsonl",
                                                                                    "calibration.jsonl"}
+
+
+def test_a_plugin_evaluators_option_error_names_the_evaluator(tmp_path, monkeypatch, capsys):
+    """Issue 42: 'patch: expected an integer >= 1, got 0' named no evaluator; the plugin's own option now says whose."""
+    docs_module(tmp_path, monkeypatch)
+    with pytest.raises(OptionError, match=r"^patch: expected an integer >= 1, got 0 \(an option of the occlusion evaluator\)$"):
+        get_evaluator("my_evals:Occlusion").options({"patch": 0})
+    with pytest.raises(OptionError, match=r"patch: expected an integer, got 'x' \(an option of the occlusion evaluator\)"):
+        get_evaluator("my_evals:Occlusion").options({"patch": "x"})

@@ -347,7 +347,7 @@ def test_provenance_is_summarised_then_collapsed_and_few_seeds_are_said_in_words
     assert "<th>seeds</th><td style='text-align:left'>0, 1 (2 methods, 4 runs)</td>" in summary
     assert html.index("<details>") > html.index("<h2>Provenance</h2>") and "</pre></details>" in html
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "Only 2 training seeds per method: the 95 % t interval over seeds uses t with 1 degree of freedom" in md
+    assert "Only 2 training seeds per method: a method claim uses t with 1 degree of freedom (12.7 × its standard error)" in md
 
 
 def test_the_console_summary_keeps_its_columns_apart():

@@ -118,8 +118,8 @@ def test_a_long_grid_streams_in_constant_memory(tmp_path):
                                    f"res{n}", "--device", "cpu", "--no-progress"], tmp_path)
         assert r.returncode == 0, r.stderr[-2000:]
         lines = (tmp_path / f"res{n}" / "run" / "deformations.jsonl").read_text().splitlines()
-        # clean: acc and the 9 probability metrics; each condition: acc, rel_acc and the 9 (no held-out split: no
+        # clean: acc and the 11 probability metrics; each condition: acc, rel_acc and the 11 (no held-out split: no
         # calibrated rows)
-        assert len(lines) == 11 * n + 10
+        assert len(lines) == 13 * n + 12
         print(f"\n{n} conditions: {wall:.1f} s, peak {peaks[n]:.0f} MB")
     assert peaks[400] - peaks[20] < 40, peaks
