@@ -22,7 +22,7 @@ TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "sweep", "eval
 LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra",
                  "max_parallel")
 COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import", "download", "trusted"))
-REPORT_KEYS = ("baseline", "checks", "title", "primary", "multiplicity", "plot_columns")
+REPORT_KEYS = ("baseline", "checks", "title", "primary", "multiplicity", "plot_columns", "sections")
 METHOD_KEYS = ("name", "kwargs", *V1_METHOD_KEYS, "label")  # alpha, eligible, loss: shorthand for kwargs
 SWEEP_SECTIONS = ("data", "model", "train")
 
@@ -51,6 +51,7 @@ class Bench:
     primary: list[str] | None = None  # report.primary: the comparisons claimed (None: the default family)
     multiplicity: str = "holm"  # report.multiplicity
     plot_columns: list[str] | None = None  # report.plot_columns
+    sections: dict[str, str] | None = None  # report.sections: evaluator -> "module:Class" of a report section
     # evaluator -> why it cannot take a deep ensemble (found by the preflight): skipped for the ensembles, said in the report
     ensemble_skip: dict = field(default_factory=dict)
 
@@ -115,8 +116,13 @@ def load_bench(path: str | Path) -> Bench:
     plot_columns = rep.get("plot_columns")
     if plot_columns is not None and (not isinstance(plot_columns, list) or not all(isinstance(c, str) for c in plot_columns)):
         raise UserError(f"{where}: 'report.plot_columns' expected a list of column labels, got {plot_columns!r:.80}")
+    sections = rep.get("sections")
+    if sections is not None and (not isinstance(sections, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and ":" in v for k, v in sections.items())):
+        raise UserError(f"{where}: 'report.sections' expected a mapping of evaluator: module:Class (a ReportSection "
+                        f"subclass), got {sections!r:.80}")
     return Bench(str(raw.get("name") or path.stem), runs, plan, options, baseline, checks, rep.get("title"), raw, launcher,
-                 ensembles, family.patterns, family.multiplicity, plot_columns)
+                 ensembles, family.patterns, family.multiplicity, plot_columns, sections)
 
 
 def _runs(raw: dict, methods: list, seeds: list[int], axes: dict, where: str) -> list[Run]:

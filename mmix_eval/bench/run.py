@@ -228,16 +228,18 @@ def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, e
     notes = skipped + ([f"Incomplete bench: {len(missing)} of {len(bench.runs)} runs are not in this report "
                         f"(not finished or not evaluated): {', '.join(missing)}."] if missing else [])
     if bench.baseline is not None and "baseline" not in (bench.raw.get("report") or {}):
-        notes.append(f"Baseline for the differences: {bench.baseline} ("
-                     + ("vanilla is in the bench)." if bench.baseline == "vanilla" else
-                        "the bench has no vanilla, so its first method; set report.baseline to choose)."))
+        from mmix_eval.report.sections import Note
+
+        notes.append(Note(f"Baseline for the differences: {bench.baseline} ("
+                          + ("vanilla is in the bench)." if bench.baseline == "vanilla" else
+                             "the bench has no vanilla, so its first method; set report.baseline to choose)."), "info"))
     extra = {"bench": bench.raw, "command": " ".join(sys.argv) if sys.argv else None, "stage_wall_time_s": stages,
              "missing_runs": missing, "failed_runs": failed}
     order = list(dict.fromkeys(r.label or r.method["name"] for r in bench.runs))  # the YAML's method order
     result = build_report([results], out, bench.baseline, bench.checks, bench.title or f"mmix-eval bench: {bench.name}",
                           extra_provenance=extra, notes=notes, order=order, strict_checks=False, primary=bench.primary,
                           multiplicity=bench.multiplicity, plot_columns=bench.plot_columns,
-                          evaluators=[ev.name for ev, _ in bench.plan])
+                          evaluators=[ev.name for ev, _ in bench.plan], sections=bench.sections)
     result["missing"] = missing
     result["failed"] = failed
     echo(f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report "

@@ -26,7 +26,7 @@ from mmix_eval.report.load import Results, load_results
 from mmix_eval.report.plots import COLORS, figure_files, sweep_figures, training_curves
 from mmix_eval.report.provenance import evaluation_warnings, nonfinite_notes, provenance, thread_notes
 from mmix_eval.report.render import render_html, render_latex, render_markdown, render_summary, write_csv_table, write_sweep_csv
-from mmix_eval.report.sections import SectionContext, section_for
+from mmix_eval.report.sections import Note, SectionContext, section_for
 from mmix_eval.report.table import aggregate, caveats, check_duplicates, comparable_groups, describe_group, evaluator_order
 from mmix_eval.report.view import STILL_FALLING, build_view, not_converged
 
@@ -101,20 +101,25 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     check_duplicates(rows, labels)
     if baseline == "auto":  # vanilla when present, else the first column; stated in the report
         auto = "vanilla" if any(r["method"] == "vanilla" for r in rows) else order_methods(labels, rows, None, order)[0]
-        notes.append(f"Baseline for the differences: {auto} ({'vanilla is in the results' if auto == 'vanilla' else 'no vanilla run in the results, so the first method'}).")
+        notes.append(Note(f"Baseline for the differences: {auto} ({'vanilla is in the results' if auto == 'vanilla' else 'no vanilla run in the results, so the first method'}).", "info"))
         baseline = auto
     baseline = resolve_baseline(rows, labels, baseline)
     table = aggregate(rows, baseline, order)
+    if strict_checks:  # the columns a check names, before the sections, claims and figures (the slow part)
+        check_columns(table, checks or [])
     if plot_columns:
         unknown = [c for c in plot_columns if c not in table.methods]
         if unknown:
             raise UserError(f"plot_columns: '{unknown[0]}' expected one of the report's columns ({', '.join(table.methods)})")
     ctx = SectionContext(table, rows, labels, baseline, results.detail, plot_columns)
     sections = [section_for(e, given) for e in evaluator_order(rows)]
+    titles = {str(s.evaluator): s.title for s in sections}  # a section's own title heads its table
+    table.sections = [(k, titles.get(k, t) if k != "comparison" else t, idx) for k, t, idx in table.sections]
     for s in sections:
-        notes += s.add_rows(ctx)
+        notes += _section_call(s, "add_rows", ctx, list)
     table.caveats = caveats(table, rows, labels)  # after the sections' rows: indices are final
-    notes += list(dict.fromkeys(n for s in sections for n in s.notes(ctx)))  # one check may serve two evaluators
+    notes += list(dict.fromkeys(n for s in sections for n in _section_call(s, "notes", ctx, list)))  # one check may
+    # serve two evaluators
     paired = baseline is not None and len(table.methods) > 1
     pair_notes: list[str] = []
     found = comparisons(table, baseline, results.outcomes, results.detail, family, pair_notes) if paired else []
@@ -122,14 +127,12 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
         notes.append("Deformation rows in these records were rendered by mmix-eval 0.1 (grid_sample's nearest mode, "
                      "which keeps the border pixel for sources up to half a pixel outside the image, where the official "
                      "rendering is black); re-evaluate the checkpoints for the official rendering.")
-    if strict_checks:
-        check_columns(table, checks or [])
     check_results = run_checks(table, checks or [])
     title = title or f"mmix-eval report: {', '.join(table.context['data'])}, {', '.join(table.context['model'])}"
     out = Path(out)
     figures = {}
     for s in sections if plots else []:  # without plots: tables and text only
-        figures.update(s.figures(ctx))
+        figures.update(_section_call(s, "figures", ctx, dict))
     if plots:
         figures.update(sweep_figures(table, COLORS))
         curves = training_curves(table, results.costs)
@@ -163,6 +166,25 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
         atomic_write_bytes(out / "plots" / name, data)
     return {"table": table, "checks": check_results, "bad": results.bad, "out": out, "comparisons": found,
             "view": view}
+
+
+def _section_call(section, name: str, ctx, kind: type):
+    """A section's ``add_rows`` / ``notes`` (a list of strings) or ``figures`` (a dict of name -> matplotlib figure),
+    checked: a plugin section that raises or returns another type is one line naming it, before anything is written."""
+    from matplotlib.figure import Figure
+
+    where = f"report section {type(section).__module__}:{type(section).__qualname__} ({name}, evaluator '{section.evaluator}')"
+    try:
+        got = getattr(section, name)(ctx)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{where}: failed ({type(e).__name__}: {str(e)[:200]})") from None
+    if kind is list and not (isinstance(got, list) and all(isinstance(n, str) for n in got)):
+        raise UserError(f"{where}: expected a list of strings, got {type(got).__name__}")
+    if kind is dict and not (isinstance(got, dict) and all(isinstance(k, str) and isinstance(v, Figure) for k, v in got.items())):
+        raise UserError(f"{where}: expected a dict of name -> matplotlib figure, got {type(got).__name__}")
+    return got
 
 
 def _check_writable(out: Path) -> None:

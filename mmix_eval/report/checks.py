@@ -18,7 +18,8 @@ def parse_check(check: str) -> tuple[object, str, object]:
     spaces or operators is quoted: '"manifold_mixup α=0.2".rotation20 >= vanilla.rotation20' (double or single
     quotes). Syntax only: what the methods and conditions are is checked against the results (or, by bench,
     against its methods)."""
-    expected = f"--check '{check}': expected 'LEFT OP RIGHT' with OP one of >=, <=, >, <, =="
+    expected = (f"--check '{check}': expected 'LEFT OP RIGHT' with OP one of >=, <=, >, <, == (quote a column label "
+                f"holding spaces, dots or operators: '\"my method α=0.2\".rotation20 >= vanilla.rotation20')")
     i, quote, found = 0, None, None
     while i < len(check):  # the first operator outside quotes
         c = check[i]
@@ -111,5 +112,9 @@ def check_columns(table: Table, checks: list[str]) -> None:
                 continue
             matches = [m for m in table.methods if m == side[0]] or [m for m in table.methods if table.info[m][0] == side[0]]
             if len(matches) != 1:
+                quote = (f"; a column label with spaces or dots is quoted: \"{side[0]}.{side[1]}\" is read as column "
+                         f"'{side[0]}', so write '\"LABEL\".{side[1].rsplit('.', 1)[-1]}'"
+                         if not matches and (" " in side[0] or "." in side[1]) else "")
                 raise UserError(f"--check '{check}': method '{side[0]}' expected one column of the report "
-                                f"({', '.join(table.methods)}), got {'none' if not matches else 'several: ' + ', '.join(matches)}")
+                                f"({', '.join(table.methods)}), got {'none' if not matches else 'several: ' + ', '.join(matches)}"
+                                f"{quote}")

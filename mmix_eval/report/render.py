@@ -46,7 +46,8 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def render_markdown(view: dict) -> str:
     methods = [md(m) for m in view["methods"]]
-    out = [f"## {md(view['title'])}", "", *[f"> **{md(n)}**\n" for n in view["notes"]],
+    out = [f"## {md(view['title'])}", "", *[f"> **{md(n['text'])}**\n" if n["cls"] == "fail" else f"> {md(n['text'])}\n"
+                                             for n in view["notes"]],
            f"{md(view['header'])} Mean ± std over training seeds (n); **bold** = the best in its row where its interval "
            f"against the runner-up excludes 0.", ""]
     if view["skipped"]:

@@ -15,6 +15,7 @@ from mmix_eval.report.claims import ALPHA, POWER, Comparison, Primary, best_hold
 from mmix_eval.report.compare import ACC_GAP, accuracy_gated, is_ensemble
 from mmix_eval.report.labels import quote_label
 from mmix_eval.report.paper import published
+from mmix_eval.report.sections.base import note_level
 from mmix_eval.report.stats import t_quantile
 from mmix_eval.report.sweep import cell, key_of, sweep_views
 from mmix_eval.report.table import Table, signed_text as _num
@@ -509,7 +510,8 @@ def build_view(table: Table, found: list[Comparison], primary: Primary, baseline
     main = main_table(table, outcomes, baseline, found, primary, detail)
     secs = sections(table, outcomes, detail)
     has_paper = any(s["paper_methods"] for s in secs)
-    return {"title": title, "notes": notes, "header": header_text(table), "seed_note": seed_note(table),
+    shown = [{"text": str(n), "cls": "note" if note_level(n) == "info" else "fail"} for n in notes]
+    return {"title": title, "notes": shown, "header": header_text(table), "seed_note": seed_note(table),
             "legend": LEGEND + (PAPER_LEGEND if has_paper else ""), "methods": table.methods, "baseline": baseline,
             "main": main, "verdicts": verdicts(table, found, baseline, primary),
             "calibration": calibration_verdicts(table, baseline, found, detail, primary), "cost": cost_table(table, costs),

@@ -373,3 +373,71 @@ def test_an_unreadable_cost_file_is_listed_and_the_report_still_builds(tmp_path)
     out = build_report([tmp_path / "a" / "records.jsonl"], tmp_path / "b", baseline="vanilla")
     assert [(Path(p).name, why) for p, why in out["bad"]] == [("cost.json", "unreadable training costs (JSONDecodeError)")]
     assert out["view"]["cost"] is None
+
+
+def test_a_check_on_an_unquoted_label_with_dots_says_to_quote_it(tmp_path):
+    res = ten_methods(tmp_path / "res")
+    with pytest.raises(UserError, match=r"quote a column label holding spaces, dots or operators"):
+        build_report([res], tmp_path / "rep", baseline="vanilla", checks=["hidden_noise prob=0.5.rotation20 >= 1"])
+    with pytest.raises(UserError, match=r"a column label with spaces or dots is quoted: .*write '\"LABEL\".rotation20'"):
+        build_report([res], tmp_path / "rep", baseline="vanilla", checks=["hidden_noise prob 0.5.rotation20 >= 1"])
+    out = build_report([res], tmp_path / "rep", baseline="vanilla", checks=['"hidden_noise prob=0.5".rotation20 >= 1'],
+                       plots=False)
+    assert out["checks"][0][1]
+
+
+def test_a_sections_own_title_heads_its_table_and_a_neutral_note_is_not_drawn_as_a_failure(tmp_path, monkeypatch):
+    (tmp_path / "titled.py").write_text(
+        "from mmix_eval.report.sections import Note, ReportSection\n"
+        "class Titled(ReportSection):\n"
+        "    title = 'Deformations, as my paper calls them'\n"
+        "    def notes(self, ctx):\n"
+        "        return [Note('a neutral statement', 'info'), 'a problem']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from report.test_report_calibrated import write  # records with a deformations section of their own
+
+    build_report([write(tmp_path / "res")], tmp_path / "rep", baseline="vanilla",
+                 sections={"deformations": "titled:Titled"}, plots=False)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "### Deformations, as my paper calls them" in md
+    assert "> a neutral statement" in md and "> **a problem**" in md
+    assert "<p class='note'>a neutral statement</p>" in html and "<p class='fail'>a problem</p>" in html
+
+
+def test_the_documented_report_section_runs_and_a_broken_one_is_one_line(tmp_path, monkeypatch):
+    """docs/report-sections.md's example, as written, on records of a 'occlusion' evaluator; then sections that raise
+    or return the wrong type (issue 44: a traceback after writing) fail before anything is written."""
+    import re
+
+    from builders import specs as _specs  # noqa: F401  (the builders module is on the path)
+    from mmix_eval.evaluate.records import with_specs
+    from mmix_eval.evaluate.base import SHIFT_METRICS
+    from types import SimpleNamespace
+
+    text = (ROOT / "docs" / "report-sections.md").read_text(encoding="utf-8")
+    (tmp_path / "my_sections.py").write_text(re.search(r"```python title=my_sections.py\n(.*?)```", text, re.S).group(1))
+    (tmp_path / "broken_sections.py").write_text(
+        "from mmix_eval.report.sections import ReportSection\n"
+        "class Raises(ReportSection):\n"
+        "    def notes(self, ctx):\n"
+        "        raise KeyError('oops')\n"
+        "class WrongType(ReportSection):\n"
+        "    def notes(self, ctx):\n"
+        "        return 'not a list'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for method, acc in (("vanilla", 60.0), ("manifold_mixup", 70.0)):
+        base = {"run": f"{method}-s0", "model": "m", "method": method, "method_settings": {}, "train_seed": 0, "data": "d",
+                "n": 10, "evaluator": "occlusion", "settings": {}}
+        rows = [record(base, "clean", "acc", acc + 10, label="Clean")] + [
+            record(base, f"patch{p}", "acc", acc - p, label=f"Patch {p}", patch=p) for p in (4, 8)]
+        write_records(with_specs(rows, SimpleNamespace(name="occlusion", metrics=SHIFT_METRICS)), tmp_path / "res" / base["run"] / "occlusion")
+    build_report([tmp_path / "res"], tmp_path / "rep", baseline="vanilla", sections={"occlusion": "my_sections:OcclusionSection"})
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "> occlusion: 2 columns compared on the same occluded images" in md
+    assert (tmp_path / "rep" / "plots" / "occlusion-by-patch.png").stat().st_size > 1000
+    for cls, message in (("Raises", r"report section broken_sections:Raises \(notes, evaluator 'occlusion'\): failed \(KeyError"),
+                         ("WrongType", "expected a list of strings, got str")):
+        with pytest.raises(UserError, match=message):
+            build_report([tmp_path / "res"], tmp_path / f"bad{cls}", sections={"occlusion": f"broken_sections:{cls}"})
+        assert not (tmp_path / f"bad{cls}").exists()

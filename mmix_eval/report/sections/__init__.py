@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from mmix_eval.errors import UserError
 from mmix_eval.registry import Registry
-from mmix_eval.report.sections.base import ReportSection, SectionContext, add_row
+from mmix_eval.report.sections.base import Note, ReportSection, SectionContext, add_row, note_level
 
 SECTIONS: Registry = Registry("report section", "mmix_eval.report_sections", {
     "calibration": ("mmix_eval.report.sections.calibration:CalibrationSection", "reliability diagrams before and after scaling"),
@@ -23,7 +23,7 @@ SECTIONS: Registry = Registry("report section", "mmix_eval.report_sections", {
     "shift": ("mmix_eval.report.sections.shift:ShiftSection", "accuracy on the line, effective robustness"),
 })
 
-__all__ = ["SECTIONS", "ReportSection", "SectionContext", "add_row", "section_for"]
+__all__ = ["SECTIONS", "Note", "ReportSection", "SectionContext", "add_row", "note_level", "section_for"]
 
 
 def section_for(evaluator: str, given: dict[str, str] | None = None) -> ReportSection:

@@ -16,6 +16,20 @@ from mmix_eval.report.plots import (MAX_FIG_WIDTH, COLORS, calibration_under_shi
 from mmix_eval.report.table import Row, Table
 
 
+class Note(str):
+    """A note for the top of the report with its level: ``warning`` (the default for a plain string: drawn as a
+    problem, bold red) or ``info`` (a neutral statement, e.g. which baseline was chosen)."""
+
+    def __new__(cls, text: str, level: str = "warning"):
+        obj = super().__new__(cls, text)
+        obj.level = level if level in ("warning", "info") else "warning"
+        return obj
+
+
+def note_level(note) -> str:
+    return getattr(note, "level", "warning")
+
+
 @dataclass
 class SectionContext:
     table: Table
@@ -42,7 +56,8 @@ class ReportSection:
         return []
 
     def notes(self, ctx: SectionContext) -> list[str]:
-        """Findings stated at the top of the report (a failed sanity check, say)."""
+        """Findings stated at the top of the report (a failed sanity check, say): plain strings are warnings; a
+        ``Note(text, "info")`` is drawn as a neutral statement."""
         return []
 
     def headline_rows(self, table: Table) -> list[int]:
