@@ -426,6 +426,7 @@ def test_the_documented_report_section_runs_and_a_broken_one_is_one_line(tmp_pat
         "    def notes(self, ctx):\n"
         "        return 'not a list'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_sections", raising=False)  # another test's my_sections.py
     for method, acc in (("vanilla", 60.0), ("manifold_mixup", 70.0)):
         base = {"run": f"{method}-s0", "model": "m", "method": method, "method_settings": {}, "train_seed": 0, "data": "d",
                 "n": 10, "evaluator": "occlusion", "settings": {}}
