@@ -22,7 +22,7 @@ TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "sweep", "eval
 LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra",
                  "max_parallel")
 COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import", "download", "trusted"))
-REPORT_KEYS = ("baseline", "checks", "title", "primary", "multiplicity", "plot_columns", "sections")
+REPORT_KEYS = ("baseline", "checks", "title", "primary", "multiplicity", "plot_columns", "sections", "main")
 METHOD_KEYS = ("name", "kwargs", *V1_METHOD_KEYS, "label")  # alpha, eligible, loss: shorthand for kwargs
 SWEEP_SECTIONS = ("data", "model", "train")
 
@@ -52,6 +52,7 @@ class Bench:
     multiplicity: str = "holm"  # report.multiplicity
     plot_columns: list[str] | None = None  # report.plot_columns
     sections: dict[str, str] | None = None  # report.sections: evaluator -> "module:Class" of a report section
+    main: dict | None = None  # report.main: {columns: [...], rows: [...]}
     # evaluator -> why it cannot take a deep ensemble (found by the preflight): skipped for the ensembles, said in the report
     ensemble_skip: dict = field(default_factory=dict)
 
@@ -122,7 +123,22 @@ def load_bench(path: str | Path) -> Bench:
         raise UserError(f"{where}: 'report.sections' expected a mapping of evaluator: module:Class (a ReportSection "
                         f"subclass), got {sections!r:.80}")
     return Bench(str(raw.get("name") or path.stem), runs, plan, options, baseline, checks, rep.get("title"), raw, launcher,
-                 ensembles, family.patterns, family.multiplicity, plot_columns, sections)
+                 ensembles, family.patterns, family.multiplicity, plot_columns, sections, _main_spec(rep.get("main"), where))
+
+
+def _main_spec(main, where: str) -> dict | None:
+    """report.main, checked now (before anything trains)."""
+    if main is None:
+        return None
+    from mmix_eval.report.view import MainSpec
+
+    if not isinstance(main, dict) or set(main) - {"columns", "rows"}:
+        raise UserError(f"{where}: 'report.main' expected a mapping with 'columns' and/or 'rows', got {main!r:.80}")
+    try:
+        MainSpec(**main)
+    except UserError as e:
+        raise UserError(f"{where}: 'report.{e}'") from None
+    return dict(main)
 
 
 def _runs(raw: dict, methods: list, seeds: list[int], axes: dict, where: str) -> list[Run]:

@@ -239,7 +239,7 @@ def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, e
     result = build_report([results], out, bench.baseline, bench.checks, bench.title or f"mmix-eval bench: {bench.name}",
                           extra_provenance=extra, notes=notes, order=order, strict_checks=False, primary=bench.primary,
                           multiplicity=bench.multiplicity, plot_columns=bench.plot_columns,
-                          evaluators=[ev.name for ev, _ in bench.plan], sections=bench.sections)
+                          evaluators=[ev.name for ev, _ in bench.plan], sections=bench.sections, main=bench.main)
     result["missing"] = missing
     result["failed"] = failed
     echo(f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report "

@@ -125,7 +125,7 @@ def scores(logits, mean_logits=None) -> dict:
     return {"msp": torch.softmax(logits, 1).max(1).values, "max_logit": z.max(1).values, "energy": torch.logsumexp(z, 1)}
 
 
-ENSEMBLE_NOTE = ("a deep ensemble: max softmax of the mean softmax; max logit and energy from the members' mean logits; "
+ENSEMBLE_NOTE = ("a deep ensemble's max softmax of the mean softmax, max logit and energy from the members' mean logits, "
                  "no calibrated energy (the calibrator is fitted to the averaged probabilities, not to the mean logits)")
 
 
@@ -176,8 +176,8 @@ class OOD(Evaluator):
         from mmix_eval.evaluate.ensemble import Ensemble, MeanLogits
 
         ensemble = MeanLogits(target.model).to(device).eval() if isinstance(target.model, Ensemble) else None
-        if ensemble is not None:
-            base["warnings"] = "; ".join(filter(None, [base.get("warnings"), ENSEMBLE_NOTE]))
+        if ensemble is not None:  # how its scores are defined: a setting of its rows, stated once in the header
+            base["settings"] = {**base["settings"], "ensemble_scores": ENSEMBLE_NOTE.replace("; ", ", ")}
 
         def mean_of(x):
             return logits_of(ensemble, x, bs, device, precision=target.precision) if ensemble is not None else None

@@ -25,10 +25,11 @@ from mmix_eval.report.labels import method_labels, order_methods, resolve_baseli
 from mmix_eval.report.load import Results, load_results
 from mmix_eval.report.plots import COLORS, figure_files, sweep_figures, training_curves
 from mmix_eval.report.provenance import evaluation_warnings, nonfinite_notes, provenance, thread_notes
-from mmix_eval.report.render import render_html, render_latex, render_markdown, render_summary, write_csv_table, write_sweep_csv
+from mmix_eval.report.render import (render_claims, render_html, render_latex, render_markdown, render_summary, write_csv_table,
+                                     write_sweep_csv)
 from mmix_eval.report.sections import Note, SectionContext, section_for
 from mmix_eval.report.table import aggregate, caveats, check_duplicates, comparable_groups, describe_group, evaluator_order
-from mmix_eval.report.view import STILL_FALLING, build_view, not_converged
+from mmix_eval.report.view import STILL_FALLING, MainSpec, build_view, not_converged
 
 __all__ = ["build_report", "load_results"]
 
@@ -38,7 +39,7 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                  split_by: bool = False, order: list[str] | None = None,
                  sections: dict[str, str] | None = None, strict_checks: bool = True, plots: bool = True,
                  primary: list[str] | None = None, multiplicity: str = "holm", plot_columns: list[str] | None = None,
-                 evaluators: list[str] | None = None) -> dict:
+                 evaluators: list[str] | None = None, main: dict | None = None) -> dict:
     """Read records, aggregate, and write report.html, report.md, table.csv, records.csv/.jsonl and plots/.
     ``notes``: warnings shown at the top of the report (e.g. runs of a bench not finished yet). Records that
     cannot be compared (other data, test subset, evaluation seed or evaluator settings) are refused, naming
@@ -51,10 +52,15 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
     ``multiplicity``: holm, bonferroni, bh or none, applied within the primary family and within each evaluator's
     exploratory one. ``plot_columns``: the columns a figure that cannot draw them all shows (default: the baseline,
     the user's own columns, then the first others). ``evaluators``: the evaluators whose records are current (a
-    bench's plan); records of any other are left out, and the report says so at its top."""
+    bench's plan); records of any other are left out, and the report says so at its top. ``main``: {"columns":
+    [...], "rows": [...]}, what the main table shows (``view.MainSpec``; default: the paper's rows and one row per
+    other evaluator, the single models, the ensembles in a table of their own)."""
     for check in checks or []:  # a syntax error is bad input: refused before anything is read or written
         parse_check(check)
     family = Primary(primary, multiplicity)
+    if main is not None and (not isinstance(main, dict) or set(main) - {"columns", "rows"}):
+        raise UserError(f"main: expected a mapping with 'columns' and/or 'rows', got {main!r:.80}")
+    spec = MainSpec(**main) if main else None
     results = load_results(results_paths)
     notes = list(notes or [])
     if evaluators is not None:
@@ -74,7 +80,7 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                         f"or pass --split-by for one report per group)")
     if len(groups) == 1:
         return _build_one(results, out, baseline, checks, title, extra_provenance, notes, order, sections, strict_checks,
-                          plots, family, plot_columns)
+                          plots, family, plot_columns, spec)
     parts = []
     for k, g in enumerate(groups, 1):
         runs = {r["run"] for r in g}
@@ -87,13 +93,14 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                        costs={r: c for r, c in results.costs.items() if r in runs}, detail=detail)
         name = safe_name(f"group{k}-{g[0]['data']}-n{g[0]['n']}")
         parts.append(_build_one(part, Path(out) / name, baseline, checks, title, extra_provenance, notes, order, sections,
-                                strict_checks, plots, family, plot_columns))
+                                strict_checks, plots, family, plot_columns, spec))
     first = parts[0]
     return {**first, "checks": [c for p in parts for c in p["checks"]], "out": Path(out), "groups": [p["out"] for p in parts]}
 
 
 def _build_one(results: Results, out, baseline, checks, title, extra_provenance, notes, order=None, given=None,
-               strict_checks=True, plots=True, family: Primary | None = None, plot_columns: list[str] | None = None) -> dict:
+               strict_checks=True, plots=True, family: Primary | None = None, plot_columns: list[str] | None = None,
+               spec: MainSpec | None = None) -> dict:
     notes = list(notes or []) + evaluation_warnings(results.rows) + nonfinite_notes(results.rows)
     # Stable: each record file keeps its own order (the evaluator's condition order: Table 4's, the ε grid's).
     rows = sorted(results.rows, key=lambda r: (str(r["run"]), str(r["evaluator"])))
@@ -130,17 +137,16 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     check_results = run_checks(table, checks or [])
     title = title or f"mmix-eval report: {', '.join(table.context['data'])}, {', '.join(table.context['model'])}"
     out = Path(out)
-    figures = {}
-    for s in sections if plots else []:  # without plots: tables and text only
-        figures.update(_section_call(s, "figures", ctx, dict))
+    images = {}  # each batch of figures drawn to files (and closed) before the next is made: 20 columns x 7
+    for s in sections if plots else []:  # evaluators held dozens of open figures at once. Without plots: text only
+        for name, fig in _section_call(s, "figures", ctx, dict).items():
+            images.update(figure_files(name, fig))
     if plots:
-        figures.update(sweep_figures(table, COLORS))
+        for name, fig in sweep_figures(table, COLORS).items():
+            images.update(figure_files(name, fig))
         curves = training_curves(table, results.costs)
         if curves is not None:
-            figures["training-curves"] = curves
-    images = {}
-    for name, fig in figures.items():
-        images.update(figure_files(name, fig))
+            images.update(figure_files("training-curves", curves))
     prov = provenance(results, extra_provenance)
     notes += thread_notes(prov)
     for m, runs in not_converged(table, results.costs).items():
@@ -148,11 +154,12 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
                      f"epochs more than {100 * STILL_FALLING:.0f} % below the tenth before): numbers of a run that had not "
                      f"converged (plots/training-curves.png).")
     view = build_view(table, found, family or Primary(), baseline, results.outcomes, results.costs, prov, check_results,
-                      results.bad, title, notes + sorted(set(pair_notes)), results.detail)
+                      results.bad, title, notes + sorted(set(pair_notes)), results.detail, spec)
     _check_writable(out)
     atomic_write_text(out / "report.html", render_html(view, images))
     atomic_write_text(out / "report.md", render_markdown(view))
     atomic_write_text(out / "summary.md", render_summary(view))
+    atomic_write_text(out / "claims.md", render_claims(view))
     atomic_write_text(out / "report.tex", render_latex(view))
     write_csv_table(table, out / "table.csv")
     if not write_sweep_csv(table, out / "sweep.csv") and (out / "sweep.csv").exists():

@@ -25,6 +25,15 @@ from mmix_eval.report.table import Table, signed_text as _num
 PROPER_SCORES = ("nll", "brier")  # what a calibration verdict rests on
 
 
+class Verdict(str):
+    """A calibration sentence with its counts (``facts``), so a compact table can be drawn from the same verdicts."""
+
+    def __new__(cls, text: str, **facts):
+        obj = super().__new__(cls, text)
+        obj.facts = facts
+        return obj
+
+
 def gap_claim(table: Table, detail: dict, raw: int, cal: int, a: str, b: str) -> stats.MethodTest | None:
     """The method claim on the calibration gap (raw − calibrated score) of column ``a`` minus that of ``b``: per seed
     pair, the difference of the two gaps, with the image terms from the bootstrap replicates (the same resamples
@@ -100,39 +109,32 @@ def calibration_verdicts(table: Table, baseline: str | None, found: list[Compari
                 ahead = [c for c, (a, _) in pairs.items() if _holds(a, ens)]
                 kept = [c for c in ahead if _holds(pairs[c][1], ens)]
                 only_after = [c for c, (a, b) in pairs.items() if c not in ahead and _holds(b, ens)]
-                kind = ("network claims: these ensembles, per image" if ens else
-                        f"method claims, {_basis(pairs)}, {_adj(primary)} within the {key} section")
-                text = (f"{key}, {label} (a proper score): {m} is lower than {ref} under {len(ahead)} of {len(pairs)} "
-                        f"shifted conditions before {name} scaling")
-                text += f", and under {len(kept)} of those {len(ahead)} after it" if ahead else ""
+                kind = "network claims: these ensembles, per image" if ens else f"method claims, {_basis(pairs)}"
+                text = f"{key}, {label}: {m} lower than {ref} under {len(ahead)} of {len(pairs)} raw"
+                text += f", {len(kept)} of those after {name} scaling" if ahead else ""
                 text += f"; lower only after it under {len(only_after)}" if only_after else ""
                 if ahead:
                     c = max(ahead, key=lambda c: abs(pairs[c][0].diff))
                     a, b = pairs[c]
                     text += (f" (largest: {table.rows[raw[c]].label.rsplit(': ', 1)[0]}, {_iv(table, a, ens)} raw, "
                              f"{_iv(table, b, ens) if b is not None else 'no interval'} after)")
-                text += f" ({kind})."
                 if not ens:
                     smaller = [c for c in cal if adjusted.get((m, c), 1.0) < ALPHA and gaps[m, c].diff < 0]
                     larger = [c for c in cal if adjusted.get((m, c), 1.0) < ALPHA and gaps[m, c].diff > 0]
-                    text += (f" Calibration gap (the {label} that {name} scaling removes, raw − scaled; smaller: better "
-                             f"calibrated, as the calibrator measures it): smaller for {m} than for {ref} under "
-                             f"{len(smaller)} of {len(cal)}, larger under {len(larger)}")
+                    text += f"; calibration gap smaller under {len(smaller)}, larger under {len(larger)}"
                     shown = smaller + larger or [c for c in cal if gaps.get((m, c)) is not None]
                     if shown:
                         c = max(shown, key=lambda c: abs(gaps[m, c].diff))
                         g = gaps[m, c]
-                        text += (f" ({'largest' if smaller + larger else 'largest difference, not holding after correction'}: "
+                        text += (f" ({'largest' if smaller + larger else 'largest, not holding'}: "
                                  f"{table.rows[raw[c]].label.rsplit(': ', 1)[0]}, {_num(table, raw[c], g.diff)} "
                                  f"[{_num(table, raw[c], g.low)}, {_num(table, raw[c], g.high)}])")
-                    text += f"; method claims, {_adj(primary)} across the section's {len(tested)} gap comparisons."
-                out.append(text)
+                facts = {"section": key, "score": label, "column": m, "n": len(pairs), "raw": len(ahead),
+                         "after": len(kept), "ensemble": ens}
+                if not ens:
+                    facts.update(smaller=len(smaller), larger=len(larger))
+                out.append(Verdict(text + f" ({kind}).", **facts))
     return out
-
-
-def _adj(primary: Primary) -> str:
-    return {"holm": "Holm-corrected", "bonferroni": "Bonferroni-corrected", "bh": "BH-corrected",
-            "none": "uncorrected"}[primary.multiplicity]
 
 
 def _basis(pairs: dict) -> str:

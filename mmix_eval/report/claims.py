@@ -80,11 +80,16 @@ def default_primary(table: Table, i: int, column: str) -> bool:
         return False
     if r.metric == "acc" and r.calibrator == "none":
         return r.evaluator in PRIMARY_EVALUATORS and r.section == "comparison"
-    return r.metric in PRIMARY_SCORES and _clean(r)
+    return r.metric in PRIMARY_SCORES and _clean(table, r)
 
 
-def _clean(r: Row) -> bool:
-    return r.condition == "clean" or (r.calibrator != "none" and r.condition == f"{r.calibrator}_scaled")
+def _clean(table: Table, r: Row) -> bool:
+    """The clean condition, raw or calibrated; the calibration evaluator's '<calibrator>_scaled' condition only where
+    no clean calibrated row of the same score exists (they are the same numbers: counted once in the family)."""
+    if r.condition == "clean":
+        return True
+    return (r.calibrator != "none" and r.condition == f"{r.calibrator}_scaled"
+            and not any(o.condition == "clean" and o.calibrator == r.calibrator and o.metric == r.metric for o in table.rows))
 
 
 def _matches(table: Table, i: int, column: str, pattern: tuple) -> bool:

@@ -58,14 +58,23 @@ def _text(v) -> str | None:
 
 def evaluation_warnings(rows: list[dict]) -> list[str]:
     """The evaluators' warnings (train-mode model, probabilities for logits, randomised forward, zero input
-    gradients), one line per run and warning, with the evaluators that raised it."""
-    seen: dict[tuple[str, str], set[str]] = {}
+    gradients), one line per warning with the runs and evaluators that raised it (at 20 columns one warning of
+    every run was 30 lines)."""
+    seen: dict[str, tuple[set[str], set[str]]] = {}
     for r in rows:
         ws = r.get("warnings")
         for w in (ws if isinstance(ws, list) else str(ws or "").split("; ")):
             if w and w != "None":
-                seen.setdefault((str(r.get("run")), w), set()).add(str(r.get("evaluator")))
-    return [f"Warning for {run} ({', '.join(sorted(ev))}): {w}" for (run, w), ev in sorted(seen.items())]
+                runs, evs = seen.setdefault(w, (set(), set()))
+                runs.add(str(r.get("run")))
+                evs.add(str(r.get("evaluator")))
+    out = []
+    for w, (runs, evs) in sorted(seen.items(), key=lambda kv: (sorted(kv[1][0]), kv[0])):
+        names = sorted(runs)
+        who = names[0] if len(names) == 1 else (f"{len(names)} runs ({', '.join(names[:4])}"
+                                                 + (f" and {len(names) - 4} more" if len(names) > 4 else "") + ")")
+        out.append(f"Warning for {who} ({', '.join(sorted(evs))}): {w}")
+    return out
 
 
 def nonfinite_notes(rows: list[dict], limit: int = 4) -> list[str]:

@@ -77,21 +77,51 @@ def render_markdown(view: dict) -> str:
                     *_md_table(["metric", "method", "value"], [[md(r["metric"]), md(r["method"]), md(r["text"])] for r in sw["fixed"]])]
     if view["diffs"]:
         d = view["diffs"]
-        head = ["comparison", "condition", "family", "method claim (training runs and images)"] + (
-            ["network claim (these networks, over images)"] if d["images"] else [])
-        rows = [[md(r["method"]), md(r["label"]), md(r["family"]), md(r["seeds"])] + ([md(r["images"])] if d["images"] else [])
-                for r in d["rows"]]
-        out += [f"### Differences against {md(view['baseline'])}", "", md(d["legend"]), "", *_md_table(head, rows)]
+        out += [f"### Differences against {md(view['baseline'])}", "", md(d["legend"]), "",
+                "The primary comparisons; every comparison, exploratory ones included, is in claims.md.", "",
+                *_diff_table(d, [r for r in d["rows"] if r["family"] == "primary"])]
     if view["checks"]:
         out += ["### Checks", ""] + [f"- {'PASS' if ok else '**FAIL**'}: `{md(c)}` ({md(why)})" for c, ok, why in view["checks"]] + [""]
     return "\n".join(out)
 
 
+def _diff_table(d: dict, rows: list[dict]) -> list[str]:
+    head = ["comparison", "condition", "family", "method claim (training runs and images)"] + (
+        ["network claim (these networks, over images)"] if d["images"] else [])
+    return _md_table(head, [[md(r["method"]), md(r["label"]), md(r["family"]), md(r["seeds"])] +
+                            ([md(r["images"])] if d["images"] else []) for r in rows])
+
+
+def render_claims(view: dict) -> str:
+    """claims.md: every comparison with its claims, the primary family's sentences condition by condition, then each
+    family's differences table (what report.md and summary.md link to instead of holding it: at 20 columns it is
+    megabytes)."""
+    out = [f"# Claims against {md(view['baseline'])}: {md(view['title'])}", ""]
+    if view["verdicts"]["by_condition"]:
+        out += ["## The primary comparisons, condition by condition", "", md(verdict_intro(view["verdicts"])), ""]
+        for label, sentences in view["verdicts"]["by_condition"]:
+            out += [f"**{md(label)}**", ""] + [f"- {md(s)}" for s in sentences] + [""]
+    d = view["diffs"]
+    if d:
+        out += ["## Every comparison, by family", "", md(d["legend"]), ""]
+        for family in dict.fromkeys(r["family"] for r in d["rows"]):
+            out += [f"### {md(family)}", "", *_diff_table(d, [r for r in d["rows"] if r["family"] == family])]
+    if len(out) == 2:
+        out += ["No comparison: one method, or no baseline.", ""]
+    return "\n".join(out)
+
+
 def main_lines(view: dict) -> list[str]:
-    """The main table in Markdown: bold where the best holds, † where the difference holds, the caption below."""
-    rows = [[md(r["label"])] + [(f"**{md(c['text'])}**" if c["best"] else md(c["text"])) + (f" {md(c['mark'].strip())}" if c["mark"] else "")
-                                for c in r["cells"]] for r in view["main"]["rows"]]
-    return _md_table(["condition", *map(md, view["methods"])], rows)[:-1] + ["", f"*{md(view['main']['caption'])}*", ""]
+    """The main table in Markdown: bold where the best holds, † where the difference holds, the caption below; the
+    deep ensembles' table after it."""
+    out = []
+    for table in [view["main"], view["main"].get("ensembles")]:
+        if not table:
+            continue
+        rows = [[md(r["label"])] + [(f"**{md(c['text'])}**" if c["best"] else md(c["text"])) +
+                                    (f" {md(c['mark'].strip())}" if c["mark"] else "") for c in r["cells"]] for r in table["rows"]]
+        out += _md_table(["condition", *map(md, table["columns"])], rows)[:-1] + ["", f"*{md(table['caption'])}*", ""]
+    return out
 
 
 def verdict_lines(view: dict) -> list[str]:
@@ -101,7 +131,7 @@ def verdict_lines(view: dict) -> list[str]:
     if not v["short"]:
         return []
     return [f"### What holds against {md(view['baseline'])}", "", md(verdict_intro(v)) + " One sentence per method and "
-            "condition, with its intervals and tests, in summary.md.", "", *[f"- {md(s)}" for s in v["short"]], ""]
+            "condition, with its intervals and tests, in claims.md.", "", *[f"- {md(s)}" for s in v["short"]], ""]
 
 
 def verdict_intro(v: dict) -> str:
@@ -112,18 +142,38 @@ def verdict_intro(v: dict) -> str:
             f"nothing of another training seed.")
 
 
-CALIBRATION_INTRO = ("Does a calibration advantage over the baseline under a shift survive post-hoc calibration? "
-                     "The calibrator is fitted once per run on held-out images and applied to every condition's logits. "
-                     "Verdicts rest on the proper scores (NLL, Brier), raw and calibrated side by side, as method claims; "
-                     "ECE and its kin are descriptive (each model's estimate is biased by its own amount).")
+CALIBRATION_INTRO = ("Does a calibration advantage over the baseline under a shift survive post-hoc calibration? The "
+                     "calibrator is fitted once per run on held-out images and applied to every condition's logits. "
+                     "Verdicts rest on the proper scores (NLL, Brier), raw and calibrated side by side: 'lower under k of "
+                     "n raw, j of those after' counts the shifted conditions where the method claim holds (the training "
+                     "run as the unit; Holm within each evaluator's section). The calibration gap is the part of the "
+                     "score the calibrator removes (raw − calibrated): a smaller gap, its method claim holding, is "
+                     "'better calibrated' as the calibrator measures it (Holm across the section's gap comparisons); "
+                     "intervals are 95 %. ECE and its kin are descriptive (each model's estimate is biased by its own "
+                     "amount). A deep ensemble's line, by network claims, only where one of them holds.")
 
 
-def calibration_lines(view: dict) -> list[str]:
-    """The calibration-under-shift sentences as Markdown (summary.md and report.md)."""
+def calibration_lines(view: dict, compact: bool = False) -> list[str]:
+    """The calibration-under-shift sentences as Markdown (report.md), or with ``compact`` one table of their counts,
+    a row per single-model column (summary.md: paper-sized at 20 columns; the sentences are in report.md)."""
     if not view.get("calibration"):
         return []
-    return [f"## Calibration under shift, raw and calibrated, against {md(view['baseline'])}", "", CALIBRATION_INTRO, "",
-            *[f"- {md(s)}" for s in view["calibration"]], ""]
+    head = [f"## Calibration under shift, raw and calibrated, against {md(view['baseline'])}", "", CALIBRATION_INTRO, ""]
+    if not compact:
+        return head + [f"- {md(s)}" for s in view["calibration"]] + [""]
+    facts = [getattr(s, "facts", {}) for s in view["calibration"]]
+    facts = [f for f in facts if f and not f["ensemble"]]
+    if not facts:
+        return []
+    keys = list(dict.fromkeys((f["section"], f["score"]) for f in facts))
+    cols = list(dict.fromkeys(f["column"] for f in facts))
+    by = {(f["column"], f["section"], f["score"]): f for f in facts}
+    cell = lambda f: (f"{f['raw']}/{f['n']} → {f['after']}; gap −{f['smaller']} +{f['larger']}" if f else "n/a")  # noqa: E731
+    rows = [[md(c)] + [md(cell(by.get((c, s, k)))) for s, k in keys] for c in cols]
+    return head + ["Per column and shift evaluator: lower than the baseline under k of n shifted conditions raw → under "
+                   "how many of those after the calibrator; the calibration gap smaller (−) or larger (+) under how "
+                   "many (method claims). The sentences, with the largest differences and their intervals, are in "
+                   "report.md.", "", *_md_table(["column", *(md(f"{s}, {k}") for s, k in keys)], rows)]
 
 
 SUMMARY_START = "<!-- generated by mmix-eval report: the main table and what holds -->"
@@ -138,13 +188,11 @@ def render_summary(view: dict) -> str:
     if view["verdicts"]["short"]:
         out += [f"## In short, against {md(view['baseline'])}", "", md(verdict_intro(view["verdicts"])), ""]
         out += [f"- {md(s)}" for s in view["verdicts"]["short"]] + [""]
-    out += calibration_lines(view)
+    out += calibration_lines(view, compact=True)
     out += [SUMMARY_END, ""]
     if view["verdicts"]["by_condition"]:
-        out += [f"## What holds against {md(view['baseline'])}, condition by condition", "",
-                md(verdict_intro(view["verdicts"])), ""]
-        for label, sentences in view["verdicts"]["by_condition"]:
-            out += [f"**{md(label)}**", ""] + [f"- {md(s)}" for s in sentences] + [""]
+        out += ["Every claim condition by condition, with its intervals and tests, and every exploratory comparison: "
+                "claims.md.", ""]
     elif view["baseline"] is None or len(view["methods"]) < 2:
         out += ["No comparison: one method, or no baseline.", ""]
     return "\n".join(out)
@@ -177,12 +225,22 @@ def tex(v) -> str:
     return "".join(out)
 
 
+TEX_GROUP = 4  # value columns per tabular: a wider table is split into column groups (each repeating the row
+# labels), never shrunk (\resizebox set 20 columns in 2-pt type)
+
+
 def _tex_table(caption: str, head: list[str], rows: list[list[str]], label: str) -> list[str]:
-    cols = "l" + "r" * (len(head) - 1)
-    return [r"\begin{table}[ht]", r"\centering", r"\caption{" + caption + "}", r"\label{tab:" + label + "}",
-            r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
-            r"\begin{tabular}{" + cols + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule",
-            *[" & ".join(r) + r" \\" for r in rows], r"\bottomrule", r"\end{tabular}}", r"\end{table}", ""]
+    """One ``table`` environment: the caption, then the columns in groups of ``TEX_GROUP`` (one tabular each, the
+    row labels repeated), in small type, each fitting an A4 page with 2 cm margins."""
+    groups = [list(range(1 + k, min(len(head), 1 + k + TEX_GROUP))) for k in range(0, max(1, len(head) - 1), TEX_GROUP)]
+    out = [r"\begin{table}[ht]", r"\centering", r"\small", r"\caption{" + caption + "}", r"\label{tab:" + label + "}"]
+    for g, cols in enumerate(groups):
+        if g:
+            out.append(r"\par\medskip")
+        out += [r"\begin{tabular}{>{\raggedright\arraybackslash}p{4.2cm}" + "r" * len(cols) + "}", r"\toprule",
+                " & ".join([head[0], *(head[c] for c in cols)]) + r" \\", r"\midrule",
+                *[" & ".join([r[0], *(r[c] for c in cols)]) + r" \\" for r in rows], r"\bottomrule", r"\end{tabular}"]
+    return out + [r"\end{table}", ""]
 
 
 def render_latex(view: dict) -> str:
@@ -190,18 +248,20 @@ def render_latex(view: dict) -> str:
     evaluator section; every table is one ``table`` environment, to copy into a paper."""
     methods = [tex(m) for m in view["methods"]]
     out = [r"\documentclass{article}", r"\usepackage[T1]{fontenc}", r"\usepackage[utf8]{inputenc}",
-           r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs}", r"\usepackage{graphicx}",
+           r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\usepackage{array}",
            r"\begin{document}", r"\section*{" + tex(view["title"]) + "}", tex(view["header"]), ""]
-    if view["main"]:
+    for name, table in (("main", view["main"]), ("ensembles", (view["main"] or {}).get("ensembles"))):
+        if not table:
+            continue
         rows = []
-        for r in view["main"]["rows"]:
+        for r in table["rows"]:
             cells = []
             for c in r["cells"]:
                 t = tex(c["text"])
                 t = r"\textbf{" + t + "}" if c["best"] else t
                 cells.append(t + {" †": r"$^\dagger$", " *": r"$^*$"}.get(c["mark"], ""))
             rows.append([tex(r["label"])] + cells)
-        out += _tex_table(tex(view["main"]["caption"]), ["condition", *methods], rows, "main")
+        out += _tex_table(tex(table["caption"]), ["condition", *map(tex, table["columns"])], rows, name)
     if view["cost"]:
         out += _tex_table(tex(view["cost"]["caption"]), ["method", *map(tex, view["cost"]["head"])],
                           [[tex(r["label"]), *map(tex, r["cells"])] for r in view["cost"]["rows"]], "cost")

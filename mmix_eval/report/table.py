@@ -192,7 +192,7 @@ def aggregate(records: list[dict], baseline: str | None = None, order: list[str]
 _ROW_SETTINGS = ("strength", "eps_255", "eps", "after", "target_classes", "deformation", "magnitude", "corruption",
                  "severity", "ood", "score", "n_ood", "shift_set", "set_images", "layer", "width", "projected",  # differ by condition
                  "eps_255_per_channel", "pixels_outside_01",  # and by model (its normalisation, its gradients,
-                 "calibrator_params")  # its fitted calibrator)
+                 "calibrator_params", "ensemble_scores")  # its fitted calibrator, an ensemble's score definitions)
 
 def evaluator_settings(records: list[dict]) -> dict[str, dict[str, list]]:
     """evaluator -> setting -> the distinct values its rows hold (what the report's header states)."""

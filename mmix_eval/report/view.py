@@ -4,14 +4,17 @@ Imports no torch."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import statistics
+from dataclasses import dataclass
 
 from mmix_eval.evaluate.boot import BOOT_RESAMPLES
 from mmix_eval.evaluate.records import scaled_condition
 from mmix_eval.report.calibration_verdicts import calibration_verdicts
-from mmix_eval.report.claims import ALPHA, POWER, Comparison, Primary, best_holds, lookup
+from mmix_eval.errors import UserError
+from mmix_eval.report.claims import ALPHA, POWER, PRIMARY_EVALUATORS, Comparison, Primary, best_holds, lookup
 from mmix_eval.report.compare import ACC_GAP, accuracy_gated, is_ensemble
 from mmix_eval.report.labels import quote_label
 from mmix_eval.report.paper import published
@@ -204,11 +207,67 @@ def short_text(table: Table, i: int, m: str) -> str:
     return text + caveat_text(table, i, m)
 
 
-def main_rows(table: Table) -> list[int]:
-    """The comparison's rows, each clean calibration score (NLL, ECE, ...) followed by the same score after
-    post-hoc calibration (temperature scaling) where the records have it: a calibration claim is read from
-    both side by side."""
+@dataclass
+class MainSpec:
+    """What the main table shows (``report: {main: {columns: [...], rows: [...]}}``): column patterns (a label or a
+    method name, fnmatch) and row patterns 'CONDITION[:METRIC[@CALIBRATOR]]' (METRIC acc and CALIBRATOR none by
+    default, as in checks). None: the default (see ``main_rows`` and ``main_columns``)."""
+    columns: list[str] | None = None
+    rows: list[str] | None = None
+
+    def __post_init__(self):
+        for what in ("columns", "rows"):
+            v = getattr(self, what)
+            if v is not None and (not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v)):
+                raise UserError(f"main.{what}: expected a non-empty list of patterns, got {v!r:.80}")
+
+
+def _row_matches(r, pattern: str) -> bool:
+    condition, _, rest = pattern.partition(":")
+    metric, _, calibrator = (rest or "acc").partition("@")
+    return (fnmatch.fnmatchcase(r.condition, condition) and fnmatch.fnmatchcase(r.metric, metric)
+            and fnmatch.fnmatchcase(r.calibrator, calibrator or "none"))
+
+
+def main_columns(table: Table, spec: MainSpec | None = None) -> tuple[list[str], list[str]]:
+    """(the main table's columns, the deep-ensemble table's). Default: the single models in the main table and the
+    ensembles in a table of their own (paired with the baseline's ensemble); with ``spec.columns``, those columns in
+    one table."""
+    if spec is not None and spec.columns:
+        chosen = [m for m in table.methods if any(fnmatch.fnmatchcase(m, p) or (  # a method's name: its single models
+            fnmatch.fnmatchcase(str(table.info[m][0]), p) and not is_ensemble(table, m)) for p in spec.columns)]
+        if not chosen:
+            raise UserError(f"main.columns: {spec.columns} name none of the report's columns ({', '.join(table.methods)})")
+        return chosen, []
+    single = [m for m in table.methods if not is_ensemble(table, m)]
+    ensembles = [m for m in table.methods if is_ensemble(table, m)]
+    return (single, ensembles) if single else (ensembles, [])
+
+
+def main_rows(table: Table, spec: MainSpec | None = None) -> list[int]:
+    """The main table's rows: with ``spec.rows``, the rows they match (any section, each once, in table order);
+    by default the comparison's rows of the paper's evaluators (clean, deformations, FGSM) and the first headline row
+    of every other evaluator (one line each: the main table stays a page at any number of evaluators; all are in
+    the Comparison table), each clean likelihood or calibration score followed by the same score after post-hoc
+    calibration: a calibration claim is read from both side by side."""
+    if spec is not None and spec.rows:
+        seen, out = set(), []
+        for i, r in enumerate(table.rows):
+            key = (r.evaluator, r.condition, r.metric, r.calibrator)
+            if key not in seen and any(_row_matches(r, p) for p in spec.rows):
+                seen.add(key)
+                out.append(i)
+        if not out:
+            raise UserError(f"main.rows: {spec.rows} match none of the report's rows (conditions: "
+                            f"{', '.join(dict.fromkeys(r.condition for r in table.rows))})")
+        return out
     idx = next((idx for key, _, idx in table.sections if key == "comparison"), [])
+    firsts: dict = {}
+    for i in idx:
+        ev = table.rows[i].evaluator
+        if ev not in PRIMARY_EVALUATORS and table.rows[i].calibrator == "none":
+            firsts.setdefault(ev, i)
+    idx = [i for i in idx if table.rows[i].evaluator in PRIMARY_EVALUATORS or i in firsts.values()]
     out = []
     for i in idx:
         if i in out:
@@ -227,27 +286,28 @@ def main_rows(table: Table) -> list[int]:
 
 
 def main_table(table: Table, outcomes: dict, baseline: str | None, found: list[Comparison], primary: Primary,
-               detail: dict | None = None) -> dict | None:
-    """One row per headline condition (the comparison), one column per method: mean ± std, bold only where the
-    best holds against the runner-up, † where a primary method claim holds against the baseline, * where an
-    exploratory one does."""
-    idx = main_rows(table)
-    if not idx:
+               detail: dict | None = None, spec: MainSpec | None = None, columns: list[str] | None = None) -> dict | None:
+    """One row per headline condition (``main_rows``), one column per method of ``columns`` (default: every
+    column): mean ± std, bold only where the best holds against the runner-up, † where a primary method claim holds
+    against the baseline, * where an exploratory one does."""
+    idx = main_rows(table, spec)
+    columns = columns or list(table.methods)
+    if not idx or not columns:
         return None
     rows, gated_any, kinds = [], False, set()
     for i in idx:
-        best, kind = best_holds(table, i, outcomes, detail) if table.rows[i].direction else (set(), None)
+        best, kind = best_holds(table, i, outcomes, detail, columns) if table.rows[i].direction else (set(), None)
         kinds |= {kind} if kind else set()
-        gated = table.best(i) & accuracy_gated(table, i)  # the best score of a column far below in accuracy
+        gated = table.best(i) & accuracy_gated(table, i) & set(columns)  # the best score of a column far below in accuracy
         gated_any = gated_any or bool(gated)
         cells = []
-        for m in table.methods:
+        for m in columns:
             c = lookup(table, found, i, m)
             mark = (" †" if c.primary else " *") if c is not None and c.holds else ""
             cells.append({"text": short_text(table, i, m) + (" ‡" if m in gated else ""), "best": m in best,
                           "dagger": c is not None and c.primary and c.holds, "mark": mark})
         rows.append({"label": table.rows[i].label, "direction": table.rows[i].direction, "cells": cells})
-    ns = sorted({table.cells[i, m].n for i in idx for m in table.methods if (i, m) in table.cells})
+    ns = sorted({table.cells[i, m].n for i in idx for m in columns if (i, m) in table.cells})
     n_text = "no cells" if not ns else f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]} to {ns[-1]}"
     caption = (f"Mean ± sample std over training seeds ({n_text} per cell). Bold: the best in its row, only where "
                f"the 95 % interval of its difference from the runner-up excludes 0 ("
@@ -259,6 +319,11 @@ def main_table(table: Table, outcomes: dict, baseline: str | None, found: list[C
         caption += (f" ‡: the best value of its row, not bolded: that column's accuracy under the same condition is "
                     f"more than {ACC_GAP:g} points below the best column's (a weak classifier can be well calibrated).")
     prim = [c for c in found if c.primary and c.method is not None]
+    if all(is_ensemble(table, m) or m == baseline for m in columns):
+        prim = []
+        if any(is_ensemble(table, m) for m in columns):
+            caption += (" Deep ensembles: each method's seeds as one model, compared with the baseline's ensemble by "
+                        "network claims only (an ensemble has no training seeds; the differences give them).")
     if prim:
         pairs = sorted({c.method.pairs for c in prim})
         images = sorted({c.method.images for c in prim if c.method.images})
@@ -268,7 +333,7 @@ def main_table(table: Table, outcomes: dict, baseline: str | None, found: list[C
                     + f"; two-way t interval and test; {_family_text(primary, len(prim))}, α = {ALPHA:g}).")
     if any(cell["mark"] == " *" for row in rows for cell in row["cells"]):
         caption += " *: an exploratory method claim holds (corrected within its evaluator's section, not a primary claim)."
-    return {"columns": table.methods, "rows": rows, "caption": caption}
+    return {"columns": columns, "rows": rows, "caption": caption}
 
 
 def _family_text(primary: Primary, n: int) -> str:
@@ -328,29 +393,39 @@ def verdicts(table: Table, found: list[Comparison], baseline: str | None, primar
         if c.network_holds:
             slot["net_better" if c.better else "net_worse"].append(name)
         if c.power_checked:
-            slot["more_seeds"].append(f"{name}: {c.seeds_needed if c.seeds_needed else 'over 1,000'}")
+            slot["more_seeds"].append((name, c.seeds_needed))
     short = []
+
+    def listed(items: list[str]) -> str:  # at most 5 named, the rest counted (every one in claims.md)
+        return "; ".join(items[:5]) + (f"; and {len(items) - 5} more" if len(items) > 5 else "")
+
     for m in by_method.values():
         total = len(m["holds"]) + len(m["not"])
         if m["ensemble"]:
             parts = [f"network claims only (a deep ensemble has no training seeds): better than {m['against']} under "
-                     f"{len(m['net_better'])} of {total}" + (": " + "; ".join(m["net_better"]) if m["net_better"] else ""),
-                     f"worse under {len(m['net_worse'])}" + (": " + "; ".join(m["net_worse"]) if m["net_worse"] else "")]
+                     f"{len(m['net_better'])} of {total}" + (": " + listed(m["net_better"]) if m["net_better"] else ""),
+                     f"worse under {len(m['net_worse'])}" + (": " + listed(m["net_worse"]) if m["net_worse"] else "")]
             short.append(f"{m['method']}: " + "; ".join(parts) + ".")
             continue
         basis = (f"method claims, {'/'.join(map(str, sorted(m['pairs'])))} seed pairs"
                  + (f" × {'/'.join(f'{n:,}' for n in sorted(m['images']))} test images" if m["images"] else ""))
-        parts = [f"better than {m['against']} under {len(m['better'])} of {total}: " + "; ".join(m["better"]) if m["better"]
+        parts = [f"better than {m['against']} under {len(m['better'])} of {total}: " + listed(m["better"]) if m["better"]
                  else f"better than {m['against']} under none of {total}",
-                 f"worse under {len(m['worse'])}: " + "; ".join(m["worse"]) if m["worse"] else "worse under none",
+                 f"worse under {len(m['worse'])}: " + listed(m["worse"]) if m["worse"] else "worse under none",
                  f"no difference holds under the other {len(m['not'])}" if m["not"] else ""]
         text = f"{m['method']} ({basis}): " + "; ".join(p for p in parts if p) + "."
         if m["net_better"] or m["net_worse"]:
             text += (f" Network claims (these trained networks, per image): better under {len(m['net_better'])}, worse "
                      f"under {len(m['net_worse'])}.")
         if m["more_seeds"]:
-            text += (f" Where only the network claim holds, seeds per method for {POWER * 100:.0f} % power at the observed "
-                     f"effect and the family's level (α / comparisons): " + "; ".join(m["more_seeds"]) + ".")
+            needed = [n for _, n in m["more_seeds"] if n]
+            shown = (f"{min(needed)}" if min(needed) == max(needed) else f"{min(needed)} to {max(needed)}") if needed else ""
+            over = len(needed) < len(m["more_seeds"])
+            text += (f" Where only the network claim holds ({len(m['more_seeds'])}), {POWER * 100:.0f} % power for the "
+                     f"method claim at the observed effect and the family's level would need "
+                     + (f"{shown} seeds per method" if needed else "") + (" (more than 1,000 for some)" if over and needed
+                                                                          else "more than 1,000 seeds" if over else "")
+                     + " (each condition's number in claims.md).")
         short.append(text)
     n_primary = sum(1 for c in prim if c.primary and c.method is not None)
     return {"by_condition": list(by_condition.items()), "by_method": list(by_method.values()), "short": short,
@@ -506,8 +581,13 @@ def skipped(bad: list) -> dict | None:
 
 
 def build_view(table: Table, found: list[Comparison], primary: Primary, baseline, outcomes: dict, costs: dict, prov: dict,
-               checks: list, bad: list, title: str, notes: list[str], detail: dict | None = None) -> dict:
-    main = main_table(table, outcomes, baseline, found, primary, detail)
+               checks: list, bad: list, title: str, notes: list[str], detail: dict | None = None,
+               spec: MainSpec | None = None) -> dict:
+    single, ensembles = main_columns(table, spec)
+    main = main_table(table, outcomes, baseline, found, primary, detail, spec, single)
+    if ensembles and main is not None:
+        ens = main_table(table, outcomes, baseline, found, primary, detail, spec, ensembles)
+        main["ensembles"] = ens
     secs = sections(table, outcomes, detail)
     has_paper = any(s["paper_methods"] for s in secs)
     shown = [{"text": str(n), "cls": "note" if note_level(n) == "info" else "fail"} for n in notes]

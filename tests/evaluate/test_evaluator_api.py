@@ -324,7 +324,8 @@ def test_one_seed_bench_gets_per_image_intervals_for_accuracy_and_probability_sc
             reps = details["input_mixup"]["clean", calibrator][0][:, k].astype(np.float64) - details["vanilla"]["clean", calibrator][0][:, k]
             se = reps.std(ddof=1)
             lo, hi = diff - 1.959963984540054 * se, diff + 1.959963984540054 * se
-            line = next(ln for ln in md.splitlines() if ln.startswith(f"| input_mixup − vanilla | Clean test images: {name}{suffix} |"))
+            claims = (tmp_path / "rep" / "claims.md").read_text()  # every comparison (report.md: the primary ones)
+            line = next(ln for ln in claims.splitlines() if ln.startswith(f"| input_mixup − vanilla | Clean test images: {name}{suffix} |"))
             shown = f"[{lo:+.4f}, {hi:+.4f}]".replace("-", "−")
             if metric == "ece":  # a calibration error: the same interval, descriptive, no test
                 assert f"{shown} (80 images × 1 seed pair; descriptive)" in line, line

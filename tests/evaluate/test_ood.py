@@ -142,6 +142,6 @@ def test_a_deep_ensembles_energy_and_max_logit_come_from_its_members_mean_logits
                     run="ens", base={"run": "ens", "data": "digits"},
                     val=Images(torch.full((20, 1, 8, 8), 240, dtype=torch.uint8), torch.zeros(20, dtype=torch.long)))
     rows = run_evaluator(get_evaluator("ood"), target, {"ood": ["noise:uniform"]}, EvalOptions(progress=False))
-    assert all("max logit and energy from the members' mean logits" in (r["warnings"] or "") for r in rows)
+    assert all("max logit and energy from the members' mean logits" in r["settings"]["ensemble_scores"] for r in rows)
     calibrated = {r["settings"]["score"] for r in rows if r["calibrator"] not in (None, "none")}
     assert calibrated == {"msp"}

@@ -59,7 +59,7 @@ def test_main_table_marks_best_only_where_the_interval_excludes_0(tmp_path):
     assert [c["text"] for c in rot["cells"]] == ["55.00 ± 7.07", "58.00 ± 5.66"]  # n once, in the caption
     assert not any(c["best"] or c["dagger"] for c in rot["cells"])  # the best mean, but no interval excludes 0
     assert "n = 2 per cell" in main["caption"] and "Holm" in main["caption"]
-    summary = (tmp_path / "rep" / "summary.md").read_text()
+    summary = (tmp_path / "rep" / "claims.md").read_text()  # the sentences, condition by condition
     assert ("manifold_mixup − vanilla, Rotation U(−20°, 20°): +3.00 points. Method claim (primary; the training run as the "
             "unit): +3.00 [−9.71, +15.71], p = 0.205, Holm-adjusted p = 0.819 (2 seed pairs, no per-image data): does not "
             "hold.") in summary
@@ -205,7 +205,7 @@ def test_outcomes_give_per_image_claims(tmp_path):
     found = build_report([res], tmp_path / "rep", baseline="vanilla")["comparisons"]
     rot = next(c for c in found if c.column == "manifold_mixup" and c.network is not None and c.network[6] == "sign-flip")
     assert rot.method.images == 100 and rot.method.pairs == 2
-    summary = (tmp_path / "rep" / "summary.md").read_text()
+    summary = (tmp_path / "rep" / "claims.md").read_text()
     assert "Network claim (these trained networks, per image):" in summary and "sign-flip test p" in summary
 
 
@@ -249,7 +249,7 @@ def test_the_committed_summary_is_what_the_records_give_today(tmp_path, report, 
     rep = ROOT / "reports" / report
     build_report([rep / "records.jsonl.gz"], tmp_path / "rep", baseline="vanilla", title=title, plots=False)
     assert not (tmp_path / "rep" / "plots").exists()
-    for name in ("summary.md", "table.csv", "report.tex"):
+    for name in ("summary.md", "claims.md", "table.csv", "report.tex"):
         assert (tmp_path / "rep" / name).read_text(encoding="utf-8") == (rep / name).read_text(encoding="utf-8"), name
 
 
