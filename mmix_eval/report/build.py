@@ -29,6 +29,7 @@ from mmix_eval.report.render import (render_claims, render_html, render_latex, r
                                      write_sweep_csv)
 from mmix_eval.report.sections import Note, SectionContext, section_for
 from mmix_eval.report.table import aggregate, caveats, check_duplicates, comparable_groups, describe_group, evaluator_order
+from mmix_eval.report.sweep import sweep_choices
 from mmix_eval.report.view import STILL_FALLING, MainSpec, build_view, not_converged
 
 __all__ = ["build_report", "load_results"]
@@ -127,6 +128,12 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     table.caveats = caveats(table, rows, labels)  # after the sections' rows: indices are final
     notes += list(dict.fromkeys(n for s in sections for n in _section_call(s, "notes", ctx, list)))  # one check may
     # serve two evaluators
+    chosen, sweep_notes = sweep_choices(table, results.costs)
+    table.chosen = set(chosen.values())
+    notes += [Note(n, "info") for n in sweep_notes]
+    swept = {c for c, (base, _) in table.sweeps.items() if base in chosen and c != chosen[base]}
+    if family is not None and family.default:
+        family.exploratory_columns = frozenset(swept)
     paired = baseline is not None and len(table.methods) > 1
     pair_notes: list[str] = []
     found = comparisons(table, baseline, results.outcomes, results.detail, family, pair_notes) if paired else []

@@ -49,6 +49,8 @@ class Primary:
     patterns: list[str] | None = None
     multiplicity: str = "holm"
     parsed: list = field(default_factory=list, repr=False)
+    # columns left out of the default family: the sweep values not chosen on held-out data (``sweep.sweep_choices``)
+    exploratory_columns: frozenset = frozenset()
 
     def __post_init__(self):
         if self.multiplicity not in stats.MULTIPLICITY:
@@ -178,7 +180,7 @@ def comparisons(table: Table, baseline: str, outcomes: dict, detail: dict | None
             ref = reference(table, m, baseline)
             if m == ref or (i, m) not in table.cells or (i, ref) not in table.cells:
                 continue
-            is_primary = (default_primary(table, i, m) if primary.default
+            is_primary = (default_primary(table, i, m) and m not in primary.exploratory_columns if primary.default
                           else any(_matches(table, i, m, p) for p in primary.parsed))
             family = "primary" if is_primary else f"exploratory: {r.section if r.section != 'comparison' else r.evaluator or 'clean'}"
             c = Comparison(i, m, ref, family, direction=r.direction, descriptive=r.metric in CALIBRATION_ERRORS)

@@ -108,6 +108,8 @@ def training_cost(model_json: Path) -> dict | None:
             "train_wall_time_s": t.get("wall_time_s") if _number(t.get("wall_time_s")) else None,
             "forward_passes_per_step": cost.get("forward_passes_per_step") if _number(cost.get("forward_passes_per_step")) else None,
             "final_train_loss": metrics.get("train_loss") if _number(metrics.get("train_loss")) else None,
+            "val_nll": metrics.get("val_nll") if _number(metrics.get("val_nll")) else None,  # the held-out split's,
+            "val_acc": metrics.get("val_acc") if _number(metrics.get("val_acc")) else None,  # what sweeps are chosen by
             "train_threads": float(threads) if threads and threads.isdigit() else None,
             "busy_tasks_at_start": float(busy) if _is_float(busy) else None,
             "loss_curve": loss_curve(model_json.with_name("log.jsonl"))}

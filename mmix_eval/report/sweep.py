@@ -125,3 +125,35 @@ def plotted_rows(table: Table, view: SweepView) -> list[int]:
         mean = [i for i in idx if table.rows[i].condition == "mean"]
         picked += mean[:1] or list(dict.fromkeys([idx[0], idx[-1]]))
     return (clean + picked)[:MAX_PLOTTED]
+
+
+def sweep_choices(table: Table, costs: dict) -> tuple[dict[str, str], list[str]]:
+    """For each swept method (the columns sharing a label but for the swept values; ensembles aside): the column
+    whose runs have the lowest mean NLL on their own held-out validation split (the split training kept out, never a
+    test image), and the notes that say so. A sweep whose runs did not all record a validation NLL is not chosen:
+    its note says that picking the best column would be a choice on the test set. Returns ({base label: chosen
+    column}, notes)."""
+    groups: dict[str, list[str]] = {}
+    for col, (base, _) in table.sweeps.items():
+        if "ensemble_members" not in (table.info.get(col, (None, {}))[1] or {}):
+            groups.setdefault(base, []).append(col)
+    chosen, notes = {}, []
+    for base, cols in groups.items():
+        if len(cols) < 2:
+            continue
+        scores = {}
+        for c in cols:
+            vals = [(costs.get(r) or {}).get("val_nll") for r in table.runs.get(c, {}).values()]
+            if vals and all(v is not None and math.isfinite(v) for v in vals):
+                scores[c] = sum(vals) / len(vals)
+        if len(scores) < len(cols):
+            notes.append(f"{base}: the swept values were not chosen on held-out data (a run without a validation split, "
+                         f"train with data.val_size N): naming the best of {', '.join(cols)} from this report would be a "
+                         f"choice on the test set.")
+            continue
+        best = min(cols, key=lambda c: (scores[c], cols.index(c)))
+        chosen[base] = best
+        notes.append(f"{base}: {best} chosen on the held-out validation NLL (lowest mean over seeds: "
+                     + ", ".join(f"{c} {scores[c]:.4f}" for c in cols) + "); the other values' comparisons are "
+                     "exploratory (their test numbers were not used to choose).")
+    return chosen, notes

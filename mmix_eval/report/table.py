@@ -75,6 +75,7 @@ class Table:
     sections: list = field(default_factory=list)  # (section key, title, row indices)
     sweeps: dict = field(default_factory=dict)  # method label -> (label without the swept values, swept values)
     caveats: dict = field(default_factory=dict)  # (row index, column) -> short caveats its cell carries (``caveats``)
+    chosen: set = field(default_factory=set)  # the sweep columns chosen on held-out data (``sweep.sweep_choices``)
 
     def best(self, i: int) -> set[str]:
         row = self.rows[i]

@@ -147,7 +147,8 @@ PAPER_LEGEND = (" Italic grey paper columns: the published number, shown only wh
 
 SWEEP_LEGEND = ("One row per metric and method, one column per swept value: mean ± std over training seeds (n). "
                 "Bold: the best value of the row, only where its 95 % interval against the runner-up value excludes 0 (a "
-                "method claim where both have 2 seeds or more). Methods that do not take the key, "
+                "method claim where both have 2 seeds or more). [chosen on validation]: the value with the lowest mean NLL "
+                "on the runs' held-out validation split, the one the main claims are about. Methods that do not take the key, "
                 "trained once, are a reference in the table below it. Italic grey rows: the paper's Table 5, shown only where the "
                 "setting is the paper's (CIFAR-10/100, PreActResNet18, manifold mixup α=2, clean accuracy).")
 
@@ -553,7 +554,8 @@ def sweeps(table: Table, outcomes: dict | None = None, detail: dict | None = Non
                 columns = [s.columns.get(key_of(v)) for v in view.values]
                 cs = [cell(table, i, m) for m in columns]
                 best = best_holds(table, i, outcomes or {}, detail, [m for m in columns if m])[0]
-                cells = [{"text": cell_text(table, i, m) if c is not None else NA,
+                cells = [{"text": (cell_text(table, i, m) + (" [chosen on validation]" if m in table.chosen else ""))
+                          if c is not None else NA,
                           "cls": "best" if c is not None and m in best else ("na" if c is None else "")}
                          for m, c in zip(columns, cs)]
                 rows.append({"metric": row.label, "method": s.name, "cells": cells, "paper": False})

@@ -442,3 +442,24 @@ def test_the_documented_report_section_runs_and_a_broken_one_is_one_line(tmp_pat
         with pytest.raises(UserError, match=message):
             build_report([tmp_path / "res"], tmp_path / f"bad{cls}", sections={"occlusion": f"broken_sections:{cls}"})
         assert not (tmp_path / f"bad{cls}").exists()
+
+
+def test_a_sweep_value_is_chosen_on_held_out_validation_and_the_others_are_exploratory(tmp_path):
+    """Issue 42: sweep values were chosen on the test set. The report picks each swept method's value by its runs'
+    held-out validation NLL (model.json's, kept in cost.json), marks it, and leaves the other values' comparisons
+    out of the primary family; without validation numbers it says that any choice would be one on the test set."""
+    import json
+
+    res = ten_methods(tmp_path / "res")
+    first = build_report([res], tmp_path / "rep", baseline="vanilla", plots=False)
+    assert any("not chosen on held-out data" in n["text"] for n in first["view"]["notes"])
+    sweep_cols = {k: f"c{k}" for k in (7, 8, 9)}  # hidden_noise prob = 0.1, 0.5, 0.9
+    costs = {f"c{k}-s{s}": {"val_nll": {7: 0.9, 8: 0.5, 9: 0.7}[k] + 0.01 * s} for k in sweep_cols for s in (0, 1, 2)}
+    (tmp_path / "rep" / "cost.json").write_text(json.dumps(costs))
+    out = build_report([tmp_path / "rep" / "records.jsonl"], tmp_path / "rep2", baseline="vanilla", plots=False)
+    notes = [n for n in out["view"]["notes"] if "chosen on the held-out validation NLL" in n["text"]]
+    assert len(notes) == 1 and "hidden_noise prob=0.5 chosen" in notes[0]["text"] and notes[0]["cls"] == "note"
+    prim = {c.column for c in out["comparisons"] if c.primary}
+    assert "hidden_noise prob=0.5" in prim and not {"hidden_noise prob=0.1", "hidden_noise prob=0.9"} & prim
+    md = (tmp_path / "rep2" / "report.md").read_text()
+    assert "[chosen on validation]" in md.split("### Sweep over prob")[1]
