@@ -6,6 +6,8 @@ claims.md), and report.main chooses the rows and columns."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -98,6 +100,15 @@ def test_latex_splits_wide_tables_into_column_groups_never_shrinks_them(report):
         assert 1 <= len(spec) <= TEX_GROUP  # a label column and at most TEX_GROUP value columns per tabular
     main = tex[tex.index(r"\label{tab:main}"):tex.index(r"\end{table}", tex.index(r"\label{tab:main}"))]
     assert main.count(r"\begin{tabular}") == -(-10 // TEX_GROUP)  # 10 columns in groups
+    assert r"\begin{longtable}" in tex  # an evaluator's hundreds of rows break across pages (a float cannot)
+    if shutil.which("pdflatex"):  # compiled for real where the machine has LaTeX (twice: longtable settles widths)
+        for _ in range(2):
+            r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
+                               cwd=root / "rep", capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stdout[-2000:]
+        log = (root / "rep" / "report.log").read_text(errors="replace")
+        widths = [float(w) for w in re.findall(r"Overfull \\hbox \(([0-9.]+)pt too wide\)", log)]
+        assert max(widths, default=0) < 50  # nothing runs far into the margin
 
 
 def test_report_main_chooses_rows_and_columns(report, tmp_path):
