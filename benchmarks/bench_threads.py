@@ -1,23 +1,19 @@
-"""Wall time of the README's main command on an idle machine and beside one and two busy-loop processes (as on
-a shared CI runner, workstation or cluster node), with mmix-eval's defaults and with the defaults before
-issue 30 (every usable core, the OpenMP runtime's own spin time).
+"""The README's main command on an idle machine, beside one and beside two busy-loop processes (a shared CI runner,
+a workstation, a cluster node): its wall time, and whether every record and every checkpoint's weights come back
+bitwise equal (issue 43: the numbers depend only on what is recorded, never on the machine's load).
 
-    python benchmarks/bench_threads.py [--config configs/bench/digits-quick.yaml] [--rounds 2] [--timeout 240]
+    python benchmarks/bench_threads.py [--config configs/bench/digits-quick.yaml] [--rounds 1] [--timeout 300]
 
-Each run is a fresh `mmix-eval bench CONFIG --out TMP` in its own process (so it trains and evaluates
-everything), with OMP_NUM_THREADS, MMIX_EVAL_THREADS and the OpenMP spin variables unset unless the setting names them.
-Settings alternate within a round so that drift in the machine's speed hits both alike; the median over
-rounds is printed, then the ratios the issue sets targets for:
-
-    default beside 1 busy / default idle      <= 2
-    default idle / old defaults idle          <= 1.05
-
-A run past --timeout is reported as such ("> T s"), not waited for.
+Each run is a fresh `mmix-eval bench CONFIG --out TMP` in its own process (it trains and evaluates everything),
+with the thread and OpenMP variables unset: the defaults (1 CPU thread per process, as many runs at a time as cores
+are free). Settings alternate within a round; the median over rounds is printed, then the ratios the issue sets
+targets for (beside 1 busy <= 2 x idle, beside 2 busy <= 3 x idle), then the equality checks against the idle run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -31,18 +27,15 @@ CLEARED = ("OMP_NUM_THREADS", "MMIX_EVAL_THREADS", "OMP_WAIT_POLICY", "GOMP_SPIN
            "MMIX_EVAL_OPENMP_SET")
 
 
-def run(config: str, extra_env: dict, timeout: float) -> float | None:
+def run(config: str, out: Path, timeout: float) -> float | None:
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}
-    env.update(extra_env)
-    with tempfile.TemporaryDirectory() as out:
-        t0 = time.perf_counter()
-        try:
-            subprocess.run([sys.executable, "-m", "mmix_eval", "bench", config, "--out", out, "--no-progress"],
-                           cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        return time.perf_counter() - t0
+    t0 = time.perf_counter()
+    try:
+        subprocess.run([sys.executable, "-m", "mmix_eval", "bench", config, "--out", str(out), "--no-progress"],
+                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    return time.perf_counter() - t0
 
 
 def spinners(k: int) -> list[subprocess.Popen]:
@@ -52,6 +45,16 @@ def spinners(k: int) -> list[subprocess.Popen]:
     return procs
 
 
+def fingerprint(out: Path) -> tuple[dict, dict]:
+    """(run -> the checkpoint's tensor-data SHA-256, cell -> value of every record)."""
+    shas = {p.parent.name: json.loads(p.read_text())["data_sha256"] for p in sorted((out / "runs").glob("*/model.json"))}
+    cells = {}
+    for line in (out / "records.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        cells[r["run"], r["evaluator"], r["condition"], r["metric"], r.get("calibrator"), r.get("bin")] = r["value"]
+    return shas, cells
+
+
 def shown(t: float | None, timeout: float) -> str:
     return f"{t:7.1f} s" if t is not None else f"> {timeout:.0f} s"
 
@@ -59,49 +62,40 @@ def shown(t: float | None, timeout: float) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/bench/digits-quick.yaml")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--timeout", type=float, default=240.0)
-    p.add_argument("--busy", default="0,1,2", help="numbers of busy processes to measure beside (default %(default)s)")
-    p.add_argument("--old-beside-busy", action="store_true",
-                   help="also time the old defaults beside busy processes (26x in the issue: slow)")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=300.0)
     args = p.parse_args()
-    from mmix_eval.threads import usable_cores
-
-    cores = usable_cores()
-    settings = {"default": {}, "old defaults": {"MMIX_EVAL_THREADS": str(cores), "MMIX_EVAL_OPENMP": "default"}}
-    print(f"{args.config}: {cores} usable cores; {args.rounds} rounds, median shown; timeout {args.timeout:.0f} s")
-    results: dict = {}
-    for busy in [int(b) for b in args.busy.split(",")]:
-        names = ["default", "old defaults"] if busy == 0 or args.old_beside_busy else ["default"]
-        procs = spinners(busy)
-        try:
-            for r in range(args.rounds):
-                for name in (names if r % 2 == 0 else names[::-1]):
-                    wall = run(args.config, settings[name], args.timeout)
-                    results.setdefault((busy, name), []).append(wall)
-                    print(f"  round {r + 1}: {busy} busy, {name:<12} {shown(wall, args.timeout)}", flush=True)
-        finally:
-            for q in procs:
-                q.kill()
-                q.wait()
-    med = {}
-    print("\nmedian wall time:")
-    for (busy, name), walls in results.items():
-        done = [w for w in walls if w is not None]
-        med[busy, name] = statistics.median(done) if len(done) == len(walls) else None
-        print(f"  {busy} busy, {name:<12} {shown(med[busy, name], args.timeout)}   (runs: "
-              + ", ".join(shown(w, args.timeout).strip() for w in walls) + ")")
-    idle = med.get((0, "default"))
-    print("\nratios:")
-    if idle and med.get((0, "old defaults")):
-        print(f"  default idle / old defaults idle = {idle / med[0, 'old defaults']:.3f}   (target <= 1.05)")
-    for busy in sorted({b for b, _ in results if b > 0}):
-        for name in ("default", "old defaults"):
-            m = med.get((busy, name))
-            if (busy, name) in results and idle:
-                text = f"{m / idle:.2f}" if m else f"> {args.timeout / idle:.1f}"
-                target = "   (target <= 2)" if busy == 1 and name == "default" else ""
-                print(f"  {name} beside {busy} busy / default idle = {text}{target}")
+    times: dict[int, list] = {0: [], 1: [], 2: []}
+    prints: dict[int, tuple] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rnd in range(args.rounds):
+            for busy in (0, 1, 2):
+                procs = spinners(busy)
+                try:
+                    out = Path(tmp) / f"r{rnd}-b{busy}"
+                    t = run(args.config, out, args.timeout)
+                finally:
+                    for q in procs:
+                        q.kill()
+                times[busy].append(t)
+                if t is not None:
+                    prints[busy] = fingerprint(out)
+                print(f"round {rnd + 1}, beside {busy} busy process(es): {shown(t, args.timeout)}", flush=True)
+    med = {b: statistics.median(v) if all(x is not None for x in v) else None for b, v in times.items()}
+    print(f"\n{args.config}, median of {args.rounds} round(s), defaults (1 thread per process, runs side by side):")
+    for b in (0, 1, 2):
+        ratio = f"  {med[b] / med[0]:.2f} x idle" if med[b] is not None and med[0] else ""
+        print(f"  beside {b} busy: {shown(med[b], args.timeout)}{ratio}")
+    if 0 in prints:
+        shas0, cells0 = prints[0]
+        for b in (1, 2):
+            if b in prints:
+                shas, cells = prints[b]
+                same_w = shas == shas0
+                same_c = cells.keys() == cells0.keys() and all(cells[k] == cells0[k] or (cells[k] != cells[k] and cells0[k] != cells0[k])
+                                                               for k in cells)
+                print(f"  beside {b} busy vs idle: checkpoints' weights {'bitwise equal' if same_w else 'DIFFER'} "
+                      f"({len(shas)} runs); records {'bitwise equal' if same_c else 'DIFFER'} ({len(cells):,} cells)")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def hardware(device: str) -> dict[str, str]:
             "threads_from": applied().get("source", "torch's default"), "usable_cores": str(usable_cores()),
             "malloc": state()}
     decided = applied()
-    for key in ("busy_tasks", "free_cores", "shrunk_from", "openmp"):
+    for key in ("busy_tasks", "free_cores", "openmp"):
         if key in decided:
             info[f"threads_{key}"] = str(decided[key])
     if device.startswith("cuda") and torch.cuda.is_available():

@@ -1,37 +1,25 @@
-"""How many CPU threads torch uses, decided once per process from the cores that are free, not only from the
-cores there are. Imports no torch until it applies the number.
+"""How many CPU threads torch uses: one per process unless the user says otherwise, so that a run's numbers do
+not depend on the machine's load. Imports no torch until it applies the number.
 
-OpenMP threads spin while they wait for each other; on a machine whose cores are already busy (a CI runner,
-a shared node, or ``bench --launcher local --jobs 2`` on 2 cores) more threads than free cores make every
-parallel region wait for a descheduled thread: the README's main command beside one spinning process took
-26x its idle time. Two things prevent it:
+The thread count changes the numbers: a trained network's weights differed by up to 0.02 at 1 and at 2 threads
+(float reductions split differently), so the count the first versions chose from the free cores made the same
+seed give other tables on a busy machine. Now:
 
-* **The default count is the cores left free.** The usable cores are the affinity mask (``taskset``,
-  cpusets, Slurm's binding) capped by the cgroup's CPU quota (docker ``--cpus``, Kubernetes limits); the
-  busy ones are the other runnable tasks (``/proc/loadavg``'s running count, less this process's own
-  running threads, the smallest of a few samples 10 ms apart so a passing task is not counted; where there
-  is no ``/proc``, the 1-minute load average). Threads = max(1, usable − busy), divided by the local
-  launcher's jobs.
-* **Waiting threads sleep sooner.** ``GOMP_SPINCOUNT=10000`` (GNU OpenMP, which PyTorch's Linux wheels
-  ship: a waiting thread spins about 0.1 ms instead of about 3 ms, then sleeps) and ``KMP_BLOCKTIME=1``
-  (Intel's OpenMP, which MKL builds use: 1 ms instead of 200 ms), unless the user set them or
-  ``OMP_WAIT_POLICY``. Not ``OMP_WAIT_POLICY=PASSIVE``: measured on the 2-core VM it made the idle main
-  command 1.45-1.6x slower (every small parallel region waits for a sleeping thread to wake), while the
-  bounded spin costs little idle and, when the pool is too large for a machine that became busy, takes the
-  main command from over 150 s to 92 s (benchmarks/README.md). libgomp reads these when it loads, so they
-  must be in the environment before ``import torch`` (``configure_runtime``, first thing in ``cli.main``).
+* **The default is 1 thread per process** (``DEFAULT_THREADS``). Speed comes from processes instead: ``bench``
+  runs its runs side by side, as many at a time as there are free cores (``bench.launchers.auto_jobs``), and the
+  number of processes changes no number. A busy machine then gets fewer processes, never other results.
+* **An explicit count wins**: ``--threads N``, then ``MMIX_EVAL_THREADS``, then ``OMP_NUM_THREADS`` (the OpenMP
+  convention, and what an outer scheduler exports). It is recorded in every run's and every evaluation's
+  provenance, and a report whose runs used different counts says so.
+* **Waiting threads sleep sooner.** ``GOMP_SPINCOUNT=10000`` (GNU OpenMP, which PyTorch's Linux wheels ship: a
+  waiting thread spins about 0.1 ms instead of about 3 ms, then sleeps) and ``KMP_BLOCKTIME=1`` (Intel's OpenMP,
+  which MKL builds use: 1 ms instead of 200 ms), unless the user set them or ``OMP_WAIT_POLICY``: with an explicit
+  count above the free cores, spinning threads slowed every parallel region. libgomp reads these when it loads,
+  so they must be in the environment before ``import torch`` (``configure_runtime``, first thing in ``cli.main``).
   ``MMIX_EVAL_OPENMP=default`` leaves the runtime's own.
 
-While a long command runs, ``recheck()`` (called by training after each epoch and by evaluation before each
-evaluator, looking at most every 10 s) shrinks the pool when the machine became busy. Shrinking only: growing
-the pool again after shrinking it has crashed this torch build's OpenMP runtime, and the count is part of a
-run's provenance. A shrink is said in one line.
-
-Order of precedence: ``--threads N``, then ``MMIX_EVAL_THREADS``, then ``OMP_NUM_THREADS`` when set (the
-OpenMP convention, and what an outer scheduler exports), then the default above; an explicit count is never
-changed. Results can depend on the count in their last digits (float reductions are split differently), so
-it is recorded in every run's and every evaluation's provenance with the inputs of the decision, and a report
-whose runs used different counts says so.
+The free cores (the affinity mask capped by the cgroup's CPU quota, less the other runnable tasks from
+``/proc/loadavg``) are still measured: for the bench's number of processes and for provenance.
 """
 
 from __future__ import annotations
@@ -49,7 +37,6 @@ SOURCES = ("--threads", "MMIX_EVAL_THREADS", "OMP_NUM_THREADS", "default")
 RUNTIME_ENV = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
 MARKER = "MMIX_EVAL_OPENMP_SET"  # what mmix-eval put there, so a child process does not read it as the user's
 LOADAVG = Path("/proc/loadavg")
-RECHECK_S = 10.0  # seconds between looks at the load while a command runs
 SAMPLES, SAMPLE_GAP_S = 5, 0.01  # busy = the fewest other runnable tasks over 5 looks, 10 ms apart
 _applied: dict = {}
 _runtime: dict = {}
@@ -149,13 +136,13 @@ def other_runnable(samples: int = SAMPLES, gap: float = SAMPLE_GAP_S) -> tuple[f
         return 0.0, "unknown (no /proc/loadavg, no load average)"
 
 
-def _parse(text, where: str) -> int:
+def _parse(text, where: str, what: str = "CPU threads") -> int:
     try:
         n = int(str(text).strip())
     except ValueError:
         n = 0
     if n < 1:
-        raise UserError(f"{where}: expected an integer >= 1 (CPU threads), got {text!r}")
+        raise UserError(f"{where}: expected an integer >= 1 ({what}), got {text!r}")
     return n
 
 
@@ -173,15 +160,22 @@ def resolve(flag: int | str | None = None, jobs: int = 1) -> tuple[int, str]:
     return n, source
 
 
+DEFAULT_THREADS = 1  # per process: a run's numbers are then a function of what is recorded, never of the load
+
+
 def decide(flag: int | str | None = None, jobs: int = 1) -> tuple[int, str, dict]:
-    """(threads, source, the decision's inputs). Explicit counts win; the default is the free cores / jobs."""
+    """(threads, source, the decision's inputs). Explicit counts win (recorded: they can change the last digits);
+    the default is ``DEFAULT_THREADS``: the thread count changed a trained network's weights (by up to 0.02 at 1
+    and 2 threads), so a count that followed the machine's load made the same seed give other numbers on a busy
+    machine. Speed comes from running runs side by side (``bench``'s jobs), which changes no number. The free
+    cores are still measured, for provenance."""
     if flag is not None:
         return _parse(flag, "--threads"), "--threads", {}
     for var in ("MMIX_EVAL_THREADS", "OMP_NUM_THREADS"):
         if os.environ.get(var, "").strip():
             return _parse(os.environ[var], var), var, {}
     free, inputs = free_cores()
-    return max(1, free // max(1, jobs)), "default", inputs
+    return DEFAULT_THREADS, "default", inputs
 
 
 def configure_runtime() -> dict:
@@ -208,12 +202,11 @@ def configure_runtime() -> dict:
     return dict(_runtime)
 
 
-def apply(flag: int | str | None = None, jobs: int = 1, say=None) -> tuple[int, str]:
+def apply(flag: int | str | None = None, jobs: int = 1) -> tuple[int, str]:
     """Resolve and set torch's intra-op threads; returns (threads, source). Decided once per process: a later
     call without an explicit ``flag`` keeps the first decision (a process that calls the command line many
     times, as a test suite or a notebook does, never flips torch's pool back and forth on a changed
-    environment; growing the pool again after shrinking it has crashed this torch build's OpenMP runtime).
-    ``say(line)`` is told, in one line, when the machine is busy and fewer threads than cores were chosen."""
+    environment; growing the pool again after shrinking it has crashed this torch build's OpenMP runtime)."""
     if flag is None and _applied:
         return _applied["threads"], _applied["source"]
     n, source, inputs = decide(flag, jobs)
@@ -223,37 +216,7 @@ def apply(flag: int | str | None = None, jobs: int = 1, say=None) -> tuple[int, 
         torch.set_num_threads(n)
     _applied.clear()
     _applied.update(threads=n, source=source, jobs=max(1, jobs), checked_at=time.monotonic(), **inputs)
-    usable = int(inputs.get("usable_cores", 0) or 0)
-    if say is not None and source == "default" and int(inputs["free_cores"]) < usable:
-        say(f"the machine is busy ({inputs['busy_tasks'].split(' ')[0]} other runnable tasks on {usable} usable "
-            f"cores): using {n} CPU thread{'s' if n != 1 else ''} (--threads N to choose)")
     return n, source
-
-
-def recheck(say=None, every: float = RECHECK_S) -> int | None:
-    """Shrink the pool if the machine became busy since the count was decided (default counts only; never
-    grows it). Looks at most once per ``every`` seconds (one /proc read when nothing else runs). Returns the
-    new count when it shrank, else None."""
-    if _applied.get("source") != "default":
-        return None
-    current = _applied["threads"]
-    now = time.monotonic()
-    if current <= 1 or now - _applied.get("checked_at", 0.0) < every:
-        return None
-    _applied["checked_at"] = now
-    free, inputs = free_cores()
-    jobs = max(1, int(_applied.get("jobs", 1)))
-    n = max(1, free // jobs)
-    if n >= current:
-        return None
-    import torch
-
-    torch.set_num_threads(n)
-    _applied.update(threads=n, shrunk_from=str(current), **inputs)
-    if say is not None:
-        say(f"the machine became busy ({inputs['busy_tasks'].split(' ')[0]} other runnable tasks): "
-            f"CPU threads {current} -> {n}")
-    return n
 
 
 def applied() -> dict:

@@ -26,6 +26,14 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MMIX_EVAL_DATA", str(tmp_path_factory.mktemp("data")))
 
 
+@pytest.fixture(autouse=True)
+def _benches_run_inline(monkeypatch):
+    """A test's bench runs its runs in the test's own process (MMIX_EVAL_JOBS=1): starting worker processes (torch
+    imported in each, about 3 s of CPU) costs more than the tiny runs of a test. The tests of the worker pool and of
+    the default that chooses the number of workers remove it (``monkeypatch.delenv``) or pass --jobs."""
+    monkeypatch.setenv("MMIX_EVAL_JOBS", "1")
+
+
 def make_data(n_train=120, n_test=40, classes=4, channels=3, size=8, seed=0, val=0) -> ImageData:
     """Synthetic, learnable images: each class has its own mean brightness pattern, plus noise."""
     g = torch.Generator().manual_seed(seed)

@@ -1,6 +1,7 @@
 """Launchers: how a bench's runs are run, behind one ``launch(name, ctx, todo) -> failed``.
 
-inline: one after the other in this process. local: subprocesses, ``jobs`` at a time (GPUs shared round-robin).
+inline: one after the other in this process. local: ``jobs`` worker processes, each running runs one after
+another (GPUs shared round-robin).
 slurm: one submitit job per run (submitit's local executors for tests). Each returns the failed runs (name ->
 why), or None when jobs were submitted without waiting for them.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import time
 import traceback
@@ -25,7 +25,6 @@ from mmix_eval.bench.plan import Bench, Run
 from mmix_eval.bench.status import complete
 from mmix_eval.errors import UserError, one_line
 from mmix_eval.io import atomic_write_text
-from mmix_eval.threads import resolve
 
 LAUNCHERS = ("inline", "local", "slurm")
 
@@ -44,6 +43,7 @@ class Launch:
     cluster: str | None = None  # submitit's executor: None (Slurm), local or debug
     echo: Callable = print
     stages: dict = field(default_factory=dict)  # run -> wall seconds, filled as runs end
+    pool: object = None  # the local launcher's worker pool, started early (``start_pool``) so its imports overlap
 
 
 def launch(name: str, ctx: Launch, todo: list[Run]) -> dict[str, str] | None:
@@ -52,9 +52,30 @@ def launch(name: str, ctx: Launch, todo: list[Run]) -> dict[str, str] | None:
     return {"inline": _inline, "local": _local, "slurm": _slurm}[name](ctx, todo)
 
 
+def auto_jobs(bench: Bench, device: str | None) -> tuple[int, str]:
+    """How many runs at a time when the user did not say (``jobs: auto``): on the CPU, the cores free now (the
+    other runnable tasks taken off the usable cores; each run uses 1 thread, so the numbers do not depend on this:
+    only the wall time does); on GPUs, one run per visible GPU. ``MMIX_EVAL_JOBS`` overrides both (a scheduler's
+    share of the node, or a test suite that wants runs in its own process). (jobs, why)."""
+    import torch  # loaded when a bench runs
+
+    from mmix_eval.threads import _parse, free_cores
+
+    if os.environ.get("MMIX_EVAL_JOBS", "").strip():
+        return _parse(os.environ["MMIX_EVAL_JOBS"], "MMIX_EVAL_JOBS", "runs at a time"), "MMIX_EVAL_JOBS"
+
+    devices = {device or r.cfg.train.device for r in bench.runs}
+    cpu = all(d == "cpu" or (d == "auto" and not torch.cuda.is_available()) for d in devices)
+    if cpu:
+        free, inputs = free_cores()
+        return free, f"{free} of {inputs['usable_cores']} cores free ({inputs['busy_tasks']})"
+    n = max(1, torch.cuda.device_count())
+    return n, f"{n} visible GPU{'s' if n != 1 else ''}"
+
+
 def launcher_resources(bench: Bench, overrides: dict) -> dict:
     """The launcher's resources: defaults, then the YAML's ``launcher:``, then the command line's, checked."""
-    res = {"jobs": 1, "partition": None, "gpus_per_run": 0, "cpus_per_run": None, "mem_gb": None,
+    res = {"jobs": None, "partition": None, "gpus_per_run": 0, "cpus_per_run": None, "mem_gb": None,
            "timeout_min": 24 * 60, "slurm_extra": {}, "max_parallel": None}
     res.update({k: v for k, v in bench.launcher.items() if k != "name"})
     res.update({k: v for k, v in overrides.items() if v is not None})
@@ -92,52 +113,111 @@ def _inline(ctx: Launch, todo: list[Run]) -> dict[str, str]:
 
 
 def _local(ctx: Launch, todo: list[Run]) -> dict[str, str]:
-    """Subprocesses (``python -m mmix_eval bench CONFIG --only RUN``), ``jobs`` at a time; each writes
-    OUT/logs/RUN.log. CPU threads are divided between the jobs; visible GPUs are dealt round-robin."""
-    import torch  # loaded only to count the GPUs
+    """``jobs`` worker processes, each running runs one after another (torch imported once per worker, not per run):
+    every run's output goes to OUT/logs/RUN.log. Each worker uses the same CPU thread count as an inline run (1 by
+    default, or the explicit --threads), so a run's numbers do not depend on how many ran beside it; visible GPUs are
+    dealt to the workers round-robin."""
+    from concurrent.futures import as_completed
 
-    jobs, out, device, stages = ctx.res["jobs"], ctx.out, ctx.device, ctx.stages
-    logs = out / "logs"
-    logs.mkdir(exist_ok=True)
-    gpus = torch.cuda.device_count() if device != "cpu" else 0
-    threads, _ = resolve(None, jobs)  # MMIX_EVAL_THREADS / OMP_NUM_THREADS if set, else usable cores / jobs
-    pending, running, failed = list(todo), {}, {}
-    free_slots = list(range(jobs))
+    out, device, stages = ctx.out, ctx.device, ctx.stages
+    jobs = max(1, min(int(ctx.res["jobs"]), len(todo)))
+    (out / "logs").mkdir(exist_ok=True)
+    failed = {}
+    pool = ctx.pool or start_pool(jobs, device)
     with tqdm(total=len(todo), desc=f"bench {ctx.bench.name} (local, {jobs} at a time)", unit="run",
-              disable=not ctx.progress,
-              dynamic_ncols=True) as bar:
-        while pending or running:
-            while pending and free_slots:
-                r, slot = pending.pop(0), free_slots.pop(0)
-                cmd = [sys.executable, "-m", "mmix_eval", "bench", str(ctx.config), "--out", str(out), "--only", r.name,
-                       "--no-progress"] + (["--device", device] if device else [])
-                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MMIX_EVAL_THREADS": str(threads)}
-                if gpus:
-                    env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
-                log = open(logs / f"{r.name}.log", "w", encoding="utf-8")
-                running[r.name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, slot,
-                                   time.perf_counter())
-            time.sleep(0.2)
-            for rn, (proc, log, slot, t0) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                log.close()
-                del running[rn]
-                free_slots.append(slot)
-                stages[rn] = round(time.perf_counter() - t0, 3)
-                if proc.returncode != 0:
-                    failed[rn] = f"exit code {proc.returncode}: {_last_line(logs / f'{rn}.log')} (log: {logs / f'{rn}.log'})"
-                bar.write(f"{rn}: {'failed, ' + failed[rn] if rn in failed else 'trained and evaluated'} ({stages[rn]:.1f} s)")
-                bar.update(1)
+              disable=not ctx.progress, dynamic_ncols=True) as bar, pool:
+        futures = {pool.submit(_worker_run, str(ctx.config), str(out), r.name, device): r.name for r in todo}
+        for f in as_completed(futures):
+            rn = futures[f]
+            try:
+                status, wall, why, notices = f.result()
+            except Exception as e:  # noqa: BLE001  (the worker process itself died: killed, out of memory)
+                status, wall, why, notices = "FAILED", 0.0, f"worker process ended: {type(e).__name__}: {e}", []
+            for line in notices:  # what the run said about itself (re-training, and why): as an inline run says it
+                bar.write(line, file=sys.stderr)
+            stages[rn] = round(wall, 3)
+            log = out / "logs" / f"{rn}.log"
+            if status == "FAILED":
+                failed[rn] = f"{one_line(why)[:500]} (log: {log})"
+            bar.write(f"{rn}: {'failed, ' + failed[rn] if rn in failed else status + ', evaluated'} ({stages[rn]:.1f} s)")
+            bar.update(1)
     return failed
 
 
-def _last_line(path: Path) -> str:
-    try:
-        lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no log"
-    return lines[-1][:300] if lines else "no output"
+def start_pool(jobs: int, device: str | None):
+    """The local launcher's ``jobs`` worker processes (spawned: a fresh interpreter each, no state shared with this
+    one), started now and each set up (``_worker_init``: threads, torch, the training and evaluation code) while this
+    process goes on (the bench's preflight): their start-up overlaps it instead of following it."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch  # loaded only to count the GPUs
+
+    from mmix_eval import threads as thread_setting
+
+    gpus = torch.cuda.device_count() if device != "cpu" else 0
+    n_threads, _ = thread_setting.resolve(None)  # the run's threads: 1 unless the user said otherwise (recorded)
+    spawn = mp.get_context("spawn")
+    slots = spawn.Queue()
+    for k in range(jobs):
+        slots.put(k)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=_worker_init, initargs=(slots, gpus, n_threads))
+    for _ in range(jobs):
+        pool.submit(_ready)  # each submit starts a worker while none is idle
+    return pool
+
+
+def _ready() -> bool:
+    return True
+
+
+def _worker_init(slots, gpus: int, n_threads: int) -> None:
+    """A local worker's set-up, once: its GPU (round-robin), the OpenMP settings and the thread count, then torch."""
+    slot = slots.get()
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+    os.environ["MMIX_EVAL_THREADS"] = str(n_threads)
+    from mmix_eval import memory, threads
+
+    threads.configure_runtime()
+    threads.apply(n_threads)
+    memory.apply()
+    import mmix_eval.bench.job  # noqa: F401  (the training and evaluation code, loaded once per worker)
+
+
+class _Notices:
+    """A worker's stderr: everything to the run's log, and the run's own one-line notices (``NAME: ...``, such as
+    why it is re-trained) kept to be said by the bench, as an inline run says them."""
+
+    def __init__(self, fh, prefix: str):
+        self.fh, self.prefix, self.lines, self._part = fh, prefix, [], ""
+
+    def write(self, text: str) -> int:
+        self.fh.write(text)
+        self._part += text
+        *done, self._part = self._part.split("\n")
+        self.lines += [ln for ln in done if ln.startswith(self.prefix)]
+        return len(text)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def _worker_run(config: str, out: str, name: str, device: str | None) -> tuple[str, float, str, list[str]]:
+    """One run in a worker, its output in OUT/logs/NAME.log: (status, wall seconds, why it failed, its notices)."""
+    import contextlib
+
+    log = Path(out) / "logs" / f"{name}.log"
+    t0 = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as fh, contextlib.redirect_stdout(fh):
+        err = _Notices(fh, f"{name}: ")
+        with contextlib.redirect_stderr(err):
+            try:
+                return run_one(config, out, name, device), time.perf_counter() - t0, "", err.lines
+            except Exception as e:  # noqa: BLE001  (any failure of one run: the bench goes on and says so)
+                traceback.print_exc(file=fh)
+                text = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+                return "FAILED", time.perf_counter() - t0, text, err.lines
 
 
 def require_submitit():

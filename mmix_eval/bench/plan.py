@@ -22,7 +22,7 @@ TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "sweep", "eval
 LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra",
                  "max_parallel")
 COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import", "download", "trusted"))
-REPORT_KEYS = ("baseline", "checks", "title", "primary", "multiplicity", "plot_columns", "sections", "main")
+REPORT_KEYS = ("baseline", "checks", "title", "primary", "multiplicity", "plot_columns", "sections", "main", "pdf_plots")
 METHOD_KEYS = ("name", "kwargs", *V1_METHOD_KEYS, "label")  # alpha, eligible, loss: shorthand for kwargs
 SWEEP_SECTIONS = ("data", "model", "train")
 
@@ -117,6 +117,8 @@ def load_bench(path: str | Path) -> Bench:
     plot_columns = rep.get("plot_columns")
     if plot_columns is not None and (not isinstance(plot_columns, list) or not all(isinstance(c, str) for c in plot_columns)):
         raise UserError(f"{where}: 'report.plot_columns' expected a list of column labels, got {plot_columns!r:.80}")
+    if not isinstance(rep.get("pdf_plots", False), bool):
+        raise UserError(f"{where}: 'report.pdf_plots' expected true or false, got {rep.get('pdf_plots')!r:.80}")
     sections = rep.get("sections")
     if sections is not None and (not isinstance(sections, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and ":" in v for k, v in sections.items())):

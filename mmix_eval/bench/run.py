@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mmix_eval.bench.launchers import LAUNCHERS, Launch, launch, launcher_resources, require_submitit
+from mmix_eval.bench.launchers import LAUNCHERS, Launch, auto_jobs, launch, launcher_resources, require_submitit
 from mmix_eval.bench.plan import Bench, load_bench
 from mmix_eval.bench.status import complete, finished, stale
 from mmix_eval.bench.status import epochs_done as read_epochs_done
@@ -32,8 +32,8 @@ def run_bench(config: str | Path, out: str | Path, progress: bool = True, device
               submitit_cluster: str | None = None, **resources) -> dict | None:
     """Run every run of the bench with a launcher, then build the report from what is finished.
 
-    inline (default): one after the other in this process. local: subprocesses, ``jobs`` at a time (GPUs
-    shared round-robin). slurm: one submitit job per run. Finished runs are skipped by every launcher;
+    auto (default): local when more than one run can go at a time (``auto_jobs``), else inline. inline: one after
+    the other in this process. local: worker processes, ``jobs`` at a time (GPUs shared round-robin). slurm: one submitit job per run. Finished runs are skipped by every launcher;
     with ``report_only`` nothing runs and the report says which runs are missing."""
     bench = load_bench(config)
     if device is not None:  # the override is part of each run's configuration, as the jobs record it
@@ -41,23 +41,49 @@ def run_bench(config: str | Path, out: str | Path, progress: bool = True, device
             r.cfg.train.device = device
         bench.options.device = device
     out = Path(out)
-    launcher = launcher or bench.launcher.get("name") or "inline"
-    if launcher not in LAUNCHERS:
+    launcher = launcher or bench.launcher.get("name") or "auto"
+    if launcher not in (*LAUNCHERS, "auto"):
         raise UserError(f"launcher: expected one of {', '.join(LAUNCHERS)}, got '{launcher}'")
     res = launcher_resources(bench, resources)
-    if launcher == "slurm" and not report_only:
-        require_submitit()  # a missing package fails before anything is written
-    if not report_only:
-        preflight(bench)
-    out.mkdir(parents=True, exist_ok=True)
-    if report_only:  # reads what is finished; never trains, so it needs no lock
-        atomic_write_text(out / "bench.yaml", yaml.safe_dump(bench.raw, sort_keys=False))
-        return _report(bench, out, {}, {}, time.perf_counter(), echo)
-    with FolderLock(out):  # a second bench on this --out would train the same runs twice
-        return _run_locked(bench, config, out, device, progress, launcher, res, wait, submitit_cluster, echo)
+    if launcher in ("auto", "local") and not report_only:
+        why = "--jobs or the YAML's launcher.jobs"
+        if res["jobs"] is None:
+            res["jobs"], why = auto_jobs(bench, device)
+        echo(f"bench {bench.name}: {res['jobs']} run{'s' if res['jobs'] != 1 else ''} at a time ({why}; each run's "
+             f"numbers are the same at any count)")
+    if launcher == "auto":  # several at a time: worker processes; one: in this process
+        launcher = "local" if (res["jobs"] or 1) > 1 and spawn_safe() else "inline"
+    pool = None
+    if launcher == "local" and not report_only and any(not complete(Path(out), bench, r) for r in bench.runs):
+        from mmix_eval.bench.launchers import start_pool
+
+        pool = start_pool(max(1, min(res["jobs"], len(bench.runs))), device)  # workers start while the preflight runs
+    try:
+        if launcher == "slurm" and not report_only:
+            require_submitit()  # a missing package fails before anything is written
+        if not report_only:
+            preflight(bench)
+        out.mkdir(parents=True, exist_ok=True)
+        if report_only:  # reads what is finished; never trains, so it needs no lock
+            atomic_write_text(out / "bench.yaml", yaml.safe_dump(bench.raw, sort_keys=False))
+            return _report(bench, out, {}, {}, time.perf_counter(), echo)
+        with FolderLock(out):  # a second bench on this --out would train the same runs twice
+            return _run_locked(bench, config, out, device, progress, launcher, res, wait, submitit_cluster, echo, pool)
+    finally:
+        if pool is not None:  # (the launcher closes it when it ran; here when something failed before)
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _run_locked(bench, config, out, device, progress, launcher, res, wait, submitit_cluster, echo) -> dict | None:
+def spawn_safe() -> bool:
+    """Whether worker processes can be spawned from here: a spawned worker re-imports the main module by its file
+    or module name, which a script read from stdin or ``python -c`` does not have (then runs go one by one, inline)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    path = getattr(main, "__file__", None)
+    return spec is not None or path is None or Path(path).is_file()
+
+
+def _run_locked(bench, config, out, device, progress, launcher, res, wait, submitit_cluster, echo, pool=None) -> dict | None:
     atomic_write_text(out / "bench.yaml", yaml.safe_dump(bench.raw, sort_keys=False))
     t_all = time.perf_counter()
     stages: dict[str, float] = {}
@@ -65,7 +91,7 @@ def _run_locked(bench, config, out, device, progress, launcher, res, wait, submi
     for r in bench.runs:
         if r not in todo:
             echo(f"{r.name}: done already")
-    ctx = Launch(bench, config, out, device, progress, res, wait, submitit_cluster, echo, stages)
+    ctx = Launch(bench, config, out, device, progress, res, wait, submitit_cluster, echo, stages, pool)
     failed = launch(launcher, ctx, todo)
     if failed is None:  # submitted, not waited for
         return None
@@ -239,7 +265,8 @@ def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, e
     result = build_report([results], out, bench.baseline, bench.checks, bench.title or f"mmix-eval bench: {bench.name}",
                           extra_provenance=extra, notes=notes, order=order, strict_checks=False, primary=bench.primary,
                           multiplicity=bench.multiplicity, plot_columns=bench.plot_columns,
-                          evaluators=[ev.name for ev, _ in bench.plan], sections=bench.sections, main=bench.main)
+                          evaluators=[ev.name for ev, _ in bench.plan], sections=bench.sections, main=bench.main,
+                          pdf_plots=bool((bench.raw.get("report") or {}).get("pdf_plots")))
     result["missing"] = missing
     result["failed"] = failed
     echo(f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report "

@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("report",):
             continue
         p.add_argument("--threads", type=int, metavar="N",
-                       help="CPU threads for torch (default: MMIX_EVAL_THREADS, else OMP_NUM_THREADS, else the cores "
-                            "this process may use that no other process keeps busy, divided by the local "
-                            "launcher's --jobs)")
+                       help="CPU threads for torch (default: MMIX_EVAL_THREADS, else OMP_NUM_THREADS, else 1 per "
+                            "process, whatever the machine's load, so that the numbers never depend on it; bench "
+                            "runs its runs side by side instead; recorded in provenance)")
     add_ls(sub)
     return parser
 
@@ -56,7 +56,7 @@ TORCH_COMMANDS = ("train", "bench", "spiral")  # and every evaluation command: t
 
 
 def _threads(args) -> None:
-    """--threads, MMIX_EVAL_THREADS, OMP_NUM_THREADS, else the free cores: set once, before torch works.
+    """--threads, MMIX_EVAL_THREADS, OMP_NUM_THREADS, else 1 (threads.py): set once, before torch works.
     An explicit --threads is exported, so the processes a local launcher starts use it too. The allocator's
     setting (memory.py) is made here too, once, for the commands that run torch."""
     flag = getattr(args, "threads", None)
@@ -66,7 +66,7 @@ def _threads(args) -> None:
     if args.command in TORCH_COMMANDS or hasattr(args, "option_flags"):
         from mmix_eval import memory  # ctypes: loaded for the commands that run torch
 
-        threads.apply(flag, say=lambda line: print(f"mmix-eval: {line}", file=sys.stderr))
+        threads.apply(flag)
         memory.apply()  # freed tensor memory kept for the next batch (see memory.py)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
+from pathlib import Path
 
 from mmix_eval.catalog import REGISTRIES
 from mmix_eval.evaluate.base import describe_evaluators
@@ -23,11 +24,15 @@ def add_bench(sub) -> None:
     p.add_argument("--out", required=True, help="bench folder (runs/, results/ and the report)")
     p.add_argument("--device", help="override the device of every run and evaluation")
     p.add_argument("--no-progress", action="store_true")
-    g = p.add_argument_group("launchers (default: the YAML's launcher section, else inline)")
+    p.add_argument("--verify", metavar="REPORT",
+                   help="after the bench, compare every cell of its records with a committed report's (records.jsonl or "
+                        "records.jsonl.gz in REPORT), bitwise; exit 1 where one differs or is missing")
+    g = p.add_argument_group("launchers (default: the YAML's launcher section, else as many runs at a time as cores "
+                             "are free, each 1 CPU thread)")
     g.add_argument("--launcher", choices=["inline", "local", "slurm"],
-                   help="inline: one run after another in this process; local: subprocesses, --jobs at a time; "
+                   help="inline: one run after another in this process; local: --jobs worker processes side by side; "
                         "slurm: one submitit job per run")
-    g.add_argument("--jobs", type=int, help="local: runs at a time (default 1)")
+    g.add_argument("--jobs", type=int, help="local: runs at a time (default: the free cores on a CPU, one per GPU)")
     g.add_argument("--partition", help="slurm: partition")
     g.add_argument("--gpus-per-run", type=int, help="slurm: GPUs per job (>1 trains with DDP across them)")
     g.add_argument("--cpus-per-run", type=int, help="slurm: CPUs per task (default 4)")
@@ -65,6 +70,7 @@ def add_report(sub) -> None:
                    help="a report section of your own for an evaluator (a ReportSection subclass; repeatable)")
     p.add_argument("--no-plots", action="store_true",
                    help="tables and text only (no plots/, report.html without figures): a fast rebuild of a large report")
+    p.add_argument("--pdf-plots", action="store_true", help="every figure as PDF too, beside the PNG (for a paper)")
     p.add_argument("--primary", action="append", default=None, metavar="COLUMN.CONDITION[:METRIC[@CALIBRATOR]]",
                    help="a comparison you claim against the baseline (repeatable; fnmatch patterns, e.g. "
                         "'manifold_mixup.zoom_*' or '*.clean:nll@temperature'): the primary family, corrected together; "
@@ -115,7 +121,7 @@ def cmd_report(args) -> int:
     result = build_report(args.results, args.out, args.baseline, args.check, args.title,
                           extra_provenance={"command": command} if command else None, split_by=args.split_by,
                           sections=sections, plots=not args.no_plots, primary=args.primary,
-                          multiplicity=args.multiplicity, plot_columns=args.plot_columns)
+                          multiplicity=args.multiplicity, plot_columns=args.plot_columns, pdf_plots=args.pdf_plots)
     return _report_outcome(result)
 
 
@@ -139,6 +145,10 @@ def cmd_bench(args) -> int:
     if args.only:
         print(f"{args.only}: {run_one(args.config, args.out, args.only, args.device)}, evaluated")
         return 0
+    if args.verify:  # a committed report without records is refused before anything trains
+        from mmix_eval.bench.verify import record_file
+
+        record_file(Path(args.verify))
     result = run_bench(args.config, args.out, progress=not args.no_progress, device=args.device, launcher=args.launcher,
                        wait=not args.no_wait, report_only=args.report_only, submitit_cluster=args.submitit_cluster,
                        jobs=args.jobs, partition=args.partition, gpus_per_run=args.gpus_per_run,
@@ -147,6 +157,12 @@ def cmd_bench(args) -> int:
     if result is None:  # submitted, not waiting
         return 0
     code = _report_outcome(result)
+    if args.verify:
+        from mmix_eval.bench.verify import verify
+
+        same, lines = verify(args.verify, args.out)
+        print("\n".join(lines))
+        code = code or (0 if same else 1)
     return 1 if result["failed"] else code
 
 

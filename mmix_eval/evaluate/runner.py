@@ -6,14 +6,12 @@ as a by-product first."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 import traceback
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mmix_eval import threads
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, Evaluator, OptionError, get_evaluator, run_evaluator
 from mmix_eval.evaluate.outcomes import write_outcomes
@@ -187,7 +185,6 @@ def _evaluate(ev: Evaluator, opts, target, common: EvalOptions, name: str, label
     """One evaluator on one target: its rows (private keys dropped, label and sweep set), per-image outcomes
     (condition -> correctness bits) and probability detail ((condition, calibrator) -> (bootstrap replicates,
     reliability bins))."""
-    threads.recheck(say=lambda line: print(f"mmix-eval: {line}", file=sys.stderr))  # busy now: shrink
     try:
         rows = run_evaluator(ev, target, opts, common)
     except UserError:

@@ -40,7 +40,7 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                  split_by: bool = False, order: list[str] | None = None,
                  sections: dict[str, str] | None = None, strict_checks: bool = True, plots: bool = True,
                  primary: list[str] | None = None, multiplicity: str = "holm", plot_columns: list[str] | None = None,
-                 evaluators: list[str] | None = None, main: dict | None = None) -> dict:
+                 evaluators: list[str] | None = None, main: dict | None = None, pdf_plots: bool = False) -> dict:
     """Read records, aggregate, and write report.html, report.md, table.csv, records.csv/.jsonl and plots/.
     ``notes``: warnings shown at the top of the report (e.g. runs of a bench not finished yet). Records that
     cannot be compared (other data, test subset, evaluation seed or evaluator settings) are refused, naming
@@ -55,7 +55,8 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
     the user's own columns, then the first others). ``evaluators``: the evaluators whose records are current (a
     bench's plan); records of any other are left out, and the report says so at its top. ``main``: {"columns":
     [...], "rows": [...]}, what the main table shows (``view.MainSpec``; default: the paper's rows and one row per
-    other evaluator, the single models, the ensembles in a table of their own)."""
+    other evaluator, the single models, the ensembles in a table of their own). ``pdf_plots``: every figure as PDF
+    too (for a paper), beside the PNG."""
     for check in checks or []:  # a syntax error is bad input: refused before anything is read or written
         parse_check(check)
     family = Primary(primary, multiplicity)
@@ -81,7 +82,7 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                         f"or pass --split-by for one report per group)")
     if len(groups) == 1:
         return _build_one(results, out, baseline, checks, title, extra_provenance, notes, order, sections, strict_checks,
-                          plots, family, plot_columns, spec)
+                          plots, family, plot_columns, spec, pdf_plots)
     parts = []
     for k, g in enumerate(groups, 1):
         runs = {r["run"] for r in g}
@@ -94,14 +95,14 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                        costs={r: c for r, c in results.costs.items() if r in runs}, detail=detail)
         name = safe_name(f"group{k}-{g[0]['data']}-n{g[0]['n']}")
         parts.append(_build_one(part, Path(out) / name, baseline, checks, title, extra_provenance, notes, order, sections,
-                                strict_checks, plots, family, plot_columns, spec))
+                                strict_checks, plots, family, plot_columns, spec, pdf_plots))
     first = parts[0]
     return {**first, "checks": [c for p in parts for c in p["checks"]], "out": Path(out), "groups": [p["out"] for p in parts]}
 
 
 def _build_one(results: Results, out, baseline, checks, title, extra_provenance, notes, order=None, given=None,
                strict_checks=True, plots=True, family: Primary | None = None, plot_columns: list[str] | None = None,
-               spec: MainSpec | None = None) -> dict:
+               spec: MainSpec | None = None, pdf_plots: bool = False) -> dict:
     notes = list(notes or []) + evaluation_warnings(results.rows) + nonfinite_notes(results.rows)
     # Stable: each record file keeps its own order (the evaluator's condition order: Table 4's, the ε grid's).
     rows = sorted(results.rows, key=lambda r: (str(r["run"]), str(r["evaluator"])))
@@ -147,13 +148,13 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     images = {}  # each batch of figures drawn to files (and closed) before the next is made: 20 columns x 7
     for s in sections if plots else []:  # evaluators held dozens of open figures at once. Without plots: text only
         for name, fig in _section_call(s, "figures", ctx, dict).items():
-            images.update(figure_files(name, fig))
+            images.update(figure_files(name, fig, pdf_plots))
     if plots:
         for name, fig in sweep_figures(table, COLORS).items():
-            images.update(figure_files(name, fig))
+            images.update(figure_files(name, fig, pdf_plots))
         curves = training_curves(table, results.costs)
         if curves is not None:
-            images.update(figure_files("training-curves", curves))
+            images.update(figure_files("training-curves", curves, pdf_plots))
     prov = provenance(results, extra_provenance)
     notes += thread_notes(prov)
     for m, runs in not_converged(table, results.costs).items():

@@ -22,7 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from mmix_eval import distributed, threads
+from mmix_eval import distributed
 from mmix_eval.checkpoint import save_checkpoint
 from mmix_eval.config import Config
 from mmix_eval.data import ImageData
@@ -204,7 +204,6 @@ def run_epoch(s: RunState, epoch: int) -> tuple[torch.Tensor, float]:
         if (b + 1) % REFRESH == 0 or b + 1 == s.n_batches:
             _check_finite(distributed.max_int(int(first_bad)), epoch, s.out, s.log)
             _show(s, epoch, b, loss, t0)
-    threads.recheck(say=lambda line: s.bar.write(f"mmix-eval: {line}", file=sys.stderr))  # busy now: shrink
     return loss_sum, time.perf_counter() - t0
 
 

@@ -85,7 +85,9 @@ def test_shipped_bench_configs_load():
 
 
 @pytest.mark.slow
-def test_cpu_sized_cifar10_bench_end_to_end(tmp_path, capsys):
+def test_cpu_sized_cifar10_bench_end_to_end(tmp_path, capsys, monkeypatch):
+    """As a user runs it: the default launcher, one worker process per free core (conftest's MMIX_EVAL_JOBS=1 off)."""
+    monkeypatch.delenv("MMIX_EVAL_JOBS")
     if not ARCHIVE.exists():
         if os.environ.get("CI"):
             pytest.fail(f"{ARCHIVE} is missing: CI runs with ../shared beside the clone")

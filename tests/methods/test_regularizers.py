@@ -513,8 +513,10 @@ def test_timm_state_dict_evaluates_through_timm_by_name(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_the_baselines_preset_runs_on_digits_side_by_side(tmp_path, capsys):
-    """configs/bench/baselines-digits.yaml as shipped (CI-sized): six methods x two seeds, one report."""
+def test_the_baselines_preset_runs_on_digits_side_by_side(tmp_path, capsys, monkeypatch):
+    """configs/bench/baselines-digits.yaml as shipped (CI-sized): six methods x two seeds, one report, with the
+    default launcher (worker processes on the free cores; conftest's MMIX_EVAL_JOBS=1 off)."""
+    monkeypatch.delenv("MMIX_EVAL_JOBS")
     out = tmp_path / "bl"
     assert main(["bench", str(ROOT / "configs" / "bench" / "baselines-digits.yaml"), "--out", str(out),
                  "--no-progress"]) == 0, capsys.readouterr().err
@@ -526,7 +528,7 @@ def test_the_baselines_preset_runs_on_digits_side_by_side(tmp_path, capsys):
     cost = {ln.split("|")[1].strip(): ln.split("|")[2].strip() for ln in md.split("### Training cost")[1].split("###")[0].splitlines()
             if ln.startswith("| ") and not ln.startswith("| method")}
     assert cost["regmixup"] == "2" and cost["vanilla"] == "1" and cost["manifold_mixup"] == "1"
-    assert (out / "summary.md").read_text().count(" − vanilla, ") >= 5  # a generated sentence per method
+    assert (out / "claims.md").read_text().count(" − vanilla, ") >= 5  # a generated sentence per method
     settings = {r["method"]: r["method_settings"] for r in read_records(out / "records.jsonl")}
     assert settings["label_smoothing"] == {"epsilon": 0.1, "loss": "bce_softmax"}
     assert settings["regmixup"] == {"alpha": 10.0, "eta": 1.0, "loss": "bce_softmax"}

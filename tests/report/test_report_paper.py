@@ -99,7 +99,9 @@ def test_ten_columns_one_page_summary_latex_and_daggers(tmp_path):
         assert r.returncode == 0, r.stdout[-2000:]
         assert (tmp_path / "rep" / "report.pdf").stat().st_size > 10_000
     # plots also as PDF
-    assert {p.suffix for p in (tmp_path / "rep" / "plots").iterdir()} == {".png", ".pdf"}
+    assert {p.suffix for p in (tmp_path / "rep" / "plots").iterdir()} == {".png"}  # PDFs on request only
+    build_report([tmp_path / "res"], tmp_path / "rep2", baseline="vanilla", pdf_plots=True)
+    assert {p.suffix for p in (tmp_path / "rep2" / "plots").iterdir()} == {".png", ".pdf"}
 
 
 def test_results_load_is_the_frame_the_table_is_built_from(tmp_path):
