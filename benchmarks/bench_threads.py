@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLEARED = ("OMP_NUM_THREADS", "MMIX_EVAL_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MMIX_EVAL_OPENMP",
-           "MMIX_EVAL_OPENMP_SET")
+           "MMIX_EVAL_OPENMP_SET", "MMIX_EVAL_JOBS")
 
 
 def run(config: str, out: Path, timeout: float) -> float | None:

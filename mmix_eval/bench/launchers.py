@@ -119,14 +119,22 @@ def _local(ctx: Launch, todo: list[Run]) -> dict[str, str]:
     dealt to the workers round-robin."""
     from concurrent.futures import as_completed
 
+    import contextlib
+
     out, device, stages = ctx.out, ctx.device, ctx.stages
+    if not todo:
+        return {}
     jobs = max(1, min(int(ctx.res["jobs"]), len(todo)))
     (out / "logs").mkdir(exist_ok=True)
     failed = {}
+    # a pool the bench started is the bench's to close (it draws the report's figures next); one started here, ours
     pool = ctx.pool or start_pool(jobs, device)
     with tqdm(total=len(todo), desc=f"bench {ctx.bench.name} (local, {jobs} at a time)", unit="run",
-              disable=not ctx.progress, dynamic_ncols=True) as bar, pool:
+              disable=not ctx.progress, dynamic_ncols=True) as bar, (contextlib.nullcontext() if ctx.pool else pool):
         futures = {pool.submit(_worker_run, str(ctx.config), str(out), r.name, device): r.name for r in todo}
+        if ctx.pool is not None:  # a worker with no run left loads the plotting code: the report's figures come next
+            for _ in range(jobs):
+                pool.submit(_load_plots)
         for f in as_completed(futures):
             rn = futures[f]
             try:
@@ -184,6 +192,26 @@ def _worker_init(slots, gpus: int, n_threads: int) -> None:
     memory.apply()
     import mmix_eval.bench.job  # noqa: F401  (the training and evaluation code, loaded once per worker)
 
+    _warm_up()
+
+
+# What a run imports late, loaded while the bench's preflight runs instead of in each worker's first run (about
+# 2.5 s there): torch's optimizers import torch._dynamo on first use, the built-in evaluators these.
+WARM_MODULES = ("netcal.metrics", "torchattacks", "kornia.geometry.transform")
+
+
+def _warm_up() -> None:
+    import importlib
+
+    import torch
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)  # imports torch._dynamo, as training's first step
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # a missing optional package is the run's to report, not the worker's
+            pass
+
 
 class _Notices:
     """A worker's stderr: everything to the run's log, and the run's own one-line notices (``NAME: ...``, such as
@@ -201,6 +229,10 @@ class _Notices:
 
     def flush(self) -> None:
         self.fh.flush()
+
+
+def _load_plots() -> None:
+    import mmix_eval.report.plots  # noqa: F401  (matplotlib: the figures a bench's report draws in these workers)
 
 
 def _worker_run(config: str, out: str, name: str, device: str | None) -> tuple[str, float, str, list[str]]:

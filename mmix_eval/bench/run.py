@@ -13,6 +13,7 @@ import json
 import math
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,8 +71,20 @@ def run_bench(config: str | Path, out: str | Path, progress: bool = True, device
         with FolderLock(out):  # a second bench on this --out would train the same runs twice
             return _run_locked(bench, config, out, device, progress, launcher, res, wait, submitit_cluster, echo, pool)
     finally:
-        if pool is not None:  # (the launcher closes it when it ran; here when something failed before)
+        if pool is not None:  # every run and figure is written (or the bench stopped): the workers may go
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _preload_report() -> None:
+    """The report's modules and the built-in evaluators' report sections (imports are thread-safe)."""
+    import importlib
+    import pkgutil
+
+    import mmix_eval.report.build  # noqa: F401
+    import mmix_eval.report.sections as sections
+
+    for mod in pkgutil.iter_modules(sections.__path__):
+        importlib.import_module(f"{sections.__name__}.{mod.name}")
 
 
 def spawn_safe() -> bool:
@@ -92,6 +105,8 @@ def _run_locked(bench, config, out, device, progress, launcher, res, wait, submi
         if r not in todo:
             echo(f"{r.name}: done already")
     ctx = Launch(bench, config, out, device, progress, res, wait, submitit_cluster, echo, stages, pool)
+    if pool is not None:  # this process waits on the workers: it loads the report's code meanwhile (about 0.8 s)
+        threading.Thread(target=_preload_report, daemon=True).start()
     failed = launch(launcher, ctx, todo)
     if failed is None:  # submitted, not waited for
         return None
@@ -100,7 +115,7 @@ def _run_locked(bench, config, out, device, progress, launcher, res, wait, submi
         bench.options.progress = bench.options.progress and progress  # --no-progress covers the ensembles too
         evaluate_ensembles(bench, out, echo)
         stages["ensembles"] = round(time.perf_counter() - t0, 3)
-    return _report(bench, out, stages, failed, t_all, echo)
+    return _report(bench, out, stages, failed, t_all, echo, pool)  # the idle workers draw the figures
 
 
 def ensemble_groups(bench: Bench, out: Path) -> list[tuple[str, str, dict | None, list[Path]]]:
@@ -237,7 +252,7 @@ def _time_steps(p, batch_size: int, steps: int) -> float:
     return statistics.median(times)
 
 
-def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, echo) -> dict:
+def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, echo, pool=None) -> dict:
     from mmix_eval.report import build_report  # matplotlib and pandas: loaded for the report only
 
     missing = [r.name for r in bench.runs if not complete(out, bench, r)]
@@ -266,7 +281,7 @@ def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, e
                           extra_provenance=extra, notes=notes, order=order, strict_checks=False, primary=bench.primary,
                           multiplicity=bench.multiplicity, plot_columns=bench.plot_columns,
                           evaluators=[ev.name for ev, _ in bench.plan], sections=bench.sections, main=bench.main,
-                          pdf_plots=bool((bench.raw.get("report") or {}).get("pdf_plots")))
+                          pdf_plots=bool((bench.raw.get("report") or {}).get("pdf_plots")), pool=pool)
     result["missing"] = missing
     result["failed"] = failed
     echo(f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report "

@@ -23,7 +23,7 @@ from mmix_eval.report.claims import Primary, comparisons
 from mmix_eval.report.compare import used_detail
 from mmix_eval.report.labels import method_labels, order_methods, resolve_baseline
 from mmix_eval.report.load import Results, load_results
-from mmix_eval.report.plots import COLORS, figure_files, sweep_figures, training_curves
+from mmix_eval.report.plots import COLORS, Renderer, sweep_figures, training_curves
 from mmix_eval.report.provenance import evaluation_warnings, nonfinite_notes, provenance, thread_notes
 from mmix_eval.report.render import (render_claims, render_html, render_latex, render_markdown, render_summary, write_csv_table,
                                      write_sweep_csv)
@@ -40,7 +40,8 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                  split_by: bool = False, order: list[str] | None = None,
                  sections: dict[str, str] | None = None, strict_checks: bool = True, plots: bool = True,
                  primary: list[str] | None = None, multiplicity: str = "holm", plot_columns: list[str] | None = None,
-                 evaluators: list[str] | None = None, main: dict | None = None, pdf_plots: bool = False) -> dict:
+                 evaluators: list[str] | None = None, main: dict | None = None, pdf_plots: bool = False,
+                 pool=None) -> dict:
     """Read records, aggregate, and write report.html, report.md, table.csv, records.csv/.jsonl and plots/.
     ``notes``: warnings shown at the top of the report (e.g. runs of a bench not finished yet). Records that
     cannot be compared (other data, test subset, evaluation seed or evaluator settings) are refused, naming
@@ -56,7 +57,8 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
     bench's plan); records of any other are left out, and the report says so at its top. ``main``: {"columns":
     [...], "rows": [...]}, what the main table shows (``view.MainSpec``; default: the paper's rows and one row per
     other evaluator, the single models, the ensembles in a table of their own). ``pdf_plots``: every figure as PDF
-    too (for a paper), beside the PNG."""
+    too (for a paper), beside the PNG. ``pool``: a process pool (``concurrent.futures``) to draw the figures in while
+    this process builds the rest (a bench passes its workers); the files are the same."""
     for check in checks or []:  # a syntax error is bad input: refused before anything is read or written
         parse_check(check)
     family = Primary(primary, multiplicity)
@@ -82,7 +84,7 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                         f"or pass --split-by for one report per group)")
     if len(groups) == 1:
         return _build_one(results, out, baseline, checks, title, extra_provenance, notes, order, sections, strict_checks,
-                          plots, family, plot_columns, spec, pdf_plots)
+                          plots, family, plot_columns, spec, pdf_plots, pool)
     parts = []
     for k, g in enumerate(groups, 1):
         runs = {r["run"] for r in g}
@@ -95,14 +97,14 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
                        costs={r: c for r, c in results.costs.items() if r in runs}, detail=detail)
         name = safe_name(f"group{k}-{g[0]['data']}-n{g[0]['n']}")
         parts.append(_build_one(part, Path(out) / name, baseline, checks, title, extra_provenance, notes, order, sections,
-                                strict_checks, plots, family, plot_columns, spec, pdf_plots))
+                                strict_checks, plots, family, plot_columns, spec, pdf_plots, pool))
     first = parts[0]
     return {**first, "checks": [c for p in parts for c in p["checks"]], "out": Path(out), "groups": [p["out"] for p in parts]}
 
 
 def _build_one(results: Results, out, baseline, checks, title, extra_provenance, notes, order=None, given=None,
                strict_checks=True, plots=True, family: Primary | None = None, plot_columns: list[str] | None = None,
-               spec: MainSpec | None = None, pdf_plots: bool = False) -> dict:
+               spec: MainSpec | None = None, pdf_plots: bool = False, pool=None) -> dict:
     notes = list(notes or []) + evaluation_warnings(results.rows) + nonfinite_notes(results.rows)
     # Stable: each record file keeps its own order (the evaluator's condition order: Table 4's, the ε grid's).
     rows = sorted(results.rows, key=lambda r: (str(r["run"]), str(r["evaluator"])))
@@ -145,16 +147,16 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     check_results = run_checks(table, checks or [])
     title = title or f"mmix-eval report: {', '.join(table.context['data'])}, {', '.join(table.context['model'])}"
     out = Path(out)
-    images = {}  # each batch of figures drawn to files (and closed) before the next is made: 20 columns x 7
-    for s in sections if plots else []:  # evaluators held dozens of open figures at once. Without plots: text only
-        for name, fig in _section_call(s, "figures", ctx, dict).items():
-            images.update(figure_files(name, fig, pdf_plots))
+    draw = Renderer(pdf_plots, pool)  # each batch of figures drawn to files (and closed) before the next is made:
+    for s in sections if plots else []:  # 20 columns x 7 evaluators held dozens of open figures at once. Without
+        for name, fig in _section_call(s, "figures", ctx, dict).items():  # plots: text only
+            draw.add(name, fig)
     if plots:
         for name, fig in sweep_figures(table, COLORS).items():
-            images.update(figure_files(name, fig, pdf_plots))
+            draw.add(name, fig)
         curves = training_curves(table, results.costs)
         if curves is not None:
-            images.update(figure_files("training-curves", curves, pdf_plots))
+            draw.add("training-curves", curves)
     prov = provenance(results, extra_provenance)
     notes += thread_notes(prov)
     for m, runs in not_converged(table, results.costs).items():
@@ -164,6 +166,7 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     view = build_view(table, found, family or Primary(), baseline, results.outcomes, results.costs, prov, check_results,
                       results.bad, title, notes + sorted(set(pair_notes)), results.detail, spec)
     _check_writable(out)
+    images = draw.files()
     atomic_write_text(out / "report.html", render_html(view, images))
     atomic_write_text(out / "report.md", render_markdown(view))
     atomic_write_text(out / "summary.md", render_summary(view))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+from concurrent.futures import BrokenExecutor
 
 import numpy as np
 
@@ -67,6 +68,52 @@ def figure_files(name: str, fig, pdf: bool = False) -> dict[str, bytes]:
         out[f"{name}.{ext}"] = buf.getvalue() if ext == "pdf" else _palette_png(buf.getvalue())
     plt.close(fig)
     return out
+
+
+class Renderer:
+    """Draws figures to files: here, one after the other (``figure_files``), or, given a process pool (the bench's
+    workers, idle once every run is done), in those processes while this one goes on building the tables: a figure
+    is pickled (matplotlib supports it) and drawn there; the same bytes as here (a test checks). A figure that does
+    not pickle (a plugin section's own artists) is drawn here. ``files()`` waits for every figure, in order."""
+
+    def __init__(self, pdf: bool = False, pool=None):
+        self.pdf, self.pool, self._parts = pdf, pool, []
+
+    def add(self, name: str, fig) -> None:
+        if self.pool is not None:
+            import pickle
+
+            try:
+                blob = pickle.dumps(fig)
+            except Exception:  # noqa: BLE001  (any unpicklable artist: drawn in this process)
+                blob = None
+            if blob is not None:
+                plt.close(fig)
+                try:
+                    self._parts.append((self.pool.submit(_draw_pickled, name, blob, self.pdf), name, blob))
+                except BrokenExecutor:  # a worker died (killed, out of memory): drawn here
+                    self._parts.append(_draw_pickled(name, blob, self.pdf))
+                return
+        self._parts.append(figure_files(name, fig, self.pdf))
+
+    def files(self) -> dict[str, bytes]:
+        out = {}
+        for part in self._parts:
+            if isinstance(part, dict):
+                out.update(part)
+                continue
+            future, name, blob = part
+            try:
+                out.update(future.result())
+            except BrokenExecutor:
+                out.update(_draw_pickled(name, blob, self.pdf))
+        return out
+
+
+def _draw_pickled(name: str, blob: bytes, pdf: bool) -> dict[str, bytes]:
+    import pickle
+
+    return figure_files(name, pickle.loads(blob), pdf)  # noqa: S301  (a figure this bench's own process pickled)
 
 
 def _palette_png(data: bytes) -> bytes:

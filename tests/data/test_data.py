@@ -170,6 +170,25 @@ def test_digits_is_embedded_and_uint8():
     assert d.flip is False
 
 
+def test_digits_read_from_sklearns_file_equal_load_digits_and_import_no_sklearn(monkeypatch):
+    """The file is read as scikit-learn reads it (golden: load_digits itself); a missing file falls back to it."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from mmix_eval.data import sources
+
+    images, target = sources._digits_arrays()
+    bunch = load_digits()
+    assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)
+    code = "import sys; from mmix_eval.data import sources; sources._digits_arrays(); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip() == "False"
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # scikit-learn's file not found: load_digits
+    images2, target2 = sources._digits_arrays()
+    assert np.array_equal(images2, bunch.images) and np.array_equal(target2, bunch.target)
+
+
 def test_torchvision_sets_without_files_say_how_to_get_them(tmp_path):
     for name in ("cifar10", "cifar100", "svhn"):
         with pytest.raises(UserError, match=f"data root '{tmp_path}': expected the {name} files there, found none; pass --download"):

@@ -3,9 +3,10 @@ user's own columns are in every figure that shows only some columns, and 20 colu
 
 from __future__ import annotations
 
+import pytest
 from builders import corruption_records, fake_results
 from mmix_eval.report.load import load_results
-from mmix_eval.report.plots import COLORS, choose_columns, color_of, plt
+from mmix_eval.report.plots import COLORS, Renderer, choose_columns, color_of, plt
 from mmix_eval.report.sections import SectionContext, section_for
 from mmix_eval.report.table import aggregate
 
@@ -63,3 +64,31 @@ def test_a_figure_that_shows_some_columns_keeps_the_baseline_and_the_users_own(t
     # the baseline, the plugin (which "the first 4" left out), then the first others
     assert shown == ["vanilla", "input_mixup", "manifold_mixup", "my_regs:Noisy"]
     assert choose_columns(table, 4, "vanilla", ["cutmix", "regmixup"]) == ["cutmix", "regmixup"]  # report.plot_columns
+
+
+@pytest.mark.slow
+def test_figures_drawn_in_worker_processes_are_the_bytes_drawn_here_and_an_unpicklable_one_is_drawn_here(tmp_path):
+    """Issue 43: a bench's idle workers draw its report's figures (``Renderer`` with a pool): the same files."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from matplotlib.ticker import FuncFormatter
+
+    from mmix_eval.report.build import build_report
+
+    root = tmp_path / "res"
+    _corruption_context(root)
+    here = build_report([root], tmp_path / "here", baseline="vanilla")["out"]
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        there = build_report([root], tmp_path / "there", baseline="vanilla", pool=pool)["out"]
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1f} units"))  # a lambda: does not pickle
+        draw = Renderer(pool=pool)
+        draw.add("local", fig)
+        assert isinstance(draw._parts[0], dict)  # drawn in this process
+        assert draw.files()["local.png"][:8] == b"\x89PNG\r\n\x1a\n"
+    names = sorted(p.name for p in (here / "plots").iterdir())
+    assert names and names == sorted(p.name for p in (there / "plots").iterdir())
+    for name in names:
+        assert (here / "plots" / name).read_bytes() == (there / "plots" / name).read_bytes(), name
