@@ -24,9 +24,13 @@ pytestmark = pytest.mark.slow
 BENCH = ROOT / "configs" / "bench" / "digits-quick.yaml"
 
 
-def _spin(seconds: float) -> None:  # a busy core: what another user's job does to the bench
+def _spin(seconds: float) -> None:
+    """A process that is always runnable: what another user's job does to the bench. Niced, so that under
+    pytest-xdist it takes little of the CPU the other tests run on (it still shares the cores with the workers)."""
+    import os
     import time
 
+    os.nice(10)
     end = time.monotonic() + seconds
     x = 0
     while time.monotonic() < end:
