@@ -25,7 +25,7 @@ from safetensors.torch import save as st_save
 
 from mmix_eval.catalog import METHODS
 from mmix_eval.errors import UserError
-from mmix_eval.io import atomic_write_bytes, atomic_write_json
+from mmix_eval.io import atomic_write_bytes, atomic_write_json, check_regular
 from mmix_eval.models import create_model, is_builtin_model
 from mmix_eval.trust import refuse_code
 from mmix_eval.upgrade import method_record
@@ -33,6 +33,10 @@ from mmix_eval.upgrade import method_record
 SCHEMA = "mmix-eval/checkpoint"
 SCHEMA_VERSION = 1
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit for the JSON header
+MAX_CHECKPOINT_BYTES = 16 << 30  # 16 GiB: a PreActResNet-18 is 45 MB, a WRN-28-10 146 MB, a ViT-L 1.2 GB
+ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+             "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+             "BOOL": torch.bool}
 META_KEY = "mmix_eval"
 
 _CONVERT_HINT = (
@@ -84,8 +88,11 @@ def read_header(path: str | Path, whole: bool = True) -> tuple[dict, bytes]:
     """Bounds-checked safetensors header, and the file's bytes: all of them, or (``whole=False``) only
     the 8-byte length and the header, so reading metadata never reads the tensors."""
     path = Path(path)
+    size = check_regular(path, "checkpoint") if path.exists() else 0  # a FIFO would hang the read, a device fill it
+    if whole and size > MAX_CHECKPOINT_BYTES:
+        raise UserError(f"checkpoint '{path}': expected a file of at most {MAX_CHECKPOINT_BYTES:,} bytes, got "
+                        f"{size:,} bytes")
     try:
-        size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(64)
             _refuse_non_safetensors(path, head)
@@ -109,6 +116,38 @@ def read_header(path: str | Path, whole: bool = True) -> tuple[dict, bytes]:
     if not isinstance(header, dict):
         raise UserError(f"checkpoint '{path}': expected a JSON object as safetensors header, got {type(header).__name__}")
     return header, blob
+
+
+def header_tensors(path, header: dict, header_bytes: int, size: int, who: str) -> dict[str, torch.Tensor]:
+    """The tensors a safetensors header describes, as meta tensors (nothing read or allocated), each entry's
+    dtype, shape and byte range checked, and the data's extent against the file's size: a 1 TB sparse file
+    whose header describes a small network is refused here, before a byte of data is read or hashed.
+    ``who``: how a message names the file (``checkpoint 'PATH'``, ``--ckpt 'PATH'``)."""
+    end, sd = 0, {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        ok = (isinstance(v, dict) and isinstance(v.get("shape"), list) and all(isinstance(d, int) and d >= 0 for d in v["shape"])
+              and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2
+              and all(isinstance(o, int) and o >= 0 for o in v["data_offsets"]))
+        if not ok:
+            raise UserError(f"{who}: tensor '{k}' expected a safetensors entry (dtype, shape, data_offsets), "
+                            f"got {str(v)[:80]}")
+        if v.get("dtype") not in ST_DTYPES:
+            raise UserError(f"{who}: tensor '{k}' expected a dtype among {', '.join(ST_DTYPES)}, got "
+                            f"{str(v.get('dtype'))[:20]}")
+        dtype = ST_DTYPES[v["dtype"]]
+        begin, stop = v["data_offsets"]
+        need = math.prod(v["shape"]) * dtype.itemsize
+        if stop - begin != need:
+            raise UserError(f"{who}: tensor '{k}' expected {need} bytes for shape {v['shape']} {v['dtype']}, got "
+                            f"data_offsets {begin}..{stop}")
+        end = max(end, stop)
+        sd[k] = torch.empty(v["shape"], dtype=dtype, device="meta")
+    if 8 + header_bytes + end != size:
+        raise UserError(f"{who}: expected {end} bytes of tensor data after the header, as the header says, "
+                        f"got a file of {size} bytes ({size - 8 - header_bytes} after the header)")
+    return sd
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -237,24 +276,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
     """
 
     path = Path(path)
-    header, blob = read_header(path)
+    header, head = read_header(path, whole=False)  # the header alone first: nothing else is read until it passes
     meta = _metadata(path, header)
-    n = struct.unpack("<Q", blob[:8])[0]
-    expected = meta.get("data_sha256")
-    if expected is not None and hashlib.sha256(blob[8 + n:]).hexdigest() != expected:
-        raise UserError(f"checkpoint '{path}': tensor data expected SHA-256 {expected[:16]}…, got another (file corrupted after saving)")
-    try:
-        tensors = st_load(blob)
-    except Exception as e:  # safetensors raises its own SafetensorError for malformed files
-        raise UserError(f"checkpoint '{path}': expected well-formed safetensors data, got an error ({str(e)[:200]})") from None
-    for k, v in tensors.items():
-        if v.is_floating_point() and not torch.isfinite(v).all():
-            raise UserError(f"checkpoint '{path}': tensor '{k}' expected finite values, got NaN or Inf")
-
     name, kwargs = meta["model"]["name"], meta["model"]["kwargs"]
     if not allow_import:
         refuse_code("model", name, f"checkpoint '{path}': the metadata", "allow it with --trust-model-import "
                     "(allow_import=True)", trusted)
+    n = len(head) - 8
+    described = header_tensors(path, header, n, path.stat().st_size, f"checkpoint '{path}'")
     try:
         with torch.device("meta"):  # shapes first, no memory: kwargs asking for a huge model cost nothing
             skeleton = create_model(name, **kwargs)
@@ -268,7 +297,18 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
                             f"(building it on the meta device failed: {str(e).splitlines()[0][:200]})") from None
         skeleton = None  # a plugin factory that cannot run on the meta device: checked after the real build
     if skeleton is not None:
-        _check_weights(path, name, skeleton, tensors)
+        _check_weights(path, name, skeleton, described)  # names and shapes from the header, before the data is read
+    header, blob = read_header(path)
+    expected = meta.get("data_sha256")
+    if expected is not None and hashlib.sha256(blob[8 + n:]).hexdigest() != expected:
+        raise UserError(f"checkpoint '{path}': tensor data expected SHA-256 {expected[:16]}…, got another (file corrupted after saving)")
+    try:
+        tensors = st_load(blob)
+    except Exception as e:  # safetensors raises its own SafetensorError for malformed files
+        raise UserError(f"checkpoint '{path}': expected well-formed safetensors data, got an error ({str(e)[:200]})") from None
+    for k, v in tensors.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise UserError(f"checkpoint '{path}': tensor '{k}' expected finite values, got NaN or Inf")
     try:
         model = create_model(name, **kwargs)
     except (RuntimeError, MemoryError, TypeError, ValueError) as e:

@@ -251,18 +251,13 @@ def fit(path: Path, foreign: Foreign, layout: str, want: dict, sd: dict, shapes_
             raise UserError(f"--ckpt '{path}': tensor '{k}' expected finite values, got NaN or Inf")
 
 
-ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-             "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-             "BOOL": torch.bool}
-
-
 def precheck_header(path: Path, foreign: Foreign, kwargs: dict) -> None:
     """A safetensors file checked from its header alone, before it is hashed or any tensor is read: every
     entry's dtype and shape, the data's extent against the file's size (a 1 TB sparse file whose header
     describes a small network is refused here, not after an hour of hashing), and the names, dtypes and
     shapes against the model built on the meta device. A torch.save zip is memory-mapped and its shapes checked
     the same way (a legacy pickle is read whole first); anything else is refused by its first bytes."""
-    from mmix_eval.checkpoint import read_header
+    from mmix_eval.checkpoint import header_tensors, read_header
 
     try:
         with path.open("rb") as f:
@@ -277,24 +272,7 @@ def precheck_header(path: Path, foreign: Foreign, kwargs: dict) -> None:
         _fit_shapes(path, foreign, kwargs, read_state_dict(path))
         return
     header, blob = read_header(path, whole=False)
-    n, end, sd = len(blob) - 8, 0, {}
-    for k, v in header.items():
-        if k == "__metadata__":
-            continue
-        ok = (isinstance(v, dict) and isinstance(v.get("shape"), list) and all(isinstance(d, int) and d >= 0 for d in v["shape"])
-              and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2
-              and all(isinstance(o, int) and o >= 0 for o in v["data_offsets"]))
-        if not ok:
-            raise UserError(f"--ckpt '{path}': tensor '{k}' expected a safetensors entry (dtype, shape, data_offsets), "
-                            f"got {str(v)[:80]}")
-        if v.get("dtype") not in ST_DTYPES:
-            raise UserError(f"--ckpt '{path}': tensor '{k}' expected a dtype among {', '.join(ST_DTYPES)}, got "
-                            f"{str(v.get('dtype'))[:20]}")
-        end = max(end, v["data_offsets"][1])
-        sd[k] = torch.empty(v["shape"], dtype=ST_DTYPES[v["dtype"]], device="meta")
-    if 8 + n + end != size:
-        raise UserError(f"--ckpt '{path}': expected {end} bytes of tensor data after the header, as the header says, "
-                        f"got a file of {size} bytes ({size - 8 - n} after the header)")
+    sd = header_tensors(path, header, len(blob) - 8, size, f"--ckpt '{path}'")
     _fit_shapes(path, foreign, kwargs, _unwrap(path, sd))
 
 

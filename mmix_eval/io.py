@@ -1,4 +1,7 @@
-"""Atomic file writes: a run killed at any moment leaves the old file or the new one, never half of one."""
+"""Atomic file writes (a run killed at any moment leaves the old file or the new one, never half of one) and
+bounded reads (a file named by a user or found in a data set is checked for its type and size before a byte of it
+is held: a FIFO, a device, a symlink to ``/dev/zero`` or a multi-GB text file is a one-line error, never a hang or
+an exhausted memory)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import glob
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,119 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+MiB = 1 << 20
+# Caps on what one read may hold (docs/reliability.md lists them). Far above any real file of the kind.
+TEXT_CAP = 64 * MiB  # a YAML config, bench, grid or class map; annotations, words.txt, wnids.txt; log.jsonl
+IMAGE_CAP = 64 * MiB  # one encoded image file (an ImageNet JPEG is ~110 kB; a 4096x4096 PNG ~50 MB)
+ARRAY_CAP = 8 * 1024 * MiB  # one array member of an .npz (CIFAR-10.2's test set is 6.2 MB; Tiny-ImageNet-C 6 GB)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def read_bounded(path: str | os.PathLike, what: str, cap: int = TEXT_CAP, kind: str = "file") -> bytes:
+    """The bytes of a regular file of at most ``cap`` bytes, else a one-line UserError naming ``what`` and the
+    path. Opened without blocking and checked on the open descriptor (so a FIFO swapped in after a check cannot
+    hang the read), and read up to its size + 1 bytes (so a file growing while read is refused, not held)."""
+    from mmix_eval.errors import UserError
+
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise UserError(f"{what} '{path}': expected a readable {kind}, got {e.strerror or e}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UserError(f"{what} '{path}': expected a regular file, got {_kind(st.st_mode)}")
+    with os.fdopen(fd, "rb") as f:
+        if st.st_size > cap:
+            raise UserError(f"{what} '{path}': expected a file of at most {cap:,} bytes, got {st.st_size:,} bytes")
+        try:
+            data = f.read(st.st_size + 1)  # (not cap + 1: a read of n bytes allocates n first)
+        except OSError as e:
+            raise UserError(f"{what} '{path}': expected a readable file, got {e.strerror or e}") from None
+    if len(data) > st.st_size:
+        raise UserError(f"{what} '{path}': expected a file of {st.st_size:,} bytes as it was opened, got one that grew "
+                        f"while read")
+    return data
+
+
+def read_bounded_text(path: str | os.PathLike, what: str, cap: int = TEXT_CAP, kind: str = "file") -> str:
+    """``read_bounded`` decoded as UTF-8 (an undecodable byte is a one-line error)."""
+    from mmix_eval.errors import UserError
+
+    data = read_bounded(path, what, cap, kind)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} '{path}': expected UTF-8 text, got a byte that is not ({e.reason} at byte {e.start})") from None
+
+
+def check_regular(path: str | os.PathLike, what: str, cap: int | None = None) -> int:
+    """A regular file's size (following a symlink to what it names), else a one-line UserError: for files read
+    by a library (``np.load``, a memory map) that must not be handed a FIFO or a device."""
+    from mmix_eval.errors import UserError
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise UserError(f"{what} '{path}': expected a readable file, got {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{what} '{path}': expected a regular file, got {_kind(st.st_mode)}")
+    if cap is not None and st.st_size > cap:
+        raise UserError(f"{what} '{path}': expected a file of at most {cap:,} bytes, got {st.st_size:,} bytes")
+    return st.st_size
+
+
+def read_member(archive, member, what: str, cap: int) -> bytes:
+    """One member of an open ``zipfile.ZipFile`` (a ``ZipInfo``) or ``tarfile.TarFile`` (a ``TarInfo``), its
+    stated size checked against ``cap`` before a byte is decompressed and the decompressed stream cut at
+    its stated size + 1 bytes (a member whose header under-states its size is refused too)."""
+    import zipfile
+
+    from mmix_eval.errors import UserError
+
+    name = member.filename if isinstance(archive, zipfile.ZipFile) else member.name
+    size = member.file_size if isinstance(archive, zipfile.ZipFile) else member.size
+    if size > cap:
+        raise UserError(f"{what} '{name}': expected an archive member of at most {cap:,} bytes, got one of "
+                        f"{size:,} bytes")
+    f = archive.open(member) if isinstance(archive, zipfile.ZipFile) else archive.extractfile(member)
+    if f is None:
+        return b""
+    with f:
+        data = f.read(size + 1)  # (not cap + 1: a read of n bytes allocates n first)
+    if len(data) > size:
+        raise UserError(f"{what} '{name}': expected an archive member of the {size:,} bytes its header states, got "
+                        f"more once decompressed")
+    return data
+
+
+def check_npz(path: str | os.PathLike, what: str, cap: int = ARRAY_CAP) -> None:
+    """An ``.npz`` file's members checked before ``np.load`` reads any: a regular file, and no member larger
+    than ``cap`` once decompressed (a 7 MB file can hold 7 GiB of zeros)."""
+    import zipfile
+
+    from mmix_eval.errors import UserError
+
+    check_regular(path, what)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise UserError(f"{what} '{path}': expected an .npz archive, got an unreadable file ({e})") from None
+    for info in infos:
+        if info.file_size > cap:
+            raise UserError(f"{what} '{path}': expected arrays of at most {cap:,} bytes each, got member "
+                            f"'{info.filename}' of {info.file_size:,} bytes")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -148,10 +265,7 @@ def load_yaml(path: str | os.PathLike, what: str) -> Any:
     from mmix_eval.errors import UserError
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{what} '{path}': expected a readable YAML file, got {getattr(e, 'strerror', None) or e}") from None
+    text = read_bounded_text(path, what, kind="YAML file")
     try:
         return parse_yaml(text)
     except Exception as e:  # noqa: BLE001  (only YAML's errors and YamlLimit come from parse_yaml)

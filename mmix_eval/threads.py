@@ -136,6 +136,9 @@ def other_runnable(samples: int = SAMPLES, gap: float = SAMPLE_GAP_S) -> tuple[f
         return 0.0, "unknown (no /proc/loadavg, no load average)"
 
 
+THREADS_PER_CORE_MAX = 4  # an explicit thread count above 4 x the usable cores is refused (each thread has a stack)
+
+
 def _parse(text, where: str, what: str = "CPU threads") -> int:
     try:
         n = int(str(text).strip())
@@ -143,6 +146,10 @@ def _parse(text, where: str, what: str = "CPU threads") -> int:
         n = 0
     if n < 1:
         raise UserError(f"{where}: expected an integer >= 1 ({what}), got {text!r}")
+    most = THREADS_PER_CORE_MAX * affinity_cores()
+    if what == "CPU threads" and n > most:  # (runs at a time, MMIX_EVAL_JOBS, may go to a cluster's nodes)
+        raise UserError(f"{where}: expected at most {most} {what} ({THREADS_PER_CORE_MAX} x the {affinity_cores()} "
+                        f"usable cores), got {n}")
     return n
 
 

@@ -38,8 +38,10 @@ import torch
 
 from mmix_eval.data.mapped import mapped_tensor
 from mmix_eval.errors import UserError
+from mmix_eval.io import IMAGE_CAP, read_bounded, read_member
 
-CHUNK = 1024  # images decoded and written per step
+CHUNK = 1024  # images decoded and written per step, at most
+CHUNK_BYTES = 256 << 20  # and at most this many bytes of encoded files, and of decoded pixels, per step
 GREY_MODES = ("L", "1", "I", "I;16", "LA", "I;16B", "I;16L", "F")
 RESIZES = ("crop", "stretch")
 MAX_IMAGE_SIZE = 4096
@@ -130,7 +132,14 @@ class Files:
         self.root, self.archive = root, archive
 
     def read(self, name: str) -> bytes:
-        return (self.root / name).read_bytes()
+        return read_bounded(self.root / name, "image", IMAGE_CAP)
+
+    def size(self, name: str) -> int:
+        """The file's size on disk (0 where it cannot be read: ``read`` then says why, in one line)."""
+        try:
+            return os.stat(self.root / name).st_size
+        except OSError:
+            return 0
 
     def each(self, wanted: set[str]):
         """(name, bytes) of the wanted images, in archive order (an archive) or name order (a folder)."""
@@ -143,13 +152,12 @@ class Files:
                 with zipfile.ZipFile(self.root) as zf:
                     for info in zf.infolist():
                         if not info.is_dir() and info.filename in wanted:
-                            yield info.filename, zf.read(info)
+                            yield info.filename, read_member(zf, info, f"image in '{self.root}'", IMAGE_CAP)
                 return
             with tarfile.open(self.root, "r:*") as tar:
                 for m in tar:
                     if m.isfile() and m.name in wanted:
-                        f = tar.extractfile(m)
-                        yield m.name, (f.read() if f is not None else b"")
+                        yield m.name, read_member(tar, m, f"image in '{self.root}'", IMAGE_CAP)
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
             raise UserError(f"archive '{self.root}': expected a readable .tar, .tar.gz or .zip archive, got an "
                             f"unreadable file ({e})") from None
@@ -182,6 +190,7 @@ def decode_image(name: str, data: bytes, decode: Decode, shape: tuple[int, int, 
     try:
         with _open(name, data) as img:
             img.load()
+            img = _eight_bit(name, img)
             img = img.convert("L") if img.mode in GREY_MODES or c == 1 else img.convert("RGB")
             if decode.size is not None:
                 img = _resized(img, decode, Image.Resampling.BILINEAR)
@@ -195,6 +204,31 @@ def decode_image(name: str, data: bytes, decode: Decode, shape: tuple[int, int, 
                         f"{arr.shape[1]}x{arr.shape[0]} (give an image size: --image-size S, or ?image_size=S)")
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     return np.broadcast_to(arr, (h, w, c)).transpose(2, 0, 1)
+
+
+WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
+
+
+def _eight_bit(name: str, img):
+    """A 16-bit grey image (mode I;16*, or I as Pillow opens a 16-bit PNG) scaled to 8 bits as
+    round(v * 255 / 65535), where Pillow's ``convert("L")`` would clip every value above 255 to white. Other modes
+    are returned as they are (Pillow already reduces 16-bit colour PNGs to 8 bits by scaling). A mode-I image
+    with values outside 0-65535 and floating-point images (mode F) are refused: their range is not known."""
+    from PIL import Image
+
+    if img.mode == "F":
+        raise UserError(f"image '{name}': expected 8- or 16-bit pixels, got 32-bit floating-point pixels (mode F), "
+                        f"whose range is not known; convert it to an 8- or 16-bit image first")
+    top = WIDE_MODES.get(img.mode)
+    if top is None:
+        return img
+    a = np.asarray(img)
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    if lo < 0 or hi > top:
+        raise UserError(f"image '{name}': expected 16-bit pixel values (0 to {top}), got values from {lo} to {hi} "
+                        f"(mode {img.mode})")
+    scaled = np.floor(a.astype(np.float64) * (255.0 / top) + 0.5).astype(np.uint8)
+    return Image.fromarray(scaled)  # uint8, 2-D: mode L
 
 
 def _resized(img, decode: Decode, resample):
@@ -268,6 +302,8 @@ def decode_splits(files: Files, splits: dict[str, list[str]], decode: Decode, fo
     every = [n for names in splits.values() for n in names]
     shape = image_shape(files, every, decode, where)
     per = int(np.prod(shape))
+    _check_free_space(folder, len(every) * per, where)
+    most = max(1, min(CHUNK, CHUNK_BYTES // per))  # decoded pixels held per step: bounded by bytes, not count
     place = {n: (s, i) for s, names in splits.items() for i, n in enumerate(names)}
     outs, offsets = {}, {}
     try:
@@ -286,12 +322,14 @@ def decode_splits(files: Files, splits: dict[str, list[str]], decode: Decode, fo
                 bar.update(len(batch))
 
             batch: list[tuple[str, bytes]] = []
+            held = 0  # encoded bytes in the batch (a folder's: the files' sizes, read when the batch is full)
             source = files.each(set(every)) if files.archive else ((n, None) for n in every)
             for n, data in source:
                 batch.append((n, data))
-                if len(batch) == CHUNK:
+                held += len(data) if data is not None else files.size(n)
+                if len(batch) == most or held >= CHUNK_BYTES:
                     write(_filled(files, batch, pool))
-                    batch = []
+                    batch, held = [], 0
             if batch:
                 write(_filled(files, batch, pool))
         for f in outs.values():
@@ -301,6 +339,18 @@ def decode_splits(files: Files, splits: dict[str, list[str]], decode: Decode, fo
         for f in outs.values():
             f.close()
     return shape
+
+
+def _check_free_space(folder: Path, need: int, where: str) -> None:
+    """The decoded arrays' size against the cache's free disk, before a byte is decoded."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if need > free:
+        raise UserError(f"{where}: expected {need / 1e9:,.1f} GB free for the decoded images in '{folder.parent}', got "
+                        f"{free / 1e9:,.1f} GB free (a smaller image size, ?image_size=S, or another cache folder: "
+                        f"MMIX_EVAL_CACHE)")
 
 
 def _filled(files: Files, batch, pool) -> list[tuple[str, bytes]]:

@@ -11,7 +11,7 @@ from mmix_eval.data.core import RawData, Split
 from mmix_eval.data.decode import split_query
 from mmix_eval.data.imagefolder import read_imagefolder
 from mmix_eval.errors import UserError
-from mmix_eval.io import file_sha256
+from mmix_eval.io import check_npz, check_regular, file_sha256
 
 
 def _split(x: np.ndarray, y) -> Split:
@@ -180,7 +180,14 @@ def _shift_arrays(what: str, x, y, files: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
+SHIFT_CAP = 256 << 20  # bytes per array of a CIFAR-10.1 / 10.2 file (2,000 images: 6.1 MB)
+
+
 def _npload(what: str, path: Path):
+    if path.suffix == ".npz":
+        check_npz(path, f"{what} file", SHIFT_CAP)  # a 7 MB npz can hold 7 GiB of zeros: members checked first
+    else:
+        check_regular(path, f"{what} file", SHIFT_CAP)
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:

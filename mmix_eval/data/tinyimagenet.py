@@ -29,6 +29,7 @@ from mmix_eval.data.core import RawData, Split, default_cache_dir
 from mmix_eval.data.decode import Decode, Files, cache_complete, decode_splits, read_cache, split_query, write_cache
 from mmix_eval.data.imagefolder import _is_image, _source_key
 from mmix_eval.errors import UserError
+from mmix_eval.io import TEXT_CAP, read_bounded, read_member
 
 FOLDER = "tiny-imagenet-200"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -48,7 +49,7 @@ def _listing(path: Path) -> tuple[list[str], dict[str, bytes]]:
             for fn in filenames:
                 rel = Path(dirpath, fn).relative_to(path).as_posix()
                 if fn in TEXTS:
-                    texts[rel] = (path / rel).read_bytes()
+                    texts[rel] = read_bounded(path / rel, "tinyimagenet file")
                 elif _is_image(rel):
                     names.append(rel)
         return sorted(names), texts
@@ -58,15 +59,14 @@ def _listing(path: Path) -> tuple[list[str], dict[str, bytes]]:
                 for info in zf.infolist():
                     base = PurePosixPath(info.filename).name
                     if base in TEXTS and not info.is_dir():
-                        texts[info.filename] = zf.read(info)
+                        texts[info.filename] = read_member(zf, info, f"tinyimagenet file in '{path}'", TEXT_CAP)
                     elif not info.is_dir() and _is_image(info.filename):
                         names.append(info.filename)
         else:
             with tarfile.open(path, "r:*") as tar:
                 for m in tar:
                     if m.isfile() and PurePosixPath(m.name).name in TEXTS:
-                        f = tar.extractfile(m)
-                        texts[m.name] = f.read() if f is not None else b""
+                        texts[m.name] = read_member(tar, m, f"tinyimagenet file in '{path}'", TEXT_CAP)
                     elif m.isfile() and _is_image(m.name):
                         names.append(m.name)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
@@ -121,6 +121,9 @@ def _plan(path: Path, names: list[str], texts: dict[str, bytes]):
         if len(cols) < 2 or cols[1] not in index:
             raise UserError(f"tinyimagenet annotations '{ann_file}': expected 'file<TAB>wnid<TAB>box' with a wnid of "
                             f"train/ on line {k}, got '{line[:80]}'")
+        if labels.get(cols[0], cols[1]) != cols[1]:
+            raise UserError(f"tinyimagenet annotations '{ann_file}': expected one class per image, got '{cols[0]}' "
+                            f"labelled {labels[cols[0]]} and, on line {k}, {cols[1]}")
         labels[cols[0]] = cols[1]
     test = []
     for n in val:

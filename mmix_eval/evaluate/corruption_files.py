@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mmix_eval.errors import UserError
+from mmix_eval.io import IMAGE_CAP, check_regular, read_bounded
 
 FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C", "tinyimagenet": "Tiny-ImageNet-C"}
 SOURCES = {"cifar10": "https://zenodo.org/record/2535967", "cifar100": "https://zenodo.org/record/3555552",
@@ -72,6 +73,7 @@ class CorruptionFiles:
     def __init__(self, folder: Path, corruption: str, test_size: int, image_shape: tuple[int, int, int]):
         self.path = Path(folder) / f"{corruption}.npy"
         self.test_size = test_size
+        check_regular(self.path, "corruption file")  # a FIFO would hang np.load, a device map garbage
         try:
             self.array = np.load(self.path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -104,6 +106,7 @@ def check_labels(folder: Path, indices: np.ndarray, labels: np.ndarray, test_siz
     Returns the test-set size the files hold (their label count / 5), which must be ``test_size`` (the
     evaluation data's whole test split) where that is known; labels are integers."""
     path = Path(folder) / "labels.npy"
+    check_regular(path, "corruption labels")
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -175,7 +178,7 @@ class ImageCorruptionFiles:
         from mmix_eval.data.decode import AS_STORED, decode_image, decode_pool
 
         paths = self.listing[(self.corruption, severity)]
-        read = lambda p: decode_image(str(p), Path(p).read_bytes(), AS_STORED, self.shape)
+        read = lambda p: decode_image(str(p), read_bounded(p, "corruption image", IMAGE_CAP), AS_STORED, self.shape)
         with decode_pool() as pool:
             return np.stack(list(pool.map(read, paths, chunksize=64))) if paths else np.zeros((0, *self.shape), np.uint8)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import stat
 import zipfile
 import zlib
 from pathlib import Path
@@ -72,7 +74,11 @@ _BROKEN = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, zipfi
 
 
 def _load(path: Path):
-    """The npz, its members' decompressed sizes held to ``MAX_OUTCOME_BYTES`` before any is read; no pickles."""
+    """The npz, its members' decompressed sizes held to ``MAX_OUTCOME_BYTES`` before any is read; no pickles.
+    A FIFO or a device (``/dev/zero``) is refused before it is opened for reading."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise ValueError("expected a regular file, got " + ("a FIFO" if stat.S_ISFIFO(mode) else "a device or special file"))
     with zipfile.ZipFile(Path(path)) as zf:
         total = sum(i.file_size for i in zf.infolist())
     if total > MAX_OUTCOME_BYTES:

@@ -14,6 +14,8 @@ import gzip
 import io
 import json
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -206,8 +208,13 @@ MAX_NESTING = 32  # settings and method settings are a few levels deep; nothing 
 
 def _bounded_lines(path: Path, max_bytes: int):
     """The file's lines as bytes, read 1 MiB at a time (decompressed, for .gz) and never more than ``max_bytes``."""
-    opened = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
-    with opened as f:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO would block a plain open forever
+    raw = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raw.close()
+        raise ValueError("expected a regular file, got a FIFO, a device or another special file")
+    opened = gzip.open(raw, "rb") if path.name.endswith(".gz") else raw
+    with raw, opened as f:
         buf, size = b"", 0
         while chunk := f.read(READ_CHUNK):
             size += len(chunk)

@@ -174,6 +174,12 @@ def class_lookup(meta: dict, d: ImageData, class_map: str | None) -> torch.Tenso
     if missing:
         raise OptionError("class_map", f"class '{missing[0]}' of '{d.spec}' expected one of the checkpoint's classes "
                                        f"({', '.join(trained)}), got no match{' by name' if class_map == 'by-name' else ''}")
+    seen: dict[str, str] = {}
+    for c in d.classes:
+        if names[c] in seen:
+            raise OptionError("class_map", f"'{class_map}': expected each checkpoint class at most once, got "
+                                           f"'{seen[names[c]]}' and '{c}' of '{d.spec}' both mapped to '{names[c]}'")
+        seen[names[c]] = c
     return torch.tensor([index[names[c]] for c in d.classes], dtype=torch.int64)
 
 
