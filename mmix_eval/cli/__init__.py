@@ -7,6 +7,7 @@ bench, spiral, ls). Commands that run torch import it when they run, so ``--help
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import warnings
@@ -70,6 +71,9 @@ def _threads(args) -> None:
         memory.apply()  # freed tensor memory kept for the next batch (see memory.py)
 
 
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
 def main(argv: list[str] | None = None) -> int:
     threads.configure_runtime()  # OpenMP's wait policy, before anything imports torch (see threads.py)
     args = build_parser().parse_args(argv)
@@ -88,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mmix-eval: interrupted; a training run continues from its last state with --resume", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        # A full disk or a read-only file system while writing: every writer is atomic (the file it was writing
+        # is left as it was), so one line says which file and why.
+        where = f" '{e.filename}'" if e.filename else ""
+        print(f"mmix-eval: error: could not write{where}: {e.strerror or e} (the file being written was left as "
+              f"it was; free space and run the command again: finished work is kept)", file=sys.stderr)
+        return 1
     finally:
         if "mmix_eval.distributed" in sys.modules:  # joined by train/evaluate or a multi-task bench job
             sys.modules["mmix_eval.distributed"].shutdown()

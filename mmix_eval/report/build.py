@@ -18,6 +18,7 @@ from mmix_eval.errors import UserError
 from mmix_eval.evaluate.outcomes import write_many
 from mmix_eval.evaluate.records import V1_RENDERER, write_records
 from mmix_eval.io import atomic_write_bytes, atomic_write_text, safe_name
+from mmix_eval.report.reportset import discard, new_stage, staging_error, swap_in
 from mmix_eval.report.checks import check_columns, parse_check, run_checks
 from mmix_eval.report.claims import Primary, comparisons
 from mmix_eval.report.compare import used_detail
@@ -167,21 +168,29 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
                       results.bad, title, notes + sorted(set(pair_notes)), results.detail, spec)
     _check_writable(out)
     images = draw.files()
-    atomic_write_text(out / "report.html", render_html(view, images))
-    atomic_write_text(out / "report.md", render_markdown(view))
-    atomic_write_text(out / "summary.md", render_summary(view))
-    atomic_write_text(out / "claims.md", render_claims(view))
-    atomic_write_text(out / "report.tex", render_latex(view))
-    write_csv_table(table, out / "table.csv")
-    if not write_sweep_csv(table, out / "sweep.csv") and (out / "sweep.csv").exists():
-        (out / "sweep.csv").unlink()  # a report rebuilt without a sweep keeps no stale one
-    write_records(rows, out / "records")
-    if results.outcomes or results.detail:
-        write_many(out / "outcomes.npz", results.outcomes, used_detail(table, results.detail))
-    if results.costs:
-        atomic_write_text(out / "cost.json", json.dumps(results.costs, indent=1, sort_keys=True) + "\n")
-    for name, data in images.items():
-        atomic_write_bytes(out / "plots" / name, data)
+    stage = new_stage(out)  # every file into a staging folder first, then swapped in as one set (reportset.py)
+    try:
+        atomic_write_text(stage / "report.html", render_html(view, images))
+        atomic_write_text(stage / "report.md", render_markdown(view))
+        atomic_write_text(stage / "summary.md", render_summary(view))
+        atomic_write_text(stage / "claims.md", render_claims(view))
+        atomic_write_text(stage / "report.tex", render_latex(view))
+        write_csv_table(table, stage / "table.csv")
+        write_sweep_csv(table, stage / "sweep.csv")
+        write_records(rows, stage / "records")
+        if results.outcomes or results.detail:
+            write_many(stage / "outcomes.npz", results.outcomes, used_detail(table, results.detail))
+        if results.costs:
+            atomic_write_text(stage / "cost.json", json.dumps(results.costs, indent=1, sort_keys=True) + "\n")
+        for name, data in images.items():
+            atomic_write_bytes(stage / "plots" / name, data)
+    except OSError as e:
+        discard(stage)
+        raise staging_error(out, e) from None
+    except BaseException:
+        discard(stage)
+        raise
+    swap_in(stage, out, drop=("sweep.csv",))  # a report rebuilt without a sweep keeps no stale one
     return {"table": table, "checks": check_results, "bad": results.bad, "out": out, "comparisons": found,
             "view": view}
 

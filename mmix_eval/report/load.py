@@ -13,6 +13,7 @@ from pathlib import Path
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.outcomes import read_many_detail, read_outcome_file
 from mmix_eval.evaluate.records import MAX_RECORD_BYTES, read_jsonl
+from mmix_eval.report.reportset import set_problem
 
 
 @dataclass
@@ -43,6 +44,11 @@ def load_results(paths: list[str | Path]) -> Results:
             raise UserError(f"results '{p}': expected a folder or a .jsonl (.jsonl.gz) file, got a path that does not exist")
     rows, metas, bad, outcomes, found, detail, found_detail = [], [], [], {}, {}, {}, {}
     for f in files:
+        if f.name in ("records.jsonl", "records.jsonl.gz"):  # a report's own records: one build's set, or refused
+            problem = set_problem(f.parent)
+            if problem:
+                bad.append((str(f), problem))
+                continue
         try:
             st = f.stat()
             if not stat.S_ISREG(st.st_mode):  # a FIFO or device named *.jsonl would block or never end
