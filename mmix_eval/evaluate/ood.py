@@ -51,12 +51,16 @@ def check_source(spec: str) -> None:
 
 
 def resolved(spec: str) -> str:
-    """A data spec with its path resolved (realpath: './odd', 'odd/', an absolute path and a symlink are one)."""
+    """A data spec with its path resolved (realpath: './odd', 'odd/', an absolute path and a symlink are one) and
+    its decode policy dropped (``PATH?image_size=32`` is the same files as ``PATH``, cropped)."""
     import os
 
     name, sep, arg = spec.partition(":")
-    if sep and arg and not name.startswith("noise") and os.path.exists(arg):
-        return f"{name}:{os.path.realpath(arg)}"
+    path, q, query = arg.rpartition("?")
+    if not q or "=" not in query:
+        path = arg
+    if sep and path and not name.startswith("noise") and os.path.exists(path):
+        return f"{name}:{os.path.realpath(path)}"
     return spec
 
 

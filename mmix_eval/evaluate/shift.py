@@ -73,7 +73,7 @@ class Shift(Evaluator):
         from mmix_eval.errors import UserError
         from mmix_eval.evaluate.images import Images
         from mmix_eval.evaluate.metrics import condition_rows
-        from mmix_eval.evaluate.ood import refuse_same
+        from mmix_eval.evaluate.ood import image_digests, refuse_same, shared_images
         from mmix_eval.evaluate.passes import clean_logits, logits_of, setup, target_calibration
         from mmix_eval.evaluate.target import class_lookup
 
@@ -87,6 +87,7 @@ class Shift(Evaluator):
                               "Clean test images", calibration=calibration)
         clean_acc = rows[0]["value"]
         shape = tuple(target.test.x.shape[1:])
+        seen = None
         for spec in options.sets:
             refuse_same(spec, data, "shift: set", "the evaluation data")
             d = load_data(spec, common.data_root, False, need_train=False)
@@ -95,6 +96,11 @@ class Shift(Evaluator):
                 raise UserError(f"shift: set '{spec}' expected images of the model's input, {shape[0]} x {shape[1]} x "
                                 f"{shape[2]} (channels x height x width), got {c} x {h} x {w}"
                                 f"{' (give ?image_size=S to resize image files)' if (h, w) != shape[1:] else ''}")
+            seen = seen if seen is not None else image_digests(target.test.x)  # once per run, not per set
+            same = shared_images(seen, d.test.x)
+            if same * 2 >= len(d.test):  # by content: a copy of the evaluated test images under another name
+                raise UserError(f"shift: set '{spec}' expected images other than the evaluated test images, got "
+                                f"{same} of its {len(d.test)} images identical to them")
             lut = class_lookup({"data": {"classes": target.classes}} if target.classes else {}, d,
                                target.settings.get("class_map") or common.class_map)
             y = lut[d.test.y] if lut is not None else d.test.y

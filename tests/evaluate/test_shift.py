@@ -162,3 +162,25 @@ def test_line_points_skip_non_finite_values_and_clip_perfect_accuracies():
     assert got == {"cifar10.1": [("m", 0, 100.0, 0.0)]}  # the NaN shift and the NaN clean point are left out
     assert probit(100.0) == pytest.approx(stats.norm.ppf(1 - 1e-4)) and probit(0.0) == pytest.approx(stats.norm.ppf(1e-4))
     assert fit_line(got["cifar10.1"]) is None and points([], {}) == {}
+
+
+def test_a_copy_of_the_evaluated_test_images_is_refused_by_content(shift_runs, capsys):
+    """Issue 44 item 4: a CIFAR-10.1 set holding the evaluated test images was accepted (accuracy = clean, 100 %
+    relative); an OOD source naming the test folder under a decode policy (cropped) was accepted too."""
+    from mmix_eval.data import load_data
+
+    tmp = shift_runs
+    d = load_data(f"imagefolder:{tmp / 'cifar'}")
+    copy = tmp / "copy101"
+    copy.mkdir()
+    np.save(copy / "cifar10.1_v6_data.npy", d.test.x.numpy().transpose(0, 2, 3, 1))
+    np.save(copy / "cifar10.1_v6_labels.npy", d.test.y.numpy())
+    assert main(["shift", "--ckpt", str(tmp / "runs" / "vanilla-s0"), "--sets", f"cifar10.1:{copy}",
+                 "--out", str(tmp / "r5"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"shift: set 'cifar10.1:{copy}' expected images other than the evaluated test images, got 80 of its 80 " \
+           f"images identical to them" in err, err
+    assert main(["ood", "--ckpt", str(tmp / "runs" / "vanilla-s0"), "--ood", f"imagefolder:{tmp / 'cifar'}?image_size=32",
+                 "--out", str(tmp / "r6"), "--no-progress"]) == 2
+    assert "got the evaluation data itself" in capsys.readouterr().err
+    assert not (tmp / "r5").exists() and not (tmp / "r6").exists()
