@@ -13,9 +13,10 @@ chunk, whatever the data set's size. Pillow releases the GIL while decoding, so 
 An archive is read twice (headers, then pixels), never held whole.
 
 The cache folder is written under a temporary name and renamed when complete (a reader sees all of it or
-none); ``manifest.json`` records each file's size, mtime and a fingerprint (SHA-256 of 18 blocks spread over
-the file), checked on every load: a cache file truncated or rewritten after it was written is refused in one
-line naming it. Image arrays of at least ``mmap_min_bytes()`` are memory-mapped (``data.mapped``), smaller
+none); ``manifest.json`` records each file's size, mtime, a fingerprint (SHA-256 of 18 blocks spread over
+the file) and a CRC-32 of every byte, checked on every load: a cache file truncated or rewritten after it was
+written, anywhere in it, is refused in one line naming it. Decoders take turns (a lock on the cache root): the
+second decoder of one data set reads what the first wrote. Image arrays of at least ``mmap_min_bytes()`` are memory-mapped (``data.mapped``), smaller
 ones read into memory (faster for small sets; ``benchmarks/bench_data.py`` measures both).
 """
 
@@ -28,7 +29,9 @@ import os
 import shutil
 import tarfile
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -371,9 +374,63 @@ def fingerprint(path: Path, size: int) -> str:
     return h.hexdigest()[:32]
 
 
+def content_crc(path: Path) -> str:
+    """CRC-32 of every byte of the file, read 8 MiB at a time: what a cache load checks (about 2 GB/s here,
+    ``benchmarks/README.md``), so a cache edited anywhere, its modification time restored, is caught. Not a
+    cryptographic hash: whoever can write the cache can write its manifest too; this is against damage."""
+    crc = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"
+
+
+@contextmanager
+def _cache_lock(cache: Path):
+    """One decoder at a time per cache root, across processes (``flock`` on the root folder itself, released by
+    the kernel when its holder dies; no lock file is left): a second process decoding the same data waits, then
+    reads what the first wrote. Decodes of different data sets into one root take turns too (a decode runs
+    once per data set and policy)."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not on a POSIX system: no coordination (one decoder at a time is then the user's)
+        yield
+        return
+    fd = os.open(cache.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_dead_temps(cache: Path) -> int:
+    """Temporary folders ``<cache>.tmp-<pid>`` of decoders killed mid-decode (their process is gone)."""
+    from mmix_eval.io import _alive
+
+    removed = 0
+    for tmp in cache.parent.glob(f"{cache.name}.tmp-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if tmp.is_dir() and not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def write_cache(cache: Path, fill: Callable[[Path], dict[str, np.ndarray]]) -> None:
     """``fill(tmp)`` writes its big arrays into ``tmp`` and returns the small ones; both, with a manifest, become
-    ``cache`` in one rename. A failure leaves nothing behind."""
+    ``cache`` in one rename. A failure leaves nothing behind. Under the cache's lock: a process that waited for
+    another decoding the same data finds the cache complete and decodes nothing; temporary folders of killed
+    decoders are removed."""
+    with _cache_lock(cache):
+        if cache_complete(cache):
+            return
+        remove_dead_temps(cache)
+        _write_cache(cache, fill)
+
+
+def _write_cache(cache: Path, fill: Callable[[Path], dict[str, np.ndarray]]) -> None:
     tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -387,7 +444,8 @@ def write_cache(cache: Path, fill: Callable[[Path], dict[str, np.ndarray]]) -> N
         files = {}
         for p in sorted(tmp.glob("*.npy")):
             st = p.stat()
-            files[p.name] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "fingerprint": fingerprint(p, st.st_size)}
+            files[p.name] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "fingerprint": fingerprint(p, st.st_size),
+                             "crc32": content_crc(p)}
         (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
         if cache.exists():  # an unreadable cache being replaced
             shutil.rmtree(cache, ignore_errors=True)
@@ -421,7 +479,8 @@ def read_cache(cache: Path, keys) -> dict:
             raise UserError(f"decoded cache '{p}': expected {want.get('bytes')} bytes, got a missing file; delete "
                             f"'{cache}' to decode the images again") from None
         if st.st_size != want.get("bytes") or st.st_mtime_ns != want.get("mtime_ns") \
-                or fingerprint(p, st.st_size) != want.get("fingerprint"):
+                or fingerprint(p, st.st_size) != want.get("fingerprint") \
+                or ("crc32" in want and content_crc(p) != want["crc32"]):  # every byte (older caches: sampled blocks)
             what = (f"{st.st_size} bytes" if st.st_size != want.get("bytes")
                     else "a file rewritten since (another modification time or content)")
             raise UserError(f"decoded cache '{p}': expected the {want.get('bytes')} bytes written with the cache, got "
