@@ -149,11 +149,19 @@ def _json_safe(v: Any) -> Any:
     return v
 
 
+def _json_line(d: dict) -> str:
+    """Strict JSON of one record: NaN and Inf as null (``_json_safe`` walks the record only when one is there)."""
+    try:
+        return json.dumps(d, allow_nan=False)
+    except ValueError:
+        return json.dumps(_json_safe(d), allow_nan=False)
+
+
 def write_records(rows: list[dict], stem: Path) -> tuple[Path, Path]:
     """Write ``stem``.jsonl (strict JSON: NaN as null) and ``stem``.csv atomically; fields starting with '_'
     (per-image outcomes travelling with a row) are not written here."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    jsonl = "".join(json.dumps(_json_safe({f: r.get(f) for f in FIELDS}), allow_nan=False) + "\n" for r in rows)
+    jsonl = "".join(_json_line({f: r.get(f) for f in FIELDS}) + "\n" for r in rows)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(FIELDS)
@@ -170,13 +178,14 @@ def read_records(path: Path) -> list[dict]:
     return read_jsonl(Path(path))
 
 
-def read_jsonl(path: Path, max_bytes: int = MAX_RECORD_BYTES) -> list[dict]:
+def read_jsonl(path: Path, max_bytes: int = MAX_RECORD_BYTES, share: dict | None = None) -> list[dict]:
     """Records of a .jsonl file, or of a gzipped one (.jsonl.gz, as a committed report keeps them), upgraded to
     the current schema, a null value read as NaN. The one reader: evaluation (skipping what is done) and the
     report both read records through it. Bounded: the file is read in chunks and the cap (``max_bytes``) is
     held on the bytes decompressed so far, so a line without end or a gzip bomb stops at the cap, not at the
     machine's memory. A bad file (not JSON, nested too deep, a field of the wrong type, a number out of
-    float range) is a ValueError naming the line and the field."""
+    float range) is a ValueError naming the line and the field. ``share``: a mapping kept across files, to hold
+    equal strings and settings once (``_shared``; the report passes one)."""
     rows = []
     for i, line in enumerate(_bounded_lines(path, max_bytes), 1):
         if not line.strip():
@@ -198,8 +207,23 @@ def read_jsonl(path: Path, max_bytes: int = MAX_RECORD_BYTES) -> list[dict]:
         if why:
             raise ValueError(f"line {i}: {why}")
         r["value"] = float(r["value"])
-        rows.append(r)
+        rows.append(_shared(r, share) if share is not None else r)
     return rows
+
+
+_SHARED_MAPPINGS = ("settings", "method_settings")
+
+
+def _shared(r: dict, share: dict) -> dict:
+    """One object for equal text values and equal settings across records (a report of 513 runs holds 231k
+    records whose paths, labels and settings repeat): the records' memory roughly halves. The shared settings
+    are read, never changed, by the report (records are produced, and may be changed, elsewhere)."""
+    for k, v in r.items():
+        if isinstance(v, str):
+            r[k] = share.setdefault(v, v)
+        elif k in _SHARED_MAPPINGS and isinstance(v, dict):
+            r[k] = share.setdefault(("mapping", json.dumps(v, sort_keys=True, default=str)), v)
+    return r
 
 
 READ_CHUNK = 1 << 20
@@ -252,14 +276,18 @@ def _is_int(v: Any) -> bool:
 
 def _depth(v: Any, limit: int = MAX_NESTING) -> int:
     """Nesting depth of a JSON value, counted only up to ``limit`` + 1 (never recursing further)."""
+    if not isinstance(v, (dict, list)):
+        return 0
     stack, deepest = [(v, 1)], 0
-    while stack:
+    while stack:  # only containers are pushed: a record's 25 scalar fields cost one isinstance each
         x, d = stack.pop()
-        if isinstance(x, (dict, list)):
-            deepest = max(deepest, d)
+        if d > deepest:
+            deepest = d
             if deepest > limit:
                 return deepest
-            stack += [(y, d + 1) for y in (x.values() if isinstance(x, dict) else x)]
+        for y in (x.values() if isinstance(x, dict) else x):
+            if isinstance(y, (dict, list)):
+                stack.append((y, d + 1))
     return deepest
 
 

@@ -154,8 +154,21 @@ def _matches(detail: dict, run: str, row: Row):
     if row.evaluator is not None:
         key = (run, row.evaluator, row.condition, row.calibrator)
         return [(key, detail[key])] if key in detail else []
-    return [(k, v) for k, v in sorted(detail.items(), key=lambda kv: tuple(map(str, kv[0])))
-            if k[0] == run and k[2] == row.condition and k[3] == row.calibrator]
+    return _index(detail).get((run, row.condition, row.calibrator), [])
+
+
+_INDEX: list = [None, -1, {}]  # the detail mapping last indexed, its size then, and the index
+
+
+def _index(detail: dict) -> dict:
+    """(run, condition, calibrator) -> [(key, value)] in key order, built once per detail mapping (it sorted every
+    entry on every call: 513 runs took minutes). Rebuilt when another mapping, or a changed size, is asked."""
+    if _INDEX[0] is not detail or _INDEX[1] != len(detail):
+        index: dict = {}
+        for k, v in sorted(detail.items(), key=lambda kv: tuple(map(str, kv[0]))):
+            index.setdefault((k[0], k[2], k[3]), []).append((k, v))
+        _INDEX[:] = [detail, len(detail), index]
+    return _INDEX[2]
 
 
 def _detail(detail: dict, run: str, row: Row):
@@ -199,5 +212,17 @@ def accuracy_gated(table: Table, i: int) -> set[str]:
 def _outcome(outcomes: dict, run: str, row: Row):
     if row.evaluator is not None:
         return outcomes.get((run, row.evaluator, row.condition))
-    return next((v for (r, _, c), v in sorted(outcomes.items(), key=lambda kv: tuple(map(str, kv[0])))
-                 if r == run and c == row.condition), None)
+    return _outcome_index(outcomes).get((run, row.condition))
+
+
+_OUTCOME_INDEX: list = [None, -1, {}]
+
+
+def _outcome_index(outcomes: dict) -> dict:
+    """(run, condition) -> the first outcome in key order, built once per outcomes mapping (as ``_index``)."""
+    if _OUTCOME_INDEX[0] is not outcomes or _OUTCOME_INDEX[1] != len(outcomes):
+        index: dict = {}
+        for (r, _, c), v in sorted(outcomes.items(), key=lambda kv: tuple(map(str, kv[0]))):
+            index.setdefault((r, c), v)
+        _OUTCOME_INDEX[:] = [outcomes, len(outcomes), index]
+    return _OUTCOME_INDEX[2]

@@ -43,6 +43,7 @@ def load_results(paths: list[str | Path]) -> Results:
         else:
             raise UserError(f"results '{p}': expected a folder or a .jsonl (.jsonl.gz) file, got a path that does not exist")
     rows, metas, bad, outcomes, found, detail, found_detail = [], [], [], {}, {}, {}, {}
+    share: dict = {}  # equal strings and settings of all files held once (records.read_jsonl)
     for f in files:
         if f.name in ("records.jsonl", "records.jsonl.gz"):  # a report's own records: one build's set, or refused
             problem = set_problem(f.parent)
@@ -56,7 +57,7 @@ def load_results(paths: list[str | Path]) -> Results:
             if st.st_size > MAX_RESULT_FILE:
                 raise ValueError(f"{st.st_size:,} bytes, larger than a result file may be ({MAX_RESULT_FILE:,} bytes at "
                                  f"most: about 120,000 records; split the evaluation over several files)")
-            new = read_jsonl(f, MAX_RESULT_FILE)
+            new = read_jsonl(f, MAX_RESULT_FILE, share)
             for r in new:
                 r["_source"] = str(f)  # for naming the file of a duplicate; never written
             rows += new

@@ -153,9 +153,13 @@ def _rows(records: list[dict]) -> tuple[list[Row], list]:
 
     for e, rs in by_eval.items():  # then each evaluator's other metrics, grouped by kind: how ECE (say) moves from
         # clean through every shift, raw, then after the calibrator
-        shifted = [kind(r) for r in rs if not r["headline"] and r["condition"] != "clean"]
-        for m in dict.fromkeys(shifted + [kind(r) for r in rs if not r["headline"]]):
-            group = [r for r in rs if kind(r) == m and not r["headline"]]
+        plain = [(kind(r), r) for r in rs if not r["headline"]]
+        by_kind: dict = {}
+        for k, r in plain:  # grouped once (a scan of every record per kind grew with runs x kinds)
+            by_kind.setdefault(k, []).append(r)
+        shifted = [k for k, r in plain if r["condition"] != "clean"]
+        for m in dict.fromkeys(shifted + [k for k, _ in plain]):
+            group = by_kind[m]
             if any(r["condition"] != "clean" for r in group):
                 for r in group:
                     add(r, None if r["condition"] == "clean" else e, e, name(r))
@@ -221,8 +225,17 @@ def comparable_groups(rows: list[dict]) -> list[list[dict]]:
     both have gives them different comparability keys (a run without some evaluator conflicts with none).
     Within a group, one run name from two places is an error naming both files."""
     per_run: dict[tuple, dict[str, set]] = {}
+    memo: dict = {}  # (run, source) -> its id: the path work done once per record file, not per record
+
+    def run_id(r: dict) -> tuple[str, str]:
+        rid = memo.get((r["run"], r.get("_source")))
+        if rid is None:
+            rid = memo[(r["run"], r.get("_source"))] = _run_id(r)
+        return rid
+
     for r in rows:
-        per_run.setdefault(_run_id(r), {}).setdefault(str(r["evaluator"]), set()).add(comparability_key(r))
+        rid = run_id(r)
+        per_run.setdefault(rid, {}).setdefault(str(r["evaluator"]), set()).add(comparability_key(r))
     groups: list[list[tuple]] = []
     for rid in sorted(per_run):
         mine = per_run[rid]
@@ -239,7 +252,7 @@ def comparable_groups(rows: list[dict]) -> list[list[dict]]:
                 raise UserError(f"results: run '{rid[0]}' is in two places, {names[rid[0]][1]} and {rid[1]}, with "
                                 f"comparable records; expected one (a duplicate run: report one of them)")
         ids = set(g)
-        out += by_subset([r for r in rows if _run_id(r) in ids])
+        out += by_subset([r for r in rows if run_id(r) in ids])
     return out
 
 
