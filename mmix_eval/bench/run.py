@@ -173,7 +173,8 @@ def preflight(bench: Bench) -> None:
             data_cache[dkey] = load_data(d.name, d.root, d.download, test_limit=2, need_train=False)
         try:
             model = check_run(r.cfg, data_cache[dkey])
-            ctx = Preflight(d.name, d.root, data_cache[dkey].in_channels, data_cache[dkey].num_classes, model, bench.options)
+            ctx = Preflight(d.name, d.root, data_cache[dkey].in_channels, data_cache[dkey].num_classes, model, bench.options,
+                            tuple(data_cache[dkey].test.x.shape[1:]))
             for ev, opts in bench.plan:  # what each evaluator would refuse after training, refused now
                 ev.preflight(opts, ctx)
         except UserError as e:
@@ -181,7 +182,8 @@ def preflight(bench: Bench) -> None:
         if bench.ensembles:  # and what it would refuse on a deep ensemble of such models: skipped there, not an abort
             from mmix_eval.evaluate.ensemble import Ensemble
 
-            ens = Preflight(d.name, d.root, ctx.channels, ctx.num_classes, Ensemble([model, model]), bench.options)
+            ens = Preflight(d.name, d.root, ctx.channels, ctx.num_classes, Ensemble([model, model]), bench.options,
+                            ctx.image_shape)
             for ev, opts in bench.plan:
                 try:
                     ev.preflight(opts, ens)
@@ -284,6 +286,8 @@ def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, e
                           pdf_plots=bool((bench.raw.get("report") or {}).get("pdf_plots")), pool=pool)
     result["missing"] = missing
     result["failed"] = failed
-    echo(f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report "
+    partly = [rn for rn in failed if rn not in missing]  # in the report, though a step of theirs failed
+    echo(f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report"
+         f"{f', {len(partly)} of them with a failed step (warnings above)' if partly else ''} "
          f"({time.perf_counter() - t_all:.1f} s)")
     return result

@@ -102,7 +102,7 @@ def split_query(arg: str, what: str) -> tuple[str, Decode]:
     size = got.get("image_size")
     if size is None:
         raise UserError(f"data set '{what}:{arg}': expected image_size=S with resize, got none")
-    if not size.isdigit() or not 1 <= int(size) <= MAX_IMAGE_SIZE:
+    if not (size.isascii() and size.isdigit()) or not 1 <= int(size) <= MAX_IMAGE_SIZE:  # '²' is a digit to isdigit
         raise UserError(f"data set '{what}:{arg}': image_size expected an integer from 1 to {MAX_IMAGE_SIZE}, got '{size}'")
     return path, Decode(int(size), resize)
 

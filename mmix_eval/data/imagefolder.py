@@ -64,6 +64,13 @@ def _list_folder(path: Path) -> tuple[list[str], list[str]]:
             rel = Path(dirpath, fn).relative_to(path).as_posix()
             if _is_image(rel):
                 names.append(rel)
+    for rel in (*dirs, *names):  # a name in another encoding reaches Python as surrogates, then a traceback later
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise UserError(f"imagefolder '{path}': expected UTF-8 file and folder names, got '{shown}' (a name "
+                            f"in another encoding: rename it)") from None
     return sorted(names), sorted(dirs)
 
 
@@ -105,7 +112,7 @@ def _source_key(path: Path, decode: Decode = AS_STORED) -> str:
         for dirpath, dirnames, _ in os.walk(path):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             st = os.stat(dirpath)
-            h.update(f"{Path(dirpath).relative_to(path).as_posix()}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{Path(dirpath).relative_to(path).as_posix()}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     else:
         st = path.stat()
         h.update(f"{st.st_size}\0{st.st_mtime_ns}".encode())

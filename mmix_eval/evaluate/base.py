@@ -187,7 +187,13 @@ def describe_evaluators() -> list[tuple[str, str, list[tuple[str, Any, Any, str]
     """(name, help, options) for the built-ins and installed entry points: what ``ls evaluators`` shows."""
     out = []
     for name in [*BUILTIN, *(n for n in EVALUATORS.names() if n not in BUILTIN)]:
-        ev = get_evaluator(name)
+        try:
+            ev = get_evaluator(name)
+        except UserError as e:  # an installed plugin that fails to load is listed as such, not the end of the list
+            if name in BUILTIN:
+                raise
+            out.append((name, f"(unavailable: {e})", []))
+            continue
         out.append((name, ev.help, option_fields(ev.Options)))
     return out
 
@@ -201,6 +207,7 @@ class Preflight:
     num_classes: int
     model: Any  # the model as the run builds it (untrained weights)
     common: "EvalOptions"
+    image_shape: tuple | None = None  # (C, H, W) of the data's images; None where not known
 
 
 @dataclass

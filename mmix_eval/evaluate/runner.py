@@ -6,6 +6,7 @@ as a by-product first."""
 from __future__ import annotations
 
 import json
+import math
 import time
 import traceback
 from dataclasses import asdict
@@ -15,7 +16,7 @@ from pathlib import Path
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, Evaluator, OptionError, get_evaluator, run_evaluator
 from mmix_eval.evaluate.outcomes import write_outcomes
-from mmix_eval.evaluate.records import read_records, summary_table, write_records
+from mmix_eval.evaluate.records import FIELDS, REQUIRED, read_records, record_problem, summary_table, write_records
 from mmix_eval.io import atomic_write_json, atomic_write_text, safe_name  # noqa: F401  (safe_name: re-exported)
 from mmix_eval.provenance import git_commit, hardware, versions
 
@@ -202,10 +203,19 @@ def _evaluate(ev: Evaluator, opts, target, common: EvalOptions, name: str, label
     outcomes = {r["condition"]: ((r.pop("_indices"), r.pop("_correct")) if "_indices" in r else r.pop("_correct"))
                 for r in rows if "_correct" in r}
     detail = {(r["condition"], r.get("calibrator") or "none"): (r.pop("_boot"), r.pop("_bins")) for r in rows if "_boot" in r}
-    for r in rows:
+    for i, r in enumerate(rows):
         for k in [k for k in r if k.startswith("_")]:
             del r[k]
         r["method_label"], r["sweep"] = label, sweep
+        for f in FIELDS:  # a plugin's row built by hand without an optional field (bin, label, ...): null, as record() gives
+            r.setdefault(f, None)
+        if r["value"] is None:
+            r["value"] = math.nan  # written as null, read back as NaN
+        missing = [f for f in REQUIRED if r.get(f) is None]
+        why = f"it lacks {', '.join(missing)}" if missing else record_problem(r)
+        if why:  # refused before anything is written (it was written, then a traceback)
+            raise UserError(f"evaluator '{ev.name}' on run '{name}': row {i + 1} expected a record as "
+                            f"evaluate.records.record builds it, got one where {why}")
     return rows, outcomes, detail
 
 

@@ -61,10 +61,21 @@ class Shift(Evaluator):
                                       f"different names)")
 
     def preflight(self, options, ctx) -> None:
-        """Each set exists, is not the evaluation data itself, and has test images."""
-        from mmix_eval.evaluate.ood import preflight_sources
+        """Each set exists, is not the evaluation data itself, and has test images of the model's input shape
+        (a set of another shape was refused only after training)."""
+        from mmix_eval.data import load_data
+        from mmix_eval.errors import UserError
+        from mmix_eval.evaluate.ood import refuse_same
 
-        preflight_sources(options.sets, ctx, "shift: set", "the evaluation data")
+        for spec in options.sets:
+            refuse_same(spec, ctx.data, "shift: set", "the evaluation data")
+            d = load_data(spec, ctx.common.data_root or ctx.data_root, False, test_limit=2, need_train=False)
+            got = tuple(d.test.x.shape[1:])
+            if ctx.image_shape is not None and got != tuple(ctx.image_shape):
+                c, h, w = got
+                raise UserError(f"shift: set '{spec}' expected images of the model's input, {ctx.image_shape[0]} x "
+                                f"{ctx.image_shape[1]} x {ctx.image_shape[2]} (channels x height x width), got {c} x {h} x {w}"
+                                f"{' (give ?image_size=S to resize image files)' if (h, w) != tuple(ctx.image_shape[1:]) else ''}")
 
     def run(self, target, options, common) -> list[dict]:
         import numpy as np

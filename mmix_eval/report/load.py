@@ -40,8 +40,11 @@ def load_results(paths: list[str | Path]) -> Results:
             files += sorted(f for f in p.rglob("*.jsonl") if f.name not in ("records.jsonl", "log.jsonl"))
         elif p.is_file():
             files.append(p)
+        elif p.exists():  # a FIFO or a device: listed as unreadable below, never opened
+            files.append(p)
         else:
             raise UserError(f"results '{p}': expected a folder or a .jsonl (.jsonl.gz) file, got a path that does not exist")
+    files = list({f.resolve(): f for f in files}.values())  # a file given twice (or by two paths) is read once
     rows, metas, bad, outcomes, found, detail, found_detail = [], [], [], {}, {}, {}, {}
     share: dict = {}  # equal strings and settings of all files held once (records.read_jsonl)
     for f in files:
@@ -176,7 +179,7 @@ def _read_outcomes(f: Path, rows: list[dict]) -> tuple[dict, dict]:
     if f.name in ("records.jsonl", "records.jsonl.gz"):
         return read_many_detail(f.with_name("outcomes.npz"))
     path = f.with_suffix(".outcomes.npz")
-    if not path.is_file() or not rows or path.stat().st_size > MAX_RESULT_FILE:
+    if not path.exists() or not rows or path.stat().st_size > MAX_RESULT_FILE:  # a FIFO: refused by the reader
         return {}, {}
     indices, per, own, detail = read_outcome_file(path)
     run, evaluator = rows[0]["run"], rows[0]["evaluator"]
