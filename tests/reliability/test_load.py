@@ -122,4 +122,7 @@ def test_a_long_grid_streams_in_constant_memory(tmp_path):
         # calibrated rows)
         assert len(lines) == 13 * n + 12
         print(f"\n{n} conditions: {wall:.1f} s, peak {peaks[n]:.0f} MB")
-    assert peaks[400] - peaks[20] < 40, peaks
+    # Measured 34-37 MB idle (the 380 more conditions' records and outcomes), 41 and 49 MB once each beside other
+    # work: 40 failed CI once. Holding every condition's images would add at least 380 x 300 test images x 8 x 8
+    # float32 = 29 MB on top (twice that with the normalised copy): 63 MB or more, so 55 MB still tells them apart.
+    assert peaks[400] - peaks[20] < 55, peaks
