@@ -298,7 +298,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
         skeleton = None  # a plugin factory that cannot run on the meta device: checked after the real build
     if skeleton is not None:
         _check_weights(path, name, skeleton, described)  # names and shapes from the header, before the data is read
-    header, blob = read_header(path)
+    _, blob = read_header(path)
+    if blob[:len(head)] != head:  # the file changed between the two reads: what was checked is not what is loaded
+        raise UserError(f"checkpoint '{path}': expected the file whose header was checked, got one rewritten while read")
     expected = meta.get("data_sha256")
     if expected is not None and hashlib.sha256(blob[8 + n:]).hexdigest() != expected:
         raise UserError(f"checkpoint '{path}': tensor data expected SHA-256 {expected[:16]}…, got another (file corrupted after saving)")

@@ -58,7 +58,6 @@ MiB = 1 << 20
 # Caps on what one read may hold (docs/reliability.md lists them). Far above any real file of the kind.
 TEXT_CAP = 64 * MiB  # a YAML config, bench, grid or class map; annotations, words.txt, wnids.txt; log.jsonl
 IMAGE_CAP = 64 * MiB  # one encoded image file (an ImageNet JPEG is ~110 kB; a 4096x4096 PNG ~50 MB)
-ARRAY_CAP = 8 * 1024 * MiB  # one array member of an .npz (CIFAR-10.2's test set is 6.2 MB; Tiny-ImageNet-C 6 GB)
 
 
 def _kind(mode: int) -> str:
@@ -148,7 +147,7 @@ def read_member(archive, member, what: str, cap: int) -> bytes:
     return data
 
 
-def check_npz(path: str | os.PathLike, what: str, cap: int = ARRAY_CAP) -> None:
+def check_npz(path: str | os.PathLike, what: str, cap: int) -> None:
     """An ``.npz`` file's members checked before ``np.load`` reads any: a regular file, and no member larger
     than ``cap`` once decompressed (a 7 MB file can hold 7 GiB of zeros)."""
     import zipfile
@@ -165,6 +164,20 @@ def check_npz(path: str | os.PathLike, what: str, cap: int = ARRAY_CAP) -> None:
         if info.file_size > cap:
             raise UserError(f"{what} '{path}': expected arrays of at most {cap:,} bytes each, got member "
                             f"'{info.filename}' of {info.file_size:,} bytes")
+
+
+def remove_dead_folders(parent: str | os.PathLike, pattern: str) -> int:
+    """Remove the folders in ``parent`` matching ``pattern`` whose name ends in ``-<pid>`` of a process that is
+    gone (a decode's or a report's temporary folder left by a kill). Returns how many were removed."""
+    import shutil
+
+    removed = 0
+    for d in Path(parent).glob(pattern):
+        pid = d.name.rpartition("-")[2]
+        if d.is_dir() and not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -139,15 +139,18 @@ def other_runnable(samples: int = SAMPLES, gap: float = SAMPLE_GAP_S) -> tuple[f
 THREADS_PER_CORE_MAX = 4  # an explicit thread count above 4 x the usable cores is refused (each thread has a stack)
 
 
-def _parse(text, where: str, what: str = "CPU threads") -> int:
+def _most_threads() -> int:
+    return THREADS_PER_CORE_MAX * affinity_cores()
+
+
+def _parse(text, where: str, what: str = "CPU threads", most: int | None = None) -> int:
     try:
         n = int(str(text).strip())
     except ValueError:
         n = 0
     if n < 1:
         raise UserError(f"{where}: expected an integer >= 1 ({what}), got {text!r}")
-    most = THREADS_PER_CORE_MAX * affinity_cores()
-    if what == "CPU threads" and n > most:  # (runs at a time, MMIX_EVAL_JOBS, may go to a cluster's nodes)
+    if most is not None and n > most:
         raise UserError(f"{where}: expected at most {most} {what} ({THREADS_PER_CORE_MAX} x the {affinity_cores()} "
                         f"usable cores), got {n}")
     return n
@@ -177,10 +180,10 @@ def decide(flag: int | str | None = None, jobs: int = 1) -> tuple[int, str, dict
     machine. Speed comes from running runs side by side (``bench``'s jobs), which changes no number. The free
     cores are still measured, for provenance."""
     if flag is not None:
-        return _parse(flag, "--threads"), "--threads", {}
+        return _parse(flag, "--threads", most=_most_threads()), "--threads", {}
     for var in ("MMIX_EVAL_THREADS", "OMP_NUM_THREADS"):
         if os.environ.get(var, "").strip():
-            return _parse(os.environ[var], var), var, {}
+            return _parse(os.environ[var], var, most=_most_threads()), var, {}
     free, inputs = free_cores()
     return DEFAULT_THREADS, "default", inputs
 

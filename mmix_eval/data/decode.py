@@ -41,7 +41,7 @@ import torch
 
 from mmix_eval.data.mapped import mapped_tensor
 from mmix_eval.errors import UserError
-from mmix_eval.io import IMAGE_CAP, read_bounded, read_member
+from mmix_eval.io import IMAGE_CAP, read_bounded, read_member, remove_dead_folders
 
 CHUNK = 1024  # images decoded and written per step, at most
 CHUNK_BYTES = 256 << 20  # and at most this many bytes of encoded files, and of decoded pixels, per step
@@ -405,19 +405,6 @@ def _cache_lock(cache: Path):
         os.close(fd)  # releases the lock
 
 
-def remove_dead_temps(cache: Path) -> int:
-    """Temporary folders ``<cache>.tmp-<pid>`` of decoders killed mid-decode (their process is gone)."""
-    from mmix_eval.io import _alive
-
-    removed = 0
-    for tmp in cache.parent.glob(f"{cache.name}.tmp-*"):
-        pid = tmp.name.rpartition("-")[2]
-        if tmp.is_dir() and not (pid.isdigit() and _alive(int(pid))):
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed += 1
-    return removed
-
-
 def write_cache(cache: Path, fill: Callable[[Path], dict[str, np.ndarray]]) -> None:
     """``fill(tmp)`` writes its big arrays into ``tmp`` and returns the small ones; both, with a manifest, become
     ``cache`` in one rename. A failure leaves nothing behind. Under the cache's lock: a process that waited for
@@ -426,7 +413,7 @@ def write_cache(cache: Path, fill: Callable[[Path], dict[str, np.ndarray]]) -> N
     with _cache_lock(cache):
         if cache_complete(cache):
             return
-        remove_dead_temps(cache)
+        remove_dead_folders(cache.parent, f"{cache.name}.tmp-*")  # of decoders killed mid-decode
         _write_cache(cache, fill)
 
 
@@ -479,8 +466,8 @@ def read_cache(cache: Path, keys) -> dict:
             raise UserError(f"decoded cache '{p}': expected {want.get('bytes')} bytes, got a missing file; delete "
                             f"'{cache}' to decode the images again") from None
         if st.st_size != want.get("bytes") or st.st_mtime_ns != want.get("mtime_ns") \
-                or fingerprint(p, st.st_size) != want.get("fingerprint") \
-                or ("crc32" in want and content_crc(p) != want["crc32"]):  # every byte (older caches: sampled blocks)
+                or (content_crc(p) != want["crc32"] if "crc32" in want  # every byte; older caches: sampled blocks
+                    else fingerprint(p, st.st_size) != want.get("fingerprint")):
             what = (f"{st.st_size} bytes" if st.st_size != want.get("bytes")
                     else "a file rewritten since (another modification time or content)")
             raise UserError(f"decoded cache '{p}': expected the {want.get('bytes')} bytes written with the cache, got "

@@ -154,21 +154,28 @@ def _matches(detail: dict, run: str, row: Row):
     if row.evaluator is not None:
         key = (run, row.evaluator, row.condition, row.calibrator)
         return [(key, detail[key])] if key in detail else []
-    return _index(detail).get((run, row.condition, row.calibrator), [])
+    return _BY_RUN_CONDITION_CALIBRATOR(detail, (run, row.condition, row.calibrator))
 
 
-_INDEX: list = [None, -1, {}]  # the detail mapping last indexed, its size then, and the index
+class _SortedIndex:
+    """``key_of(entry key)`` -> [(key, value)] in key order, built once per mapping (every lookup sorted every
+    entry: 513 runs took minutes), rebuilt when another mapping, or one of another size, is asked. A mapping is
+    not changed in place between the lookups of one report."""
+
+    def __init__(self, key_of):
+        self.key_of, self.mapping, self.size, self.index = key_of, None, -1, {}
+
+    def __call__(self, mapping: dict, key) -> list:
+        if self.mapping is not mapping or self.size != len(mapping):
+            index: dict = {}
+            for k, v in sorted(mapping.items(), key=lambda kv: tuple(map(str, kv[0]))):
+                index.setdefault(self.key_of(k), []).append((k, v))
+            self.mapping, self.size, self.index = mapping, len(mapping), index
+        return self.index.get(key, [])
 
 
-def _index(detail: dict) -> dict:
-    """(run, condition, calibrator) -> [(key, value)] in key order, built once per detail mapping (it sorted every
-    entry on every call: 513 runs took minutes). Rebuilt when another mapping, or a changed size, is asked."""
-    if _INDEX[0] is not detail or _INDEX[1] != len(detail):
-        index: dict = {}
-        for k, v in sorted(detail.items(), key=lambda kv: tuple(map(str, kv[0]))):
-            index.setdefault((k[0], k[2], k[3]), []).append((k, v))
-        _INDEX[:] = [detail, len(detail), index]
-    return _INDEX[2]
+_BY_RUN_CONDITION_CALIBRATOR = _SortedIndex(lambda k: (k[0], k[2], k[3]))  # detail: (run, evaluator, condition, calibrator)
+_BY_RUN_CONDITION = _SortedIndex(lambda k: (k[0], k[2]))  # outcomes: (run, evaluator, condition)
 
 
 def _detail(detail: dict, run: str, row: Row):
@@ -212,17 +219,5 @@ def accuracy_gated(table: Table, i: int) -> set[str]:
 def _outcome(outcomes: dict, run: str, row: Row):
     if row.evaluator is not None:
         return outcomes.get((run, row.evaluator, row.condition))
-    return _outcome_index(outcomes).get((run, row.condition))
-
-
-_OUTCOME_INDEX: list = [None, -1, {}]
-
-
-def _outcome_index(outcomes: dict) -> dict:
-    """(run, condition) -> the first outcome in key order, built once per outcomes mapping (as ``_index``)."""
-    if _OUTCOME_INDEX[0] is not outcomes or _OUTCOME_INDEX[1] != len(outcomes):
-        index: dict = {}
-        for (r, _, c), v in sorted(outcomes.items(), key=lambda kv: tuple(map(str, kv[0]))):
-            index.setdefault((r, c), v)
-        _OUTCOME_INDEX[:] = [outcomes, len(outcomes), index]
-    return _OUTCOME_INDEX[2]
+    hits = _BY_RUN_CONDITION(outcomes, (run, row.condition))
+    return hits[0][1] if hits else None

@@ -4,7 +4,7 @@ reader tell a whole set from a mixed one. Imports no torch.
 Every report file was written atomically, but the set was not: a kill after the first file, or a full disk,
 left a new ``report.html`` beside the old ``records.jsonl``. Now:
 
-1. Every file is written into ``OUT/.report-staging-<pid>-<id>/`` (the same file system as ``OUT``). A full disk
+1. Every file is written into ``OUT/.report-staging-<id>-<pid>/`` (the same file system as ``OUT``). A full disk
    or any other failure there removes the staging folder and is one line; the previous report is untouched.
 2. A marker ``OUT/.report-writing`` is written, the staged files are renamed into place (renames only: no data is
    written in this window), ``OUT/report-manifest.json`` (each file's SHA-256, and a hash of them as the build's id) replaces the
@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 
 from mmix_eval.errors import UserError
-from mmix_eval.io import _alive, _fsync_dir, atomic_write_text
+from mmix_eval.io import _fsync_dir, atomic_write_text, remove_dead_folders
 
 STAGE_PREFIX = ".report-staging-"
 MARKER = ".report-writing"
@@ -43,20 +43,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def remove_stale_stages(out: Path) -> int:
-    """Staging folders of builds whose process is gone (killed mid-build). Returns how many were removed."""
-    removed = 0
-    for d in out.glob(f"{STAGE_PREFIX}*"):
-        pid = d.name[len(STAGE_PREFIX):].split("-")[0]
-        if d.is_dir() and not (pid.isdigit() and _alive(int(pid))):
-            shutil.rmtree(d, ignore_errors=True)
-            removed += 1
-    return removed
-
-
 def new_stage(out: Path) -> Path:
-    remove_stale_stages(out)
-    stage = out / f"{STAGE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    remove_dead_folders(out, f"{STAGE_PREFIX}*")  # of builds killed mid-build
+    stage = out / f"{STAGE_PREFIX}{uuid.uuid4().hex[:8]}-{os.getpid()}"
     stage.mkdir(parents=True)
     return stage
 

@@ -316,3 +316,23 @@ def test_a_1_tb_mmix_eval_checkpoint_is_refused_from_its_header_in_seconds(tmp_p
     one_error(capsys, ["calibration", "--ckpt", str(big), "--out", str(tmp_path / "o")],
               f"bytes of tensor data after the header, as the header says, got a file of {1 << 40} bytes")
     assert time.perf_counter() - t < 20 and real < 1 << 30
+
+
+def test_a_checkpoint_rewritten_between_its_header_check_and_its_read_is_refused(tmp_path, capsys, monkeypatch):
+    """The header is checked first, the whole file read after: the header loaded must be the one checked."""
+    from mmix_eval import checkpoint
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(run), "--set", "data.train_limit=100",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    real = checkpoint.read_header
+
+    def rewritten(path, whole=True):
+        header, blob = real(path, whole)
+        return header, (blob[:8] + blob[8:].replace(b"smallnet", b"smallnot", 1)) if whole else blob
+
+    monkeypatch.setattr(checkpoint, "read_header", rewritten)
+    one_error(capsys, ["calibration", "--ckpt", str(run), "--out", str(tmp_path / "o")],
+              f"checkpoint '{run / 'model.safetensors'}': expected the file whose header was checked, got one "
+              f"rewritten while read")

@@ -98,8 +98,8 @@ def test_staging_folders_of_dead_builds_are_removed_and_live_ones_kept(tmp_path)
     out = tmp_path / "rep"
     out.mkdir()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = out / f"{reportset.STAGE_PREFIX}{int(dead.stdout)}-deadbeef"
-    live = out / f"{reportset.STAGE_PREFIX}{os.getppid()}-cafecafe"  # the test runner's parent: alive
+    stale = out / f"{reportset.STAGE_PREFIX}deadbeef-{int(dead.stdout)}"
+    live = out / f"{reportset.STAGE_PREFIX}cafecafe-{os.getppid()}"  # the test runner's parent: alive
     for d in (stale, live):
         (d / "plots").mkdir(parents=True)
         (d / "report.html").write_text("half")
