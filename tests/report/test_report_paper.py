@@ -246,13 +246,22 @@ def test_the_readmes_show_the_generated_summary_verbatim(readme, reports):
                                            ("digits-loss-study/soft_ce", "Loss study on the embedded digits: soft_ce"),
                                            ("digits-calibration", "Calibration under shift on the embedded digits, with deep ensembles")])
 def test_the_committed_summary_is_what_the_records_give_today(tmp_path, report, title):
-    """Rebuilt from the committed records alone, the summary, the table and the LaTeX are the committed ones
-    (built without the plots, which none of these files reads)."""
+    """Rebuilt from the committed records and outcomes alone, the summary and the claims are the committed files,
+    and the table, the LaTeX, the Markdown report and the outcomes have the SHA-256 the committed manifest gives
+    (table, LaTeX and Markdown are not kept in git: a rebuild regenerates them; built without the plots, which
+    none of these files reads)."""
+    import hashlib
+    import json
+
     rep = ROOT / "reports" / report
     build_report([rep / "records.jsonl.gz"], tmp_path / "rep", baseline="vanilla", title=title, plots=False)
     assert not (tmp_path / "rep" / "plots").exists()
-    for name in ("summary.md", "claims.md", "table.csv", "report.tex"):
+    for name in ("summary.md", "claims.md"):
         assert (tmp_path / "rep" / name).read_text(encoding="utf-8") == (rep / name).read_text(encoding="utf-8"), name
+    manifest = json.loads((rep / "report-manifest.json").read_text(encoding="utf-8"))["files"]
+    for name in ("table.csv", "report.tex", "report.md", "outcomes.npz", "summary.md", "claims.md"):
+        assert hashlib.sha256((tmp_path / "rep" / name).read_bytes()).hexdigest() == manifest[name], name
+    assert hashlib.sha256((rep / "outcomes.npz").read_bytes()).hexdigest() == manifest["outcomes.npz"]
 
 
 @pytest.mark.slow
@@ -465,3 +474,13 @@ def test_a_sweep_value_is_chosen_on_held_out_validation_and_the_others_are_explo
     assert "hidden_noise prob=0.5" in prim and not {"hidden_noise prob=0.1", "hidden_noise prob=0.9"} & prim
     md = (tmp_path / "rep2" / "report.md").read_text()
     assert "[chosen on validation]" in md.split("### Sweep over prob")[1]
+
+
+def test_the_committed_reports_stay_under_5_mb_without_derived_files():
+    """Issue 43: what a rebuild regenerates is not kept in git (reports/README.md says which files those are), no
+    PDF figure is, and the committed reports weigh at most 5 MB in all."""
+    files = [p for p in (ROOT / "reports").rglob("*") if p.is_file()]
+    derived = [p for p in files if p.name in ("report.html", "report.md", "report.tex", "table.csv", "records.csv",
+                                              "records.jsonl", "index.html") or p.suffix == ".pdf"]
+    assert not derived, derived
+    assert sum(p.stat().st_size for p in files) <= 5_000_000
