@@ -12,12 +12,19 @@ from mmix_eval.errors import UserError, did_you_mean
 from mmix_eval.evaluate.runner import run_evaluation
 
 
-def run_one(config: str | Path, out: str | Path, name: str, device: str | None = None) -> str:
+STAGES = ("all", "train", "evaluate")
+
+
+def run_one(config: str | Path, out: str | Path, name: str, device: str | None = None, stage: str = "all") -> str:
     """Train and evaluate one run of a bench, idempotently: the unit of work every launcher runs.
-    Returns 'done already', 'resumed' or 'trained'. Under a multi-GPU Slurm job (several tasks) it joins
-    the job's process group first, as torchrun would."""
+    Returns 'done already', 'resumed' or 'trained' ('evaluated' for ``stage="evaluate"``). Under a multi-GPU Slurm
+    job (several tasks) it joins the job's process group first, as torchrun would. ``stage``: ``train`` or
+    ``evaluate`` alone (the local launcher runs every training first and the evaluations after, so the last round
+    of trainings does not leave a worker idle); the evaluation reads the checkpoint from disk either way, so the
+    records are the same bytes."""
+    if stage not in STAGES:
+        raise ValueError(f"stage: expected one of {', '.join(STAGES)}, got '{stage}'")
     from mmix_eval import distributed  # torch: loaded in the job only
-    from mmix_eval.training import train
 
     bench = load_bench(config)
     runs = {r.name: r for r in bench.runs}
@@ -31,6 +38,18 @@ def run_one(config: str | Path, out: str | Path, name: str, device: str | None =
         bench.options.device = device
     bench.options.progress = False
     run_dir = out / "runs" / r.name
+    status = "evaluated" if stage == "evaluate" else _train(r, run_dir)
+    if stage == "train":
+        return status
+    run_evaluation([run_dir / "model.safetensors"], bench.plan, out / "results", bench.options,
+                   echo=lambda *_: None, skip_done=True, names=[r.name], labels=[r.label],
+                   sweeps=[r.sweep])
+    return status
+
+
+def _train(r, run_dir: Path) -> str:
+    from mmix_eval.training import train
+
     why = stale(run_dir, r.cfg, r.method)
     if why is None:
         status = "done already"
@@ -42,9 +61,6 @@ def run_one(config: str | Path, out: str | Path, name: str, device: str | None =
         resume = (run_dir / "config.yaml").exists()
         train(r.cfg, run_dir, resume=resume, progress=False)
         status = "resumed" if resume else "trained"
-    run_evaluation([run_dir / "model.safetensors"], bench.plan, out / "results", bench.options,
-                   echo=lambda *_: None, skip_done=True, names=[r.name], labels=[r.label],
-                   sweeps=[r.sweep])
     return status
 
 

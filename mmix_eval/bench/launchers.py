@@ -8,6 +8,7 @@ why), or None when jobs were submitted without waiting for them.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import sys
@@ -44,6 +45,7 @@ class Launch:
     echo: Callable = print
     stages: dict = field(default_factory=dict)  # run -> wall seconds, filled as runs end
     pool: object = None  # the local launcher's worker pool, started early (``start_pool``) so its imports overlap
+    started: object = None  # a threading.Event the local launcher sets when its first task ends
 
 
 def launch(name: str, ctx: Launch, todo: list[Run]) -> dict[str, str] | None:
@@ -129,25 +131,39 @@ def _local(ctx: Launch, todo: list[Run]) -> dict[str, str]:
     failed = {}
     # a pool the bench started is the bench's to close (it draws the report's figures next); one started here, ours
     pool = ctx.pool or start_pool(jobs, device)
+    trained: dict[str, str] = {}
     with tqdm(total=len(todo), desc=f"bench {ctx.bench.name} (local, {jobs} at a time)", unit="run",
               disable=not ctx.progress, dynamic_ncols=True) as bar, (contextlib.nullcontext() if ctx.pool else pool):
-        futures = {pool.submit(_worker_run, str(ctx.config), str(out), r.name, device): r.name for r in todo}
+        # Every training first, each run's evaluation queued behind them as its training ends (the pool's queue is
+        # first in, first out): 9 runs on 2 workers left one idle for a whole last run; now the other worker
+        # evaluates meanwhile.
+        pending = {pool.submit(_worker_run, str(ctx.config), str(out), r.name, device, "train"): (r.name, "train")
+                   for r in todo}
         if ctx.pool is not None:  # a worker with no run left loads the plotting code: the report's figures come next
             for _ in range(jobs):
                 pool.submit(_load_plots)
-        for f in as_completed(futures):
-            rn = futures[f]
+        while pending:
+            f = next(as_completed(pending))
+            rn, stage = pending.pop(f)
+            if ctx.started is not None:
+                ctx.started.set()  # the workers' start-up is over: the report's code may load beside the runs
             try:
                 status, wall, why, notices = f.result()
             except Exception as e:  # noqa: BLE001  (the worker process itself died: killed, out of memory)
                 status, wall, why, notices = "FAILED", 0.0, f"worker process ended: {type(e).__name__}: {e}", []
             for line in notices:  # what the run said about itself (re-training, and why): as an inline run says it
                 bar.write(line, file=sys.stderr)
-            stages[rn] = round(wall, 3)
+            stages[rn] = round(stages.get(rn, 0.0) + wall, 3)
+            if stage == "train" and status != "FAILED":
+                trained[rn] = status
+                bar.set_postfix_str(f"trained {len(trained)}/{len(todo)}")
+                pending[pool.submit(_worker_run, str(ctx.config), str(out), rn, device, "evaluate")] = (rn, "evaluate")
+                continue
             log = out / "logs" / f"{rn}.log"
             if status == "FAILED":
                 failed[rn] = f"{one_line(why)[:500]} (log: {log})"
-            bar.write(f"{rn}: {'failed, ' + failed[rn] if rn in failed else status + ', evaluated'} ({stages[rn]:.1f} s)")
+            said = trained.get(rn, status) + ", evaluated"
+            bar.write(f"{rn}: {'failed, ' + failed[rn] if rn in failed else said} ({stages[rn]:.1f} s)")
             bar.update(1)
     return failed
 
@@ -193,6 +209,21 @@ def _worker_init(slots, gpus: int, n_threads: int) -> None:
     import mmix_eval.bench.job  # noqa: F401  (the training and evaluation code, loaded once per worker)
 
     _warm_up()
+    atexit.register(_leave_now)  # registered after torch's own handlers, so it runs before them
+
+
+def _leave_now() -> None:
+    """A worker leaves without tearing its interpreter down (torch, kornia and netcal took 0.9 s to unload, and the
+    bench's exit waited for both workers). A set-up worker's interpreter exits only after the pool's stop sentinel (a
+    task's exception, KeyboardInterrupt included, is that task's result): every task has returned, each run's files
+    were written atomically before its task returned, and multiprocessing's own finalisers (the result queue's
+    feeder thread) ran before the interpreter's exit began. A crash never reaches here and keeps its exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(0)
 
 
 # What a run imports late, loaded while the bench's preflight runs instead of in each worker's first run (about
@@ -235,17 +266,19 @@ def _load_plots() -> None:
     import mmix_eval.report.plots  # noqa: F401  (matplotlib: the figures a bench's report draws in these workers)
 
 
-def _worker_run(config: str, out: str, name: str, device: str | None) -> tuple[str, float, str, list[str]]:
-    """One run in a worker, its output in OUT/logs/NAME.log: (status, wall seconds, why it failed, its notices)."""
+def _worker_run(config: str, out: str, name: str, device: str | None,
+                stage: str = "all") -> tuple[str, float, str, list[str]]:
+    """One run (or one ``stage`` of it: ``run_one``) in a worker, its output in OUT/logs/NAME.log (an evaluation
+    appends to its training's): (status, wall seconds, why it failed, its notices)."""
     import contextlib
 
     log = Path(out) / "logs" / f"{name}.log"
     t0 = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as fh, contextlib.redirect_stdout(fh):
+    with open(log, "a" if stage == "evaluate" else "w", encoding="utf-8") as fh, contextlib.redirect_stdout(fh):
         err = _Notices(fh, f"{name}: ")
         with contextlib.redirect_stderr(err):
             try:
-                return run_one(config, out, name, device), time.perf_counter() - t0, "", err.lines
+                return run_one(config, out, name, device, stage), time.perf_counter() - t0, "", err.lines
             except Exception as e:  # noqa: BLE001  (any failure of one run: the bench goes on and says so)
                 traceback.print_exc(file=fh)
                 text = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"

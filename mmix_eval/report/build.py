@@ -29,6 +29,7 @@ from mmix_eval.report.provenance import evaluation_warnings, nonfinite_notes, pr
 from mmix_eval.report.render import (render_claims, render_html, render_latex, render_markdown, render_summary, write_csv_table,
                                      write_sweep_csv)
 from mmix_eval.report.sections import Note, SectionContext, section_for
+from mmix_eval.report.sections.call import call_section
 from mmix_eval.report.table import aggregate, caveats, check_duplicates, comparable_groups, describe_group, evaluator_order
 from mmix_eval.report.sweep import sweep_choices
 from mmix_eval.report.view import STILL_FALLING, MainSpec, build_view, not_converged
@@ -128,9 +129,9 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     titles = {str(s.evaluator): s.title for s in sections}  # a section's own title heads its table
     table.sections = [(k, titles.get(k, t) if k != "comparison" else t, idx) for k, t, idx in table.sections]
     for s in sections:
-        notes += _section_call(s, "add_rows", ctx, list)
+        notes += call_section(s, "add_rows", ctx, list)
     table.caveats = caveats(table, rows, labels)  # after the sections' rows: indices are final
-    notes += list(dict.fromkeys(n for s in sections for n in _section_call(s, "notes", ctx, list)))  # one check may
+    notes += list(dict.fromkeys(n for s in sections for n in call_section(s, "notes", ctx, list)))  # one check may
     # serve two evaluators
     chosen, sweep_notes = sweep_choices(table, results.costs)
     table.chosen = set(chosen.values())
@@ -138,6 +139,18 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     swept = {c for c, (base, _) in table.sweeps.items() if base in chosen and c != chosen[base]}
     if family is not None and family.default:
         family.exploratory_columns = frozenset(swept)
+    # The figures before the claims, so that a pool draws them while this process computes the claims. Each batch
+    # drawn to files (and closed) before the next is made: 20 columns x 7 evaluators held dozens of open figures at
+    # once. Without plots: text only.
+    draw = Renderer(pdf_plots, pool)
+    for s in sections if plots else []:
+        draw.add_section(s, ctx)
+    if plots:
+        for name, fig in sweep_figures(table, COLORS).items():
+            draw.add(name, fig)
+        curves = training_curves(table, results.costs)
+        if curves is not None:
+            draw.add("training-curves", curves)
     paired = baseline is not None and len(table.methods) > 1
     pair_notes: list[str] = []
     found = comparisons(table, baseline, results.outcomes, results.detail, family, pair_notes) if paired else []
@@ -148,16 +161,6 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     check_results = run_checks(table, checks or [])
     title = title or f"mmix-eval report: {', '.join(table.context['data'])}, {', '.join(table.context['model'])}"
     out = Path(out)
-    draw = Renderer(pdf_plots, pool)  # each batch of figures drawn to files (and closed) before the next is made:
-    for s in sections if plots else []:  # 20 columns x 7 evaluators held dozens of open figures at once. Without
-        for name, fig in _section_call(s, "figures", ctx, dict).items():  # plots: text only
-            draw.add(name, fig)
-    if plots:
-        for name, fig in sweep_figures(table, COLORS).items():
-            draw.add(name, fig)
-        curves = training_curves(table, results.costs)
-        if curves is not None:
-            draw.add("training-curves", curves)
     prov = provenance(results, extra_provenance)
     notes += thread_notes(prov)
     for m, runs in not_converged(table, results.costs).items():
@@ -193,25 +196,6 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
     swap_in(stage, out, drop=("sweep.csv",))  # a report rebuilt without a sweep keeps no stale one
     return {"table": table, "checks": check_results, "bad": results.bad, "out": out, "comparisons": found,
             "view": view}
-
-
-def _section_call(section, name: str, ctx, kind: type):
-    """A section's ``add_rows`` / ``notes`` (a list of strings) or ``figures`` (a dict of name -> matplotlib figure),
-    checked: a plugin section that raises or returns another type is one line naming it, before anything is written."""
-    from matplotlib.figure import Figure
-
-    where = f"report section {type(section).__module__}:{type(section).__qualname__} ({name}, evaluator '{section.evaluator}')"
-    try:
-        got = getattr(section, name)(ctx)
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"{where}: failed ({type(e).__name__}: {str(e)[:200]})") from None
-    if kind is list and not (isinstance(got, list) and all(isinstance(n, str) for n in got)):
-        raise UserError(f"{where}: expected a list of strings, got {type(got).__name__}")
-    if kind is dict and not (isinstance(got, dict) and all(isinstance(k, str) and isinstance(v, Figure) for k, v in got.items())):
-        raise UserError(f"{where}: expected a dict of name -> matplotlib figure, got {type(got).__name__}")
-    return got
 
 
 def _check_writable(out: Path) -> None:

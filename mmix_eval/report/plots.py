@@ -74,10 +74,40 @@ class Renderer:
     """Draws figures to files: here, one after the other (``figure_files``), or, given a process pool (the bench's
     workers, idle once every run is done), in those processes while this one goes on building the tables: a figure
     is pickled (matplotlib supports it) and drawn there; the same bytes as here (a test checks). A figure that does
-    not pickle (a plugin section's own artists) is drawn here. ``files()`` waits for every figure, in order."""
+    not pickle (a plugin section's own artists) is drawn here. A report section's figures are made in the pool too
+    (``add_section``). ``files()`` waits for every figure, in order; what a dead worker did not draw is drawn here."""
 
     def __init__(self, pdf: bool = False, pool=None):
         self.pdf, self.pool, self._parts = pdf, pool, []
+        self._context = None  # (context, its pickle): pickled once for every section
+
+    def add_section(self, section, ctx) -> None:
+        """A report section's figures (``figures(ctx)``, checked by ``call_section``): made and drawn in the pool
+        where the section and its context pickle (making them took 1-2 s of the bench's report in this process,
+        while the workers waited), else made here."""
+        import pickle
+
+        from mmix_eval.report.sections.call import call_section
+
+        def here() -> dict[str, bytes]:
+            out = {}
+            for name, fig in call_section(section, "figures", ctx, dict).items():
+                out.update(figure_files(name, fig, self.pdf))
+            return out
+
+        if self.pool is not None:
+            try:
+                if self._context is None or self._context[0] is not ctx:
+                    self._context = (ctx, pickle.dumps(ctx))
+                blob = pickle.dumps(section)
+                self._parts.append((self.pool.submit(_section_files, blob, self._context[1], self.pdf), here))
+                return
+            except BrokenExecutor:
+                pass
+            except Exception:  # noqa: BLE001  (a plugin section or context that does not pickle: made here)
+                pass
+        for name, fig in call_section(section, "figures", ctx, dict).items():
+            self.add(name, fig)
 
     def add(self, name: str, fig) -> None:
         if self.pool is not None:
@@ -90,7 +120,8 @@ class Renderer:
             if blob is not None:
                 plt.close(fig)
                 try:
-                    self._parts.append((self.pool.submit(_draw_pickled, name, blob, self.pdf), name, blob))
+                    self._parts.append((self.pool.submit(_draw_pickled, name, blob, self.pdf),
+                                        lambda: _draw_pickled(name, blob, self.pdf)))
                 except BrokenExecutor:  # a worker died (killed, out of memory): drawn here
                     self._parts.append(_draw_pickled(name, blob, self.pdf))
                 return
@@ -102,12 +133,25 @@ class Renderer:
             if isinstance(part, dict):
                 out.update(part)
                 continue
-            future, name, blob = part
+            future, here = part
             try:
                 out.update(future.result())
-            except BrokenExecutor:
-                out.update(_draw_pickled(name, blob, self.pdf))
+            except BrokenExecutor:  # a worker died: drawn here
+                out.update(here())
         return out
+
+
+def _section_files(section_blob: bytes, context_blob: bytes, pdf: bool) -> dict[str, bytes]:
+    """In a worker: a report section's figures made from its pickled context and drawn to files."""
+    import pickle
+
+    from mmix_eval.report.sections.call import call_section
+
+    section, ctx = pickle.loads(section_blob), pickle.loads(context_blob)  # noqa: S301  (this bench's own pickles)
+    out = {}
+    for name, fig in call_section(section, "figures", ctx, dict).items():
+        out.update(figure_files(name, fig, pdf))
+    return out
 
 
 def _draw_pickled(name: str, blob: bytes, pdf: bool) -> dict[str, bytes]:

@@ -68,7 +68,8 @@ def test_a_figure_that_shows_some_columns_keeps_the_baseline_and_the_users_own(t
 
 @pytest.mark.slow
 def test_figures_drawn_in_worker_processes_are_the_bytes_drawn_here_and_an_unpicklable_one_is_drawn_here(tmp_path):
-    """Issue 43: a bench's idle workers draw its report's figures (``Renderer`` with a pool): the same files."""
+    """Issue 43: a bench's idle workers make and draw its report's figures (``Renderer`` with a pool): the same
+    files as made here."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -88,6 +89,25 @@ def test_figures_drawn_in_worker_processes_are_the_bytes_drawn_here_and_an_unpic
         draw.add("local", fig)
         assert isinstance(draw._parts[0], dict)  # drawn in this process
         assert draw.files()["local.png"][:8] == b"\x89PNG\r\n\x1a\n"
+        # a section's figures are made in a worker; one whose class does not pickle is made here, and a failing
+        # one is the usual one line, raised here when its figures are collected
+        from mmix_eval.errors import UserError
+        from mmix_eval.report.sections import ReportSection, SectionContext
+
+        class Local(ReportSection):  # defined in a function: does not pickle
+            def figures(self, ctx):
+                f, a = plt.subplots()
+                a.plot([0, 1], [1, 0])
+                return {"mine": f}
+
+        draw = Renderer(pool=pool)
+        draw.add_section(Local("x"), SectionContext(None, [], {}, None))
+        assert sorted(draw.files()) == ["mine.png"]
+        draw = Renderer(pool=pool)
+        draw.add_section(ReportSection("deformations"), SectionContext(None, [], {}, None))
+        assert not isinstance(draw._parts[0], dict)  # submitted to a worker
+        with pytest.raises(UserError, match="report section .*ReportSection.*figures.*failed"):
+            draw.files()
     names = sorted(p.name for p in (here / "plots").iterdir())
     assert names and names == sorted(p.name for p in (there / "plots").iterdir())
     for name in names:
