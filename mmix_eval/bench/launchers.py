@@ -175,11 +175,9 @@ def start_pool(jobs: int, device: str | None):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    import torch  # loaded only to count the GPUs
-
     from mmix_eval import threads as thread_setting
 
-    gpus = torch.cuda.device_count() if device != "cpu" else 0
+    gpus = 0 if device == "cpu" or not _may_have_gpus() else _cuda_count()
     n_threads, _ = thread_setting.resolve(None)  # the run's threads: 1 unless the user said otherwise (recorded)
     spawn = mp.get_context("spawn")
     slots = spawn.Queue()
@@ -189,6 +187,20 @@ def start_pool(jobs: int, device: str | None):
     for _ in range(jobs):
         pool.submit(_ready)  # each submit starts a worker while none is idle
     return pool
+
+
+def _may_have_gpus() -> bool:
+    """False where no GPU can be: Linux without NVIDIA's or AMD's device nodes (then torch, 1.2 s, is not loaded
+    here before the workers start). Elsewhere, and wherever the nodes exist, torch counts them."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd"))
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _ready() -> bool:

@@ -30,7 +30,7 @@ from mmix_eval.io import FolderLock, atomic_write_text
 
 def run_bench(config: str | Path, out: str | Path, progress: bool = True, device: str | None = None, echo=print,
               launcher: str | None = None, wait: bool = True, report_only: bool = False,
-              submitit_cluster: str | None = None, **resources) -> dict | None:
+              submitit_cluster: str | None = None, threads: int | str | None = None, **resources) -> dict | None:
     """Run every run of the bench with a launcher, then build the report from what is finished.
 
     auto (default): local when more than one run can go at a time (``auto_jobs``), else inline. inline: one after
@@ -59,6 +59,7 @@ def run_bench(config: str | Path, out: str | Path, progress: bool = True, device
         from mmix_eval.bench.launchers import start_pool
 
         pool = start_pool(max(1, min(res["jobs"], len(bench.runs))), device)  # workers start while the preflight runs
+    apply_threads(threads)  # before this process runs any torch (the preflight, the ensembles, an inline run)
     try:
         if launcher == "slurm" and not report_only:
             require_submitit()  # a missing package fails before anything is written
@@ -73,6 +74,16 @@ def run_bench(config: str | Path, out: str | Path, progress: bool = True, device
     finally:
         if pool is not None:  # every run and figure is written (or the bench stopped): the workers may go
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def apply_threads(flag: int | str | None = None) -> None:
+    """This process's torch threads (``threads.apply``: --threads, exported as MMIX_EVAL_THREADS by the command
+    line, else the environment, else 1) and allocator (``memory.py``), before it runs any torch. ``bench`` calls it
+    after spawning its workers (they set their own), every other torch command at its start."""
+    from mmix_eval import memory, threads  # ctypes: loaded for the commands that run torch
+
+    threads.apply(flag)
+    memory.apply()  # freed tensor memory kept for the next batch (see memory.py)
 
 
 def _preload_report(started: threading.Event) -> None:

@@ -64,11 +64,12 @@ def _threads(args) -> None:
     if flag is not None:
         threads.resolve(flag)  # a bad value fails here, as a one-line error
         os.environ["MMIX_EVAL_THREADS"] = str(flag)
+    if args.command == "bench":  # set by the bench itself once its workers are spawned (torch: 1.2 s), so that
+        return                     # their start-up does not wait for this process's (bench.run.apply_threads)
     if args.command in TORCH_COMMANDS or hasattr(args, "option_flags"):
-        from mmix_eval import memory  # ctypes: loaded for the commands that run torch
+        from mmix_eval.bench.run import apply_threads
 
-        threads.apply(flag)
-        memory.apply()  # freed tensor memory kept for the next batch (see memory.py)
+        apply_threads(flag)
 
 
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}

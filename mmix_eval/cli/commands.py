@@ -138,7 +138,10 @@ def _report_outcome(result) -> int:
 
 def cmd_bench(args) -> int:
     from mmix_eval.bench import dry_run, run_bench, run_one  # numpy and yaml: loaded for this command, --help stays fast
+    from mmix_eval.bench.run import apply_threads
 
+    if args.dry_run or args.only:  # torch in this process from the start (run_bench sets it after its workers)
+        apply_threads(args.threads)
     if args.dry_run:
         dry_run(args.config, args.out, args.device)
         return 0
@@ -153,7 +156,7 @@ def cmd_bench(args) -> int:
                        wait=not args.no_wait, report_only=args.report_only, submitit_cluster=args.submitit_cluster,
                        jobs=args.jobs, partition=args.partition, gpus_per_run=args.gpus_per_run,
                        cpus_per_run=args.cpus_per_run, mem_gb=args.mem_gb, timeout_min=args.timeout_min,
-                       max_parallel=args.max_parallel)
+                       max_parallel=args.max_parallel, threads=args.threads)
     if result is None:  # submitted, not waiting
         return 0
     code = _report_outcome(result)
