@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Decoded-image caches and torchvision roots go to a temporary folder, never ~/.cache."""
     monkeypatch.setenv("MMIX_EVAL_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("MMIX_EVAL_DATA", str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture
+def shared_decode_cache(tmp_path_factory, monkeypatch):
+    """For the tests that read the real CIFAR-10 archive (../shared/data): one decoded-image cache for the whole
+    test run, shared by pytest-xdist's workers (the cache locks its root), instead of one per test. Decoding the
+    60,000 JPEGs takes about 17 s, and three slow tests each did it. Whichever runs first still decodes the real
+    archive; the decode and its cache are tested on their own in tests/reliability/test_decode_cache.py."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-decode-cache"
+    root.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("MMIX_EVAL_CACHE", str(root))
+    return root
 
 
 @pytest.fixture(autouse=True)

@@ -85,7 +85,7 @@ def test_shipped_bench_configs_load():
 
 
 @pytest.mark.slow
-def test_cpu_sized_cifar10_bench_end_to_end(tmp_path, capsys, monkeypatch):
+def test_cpu_sized_cifar10_bench_end_to_end(tmp_path, capsys, monkeypatch, shared_decode_cache):
     """As a user runs it: the default launcher, one worker process per free core (conftest's MMIX_EVAL_JOBS=1 off)."""
     monkeypatch.delenv("MMIX_EVAL_JOBS")
     if not ARCHIVE.exists():

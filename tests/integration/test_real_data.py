@@ -26,7 +26,7 @@ def archive():
 
 
 @pytest.mark.slow
-def test_smallnet_on_cifar10_subset_is_well_above_chance(archive, tmp_path, capsys):
+def test_smallnet_on_cifar10_subset_is_well_above_chance(archive, tmp_path, capsys, shared_decode_cache):
     out = tmp_path / "run"
     code = main(["train", "--data", f"imagefolder:{archive}", "--train-limit", "5000", "--test-limit", "1000",
                  "--model", "smallnet", "--set", "model.kwargs={width: 16}", "--method", "vanilla",

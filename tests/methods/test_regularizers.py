@@ -464,7 +464,7 @@ def test_torchvision_state_dict_evaluates_and_is_labelled_by_its_file(tmp_path, 
 
 
 @pytest.mark.slow
-def test_official_state_dict_through_every_evaluator_on_real_cifar10(tmp_path, capsys):
+def test_official_state_dict_through_every_evaluator_on_real_cifar10(tmp_path, capsys, shared_decode_cache):
     """The issue's command, on the shared CIFAR-10 JPEGs: a state dict with exactly the official PreActResNet18
     key set, its normalisation the official layout's default, through every built-in evaluator and a report."""
     archive = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
