@@ -229,6 +229,16 @@ def apply(flag: int | str | None = None, jobs: int = 1) -> tuple[int, str]:
     return n, source
 
 
+def prepare_torch(flag: int | str | None = None) -> None:
+    """This process's torch threads (``apply``) and allocator (``memory.py``), before it runs any torch. ``bench``
+    calls it after spawning its workers (they set their own; torch's import here would delay them), every other
+    torch command at its start (``cli._threads``)."""
+    from mmix_eval import memory  # ctypes: loaded for the commands that run torch
+
+    apply(flag)
+    memory.apply()  # freed tensor memory kept for the next batch (see memory.py)
+
+
 def applied() -> dict:
     """What this process set (empty if it never applied a count), with the decision's inputs and the OpenMP
     runtime settings: recorded in provenance."""

@@ -25,6 +25,7 @@ from mmix_eval.bench.plan import Bench, load_bench
 from mmix_eval.bench.status import complete, finished, stale
 from mmix_eval.bench.status import epochs_done as read_epochs_done
 from mmix_eval.errors import UserError
+from mmix_eval import threads as thread_setting
 from mmix_eval.io import FolderLock, atomic_write_text
 
 
@@ -59,7 +60,7 @@ def run_bench(config: str | Path, out: str | Path, progress: bool = True, device
         from mmix_eval.bench.launchers import start_pool
 
         pool = start_pool(max(1, min(res["jobs"], len(bench.runs))), device)  # workers start while the preflight runs
-    apply_threads(threads)  # before this process runs any torch (the preflight, the ensembles, an inline run)
+    thread_setting.prepare_torch(threads)  # before this process runs torch (the preflight, ensembles, an inline run)
     try:
         if launcher == "slurm" and not report_only:
             require_submitit()  # a missing package fails before anything is written
@@ -74,16 +75,6 @@ def run_bench(config: str | Path, out: str | Path, progress: bool = True, device
     finally:
         if pool is not None:  # every run and figure is written (or the bench stopped): the workers may go
             pool.shutdown(wait=False, cancel_futures=True)
-
-
-def apply_threads(flag: int | str | None = None) -> None:
-    """This process's torch threads (``threads.apply``: --threads, exported as MMIX_EVAL_THREADS by the command
-    line, else the environment, else 1) and allocator (``memory.py``), before it runs any torch. ``bench`` calls it
-    after spawning its workers (they set their own), every other torch command at its start."""
-    from mmix_eval import memory, threads  # ctypes: loaded for the commands that run torch
-
-    threads.apply(flag)
-    memory.apply()  # freed tensor memory kept for the next batch (see memory.py)
 
 
 def _preload_report(started: threading.Event) -> None:

@@ -65,11 +65,9 @@ def _threads(args) -> None:
         threads.resolve(flag)  # a bad value fails here, as a one-line error
         os.environ["MMIX_EVAL_THREADS"] = str(flag)
     if args.command == "bench":  # set by the bench itself once its workers are spawned (torch: 1.2 s), so that
-        return                     # their start-up does not wait for this process's (bench.run.apply_threads)
+        return                     # their start-up does not wait for this process's (threads.prepare_torch)
     if args.command in TORCH_COMMANDS or hasattr(args, "option_flags"):
-        from mmix_eval.bench.run import apply_threads
-
-        apply_threads(flag)
+        threads.prepare_torch(flag)
 
 
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}

@@ -138,10 +138,10 @@ def _report_outcome(result) -> int:
 
 def cmd_bench(args) -> int:
     from mmix_eval.bench import dry_run, run_bench, run_one  # numpy and yaml: loaded for this command, --help stays fast
-    from mmix_eval.bench.run import apply_threads
+    from mmix_eval import threads
 
     if args.dry_run or args.only:  # torch in this process from the start (run_bench sets it after its workers)
-        apply_threads(args.threads)
+        threads.prepare_torch(args.threads)
     if args.dry_run:
         dry_run(args.config, args.out, args.device)
         return 0

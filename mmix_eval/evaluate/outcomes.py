@@ -45,14 +45,16 @@ LAYOUT = np.array([2], dtype=np.int64)  # write_many's stacked layout (1: one me
 
 def quantise(boot: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(B, k) replicates -> (int8 (B, k), int8 (k,) exponents e): value = q · 2**e, |q| ≤ 127, each column's step the
-    smallest power of two that fits its largest deviation. None where a replicate is not finite (no interval can
-    rest on it). Quantising a dequantised array gives back the same values exactly."""
+    smallest power of two that fits its largest deviation. None where a replicate is not finite or beyond
+    127 · 2**126 (no interval can rest on it). Quantising a dequantised array gives back the same values exactly."""
     a = np.asarray(boot, dtype=np.float64)
     if not np.isfinite(a).all():
         return None
     top = np.abs(a).max(axis=0) if len(a) else np.zeros(a.shape[1:])
     exp = np.where(top > 0, np.ceil(np.log2(np.maximum(top, 1e-300) / 127.0)), 0.0)
-    exp = np.clip(exp, -126, 126)
+    if (exp > 126).any():
+        return None
+    exp = np.maximum(exp, -126)  # deviations below 2**-126: stored as 0
     q = np.clip(np.rint(a / np.exp2(exp)), -127, 127)
     return q.astype(np.int8), exp.astype(np.int8)
 
@@ -266,7 +268,7 @@ def read_many_detail(path: Path) -> tuple[dict, dict]:
             for n, k, indices in keyed("keys", "subset_of", 3):
                 size = (len(indices) + 7) // 8
                 packed = cut.take(size) if stacked else z[f"bits{n}"]
-                out[k] = (indices, _bits(packed, len(indices), f"bits{n}"))
+                out[k] = (indices, _bits(packed, len(indices), f"bits[{n}]" if stacked else f"bits{n}"))
             if stacked and not cut.done():
                 raise ValueError("'bits' holds more bytes than its conditions' images")
             if "dkeys" in z.files:

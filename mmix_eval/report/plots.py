@@ -87,27 +87,16 @@ class Renderer:
         while the workers waited), else made here."""
         import pickle
 
-        from mmix_eval.report.sections.call import call_section
-
-        def here() -> dict[str, bytes]:
-            out = {}
-            for name, fig in call_section(section, "figures", ctx, dict).items():
-                out.update(figure_files(name, fig, self.pdf))
-            return out
-
         if self.pool is not None:
             try:
                 if self._context is None or self._context[0] is not ctx:
                     self._context = (ctx, pickle.dumps(ctx))
-                blob = pickle.dumps(section)
-                self._parts.append((self.pool.submit(_section_files, blob, self._context[1], self.pdf), here))
+                future = self.pool.submit(_section_files, pickle.dumps(section), self._context[1], self.pdf)
+                self._parts.append((future, lambda: section_figure_files(section, ctx, self.pdf)))
                 return
-            except BrokenExecutor:
+            except Exception:  # noqa: BLE001  (a section or context that does not pickle, a dead pool: made here)
                 pass
-            except Exception:  # noqa: BLE001  (a plugin section or context that does not pickle: made here)
-                pass
-        for name, fig in call_section(section, "figures", ctx, dict).items():
-            self.add(name, fig)
+        self._parts.append(section_figure_files(section, ctx, self.pdf))
 
     def add(self, name: str, fig) -> None:
         if self.pool is not None:
@@ -141,17 +130,22 @@ class Renderer:
         return out
 
 
-def _section_files(section_blob: bytes, context_blob: bytes, pdf: bool) -> dict[str, bytes]:
-    """In a worker: a report section's figures made from its pickled context and drawn to files."""
-    import pickle
+def section_figure_files(section, ctx, pdf: bool) -> dict[str, bytes]:
+    """A report section's figures (``figures(ctx)``, checked by ``call_section``), made and drawn to files."""
+    from mmix_eval.report.sections.call import call_section  # at call time: the sections import this module
 
-    from mmix_eval.report.sections.call import call_section
-
-    section, ctx = pickle.loads(section_blob), pickle.loads(context_blob)  # noqa: S301  (this bench's own pickles)
     out = {}
     for name, fig in call_section(section, "figures", ctx, dict).items():
         out.update(figure_files(name, fig, pdf))
     return out
+
+
+def _section_files(section_blob: bytes, context_blob: bytes, pdf: bool) -> dict[str, bytes]:
+    """In a worker: ``section_figure_files`` of a pickled section and context."""
+    import pickle
+
+    section, ctx = pickle.loads(section_blob), pickle.loads(context_blob)  # noqa: S301  (this bench's own pickles)
+    return section_figure_files(section, ctx, pdf)
 
 
 def _draw_pickled(name: str, blob: bytes, pdf: bool) -> dict[str, bytes]:

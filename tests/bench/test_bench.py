@@ -142,3 +142,12 @@ def test_a_sweep_key_no_method_takes_names_a_plugins_arguments_not_an_unknown_me
     with pytest.raises(UserError, match=r"sweep 'sgima': expected a setting of one of the bench's methods .*"
                                         r"vanilla: loss; noisy:InputNoise: sigma, prob, loss"):
         load_bench(cfg)
+
+
+def test_run_one_refuses_an_unknown_stage_before_reading_anything(tmp_path):
+    """The local launcher runs ``train`` and ``evaluate`` as two tasks; any other stage is a programming error,
+    said before the config (here: not even there) is read."""
+    from mmix_eval.bench import run_one
+
+    with pytest.raises(ValueError, match="stage: expected one of all, train, evaluate, got 'eval'"):
+        run_one(tmp_path / "missing.yaml", tmp_path / "out", "vanilla-s0", stage="eval")

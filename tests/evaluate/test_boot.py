@@ -133,6 +133,9 @@ def test_quantised_replicates_are_stable_and_keep_the_paired_standard_error():
     zero = np.zeros((BOOT_RESAMPLES, 3))
     assert np.array_equal(dequantise(*quantise(zero)), zero)
     assert quantise(np.full((BOOT_RESAMPLES, 3), np.nan)) is None and quantise(np.array([[np.inf, 0, 0]])) is None
+    assert quantise(np.array([[1e45, 0.0, 0.0]])) is None  # beyond 127 * 2**126: never clipped silently
+    tiny = dequantise(*quantise(np.array([[1e-45, 2.0 ** -120, 0.0]])))
+    assert tiny.tolist() == [[0.0, 2.0 ** -120, 0.0]]  # below the smallest step: 0; 2**-120 kept exactly
     common = rng.normal(size=(BOOT_RESAMPLES, 3)) * 0.05
     a = common + rng.normal(size=common.shape) * 0.05 * np.sqrt(0.05)
     b = common + rng.normal(size=common.shape) * 0.05 * np.sqrt(0.05)
