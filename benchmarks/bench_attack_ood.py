@@ -79,7 +79,7 @@ def main() -> int:
           f"still robust)")
 
     ins = data(a.ood_images, 1)
-    from mmix_eval.evaluate.ood import ood_images
+    from mmix_eval.evaluate.evaluators.ood import ood_images
     from mmix_eval.evaluate.passes import logits_of
 
     outs = Images(ood_images("noise:uniform", a.ood_images, (3, 32, 32), 0), torch.zeros(a.ood_images))

@@ -17,7 +17,7 @@ import torch
 
 from mmix_eval import memory
 from mmix_eval.evaluate import boot, metrics
-from mmix_eval.evaluate.deformations import evaluate_deformations
+from mmix_eval.evaluate.evaluators.deformations.evaluator import evaluate_deformations
 from mmix_eval.evaluate.outcomes import pack
 from mmix_eval.evaluate.target import target_from_module
 from mmix_eval.models.factory import create_model

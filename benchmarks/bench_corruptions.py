@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from mmix_eval.evaluate.base import EvalOptions, get_evaluator, run_evaluator
-from mmix_eval.evaluate.corrupt import BENCHMARK, GENERATED
+from mmix_eval.evaluate.evaluators.corruptions.corrupt import BENCHMARK, GENERATED
 from mmix_eval.evaluate.images import Images
 from mmix_eval.evaluate.target import Target
 from mmix_eval.models import create_model

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from scipy.ndimage import affine_transform
 
-from mmix_eval.evaluate.geometry import rotation_matrices, shear_matrices, warp, zoom_matrices
+from mmix_eval.evaluate.evaluators.deformations.geometry import rotation_matrices, shear_matrices, warp, zoom_matrices
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = [("rotation", 7.0), ("rotation", -23.0), ("rotation", 40.0), ("shear", 10.0), ("shear", -28.6),

@@ -65,14 +65,14 @@ DATASETS: Registry = Registry("data set", "mmix_eval.datasets", {
 
 # In this order in reports; the help is the evaluator's own (`ls evaluators` imports them for their options).
 EVALUATORS: Registry = Registry("evaluator", "mmix_eval.evaluators", {
-    "deformations": ("mmix_eval.evaluate.deformations:Deformations", ""),
-    "fgsm": ("mmix_eval.evaluate.fgsm:FGSM", ""),
-    "calibration": ("mmix_eval.evaluate.calibration:Calibration", ""),
-    "corruptions": ("mmix_eval.evaluate.corruptions:Corruptions", ""),
-    "spectra": ("mmix_eval.evaluate.spectra:Spectra", ""),
-    "ood": ("mmix_eval.evaluate.ood:OOD", ""),
-    "attack": ("mmix_eval.evaluate.attack:Attack", ""),
-    "shift": ("mmix_eval.evaluate.shift:Shift", ""),
+    "deformations": ("mmix_eval.evaluate.evaluators.deformations.evaluator:Deformations", ""),
+    "fgsm": ("mmix_eval.evaluate.evaluators.attacks.fgsm:FGSM", ""),
+    "calibration": ("mmix_eval.evaluate.evaluators.calibration:Calibration", ""),
+    "corruptions": ("mmix_eval.evaluate.evaluators.corruptions.evaluator:Corruptions", ""),
+    "spectra": ("mmix_eval.evaluate.evaluators.spectra:Spectra", ""),
+    "ood": ("mmix_eval.evaluate.evaluators.ood:OOD", ""),
+    "attack": ("mmix_eval.evaluate.evaluators.attacks.attack:Attack", ""),
+    "shift": ("mmix_eval.evaluate.evaluators.shift:Shift", ""),
 })
 
 CALIBRATORS: Registry = Registry("calibrator", "mmix_eval.calibrators", {

@@ -55,7 +55,7 @@ def bottleneck(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def analyse(model, data, uniform: torch.Tensor, grid: torch.Tensor) -> dict:
-    from mmix_eval.evaluate.spectra import spectrum_metrics
+    from mmix_eval.evaluate.evaluators.spectra import spectrum_metrics
 
     model.eval()
     with torch.inference_mode():

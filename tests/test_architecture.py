@@ -103,3 +103,24 @@ def test_the_layer_check_catches_an_upward_import():
     assert layer("mmix_eval.evaluate.target") > layer("mmix_eval.foreign")  # the old foreign -> evaluate.target arrow
     assert layer("mmix_eval.report.build") > layer("mmix_eval.evaluate.records")
     assert layer("mmix_eval.cli") == len(LAYERS) - 1
+
+
+EVALUATORS = "mmix_eval.evaluate.evaluators"
+
+
+def framework_imports_of_evaluators(graph: dict[str, set[str]]) -> list[str]:
+    """Framework modules of evaluate/ (everything outside evaluate/evaluators/) that import an evaluator."""
+    framework = [m for m in graph if m.startswith("mmix_eval.evaluate") and not m.startswith(EVALUATORS)]
+    return [f"{m} imports {d}" for m in framework for d in sorted(graph[m]) if d.startswith(EVALUATORS)]
+
+
+def test_the_evaluate_framework_imports_no_evaluator():
+    graph = module_graph()
+    evaluators = [m for m in graph if m.startswith(EVALUATORS + ".")]
+    assert {"mmix_eval.evaluate.evaluators.ood", "mmix_eval.evaluate.evaluators.attacks.fgsm"} <= set(evaluators)
+    assert not [m for m in graph if m.startswith("mmix_eval.evaluate.") and not m.startswith(EVALUATORS)
+                and m.rsplit(".", 1)[1] in {"ood", "shift", "fgsm", "spectra", "calibration", "deformations"}]
+    found = framework_imports_of_evaluators(graph)
+    assert not found, "the framework imports an evaluator:\n" + "\n".join(found)
+    planted = {**graph, "mmix_eval.evaluate.runner": graph["mmix_eval.evaluate.runner"] | {EVALUATORS + ".ood"}}
+    assert framework_imports_of_evaluators(planted) == [f"mmix_eval.evaluate.runner imports {EVALUATORS}.ood"]

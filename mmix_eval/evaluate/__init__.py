@@ -27,9 +27,9 @@ __all__ = ["SHIFT_METRICS", "EvalOptions", "Shift", "shift_rows", "Evaluator", "
            "run_evaluator", "target_from_module"]
 
 _LAZY = {  # these import torch: loaded on first use
-    "evaluate_deformations": "mmix_eval.evaluate.deformations",
-    "evaluate_fgsm": "mmix_eval.evaluate.fgsm",
-    "evaluate_calibration": "mmix_eval.evaluate.calibration",
+    "evaluate_deformations": "mmix_eval.evaluate.evaluators.deformations.evaluator",
+    "evaluate_fgsm": "mmix_eval.evaluate.evaluators.attacks.fgsm",
+    "evaluate_calibration": "mmix_eval.evaluate.evaluators.calibration",
     "condition_rows": "mmix_eval.evaluate.metrics",
     "Shift": "mmix_eval.evaluate.passes",
     "shift_rows": "mmix_eval.evaluate.passes",

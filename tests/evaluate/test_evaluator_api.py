@@ -18,9 +18,9 @@ from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import PROBABILITY_METRICS, OptionError
 from mmix_eval.evaluate import SHIFT_METRICS, Evaluator, MetricSpec, get_evaluator
-from mmix_eval.evaluate.deformations import evaluate_deformations
-from mmix_eval.evaluate.fgsm import evaluate_fgsm
-from mmix_eval.evaluate.geometry import load_grid, sample_matrices, warp
+from mmix_eval.evaluate.evaluators.deformations.evaluator import evaluate_deformations
+from mmix_eval.evaluate.evaluators.attacks.fgsm import evaluate_fgsm
+from mmix_eval.evaluate.evaluators.deformations.geometry import load_grid, sample_matrices, warp
 from mmix_eval.evaluate.outcomes import pack, read_outcomes, write_outcomes
 from mmix_eval.evaluate.records import read_records
 from mmix_eval.evaluate.target import target_from_module

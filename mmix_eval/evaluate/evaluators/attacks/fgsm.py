@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmix_eval.evaluate.adversarial import AttackName, EpsUnit, Norm, WhiteBoxAttack
+from mmix_eval.evaluate.evaluators.attacks.adversarial import AttackName, EpsUnit, Norm, WhiteBoxAttack
 from mmix_eval.evaluate.base import EvalOptions, run_evaluator
 
 

@@ -13,8 +13,8 @@ import torch
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import EvalOptions, OptionError, get_evaluator, run_evaluator
-from mmix_eval.evaluate.corrupt import GENERATED, PARAMS, corrupt, disk_kernel
-from mmix_eval.evaluate.corruption_files import CorruptionFiles
+from mmix_eval.evaluate.evaluators.corruptions.corrupt import GENERATED, PARAMS, corrupt, disk_kernel
+from mmix_eval.evaluate.evaluators.corruptions.files import CorruptionFiles
 from mmix_eval.evaluate.images import Images
 from mmix_eval.evaluate.records import read_records, record
 from mmix_eval.evaluate.target import Target
@@ -279,7 +279,7 @@ def test_generated_corruptions_equal_make_cifar_c_pixel_for_pixel_on_the_committ
 
 def test_corruption_rounding_is_truncation_of_the_float64_result():
     """np.uint8 truncates: a value a few ulps below a level goes down, one exactly on it stays."""
-    from mmix_eval.evaluate.corrupt import to_uint8_levels
+    from mmix_eval.evaluate.evaluators.corruptions.corrupt import to_uint8_levels
 
     x = torch.tensor([51 / 255, 0.2, np.nextafter(0.2, 0), 1.5, -0.1, 254.999999 / 255], dtype=torch.float64)
     got = (to_uint8_levels(x) * 255).round().to(torch.int64).tolist()
@@ -290,7 +290,7 @@ def test_corruption_rounding_is_truncation_of_the_float64_result():
 def test_image_means_are_numpys_per_image_means_bitwise():
     """Contrast's mean over the batch equals the generator's np.mean(img, axis=(0, 1)) image by image, bit for
     bit, including sizes whose sums round differently from torch's."""
-    from mmix_eval.evaluate.corrupt import image_means
+    from mmix_eval.evaluate.evaluators.corruptions.corrupt import image_means
 
     rng = np.random.default_rng(3)
     for shape in ((7, 32, 32, 3), (3, 17, 29, 3), (2, 64, 64, 1)):
@@ -383,7 +383,7 @@ def test_golden_elastic_warps_and_field_blur_against_scipy():
     from scipy.ndimage import gaussian_filter as scipy_gaussian
     from scipy.ndimage import map_coordinates
 
-    from mmix_eval.evaluate.corrupt import _sample, gaussian_filter
+    from mmix_eval.evaluate.evaluators.corruptions.corrupt import _sample, gaussian_filter
 
     g = np.random.default_rng(0)
     x = g.random((1, 1, 12, 12))
@@ -413,7 +413,7 @@ def test_golden_impulse_and_shot_noise_statistics_at_a_fixed_seed():
 
 
 def test_corruption_means_never_mix_raw_and_calibrated_rows():
-    from mmix_eval.evaluate.corruptions import summary_rows
+    from mmix_eval.evaluate.evaluators.corruptions.evaluator import summary_rows
 
     base = {"run": "r", "evaluator": "corruptions", "settings": {"source": "generated"}}
     rows = []

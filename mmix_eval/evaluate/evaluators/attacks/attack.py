@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmix_eval.evaluate.adversarial import AttackName, WhiteBoxAttack
-from mmix_eval.evaluate.fgsm import FGSMOptions
+from mmix_eval.evaluate.evaluators.attacks.adversarial import AttackName, WhiteBoxAttack
+from mmix_eval.evaluate.evaluators.attacks.fgsm import FGSMOptions
 
 
 @dataclass

@@ -12,7 +12,7 @@ from builders import write_tinyimagenet, write_tinyimagenet_c
 from mmix_eval.cli import main
 from mmix_eval.data import load_data
 from mmix_eval.errors import UserError
-from mmix_eval.evaluate.corruption_files import ImageCorruptionFiles, image_layout, list_image_files
+from mmix_eval.evaluate.evaluators.corruptions.files import ImageCorruptionFiles, image_layout, list_image_files
 from mmix_eval.evaluate.records import read_records
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, OptionError
-from mmix_eval.evaluate.grids import INTERPOLATIONS, RENDERER, load_grid
+from mmix_eval.evaluate.evaluators.deformations.grids import INTERPOLATIONS, RENDERER, load_grid
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Deformations(Evaluator):
         load_grid(options.grid)
 
     def run(self, target, options, common) -> list[dict]:
-        from mmix_eval.evaluate.geometry import sample_matrices, warp
+        from mmix_eval.evaluate.evaluators.deformations.geometry import sample_matrices, warp
         from mmix_eval.evaluate.passes import Shift, shift_rows
 
         grid_name, conditions = load_grid(options.grid)

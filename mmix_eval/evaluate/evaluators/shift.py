@@ -13,14 +13,15 @@ robustness (its distance above that line, Taori et al. 2020). torch loads inside
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mmix_eval.catalog import DATASETS
-from mmix_eval.errors import did_you_mean
+from mmix_eval.errors import UserError, did_you_mean
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, OptionError
+from mmix_eval.evaluate.sources import TestImages, refuse_same
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShiftOptions:
     sets: list[str] = field(default_factory=lambda: ["cifar10.1", "cifar10.2"], metadata={
         "help": "natural-shift test sets: cifar10.1[:PATH], cifar10.2[:PATH], imagefolder:PATH[?image_size=S], "
@@ -44,9 +45,12 @@ class Shift(Evaluator):
     Options = ShiftOptions
     metrics = SHIFT_METRICS
 
-    def validate(self, options) -> None:
+    def resolve(self, options):
         if isinstance(options.sets, str):
-            options.sets = [s.strip() for s in options.sets.split(",") if s.strip()]
+            return replace(options, sets=[s.strip() for s in options.sets.split(",") if s.strip()])
+        return options
+
+    def validate(self, options) -> None:
         if not options.sets:
             raise OptionError("sets", "expected at least one test set, got none")
         for spec in options.sets:
@@ -64,31 +68,19 @@ class Shift(Evaluator):
         """Each set exists, is not the evaluation data itself, and has test images of the model's input shape
         (a set of another shape was refused only after training)."""
         from mmix_eval.data import load_data
-        from mmix_eval.errors import UserError
-        from mmix_eval.evaluate.ood import refuse_same
 
         for spec in options.sets:
             refuse_same(spec, ctx.data, "shift: set", "the evaluation data")
             d = load_data(spec, ctx.common.data_root or ctx.data_root, False, test_limit=2, need_train=False)
-            got = tuple(d.test.x.shape[1:])
-            if ctx.image_shape is not None and got != tuple(ctx.image_shape):
-                c, h, w = got
-                raise UserError(f"shift: set '{spec}' expected images of the model's input, {ctx.image_shape[0]} x "
-                                f"{ctx.image_shape[1]} x {ctx.image_shape[2]} (channels x height x width), got {c} x {h} x {w}"
-                                f"{' (give ?image_size=S to resize image files)' if (h, w) != tuple(ctx.image_shape[1:]) else ''}")
+            if ctx.image_shape is not None:
+                check_shape(spec, tuple(d.test.x.shape[1:]), tuple(ctx.image_shape))
 
     def run(self, target, options, common) -> list[dict]:
         import numpy as np
 
-        from mmix_eval.data import load_data
-        from mmix_eval.errors import UserError
-        from mmix_eval.evaluate.images import Images
         from mmix_eval.evaluate.metrics import condition_rows
-        from mmix_eval.evaluate.ood import image_digests, refuse_same, shared_images
         from mmix_eval.evaluate.passes import clean_logits, logits_of, setup, target_calibration
-        from mmix_eval.evaluate.target import class_lookup
 
-        data = str(target.base.get("data") or "")
         model, device, bs, warn = setup(target, common.device, common.batch_size)
         calibration = target_calibration(target, common.calibrator, model, device, bs)
         warn = "; ".join(filter(None, [warn, target.calibration_note]))
@@ -97,25 +89,9 @@ class Shift(Evaluator):
         rows = condition_rows(base, "clean", clean_logits(target, bs, device), target.test.y, common.bins,
                               "Clean test images", calibration=calibration)
         clean_acc = rows[0]["value"]
-        shape = tuple(target.test.x.shape[1:])
-        seen = None
+        test_images = TestImages(target.test.x)
         for spec in options.sets:
-            refuse_same(spec, data, "shift: set", "the evaluation data")
-            d = load_data(spec, common.data_root, False, need_train=False)
-            if tuple(d.test.x.shape[1:]) != shape:
-                c, h, w = d.test.x.shape[1:]
-                raise UserError(f"shift: set '{spec}' expected images of the model's input, {shape[0]} x {shape[1]} x "
-                                f"{shape[2]} (channels x height x width), got {c} x {h} x {w}"
-                                f"{' (give ?image_size=S to resize image files)' if (h, w) != shape[1:] else ''}")
-            seen = seen if seen is not None else image_digests(target.test.x)  # once per run, not per set
-            same = shared_images(seen, d.test.x)
-            if same * 2 >= len(d.test):  # by content: a copy of the evaluated test images under another name
-                raise UserError(f"shift: set '{spec}' expected images other than the evaluated test images, got "
-                                f"{same} of its {len(d.test)} images identical to them")
-            lut = class_lookup({"data": {"classes": target.classes}} if target.classes else {}, d,
-                               target.settings.get("class_map") or common.class_map)
-            y = lut[d.test.y] if lut is not None else d.test.y
-            images = Images(d.test.x, y)
+            images = shift_images(spec, target, common, test_images)
             logits = logits_of(model, images, bs, device, precision=target.precision)
             name = condition_name(spec)
             # n stays the evaluated test subset's (what the report groups records by); the set's size is a setting
@@ -124,3 +100,31 @@ class Shift(Evaluator):
             got[0]["_indices"] = np.arange(len(images), dtype=np.int64)  # the set's own images, not the test subset
             rows += got
         return rows
+
+
+def check_shape(spec: str, got: tuple, want: tuple) -> None:
+    """A set's images have the model's input shape (C, H, W), or a one-line error saying how to resize them."""
+    if got != want:
+        c, h, w = got
+        raise UserError(f"shift: set '{spec}' expected images of the model's input, {want[0]} x {want[1]} x {want[2]} "
+                        f"(channels x height x width), got {c} x {h} x {w}"
+                        f"{' (give ?image_size=S to resize image files)' if (h, w) != want[1:] else ''}")
+
+
+def shift_images(spec: str, target, common, test_images: TestImages):
+    """A set's test split, checked (not the evaluation data, of the model's input shape, not a copy of the
+    evaluated test images) and labelled in the checkpoint's classes."""
+    from mmix_eval.data import load_data
+    from mmix_eval.evaluate.images import Images
+    from mmix_eval.evaluate.target import class_lookup
+
+    refuse_same(spec, str(target.base.get("data") or ""), "shift: set", "the evaluation data")
+    d = load_data(spec, common.data_root, False, need_train=False)
+    check_shape(spec, tuple(d.test.x.shape[1:]), tuple(target.test.x.shape[1:]))
+    same = test_images.shared(d.test.x)
+    if same * 2 >= len(d.test):  # by content: a copy of the evaluated test images under another name
+        raise UserError(f"shift: set '{spec}' expected images other than the evaluated test images, got "
+                        f"{same} of its {len(d.test)} images identical to them")
+    lut = class_lookup({"data": {"classes": target.classes}} if target.classes else {}, d,
+                       target.settings.get("class_map") or common.class_map)
+    return Images(d.test.x, lut[d.test.y] if lut is not None else d.test.y)

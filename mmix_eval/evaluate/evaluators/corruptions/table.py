@@ -1,6 +1,6 @@
 """The corruption names and the CIFAR parameter table of the benchmark's generator (``make_cifar_c.py``,
 Hendrycks & Dietterich, ICLR 2019), torch-free so that ``--help`` and option checks need no torch. The table,
-severity 1 … 5, is written out in ``mmix_eval/evaluate/corrupt.py``, which implements them."""
+severity 1 … 5, is written out in ``mmix_eval/evaluate/evaluators/corruptions/corrupt.py``, which implements them."""
 
 from __future__ import annotations
 

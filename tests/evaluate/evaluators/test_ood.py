@@ -10,7 +10,7 @@ from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import EvalOptions, OptionError, get_evaluator, run_evaluator
 from mmix_eval.evaluate.images import Images
-from mmix_eval.evaluate.ood import ood_images, ranking_metrics
+from mmix_eval.evaluate.evaluators.ood import ood_images, ranking_metrics
 from mmix_eval.evaluate.records import read_records
 from mmix_eval.evaluate.target import Target
 
@@ -112,7 +112,7 @@ def test_a_deep_ensembles_energy_and_max_logit_come_from_its_members_mean_logits
     """Issue 42: an ensemble's logits are log(mean softmax), whose logsumexp is 0 for every image; its energy and
     max-logit scores are computed from the members' mean logits instead, checked here by hand."""
     from mmix_eval.evaluate.ensemble import Ensemble, MeanLogits
-    from mmix_eval.evaluate.ood import scores
+    from mmix_eval.evaluate.evaluators.ood import scores
 
     class Member(torch.nn.Module):
         def __init__(self, w):

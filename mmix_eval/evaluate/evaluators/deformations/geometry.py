@@ -31,7 +31,7 @@ import zlib
 
 import torch
 
-from mmix_eval.evaluate.grids import (GRIDS, INTERPOLATIONS, KINDS, RENDERER, TABLE4, TABLE9, Deformation,  # noqa: F401
+from mmix_eval.evaluate.evaluators.deformations.grids import (GRIDS, INTERPOLATIONS, KINDS, RENDERER, TABLE4, TABLE9, Deformation,  # noqa: F401
                                       load_grid)
 
 

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmix_eval.evaluate.corruption_table import ALL, BENCHMARK, COLOUR, EXTRA, GENERATED, PARAMS, SEVERITIES  # noqa: F401
+from mmix_eval.evaluate.evaluators.corruptions.table import ALL, BENCHMARK, COLOUR, EXTRA, GENERATED, PARAMS, SEVERITIES  # noqa: F401
 
 
 def param(name: str, severity: int):

@@ -14,7 +14,7 @@ from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import EvalOptions, get_evaluator, run_evaluator
 from mmix_eval.evaluate.images import Images
-from mmix_eval.evaluate.spectra import spectrum_metrics
+from mmix_eval.evaluate.evaluators.spectra import spectrum_metrics
 from mmix_eval.evaluate.target import Target
 from mmix_eval.models import create_model
 

@@ -20,11 +20,12 @@ an MSP or energy threshold keeps, not the max logit's order. torch loads inside 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mmix_eval.catalog import DATASETS
-from mmix_eval.errors import did_you_mean
+from mmix_eval.errors import UserError, did_you_mean
 from mmix_eval.evaluate.base import Evaluator, MetricSpec, OptionError
+from mmix_eval.evaluate.sources import TestImages, preflight_sources, refuse_same
 
 NOISES = ("gaussian", "uniform", "blobs")
 SCORES = ("msp", "max_logit", "energy")
@@ -32,7 +33,7 @@ CALIBRATED_SCORES = ("msp", "energy")  # recorded again after the post-hoc calib
 HIST_BINS = 20
 
 
-@dataclass
+@dataclass(frozen=True)
 class OODOptions:
     ood: list[str] = field(default_factory=lambda: ["noise:gaussian", "noise:uniform", "noise:blobs"], metadata={
         "help": "OOD sources: noise:gaussian|uniform|blobs or data sets (svhn, cifar100, imagefolder:PATH, ...)"})
@@ -48,63 +49,6 @@ def check_source(spec: str) -> None:
     if name not in DATASETS.names() and not sep:  # NAME:ARG may also be a user's module:function
         raise OptionError("ood", f"expected noise:KIND or a data set ({', '.join(DATASETS.names())}), got "
                                  f"'{spec}'{did_you_mean(name, DATASETS.names())}")
-
-
-def resolved(spec: str) -> str:
-    """A data spec with its path resolved (realpath: './odd', 'odd/', an absolute path and a symlink are one) and
-    its decode policy dropped (``PATH?image_size=32`` is the same files as ``PATH``, cropped)."""
-    import os
-
-    name, sep, arg = spec.partition(":")
-    path, q, query = arg.rpartition("?")
-    if not q or "=" not in query:
-        path = arg
-    if sep and path and not name.startswith("noise") and os.path.exists(path):
-        return f"{name}:{os.path.realpath(path)}"
-    return spec
-
-
-def same_source(spec: str, data: str) -> bool:
-    return spec == data or resolved(spec) == resolved(data)
-
-
-def refuse_same(spec: str, data: str, what: str, other: str) -> None:
-    """A data source that is the evaluation data itself (by resolved path) is refused: ``what`` names the option
-    ("ood: source"), ``other`` what it must differ from."""
-    from mmix_eval.errors import UserError
-
-    if data and same_source(spec, data):
-        raise UserError(f"{what} '{spec}' expected data other than {other}, got the evaluation data itself ({data})")
-
-
-def preflight_sources(specs, ctx, what: str, other: str) -> None:
-    """Before a bench trains: each data source loads (two test images) and is not the bench's own data."""
-    from mmix_eval.data import load_data
-
-    for spec in specs:
-        refuse_same(spec, ctx.data, what, other)
-        load_data(spec, ctx.common.data_root or ctx.data_root, False, test_limit=2, need_train=False)
-
-
-def image_digests(x) -> set[bytes]:
-    """One 16-byte BLAKE2b digest per image of a uint8 (N, C, H, W) tensor: images compared by content, a chunk
-    at a time (a memory-mapped test set keeps only the chunk's pages)."""
-    import hashlib
-
-    from mmix_eval.data.mapped import release_pages
-
-    out = set()
-    for chunk in x.split(4096):
-        out.update(hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in chunk.cpu().numpy())
-        release_pages(x, chunk.nbytes)
-    return out
-
-
-def shared_images(seen: set[bytes], b) -> int:
-    """How many images of ``b`` are byte for byte among the images whose ``image_digests`` are ``seen``."""
-    import hashlib
-
-    return sum(hashlib.blake2b(r.tobytes(), digest_size=16).digest() in seen for r in b.cpu().numpy())
 
 
 def ranking_metrics(score_in, score_out) -> dict[str, float]:
@@ -147,9 +91,12 @@ class OOD(Evaluator):
         "hist_out": MetricSpec("share of OOD images in a max-softmax bin", None),
     }
 
-    def validate(self, options) -> None:
+    def resolve(self, options):
         if isinstance(options.ood, str):
-            options.ood = [s.strip() for s in options.ood.split(",") if s.strip()]
+            return replace(options, ood=[s.strip() for s in options.ood.split(",") if s.strip()])
+        return options
+
+    def validate(self, options) -> None:
         if not options.ood:
             raise OptionError("ood", "expected at least one OOD source, got none")
         for spec in options.ood:
@@ -161,76 +108,115 @@ class OOD(Evaluator):
                           "the in-distribution set")
 
     def run(self, target, options, common) -> list[dict]:
-        import numpy as np
-        import torch
-
-        from mmix_eval.errors import UserError
-        from mmix_eval.evaluate.images import Images
-        from mmix_eval.evaluate.passes import clean_logits, logits_of, setup, target_calibration
-        from mmix_eval.evaluate.records import record
+        from mmix_eval.evaluate.passes import clean_logits, setup, target_calibration
 
         data = str(target.base.get("data") or "")
         for spec in options.ood:
             refuse_same(spec, data, "ood: source", "the in-distribution set")
         model, device, bs, warn = setup(target, common.device, common.batch_size)
-        shape = tuple(target.test.x.shape[1:])
-        n = len(target.test)
-        base = {**target.base, "evaluator": self.name, "n": n, "eval_seed": common.seed, "warnings": warn,
+        base = {**target.base, "evaluator": self.name, "n": len(target.test), "eval_seed": common.seed, "warnings": warn,
                 "settings": {**target.settings, "ood_sources": ",".join(options.ood)}}
+        scorer = Scorer(target, model, device, bs)
+        if scorer.ensemble is not None:  # how its scores are defined: a setting of its rows, stated once in the header
+            base["settings"] = {**base["settings"], "ensemble_scores": ENSEMBLE_NOTE.replace("; ", ", ")}
+        z_in = clean_logits(target, bs, device)
+        s_in = scorer.scores(z_in, target.test)
+        fitted = target_calibration(target, common.calibrator, model, device, bs)  # None: 'none' or nothing held out
+        if fitted is None and target.calibration_note:
+            base["warnings"] = "; ".join(filter(None, [base.get("warnings"), target.calibration_note]))
+        test_images = TestImages(target.test.x)
+        rows = []
+        for spec in options.ood:
+            x = ood_images(spec, len(target.test), tuple(target.test.x.shape[1:]), common.seed, common.data_root)
+            check_ood_images(spec, x, test_images)
+            z_out, s_out = scorer.logits_and_scores(x)
+            rows += score_rows(base, spec, s_in, s_out, len(x))
+            if fitted is not None:
+                rows += calibrated_rows(base, spec, fitted, z_in, z_out, len(x), scorer.ensemble is None)
+            rows += histogram_rows(base, spec, s_in["msp"], s_out["msp"], len(x))
+        return rows
+
+
+class Scorer:
+    """The three scores of a model's logits, with a deep ensemble's max logit and energy from its members' mean
+    logits (``MeanLogits``)."""
+
+    def __init__(self, target, model, device, bs):
         from mmix_eval.evaluate.ensemble import Ensemble, MeanLogits
 
-        ensemble = MeanLogits(target.model).to(device).eval() if isinstance(target.model, Ensemble) else None
-        if ensemble is not None:  # how its scores are defined: a setting of its rows, stated once in the header
-            base["settings"] = {**base["settings"], "ensemble_scores": ENSEMBLE_NOTE.replace("; ", ", ")}
+        self.target, self.model, self.device, self.bs = target, model, device, bs
+        self.ensemble = MeanLogits(target.model).to(device).eval() if isinstance(target.model, Ensemble) else None
 
-        def mean_of(x):
-            return logits_of(ensemble, x, bs, device, precision=target.precision) if ensemble is not None else None
+    def _mean_logits(self, images):
+        from mmix_eval.evaluate.passes import logits_of
 
-        z_in = clean_logits(target, bs, device)
-        s_in = {k: v.numpy() for k, v in scores(z_in, mean_of(target.test)).items()}
-        fitted = target_calibration(target, common.calibrator, model, device, bs)  # None: 'none' or nothing held out
-        if fitted is not None:  # the calibrated scores: max softmax and energy change with the calibrator, the max
-            # logit under a temperature only rescales (its ranking, so its AUROC, is the raw one)
-            s_in_cal = {k: v.numpy() for k, v in scores(fitted.apply(z_in)).items()}
-            calibrated = [s for s in CALIBRATED_SCORES if ensemble is None or s == "msp"]
-            cbase = {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), fitted.note]))} if fitted.note else base
-        elif target.calibration_note:
-            base["warnings"] = "; ".join(filter(None, [base.get("warnings"), target.calibration_note]))
-        edges = np.linspace(0, 1, HIST_BINS + 1)
-        rows, seen = [], None
-        for spec in options.ood:
-            x = ood_images(spec, n, shape, common.seed, common.data_root)
-            if len(x) < 2:
-                raise UserError(f"ood: source '{spec}' expected at least 2 images, got {len(x)}")
-            if spec.startswith("noise:"):
-                same = 0  # generated here: never the evaluation's images
-            else:  # ood_images maps every source to the test images' shape, so bytes compare directly
-                seen = seen if seen is not None else image_digests(target.test.x)  # once per run, not per source
-                same = shared_images(seen, x)
-            if same * 2 >= len(x):  # by content: another path, a symlink or a copy of the evaluation data
-                raise UserError(f"ood: source '{spec}' expected data other than the in-distribution set, got images "
-                                f"identical to the evaluated test images ({same} of {len(x)})")
-            images = Images(x, torch.zeros(len(x)))
-            z_out = logits_of(model, images, bs, device, precision=target.precision)
-            s_out = {k: v.numpy() for k, v in scores(z_out, mean_of(images)).items()}
-            for sc in SCORES:
-                label = f"{spec}, {sc.replace('_', ' ')} score"
-                for metric, value in ranking_metrics(s_in[sc], s_out[sc]).items():
-                    rows.append(record(base, f"{spec}/{sc}", metric, value, label, ood=spec, score=sc,
-                                       n_ood=len(x)))
-            if fitted is not None:
-                s_out_cal = {k: v.numpy() for k, v in scores(fitted.apply(z_out)).items()}
-                for sc in calibrated:
-                    label = f"{spec}, {sc.replace('_', ' ')} score"
-                    for metric, value in ranking_metrics(s_in_cal[sc], s_out_cal[sc]).items():
-                        rows.append(record(cbase, f"{spec}/{sc}", metric, value, label, ood=spec, score=sc,
-                                           n_ood=len(x), calibrator=fitted.name, **fitted.settings))
-            for metric, vals in (("hist_in", s_in["msp"]), ("hist_out", s_out["msp"])):
-                counts = np.histogram(np.clip(vals, 0, 1), bins=edges)[0] / len(vals)
-                for b, c in enumerate(counts):
-                    rows.append(record(base, f"{spec}/msp", metric, float(c), f"{spec}, max softmax", bin=b,
-                                       ood=spec, score="msp", n_ood=len(x)))
-        return rows
+        if self.ensemble is None:
+            return None
+        return logits_of(self.ensemble, images, self.bs, self.device, precision=self.target.precision)
+
+    def scores(self, logits, images) -> dict:
+        return {k: v.numpy() for k, v in scores(logits, self._mean_logits(images)).items()}
+
+    def logits_and_scores(self, x):
+        """An OOD source's logits and scores (its labels are never read)."""
+        import torch
+
+        from mmix_eval.evaluate.images import Images
+        from mmix_eval.evaluate.passes import logits_of
+
+        images = Images(x, torch.zeros(len(x)))
+        z = logits_of(self.model, images, self.bs, self.device, precision=self.target.precision)
+        return z, self.scores(z, images)
+
+
+def check_ood_images(spec: str, x, test_images: TestImages) -> None:
+    """At least 2 images, and not the evaluated test images under another name (by content)."""
+    if len(x) < 2:
+        raise UserError(f"ood: source '{spec}' expected at least 2 images, got {len(x)}")
+    # generated noise is never the evaluation's images; ood_images maps every other source to the test images'
+    # shape, so bytes compare directly
+    same = 0 if spec.startswith("noise:") else test_images.shared(x)
+    if same * 2 >= len(x):  # by content: another path, a symlink or a copy of the evaluation data
+        raise UserError(f"ood: source '{spec}' expected data other than the in-distribution set, got images "
+                        f"identical to the evaluated test images ({same} of {len(x)})")
+
+
+def score_rows(base: dict, spec: str, s_in: dict, s_out: dict, n_ood: int, **extra) -> list[dict]:
+    """AUROC, AUPR and FPR95 rows of each score (``extra``: the calibrator's fields)."""
+    from mmix_eval.evaluate.records import record
+
+    rows = []
+    for sc in [s for s in SCORES if s in s_in]:
+        label = f"{spec}, {sc.replace('_', ' ')} score"
+        for metric, value in ranking_metrics(s_in[sc], s_out[sc]).items():
+            rows.append(record(base, f"{spec}/{sc}", metric, value, label, ood=spec, score=sc, n_ood=n_ood, **extra))
+    return rows
+
+
+def calibrated_rows(base: dict, spec: str, fitted, z_in, z_out, n_ood: int, single: bool) -> list[dict]:
+    """The calibrated scores: max softmax and energy change with the calibrator, the max logit under a temperature
+    only rescales (its ranking, so its AUROC, is the raw one); a deep ensemble's energy is not recalibrated."""
+    kept = [s for s in CALIBRATED_SCORES if single or s == "msp"]
+    s_in = {k: v.numpy() for k, v in scores(fitted.apply(z_in)).items() if k in kept}
+    s_out = {k: v.numpy() for k, v in scores(fitted.apply(z_out)).items() if k in kept}
+    cbase = {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), fitted.note]))} if fitted.note else base
+    return score_rows(cbase, spec, s_in, s_out, n_ood, calibrator=fitted.name, **fitted.settings)
+
+
+def histogram_rows(base: dict, spec: str, msp_in, msp_out, n_ood: int) -> list[dict]:
+    """The share of in-distribution and OOD images in each of HIST_BINS max-softmax bins."""
+    import numpy as np
+
+    from mmix_eval.evaluate.records import record
+
+    edges = np.linspace(0, 1, HIST_BINS + 1)
+    rows = []
+    for metric, vals in (("hist_in", msp_in), ("hist_out", msp_out)):
+        counts = np.histogram(np.clip(vals, 0, 1), bins=edges)[0] / len(vals)
+        for b, c in enumerate(counts):
+            rows.append(record(base, f"{spec}/msp", metric, float(c), f"{spec}, max softmax", bin=b,
+                               ood=spec, score="msp", n_ood=n_ood))
+    return rows
 
 
 def ood_images(spec: str, n: int, shape: tuple[int, int, int], seed: int, data_root=None):
@@ -241,8 +227,6 @@ def ood_images(spec: str, n: int, shape: tuple[int, int, int], seed: int, data_r
     import torch
     import torch.nn.functional as F
 
-    from mmix_eval.errors import UserError
-
     c, h, w = shape
     if spec.startswith("noise:"):
         kind = spec.split(":", 1)[1]
@@ -252,7 +236,7 @@ def ood_images(spec: str, n: int, shape: tuple[int, int, int], seed: int, data_r
         elif kind == "uniform":
             x = torch.rand(n, c, h, w, generator=g)
         else:
-            from mmix_eval.evaluate.corrupt import gaussian_filter
+            from mmix_eval.evaluate.evaluators.corruptions.corrupt import gaussian_filter
 
             field = (torch.rand(n, c, h, w, generator=g) < 0.7).float()
             x = (gaussian_filter(field, 1.0, truncate=4.0, mode="reflect") > 0.75).float()

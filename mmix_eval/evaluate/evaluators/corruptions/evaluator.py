@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, MetricSpec, OptionError
-from mmix_eval.evaluate.corruption_table import ALL, BENCHMARK, COLOUR, GENERATED, SEVERITIES
+from mmix_eval.evaluate.evaluators.corruptions.table import ALL, BENCHMARK, COLOUR, GENERATED, SEVERITIES
 
 SOURCES = ("files", "generated")
 SOURCE_LABEL = {"files": "CIFAR-C files (Hendrycks & Dietterich 2019)",
@@ -82,7 +82,7 @@ class Corruptions(Evaluator):
 
     def preflight(self, options, ctx) -> None:
         """Colour corruptions on grayscale data leave something to run; corruption files exist where they are read."""
-        from mmix_eval.evaluate.corruption_files import check_folder
+        from mmix_eval.evaluate.evaluators.corruptions.files import check_folder
 
         names, _ = runnable(list(options.corruptions), ctx.channels, ctx.data)
         if options.source == "files":
@@ -96,8 +96,8 @@ class Corruptions(Evaluator):
         import numpy as np
         import torch
 
-        from mmix_eval.evaluate.corrupt import corrupt
-        from mmix_eval.evaluate.corruption_files import (CorruptionFiles, ImageCorruptionFiles, check_folder, check_labels,
+        from mmix_eval.evaluate.evaluators.corruptions.corrupt import corrupt
+        from mmix_eval.evaluate.evaluators.corruptions.files import (CorruptionFiles, ImageCorruptionFiles, check_folder, check_labels,
                                                          image_layout, list_image_files)
         from mmix_eval.evaluate.passes import Shift, shift_rows
 
@@ -222,7 +222,7 @@ def files_folder(files, data: str, data_root, how: tuple[str, str]):
     from pathlib import Path
 
     from mmix_eval.errors import UserError
-    from mmix_eval.evaluate.corruption_files import default_folder
+    from mmix_eval.evaluate.evaluators.corruptions.files import default_folder
 
     folder = Path(files) if files else default_folder(data.split(":", 1)[0], data_root)
     if folder is None:

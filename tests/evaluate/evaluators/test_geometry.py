@@ -9,7 +9,7 @@ import torch
 
 from mmix_eval.errors import UserError
 from conftest import SHARED_DATA
-from mmix_eval.evaluate.geometry import (TABLE4, TABLE9, Deformation, load_grid, rotation_matrices, sample_matrices,
+from mmix_eval.evaluate.evaluators.deformations.geometry import (TABLE4, TABLE9, Deformation, load_grid, rotation_matrices, sample_matrices,
                                          shear_matrices, warp, zoom_matrices)
 
 

@@ -1,0 +1,1 @@
+"""FGSM and the other white-box attacks (PGD, AutoAttack), one attack path per method of ``WhiteBoxAttack``."""
