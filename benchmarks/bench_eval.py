@@ -40,7 +40,7 @@ import torch
 
 from mmix_eval import memory
 from mmix_eval.evaluate.base import EvalOptions, get_evaluator, run_evaluator
-from mmix_eval.evaluate.evaluators.attacks.adversarial import fgsm_step, input_grad_sign
+from mmix_eval.evaluate.evaluators.attacks.steps import fgsm_step, input_grad_sign
 from mmix_eval.evaluate.evaluators.deformations.geometry import TABLE4, sample_matrices, warp
 from mmix_eval.calibrators.temperature import fit_temperature
 from mmix_eval.evaluate.metrics import calibration_metrics

@@ -30,7 +30,7 @@ from bench_eval import images, timed  # noqa: E402
 from mmix_eval import memory  # noqa: E402
 from mmix_eval.data.augment import to_float  # noqa: E402
 from mmix_eval.evaluate.base import EvalOptions, get_evaluator, run_evaluator  # noqa: E402
-from mmix_eval.evaluate.evaluators.attacks.adversarial import fgsm_step, input_grad_sign  # noqa: E402
+from mmix_eval.evaluate.evaluators.attacks.steps import fgsm_step, input_grad_sign  # noqa: E402
 from mmix_eval.evaluate.evaluators.deformations.geometry import TABLE4, sample_matrices, warp  # noqa: E402
 from mmix_eval.evaluate.passes import logits_of  # noqa: E402
 from mmix_eval.evaluate.target import Images, Target  # noqa: E402

@@ -16,7 +16,7 @@ from mmix_eval import threads
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import OptionError, get_evaluator
-from mmix_eval.evaluate.evaluators.attacks.adversarial import parse_eps
+from mmix_eval.evaluate.evaluators.attacks.eps import parse_eps
 from mmix_eval.evaluate.records import read_records
 from conftest import HELPERS, ROOT
 

@@ -12,7 +12,7 @@ from conftest import ece_from_bins, make_data, tiny_config
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.evaluators.calibration import evaluate_calibration
 from mmix_eval.evaluate.evaluators.deformations.evaluator import evaluate_deformations
-from mmix_eval.evaluate.evaluators.attacks.adversarial import make_attack
+from mmix_eval.evaluate.evaluators.attacks.steps import make_attack
 from mmix_eval.evaluate.evaluators.attacks.fgsm import evaluate_fgsm
 from mmix_eval.calibrators.temperature import fit_temperature
 from mmix_eval.evaluate.metrics import calibration_metrics, netcal_ece_mce, nll, reliability_bins, top_label
@@ -228,7 +228,7 @@ def plain_official_fgsm(model, x, y, eps):
 
 
 def test_official_fgsm_equals_a_plain_implementation_of_the_official_attack(ckpt):
-    from mmix_eval.evaluate.evaluators.attacks.adversarial import input_grad_sign, official_loss
+    from mmix_eval.evaluate.evaluators.attacks.steps import input_grad_sign, official_loss
 
     t = official_target(ckpt)
     model = t.model.eval()
@@ -283,7 +283,7 @@ def test_official_fgsm_refuses_a_model_without_its_normalisation():
 def test_fgsm_with_one_gradient_per_batch_gives_torchattacks_images_bitwise(ckpt):
     import torchattacks
 
-    from mmix_eval.evaluate.evaluators.attacks.adversarial import fgsm_step, input_grad_sign
+    from mmix_eval.evaluate.evaluators.attacks.steps import fgsm_step, input_grad_sign
 
     t = target_of(ckpt)
     model = t.model.eval()

@@ -27,10 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal, get_args
 from contextlib import contextmanager
+from typing import Literal, get_args
 
+from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, MetricSpec, OptionError
+from mmix_eval.evaluate.records import record
+from mmix_eval.evaluate.evaluators.attacks.eps import parse_eps, parse_official_eps
+from mmix_eval.evaluate.evaluators.attacks.steps import (autoattack_batch, fgsm_step, make_attack, make_autoattack,
+                                                         normalisation_std, official_loss, pixel_eps, sign_cache)
 from mmix_eval.options import MAX_STEPS, check_count
 
 MAX_L2 = 1000.0  # an L2 ε beyond every image's own norm of difference is not an attack strength
@@ -40,193 +45,11 @@ Norm = Literal["Linf", "L2"]
 EpsUnit = Literal["255", "fraction"]  # of bare Linf epsilons: /255 pixel units, or a fraction of [0, 1]
 ATTACKS, NORMS, EPS_UNITS = get_args(AttackName), get_args(Norm), get_args(EpsUnit)
 OFFICIAL_EPS = [0.01, 0.03]  # the official code's run_test_adversarial calls, in normalised units
-MAX_OFFICIAL_EPS = 10.0  # normalised units (data standard deviations); 0.03 is the official code's largest
 # AutoAttack's standard cascade (Croce & Hein 2020), as upstream's code (pyautoattack) runs it: APGD-CE, then
 # APGD-T (9 target classes), FAB-T (9), Square (5000 queries), each on the points still correct; 100
 # iterations for APGD and FAB. --quick: APGD-CE and APGD-T only (cheaper, weaker; said in every record).
 AA_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 AA_QUICK = ("apgd-ce", "apgd-t")
-
-
-
-def parse_eps(text, unit: str = "255", norm: str = "Linf") -> list[float]:
-    """ε values in /255 pixel units, from a list or a comma-separated string. For Linf, an item may say its unit:
-    ``8/255`` (the way RobustBench writes it) is 8 in /255 units whatever ``unit`` is; a bare number is in
-    ``unit`` ('255': /255 pixel units, 'fraction': a fraction of the [0, 1] range, 0.1 = 25.5/255). A bare
-    number strictly between 0 and 1 in /255 units is ambiguous (0.03 is far more often meant as 0.03 of the
-    range than as 0.03/255): an error that shows both readings."""
-    items = [s.strip() for s in text.split(",") if s.strip()] if isinstance(text, str) else list(text or [])
-    values = []
-    for item in items:
-        if isinstance(item, str) and "/" in item and norm == "Linf":
-            num, _, den = item.partition("/")
-            try:
-                v = float(num) * 255.0 / float(den)
-            except (ValueError, ZeroDivisionError):
-                raise OptionError("eps", f"expected numbers or fractions like 8/255, got {item!r}") from None
-        else:
-            try:
-                v = float(item)
-            except (TypeError, ValueError):
-                raise OptionError("eps", f"expected numbers in /255 units like 1,2,4,8 or fractions like 8/255, "
-                                         f"got {item!r}") from None
-            if norm == "Linf" and unit == "fraction":
-                if not 0 <= v <= 1:
-                    raise OptionError("eps", f"expected fractions of the pixel range in [0, 1] (eps_unit fraction), got {v:g}")
-                v = v * 255.0
-            elif norm == "Linf" and 0 < v < 1:
-                raise OptionError("eps", f"{v:g} is ambiguous: {v:g}/255 in /255 pixel units, or {v:g} of the pixel "
-                                         f"range = {v * 255:g}/255; write {v * 255:g}/255 (or {v:g}/255), or give "
-                                         f"eps_unit fraction")
-        values.append(round(v, 10))
-    bad = [v for v in values if not math.isfinite(v) or v < 0]
-    if not values or bad:
-        raise OptionError("eps", f"expected finite values >= 0 (in /255 pixel units), got {text!r}")
-    return values
-
-
-def autoattack_batch(aa, attacks, model, x, y, counts: dict):
-    """AutoAttack's worst case over ``attacks`` on one batch: each attack runs on the points every earlier one
-    left correct (points wrong at the start stay as they are). ``counts[a]`` += points still correct after a."""
-    import torch
-
-    with torch.no_grad():
-        robust = model(x).argmax(1) == y
-    x_adv = x.clone()
-    for a in attacks:
-        idx = robust.nonzero().flatten()
-        if len(idx):
-            xs, ys = x[idx], y[idx]
-            if a == "apgd-ce":
-                aa.apgd.loss, aa.apgd.seed = "ce", aa.get_seed()
-                adv = aa.apgd.perturb(xs, ys)
-            elif a == "apgd-t":
-                aa.apgd_targeted.seed = aa.get_seed()
-                adv = aa.apgd_targeted.perturb(xs, ys)
-            elif a == "fab-t":
-                aa.fab.targeted, aa.fab.n_restarts, aa.fab.seed = True, 1, aa.get_seed()
-                adv = aa.fab.perturb(xs, ys)
-            else:
-                aa.square.seed = aa.get_seed()
-                adv = aa.square.perturb(xs, ys)
-            with torch.no_grad():
-                fooled = model(adv).argmax(1) != ys
-            x_adv[idx[fooled]] = adv[fooled].detach()
-            robust[idx[fooled]] = False
-        counts[a] = counts.get(a, 0) + int(robust.sum())
-    return x_adv.detach()
-
-
-def make_autoattack(model, norm: str, eps: float, seed: int, device, classes: int):
-    from pyautoattack import AutoAttack
-
-    aa = AutoAttack(model, norm=norm, eps=eps, version="standard", device=device, seed=seed)
-    aa.verbose = False
-    targets = min(9, classes - 1)  # the standard 9 target classes need 10; fewer classes, fewer targets (recorded)
-    aa.apgd_targeted.n_target_classes = targets
-    aa.fab.n_target_classes = targets
-    return aa, targets
-
-
-def input_grad_sign(model, x, y, with_logits: bool = False, loss=None):
-    """sign(∂ loss(model(x), y) / ∂x), the loss by default the mean cross-entropy as torchattacks' FGSM takes
-    it (so the signs, and the adversarial images, are bitwise the same). The sign does not depend on ε: one per
-    batch serves the whole ε grid. ``with_logits``: also the forward's logits (float32, detached), the clean
-    logits the evaluation needs anyway: (sign, logits)."""
-    import torch
-    import torch.nn.functional as F
-
-    x = x.clone().detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x)
-        (g,) = torch.autograd.grad((loss or F.cross_entropy)(logits, y), x)
-    return (g.sign(), logits.detach().float()) if with_logits else g.sign()
-
-
-def official_loss(logits, y):
-    """The official code's FGSM loss (``supervised/attacks.py``: ``BCELoss()(Softmax()(pred),
-    to_one_hot(target))``): BCE of the softmax against the one-hot label, averaged over batch × classes."""
-    import torch.nn.functional as F
-
-    return F.binary_cross_entropy(F.softmax(logits, dim=1), F.one_hot(y, logits.shape[1]).to(logits.dtype))
-
-
-def sign_cache(target, loss=None):
-    """One input-gradient sign per batch (int8), shared by the whole ε grid: returns (clean_pass, sign_of).
-    ``clean_pass(model, device, batches, bar)`` takes every batch's gradient and returns the forwards' logits,
-    the clean logits (see passes.clean_logits); ``sign_of(model, x, y, i)`` gives batch i's sign, taking the
-    gradient there when the clean logits came from elsewhere."""
-    import torch
-
-    signs: dict[int, torch.Tensor] = {}  # batch start -> gradient sign
-
-    def clean_pass(model, device, batches, bar):
-        out = []
-        for i, j in batches:
-            x, y = target.test.batch(i, j, device)
-            sign, logits = input_grad_sign(model, x, y, with_logits=True, loss=loss)
-            signs[i] = sign.to(torch.int8)
-            out.append(logits)
-            if bar is not None:
-                bar.update(1)
-        return torch.cat(out).cpu() if out else torch.zeros(0)
-
-    def sign_of(model, x, y, i):
-        if i not in signs:
-            signs[i] = input_grad_sign(model, x, y, loss=loss).to(torch.int8)
-        return signs[i].to(x.dtype)
-
-    return clean_pass, sign_of
-
-
-def parse_official_eps(text) -> list[float]:
-    """ε values in the checkpoint's normalised units (the official code's 0.01, 0.03), from a list or a
-    comma-separated string."""
-    items = [s.strip() for s in text.split(",") if s.strip()] if isinstance(text, str) else list(text or [])
-    values = []
-    for item in items:
-        try:
-            v = float(item)
-        except (TypeError, ValueError):
-            raise OptionError("eps", f"expected numbers in normalised units like 0.01,0.03 for fgsm_official, "
-                                     f"got {item!r}") from None
-        if not math.isfinite(v) or not 0 <= v <= MAX_OFFICIAL_EPS:
-            raise OptionError("eps", f"expected values in [0, {MAX_OFFICIAL_EPS:g}] (normalised units, data standard "
-                                     f"deviations) for fgsm_official, got {item!r}")
-        values.append(round(v, 10))
-    if not values:
-        raise OptionError("eps", f"expected at least one value (normalised units) for fgsm_official, got {text!r}")
-    return values
-
-
-def normalisation_std(model, channels: int):
-    """The per-channel std a model normalises its [0, 1] inputs by (its ``normalize`` module), as a tensor
-    (1, C, 1, 1); the official FGSM's ε is in these units. None for a model that does not say."""
-    norm = getattr(model, "normalize", None)
-    std = getattr(norm, "std", None)
-    if std is None or std.numel() != channels:
-        return None
-    return std.detach().reshape(1, channels, 1, 1).float()
-
-
-def pixel_eps(eps: float, norm: str = "Linf") -> float:
-    """ε on [0, 1] images: a Linf ε is given in /255 pixel units (the one place it is divided), an L2 one as is."""
-    return eps / 255.0 if norm == "Linf" else eps
-
-
-def fgsm_step(x, sign, eps_255: float):
-    """x + ε · sign, clamped to [0, 1]: torchattacks' FGSM image for this ε, given the gradient sign."""
-    return (x + pixel_eps(eps_255) * sign).clamp(0, 1).detach()
-
-
-def make_attack(model, name: str, eps_255: float, pgd_steps: int = 7):
-    import torchattacks
-
-    eps = pixel_eps(eps_255)
-    if name == "fgsm":
-        return torchattacks.FGSM(model, eps=eps)
-    # PGD-k with step eps/4 and a random start, Madry et al.'s setting for k = 7.
-    return torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=pgd_steps, random_start=True)
 
 
 def attack_tag(options) -> str:
@@ -278,16 +101,24 @@ class WhiteBoxAttack(Evaluator):
         return "" if tag == attack_tag(type(options)()) else tag
 
     def run(self, target, options, common) -> list[dict]:
+        if options.attack == "autoattack":
+            return self._run_autoattack(target, options, common)
+        if options.attack == "fgsm_official":
+            return self._run_official(target, options, common)
+        return self._run_gradient(target, options, common)
+
+    def clean_by_product(self, options) -> bool:
+        return options.attack in ("fgsm", "fgsm_official")
+
+    def _run_gradient(self, target, options, common) -> list[dict]:
+        """FGSM (one gradient sign per batch for the whole ε grid, the clean pass's by-product) and PGD-k through
+        torchattacks, seeded per rank."""
         import torch
 
         from mmix_eval import distributed
         from mmix_eval.evaluate.checks import zero_gradient_check
         from mmix_eval.evaluate.passes import Shift, shift_rows
 
-        if options.attack == "autoattack":
-            return run_autoattack(self, target, options, common)
-        if options.attack == "fgsm_official":
-            return run_official(self, target, options, common)
         tag = attack_tag(options)
         name = "FGSM" if options.attack == "fgsm" else f"PGD-{options.pgd_steps}"
 
@@ -317,110 +148,99 @@ class WhiteBoxAttack(Evaluator):
         return shift_rows(self, target, common, {"attack": tag}, shifts, check,
                           clean_pass=gradient_pass if options.attack == "fgsm" else None)
 
-    def clean_by_product(self, options) -> bool:
-        return options.attack in ("fgsm", "fgsm_official")
+    def _run_official(self, target, options, common) -> list[dict]:
+        """The official code's FGSM: one BCE-of-softmax gradient per batch for the whole ε grid, the step ε·std_c
+        per channel in pixels (ε in the checkpoint's normalised units), no clamp. Each condition records ε, its
+        per-channel pixel value (/255) and the share of pixel values the step took outside [0, 1] (counted on the
+        device, read once per condition)."""
+        from mmix_eval.evaluate.checks import zero_gradient_check
+        from mmix_eval.evaluate.passes import Shift, shift_rows
 
+        channels = int(target.test.x.shape[1])
+        std = normalisation_std(target.model, channels)
+        if std is None:
+            raise UserError(f"{self.name}: fgsm_official expected a model that normalises its inputs (a 'normalize' "
+                            f"module with a per-channel std: its ε is in those units), got {type(target.model).__name__} "
+                            f"without one")
+        gradient_pass, sign_of = sign_cache(target, official_loss)
+        outside: dict[str, list] = {}  # condition -> [pixel values outside [0, 1] (a device tensor), values seen]
 
-def run_official(self, target, options, common) -> list[dict]:
-    """The official code's FGSM: one BCE-of-softmax gradient per batch for the whole ε grid, the step ε·std_c
-    per channel in pixels (ε in the checkpoint's normalised units), no clamp. Each condition records ε, its
-    per-channel pixel value (/255) and the share of pixel values the step took outside [0, 1] (counted on the
-    device, read once per condition)."""
-    from mmix_eval.errors import UserError
-    from mmix_eval.evaluate.checks import zero_gradient_check
-    from mmix_eval.evaluate.passes import Shift, shift_rows
+        def attack(name, e):
+            def make(model, device):
+                step_size, count = (e * std).to(device), outside.setdefault(name, [0, 0])
 
-    channels = int(target.test.x.shape[1])
-    std = normalisation_std(target.model, channels)
-    if std is None:
-        raise UserError(f"{self.name}: fgsm_official expected a model that normalises its inputs (a 'normalize' "
-                        f"module with a per-channel std: its ε is in those units), got {type(target.model).__name__} "
-                        f"without one")
-    gradient_pass, sign_of = sign_cache(target, official_loss)
-    outside: dict[str, list] = {}  # condition -> [pixel values outside [0, 1] (a device tensor), values seen]
+                def step(x, y, i, j):
+                    adv = (x + step_size * sign_of(model, x, y, i)).detach()  # no clamp, as the official code
+                    count[0] = count[0] + ((adv < 0) | (adv > 1)).sum()
+                    count[1] += adv.numel()
+                    return adv
+                return step
+            return make
 
-    def attack(name, e):
-        def make(model, device):
-            step_size, count = (e * std).to(device), outside.setdefault(name, [0, 0])
+        shifts = []
+        for e in options.eps:
+            per_channel = [round(float(v) * e * 255.0, 4) for v in std.flatten()]
+            pixels = ", ".join(f"{v:.3f}" for v in per_channel)
+            pixels = f"({pixels})" if len(per_channel) > 1 else pixels
+            # strength, the report's x axis, in /255 pixel units like every FGSM row: the channels' mean step
+            settings = {"eps": e, "eps_255_per_channel": per_channel, "strength": round(sum(per_channel) / len(per_channel), 4)}
+            name = f"official-eps{e:g}"
+            shifts.append(Shift(name, f"official code's FGSM ε = {e:g} (normalised; {pixels}/255 in pixels)",
+                                attack(name, e), settings))
+        check = lambda model, device: zero_gradient_check(model, target.test, device)
+        rows = shift_rows(self, target, common, {"attack": "fgsm_official", "loss": "bce_softmax", "clamp": "none",
+                                                 "eps_unit": "normalised"}, shifts, check, clean_pass=gradient_pass)
+        shares = {name: round(100.0 * float(n) / max(1, seen), 4) for name, (n, seen) in outside.items()}
+        for r in rows:
+            if r["condition"] in shares:
+                r["settings"]["pixels_outside_01"] = shares[r["condition"]]
+        return rows
 
-            def step(x, y, i, j):
-                adv = (x + step_size * sign_of(model, x, y, i)).detach()  # no clamp, as the official code
-                count[0] = count[0] + ((adv < 0) | (adv > 1)).sum()
-                count[1] += adv.numel()
-                return adv
-            return step
-        return make
+    def _run_autoattack(self, target, options, common) -> list[dict]:
+        """The fgsm evaluator with attack autoattack: one condition per ε with the worst case over the cascade
+        (accuracy, NLL, ECE, Brier on the adversarial images, per-image outcomes) and, per attack, the robust
+        accuracy left after it (``acc_after``)."""
+        import torch
 
-    shifts = []
-    for e in options.eps:
-        per_channel = [round(float(v) * e * 255.0, 4) for v in std.flatten()]
-        pixels = ", ".join(f"{v:.3f}" for v in per_channel)
-        pixels = f"({pixels})" if len(per_channel) > 1 else pixels
-        # strength, the report's x axis, in /255 pixel units like every FGSM row: the channels' mean step
-        settings = {"eps": e, "eps_255_per_channel": per_channel, "strength": round(sum(per_channel) / len(per_channel), 4)}
-        name = f"official-eps{e:g}"
-        shifts.append(Shift(name, f"official code's FGSM ε = {e:g} (normalised; {pixels}/255 in pixels)",
-                            attack(name, e), settings))
-    check = lambda model, device: zero_gradient_check(model, target.test, device)
-    rows = shift_rows(self, target, common, {"attack": "fgsm_official", "loss": "bce_softmax", "clamp": "none",
-                                             "eps_unit": "normalised"}, shifts, check, clean_pass=gradient_pass)
-    shares = {name: round(100.0 * float(n) / max(1, seen), 4) for name, (n, seen) in outside.items()}
-    for r in rows:
-        if r["condition"] in shares:
-            r["settings"]["pixels_outside_01"] = shares[r["condition"]]
-    return rows
+        from mmix_eval import distributed
+        from mmix_eval.evaluate.checks import zero_gradient_check
+        from mmix_eval.evaluate.passes import Shift, shift_rows
 
+        classes = int(target.clean.shape[1]) if target.clean is not None else None
+        attacks = AA_QUICK if options.quick else AA_STANDARD
+        unit = "/255" if options.norm == "Linf" else ""
+        dim = math.prod(target.test.x.shape[1:])
+        if options.norm == "L2" and any(e > math.sqrt(dim) for e in options.eps):
+            raise UserError(f"{self.name}: L2 eps expected at most {math.sqrt(dim):.1f} (the diameter of [0, 1]^{dim}), got {options.eps}")
+        counts: dict[float, dict] = {}
+        info: dict = {}
 
-def run_autoattack(self, target, options, common) -> list[dict]:
-    """The fgsm evaluator with attack autoattack: one condition per ε with the worst case over the cascade
-    (accuracy, NLL, ECE, Brier on the adversarial images, per-image outcomes) and, per attack, the robust
-    accuracy left after it (``acc_after``)."""
-    import math
+        def attack(e):
+            def make(model, device):
+                with torch.no_grad():
+                    c = classes or int(model(target.test.batch(0, 1, device)[0]).shape[1])
+                if c < 3:
+                    raise UserError(f"{self.name}: autoattack's targeted attacks expected a model of >= 3 classes, got {c}")
+                aa, info["targets"] = make_autoattack(model, options.norm, pixel_eps(e, options.norm),
+                                                      common.seed, device, c)
+                return lambda x, y, i, j: autoattack_batch(aa, attacks, model, x, y, counts.setdefault(e, {}))
+            return make
 
-    import torch
-
-    from mmix_eval import distributed
-    from mmix_eval.errors import UserError
-    from mmix_eval.evaluate.passes import Shift, shift_rows
-    from mmix_eval.evaluate.records import record
-
-    classes = int(target.clean.shape[1]) if target.clean is not None else None
-    attacks = AA_QUICK if options.quick else AA_STANDARD
-    unit = "/255" if options.norm == "Linf" else ""
-    dim = math.prod(target.test.x.shape[1:])
-    if options.norm == "L2" and any(e > math.sqrt(dim) for e in options.eps):
-        raise UserError(f"{self.name}: L2 eps expected at most {math.sqrt(dim):.1f} (the diameter of [0, 1]^{dim}), got {options.eps}")
-    counts: dict[float, dict] = {}
-    info: dict = {}
-
-    def attack(e):
-        def make(model, device):
-            with torch.no_grad():
-                c = classes or int(model(target.test.batch(0, 1, device)[0]).shape[1])
-            if c < 3:
-                raise UserError(f"{self.name}: autoattack's targeted attacks expected a model of >= 3 classes, got {c}")
-            aa, info["targets"] = make_autoattack(model, options.norm, pixel_eps(e, options.norm),
-                                                  common.seed, device, c)
-            return lambda x, y, i, j: autoattack_batch(aa, attacks, model, x, y, counts.setdefault(e, {}))
-        return make
-
-    tag = attack_tag(options)
-    label = "AutoAttack" + (" (quick: APGD-CE + APGD-T)" if options.quick else "")
-    shifts = [Shift(f"aa{options.norm.lower()}-eps{e:g}", f"{label} {options.norm} ε = {e:g}{unit}", attack(e),
-                    {"eps": e, "eps_255": e if options.norm == "Linf" else None, "strength": e})
-              for e in options.eps]
-    from mmix_eval.evaluate.checks import zero_gradient_check
-
-    check = lambda model, device: zero_gradient_check(model, target.test, device)  # masked gradients, as for FGSM
-    rows = shift_rows(self, target, common, {"attack": tag, "norm": options.norm,
-                                             "attacks": ",".join(attacks)}, shifts, check)
-    n = len(target.test)
-    clean = next(r for r in rows if r["condition"] == "clean" and r["metric"] == "acc")
-    base = {k: v for k, v in clean.items() if not k.startswith("_")}
-    for e in options.eps:
-        for a in attacks:
-            left = distributed.sum_int(counts.get(e, {}).get(a, 0))
-            rows.append(record(base, f"aa{options.norm.lower()}-eps{e:g}/{a}", "acc_after", 100.0 * left / n,
-                               f"{label} {options.norm} ε = {e:g}{unit}, after {a}", eps=e, after=a,
-                               target_classes=info.get("targets")))
-    return rows
+        tag = attack_tag(options)
+        label = "AutoAttack" + (" (quick: APGD-CE + APGD-T)" if options.quick else "")
+        shifts = [Shift(f"aa{options.norm.lower()}-eps{e:g}", f"{label} {options.norm} ε = {e:g}{unit}", attack(e),
+                        {"eps": e, "eps_255": e if options.norm == "Linf" else None, "strength": e})
+                  for e in options.eps]
+        check = lambda model, device: zero_gradient_check(model, target.test, device)  # masked gradients, as for FGSM
+        rows = shift_rows(self, target, common, {"attack": tag, "norm": options.norm,
+                                                 "attacks": ",".join(attacks)}, shifts, check)
+        n = len(target.test)
+        clean = next(r for r in rows if r["condition"] == "clean" and r["metric"] == "acc")
+        base = {k: v for k, v in clean.items() if not k.startswith("_")}
+        for e in options.eps:
+            for a in attacks:
+                left = distributed.sum_int(counts.get(e, {}).get(a, 0))
+                rows.append(record(base, f"aa{options.norm.lower()}-eps{e:g}/{a}", "acc_after", 100.0 * left / n,
+                                   f"{label} {options.norm} ε = {e:g}{unit}, after {a}", eps=e, after=a,
+                                   target_classes=info.get("targets")))
+        return rows
