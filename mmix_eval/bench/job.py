@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from mmix_eval.bench.plan import load_bench
@@ -35,8 +36,8 @@ def run_one(config: str | Path, out: str | Path, name: str, device: str | None =
     distributed.init_from_env(device or r.cfg.train.device)
     if device is not None:
         r.cfg.train.device = device
-        bench.options.device = device
-    bench.options.progress = False
+        bench.options = replace(bench.options, device=device)
+    bench.options = replace(bench.options, progress=False)
     run_dir = out / "runs" / r.name
     status = "evaluated" if stage == "evaluate" else _train(r, run_dir)
     if stage == "train":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from mmix_eval.catalog import METHODS
@@ -96,7 +96,7 @@ def load_bench(path: str | Path) -> Bench:
     plan, options = evaluate_section(raw.get("evaluate"), f"{where} evaluate")
     # The YAML being run is trusted (mmix_eval.trust): its runs' checkpoints may name the plugin models and data
     # sources it names itself.
-    options.trusted = tuple(sorted({s for r in runs for s in (r.cfg.model.name, r.cfg.data.name)}))
+    options = replace(options, trusted=tuple(sorted({s for r in runs for s in (r.cfg.model.name, r.cfg.data.name)})))
     rep = _strict(raw.get("report"), REPORT_KEYS, f"{where} report")
     checks = rep.get("checks") or []
     if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):
@@ -350,7 +350,6 @@ def evaluate_section(section, where: str) -> tuple[Plan, EvalOptions]:
     per = {k: v for k, v in per.items() if k in specs or k not in legacy or k in section}
     try:
         options = EvalOptions(**common)
-        options.check()
         check_calibrator(options.calibrator)
     except TypeError as e:
         raise UserError(f"{where}: {e}") from None

@@ -15,6 +15,7 @@ import statistics
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def run_bench(config: str | Path, out: str | Path, progress: bool = True, device
     if device is not None:  # the override is part of each run's configuration, as the jobs record it
         for r in bench.runs:
             r.cfg.train.device = device
-        bench.options.device = device
+        bench.options = replace(bench.options, device=device)
     out = Path(out)
     launcher = launcher or bench.launcher.get("name") or "auto"
     if launcher not in (*LAUNCHERS, "auto"):
@@ -120,7 +121,7 @@ def _run_locked(bench, config, out, device, progress, launcher, res, wait, submi
         return None
     if bench.ensembles:
         t0 = time.perf_counter()
-        bench.options.progress = bench.options.progress and progress  # --no-progress covers the ensembles too
+        bench.options = replace(bench.options, progress=bench.options.progress and progress)  # --no-progress covers the ensembles too
         evaluate_ensembles(bench, out, echo)
         stages["ensembles"] = round(time.perf_counter() - t0, 3)
     return _report(bench, out, stages, failed, t_all, echo, pool)  # the idle workers draw the figures

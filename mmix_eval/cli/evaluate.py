@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+from dataclasses import replace
 from pathlib import Path
 
 from mmix_eval.cli.parser import examples, join_torchrun
@@ -113,7 +114,6 @@ def _eval_plan(args):
                 except ValueError:
                     raise OptionError(k, f"expected an integer, got '{common[k]}'") from None
         opts = EvalOptions(**common, progress=not args.no_progress, allow_import=args.trust_model_import)
-        opts.check()
         check_calibrator(opts.calibrator)
         plan = make_plan(specs, options, "--evaluators" if args.evaluators is None else args.command)
     except OptionError as e:  # the library names the parameter; here it is the flag
@@ -127,7 +127,7 @@ def cmd_eval(args) -> int:
     from mmix_eval.evaluate.runner import run_evaluation  # numpy: loaded when an evaluation runs, --help stays fast
 
     plan, opts = _eval_plan(args)
-    foreign = _foreign(args, opts)
+    foreign, opts = _foreign(args, opts)
     join_torchrun(args, opts.device)
     try:
         if args.ensemble:
@@ -141,7 +141,8 @@ def cmd_eval(args) -> int:
 
 
 def _foreign(args, opts):
-    """The --model / --model-arg / --mean / --std / --key-layout flags as a Foreign, or None without --model."""
+    """The --model / --model-arg / --mean / --std / --key-layout flags as a Foreign (None without --model), and the
+    shared options to evaluate with."""
     from mmix_eval.foreign import Foreign  # torch: loaded for a plain state dict only
 
     extra = [f for f, v in (("--model-arg", args.foreign_model_arg), ("--mean", args.foreign_mean),
@@ -149,7 +150,7 @@ def _foreign(args, opts):
     if args.foreign_model is None:
         if extra:
             raise UserError(f"{extra[0]}: expected --model too (these rebuild a plain state dict), got no --model")
-        return None
+        return None, opts
 
     def floats(flag, text):
         if text is None:
@@ -163,8 +164,7 @@ def _foreign(args, opts):
                       floats("--mean", args.foreign_mean), floats("--std", args.foreign_std), args.foreign_layout,
                       opts.data_root, bool(opts.download))
     foreign.check()
-    opts.data = None  # the data set is the state dict's own now (its metadata names it)
-    return foreign
+    return foreign, replace(opts, data=None)  # the data set is the state dict's own now (its metadata names it)
 
 
 def _expand_ckpts(items: list[str], foreign: bool = False, flag: str = "--ckpt") -> list[str]:

@@ -20,6 +20,7 @@ An evaluator is found like a method: a registry name (``deformations``), a ``mod
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from dataclasses import dataclass, field
@@ -81,7 +82,7 @@ CALIBRATION_ERRORS = ("ece", "mce", "ece_em", "cw_ece", "ce_debiased", "smece")
 MAX_BINS = 10_000  # an ECE with more bins than this has a handful of images per bin at best
 
 
-@dataclass
+@dataclass(frozen=True)
 class NoOptions:
     """For an evaluator with no options of its own."""
 
@@ -131,6 +132,17 @@ class Evaluator:
 
     # ------------------------------------------------------------------ options
 
+    def checked_validate(self, options) -> None:
+        """``validate``, held to its promise: options it changes (a plugin's Options need not be frozen) are an
+        error naming the evaluator, not a silent conversion that only some paths see."""
+        before = copy.deepcopy(options)
+        self.validate(options)
+        if options != before:
+            changed = [f.name for f in dataclasses.fields(options) if getattr(options, f.name) != getattr(before, f.name)]
+            raise UserError(f"evaluator '{self.name}': validate() changed option(s) {', '.join(changed) or '?'}; "
+                            f"expected it to leave its options as given (convert values in resolve(), which returns "
+                            f"a new object)")
+
     def options(self, raw: dict | None = None, where: str | None = None):
         """Options from a mapping (YAML, CLI), strictly: unknown keys and wrong types are errors naming the
         option. Values are converted where lossless (an int for a float, a comma string for a list)."""
@@ -150,7 +162,7 @@ class Evaluator:
                     raise OptionError(k, f"expected {type_name(hints[k])}, got {raw[k]!r}")
                 values[k] = v
             opts = self.resolve(self.Options(**values))
-            self.validate(opts)
+            self.checked_validate(opts)
         except OptionError as e:  # which evaluator's option: a plugin's 'patch' names nothing on its own
             if "an option of the" in e.detail:
                 raise
@@ -210,9 +222,10 @@ class Preflight:
     image_shape: tuple | None = None  # (C, H, W) of the data's images; None where not known
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalOptions:
-    """Options every evaluator of one ``evaluate`` call shares: which images, the seed, the device."""
+    """Options every evaluator of one ``evaluate`` call shares: which images, the seed, the device. Checked once, when
+    made (a changed copy, ``dataclasses.replace``, is checked again)."""
     data: str | None = field(default=None, metadata={"help": "override the data set, e.g. imagefolder:PATH"})
     data_root: str | None = field(default=None, metadata={"help": "override where torchvision data sets live"})
     limit: int | None = field(default=None, metadata={"help": "a seeded subset of N test images (the same for every checkpoint; at most 10^9)"})
@@ -236,6 +249,9 @@ class EvalOptions:
     # may be rebuilt and evaluated on it, although it imports code (mmix_eval.trust). Not part of a record.
     trusted: tuple = ()
 
+    def __post_init__(self):
+        self.check()
+
     def check(self) -> None:
         check_count("seed", self.seed, 0, MAX_SEED)
         check_count("bins", self.bins, 1, MAX_BINS)
@@ -252,7 +268,6 @@ def run_evaluator(evaluator: Evaluator, target, options=None, common: EvalOption
     from mmix_eval.evaluate.records import with_specs
 
     common = common or EvalOptions(device=None)
-    common.check()
     opts = options if isinstance(options, evaluator.Options) else evaluator.options(options)
     rows = evaluator.run(target, opts, common)
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):

@@ -9,7 +9,7 @@ import json
 import math
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -114,7 +114,6 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
     from mmix_eval.evaluate.target import load_target
 
     # Everything that can be checked cheaply is checked before the first result is written.
-    common.check()
     check_calibrator(common.calibrator)
     ckpts = [Path(c) for c in ckpts]
     if not ckpts:
@@ -140,14 +139,12 @@ def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common:
         labels = labels or [f"{method} ensemble of {len(ckpts)}"]
         ckpts = ckpts[:1]
     device = resolve_device(distributed.device_for(common.device))
-    run_common = EvalOptions(**{**asdict(common), "device": str(device)})
+    main = distributed.is_main()  # under torchrun every rank evaluates its shard; rank 0 alone writes
+    run_common = replace(common, device=str(device), progress=common.progress and main)
 
     plan = run_order(plan)
     out = Path(out)
     all_rows = []
-    main = distributed.is_main()  # under torchrun every rank evaluates its shard; rank 0 alone writes
-    if not main:
-        run_common.progress = False
     for ckpt, meta, name, label, sweep, members in zip(ckpts, metas, names or _run_names(ckpts),
                                                        labels or [None] * len(ckpts), sweeps or [None] * len(ckpts), groups):
         sha = meta.get("data_sha256")

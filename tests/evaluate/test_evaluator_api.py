@@ -133,6 +133,52 @@ def test_options_are_typed_and_checked_once_with_the_parameter_named():
         get_evaluator("deformations").options({"interpolation": "cubic"})
 
 
+def test_options_cannot_change_after_they_are_made_on_every_built_in():
+    """Every built-in's options are frozen: resolve returns a new value, validate cannot assign (issue 47)."""
+    import dataclasses
+
+    from mmix_eval.evaluate.base import BUILTIN, EvalOptions
+
+    assert len(BUILTIN) == 8
+    for name in BUILTIN:
+        ev = get_evaluator(name)
+        opts = ev.options({"ood": ["noise:uniform"]} if name == "ood" else {"sets": ["cifar10.1"]} if name == "shift"
+                          else {"source": "generated"} if name == "corruptions" else {})
+        assert ev.Options.__dataclass_params__.frozen, name
+        field = dataclasses.fields(opts)[0].name if dataclasses.fields(opts) else None
+        if field is not None:
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(opts, field, getattr(opts, field))
+    ev = get_evaluator("corruptions")
+    raw = ev.Options()
+    assert ev.options({"corruptions": "benchmark", "severities": [3, 1, 3]}) != raw  # resolve: a new value ...
+    assert raw.corruptions == ["benchmark"] and raw.severities == [1, 2, 3, 4, 5]  # ... the given one unchanged
+    common = EvalOptions()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        common.seed = 3
+    with pytest.raises(OptionError, match="^seed: expected an integer from 0"):  # checked when made, copies too
+        dataclasses.replace(common, seed=-1)
+
+
+def test_a_plugin_whose_validate_changes_its_options_is_refused_naming_it():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Opts:  # a plugin's options need not be frozen ...
+        patch: int = 8
+
+    class Sloppy(Evaluator):
+        name = "sloppy"
+        Options = Opts
+
+        def validate(self, options):  # ... but validate must not change them
+            options.patch = min(options.patch, 4)
+
+    with pytest.raises(UserError, match=r"^evaluator 'sloppy': validate\(\) changed option\(s\) patch; expected it to "):
+        Sloppy().options({"patch": 6})
+    assert Sloppy().options({"patch": 3}).patch == 3
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--evaluators", "deformation"], "unknown evaluator 'deformation' (did you mean 'deformations'?)"),
     (["--evaluators", "test_evaluator_api:NotAnEvaluator"], "expected a mmix_eval.evaluate.Evaluator subclass"),

@@ -17,7 +17,7 @@ from mmix_eval.evaluate.base import PROBABILITY_METRICS, SHIFT_METRICS, Evaluato
 from mmix_eval.evaluate.records import EDGE_RULE, TEMPERATURE_LABEL, record, scaled_condition
 
 
-@dataclass
+@dataclass(frozen=True)
 class CalibrationOptions:
     """Calibration has no options of its own: the bin count and the calibrator are shared by every evaluator
     (``bins``, ``calibrator``, ``calibration_split``)."""

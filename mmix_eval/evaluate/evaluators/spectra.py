@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from mmix_eval.evaluate.base import Evaluator, MetricSpec, OptionError
 from mmix_eval.options import MAX_DIM, check_count
@@ -30,11 +31,11 @@ POOLS = ("flatten", "avg")
 SPECTRUM = 20
 
 
-@dataclass
+@dataclass(frozen=True)
 class SpectraOptions:
     layers: list[str] = field(default_factory=list, metadata={
         "help": "module names (default: every stage output of a stage-structured model)"})
-    pool: str = field(default="flatten", metadata={"help": "flatten or avg (a conv map averaged over space)"})
+    pool: Literal["flatten", "avg"] = field(default="flatten", metadata={"help": "flatten or avg (a conv map averaged over space)"})
     max_dim: int = field(default=512, metadata={"help": "wider representations: seeded Gaussian projection to this (2 to 65,536)"})
 
 
@@ -94,12 +95,15 @@ class Spectra(Evaluator):
         "sv": MetricSpec("normalised singular value s_k / Σ s (mean over classes)", None, ".4f"),
     }
 
+    def resolve(self, options):
+        if isinstance(options.layers, str):
+            return replace(options, layers=[s.strip() for s in options.layers.split(",") if s.strip()])
+        return options
+
     def validate(self, options) -> None:
         if options.pool not in POOLS:
             raise OptionError("pool", f"expected one of {', '.join(POOLS)}, got '{options.pool}'")
         check_count("max_dim", options.max_dim, 2, MAX_DIM)
-        if isinstance(options.layers, str):
-            options.layers = [s.strip() for s in options.layers.split(",") if s.strip()]
 
     def preflight(self, options, ctx) -> None:
         """The layers exist in the model, and a subset leaves each class 2 images at the very least."""

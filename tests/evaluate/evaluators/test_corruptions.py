@@ -4,7 +4,6 @@ golden values from the published formulas computed independently here, mCE by ha
 from __future__ import annotations
 
 import importlib.util
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -127,21 +126,18 @@ def test_a_test_set_in_another_order_is_refused(tmp_path):
 
 def test_options_are_checked_before_anything_loads():
     ev = get_evaluator("corruptions")
-    opts = lambda **kw: SimpleNamespace(**{"source": "files", "corruptions": ["benchmark"], "severities": [1, 2, 3, 4, 5],
-                                           "files": None, **kw})
-    o = opts(source="generated")
-    ev.validate(o)
+    opts = lambda **kw: {"source": "files", "corruptions": ["benchmark"], "severities": [1, 2, 3, 4, 5], "files": None, **kw}
+    o = ev.options(opts(source="generated"))  # resolved (keywords to names) and validated, as every path does
     assert o.corruptions == ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "fog", "brightness",
                              "contrast", "elastic_transform", "pixelate", "jpeg_compression"]
-    o = opts()
-    ev.validate(o)
+    o = ev.options(opts())
     assert len(o.corruptions) == 15
     for bad, message in [(opts(source="web"), "expected one of files, generated"),
                          (opts(corruptions=["gausian_noise"]), "did you mean 'gaussian_noise'?"),
                          (opts(source="generated", corruptions=["frost"]), "read from the published files only"),
                          (opts(severities=[0, 6]), "expected severities among 1..5")]:
         with pytest.raises(OptionError, match=message.replace("(", r"\(").replace("?", r"\?")):
-            ev.validate(bad)
+            ev.options(bad)
 
 
 # ---------------------------------------------------------------- generated corruptions

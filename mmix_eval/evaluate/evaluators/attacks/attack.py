@@ -9,7 +9,7 @@ from mmix_eval.evaluate.evaluators.attacks.adversarial import AttackName, WhiteB
 from mmix_eval.evaluate.evaluators.attacks.fgsm import FGSMOptions
 
 
-@dataclass
+@dataclass(frozen=True)
 class AttackOptions(FGSMOptions):
     attack: AttackName = field(default="autoattack", metadata={"help": "autoattack (Croce & Hein 2020, pyautoattack), pgd or fgsm"})
     eps: list[float | str] = field(default_factory=lambda: [8.0], metadata={

@@ -9,7 +9,7 @@ from mmix_eval.evaluate.evaluators.attacks.adversarial import AttackName, EpsUni
 from mmix_eval.evaluate.base import EvalOptions, run_evaluator
 
 
-@dataclass
+@dataclass(frozen=True)
 class FGSMOptions:
     eps: list[float | str] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0], metadata={
         "help": "epsilons: /255 pixel units for Linf (1,2,4,8 or 8/255; a bare value below 1 is refused as "

@@ -12,7 +12,8 @@ place of AlexNet). torch loads inside ``run``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, MetricSpec, OptionError
 from mmix_eval.evaluate.evaluators.corruptions.table import ALL, BENCHMARK, COLOUR, GENERATED, SEVERITIES
@@ -22,9 +23,9 @@ SOURCE_LABEL = {"files": "CIFAR-C files (Hendrycks & Dietterich 2019)",
                 "generated": "generated, mmix-eval implementation (CIFAR-C parameters)"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class CorruptionOptions:
-    source: str = field(default="files", metadata={"help": "files (the published CIFAR-10-C / CIFAR-100-C .npy) "
+    source: Literal["files", "generated"] = field(default="files", metadata={"help": "files (the published CIFAR-10-C / CIFAR-100-C .npy) "
                                                            "or generated (on the fly, any data set)"})
     corruptions: list[str] = field(default_factory=lambda: ["benchmark"], metadata={
         "help": "names, or 'benchmark' (the 15; with --source generated the 10 of them it can generate) or 'all'"})
@@ -68,17 +69,20 @@ class Corruptions(Evaluator):
         "mean_ece": MetricSpec("ECE, mean over severities", "lower"),
     }
 
-    def validate(self, options) -> None:
+    def resolve(self, options):
+        """The keywords (benchmark, all) as the corruption names they stand for; severities sorted, once each."""
         if options.source not in SOURCES:
             raise OptionError("source", f"expected one of {', '.join(SOURCES)}, got '{options.source}'")
         names = options.corruptions.split(",") if isinstance(options.corruptions, str) else list(options.corruptions)
-        options.corruptions = resolve([n.strip() for n in names if n.strip()], options.source)
-        if not options.corruptions:
-            raise OptionError("corruptions", "expected at least one corruption, got none")
         sev = options.severities
         if not sev or any(isinstance(s, bool) or not isinstance(s, int) or s not in SEVERITIES for s in sev):
             raise OptionError("severities", f"expected severities among 1..5, got {sev!r}")
-        options.severities = sorted(set(sev))
+        return replace(options, corruptions=resolve([n.strip() for n in names if n.strip()], options.source),
+                       severities=sorted(set(sev)))
+
+    def validate(self, options) -> None:
+        if not options.corruptions:
+            raise OptionError("corruptions", "expected at least one corruption, got none")
 
     def preflight(self, options, ctx) -> None:
         """Colour corruptions on grayscale data leave something to run; corruption files exist where they are read."""

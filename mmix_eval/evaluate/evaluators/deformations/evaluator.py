@@ -6,15 +6,16 @@ torch and the rendering load inside ``run``: the class, its options and their ch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, OptionError
 from mmix_eval.evaluate.evaluators.deformations.grids import INTERPOLATIONS, RENDERER, load_grid
 
 
-@dataclass
+@dataclass(frozen=True)
 class DeformationOptions:
     grid: str = field(default="table4", metadata={"help": "table4, table9, or a YAML file of {rotation|shear|zoom: value}"})
-    interpolation: str = field(default="nearest", metadata={"help": "nearest (the official code's rendering) or bilinear"})
+    interpolation: Literal["nearest", "bilinear"] = field(default="nearest", metadata={"help": "nearest (the official code's rendering) or bilinear"})
 
 
 class Deformations(Evaluator):
