@@ -10,7 +10,7 @@ from pathlib import Path
 from mmix_eval.bench.plan import load_bench
 from mmix_eval.bench.status import stale
 from mmix_eval.errors import UserError, did_you_mean
-from mmix_eval.evaluate.runner import run_evaluation
+from mmix_eval.evaluate.runner import EvalJob, run_evaluation
 
 
 STAGES = ("all", "train", "evaluate")
@@ -43,8 +43,7 @@ def run_one(config: str | Path, out: str | Path, name: str, device: str | None =
     if stage == "train":
         return status
     run_evaluation([run_dir / "model.safetensors"], bench.plan, out / "results", bench.options,
-                   echo=lambda *_: None, skip_done=True, names=[r.name], labels=[r.label],
-                   sweeps=[r.sweep])
+                   EvalJob(echo=lambda *_: None, skip_done=True, names=[r.name], labels=[r.label], sweeps=[r.sweep]))
     return status
 
 

@@ -146,7 +146,7 @@ def ensemble_groups(bench: Bench, out: Path) -> list[tuple[str, str, dict | None
 
 def evaluate_ensembles(bench: Bench, out: Path, echo) -> None:
     """Each method column's finished seeds evaluated as one deep ensemble (skipped where stored and unchanged)."""
-    from mmix_eval.evaluate.runner import run_evaluation
+    from mmix_eval.evaluate.runner import EvalJob, run_evaluation
 
     for name, label, sweep, members in ensemble_groups(bench, out):
         t0 = time.perf_counter()
@@ -154,8 +154,9 @@ def evaluate_ensembles(bench: Bench, out: Path, echo) -> None:
             if ev.name in bench.ensemble_skip:
                 continue
             try:
-                run_evaluation(members, [(ev, opts)], out / "results", bench.options, echo=lambda *_: None, skip_done=True,
-                               names=[name], labels=[label], sweeps=[sweep], ensemble=True)
+                run_evaluation(members, [(ev, opts)], out / "results", bench.options,
+                               EvalJob(echo=lambda *_: None, skip_done=True, names=[name], labels=[label], sweeps=[sweep],
+                                       ensemble=True))
             except UserError as e:
                 bench.ensemble_skip[ev.name] = str(e)
                 echo(f"mmix-eval: warning: {ev.name} skipped for the deep ensembles: {e}")

@@ -124,7 +124,7 @@ def _eval_plan(args):
 
 
 def cmd_eval(args) -> int:
-    from mmix_eval.evaluate.runner import run_evaluation  # numpy: loaded when an evaluation runs, --help stays fast
+    from mmix_eval.evaluate.runner import EvalJob, run_evaluation  # numpy: loaded when an evaluation runs, --help stays fast
 
     plan, opts = _eval_plan(args)
     foreign, opts = _foreign(args, opts)
@@ -132,9 +132,9 @@ def cmd_eval(args) -> int:
     try:
         if args.ensemble:
             run_evaluation(_expand_ckpts(args.ensemble, foreign is not None, "--ensemble"), plan, args.out, opts,
-                           foreign=foreign, ensemble=True)
+                           EvalJob(foreign=foreign, ensemble=True))
         else:
-            run_evaluation(_expand_ckpts(args.ckpt, foreign is not None), plan, args.out, opts, foreign=foreign)
+            run_evaluation(_expand_ckpts(args.ckpt, foreign is not None), plan, args.out, opts, EvalJob(foreign=foreign))
     except OptionError as e:  # raised while loading: the library names the parameter, the user typed a flag
         raise UserError(f"{COMMON_FLAGS.get(e.param, _flag(e.param))}: {e.detail}") from None
     return 0

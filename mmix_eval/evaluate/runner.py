@@ -9,9 +9,11 @@ import json
 import math
 import time
 import traceback
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, Evaluator, OptionError, get_evaluator, run_evaluator
@@ -94,88 +96,152 @@ def option_record(ev: Evaluator, opts, common: EvalOptions, device: str) -> dict
     return {"evaluator": ev.name, "evaluator_version": ev.version, **asdict(opts), **shared, "device": device}
 
 
+@dataclass(frozen=True)
+class EvalJob:
+    """How one ``run_evaluation`` call treats its checkpoints and results (every field optional).
+
+    ``names``: each checkpoint's run folder (default: its folder's name). ``labels``: each checkpoint's method label
+    (a bench method's ``label:``), written to its records' ``method_label`` so that a report names the column by
+    it. ``sweeps``: each checkpoint's values of a bench's swept keys ({"alpha": 0.5, "train.epochs": 10}), written
+    to its records' ``sweep``. ``foreign``: a ``mmix_eval.foreign.Foreign`` when the files are plain state dicts
+    (the model and data named by it); each file's column is then labelled by its file name. ``ensemble``: the
+    checkpoints are the members of one deep ensemble, evaluated as one model (``evaluate/ensemble.py``), named
+    '<method>-ensemble' and labelled '<method> ensemble of k' unless ``names`` / ``labels`` say otherwise.
+    ``skip_done``: keep results whose checkpoint hash and options are unchanged (a bench continues where it
+    stopped). ``echo``: where each result's summary goes."""
+
+    names: list[str] | None = None
+    labels: list[str | None] | None = None
+    sweeps: list[dict | None] | None = None
+    foreign: Any = None
+    ensemble: bool = False
+    skip_done: bool = False
+    echo: Callable[[str], Any] = print
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One evaluated model: a checkpoint (``members`` None) or a deep ensemble's members, with its header
+    metadata (kept for the hashes), its run folder's name, method label and swept values."""
+
+    ckpt: Path
+    meta: dict
+    name: str
+    label: str | None
+    sweep: dict | None
+    members: list[Path] | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every unit of one call shares: the shared options as given (what a stored result is compared with)
+    and as run (the resolved device; progress on the main rank only), whether this rank writes, and the job."""
+
+    common: EvalOptions
+    run_common: EvalOptions
+    device: Any  # a torch.device
+    main: bool
+    job: EvalJob
+
+
 def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common: EvalOptions,
-                   echo=print, skip_done: bool = False, names: list[str] | None = None,
-                   labels: list[str | None] | None = None, sweeps: list[dict | None] | None = None,
-                   foreign=None, ensemble: bool = False) -> list[dict]:
-    """Evaluate each checkpoint with each evaluator of ``plan``. ``skip_done``: keep results whose
-    checkpoint hash and options are unchanged (bench uses this to continue where it stopped). ``labels``:
-    each checkpoint's method label (a bench method's ``label:``), written to its records' ``method_label``
-    so that a report names the column by it. ``sweeps``: each checkpoint's values of a bench's swept keys
-    ({"alpha": 0.5, "train.epochs": 10}), written to its records' ``sweep``. ``foreign``: a
-    ``mmix_eval.foreign.Foreign`` when the files are plain state dicts (the model and data named by it); each
-    file's column is then labelled by its file name. ``ensemble``: the checkpoints are the members of one deep
-    ensemble, evaluated as one model (``evaluate/ensemble.py``), named '<method>-ensemble' and labelled
-    '<method> ensemble of k' unless ``names`` / ``labels`` say otherwise."""
+                   job: EvalJob | None = None) -> list[dict]:
+    """Evaluate each checkpoint (or the one ensemble of them) with each evaluator of ``plan``; write each result
+    under ``out/<run>/`` and return every row."""
     # torch: loaded when an evaluation runs (bench and the CLI import this module for --help)
     from mmix_eval import distributed
-    from mmix_eval.checkpoint import read_metadata
     from mmix_eval.device import resolve_device
-    from mmix_eval.evaluate.target import load_target
 
-    # Everything that can be checked cheaply is checked before the first result is written.
-    check_calibrator(common.calibrator)
-    ckpts = [Path(c) for c in ckpts]
+    job = job or EvalJob()
+    check_calibrator(common.calibrator)  # everything cheap is checked before the first result is written
+    units = evaluation_units([Path(c) for c in ckpts], job)
+    device = resolve_device(distributed.device_for(common.device))
+    main = distributed.is_main()  # under torchrun every rank evaluates its shard; rank 0 alone writes
+    ctx = Context(common, replace(common, device=str(device), progress=common.progress and main), device, main, job)
+    plan = run_order(plan)
+    rows = []
+    for unit in units:
+        rows += _run_unit(unit, plan, Path(out) / unit.name, ctx)
+    return rows
+
+
+def evaluation_units(ckpts: list[Path], job: EvalJob) -> list[Unit]:
+    """The models to evaluate, their metadata read from the headers only (nothing loaded yet)."""
+    from mmix_eval.checkpoint import read_metadata
+
     if not ckpts:
         raise UserError("ckpt: expected at least one checkpoint, got none")
-    if foreign is not None:
+    names, labels = job.names, job.labels
+    if job.ensemble:
+        return [_ensemble_unit(ckpts, job)]
+    if job.foreign is not None:
         from mmix_eval.foreign import metadata
 
-        metas = [metadata(c, foreign) for c in ckpts]
+        metas = [metadata(c, job.foreign) for c in ckpts]
         labels = labels or [c.stem for c in ckpts]
         names = names or _run_names(ckpts, by_stem=True)
     else:
-        metas = [read_metadata(c) for c in ckpts]  # headers only; kept for the hashes below
-    groups: list = [None] * len(ckpts)  # each unit's ensemble members (None: a single checkpoint)
-    if ensemble:
-        from mmix_eval.evaluate.ensemble import check_members, ensemble_method, ensemble_sha
+        metas = [read_metadata(c) for c in ckpts]
+    return [Unit(c, m, n, lab, s) for c, m, n, lab, s in zip(ckpts, metas, names or _run_names(ckpts),
+                                                           labels or [None] * len(ckpts), job.sweeps or [None] * len(ckpts))]
 
-        if foreign is not None:
-            raise UserError("ensemble: expected mmix-eval checkpoints, got plain state dicts (--model); evaluate them one by one")
-        check_members(ckpts, metas)  # before anything is loaded or written
-        method = ensemble_method(metas)
-        groups, metas = [ckpts], [{**metas[0], "data_sha256": ensemble_sha(metas)}]
-        names = names or [safe_name(f"{method}-ensemble")]
-        labels = labels or [f"{method} ensemble of {len(ckpts)}"]
-        ckpts = ckpts[:1]
-    device = resolve_device(distributed.device_for(common.device))
-    main = distributed.is_main()  # under torchrun every rank evaluates its shard; rank 0 alone writes
-    run_common = replace(common, device=str(device), progress=common.progress and main)
 
-    plan = run_order(plan)
-    out = Path(out)
-    all_rows = []
-    for ckpt, meta, name, label, sweep, members in zip(ckpts, metas, names or _run_names(ckpts),
-                                                       labels or [None] * len(ckpts), sweeps or [None] * len(ckpts), groups):
-        sha = meta.get("data_sha256")
-        target = None
-        folder = out / name
-        for ev, opts in plan:
-            stem = file_stem(ev, opts)
-            options = option_record(ev, opts, common, str(device))
-            if skip_done and distributed.agree(lambda: evaluation_done(folder, stem, sha, options, label, sweep)):
-                all_rows += read_records(folder / f"{stem}.jsonl")
-                continue
-            if target is None:
-                target = load_target(ckpt, device, common.data, common.data_root, common.limit, common.seed, name,
-                                     common.allow_import, with_val=common.calibrator != "none",
-                                     class_map=common.class_map, foreign=foreign, meta=meta if foreign else None,
-                                     download=common.download, calibration_split=common.calibration_split,
-                                     members=members, trusted=common.trusted)
-            t0 = time.perf_counter()
-            rows, outcomes, detail = _evaluate(ev, opts, target, run_common, name, label, sweep,
-                                       folder / f"{stem}.error.log" if main else None)
-            wall = time.perf_counter() - t0
-            all_rows += rows
-            if not main:
-                continue
-            _write(folder / stem, rows, outcomes, detail, target, {
-                "checkpoint": str(ckpt) if members is None else [str(m) for m in members], "checkpoint_sha256": sha, "run": name, "evaluator": ev.name,
-                "options": options, "method_label": label, "sweep": sweep, "metrics": {k: asdict(v) for k, v in ev.metrics.items()},
-                "n_images": len(target.test), "wall_time_s": round(wall, 3)}, str(device))
-            echo(f"{name}  {ev.name}  (n={len(target.test)}, {wall:.1f} s) -> {folder / stem}.csv")
-            echo(summary_table(rows, f"{folder / stem}.csv"))
-    return all_rows
+def _ensemble_unit(ckpts: list[Path], job: EvalJob) -> Unit:
+    """A deep ensemble's members as one unit, checked as members before anything is loaded or written."""
+    from mmix_eval.checkpoint import read_metadata
+    from mmix_eval.evaluate.ensemble import check_members, ensemble_method, ensemble_sha
+
+    if job.foreign is not None:
+        raise UserError("ensemble: expected mmix-eval checkpoints, got plain state dicts (--model); evaluate them one by one")
+    metas = [read_metadata(c) for c in ckpts]
+    check_members(ckpts, metas)
+    method = ensemble_method(metas)
+    return Unit(ckpts[0], {**metas[0], "data_sha256": ensemble_sha(metas)},
+                (job.names or [safe_name(f"{method}-ensemble")])[0],
+                (job.labels or [f"{method} ensemble of {len(ckpts)}"])[0], (job.sweeps or [None])[0], list(ckpts))
+
+
+def _run_unit(unit: Unit, plan: Plan, folder: Path, ctx: Context) -> list[dict]:
+    """Every evaluator of the plan on one unit: a stored result still valid is read back, the target loaded once
+    at the first evaluator that runs."""
+    from mmix_eval import distributed
+
+    sha, rows, target = unit.meta.get("data_sha256"), [], None
+    for ev, opts in plan:
+        stem = file_stem(ev, opts)
+        options = option_record(ev, opts, ctx.common, str(ctx.device))
+        if ctx.job.skip_done and distributed.agree(
+                lambda: evaluation_done(folder, stem, sha, options, unit.label, unit.sweep)):
+            rows += read_records(folder / f"{stem}.jsonl")
+            continue
+        if target is None:
+            target = _load(unit, ctx)
+        t0 = time.perf_counter()
+        got, outcomes, detail = _evaluate(ev, opts, target, ctx.run_common, unit.name, unit.label, unit.sweep,
+                                          folder / f"{stem}.error.log" if ctx.main else None)
+        wall = time.perf_counter() - t0
+        rows += got
+        if ctx.main:
+            _write(folder / stem, got, outcomes, detail, target, {
+                "checkpoint": str(unit.ckpt) if unit.members is None else [str(m) for m in unit.members],
+                "checkpoint_sha256": sha, "run": unit.name, "evaluator": ev.name, "options": options,
+                "method_label": unit.label, "sweep": unit.sweep,
+                "metrics": {k: asdict(v) for k, v in ev.metrics.items()}, "n_images": len(target.test),
+                "wall_time_s": round(wall, 3)}, str(ctx.device))
+            ctx.job.echo(f"{unit.name}  {ev.name}  (n={len(target.test)}, {wall:.1f} s) -> {folder / stem}.csv")
+            ctx.job.echo(summary_table(got, f"{folder / stem}.csv"))
+    return rows
+
+
+def _load(unit: Unit, ctx: Context):
+    """The unit's evaluation target: model, test subset, held-out split where a calibrator is fitted."""
+    from mmix_eval.evaluate.target import load_target
+
+    c, foreign = ctx.common, ctx.job.foreign
+    return load_target(unit.ckpt, ctx.device, c.data, c.data_root, c.limit, c.seed, unit.name, c.allow_import,
+                       with_val=c.calibrator != "none", class_map=c.class_map, foreign=foreign,
+                       meta=unit.meta if foreign else None, download=c.download, calibration_split=c.calibration_split,
+                       members=unit.members, trusted=c.trusted)
 
 
 def _evaluate(ev: Evaluator, opts, target, common: EvalOptions, name: str, label, sweep,

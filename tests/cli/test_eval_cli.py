@@ -243,11 +243,11 @@ def test_an_ensemble_is_evaluated_as_one_model_whose_softmax_is_the_members_mean
     assert meta["checkpoint"] == [str(digits_ckpt), str(second_ckpt)]
     # evaluated again with --skip-done semantics through the library: nothing is redone for the same members
     from mmix_eval.evaluate.base import EvalOptions
-    from mmix_eval.evaluate.runner import make_plan, run_evaluation
+    from mmix_eval.evaluate.runner import EvalJob, make_plan, run_evaluation
 
     before = (folder / "fgsm.meta.json").read_text()
     run_evaluation([digits_ckpt, second_ckpt], make_plan(["fgsm"], {"fgsm": {"eps": [8]}}), tmp_path / "res",
-                   EvalOptions(progress=False), echo=lambda *_: None, skip_done=True, ensemble=True)
+                   EvalOptions(progress=False), EvalJob(echo=lambda *_: None, skip_done=True, ensemble=True))
     assert (folder / "fgsm.meta.json").read_text() == before
 
 

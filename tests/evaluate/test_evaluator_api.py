@@ -334,11 +334,11 @@ def test_one_seed_bench_gets_per_image_intervals_for_accuracy_and_probability_sc
     from mmix_eval.evaluate.base import EvalOptions
     from mmix_eval.evaluate.boot import BOOT_STATS
     from mmix_eval.evaluate.outcomes import read_outcome_file
-    from mmix_eval.evaluate.runner import make_plan, run_evaluation
+    from mmix_eval.evaluate.runner import EvalJob, make_plan, run_evaluation
 
     ckpts, _ = runs
     run_evaluation([ckpts["vanilla"], ckpts["input_mixup"]], make_plan(["fgsm"], {"fgsm": {"eps": [2]}}),
-                   tmp_path / "res", EvalOptions(device="cpu", progress=False), echo=lambda *_: None)
+                   tmp_path / "res", EvalOptions(device="cpu", progress=False), EvalJob(echo=lambda *_: None))
     result = build_report([tmp_path / "res"], tmp_path / "rep", baseline="vanilla")
     md = (tmp_path / "rep" / "report.md").read_text()
     # one row per method x condition, the method claim and the network claim side by side
@@ -442,7 +442,7 @@ def test_evaluate_forwards_each_test_image_once_clean_and_fgsm_takes_it_from_its
     checks' probes; no separate clean pass. The shared clean logits are bitwise a plain inference loop's."""
     import mmix_eval.evaluate.target as tg
     from mmix_eval.evaluate.base import EvalOptions
-    from mmix_eval.evaluate.runner import make_plan, run_evaluation
+    from mmix_eval.evaluate.runner import EvalJob, make_plan, run_evaluation
 
     ckpts, data = runs
     seen = {"grad": 0, "no_grad": 0}
@@ -460,7 +460,7 @@ def test_evaluate_forwards_each_test_image_once_clean_and_fgsm_takes_it_from_its
     monkeypatch.setattr(tg, "load_target", counting)
     plan = make_plan(["deformations", "fgsm", "calibration"], {"fgsm": {"eps": [1, 2, 4, 8]}})
     rows = run_evaluation([ckpts["vanilla"]], plan, tmp_path / "out", EvalOptions(device="cpu", batch_size=32,
-                                                                                  progress=False), echo=lambda *a: None)
+                                                                                  progress=False), EvalJob(echo=lambda *a: None))
     n, n_val, probe = len(data.test), len(data.val), min(64, len(data.test))
     assert seen["grad"] == n + probe  # FGSM's gradient pass over the test set, and the zero-gradient probe
     assert seen["no_grad"] == 8 * n + 4 * n + n_val + 2 * probe  # deformations, ε, validation, output checks
