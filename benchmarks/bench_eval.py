@@ -179,7 +179,7 @@ def main() -> int:
     fb = statistics.median(timed(gradient_pass, device) for _ in range(3))
     # Per-image outcomes: what the runner adds to a Table 4 evaluation (9 conditions packed and written).
     rows = run_evaluator(deform, fresh(), d_opts, common)
-    outcomes = {r["condition"]: r["_correct"] for r in rows if "_correct" in r}
+    outcomes = {r["condition"]: r["per_image"].correct for r in rows if "per_image" in r and r["per_image"].correct is not None}
     with tempfile.TemporaryDirectory() as tmp:
         store = [timed(lambda: write_outcomes(Path(tmp) / "o.npz", outcomes, np.arange(len(data))), device) for _ in range(5)]
         size = (Path(tmp) / "o.npz").stat().st_size

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mmix_eval.evaluate.boot import bin_index, reliability, replicates
-from mmix_eval.evaluate.records import EDGE_RULE, record
+from mmix_eval.evaluate.records import EDGE_RULE, attach, record
 
 
 def nll(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -180,10 +181,22 @@ def selective_risks(conf: np.ndarray, correct: np.ndarray, coverages=(0.8, 0.9))
     return out
 
 
-def probability_scores(logits: torch.Tensor, y: torch.Tensor, bins: int) -> dict:
+@dataclass(frozen=True)
+class Scored:
+    """One condition's probability metrics (``values``) and the per-image data they came from: top-label
+    confidences, correctness (0/1), the bootstrap replicates of the per-image scores and the reliability bins."""
+
+    values: dict[str, float]
+    conf: np.ndarray
+    correct: np.ndarray
+    boot: np.ndarray
+    bins: np.ndarray
+
+
+def score_condition(logits: torch.Tensor, y: torch.Tensor, bins: int) -> Scored:
     """Every probability metric of one condition: NLL, equal-width ECE (netcal), equal-mass ECE, classwise
     ECE, the signed calibration error (mean confidence − accuracy: > 0 overconfident), Brier, AURC and
-    the risk at 80 / 90 % coverage, the debiased L2 calibration error and SmoothECE; and the top-label confidences and correctness they came from."""
+    the risk at 80 / 90 % coverage, the debiased L2 calibration error and SmoothECE; with the per-image data."""
     p = torch.softmax(logits.double(), 1)
     conf_t, pred = p.max(1)
     conf, correct = conf_t.numpy(), (pred == y).numpy().astype(np.int64)
@@ -191,12 +204,18 @@ def probability_scores(logits: torch.Tensor, y: torch.Tensor, bins: int) -> dict
     nll_i = F.cross_entropy(logits.double(), y, reduction="none")
     brier_i = ((p - F.one_hot(y, p.shape[1]).to(p.dtype)) ** 2).sum(1)
     mean = lambda v: float(v.mean()) if len(v) else float("nan")  # noqa: E731
-    return {"nll": mean(nll_i), "ece": netcal_measure("ECE", conf, correct, bins),
-            "ece_em": equal_mass_ece(conf, correct, bins), "cw_ece": classwise_ece(p.numpy(), y.numpy(), bins),
-            "signed_ce": signed, "brier": mean(brier_i),
-            **selective_risks(conf, correct), "ce_debiased": debiased_l2_ce(conf, correct, bins), "smece": smooth_ece(conf, correct), "_conf": conf, "_correct": correct,
-            "_boot": replicates(nll_i.numpy(), brier_i.numpy(), conf, correct, bins, matmul=_torch_matmul),
-            "_bins": reliability(conf, correct, bins)}
+    values = {"nll": mean(nll_i), "ece": netcal_measure("ECE", conf, correct, bins),
+              "ece_em": equal_mass_ece(conf, correct, bins), "cw_ece": classwise_ece(p.numpy(), y.numpy(), bins),
+              "signed_ce": signed, "brier": mean(brier_i), **selective_risks(conf, correct),
+              "ce_debiased": debiased_l2_ce(conf, correct, bins), "smece": smooth_ece(conf, correct)}
+    return Scored(values, conf, correct,
+                  replicates(nll_i.numpy(), brier_i.numpy(), conf, correct, bins, matmul=_torch_matmul),
+                  reliability(conf, correct, bins))
+
+
+def probability_scores(logits: torch.Tensor, y: torch.Tensor, bins: int) -> dict[str, float]:
+    """Every probability metric of one condition (``score_condition``'s values)."""
+    return score_condition(logits, y, bins).values
 
 
 def _torch_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -206,9 +225,14 @@ def _torch_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def calibration_metrics(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict:
     """Accuracy, every probability score (``probability_scores``), MCE and the reliability bins."""
-    m = probability_scores(logits, y, bins)
-    conf, correct = m.pop("_conf"), m["_correct"]
-    return {"acc": 100.0 * float(correct.mean()), **m, "mce": netcal_measure("MCE", conf, correct, bins), "bins": reliability_bins(conf, correct, bins)}
+    return calibration_scored(logits, y, bins)[0]
+
+
+def calibration_scored(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> tuple[dict, Scored]:
+    """``calibration_metrics`` and the ``Scored`` condition they came from (its per-image data)."""
+    s = score_condition(logits, y, bins)
+    return {"acc": 100.0 * float(s.correct.mean()), **s.values, "mce": netcal_measure("MCE", s.conf, s.correct, bins),
+            "bins": reliability_bins(s.conf, s.correct, bins)}, s
 
 
 TOP5_MIN_CLASSES = 10  # top-5 accuracy is recorded for more classes than this
@@ -221,15 +245,13 @@ def condition_rows(base: dict, condition: str, logits: torch.Tensor, y: torch.Te
     equal-mass and classwise, signed error, Brier, AURC, risk at 80 / 90 % coverage) from the condition's
     logits, with calibrator 'none'; with a fitted ``calibration`` (``evaluate.calibrate.Fitted``) the same
     probability metrics again from the calibrated logits, with its name. The acc row carries the per-image
-    outcomes (``_correct``) that the runner stores beside the records."""
+    outcomes (``PerImage.correct``) that the runner stores beside the records."""
     from mmix_eval.evaluate.base import PROBABILITY_METRICS
 
     extra = {"bins": bins, "edge_rule": EDGE_RULE, **settings}
-    raw = probability_scores(logits, y, bins)
-    correct = raw["_correct"]
-    acc = 100.0 * float(correct.mean()) if len(correct) else float("nan")
-    rows = [record(base, condition, "acc", acc, label, **extra)]
-    rows[0]["_correct"] = correct.astype(bool)
+    raw = score_condition(logits, y, bins)
+    acc = 100.0 * float(raw.correct.mean()) if len(raw.correct) else float("nan")
+    rows = [attach(record(base, condition, "acc", acc, label, **extra), correct=raw.correct.astype(bool))]
     if clean_acc is not None:
         rel = 100.0 * acc / clean_acc if clean_acc > 0 else float("nan")
         rows.append(record(base, condition, "rel_acc", rel, label, **extra))
@@ -237,17 +259,17 @@ def condition_rows(base: dict, condition: str, logits: torch.Tensor, y: torch.Te
         # only, a calibrator that rescales logits per image keeps each image's ranking of the classes
         top5 = (logits.topk(5, dim=1).indices == y.view(-1, 1).to(logits.device)).any(1)
         rows.append(record(base, condition, "acc_top5", 100.0 * float(top5.double().mean()), label, **extra))
-    rows += with_detail([record(base, condition, m, raw[m], label, **extra) for m in PROBABILITY_METRICS], raw)
+    rows += with_detail([record(base, condition, m, raw.values[m], label, **extra) for m in PROBABILITY_METRICS], raw)
     if calibration is not None:
-        scaled = probability_scores(calibration.apply(logits), y, bins)
+        scaled = score_condition(calibration.apply(logits), y, bins)
         cbase = {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), calibration.note]))} if calibration.note else base
-        rows += with_detail([record(cbase, condition, m, scaled[m], label, calibrator=calibration.name, **extra,
+        rows += with_detail([record(cbase, condition, m, scaled.values[m], label, calibrator=calibration.name, **extra,
                                     **calibration.settings) for m in PROBABILITY_METRICS], scaled)
     return rows
 
 
-def with_detail(rows: list[dict], scores: dict) -> list[dict]:
-    """The first probability row carries its condition's bootstrap replicates (``_boot``) and reliability bins
-    (``_bins``), which the runner stores beside the records (``evaluate.outcomes``), not in them."""
-    rows[0]["_boot"], rows[0]["_bins"] = scores["_boot"], scores["_bins"]
+def with_detail(rows: list[dict], scored: Scored) -> list[dict]:
+    """The first probability row carries its condition's bootstrap replicates and reliability bins (``PerImage``
+    ``boot`` and ``bins``), which the runner stores beside the records (``evaluate.outcomes``), not in them."""
+    attach(rows[0], boot=scored.boot, bins=scored.bins)
     return rows

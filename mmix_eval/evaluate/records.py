@@ -16,8 +16,9 @@ import json
 import math
 import os
 import stat
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from mmix_eval.io import atomic_write_text
 from mmix_eval.upgrade import record_method_settings
@@ -39,12 +40,74 @@ _V1_LABELS = {"acc": "accuracy (%)", "nll": "NLL", "ece": "ECE", "mce": "MCE", "
 # Schema 1 rendered deformations with grid_sample's nearest mode (border pixels kept for sources within
 # half a pixel outside the image); schema-2 rows name their renderer in settings["renderer"].
 V1_RENDERER = "grid_sample-nearest (mmix-eval 0.1; border pixels kept)"
+@dataclass(frozen=True)
+class PerImage:
+    """What a condition's row carries from its evaluator to the runner beside its value: stored in the outcomes file
+    (``evaluate.outcomes``), never in the records. ``correct``: each image's correctness (bool; on the condition's
+    acc row); ``boot`` and ``bins``: the bootstrap replicates and reliability bins of its probability scores (on
+    its first probability row, per calibrator); ``indices``: the condition's own image indices where its images are
+    not the test subset's (a natural-shift set)."""
+
+    correct: Any = None
+    boot: Any = None
+    bins: Any = None
+    indices: Any = None
+
+
+class Record(TypedDict, total=False):
+    """One row as an evaluator returns it (``record`` builds it): the columns of ``FIELDS`` and, while in flight,
+    the per-image data it carries (``per_image``), which the runner takes off before anything is written."""
+
+    schema: int
+    run: str
+    checkpoint: str | None
+    model: str | None
+    method: str | None
+    method_label: str | None
+    method_settings: dict | None
+    sweep: dict | None
+    train_seed: int | None
+    data: str | None
+    subset: Any
+    evaluator: str
+    condition: str
+    calibrator: str
+    label: str | None
+    metric: str
+    metric_label: str | None
+    value: float
+    direction: str | None
+    format: str | None
+    headline: bool | None
+    comparison: bool | None
+    n: int | None
+    eval_seed: int | None
+    bin: int | None
+    settings: dict | None
+    warnings: str | None
+    per_image: PerImage
+
+
+PER_IMAGE = "per_image"  # the one key of a row in flight that is not a record column
+
+
+def attach(row: dict, **data) -> dict:
+    """``row`` carrying per-image data (``PerImage`` fields), added to what it already carries."""
+    row[PER_IMAGE] = replace(row.get(PER_IMAGE) or PerImage(), **data)
+    return row
+
+
+def detach(row: dict) -> PerImage | None:
+    """The per-image data a row carries, taken off it (None where it carries none)."""
+    return row.pop(PER_IMAGE, None)
+
+
 EDGE_RULE = "equal-width, [a,b) with last bin [a,1] (numpy.histogram, as netcal)"
 TEMPERATURE_LABEL = "Test images, temperature scaled (T fitted per run)"
 
 
 def record(base: dict[str, Any], condition: str, metric: str, value: float, label: str | None = None,
-           bin: int | None = None, *, calibrator: str = "none", **settings) -> dict[str, Any]:
+           bin: int | None = None, *, calibrator: str = "none", **settings) -> Record:
     """One row: ``base`` holds the core columns of the checkpoint and evaluation (and the evaluator-wide
     ``settings``); ``settings`` here adds this row's own (an ε, a severity). ``calibrator``: the post-hoc
     calibrator whose output the value is computed from ("none": the model's own softmax). The metric's spec
@@ -343,60 +406,3 @@ def _finite(x: float | int) -> bool:
         return math.isfinite(float(x))
     except OverflowError:
         return False
-
-
-def fmt_value(v: float | None, format_spec: str | None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    try:
-        return format(v, format_spec or ".4f")
-    except (TypeError, ValueError):
-        return format(v, ".4f")
-
-
-# Scores every condition records that the terminal table leaves to the files (it stays readable at 80-120 columns).
-CONSOLE_LEFT_OUT = {"ece_em", "cw_ece", "signed_ce", "aurc", "risk80", "risk90"}
-
-
-MAX_CONSOLE_CONDITIONS = 30  # a screenful; the files hold every condition
-
-
-def summary_table(rows: list[dict], where: str | None = None, max_conditions: int = MAX_CONSOLE_CONDITIONS) -> str:
-    """A short terminal table: conditions down, the evaluator's summary metrics across (a calibrated score as
-    'nll@temperature'; the finer estimators are in the files, said in the last line). At most
-    ``max_conditions`` conditions, then one line saying how many more and where they are (``where``).
-    Linear in the rows."""
-    rows = [r for r in rows if r["bin"] is None]
-    per: dict[str, dict[str, None]] = {}  # condition -> its metric columns (dicts: ordered sets)
-    cell: dict[tuple[str, str], dict] = {}
-    left_out = False
-    for r in rows:
-        if r["metric"] in CONSOLE_LEFT_OUT:
-            left_out = True
-            continue
-        cal = calibrator_of(r)
-        column = r["metric"] if cal == "none" or is_scaled_condition(r) else f"{r['metric']}@{cal}"
-        per.setdefault(r["condition"], {})[column] = None
-        cell[r["condition"], column] = r
-    conditions = list(per)
-    metrics: dict[str, None] = {}
-    for c in sorted(per, key=lambda c: -len(per[c])):  # the fullest condition's metric order first
-        for m in per[c]:
-            metrics.setdefault(m, None)
-    not_scores = {m for (c, m), r in cell.items() if r.get("direction") is None and r.get("schema") == SCHEMA}
-    ordered = [m for m in metrics if m not in not_scores] + [m for m in metrics if m in not_scores]
-    shown = conditions[:max_conditions]
-    text = {(c, m): fmt_value(cell[c, m]["value"], cell[c, m]["format"]) if (c, m) in cell else ""
-            for c in shown for m in ordered}
-    width = max([len(c) for c in shown] + [9])
-    # every column at least two spaces wider than its header and its widest value: never 'briertemperature'
-    cols = [max([8, len(m)] + [len(text[c, m]) for c in shown]) + 2 for m in ordered]
-    lines = [f"  {'condition':<{width}}" + "".join(f"{m:>{w}}" for m, w in zip(ordered, cols))]
-    for c in shown:
-        lines.append(f"  {c:<{width}}" + "".join(f"{text[c, m]:>{w}}" for m, w in zip(ordered, cols)))
-    if len(conditions) > len(shown):
-        lines.append(f"  … and {len(conditions) - len(shown):,} more conditions, every one in "
-                     f"{where or 'the .csv and .jsonl'}")
-    if left_out:
-        lines.append("  (equal-mass and classwise ECE, signed error, AURC and risk at coverage: in the .csv and .jsonl)")
-    return "\n".join(lines)

@@ -18,7 +18,8 @@ from typing import Any
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, Evaluator, OptionError, get_evaluator, run_evaluator
 from mmix_eval.evaluate.outcomes import write_outcomes
-from mmix_eval.evaluate.records import FIELDS, REQUIRED, read_records, record_problem, summary_table, write_records
+from mmix_eval.evaluate.console import summary_table
+from mmix_eval.evaluate.records import FIELDS, REQUIRED, detach, read_records, record_problem, write_records
 from mmix_eval.io import atomic_write_json, atomic_write_text, safe_name  # noqa: F401  (safe_name: re-exported)
 from mmix_eval.provenance import git_commit, hardware, versions
 
@@ -262,12 +263,16 @@ def _evaluate(ev: Evaluator, opts, target, common: EvalOptions, name: str, label
             except OSError:
                 pass
         raise UserError(f"evaluator '{ev.name}' failed on run '{name}': {type(e).__name__}: {e}{where}") from None
-    # a condition on other images than the test subset (a natural-shift set) brings its own image indices
-    outcomes = {r["condition"]: ((r.pop("_indices"), r.pop("_correct")) if "_indices" in r else r.pop("_correct"))
-                for r in rows if "_correct" in r}
-    detail = {(r["condition"], r.get("calibrator") or "none"): (r.pop("_boot"), r.pop("_bins")) for r in rows if "_boot" in r}
+    outcomes, detail = {}, {}
+    for r in rows:
+        got = detach(r)  # the per-image data: stored beside the records, not in them
+        if got is not None and got.correct is not None:  # a condition on other images than the test subset (a
+            # natural-shift set) brings its own image indices
+            outcomes[r["condition"]] = got.correct if got.indices is None else (got.indices, got.correct)
+        if got is not None and got.boot is not None:
+            detail[r["condition"], r.get("calibrator") or "none"] = (got.boot, got.bins)
     for i, r in enumerate(rows):
-        for k in [k for k in r if k.startswith("_")]:
+        for k in [k for k in r if k.startswith("_")]:  # a plugin's own private keys are not record columns either
             del r[k]
         r["method_label"], r["sweep"] = label, sweep
         for f in FIELDS:  # a plugin's row built by hand without an optional field (bin, label, ...): null, as record() gives

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import BUILTIN
-from mmix_eval.evaluate.records import calibrator_of, fmt_value, is_scaled_condition
+from mmix_eval.evaluate.console import fmt_value
+from mmix_eval.evaluate.records import calibrator_of, is_scaled_condition
 from mmix_eval.report.frame import cell_values, records_frame, seed_of
 from mmix_eval.report.labels import method_labels, order_methods, sweep_bases
 

@@ -313,7 +313,7 @@ def test_provenance_is_summarised_then_collapsed_and_few_seeds_are_said_in_words
 
 
 def test_the_console_summary_keeps_its_columns_apart():
-    from mmix_eval.evaluate.records import summary_table
+    from mmix_eval.evaluate.console import summary_table
 
     rows = [{"bin": None, "condition": "test", "metric": m, "value": v, "format": f, "direction": "lower",
              "schema": 2} for m, v, f in (("brier", 12345.678901, ".4f"), ("temperature", 1.5, ".3f"))]

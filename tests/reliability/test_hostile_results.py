@@ -276,7 +276,7 @@ def test_plots_stay_bounded_in_width_at_many_conditions(tmp_path, numeric):
 
 def test_the_console_summary_prints_a_screenful_and_says_where_the_rest_is():
     """200k conditions took 6.6 minutes (a list lookup per row) and printed 200k lines."""
-    from mmix_eval.evaluate.records import MAX_CONSOLE_CONDITIONS, summary_table
+    from mmix_eval.evaluate.console import MAX_CONSOLE_CONDITIONS, summary_table
 
     base = {"run": "r", "method": "m", "evaluator": "e"}
     rows = [dict(record(base, f"c{i}", m, 1.0), direction="lower", format=".2f", schema=2)
@@ -321,7 +321,7 @@ def test_records_of_one_run_on_different_test_subsets_are_refused_or_split(tmp_p
 # ---------------------------------------------------------------- empty inputs to the new readers
 
 def test_empty_inputs_give_empty_results_not_errors(tmp_path):
-    from mmix_eval.evaluate.records import summary_table
+    from mmix_eval.evaluate.console import summary_table
     from mmix_eval.io import parse_yaml
     from mmix_eval.report.table import by_subset
 

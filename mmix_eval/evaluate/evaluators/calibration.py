@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mmix_eval.evaluate.base import PROBABILITY_METRICS, SHIFT_METRICS, Evaluator, MetricSpec
-from mmix_eval.evaluate.records import EDGE_RULE, TEMPERATURE_LABEL, record, scaled_condition
+from mmix_eval.evaluate.records import EDGE_RULE, TEMPERATURE_LABEL, attach, record, scaled_condition
 
 
 @dataclass(frozen=True)
@@ -80,14 +80,14 @@ class Calibration(Evaluator):
 
 
 def _metric_rows(base, condition, label, logits, y, bins, calibrator: str = "none", extra: dict | None = None) -> list[dict]:
-    from mmix_eval.evaluate.metrics import calibration_metrics, with_detail
+    from mmix_eval.evaluate.metrics import calibration_scored, with_detail
 
-    m = calibration_metrics(logits, y, bins)
+    m, scored = calibration_scored(logits, y, bins)
     extra = extra or {}
     rows = [record(base, condition, k, m[k], label, calibrator=calibrator, **extra)
             for k in ("acc", *PROBABILITY_METRICS[:4], "mce", *PROBABILITY_METRICS[4:])]
-    rows[0]["_correct"] = m["_correct"].astype(bool)  # per-image outcomes and the probability detail, stored beside
-    with_detail(rows[1:], m)
+    attach(rows[0], correct=scored.correct.astype(bool))  # per-image outcomes and the probability detail, stored beside
+    with_detail(rows[1:], scored)
     counts, acc, conf = m["bins"]
     for b in range(bins):
         for metric, v in (("bin_count", float(counts[b])), ("bin_acc", float(acc[b])), ("bin_conf", float(conf[b]))):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from mmix_eval.catalog import DATASETS
 from mmix_eval.errors import UserError, did_you_mean
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, OptionError
+from mmix_eval.evaluate.records import attach
 from mmix_eval.evaluate.sources import TestImages, refuse_same
 
 
@@ -97,7 +98,7 @@ class Shift(Evaluator):
             # n stays the evaluated test subset's (what the report groups records by); the set's size is a setting
             got = condition_rows(base, name, logits, images.y, common.bins, f"{name} ({len(images):,} images)",
                                  clean_acc, calibration, shift_set=spec, set_images=len(images))
-            got[0]["_indices"] = np.arange(len(images), dtype=np.int64)  # the set's own images, not the test subset
+            attach(got[0], indices=np.arange(len(images), dtype=np.int64))  # the set's own images, not the test subset
             rows += got
         return rows
 

@@ -32,7 +32,7 @@ from typing import Literal, get_args
 
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, MetricSpec, OptionError
-from mmix_eval.evaluate.records import record
+from mmix_eval.evaluate.records import PER_IMAGE, record
 from mmix_eval.evaluate.evaluators.attacks.eps import parse_eps, parse_official_eps
 from mmix_eval.evaluate.evaluators.attacks.steps import (autoattack_batch, fgsm_step, make_attack, make_autoattack,
                                                          normalisation_std, official_loss, pixel_eps, sign_cache)
@@ -236,7 +236,7 @@ class WhiteBoxAttack(Evaluator):
                                                  "attacks": ",".join(attacks)}, shifts, check)
         n = len(target.test)
         clean = next(r for r in rows if r["condition"] == "clean" and r["metric"] == "acc")
-        base = {k: v for k, v in clean.items() if not k.startswith("_")}
+        base = {k: v for k, v in clean.items() if k != PER_IMAGE}
         for e in options.eps:
             for a in attacks:
                 left = distributed.sum_int(counts.get(e, {}).get(a, 0))

@@ -164,12 +164,12 @@ def summary_rows(rows: list[dict], corruptions: list[str]) -> list[dict]:
     probability metrics' means again after the calibrator, from its rows (never mixed with the raw ones)."""
     import math
 
-    from mmix_eval.evaluate.records import calibrator_of, record
+    from mmix_eval.evaluate.records import PER_IMAGE, calibrator_of, record
 
     detail = [r for r in rows if (r["settings"] or {}).get("severity") is not None]
     if not detail:
         return []
-    base = {k: v for k, v in detail[0].items() if not k.startswith("_")}
+    base = {k: v for k, v in detail[0].items() if k != PER_IMAGE}
     keep = {k: v for k, v in base["settings"].items() if k not in ("corruption", "severity", "strength")}
     base["settings"] = keep
     mean = lambda vs: sum(vs) / len(vs) if vs and not any(math.isnan(v) for v in vs) else float("nan")
