@@ -32,7 +32,8 @@ from mmix_eval.report.sections import Note, SectionContext, section_for
 from mmix_eval.report.sections.call import call_section
 from mmix_eval.report.table import aggregate, caveats, check_duplicates, comparable_groups, describe_group, evaluator_order
 from mmix_eval.report.sweep import sweep_choices
-from mmix_eval.report.view import STILL_FALLING, MainSpec, build_view, not_converged
+from mmix_eval.report.view import MainSpec, ViewInputs, build_view
+from mmix_eval.report.view_cost import STILL_FALLING, not_converged
 
 __all__ = ["build_report", "load_results"]
 
@@ -167,8 +168,8 @@ def _build_one(results: Results, out, baseline, checks, title, extra_provenance,
         notes.append(f"{m}: the training loss of {', '.join(runs)} was still falling at the end (its last tenth of "
                      f"epochs more than {100 * STILL_FALLING:.0f} % below the tenth before): numbers of a run that had not "
                      f"converged (plots/training-curves.png).")
-    view = build_view(table, found, family or Primary(), baseline, results.outcomes, results.costs, prov, check_results,
-                      results.bad, title, notes + sorted(set(pair_notes)), results.detail, spec)
+    view = build_view(ViewInputs(table, found, family or Primary(), baseline, results.outcomes, results.costs, prov,
+                                 check_results, results.bad, title, notes + sorted(set(pair_notes)), results.detail, spec))
     _check_writable(out)
     images = draw.files()
     stage = new_stage(out)  # every file into a staging folder first, then swapped in as one set (reportset.py)

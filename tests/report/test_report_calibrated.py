@@ -128,7 +128,7 @@ def test_an_ensemble_column_is_compared_with_the_baselines_ensemble(tmp_path):
     assert not any(c.column == "vanilla ensemble of 3" for c in found)  # the reference is not compared with itself
     # an ensemble has no training seeds: no method claim, and never in the primary family
     assert all(c.method is None and not c.primary for c in found if c.column == "manifold_mixup ensemble of 3")
-    from mmix_eval.report.view import cost_table
+    from mmix_eval.report.view_cost import cost_table
 
     costs = {f"{m}-s{s}": {"train_wall_time_s": 3.0} for m in VALUES for s in VALUES[m]}
     cost = cost_table(table, costs)
