@@ -16,10 +16,10 @@ import json
 import math
 import os
 import stat
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
+from mmix_eval.evaluate.record_types import PER_IMAGE, PerImage, Record, attach, detach  # noqa: F401 (re-exported)
 from mmix_eval.io import atomic_write_text
 from mmix_eval.upgrade import record_method_settings
 
@@ -40,68 +40,6 @@ _V1_LABELS = {"acc": "accuracy (%)", "nll": "NLL", "ece": "ECE", "mce": "MCE", "
 # Schema 1 rendered deformations with grid_sample's nearest mode (border pixels kept for sources within
 # half a pixel outside the image); schema-2 rows name their renderer in settings["renderer"].
 V1_RENDERER = "grid_sample-nearest (mmix-eval 0.1; border pixels kept)"
-@dataclass(frozen=True)
-class PerImage:
-    """What a condition's row carries from its evaluator to the runner beside its value: stored in the outcomes file
-    (``evaluate.outcomes``), never in the records. ``correct``: each image's correctness (bool; on the condition's
-    acc row); ``boot`` and ``bins``: the bootstrap replicates and reliability bins of its probability scores (on
-    its first probability row, per calibrator); ``indices``: the condition's own image indices where its images are
-    not the test subset's (a natural-shift set)."""
-
-    correct: Any = None
-    boot: Any = None
-    bins: Any = None
-    indices: Any = None
-
-
-class Record(TypedDict, total=False):
-    """One row as an evaluator returns it (``record`` builds it): the columns of ``FIELDS`` and, while in flight,
-    the per-image data it carries (``per_image``), which the runner takes off before anything is written."""
-
-    schema: int
-    run: str
-    checkpoint: str | None
-    model: str | None
-    method: str | None
-    method_label: str | None
-    method_settings: dict | None
-    sweep: dict | None
-    train_seed: int | None
-    data: str | None
-    subset: Any
-    evaluator: str
-    condition: str
-    calibrator: str
-    label: str | None
-    metric: str
-    metric_label: str | None
-    value: float
-    direction: str | None
-    format: str | None
-    headline: bool | None
-    comparison: bool | None
-    n: int | None
-    eval_seed: int | None
-    bin: int | None
-    settings: dict | None
-    warnings: str | None
-    per_image: PerImage
-
-
-PER_IMAGE = "per_image"  # the one key of a row in flight that is not a record column
-
-
-def attach(row: dict, **data) -> dict:
-    """``row`` carrying per-image data (``PerImage`` fields), added to what it already carries."""
-    row[PER_IMAGE] = replace(row.get(PER_IMAGE) or PerImage(), **data)
-    return row
-
-
-def detach(row: dict) -> PerImage | None:
-    """The per-image data a row carries, taken off it (None where it carries none)."""
-    return row.pop(PER_IMAGE, None)
-
-
 EDGE_RULE = "equal-width, [a,b) with last bin [a,1] (numpy.histogram, as netcal)"
 TEMPERATURE_LABEL = "Test images, temperature scaled (T fitted per run)"
 

@@ -13,6 +13,7 @@ different sharpness have gaps near 0 and are declared different at most at the n
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,6 +69,20 @@ def _holds(c: Comparison | None, network: bool = False) -> bool:
     return (c.network_holds if network else c.holds) and c.better
 
 
+@dataclass(frozen=True)
+class _Score:
+    """One shift evaluator's proper score: its raw and calibrated rows per condition, the calibrator's name, the
+    score's label, and each column's calibration-gap test (raw − calibrated against the reference's, Holm-adjusted)."""
+
+    key: str
+    label: str
+    calibrator: str
+    raw: dict
+    cal: dict
+    gaps: dict
+    adjusted: dict
+
+
 def calibration_verdicts(table: Table, baseline: str | None, found: list[Comparison], detail: dict | None = None,
                          primary: Primary | None = None) -> list[str]:
     """One sentence per shift evaluator, proper score and column (see the module's docstring)."""
@@ -80,61 +95,83 @@ def calibration_verdicts(table: Table, baseline: str | None, found: list[Compari
         if key == "comparison":
             continue
         for metric in PROPER_SCORES:
-            raw = {table.rows[i].condition: i for i in idx if table.rows[i].metric == metric
-                   and table.rows[i].calibrator == "none" and table.rows[i].condition != "clean"}
-            cal = {table.rows[i].condition: i for i in idx if table.rows[i].metric == metric
-                   and table.rows[i].calibrator != "none" and table.rows[i].condition in raw}
-            if not cal:
+            score = _score(table, detail, baseline, key, idx, metric, primary)
+            if score is None:
                 continue
-            name = next(iter({table.rows[i].calibrator for i in cal.values()}))
-            label = table.rows[next(iter(raw.values()))].label.rsplit(": ", 1)[-1]
-            gaps = {}
             for m in table.methods:
-                ref = reference(table, m, baseline)
-                if m != ref and not is_ensemble(table, m):
-                    for c in cal:
-                        gaps[m, c] = gap_claim(table, detail, raw[c], cal[c], m, ref)
-            tested = [k for k, g in gaps.items() if g is not None]
-            adjusted = dict(zip(tested, stats.adjust([gaps[k].p for k in tested], primary.multiplicity)))
-            for m in table.methods:
-                ref = reference(table, m, baseline)
-                if m == ref:
-                    continue
-                ens = is_ensemble(table, m)
-                pairs = {c: (lookup(table, found, raw[c], m), lookup(table, found, cal[c], m)) for c in cal}
-                if not any(a is not None and (a.network if ens else a.method) is not None for a, _ in pairs.values()):
-                    continue
-                if ens and not any(_holds(a, True) or _holds(b, True) for a, b in pairs.values()):
-                    continue  # an ensemble's sentence only where one of its network claims holds
-                ahead = [c for c, (a, _) in pairs.items() if _holds(a, ens)]
-                kept = [c for c in ahead if _holds(pairs[c][1], ens)]
-                only_after = [c for c, (a, b) in pairs.items() if c not in ahead and _holds(b, ens)]
-                kind = "network claims: these ensembles, per image" if ens else f"method claims, {_basis(pairs)}"
-                text = f"{key}, {label}: {m} lower than {ref} under {len(ahead)} of {len(pairs)} raw"
-                text += f", {len(kept)} of those after {name} scaling" if ahead else ""
-                text += f"; lower only after it under {len(only_after)}" if only_after else ""
-                if ahead:
-                    c = max(ahead, key=lambda c: abs(pairs[c][0].diff))
-                    a, b = pairs[c]
-                    text += (f" (largest: {table.rows[raw[c]].label.rsplit(': ', 1)[0]}, {_iv(table, a, ens)} raw, "
-                             f"{_iv(table, b, ens) if b is not None else 'no interval'} after)")
-                if not ens:
-                    smaller = [c for c in cal if adjusted.get((m, c), 1.0) < ALPHA and gaps[m, c].diff < 0]
-                    larger = [c for c in cal if adjusted.get((m, c), 1.0) < ALPHA and gaps[m, c].diff > 0]
-                    text += f"; calibration gap smaller under {len(smaller)}, larger under {len(larger)}"
-                    shown = smaller + larger or [c for c in cal if gaps.get((m, c)) is not None]
-                    if shown:
-                        c = max(shown, key=lambda c: abs(gaps[m, c].diff))
-                        g = gaps[m, c]
-                        text += (f" ({'largest' if smaller + larger else 'largest, not holding'}: "
-                                 f"{table.rows[raw[c]].label.rsplit(': ', 1)[0]}, {_num(table, raw[c], g.diff)} "
-                                 f"[{_num(table, raw[c], g.low)}, {_num(table, raw[c], g.high)}])")
-                facts = {"section": key, "score": label, "column": m, "n": len(pairs), "raw": len(ahead),
-                         "after": len(kept), "ensemble": ens}
-                if not ens:
-                    facts.update(smaller=len(smaller), larger=len(larger))
-                out.append(Verdict(text + f" ({kind}).", **facts))
+                verdict = _column_verdict(table, found, score, m, reference(table, m, baseline))
+                if verdict is not None:
+                    out.append(verdict)
     return out
+
+
+def _score(table: Table, detail: dict, baseline: str, key: str, idx: list[int], metric: str,
+           primary: Primary) -> _Score | None:
+    """A section's raw and calibrated rows of one proper score and the gap tests; None without calibrated rows."""
+    raw = {table.rows[i].condition: i for i in idx if table.rows[i].metric == metric
+           and table.rows[i].calibrator == "none" and table.rows[i].condition != "clean"}
+    cal = {table.rows[i].condition: i for i in idx if table.rows[i].metric == metric
+           and table.rows[i].calibrator != "none" and table.rows[i].condition in raw}
+    if not cal:
+        return None
+    name = next(iter({table.rows[i].calibrator for i in cal.values()}))
+    label = table.rows[next(iter(raw.values()))].label.rsplit(": ", 1)[-1]
+    gaps = {}
+    for m in table.methods:
+        ref = reference(table, m, baseline)
+        if m != ref and not is_ensemble(table, m):
+            for c in cal:
+                gaps[m, c] = gap_claim(table, detail, raw[c], cal[c], m, ref)
+    tested = [k for k, g in gaps.items() if g is not None]
+    adjusted = dict(zip(tested, stats.adjust([gaps[k].p for k in tested], primary.multiplicity)))
+    return _Score(key, label, name, raw, cal, gaps, adjusted)
+
+
+def _column_verdict(table: Table, found: list[Comparison], s: _Score, m: str, ref: str) -> Verdict | None:
+    """One column's sentence against its reference: lower raw, kept after the calibrator, lower only after it, and
+    (a single model) whether its calibration gap is smaller or larger. None where there is nothing to say."""
+    if m == ref:
+        return None
+    ens = is_ensemble(table, m)
+    pairs = {c: (lookup(table, found, s.raw[c], m), lookup(table, found, s.cal[c], m)) for c in s.cal}
+    if not any(a is not None and (a.network if ens else a.method) is not None for a, _ in pairs.values()):
+        return None
+    if ens and not any(_holds(a, True) or _holds(b, True) for a, b in pairs.values()):
+        return None  # an ensemble's sentence only where one of its network claims holds
+    ahead = [c for c, (a, _) in pairs.items() if _holds(a, ens)]
+    kept = [c for c in ahead if _holds(pairs[c][1], ens)]
+    only_after = [c for c, (a, b) in pairs.items() if c not in ahead and _holds(b, ens)]
+    kind = "network claims: these ensembles, per image" if ens else f"method claims, {_basis(pairs)}"
+    text = f"{s.key}, {s.label}: {m} lower than {ref} under {len(ahead)} of {len(pairs)} raw"
+    text += f", {len(kept)} of those after {s.calibrator} scaling" if ahead else ""
+    text += f"; lower only after it under {len(only_after)}" if only_after else ""
+    if ahead:
+        c = max(ahead, key=lambda c: abs(pairs[c][0].diff))
+        a, b = pairs[c]
+        text += (f" (largest: {table.rows[s.raw[c]].label.rsplit(': ', 1)[0]}, {_iv(table, a, ens)} raw, "
+                 f"{_iv(table, b, ens) if b is not None else 'no interval'} after)")
+    facts = {"section": s.key, "score": s.label, "column": m, "n": len(pairs), "raw": len(ahead), "after": len(kept),
+             "ensemble": ens}
+    if not ens:
+        gap_text, smaller, larger = _gap_text(table, s, m)
+        text += gap_text
+        facts.update(smaller=smaller, larger=larger)
+    return Verdict(text + f" ({kind}).", **facts)
+
+
+def _gap_text(table: Table, s: _Score, m: str) -> tuple[str, int, int]:
+    """'; calibration gap smaller under k, larger under j (largest: ...)' and the two counts."""
+    smaller = [c for c in s.cal if s.adjusted.get((m, c), 1.0) < ALPHA and s.gaps[m, c].diff < 0]
+    larger = [c for c in s.cal if s.adjusted.get((m, c), 1.0) < ALPHA and s.gaps[m, c].diff > 0]
+    text = f"; calibration gap smaller under {len(smaller)}, larger under {len(larger)}"
+    shown = smaller + larger or [c for c in s.cal if s.gaps.get((m, c)) is not None]
+    if shown:
+        c = max(shown, key=lambda c: abs(s.gaps[m, c].diff))
+        g = s.gaps[m, c]
+        text += (f" ({'largest' if smaller + larger else 'largest, not holding'}: "
+                 f"{table.rows[s.raw[c]].label.rsplit(': ', 1)[0]}, {_num(table, s.raw[c], g.diff)} "
+                 f"[{_num(table, s.raw[c], g.low)}, {_num(table, s.raw[c], g.high)}])")
+    return text, len(smaller), len(larger)
 
 
 def _basis(pairs: dict) -> str:

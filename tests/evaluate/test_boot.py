@@ -160,7 +160,7 @@ def test_replicates_of_another_scheme_are_not_paired(tmp_path, monkeypatch):
 
 
 def test_the_reliability_figure_pools_the_runs_bins_and_keeps_clean_and_the_strongest_shift():
-    from mmix_eval.report.plots import pick_conditions, pooled_bins
+    from mmix_eval.report.plots_calibration import pick_conditions, pooled_bins
 
     conds = ["clean", *(f"eps{k}" for k in range(1, 11))]
     assert pick_conditions(conds, 6)[0] == "clean" and pick_conditions(conds, 6)[-1] == "eps10"
