@@ -24,7 +24,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from mmix_eval.catalog import METHODS
-from mmix_eval.errors import UserError
+from mmix_eval.errors import UserError, mention
 from mmix_eval.io import atomic_write_bytes, atomic_write_json, check_regular
 from mmix_eval.models import create_model, is_builtin_model
 from mmix_eval.trust import refuse_code
@@ -159,7 +159,7 @@ def _metadata(path, header: dict) -> dict[str, Any]:
     raw = (header.get("__metadata__") or {}).get(META_KEY)
     if raw is None:
         raise UserError(f"checkpoint '{path}': expected mmix-eval metadata in the safetensors header, found none "
-                        f"(a safetensors file from elsewhere? give --model NAME --data NAME to rebuild it as a plain state dict)")
+                        f"(a safetensors file from elsewhere? give {mention('model')} NAME {mention('data')} NAME to rebuild it as a plain state dict)")
     try:
         meta = json.loads(raw)
     except (TypeError, json.JSONDecodeError):

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from mmix_eval.errors import UserError, did_you_mean
+from mmix_eval.errors import ParamError, UserError, did_you_mean
 from mmix_eval.options import MAX_BATCH, MAX_IMAGES, MAX_SEED, check_type, short_type
 from mmix_eval.upgrade import V1_METHOD_KEYS
 
@@ -159,7 +159,7 @@ def parse_override(text: str) -> dict:
     key, sep, raw = text.partition("=")
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not section or not name:
-        raise UserError(f"--set '{text}': expected section.key=value, e.g. train.lr=0.05")
+        raise ParamError("set", "expected section.key=value, e.g. train.lr=0.05", text)
     return {section: {name: yaml_value(raw)}}
 
 

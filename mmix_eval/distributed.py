@@ -58,7 +58,7 @@ def init_from_env(device_spec: str = "auto") -> bool:
     for key in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         if key not in os.environ:
             raise UserError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {key} is not set: start several processes "
-                            f"with torchrun (torchrun --nproc-per-node N -m mmix_eval ...)")
+                            f"with torchrun (one per device: torchrun's nproc-per-node option, then -m mmix_eval ...)")
     use_cuda = torch.cuda.is_available() and device_spec not in ("cpu",)
     if use_cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))

@@ -19,6 +19,15 @@ def one_line(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + f"… ({len(text) - MAX_MESSAGE} more characters)"
 
 
+# A parameter mentioned inside a message: the library shows its name, the command line its flag (cli/flags.py).
+_MENTION_OPEN, _MENTION_CLOSE = "\ue000", "\ue001"
+
+
+def mention(param: str) -> str:
+    """A parameter named inside a ``ParamError`` message (``f"pass {mention('download')} to fetch them"``)."""
+    return f"{_MENTION_OPEN}{param}{_MENTION_CLOSE}"
+
+
 class UserError(Exception):
     """A bad input: the message names the input, what was expected and what was given. Always one line,
     whatever the input held."""
@@ -26,7 +35,54 @@ class UserError(Exception):
     exit_code = 2
 
     def __init__(self, message: str = ""):
-        super().__init__(one_line(message))
+        self.template = str(message)
+        super().__init__(one_line(self.render(str)))
+
+    def __reduce__(self):
+        # rebuilt whole in a parent process (a bench worker's error): its parameters, not only its library text
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+    def render(self, name_of) -> str:
+        """The message with each parameter it mentions (``mention``) shown as ``name_of(param)``: the library
+        shows parameter names, the command line its flags (``mmix_eval/cli/flags.py``)."""
+        return self.body(name_of)
+
+    def body(self, name_of=str) -> str:
+        body, out = self.template, []
+        while _MENTION_OPEN in body:
+            before, _, rest = body.partition(_MENTION_OPEN)
+            name, _, body = rest.partition(_MENTION_CLOSE)
+            out += [before, name_of(name)]
+        return "".join(out) + body
+
+
+def _restore(cls, args: tuple, state: dict) -> UserError:
+    e = Exception.__new__(cls)
+    e.args = args
+    e.__dict__.update(state)
+    return e
+
+
+class ParamError(UserError):
+    """A bad value of one named parameter. ``param``: its name (``ckpt``; two as ``mean/std``), ``value``: the value
+    given, shown quoted after it (optional), ``message``: what was expected and what was got, mentioning other
+    parameters with ``mention``. The library shows parameter names (``ckpt 'x.pt': expected ...``); the command
+    line shows its flags (``--ckpt 'x.pt': expected ...``), mapped in one place (``mmix_eval/cli/flags.py``)."""
+
+    def __init__(self, param: str, message: str, value: object = None):
+        self.param, self.value = param, value
+        super().__init__(message)
+
+    def render(self, name_of) -> str:
+        """The message with each parameter (this one and those mentioned) shown as ``name_of(param)``."""
+        head = "/".join(name_of(p) for p in self.param.split("/"))
+        if self.value is not None:
+            head += f" '{self.value}'"
+        return f"{head}: {self.body(name_of)}"
+
+    @property
+    def detail(self) -> str:
+        return self.body()
 
 
 def did_you_mean(given: str, choices: Iterable[str]) -> str:

@@ -37,7 +37,7 @@ import torch
 
 from mmix_eval.checkpoint import SCHEMA, SCHEMA_VERSION, weight_mismatch
 from mmix_eval.data import load_data_cached
-from mmix_eval.errors import UserError
+from mmix_eval.errors import ParamError, UserError, mention
 from mmix_eval.io import file_sha256
 from mmix_eval.models import create_model, model_factory
 
@@ -61,15 +61,15 @@ class Foreign:
 
     def check(self) -> None:
         if not self.data:
-            raise UserError(f"--data: expected the data set model '{self.model}' was trained on (a plain state dict "
+            raise ParamError("data", f"expected the data set model '{self.model}' was trained on (a plain state dict "
                             f"does not say), got none")
         if self.key_layout not in LAYOUTS:
-            raise UserError(f"--key-layout: expected one of {', '.join(LAYOUTS)}, got '{self.key_layout}'")
-        for name, v in (("--mean", self.mean), ("--std", self.std)):
+            raise ParamError("key_layout", f"expected one of {', '.join(LAYOUTS)}, got '{self.key_layout}'")
+        for name, v in ((mention("mean"), self.mean), (mention("std"), self.std)):
             if v is not None and (not isinstance(v, list) or not v or not all(isinstance(x, (int, float)) for x in v)):
                 raise UserError(f"{name}: expected comma-separated numbers, one per channel, got {v!r}")
         if (self.mean is None) != (self.std is None):
-            raise UserError("--mean/--std: expected both or neither, got one")
+            raise ParamError("mean/std", "expected both or neither, got one")
         model_factory(self.model)  # an unknown model fails before any file is read
 
 
@@ -80,16 +80,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         with path.open("rb") as f:
             head = f.read(16)
     except FileNotFoundError:
-        raise UserError(f"--ckpt '{path}': expected a state dict file, got a path that does not exist") from None
+        raise ParamError("ckpt", "expected a state dict file, got a path that does not exist", path) from None
     except OSError as e:
-        raise UserError(f"--ckpt '{path}': expected a readable file, got {e.strerror or e}") from None
+        raise ParamError("ckpt", f"expected a readable file, got {e.strerror or e}", path) from None
     if head[8:9] == b"{":  # safetensors: an 8-byte length, then its JSON header
         from safetensors.torch import load_file
 
         try:
             sd = load_file(str(path))
         except Exception as e:
-            raise UserError(f"--ckpt '{path}': expected a well-formed safetensors file, got an error ({str(e)[:200]})") from None
+            raise ParamError("ckpt", f"expected a well-formed safetensors file, got an error ({str(e)[:200]})", path) from None
     else:
         import pickle
 
@@ -100,11 +100,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 sd = torch.load(path, map_location="cpu", weights_only=True, mmap=head.startswith(b"PK\x03\x04"))
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise UserError(f"--ckpt '{path}': expected a state dict that torch.load(weights_only=True) reads, got a file "
+            raise ParamError("ckpt", f"expected a state dict that torch.load(weights_only=True) reads, got a file "
                             f"it refuses ({first}); a whole model saved with torch.save(model), as the official code's "
                             f"torch.save(C, ...) writes, is a pickle of objects that runs code when read: where its code "
                             f"is and you trust the file, run torch.save(torch.load(F, weights_only=False).state_dict(), "
-                            f"'state.pt') and pass state.pt") from None
+                            f"'state.pt') and pass state.pt", path) from None
     return _unwrap(path, sd)
 
 
@@ -113,11 +113,11 @@ def _unwrap(path, sd) -> dict[str, torch.Tensor]:
         inner = next((sd[k] for k in WRAPPER_KEYS if isinstance(sd.get(k), dict)), None)
         if inner is None:
             keys = ", ".join(map(str, list(sd)[:8]))
-            raise UserError(f"--ckpt '{path}': expected a state dict (names -> tensors), or one under "
-                            f"{', '.join(WRAPPER_KEYS)}; got a dict of {keys}")
+            raise ParamError("ckpt", f"expected a state dict (names -> tensors), or one under "
+                            f"{', '.join(WRAPPER_KEYS)}; got a dict of {keys}", path)
         sd = inner
     if not isinstance(sd, dict) or not sd or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
-        raise UserError(f"--ckpt '{path}': expected a state dict (names -> tensors), got {type(sd).__name__}")
+        raise ParamError("ckpt", f"expected a state dict (names -> tensors), got {type(sd).__name__}", path)
     out = {}
     for k, v in sd.items():
         for prefix in ("module.", "_orig_mod."):
@@ -180,7 +180,7 @@ def metadata(path: str | Path, foreign: Foreign) -> dict:
     try:
         sha = file_sha256(path)
     except OSError as e:
-        raise UserError(f"--ckpt '{path}': expected a readable file, got {e.strerror or e}") from None
+        raise ParamError("ckpt", f"expected a readable file, got {e.strerror or e}", path) from None
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "model": {"name": foreign.model, "kwargs": kwargs},
             "data": {"spec": foreign.data, "classes": list(d.classes), "image_size": list(d.image_size)},
             "method": {"name": "external", "settings": {"file": path.name, "key_layout": foreign.key_layout}},
@@ -204,7 +204,7 @@ def load_foreign(path: str | Path, device, foreign: Foreign, meta: dict | None =
     try:
         model = create_model(foreign.model, **kwargs)
     except TypeError as e:
-        raise UserError(f"--model-arg: expected arguments model '{foreign.model}' takes, got {foreign.model_args} ({e})") from None
+        raise ParamError("model_arg", f"expected arguments model '{foreign.model}' takes, got {foreign.model_args} ({e})") from None
     want = model.state_dict()
     fit(path, foreign, layout, want, sd)
     model.load_state_dict({k: v.to(want[k].dtype) for k, v in sd.items()}, strict=True)
@@ -221,34 +221,34 @@ def fit(path: Path, foreign: Foreign, layout: str, want: dict, sd: dict, shapes_
         kind = ("sparse" if v.layout != torch.strided else "quantized" if v.is_quantized else
                 "nested" if v.is_nested else None)
         if kind is not None:
-            raise UserError(f"--ckpt '{path}': tensor '{k}' expected a plain dense tensor, got a {kind} one")
+            raise ParamError("ckpt", f"tensor '{k}' expected a plain dense tensor, got a {kind} one", path)
         if k in want and want[k].is_floating_point() and not v.is_floating_point():
-            raise UserError(f"--ckpt '{path}': tensor '{k}' expected a floating-point dtype (the model's is "
-                            f"{want[k].dtype}), got {v.dtype}; it would be cast silently")
+            raise ParamError("ckpt", f"tensor '{k}' expected a floating-point dtype (the model's is "
+                            f"{want[k].dtype}), got {v.dtype}; it would be cast silently", path)
     own = {k: v for k, v in sd.items() if k.startswith("normalize.")}
     given = {k: v for k, v in want.items() if k.startswith("normalize.")}
     if foreign.mean is not None and own and not shapes_only and any(
             k in own and (own[k].shape != v.shape or not torch.allclose(own[k].float().cpu(), v.float().cpu(), atol=1e-6))
             for k, v in given.items()):
         got = {k.removeprefix("normalize."): [round(float(x), 4) for x in own[k].flatten()[:4]] for k in sorted(own)}
-        raise UserError(f"--mean/--std: the file holds its own normalisation ({got}), got a different one; drop "
-                        f"--mean/--std to use the file's")
+        raise ParamError("mean/std", f"the file holds its own normalisation ({got}), got a different one; drop "
+                        f"{mention('mean')}/{mention('std')} to use the file's")
     for k in given:
         sd.setdefault(k, want[k])
     missing, unexpected, k = weight_mismatch(want, sd)
     if missing or unexpected:
-        raise UserError(f"--ckpt '{path}': state dict does not fit model '{foreign.model}' (key layout {layout}): "
-                        f"{len(missing)} missing, first {missing[:3]}; {len(unexpected)} unexpected, first {unexpected[:3]}")
+        raise ParamError("ckpt", f"state dict does not fit model '{foreign.model}' (key layout {layout}): "
+                        f"{len(missing)} missing, first {missing[:3]}; {len(unexpected)} unexpected, first {unexpected[:3]}", path)
     if k is not None:
-        raise UserError(f"--ckpt '{path}': state dict does not fit model '{foreign.model}': tensor '{k}' has shape "
-                        f"{tuple(sd[k].shape)} in the file, the model (--model-arg {foreign.model_args or 'none'}) "
-                        f"expects {tuple(want[k].shape)}")
+        raise ParamError("ckpt", f"state dict does not fit model '{foreign.model}': tensor '{k}' has shape "
+                        f"{tuple(sd[k].shape)} in the file, the model ({mention('model_arg')} {foreign.model_args or 'none'}) "
+                        f"expects {tuple(want[k].shape)}", path)
     for k, v in sd.items():
         if v.is_meta:
             if not shapes_only:
-                raise UserError(f"--ckpt '{path}': tensor '{k}' expected data, got a meta tensor (shape only)")
+                raise ParamError("ckpt", f"tensor '{k}' expected data, got a meta tensor (shape only)", path)
         elif v.is_floating_point() and not torch.isfinite(v).all():
-            raise UserError(f"--ckpt '{path}': tensor '{k}' expected finite values, got NaN or Inf")
+            raise ParamError("ckpt", f"tensor '{k}' expected finite values, got NaN or Inf", path)
 
 
 def precheck_header(path: Path, foreign: Foreign, kwargs: dict) -> None:
@@ -267,12 +267,12 @@ def precheck_header(path: Path, foreign: Foreign, kwargs: dict) -> None:
         return  # read_state_dict says what is wrong with the path
     if head[8:9] != b"{":  # torch.save's zip (read through mmap: no tensor data read) or a legacy pickle
         if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
-            raise UserError(f"--ckpt '{path}': expected a safetensors file or a torch.save file (zip or pickle), got "
-                            f"{len(head)}+ bytes starting {head[:8].hex()}")
+            raise ParamError("ckpt", f"expected a safetensors file or a torch.save file (zip or pickle), got "
+                            f"{len(head)}+ bytes starting {head[:8].hex()}", path)
         _fit_shapes(path, foreign, kwargs, read_state_dict(path))
         return
     header, blob = read_header(path, whole=False)
-    sd = header_tensors(path, header, len(blob) - 8, size, f"--ckpt '{path}'")
+    sd = header_tensors(path, header, len(blob) - 8, size, f"{mention('ckpt')} '{path}'")
     _fit_shapes(path, foreign, kwargs, _unwrap(path, sd))
 
 

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mmix_eval.errors import UserError, mention
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
@@ -72,7 +74,6 @@ def read_bounded(path: str | os.PathLike, what: str, cap: int = TEXT_CAP, kind: 
     """The bytes of a regular file of at most ``cap`` bytes, else a one-line UserError naming ``what`` and the
     path. Opened without blocking and checked on the open descriptor (so a FIFO swapped in after a check cannot
     hang the read), and read up to its size + 1 bytes (so a file growing while read is refused, not held)."""
-    from mmix_eval.errors import UserError
 
     path = Path(path)
     try:
@@ -98,7 +99,6 @@ def read_bounded(path: str | os.PathLike, what: str, cap: int = TEXT_CAP, kind: 
 
 def read_bounded_text(path: str | os.PathLike, what: str, cap: int = TEXT_CAP, kind: str = "file") -> str:
     """``read_bounded`` decoded as UTF-8 (an undecodable byte is a one-line error)."""
-    from mmix_eval.errors import UserError
 
     data = read_bounded(path, what, cap, kind)
     try:
@@ -110,7 +110,6 @@ def read_bounded_text(path: str | os.PathLike, what: str, cap: int = TEXT_CAP, k
 def check_regular(path: str | os.PathLike, what: str, cap: int | None = None) -> int:
     """A regular file's size (following a symlink to what it names), else a one-line UserError: for files read
     by a library (``np.load``, a memory map) that must not be handed a FIFO or a device."""
-    from mmix_eval.errors import UserError
 
     try:
         st = os.stat(path)
@@ -129,7 +128,6 @@ def read_member(archive, member, what: str, cap: int) -> bytes:
     its stated size + 1 bytes (a member whose header under-states its size is refused too)."""
     import zipfile
 
-    from mmix_eval.errors import UserError
 
     name = member.filename if isinstance(archive, zipfile.ZipFile) else member.name
     size = member.file_size if isinstance(archive, zipfile.ZipFile) else member.size
@@ -152,7 +150,6 @@ def check_npz(path: str | os.PathLike, what: str, cap: int) -> None:
     than ``cap`` once decompressed (a 7 MB file can hold 7 GiB of zeros)."""
     import zipfile
 
-    from mmix_eval.errors import UserError
 
     check_regular(path, what)
     try:
@@ -275,7 +272,6 @@ def _expanded_size(root) -> int:
 def load_yaml(path: str | os.PathLike, what: str) -> Any:
     """Parse a YAML file (``parse_yaml``: safe, bounded); an unreadable file, a syntax error, a tag that is not
     plain YAML or a document past the budget is a one-line UserError."""
-    from mmix_eval.errors import UserError
 
     path = Path(path)
     text = read_bounded_text(path, what, kind="YAML file")
@@ -311,7 +307,7 @@ class FolderLock:
     half-written) is taken over with a warning. A live holder, or one on another host (whose liveness cannot be
     checked), is a one-line error naming its pid."""
 
-    def __init__(self, folder: str | os.PathLike, what: str = "--out"):
+    def __init__(self, folder: str | os.PathLike, what: str = mention("out")):
         self.path = Path(folder) / LOCK_NAME
         self.what = what
         self.held = False

@@ -15,19 +15,17 @@ import types
 import typing
 from typing import Any, Literal
 
-from mmix_eval.errors import UserError
+from mmix_eval.errors import ParamError
 
 _UNIONS = (typing.Union, types.UnionType)
 
 
-class OptionError(UserError):
+class OptionError(ParamError):
     """A bad option value. The message starts with the option's name (``interpolation: ...``); the CLI
     shows it under the flag's name (``--interpolation: ...``)."""
 
     def __init__(self, param: str, message: str):
-        self.param = param
-        self.detail = message
-        super().__init__(f"{param}: {message}")
+        super().__init__(param, message)
 
 
 # Upper bounds of the count-like options, checked before anything is allocated and stated in each help.

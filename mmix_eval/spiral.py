@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mmix_eval.config import Config
-from mmix_eval.errors import UserError
+from mmix_eval.errors import ParamError
 
 HIDDEN = [64, 64, 2, 64, 64]  # the 2-unit bottleneck is stage 3, linear
 BOTTLENECK = 3
@@ -82,11 +82,11 @@ def run_spiral(methods: list[str], seeds: list[int], out: str | Path, data: str 
     from mmix_eval.training import train
 
     if not methods:
-        raise UserError("--methods: expected at least one method, got none")
+        raise ParamError("methods", "expected at least one method, got none")
     for m in methods:
         create_method(m)  # an unknown method or a bad plugin fails before any training
     if not data.startswith("spiral"):
-        raise UserError(f"--data: expected the spiral data set (spiral or spiral:KEY=VALUE,...), got '{data}'")
+        raise ParamError("data", f"expected the spiral data set (spiral or spiral:KEY=VALUE,...), got '{data}'")
     d = load_data(data)
     out = Path(out)
     t0 = time.perf_counter()

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +10,10 @@ import pytest
 import torch
 
 from mmix_eval import memory
+from mmix_eval.cli.flags import as_flags
 from mmix_eval.config import Config
 from mmix_eval.data.core import ImageData, Split
+from mmix_eval.errors import UserError
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent  # the repository
@@ -106,3 +110,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if TESTS / "integration" in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.slow)
+
+
+@contextmanager
+def raises_as_shown(exc=UserError, match: str = ""):
+    """``pytest.raises``, matching the message as the command line shows it: the library names parameters
+    (``ckpt 'x': ...``), the command line its flags (``--ckpt 'x': ...``, ``mmix_eval/cli/flags.py``)."""
+    with pytest.raises(exc) as info:
+        yield info
+    shown = as_flags(info.value)
+    assert re.search(match, shown), f"{match!r} does not match {shown!r}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mmix_eval.bench.plan import load_bench
 from mmix_eval.bench.status import stale
-from mmix_eval.errors import UserError, did_you_mean
+from mmix_eval.errors import ParamError, did_you_mean
 from mmix_eval.evaluate.runner import EvalJob, run_evaluation
 
 
@@ -30,7 +30,7 @@ def run_one(config: str | Path, out: str | Path, name: str, device: str | None =
     bench = load_bench(config)
     runs = {r.name: r for r in bench.runs}
     if name not in runs:
-        raise UserError(f"--only: expected a run of bench '{bench.name}' ({', '.join(runs)}), got '{name}'{did_you_mean(name, list(runs))}")
+        raise ParamError("only", f"expected a run of bench '{bench.name}' ({', '.join(runs)}), got '{name}'{did_you_mean(name, list(runs))}")
     r, out = runs[name], Path(out)
     slurm_torch_env()
     distributed.init_from_env(device or r.cfg.train.device)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from mmix_eval.bench.job import run_one
 from mmix_eval.bench.plan import Bench, Run
 from mmix_eval.bench.status import complete
-from mmix_eval.errors import UserError, one_line
+from mmix_eval.errors import ParamError, UserError, one_line
 from mmix_eval.io import atomic_write_text
 
 LAUNCHERS = ("inline", "local", "slurm")
@@ -301,8 +301,8 @@ def require_submitit():
     try:
         import submitit
     except ImportError:
-        raise UserError("--launcher slurm: expected the submitit package, which is not installed; "
-                        "pip install 'mmix-eval[slurm]'") from None
+        raise ParamError("launcher", "expected the submitit package, which is not installed; "
+                                     "pip install 'mmix-eval[slurm]'", "slurm") from None
     return submitit
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from mmix_eval.errors import UserError
+from mmix_eval.errors import ParamError
 
 MAX_SHOWN = 10  # differing cells listed by name
 
@@ -21,7 +21,7 @@ def record_file(report: Path) -> Path:
     for name in ("records.jsonl", "records.jsonl.gz"):
         if (report / name).is_file():
             return report / name
-    raise UserError(f"--verify '{report}': expected a report folder with records.jsonl or records.jsonl.gz, got none")
+    raise ParamError("verify", "expected a report folder with records.jsonl or records.jsonl.gz, got none", report)
 
 
 def _cells(path: Path) -> dict:
@@ -29,7 +29,7 @@ def _cells(path: Path) -> dict:
 
     got = load_results([path])
     if got.bad:
-        raise UserError(f"--verify: the records of '{path}' are unreadable ({got.bad[0][1]})")
+        raise ParamError("verify", f"the records of '{path}' are unreadable ({got.bad[0][1]})")
     return {(str(r["run"]), str(r["evaluator"]), str(r["condition"]), str(r["metric"]), str(r.get("calibrator") or "none"),
              r["bin"]): r["value"] for r in got.rows}
 

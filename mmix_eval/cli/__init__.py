@@ -17,6 +17,7 @@ from mmix_eval.cli.commands import add_bench, add_ls, add_report, add_spiral, cm
 from mmix_eval.cli.evaluate import add_eval, cmd_eval
 from mmix_eval.cli.parser import EPILOG, Parser
 from mmix_eval.cli.train import add_train, cmd_train
+from mmix_eval.cli.flags import as_flags
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import BUILTIN, get_evaluator
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         from mmix_eval import distributed  # torch: only on the error path of a command that ran it
 
         if distributed.is_main():  # every rank fails alike; one line is enough
-            print(f"mmix-eval: error: {e}", file=sys.stderr)
+            print(f"mmix-eval: error: {as_flags(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("mmix-eval: interrupted; a training run continues from its last state with --resume", file=sys.stderr)

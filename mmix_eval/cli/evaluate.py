@@ -7,6 +7,7 @@ import glob
 from dataclasses import replace
 from pathlib import Path
 
+from mmix_eval.cli.flags import flag
 from mmix_eval.cli.parser import examples, join_torchrun
 from mmix_eval.cli.train import parse_method_arg
 from mmix_eval.errors import UserError
@@ -18,7 +19,7 @@ COMMON_FLAGS = {"data": "--data", "data_root": "--data-root", "download": "--dow
 
 
 def _flag(param: str) -> str:
-    return "--" + param.replace("_", "-")
+    return flag(param)
 
 
 def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:

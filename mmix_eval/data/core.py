@@ -12,7 +12,7 @@ import torch
 
 from mmix_eval.catalog import DATASETS
 from mmix_eval.data.mapped import release_pages
-from mmix_eval.errors import UserError, unknown
+from mmix_eval.errors import UserError, mention, unknown
 
 
 @dataclass
@@ -172,7 +172,7 @@ def load_data(
 
     if raw.source.get("test_only"):
         raise UserError(f"data set '{spec}': expected a data set with a training split, got a test-only set (evaluate "
-                        f"checkpoints on it with the shift evaluator: --sets {spec})")
+                        f"checkpoints on it with the shift evaluator: {mention('sets')} {spec})")
     rng = np.random.default_rng(subset_seed)
     n_train = len(raw.train)
     if val_size >= n_train:

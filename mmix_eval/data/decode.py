@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from mmix_eval.data.mapped import mapped_tensor
-from mmix_eval.errors import UserError
+from mmix_eval.errors import ParamError, UserError, mention
 from mmix_eval.io import IMAGE_CAP, read_bounded, read_member, remove_dead_folders
 
 CHUNK = 1024  # images decoded and written per step, at most
@@ -111,16 +111,16 @@ def with_decode(spec: str, size: int | None, resize: str | None) -> str:
     """The data spec with a decode policy added (``--image-size``, ``--resize``); the spec unchanged without one."""
     if size is None:
         if resize is not None:
-            raise UserError(f"--resize: expected --image-size with it, got --resize {resize} alone")
+            raise ParamError("resize", f"expected {mention('image_size')} with it, got {mention('resize')} {resize} alone")
         return spec
     resize = resize or "crop"
     if resize not in RESIZES:
-        raise UserError(f"--resize: expected one of {', '.join(RESIZES)}, got '{resize}'")
+        raise ParamError("resize", f"expected one of {', '.join(RESIZES)}, got '{resize}'")
     if not 1 <= size <= MAX_IMAGE_SIZE:
-        raise UserError(f"--image-size: expected an integer from 1 to {MAX_IMAGE_SIZE}, got {size}")
+        raise ParamError("image_size", f"expected an integer from 1 to {MAX_IMAGE_SIZE}, got {size}")
     name, sep, arg = spec.partition(":")
     if not sep or name not in ("imagefolder", "tinyimagenet"):
-        raise UserError(f"--image-size: expected a data set read from image files (imagefolder:PATH, "
+        raise ParamError("image_size", f"expected a data set read from image files (imagefolder:PATH, "
                         f"tinyimagenet:PATH), got '{spec}'")
     base, _ = split_query(arg, name)
     return f"{name}:{base}?image_size={size}&resize={resize}"
@@ -204,7 +204,7 @@ def decode_image(name: str, data: bytes, decode: Decode, shape: tuple[int, int, 
         raise UserError(f"image '{name}': expected a decodable image, got a file that fails to decode ({e})") from None
     if arr.shape[:2] != (h, w):
         raise UserError(f"image '{name}': expected {w}x{h} pixels like the data set's other images, got "
-                        f"{arr.shape[1]}x{arr.shape[0]} (give an image size: --image-size S, or ?image_size=S)")
+                        f"{arr.shape[1]}x{arr.shape[0]} (give an image size: {mention('image_size')} S, or ?image_size=S)")
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     return np.broadcast_to(arr, (h, w, c)).transpose(2, 0, 1)
 
@@ -272,7 +272,7 @@ def image_shape(files: Files, names: list[str], decode: Decode, where: str) -> t
             if len(first) > 1:
                 (s1, n1), (s2, n2) = list(first.items())[:2]
                 raise UserError(f"{where}: expected images of one size, got {s1[0]}x{s1[1]} ('{n1}') and "
-                                f"{s2[0]}x{s2[1]} ('{n2}'); give an image size to resize them to: --image-size S "
+                                f"{s2[0]}x{s2[1]} ('{n2}'); give an image size to resize them to: {mention('image_size')} S "
                                 f"(or ?image_size=S in the data spec)")
 
     with _bar(len(names), f"reading image sizes {where}") as bar:

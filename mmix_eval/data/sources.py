@@ -10,7 +10,7 @@ import torch
 from mmix_eval.data.core import RawData, Split
 from mmix_eval.data.decode import split_query
 from mmix_eval.data.imagefolder import read_imagefolder
-from mmix_eval.errors import UserError
+from mmix_eval.errors import UserError, mention
 from mmix_eval.io import check_npz, check_regular, file_sha256
 
 
@@ -67,10 +67,8 @@ def _torchvision(name: str, root: Path, download: bool, make):
         return make(str(root), download)
     except RuntimeError as e:
         if "not found" in str(e).lower() or "download=true" in str(e).lower():
-            raise UserError(
-                f"data root '{root}': expected the {name} files there, found none; "
-                f"pass --download to fetch them, or --data-root to point at a copy"
-            ) from None
+            raise UserError(f"data root '{root}': expected the {name} files there, found none; "
+                f"pass {mention('download')} to fetch them, or {mention('data_root')} to point at a copy") from None
         raise UserError(f"data set '{name}' at '{root}': {e}") from None
     except OSError as e:  # network failure during download, unreadable files
         raise UserError(f"data set '{name}' at '{root}': {e}") from None

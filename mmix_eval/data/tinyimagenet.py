@@ -28,7 +28,7 @@ import torch
 from mmix_eval.data.core import RawData, Split, default_cache_dir
 from mmix_eval.data.decode import Decode, Files, cache_complete, decode_splits, read_cache, split_query, write_cache
 from mmix_eval.data.imagefolder import _is_image, _source_key
-from mmix_eval.errors import UserError
+from mmix_eval.errors import UserError, mention
 from mmix_eval.io import TEXT_CAP, read_bounded, read_member
 
 FOLDER = "tiny-imagenet-200"
@@ -82,14 +82,7 @@ def _text(texts: dict[str, bytes], rel: str) -> str | None:
 
 def _plan(path: Path, names: list[str], texts: dict[str, bytes]):
     """(train [(name, wnid)], test [(name, wnid)], sorted wnids, class names)."""
-    ann_paths = [k for k in texts if k.endswith("val/val_annotations.txt")]
-    top = sorted({PurePosixPath(n).parts[0] for n in names}) if names else []
-    if not ann_paths:
-        has_val = any("/val/images/" in f"/{n}" for n in names)
-        raise UserError(f"tinyimagenet '{path}': expected val/val_annotations.txt (the validation labels) "
-                        f"{'beside val/images/' if has_val else 'in the distributed layout (' + FOLDER + '/train, val)'}, "
-                        f"got none{' (top-level: ' + ', '.join(top[:3]) + ')' if top and not has_val else ''}")
-    ann_rel = min(ann_paths, key=len)
+    ann_rel = _annotations(path, names, texts)
     prefix = ann_rel[:-len("val/val_annotations.txt")]  # '' or 'tiny-imagenet-200/'
     train, val = [], []
     for n in names:
@@ -111,10 +104,27 @@ def _plan(path: Path, names: list[str], texts: dict[str, bytes]):
             miss = sorted(set(want) - set(wnids))[:3] or sorted(set(wnids) - set(want))[:3]
             raise UserError(f"tinyimagenet '{path}': expected train/ to hold the {len(want)} classes of wnids.txt, got "
                             f"{len(wnids)} (differing: {', '.join(miss)})")
-    index = set(wnids)
-    labels: dict[str, str] = {}
     ann_file = f"{path}/{ann_rel}" if not path.is_dir() else str(path / ann_rel)
-    for k, line in enumerate(_text(texts, ann_rel).splitlines(), 1):
+    test = _test_images(val, _val_labels(_text(texts, ann_rel), set(wnids), ann_file), ann_file)
+    return train, test, wnids, _class_names(_text(texts, prefix + "words.txt"), wnids)
+
+
+def _annotations(path: Path, names: list[str], texts: dict[str, bytes]) -> str:
+    """The validation labels' file (the shortest path ending in val/val_annotations.txt), or a one-line error."""
+    ann_paths = [k for k in texts if k.endswith("val/val_annotations.txt")]
+    if ann_paths:
+        return min(ann_paths, key=len)
+    top = sorted({PurePosixPath(n).parts[0] for n in names}) if names else []
+    has_val = any("/val/images/" in f"/{n}" for n in names)
+    raise UserError(f"tinyimagenet '{path}': expected val/val_annotations.txt (the validation labels) "
+                    f"{'beside val/images/' if has_val else 'in the distributed layout (' + FOLDER + '/train, val)'}, "
+                    f"got none{' (top-level: ' + ', '.join(top[:3]) + ')' if top and not has_val else ''}")
+
+
+def _val_labels(text: str, index: set[str], ann_file: str) -> dict[str, str]:
+    """image file name -> wnid from val_annotations.txt, each a class of train/, one class per image."""
+    labels: dict[str, str] = {}
+    for k, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         cols = line.split("\t")
@@ -125,6 +135,11 @@ def _plan(path: Path, names: list[str], texts: dict[str, bytes]):
             raise UserError(f"tinyimagenet annotations '{ann_file}': expected one class per image, got '{cols[0]}' "
                             f"labelled {labels[cols[0]]} and, on line {k}, {cols[1]}")
         labels[cols[0]] = cols[1]
+    return labels
+
+
+def _test_images(val: list[str], labels: dict[str, str], ann_file: str) -> list[tuple[str, str]]:
+    """[(name, wnid)] of val/images/, every image listed and every listed image there."""
     test = []
     for n in val:
         base = PurePosixPath(n).name
@@ -136,21 +151,24 @@ def _plan(path: Path, names: list[str], texts: dict[str, bytes]):
         gone = sorted(labels)
         raise UserError(f"tinyimagenet annotations '{ann_file}': expected every listed image in val/images/, got "
                         f"{len(gone)} missing ({', '.join(gone[:3])}{' …' if len(gone) > 3 else ''})")
-    words = _text(texts, prefix + "words.txt")
-    first = {}
+    return test
+
+
+def _class_names(words: str | None, wnids: list[str]) -> list[str]:
+    """Each wnid's first name in words.txt (the wnid where it has none), the wnid added where two names coincide."""
+    index, first = set(wnids), {}
     for line in (words or "").splitlines():
         wnid, _, names_ = line.partition("\t")
         if wnid in index:
             first[wnid] = names_.split(",")[0].strip() or wnid
     shown = [first.get(w, w) for w in wnids]
     dup = {c for c in shown if shown.count(c) > 1}
-    classes = [f"{c} ({w})" if c in dup else c for c, w in zip(shown, wnids)]
-    return train, test, wnids, classes
+    return [f"{c} ({w})" if c in dup else c for c, w in zip(shown, wnids)]
 
 
 def tinyimagenet(arg, root, download, need_train: bool = True) -> RawData:
     if download:
-        raise UserError(f"tinyimagenet: expected the files already on disk (no download here), got --download; get "
+        raise UserError(f"tinyimagenet: expected the files already on disk (no download here), got {mention('download')}; get "
                         f"{URL} and give tinyimagenet:PATH (the .zip or the extracted folder)")
     raw_path, decode = split_query(arg, "tinyimagenet") if arg else (str(Path(root) / FOLDER), Decode())
     path = Path(raw_path).expanduser()

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mmix_eval.errors import UserError
+from mmix_eval.errors import UserError, mention
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, Evaluator, OptionError, get_evaluator, run_evaluator
 from mmix_eval.evaluate.outcomes import write_outcomes
 from mmix_eval.evaluate.console import summary_table
@@ -193,7 +193,7 @@ def _ensemble_unit(ckpts: list[Path], job: EvalJob) -> Unit:
     from mmix_eval.evaluate.ensemble import check_members, ensemble_method, ensemble_sha
 
     if job.foreign is not None:
-        raise UserError("ensemble: expected mmix-eval checkpoints, got plain state dicts (--model); evaluate them one by one")
+        raise UserError(f"ensemble: expected mmix-eval checkpoints, got plain state dicts ({mention('model')}); evaluate them one by one")
     metas = [read_metadata(c) for c in ckpts]
     check_members(ckpts, metas)
     method = ensemble_method(metas)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmix_eval.errors import UserError
+from mmix_eval.errors import ParamError, UserError, mention
 from mmix_eval.evaluate.outcomes import write_many
 from mmix_eval.evaluate.records import V1_RENDERER, write_records
 from mmix_eval.io import atomic_write_bytes, atomic_write_text, safe_name
@@ -76,7 +76,7 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
     if len(groups) > 1 and not split_by:
         raise UserError(f"results: expected records that can be compared in one report, got {len(groups)} groups that "
                         f"cannot, e.g. {describe_group(groups[0])}; and {describe_group(groups[1])} (report them apart, "
-                        f"or pass --split-by for one report per group)")
+                        f"or pass {mention('split_by')} for one report per group)")
     if len(groups) == 1:
         return _build_one(results, out, notes, how)
     parts = [_build_one(_group_results(results, g), Path(out) / safe_name(f"group{k}-{g[0]['data']}-n{g[0]['n']}"),
@@ -264,5 +264,5 @@ def _check_writable(out: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise UserError(f"--out '{out}': expected a folder the report can be written to, got {type(e).__name__}: "
-                        f"{e.strerror or e}") from None
+        raise ParamError("out", f"expected a folder the report can be written to, got {type(e).__name__}: "
+                        f"{e.strerror or e}", out) from None

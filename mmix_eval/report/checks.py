@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from mmix_eval.errors import UserError
+from mmix_eval.errors import ParamError, UserError, mention
 from mmix_eval.report.table import Table
 
 
@@ -18,7 +18,7 @@ def parse_check(check: str) -> tuple[object, str, object]:
     spaces or operators is quoted: '"manifold_mixup α=0.2".rotation20 >= vanilla.rotation20' (double or single
     quotes). Syntax only: what the methods and conditions are is checked against the results (or, by bench,
     against its methods)."""
-    expected = (f"--check '{check}': expected 'LEFT OP RIGHT' with OP one of >=, <=, >, <, == (quote a column label "
+    expected = (f"{mention('check')} '{check}': expected 'LEFT OP RIGHT' with OP one of >=, <=, >, <, == (quote a column label "
                 f"holding spaces, dots or operators: '\"my method α=0.2\".rotation20 >= vanilla.rotation20')")
     i, quote, found = 0, None, None
     while i < len(check):  # the first operator outside quotes
@@ -44,7 +44,7 @@ def parse_check(check: str) -> tuple[object, str, object]:
         try:
             return float(text)
         except ValueError:
-            return parse_target(text, f"--check '{check}'", "or a number ")
+            return parse_target(text, f"{mention('check')} '{check}'", "or a number ")
 
     return side(left), op, side(right)
 
@@ -81,11 +81,11 @@ def run_checks(table: Table, checks: list[str]) -> list[tuple[str, bool, str]]:
         method, condition, metric = side
         matches = [m for m in table.methods if m == method] or [m for m in table.methods if table.info[m][0] == method]
         if len(matches) != 1:
-            raise UserError(f"--check '{check}': method '{method}' expected one of {', '.join(table.methods)}")
+            raise ParamError("check", f"method '{method}' expected one of {', '.join(table.methods)}", check)
         i = index.get((condition, metric))
         if i is None or (i, matches[0]) not in table.cells:
             known = ", ".join(dict.fromkeys(f"{r.condition}:{r.metric}" for r in table.rows))
-            raise UserError(f"--check '{check}': no value for {condition}:{metric} of '{matches[0]}'; known: {known}")
+            raise ParamError("check", f"no value for {condition}:{metric} of '{matches[0]}'; known: {known}", check)
         return table.cells[i, matches[0]].mean
 
     out = []
@@ -94,7 +94,7 @@ def run_checks(table: Table, checks: list[str]) -> list[tuple[str, bool, str]]:
         try:
             a, b = value(left, check), value(right, check)
         except UserError as e:  # a check that names nothing in these results fails; the report is still written
-            out.append((check, False, str(e).removeprefix(f"--check '{check}': ")))
+            out.append((check, False, e.detail if isinstance(e, ParamError) and e.param == "check" else str(e)))
             continue
         if not (math.isfinite(a) and math.isfinite(b)):  # a NaN compares false either way: say why it fails
             out.append((check, False, f"n/a: {a:.4f} {op} {b:.4f} compares a value that is not finite"))
@@ -115,6 +115,6 @@ def check_columns(table: Table, checks: list[str]) -> None:
                 quote = (f"; a column label with spaces or dots is quoted: \"{side[0]}.{side[1]}\" is read as column "
                          f"'{side[0]}', so write '\"LABEL\".{side[1].rsplit('.', 1)[-1]}'"
                          if not matches and (" " in side[0] or "." in side[1]) else "")
-                raise UserError(f"--check '{check}': method '{side[0]}' expected one column of the report "
+                raise ParamError("check", f"method '{side[0]}' expected one column of the report "
                                 f"({', '.join(table.methods)}), got {'none' if not matches else 'several: ' + ', '.join(matches)}"
-                                f"{quote}")
+                                f"{quote}", check)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from mmix_eval.errors import UserError
+from mmix_eval.errors import ParamError
 from mmix_eval.evaluate.boot import BOOT_STATS
 from mmix_eval.report import stats
 from mmix_eval.report.table import Row, Table
@@ -34,7 +34,7 @@ def paired_differences(table: Table, baseline: str) -> dict:
     """(row index, method) -> (mean difference, 95 % CI half-width or None, n pairs), paired by seed against the
     column's ``reference`` (the baseline, or its ensemble for an ensemble)."""
     if baseline not in table.methods:
-        raise UserError(f"--baseline: expected one of the methods in the results ({', '.join(table.methods)}), got '{baseline}'")
+        raise ParamError("baseline", f"expected one of the methods in the results ({', '.join(table.methods)}), got '{baseline}'")
     out = {}
     for i in range(len(table.rows)):
         for m in table.methods:

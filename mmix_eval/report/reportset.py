@@ -26,7 +26,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from mmix_eval.errors import UserError
+from mmix_eval.errors import ParamError, UserError
 from mmix_eval.io import _fsync_dir, atomic_write_text, remove_dead_folders
 
 STAGE_PREFIX = ".report-staging-"
@@ -100,5 +100,5 @@ def set_problem(folder: Path, names=CHECKED) -> str | None:
 
 
 def staging_error(out: Path, e: OSError) -> UserError:
-    return UserError(f"--out '{out}': expected room to write the report, got {type(e).__name__}: {e.strerror or e}; "
-                     f"nothing was replaced (the previous report, if any, is as it was)")
+    return ParamError("out", f"expected room to write the report, got {type(e).__name__}: {e.strerror or e}; "
+                             f"nothing was replaced (the previous report, if any, is as it was)", out)

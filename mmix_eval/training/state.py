@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from mmix_eval.config import Config, merge
-from mmix_eval.errors import UserError
+from mmix_eval.errors import ParamError, mention
 from mmix_eval.io import YamlLimit, atomic_write_bytes, atomic_write_text, parse_yaml, remove_partial_writes
 
 RUN_FILES = ("config.yaml", "state.pt", "state.prev.pt", "log.jsonl", "model.safetensors", "model.json")
@@ -108,22 +108,22 @@ def check_run_folder(out: Path, cfg: Config, resume: bool, overwrite: bool) -> b
     """Decide what to do with an existing folder. Returns True when a run is to be resumed."""
     existing = [n for n in RUN_FILES if (out / n).exists()]
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}': expected a folder, got a file")
+        raise ParamError("out", "expected a folder, got a file", out)
     if not existing:
         if resume:
-            raise UserError(f"--resume: expected a run in '{out}', found none (no {RUN_FILES[0]})")
+            raise ParamError("resume", f"expected a run in '{out}', found none (no {RUN_FILES[0]})")
         return False
     if overwrite:
         for n in existing:
             (out / n).unlink()
         return False
     if not resume:
-        raise UserError(f"--out '{out}': expected an empty or new folder, got one that holds a run "
-                        f"({', '.join(existing)}); pass --resume to continue it or --overwrite to replace it")
+        raise ParamError("out", f"expected an empty or new folder, got one that holds a run "
+                        f"({', '.join(existing)}); pass {mention('resume')} to continue it or {mention('overwrite')} to replace it", out)
     saved = load_run_config(out)
     diff = _diff(saved.to_dict(), cfg.to_dict())
     if diff:
-        raise UserError(f"--resume: expected the configuration of the run in '{out}', got a different one ({'; '.join(diff[:3])})")
+        raise ParamError("resume", f"expected the configuration of the run in '{out}', got a different one ({'; '.join(diff[:3])})")
     return True
 
 
@@ -132,7 +132,7 @@ def load_run_config(out: Path) -> Config:
     try:
         return merge(Config(), parse_yaml(path.read_text()) or {}, f"config '{path}'")
     except (OSError, yaml.YAMLError, YamlLimit) as e:
-        raise UserError(f"--resume: expected a readable {path}, got {type(e).__name__}") from None
+        raise ParamError("resume", f"expected a readable {path}, got {type(e).__name__}") from None
 
 
 def open_run_folder(out: Path, cfg: Config, resuming: bool) -> None:
@@ -150,8 +150,8 @@ def resumable_state(out: Path) -> dict | None:
     if state is None:
         damaged = [n for n in ("state.pt", "state.prev.pt") if (out / n).exists()]
         if damaged:
-            raise UserError(f"--resume '{out}': expected a readable state file, got only damaged ones "
-                            f"({', '.join(damaged)}); pass --overwrite to train this run again from scratch")
+            raise ParamError("resume", f"expected a readable state file, got only damaged ones "
+                            f"({', '.join(damaged)}); pass {mention('overwrite')} to train this run again from scratch", out)
         warnings.warn(f"resuming '{out}': no state file saved yet (killed before its first epoch ended); "
                       f"starting from epoch 0", stacklevel=3)
     return state

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from builders import write_tree
+from conftest import raises_as_shown
 from mmix_eval.data import load_data
 from mmix_eval.data import imagefolder as imagefolder_module
 from mmix_eval.data.augment import random_crop_flip, to_float
@@ -138,7 +139,7 @@ def test_imagefolder_bad_inputs(tmp_path):
         load_data(f"imagefolder:{bad}")
     mixed = write_tree(tmp_path / "mixed")
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(mixed / "test" / "emu" / "big.png")
-    with pytest.raises(UserError, match=r"expected images of one size, got 6x6 \('test/cat/000.png'\) and 9x9 "
+    with raises_as_shown(UserError, match=r"expected images of one size, got 6x6 \('test/cat/000.png'\) and 9x9 "
                                          r"\('test/emu/big.png'\); give an image size .*--image-size S"):
         load_data(f"imagefolder:{mixed}")
     junk = tmp_path / "junk.tar.gz"
@@ -191,7 +192,7 @@ def test_digits_read_from_sklearns_file_equal_load_digits_and_import_no_sklearn(
 
 def test_torchvision_sets_without_files_say_how_to_get_them(tmp_path):
     for name in ("cifar10", "cifar100", "svhn"):
-        with pytest.raises(UserError, match=f"data root '{tmp_path}': expected the {name} files there, found none; pass --download"):
+        with raises_as_shown(UserError, match=f"data root '{tmp_path}': expected the {name} files there, found none; pass --download"):
             load_data(name, root=tmp_path)
 
 

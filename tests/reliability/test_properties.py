@@ -12,6 +12,7 @@ from hypothesis import example, HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from mmix_eval.cli.flags import as_flags
 from mmix_eval.config import Config, load_config, merge, parse_override
 from mmix_eval.errors import UserError
 from conftest import ece_from_bins
@@ -218,7 +219,7 @@ def test_random_overrides_give_a_config_or_the_documented_error(text):
     try:
         cfg = merge(Config(), parse_override(text), f"--set {text}")
     except UserError as e:
-        message = str(e)
+        message = as_flags(e)  # as the command line shows it
         assert message.startswith("--set ") and len(message.splitlines()) == 1, message  # control characters escaped
         assert "expected" in message, message  # every documented error says what was expected
     else:

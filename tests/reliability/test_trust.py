@@ -9,7 +9,7 @@ import pytest
 from mmix_eval.cli import main
 from mmix_eval.evaluate.records import read_records
 from builders import write_tree
-from conftest import ROOT
+from conftest import ROOT, raises_as_shown
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_resume_with_every_state_file_damaged_refuses_instead_of_restarting(tmp_
     for name in ("state.pt", "state.prev.pt"):
         (run / name).write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="unreadable state file"):
-        with pytest.raises(UserError, match=r"expected a readable state file, got only damaged ones "
+        with raises_as_shown(UserError, match=r"expected a readable state file, got only damaged ones "
                                             r"\(state.pt, state.prev.pt\); pass --overwrite"):
             train(cfg, run, resume=True, progress=False, data=data)
     assert (run / "state.pt").read_bytes() == b"garbage" and not (run / "model.safetensors").exists()

@@ -20,7 +20,7 @@ from mmix_eval.report import build_report
 from mmix_eval.report.stats import holm
 
 from builders import fake_results, specs
-from conftest import ROOT
+from conftest import ROOT, raises_as_shown
 
 HOSTILE = r"a\b$c&d%e#f_g{h}i~j^k"
 
@@ -172,7 +172,7 @@ def test_the_temperature_label_holds_no_runs_value(tmp_path):
 
 def test_a_check_naming_no_column_is_refused_before_anything_is_written(tmp_path):
     res = fake_results(tmp_path / "res")
-    with pytest.raises(UserError, match=r"--check 'nope.rotation20 >= 1': method 'nope' expected one column of the "
+    with raises_as_shown(UserError, match=r"--check 'nope.rotation20 >= 1': method 'nope' expected one column of the "
                                         r"report \(vanilla, manifold_mixup\), got none"):
         build_report([res], tmp_path / "rep", baseline="vanilla", checks=["nope.rotation20 >= 1"])
     assert not (tmp_path / "rep").exists()
@@ -190,7 +190,7 @@ def test_a_bench_missing_a_methods_runs_still_writes_its_report_and_fails_the_ch
 def test_an_unwritable_output_is_one_line(tmp_path):
     res = fake_results(tmp_path / "res")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(UserError, match="--out .*expected a folder the report can be written to"):
+    with raises_as_shown(UserError, match="--out .*expected a folder the report can be written to"):
         build_report([res], tmp_path / "file" / "rep", baseline="vanilla")
 
 

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from builders import fake_results
+from conftest import raises_as_shown
 from mmix_eval.errors import UserError
 from mmix_eval.report import build, build_report, reportset
 from mmix_eval.report.load import load_results
@@ -38,7 +39,7 @@ def test_a_full_disk_while_writing_leaves_the_old_report_as_it_was(tmp_path, mon
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(build, "write_records", full)  # after report.html, report.md, ... were written
-    with pytest.raises(UserError, match=r"--out '.*rep': expected room to write the report, got OSError: No space left "
+    with raises_as_shown(UserError, match=r"--out '.*rep': expected room to write the report, got OSError: No space left "
                                         r"on device; nothing was replaced"):
         build_report([_other_results(tmp_path)], out)
     assert _digests(out) == before

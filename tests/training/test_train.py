@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, make_data, state_equal, tiny_config
+from conftest import ROOT, make_data, raises_as_shown, state_equal, tiny_config
 from mmix_eval.checkpoint import load_checkpoint
 from mmix_eval.errors import UserError
 from mmix_eval.inference import accuracy_nll, predict_logits
@@ -94,14 +94,14 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_last_good_state(tmp
 def test_run_folder_rules(tmp_path):
     data, cfg = make_data(), tiny_config(epochs=1)
     train(cfg, tmp_path / "run", progress=False, data=data)
-    with pytest.raises(UserError, match="holds a run .*pass --resume to continue it or --overwrite to replace it"):
+    with raises_as_shown(UserError, match="holds a run .*pass --resume to continue it or --overwrite to replace it"):
         train(cfg, tmp_path / "run", progress=False, data=data)
     other = tiny_config(epochs=1, lr=0.05)
-    with pytest.raises(UserError, match=r"--resume: expected the configuration of the run .*train.lr: 0.1 in the run, 0.05 given"):
+    with raises_as_shown(UserError, match=r"--resume: expected the configuration of the run .*train.lr: 0.1 in the run, 0.05 given"):
         train(other, tmp_path / "run", resume=True, progress=False, data=data)
     meta = train(other, tmp_path / "run", overwrite=True, progress=False, data=data)
     assert meta["train"]["optimizer"]["lr"] == 0.05
-    with pytest.raises(UserError, match="--resume: expected a run in .* found none"):
+    with raises_as_shown(UserError, match="--resume: expected a run in .* found none"):
         train(cfg, tmp_path / "empty", resume=True, progress=False, data=data)
 
 

@@ -26,6 +26,7 @@ from typing import Literal
 
 from mmix_eval.evaluate.base import Evaluator, MetricSpec, OptionError
 from mmix_eval.options import MAX_DIM, check_count
+from mmix_eval.errors import mention
 
 POOLS = ("flatten", "avg")
 SPECTRUM = 20
@@ -52,7 +53,7 @@ def spectrum_metrics(h, y, classes: int | None = None) -> dict:
     for c in labels:
         xc = h[y == c]
         if len(xc) < 2:
-            raise UserError(f"spectra: class {c} expected at least 2 test images, got {len(xc)} (raise --limit)")
+            raise UserError(f"spectra: class {c} expected at least 2 test images, got {len(xc)} (raise {mention('limit')})")
         means.append(xc.mean(0))
         xc = xc - xc.mean(0)
         s = torch.linalg.svdvals(xc)
@@ -144,7 +145,7 @@ def resolve_layers(model, names: list[str]) -> dict[str, object]:
     if not names:
         stages = getattr(model, "stages", None)
         if stages is None:
-            raise UserError(f"spectra: {type(model).__name__} has no numbered stages; give module names with --layers "
+            raise UserError(f"spectra: {type(model).__name__} has no numbered stages; give module names with {mention('layers')} "
                             f"(e.g. {', '.join(n for n, _ in list(model.named_children())[:4])})")
         return {str(i): s for i, s in enumerate(stages, start=1)}
     out, known = {}, [n for n, _ in model.named_modules() if n]

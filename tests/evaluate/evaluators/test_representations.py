@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import raises_as_shown
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import EvalOptions, get_evaluator, run_evaluator
@@ -94,7 +95,7 @@ def test_bad_layers_and_too_few_images_per_class():
     with pytest.raises(UserError, match="layer 'pair' expected a tensor output, got tuple"):
         run_evaluator(ev, odd, {"layers": ["pair"]}, EvalOptions(progress=False))
     assert not odd.model.pair._forward_hooks  # removed when the run fails too
-    with pytest.raises(UserError, match="Net has no numbered stages; give module names with --layers"):
+    with raises_as_shown(UserError, match="Net has no numbered stages; give module names with --layers"):
         run_evaluator(ev, odd, {}, EvalOptions(progress=False))
     t = _target(n=6)
     t.test = Images(t.test.x[:5], torch.tensor([0, 1, 0, 1, 2]))  # one image of class 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from mmix_eval.errors import mention
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, MetricSpec, OptionError
 from mmix_eval.evaluate.evaluators.corruptions.table import ALL, BENCHMARK, COLOUR, GENERATED, SEVERITIES
 
@@ -95,15 +96,10 @@ class Corruptions(Evaluator):
 
     def run(self, target, options, common) -> list[dict]:
         import warnings
-        from contextlib import contextmanager
 
         import numpy as np
-        import torch
 
-        from mmix_eval.evaluate.evaluators.corruptions.corrupt import corrupt
-        from mmix_eval.evaluate.evaluators.corruptions.files import (CorruptionFiles, ImageCorruptionFiles, check_folder, check_labels,
-                                                         image_layout, list_image_files)
-        from mmix_eval.evaluate.passes import Shift, shift_rows
+        from mmix_eval.evaluate.passes import shift_rows
 
         idx = np.asarray(target.indices, dtype=np.int64)
         channels = int(target.test.x.shape[1])
@@ -114,49 +110,73 @@ class Corruptions(Evaluator):
             target.warnings.append(msg)
         settings = {"source": SOURCE_LABEL[options.source], "corruption_set": ",".join(names),
                     "severities": ",".join(map(str, options.severities))}
-        shifts = []
         if options.source == "files":
-            data_name = str(target.base.get("data") or "").split(":", 1)[0]
-            folder = files_folder(options.files, str(target.base.get("data")), common.data_root,
-                                  ("--files FOLDER", "--source generated"))
-            check_folder(folder, names, data_name)
-            shape = tuple(target.test.x.shape[1:])
-            if image_layout(folder):  # Tiny-ImageNet-C: image files found by name, checked by class folder
-                listing = list_image_files(folder, names, options.severities, *tiny_names(target, common), idx)
-                settings["source"] = "Tiny-ImageNet-C files (Hendrycks & Dietterich 2019)"
-                open_one = lambda c: ImageCorruptionFiles(listing, c, idx, shape)
-            else:
-                test_size = check_labels(folder, idx, target.test.y.cpu().numpy(), target.test_size)
-                open_one = lambda c: CorruptionFiles(folder, c, test_size, shape)
-            settings["files"] = str(folder)
-            opened: dict = {}
-
-            for c in names:
-                for s in options.severities:
-                    @contextmanager
-                    def opened_file(c=c):  # one corruption's map at a time, closed after the condition
-                        opened["f"] = open_one(c)
-                        try:
-                            yield
-                        finally:
-                            opened.pop("f").close()
-
-                    def make(model, device, s=s):
-                        def read(x, y, i, j):
-                            u8 = torch.from_numpy(opened["f"].rows(s, idx[i:j]))
-                            return u8.to(device, non_blocking=True).to(x.dtype).div_(255.0)
-                        return read
-
-                    shifts.append(Shift(f"{c}-{s}", f"{c}, severity {s}", make, {"corruption": c, "severity": s},
-                                        opened_file))
+            shifts = file_shifts(target, options, common, names, idx, settings)
         else:
-            for c in names:
-                for s in options.severities:
-                    def make(model, device, c=c, s=s):
-                        return lambda x, y, i, j: corrupt(c, s, x, idx[i:j], common.seed)
-                    shifts.append(Shift(f"{c}-{s}", f"{c}, severity {s}", make, {"corruption": c, "severity": s}))
+            shifts = generated_shifts(options, common, names, idx)
         rows = shift_rows(self, target, common, settings, shifts)
         return rows + summary_rows(rows, names)
+
+
+def generated_shifts(options, common, names: list[str], idx) -> list:
+    """One condition per corruption × severity, generated on the fly from (seed, image index)."""
+    from mmix_eval.evaluate.evaluators.corruptions.corrupt import corrupt
+    from mmix_eval.evaluate.passes import Shift
+
+    shifts = []
+    for c in names:
+        for s in options.severities:
+            def make(model, device, c=c, s=s):
+                return lambda x, y, i, j: corrupt(c, s, x, idx[i:j], common.seed)
+            shifts.append(Shift(f"{c}-{s}", f"{c}, severity {s}", make, {"corruption": c, "severity": s}))
+    return shifts
+
+
+def file_shifts(target, options, common, names: list[str], idx, settings: dict) -> list:
+    """One condition per corruption × severity, read from the published files (CIFAR-C .npy maps or Tiny-ImageNet-C
+    image files), one corruption's file open at a time; ``settings`` gets the source and folder."""
+    from contextlib import contextmanager
+
+    import torch
+
+    from mmix_eval.evaluate.evaluators.corruptions.files import (CorruptionFiles, ImageCorruptionFiles, check_folder,
+                                                                 check_labels, image_layout, list_image_files)
+    from mmix_eval.evaluate.passes import Shift
+
+    data_name = str(target.base.get("data") or "").split(":", 1)[0]
+    folder = files_folder(options.files, str(target.base.get("data")), common.data_root,
+                          (f"{mention('files')} FOLDER", f"{mention('source')} generated"))
+    check_folder(folder, names, data_name)
+    shape = tuple(target.test.x.shape[1:])
+    if image_layout(folder):  # Tiny-ImageNet-C: image files found by name, checked by class folder
+        listing = list_image_files(folder, names, options.severities, *tiny_names(target, common), idx)
+        settings["source"] = "Tiny-ImageNet-C files (Hendrycks & Dietterich 2019)"
+        open_one = lambda c: ImageCorruptionFiles(listing, c, idx, shape)  # noqa: E731
+    else:
+        test_size = check_labels(folder, idx, target.test.y.cpu().numpy(), target.test_size)
+        open_one = lambda c: CorruptionFiles(folder, c, test_size, shape)  # noqa: E731
+    settings["files"] = str(folder)
+    opened: dict = {}
+    shifts = []
+    for c in names:
+        for s in options.severities:
+            @contextmanager
+            def opened_file(c=c):  # one corruption's map at a time, closed after the condition
+                opened["f"] = open_one(c)
+                try:
+                    yield
+                finally:
+                    opened.pop("f").close()
+
+            def make(model, device, s=s):
+                def read(x, y, i, j):
+                    u8 = torch.from_numpy(opened["f"].rows(s, idx[i:j]))
+                    return u8.to(device, non_blocking=True).to(x.dtype).div_(255.0)
+                return read
+
+            shifts.append(Shift(f"{c}-{s}", f"{c}, severity {s}", make, {"corruption": c, "severity": s},
+                                opened_file))
+    return shifts
 
 
 def summary_rows(rows: list[dict], corruptions: list[str]) -> list[dict]:

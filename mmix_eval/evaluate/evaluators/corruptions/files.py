@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmix_eval.errors import UserError
+from mmix_eval.errors import UserError, mention
 from mmix_eval.io import IMAGE_CAP, check_regular, read_bounded
 
 FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C", "tinyimagenet": "Tiny-ImageNet-C"}
@@ -56,15 +56,15 @@ def check_folder(folder: Path, corruptions, data_name: str) -> None:
         if missing:
             raise UserError(f"corruption folder '{folder}': expected {', '.join(m + '/' for m in missing[:4])}"
                             f"{' …' if len(missing) > 4 else ''} (<corruption>/<severity>/<class>/<image>, as "
-                            f"Tiny-ImageNet-C from {SOURCES['tinyimagenet']}), or pass --source generated")
+                            f"Tiny-ImageNet-C from {SOURCES['tinyimagenet']}), or pass {mention('source')} generated")
         return
     missing = [c for c in ("labels", *corruptions) if not (folder / f"{c}.npy").is_file()]
     if missing:
         where = SOURCES.get(data_name, SOURCES["cifar10"])
         raise UserError(f"corruption files '{folder}': expected {', '.join(m + '.npy' for m in missing[:4])}"
                         f"{' …' if len(missing) > 4 else ''} (download {FOLDERS.get(data_name, 'CIFAR-10-C')} from "
-                        f"{where} and extract it under --data-root, or give the folder with --files, or pass "
-                        f"--source generated)")
+                        f"{where} and extract it under {mention('data_root')}, or give the folder with {mention('files')}, or pass "
+                        f"{mention('source')} generated)")
 
 
 class CorruptionFiles:
@@ -128,7 +128,7 @@ def check_labels(folder: Path, indices: np.ndarray, labels: np.ndarray, test_siz
             raise UserError(f"corruption labels '{path}': expected the evaluation data's labels in test-set order, got "
                             f"{len(bad)} of {len(idx)} different at severity {s + 1} (test image {int(idx[k])}: file "
                             f"{int(got[k])}, data {int(labels[k])}); the files are for the standard test-set order "
-                            f"(--data cifar10, not an image folder sorted by class)")
+                            f"({mention('data')} cifar10, not an image folder sorted by class)")
     return test_size
 
 
@@ -156,7 +156,7 @@ def list_image_files(folder: Path, corruptions, severities, names: list[str], wn
                 if got is None:
                     raise UserError(f"corruption folder '{where}': expected the test image '{name}' (class {want}) there, "
                                     f"got no file of that name; the files must be the evaluation data's test images "
-                                    f"(--data tinyimagenet)")
+                                    f"({mention('data')} tinyimagenet)")
                 if got != want:
                     raise UserError(f"corruption file '{where / got / name}': expected it in class folder {want} (the "
                                     f"evaluation data's label of '{name}'), got {got}")
