@@ -42,6 +42,13 @@ def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
     for key in ("data", "data_root", "limit", "class_map"):
         g.add_argument(COMMON_FLAGS[key], dest=f"common_{key}", metavar=key.upper(), help=common[key][1])
     g.add_argument("--download", dest="common_download", action="store_true", default=None, help=common["download"][1])
+    _foreign_flags(p)
+    _evaluation_flags(p, common, specs)
+    p.set_defaults(evaluators=list(specs) if specs else None, option_flags=_evaluator_flags(p, specs))
+
+
+def _foreign_flags(p) -> None:
+    """The flags that rebuild a plain state dict (a model made elsewhere)."""
     g = p.add_argument_group("models made elsewhere (plain state dicts; see docs/plugins.md)")
     g.add_argument("--model", dest="foreign_model", metavar="NAME",
                    help="rebuild each --ckpt as this model: a registered name, torchvision:ARCH or timm:ARCH "
@@ -55,6 +62,10 @@ def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
     g.add_argument("--key-layout", dest="foreign_layout", default="auto", metavar="LAYOUT",
                    help="auto (default), mmix-eval, official (the official Manifold Mixup code's PreActResNet), or "
                         "plain (a torchvision / timm network's own names)")
+
+
+def _evaluation_flags(p, common: dict, specs) -> None:
+    """The options every evaluator shares, and (for ``evaluate``) which evaluators run and --set for plugins."""
     g = p.add_argument_group("evaluation")
     for key in ("seed", "bins", "calibrator", "calibration_split", "batch_size", "device"):
         default = common[key][0]
@@ -69,6 +80,11 @@ def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
                             f"(default {','.join(DEFAULT_EVALUATORS)}; mmix-eval ls evaluators)")
         g.add_argument("--set", action="append", default=[], metavar="EVALUATOR.OPTION=VALUE", dest="eval_set",
                        help="an option of any evaluator, e.g. --set my_evals:Occlusion.patch=8 (repeatable)")
+
+
+def _evaluator_flags(p, specs) -> dict[str, tuple[str, str]]:
+    """A flag per option of each evaluator run (every default one for ``evaluate``), generated from its Options;
+    returns dest -> (evaluator, option)."""
     flags = {}
     for spec in specs or DEFAULT_EVALUATORS:
         ev = get_evaluator(spec)
@@ -85,7 +101,7 @@ def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
                 g.add_argument(_flag(opt), dest=f"opt_{spec}_{opt}", metavar=opt.upper(),
                                help=f"{text} (default {shown})")
             flags[f"opt_{spec}_{opt}"] = (spec, opt)
-    p.set_defaults(evaluators=list(specs) if specs else None, option_flags=flags)
+    return flags
 
 
 def _eval_plan(args):

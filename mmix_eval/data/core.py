@@ -138,6 +138,16 @@ def _test_subset(test: Split, limit: int | None, seed: int) -> Split:
     return test
 
 
+def _test_only(raw: RawData, name: str, spec: str, test_limit: int | None, subset_seed: int) -> ImageData:
+    """The test subset alone (an evaluation without a validation split): ``train`` empty, said in ``info``."""
+    test = _test_subset(raw.test, test_limit, subset_seed)
+    empty = Split(raw.test.x[:0], raw.test.y[:0])
+    info = {"spec": spec, "train_size": 0, "val_size": 0, "test_size": len(test), "full_test_size": len(raw.test),
+            "subset_seed": subset_seed, "training_images": "not loaded (not needed)", **raw.source}
+    return ImageData(name=name, spec=spec, classes=list(raw.classes), train=empty, test=test, val=None,
+                     flip=raw.flip, info=info, extra=raw.extra)
+
+
 def load_data(
     spec: str,
     root: str | os.PathLike | None = None,
@@ -163,13 +173,7 @@ def load_data(
     takes = "need_train" in inspect.signature(loader).parameters  # a user's source may not
     raw: RawData = loader(arg, root_path, download, need_train=need_train) if takes else loader(arg, root_path, download)
     if not need_train and val_size == 0:
-        test = _test_subset(raw.test, test_limit, subset_seed)
-        empty = Split(raw.test.x[:0], raw.test.y[:0])
-        info = {"spec": spec, "train_size": 0, "val_size": 0, "test_size": len(test), "full_test_size": len(raw.test),
-                "subset_seed": subset_seed, "training_images": "not loaded (not needed)", **raw.source}
-        return ImageData(name=name, spec=spec, classes=list(raw.classes), train=empty, test=test, val=None,
-                         flip=raw.flip, info=info, extra=raw.extra)
-
+        return _test_only(raw, name, spec, test_limit, subset_seed)
     if raw.source.get("test_only"):
         raise UserError(f"data set '{spec}': expected a data set with a training split, got a test-only set (evaluate "
                         f"checkpoints on it with the shift evaluator: {mention('sets')} {spec})")

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from mmix_eval.data.core import RawData, Split, default_cache_dir
-from mmix_eval.data.decode import AS_STORED, Decode, Files, cache_complete, decode_splits, read_cache, write_cache
+from mmix_eval.data.decode import AS_STORED, Decode, Files, decode_splits
+from mmix_eval.data.decode_cache import cache_complete, read_cache, write_cache
 from mmix_eval.errors import UserError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from mmix_eval.data.core import RawData, Split, default_cache_dir
-from mmix_eval.data.decode import Decode, Files, cache_complete, decode_splits, read_cache, split_query, write_cache
+from mmix_eval.data.decode import Decode, Files, decode_splits, split_query
+from mmix_eval.data.decode_cache import cache_complete, read_cache, write_cache
 from mmix_eval.data.imagefolder import _is_image, _source_key
 from mmix_eval.errors import UserError, mention
 from mmix_eval.io import TEXT_CAP, read_bounded, read_member

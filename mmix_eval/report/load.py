@@ -33,55 +33,21 @@ MAX_RESULT_FILE = MAX_RECORD_BYTES
 
 def load_results(paths: list[str | Path]) -> Results:
     """Every *.jsonl record file under the given folders (or the files themselves); bad ones are listed."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            # Training logs (log.jsonl) and a report's own copy of the records (records.jsonl) are not inputs.
-            files += sorted(f for f in p.rglob("*.jsonl") if f.name not in ("records.jsonl", "log.jsonl"))
-        elif p.is_file():
-            files.append(p)
-        elif p.exists():  # a FIFO or a device: listed as unreadable below, never opened
-            files.append(p)
-        else:
-            raise UserError(f"results '{p}': expected a folder or a .jsonl (.jsonl.gz) file, got a path that does not exist")
-    files = list({f.resolve(): f for f in files}.values())  # a file given twice (or by two paths) is read once
+    files = _record_files(paths)
     rows, metas, bad, outcomes, found, detail, found_detail = [], [], [], {}, {}, {}, {}
     share: dict = {}  # equal strings and settings of all files held once (records.read_jsonl)
     for f in files:
-        if f.name in ("records.jsonl", "records.jsonl.gz"):  # a report's own records: one build's set, or refused
-            problem = set_problem(f.parent)
-            if problem:
-                bad.append((str(f), problem))
-                continue
-        try:
-            st = f.stat()
-            if not stat.S_ISREG(st.st_mode):  # a FIFO or device named *.jsonl would block or never end
-                raise ValueError("not a regular file")
-            if st.st_size > MAX_RESULT_FILE:
-                raise ValueError(f"{st.st_size:,} bytes, larger than a result file may be ({MAX_RESULT_FILE:,} bytes at "
-                                 f"most: about 120,000 records; split the evaluation over several files)")
-            new = read_jsonl(f, MAX_RESULT_FILE, share)
-            for r in new:
-                r["_source"] = str(f)  # for naming the file of a duplicate; never written
-            rows += new
-        except (OSError, UnicodeDecodeError, ValueError, EOFError, zlib.error) as e:  # EOFError: a truncated .gz
-            bad.append((str(f), str(e)))
+        new = _read_record_file(f, share, bad)
+        if new is None:
             continue
+        rows += new
         try:
             found[str(f)], found_detail[str(f)] = _read_outcomes(f, new)
             outcomes.update(found[str(f)])
             detail.update(found_detail[str(f)])
         except (OSError, ValueError, KeyError) as e:
             bad.append((str(f.with_suffix(".outcomes.npz")), f"unreadable per-image outcomes ({e})"))
-        meta = f.with_suffix(".meta.json")
-        if meta.is_file() and meta.stat().st_size <= MAX_RESULT_FILE:
-            try:
-                got = json.loads(meta.read_text(encoding="utf-8"))
-                if not isinstance(got, dict):
-                    raise ValueError("not an object")
-                metas.append(got)
-            except (OSError, ValueError, RecursionError) as e:
-                bad.append((str(meta), f"unreadable provenance ({type(e).__name__}: {str(e)[:120]})"))
+        metas += _read_meta(f.with_suffix(".meta.json"), bad)
     if not rows:
         raise UserError(f"results {', '.join(map(str, paths))}: expected mmix-eval record files (*.jsonl), found "
                         f"{'none' if not files else 'only unreadable ones: ' + '; '.join(f'{p} ({why})' for p, why in bad[:3])}")
@@ -93,6 +59,59 @@ def load_results(paths: list[str | Path]) -> Results:
         if cost and m.get("run") is not None:
             costs.setdefault(str(m["run"]), cost)
     return Results(rows, metas, bad, [str(f) for f in files], outcomes, found, costs, detail, found_detail)
+
+
+def _record_files(paths: list[str | Path]) -> list[Path]:
+    """The record files under the given folders or given themselves, each once (by resolved path)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            # Training logs (log.jsonl) and a report's own copy of the records (records.jsonl) are not inputs.
+            files += sorted(f for f in p.rglob("*.jsonl") if f.name not in ("records.jsonl", "log.jsonl"))
+        elif p.is_file():
+            files.append(p)
+        elif p.exists():  # a FIFO or a device: listed as unreadable below, never opened
+            files.append(p)
+        else:
+            raise UserError(f"results '{p}': expected a folder or a .jsonl (.jsonl.gz) file, got a path that does not exist")
+    return list({f.resolve(): f for f in files}.values())  # a file given twice (or by two paths) is read once
+
+
+def _read_record_file(f: Path, share: dict, bad: list) -> list[dict] | None:
+    """One file's records, each marked with its file; None (and the reason in ``bad``) where it cannot be read."""
+    if f.name in ("records.jsonl", "records.jsonl.gz"):  # a report's own records: one build's set, or refused
+        problem = set_problem(f.parent)
+        if problem:
+            bad.append((str(f), problem))
+            return None
+    try:
+        st = f.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device named *.jsonl would block or never end
+            raise ValueError("not a regular file")
+        if st.st_size > MAX_RESULT_FILE:
+            raise ValueError(f"{st.st_size:,} bytes, larger than a result file may be ({MAX_RESULT_FILE:,} bytes at "
+                             f"most: about 120,000 records; split the evaluation over several files)")
+        new = read_jsonl(f, MAX_RESULT_FILE, share)
+    except (OSError, UnicodeDecodeError, ValueError, EOFError, zlib.error) as e:  # EOFError: a truncated .gz
+        bad.append((str(f), str(e)))
+        return None
+    for r in new:
+        r["_source"] = str(f)  # for naming the file of a duplicate; never written
+    return new
+
+
+def _read_meta(meta: Path, bad: list) -> list[dict]:
+    """A result's provenance file as a one-item list; none where it is missing, too large or unreadable (said)."""
+    if not meta.is_file() or meta.stat().st_size > MAX_RESULT_FILE:
+        return []
+    try:
+        got = json.loads(meta.read_text(encoding="utf-8"))
+        if not isinstance(got, dict):
+            raise ValueError("not an object")
+        return [got]
+    except (OSError, ValueError, RecursionError) as e:
+        bad.append((str(meta), f"unreadable provenance ({type(e).__name__}: {str(e)[:120]})"))
+        return []
 
 
 def training_cost(model_json: Path) -> dict | None:

@@ -110,38 +110,8 @@ def reliability_by_condition(table: Table, detail: dict, evaluator: str, colors,
     outer = fig.add_gridspec(len(shown), len(shown_m), hspace=0.3, wspace=0.28)
     for a, c in enumerate(shown):
         for b, m in enumerate(shown_m):
-            runs = list(table.runs.get(m, {}).values())
-            inner = outer[a, b].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.06)
-            ax, hx = fig.add_subplot(inner[0]), fig.add_subplot(inner[1])
-            color = color_of(table, m, colors)
-            for which, filled in (("none", False), (cal, True)):
-                got = pooled_bins(detail, runs, evaluator, c, which) if which else None
-                if got is None:
-                    continue
-                count, hits, _ = got
-                k = len(count)
-                edges = np.arange(k + 1) / k
-                acc = np.divide(hits, count, out=np.zeros(k), where=count > 0)  # an empty bin drawn at 0
-                # one step artist per curve (not a bar per bin): 24 panels of bars made this figure the report's slowest
-                ax.stairs(acc, edges, fill=filled, color=color, alpha=0.55 if filled else 1.0, lw=1.0,
-                          ls="-" if filled else "--")
-                hx.stairs(count / max(count.sum(), 1), edges, color=color, ls="-" if filled else "--",
-                          lw=1.4 if filled else 1.0)
-            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-            ax.set_xlim(0, 1), ax.set_ylim(0, 1), ax.set_xticks([])
-            hx.set_xlim(0, 1), hx.set_ylim(0, None)
-            hx.tick_params(labelsize=7), ax.tick_params(labelsize=7)
-            if a == 0:
-                ax.set_title(plot_text(m), fontsize=9)
-            if b == 0:
-                ax.set_ylabel(plot_text(labels.get(c, c))[:28] + "\naccuracy", fontsize=8)
-                hx.set_ylabel("share", fontsize=7)
-            else:
-                ax.set_yticklabels([])
-            if a == len(shown) - 1:
-                hx.set_xlabel("confidence", fontsize=8)
-            else:
-                hx.set_xticks([])
+            _reliability_panel(fig, outer[a, b], Panel(table, detail, evaluator, c, m, cal, colors),
+                               (a == 0, b == 0, a == len(shown) - 1), labels.get(c, c))
     cut = []
     if len(conds) > len(shown):
         cut.append(f"{len(shown)} of {len(conds)} conditions, evenly spaced")

@@ -13,12 +13,12 @@ import pytest
 
 from builders import write_tree
 from conftest import ROOT
-from mmix_eval.data import decode, imagefolder, load_data
+from mmix_eval.data import decode_cache, imagefolder, load_data
 from mmix_eval.errors import UserError
 
 
 def _cache_of():
-    caches = [p for p in decode_root().glob("imagefolder-*") if p.is_dir() and (p / decode.MANIFEST).exists()]
+    caches = [p for p in decode_root().glob("imagefolder-*") if p.is_dir() and (p / decode_cache.MANIFEST).exists()]
     assert len(caches) == 1, caches
     return caches[0]
 
@@ -48,7 +48,7 @@ def test_a_cache_edited_between_the_sampled_blocks_with_its_time_restored_is_ref
     assert data != kept
     f.write_bytes(bytes(data))
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert decode.fingerprint(f, size) == json.loads((cache / decode.MANIFEST).read_text())["files"]["test_x.npy"]["fingerprint"]
+    assert decode_cache.fingerprint(f, size) == json.loads((cache / decode_cache.MANIFEST).read_text())["files"]["test_x.npy"]["fingerprint"]
     imagefolder._MEMORY.clear()
     with pytest.raises(UserError, match=r"decoded cache '.*test_x.npy': expected the \d+ bytes written with the cache, "
                                         r"got a file rewritten since"):
