@@ -2,7 +2,7 @@
 
 Each registry resolves a name here first (importing the module on first use), then a "module:attr" path,
 then an installed package's entry point in its group. A user's own model, method, loss, data source,
-evaluator or calibrator is one file reached the same way; nothing here needs to change for it.
+evaluator, calibrator or report section is one file reached the same way; nothing here needs to change for it.
 """
 
 from __future__ import annotations
@@ -83,5 +83,16 @@ CALIBRATORS: Registry = Registry("calibrator", "mmix_eval.calibrators", {
                "a weight and a bias per class, logits · w + b, fitted by minimising NLL (Guo et al. 2017)"),
 })
 
+# The report's section of an evaluator, by the evaluator's name; any other evaluator gets the generic section.
+SECTIONS: Registry = Registry("report section", "mmix_eval.report_sections", {
+    "calibration": ("mmix_eval.report.sections.calibration:CalibrationSection", "reliability diagrams before and after scaling"),
+    "corruptions": ("mmix_eval.report.sections.corruptions:CorruptionsSection", "mCE / CE rows, severity plots, heatmap"),
+    "fgsm": ("mmix_eval.report.sections.attacks:AttackSection", "the gradient-masking check"),
+    "attack": ("mmix_eval.report.sections.attacks:AttackSection", "the gradient-masking check"),
+    "ood": ("mmix_eval.report.sections.ood:OODSection", "OOD detection rows"),
+    "spectra": ("mmix_eval.report.sections.spectra:SpectraSection", "singular-value spectra plots"),
+    "shift": ("mmix_eval.report.sections.shift:ShiftSection", "accuracy on the line, effective robustness"),
+})
+
 REGISTRIES = {"models": MODELS, "methods": METHODS, "losses": LOSSES, "datasets": DATASETS, "evaluators": EVALUATORS,
-              "calibrators": CALIBRATORS}
+              "calibrators": CALIBRATORS, "sections": SECTIONS}

@@ -165,3 +165,22 @@ def test_listing_registries_reads_the_lazy_table_and_imports_no_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "preactresnet18 " in r.stdout and "digits " in r.stdout and "soft_ce " in r.stdout and "temperature " in r.stdout
+
+
+def test_report_sections_are_in_the_one_catalog_and_listed_without_torch():
+    """Issue 47: the report's sections live in catalog.py beside every other registry; `ls sections` lists them."""
+    from mmix_eval.catalog import REGISTRIES, SECTIONS
+    from mmix_eval.report.sections import ReportSection, section_for
+
+    assert REGISTRIES["sections"] is SECTIONS and set(SECTIONS.builtin()) >= {"calibration", "corruptions", "ood", "shift"}
+    for name in SECTIONS.builtin():  # each built-in resolves to its class, named after the evaluator
+        s = section_for(name)
+        assert isinstance(s, ReportSection) and type(s) is not ReportSection and s.evaluator == name
+    assert type(section_for("my_own_evaluator")) is ReportSection  # any other: the generic section
+    code = ("import sys; from mmix_eval.cli import main; main(['ls', 'sections']); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [ln.split()[0] for ln in lines[:len(SECTIONS.builtin())]] == sorted(SECTIONS.builtin())
+    assert lines[-1].startswith("module:Class  your own for an evaluator: --section EVALUATOR=module:Class")

@@ -105,7 +105,7 @@ def add_spiral(sub) -> None:
 def add_ls(sub) -> None:
     """ls: what is registered."""
     p = sub.add_parser("ls", help="list registered models, methods, evaluators, data sets, losses or calibrators")
-    p.add_argument("what", choices=["models", "methods", "evaluators", "datasets", "losses", "calibrators"])
+    p.add_argument("what", choices=["models", "methods", "evaluators", "datasets", "losses", "calibrators", "sections"])
 
 
 def cmd_report(args) -> int:
@@ -193,7 +193,7 @@ def cmd_ls(args) -> int:
         print("module:Class  your own, by import path (see docs/evaluators.md)")
         return 0
     registry = REGISTRIES[args.what]  # the lazy table: names and help import nothing
-    width = max(len(n) for n in registry.names())
+    width = max(len(n) for n in [*registry.names(), "module:Class" if args.what == "sections" else ""])
     for name in registry.names():
         print(f"{name:<{width}}  {registry.describe(name)}")
         if args.what == "methods":
@@ -205,7 +205,10 @@ def cmd_ls(args) -> int:
     if args.what == "models":
         print(f"{'torchvision:NAME':<{width}}  any torchvision classification model, e.g. torchvision:resnet18 (random init)")
         print(f"{'timm:NAME':<{width}}  any timm model, e.g. timm:resnet18 (random init; pip install 'mmix-eval[timm]')")
-    if args.what != "datasets":
+    if args.what == "sections":
+        print(f"{'(any other)':<{width}}  the generic section: every metric per condition, calibration under shift")
+        print(f"{'module:Class':<{width}}  your own for an evaluator: --section EVALUATOR=module:Class (see docs/plugins.md)")
+    elif args.what != "datasets":
         print(f"{'module:attr':<{width}}  your own, by import path (see docs/plugins.md)")
     else:
         print(f"{'module:function':<{width}}  your own source, by import path, with :ARG after it (see docs/plugins.md)")
