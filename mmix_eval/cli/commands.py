@@ -104,8 +104,10 @@ def add_spiral(sub) -> None:
 
 def add_ls(sub) -> None:
     """ls: what is registered."""
-    p = sub.add_parser("ls", help="list registered models, methods, evaluators, data sets, losses or calibrators")
+    p = sub.add_parser("ls", help="list registered models, methods, evaluators, data sets, losses, calibrators or report sections")
     p.add_argument("what", choices=["models", "methods", "evaluators", "datasets", "losses", "calibrators", "sections"])
+    p.add_argument("--markdown", action="store_true",
+                   help="a Markdown table of the built-ins (docs/evaluators.md holds this table for evaluators)")
 
 
 def cmd_report(args) -> int:
@@ -184,7 +186,31 @@ def cmd_spiral(args) -> int:
     return 0
 
 
+def markdown_table(what: str) -> str:
+    """The built-ins of one registry as a Markdown table, from the catalog (evaluators with their options and
+    report section): what ``ls WHAT --markdown`` prints and the docs hold."""
+    from mmix_eval.catalog import EVALUATORS, SECTIONS
+
+    cell = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    if what != "evaluators":
+        registry = REGISTRIES[what]
+        rows = [f"| `{n}` | {cell(registry.describe(n))} |" for n in registry.builtin()]
+        return "\n".join([f"| {what[:-1]} | what it is |", "|---|---|", *rows]) + "\n"
+    rows = []
+    for name, help, options in describe_evaluators():
+        if name not in EVALUATORS.builtin():  # an installed plugin is not the docs' business
+            continue
+        opts = "; ".join(f"`{o}` = `{d!r}`" for o, _, d, _ in options) or "none"
+        section = f"`{name}`" if name in SECTIONS.builtin() else "the generic one"
+        rows.append(f"| `{name}` | {cell(help)} | {cell(opts)} | {section} |")
+    return "\n".join(["| evaluator | what it measures | options (default) | report section |", "|---|---|---|---|",
+                      *rows]) + "\n"
+
+
 def cmd_ls(args) -> int:
+    if args.markdown:
+        print(markdown_table(args.what), end="")
+        return 0
     if args.what == "evaluators":
         for name, help, options in describe_evaluators():
             print(f"{name}  {help}")

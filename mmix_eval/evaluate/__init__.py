@@ -1,9 +1,13 @@
-"""Checkpoint-only evaluators. They never import the training code.
+"""Checkpoint-only evaluation: the framework here, the evaluators in ``evaluators/``. Neither imports the
+training code, and no framework module imports an evaluator.
 
-The interface (``base.py``, torch-free): ``Evaluator`` (name, Options dataclass, ``metrics`` of
+The interface (``base.py``, torch-free): ``Evaluator`` (name, frozen Options dataclass, ``metrics`` of
 ``MetricSpec``, ``run(target, options, common) -> rows``), found by registry name, ``module:attr`` or entry
-point (group ``mmix_eval.evaluators``). Built in (``mmix_eval.catalog.EVALUATORS``): deformations, fgsm,
-calibration, corruptions, spectra, ood, attack.
+point (group ``mmix_eval.evaluators``). Built in (``mmix_eval.catalog.EVALUATORS``, ``evaluators/``):
+deformations, fgsm, calibration, corruptions, spectra, ood, attack, shift. The framework: ``runner``
+(checkpoints x evaluators -> record files), ``passes`` (the batched passes under a shift), ``target`` (a
+checkpoint as model and images), ``records`` and ``record_types`` (the tidy rows), ``outcomes`` (per-image data),
+``metrics`` and ``boot`` (scores and their bootstrap), ``calibrate``, ``ensemble``, ``sources``, ``checks``.
 
 Python API (any nn.Module mapping [0, 1] images to logits):
 
