@@ -1,7 +1,7 @@
 """One registration mechanism for every kind of plugin: names to objects, lazily.
 
-A registry is a table of name -> "package.module:attr" (the built-ins, declared in ``mmix_eval.catalog``)
-or name -> object (``register``, for an object made at run time). A "module:attr" entry is imported on
+A registry is a table of name -> "package.module:attr" (the built-ins, declared in ``mmix_eval.catalog``),
+each replaced by its object once imported. A "module:attr" entry is imported on
 first use, as lm-evaluation-harness's registry does, so listing names and their help imports nothing.
 Besides its own names, a registry resolves any ``"module:attr"`` import path (a user's own file, no
 packaging) and an installed package's entry point in its group (``entry_points``).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Generic, TypeVar
 
 from mmix_eval.errors import UserError, unknown
@@ -26,18 +26,6 @@ class Registry(Generic[T]):
         self.entry_points = entry_points  # package entry-point group, e.g. "mmix_eval.methods"
         self._table: dict[str, T | str] = {name: path for name, (path, _) in (builtin or {}).items()}
         self._help: dict[str, str] = {name: help for name, (_, help) in (builtin or {}).items()}
-
-    def register(self, name: str, help: str = "") -> Callable[[T], T]:
-        """Add an object made at run time under ``name`` (a decorator)."""
-        def deco(obj: T) -> T:
-            if name in self._table:
-                raise ValueError(f"{self.kind} '{name}' is registered twice")
-            self._table[name] = obj
-            doc = help or (getattr(obj, "__doc__", None) or "").strip().splitlines()
-            self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
-            return obj
-
-        return deco
 
     def get(self, name: str) -> T:
         """The object of a registered name, a ``module:attr`` path or an installed entry point."""

@@ -36,10 +36,6 @@ def mapped_tensor(path: Path) -> torch.Tensor:
     return t
 
 
-def is_mapped(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.untyped_storage().data_ptr() in _MAPS
-
-
 def release_pages(x: torch.Tensor, nbytes: int) -> None:
     """Count ``nbytes`` read from ``x`` (any view of a mapped tensor; others are ignored) and drop the map's
     pages from this process once ``RELEASE_BYTES`` have been read."""

@@ -38,12 +38,6 @@ def brier_of(p: torch.Tensor, y: torch.Tensor) -> float:
     return float(((p - F.one_hot(y, p.shape[1]).to(p.dtype)) ** 2).sum(1).mean())
 
 
-def top_label(logits: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    p = torch.softmax(logits.double(), 1)
-    conf, pred = p.max(1)
-    return conf.numpy(), (pred == y).numpy().astype(np.int64)
-
-
 def reliability_bins(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-bin counts, accuracy and mean confidence (NaN for an empty bin)."""
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -53,10 +47,6 @@ def reliability_bins(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[
         acc = np.bincount(idx, weights=correct, minlength=bins) / counts
         mean_conf = np.bincount(idx, weights=conf, minlength=bins) / counts
     return counts, acc, mean_conf
-
-
-def netcal_ece_mce(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[float, float]:
-    return netcal_measure("ECE", conf, correct, bins), netcal_measure("MCE", conf, correct, bins)
 
 
 def netcal_measure(name: str, conf: np.ndarray, correct: np.ndarray, bins: int) -> float:

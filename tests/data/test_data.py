@@ -232,7 +232,8 @@ def test_mixed_sizes_decode_by_the_policy_as_torchvision_resize_and_centre_crop(
 
 
 def test_large_arrays_are_memory_mapped_and_equal_the_in_memory_ones(tmp_path, monkeypatch):
-    from mmix_eval.data.mapped import is_mapped, release_pages
+    from helpers.references import is_mapped
+    from mmix_eval.data.mapped import release_pages
 
     tree = write_tree(tmp_path / "tree", per_class=30)
     monkeypatch.setenv("MMIX_EVAL_CACHE", str(tmp_path / "c1"))

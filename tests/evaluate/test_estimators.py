@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmix_eval.evaluate.metrics import (classwise_ece, equal_mass_ece, netcal_ece_mce, probability_scores,
+from helpers.references import netcal_ece_mce
+from mmix_eval.evaluate.metrics import (classwise_ece, equal_mass_ece, probability_scores,
                                         selective_risks)
 
 

@@ -16,7 +16,8 @@ from mmix_eval.cli.flags import as_flags
 from mmix_eval.config import Config, load_config, merge, parse_override
 from mmix_eval.errors import UserError
 from conftest import ece_from_bins
-from mmix_eval.evaluate.metrics import netcal_ece_mce, nll, reliability_bins, top_label
+from helpers.references import netcal_ece_mce, top_label
+from mmix_eval.evaluate.metrics import nll, reliability_bins
 from mmix_eval.evaluate.evaluators.deformations.geometry import rotation_matrices, shear_matrices, warp, zoom_matrices
 from mmix_eval.methods.mixing import mix, sample_lambda, sample_layer, sample_permutation, soft_targets
 

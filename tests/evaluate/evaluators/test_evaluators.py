@@ -15,7 +15,8 @@ from mmix_eval.evaluate.evaluators.deformations.evaluator import evaluate_deform
 from mmix_eval.evaluate.evaluators.attacks.steps import make_attack
 from mmix_eval.evaluate.evaluators.attacks.fgsm import evaluate_fgsm
 from mmix_eval.calibrators.temperature import fit_temperature
-from mmix_eval.evaluate.metrics import calibration_metrics, netcal_ece_mce, nll, reliability_bins, top_label
+from helpers.references import netcal_ece_mce, top_label
+from mmix_eval.evaluate.metrics import calibration_metrics, nll, reliability_bins
 from mmix_eval.evaluate.target import Images, Target, load_target, target_from_module
 from mmix_eval.training import train
 
