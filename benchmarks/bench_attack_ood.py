@@ -89,7 +89,7 @@ def main() -> int:
             timed(lambda: logits_of(model, outs, 500, torch.device("cpu")))
         target = Target(model, ins, run="b")
         target.checked = True  # the trap checks run once per checkpoint, shared by every evaluator: not OOD's cost
-        t = timed(lambda: run_evaluator(get_evaluator("ood"), target, {"ood": ["noise:uniform"]}, common))
+        t = timed(lambda: run_evaluator(get_evaluator("ood"), target, {"ood": ["noise:uniform"]}, common))  # noqa: B023
         ratios.append(t / p)
     print(f"OOD evaluation / (in pass + out pass), {a.ood_images} + {a.ood_images} images: "
           f"{statistics.median(ratios):.3f} (median of {a.rounds}; spread {min(ratios):.3f}-{max(ratios):.3f}; "

@@ -84,7 +84,7 @@ def run(images: int = 2000, n_files: int = 3, rounds: int = 3, model_name: str =
 
         per: dict[str, list[float]] = {c: [] for c in GENERATED}
         p_times, f_times = [], []
-        for r in range(rounds):
+        for _ in range(rounds):
             p_times.append(timed(inference))
             f_times.append(timed(from_files))
             for c in GENERATED:

@@ -35,16 +35,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import torch
 
 from mmix_eval import memory
+from mmix_eval.calibrators.temperature import fit_temperature
 from mmix_eval.evaluate.base import EvalOptions, get_evaluator, run_evaluator
+from mmix_eval.evaluate.calibrate import fitted_calibration
 from mmix_eval.evaluate.evaluators.attacks.steps import fgsm_step, input_grad_sign
 from mmix_eval.evaluate.evaluators.deformations.geometry import TABLE4, sample_matrices, warp
-from mmix_eval.calibrators.temperature import fit_temperature
 from mmix_eval.evaluate.metrics import calibration_metrics
-from mmix_eval.evaluate.calibrate import fitted_calibration
 from mmix_eval.evaluate.outcomes import write_outcomes
 from mmix_eval.evaluate.passes import logits_of
 from mmix_eval.evaluate.runner import run_order

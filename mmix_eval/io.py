@@ -312,7 +312,7 @@ class FolderLock:
         self.what = what
         self.held = False
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         import socket
         import warnings
         from datetime import datetime, timezone

@@ -177,7 +177,8 @@ def draw(results: dict, data, seed: int, n: int) -> bytes:
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_rgb
 
-    from mmix_eval.report.plots import fig_png as _fig_png, plot_text
+    from mmix_eval.report.plots import fig_png as _fig_png
+    from mmix_eval.report.plots import plot_text
 
     methods = list(results)
     colors = [to_rgb(c) for c in plt.get_cmap("tab10").colors]

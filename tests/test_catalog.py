@@ -11,8 +11,8 @@ import textwrap
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from mmix_eval.calibrators import fit_checked, get_calibrator
 from mmix_eval.catalog import CALIBRATORS, DATASETS, EVALUATORS, LOSSES, METHODS, MODELS
 from mmix_eval.data import load_data

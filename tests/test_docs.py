@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from conftest import ROOT
+
 from mmix_eval.catalog import CALIBRATORS, EVALUATORS, SECTIONS
 from mmix_eval.cli import main
 

@@ -7,6 +7,7 @@ import pickle
 import re
 
 from conftest import ROOT
+
 from mmix_eval.cli.flags import as_flags, flag
 from mmix_eval.errors import ParamError, UserError, mention
 from mmix_eval.options import OptionError

@@ -12,14 +12,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 
 from mmix_eval.checkpoint import load_checkpoint
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.methods import METHODS, Method, StepOutput, create_method, mix, soft_targets
 from mmix_eval.models import create_model
-from conftest import ROOT
-
 
 
 class NoisyVanilla(Method):
@@ -76,7 +75,7 @@ def test_manifold_mixup_on_a_torchvision_resnet_mixes_exactly_at_the_named_layer
         k, lam, perm = names[int(twin.integers(2))], float(twin.beta(2.0, 2.0)), torch.from_numpy(twin.permutation(6))
         chosen.add(k)
         got = method.step(model, x, y, np.random.default_rng(seed)).logits
-        hook = model.net.get_submodule(k).register_forward_hook(lambda m, i, o: mix(o, perm, lam))
+        hook = model.net.get_submodule(k).register_forward_hook(lambda m, i, o: mix(o, perm, lam))  # noqa: B023 (removed below)
         with torch.no_grad():
             expected = model(x)
         hook.remove()
@@ -180,7 +179,7 @@ def test_cutmix_box_and_target_by_hand():
 @pytest.mark.slow
 def test_tutorial_commands_run_as_written(tmp_path):
     doc = (ROOT / "docs" / "plugins.md").read_text()
-    for lang, name, body in re.findall(r"```(\w+) title=(\S+)\n(.*?)```", doc, re.S):
+    for _lang, name, body in re.findall(r"```(\w+) title=(\S+)\n(.*?)```", doc, re.S):
         (tmp_path / name).write_text(body)
     commands = [line for block in re.findall(r"```bash\n(.*?)```", doc, re.S) for line in block.splitlines() if line.strip()]
     assert len(commands) == 2

@@ -12,7 +12,6 @@ from mmix_eval.bench.status import stale
 from mmix_eval.errors import ParamError, did_you_mean
 from mmix_eval.evaluate.runner import EvalJob, run_evaluation
 
-
 STAGES = ("all", "train", "evaluate")
 
 

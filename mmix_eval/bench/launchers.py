@@ -9,6 +9,7 @@ why), or None when jobs were submitted without waiting for them.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import sys
@@ -119,9 +120,8 @@ def _local(ctx: Launch, todo: list[Run]) -> dict[str, str]:
     every run's output goes to OUT/logs/RUN.log. Each worker uses the same CPU thread count as an inline run (1 by
     default, or the explicit --threads), so a run's numbers do not depend on how many ran beside it; visible GPUs are
     dealt to the workers round-robin."""
-    from concurrent.futures import as_completed
-
     import contextlib
+    from concurrent.futures import as_completed
 
     out, device, stages = ctx.out, ctx.device, ctx.stages
     if not todo:
@@ -231,10 +231,8 @@ def _leave_now() -> None:
     were written atomically before its task returned, and multiprocessing's own finalisers (the result queue's
     feeder thread) ran before the interpreter's exit began. A crash never reaches here and keeps its exit code."""
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
     os._exit(0)
 
 
@@ -250,10 +248,8 @@ def _warm_up() -> None:
 
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)  # imports torch._dynamo, as training's first step
     for name in WARM_MODULES:
-        try:
+        with contextlib.suppress(ImportError):  # a missing optional package is the run's to report, not the worker's
             importlib.import_module(name)
-        except ImportError:  # a missing optional package is the run's to report, not the worker's
-            pass
 
 
 class _Notices:

@@ -15,9 +15,9 @@ import warnings
 from mmix_eval import __version__, threads
 from mmix_eval.cli.commands import add_bench, add_ls, add_report, add_spiral, cmd_bench, cmd_ls, cmd_report, cmd_spiral
 from mmix_eval.cli.evaluate import add_eval, cmd_eval
+from mmix_eval.cli.flags import as_flags
 from mmix_eval.cli.parser import EPILOG, Parser
 from mmix_eval.cli.train import add_train, cmd_train
-from mmix_eval.cli.flags import as_flags
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import BUILTIN, get_evaluator
 

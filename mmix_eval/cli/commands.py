@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from mmix_eval.catalog import REGISTRIES
-from mmix_eval.evaluate.base import describe_evaluators
 from mmix_eval.cli.parser import examples
 from mmix_eval.errors import UserError
+from mmix_eval.evaluate.base import describe_evaluators
 
 
 def add_bench(sub) -> None:
@@ -139,8 +139,8 @@ def _report_outcome(result) -> int:
 
 
 def cmd_bench(args) -> int:
-    from mmix_eval.bench import dry_run, run_bench, run_one  # numpy and yaml: loaded for this command, --help stays fast
     from mmix_eval import threads
+    from mmix_eval.bench import dry_run, run_bench, run_one  # numpy and yaml: loaded for this command, --help stays fast
 
     if args.dry_run or args.only:  # torch in this process from the start (run_bench sets it after its workers)
         threads.prepare_torch(args.threads)

@@ -10,6 +10,7 @@ from mmix_eval.config import TrainConfig, load_config, merge, parse_override, ya
 from mmix_eval.errors import UserError
 from mmix_eval.trust import refuse_code
 
+
 def add_train(sub) -> None:
     p = sub.add_parser(
         "train", help="train a vanilla, input-mixup or manifold-mixup checkpoint",

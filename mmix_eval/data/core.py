@@ -23,7 +23,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def take(self, idx: np.ndarray) -> "Split":
+    def take(self, idx: np.ndarray) -> Split:
         idx_t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         return Split(self.x[idx_t], self.y[idx_t])
 

@@ -292,7 +292,7 @@ def decode_splits(files: Files, splits: dict[str, list[str]], decode: Decode, fo
     outs, offsets = {}, {}
     try:
         for s, names in splits.items():
-            f = open(folder / f"{s}_x.npy", "wb")
+            f = open(folder / f"{s}_x.npy", "wb")  # noqa: SIM115  (kept open across chunks; closed in finally)
             outs[s] = f
             _npy_header(f, (len(names), *shape))
             offsets[s] = f.tell()

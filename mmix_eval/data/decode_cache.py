@@ -8,9 +8,9 @@ import json
 import os
 import shutil
 import zlib
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -18,7 +18,6 @@ import torch
 from mmix_eval.data.mapped import mapped_tensor
 from mmix_eval.errors import UserError
 from mmix_eval.io import remove_dead_folders
-
 
 MANIFEST = "manifest.json"
 

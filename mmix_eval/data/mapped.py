@@ -11,6 +11,7 @@ page cache, so a second pass reads them from memory, not disk; the process holds
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import warnings
 import weakref
@@ -47,7 +48,5 @@ def release_pages(x: torch.Tensor, nbytes: int) -> None:
     entry[1] += int(nbytes)
     if entry[1] >= RELEASE_BYTES:
         entry[1] = 0
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed map, or a platform without it: the OS's call
             entry[0].madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):  # a closed map, or a platform without it: memory is then the OS's call
-            pass

@@ -22,8 +22,7 @@ This package's ``base``, ``records`` and ``outcomes`` modules import no torch.
 
 from __future__ import annotations
 
-from mmix_eval.evaluate.base import (SHIFT_METRICS, EvalOptions, Evaluator, MetricSpec, OptionError, get_evaluator,
-                                     run_evaluator)
+from mmix_eval.evaluate.base import SHIFT_METRICS, EvalOptions, Evaluator, MetricSpec, OptionError, get_evaluator, run_evaluator
 from mmix_eval.evaluate.records import record
 
 __all__ = ["SHIFT_METRICS", "EvalOptions", "Shift", "shift_rows", "Evaluator", "MetricSpec", "OptionError", "condition_rows",

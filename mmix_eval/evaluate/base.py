@@ -28,8 +28,16 @@ from typing import Any, ClassVar
 
 from mmix_eval.catalog import EVALUATORS
 from mmix_eval.errors import UserError, did_you_mean
-from mmix_eval.options import (MAX_BATCH, MAX_IMAGES, MAX_SEED, OptionError, check_count, coerce,  # noqa: F401
-                               option_fields, type_name)  # (OptionError, coerce, type_name: re-exported)
+from mmix_eval.options import (  # noqa: F401
+    MAX_BATCH,
+    MAX_IMAGES,
+    MAX_SEED,
+    OptionError,
+    check_count,
+    coerce,
+    option_fields,  # (OptionError, coerce, type_name: re-exported)
+    type_name,
+)
 
 DIRECTIONS = ("higher", "lower", None)  # None: not a score (a fitted temperature, a bin count)
 
@@ -111,7 +119,7 @@ class Evaluator:
         """Raise OptionError naming the option for a value of the right type but out of range. Never changes
         ``options`` (convert units in ``resolve``)."""
 
-    def preflight(self, options, ctx: "Preflight") -> None:
+    def preflight(self, options, ctx: Preflight) -> None:
         """What a bench checks before anything trains, from what is known then (``Preflight``: the data spec,
         its channels and classes, the model as built, the shared options): raise UserError for what ``run``
         would refuse only after training (a missing data set, a layer the model lacks). Default: nothing."""
@@ -218,7 +226,7 @@ class Preflight:
     channels: int
     num_classes: int
     model: Any  # the model as the run builds it (untrained weights)
-    common: "EvalOptions"
+    common: EvalOptions
     image_shape: tuple | None = None  # (C, H, W) of the data's images; None where not known
 
 

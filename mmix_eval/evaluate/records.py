@@ -238,7 +238,7 @@ def _bounded_lines(path: Path, max_bytes: int):
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         raw.close()
         raise ValueError("expected a regular file, got a FIFO, a device or another special file")
-    opened = gzip.open(raw, "rb") if path.name.endswith(".gz") else raw
+    opened = gzip.open(raw, "rb") if path.name.endswith(".gz") else raw  # noqa: SIM115  (closed by the with below)
     with raw, opened as f:
         buf, size = b"", 0
         while chunk := f.read(READ_CHUNK):

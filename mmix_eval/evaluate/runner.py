@@ -17,8 +17,8 @@ from typing import Any
 
 from mmix_eval.errors import UserError, mention
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, Evaluator, OptionError, get_evaluator, run_evaluator
-from mmix_eval.evaluate.outcomes import write_outcomes
 from mmix_eval.evaluate.console import summary_table
+from mmix_eval.evaluate.outcomes import write_outcomes
 from mmix_eval.evaluate.records import FIELDS, REQUIRED, detach, read_records, record_problem, write_records
 from mmix_eval.io import atomic_write_json, atomic_write_text, safe_name  # noqa: F401  (safe_name: re-exported)
 from mmix_eval.provenance import git_commit, hardware, versions
@@ -212,7 +212,7 @@ def _run_unit(unit: Unit, plan: Plan, folder: Path, ctx: Context) -> list[dict]:
         stem = file_stem(ev, opts)
         options = option_record(ev, opts, ctx.common, str(ctx.device))
         if ctx.job.skip_done and distributed.agree(
-                lambda: evaluation_done(folder, stem, sha, options, unit.label, unit.sweep)):
+                lambda: evaluation_done(folder, stem, sha, options, unit.label, unit.sweep)):  # noqa: B023 (called now)
             rows += read_records(folder / f"{stem}.jsonl")
             continue
         if target is None:

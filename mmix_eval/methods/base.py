@@ -8,6 +8,7 @@ import math
 import sys
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,7 @@ class Method:
         return {"name": self.name, "loss": self.loss_name}
 
 
-def source_sha256(method: "Method") -> str | None:
+def source_sha256(method: Method) -> str | None:
     """A short hash of the source of a method defined outside mmix-eval (a plugin): its file and every module
     of the user's own it imports, transitively (helpers beside it, not installed packages), so that editing the
     plugin or a helper makes its old checkpoints stale; None for mmix-eval's own methods (their version is the
@@ -59,12 +60,12 @@ def source_sha256(method: "Method") -> str | None:
         return None
     try:
         own = inspect.getsourcefile(type(method))
-        h = hashlib.sha256(open(own, "rb").read())
+        h = hashlib.sha256(Path(own).read_bytes())
     except (TypeError, OSError):  # defined interactively, or no source on disk
         return None
     for name, path in _user_helpers(own):
         try:
-            h.update(b"\0" + name.encode() + b"\0" + open(path, "rb").read())
+            h.update(b"\0" + name.encode() + b"\0" + Path(path).read_bytes())
         except OSError:
             continue
     return h.hexdigest()[:16]
@@ -84,7 +85,7 @@ def _user_helpers(own: str) -> list[tuple[str, str]]:
     todo, seen = [own], {os.path.realpath(own)}
     while todo:
         try:
-            tree = ast.parse(open(todo.pop(), "rb").read())
+            tree = ast.parse(Path(todo.pop()).read_bytes())
         except (OSError, SyntaxError, ValueError):
             continue
         names = set()
@@ -112,7 +113,7 @@ def _user_helpers(own: str) -> list[tuple[str, str]]:
     return sorted(found.items())
 
 
-def fingerprint(method: "Method") -> dict[str, Any]:
+def fingerprint(method: Method) -> dict[str, Any]:
     """What a checkpoint records of its method: its name, its settings (every keyword argument it was built
     with, defaults filled in, as ``describe`` states them) and, for a plugin, its source hash."""
     h = source_sha256(method)

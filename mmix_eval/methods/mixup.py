@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 from mmix_eval.errors import UserError
-from mmix_eval.models import num_mix_points
 from mmix_eval.methods.base import Method, StepOutput, check_alpha
-from mmix_eval.methods.mixing import forward_mixed, mix, mix_point_names, sample_lambda, sample_layer, sample_permutation, soft_targets
+from mmix_eval.methods.mixing import (
+    forward_mixed,
+    mix,
+    mix_point_names,
+    sample_lambda,
+    sample_layer,
+    sample_permutation,
+    soft_targets,
+)
+from mmix_eval.models import num_mix_points
 
 
 class Vanilla(Method):

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 
-
 class Normalize(nn.Module):
     """(x - mean) / std per channel. Buffers, so the checkpoint carries them."""
     def __init__(self, mean: Sequence[float], std: Sequence[float]):

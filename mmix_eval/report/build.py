@@ -20,7 +20,6 @@ from mmix_eval.errors import ParamError, UserError, mention
 from mmix_eval.evaluate.outcomes import write_many
 from mmix_eval.evaluate.records import V1_RENDERER, write_records
 from mmix_eval.io import atomic_write_bytes, atomic_write_text, safe_name
-from mmix_eval.report.reportset import discard, new_stage, staging_error, swap_in
 from mmix_eval.report.checks import check_columns, parse_check, run_checks
 from mmix_eval.report.claims import Primary, comparisons
 from mmix_eval.report.compare import used_detail
@@ -28,12 +27,20 @@ from mmix_eval.report.labels import method_labels, order_methods, resolve_baseli
 from mmix_eval.report.load import Results, load_results
 from mmix_eval.report.plots import COLORS, Renderer, sweep_figures, training_curves
 from mmix_eval.report.provenance import evaluation_warnings, nonfinite_notes, provenance, thread_notes
-from mmix_eval.report.render import (render_claims, render_html, render_latex, render_markdown, render_summary, write_csv_table,
-                                     write_sweep_csv)
+from mmix_eval.report.render import (
+    render_claims,
+    render_html,
+    render_latex,
+    render_markdown,
+    render_summary,
+    write_csv_table,
+    write_sweep_csv,
+)
+from mmix_eval.report.reportset import discard, new_stage, staging_error, swap_in
 from mmix_eval.report.sections import Note, SectionContext, section_for
 from mmix_eval.report.sections.call import call_section
-from mmix_eval.report.table import Table, aggregate, caveats, check_duplicates, comparable_groups, describe_group, evaluator_order
 from mmix_eval.report.sweep import sweep_choices
+from mmix_eval.report.table import Table, aggregate, caveats, check_duplicates, comparable_groups, describe_group, evaluator_order
 from mmix_eval.report.view import MainSpec, ViewInputs, build_view
 from mmix_eval.report.view_cost import STILL_FALLING, not_converged
 

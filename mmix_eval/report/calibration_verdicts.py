@@ -21,7 +21,8 @@ from mmix_eval.evaluate.boot import BOOT_STATS
 from mmix_eval.report import stats
 from mmix_eval.report.claims import ALPHA, Comparison, Primary, lookup
 from mmix_eval.report.compare import _detail, _same_images, is_ensemble, reference
-from mmix_eval.report.table import Table, signed_text as _num
+from mmix_eval.report.table import Table
+from mmix_eval.report.table import signed_text as _num
 
 PROPER_SCORES = ("nll", "brier")  # what a calibration verdict rests on
 

@@ -8,7 +8,6 @@ import math
 from mmix_eval.errors import ParamError, UserError, mention
 from mmix_eval.report.table import Table
 
-
 OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
        "==": lambda a, b: a == b}
 

@@ -5,6 +5,7 @@ Imports no torch."""
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 from mmix_eval.errors import ParamError

@@ -68,9 +68,7 @@ def _record_files(paths: list[str | Path]) -> list[Path]:
         if p.is_dir():
             # Training logs (log.jsonl) and a report's own copy of the records (records.jsonl) are not inputs.
             files += sorted(f for f in p.rglob("*.jsonl") if f.name not in ("records.jsonl", "log.jsonl"))
-        elif p.is_file():
-            files.append(p)
-        elif p.exists():  # a FIFO or a device: listed as unreadable below, never opened
+        elif p.is_file() or p.exists():
             files.append(p)
         else:
             raise UserError(f"results '{p}': expected a folder or a .jsonl (.jsonl.gz) file, got a path that does not exist")

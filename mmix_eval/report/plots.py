@@ -9,7 +9,6 @@ import io
 import math
 from concurrent.futures import BrokenExecutor
 
-
 import matplotlib
 
 matplotlib.use("Agg")

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmix_eval.report.plots import (MAX_FIG_WIDTH, MAX_PLOT_CONDITIONS, choose_columns, color_of, cut_note, plot_text,
-                                    plt)
+from mmix_eval.report.plots import MAX_FIG_WIDTH, MAX_PLOT_CONDITIONS, choose_columns, color_of, cut_note, plot_text, plt
 from mmix_eval.report.table import Table
 
 
@@ -37,7 +36,7 @@ def calibration_under_shift(table: Table, section: str, colors, metrics=("nll", 
     width = min(MAX_FIG_WIDTH, max(6.0, 0.55 * len(conds) + 3) * len(panels))
     fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.8), squeeze=False)
     calibrators = sorted({table.rows[i].calibrator for _, rows in panels for i in rows} - {"none"})
-    for ax, (metric, rows) in zip(axes[0], panels):
+    for ax, (_metric, rows) in zip(axes[0], panels):
         for k, m in enumerate(table.methods):
             for cal in ["none", *calibrators]:
                 pts = sorted((x_of[table.rows[i].condition], table.cells[i, m].mean) for i in rows

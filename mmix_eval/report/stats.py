@@ -19,7 +19,7 @@ BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0  # fixed: the same records give the same interval, byte for byte
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def t_quantile(df: int) -> float:
     """The 0.975 quantile of Student's t with ``df`` degrees of freedom (cached: scipy's ppf costs ms a call)."""
     from scipy.stats import t

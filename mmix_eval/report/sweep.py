@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, field
 
 from mmix_eval.report.labels import setting_text
-from mmix_eval.report.table import Table
 from mmix_eval.report.paper import published_eligible
+from mmix_eval.report.table import Table
 
 MAX_PLOTTED = 9  # metrics per sweep plot
 

@@ -8,9 +8,9 @@ import fnmatch
 import json
 from dataclasses import dataclass
 
+from mmix_eval.errors import UserError
 from mmix_eval.evaluate.records import scaled_condition
 from mmix_eval.report.calibration_verdicts import calibration_verdicts
-from mmix_eval.errors import UserError
 from mmix_eval.report.claims import ALPHA, POWER, PRIMARY_EVALUATORS, Comparison, Primary, best_holds, lookup
 from mmix_eval.report.compare import ACC_GAP, accuracy_gated, is_ensemble
 from mmix_eval.report.labels import quote_label
@@ -19,11 +19,35 @@ from mmix_eval.report.sweep import cell, key_of, sweep_views
 from mmix_eval.report.table import Table
 from mmix_eval.report.table import signed_text as _num
 from mmix_eval.report.view_cost import cost_table
-from mmix_eval.report.view_types import (Differences, MainTable, MethodVerdicts, Note, SectionView,
-                                         Skipped, SweepView, Verdicts, View)
-from mmix_eval.report.view_text import (ADJUSTED, LEGEND, NA, PAPER_LEGEND, SWEEP_LEGEND, _family_text, cell_text,
-                                        claim_sentence, diff_legend, header_text, method_text, network_text, paper_values,
-                                        provenance_summary, seed_note, short_text)
+from mmix_eval.report.view_text import (
+    ADJUSTED,
+    LEGEND,
+    NA,
+    PAPER_LEGEND,
+    SWEEP_LEGEND,
+    _family_text,
+    cell_text,
+    claim_sentence,
+    diff_legend,
+    header_text,
+    method_text,
+    network_text,
+    paper_values,
+    provenance_summary,
+    seed_note,
+    short_text,
+)
+from mmix_eval.report.view_types import (
+    Differences,
+    MainTable,
+    MethodVerdicts,
+    Note,
+    SectionView,
+    Skipped,
+    SweepView,
+    Verdicts,
+    View,
+)
 
 
 @dataclass

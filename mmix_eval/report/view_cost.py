@@ -10,7 +10,6 @@ from mmix_eval.report.table import Table
 from mmix_eval.report.view_text import NA
 from mmix_eval.report.view_types import CostTable
 
-
 STILL_FALLING = 0.10  # a run whose last tenth of epochs has a mean training loss this much below the tenth before
 
 
@@ -32,7 +31,7 @@ def not_converged(table: Table, costs: dict) -> dict[str, list[str]]:
     """column -> its runs whose training loss was still falling at the end (``still_falling``)."""
     out: dict[str, list[str]] = {}
     for m in table.methods:
-        for seed, run in sorted(table.runs.get(m, {}).items(), key=lambda kv: str(kv[0])):
+        for _seed, run in sorted(table.runs.get(m, {}).items(), key=lambda kv: str(kv[0])):
             fall = still_falling((costs.get(run) or {}).get("loss_curve"))
             if fall is not None:
                 out.setdefault(m, []).append(f"{run} (−{100 * fall:.0f} %)")

@@ -13,7 +13,6 @@ from mmix_eval.report.stats import t_quantile
 from mmix_eval.report.table import Table
 from mmix_eval.report.table import signed_text as _num
 
-
 NA = "n/a"
 
 

@@ -26,8 +26,8 @@ from mmix_eval import distributed
 from mmix_eval.checkpoint import save_checkpoint
 from mmix_eval.config import Config
 from mmix_eval.data import ImageData
-from mmix_eval.data.mapped import release_pages
 from mmix_eval.data.augment import random_crop_flip, to_float
+from mmix_eval.data.mapped import release_pages
 from mmix_eval.errors import UserError
 from mmix_eval.inference import accuracy_nll, predict_logits
 from mmix_eval.io import atomic_write_text
@@ -37,8 +37,17 @@ from mmix_eval.models import num_mix_points
 from mmix_eval.provenance import git_commit, hardware, versions
 from mmix_eval.schedule import lr_factor
 from mmix_eval.training.preflight import Prepared, prepare
-from mmix_eval.training.state import (STATE_FORMAT, STATE_VERSION, check_run_folder, open_run_folder, resumable_state,
-                                      rng_state, save_state, seed_everything, set_rng_state)
+from mmix_eval.training.state import (
+    STATE_FORMAT,
+    STATE_VERSION,
+    check_run_folder,
+    open_run_folder,
+    resumable_state,
+    rng_state,
+    save_state,
+    seed_everything,
+    set_rng_state,
+)
 
 REFRESH = 10  # steps between host syncs (progress bar, non-finite check)
 

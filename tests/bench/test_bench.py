@@ -1,15 +1,16 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 
 import pytest
+from conftest import ROOT
 
 from mmix_eval.bench import load_bench
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
-from conftest import ROOT
 
 ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
@@ -35,7 +36,7 @@ def test_bench_runs_then_skips_what_is_done_and_resumes_a_lost_checkpoint(tmp_pa
     text = capsys.readouterr().out
     assert "PASS: vanilla.clean >= 5" in text and "report:" in text
     assert {p.name for p in (out / "runs").iterdir()} == {"vanilla-s0", "vanilla-s1", "manifold_mixup-s0", "manifold_mixup-s1"}
-    table = list(csv.DictReader(open(out / "table.csv")))
+    table = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
     assert {r["vanilla n"] for r in table if r["metric"] == "acc"} == {"2"}
     # ensembles: true: each method's two seeds as one more column, a single "seed" of its own
     assert {r["manifold_mixup ensemble of 2 n"] for r in table if r["metric"] == "acc"} == {"1"}
@@ -96,7 +97,7 @@ def test_cpu_sized_cifar10_bench_end_to_end(tmp_path, capsys, monkeypatch, share
     out = tmp_path / "bench"
     code = main(["bench", "configs/bench/cifar10-cpu.yaml", "--out", str(out), "--no-progress", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
-    table = {(r["condition"], r["metric"]): r for r in csv.DictReader(open(out / "table.csv"))}
+    table = {(r["condition"], r["metric"]): r for r in csv.DictReader(io.StringIO((out / "table.csv").read_text()))}
     for m in ("vanilla", "input_mixup", "manifold_mixup"):
         assert table["clean", "acc"][f"{m} n"] == "2"
         assert float(table["clean", "acc"][f"{m} mean"]) > 25.0  # chance is 10 %
@@ -127,7 +128,7 @@ def test_an_evaluator_that_cannot_take_an_ensemble_is_skipped_for_it_and_a_dropp
     assert main(["bench", str(cfg), "--out", str(out), "--no-progress"]) == 0
     md = (out / "report.md").read_text()
     assert "Left out: the stored records of spectra (4 runs), an evaluator no longer in this bench" in md
-    table = list(csv.DictReader(open(out / "table.csv")))
+    table = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
     assert not any(r["evaluator"] == "spectra" for r in table)
 
 

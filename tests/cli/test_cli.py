@@ -7,11 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
 from mmix_eval.cli import main
-from conftest import ROOT
-
 
 
 def run(capsys, *argv):

@@ -1,19 +1,18 @@
 from __future__ import annotations
 
 import os
-
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from builders import write_tree
 from conftest import raises_as_shown
-from mmix_eval.data import load_data
+from PIL import Image
+
 from mmix_eval.data import imagefolder as imagefolder_module
+from mmix_eval.data import load_data
 from mmix_eval.data.augment import random_crop_flip, to_float
 from mmix_eval.errors import UserError
 
@@ -233,6 +232,7 @@ def test_mixed_sizes_decode_by_the_policy_as_torchvision_resize_and_centre_crop(
 
 def test_large_arrays_are_memory_mapped_and_equal_the_in_memory_ones(tmp_path, monkeypatch):
     from helpers.references import is_mapped
+
     from mmix_eval.data.mapped import release_pages
 
     tree = write_tree(tmp_path / "tree", per_class=30)

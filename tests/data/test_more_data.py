@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-
 from builders import TINY_WNIDS, tiny_pixel, write_tinyimagenet
+
 from mmix_eval.data import load_data
 from mmix_eval.errors import UserError
 
@@ -98,9 +98,9 @@ def test_natural_shift_sets_load_checked_and_test_only(tmp_path):
 
 def test_training_on_a_memory_mapped_set_gives_the_weights_of_the_in_memory_one(tmp_path, monkeypatch):
     """The same run with every image array memory-mapped (read a batch at a time) and held in memory."""
+    from builders import write_tree
     from safetensors.numpy import load_file
 
-    from builders import write_tree
     from mmix_eval.cli import main
     from mmix_eval.data import imagefolder as imagefolder_module
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import make_data
+
 from mmix_eval.calibrators.temperature import fit_temperature
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import PROBABILITY_METRICS, EvalOptions, OptionError
@@ -104,8 +104,8 @@ def test_an_unknown_calibrator_is_refused_with_a_suggestion():
 
 
 def test_a_fit_whose_parameters_make_the_logits_non_finite_is_one_line_before_any_row(monkeypatch):
-    from mmix_eval.calibrators.temperature import Temperature
     import mmix_eval.evaluate.calibrate as calibrate
+    from mmix_eval.calibrators.temperature import Temperature
 
     class ZeroTemperature(Temperature):  # finite parameters (0.0), infinite logits
         def fit(self, logits, labels):

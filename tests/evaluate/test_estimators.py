@@ -8,10 +8,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from helpers.references import netcal_ece_mce
-from mmix_eval.evaluate.metrics import (classwise_ece, equal_mass_ece, probability_scores,
-                                        selective_risks)
+
+from mmix_eval.evaluate.metrics import classwise_ece, equal_mass_ece, probability_scores, selective_risks
 
 
 def scores(n=1000, classes=5, seed=0):

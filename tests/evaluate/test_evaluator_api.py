@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import ROOT, make_data, tiny_config
+
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
-from mmix_eval.evaluate.base import PROBABILITY_METRICS, OptionError
 from mmix_eval.evaluate import SHIFT_METRICS, Evaluator, MetricSpec, get_evaluator
-from mmix_eval.evaluate.evaluators.deformations.evaluator import evaluate_deformations
+from mmix_eval.evaluate.base import PROBABILITY_METRICS, OptionError
 from mmix_eval.evaluate.evaluators.attacks.fgsm import evaluate_fgsm
+from mmix_eval.evaluate.evaluators.deformations.evaluator import evaluate_deformations
 from mmix_eval.evaluate.evaluators.deformations.geometry import load_grid, sample_matrices, warp
 from mmix_eval.evaluate.outcomes import pack, read_outcomes, write_outcomes
 from mmix_eval.evaluate.records import read_records
@@ -27,7 +27,6 @@ from mmix_eval.evaluate.target import target_from_module
 from mmix_eval.report import build_report
 from mmix_eval.report.stats import mcnemar_exact, paired_image_bootstrap
 from mmix_eval.training import train
-
 
 
 def docs_module(tmp_path: Path, monkeypatch) -> Path:
@@ -390,14 +389,15 @@ def test_version_1_records_still_rebuild_with_the_same_numbers(tmp_path):
     """The first committed report's records (schema 1; tests/fixtures keeps them, without the reliability
     bins) rebuild, and every number of that report's table.csv is unchanged."""
     import csv
+    import io
 
     fixtures = ROOT / "tests" / "fixtures"
     rows = [json.loads(line) for line in (fixtures / "records-v1.jsonl").read_text().splitlines()]
     assert rows[0].get("schema") is None and "higher_is_better" in rows[0]  # really the first version's format
     build_report([fixtures / "records-v1.jsonl"], tmp_path / "rep", baseline="vanilla")
-    old = {(r["condition"], r["metric"]): r for r in csv.DictReader(open(fixtures / "table-v1.csv", encoding="utf-8"))}
+    old = {(r["condition"], r["metric"]): r for r in csv.DictReader(io.StringIO((fixtures / "table-v1.csv").read_text(encoding="utf-8")))}
     new = {}
-    for r in csv.DictReader(open(tmp_path / "rep" / "table.csv", encoding="utf-8")):
+    for r in csv.DictReader(io.StringIO((tmp_path / "rep" / "table.csv").read_text(encoding="utf-8"))):
         new.setdefault((r["condition"], r["metric"]), r)
     assert old and set(old) <= set(new)
     for key, r in old.items():

@@ -13,12 +13,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import HELPERS, ROOT
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from mmix_eval.checkpoint import read_metadata
 from mmix_eval.distributed import shard_of
-from conftest import HELPERS, ROOT
 
 TOL = 1e-6  # DDP all-reduces gradients in a different summation order than one process: float32 noise only
 

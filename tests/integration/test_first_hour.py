@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import HELPERS, ROOT
 
 from mmix_eval import threads
 from mmix_eval.cli import main
@@ -18,7 +19,6 @@ from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import OptionError, get_evaluator
 from mmix_eval.evaluate.evaluators.attacks.eps import parse_eps
 from mmix_eval.evaluate.records import read_records
-from conftest import HELPERS, ROOT
 
 TRAIN = ["--data", "digits", "--train-limit", "200", "--test-limit", "60", "--epochs", "1", "--set",
          "model.kwargs={width: 4}", "--set", "train.device=cpu", "--no-progress"]

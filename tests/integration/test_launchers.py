@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from mmix_eval.cli import main
 from conftest import HELPERS, ROOT
 
+from mmix_eval.cli import main
 
 BENCH = {
     "name": "tiny",

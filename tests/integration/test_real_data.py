@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import SHARED_DATA
 
 from mmix_eval.checkpoint import load_checkpoint
 from mmix_eval.cli import main
 from mmix_eval.data import load_data
 from mmix_eval.evaluate.records import read_records
 from mmix_eval.inference import accuracy_nll, predict_logits
-from conftest import SHARED_DATA
 
 ARCHIVE = SHARED_DATA / "cifar10-jpeg.tar.gz"
 

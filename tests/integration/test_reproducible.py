@@ -15,10 +15,10 @@ import multiprocessing as mp
 import shutil
 
 import pytest
+from conftest import ROOT
 from safetensors.torch import load_file
 
 from mmix_eval.cli import main
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 BENCH = ROOT / "configs" / "bench" / "digits-quick.yaml"

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from mmix_eval.methods import create_method
 from mmix_eval.methods import mixup as mixup_module
-from mmix_eval.methods.mixing import (forward_mixed, mix, sample_lambda, sample_layer, sample_permutation,
-                                      soft_targets)
+from mmix_eval.methods.mixing import forward_mixed, mix, sample_lambda, sample_layer, sample_permutation, soft_targets
 from mmix_eval.models import create_model
 
 

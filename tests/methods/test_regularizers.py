@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import HELPERS, ROOT
 from PIL import Image
 
 from mmix_eval.bench import load_bench
@@ -24,8 +25,6 @@ from mmix_eval.evaluate.records import read_records
 from mmix_eval.methods import create_method
 from mmix_eval.methods.base import fingerprint
 from mmix_eval.methods.losses import bce_softmax, soft_ce
-from conftest import HELPERS, ROOT
-
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from builders import write_tinyimagenet, write_tree
 from PIL import Image
 
-from builders import write_tinyimagenet, write_tree
 from mmix_eval import results
 from mmix_eval.cli import main
 from mmix_eval.data import decode, load_data

@@ -10,9 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-
 from builders import write_tree
 from conftest import ROOT
+
 from mmix_eval.data import decode_cache, imagefolder, load_data
 from mmix_eval.errors import UserError
 

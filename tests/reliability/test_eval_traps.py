@@ -46,9 +46,9 @@ class ZeroGradient(Net):
 
 
 def evaluate(model, tmp_path, train_mode=False):
+    from mmix_eval.evaluate.evaluators.attacks.fgsm import evaluate_fgsm
     from mmix_eval.evaluate.evaluators.calibration import evaluate_calibration
     from mmix_eval.evaluate.evaluators.deformations.evaluator import evaluate_deformations
-    from mmix_eval.evaluate.evaluators.attacks.fgsm import evaluate_fgsm
     from mmix_eval.evaluate.records import write_records
 
     g = torch.Generator().manual_seed(1)

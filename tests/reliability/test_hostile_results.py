@@ -26,7 +26,6 @@ from mmix_eval.report import build_report
 from mmix_eval.report.table import Cell
 from tests.builders import corruption_records, fake_results, specs
 
-
 # ---------------------------------------------------------------- 1. non-finite values are data
 
 def test_relative_mce_with_a_non_positive_denominator_is_undefined_over_two_seeds(tmp_path):
@@ -166,11 +165,10 @@ def test_outcome_files_that_would_decompress_huge_or_hold_the_wrong_arrays_are_r
     from mmix_eval.evaluate import outcomes as oc
 
     bomb = tmp_path / "bomb.npz"
-    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
-        with z.open("indices.npy", "w", force_zip64=True) as f:
-            np.lib.format.write_array_header_1_0(f, {"descr": "<i8", "fortran_order": False, "shape": (40 << 20,)})
-            for _ in range(320):
-                f.write(bytes(1 << 20))
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z, z.open("indices.npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<i8", "fortran_order": False, "shape": (40 << 20,)})
+        for _ in range(320):
+            f.write(bytes(1 << 20))
     with pytest.raises(ValueError, match="once decompressed, more than per-image outcomes take"):
         oc.read_outcomes(bomb)
     wrong = tmp_path / "wrong.npz"

@@ -5,21 +5,18 @@ Both run in a subprocess so that peak memory (ru_maxrss of the child) is the job
 
 from __future__ import annotations
 
-import pytest
-
-from types import SimpleNamespace
-
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import yaml
 
-from mmix_eval.evaluate.records import record, write_records
 from mmix_eval.evaluate.base import SHIFT_METRICS
-from mmix_eval.evaluate.records import with_specs
+from mmix_eval.evaluate.records import record, with_specs, write_records
 
 FOLDERS, METHODS = 1000, ("vanilla", "input_mixup", "manifold_mixup", "cutmix")
 TIME_LIMIT_S, MEMORY_LIMIT_MB = 120, 1500  # bounds asserted here; the measured figures are printed

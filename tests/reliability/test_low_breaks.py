@@ -7,8 +7,8 @@ import textwrap
 from types import SimpleNamespace
 
 import pytest
-
 from builders import fake_results, write_tree
+
 from mmix_eval import results
 from mmix_eval.cli import main
 from mmix_eval.data import load_data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+
 from conftest import ROOT
 
 PACKAGE = ROOT / "mmix_eval"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from builders import write_tree
+from conftest import ROOT, raises_as_shown
 
 from mmix_eval.cli import main
 from mmix_eval.evaluate.records import read_records
-from builders import write_tree
-from conftest import ROOT, raises_as_shown
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +165,7 @@ def test_a_safetensors_length_field_that_looks_like_a_pickle_opcode_is_not_refus
 
 def test_resume_with_every_state_file_damaged_refuses_instead_of_restarting(tmp_path):
     from conftest import make_data, tiny_config
+
     from mmix_eval.errors import UserError
     from mmix_eval.training import train
 
@@ -172,10 +173,9 @@ def test_resume_with_every_state_file_damaged_refuses_instead_of_restarting(tmp_
     assert train(cfg, run, progress=False, data=data, stop_after_epoch=2) is None  # "killed" after epoch 2
     for name in ("state.pt", "state.prev.pt"):
         (run / name).write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="unreadable state file"):
-        with raises_as_shown(UserError, match=r"expected a readable state file, got only damaged ones "
-                                            r"\(state.pt, state.prev.pt\); pass --overwrite"):
-            train(cfg, run, resume=True, progress=False, data=data)
+    with pytest.warns(UserWarning, match="unreadable state file"), raises_as_shown(
+            UserError, match=r"expected a readable state file, got only damaged ones \(state.pt, state.prev.pt\); pass --overwrite"):
+        train(cfg, run, resume=True, progress=False, data=data)
     assert (run / "state.pt").read_bytes() == b"garbage" and not (run / "model.safetensors").exists()
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from builders import corruption_records, fake_results
 from conftest import ROOT
+
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.report import build_report
@@ -80,6 +80,7 @@ def test_a_bad_primary_is_one_line_and_nothing_is_written(tmp_path, capsys, args
 
 def test_a_primary_comparison_cannot_name_a_deep_ensemble(tmp_path):
     from builders import specs
+
     from mmix_eval.evaluate.records import record, write_records
 
     res = fake_results(tmp_path / "res", methods=THREE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from builders import corruption_records, fake_results
+
 from mmix_eval.report.load import load_results
 from mmix_eval.report.plots import COLORS, Renderer, choose_columns, color_of, plt
 from mmix_eval.report.sections import SectionContext, section_for

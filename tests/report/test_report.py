@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import subprocess
 import sys
 from types import SimpleNamespace
 
 import pytest
+from builders import fake_results, specs
+from conftest import ROOT
 
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.records import record, with_specs, write_records
 from mmix_eval.report import build_report
-from builders import fake_results, specs
-from conftest import ROOT
-
 
 
 def test_cells_differences_and_best_by_hand(tmp_path):
@@ -35,7 +35,7 @@ def test_cells_differences_and_best_by_hand(tmp_path):
     assert "clean (exploratory)" not in md  # report.md: the primary family only
     # ECE is descriptive: never bold, though vanilla and manifold tie at the lowest, 0.105
     assert md.count("0.1050 ± 0.0071 (n=2)") == 2 and "**0.1050" not in md
-    table = list(csv.DictReader(open(tmp_path / "rep" / "table.csv")))
+    table = list(csv.DictReader(io.StringIO((tmp_path / "rep" / "table.csv").read_text())))
     rot = next(r for r in table if r["condition"] == "rotation20")
     assert float(rot["vanilla mean"]) == 55.0 and float(rot["manifold_mixup n"]) == 2
     assert res["table"].methods == ["vanilla", "manifold_mixup"]

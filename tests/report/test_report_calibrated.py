@@ -7,14 +7,15 @@ from __future__ import annotations
 import math
 
 from builders import specs
+
 from mmix_eval.evaluate.records import record, write_records
 from mmix_eval.report import build_report
+from mmix_eval.report.calibration_verdicts import calibration_verdicts
+from mmix_eval.report.claims import Primary, comparisons
 from mmix_eval.report.compare import accuracy_gated
 from mmix_eval.report.frame import records_frame
 from mmix_eval.report.load import load_results
 from mmix_eval.report.table import aggregate
-from mmix_eval.report.calibration_verdicts import calibration_verdicts
-from mmix_eval.report.claims import Primary, comparisons
 from mmix_eval.report.view import main_rows, main_table
 
 

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import fake_results, specs
+from conftest import ROOT, raises_as_shown
 
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.records import record, write_records
 from mmix_eval.report import build_report
 from mmix_eval.report.stats import holm
-
-from builders import fake_results, specs
-from conftest import ROOT, raises_as_shown
 
 HOSTILE = r"a\b$c&d%e#f_g{h}i~j^k"
 
@@ -420,11 +419,12 @@ def test_the_documented_report_section_runs_and_a_broken_one_is_one_line(tmp_pat
     """docs/report-sections.md's example, as written, on records of a 'occlusion' evaluator; then sections that raise
     or return the wrong type (issue 44: a traceback after writing) fail before anything is written."""
     import re
+    from types import SimpleNamespace
 
     from builders import specs as _specs  # noqa: F401  (the builders module is on the path)
-    from mmix_eval.evaluate.records import with_specs
+
     from mmix_eval.evaluate.base import SHIFT_METRICS
-    from types import SimpleNamespace
+    from mmix_eval.evaluate.records import with_specs
 
     text = (ROOT / "docs" / "report-sections.md").read_text(encoding="utf-8")
     (tmp_path / "my_sections.py").write_text(re.search(r"```python title=my_sections.py\n(.*?)```", text, re.S).group(1))

@@ -9,8 +9,8 @@ import itertools
 import json
 
 import numpy as np
-
 from builders import fake_results
+
 from mmix_eval.evaluate.records import read_jsonl
 from mmix_eval.report import compare
 from mmix_eval.report.table import Row

@@ -11,9 +11,9 @@ import subprocess
 import sys
 
 import pytest
-
 from builders import fake_results
 from conftest import raises_as_shown
+
 from mmix_eval.errors import UserError
 from mmix_eval.report import build, build_report, reportset
 from mmix_eval.report.load import load_results

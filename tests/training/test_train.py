@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, make_data, raises_as_shown, state_equal, tiny_config
+
 from mmix_eval.checkpoint import load_checkpoint
 from mmix_eval.errors import UserError
 from mmix_eval.inference import accuracy_nll, predict_logits

@@ -24,9 +24,9 @@ import zlib
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from mmix_eval.errors import mention
 from mmix_eval.evaluate.base import Evaluator, MetricSpec, OptionError
 from mmix_eval.options import MAX_DIM, check_count
-from mmix_eval.errors import mention
 
 POOLS = ("flatten", "avg")
 SPECTRUM = 20

@@ -9,8 +9,8 @@ in the group ``mmix_eval.report_sections`` named after the evaluator. Any other 
 
 from __future__ import annotations
 
-from mmix_eval.errors import UserError
 from mmix_eval.catalog import SECTIONS
+from mmix_eval.errors import UserError
 from mmix_eval.report.sections.base import Note, ReportSection, SectionContext, add_row, note_level
 
 __all__ = ["SECTIONS", "Note", "ReportSection", "SectionContext", "add_row", "note_level", "section_for"]

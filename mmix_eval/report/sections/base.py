@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmix_eval.report.plots import MAX_FIG_WIDTH, COLORS, line_or_bars, plot_text, plt
+from mmix_eval.report.plots import COLORS, MAX_FIG_WIDTH, line_or_bars, plot_text, plt
 from mmix_eval.report.plots_calibration import calibration_under_shift, reliability_by_condition
 from mmix_eval.report.table import Row, Table
 

@@ -56,7 +56,7 @@ def reliability_figure(ctx: SectionContext, evaluator: str, condition: str):
         width = 1.0 / (max(bins[m]) + 1)
         ax.bar([(b + 0.5) * width for b in xs], accs, width * 0.95, color=color_of(ctx.table, m),
                alpha=0.8, label="accuracy")
-        for b, acc, n in zip(xs, accs, counts):
+        for b, n in zip(xs, counts):
             ax.text((b + 0.5) * width, 0.015, f"{n:g}", ha="center", va="bottom", fontsize=6, rotation=90)  # inside the bar
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
         ax.scatter(confs, accs, s=12, color="k", zorder=3, label="(mean confidence, accuracy) of a bin")

@@ -8,6 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES
 
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
@@ -17,7 +18,6 @@ from mmix_eval.evaluate.evaluators.corruptions.files import CorruptionFiles
 from mmix_eval.evaluate.images import Images
 from mmix_eval.evaluate.records import read_records, record
 from mmix_eval.evaluate.target import Target
-from conftest import FIXTURES
 from tests.builders import corruption_records
 
 N, CLASSES = 50, 10
@@ -211,7 +211,7 @@ def test_golden_defocus_blur_from_the_published_disk_formula():
     for sev, (radius, alias) in enumerate(PARAMS["defocus_blur"], 1):
         L = np.arange(-8, 9)
         X, Y = np.meshgrid(L, L)
-        disk = ((X ** 2 + Y ** 2) <= radius ** 2).astype(np.float32)  # the published disk(): dtype float32
+        disk = (radius ** 2 >= (X ** 2 + Y ** 2)).astype(np.float32)  # the published disk(): dtype float32
         disk /= disk.sum()
         g = np.exp(-((np.arange(3) - 1.0) ** 2) / (2 * alias ** 2))
         g = (g / g.sum()).astype(np.float32)  # cv2.getGaussianKernel(3, σ, CV_32F); cv2's border reflect-101 = 'mirror'

@@ -7,15 +7,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import ece_from_bins, make_data, tiny_config
+from helpers.references import netcal_ece_mce, top_label
+
+from mmix_eval.calibrators.temperature import fit_temperature
 from mmix_eval.errors import UserError
+from mmix_eval.evaluate.evaluators.attacks.fgsm import evaluate_fgsm
+from mmix_eval.evaluate.evaluators.attacks.steps import make_attack
 from mmix_eval.evaluate.evaluators.calibration import evaluate_calibration
 from mmix_eval.evaluate.evaluators.deformations.evaluator import evaluate_deformations
-from mmix_eval.evaluate.evaluators.attacks.steps import make_attack
-from mmix_eval.evaluate.evaluators.attacks.fgsm import evaluate_fgsm
-from mmix_eval.calibrators.temperature import fit_temperature
-from helpers.references import netcal_ece_mce, top_label
 from mmix_eval.evaluate.metrics import calibration_metrics, nll, reliability_bins
 from mmix_eval.evaluate.target import Images, Target, load_target, target_from_module
 from mmix_eval.training import train
@@ -243,7 +243,7 @@ def test_official_fgsm_equals_a_plain_implementation_of_the_official_attack(ckpt
     assert st["eps_unit"] == "normalised"
     assert st["eps_255_per_channel"] == [1.89, 1.863, 2.001]  # 0.03 x (63.0, 62.1, 66.7)
     assert st["strength"] == pytest.approx((1.89 + 1.863 + 2.001) / 3, abs=1e-4)  # plots: /255 like every FGSM row
-    assert "official code's FGSM ε = 0.03 (normalised; (1.890, 1.863, 2.001)/255 in pixels)" == r03["label"]
+    assert r03["label"] == "official code's FGSM ε = 0.03 (normalised; (1.890, 1.863, 2.001)/255 in pixels)"
     x, y = t.test.batch(0, 120, "cpu")
     ours = input_grad_sign(model, x, y, loss=official_loss)
     std = model.normalize.std

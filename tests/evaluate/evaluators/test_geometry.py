@@ -6,11 +6,20 @@ import math
 
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from mmix_eval.errors import UserError
-from conftest import SHARED_DATA
-from mmix_eval.evaluate.evaluators.deformations.geometry import (TABLE4, TABLE9, Deformation, load_grid, rotation_matrices, sample_matrices,
-                                         shear_matrices, warp, zoom_matrices)
+from mmix_eval.evaluate.evaluators.deformations.geometry import (
+    TABLE4,
+    TABLE9,
+    Deformation,
+    load_grid,
+    rotation_matrices,
+    sample_matrices,
+    shear_matrices,
+    warp,
+    zoom_matrices,
+)
 
 
 def marker(h, w, x, y):
@@ -220,7 +229,7 @@ def test_sources_just_outside_the_image_are_black_not_the_border_pixel():
     # half a pixel of the edge, where grid_sample's nearest mode keeps the border pixel: officially they are 0.
     x = torch.ones(1, 3, 16, 16)
     out = warp(x, zoom_matrices(torch.tensor([1.04], dtype=torch.float64)), "nearest")
-    assert 7.5 - 1.04 * 7.5 == pytest.approx(-0.3)
+    assert pytest.approx(-0.3) == 7.5 - 1.04 * 7.5
     border = torch.ones(16, 16, dtype=torch.bool)
     border[1:15, 1:15] = False
     assert (out[0][:, border] == 0).all() and (out[0][:, ~border] == 1).all()

@@ -9,8 +9,8 @@ import torch
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import EvalOptions, OptionError, get_evaluator, run_evaluator
-from mmix_eval.evaluate.images import Images
 from mmix_eval.evaluate.evaluators.ood import ood_images, ranking_metrics
+from mmix_eval.evaluate.images import Images
 from mmix_eval.evaluate.records import read_records
 from mmix_eval.evaluate.target import Target
 

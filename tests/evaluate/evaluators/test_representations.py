@@ -9,13 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import raises_as_shown
+
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import EvalOptions, get_evaluator, run_evaluator
-from mmix_eval.evaluate.images import Images
 from mmix_eval.evaluate.evaluators.spectra import spectrum_metrics
+from mmix_eval.evaluate.images import Images
 from mmix_eval.evaluate.target import Target
 from mmix_eval.models import create_model
 

@@ -86,6 +86,7 @@ def test_shift_sets_give_rows_outcomes_and_a_report_with_the_line(shift_runs, ca
     assert (tmp / "rep" / "plots" / "shift-accuracy-on-the-line.png").stat().st_size > 10_000
     # the effective robustness cells are the residuals of the records' own accuracies about their probit fit
     import csv
+    import io
 
     pts = {}
     for run in ("vanilla-s0", "vanilla-s1", "mixup-s0"):
@@ -95,7 +96,7 @@ def test_shift_sets_give_rows_outcomes_and_a_report_with_the_line(shift_runs, ca
     assert len({c for c, _ in pts.values()}) == 3
     fit = stats.linregress([stats.norm.ppf(c / 100) for c, _ in pts.values()], [stats.norm.ppf(s / 100) for _, s in pts.values()])
     er = {k: s - 100 * stats.norm.cdf(fit.slope * stats.norm.ppf(c / 100) + fit.intercept) for k, (c, s) in pts.items()}
-    rows = [r for r in csv.DictReader(open(tmp / "rep" / "table.csv")) if r["metric"] == "eff_rob" and r["condition"] == "cifar10.1"]
+    rows = [r for r in csv.DictReader(io.StringIO((tmp / "rep" / "table.csv").read_text())) if r["metric"] == "eff_rob" and r["condition"] == "cifar10.1"]
     (row,) = rows
     assert float(row["vanilla mean"]) == pytest.approx((er["vanilla-s0"] + er["vanilla-s1"]) / 2, abs=1e-6)
     assert float(row["input_mixup mean"]) == pytest.approx(er["mixup-s0"], abs=1e-6)

@@ -7,8 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from builders import write_tinyimagenet, write_tinyimagenet_c
+
 from mmix_eval.cli import main
 from mmix_eval.data import load_data
 from mmix_eval.errors import UserError

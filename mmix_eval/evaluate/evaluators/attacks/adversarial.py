@@ -32,10 +32,18 @@ from typing import Literal, get_args
 
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, MetricSpec, OptionError
-from mmix_eval.evaluate.records import PER_IMAGE, record
 from mmix_eval.evaluate.evaluators.attacks.eps import parse_eps, parse_official_eps
-from mmix_eval.evaluate.evaluators.attacks.steps import (autoattack_batch, fgsm_step, make_attack, make_autoattack,
-                                                         normalisation_std, official_loss, pixel_eps, sign_cache)
+from mmix_eval.evaluate.evaluators.attacks.steps import (
+    autoattack_batch,
+    fgsm_step,
+    make_attack,
+    make_autoattack,
+    normalisation_std,
+    official_loss,
+    pixel_eps,
+    sign_cache,
+)
+from mmix_eval.evaluate.records import PER_IMAGE, record
 from mmix_eval.options import MAX_STEPS, check_count
 
 MAX_L2 = 1000.0  # an L2 ε beyond every image's own norm of difference is not an attack strength

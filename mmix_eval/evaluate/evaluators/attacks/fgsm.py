@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmix_eval.evaluate.evaluators.attacks.adversarial import AttackName, EpsUnit, Norm, WhiteBoxAttack
 from mmix_eval.evaluate.base import EvalOptions, run_evaluator
+from mmix_eval.evaluate.evaluators.attacks.adversarial import AttackName, EpsUnit, Norm, WhiteBoxAttack
 
 
 @dataclass(frozen=True)

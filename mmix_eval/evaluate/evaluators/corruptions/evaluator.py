@@ -139,8 +139,14 @@ def file_shifts(target, options, common, names: list[str], idx, settings: dict) 
 
     import torch
 
-    from mmix_eval.evaluate.evaluators.corruptions.files import (CorruptionFiles, ImageCorruptionFiles, check_folder,
-                                                                 check_labels, image_layout, list_image_files)
+    from mmix_eval.evaluate.evaluators.corruptions.files import (
+        CorruptionFiles,
+        ImageCorruptionFiles,
+        check_folder,
+        check_labels,
+        image_layout,
+        list_image_files,
+    )
     from mmix_eval.evaluate.passes import Shift
 
     data_name = str(target.base.get("data") or "").split(":", 1)[0]

@@ -31,8 +31,16 @@ import zlib
 
 import torch
 
-from mmix_eval.evaluate.evaluators.deformations.grids import (GRIDS, INTERPOLATIONS, KINDS, RENDERER, TABLE4, TABLE9, Deformation,  # noqa: F401
-                                      load_grid)
+from mmix_eval.evaluate.evaluators.deformations.grids import (  # noqa: F401
+    GRIDS,
+    INTERPOLATIONS,
+    KINDS,
+    RENDERER,
+    TABLE4,
+    TABLE9,
+    Deformation,
+    load_grid,
+)
 
 
 def sample_matrices(d: Deformation, n: int, seed: int) -> torch.Tensor:
