@@ -30,8 +30,9 @@ from mmix_eval.models import create_model
 
 def data(n: int, seed: int = 0) -> Images:
     g = torch.Generator().manual_seed(seed)
-    return Images(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                  torch.randint(0, 10, (n,), generator=g))
+    return Images(
+        torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
+    )
 
 
 def timed(fn) -> float:
@@ -69,14 +70,19 @@ def main() -> int:
 
     fb()
     t_fb = statistics.median(timed(fb) for _ in range(5))
-    t_aa = timed(lambda: run_evaluator(get_evaluator("attack"), Target(aa_model, imgs, run="b"),
-                                       {"eps": [a.eps], "quick": a.quick}, common))
+    t_aa = timed(
+        lambda: run_evaluator(
+            get_evaluator("attack"), Target(aa_model, imgs, run="b"), {"eps": [a.eps], "quick": a.quick}, common
+        )
+    )
     steps = 100 + 9 * 100 + (0 if a.quick else 9 * 100)  # APGD-CE, APGD-T x 9 targets, FAB-T x 9 (Square: forwards)
-    print(f"AutoAttack ({'quick' if a.quick else 'standard'}, ε = {a.eps:g}/255) on {a.images} images, "
-          f"{a.ckpt or a.model + ' (untrained)'}: {t_aa:.1f} s, "
-          f"{t_aa / a.images:.2f} s per image; FB of the batch {t_fb * 1e3:.1f} ms; "
-          f"time / ({steps} steps x FB) = {t_aa / (steps * t_fb):.3f} (information: steps run only on points "
-          f"still robust)")
+    print(
+        f"AutoAttack ({'quick' if a.quick else 'standard'}, ε = {a.eps:g}/255) on {a.images} images, "
+        f"{a.ckpt or a.model + ' (untrained)'}: {t_aa:.1f} s, "
+        f"{t_aa / a.images:.2f} s per image; FB of the batch {t_fb * 1e3:.1f} ms; "
+        f"time / ({steps} steps x FB) = {t_aa / (steps * t_fb):.3f} (information: steps run only on points "
+        f"still robust)"
+    )
 
     ins = data(a.ood_images, 1)
     from mmix_eval.evaluate.evaluators.ood import ood_images
@@ -85,15 +91,18 @@ def main() -> int:
     outs = Images(ood_images("noise:uniform", a.ood_images, (3, 32, 32), 0), torch.zeros(a.ood_images))
     ratios = []
     for _ in range(a.rounds):
-        p = timed(lambda: logits_of(model, ins, 500, torch.device("cpu"))) + \
-            timed(lambda: logits_of(model, outs, 500, torch.device("cpu")))
+        p = timed(lambda: logits_of(model, ins, 500, torch.device("cpu"))) + timed(
+            lambda: logits_of(model, outs, 500, torch.device("cpu"))
+        )
         target = Target(model, ins, run="b")
         target.checked = True  # the trap checks run once per checkpoint, shared by every evaluator: not OOD's cost
         t = timed(lambda: run_evaluator(get_evaluator("ood"), target, {"ood": ["noise:uniform"]}, common))  # noqa: B023
         ratios.append(t / p)
-    print(f"OOD evaluation / (in pass + out pass), {a.ood_images} + {a.ood_images} images: "
-          f"{statistics.median(ratios):.3f} (median of {a.rounds}; spread {min(ratios):.3f}-{max(ratios):.3f}; "
-          f"target <= 1.05)")
+    print(
+        f"OOD evaluation / (in pass + out pass), {a.ood_images} + {a.ood_images} images: "
+        f"{statistics.median(ratios):.3f} (median of {a.rounds}; spread {min(ratios):.3f}-{max(ratios):.3f}; "
+        f"target <= 1.05)"
+    )
     return 0
 
 

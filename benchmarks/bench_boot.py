@@ -30,8 +30,13 @@ def outcome_bytes_per_condition(n: int) -> int:
     def condition(seed):
         r = np.random.default_rng(seed)
         conf, correct = r.uniform(0.1, 1.0, n), r.random(n) < 0.6
-        d = {cal: (boot.replicates(r.exponential(1.0, n), r.uniform(0, 2, n), conf, correct, 15),
-                   boot.reliability(conf, correct, 15)) for cal in ("none", "temperature")}
+        d = {
+            cal: (
+                boot.replicates(r.exponential(1.0, n), r.uniform(0, 2, n), conf, correct, 15),
+                boot.reliability(conf, correct, 15),
+            )
+            for cal in ("none", "temperature")
+        }
         return correct, d
 
     indices = rng.permutation(max(60_000, n))[:n]
@@ -58,12 +63,14 @@ def main() -> None:
     model = create_model("smallnet", num_classes=10, in_channels=3, width=32).eval()
     target = target_from_module(model, x, y, val=val)
     real = metrics.replicates, metrics.reliability
-    stub = (lambda *a, **k: np.zeros((boot.BOOT_RESAMPLES, len(boot.BOOT_STATS)), np.float16),
-            lambda conf, correct, bins: np.zeros((3, bins), np.float32))
+    stub = (
+        lambda *a, **k: np.zeros((boot.BOOT_RESAMPLES, len(boot.BOOT_STATS)), np.float16),
+        lambda conf, correct, bins: np.zeros((3, bins), np.float32),
+    )
     evaluate_deformations(target, bins=15, progress=False)  # warm-up: imports, the count matrix, the fit
     times = {"with": [], "without": []}
     for r in range(args.rounds):
-        for mode in (("with", "without") if r % 2 == 0 else ("without", "with")):
+        for mode in ("with", "without") if r % 2 == 0 else ("without", "with"):
             metrics.replicates, metrics.reliability = real if mode == "with" else stub
             t0 = time.perf_counter()
             evaluate_deformations(target, bins=15, progress=False)
@@ -71,9 +78,11 @@ def main() -> None:
     metrics.replicates, metrics.reliability = real
     ratios = [a / b for a, b in zip(times["with"], times["without"])]
     print(f"{args.images} images, smallnet, {torch.get_num_threads()} threads, {args.rounds} alternating rounds")
-    print(f"Table 4 evaluation with / without the replicates and bins: median {statistics.median(ratios):.4f} "
-          f"(min–max {min(ratios):.4f}–{max(ratios):.4f}); medians {statistics.median(times['with']):.2f} s / "
-          f"{statistics.median(times['without']):.2f} s")
+    print(
+        f"Table 4 evaluation with / without the replicates and bins: median {statistics.median(ratios):.4f} "
+        f"(min–max {min(ratios):.4f}–{max(ratios):.4f}); medians {statistics.median(times['with']):.2f} s / "
+        f"{statistics.median(times['without']):.2f} s"
+    )
     for n in (2_000, 10_000, 50_000):
         print(f"outcome file growth per condition at {n:,} images: {outcome_bytes_per_condition(n) / 1024:.1f} KB")
 

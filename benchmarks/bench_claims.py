@@ -49,12 +49,12 @@ def networks(rng, k: int, mu: float) -> tuple[np.ndarray, np.ndarray]:
 
 def population_acc(u: np.ndarray, v: np.ndarray, tau: float) -> np.ndarray:
     """Each network's accuracy over the population of images (closed form, classes equally likely)."""
-    sd = math.sqrt(SD_Z ** 2 + SD_E ** 2 + tau ** 2)
+    sd = math.sqrt(SD_Z**2 + SD_E**2 + tau**2)
     return norm.cdf((MU_Z + u[:, None] + v) / sd).mean(1) * 100.0
 
 
 def population_nll(u: np.ndarray, v: np.ndarray, tau: float) -> np.ndarray:
-    sd = math.sqrt(SD_Z ** 2 + SD_E ** 2 + tau ** 2)
+    sd = math.sqrt(SD_Z**2 + SD_E**2 + tau**2)
     m = MU_Z + u[:, None, None] + v[:, :, None] + sd * GH_X
     return (np.logaddexp(0.0, -m) * GH_W).sum(-1).mean(1)
 
@@ -73,8 +73,10 @@ def method_truth(delta: float, tau: float, rng) -> tuple[float, float]:
     """The population difference of the two methods (over networks and images): accuracy points, NLL."""
     ua, va = networks(rng, 20000, delta)
     ub, vb = networks(rng, 20000, 0.0)
-    return (float(population_acc(ua, va, tau).mean() - population_acc(ub, vb, 0.0).mean()),
-            float(population_nll(ua[:4000], va[:4000], tau).mean() - population_nll(ub[:4000], vb[:4000], 0.0).mean()))
+    return (
+        float(population_acc(ua, va, tau).mean() - population_acc(ub, vb, 0.0).mean()),
+        float(population_nll(ua[:4000], va[:4000], tau).mean() - population_nll(ub[:4000], vb[:4000], 0.0).mean()),
+    )
 
 
 def _reps(nll: np.ndarray) -> np.ndarray:
@@ -98,7 +100,7 @@ def one_trial(rng, k: int, n: int, delta: float, tau: float, network_null: bool,
     z, cls, g = images(rng, n)
     ca, la = run_images(rng, ua, va, z, cls, g, tau_a)
     cb, lb = run_images(rng, ub, vb, z, cls, np.zeros(n), 0.0)
-    d = (ca.astype(np.int64) - cb.astype(np.int64))
+    d = ca.astype(np.int64) - cb.astype(np.int64)
     diffs = list(d.mean(1) * 100.0)
     acc_m = stats.method_test(diffs, *stats.image_terms(d * 100.0), images=n)
     _, lo, hi = stats.paired_image_bootstrap(ca, cb) if coverage else (None, None, None)
@@ -108,8 +110,14 @@ def one_trial(rng, k: int, n: int, delta: float, tau: float, network_null: bool,
     reps = _reps(la) - _reps(lb)
     nll_m = stats.method_test(nll_diffs, *stats.replicate_terms(reps), images=n)
     nll_net = stats.replicate_z(float(np.mean(nll_diffs)), reps)
-    truth_net = None if not coverage else (float(np.mean(population_acc(ua, va, tau_a) - population_acc(ub, vb, 0.0))),
-                                          float(np.mean(population_nll(ua, va, tau_a) - population_nll(ub, vb, 0.0))))
+    truth_net = (
+        None
+        if not coverage
+        else (
+            float(np.mean(population_acc(ua, va, tau_a) - population_acc(ub, vb, 0.0))),
+            float(np.mean(population_nll(ua, va, tau_a) - population_nll(ub, vb, 0.0))),
+        )
+    )
     return acc_m, acc_net, old_p, nll_m, nll_net, truth_net
 
 
@@ -140,6 +148,7 @@ def claims_table(reps: int, seeds=(3, 5), sizes=(300, 2000), delta=0.15, tau=0.5
 
 
 # ---------------------------------------------------------------- calibration: two perfectly calibrated models
+
 
 def calibrated_model(rng, n: int, a: float, b: float):
     """n images of a perfectly calibrated 10-class model whose top confidence c ~ 0.1 + 0.9 Beta(a, b): c on the
@@ -182,8 +191,12 @@ def calibration_trial(rng, k: int, n: int, n_val: int = 500):
             raw, cal = scores(lt, yt), scores(lt, yt, t)
             rr = boot.replicates(raw[0], raw[1], raw[2], raw[3], 15).astype(np.float64)
             rc = boot.replicates(cal[0], cal[1], cal[2], cal[3], 15).astype(np.float64)
-            ece = np.abs(np.bincount(boot.bin_index(raw[2], np.linspace(0, 1, 16)), weights=raw[2] - raw[3],
-                                     minlength=15)).sum() / n
+            ece = (
+                np.abs(
+                    np.bincount(boot.bin_index(raw[2], np.linspace(0, 1, 16)), weights=raw[2] - raw[3], minlength=15)
+                ).sum()
+                / n
+            )
             runs.append((raw, cal, rr, rc, ece))
         (ra, ca, rra, rca, ea), (rb, cb, rrb, rcb, eb) = runs
         for j, s in enumerate(("nll", "brier")):
@@ -206,10 +219,15 @@ def calibration_table(reps: int, seeds=(3, 5), sizes=(300, 2000), seed=1) -> lis
         for n in sizes:
             rng = np.random.default_rng([seed, k, n])
             trials = [calibration_trial(rng, k, n) for _ in range(reps)]
-            out.append({"seeds": k, "images": n,
-                        "better calibrated by NLL gap": np.mean([t["nll"] for t in trials]),
-                        "by Brier gap": np.mean([t["brier"] for t in trials]),
-                        "old: by ECE (bootstrap z)": np.mean([t["ece"] for t in trials])})
+            out.append(
+                {
+                    "seeds": k,
+                    "images": n,
+                    "better calibrated by NLL gap": np.mean([t["nll"] for t in trials]),
+                    "by Brier gap": np.mean([t["brier"] for t in trials]),
+                    "old: by ECE (bootstrap z)": np.mean([t["ece"] for t in trials]),
+                }
+            )
     return out
 
 
@@ -227,10 +245,14 @@ def main() -> None:
     args = p.parse_args()
     reps = 200 if args.quick else args.reps
     t0 = time.perf_counter()
-    print(f"Claims at alpha = {ALPHA}, {reps} simulated experiments per row (binomial SE of a rate near 0.05: "
-          f"{math.sqrt(0.05 * 0.95 / reps):.3f}):")
+    print(
+        f"Claims at alpha = {ALPHA}, {reps} simulated experiments per row (binomial SE of a rate near 0.05: "
+        f"{math.sqrt(0.05 * 0.95 / reps):.3f}):"
+    )
     show(claims_table(reps))
-    print(f"\nCalibration verdicts between two perfectly calibrated models of different sharpness ({reps // 2} per row):")
+    print(
+        f"\nCalibration verdicts between two perfectly calibrated models of different sharpness ({reps // 2} per row):"
+    )
     show(calibration_table(reps // 2))
     print(f"\n{time.perf_counter() - t0:.0f} s")
 

@@ -41,7 +41,7 @@ def make_tree(folder: Path, names, labels: np.ndarray) -> None:
     for c in names:
         arr = np.lib.format.open_memmap(folder / f"{c}.npy", mode="w+", dtype=np.uint8, shape=(5 * TEST, 32, 32, 3))
         for s in range(0, 5 * TEST, 10_000):
-            arr[s:s + 10_000] = rng.integers(0, 256, (10_000, 32, 32, 3), dtype=np.uint8)
+            arr[s : s + 10_000] = rng.integers(0, 256, (10_000, 32, 32, 3), dtype=np.uint8)
         arr.flush()
         del arr
 
@@ -50,8 +50,13 @@ def target_for(model, n: int, labels: np.ndarray, seed: int = 0) -> Target:
     idx = np.sort(np.random.default_rng(seed).choice(TEST, n, replace=False))
     g = torch.Generator().manual_seed(1)
     x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
-    return Target(model, Images(x, torch.from_numpy(labels[idx]).long()), run="bench", indices=idx,
-                  base={"run": "bench", "data": "cifar10"})
+    return Target(
+        model,
+        Images(x, torch.from_numpy(labels[idx]).long()),
+        run="bench",
+        indices=idx,
+        base={"run": "bench", "data": "cifar10"},
+    )
 
 
 def timed(fn) -> float:
@@ -79,8 +84,12 @@ def run(images: int = 2000, n_files: int = 3, rounds: int = 3, model_name: str =
             batch_logits(t.model, t.test, shard_batches(images, 500), torch.device("cpu"), lambda x, y, i, j: x)
 
         def from_files():
-            run_evaluator(ev, target_for(model, images, labels), {"source": "files", "files": str(folder),
-                                                                  "corruptions": files}, common)
+            run_evaluator(
+                ev,
+                target_for(model, images, labels),
+                {"source": "files", "files": str(folder), "corruptions": files},
+                common,
+            )
 
         per: dict[str, list[float]] = {c: [] for c in GENERATED}
         p_times, f_times = [], []
@@ -88,8 +97,13 @@ def run(images: int = 2000, n_files: int = 3, rounds: int = 3, model_name: str =
             p_times.append(timed(inference))
             f_times.append(timed(from_files))
             for c in GENERATED:
-                per[c].append(timed(lambda c=c: run_evaluator(ev, target_for(model, images, labels),
-                                                             {"source": "generated", "corruptions": [c]}, common)))
+                per[c].append(
+                    timed(
+                        lambda c=c: run_evaluator(
+                            ev, target_for(model, images, labels), {"source": "generated", "corruptions": [c]}, common
+                        )
+                    )
+                )
         p = statistics.median(p_times)
         conditions = 5 * len(files)
         out["P_s"] = p
@@ -114,17 +128,21 @@ def run(images: int = 2000, n_files: int = 3, rounds: int = 3, model_name: str =
             print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         """)
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        out["peak_rss_gb"] = int(res.stdout.strip().splitlines()[-1]) / 1024 ** 2
+        out["peak_rss_gb"] = int(res.stdout.strip().splitlines()[-1]) / 1024**2
     out.update(images=images, files=files, rounds=rounds, model=model_name)
     return out
 
 
 def report(r: dict) -> None:
     print(f"corruptions, {r['images']} images, {r['model']}, median of {r['rounds']} rounds; P = {r['P_s']:.3f} s")
-    print(f"  1. from files ({len(r['files'])} corruptions x 5 severities) / ((1 + C) P) = {r['files_ratio']:.3f}"
-          f"  (target <= 1.10)")
-    print(f"  2. generated, all {len(r['generated_per_condition'])} x 5 / ((1 + C) P) = {r['generated_ratio']:.3f}"
-          f"  (target <= 1.5 per condition); per condition, in P:")
+    print(
+        f"  1. from files ({len(r['files'])} corruptions x 5 severities) / ((1 + C) P) = {r['files_ratio']:.3f}"
+        f"  (target <= 1.10)"
+    )
+    print(
+        f"  2. generated, all {len(r['generated_per_condition'])} x 5 / ((1 + C) P) = {r['generated_ratio']:.3f}"
+        f"  (target <= 1.5 per condition); per condition, in P:"
+    )
     for c, v in sorted(r["generated_per_condition"].items(), key=lambda kv: -kv[1]):
         print(f"       {c:18s} {v:.3f}")
     print(f"  3. peak RSS, files, 10,000 images: {r['peak_rss_gb']:.2f} GB  (target < 1.5 GB)")

@@ -95,7 +95,11 @@ def make_folders(work: Path, sizes: list[int]) -> dict[int, Path]:
         write_images(pool_dir / "train", 200, 10**6)
         starts = list(range(0, biggest, 10_000))
         with ProcessPoolExecutor(2) as ex:
-            list(ex.map(write_images, [pool_dir / "test"] * len(starts), [min(10_000, biggest - s) for s in starts], starts))
+            list(
+                ex.map(
+                    write_images, [pool_dir / "test"] * len(starts), [min(10_000, biggest - s) for s in starts], starts
+                )
+            )
         (pool_dir / "done").write_text(str(biggest))
         print(f"wrote {biggest + 200:,} synthetic 64x64 JPEGs in {time.perf_counter() - t:.0f} s (not measured)")
     names = sorted(p.relative_to(pool_dir / "test") for p in (pool_dir / "test").rglob("*.jpg"))
@@ -131,19 +135,27 @@ t = time.perf_counter(); d = load_data("imagefolder:" + sys.argv[1]); print(time
         return
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "MMIX_EVAL_CACHE": cache}
-        run = lambda: [float(v) for v in subprocess.run([sys.executable, "-c", child, str(ARCHIVE)], capture_output=True,
-                                                        text=True, check=True, env=env).stdout.split()]
+        run = lambda: [
+            float(v)
+            for v in subprocess.run(
+                [sys.executable, "-c", child, str(ARCHIVE)], capture_output=True, text=True, check=True, env=env
+            ).stdout.split()
+        ]
         first = run()
         loads = [run()[0] for _ in range(rounds)]
     med = statistics.median(loads)
-    print(f"\nCIFAR-10 archive ({int(first[1])} train + {int(first[2])} test): first load (decode + cache) {first[0]:.2f} s; "
-          f"cached load in a new process {med:.3f} s median of {rounds} (target <= 0.3: {'met' if med <= 0.3 else 'MISSED'})")
+    print(
+        f"\nCIFAR-10 archive ({int(first[1])} train + {int(first[2])} test): first load (decode + cache) {first[0]:.2f} s; "
+        f"cached load in a new process {med:.3f} s median of {rounds} (target <= 0.3: {'met' if med <= 0.3 else 'MISSED'})"
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,50000,200000")
-    ap.add_argument("--work", default=None, help="where the synthetic folders and caches go (default: a temporary folder)")
+    ap.add_argument(
+        "--work", default=None, help="where the synthetic folders and caches go (default: a temporary folder)"
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cifar-rounds", type=int, default=5)
     args = ap.parse_args()
@@ -158,19 +170,54 @@ def main() -> int:
     grid.write_text("- {rotation: 20}\n")
     run = work / "run"
     if not (run / "model.safetensors").exists():
-        subprocess.run([*cli, "train", "--data", f"imagefolder:{folders[sizes[0]]}", "--method", "vanilla", "--epochs", "1",
-                        "--set", "train.device=cpu", "--set", "model.kwargs={width: 8}", "--out", str(run), "--overwrite",
-                        "--no-progress"], check=True, env=mm, capture_output=True)
-    print(f"{'N':>8} | {'decode s/img':>12} | {'decode peak MB':>14} | {'cached load s':>13} | "
-          f"{'eval peak MB, mmap (range)':>26} | {'eval peak MB (in memory)':>24} | {'eval s (mmap)':>13}")
+        subprocess.run(
+            [
+                *cli,
+                "train",
+                "--data",
+                f"imagefolder:{folders[sizes[0]]}",
+                "--method",
+                "vanilla",
+                "--epochs",
+                "1",
+                "--set",
+                "train.device=cpu",
+                "--set",
+                "model.kwargs={width: 8}",
+                "--out",
+                str(run),
+                "--overwrite",
+                "--no-progress",
+            ],
+            check=True,
+            env=mm,
+            capture_output=True,
+        )
+    print(
+        f"{'N':>8} | {'decode s/img':>12} | {'decode peak MB':>14} | {'cached load s':>13} | "
+        f"{'eval peak MB, mmap (range)':>26} | {'eval peak MB (in memory)':>24} | {'eval s (mmap)':>13}"
+    )
     rss = {}
     for n in sizes:
         shutil.rmtree(work / "cache", ignore_errors=True) if n == sizes[0] else None
         dec_rss, dec_wall, _ = measured([sys.executable, "-c", LOAD, str(folders[n])], mm)
         _, _, out = measured([sys.executable, "-c", LOAD, str(folders[n])], mm)
         load_s = float(re.search(r"LOADED ([\d.]+)", out).group(1))
-        ev = [*cli, "deformations", "--ckpt", str(run), "--data", f"imagefolder:{folders[n]}", "--grid", str(grid),
-              "--out", str(work / f"res-{n}"), "--no-progress", "--device", "cpu"]
+        ev = [
+            *cli,
+            "deformations",
+            "--ckpt",
+            str(run),
+            "--data",
+            f"imagefolder:{folders[n]}",
+            "--grid",
+            str(grid),
+            "--out",
+            str(work / f"res-{n}"),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
         # the peak of one process varies by ±150 MB from run to run whatever N (the allocator's high-water mark,
         # measured 1.40-1.73 GB at 10,000 images): the median of --rounds processes
         runs = [measured(ev, mm) for _ in range(args.rounds)]
@@ -179,25 +226,48 @@ def main() -> int:
         rss[n] = ev_rss
         per_img = dec_wall / (n + 200)
         spread = f"{min(r[0] for r in runs):.0f}-{max(r[0] for r in runs):.0f}"
-        print(f"{n:>8,} | {per_img * 1e3:>9.3f} ms | {dec_rss:>14.0f} | {load_s:>13.3f} | {ev_rss:>6.0f} ({spread:>9}) | "
-              f"{held_rss:>24.0f} | {statistics.median(eval_wall(r[2]) for r in runs):>13.1f}")
+        print(
+            f"{n:>8,} | {per_img * 1e3:>9.3f} ms | {dec_rss:>14.0f} | {load_s:>13.3f} | {ev_rss:>6.0f} ({spread:>9}) | "
+            f"{held_rss:>24.0f} | {statistics.median(eval_wall(r[2]) for r in runs):>13.1f}"
+        )
     lo, hi = sizes[0], sizes[-1]
     growth = rss[hi] / rss[lo] - 1
-    print(f"\npeak RSS of the memory-mapped evaluation (median of {args.rounds} processes), N = {lo:,} -> {hi:,}: "
-          f"{rss[lo]:.0f} -> {rss[hi]:.0f} MB "
-          f"({growth * 100:+.1f} %; goal within 10 %: {'met' if abs(growth) <= 0.10 else 'MISSED'})")
+    print(
+        f"\npeak RSS of the memory-mapped evaluation (median of {args.rounds} processes), N = {lo:,} -> {hi:,}: "
+        f"{rss[lo]:.0f} -> {rss[hi]:.0f} MB "
+        f"({growth * 100:+.1f} %; goal within 10 %: {'met' if abs(growth) <= 0.10 else 'MISSED'})"
+    )
     n = sizes[0]
-    ev = lambda env: eval_wall(measured([*cli, "deformations", "--ckpt", str(run), "--data", f"imagefolder:{folders[n]}",
-                                         "--grid", str(grid), "--out", str(work / "res-t"), "--no-progress", "--device",
-                                         "cpu"], env)[2])
+    ev = lambda env: eval_wall(
+        measured(
+            [
+                *cli,
+                "deformations",
+                "--ckpt",
+                str(run),
+                "--data",
+                f"imagefolder:{folders[n]}",
+                "--grid",
+                str(grid),
+                "--out",
+                str(work / "res-t"),
+                "--no-progress",
+                "--device",
+                "cpu",
+            ],
+            env,
+        )[2]
+    )
     walls = {"mmap": [], "memory": []}
     for _ in range(args.rounds):
         walls["mmap"].append(ev(mm))
         walls["memory"].append(ev(held))
     a, b = statistics.median(walls["mmap"]), statistics.median(walls["memory"])
-    print(f"evaluation wall at N = {n:,} (median of {args.rounds}): memory-mapped {a:.2f} s, in memory {b:.2f} s; "
-          f"ratio {a / b:.3f} (goal <= 1.05: {'met' if a / b <= 1.05 else 'MISSED'}); "
-          f"spreads {min(walls['mmap']):.2f}–{max(walls['mmap']):.2f} / {min(walls['memory']):.2f}–{max(walls['memory']):.2f}")
+    print(
+        f"evaluation wall at N = {n:,} (median of {args.rounds}): memory-mapped {a:.2f} s, in memory {b:.2f} s; "
+        f"ratio {a / b:.3f} (goal <= 1.05: {'met' if a / b <= 1.05 else 'MISSED'}); "
+        f"spreads {min(walls['mmap']):.2f}–{max(walls['mmap']):.2f} / {min(walls['memory']):.2f}–{max(walls['memory']):.2f}"
+    )
     if args.cifar_rounds:
         cifar(args.cifar_rounds)
     if args.work is None:

@@ -37,7 +37,9 @@ def main() -> int:
     args = ap.parse_args()
     g = torch.Generator().manual_seed(0)
     n = args.images
-    test = Images(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g))
+    test = Images(
+        torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
+    )
     val = Images(test.x[: n // 4].clone(), test.y[: n // 4].clone())
     models = []
     for k in range(args.members):
@@ -45,7 +47,9 @@ def main() -> int:
         models.append(create_model(args.model, 10, 3, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]).eval())
     ens = Ensemble(models).eval()
     common = EvalOptions(device="cpu", progress=False)
-    plan = run_order([(get_evaluator(e), get_evaluator(e).options({})) for e in ("deformations", "fgsm", "calibration")])
+    plan = run_order(
+        [(get_evaluator(e), get_evaluator(e).options({})) for e in ("deformations", "fgsm", "calibration")]
+    )
 
     def evaluate(model):
         t = Target(model, test, val, "bench", {"run": "bench"})
@@ -67,12 +71,18 @@ def main() -> int:
             got[what] = time.perf_counter() - t0
         singles.append(got["singles"]), ensembles.append(got["ensemble"])
         ratios.append(got["ensemble"] / got["singles"])
-        print(f"  round {r + 1}: {args.members} single models {got['singles']:.2f} s, their ensemble {got['ensemble']:.2f} s")
+        print(
+            f"  round {r + 1}: {args.members} single models {got['singles']:.2f} s, their ensemble {got['ensemble']:.2f} s"
+        )
     med = statistics.median(ratios)
-    print(f"{args.model}, {n} images, {torch.get_num_threads()} threads: {args.members} single-model evaluations "
-          f"{statistics.median(singles):.2f} s, the ensemble {statistics.median(ensembles):.2f} s")
-    print(f"ensemble / sum of its members' evaluations = {med:.3f} (min–max {min(ratios):.3f}–{max(ratios):.3f}; "
-          f"target <= 1.10: {'met' if med <= 1.10 else 'MISSED'})")
+    print(
+        f"{args.model}, {n} images, {torch.get_num_threads()} threads: {args.members} single-model evaluations "
+        f"{statistics.median(singles):.2f} s, the ensemble {statistics.median(ensembles):.2f} s"
+    )
+    print(
+        f"ensemble / sum of its members' evaluations = {med:.3f} (min–max {min(ratios):.3f}–{max(ratios):.3f}; "
+        f"target <= 1.10: {'met' if med <= 1.10 else 'MISSED'})"
+    )
     return 0
 
 

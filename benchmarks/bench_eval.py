@@ -60,8 +60,9 @@ def images(n: int) -> tuple[Images, str]:
         d = load_data(f"imagefolder:{ARCHIVE}", test_limit=n)
         return Images(d.test.x, d.test.y), f"{n} CIFAR-10 test images (../shared/data)"
     g = torch.Generator().manual_seed(0)
-    return Images(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                  torch.randint(0, 10, (n,), generator=g)), f"{n} synthetic 3x32x32 images"
+    return Images(
+        torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
+    ), f"{n} synthetic 3x32x32 images"
 
 
 def sync(device):
@@ -88,8 +89,11 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--corruptions", action="store_true",
-                    help="also the corruption measures (bench_corruptions.py: files, generated, peak memory)")
+    ap.add_argument(
+        "--corruptions",
+        action="store_true",
+        help="also the corruption measures (bench_corruptions.py: files, generated, peak memory)",
+    )
     args = ap.parse_args()
     device, bs = torch.device(args.device), args.batch_size
     data, desc = images(args.images)
@@ -98,8 +102,10 @@ def main() -> int:
     common = EvalOptions(device=str(device), batch_size=bs, progress=False)
     raw_only = EvalOptions(device=str(device), batch_size=bs, progress=False, calibrator="none")
     val = Images(data.x[: len(data) // 4], data.y[: len(data) // 4])  # held-out images for the calibrator
-    print(f"device {device} ({torch.get_num_threads()} threads), model {args.model}, batch {bs}, {desc}, torch {torch.__version__}, "
-          f"malloc: {memory.state()}")
+    print(
+        f"device {device} ({torch.get_num_threads()} threads), model {args.model}, batch {bs}, {desc}, torch {torch.__version__}, "
+        f"malloc: {memory.state()}"
+    )
 
     eps = [1, 2, 4, 8]
     deform, fgsm, cal = get_evaluator("deformations"), get_evaluator("fgsm"), get_evaluator("calibration")
@@ -109,8 +115,10 @@ def main() -> int:
     # What the floors run on, made once: the clean batches, each deformation's and each ε's images.
     starts = range(0, len(data), bs)
     clean = [data.batch(i, i + bs, device) for i in starts]
-    deformed = [[warp(x, sample_matrices(d, len(data), 0)[i:i + bs].to(device)) for i, (x, _) in zip(starts, clean)]
-                for d in TABLE4]
+    deformed = [
+        [warp(x, sample_matrices(d, len(data), 0)[i : i + bs].to(device)) for i, (x, _) in zip(starts, clean)]
+        for d in TABLE4
+    ]
     signs = [input_grad_sign(model, x, y) for x, y in clean]
     adversarial = [[fgsm_step(x, s, e) for (x, _), s in zip(clean, signs)] for e in eps]
 
@@ -139,8 +147,9 @@ def main() -> int:
 
     with torch.inference_mode():
         logits = torch.cat([model(x).float().cpu() for x, _ in clean])
-    fitted = fitted_calibration(Target(model, data, val, "bench", {"run": "bench"}), "temperature",
-                                lambda im: logits_of(model, im, bs, device))
+    fitted = fitted_calibration(
+        Target(model, data, val, "bench", {"run": "bench"}), "temperature", lambda im: logits_of(model, im, bs, device)
+    )
 
     def calibrated():  # a target whose calibrator is fitted (by the evaluator before), clean pass not cached
         t = Target(model, data, val, "bench", {"run": "bench"})
@@ -148,15 +157,25 @@ def main() -> int:
         return run_evaluator(deform, t, d_opts, common)
 
     def fit_only():
-        fitted_calibration(Target(model, data, val, "bench", {"run": "bench"}), "temperature",
-                           lambda im: logits_of(model, im, bs, device))
+        fitted_calibration(
+            Target(model, data, val, "bench", {"run": "bench"}),
+            "temperature",
+            lambda im: logits_of(model, im, bs, device),
+        )
+
     # (name, floor, the measure, its floor's name)
-    pairs = [("deformations", floor_deform, lambda: run_evaluator(deform, fresh(), d_opts, common), "P + D passes"),
-             ("fgsm", floor_fgsm, lambda: run_evaluator(fgsm, fresh(), f_opts, common), "FB + E passes"),
-             ("evaluate (3 evaluators)", floor_evaluate, evaluate_all, "FB + D + E passes"),
-             ("calibration evaluator", floor_p, lambda: run_evaluator(cal, fresh(), c_opts, common), "P"),
-             ("deformations, calibrated rows", lambda: run_evaluator(deform, fresh(), d_opts, raw_only), calibrated,
-              "raw rows only")]
+    pairs = [
+        ("deformations", floor_deform, lambda: run_evaluator(deform, fresh(), d_opts, common), "P + D passes"),
+        ("fgsm", floor_fgsm, lambda: run_evaluator(fgsm, fresh(), f_opts, common), "FB + E passes"),
+        ("evaluate (3 evaluators)", floor_evaluate, evaluate_all, "FB + D + E passes"),
+        ("calibration evaluator", floor_p, lambda: run_evaluator(cal, fresh(), c_opts, common), "P"),
+        (
+            "deformations, calibrated rows",
+            lambda: run_evaluator(deform, fresh(), d_opts, raw_only),
+            calibrated,
+            "raw rows only",
+        ),
+    ]
     small = min(len(data), bs)  # warm-up on one batch: imports (kornia, netcal, torchattacks), allocator
     for ev, o in plan:
         run_evaluator(ev, fresh(small), o, common)
@@ -172,15 +191,21 @@ def main() -> int:
             times.setdefault(name, []).append(got["measure"])
             times.setdefault(f"floor of {name}", []).append(got["floor"])
             ratios[name].append(got["measure"] / got["floor"])
-        times.setdefault("calibration metrics", []).append(timed(lambda: calibration_metrics(logits, data.y, 15), device))
+        times.setdefault("calibration metrics", []).append(
+            timed(lambda: calibration_metrics(logits, data.y, 15), device)
+        )
     ts = timed(lambda: fit_temperature(logits, data.y), device)
     fit = statistics.median(timed(fit_only, device) for _ in range(3))
     fb = statistics.median(timed(gradient_pass, device) for _ in range(3))
     # Per-image outcomes: what the runner adds to a Table 4 evaluation (9 conditions packed and written).
     rows = run_evaluator(deform, fresh(), d_opts, common)
-    outcomes = {r["condition"]: r["per_image"].correct for r in rows if "per_image" in r and r["per_image"].correct is not None}
+    outcomes = {
+        r["condition"]: r["per_image"].correct for r in rows if "per_image" in r and r["per_image"].correct is not None
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        store = [timed(lambda: write_outcomes(Path(tmp) / "o.npz", outcomes, np.arange(len(data))), device) for _ in range(5)]
+        store = [
+            timed(lambda: write_outcomes(Path(tmp) / "o.npz", outcomes, np.arange(len(data))), device) for _ in range(5)
+        ]
         size = (Path(tmp) / "o.npz").stat().st_size
 
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -189,28 +214,46 @@ def main() -> int:
     for k, v in times.items():
         print(f"{k:<38}{med[k] * 1e3:>8.1f} ms   {min(v) / med[k]:.3f}–{max(v) / med[k]:.3f}")
     print(f"{'temperature fit (info)':<38}{ts * 1e3:>8.1f} ms")
-    print(f"{'per-image outcomes':<38}{statistics.median(store) * 1e3:>8.2f} ms   ({size} bytes for {len(outcomes)} conditions x "
-          f"{len(data)} images: {size / len(outcomes) * 10_000 / len(data) / 1000:.2f} KB per condition per 10,000 images)")
-    targets = {"deformations": 1.05, "fgsm": 1.15, "evaluate (3 evaluators)": 1.15, "deformations, calibrated rows": 1.03}
+    print(
+        f"{'per-image outcomes':<38}{statistics.median(store) * 1e3:>8.2f} ms   ({size} bytes for {len(outcomes)} conditions x "
+        f"{len(data)} images: {size / len(outcomes) * 10_000 / len(data) / 1000:.2f} KB per condition per 10,000 images)"
+    )
+    targets = {
+        "deformations": 1.05,
+        "fgsm": 1.15,
+        "evaluate (3 evaluators)": 1.15,
+        "deformations, calibrated rows": 1.03,
+    }
     print(f"\n{'ratio (median of the per-round ratios)':<44}{'median':>8}   min–max")
     for name, _, _, floor_name in pairs:
         v = ratios[name]
         r = statistics.median(v)
-        verdict = (f"  (target <= {targets[name]}: {'met' if r <= targets[name] else 'MISSED'})" if name in targets
-                   else "  (info: its own clean pass and the output checks' probes)")
+        verdict = (
+            f"  (target <= {targets[name]}: {'met' if r <= targets[name] else 'MISSED'})"
+            if name in targets
+            else "  (info: its own clean pass and the output checks' probes)"
+        )
         print(f"{name + ' / (' + floor_name + ')':<44}{r:>8.4f}   {min(v):.4f}–{max(v):.4f}{verdict}")
-    extra = [("calibration metrics / P", med["calibration metrics"] / p, 0.05),
-             ("storing outcomes / deformations", statistics.median(store) / med["deformations"], 0.01)]
+    extra = [
+        ("calibration metrics / P", med["calibration metrics"] / p, 0.05),
+        ("storing outcomes / deformations", statistics.median(store) / med["deformations"], 0.01),
+    ]
     for name, r, target in extra:
         print(f"{name:<44}{r:>8.4f}   (target <= {target}: {'met' if r <= target else 'MISSED'})")
     e, d = len(eps), len(TABLE4)
     print(f"{'FB / P (info)':<44}{fb / p:>8.3f}")
-    print(f"{'calibrator fit / deformations (info)':<44}{fit / med['deformations']:>8.4f}   (a pass over {len(val)} "
-          f"held-out images and the temperature fit, once per checkpoint)")
-    print(f"{'deformations / (9 × P timed alone) (info)':<44}{med['deformations'] / ((1 + d) * p):>8.4f}   (the formula "
-          f"before: a short floor measure, 9 times)")
-    print(f"{'FGSM / (E (FB + P)) (info)':<44}{med['fgsm'] / (e * (fb + p)):>8.4f}   (the first version's floor: "
-          f"a gradient per ε)")
+    print(
+        f"{'calibrator fit / deformations (info)':<44}{fit / med['deformations']:>8.4f}   (a pass over {len(val)} "
+        f"held-out images and the temperature fit, once per checkpoint)"
+    )
+    print(
+        f"{'deformations / (9 × P timed alone) (info)':<44}{med['deformations'] / ((1 + d) * p):>8.4f}   (the formula "
+        f"before: a short floor measure, 9 times)"
+    )
+    print(
+        f"{'FGSM / (E (FB + P)) (info)':<44}{med['fgsm'] / (e * (fb + p)):>8.4f}   (the first version's floor: "
+        f"a gradient per ε)"
+    )
     if args.corruptions:  # files / ((1 + C) P), generated per condition, peak RSS at 10,000 images
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from bench_corruptions import report, run

@@ -58,8 +58,10 @@ def main() -> int:
     test = Images(data.x.to(device), data.y)  # resident uint8, as load_target keeps them on a GPU
     common = EvalOptions(device=str(device), batch_size=bs, progress=False)
     name = torch.cuda.get_device_name(device) if cl else "cpu"
-    print(f"{name}, model {args.model}, {prec}{' + channels_last' if cl else ''}, batch {bs}, {desc}, "
-          f"torch {torch.__version__}")
+    print(
+        f"{name}, model {args.model}, {prec}{' + channels_last' if cl else ''}, batch {bs}, {desc}, "
+        f"torch {torch.__version__}"
+    )
 
     cached = Target(model, test, None, "bench", {"run": "bench"}, precision=prec, channels_last=cl)
     cached.clean = logits_of(model, test, bs, device, None, prec)
@@ -73,8 +75,8 @@ def main() -> int:
                 model(prep(x)).float()
 
     starts = range(0, len(test), bs)
-    clean = [to_float(test.x[i:i + bs]) for i in starts]
-    labels = [test.y[i:i + bs].to(device) for i in starts]
+    clean = [to_float(test.x[i : i + bs]) for i in starts]
+    labels = [test.y[i : i + bs].to(device) for i in starts]
     deform, fgsm = get_evaluator("deformations"), get_evaluator("fgsm")
     eps = [1, 2, 4, 8]
     tmp = Path(tempfile.mkdtemp())  # the one-condition grid files, removed at the end
@@ -84,10 +86,11 @@ def main() -> int:
         grid = tmp / f"{d.name}.yaml"
         grid.write_text(f"- {{name: {d.name}, {d.kind}: {d.value}}}\n", encoding="utf-8")
         mats = sample_matrices(d, len(test), 0)
-        rendered = [warp(x, mats[i:i + bs]) for i, x in zip(starts, clean)]
+        rendered = [warp(x, mats[i : i + bs]) for i, x in zip(starts, clean)]
         opts = deform.options({"grid": str(grid)})
-        rows.append((d.name, len(test), lambda o=opts: run_evaluator(deform, cached, o, common),
-                     lambda r=rendered: bare(r)))
+        rows.append(
+            (d.name, len(test), lambda o=opts: run_evaluator(deform, cached, o, common), lambda r=rendered: bare(r))
+        )
     signs = [input_grad_sign(model, x, y) for x, y in zip(clean, labels)]
     adversarial = [fgsm_step(x, s, e) for e in eps for x, s in zip(clean, signs)]
 
@@ -97,8 +100,14 @@ def main() -> int:
         bare(adversarial)
 
     f_opts = fgsm.options({"eps": eps})
-    rows.append((f"fgsm eps {','.join(map(str, eps))} (one gradient)", len(eps) * len(test),
-                 lambda: run_evaluator(fgsm, cached, f_opts, common), bare_fgsm))
+    rows.append(
+        (
+            f"fgsm eps {','.join(map(str, eps))} (one gradient)",
+            len(eps) * len(test),
+            lambda: run_evaluator(fgsm, cached, f_opts, common),
+            bare_fgsm,
+        )
+    )
     for _, _, ev, b in rows:  # warm-up: kernels, autotuning, imports
         ev(), b()
     print(f"\n{'condition':<34}{'evaluator img/s':>16}{'bare img/s':>12}{'bare / evaluator':>18}")
@@ -107,15 +116,17 @@ def main() -> int:
         t_ev, t_b = [], []
         for r in range(args.rounds):
             pair = [(t_ev, ev), (t_b, b)]
-            for store, fn in (pair if r % 2 == 0 else pair[::-1]):
+            for store, fn in pair if r % 2 == 0 else pair[::-1]:
                 store.append(timed(fn, device))
         me, mb = statistics.median(t_ev), statistics.median(t_b)
         ratios.append(mb / me)
         print(f"{cond:<34}{n / me:>16.0f}{n / mb:>12.0f}{mb / me:>18.3f}")
     shutil.rmtree(tmp, ignore_errors=True)
     worst = min(ratios)
-    print(f"\nlowest bare / evaluator: {worst:.3f} (target >= 0.9: {'met' if worst >= 0.9 else 'MISSED'}); "
-          f"median {statistics.median(ratios):.3f}")
+    print(
+        f"\nlowest bare / evaluator: {worst:.3f} (target >= 0.9: {'met' if worst >= 0.9 else 'MISSED'}); "
+        f"median {statistics.median(ratios):.3f}"
+    )
     return 0
 
 

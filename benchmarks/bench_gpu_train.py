@@ -40,10 +40,20 @@ SETTINGS = {
 
 def synthetic(n: int, classes: int = 10, size: int = 32) -> ImageData:
     g = torch.Generator().manual_seed(0)
-    split = lambda m: Split(torch.randint(0, 256, (m, 3, size, size), dtype=torch.uint8, generator=g),
-                            torch.randint(0, classes, (m,), generator=g))
-    return ImageData("synthetic", "synthetic", [str(i) for i in range(classes)], split(n), split(1000), None, True,
-                     {"spec": "synthetic", "train_size": n, "val_size": 0, "test_size": 1000})
+    split = lambda m: Split(
+        torch.randint(0, 256, (m, 3, size, size), dtype=torch.uint8, generator=g),
+        torch.randint(0, classes, (m,), generator=g),
+    )
+    return ImageData(
+        "synthetic",
+        "synthetic",
+        [str(i) for i in range(classes)],
+        split(n),
+        split(1000),
+        None,
+        True,
+        {"spec": "synthetic", "train_size": n, "val_size": 0, "test_size": 1000},
+    )
 
 
 def cell(data, method: str, setting: dict, args) -> dict:
@@ -79,8 +89,10 @@ def main() -> None:
         raise SystemExit(f"--settings: expected names from {', '.join(SETTINGS)}, got {', '.join(unknown)}")
     data = synthetic(args.images)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"{args.model}, {args.images} images/epoch, batch {args.batch_size}, {args.epochs} epochs, {device}, "
-          f"torch {torch.__version__}")
+    print(
+        f"{args.model}, {args.images} images/epoch, batch {args.batch_size}, {args.epochs} epochs, {device}, "
+        f"torch {torch.__version__}"
+    )
     results = {}
     for s in settings:
         for m in ("vanilla", "manifold_mixup"):

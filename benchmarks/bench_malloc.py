@@ -73,8 +73,9 @@ MEASURES = ("smallnet pass", "preactresnet18 pass", "smallnet train step")
 
 def run(mode: str, images: int) -> dict:
     env = {**os.environ, "MMIX_EVAL_MALLOC": "system" if mode == "glibc defaults" else ""}
-    done = subprocess.run([sys.executable, "-c", WORK, str(images)], env=env, capture_output=True, text=True,
-                          check=True, timeout=1800)
+    done = subprocess.run(
+        [sys.executable, "-c", WORK, str(images)], env=env, capture_output=True, text=True, check=True, timeout=1800
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -86,10 +87,9 @@ def main() -> int:
     modes = ("glibc defaults", "kept")
     got: dict[str, list[dict]] = {m: [] for m in modes}
     for r in range(args.rounds):
-        for m in (modes if r % 2 == 0 else modes[::-1]):
+        for m in modes if r % 2 == 0 else modes[::-1]:
             got[m].append(run(m, args.images))
-    print(f"{args.rounds} rounds, fresh processes; settings: "
-          + "; ".join(f"{m}: {got[m][0]['how']}" for m in modes))
+    print(f"{args.rounds} rounds, fresh processes; settings: " + "; ".join(f"{m}: {got[m][0]['how']}" for m in modes))
     print(f"\n{'measure':<24}" + "".join(f"{m + ' (s, kernel %)':>30}" for m in modes) + f"{'speed-up':>10}")
     for k in MEASURES:
         med = {m: statistics.median(g[k][0] for g in got[m]) for m in modes}
@@ -97,8 +97,11 @@ def main() -> int:
         cells = "".join(f"{med[m]:>22.3f} ({100 * sys_share[m]:4.1f} %)" for m in modes)
         print(f"{k:<24}{cells}{med['glibc defaults'] / med['kept']:>9.2f}x")
     rss = {m: statistics.median(g["peak_rss_mb"] for g in got[m]) for m in modes}
-    print(f"{'peak RSS (MB)':<24}" + "".join(f"{rss[m]:>30.0f}" for m in modes)
-          + f"{rss['kept'] / rss['glibc defaults']:>9.2f}x more")
+    print(
+        f"{'peak RSS (MB)':<24}"
+        + "".join(f"{rss[m]:>30.0f}" for m in modes)
+        + f"{rss['kept'] / rss['glibc defaults']:>9.2f}x more"
+    )
     return 0
 
 

@@ -27,8 +27,12 @@ BENCH = ROOT / "configs" / "bench" / "digits-quick.yaml"
 
 def seed_results(work: Path) -> Path:
     out = work / "bench"
-    subprocess.run([sys.executable, "-m", "mmix_eval", "bench", str(BENCH), "--out", str(out), "--no-progress"],
-                   check=True, capture_output=True, env={**os.environ, "MMIX_EVAL_JOBS": "1"})
+    subprocess.run(
+        [sys.executable, "-m", "mmix_eval", "bench", str(BENCH), "--out", str(out), "--no-progress"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "MMIX_EVAL_JOBS": "1"},
+    )
     return out / "results"
 
 
@@ -59,12 +63,25 @@ def grow(results: Path, dest: Path, runs: int) -> int:
 
 
 def timed_report(results: Path, out: Path, plots: bool) -> tuple[float, float]:
-    code = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-            "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-            "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, r.returncode); "
-            "sys.stderr.write(r.stderr[-2000:] if r.returncode else '')")
-    cmd = [sys.executable, "-c", code, sys.executable, "-m", "mmix_eval", "report", str(results), "--out", str(out),
-           *([] if plots else ["--no-plots"])]
+    code = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, r.returncode); "
+        "sys.stderr.write(r.stderr[-2000:] if r.returncode else '')"
+    )
+    cmd = [
+        sys.executable,
+        "-c",
+        code,
+        sys.executable,
+        "-m",
+        "mmix_eval",
+        "report",
+        str(results),
+        "--out",
+        str(out),
+        *([] if plots else ["--no-plots"]),
+    ]
     got = subprocess.run(cmd, capture_output=True, text=True, check=True)
     wall, rss_mb, rc = got.stdout.split()
     if rc != "0":

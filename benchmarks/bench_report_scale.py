@@ -18,8 +18,13 @@ from types import SimpleNamespace
 from mmix_eval.evaluate.base import MetricSpec
 from mmix_eval.evaluate.records import record, with_specs, write_records
 
-METRICS = {"acc": MetricSpec("accuracy (%)", "higher", ".2f", headline=True), "nll": MetricSpec("NLL", "lower"),
-           "ece": MetricSpec("ECE", "lower"), "brier": MetricSpec("Brier", "lower"), "mce": MetricSpec("MCE", "lower")}
+METRICS = {
+    "acc": MetricSpec("accuracy (%)", "higher", ".2f", headline=True),
+    "nll": MetricSpec("NLL", "lower"),
+    "ece": MetricSpec("ECE", "lower"),
+    "brier": MetricSpec("Brier", "lower"),
+    "mce": MetricSpec("MCE", "lower"),
+}
 RUNS = [("vanilla", 0), ("vanilla", 1), ("manifold_mixup", 0), ("manifold_mixup", 1)]
 
 
@@ -28,14 +33,28 @@ def make(root: Path, n_records: int, numeric: bool = False) -> None:
     conditions = max(1, n_records // (len(RUNS) * len(METRICS)))
     ev = SimpleNamespace(name="sweep", metrics=METRICS)
     for method, seed in RUNS:
-        base = {"run": f"{method}-s{seed}", "checkpoint": "x", "model": "smallnet", "method": method,
-                "method_settings": {}, "train_seed": seed, "data": "digits", "n": 1000, "eval_seed": 0,
-                "evaluator": "sweep", "settings": {}}
+        base = {
+            "run": f"{method}-s{seed}",
+            "checkpoint": "x",
+            "model": "smallnet",
+            "method": method,
+            "method_settings": {},
+            "train_seed": seed,
+            "data": "digits",
+            "n": 1000,
+            "eval_seed": 0,
+            "evaluator": "sweep",
+            "settings": {},
+        }
         rows = []
         for c in range(conditions):
             cond = "clean" if c == 0 else f"shift{c:06d}"
             for k, m in enumerate(METRICS):
-                v = 50.0 + (c % 37) + seed + (3 if method != "vanilla" else 0) if m == "acc" else 0.1 + (c % 11) / 100 + k / 10
+                v = (
+                    50.0 + (c % 37) + seed + (3 if method != "vanilla" else 0)
+                    if m == "acc"
+                    else 0.1 + (c % 11) / 100 + k / 10
+                )
                 extra = {"strength": float(c)} if numeric and c else {}
                 rows.append(record(base, cond, m, v, label=None if c == 0 else f"shift {c}", **extra))
         write_records(with_specs(rows, ev), root / base["run"] / "sweep")
@@ -47,12 +66,30 @@ def measure(n_records: int, numeric: bool) -> tuple[float, float, int]:
         make(res, n_records, numeric)
         size = sum(f.stat().st_size for f in res.rglob("*.jsonl"))
         # a child of its own measures it: ru_maxrss of this process's children is their maximum so far
-        script = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-                  "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-                  "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, r.returncode); "
-                  "sys.stderr.write(r.stderr[-2000:])")
-        r = subprocess.run([sys.executable, "-c", script, sys.executable, "-m", "mmix_eval", "report", str(res), "--out",
-                            str(Path(tmp) / "rep"), "--baseline", "vanilla"], capture_output=True, text=True)
+        script = (
+            "import resource, subprocess, sys, time; t = time.perf_counter(); "
+            "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+            "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, r.returncode); "
+            "sys.stderr.write(r.stderr[-2000:])"
+        )
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                script,
+                sys.executable,
+                "-m",
+                "mmix_eval",
+                "report",
+                str(res),
+                "--out",
+                str(Path(tmp) / "rep"),
+                "--baseline",
+                "vanilla",
+            ],
+            capture_output=True,
+            text=True,
+        )
         wall, peak_mb, rc = r.stdout.split()
         if rc != "0":
             raise SystemExit(f"report failed ({rc}): {r.stderr}")

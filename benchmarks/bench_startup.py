@@ -44,8 +44,10 @@ def main() -> None:
     for k, v in rows.items():
         print(f"  {k:<32} {v:6.3f} s")
     print(f"  mmix-eval --help / python -c pass = {rows['mmix-eval --help'] / base:.1f}")
-    print(f"  import mmix_eval.training - import torch = {rows['import torch, mmix_eval.training'] - rows['import torch']:.3f} s "
-          f"(the package's own import cost on top of torch's)")
+    print(
+        f"  import mmix_eval.training - import torch = {rows['import torch, mmix_eval.training'] - rows['import torch']:.3f} s "
+        f"(the package's own import cost on top of torch's)"
+    )
 
 
 if __name__ == "__main__":

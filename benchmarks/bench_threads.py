@@ -23,16 +23,31 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CLEARED = ("OMP_NUM_THREADS", "MMIX_EVAL_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MMIX_EVAL_OPENMP",
-           "MMIX_EVAL_OPENMP_SET", "MMIX_EVAL_JOBS")
+CLEARED = (
+    "OMP_NUM_THREADS",
+    "MMIX_EVAL_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "KMP_BLOCKTIME",
+    "MMIX_EVAL_OPENMP",
+    "MMIX_EVAL_OPENMP_SET",
+    "MMIX_EVAL_JOBS",
+)
 
 
 def run(config: str, out: Path, timeout: float) -> float | None:
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}
     t0 = time.perf_counter()
     try:
-        subprocess.run([sys.executable, "-m", "mmix_eval", "bench", config, "--out", str(out), "--no-progress"],
-                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
+        subprocess.run(
+            [sys.executable, "-m", "mmix_eval", "bench", config, "--out", str(out), "--no-progress"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return None
     return time.perf_counter() - t0
@@ -47,7 +62,9 @@ def spinners(k: int) -> list[subprocess.Popen]:
 
 def fingerprint(out: Path) -> tuple[dict, dict]:
     """(run -> the checkpoint's tensor-data SHA-256, cell -> value of every record)."""
-    shas = {p.parent.name: json.loads(p.read_text())["data_sha256"] for p in sorted((out / "runs").glob("*/model.json"))}
+    shas = {
+        p.parent.name: json.loads(p.read_text())["data_sha256"] for p in sorted((out / "runs").glob("*/model.json"))
+    }
     cells = {}
     for line in (out / "records.jsonl").read_text().splitlines():
         r = json.loads(line)
@@ -92,10 +109,13 @@ def main() -> None:
             if b in prints:
                 shas, cells = prints[b]
                 same_w = shas == shas0
-                same_c = cells.keys() == cells0.keys() and all(cells[k] == cells0[k] or (cells[k] != cells[k] and cells0[k] != cells0[k])
-                                                               for k in cells)
-                print(f"  beside {b} busy vs idle: checkpoints' weights {'bitwise equal' if same_w else 'DIFFER'} "
-                      f"({len(shas)} runs); records {'bitwise equal' if same_c else 'DIFFER'} ({len(cells):,} cells)")
+                same_c = cells.keys() == cells0.keys() and all(
+                    cells[k] == cells0[k] or (cells[k] != cells[k] and cells0[k] != cells0[k]) for k in cells
+                )
+                print(
+                    f"  beside {b} busy vs idle: checkpoints' weights {'bitwise equal' if same_w else 'DIFFER'} "
+                    f"({len(shas)} runs); records {'bitwise equal' if same_c else 'DIFFER'} ({len(cells):,} cells)"
+                )
 
 
 if __name__ == "__main__":

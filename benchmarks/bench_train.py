@@ -32,10 +32,20 @@ from mmix_eval.training import train
 
 def synthetic(n: int, size: int = 32) -> ImageData:
     g = torch.Generator().manual_seed(0)
-    split = lambda m: Split(torch.randint(0, 256, (m, 3, size, size), dtype=torch.uint8, generator=g),
-                            torch.randint(0, 10, (m,), generator=g))
-    return ImageData("synthetic", "synthetic", [str(i) for i in range(10)], split(n), split(200), None, True,
-                     {"spec": "synthetic", "train_size": n, "val_size": 0, "test_size": 200})
+    split = lambda m: Split(
+        torch.randint(0, 256, (m, 3, size, size), dtype=torch.uint8, generator=g),
+        torch.randint(0, 10, (m,), generator=g),
+    )
+    return ImageData(
+        "synthetic",
+        "synthetic",
+        [str(i) for i in range(10)],
+        split(n),
+        split(200),
+        None,
+        True,
+        {"spec": "synthetic", "train_size": n, "val_size": 0, "test_size": 200},
+    )
 
 
 def sync(device):
@@ -78,7 +88,7 @@ def hand_loop(model_name, data: ImageData, bs, epochs, device) -> list[float]:
         t0 = time.perf_counter()
         perm = torch.randperm(n).to(device)
         for b in range(n // bs):
-            idx = perm[b * bs:(b + 1) * bs]
+            idx = perm[b * bs : (b + 1) * bs]
             loss = F.cross_entropy(model(x_all[idx].float() / 255), y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -117,16 +127,20 @@ def main() -> int:
     device = torch.device(args.device)
     bs = args.batch_size
     data = synthetic(args.images)
-    print(f"device {device} ({torch.get_num_threads()} threads), model {args.model}, batch {bs}, "
-          f"{args.images} images 3x32x32, torch {torch.__version__}")
+    print(
+        f"device {device} ({torch.get_num_threads()} threads), model {args.model}, batch {bs}, "
+        f"{args.images} images 3x32x32, torch {torch.__version__}"
+    )
 
     g = torch.Generator().manual_seed(1)
-    batches = [(to_float(data.train.x[i * bs:(i + 1) * bs]).to(device), data.train.y[i * bs:(i + 1) * bs].to(device))
-               for i in range(4)]
+    batches = [
+        (to_float(data.train.x[i * bs : (i + 1) * bs]).to(device), data.train.y[i * bs : (i + 1) * bs].to(device))
+        for i in range(4)
+    ]
     van, mm = [], []
     for r in range(args.rounds):  # alternate the order so drift favours neither
         order = [("vanilla", van), ("manifold_mixup", mm)]
-        for name, acc in (order if r % 2 == 0 else order[::-1]):
+        for name, acc in order if r % 2 == 0 else order[::-1]:
             acc.append(step_times(args.model, name, batches, device, args.steps))
     step_ratio = statistics.median(mm) / statistics.median(van)
 
@@ -134,7 +148,7 @@ def main() -> int:
     epochs = 2
     for r in range(max(2, args.rounds // 2)):
         runs = [("hand", None), ("proj", False)]
-        for kind, aug in (runs if r % 2 == 0 else runs[::-1]):
+        for kind, aug in runs if r % 2 == 0 else runs[::-1]:
             if kind == "hand":
                 hand += hand_loop(args.model, data, bs, epochs, device)
             else:
@@ -145,12 +159,20 @@ def main() -> int:
     loop_ratio = statistics.median(proj) / statistics.median(hand)
     del g
 
-    print(f"\nstep time, vanilla           {statistics.median(van) * 1e3:8.2f} ms  (samples {', '.join(f'{v * 1e3:.1f}' for v in van)})")
-    print(f"step time, manifold_mixup    {statistics.median(mm) * 1e3:8.2f} ms  (samples {', '.join(f'{v * 1e3:.1f}' for v in mm)})")
+    print(
+        f"\nstep time, vanilla           {statistics.median(van) * 1e3:8.2f} ms  (samples {', '.join(f'{v * 1e3:.1f}' for v in van)})"
+    )
+    print(
+        f"step time, manifold_mixup    {statistics.median(mm) * 1e3:8.2f} ms  (samples {', '.join(f'{v * 1e3:.1f}' for v in mm)})"
+    )
     print(f"throughput, hand-written loop {statistics.median(hand):8.0f} img/s")
     print(f"throughput, mmix-eval loop    {statistics.median(proj):8.0f} img/s  (no augmentation)")
-    print(f"throughput, mmix-eval loop    {statistics.median(proj_aug):8.0f} img/s  (with batched crop + flip, for information)")
-    print(f"train() end to end, {epochs} epochs  {statistics.median(walls):8.2f} s  (incl. state saves, test pass, checkpoint)")
+    print(
+        f"throughput, mmix-eval loop    {statistics.median(proj_aug):8.0f} img/s  (with batched crop + flip, for information)"
+    )
+    print(
+        f"train() end to end, {epochs} epochs  {statistics.median(walls):8.2f} s  (incl. state saves, test pass, checkpoint)"
+    )
     ok1, ok2 = step_ratio <= 1.05, loop_ratio >= 0.95
     print(f"\nmanifold_mixup / vanilla step time : {step_ratio:.3f}  (target <= 1.05: {'met' if ok1 else 'MISSED'})")
     print(f"mmix-eval loop / hand-written loop : {loop_ratio:.3f}  (target >= 0.95: {'met' if ok2 else 'MISSED'})")

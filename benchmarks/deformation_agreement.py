@@ -24,8 +24,18 @@ from scipy.ndimage import affine_transform
 from mmix_eval.evaluate.evaluators.deformations.geometry import rotation_matrices, shear_matrices, warp, zoom_matrices
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = [("rotation", 7.0), ("rotation", -23.0), ("rotation", 40.0), ("shear", 10.0), ("shear", -28.6),
-         ("shear", 57.3), ("zoom", 60.0), ("zoom", 80.0), ("zoom", 120.0), ("zoom", 140.0)]
+CASES = [
+    ("rotation", 7.0),
+    ("rotation", -23.0),
+    ("rotation", 40.0),
+    ("shear", 10.0),
+    ("shear", -28.6),
+    ("shear", 57.3),
+    ("zoom", 60.0),
+    ("zoom", 80.0),
+    ("zoom", 120.0),
+    ("zoom", 140.0),
+]
 
 
 def official(img: np.ndarray, kind: str, value: float) -> np.ndarray:
@@ -43,7 +53,9 @@ def official(img: np.ndarray, kind: str, value: float) -> np.ndarray:
 
 def matrices(kind: str, value: float, n: int) -> torch.Tensor:
     v = torch.full((n,), value, dtype=torch.float64)
-    return rotation_matrices(v) if kind == "rotation" else shear_matrices(v) if kind == "shear" else zoom_matrices(v / 100)
+    return (
+        rotation_matrices(v) if kind == "rotation" else shear_matrices(v) if kind == "shear" else zoom_matrices(v / 100)
+    )
 
 
 def first_version(x: torch.Tensor, kind: str, value: float, old_sign: bool = True) -> torch.Tensor:
@@ -54,8 +66,9 @@ def first_version(x: torch.Tensor, kind: str, value: float, old_sign: bool = Tru
     a = matrices(kind, -value if kind == "rotation" and old_sign else value, x.shape[0]).float()
     b, _, h, w = x.shape
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32) - cy, torch.arange(w, dtype=torch.float32) - cx,
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32) - cy, torch.arange(w, dtype=torch.float32) - cx, indexing="ij"
+    )
     map_x = a[:, 0, 0, None, None] * xs + a[:, 0, 1, None, None] * ys + cx
     map_y = a[:, 1, 0, None, None] * xs + a[:, 1, 1, None, None] * ys + cy
     return remap(x, map_x, map_y, mode="nearest", padding_mode="zeros", align_corners=True)
@@ -64,13 +77,17 @@ def first_version(x: torch.Tensor, kind: str, value: float, old_sign: bool = Tru
 def test_images(n: int) -> torch.Tensor:
     archive = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
     rng = np.random.default_rng(0)
-    wanted = {f"test/{c}/{i:04d}.jpg" for c, i in zip(rng.choice(["airplane", "automobile", "bird", "cat", "deer", "dog",
-                                                                 "frog", "horse", "ship", "truck"], n),
-                                                      rng.integers(0, 1000, n))}
+    wanted = {
+        f"test/{c}/{i:04d}.jpg"
+        for c, i in zip(
+            rng.choice(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"], n),
+            rng.integers(0, 1000, n),
+        )
+    }
     found = {}
     with tarfile.open(archive) as tar:
         for m in tar:
-            name = m.name[m.name.index("test/"):] if "test/" in m.name else m.name
+            name = m.name[m.name.index("test/") :] if "test/" in m.name else m.name
             if name in wanted:
                 found[name] = np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB"))
     return torch.from_numpy(np.stack([found[k] for k in sorted(found)])).permute(0, 3, 1, 2).float() / 255

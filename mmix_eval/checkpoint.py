@@ -34,13 +34,22 @@ SCHEMA = "mmix-eval/checkpoint"
 SCHEMA_VERSION = 1
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit for the JSON header
 MAX_CHECKPOINT_BYTES = 16 << 30  # 16 GiB: a PreActResNet-18 is 45 MB, a WRN-28-10 146 MB, a ViT-L 1.2 GB
-ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-             "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-             "BOOL": torch.bool}
+ST_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 META_KEY = "mmix_eval"
 
 _CONVERT_HINT = (
-    "if you trust the file, convert it with: python -c \"import torch, safetensors.torch as s; "
+    'if you trust the file, convert it with: python -c "import torch, safetensors.torch as s; '
     "s.save_file(torch.load('IN', weights_only=True), 'OUT.safetensors')\" and rebuild its metadata; or, for a "
     "state dict, give --model NAME --data NAME to evaluate it as it is"
 )
@@ -57,8 +66,12 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict[str, An
     tensors = _state_tensors(model)
     plain = st_save(tensors)
     n = struct.unpack("<Q", plain[:8])[0]
-    meta = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **meta,
-            "data_sha256": hashlib.sha256(plain[8 + n:]).hexdigest()}
+    meta = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        **meta,
+        "data_sha256": hashlib.sha256(plain[8 + n :]).hexdigest(),
+    }
     blob = st_save(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True, allow_nan=False), "format": "pt"})
     atomic_write_bytes(path, blob)
     atomic_write_json(path.with_suffix(".json"), meta)
@@ -67,21 +80,28 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict[str, An
 
 def _refuse_non_safetensors(path: Path, head: bytes) -> None:
     if head[:4] == b"PK\x03\x04":
-        raise UserError(f"checkpoint '{path}': expected a .safetensors file, got a torch.save (zip/pickle) file; "
-                        f"refused without unpickling it; {_CONVERT_HINT}")
+        raise UserError(
+            f"checkpoint '{path}': expected a .safetensors file, got a torch.save (zip/pickle) file; "
+            f"refused without unpickling it; {_CONVERT_HINT}"
+        )
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        raise UserError(f"checkpoint '{path}': expected a .safetensors file, got a pickle file; "
-                        f"refused without unpickling it; {_CONVERT_HINT}")
+        raise UserError(
+            f"checkpoint '{path}': expected a .safetensors file, got a pickle file; "
+            f"refused without unpickling it; {_CONVERT_HINT}"
+        )
     # A pickle behind a short prefix (a length field, a stray header) is a pickle. A safetensors file has its
     # JSON header at byte 8, and its length field may hold any bytes: then there is nothing to scan.
     for offset in range(1, 17) if head[8:9] != b"{" else ():
-        if head[offset:offset + 4] == b"PK\x03\x04" or (head[offset:offset + 1] == b"\x80"
-                                                      and head[offset + 1:offset + 2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
-            raise UserError(f"checkpoint '{path}': expected a .safetensors file, got a pickle behind a {offset}-byte "
-                            f"prefix; refused without unpickling it; {_CONVERT_HINT}")
+        if head[offset : offset + 4] == b"PK\x03\x04" or (
+            head[offset : offset + 1] == b"\x80"
+            and head[offset + 1 : offset + 2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+        ):
+            raise UserError(
+                f"checkpoint '{path}': expected a .safetensors file, got a pickle behind a {offset}-byte "
+                f"prefix; refused without unpickling it; {_CONVERT_HINT}"
+            )
     if head.lstrip()[:1] == b"<":
-        raise UserError(f"checkpoint '{path}': expected a .safetensors file, got an HTML/XML page "
-                        f"(a failed download?)")
+        raise UserError(f"checkpoint '{path}': expected a .safetensors file, got an HTML/XML page (a failed download?)")
 
 
 def read_header(path: str | Path, whole: bool = True) -> tuple[dict, bytes]:
@@ -90,8 +110,9 @@ def read_header(path: str | Path, whole: bool = True) -> tuple[dict, bytes]:
     path = Path(path)
     size = check_regular(path, "checkpoint") if path.exists() else 0  # a FIFO would hang the read, a device fill it
     if whole and size > MAX_CHECKPOINT_BYTES:
-        raise UserError(f"checkpoint '{path}': expected a file of at most {MAX_CHECKPOINT_BYTES:,} bytes, got "
-                        f"{size:,} bytes")
+        raise UserError(
+            f"checkpoint '{path}': expected a file of at most {MAX_CHECKPOINT_BYTES:,} bytes, got {size:,} bytes"
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(64)
@@ -100,9 +121,11 @@ def read_header(path: str | Path, whole: bool = True) -> tuple[dict, bytes]:
                 raise UserError(f"checkpoint '{path}': expected a .safetensors file, got {size} bytes (truncated)")
             n = struct.unpack("<Q", head[:8])[0]
             if n > MAX_HEADER_BYTES or 8 + n > size:
-                raise UserError(f"checkpoint '{path}': expected a safetensors header of at most "
-                                f"{min(MAX_HEADER_BYTES, size - 8)} bytes, got one claiming {n} bytes "
-                                f"(truncated or not a safetensors file)")
+                raise UserError(
+                    f"checkpoint '{path}': expected a safetensors header of at most "
+                    f"{min(MAX_HEADER_BYTES, size - 8)} bytes, got one claiming {n} bytes "
+                    f"(truncated or not a safetensors file)"
+                )
             f.seek(0)
             blob = f.read() if whole else f.read(8 + n)
     except FileNotFoundError:
@@ -110,11 +133,15 @@ def read_header(path: str | Path, whole: bool = True) -> tuple[dict, bytes]:
     except OSError as e:
         raise UserError(f"checkpoint '{path}': expected a readable file, got {e.strerror or e}") from None
     try:
-        header = json.loads(blob[8:8 + n])
+        header = json.loads(blob[8 : 8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UserError(f"checkpoint '{path}': expected a JSON safetensors header, got unreadable bytes (corrupt file)") from None
+        raise UserError(
+            f"checkpoint '{path}': expected a JSON safetensors header, got unreadable bytes (corrupt file)"
+        ) from None
     if not isinstance(header, dict):
-        raise UserError(f"checkpoint '{path}': expected a JSON object as safetensors header, got {type(header).__name__}")
+        raise UserError(
+            f"checkpoint '{path}': expected a JSON object as safetensors header, got {type(header).__name__}"
+        )
     return header, blob
 
 
@@ -127,26 +154,37 @@ def header_tensors(path, header: dict, header_bytes: int, size: int, who: str) -
     for k, v in header.items():
         if k == "__metadata__":
             continue
-        ok = (isinstance(v, dict) and isinstance(v.get("shape"), list) and all(isinstance(d, int) and d >= 0 for d in v["shape"])
-              and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2
-              and all(isinstance(o, int) and o >= 0 for o in v["data_offsets"]))
+        ok = (
+            isinstance(v, dict)
+            and isinstance(v.get("shape"), list)
+            and all(isinstance(d, int) and d >= 0 for d in v["shape"])
+            and isinstance(v.get("data_offsets"), list)
+            and len(v["data_offsets"]) == 2
+            and all(isinstance(o, int) and o >= 0 for o in v["data_offsets"])
+        )
         if not ok:
-            raise UserError(f"{who}: tensor '{k}' expected a safetensors entry (dtype, shape, data_offsets), "
-                            f"got {str(v)[:80]}")
+            raise UserError(
+                f"{who}: tensor '{k}' expected a safetensors entry (dtype, shape, data_offsets), got {str(v)[:80]}"
+            )
         if v.get("dtype") not in ST_DTYPES:
-            raise UserError(f"{who}: tensor '{k}' expected a dtype among {', '.join(ST_DTYPES)}, got "
-                            f"{str(v.get('dtype'))[:20]}")
+            raise UserError(
+                f"{who}: tensor '{k}' expected a dtype among {', '.join(ST_DTYPES)}, got {str(v.get('dtype'))[:20]}"
+            )
         dtype = ST_DTYPES[v["dtype"]]
         begin, stop = v["data_offsets"]
         need = math.prod(v["shape"]) * dtype.itemsize
         if stop - begin != need:
-            raise UserError(f"{who}: tensor '{k}' expected {need} bytes for shape {v['shape']} {v['dtype']}, got "
-                            f"data_offsets {begin}..{stop}")
+            raise UserError(
+                f"{who}: tensor '{k}' expected {need} bytes for shape {v['shape']} {v['dtype']}, got "
+                f"data_offsets {begin}..{stop}"
+            )
         end = max(end, stop)
         sd[k] = torch.empty(v["shape"], dtype=dtype, device="meta")
     if 8 + header_bytes + end != size:
-        raise UserError(f"{who}: expected {end} bytes of tensor data after the header, as the header says, "
-                        f"got a file of {size} bytes ({size - 8 - header_bytes} after the header)")
+        raise UserError(
+            f"{who}: expected {end} bytes of tensor data after the header, as the header says, "
+            f"got a file of {size} bytes ({size - 8 - header_bytes} after the header)"
+        )
     return sd
 
 
@@ -158,8 +196,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 def _metadata(path, header: dict) -> dict[str, Any]:
     raw = (header.get("__metadata__") or {}).get(META_KEY)
     if raw is None:
-        raise UserError(f"checkpoint '{path}': expected mmix-eval metadata in the safetensors header, found none "
-                        f"(a safetensors file from elsewhere? give {mention('model')} NAME {mention('data')} NAME to rebuild it as a plain state dict)")
+        raise UserError(
+            f"checkpoint '{path}': expected mmix-eval metadata in the safetensors header, found none "
+            f"(a safetensors file from elsewhere? give {mention('model')} NAME {mention('data')} NAME to rebuild it as a plain state dict)"
+        )
     try:
         meta = json.loads(raw)
     except (TypeError, json.JSONDecodeError):
@@ -170,11 +210,19 @@ def _metadata(path, header: dict) -> dict[str, Any]:
         raise UserError(f"checkpoint '{path}': metadata 'schema' expected '{SCHEMA}', got {meta.get('schema')!r}")
     version = meta.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
-        raise UserError(f"checkpoint '{path}': metadata 'schema_version' expected 1..{SCHEMA_VERSION} "
-                        f"(newer files need a newer mmix-eval), got {version!r}")
+        raise UserError(
+            f"checkpoint '{path}': metadata 'schema_version' expected 1..{SCHEMA_VERSION} "
+            f"(newer files need a newer mmix-eval), got {version!r}"
+        )
     model = meta.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not isinstance(model.get("kwargs"), dict):
-        raise UserError(f"checkpoint '{path}': metadata 'model' expected {{name: str, kwargs: object}}, got {model!r:.200}")
+    if (
+        not isinstance(model, dict)
+        or not isinstance(model.get("name"), str)
+        or not isinstance(model.get("kwargs"), dict)
+    ):
+        raise UserError(
+            f"checkpoint '{path}': metadata 'model' expected {{name: str, kwargs: object}}, got {model!r:.200}"
+        )
     _check_leaves(path, meta, "", 0)
     _check_fields(path, meta)
     _upgrade_model(meta, header)
@@ -202,12 +250,16 @@ def _check_leaves(path, value, where: str, depth: int) -> None:
     """Every value in the metadata: finite numbers, bounded strings, bounded nesting (so a hostile header
     cannot smuggle NaN into a report, flood a terminal or exhaust the recursion limit)."""
     if depth > MAX_META_DEPTH:
-        raise UserError(f"checkpoint '{path}': metadata '{where}' expected at most {MAX_META_DEPTH} levels of nesting, got more")
+        raise UserError(
+            f"checkpoint '{path}': metadata '{where}' expected at most {MAX_META_DEPTH} levels of nesting, got more"
+        )
     if isinstance(value, float) and not math.isfinite(value):
         raise UserError(f"checkpoint '{path}': metadata '{where}' expected a finite number, got {value}")
     if isinstance(value, str) and len(value) > MAX_META_STRING:
-        raise UserError(f"checkpoint '{path}': metadata '{where}' expected a string of at most {MAX_META_STRING} "
-                        f"characters, got {len(value)}")
+        raise UserError(
+            f"checkpoint '{path}': metadata '{where}' expected a string of at most {MAX_META_STRING} "
+            f"characters, got {len(value)}"
+        )
     if isinstance(value, dict):
         for k, v in value.items():
             _check_leaves(path, k, f"{where}.{k[:40]}" if where else k[:40], depth + 1)
@@ -230,41 +282,90 @@ def _check_fields(path, meta: dict) -> None:
     """The fields the evaluators and the report read, each with its type and range."""
     kw = meta["model"]["kwargs"]
     for key in ("num_classes", "in_channels"):
-        _expect(path, _is_int(kw.get(key)) and kw[key] >= (2 if key == "num_classes" else 1) and kw[key] <= 100_000,
-                f"model.kwargs.{key}", "an integer >= 2" if key == "num_classes" else "an integer >= 1", kw.get(key))
+        _expect(
+            path,
+            _is_int(kw.get(key)) and kw[key] >= (2 if key == "num_classes" else 1) and kw[key] <= 100_000,
+            f"model.kwargs.{key}",
+            "an integer >= 2" if key == "num_classes" else "an integer >= 1",
+            kw.get(key),
+        )
     points = meta["model"].get("num_mix_points")
-    _expect(path, points is None or (_is_int(points) and points >= 1), "model.num_mix_points", "an integer >= 1 or null", points)
+    _expect(
+        path,
+        points is None or (_is_int(points) and points >= 1),
+        "model.num_mix_points",
+        "an integer >= 1 or null",
+        points,
+    )
     data = meta.get("data", {})
     _expect(path, isinstance(data, dict), "data", "an object", data)
     classes = data.get("classes")
-    _expect(path, classes is None or (isinstance(classes, list) and all(isinstance(c, str) for c in classes)),
-            "data.classes", "a list of strings", classes)
-    _expect(path, data.get("spec") is None or isinstance(data.get("spec"), str), "data.spec", "a string", data.get("spec"))
+    _expect(
+        path,
+        classes is None or (isinstance(classes, list) and all(isinstance(c, str) for c in classes)),
+        "data.classes",
+        "a list of strings",
+        classes,
+    )
+    _expect(
+        path, data.get("spec") is None or isinstance(data.get("spec"), str), "data.spec", "a string", data.get("spec")
+    )
     method = meta.get("method", {})
     _expect(path, isinstance(method, dict), "method", "an object", method)
     if not method:
         return
     name = method.get("name")
-    _expect(path, isinstance(name, str) and 0 < len(name) <= 200 and name.isprintable(), "method.name",
-            "a printable name of at most 200 characters", name)
+    _expect(
+        path,
+        isinstance(name, str) and 0 < len(name) <= 200 and name.isprintable(),
+        "method.name",
+        "a printable name of at most 200 characters",
+        name,
+    )
     settings = method_record(method).get("settings")
     _expect(path, isinstance(settings, dict), "method.settings", "an object of the method's settings", settings)
     alpha = settings.get("alpha")
-    _expect(path, alpha is None or (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha > 0),
-            "method.settings.alpha", "a finite number > 0 or null", alpha)
+    _expect(
+        path,
+        alpha is None or (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha > 0),
+        "method.settings.alpha",
+        "a finite number > 0 or null",
+        alpha,
+    )
     eligible = settings.get("eligible")
     if eligible is not None:
-        _expect(path, isinstance(eligible, list) and all(isinstance(k, str) or (_is_int(k) and k >= 0) for k in eligible),
-                "method.settings.eligible", "a list of layer indices >= 0 or module names", eligible)
+        _expect(
+            path,
+            isinstance(eligible, list) and all(isinstance(k, str) or (_is_int(k) and k >= 0) for k in eligible),
+            "method.settings.eligible",
+            "a list of layer indices >= 0 or module names",
+            eligible,
+        )
         bad = [k for k in eligible if _is_int(k) and _is_int(points) and k >= points]
-        _expect(path, not bad, "method.settings.eligible", f"layer indices in 0..{(points or 1) - 1} for this model", eligible)
-    _expect(path, settings.get("loss") is None or isinstance(settings.get("loss"), str), "method.settings.loss",
-            "a string", settings.get("loss"))
+        _expect(
+            path,
+            not bad,
+            "method.settings.eligible",
+            f"layer indices in 0..{(points or 1) - 1} for this model",
+            eligible,
+        )
+    _expect(
+        path,
+        settings.get("loss") is None or isinstance(settings.get("loss"), str),
+        "method.settings.loss",
+        "a string",
+        settings.get("loss"),
+    )
     spec = (meta.get("config") or {}).get("method", {}).get("name") if isinstance(meta.get("config"), dict) else None
     if spec is not None:
         known = isinstance(spec, str) and (":" in spec or spec in METHODS.names())
-        _expect(path, known, "config.method.name",
-                f"a registered method ({', '.join(METHODS.names())}) or a plugin's module:attr", spec)
+        _expect(
+            path,
+            known,
+            "config.method.name",
+            f"a registered method ({', '.join(METHODS.names())}) or a plugin's module:attr",
+            spec,
+        )
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_import: bool = False, trusted=()):
@@ -280,8 +381,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
     meta = _metadata(path, header)
     name, kwargs = meta["model"]["name"], meta["model"]["kwargs"]
     if not allow_import:
-        refuse_code("model", name, f"checkpoint '{path}': the metadata", "allow it with --trust-model-import "
-                    "(allow_import=True)", trusted)
+        refuse_code(
+            "model",
+            name,
+            f"checkpoint '{path}': the metadata",
+            "allow it with --trust-model-import (allow_import=True)",
+            trusted,
+        )
     n = len(head) - 8
     described = header_tensors(path, header, n, path.stat().st_size, f"checkpoint '{path}'")
     try:
@@ -292,30 +398,42 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
     except UserError:
         raise
     except Exception as e:
-        if is_builtin_model(name):  # every built-in model builds on meta: a failure is the metadata's (sizes that overflow)
-            raise UserError(f"checkpoint '{path}': metadata 'model.kwargs' does not fit model '{name}' "
-                            f"(building it on the meta device failed: {str(e).splitlines()[0][:200]})") from None
+        if is_builtin_model(
+            name
+        ):  # every built-in model builds on meta: a failure is the metadata's (sizes that overflow)
+            raise UserError(
+                f"checkpoint '{path}': metadata 'model.kwargs' does not fit model '{name}' "
+                f"(building it on the meta device failed: {str(e).splitlines()[0][:200]})"
+            ) from None
         skeleton = None  # a plugin factory that cannot run on the meta device: checked after the real build
     if skeleton is not None:
         _check_weights(path, name, skeleton, described)  # names and shapes from the header, before the data is read
     _, blob = read_header(path)
-    if blob[:len(head)] != head:  # the file changed between the two reads: what was checked is not what is loaded
-        raise UserError(f"checkpoint '{path}': expected the file whose header was checked, got one rewritten while read")
+    if blob[: len(head)] != head:  # the file changed between the two reads: what was checked is not what is loaded
+        raise UserError(
+            f"checkpoint '{path}': expected the file whose header was checked, got one rewritten while read"
+        )
     expected = meta.get("data_sha256")
-    if expected is not None and hashlib.sha256(blob[8 + n:]).hexdigest() != expected:
-        raise UserError(f"checkpoint '{path}': tensor data expected SHA-256 {expected[:16]}…, got another (file corrupted after saving)")
+    if expected is not None and hashlib.sha256(blob[8 + n :]).hexdigest() != expected:
+        raise UserError(
+            f"checkpoint '{path}': tensor data expected SHA-256 {expected[:16]}…, got another (file corrupted after saving)"
+        )
     try:
         tensors = st_load(blob)
     except Exception as e:  # safetensors raises its own SafetensorError for malformed files
-        raise UserError(f"checkpoint '{path}': expected well-formed safetensors data, got an error ({str(e)[:200]})") from None
+        raise UserError(
+            f"checkpoint '{path}': expected well-formed safetensors data, got an error ({str(e)[:200]})"
+        ) from None
     for k, v in tensors.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise UserError(f"checkpoint '{path}': tensor '{k}' expected finite values, got NaN or Inf")
     try:
         model = create_model(name, **kwargs)
     except (RuntimeError, MemoryError, TypeError, ValueError) as e:
-        raise UserError(f"checkpoint '{path}': model '{name}' could not be built from metadata 'model.kwargs' "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+        raise UserError(
+            f"checkpoint '{path}': model '{name}' could not be built from metadata 'model.kwargs' "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+        ) from None
     if skeleton is None:
         _check_weights(path, name, model, tensors)
     try:
@@ -332,11 +450,15 @@ def _check_weights(path, name: str, reference: torch.nn.Module, tensors: dict) -
     want = reference.state_dict()
     missing, unexpected, k = weight_mismatch(want, tensors)
     if missing or unexpected:
-        raise UserError(f"checkpoint '{path}': weights expected to match model '{name}', got "
-                        f"{len(missing)} missing (e.g. {missing[:3]}) and {len(unexpected)} unexpected (e.g. {unexpected[:3]}) tensors")
+        raise UserError(
+            f"checkpoint '{path}': weights expected to match model '{name}', got "
+            f"{len(missing)} missing (e.g. {missing[:3]}) and {len(unexpected)} unexpected (e.g. {unexpected[:3]}) tensors"
+        )
     if k is not None:
-        raise UserError(f"checkpoint '{path}': weights do not fit model '{name}' (tensor '{k}': the metadata's "
-                        f"model.kwargs give shape {tuple(want[k].shape)}, the file holds {tuple(tensors[k].shape)})")
+        raise UserError(
+            f"checkpoint '{path}': weights do not fit model '{name}' (tensor '{k}': the metadata's "
+            f"model.kwargs give shape {tuple(want[k].shape)}, the file holds {tuple(tensors[k].shape)})"
+        )
 
 
 def weight_mismatch(want: dict, tensors: dict) -> tuple[list[str], list[str], str | None]:

@@ -44,8 +44,6 @@ class MethodConfig:
     kwargs: dict = field(default_factory=dict)
 
 
-
-
 Schedule = Literal["step", "cosine", "onecycle", "constant"]
 AmpMode = Literal["auto", "off", "bf16", "fp16"]
 
@@ -95,8 +93,10 @@ def _apply(section_obj: Any, section: str, key: str, value: Any, where: str) -> 
     names = [f.name for f in fields(section_obj)]
     if key not in names:
         hint = did_you_mean(f"{section}.{key}", [f"{section}.{n}" for n in names])
-        raise UserError(f"{where}: unknown key '{section}.{key}'{hint}; "
-                        f"expected one of: {', '.join(f'{section}.{n}' for n in names)}")
+        raise UserError(
+            f"{where}: unknown key '{section}.{key}'{hint}; "
+            f"expected one of: {', '.join(f'{section}.{n}' for n in names)}"
+        )
     hint = typing.get_type_hints(type(section_obj))[key]
     ok, converted = check_type(value, hint)
     if not ok:
@@ -108,12 +108,16 @@ def merge(cfg: Config, updates: dict, where: str) -> Config:
     """Apply a nested {section: {key: value}} dict onto ``cfg`` (a copy), strictly."""
     cfg = dataclasses.replace(cfg, **{f.name: dataclasses.replace(getattr(cfg, f.name)) for f in fields(cfg)})
     if not isinstance(updates, dict):
-        raise UserError(f"{where}: expected a mapping of sections (data, model, method, train), got {type(updates).__name__}")
+        raise UserError(
+            f"{where}: expected a mapping of sections (data, model, method, train), got {type(updates).__name__}"
+        )
     sections = [f.name for f in fields(cfg)]
     for section, values in updates.items():
         if section not in sections:
-            raise UserError(f"{where}: unknown section '{section}'{did_you_mean(str(section), sections)}; "
-                            f"expected one of: {', '.join(sections)}")
+            raise UserError(
+                f"{where}: unknown section '{section}'{did_you_mean(str(section), sections)}; "
+                f"expected one of: {', '.join(sections)}"
+            )
         if values is None:
             continue
         if not isinstance(values, dict):
@@ -169,21 +173,44 @@ def validate(cfg: Config, where: str) -> None:
         (1 <= t.epochs <= 100_000, "train.epochs", "an integer from 1 to 100,000", t.epochs),
         (1 <= t.batch_size <= MAX_BATCH, "train.batch_size", f"an integer from 1 to {MAX_BATCH:,}", t.batch_size),
         (0 <= t.seed <= MAX_SEED, "train.seed", f"an integer from 0 to {MAX_SEED:,}", t.seed),
-        (0 <= cfg.data.subset_seed <= MAX_SEED, "data.subset_seed", f"an integer from 0 to {MAX_SEED:,}", cfg.data.subset_seed),
-        (all(v is None or 1 <= v <= MAX_IMAGES for v in (cfg.data.train_limit, cfg.data.test_limit)),
-         "data.train_limit / data.test_limit", f"null or an integer from 1 to {MAX_IMAGES:,}",
-         (cfg.data.train_limit, cfg.data.test_limit)),
+        (
+            0 <= cfg.data.subset_seed <= MAX_SEED,
+            "data.subset_seed",
+            f"an integer from 0 to {MAX_SEED:,}",
+            cfg.data.subset_seed,
+        ),
+        (
+            all(v is None or 1 <= v <= MAX_IMAGES for v in (cfg.data.train_limit, cfg.data.test_limit)),
+            "data.train_limit / data.test_limit",
+            f"null or an integer from 1 to {MAX_IMAGES:,}",
+            (cfg.data.train_limit, cfg.data.test_limit),
+        ),
         (math.isfinite(t.lr) and t.lr > 0, "train.lr", "a finite number > 0", t.lr),
         (math.isfinite(t.momentum) and 0 <= t.momentum < 1, "train.momentum", "a number in [0, 1)", t.momentum),
-        (math.isfinite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay", "a finite number >= 0", t.weight_decay),
+        (
+            math.isfinite(t.weight_decay) and t.weight_decay >= 0,
+            "train.weight_decay",
+            "a finite number >= 0",
+            t.weight_decay,
+        ),
         (t.schedule in SCHEDULES, "train.schedule", f"one of {', '.join(SCHEDULES)}", t.schedule),
         (all(m >= 1 for m in t.milestones), "train.milestones", "epochs >= 1", t.milestones),
         (math.isfinite(t.gamma) and t.gamma > 0, "train.gamma", "a finite number > 0", t.gamma),
-        (math.isfinite(t.warmup_epochs) and 0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs", "a number in [0, epochs)", t.warmup_epochs),
+        (
+            math.isfinite(t.warmup_epochs) and 0 <= t.warmup_epochs < t.epochs,
+            "train.warmup_epochs",
+            "a number in [0, epochs)",
+            t.warmup_epochs,
+        ),
         (t.crop_padding >= 0, "train.crop_padding", "an integer >= 0", t.crop_padding),
         (t.amp in AMP_MODES, "train.amp", f"one of {', '.join(AMP_MODES)}", t.amp),
         (t.save_every >= 1, "train.save_every", "an integer >= 1", t.save_every),
-        (0 <= cfg.data.val_size <= MAX_IMAGES, "data.val_size", f"an integer from 0 to {MAX_IMAGES:,}", cfg.data.val_size),
+        (
+            0 <= cfg.data.val_size <= MAX_IMAGES,
+            "data.val_size",
+            f"an integer from 0 to {MAX_IMAGES:,}",
+            cfg.data.val_size,
+        ),
     ]
     for ok, key, expected, got in checks:
         if not ok:

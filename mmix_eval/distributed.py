@@ -29,7 +29,9 @@ def env_world_size() -> int:
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
-        raise UserError(f"WORLD_SIZE: expected an integer (set by torchrun), got {os.environ['WORLD_SIZE']!r}") from None
+        raise UserError(
+            f"WORLD_SIZE: expected an integer (set by torchrun), got {os.environ['WORLD_SIZE']!r}"
+        ) from None
 
 
 def active() -> bool:
@@ -57,8 +59,10 @@ def init_from_env(device_spec: str = "auto") -> bool:
         return active()
     for key in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         if key not in os.environ:
-            raise UserError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {key} is not set: start several processes "
-                            f"with torchrun (one per device: torchrun's nproc-per-node option, then -m mmix_eval ...)")
+            raise UserError(
+                f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {key} is not set: start several processes "
+                f"with torchrun (one per device: torchrun's nproc-per-node option, then -m mmix_eval ...)"
+            )
     use_cuda = torch.cuda.is_available() and device_spec not in ("cpu",)
     if use_cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))

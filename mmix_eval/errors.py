@@ -95,6 +95,4 @@ def did_you_mean(given: str, choices: Iterable[str]) -> str:
 
 def unknown(kind: str, given: str, choices: Iterable[str]) -> UserError:
     choices = sorted(choices)
-    return UserError(
-        f"unknown {kind} '{given}'{did_you_mean(given, choices)}; available: {', '.join(choices)}"
-    )
+    return UserError(f"unknown {kind} '{given}'{did_you_mean(given, choices)}; available: {', '.join(choices)}")

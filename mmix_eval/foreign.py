@@ -50,6 +50,7 @@ OFFICIAL_CIFAR_STD = [63.0 / 255, 62.1 / 255, 66.7 / 255]
 @dataclass
 class Foreign:
     """How to rebuild a plain state dict: the model's name, the data set it was trained on, and the rest."""
+
     model: str
     data: str | None = None
     model_args: dict = field(default_factory=dict)
@@ -61,8 +62,11 @@ class Foreign:
 
     def check(self) -> None:
         if not self.data:
-            raise ParamError("data", f"expected the data set model '{self.model}' was trained on (a plain state dict "
-                            f"does not say), got none")
+            raise ParamError(
+                "data",
+                f"expected the data set model '{self.model}' was trained on (a plain state dict "
+                f"does not say), got none",
+            )
         if self.key_layout not in LAYOUTS:
             raise ParamError("key_layout", f"expected one of {', '.join(LAYOUTS)}, got '{self.key_layout}'")
         for name, v in ((mention("mean"), self.mean), (mention("std"), self.std)):
@@ -89,7 +93,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             sd = load_file(str(path))
         except Exception as e:
-            raise ParamError("ckpt", f"expected a well-formed safetensors file, got an error ({str(e)[:200]})", path) from None
+            raise ParamError(
+                "ckpt", f"expected a well-formed safetensors file, got an error ({str(e)[:200]})", path
+            ) from None
     else:
         import pickle
 
@@ -100,11 +106,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 sd = torch.load(path, map_location="cpu", weights_only=True, mmap=head.startswith(b"PK\x03\x04"))
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ParamError("ckpt", f"expected a state dict that torch.load(weights_only=True) reads, got a file "
-                            f"it refuses ({first}); a whole model saved with torch.save(model), as the official code's "
-                            f"torch.save(C, ...) writes, is a pickle of objects that runs code when read: where its code "
-                            f"is and you trust the file, run torch.save(torch.load(F, weights_only=False).state_dict(), "
-                            f"'state.pt') and pass state.pt", path) from None
+            raise ParamError(
+                "ckpt",
+                f"expected a state dict that torch.load(weights_only=True) reads, got a file "
+                f"it refuses ({first}); a whole model saved with torch.save(model), as the official code's "
+                f"torch.save(C, ...) writes, is a pickle of objects that runs code when read: where its code "
+                f"is and you trust the file, run torch.save(torch.load(F, weights_only=False).state_dict(), "
+                f"'state.pt') and pass state.pt",
+                path,
+            ) from None
     return _unwrap(path, sd)
 
 
@@ -113,8 +123,12 @@ def _unwrap(path, sd) -> dict[str, torch.Tensor]:
         inner = next((sd[k] for k in WRAPPER_KEYS if isinstance(sd.get(k), dict)), None)
         if inner is None:
             keys = ", ".join(map(str, list(sd)[:8]))
-            raise ParamError("ckpt", f"expected a state dict (names -> tensors), or one under "
-                            f"{', '.join(WRAPPER_KEYS)}; got a dict of {keys}", path)
+            raise ParamError(
+                "ckpt",
+                f"expected a state dict (names -> tensors), or one under "
+                f"{', '.join(WRAPPER_KEYS)}; got a dict of {keys}",
+                path,
+            )
         sd = inner
     if not isinstance(sd, dict) or not sd or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
         raise ParamError("ckpt", f"expected a state dict (names -> tensors), got {type(sd).__name__}", path)
@@ -173,19 +187,29 @@ def metadata(path: str | Path, foreign: Foreign) -> dict:
     foreign.check()
     path = Path(path)
     d = _data(foreign.data, foreign.data_root, foreign.download)
-    kwargs = {"num_classes": d.num_classes, "in_channels": d.in_channels,
-              "mean": foreign.mean or [0.0] * d.in_channels, "std": foreign.std or [1.0] * d.in_channels,
-              **foreign.model_args}
+    kwargs = {
+        "num_classes": d.num_classes,
+        "in_channels": d.in_channels,
+        "mean": foreign.mean or [0.0] * d.in_channels,
+        "std": foreign.std or [1.0] * d.in_channels,
+        **foreign.model_args,
+    }
     precheck_header(path, foreign, kwargs)  # names, dtypes, shapes and size from the header: before any data is read
     try:
         sha = file_sha256(path)
     except OSError as e:
         raise ParamError("ckpt", f"expected a readable file, got {e.strerror or e}", path) from None
-    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "model": {"name": foreign.model, "kwargs": kwargs},
-            "data": {"spec": foreign.data, "classes": list(d.classes), "image_size": list(d.image_size)},
-            "method": {"name": "external", "settings": {"file": path.name, "key_layout": foreign.key_layout}},
-            "train": {}, "config": {"data": {"name": foreign.data, "root": foreign.data_root}},
-            "data_sha256": sha, "foreign": True}
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "model": {"name": foreign.model, "kwargs": kwargs},
+        "data": {"spec": foreign.data, "classes": list(d.classes), "image_size": list(d.image_size)},
+        "method": {"name": "external", "settings": {"file": path.name, "key_layout": foreign.key_layout}},
+        "train": {},
+        "config": {"data": {"name": foreign.data, "root": foreign.data_root}},
+        "data_sha256": sha,
+        "foreign": True,
+    }
 
 
 def load_foreign(path: str | Path, device, foreign: Foreign, meta: dict | None = None):
@@ -196,15 +220,21 @@ def load_foreign(path: str | Path, device, foreign: Foreign, meta: dict | None =
     layout = detect_layout(foreign.model, sd) if foreign.key_layout == "auto" else foreign.key_layout
     meta["method"]["settings"]["key_layout"] = layout
     sd = map_keys(sd, layout)
-    if (layout == "official" and foreign.mean is None and meta["model"]["kwargs"].get("in_channels") == 3
-            and not any(k.startswith("normalize.") for k in sd)):  # the official data pipeline's normalisation
+    if (
+        layout == "official"
+        and foreign.mean is None
+        and meta["model"]["kwargs"].get("in_channels") == 3
+        and not any(k.startswith("normalize.") for k in sd)
+    ):  # the official data pipeline's normalisation
         meta["model"]["kwargs"].update(mean=list(OFFICIAL_CIFAR_MEAN), std=list(OFFICIAL_CIFAR_STD))
         meta["method"]["settings"]["normalisation"] = "official CIFAR mean/std (the official layout's default)"
     kwargs = dict(meta["model"]["kwargs"])
     try:
         model = create_model(foreign.model, **kwargs)
     except TypeError as e:
-        raise ParamError("model_arg", f"expected arguments model '{foreign.model}' takes, got {foreign.model_args} ({e})") from None
+        raise ParamError(
+            "model_arg", f"expected arguments model '{foreign.model}' takes, got {foreign.model_args} ({e})"
+        ) from None
     want = model.state_dict()
     fit(path, foreign, layout, want, sd)
     model.load_state_dict({k: v.to(want[k].dtype) for k, v in sd.items()}, strict=True)
@@ -218,31 +248,60 @@ def fit(path: Path, foreign: Foreign, layout: str, want: dict, sd: dict, shapes_
     file's own buffers when it has them; --mean/--std that contradict them are refused, not silently applied.
     Completes ``sd`` with the normalisation buffers the model takes."""
     for k, v in sd.items():
-        kind = ("sparse" if v.layout != torch.strided else "quantized" if v.is_quantized else
-                "nested" if v.is_nested else None)
+        kind = (
+            "sparse"
+            if v.layout != torch.strided
+            else "quantized"
+            if v.is_quantized
+            else "nested"
+            if v.is_nested
+            else None
+        )
         if kind is not None:
             raise ParamError("ckpt", f"tensor '{k}' expected a plain dense tensor, got a {kind} one", path)
         if k in want and want[k].is_floating_point() and not v.is_floating_point():
-            raise ParamError("ckpt", f"tensor '{k}' expected a floating-point dtype (the model's is "
-                            f"{want[k].dtype}), got {v.dtype}; it would be cast silently", path)
+            raise ParamError(
+                "ckpt",
+                f"tensor '{k}' expected a floating-point dtype (the model's is "
+                f"{want[k].dtype}), got {v.dtype}; it would be cast silently",
+                path,
+            )
     own = {k: v for k, v in sd.items() if k.startswith("normalize.")}
     given = {k: v for k, v in want.items() if k.startswith("normalize.")}
-    if foreign.mean is not None and own and not shapes_only and any(
-            k in own and (own[k].shape != v.shape or not torch.allclose(own[k].float().cpu(), v.float().cpu(), atol=1e-6))
-            for k, v in given.items()):
+    if (
+        foreign.mean is not None
+        and own
+        and not shapes_only
+        and any(
+            k in own
+            and (own[k].shape != v.shape or not torch.allclose(own[k].float().cpu(), v.float().cpu(), atol=1e-6))
+            for k, v in given.items()
+        )
+    ):
         got = {k.removeprefix("normalize."): [round(float(x), 4) for x in own[k].flatten()[:4]] for k in sorted(own)}
-        raise ParamError("mean/std", f"the file holds its own normalisation ({got}), got a different one; drop "
-                        f"{mention('mean')}/{mention('std')} to use the file's")
+        raise ParamError(
+            "mean/std",
+            f"the file holds its own normalisation ({got}), got a different one; drop "
+            f"{mention('mean')}/{mention('std')} to use the file's",
+        )
     for k in given:
         sd.setdefault(k, want[k])
     missing, unexpected, k = weight_mismatch(want, sd)
     if missing or unexpected:
-        raise ParamError("ckpt", f"state dict does not fit model '{foreign.model}' (key layout {layout}): "
-                        f"{len(missing)} missing, first {missing[:3]}; {len(unexpected)} unexpected, first {unexpected[:3]}", path)
+        raise ParamError(
+            "ckpt",
+            f"state dict does not fit model '{foreign.model}' (key layout {layout}): "
+            f"{len(missing)} missing, first {missing[:3]}; {len(unexpected)} unexpected, first {unexpected[:3]}",
+            path,
+        )
     if k is not None:
-        raise ParamError("ckpt", f"state dict does not fit model '{foreign.model}': tensor '{k}' has shape "
-                        f"{tuple(sd[k].shape)} in the file, the model ({mention('model_arg')} {foreign.model_args or 'none'}) "
-                        f"expects {tuple(want[k].shape)}", path)
+        raise ParamError(
+            "ckpt",
+            f"state dict does not fit model '{foreign.model}': tensor '{k}' has shape "
+            f"{tuple(sd[k].shape)} in the file, the model ({mention('model_arg')} {foreign.model_args or 'none'}) "
+            f"expects {tuple(want[k].shape)}",
+            path,
+        )
     for k, v in sd.items():
         if v.is_meta:
             if not shapes_only:
@@ -267,8 +326,12 @@ def precheck_header(path: Path, foreign: Foreign, kwargs: dict) -> None:
         return  # read_state_dict says what is wrong with the path
     if head[8:9] != b"{":  # torch.save's zip (read through mmap: no tensor data read) or a legacy pickle
         if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
-            raise ParamError("ckpt", f"expected a safetensors file or a torch.save file (zip or pickle), got "
-                            f"{len(head)}+ bytes starting {head[:8].hex()}", path)
+            raise ParamError(
+                "ckpt",
+                f"expected a safetensors file or a torch.save file (zip or pickle), got "
+                f"{len(head)}+ bytes starting {head[:8].hex()}",
+                path,
+            )
         _fit_shapes(path, foreign, kwargs, read_state_dict(path))
         return
     header, blob = read_header(path, whole=False)

@@ -11,8 +11,14 @@ from mmix_eval.data.mapped import release_pages
 
 
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500,
-                   device: torch.device | str | None = None, bar=None, precision: str = "fp32") -> torch.Tensor:
+def predict_logits(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    batch_size: int = 500,
+    device: torch.device | str | None = None,
+    bar=None,
+    precision: str = "fp32",
+) -> torch.Tensor:
     """Logits (N, C) in float32 on the CPU for images (N, C, H, W): uint8, or float already in [0, 1].
     ``bar``: a progress bar advanced once per batch. ``precision`` "bf16": forwards under bf16 autocast
     (a GPU evaluating a checkpoint trained so). One host sync, at the end."""
@@ -25,12 +31,12 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 50
         # process grew by about one float copy of the data set on a CPU: 1.8 GB at 40,000 64x64 images).
         out = None
         for i in range(0, x.shape[0], batch_size):
-            xb = x[i:i + batch_size].to(device, non_blocking=True)
+            xb = x[i : i + batch_size].to(device, non_blocking=True)
             with autocast(device, precision):
                 z = model(to_float(xb) if xb.dtype == torch.uint8 else xb.float()).float()
             if out is None:
                 out = torch.empty((x.shape[0], *z.shape[1:]), dtype=torch.float32, device=z.device)
-            out[i:i + len(z)] = z
+            out[i : i + len(z)] = z
             del z
             release_pages(x, xb.nbytes)  # a memory-mapped test set: drop the pages read once enough were
             if bar is not None:
@@ -51,5 +57,4 @@ def autocast(device, precision: str):
 def accuracy_nll(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """Top-1 accuracy (%) and NLL (cross-entropy on logits, never -log of a rounded softmax)."""
     correct = int((logits.argmax(1) == y).sum())
-    return {"acc": 100.0 * correct / max(1, len(y)),
-            "nll": float(F.cross_entropy(logits, y))}
+    return {"acc": 100.0 * correct / max(1, len(y)), "nll": float(F.cross_entropy(logits, y))}

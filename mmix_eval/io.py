@@ -63,8 +63,13 @@ IMAGE_CAP = 64 * MiB  # one encoded image file (an ImageNet JPEG is ~110 kB; a 4
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "a special file"
@@ -92,8 +97,9 @@ def read_bounded(path: str | os.PathLike, what: str, cap: int = TEXT_CAP, kind: 
         except OSError as e:
             raise UserError(f"{what} '{path}': expected a readable file, got {e.strerror or e}") from None
     if len(data) > st.st_size:
-        raise UserError(f"{what} '{path}': expected a file of {st.st_size:,} bytes as it was opened, got one that grew "
-                        f"while read")
+        raise UserError(
+            f"{what} '{path}': expected a file of {st.st_size:,} bytes as it was opened, got one that grew while read"
+        )
     return data
 
 
@@ -104,7 +110,9 @@ def read_bounded_text(path: str | os.PathLike, what: str, cap: int = TEXT_CAP, k
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"{what} '{path}': expected UTF-8 text, got a byte that is not ({e.reason} at byte {e.start})") from None
+        raise UserError(
+            f"{what} '{path}': expected UTF-8 text, got a byte that is not ({e.reason} at byte {e.start})"
+        ) from None
 
 
 def check_regular(path: str | os.PathLike, what: str, cap: int | None = None) -> int:
@@ -128,20 +136,22 @@ def read_member(archive, member, what: str, cap: int) -> bytes:
     its stated size + 1 bytes (a member whose header under-states its size is refused too)."""
     import zipfile
 
-
     name = member.filename if isinstance(archive, zipfile.ZipFile) else member.name
     size = member.file_size if isinstance(archive, zipfile.ZipFile) else member.size
     if size > cap:
-        raise UserError(f"{what} '{name}': expected an archive member of at most {cap:,} bytes, got one of "
-                        f"{size:,} bytes")
+        raise UserError(
+            f"{what} '{name}': expected an archive member of at most {cap:,} bytes, got one of {size:,} bytes"
+        )
     f = archive.open(member) if isinstance(archive, zipfile.ZipFile) else archive.extractfile(member)
     if f is None:
         return b""
     with f:
         data = f.read(size + 1)  # (not cap + 1: a read of n bytes allocates n first)
     if len(data) > size:
-        raise UserError(f"{what} '{name}': expected an archive member of the {size:,} bytes its header states, got "
-                        f"more once decompressed")
+        raise UserError(
+            f"{what} '{name}': expected an archive member of the {size:,} bytes its header states, got "
+            f"more once decompressed"
+        )
     return data
 
 
@@ -149,7 +159,6 @@ def check_npz(path: str | os.PathLike, what: str, cap: int) -> None:
     """An ``.npz`` file's members checked before ``np.load`` reads any: a regular file, and no member larger
     than ``cap`` once decompressed (a 7 MB file can hold 7 GiB of zeros)."""
     import zipfile
-
 
     check_regular(path, what)
     try:
@@ -159,8 +168,10 @@ def check_npz(path: str | os.PathLike, what: str, cap: int) -> None:
         raise UserError(f"{what} '{path}': expected an .npz archive, got an unreadable file ({e})") from None
     for info in infos:
         if info.file_size > cap:
-            raise UserError(f"{what} '{path}': expected arrays of at most {cap:,} bytes each, got member "
-                            f"'{info.filename}' of {info.file_size:,} bytes")
+            raise UserError(
+                f"{what} '{path}': expected arrays of at most {cap:,} bytes each, got member "
+                f"'{info.filename}' of {info.file_size:,} bytes"
+            )
 
 
 def remove_dead_folders(parent: str | os.PathLike, pattern: str) -> int:
@@ -319,8 +330,11 @@ class FolderLock:
 
         from mmix_eval.errors import UserError
 
-        me = {"pid": os.getpid(), "host": socket.gethostname(),
-              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -330,7 +344,8 @@ class FolderLock:
                     raise UserError(
                         f"{self.what} '{self.path.parent}': expected a folder no other bench is writing to, got one locked "
                         f"by pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')} (lock file "
-                        f"{self.path}); wait for it to finish, or delete the lock file if that process is gone") from None
+                        f"{self.path}); wait for it to finish, or delete the lock file if that process is gone"
+                    ) from None
                 why = "an unreadable lock file" if holder is None else f"pid {holder.get('pid')}, no longer running"
                 warnings.warn(f"{self.what} '{self.path.parent}': taking over a stale lock ({why})", stacklevel=2)
                 self.path.unlink(missing_ok=True)
@@ -339,8 +354,10 @@ class FolderLock:
                 json.dump(me, f)
             self.held = True
             return self
-        raise UserError(f"{self.what} '{self.path.parent}': expected to take the lock {self.path}, got another "
-                        f"process taking it at the same time")
+        raise UserError(
+            f"{self.what} '{self.path.parent}': expected to take the lock {self.path}, got another "
+            f"process taking it at the same time"
+        )
 
     def _holder(self) -> dict | None:
         try:

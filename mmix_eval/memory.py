@@ -47,4 +47,6 @@ def apply() -> str:
 
 def state() -> str:
     """What this process set, for provenance."""
-    return _state.get("malloc", "glibc defaults (not applied)" if platform.libc_ver()[0] == "glibc" else "system default")
+    return _state.get(
+        "malloc", "glibc defaults (not applied)" if platform.libc_ver()[0] == "glibc" else "system default"
+    )

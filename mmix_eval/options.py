@@ -131,8 +131,9 @@ def type_name(hint) -> str:
         return f"a list of {plural.get(args[0], type_name(args[0]))}" if args else "a list"
     if origin in _UNIONS:
         return " or ".join(type_name(a) for a in args)
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-            type(None): "none"}.get(hint, getattr(hint, "__name__", str(hint)))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "none"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
 
 
 def short_type(hint) -> str:
@@ -149,7 +150,10 @@ def option_fields(options_cls) -> list[tuple[str, Any, Any, str]]:
     hints = typing.get_type_hints(options_cls)
     out = []
     for f in dataclasses.fields(options_cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        )
         out.append((f.name, hints[f.name], default, f.metadata.get("help", "")))
     return out

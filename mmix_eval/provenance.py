@@ -25,14 +25,14 @@ def git_commit() -> str | None:
     """The commit of the mmix-eval source tree in use, with '+dirty' for uncommitted changes."""
     root = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
@@ -45,10 +45,15 @@ def hardware(device: str) -> dict[str, str]:
     from mmix_eval.memory import state
     from mmix_eval.threads import applied, usable_cores
 
-    info = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-            "device": device, "torch_threads": str(torch.get_num_threads()),
-            "threads_from": applied().get("source", "torch's default"), "usable_cores": str(usable_cores()),
-            "malloc": state()}
+    info = {
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "device": device,
+        "torch_threads": str(torch.get_num_threads()),
+        "threads_from": applied().get("source", "torch's default"),
+        "usable_cores": str(usable_cores()),
+        "malloc": state(),
+    }
     decided = applied()
     for key in ("busy_tasks", "free_cores", "openmp"):
         if key in decided:

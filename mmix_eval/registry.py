@@ -21,7 +21,9 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, entry_points: str | None = None, builtin: Mapping[str, tuple[str, str]] | None = None):
+    def __init__(
+        self, kind: str, entry_points: str | None = None, builtin: Mapping[str, tuple[str, str]] | None = None
+    ):
         self.kind = kind
         self.entry_points = entry_points  # package entry-point group, e.g. "mmix_eval.methods"
         self._table: dict[str, T | str] = {name: path for name, (path, _) in (builtin or {}).items()}
@@ -58,7 +60,9 @@ class Registry(Generic[T]):
                 try:
                     return ep.load()
                 except Exception as e:  # a broken plugin package: say which
-                    raise UserError(f"{self.kind} '{name}': entry point {ep.value} failed to load ({type(e).__name__}: {e})") from None
+                    raise UserError(
+                        f"{self.kind} '{name}': entry point {ep.value} failed to load ({type(e).__name__}: {e})"
+                    ) from None
         return None
 
     def instance(self, name: str, base: type, expected: str):
@@ -80,8 +84,10 @@ class Registry(Generic[T]):
         try:
             module = importlib.import_module(module_name)
         except ImportError as e:
-            raise UserError(f"{self.kind} '{path}': cannot import module '{module_name}' ({e}; looked in the current "
-                            f"directory {cwd} and on the Python path)") from None
+            raise UserError(
+                f"{self.kind} '{path}': cannot import module '{module_name}' ({e}; looked in the current "
+                f"directory {cwd} and on the Python path)"
+            ) from None
         try:
             return getattr(module, attr)
         except AttributeError:
@@ -106,7 +112,9 @@ class Registry(Generic[T]):
         return sorted({*self._table, *self._entry_point_names()})
 
     def describe(self, name: str) -> str:
-        return self._help.get(name, "(plugin, from an installed package's entry point)" if name not in self._table else "")
+        return self._help.get(
+            name, "(plugin, from an installed package's entry point)" if name not in self._table else ""
+        )
 
     def __contains__(self, name: str) -> bool:
         return name in self._table

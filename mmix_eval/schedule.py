@@ -6,8 +6,15 @@ import bisect
 import math
 
 
-def lr_factor(schedule: str, step: int, steps_per_epoch: int, epochs: int, milestones=(), gamma: float = 0.1,
-              warmup_epochs: float = 0.0) -> float:
+def lr_factor(
+    schedule: str,
+    step: int,
+    steps_per_epoch: int,
+    epochs: int,
+    milestones=(),
+    gamma: float = 0.1,
+    warmup_epochs: float = 0.0,
+) -> float:
     """Multiplier of the base lr for global optimizer step ``step`` (0-based).
 
     step: ×gamma at each milestone epoch (per-epoch, as the paper's 400/800 decay);

@@ -26,11 +26,18 @@ from mmix_eval.errors import ParamError
 
 HIDDEN = [64, 64, 2, 64, 64]  # the 2-unit bottleneck is stage 3, linear
 BOTTLENECK = 3
-PAPER = {"mean_conf_uniform": "lower with manifold mixup", "low_conf_fraction": "higher with manifold mixup",
-         "top_share": "higher (flatter) with manifold mixup, not with input mixup", "test_acc": "(not a claim)"}
-LABELS = {"test_acc": "test accuracy (%)", "mean_conf_uniform": "mean confidence on uniform points",
-          "low_conf_fraction": "input square with confidence < 0.9 (%)",
-          "top_share": "bottleneck: largest singular value's share (mean over classes)"}
+PAPER = {
+    "mean_conf_uniform": "lower with manifold mixup",
+    "low_conf_fraction": "higher with manifold mixup",
+    "top_share": "higher (flatter) with manifold mixup, not with input mixup",
+    "test_acc": "(not a claim)",
+}
+LABELS = {
+    "test_acc": "test accuracy (%)",
+    "mean_conf_uniform": "mean confidence on uniform points",
+    "low_conf_fraction": "input square with confidence < 0.9 (%)",
+    "top_share": "bottleneck: largest singular value's share (mean over classes)",
+}
 
 
 def spiral_config(method: str, seed: int, data: str, epochs: int) -> Config:
@@ -69,14 +76,21 @@ def analyse(model, data, uniform: torch.Tensor, grid: torch.Tensor) -> dict:
             hc = h_test[data.test.y == c].double()
             sv.append(torch.linalg.svdvals(hc - hc.mean(0)).tolist())
         m = spectrum_metrics(h_test, data.test.y)
-        return {"test_acc": acc, "mean_conf_uniform": float(conf_u.mean()),
-                "low_conf_fraction": float((pg.max(1).values < 0.9).float().mean()) * 100, "top_share": m["top_share"],
-                "_grid": pg, "_h_train": bottleneck(model, data.train.x.float() / 255.0), "_h_uniform": bottleneck(model, uniform),
-                "_sv": sv}
+        return {
+            "test_acc": acc,
+            "mean_conf_uniform": float(conf_u.mean()),
+            "low_conf_fraction": float((pg.max(1).values < 0.9).float().mean()) * 100,
+            "top_share": m["top_share"],
+            "_grid": pg,
+            "_h_train": bottleneck(model, data.train.x.float() / 255.0),
+            "_h_uniform": bottleneck(model, uniform),
+            "_sv": sv,
+        }
 
 
-def run_spiral(methods: list[str], seeds: list[int], out: str | Path, data: str = "spiral", epochs: int = 100,
-               echo=print) -> dict:
+def run_spiral(
+    methods: list[str], seeds: list[int], out: str | Path, data: str = "spiral", epochs: int = 100, echo=print
+) -> dict:
     from mmix_eval.data import load_data
     from mmix_eval.methods import create_method
     from mmix_eval.training import train
@@ -111,10 +125,20 @@ def run_spiral(methods: list[str], seeds: list[int], out: str | Path, data: str 
     out.mkdir(parents=True, exist_ok=True)
     (out / "spiral.png").write_bytes(figure)
     wall = time.perf_counter() - t0
-    record = {"data": data, "data_settings": d.info, "model": {"name": "mlp", "hidden": HIDDEN, "bottleneck_stage": BOTTLENECK},
-              "epochs": epochs, "seeds": seeds, "methods": methods, "wall_time_s": round(wall, 2),
-              "metrics": {m: {k: {"values": v, "mean": statistics.fmean(v), "std": _std(v)} for k, v in per.items()}
-                          for m, per in summary.items()}, "paper": PAPER}
+    record = {
+        "data": data,
+        "data_settings": d.info,
+        "model": {"name": "mlp", "hidden": HIDDEN, "bottleneck_stage": BOTTLENECK},
+        "epochs": epochs,
+        "seeds": seeds,
+        "methods": methods,
+        "wall_time_s": round(wall, 2),
+        "metrics": {
+            m: {k: {"values": v, "mean": statistics.fmean(v), "std": _std(v)} for k, v in per.items()}
+            for m, per in summary.items()
+        },
+        "paper": PAPER,
+    }
     (out / "results.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (out / "index.html").write_text(html(record, figure), encoding="utf-8")
     (out / "results.md").write_text(markdown(record), encoding="utf-8")
@@ -133,18 +157,26 @@ def _safe(name: str) -> str:
 
 
 def _cell(stat: dict, fmt: str) -> str:
-    return f"{stat['mean']:{fmt}}" + (f" ± {stat['std']:{fmt}}" if stat["std"] is not None else "") + f" (n={len(stat['values'])})"
+    return (
+        f"{stat['mean']:{fmt}}"
+        + (f" ± {stat['std']:{fmt}}" if stat["std"] is not None else "")
+        + f" (n={len(stat['values'])})"
+    )
 
 
 def markdown(record: dict) -> str:
     from mmix_eval.report.render import md
 
     methods = record["methods"]
-    lines = ["| metric | " + " | ".join(md(m) for m in methods) + " | the paper's direction |",
-             "|---|" + "---|" * (len(methods) + 1)]
+    lines = [
+        "| metric | " + " | ".join(md(m) for m in methods) + " | the paper's direction |",
+        "|---|" + "---|" * (len(methods) + 1),
+    ]
     for k, label in LABELS.items():
         fmt = ".2f" if k in ("test_acc", "low_conf_fraction") else ".3f"
-        lines.append(f"| {label} | " + " | ".join(_cell(record["metrics"][m][k], fmt) for m in methods) + f" | {PAPER[k]} |")
+        lines.append(
+            f"| {label} | " + " | ".join(_cell(record["metrics"][m][k], fmt) for m in methods) + f" | {PAPER[k]} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -159,15 +191,17 @@ def html(record: dict, figure: bytes) -> str:
         rows.append(f"<tr><th>{escape(label)}</th>{cells}<td>{escape(PAPER[k])}</td></tr>")
     head = "".join(f"<th>{escape(m)}</th>" for m in record["methods"])
     img = base64.b64encode(figure).decode()
-    return (f"<!doctype html><meta charset='utf-8'><title>mmix-eval spiral</title>"
-            f"<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:4px 8px;"
-            f"border-bottom:1px solid #ddd;text-align:left}}</style><h2>Figure 1 on a spiral</h2>"
-            f"<p>{escape(__doc__.split(chr(10) + chr(10))[1])}</p>"
-            f"<table><tr><th>metric (mean ± std over seeds)</th>{head}<th>the paper's direction</th></tr>{''.join(rows)}</table>"
-            f"<p><img style='max-width:100%' alt='spiral figure' src='data:image/png;base64,{img}'></p>"
-            f"<p>Data {escape(record['data'])}, MLP {escape(str(record['model']['hidden']))} (bottleneck: stage "
-            f"{record['model']['bottleneck_stage']}, linear), {record['epochs']} epochs, seeds {escape(str(record['seeds']))}; "
-            f"{record['wall_time_s']} s.</p>")
+    return (
+        f"<!doctype html><meta charset='utf-8'><title>mmix-eval spiral</title>"
+        f"<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:4px 8px;"
+        f"border-bottom:1px solid #ddd;text-align:left}}</style><h2>Figure 1 on a spiral</h2>"
+        f"<p>{escape(__doc__.split(chr(10) + chr(10))[1])}</p>"
+        f"<table><tr><th>metric (mean ± std over seeds)</th>{head}<th>the paper's direction</th></tr>{''.join(rows)}</table>"
+        f"<p><img style='max-width:100%' alt='spiral figure' src='data:image/png;base64,{img}'></p>"
+        f"<p>Data {escape(record['data'])}, MLP {escape(str(record['model']['hidden']))} (bottleneck: stage "
+        f"{record['model']['bottleneck_stage']}, linear), {record['epochs']} epochs, seeds {escape(str(record['seeds']))}; "
+        f"{record['wall_time_s']} s.</p>"
+    )
 
 
 def draw(results: dict, data, seed: int, n: int) -> bytes:
@@ -209,4 +243,3 @@ def draw(results: dict, data, seed: int, n: int) -> bytes:
     fig.suptitle(f"Verma et al. 2019, Figure 1, reproduced on a spiral (seed {seed})", fontsize=11)
     fig.tight_layout()
     return _fig_png(fig)
-

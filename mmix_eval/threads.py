@@ -75,7 +75,9 @@ def cgroup_quota(root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("
                 quota, _, period = (_read(folder / "cpu.max") or "").partition(" ")
                 quotas.append(_cores(quota, period or "100000"))
         elif "cpu" in controllers.split(","):  # cgroup v1: quota -1 means none
-            for folder in (base / p for base in (root / "cpu", root / controllers, root / "cpu,cpuacct") for p in chain):
+            for folder in (
+                base / p for base in (root / "cpu", root / controllers, root / "cpu,cpuacct") for p in chain
+            ):
                 quotas.append(_cores(_read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us")))
     quotas = [q for q in quotas if q is not None]
     return min(quotas) if quotas else None
@@ -103,7 +105,7 @@ def _own_running() -> int:
     try:
         for task in os.scandir("/proc/self/task"):
             stat = _read(Path(task.path) / "stat")
-            if stat and stat[stat.rfind(")") + 2:].startswith("R"):
+            if stat and stat[stat.rfind(")") + 2 :].startswith("R"):
                 n += 1
     except OSError:
         return 1
@@ -151,8 +153,10 @@ def _parse(text, where: str, what: str = "CPU threads", most: int | None = None)
     if n < 1:
         raise UserError(f"{where}: expected an integer >= 1 ({what}), got {text!r}")
     if most is not None and n > most:
-        raise UserError(f"{where}: expected at most {most} {what} ({THREADS_PER_CORE_MAX} x the {affinity_cores()} "
-                        f"usable cores), got {n}")
+        raise UserError(
+            f"{where}: expected at most {most} {what} ({THREADS_PER_CORE_MAX} x the {affinity_cores()} "
+            f"usable cores), got {n}"
+        )
     return n
 
 

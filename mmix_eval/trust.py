@@ -39,8 +39,12 @@ def loss_imports_code(name: object) -> bool:
 
 
 NOUNS = {"data": "data source", "model": "model", "method": "method", "loss": "loss"}
-CHECKS = {"data": data_imports_code, "model": model_imports_code, "method": method_imports_code,
-          "loss": loss_imports_code}
+CHECKS = {
+    "data": data_imports_code,
+    "model": model_imports_code,
+    "method": method_imports_code,
+    "loss": loss_imports_code,
+}
 
 
 def refusal(kind: str, name: object, source: str, how: str, trusted: Collection[str] = ()) -> str | None:
@@ -50,8 +54,10 @@ def refusal(kind: str, name: object, source: str, how: str, trusted: Collection[
     if not CHECKS[kind](name) or name in trusted:
         return None
     noun = NOUNS[kind]
-    return (f"{source} names {noun} '{str(name)[:200]}', a module:attr path; importing a module named by a file would "
-            f"run its code, so only built-in and installed {noun}s are taken from a file; {how} if you trust it")
+    return (
+        f"{source} names {noun} '{str(name)[:200]}', a module:attr path; importing a module named by a file would "
+        f"run its code, so only built-in and installed {noun}s are taken from a file; {how} if you trust it"
+    )
 
 
 def refuse_code(kind: str, name: object, source: str, how: str, trusted: Collection[str] = ()) -> None:

@@ -14,8 +14,11 @@ def method_record(m: dict) -> dict:
     name ({name, loss, alpha, ...}); now they are under 'settings'."""
     if not isinstance(m, dict) or "settings" in m:
         return m
-    return {"name": m.get("name"), "settings": {k: v for k, v in m.items() if k not in ("name", "source_sha256")},
-            **({"source_sha256": m["source_sha256"]} if "source_sha256" in m else {})}
+    return {
+        "name": m.get("name"),
+        "settings": {k: v for k, v in m.items() if k not in ("name", "source_sha256")},
+        **({"source_sha256": m["source_sha256"]} if "source_sha256" in m else {}),
+    }
 
 
 def record_method_settings(row: dict) -> dict:

@@ -24,29 +24,64 @@ def fake_results(root: Path, data="digits", model="smallnet", methods=None, drop
     for method, by_seed in methods.items():
         for seed, acc in by_seed.items():
             run = f"{method}-s{seed}"
-            settings = {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"} if "mixup" in method else {"loss": "bce_softmax"}
-            base = {"run": run, "checkpoint": f"runs/{run}/model.safetensors", "model": model, "method": method,
-                    "method_settings": settings, "train_seed": seed, "data": data, "n": 100, "eval_seed": 0}
+            settings = (
+                {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"}
+                if "mixup" in method
+                else {"loss": "bce_softmax"}
+            )
+            base = {
+                "run": run,
+                "checkpoint": f"runs/{run}/model.safetensors",
+                "model": model,
+                "method": method,
+                "method_settings": settings,
+                "train_seed": seed,
+                "data": data,
+                "n": 100,
+                "eval_seed": 0,
+            }
             d = {**base, "evaluator": "deformations", "settings": {"grid": "table4", "interpolation": "nearest"}}
-            rows = [record(d, "clean", "acc", acc + 10, label="Clean"), record(d, "clean", "nll", 1.0 - acc / 100),
-                    record(d, "clean", "ece", 0.1 + seed / 100),
-                    record(d, "rotation20", "acc", acc, label="Rotation U(−20°, 20°)")]
+            rows = [
+                record(d, "clean", "acc", acc + 10, label="Clean"),
+                record(d, "clean", "nll", 1.0 - acc / 100),
+                record(d, "clean", "ece", 0.1 + seed / 100),
+                record(d, "rotation20", "acc", acc, label="Rotation U(−20°, 20°)"),
+            ]
             write_records(specs(rows, "deformations"), root / run / "deformations")
             if (method, "fgsm") not in drop:
                 f = {**base, "evaluator": "fgsm", "settings": {"attack": "fgsm"}}
-                write_records(specs([record(f, "clean", "acc", acc + 10),
-                                     record(f, "eps8", "acc", acc - 20, label="FGSM ε = 8/255", eps_255=8.0, strength=8.0)], "fgsm"),
-                              root / run / "fgsm")
+                write_records(
+                    specs(
+                        [
+                            record(f, "clean", "acc", acc + 10),
+                            record(f, "eps8", "acc", acc - 20, label="FGSM ε = 8/255", eps_255=8.0, strength=8.0),
+                        ],
+                        "fgsm",
+                    ),
+                    root / run / "fgsm",
+                )
     return root
 
 
-def corruption_records(root: Path, method: str, seed: int, errors: dict, clean_err: float, data: str = "cifar10") -> None:
+def corruption_records(
+    root: Path, method: str, seed: int, errors: dict, clean_err: float, data: str = "cifar10"
+) -> None:
     """One run's corruption records: per (corruption, severity) error %, the clean error %, their mean."""
     from mmix_eval.evaluate.base import get_evaluator
 
-    base = {"run": f"{method}-s{seed}", "checkpoint": "x", "model": "smallnet", "method": method, "method_settings": {},
-            "train_seed": seed, "data": data, "n": 100, "eval_seed": 0, "evaluator": "corruptions",
-            "settings": {"source": "generated"}}
+    base = {
+        "run": f"{method}-s{seed}",
+        "checkpoint": "x",
+        "model": "smallnet",
+        "method": method,
+        "method_settings": {},
+        "train_seed": seed,
+        "data": data,
+        "n": 100,
+        "eval_seed": 0,
+        "evaluator": "corruptions",
+        "settings": {"source": "generated"},
+    }
     rows = [record(base, "clean", "acc", 100 - clean_err)]
     for (c, s), e in errors.items():
         rows.append(record(base, f"{c}-{s}", "acc", 100 - e, corruption=c, severity=s))
@@ -69,8 +104,12 @@ def write_tree(root: Path, layout="splits", size=6, mode="RGB", classes=("cat", 
 
 
 TINY_WNIDS = ("n01443537", "n01629819", "n01641577")
-TINY_WORDS = {"n01443537": "goldfish, Carassius auratus", "n01629819": "European fire salamander, Salamandra",
-              "n01641577": "bullfrog, Rana catesbeiana", "n09999999": "unrelated, not a class"}
+TINY_WORDS = {
+    "n01443537": "goldfish, Carassius auratus",
+    "n01629819": "European fire salamander, Salamandra",
+    "n01641577": "bullfrog, Rana catesbeiana",
+    "n09999999": "unrelated, not a class",
+}
 
 
 def tiny_pixel(label: int, j: int, split: str) -> int:
@@ -92,13 +131,18 @@ def write_tinyimagenet(root: Path, per_class=4, val_per_class=3, size=8, grey_va
         d.mkdir(parents=True)
         (top / "train" / w / f"{w}_boxes.txt").write_text("")
         for j in range(per_class):
-            Image.fromarray(np.full((size, size, 3), tiny_pixel(li, j, "train"), np.uint8)).save(d / f"{w}_{j}.JPEG", quality=100)
+            Image.fromarray(np.full((size, size, 3), tiny_pixel(li, j, "train"), np.uint8)).save(
+                d / f"{w}_{j}.JPEG", quality=100
+            )
         for j in range(val_per_class):
             name = f"val_{k}.JPEG"
             k += 1
             v = tiny_pixel(li, j, "val")
-            img = Image.fromarray(np.full((size, size), v, np.uint8), "L") if name in grey_val else \
-                Image.fromarray(np.full((size, size, 3), v, np.uint8))
+            img = (
+                Image.fromarray(np.full((size, size), v, np.uint8), "L")
+                if name in grey_val
+                else Image.fromarray(np.full((size, size, 3), v, np.uint8))
+            )
             img.save(top / "val" / "images" / name, quality=100)
             lines.append(f"{name}\t{w}\t0\t0\t{size}\t{size}")
     rng = np.random.default_rng(0)

@@ -65,9 +65,16 @@ def make_data(n_train=120, n_test=40, classes=4, channels=3, size=8, seed=0, val
     tr = split(n_train + val)
     v = Split(tr.x[:val], tr.y[:val]) if val else None
     tr = Split(tr.x[val:], tr.y[val:])
-    return ImageData(name="synthetic", spec="synthetic", classes=[f"c{i}" for i in range(classes)],
-                     train=tr, test=split(n_test), val=v, flip=True,
-                     info={"spec": "synthetic", "train_size": n_train, "val_size": val, "test_size": n_test})
+    return ImageData(
+        name="synthetic",
+        spec="synthetic",
+        classes=[f"c{i}" for i in range(classes)],
+        train=tr,
+        test=split(n_test),
+        val=v,
+        flip=True,
+        info={"spec": "synthetic", "train_size": n_train, "val_size": val, "test_size": n_test},
+    )
 
 
 @pytest.fixture

@@ -11,9 +11,22 @@ from conftest import ROOT
 PACKAGE = ROOT / "mmix_eval"
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS = [
-    {"__init__", "errors", "io", "registry", "catalog", "trust", "options", "upgrade", "config", "schedule", "device", "threads",
-     "memory",
-     "provenance"},
+    {
+        "__init__",
+        "errors",
+        "io",
+        "registry",
+        "catalog",
+        "trust",
+        "options",
+        "upgrade",
+        "config",
+        "schedule",
+        "device",
+        "threads",
+        "memory",
+        "provenance",
+    },
     {"data", "calibrators"},
     {"models"},
     {"methods"},
@@ -28,13 +41,17 @@ LAYERS = [
 
 def module_graph() -> dict[str, set[str]]:
     """module -> the first-party modules it imports ('from package import submodule' counts as the submodule)."""
-    files = {".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): f for f in PACKAGE.rglob("*.py")}
+    files = {
+        ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): f for f in PACKAGE.rglob("*.py")
+    }
     graph = {}
     for name, f in files.items():
         deps = set()
         for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("mmix_eval"):
-                deps |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module for a in node.names}
+                deps |= {
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module for a in node.names
+                }
             elif isinstance(node, ast.ImportFrom) and node.level:
                 raise AssertionError(f"{name}: a relative import; the package imports by absolute name")
             elif isinstance(node, ast.Import):
@@ -60,7 +77,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
     def visit(m):
         if m in stack:
-            return stack[stack.index(m):] + [m]
+            return stack[stack.index(m) :] + [m]
         if m in seen:
             return None
         stack.append(m)
@@ -81,7 +98,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_imports_inside_functions_and_finds_a_planted_circle():
     graph = module_graph()
-    assert "mmix_eval.training.loop" in graph["mmix_eval.bench.job"] | graph["mmix_eval.training"]  # a function-level import counts
+    assert (
+        "mmix_eval.training.loop" in graph["mmix_eval.bench.job"] | graph["mmix_eval.training"]
+    )  # a function-level import counts
     assert len(graph) > 80
     planted = {**graph, "mmix_eval.errors": graph["mmix_eval.errors"] | {"mmix_eval.cli"}}
     cycle = find_cycle(planted)
@@ -94,8 +113,12 @@ def test_no_import_circle_in_the_package():
 
 
 def test_no_module_imports_a_layer_above_its_own():
-    upward = [f"{m} ({top(m)}) imports {d} ({top(d)})" for m, deps in module_graph().items() for d in sorted(deps)
-              if layer(d) > layer(m)]
+    upward = [
+        f"{m} ({top(m)}) imports {d} ({top(d)})"
+        for m, deps in module_graph().items()
+        for d in sorted(deps)
+        if layer(d) > layer(m)
+    ]
     assert not upward, "upward imports:\n" + "\n".join(upward)
 
 
@@ -118,8 +141,13 @@ def test_the_evaluate_framework_imports_no_evaluator():
     graph = module_graph()
     evaluators = [m for m in graph if m.startswith(EVALUATORS + ".")]
     assert {"mmix_eval.evaluate.evaluators.ood", "mmix_eval.evaluate.evaluators.attacks.fgsm"} <= set(evaluators)
-    assert not [m for m in graph if m.startswith("mmix_eval.evaluate.") and not m.startswith(EVALUATORS)
-                and m.rsplit(".", 1)[1] in {"ood", "shift", "fgsm", "spectra", "calibration", "deformations"}]
+    assert not [
+        m
+        for m in graph
+        if m.startswith("mmix_eval.evaluate.")
+        and not m.startswith(EVALUATORS)
+        and m.rsplit(".", 1)[1] in {"ood", "shift", "fgsm", "spectra", "calibration", "deformations"}
+    ]
     found = framework_imports_of_evaluators(graph)
     assert not found, "the framework imports an evaluator:\n" + "\n".join(found)
     planted = {**graph, "mmix_eval.evaluate.runner": graph["mmix_eval.evaluate.runner"] | {EVALUATORS + ".ood"}}

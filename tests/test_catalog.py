@@ -84,8 +84,10 @@ def plugin(tmp_path, monkeypatch):
 
 def entry_points(monkeypatch, **groups):
     """Pretend an installed package declares these entry points: group suffix -> {name: "module:attr"}."""
-    eps = {f"mmix_eval.{g}": [importlib.metadata.EntryPoint(name=n, value=v, group=f"mmix_eval.{g}") for n, v in m.items()]
-           for g, m in groups.items()}
+    eps = {
+        f"mmix_eval.{g}": [importlib.metadata.EntryPoint(name=n, value=v, group=f"mmix_eval.{g}") for n, v in m.items()]
+        for g, m in groups.items()
+    }
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: eps.get(group, []))
 
 
@@ -115,7 +117,9 @@ def test_a_method_and_a_loss_by_import_path_and_by_entry_point(plugin, monkeypat
     method = create_method("vanilla", loss="halved")
     y = torch.tensor([0, 1])
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
-    assert float(method.loss_fn(logits, torch.eye(2)[y])) == pytest.approx(0.5 * float(torch.nn.functional.cross_entropy(logits, y)))
+    assert float(method.loss_fn(logits, torch.eye(2)[y])) == pytest.approx(
+        0.5 * float(torch.nn.functional.cross_entropy(logits, y))
+    )
     assert "halved" in LOSSES.names()
 
 
@@ -159,12 +163,19 @@ def test_builtin_temperature_calibrator_equals_a_scipy_minimisation_of_nll():
 
 
 def test_listing_registries_reads_the_lazy_table_and_imports_no_torch():
-    code = ("import sys; from mmix_eval.cli import main; "
-            "[main(['ls', w]) for w in ('models', 'datasets', 'losses', 'calibrators')]; "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys; from mmix_eval.cli import main; "
+        "[main(['ls', w]) for w in ('models', 'datasets', 'losses', 'calibrators')]; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
-    assert "preactresnet18 " in r.stdout and "digits " in r.stdout and "soft_ce " in r.stdout and "temperature " in r.stdout
+    assert (
+        "preactresnet18 " in r.stdout
+        and "digits " in r.stdout
+        and "soft_ce " in r.stdout
+        and "temperature " in r.stdout
+    )
 
 
 def test_report_sections_are_in_the_one_catalog_and_listed_without_torch():
@@ -172,15 +183,22 @@ def test_report_sections_are_in_the_one_catalog_and_listed_without_torch():
     from mmix_eval.catalog import REGISTRIES, SECTIONS
     from mmix_eval.report.sections import ReportSection, section_for
 
-    assert REGISTRIES["sections"] is SECTIONS and set(SECTIONS.builtin()) >= {"calibration", "corruptions", "ood", "shift"}
+    assert REGISTRIES["sections"] is SECTIONS and set(SECTIONS.builtin()) >= {
+        "calibration",
+        "corruptions",
+        "ood",
+        "shift",
+    }
     for name in SECTIONS.builtin():  # each built-in resolves to its class, named after the evaluator
         s = section_for(name)
         assert isinstance(s, ReportSection) and type(s) is not ReportSection and s.evaluator == name
     assert type(section_for("my_own_evaluator")) is ReportSection  # any other: the generic section
-    code = ("import sys; from mmix_eval.cli import main; main(['ls', 'sections']); "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys; from mmix_eval.cli import main; main(['ls', 'sections']); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert [ln.split()[0] for ln in lines[:len(SECTIONS.builtin())]] == sorted(SECTIONS.builtin())
+    assert [ln.split()[0] for ln in lines[: len(SECTIONS.builtin())]] == sorted(SECTIONS.builtin())
     assert lines[-1].startswith("module:Class  your own for an evaluator: --section EVALUATOR=module:Class")

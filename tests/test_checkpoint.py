@@ -25,9 +25,14 @@ def _model():
     return m
 
 
-META = {"model": {"name": "smallnet", "kwargs": {"num_classes": 5, "in_channels": 3, "mean": [0.4, 0.5, 0.6],
-                                                  "std": [0.2, 0.25, 0.3], "width": 4}},
-        "data": {"classes": ["a", "b", "c", "d", "e"]}, "method": {"name": "vanilla"}}
+META = {
+    "model": {
+        "name": "smallnet",
+        "kwargs": {"num_classes": 5, "in_channels": 3, "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3], "width": 4},
+    },
+    "data": {"classes": ["a", "b", "c", "d", "e"]},
+    "method": {"name": "vanilla"},
+}
 
 
 @pytest.fixture
@@ -73,7 +78,10 @@ def test_pickles_are_refused_before_unpickling(tmp_path, monkeypatch, name):
     marker = tmp_path / "pwned"
     zip_file = tmp_path / f"zip-{name}"
     torch.save({"w": _Payload(marker)}, zip_file)
-    _refused(zip_file, "got a torch.save \\(zip/pickle\\) file; refused without unpickling it; if you trust the file, convert it")
+    _refused(
+        zip_file,
+        "got a torch.save \\(zip/pickle\\) file; refused without unpickling it; if you trust the file, convert it",
+    )
     raw = tmp_path / f"raw-{name}"
     raw.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
     _refused(raw, "got a pickle file; refused without unpickling")
@@ -113,10 +121,15 @@ def test_invalid_metadata(tmp_path):
     _refused(_with_meta(tmp_path, None), "expected mmix-eval metadata in the safetensors header, found none")
     _refused(_with_meta(tmp_path, {**base, "schema_version": 99}), "'schema_version' expected 1..1 .* got 99")
     _refused(_with_meta(tmp_path, {**base, "model": "smallnet"}), "metadata 'model' expected")
-    _refused(_with_meta(tmp_path, {**base, "model": {"name": "os:system", "kwargs": META["model"]["kwargs"]}}),
-             "names model .os:system., a module:attr path; importing a module named by a file would run its code")
+    _refused(
+        _with_meta(tmp_path, {**base, "model": {"name": "os:system", "kwargs": META["model"]["kwargs"]}}),
+        "names model .os:system., a module:attr path; importing a module named by a file would run its code",
+    )
     kw = dict(META["model"]["kwargs"], num_classes=7)
-    _refused(_with_meta(tmp_path, {**base, "model": {"name": "smallnet", "kwargs": kw}}), "weights do not fit model 'smallnet'")
+    _refused(
+        _with_meta(tmp_path, {**base, "model": {"name": "smallnet", "kwargs": kw}}),
+        "weights do not fit model 'smallnet'",
+    )
 
 
 def test_non_finite_weights_are_refused(tmp_path):

@@ -23,7 +23,11 @@ def raises_naming_a_flag(package) -> list[str]:
             continue
         src = f.read_text(encoding="utf-8")
         for node in ast.walk(ast.parse(src)):
-            if isinstance(node, ast.Raise) and node.exc is not None and FLAG.search(ast.get_source_segment(src, node.exc)):
+            if (
+                isinstance(node, ast.Raise)
+                and node.exc is not None
+                and FLAG.search(ast.get_source_segment(src, node.exc))
+            ):
                 found.append(f"{f.relative_to(package)}:{node.lineno}")
     return found
 
@@ -41,7 +45,10 @@ def test_a_parameter_error_reads_with_names_in_the_library_and_flags_on_the_comm
     assert str(e) == "ckpt 'x.pt': expected a state dict file; pass data_root or download"
     assert as_flags(e) == "--ckpt 'x.pt': expected a state dict file; pass --data-root or --download"
     assert e.param == "ckpt" and e.detail == "expected a state dict file; pass data_root or download"
-    assert as_flags(ParamError("mean/std", "expected both or neither, got one")) == "--mean/--std: expected both or neither, got one"
+    assert (
+        as_flags(ParamError("mean/std", "expected both or neither, got one"))
+        == "--mean/--std: expected both or neither, got one"
+    )
     assert as_flags(OptionError("image_size", "expected an integer")) == "--image-size: expected an integer"
     assert str(UserError(f"raise {mention('limit')}")) == "raise limit" and flag("batch_size") == "--batch-size"
     assert "\n" not in as_flags(ParamError("out", "a\nb", "x\ny"))  # one line, whatever the value holds
@@ -49,8 +56,11 @@ def test_a_parameter_error_reads_with_names_in_the_library_and_flags_on_the_comm
 
 def test_errors_keep_their_parameters_through_a_process_boundary():
     """A bench worker's error is pickled to the parent, which shows it with flags."""
-    for e in (ParamError("resume", f"pass {mention('overwrite')}", "runs/a"), OptionError("seed", "bad"),
-              UserError(f"give {mention('limit')}")):
+    for e in (
+        ParamError("resume", f"pass {mention('overwrite')}", "runs/a"),
+        OptionError("seed", "bad"),
+        UserError(f"give {mention('limit')}"),
+    ):
         back = pickle.loads(pickle.dumps(e))
         assert type(back) is type(e) and str(back) == str(e) and as_flags(back) == as_flags(e)
     assert as_flags(pickle.loads(pickle.dumps(ParamError("resume", "x", "r")))) == "--resume 'r': x"

@@ -37,8 +37,14 @@ print(json.dumps({"how": how, "faults": resource.getrusage(resource.RUSAGE_SELF)
 
 
 def probe(**env) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, **env}, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

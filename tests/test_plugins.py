@@ -45,13 +45,48 @@ class Explodes(Method):
 
 def test_plugin_from_a_test_file_trains_is_evaluated_and_reported_under_its_name(tmp_path, capsys):
     run = tmp_path / "runs" / "noisy-s0"
-    assert main(["train", "--method", "test_plugins:NoisyVanilla", "--epochs", "2", "--set", "train.device=cpu",
-                 "--set", "model.kwargs={width: 4}", "--out", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "test_plugins:NoisyVanilla",
+                "--epochs",
+                "2",
+                "--set",
+                "train.device=cpu",
+                "--set",
+                "model.kwargs={width: 4}",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     meta = load_checkpoint(run / "model.safetensors")[1]
-    assert {k: v for k, v in meta["method"].items() if k != "source_sha256"} == {"name": "noisy_vanilla", "settings": {"loss": "bce_softmax"}}
+    assert {k: v for k, v in meta["method"].items() if k != "source_sha256"} == {
+        "name": "noisy_vanilla",
+        "settings": {"loss": "bce_softmax"},
+    }
     assert len(meta["method"]["source_sha256"]) == 16  # a plugin: its source file's hash is recorded
-    assert main(["evaluate", "--ckpt", str(run / "model.safetensors"), "--limit", "60", "--eps", "2",
-                 "--out", str(tmp_path / "res"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--ckpt",
+                str(run / "model.safetensors"),
+                "--limit",
+                "60",
+                "--eps",
+                "2",
+                "--out",
+                str(tmp_path / "res"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "rep"), "--baseline", "noisy_vanilla"]) == 0
     assert "| condition | noisy_vanilla |" in (tmp_path / "rep" / "report.md").read_text()
 
@@ -100,15 +135,40 @@ def test_where_the_mixing_happens_is_recorded_by_hooks(monkeypatch):
 
 def test_torchvision_models_train_and_reload_without_import_trust(tmp_path):
     out = tmp_path / "r18"
-    assert main(["train", "--model", "torchvision:resnet18", "--eligible", "input,layer1,layer2", "--train-limit", "200",
-                 "--epochs", "1", "--set", "train.device=cpu", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "torchvision:resnet18",
+                "--eligible",
+                "input,layer1,layer2",
+                "--train-limit",
+                "200",
+                "--epochs",
+                "1",
+                "--set",
+                "train.device=cpu",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     model, meta = load_checkpoint(out / "model.safetensors")
-    assert meta["model"]["name"] == "torchvision:resnet18" and meta["method"]["settings"]["eligible"] == ["", "layer1", "layer2"]
+    assert meta["model"]["name"] == "torchvision:resnet18" and meta["method"]["settings"]["eligible"] == [
+        "",
+        "layer1",
+        "layer2",
+    ]
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)  # digits: 1 channel, 10 classes
 
 
 def test_wrong_layer_names_and_bad_plugins(capsys, tmp_path):
-    with pytest.raises(UserError, match=r"eligible layer 'layer9': expected a module name of TorchvisionNet .* 'layer1'"):
+    with pytest.raises(
+        UserError, match=r"eligible layer 'layer9': expected a module name of TorchvisionNet .* 'layer1'"
+    ):
         create_method("manifold_mixup", eligible=["", "layer9"]).validate(_resnet())
     with pytest.raises(UserError, match="has no numbered stages; give module names instead"):
         create_method("manifold_mixup").validate(create_model("torchvision:vgg11", 4, 3))
@@ -116,8 +176,14 @@ def test_wrong_layer_names_and_bad_plugins(capsys, tmp_path):
         ("no_such_module:Thing", "cannot import module 'no_such_module'"),
         ("test_plugins:Missing", "module 'test_plugins' has no attribute 'Missing'"),
         ("math:pi", "expected a Method subclass or a factory returning one, got float"),
-        ("collections:OrderedDict", "expected a mmix_eval.methods.Method (step(model, x, y, rng) -> StepOutput), got OrderedDict"),
-        ("test_plugins:ReturnsTuple", "step() expected to return StepOutput(loss=<scalar tensor with grad>, logits), got tuple"),
+        (
+            "collections:OrderedDict",
+            "expected a mmix_eval.methods.Method (step(model, x, y, rng) -> StepOutput), got OrderedDict",
+        ),
+        (
+            "test_plugins:ReturnsTuple",
+            "step() expected to return StepOutput(loss=<scalar tensor with grad>, logits), got tuple",
+        ),
         ("test_plugins:Explodes", "step() failed on a 2-image probe batch (RuntimeError: boom)"),
     ]
     for spec, message in cases:
@@ -126,15 +192,18 @@ def test_wrong_layer_names_and_bad_plugins(capsys, tmp_path):
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
-    with pytest.raises(UserError, match="method 'test_plugins:NoisyVanilla': unknown argument 'alpha'; its arguments: loss"):
+    with pytest.raises(
+        UserError, match="method 'test_plugins:NoisyVanilla': unknown argument 'alpha'; its arguments: loss"
+    ):
         create_method("test_plugins:NoisyVanilla", alpha=1.0)
 
 
 def test_methods_from_installed_entry_points(monkeypatch):
     ep = importlib.metadata.EntryPoint(name="noisy", value="test_plugins:NoisyVanilla", group="mmix_eval.methods")
     broken = importlib.metadata.EntryPoint(name="broken", value="no_such_pkg.mod:X", group="mmix_eval.methods")
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda group=None: [ep, broken] if group == "mmix_eval.methods" else [])
+    monkeypatch.setattr(
+        importlib.metadata, "entry_points", lambda group=None: [ep, broken] if group == "mmix_eval.methods" else []
+    )
     assert isinstance(create_method("noisy"), NoisyVanilla)
     assert "noisy" in METHODS.names()
     with pytest.raises(UserError, match="method 'broken': entry point no_such_pkg.mod:X failed to load"):
@@ -181,14 +250,22 @@ def test_tutorial_commands_run_as_written(tmp_path):
     doc = (ROOT / "docs" / "plugins.md").read_text()
     for _lang, name, body in re.findall(r"```(\w+) title=(\S+)\n(.*?)```", doc, re.S):
         (tmp_path / name).write_text(body)
-    commands = [line for block in re.findall(r"```bash\n(.*?)```", doc, re.S) for line in block.splitlines() if line.strip()]
+    commands = [
+        line for block in re.findall(r"```bash\n(.*?)```", doc, re.S) for line in block.splitlines() if line.strip()
+    ]
     assert len(commands) == 2
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
     for line in commands:
         argv = shlex.split(line)
         assert argv[0] == "mmix-eval"
-        r = subprocess.run([sys.executable, "-m", "mmix_eval", *argv[1:], "--no-progress"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            [sys.executable, "-m", "mmix_eval", *argv[1:], "--no-progress"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode == 0, r.stderr
     report = (tmp_path / "runs" / "my-bench" / "report.md").read_text()
     assert "| condition | vanilla | input_mixup | manifold_mixup | per_sample_mix |" in report  # the YAML's order

@@ -9,5 +9,15 @@ from mmix_eval.bench.launchers import LAUNCHERS, RunJob
 from mmix_eval.bench.plan import Bench, Run, baseline_and_checks, load_bench
 from mmix_eval.bench.run import dry_run, preflight, run_bench
 
-__all__ = ["LAUNCHERS", "Bench", "Run", "RunJob", "baseline_and_checks", "dry_run", "load_bench", "preflight", "run_bench",
-           "run_one"]
+__all__ = [
+    "LAUNCHERS",
+    "Bench",
+    "Run",
+    "RunJob",
+    "baseline_and_checks",
+    "dry_run",
+    "load_bench",
+    "preflight",
+    "run_bench",
+    "run_one",
+]

@@ -29,7 +29,10 @@ def run_one(config: str | Path, out: str | Path, name: str, device: str | None =
     bench = load_bench(config)
     runs = {r.name: r for r in bench.runs}
     if name not in runs:
-        raise ParamError("only", f"expected a run of bench '{bench.name}' ({', '.join(runs)}), got '{name}'{did_you_mean(name, list(runs))}")
+        raise ParamError(
+            "only",
+            f"expected a run of bench '{bench.name}' ({', '.join(runs)}), got '{name}'{did_you_mean(name, list(runs))}",
+        )
     r, out = runs[name], Path(out)
     slurm_torch_env()
     distributed.init_from_env(device or r.cfg.train.device)
@@ -41,8 +44,13 @@ def run_one(config: str | Path, out: str | Path, name: str, device: str | None =
     status = "evaluated" if stage == "evaluate" else _train(r, run_dir)
     if stage == "train":
         return status
-    run_evaluation([run_dir / "model.safetensors"], bench.plan, out / "results", bench.options,
-                   EvalJob(echo=lambda *_: None, skip_done=True, names=[r.name], labels=[r.label], sweeps=[r.sweep]))
+    run_evaluation(
+        [run_dir / "model.safetensors"],
+        bench.plan,
+        out / "results",
+        bench.options,
+        EvalJob(echo=lambda *_: None, skip_done=True, names=[r.name], labels=[r.label], sweeps=[r.sweep]),
+    )
     return status
 
 

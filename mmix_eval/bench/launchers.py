@@ -78,8 +78,16 @@ def auto_jobs(bench: Bench, device: str | None) -> tuple[int, str]:
 
 def launcher_resources(bench: Bench, overrides: dict) -> dict:
     """The launcher's resources: defaults, then the YAML's ``launcher:``, then the command line's, checked."""
-    res = {"jobs": None, "partition": None, "gpus_per_run": 0, "cpus_per_run": None, "mem_gb": None,
-           "timeout_min": 24 * 60, "slurm_extra": {}, "max_parallel": None}
+    res = {
+        "jobs": None,
+        "partition": None,
+        "gpus_per_run": 0,
+        "cpus_per_run": None,
+        "mem_gb": None,
+        "timeout_min": 24 * 60,
+        "slurm_extra": {},
+        "max_parallel": None,
+    }
     res.update({k: v for k, v in bench.launcher.items() if k != "name"})
     res.update({k: v for k, v in overrides.items() if v is not None})
     for k in ("jobs", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "max_parallel"):
@@ -95,8 +103,9 @@ def _inline(ctx: Launch, todo: list[Run]) -> dict[str, str]:
     """One run after the other, in this process. A run that fails (training, or an evaluator: a plugin's bug)
     is reported and the others go on, as with the other launchers; its traceback goes to OUT/logs/RUN.log."""
     failed = {}
-    with tqdm(total=len(todo), desc=f"bench {ctx.bench.name}", unit="run", disable=not ctx.progress,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(todo), desc=f"bench {ctx.bench.name}", unit="run", disable=not ctx.progress, dynamic_ncols=True
+    ) as bar:
         for r in todo:
             bar.set_postfix_str(r.name)
             t0 = time.perf_counter()
@@ -110,7 +119,9 @@ def _inline(ctx: Launch, todo: list[Run]) -> dict[str, str]:
                 failed[r.name] = f"{one_line(text)[:500]} (log: {log})"
                 status = "FAILED"
             ctx.stages[r.name] = round(time.perf_counter() - t0, 3)
-            bar.write(f"{r.name}: {status if status == 'FAILED' else status + ', evaluated'} ({ctx.stages[r.name]:.1f} s)")
+            bar.write(
+                f"{r.name}: {status if status == 'FAILED' else status + ', evaluated'} ({ctx.stages[r.name]:.1f} s)"
+            )
             bar.update(1)
     return failed
 
@@ -132,13 +143,23 @@ def _local(ctx: Launch, todo: list[Run]) -> dict[str, str]:
     # a pool the bench started is the bench's to close (it draws the report's figures next); one started here, ours
     pool = ctx.pool or start_pool(jobs, device)
     trained: dict[str, str] = {}
-    with tqdm(total=len(todo), desc=f"bench {ctx.bench.name} (local, {jobs} at a time)", unit="run",
-              disable=not ctx.progress, dynamic_ncols=True) as bar, (contextlib.nullcontext() if ctx.pool else pool):
+    with (
+        tqdm(
+            total=len(todo),
+            desc=f"bench {ctx.bench.name} (local, {jobs} at a time)",
+            unit="run",
+            disable=not ctx.progress,
+            dynamic_ncols=True,
+        ) as bar,
+        contextlib.nullcontext() if ctx.pool else pool,
+    ):
         # Every training first, each run's evaluation queued behind them as its training ends (the pool's queue is
         # first in, first out): 9 runs on 2 workers left one idle for a whole last run; now the other worker
         # evaluates meanwhile.
-        pending = {pool.submit(_worker_run, str(ctx.config), str(out), r.name, device, "train"): (r.name, "train")
-                   for r in todo}
+        pending = {
+            pool.submit(_worker_run, str(ctx.config), str(out), r.name, device, "train"): (r.name, "train")
+            for r in todo
+        }
         if ctx.pool is not None:  # a worker with no run left loads the plotting code: the report's figures come next
             for _ in range(jobs):
                 pool.submit(_load_plots)
@@ -183,7 +204,9 @@ def start_pool(jobs: int, device: str | None):
     slots = spawn.Queue()
     for k in range(jobs):
         slots.put(k)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=_worker_init, initargs=(slots, gpus, n_threads))
+    pool = ProcessPoolExecutor(
+        max_workers=jobs, mp_context=spawn, initializer=_worker_init, initargs=(slots, gpus, n_threads)
+    )
     for _ in range(jobs):
         pool.submit(_ready)  # each submit starts a worker while none is idle
     return pool
@@ -274,8 +297,9 @@ def _load_plots() -> None:
     import mmix_eval.report.plots  # noqa: F401  (matplotlib: the figures a bench's report draws in these workers)
 
 
-def _worker_run(config: str, out: str, name: str, device: str | None,
-                stage: str = "all") -> tuple[str, float, str, list[str]]:
+def _worker_run(
+    config: str, out: str, name: str, device: str | None, stage: str = "all"
+) -> tuple[str, float, str, list[str]]:
     """One run (or one ``stage`` of it: ``run_one``) in a worker, its output in OUT/logs/NAME.log (an evaluation
     appends to its training's): (status, wall seconds, why it failed, its notices)."""
     import contextlib
@@ -297,8 +321,9 @@ def require_submitit():
     try:
         import submitit
     except ImportError:
-        raise ParamError("launcher", "expected the submitit package, which is not installed; "
-                                     "pip install 'mmix-eval[slurm]'", "slurm") from None
+        raise ParamError(
+            "launcher", "expected the submitit package, which is not installed; pip install 'mmix-eval[slurm]'", "slurm"
+        ) from None
     return submitit
 
 
@@ -311,8 +336,13 @@ def _slurm(ctx: Launch, todo: list[Run]) -> dict[str, str] | None:
     if not todo:
         return {}
     executor = submitit.AutoExecutor(folder=out / "slurm", cluster=ctx.cluster)
-    params = {"name": f"mmix-{bench.name}", "timeout_min": res["timeout_min"], "nodes": 1,
-              "tasks_per_node": max(1, gpus), "cpus_per_task": res["cpus_per_run"] or 4}
+    params = {
+        "name": f"mmix-{bench.name}",
+        "timeout_min": res["timeout_min"],
+        "nodes": 1,
+        "tasks_per_node": max(1, gpus),
+        "cpus_per_task": res["cpus_per_run"] or 4,
+    }
     if gpus:
         params["gpus_per_node"] = gpus
     if res["mem_gb"]:
@@ -328,16 +358,27 @@ def _slurm(ctx: Launch, todo: list[Run]) -> dict[str, str] | None:
     jobs = []
     with executor.batch():
         for r in todo:
-            jobs.append((r.name, executor.submit(RunJob(), str(Path(config).resolve()), str(out.resolve()), r.name, device)))
+            jobs.append(
+                (r.name, executor.submit(RunJob(), str(Path(config).resolve()), str(out.resolve()), r.name, device))
+            )
     ids = {rn: str(j.job_id) for rn, j in jobs}
     atomic_write_text(out / "jobs.yaml", yaml.safe_dump({"executor": executor.cluster, "jobs": ids}, sort_keys=False))
-    echo(f"submitted {len(jobs)} job(s) to {executor.cluster}: {', '.join(f'{k}={v}' for k, v in ids.items()) or 'none'}")
+    echo(
+        f"submitted {len(jobs)} job(s) to {executor.cluster}: {', '.join(f'{k}={v}' for k, v in ids.items()) or 'none'}"
+    )
     if not ctx.wait:
-        echo(f"not waiting; when they are done (or to see what is missing): mmix-eval bench {config} --out {out} --report-only")
+        echo(
+            f"not waiting; when they are done (or to see what is missing): mmix-eval bench {config} --out {out} --report-only"
+        )
         return None
     failed, pending, runs = {}, dict(jobs), {r.name: r for r in bench.runs}
-    with tqdm(total=len(jobs), desc=f"bench {bench.name} ({executor.cluster})", unit="run", disable=not ctx.progress,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(jobs),
+        desc=f"bench {bench.name} ({executor.cluster})",
+        unit="run",
+        disable=not ctx.progress,
+        dynamic_ncols=True,
+    ) as bar:
         while pending:
             for rn, job in list(pending.items()):
                 if not job.done():  # the job's state from the scheduler (sacct) or its process; no result file read

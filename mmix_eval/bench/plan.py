@@ -18,11 +18,44 @@ from mmix_eval.io import load_yaml
 from mmix_eval.report.labels import sweep_label
 from mmix_eval.upgrade import V1_METHOD_KEYS
 
-TOP_KEYS = ("name", "data", "model", "train", "methods", "seeds", "sweep", "evaluate", "report", "launcher", "ensembles")
-LAUNCHER_KEYS = ("name", "jobs", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "slurm_extra",
-                 "max_parallel")
-COMMON_KEYS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import", "download", "trusted"))
-REPORT_KEYS = ("baseline", "checks", "title", "primary", "multiplicity", "plot_columns", "sections", "main", "pdf_plots")
+TOP_KEYS = (
+    "name",
+    "data",
+    "model",
+    "train",
+    "methods",
+    "seeds",
+    "sweep",
+    "evaluate",
+    "report",
+    "launcher",
+    "ensembles",
+)
+LAUNCHER_KEYS = (
+    "name",
+    "jobs",
+    "partition",
+    "gpus_per_run",
+    "cpus_per_run",
+    "mem_gb",
+    "timeout_min",
+    "slurm_extra",
+    "max_parallel",
+)
+COMMON_KEYS = tuple(
+    f.name for f in fields(EvalOptions) if f.name not in ("progress", "allow_import", "download", "trusted")
+)
+REPORT_KEYS = (
+    "baseline",
+    "checks",
+    "title",
+    "primary",
+    "multiplicity",
+    "plot_columns",
+    "sections",
+    "main",
+    "pdf_plots",
+)
 METHOD_KEYS = ("name", "kwargs", *V1_METHOD_KEYS, "label")  # alpha, eligible, loss: shorthand for kwargs
 SWEEP_SECTIONS = ("data", "model", "train")
 
@@ -64,7 +97,9 @@ def _strict(d, allowed, where):
         raise UserError(f"{where}: expected a mapping, got {type(d).__name__}")
     for k in d:
         if k not in allowed:
-            raise UserError(f"{where}: unknown key '{k}'{did_you_mean(str(k), allowed)}; expected one of: {', '.join(allowed)}")
+            raise UserError(
+                f"{where}: unknown key '{k}'{did_you_mean(str(k), allowed)}; expected one of: {', '.join(allowed)}"
+            )
     return d
 
 
@@ -78,8 +113,14 @@ def load_bench(path: str | Path) -> Bench:
     methods = raw.get("methods") or []
     seeds = raw.get("seeds", [0])
     if not isinstance(methods, list) or not methods:
-        raise UserError(f"{where}: 'methods' expected a non-empty list like [vanilla, {{name: manifold_mixup, alpha: 2.0}}]")
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise UserError(
+            f"{where}: 'methods' expected a non-empty list like [vanilla, {{name: manifold_mixup, alpha: 2.0}}]"
+        )
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
         raise UserError(f"{where}: 'seeds' expected a non-empty list of integers >= 0, got {seeds!r}")
     # The shared sections first, so a mistake in them is named as theirs, not as the first method's.
     merge(Config(), {"data": raw.get("data"), "model": raw.get("model"), "train": raw.get("train")}, where)
@@ -90,9 +131,13 @@ def load_bench(path: str | Path) -> Bench:
         from mmix_eval.methods.base import method_arguments  # torch: loaded only when a bench is read
 
         # by the spec the YAML gives (a plugin's own name, e.g. 'noisy_manifold_mixup', is not a registry name)
-        takes = "; ".join(f"{n}: {', '.join(method_arguments(n)) or 'none'}" for n in dict.fromkeys(r.cfg.method.name for r in runs))
-        raise UserError(f"{where} sweep '{unused[0]}': expected a setting of one of the bench's methods or a "
-                        f"section.key of the configuration, got a key no method takes (their arguments: {takes})")
+        takes = "; ".join(
+            f"{n}: {', '.join(method_arguments(n)) or 'none'}" for n in dict.fromkeys(r.cfg.method.name for r in runs)
+        )
+        raise UserError(
+            f"{where} sweep '{unused[0]}': expected a setting of one of the bench's methods or a "
+            f"section.key of the configuration, got a key no method takes (their arguments: {takes})"
+        )
     plan, options = evaluate_section(raw.get("evaluate"), f"{where} evaluate")
     # The YAML being run is trusted (mmix_eval.trust): its runs' checkpoints may name the plugin models and data
     # sources it names itself.
@@ -115,17 +160,38 @@ def load_bench(path: str | Path) -> Bench:
     except UserError as e:
         raise UserError(f"{where} report.{e}") from None
     plot_columns = rep.get("plot_columns")
-    if plot_columns is not None and (not isinstance(plot_columns, list) or not all(isinstance(c, str) for c in plot_columns)):
+    if plot_columns is not None and (
+        not isinstance(plot_columns, list) or not all(isinstance(c, str) for c in plot_columns)
+    ):
         raise UserError(f"{where}: 'report.plot_columns' expected a list of column labels, got {plot_columns!r:.80}")
     if not isinstance(rep.get("pdf_plots", False), bool):
         raise UserError(f"{where}: 'report.pdf_plots' expected true or false, got {rep.get('pdf_plots')!r:.80}")
     sections = rep.get("sections")
-    if sections is not None and (not isinstance(sections, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and ":" in v for k, v in sections.items())):
-        raise UserError(f"{where}: 'report.sections' expected a mapping of evaluator: module:Class (a ReportSection "
-                        f"subclass), got {sections!r:.80}")
-    return Bench(str(raw.get("name") or path.stem), runs, plan, options, baseline, checks, rep.get("title"), raw, launcher,
-                 ensembles, family.patterns, family.multiplicity, plot_columns, sections, _main_spec(rep.get("main"), where))
+    if sections is not None and (
+        not isinstance(sections, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) and ":" in v for k, v in sections.items())
+    ):
+        raise UserError(
+            f"{where}: 'report.sections' expected a mapping of evaluator: module:Class (a ReportSection "
+            f"subclass), got {sections!r:.80}"
+        )
+    return Bench(
+        str(raw.get("name") or path.stem),
+        runs,
+        plan,
+        options,
+        baseline,
+        checks,
+        rep.get("title"),
+        raw,
+        launcher,
+        ensembles,
+        family.patterns,
+        family.multiplicity,
+        plot_columns,
+        sections,
+        _main_spec(rep.get("main"), where),
+    )
 
 
 def _main_spec(main, where: str) -> dict | None:
@@ -151,15 +217,21 @@ def _runs(raw: dict, methods: list, seeds: list[int], axes: dict, where: str) ->
     for j, m in enumerate(methods):
         m = {"name": m} if isinstance(m, str) else dict(_strict(m, METHOD_KEYS, f"{where} methods[{j}]"))
         if m.get("kwargs") is not None and not isinstance(m["kwargs"], dict):
-            raise UserError(f"{where} methods[{j}]: 'kwargs' expected a mapping of the method's arguments, got {m['kwargs']!r:.100}")
+            raise UserError(
+                f"{where} methods[{j}]: 'kwargs' expected a mapping of the method's arguments, got {m['kwargs']!r:.100}"
+            )
         given = m.pop("label", None)
         if given is not None and (not isinstance(given, str) or not given.strip() or not given.isprintable()):
             raise UserError(f"{where} methods[{j}]: 'label' expected a non-empty printable string, got {given!r:.100}")
         label = given or m.get("name")
         for point in _sweep_points(axes, m, where, j):
             for s in seeds:
-                updates = {"data": raw.get("data"), "model": raw.get("model"), "method": m,
-                           "train": {**(raw.get("train") or {}), "seed": s}}
+                updates = {
+                    "data": raw.get("data"),
+                    "model": raw.get("model"),
+                    "method": m,
+                    "train": {**(raw.get("train") or {}), "seed": s},
+                }
                 cfg = merge(Config(), _apply_point(updates, point), f"{where} methods[{j}]")
                 try:
                     method = create_method(cfg.method.name, cfg.method.kwargs)  # fail now
@@ -169,9 +241,11 @@ def _runs(raw: dict, methods: list, seeds: list[int], axes: dict, where: str) ->
                 if name in names and not point:
                     raise UserError(f"{where}: two runs are both named '{name}'; give one method a 'label'")
                 if name in names:
-                    raise UserError(f"{where}: two runs are both named '{name}' ({names[name]} and methods[{j}] "
-                                    f"{sweep_label(point)}); give one method a 'label', or sweep values that "
-                                    f"differ once written as names")
+                    raise UserError(
+                        f"{where}: two runs are both named '{name}' ({names[name]} and methods[{j}] "
+                        f"{sweep_label(point)}); give one method a 'label', or sweep values that "
+                        f"differ once written as names"
+                    )
                 names[name] = f"methods[{j}] {sweep_label(point) or 'unswept'}"
                 runs.append(Run(name, cfg, fingerprint(method), given, dict(point) or None))
     return runs
@@ -190,8 +264,10 @@ def _baseline(runs: list[Run], rep: dict, checks: list[str], where: str) -> str 
     fits = list(dict.fromkeys(columns.get(baseline, [])))
     if len(fits) > 1:
         if "baseline" in rep:
-            raise UserError(f"{where}: 'report.baseline' {baseline!r} names {len(fits)} swept columns; expected one of "
-                            + ", ".join(f'"{c}"' for c in fits))
+            raise UserError(
+                f"{where}: 'report.baseline' {baseline!r} names {len(fits)} swept columns; expected one of "
+                + ", ".join(f'"{c}"' for c in fits)
+            )
         baseline = fits[0]  # the default (the first method) is its first swept column
     return baseline
 
@@ -207,7 +283,9 @@ def _sweep_axes(sweep, where: str) -> dict[str, list]:
     if sweep is None:
         return {}
     if not isinstance(sweep, dict) or not sweep:
-        raise UserError(f"{where}: 'sweep' expected a mapping of key: [values], e.g. {{alpha: [0.5, 1.0, 2.0]}}, got {sweep!r:.100}")
+        raise UserError(
+            f"{where}: 'sweep' expected a mapping of key: [values], e.g. {{alpha: [0.5, 1.0, 2.0]}}, got {sweep!r:.100}"
+        )
     axes = {}
     for key, values in sweep.items():
         key = str(key)
@@ -217,13 +295,17 @@ def _sweep_axes(sweep, where: str) -> dict[str, list]:
             rest = key.removeprefix("method.")
             key = rest.removeprefix("kwargs.")
             if rest == "name" or not key:
-                raise UserError(f"{where} sweep '{key}': expected a method setting or section.key; list methods under 'methods'")
+                raise UserError(
+                    f"{where} sweep '{key}': expected a method setting or section.key; list methods under 'methods'"
+                )
         if key == "train.seed":
             raise UserError(f"{where} sweep 'train.seed': expected seeds under 'seeds', not swept")
         section = key.split(".", 1)[0]
         if "." in key and section not in SWEEP_SECTIONS:
-            raise UserError(f"{where} sweep '{key}': expected a method setting or a key of "
-                            f"{', '.join(SWEEP_SECTIONS)}{did_you_mean(section, list(SWEEP_SECTIONS))}")
+            raise UserError(
+                f"{where} sweep '{key}': expected a method setting or a key of "
+                f"{', '.join(SWEEP_SECTIONS)}{did_you_mean(section, list(SWEEP_SECTIONS))}"
+            )
         if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
             raise UserError(f"{where} sweep '{key}': expected distinct values, got {values!r:.100}")
         if _is_config_axis(key):  # a key that does not exist fails here, naming the sweep
@@ -293,15 +375,19 @@ def baseline_and_checks(rep: dict, checks: list[str], methods: list[str], where:
     if "baseline" in rep:
         baseline = rep["baseline"]
         if baseline is not None and baseline not in known:
-            raise UserError(f"{where}: 'report.baseline' expected one of the bench's methods ({', '.join(known)}) "
-                            f"or null, got {baseline!r}")
+            raise UserError(
+                f"{where}: 'report.baseline' expected one of the bench's methods ({', '.join(known)}) "
+                f"or null, got {baseline!r}"
+            )
     else:
         baseline = "vanilla" if "vanilla" in known else known[0]
     for check in checks:
         for side in parse_check(check)[::2]:
             if not isinstance(side, float) and side[0] not in known:
-                raise UserError(f"{where}: report check '{check}': method '{side[0]}' expected one of the bench's "
-                                f"methods ({', '.join(known)})")
+                raise UserError(
+                    f"{where}: report check '{check}': method '{side[0]}' expected one of the bench's "
+                    f"methods ({', '.join(known)})"
+                )
     return baseline
 
 
@@ -328,7 +414,9 @@ def evaluate_section(section, where: str) -> tuple[Plan, EvalOptions]:
             continue
         if key in COMMON_KEYS:
             common[key] = value
-        elif key in flat and not (key in BUILTIN and isinstance(value, dict)):  # 'attack': fgsm's option or an evaluator
+        elif key in flat and not (
+            key in BUILTIN and isinstance(value, dict)
+        ):  # 'attack': fgsm's option or an evaluator
             per.setdefault(flat[key], {})[key] = value
             legacy.add(flat[key])
         elif key in BUILTIN or ":" in str(key) or isinstance(value, dict):
@@ -337,8 +425,10 @@ def evaluate_section(section, where: str) -> tuple[Plan, EvalOptions]:
             per.setdefault(str(key), {}).update(value)
         else:
             allowed = ["evaluators", *COMMON_KEYS, *BUILTIN]
-            raise UserError(f"{where}: unknown key '{key}'{did_you_mean(str(key), allowed + list(flat))}; expected one of: "
-                            f"{', '.join(allowed)}, or an evaluator's name / module:Class with its options")
+            raise UserError(
+                f"{where}: unknown key '{key}'{did_you_mean(str(key), allowed + list(flat))}; expected one of: "
+                f"{', '.join(allowed)}, or an evaluator's name / module:Class with its options"
+            )
     if listed is not None:
         if not isinstance(listed, list) or not listed or not all(isinstance(e, str) for e in listed):
             raise UserError(f"{where}: 'evaluators' expected a non-empty list of evaluator names, got {listed!r}")

@@ -30,9 +30,19 @@ from mmix_eval.errors import UserError
 from mmix_eval.io import FolderLock, atomic_write_text
 
 
-def run_bench(config: str | Path, out: str | Path, progress: bool = True, device: str | None = None, echo=print,
-              launcher: str | None = None, wait: bool = True, report_only: bool = False,
-              submitit_cluster: str | None = None, threads: int | str | None = None, **resources) -> dict | None:
+def run_bench(
+    config: str | Path,
+    out: str | Path,
+    progress: bool = True,
+    device: str | None = None,
+    echo=print,
+    launcher: str | None = None,
+    wait: bool = True,
+    report_only: bool = False,
+    submitit_cluster: str | None = None,
+    threads: int | str | None = None,
+    **resources,
+) -> dict | None:
     """Run every run of the bench with a launcher, then build the report from what is finished.
 
     auto (default): local when more than one run can go at a time (``auto_jobs``), else inline. inline: one after
@@ -52,8 +62,10 @@ def run_bench(config: str | Path, out: str | Path, progress: bool = True, device
         why = "--jobs or the YAML's launcher.jobs"
         if res["jobs"] is None:
             res["jobs"], why = auto_jobs(bench, device)
-        echo(f"bench {bench.name}: {res['jobs']} run{'s' if res['jobs'] != 1 else ''} at a time ({why}; each run's "
-             f"numbers are the same at any count)")
+        echo(
+            f"bench {bench.name}: {res['jobs']} run{'s' if res['jobs'] != 1 else ''} at a time ({why}; each run's "
+            f"numbers are the same at any count)"
+        )
     if launcher == "auto":  # several at a time: worker processes; one: in this process
         launcher = "local" if (res["jobs"] or 1) > 1 and spawn_safe() else "inline"
     pool = None
@@ -105,7 +117,9 @@ def spawn_safe() -> bool:
     return spec is not None or path is None or Path(path).is_file()
 
 
-def _run_locked(bench, config, out, device, progress, launcher, res, wait, submitit_cluster, echo, pool=None) -> dict | None:
+def _run_locked(
+    bench, config, out, device, progress, launcher, res, wait, submitit_cluster, echo, pool=None
+) -> dict | None:
     atomic_write_text(out / "bench.yaml", yaml.safe_dump(bench.raw, sort_keys=False))
     t_all = time.perf_counter()
     stages: dict[str, float] = {}
@@ -113,7 +127,9 @@ def _run_locked(bench, config, out, device, progress, launcher, res, wait, submi
     for r in bench.runs:
         if r not in todo:
             echo(f"{r.name}: done already")
-    ctx = Launch(bench, config, out, device, progress, res, wait, submitit_cluster, echo, stages, pool, threading.Event())
+    ctx = Launch(
+        bench, config, out, device, progress, res, wait, submitit_cluster, echo, stages, pool, threading.Event()
+    )
     if pool is not None:  # this process waits on the workers: it loads the report's code meanwhile (about 1.8 s)
         threading.Thread(target=_preload_report, args=(ctx.started,), daemon=True).start()
     failed = launch(launcher, ctx, todo)
@@ -121,7 +137,9 @@ def _run_locked(bench, config, out, device, progress, launcher, res, wait, submi
         return None
     if bench.ensembles:
         t0 = time.perf_counter()
-        bench.options = replace(bench.options, progress=bench.options.progress and progress)  # --no-progress covers the ensembles too
+        bench.options = replace(
+            bench.options, progress=bench.options.progress and progress
+        )  # --no-progress covers the ensembles too
         evaluate_ensembles(bench, out, echo)
         stages["ensembles"] = round(time.perf_counter() - t0, 3)
     return _report(bench, out, stages, failed, t_all, echo, pool)  # the idle workers draw the figures
@@ -154,9 +172,20 @@ def evaluate_ensembles(bench: Bench, out: Path, echo) -> None:
             if ev.name in bench.ensemble_skip:
                 continue
             try:
-                run_evaluation(members, [(ev, opts)], out / "results", bench.options,
-                               EvalJob(echo=lambda *_: None, skip_done=True, names=[name], labels=[label], sweeps=[sweep],
-                                       ensemble=True))
+                run_evaluation(
+                    members,
+                    [(ev, opts)],
+                    out / "results",
+                    bench.options,
+                    EvalJob(
+                        echo=lambda *_: None,
+                        skip_done=True,
+                        names=[name],
+                        labels=[label],
+                        sweeps=[sweep],
+                        ensemble=True,
+                    ),
+                )
             except UserError as e:
                 bench.ensemble_skip[ev.name] = str(e)
                 echo(f"mmix-eval: warning: {ev.name} skipped for the deep ensembles: {e}")
@@ -183,8 +212,15 @@ def preflight(bench: Bench) -> None:
             data_cache[dkey] = load_data(d.name, d.root, d.download, test_limit=2, need_train=False)
         try:
             model = check_run(r.cfg, data_cache[dkey])
-            ctx = Preflight(d.name, d.root, data_cache[dkey].in_channels, data_cache[dkey].num_classes, model, bench.options,
-                            tuple(data_cache[dkey].test.x.shape[1:]))
+            ctx = Preflight(
+                d.name,
+                d.root,
+                data_cache[dkey].in_channels,
+                data_cache[dkey].num_classes,
+                model,
+                bench.options,
+                tuple(data_cache[dkey].test.x.shape[1:]),
+            )
             for ev, opts in bench.plan:  # what each evaluator would refuse after training, refused now
                 ev.preflight(opts, ctx)
         except UserError as e:
@@ -192,8 +228,9 @@ def preflight(bench: Bench) -> None:
         if bench.ensembles:  # and what it would refuse on a deep ensemble of such models: skipped there, not an abort
             from mmix_eval.evaluate.ensemble import Ensemble
 
-            ens = Preflight(d.name, d.root, ctx.channels, ctx.num_classes, Ensemble([model, model]), bench.options,
-                            ctx.image_shape)
+            ens = Preflight(
+                d.name, d.root, ctx.channels, ctx.num_classes, Ensemble([model, model]), bench.options, ctx.image_shape
+            )
             for ev, opts in bench.plan:
                 try:
                     ev.preflight(opts, ens)
@@ -220,24 +257,41 @@ def dry_run(config: str | Path, out: str | Path, device: str | None = None, echo
             action, todo = "skip (finished and evaluated)", 0
         elif finished(run_dir, r.cfg, r.method):
             action, todo = "evaluate only (trained)", 0
-        elif (run_dir / "config.yaml").exists() and not stale(run_dir, r.cfg, r.method).startswith("the method changed"):
+        elif (run_dir / "config.yaml").exists() and not stale(run_dir, r.cfg, r.method).startswith(
+            "the method changed"
+        ):
             action, todo = f"resume (epoch {epochs_done} of {r.cfg.train.epochs})", r.cfg.train.epochs - epochs_done
         else:
             action, todo = "train", r.cfg.train.epochs
         seconds = None
         if todo:
-            key = json.dumps([r.cfg.data.name, r.cfg.data.train_limit, r.cfg.model.name, r.cfg.model.kwargs, r.method,
-                              r.cfg.train.batch_size, r.cfg.train.device], sort_keys=True, default=str)
+            key = json.dumps(
+                [
+                    r.cfg.data.name,
+                    r.cfg.data.train_limit,
+                    r.cfg.model.name,
+                    r.cfg.model.kwargs,
+                    r.method,
+                    r.cfg.train.batch_size,
+                    r.cfg.train.device,
+                ],
+                sort_keys=True,
+                default=str,
+            )
             if key not in timed:
                 p = prepare(r.cfg)
-                timed[key] = _time_steps(p, r.cfg.train.batch_size, steps) * math.ceil(len(p.data.train) / r.cfg.train.batch_size)
+                timed[key] = _time_steps(p, r.cfg.train.batch_size, steps) * math.ceil(
+                    len(p.data.train) / r.cfg.train.batch_size
+                )
             seconds = timed[key] * todo
         plans.append({"run": r.name, "action": action, "train_s": seconds})
         echo(f"{r.name}: {action}" + (f", about {seconds:.0f} s of training" if seconds is not None else ""))
     total = sum(p["train_s"] or 0 for p in plans)
-    echo(f"bench {bench.name}: {sum(1 for p in plans if p['train_s'])} of {len(plans)} runs to train, about {total:.0f} s "
-         f"of training (estimated from {steps} timed steps per configuration; evaluation not included); nothing "
-         f"was written")
+    echo(
+        f"bench {bench.name}: {sum(1 for p in plans if p['train_s'])} of {len(plans)} runs to train, about {total:.0f} s "
+        f"of training (estimated from {steps} timed steps per configuration; evaluation not included); nothing "
+        f"was written"
+    )
     return plans
 
 
@@ -271,33 +325,72 @@ def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, e
     for rn, why in failed.items():
         echo(f"mmix-eval: warning: run {rn} failed: {why}")
     if len(missing) == len(bench.runs):
-        raise UserError(f"bench {bench.name}: expected at least one finished run to report, got none of "
-                        f"{len(bench.runs)} ({', '.join(missing)})")
+        raise UserError(
+            f"bench {bench.name}: expected at least one finished run to report, got none of "
+            f"{len(bench.runs)} ({', '.join(missing)})"
+        )
     if missing:
-        echo(f"mmix-eval: warning: report built without {len(missing)} of {len(bench.runs)} runs "
-             f"(not finished or not evaluated): {', '.join(missing)}")
+        echo(
+            f"mmix-eval: warning: report built without {len(missing)} of {len(bench.runs)} runs "
+            f"(not finished or not evaluated): {', '.join(missing)}"
+        )
     results = out / "results"
     skipped = [f"{ev} was not run on the deep ensembles: {why}" for ev, why in sorted(bench.ensemble_skip.items())]
-    notes = skipped + ([f"Incomplete bench: {len(missing)} of {len(bench.runs)} runs are not in this report "
-                        f"(not finished or not evaluated): {', '.join(missing)}."] if missing else [])
+    notes = skipped + (
+        [
+            f"Incomplete bench: {len(missing)} of {len(bench.runs)} runs are not in this report "
+            f"(not finished or not evaluated): {', '.join(missing)}."
+        ]
+        if missing
+        else []
+    )
     if bench.baseline is not None and "baseline" not in (bench.raw.get("report") or {}):
         from mmix_eval.report.sections import Note
 
-        notes.append(Note(f"Baseline for the differences: {bench.baseline} ("
-                          + ("vanilla is in the bench)." if bench.baseline == "vanilla" else
-                             "the bench has no vanilla, so its first method; set report.baseline to choose)."), "info"))
-    extra = {"bench": bench.raw, "command": " ".join(sys.argv) if sys.argv else None, "stage_wall_time_s": stages,
-             "missing_runs": missing, "failed_runs": failed}
+        notes.append(
+            Note(
+                f"Baseline for the differences: {bench.baseline} ("
+                + (
+                    "vanilla is in the bench)."
+                    if bench.baseline == "vanilla"
+                    else "the bench has no vanilla, so its first method; set report.baseline to choose)."
+                ),
+                "info",
+            )
+        )
+    extra = {
+        "bench": bench.raw,
+        "command": " ".join(sys.argv) if sys.argv else None,
+        "stage_wall_time_s": stages,
+        "missing_runs": missing,
+        "failed_runs": failed,
+    }
     order = list(dict.fromkeys(r.label or r.method["name"] for r in bench.runs))  # the YAML's method order
-    result = build_report([results], out, bench.baseline, bench.checks, bench.title or f"mmix-eval bench: {bench.name}",
-                          extra_provenance=extra, notes=notes, order=order, strict_checks=False, primary=bench.primary,
-                          multiplicity=bench.multiplicity, plot_columns=bench.plot_columns,
-                          evaluators=[ev.name for ev, _ in bench.plan], sections=bench.sections, main=bench.main,
-                          pdf_plots=bool((bench.raw.get("report") or {}).get("pdf_plots")), pool=pool)
+    result = build_report(
+        [results],
+        out,
+        bench.baseline,
+        bench.checks,
+        bench.title or f"mmix-eval bench: {bench.name}",
+        extra_provenance=extra,
+        notes=notes,
+        order=order,
+        strict_checks=False,
+        primary=bench.primary,
+        multiplicity=bench.multiplicity,
+        plot_columns=bench.plot_columns,
+        evaluators=[ev.name for ev, _ in bench.plan],
+        sections=bench.sections,
+        main=bench.main,
+        pdf_plots=bool((bench.raw.get("report") or {}).get("pdf_plots")),
+        pool=pool,
+    )
     result["missing"] = missing
     result["failed"] = failed
     partly = [rn for rn in failed if rn not in missing]  # in the report, though a step of theirs failed
-    echo(f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report"
-         f"{f', {len(partly)} of them with a failed step (warnings above)' if partly else ''} "
-         f"({time.perf_counter() - t_all:.1f} s)")
+    echo(
+        f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report"
+        f"{f', {len(partly)} of them with a failed step (warnings above)' if partly else ''} "
+        f"({time.perf_counter() - t_all:.1f} s)"
+    )
     return result

@@ -51,8 +51,10 @@ def complete(out: Path, bench: Bench, r: Run) -> bool:
         return False
     sha = read_metadata(ckpt).get("data_sha256")
     folder = out / "results" / r.name
-    return all(evaluation_done(folder, file_stem(ev, opts), sha, option_record(ev, opts, bench.options, ""), r.label, r.sweep)
-               for ev, opts in bench.plan)
+    return all(
+        evaluation_done(folder, file_stem(ev, opts), sha, option_record(ev, opts, bench.options, ""), r.label, r.sweep)
+        for ev, opts in bench.plan
+    )
 
 
 def epochs_done(run_dir: Path) -> int:

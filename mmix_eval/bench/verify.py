@@ -30,8 +30,17 @@ def _cells(path: Path) -> dict:
     got = load_results([path])
     if got.bad:
         raise ParamError("verify", f"the records of '{path}' are unreadable ({got.bad[0][1]})")
-    return {(str(r["run"]), str(r["evaluator"]), str(r["condition"]), str(r["metric"]), str(r.get("calibrator") or "none"),
-             r["bin"]): r["value"] for r in got.rows}
+    return {
+        (
+            str(r["run"]),
+            str(r["evaluator"]),
+            str(r["condition"]),
+            str(r["metric"]),
+            str(r.get("calibrator") or "none"),
+            r["bin"],
+        ): r["value"]
+        for r in got.rows
+    }
 
 
 def _same(a, b) -> bool:
@@ -48,19 +57,32 @@ def verify(committed: str | Path, produced: str | Path) -> tuple[bool, list[str]
     extra = sorted(set(new) - set(old), key=str)
     differ = sorted((k for k in set(old) & set(new) if not _same(old[k], new[k])), key=str)
     equal = len(set(old) & set(new)) - len(differ)
-    lines = [f"verify: {equal:,} of {len(old):,} committed cells reproduced bitwise"
-             + (f"; {len(differ):,} differ" if differ else "") + (f"; {len(missing):,} not produced" if missing else "")
-             + (f"; {len(extra):,} new cells not in the committed report" if extra else "")]
+    lines = [
+        f"verify: {equal:,} of {len(old):,} committed cells reproduced bitwise"
+        + (f"; {len(differ):,} differ" if differ else "")
+        + (f"; {len(missing):,} not produced" if missing else "")
+        + (f"; {len(extra):,} new cells not in the committed report" if extra else "")
+    ]
     for k in differ[:MAX_SHOWN]:
         run, ev, cond, metric, cal, b = k
-        where = f"{run} {ev} {cond} {metric}" + (f" ({cal})" if cal != "none" else "") + (f" bin {b}" if b is not None else "")
+        where = (
+            f"{run} {ev} {cond} {metric}"
+            + (f" ({cal})" if cal != "none" else "")
+            + (f" bin {b}" if b is not None else "")
+        )
         lines.append(f"  differs: {where}: committed {old[k]!r}, now {new[k]!r}")
     if len(differ) > MAX_SHOWN:
         lines.append(f"  ... and {len(differ) - MAX_SHOWN:,} more")
     for k in missing[:MAX_SHOWN]:
         lines.append(f"  not produced: {' '.join(str(x) for x in k if x is not None)}")
     if differ:
-        worst = max(differ, key=lambda k: abs(new[k] - old[k]) if all(isinstance(v, float) and math.isfinite(v)
-                                                                      for v in (old[k], new[k])) else math.inf)
+        worst = max(
+            differ,
+            key=lambda k: (
+                abs(new[k] - old[k])
+                if all(isinstance(v, float) and math.isfinite(v) for v in (old[k], new[k]))
+                else math.inf
+            ),
+        )
         lines.append(f"  largest difference: {' '.join(str(x) for x in worst if x is not None)}")
     return not differ and not missing, lines

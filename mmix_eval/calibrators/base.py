@@ -37,6 +37,7 @@ class Calibrator:
 
 class Identity(Calibrator):
     """The logits as they are (the raw rows)."""
+
     name = "none"
 
     def fit(self, logits, labels) -> dict:
@@ -55,8 +56,10 @@ def fit_checked(calibrator: Calibrator, logits: torch.Tensor, labels: torch.Tens
     """``calibrator.fit``, refusing parameters that are not finite numbers (or lists of them)."""
     params = calibrator.fit(logits, labels)
     if not isinstance(params, dict):
-        raise UserError(f"calibrator '{calibrator.name}': fit() expected to return a dict of parameters, got "
-                        f"{type(params).__name__}")
+        raise UserError(
+            f"calibrator '{calibrator.name}': fit() expected to return a dict of parameters, got "
+            f"{type(params).__name__}"
+        )
     for k, v in params.items():
         values = v if isinstance(v, (list, tuple)) else [v]
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in values):

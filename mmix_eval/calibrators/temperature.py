@@ -46,7 +46,11 @@ class Temperature(Calibrator):
         t = fit_temperature(logits, labels)
         if t in (T_MIN, T_MAX):  # a bound: the note says what was seen on the held-out images
             z = logits.double()
-            return {"temperature": t, "held_out_images": len(labels), "held_out_wrong": int((z.argmax(1) != labels).sum())}
+            return {
+                "temperature": t,
+                "held_out_images": len(labels),
+                "held_out_wrong": int((z.argmax(1) != labels).sum()),
+            }
         return {"temperature": t}
 
     def apply(self, logits, params):
@@ -56,11 +60,20 @@ class Temperature(Calibrator):
         t = params.get("temperature")
         if t == T_MIN:
             k, n = params.get("held_out_wrong"), params.get("held_out_images")
-            seen = ("the model gets every held-out image right" if k == 0 else
-                    f"{k} of {n} held-out images wrong" if k is not None else "the held-out images")
-            return (f"temperature held at its lower bound {T_MIN:g}, the calibrated scores are those at T = {T_MIN:g} "
-                    f"(the held-out NLL still falls below T = {T_MIN:g}: {seen})")
+            seen = (
+                "the model gets every held-out image right"
+                if k == 0
+                else f"{k} of {n} held-out images wrong"
+                if k is not None
+                else "the held-out images"
+            )
+            return (
+                f"temperature held at its lower bound {T_MIN:g}, the calibrated scores are those at T = {T_MIN:g} "
+                f"(the held-out NLL still falls below T = {T_MIN:g}: {seen})"
+            )
         if t == T_MAX:
-            return (f"temperature held at its upper bound {T_MAX:g}, the calibrated scores are those at T = {T_MAX:g} "
-                    f"(the held-out NLL still falls as T grows: a held-out set near chance)")
+            return (
+                f"temperature held at its upper bound {T_MAX:g}, the calibrated scores are those at T = {T_MAX:g} "
+                f"(the held-out NLL still falls as T grows: a held-out set near chance)"
+            )
         return None

@@ -24,14 +24,15 @@ def fit_vector(logits: torch.Tensor, y: torch.Tensor, penalty: float = 0.0) -> t
     c = z.shape[1]
     w = torch.ones(c, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(c, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, tolerance_grad=1e-10, tolerance_change=1e-14,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b], lr=1.0, max_iter=500, tolerance_grad=1e-10, tolerance_change=1e-14, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         opt.zero_grad()
         loss = F.cross_entropy(z * w + b, y)
         if penalty:
-            loss = loss + penalty * (((w - 1) ** 2).sum() + (b ** 2).sum())
+            loss = loss + penalty * (((w - 1) ** 2).sum() + (b**2).sum())
         loss.backward()
         return loss
 
@@ -54,8 +55,13 @@ class Vector(Calibrator):
         n = len(labels)
         if n and wrong(logits, labels, w, b) == 0:  # separable: no minimiser; the penalised fit instead
             w, b = fit_vector(logits, labels, penalty=1.0 / n)
-            return {"weight": w, "bias": b, "penalty": 1.0 / n, "held_out_images": n,
-                    "held_out_wrong": wrong(logits, labels, w, b)}
+            return {
+                "weight": w,
+                "bias": b,
+                "penalty": 1.0 / n,
+                "held_out_images": n,
+                "held_out_wrong": wrong(logits, labels, w, b),
+            }
         return {"weight": w, "bias": b}
 
     def apply(self, logits, params):
@@ -67,7 +73,9 @@ class Vector(Calibrator):
         if not params.get("penalty"):
             return None
         w = params["weight"]
-        return (f"vector scaling: all {params['held_out_images']} held-out images classified right by some scaling "
-                f"(separable: the held-out NLL has no minimiser), so fitted with an L2 penalty toward the identity, "
-                f"λ = 1/{params['held_out_images']}; weights {min(w):.3g} to {max(w):.3g}, {params['held_out_wrong']} "
-                f"held-out images wrong after it")
+        return (
+            f"vector scaling: all {params['held_out_images']} held-out images classified right by some scaling "
+            f"(separable: the held-out NLL has no minimiser), so fitted with an L2 penalty toward the identity, "
+            f"λ = 1/{params['held_out_images']}; weights {min(w):.3g} to {max(w):.3g}, {params['held_out_wrong']} "
+            f"held-out images wrong after it"
+        )

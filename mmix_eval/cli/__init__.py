@@ -26,8 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="mmix-eval",
         description="Train vanilla / input-mixup / manifold-mixup checkpoints and measure their robustness "
-                    "and calibration (Verma et al., ICML 2019).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "and calibration (Verma et al., ICML 2019).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"mmix-eval {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
@@ -42,10 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, p in sub.choices.items():
         if name in ("report",):
             continue
-        p.add_argument("--threads", type=int, metavar="N",
-                       help="CPU threads for torch (default: MMIX_EVAL_THREADS, else OMP_NUM_THREADS, else 1 per "
-                            "process, whatever the machine's load, so that the numbers never depend on it; bench "
-                            "runs its runs side by side instead; recorded in provenance)")
+        p.add_argument(
+            "--threads",
+            type=int,
+            metavar="N",
+            help="CPU threads for torch (default: MMIX_EVAL_THREADS, else OMP_NUM_THREADS, else 1 per "
+            "process, whatever the machine's load, so that the numbers never depend on it; bench "
+            "runs its runs side by side instead; recorded in provenance)",
+        )
     add_ls(sub)
     return parser
 
@@ -66,7 +72,7 @@ def _threads(args) -> None:
         threads.resolve(flag)  # a bad value fails here, as a one-line error
         os.environ["MMIX_EVAL_THREADS"] = str(flag)
     if args.command == "bench":  # set by the bench itself once its workers are spawned (torch: 1.2 s), so that
-        return                     # their start-up does not wait for this process's (threads.prepare_torch)
+        return  # their start-up does not wait for this process's (threads.prepare_torch)
     if args.command in TORCH_COMMANDS or hasattr(args, "option_flags"):
         threads.prepare_torch(flag)
 
@@ -80,8 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _one_line_warning
     try:
         _threads(args)
-        handler = {"train": cmd_train, "ls": cmd_ls, "report": cmd_report, "bench": cmd_bench,
-                   "spiral": cmd_spiral}.get(args.command, cmd_eval)
+        handler = {
+            "train": cmd_train,
+            "ls": cmd_ls,
+            "report": cmd_report,
+            "bench": cmd_bench,
+            "spiral": cmd_spiral,
+        }.get(args.command, cmd_eval)
         return handler(args)
     except UserError as e:
         from mmix_eval import distributed  # torch: only on the error path of a command that ran it
@@ -98,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         # A full disk or a read-only file system while writing: every writer is atomic (the file it was writing
         # is left as it was), so one line says which file and why.
         where = f" '{e.filename}'" if e.filename else ""
-        print(f"mmix-eval: error: could not write{where}: {e.strerror or e} (the file being written was left as "
-              f"it was; free space and run the command again: finished work is kept)", file=sys.stderr)
+        print(
+            f"mmix-eval: error: could not write{where}: {e.strerror or e} (the file being written was left as "
+            f"it was; free space and run the command again: finished work is kept)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if "mmix_eval.distributed" in sys.modules:  # joined by train/evaluate or a multi-task bench job

@@ -15,99 +15,181 @@ from mmix_eval.evaluate.base import describe_evaluators
 
 def add_bench(sub) -> None:
     """bench: a YAML of methods x seeds trained, evaluated and reported."""
-    p = sub.add_parser("bench", help="train methods x seeds, evaluate them all, write the report",
-                       epilog=examples("bench"), formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Run a bench YAML (see configs/bench/): train each method x seed (skipping finished "
-                                   "runs, resuming killed ones), evaluate every checkpoint on identical images and write "
-                                   "report.html, report.md, table.csv and plots/ into --out. Exit 1 if a check fails.")
+    p = sub.add_parser(
+        "bench",
+        help="train methods x seeds, evaluate them all, write the report",
+        epilog=examples("bench"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a bench YAML (see configs/bench/): train each method x seed (skipping finished "
+        "runs, resuming killed ones), evaluate every checkpoint on identical images and write "
+        "report.html, report.md, table.csv and plots/ into --out. Exit 1 if a check fails.",
+    )
     p.add_argument("config", help="bench YAML")
     p.add_argument("--out", required=True, help="bench folder (runs/, results/ and the report)")
     p.add_argument("--device", help="override the device of every run and evaluation")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--verify", metavar="REPORT",
-                   help="after the bench, compare every cell of its records with a committed report's (records.jsonl or "
-                        "records.jsonl.gz in REPORT), bitwise; exit 1 where one differs or is missing")
-    g = p.add_argument_group("launchers (default: the YAML's launcher section, else as many runs at a time as cores "
-                             "are free, each 1 CPU thread)")
-    g.add_argument("--launcher", choices=["inline", "local", "slurm"],
-                   help="inline: one run after another in this process; local: --jobs worker processes side by side; "
-                        "slurm: one submitit job per run")
+    p.add_argument(
+        "--verify",
+        metavar="REPORT",
+        help="after the bench, compare every cell of its records with a committed report's (records.jsonl or "
+        "records.jsonl.gz in REPORT), bitwise; exit 1 where one differs or is missing",
+    )
+    g = p.add_argument_group(
+        "launchers (default: the YAML's launcher section, else as many runs at a time as cores "
+        "are free, each 1 CPU thread)"
+    )
+    g.add_argument(
+        "--launcher",
+        choices=["inline", "local", "slurm"],
+        help="inline: one run after another in this process; local: --jobs worker processes side by side; "
+        "slurm: one submitit job per run",
+    )
     g.add_argument("--jobs", type=int, help="local: runs at a time (default: the free cores on a CPU, one per GPU)")
     g.add_argument("--partition", help="slurm: partition")
     g.add_argument("--gpus-per-run", type=int, help="slurm: GPUs per job (>1 trains with DDP across them)")
     g.add_argument("--cpus-per-run", type=int, help="slurm: CPUs per task (default 4)")
     g.add_argument("--mem-gb", type=int, help="slurm: memory per job")
-    g.add_argument("--timeout-min", type=int, help="slurm: time limit per job in minutes (default 1440); a job that "
-                                                   "reaches it, or is preempted, is requeued and resumes its run")
-    g.add_argument("--max-parallel", type=int, help="slurm: at most N of the bench's jobs running at once (array throttle)")
-    g.add_argument("--no-wait", action="store_true", help="slurm: submit and exit; build the report later with --report-only")
-    g.add_argument("--submitit-cluster", choices=["slurm", "local", "debug"],
-                   help="slurm launcher's submitit executor: slurm (default), or local/debug to run the jobs here")
-    g.add_argument("--report-only", action="store_true", help="run nothing; report what is finished and list what is missing")
-    g.add_argument("--only", metavar="RUN", help="train and evaluate this one run of the bench, no report (what each job runs)")
-    g.add_argument("--dry-run", action="store_true",
-                   help="write nothing: list the runs it would train, resume, evaluate or skip, with a training-time "
-                        "estimate from a few timed steps")
+    g.add_argument(
+        "--timeout-min",
+        type=int,
+        help="slurm: time limit per job in minutes (default 1440); a job that "
+        "reaches it, or is preempted, is requeued and resumes its run",
+    )
+    g.add_argument(
+        "--max-parallel", type=int, help="slurm: at most N of the bench's jobs running at once (array throttle)"
+    )
+    g.add_argument(
+        "--no-wait", action="store_true", help="slurm: submit and exit; build the report later with --report-only"
+    )
+    g.add_argument(
+        "--submitit-cluster",
+        choices=["slurm", "local", "debug"],
+        help="slurm launcher's submitit executor: slurm (default), or local/debug to run the jobs here",
+    )
+    g.add_argument(
+        "--report-only", action="store_true", help="run nothing; report what is finished and list what is missing"
+    )
+    g.add_argument(
+        "--only", metavar="RUN", help="train and evaluate this one run of the bench, no report (what each job runs)"
+    )
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="write nothing: list the runs it would train, resume, evaluate or skip, with a training-time "
+        "estimate from a few timed steps",
+    )
 
 
 def add_report(sub) -> None:
     """report: the report rebuilt from result records alone."""
-    p = sub.add_parser("report", help="rebuild the HTML / CSV / Markdown report from result records alone",
-                       epilog=examples("report"), formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Aggregate result records (folders of *.jsonl) into a Table-4-style comparison. "
-                                   "Exit 1 if a --check fails, 2 on bad input.")
+    p = sub.add_parser(
+        "report",
+        help="rebuild the HTML / CSV / Markdown report from result records alone",
+        epilog=examples("report"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Aggregate result records (folders of *.jsonl) into a Table-4-style comparison. "
+        "Exit 1 if a --check fails, 2 on bad input.",
+    )
     p.add_argument("results", nargs="+", help="results folders or .jsonl files")
     p.add_argument("--out", required=True, help="report folder")
-    p.add_argument("--baseline", default="auto", help="method for paired differences (default: vanilla when the results "
-                                                      "have it, else the first method; the report states which)")
-    p.add_argument("--check", action="append", default=[], metavar="EXPR",
-                   help="CI gate, e.g. 'manifold_mixup.rotation20 >= vanilla.rotation20' or 'vanilla.clean:ece <= 0.1' (repeatable)")
+    p.add_argument(
+        "--baseline",
+        default="auto",
+        help="method for paired differences (default: vanilla when the results "
+        "have it, else the first method; the report states which)",
+    )
+    p.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="CI gate, e.g. 'manifold_mixup.rotation20 >= vanilla.rotation20' or 'vanilla.clean:ece <= 0.1' (repeatable)",
+    )
     p.add_argument("--title", help="report title")
-    p.add_argument("--split-by", action="store_true",
-                   help="records that cannot be compared (other data, test subset, seed or evaluator settings): one "
-                        "report per group, in OUT/<group>/, instead of an error")
-    p.add_argument("--section", action="append", default=[], metavar="EVALUATOR=MODULE:CLASS",
-                   help="a report section of your own for an evaluator (a ReportSection subclass; repeatable)")
-    p.add_argument("--no-plots", action="store_true",
-                   help="tables and text only (no plots/, report.html without figures): a fast rebuild of a large report")
+    p.add_argument(
+        "--split-by",
+        action="store_true",
+        help="records that cannot be compared (other data, test subset, seed or evaluator settings): one "
+        "report per group, in OUT/<group>/, instead of an error",
+    )
+    p.add_argument(
+        "--section",
+        action="append",
+        default=[],
+        metavar="EVALUATOR=MODULE:CLASS",
+        help="a report section of your own for an evaluator (a ReportSection subclass; repeatable)",
+    )
+    p.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="tables and text only (no plots/, report.html without figures): a fast rebuild of a large report",
+    )
     p.add_argument("--pdf-plots", action="store_true", help="every figure as PDF too, beside the PNG (for a paper)")
-    p.add_argument("--primary", action="append", default=None, metavar="COLUMN.CONDITION[:METRIC[@CALIBRATOR]]",
-                   help="a comparison you claim against the baseline (repeatable; fnmatch patterns, e.g. "
-                        "'manifold_mixup.zoom_*' or '*.clean:nll@temperature'): the primary family, corrected together; "
-                        "every other comparison is exploratory, corrected within its evaluator's section (default: the "
-                        "clean, deformation and FGSM accuracies and the clean NLL and Brier, raw and calibrated)")
-    p.add_argument("--plot-column", action="append", default=None, dest="plot_columns", metavar="COLUMN",
-                   help="a column that figures which cannot show every column draw (repeatable; default: the baseline, "
-                        "your own columns, then the first others)")
-    p.add_argument("--multiplicity", choices=["holm", "bonferroni", "bh", "none"], default="holm",
-                   help="how p-values are adjusted within each family (default holm; bh: Benjamini-Hochberg, a false "
-                        "discovery rate)")
+    p.add_argument(
+        "--primary",
+        action="append",
+        default=None,
+        metavar="COLUMN.CONDITION[:METRIC[@CALIBRATOR]]",
+        help="a comparison you claim against the baseline (repeatable; fnmatch patterns, e.g. "
+        "'manifold_mixup.zoom_*' or '*.clean:nll@temperature'): the primary family, corrected together; "
+        "every other comparison is exploratory, corrected within its evaluator's section (default: the "
+        "clean, deformation and FGSM accuracies and the clean NLL and Brier, raw and calibrated)",
+    )
+    p.add_argument(
+        "--plot-column",
+        action="append",
+        default=None,
+        dest="plot_columns",
+        metavar="COLUMN",
+        help="a column that figures which cannot show every column draw (repeatable; default: the baseline, "
+        "your own columns, then the first others)",
+    )
+    p.add_argument(
+        "--multiplicity",
+        choices=["holm", "bonferroni", "bh", "none"],
+        default="holm",
+        help="how p-values are adjusted within each family (default holm; bh: Benjamini-Hochberg, a false "
+        "discovery rate)",
+    )
 
 
 def add_spiral(sub) -> None:
     """spiral: the paper's Figure 1."""
-    p = sub.add_parser("spiral", help="the paper's Figure 1 on a 2-D spiral with a 2-unit bottleneck, in seconds",
-                       description="Train an MLP with a 2-unit bottleneck on a spiral with each method and seed, then "
-                                   "draw the decision regions, the bottleneck and its per-class singular values, with "
-                                   "the off-data confidence and flatness numbers beside them (index.html, spiral.png, "
-                                   "results.md, results.json in --out).",
-                       epilog="example:\n  mmix-eval spiral --out reports/spiral\n"
-                              "  mmix-eval spiral --methods vanilla,manifold_mixup,my_regs:Noisy --seeds 0 --out /tmp/sp",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default="vanilla,input_mixup,manifold_mixup",
-                   help="comma-separated methods, plugins by module:Class (default %(default)s)")
+    p = sub.add_parser(
+        "spiral",
+        help="the paper's Figure 1 on a 2-D spiral with a 2-unit bottleneck, in seconds",
+        description="Train an MLP with a 2-unit bottleneck on a spiral with each method and seed, then "
+        "draw the decision regions, the bottleneck and its per-class singular values, with "
+        "the off-data confidence and flatness numbers beside them (index.html, spiral.png, "
+        "results.md, results.json in --out).",
+        epilog="example:\n  mmix-eval spiral --out reports/spiral\n"
+        "  mmix-eval spiral --methods vanilla,manifold_mixup,my_regs:Noisy --seeds 0 --out /tmp/sp",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--methods",
+        default="vanilla,input_mixup,manifold_mixup",
+        help="comma-separated methods, plugins by module:Class (default %(default)s)",
+    )
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default %(default)s)")
     p.add_argument("--epochs", type=int, default=100, help="training epochs per run (default %(default)s)")
-    p.add_argument("--data", default="spiral", help="spiral or spiral:arms=3,points=1000,noise=0.2,... (default %(default)s)")
+    p.add_argument(
+        "--data", default="spiral", help="spiral or spiral:arms=3,points=1000,noise=0.2,... (default %(default)s)"
+    )
     p.add_argument("--out", required=True, help="output folder")
 
 
 def add_ls(sub) -> None:
     """ls: what is registered."""
-    p = sub.add_parser("ls", help="list registered models, methods, evaluators, data sets, losses, calibrators or report sections")
+    p = sub.add_parser(
+        "ls", help="list registered models, methods, evaluators, data sets, losses, calibrators or report sections"
+    )
     p.add_argument("what", choices=["models", "methods", "evaluators", "datasets", "losses", "calibrators", "sections"])
-    p.add_argument("--markdown", action="store_true",
-                   help="a Markdown table of the built-ins (docs/evaluators.md holds this table for evaluators)")
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="a Markdown table of the built-ins (docs/evaluators.md holds this table for evaluators)",
+    )
 
 
 def cmd_report(args) -> int:
@@ -120,16 +202,29 @@ def cmd_report(args) -> int:
         if not eq or not evaluator or ":" not in path:
             raise UserError(f"--section '{given}': expected EVALUATOR=MODULE:CLASS, e.g. my_eval=my_sections:MySection")
         sections[evaluator] = path
-    result = build_report(args.results, args.out, args.baseline, args.check, args.title,
-                          extra_provenance={"command": command} if command else None, split_by=args.split_by,
-                          sections=sections, plots=not args.no_plots, primary=args.primary,
-                          multiplicity=args.multiplicity, plot_columns=args.plot_columns, pdf_plots=args.pdf_plots)
+    result = build_report(
+        args.results,
+        args.out,
+        args.baseline,
+        args.check,
+        args.title,
+        extra_provenance={"command": command} if command else None,
+        split_by=args.split_by,
+        sections=sections,
+        plots=not args.no_plots,
+        primary=args.primary,
+        multiplicity=args.multiplicity,
+        plot_columns=args.plot_columns,
+        pdf_plots=args.pdf_plots,
+    )
     return _report_outcome(result)
 
 
 def _report_outcome(result) -> int:
     for out in result.get("groups") or [result["out"]]:
-        print(f"report: {out / 'report.html'}  (also summary.md, report.md, report.tex, table.csv, records.csv, plots/)")
+        print(
+            f"report: {out / 'report.html'}  (also summary.md, report.md, report.tex, table.csv, records.csv, plots/)"
+        )
     for path, why in result["bad"]:
         print(f"mmix-eval: warning: skipped unreadable result file {path}: {why}", file=sys.stderr)
     failed = [c for c in result["checks"] if not c[1]]
@@ -140,7 +235,11 @@ def _report_outcome(result) -> int:
 
 def cmd_bench(args) -> int:
     from mmix_eval import threads
-    from mmix_eval.bench import dry_run, run_bench, run_one  # numpy and yaml: loaded for this command, --help stays fast
+    from mmix_eval.bench import (
+        dry_run,
+        run_bench,
+        run_one,
+    )  # numpy and yaml: loaded for this command, --help stays fast
 
     if args.dry_run or args.only:  # torch in this process from the start (run_bench sets it after its workers)
         threads.prepare_torch(args.threads)
@@ -154,11 +253,24 @@ def cmd_bench(args) -> int:
         from mmix_eval.bench.verify import record_file
 
         record_file(Path(args.verify))
-    result = run_bench(args.config, args.out, progress=not args.no_progress, device=args.device, launcher=args.launcher,
-                       wait=not args.no_wait, report_only=args.report_only, submitit_cluster=args.submitit_cluster,
-                       jobs=args.jobs, partition=args.partition, gpus_per_run=args.gpus_per_run,
-                       cpus_per_run=args.cpus_per_run, mem_gb=args.mem_gb, timeout_min=args.timeout_min,
-                       max_parallel=args.max_parallel, threads=args.threads)
+    result = run_bench(
+        args.config,
+        args.out,
+        progress=not args.no_progress,
+        device=args.device,
+        launcher=args.launcher,
+        wait=not args.no_wait,
+        report_only=args.report_only,
+        submitit_cluster=args.submitit_cluster,
+        jobs=args.jobs,
+        partition=args.partition,
+        gpus_per_run=args.gpus_per_run,
+        cpus_per_run=args.cpus_per_run,
+        mem_gb=args.mem_gb,
+        timeout_min=args.timeout_min,
+        max_parallel=args.max_parallel,
+        threads=args.threads,
+    )
     if result is None:  # submitted, not waiting
         return 0
     code = _report_outcome(result)
@@ -203,8 +315,10 @@ def markdown_table(what: str) -> str:
         opts = "; ".join(f"`{o}` = `{d!r}`" for o, _, d, _ in options) or "none"
         section = f"`{name}`" if name in SECTIONS.builtin() else "the generic one"
         rows.append(f"| `{name}` | {cell(help)} | {cell(opts)} | {section} |")
-    return "\n".join(["| evaluator | what it measures | options (default) | report section |", "|---|---|---|---|",
-                      *rows]) + "\n"
+    return (
+        "\n".join(["| evaluator | what it measures | options (default) | report section |", "|---|---|---|---|", *rows])
+        + "\n"
+    )
 
 
 def cmd_ls(args) -> int:
@@ -229,13 +343,21 @@ def cmd_ls(args) -> int:
             shown = [f"{k}={p.default!r}" if p.default is not inspect.Parameter.empty else k for k, p in params.items()]
             print(f"{'':<{width}}    arguments: {', '.join(shown) or 'none'}")
     if args.what == "models":
-        print(f"{'torchvision:NAME':<{width}}  any torchvision classification model, e.g. torchvision:resnet18 (random init)")
-        print(f"{'timm:NAME':<{width}}  any timm model, e.g. timm:resnet18 (random init; pip install 'mmix-eval[timm]')")
+        print(
+            f"{'torchvision:NAME':<{width}}  any torchvision classification model, e.g. torchvision:resnet18 (random init)"
+        )
+        print(
+            f"{'timm:NAME':<{width}}  any timm model, e.g. timm:resnet18 (random init; pip install 'mmix-eval[timm]')"
+        )
     if args.what == "sections":
         print(f"{'(any other)':<{width}}  the generic section: every metric per condition, calibration under shift")
-        print(f"{'module:Class':<{width}}  your own for an evaluator: --section EVALUATOR=module:Class (see docs/plugins.md)")
+        print(
+            f"{'module:Class':<{width}}  your own for an evaluator: --section EVALUATOR=module:Class (see docs/plugins.md)"
+        )
     elif args.what != "datasets":
         print(f"{'module:attr':<{width}}  your own, by import path (see docs/plugins.md)")
     else:
-        print(f"{'module:function':<{width}}  your own source, by import path, with :ARG after it (see docs/plugins.md)")
+        print(
+            f"{'module:function':<{width}}  your own source, by import path, with :ARG after it (see docs/plugins.md)"
+        )
     return 0

@@ -13,9 +13,19 @@ from mmix_eval.cli.train import parse_method_arg
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, OptionError, get_evaluator, option_fields
 
-COMMON_FLAGS = {"data": "--data", "data_root": "--data-root", "download": "--download", "limit": "--limit", "class_map": "--class-map",
-                "seed": "--seed", "bins": "--bins", "batch_size": "--batch-size", "device": "--device",
-                "calibrator": "--calibrator", "calibration_split": "--calibration-split"}
+COMMON_FLAGS = {
+    "data": "--data",
+    "data_root": "--data-root",
+    "download": "--download",
+    "limit": "--limit",
+    "class_map": "--class-map",
+    "seed": "--seed",
+    "bins": "--bins",
+    "batch_size": "--batch-size",
+    "device": "--device",
+    "calibrator": "--calibrator",
+    "calibration_split": "--calibration-split",
+}
 
 
 def _flag(param: str) -> str:
@@ -25,17 +35,30 @@ def _flag(param: str) -> str:
 def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
     """One evaluation sub-command. ``specs``: the evaluator it runs (its flags generated from its options),
     or None for ``evaluate`` (every built-in's flags, plus --evaluators and --set for plugins)."""
-    p = sub.add_parser(name, help=help, epilog=examples(name), formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description=f"{help[0].upper()}{help[1:]}. Writes tidy records (one row per checkpoint x "
-                                   f"condition x metric) to OUT/<run>/<evaluator>.csv and .jsonl, and the per-image "
-                                   f"outcomes to <evaluator>.outcomes.npz.")
+    p = sub.add_parser(
+        name,
+        help=help,
+        epilog=examples(name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"{help[0].upper()}{help[1:]}. Writes tidy records (one row per checkpoint x "
+        f"condition x metric) to OUT/<run>/<evaluator>.csv and .jsonl, and the per-image "
+        f"outcomes to <evaluator>.outcomes.npz.",
+    )
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--ckpt", nargs="+", metavar="CKPT",
-                       help="checkpoint(s): .safetensors files, run folders, or quoted globs; with --model, plain state "
-                            "dicts (.safetensors, or .pt/.pth read by torch.load(weights_only=True))")
-    which.add_argument("--ensemble", nargs="+", metavar="CKPT",
-                       help="checkpoints (files, run folders, quoted globs) evaluated as ONE deep ensemble: the mean of "
-                            "their softmax (they must share data, classes and input), e.g. 'runs/mm-s*'")
+    which.add_argument(
+        "--ckpt",
+        nargs="+",
+        metavar="CKPT",
+        help="checkpoint(s): .safetensors files, run folders, or quoted globs; with --model, plain state "
+        "dicts (.safetensors, or .pt/.pth read by torch.load(weights_only=True))",
+    )
+    which.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="CKPT",
+        help="checkpoints (files, run folders, quoted globs) evaluated as ONE deep ensemble: the mean of "
+        "their softmax (they must share data, classes and input), e.g. 'runs/mm-s*'",
+    )
     p.add_argument("--out", default="results", help="results folder (default: results)")
     common = {n: (d, h) for n, _, d, h in option_fields(EvalOptions)}
     g = p.add_argument_group("data (default: the checkpoint's own data set and test split)")
@@ -50,18 +73,36 @@ def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
 def _foreign_flags(p) -> None:
     """The flags that rebuild a plain state dict (a model made elsewhere)."""
     g = p.add_argument_group("models made elsewhere (plain state dicts; see docs/plugins.md)")
-    g.add_argument("--model", dest="foreign_model", metavar="NAME",
-                   help="rebuild each --ckpt as this model: a registered name, torchvision:ARCH or timm:ARCH "
-                        "(needs --data)")
-    g.add_argument("--model-arg", dest="foreign_model_arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="an argument of the model, e.g. --model-arg width=32 (repeatable)")
-    g.add_argument("--mean", dest="foreign_mean", metavar="M1,M2,M3",
-                   help="per-channel mean of [0, 1] inputs the weights were trained with, applied inside the model "
-                        "(default: none, for a model that normalises inside)")
+    g.add_argument(
+        "--model",
+        dest="foreign_model",
+        metavar="NAME",
+        help="rebuild each --ckpt as this model: a registered name, torchvision:ARCH or timm:ARCH (needs --data)",
+    )
+    g.add_argument(
+        "--model-arg",
+        dest="foreign_model_arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an argument of the model, e.g. --model-arg width=32 (repeatable)",
+    )
+    g.add_argument(
+        "--mean",
+        dest="foreign_mean",
+        metavar="M1,M2,M3",
+        help="per-channel mean of [0, 1] inputs the weights were trained with, applied inside the model "
+        "(default: none, for a model that normalises inside)",
+    )
     g.add_argument("--std", dest="foreign_std", metavar="S1,S2,S3", help="per-channel std to go with --mean")
-    g.add_argument("--key-layout", dest="foreign_layout", default="auto", metavar="LAYOUT",
-                   help="auto (default), mmix-eval, official (the official Manifold Mixup code's PreActResNet), or "
-                        "plain (a torchvision / timm network's own names)")
+    g.add_argument(
+        "--key-layout",
+        dest="foreign_layout",
+        default="auto",
+        metavar="LAYOUT",
+        help="auto (default), mmix-eval, official (the official Manifold Mixup code's PreActResNet), or "
+        "plain (a torchvision / timm network's own names)",
+    )
 
 
 def _evaluation_flags(p, common: dict, specs) -> None:
@@ -69,17 +110,35 @@ def _evaluation_flags(p, common: dict, specs) -> None:
     g = p.add_argument_group("evaluation")
     for key in ("seed", "bins", "calibrator", "calibration_split", "batch_size", "device"):
         default = common[key][0]
-        g.add_argument(COMMON_FLAGS[key], dest=f"common_{key}", metavar=key.upper(),
-                       help=common[key][1] + (f" (default {default})" if default is not None else ""))
+        g.add_argument(
+            COMMON_FLAGS[key],
+            dest=f"common_{key}",
+            metavar=key.upper(),
+            help=common[key][1] + (f" (default {default})" if default is not None else ""),
+        )
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
-    g.add_argument("--trust-model-import", action="store_true",
-                   help="allow a checkpoint to name a model by module:factory import path (runs that module)")
+    g.add_argument(
+        "--trust-model-import",
+        action="store_true",
+        help="allow a checkpoint to name a model by module:factory import path (runs that module)",
+    )
     if specs is None:
-        g.add_argument("--evaluators", dest="evaluators_text", default=",".join(DEFAULT_EVALUATORS), metavar="LIST",
-                       help="comma-separated evaluators: built-in names or module:Class plugins "
-                            f"(default {','.join(DEFAULT_EVALUATORS)}; mmix-eval ls evaluators)")
-        g.add_argument("--set", action="append", default=[], metavar="EVALUATOR.OPTION=VALUE", dest="eval_set",
-                       help="an option of any evaluator, e.g. --set my_evals:Occlusion.patch=8 (repeatable)")
+        g.add_argument(
+            "--evaluators",
+            dest="evaluators_text",
+            default=",".join(DEFAULT_EVALUATORS),
+            metavar="LIST",
+            help="comma-separated evaluators: built-in names or module:Class plugins "
+            f"(default {','.join(DEFAULT_EVALUATORS)}; mmix-eval ls evaluators)",
+        )
+        g.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="EVALUATOR.OPTION=VALUE",
+            dest="eval_set",
+            help="an option of any evaluator, e.g. --set my_evals:Occlusion.patch=8 (repeatable)",
+        )
 
 
 def _evaluator_flags(p, specs) -> dict[str, tuple[str, str]]:
@@ -93,19 +152,33 @@ def _evaluator_flags(p, specs) -> dict[str, tuple[str, str]]:
             continue
         g = p.add_argument_group(f"{ev.name} options")
         for opt, hint, default, text in fields:
-            shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) if isinstance(default, list) else default
+            shown = (
+                ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+                if isinstance(default, list)
+                else default
+            )
             if hint is bool:  # a switch: --quick alone is true, --quick false still reads
-                g.add_argument(_flag(opt), dest=f"opt_{spec}_{opt}", nargs="?", const="true", metavar="true|false",
-                               help=f"{text} (default {str(shown).lower()})")
+                g.add_argument(
+                    _flag(opt),
+                    dest=f"opt_{spec}_{opt}",
+                    nargs="?",
+                    const="true",
+                    metavar="true|false",
+                    help=f"{text} (default {str(shown).lower()})",
+                )
             else:
-                g.add_argument(_flag(opt), dest=f"opt_{spec}_{opt}", metavar=opt.upper(),
-                               help=f"{text} (default {shown})")
+                g.add_argument(
+                    _flag(opt), dest=f"opt_{spec}_{opt}", metavar=opt.upper(), help=f"{text} (default {shown})"
+                )
             flags[f"opt_{spec}_{opt}"] = (spec, opt)
     return flags
 
 
 def _eval_plan(args):
-    from mmix_eval.evaluate.runner import check_calibrator, make_plan  # numpy: loaded when an evaluation runs, --help stays fast
+    from mmix_eval.evaluate.runner import (
+        check_calibrator,
+        make_plan,
+    )  # numpy: loaded when an evaluation runs, --help stays fast
 
     specs = args.evaluators or [s.strip() for s in args.evaluators_text.split(",") if s.strip()]
     options: dict[str, dict] = {}
@@ -114,13 +187,17 @@ def _eval_plan(args):
         if value is not None and spec in specs:
             options.setdefault(spec, {})[opt] = value
         elif value is not None:  # each flag belongs to one evaluator: given for one not run, it would do nothing
-            raise UserError(f"{_flag(opt)}: an option of the {spec} evaluator, which is not among the evaluators run "
-                            f"({', '.join(specs)}); expected --set EVALUATOR.{opt}=VALUE for another evaluator")
+            raise UserError(
+                f"{_flag(opt)}: an option of the {spec} evaluator, which is not among the evaluators run "
+                f"({', '.join(specs)}); expected --set EVALUATOR.{opt}=VALUE for another evaluator"
+            )
     for text in getattr(args, "eval_set", None) or []:
         key, eq, value = text.partition("=")
         spec, dot, opt = key.rpartition(".")
         if not eq or not dot or not spec or not opt:
-            raise UserError(f"--set: expected EVALUATOR.OPTION=VALUE like fgsm.eps=1,2 or my_evals:Occlusion.patch=8, got '{text}'")
+            raise UserError(
+                f"--set: expected EVALUATOR.OPTION=VALUE like fgsm.eps=1,2 or my_evals:Occlusion.patch=8, got '{text}'"
+            )
         options.setdefault(spec, {})[opt] = value
     common = {k: getattr(args, f"common_{k}") for k in COMMON_FLAGS if getattr(args, f"common_{k}") is not None}
     try:
@@ -134,24 +211,35 @@ def _eval_plan(args):
         check_calibrator(opts.calibrator)
         plan = make_plan(specs, options, "--evaluators" if args.evaluators is None else args.command)
     except OptionError as e:  # the library names the parameter; here it is the flag
-        flag = COMMON_FLAGS.get(e.param) or (_flag(e.param) if any(o == e.param for _, o in args.option_flags.values())
-                                             else e.param)
+        flag = COMMON_FLAGS.get(e.param) or (
+            _flag(e.param) if any(o == e.param for _, o in args.option_flags.values()) else e.param
+        )
         raise UserError(f"{flag}: {e.detail}") from None
     return plan, opts
 
 
 def cmd_eval(args) -> int:
-    from mmix_eval.evaluate.runner import EvalJob, run_evaluation  # numpy: loaded when an evaluation runs, --help stays fast
+    from mmix_eval.evaluate.runner import (
+        EvalJob,
+        run_evaluation,
+    )  # numpy: loaded when an evaluation runs, --help stays fast
 
     plan, opts = _eval_plan(args)
     foreign, opts = _foreign(args, opts)
     join_torchrun(args, opts.device)
     try:
         if args.ensemble:
-            run_evaluation(_expand_ckpts(args.ensemble, foreign is not None, "--ensemble"), plan, args.out, opts,
-                           EvalJob(foreign=foreign, ensemble=True))
+            run_evaluation(
+                _expand_ckpts(args.ensemble, foreign is not None, "--ensemble"),
+                plan,
+                args.out,
+                opts,
+                EvalJob(foreign=foreign, ensemble=True),
+            )
         else:
-            run_evaluation(_expand_ckpts(args.ckpt, foreign is not None), plan, args.out, opts, EvalJob(foreign=foreign))
+            run_evaluation(
+                _expand_ckpts(args.ckpt, foreign is not None), plan, args.out, opts, EvalJob(foreign=foreign)
+            )
     except OptionError as e:  # raised while loading: the library names the parameter, the user typed a flag
         raise UserError(f"{COMMON_FLAGS.get(e.param, _flag(e.param))}: {e.detail}") from None
     return 0
@@ -162,8 +250,16 @@ def _foreign(args, opts):
     shared options to evaluate with."""
     from mmix_eval.foreign import Foreign  # torch: loaded for a plain state dict only
 
-    extra = [f for f, v in (("--model-arg", args.foreign_model_arg), ("--mean", args.foreign_mean),
-                            ("--std", args.foreign_std), ("--key-layout", args.foreign_layout != "auto")) if v]
+    extra = [
+        f
+        for f, v in (
+            ("--model-arg", args.foreign_model_arg),
+            ("--mean", args.foreign_mean),
+            ("--std", args.foreign_std),
+            ("--key-layout", args.foreign_layout != "auto"),
+        )
+        if v
+    ]
     if args.foreign_model is None:
         if extra:
             raise UserError(f"{extra[0]}: expected --model too (these rebuild a plain state dict), got no --model")
@@ -177,9 +273,16 @@ def _foreign(args, opts):
         except ValueError:
             raise UserError(f"{flag}: expected comma-separated numbers like 0.49,0.48,0.45, got '{text}'") from None
 
-    foreign = Foreign(args.foreign_model, opts.data, dict(parse_method_arg(t, "--model-arg", "the model's") for t in args.foreign_model_arg),
-                      floats("--mean", args.foreign_mean), floats("--std", args.foreign_std), args.foreign_layout,
-                      opts.data_root, bool(opts.download))
+    foreign = Foreign(
+        args.foreign_model,
+        opts.data,
+        dict(parse_method_arg(t, "--model-arg", "the model's") for t in args.foreign_model_arg),
+        floats("--mean", args.foreign_mean),
+        floats("--std", args.foreign_std),
+        args.foreign_layout,
+        opts.data_root,
+        bool(opts.download),
+    )
     foreign.check()
     return foreign, replace(opts, data=None)  # the data set is the state dict's own now (its metadata names it)
 
@@ -197,7 +300,9 @@ def _expand_ckpts(items: list[str], foreign: bool = False, flag: str = "--ckpt")
             if path.is_dir() and foreign:
                 files = sorted(str(f) for f in path.iterdir() if f.suffix in (".safetensors", ".pt", ".pth"))
                 if not files:
-                    raise UserError(f"{flag}: expected state dict files (.safetensors, .pt, .pth) in folder '{m}', got none")
+                    raise UserError(
+                        f"{flag}: expected state dict files (.safetensors, .pt, .pth) in folder '{m}', got none"
+                    )
                 out += files
             else:
                 out.append(str(path / "model.safetensors") if path.is_dir() else m)

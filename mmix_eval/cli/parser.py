@@ -103,8 +103,9 @@ class Parser(argparse.ArgumentParser):
         return ns
 
     def error(self, message):
-        self.exit(2, f"mmix-eval: error: {self.prog.removeprefix('mmix-eval ') + ': ' if ' ' in self.prog else ''}"
-                     f"{message}\n")
+        self.exit(
+            2, f"mmix-eval: error: {self.prog.removeprefix('mmix-eval ') + ': ' if ' ' in self.prog else ''}{message}\n"
+        )
 
 
 def join_torchrun(args, device: str) -> None:

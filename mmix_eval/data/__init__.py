@@ -8,4 +8,13 @@ installed entry point (group ``mmix_eval.datasets``), or a user's ``module:funct
 from mmix_eval.catalog import DATASETS
 from mmix_eval.data.core import ImageData, RawData, Split, data_source, load_data, load_data_cached, parse_data_spec
 
-__all__ = ["DATASETS", "ImageData", "RawData", "Split", "data_source", "load_data", "load_data_cached", "parse_data_spec"]
+__all__ = [
+    "DATASETS",
+    "ImageData",
+    "RawData",
+    "Split",
+    "data_source",
+    "load_data",
+    "load_data_cached",
+    "parse_data_spec",
+]

@@ -31,6 +31,7 @@ class Split:
 @dataclass
 class RawData:
     """What a source yields: full train and test splits, before subsets."""
+
     classes: list[str]
     train: Split
     test: Split
@@ -109,16 +110,19 @@ def data_source(spec: str):
     attr, _, user_arg = arg.partition(":")
     source = DATASETS.load(f"{name}:{attr}")
     if not callable(source):
-        raise UserError(f"data set '{name}:{attr}': expected a function (arg, root, download) -> RawData, got "
-                        f"{type(source).__name__}")
+        raise UserError(
+            f"data set '{name}:{attr}': expected a function (arg, root, download) -> RawData, got "
+            f"{type(source).__name__}"
+        )
     return source, f"{name}:{attr}", (user_arg or None)
 
 
 _CACHE: dict[tuple, ImageData] = {}
 
 
-def load_data_cached(spec: str, root, download: bool = False, train_limit: int | None = None, val_size: int = 0,
-                     subset_seed: int = 0) -> ImageData:
+def load_data_cached(
+    spec: str, root, download: bool = False, train_limit: int | None = None, val_size: int = 0, subset_seed: int = 0
+) -> ImageData:
     """``load_data`` of the whole test split, once per process for the same arguments (an evaluation of many
     checkpoints reads its data once). Training images are loaded only for a validation split."""
     key = (spec, root, train_limit, val_size, subset_seed)
@@ -142,10 +146,27 @@ def _test_only(raw: RawData, name: str, spec: str, test_limit: int | None, subse
     """The test subset alone (an evaluation without a validation split): ``train`` empty, said in ``info``."""
     test = _test_subset(raw.test, test_limit, subset_seed)
     empty = Split(raw.test.x[:0], raw.test.y[:0])
-    info = {"spec": spec, "train_size": 0, "val_size": 0, "test_size": len(test), "full_test_size": len(raw.test),
-            "subset_seed": subset_seed, "training_images": "not loaded (not needed)", **raw.source}
-    return ImageData(name=name, spec=spec, classes=list(raw.classes), train=empty, test=test, val=None,
-                     flip=raw.flip, info=info, extra=raw.extra)
+    info = {
+        "spec": spec,
+        "train_size": 0,
+        "val_size": 0,
+        "test_size": len(test),
+        "full_test_size": len(raw.test),
+        "subset_seed": subset_seed,
+        "training_images": "not loaded (not needed)",
+        **raw.source,
+    }
+    return ImageData(
+        name=name,
+        spec=spec,
+        classes=list(raw.classes),
+        train=empty,
+        test=test,
+        val=None,
+        flip=raw.flip,
+        info=info,
+        extra=raw.extra,
+    )
 
 
 def load_data(
@@ -171,12 +192,16 @@ def load_data(
     _check_nonneg_int(val_size, "val_size")
     root_path = Path(root) if root else default_data_root()
     takes = "need_train" in inspect.signature(loader).parameters  # a user's source may not
-    raw: RawData = loader(arg, root_path, download, need_train=need_train) if takes else loader(arg, root_path, download)
+    raw: RawData = (
+        loader(arg, root_path, download, need_train=need_train) if takes else loader(arg, root_path, download)
+    )
     if not need_train and val_size == 0:
         return _test_only(raw, name, spec, test_limit, subset_seed)
     if raw.source.get("test_only"):
-        raise UserError(f"data set '{spec}': expected a data set with a training split, got a test-only set (evaluate "
-                        f"checkpoints on it with the shift evaluator: {mention('sets')} {spec})")
+        raise UserError(
+            f"data set '{spec}': expected a data set with a training split, got a test-only set (evaluate "
+            f"checkpoints on it with the shift evaluator: {mention('sets')} {spec})"
+        )
     rng = np.random.default_rng(subset_seed)
     n_train = len(raw.train)
     if val_size >= n_train:
@@ -201,5 +226,14 @@ def load_data(
         "subset_seed": subset_seed,
         **raw.source,
     }
-    return ImageData(name=name, spec=spec, classes=list(raw.classes), train=train, test=test,
-                     val=val, flip=raw.flip, info=info, extra=raw.extra)
+    return ImageData(
+        name=name,
+        spec=spec,
+        classes=list(raw.classes),
+        train=train,
+        test=test,
+        val=val,
+        flip=raw.flip,
+        info=info,
+        extra=raw.extra,
+    )

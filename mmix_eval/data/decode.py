@@ -75,7 +75,9 @@ def split_query(arg: str, what: str) -> tuple[str, Decode]:
     for part in query.split("&"):
         k, eq, v = part.partition("=")
         if not eq or k not in ("image_size", "resize"):
-            raise UserError(f"data set '{what}:{arg}': expected PATH?image_size=S[&resize=crop|stretch], got '?{query}'")
+            raise UserError(
+                f"data set '{what}:{arg}': expected PATH?image_size=S[&resize=crop|stretch], got '?{query}'"
+            )
         got[k] = v
     resize = got.get("resize", "crop")
     if resize not in RESIZES:
@@ -84,7 +86,9 @@ def split_query(arg: str, what: str) -> tuple[str, Decode]:
     if size is None:
         raise UserError(f"data set '{what}:{arg}': expected image_size=S with resize, got none")
     if not (size.isascii() and size.isdigit()) or not 1 <= int(size) <= MAX_IMAGE_SIZE:  # '²' is a digit to isdigit
-        raise UserError(f"data set '{what}:{arg}': image_size expected an integer from 1 to {MAX_IMAGE_SIZE}, got '{size}'")
+        raise UserError(
+            f"data set '{what}:{arg}': image_size expected an integer from 1 to {MAX_IMAGE_SIZE}, got '{size}'"
+        )
     return path, Decode(int(size), resize)
 
 
@@ -92,7 +96,9 @@ def with_decode(spec: str, size: int | None, resize: str | None) -> str:
     """The data spec with a decode policy added (``--image-size``, ``--resize``); the spec unchanged without one."""
     if size is None:
         if resize is not None:
-            raise ParamError("resize", f"expected {mention('image_size')} with it, got {mention('resize')} {resize} alone")
+            raise ParamError(
+                "resize", f"expected {mention('image_size')} with it, got {mention('resize')} {resize} alone"
+            )
         return spec
     resize = resize or "crop"
     if resize not in RESIZES:
@@ -101,13 +107,16 @@ def with_decode(spec: str, size: int | None, resize: str | None) -> str:
         raise ParamError("image_size", f"expected an integer from 1 to {MAX_IMAGE_SIZE}, got {size}")
     name, sep, arg = spec.partition(":")
     if not sep or name not in ("imagefolder", "tinyimagenet"):
-        raise ParamError("image_size", f"expected a data set read from image files (imagefolder:PATH, "
-                        f"tinyimagenet:PATH), got '{spec}'")
+        raise ParamError(
+            "image_size",
+            f"expected a data set read from image files (imagefolder:PATH, tinyimagenet:PATH), got '{spec}'",
+        )
     base, _ = split_query(arg, name)
     return f"{name}:{base}?image_size={size}&resize={resize}"
 
 
 # --- reading image files -------------------------------------------------------------------------------------
+
 
 class Files:
     """Image bytes by name, from a folder or an archive. An archive is streamed (``each``), never held whole."""
@@ -143,8 +152,10 @@ class Files:
                     if m.isfile() and m.name in wanted:
                         yield m.name, read_member(tar, m, f"image in '{self.root}'", IMAGE_CAP)
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-            raise UserError(f"archive '{self.root}': expected a readable .tar, .tar.gz or .zip archive, got an "
-                            f"unreadable file ({e})") from None
+            raise UserError(
+                f"archive '{self.root}': expected a readable .tar, .tar.gz or .zip archive, got an "
+                f"unreadable file ({e})"
+            ) from None
 
 
 def _open(name: str, data: bytes):
@@ -153,8 +164,10 @@ def _open(name: str, data: bytes):
     try:
         return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:  # not an OSError: would otherwise escape as a traceback
-        raise UserError(f"image '{name}': expected at most {2 * Image.MAX_IMAGE_PIXELS:,} pixels (Pillow's "
-                        f"decompression-bomb limit), got more ({e})") from None
+        raise UserError(
+            f"image '{name}': expected at most {2 * Image.MAX_IMAGE_PIXELS:,} pixels (Pillow's "
+            f"decompression-bomb limit), got more ({e})"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise UserError(f"image '{name}': expected a decodable image, got a file that fails to decode ({e})") from None
 
@@ -184,8 +197,10 @@ def decode_image(name: str, data: bytes, decode: Decode, shape: tuple[int, int, 
     except (OSError, ValueError, SyntaxError) as e:
         raise UserError(f"image '{name}': expected a decodable image, got a file that fails to decode ({e})") from None
     if arr.shape[:2] != (h, w):
-        raise UserError(f"image '{name}': expected {w}x{h} pixels like the data set's other images, got "
-                        f"{arr.shape[1]}x{arr.shape[0]} (give an image size: {mention('image_size')} S, or ?image_size=S)")
+        raise UserError(
+            f"image '{name}': expected {w}x{h} pixels like the data set's other images, got "
+            f"{arr.shape[1]}x{arr.shape[0]} (give an image size: {mention('image_size')} S, or ?image_size=S)"
+        )
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     return np.broadcast_to(arr, (h, w, c)).transpose(2, 0, 1)
 
@@ -201,16 +216,19 @@ def _eight_bit(name: str, img):
     from PIL import Image
 
     if img.mode == "F":
-        raise UserError(f"image '{name}': expected 8- or 16-bit pixels, got 32-bit floating-point pixels (mode F), "
-                        f"whose range is not known; convert it to an 8- or 16-bit image first")
+        raise UserError(
+            f"image '{name}': expected 8- or 16-bit pixels, got 32-bit floating-point pixels (mode F), "
+            f"whose range is not known; convert it to an 8- or 16-bit image first"
+        )
     top = WIDE_MODES.get(img.mode)
     if top is None:
         return img
     a = np.asarray(img)
     lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
     if lo < 0 or hi > top:
-        raise UserError(f"image '{name}': expected 16-bit pixel values (0 to {top}), got values from {lo} to {hi} "
-                        f"(mode {img.mode})")
+        raise UserError(
+            f"image '{name}': expected 16-bit pixel values (0 to {top}), got values from {lo} to {hi} (mode {img.mode})"
+        )
     scaled = np.floor(a.astype(np.float64) * (255.0 / top) + 0.5).astype(np.uint8)
     return Image.fromarray(scaled)  # uint8, 2-D: mode L
 
@@ -252,9 +270,11 @@ def image_shape(files: Files, names: list[str], decode: Decode, where: str) -> t
             first[(w, h)] = name
             if len(first) > 1:
                 (s1, n1), (s2, n2) = list(first.items())[:2]
-                raise UserError(f"{where}: expected images of one size, got {s1[0]}x{s1[1]} ('{n1}') and "
-                                f"{s2[0]}x{s2[1]} ('{n2}'); give an image size to resize them to: {mention('image_size')} S "
-                                f"(or ?image_size=S in the data spec)")
+                raise UserError(
+                    f"{where}: expected images of one size, got {s1[0]}x{s1[1]} ('{n1}') and "
+                    f"{s2[0]}x{s2[1]} ('{n2}'); give an image size to resize them to: {mention('image_size')} S "
+                    f"(or ?image_size=S in the data spec)"
+                )
 
     with _bar(len(names), f"reading image sizes {where}") as bar:
         if files.archive:
@@ -264,7 +284,7 @@ def image_shape(files: Files, names: list[str], decode: Decode, where: str) -> t
         else:
             with decode_pool() as pool:
                 for k in range(0, len(names), CHUNK):  # a chunk at a time: map() queues a future per item it is given
-                    chunk = names[k:k + CHUNK]
+                    chunk = names[k : k + CHUNK]
                     for n, hdr in zip(chunk, pool.map(lambda n: header(n, files.read(n)), chunk)):
                         note(n, hdr)
                     bar.update(len(chunk))
@@ -280,7 +300,9 @@ def _npy_header(f, shape: tuple[int, ...]) -> None:
     np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
 
 
-def decode_splits(files: Files, splits: dict[str, list[str]], decode: Decode, folder: Path, where: str) -> tuple[int, int, int]:
+def decode_splits(
+    files: Files, splits: dict[str, list[str]], decode: Decode, folder: Path, where: str
+) -> tuple[int, int, int]:
     """Each split's images (names, in order) decoded into ``folder/<split>_x.npy``, uint8 (N, C, H, W), a
     chunk at a time. Returns the image shape (C, H, W)."""
     every = [n for names in splits.values() for n in names]
@@ -298,6 +320,7 @@ def decode_splits(files: Files, splits: dict[str, list[str]], decode: Decode, fo
             offsets[s] = f.tell()
             f.truncate(offsets[s] + len(names) * per)
         with decode_pool() as pool, _bar(len(every), f"decoding {where}") as bar:
+
             def write(batch: list[tuple[str, bytes]]) -> None:
                 for (n, _), arr in zip(batch, pool.map(lambda it: decode_image(it[0], it[1], decode, shape), batch)):
                     s, i = place[n]
@@ -332,9 +355,11 @@ def _check_free_space(folder: Path, need: int, where: str) -> None:
     except OSError:
         return
     if need > free:
-        raise UserError(f"{where}: expected {need / 1e9:,.1f} GB free for the decoded images in '{folder.parent}', got "
-                        f"{free / 1e9:,.1f} GB free (a smaller image size, ?image_size=S, or another cache folder: "
-                        f"MMIX_EVAL_CACHE)")
+        raise UserError(
+            f"{where}: expected {need / 1e9:,.1f} GB free for the decoded images in '{folder.parent}', got "
+            f"{free / 1e9:,.1f} GB free (a smaller image size, ?image_size=S, or another cache folder: "
+            f"MMIX_EVAL_CACHE)"
+        )
 
 
 def _filled(files: Files, batch, pool) -> list[tuple[str, bytes]]:
@@ -344,5 +369,3 @@ def _filled(files: Files, batch, pool) -> list[tuple[str, bytes]]:
 
 
 # --- the cache folder ---------------------------------------------------------------------------------------
-
-

@@ -102,8 +102,12 @@ def _write_cache(cache: Path, fill: Callable[[Path], dict[str, np.ndarray]]) -> 
         files = {}
         for p in sorted(tmp.glob("*.npy")):
             st = p.stat()
-            files[p.name] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "fingerprint": fingerprint(p, st.st_size),
-                             "crc32": content_crc(p)}
+            files[p.name] = {
+                "bytes": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "fingerprint": fingerprint(p, st.st_size),
+                "crc32": content_crc(p),
+            }
         (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
         if cache.exists():  # an unreadable cache being replaced
             shutil.rmtree(cache, ignore_errors=True)
@@ -122,27 +126,44 @@ def read_cache(cache: Path, keys) -> dict:
     try:
         manifest = json.loads((cache / MANIFEST).read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"decoded cache '{cache / MANIFEST}': expected the manifest written with the cache, got an "
-                        f"unreadable file ({type(e).__name__}); delete '{cache}' to decode the images again") from None
+        raise UserError(
+            f"decoded cache '{cache / MANIFEST}': expected the manifest written with the cache, got an "
+            f"unreadable file ({type(e).__name__}); delete '{cache}' to decode the images again"
+        ) from None
     out = {}
     for k in keys:
         p = cache / f"{k}.npy"
         want = manifest.get(p.name) if isinstance(manifest, dict) else None
         if not isinstance(want, dict):
-            raise UserError(f"decoded cache '{p}': expected a file listed in its manifest, got none; delete '{cache}' "
-                            f"to decode the images again")
+            raise UserError(
+                f"decoded cache '{p}': expected a file listed in its manifest, got none; delete '{cache}' "
+                f"to decode the images again"
+            )
         try:
             st = p.stat()
         except OSError:
-            raise UserError(f"decoded cache '{p}': expected {want.get('bytes')} bytes, got a missing file; delete "
-                            f"'{cache}' to decode the images again") from None
-        if st.st_size != want.get("bytes") or st.st_mtime_ns != want.get("mtime_ns") \
-                or (content_crc(p) != want["crc32"] if "crc32" in want  # every byte; older caches: sampled blocks
-                    else fingerprint(p, st.st_size) != want.get("fingerprint")):
-            what = (f"{st.st_size} bytes" if st.st_size != want.get("bytes")
-                    else "a file rewritten since (another modification time or content)")
-            raise UserError(f"decoded cache '{p}': expected the {want.get('bytes')} bytes written with the cache, got "
-                            f"{what}; delete '{cache}' to decode the images again")
+            raise UserError(
+                f"decoded cache '{p}': expected {want.get('bytes')} bytes, got a missing file; delete "
+                f"'{cache}' to decode the images again"
+            ) from None
+        if (
+            st.st_size != want.get("bytes")
+            or st.st_mtime_ns != want.get("mtime_ns")
+            or (
+                content_crc(p) != want["crc32"]
+                if "crc32" in want  # every byte; older caches: sampled blocks
+                else fingerprint(p, st.st_size) != want.get("fingerprint")
+            )
+        ):
+            what = (
+                f"{st.st_size} bytes"
+                if st.st_size != want.get("bytes")
+                else "a file rewritten since (another modification time or content)"
+            )
+            raise UserError(
+                f"decoded cache '{p}': expected the {want.get('bytes')} bytes written with the cache, got "
+                f"{what}; delete '{cache}' to decode the images again"
+            )
         try:
             if k.endswith("_x") and st.st_size >= mmap_min_bytes():
                 out[k] = mapped_tensor(p)
@@ -150,6 +171,8 @@ def read_cache(cache: Path, keys) -> dict:
                 a = np.load(p, allow_pickle=False)
                 out[k] = torch.from_numpy(np.ascontiguousarray(a)) if k.endswith("_x") else a
         except (OSError, ValueError) as e:
-            raise UserError(f"decoded cache '{p}': expected a .npy array, got an unreadable file ({e}); delete "
-                            f"'{cache}' to decode the images again") from None
+            raise UserError(
+                f"decoded cache '{p}': expected a .npy array, got an unreadable file ({e}); delete "
+                f"'{cache}' to decode the images again"
+            ) from None
     return out

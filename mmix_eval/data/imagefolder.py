@@ -52,7 +52,9 @@ def _list_archive(path: Path) -> tuple[list[str], list[str]]:
                 elif m.isdir():
                     dirs.append(m.name.rstrip("/"))
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise UserError(f"imagefolder '{path}': expected a readable .tar or .tar.gz archive, got an unreadable file ({e})") from None
+        raise UserError(
+            f"imagefolder '{path}': expected a readable .tar or .tar.gz archive, got an unreadable file ({e})"
+        ) from None
     return sorted(names), sorted(dirs)
 
 
@@ -70,8 +72,10 @@ def _list_folder(path: Path) -> tuple[list[str], list[str]]:
             rel.encode("utf-8")
         except UnicodeEncodeError:
             shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            raise UserError(f"imagefolder '{path}': expected UTF-8 file and folder names, got '{shown}' (a name "
-                            f"in another encoding: rename it)") from None
+            raise UserError(
+                f"imagefolder '{path}': expected UTF-8 file and folder names, got '{shown}' (a name "
+                f"in another encoding: rename it)"
+            ) from None
     return sorted(names), sorted(dirs)
 
 
@@ -80,8 +84,14 @@ def _empty_class_folders(dirs: list[str], classes: list[str], names: list[str]) 
     dropped from the data set, which changes the class count and every later class's label."""
     depth = {len(PurePosixPath(n).parts) - 1 for n in names}  # a class folder's depth, in parts
     parents = {PurePosixPath(n).parent.parent for n in names}  # the folders the class folders sit in
-    return sorted({PurePosixPath(d).name for d in dirs if len(PurePosixPath(d).parts) in depth
-                   and PurePosixPath(d).parent in parents} - set(classes))
+    return sorted(
+        {
+            PurePosixPath(d).name
+            for d in dirs
+            if len(PurePosixPath(d).parts) in depth and PurePosixPath(d).parent in parents
+        }
+        - set(classes)
+    )
 
 
 def _layout(names: list[str], where: str) -> tuple[dict[str, list[tuple[str, str]]], str]:
@@ -113,22 +123,29 @@ def _source_key(path: Path, decode: Decode = AS_STORED) -> str:
         for dirpath, dirnames, _ in os.walk(path):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             st = os.stat(dirpath)
-            h.update(f"{Path(dirpath).relative_to(path).as_posix()}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+            h.update(
+                f"{Path(dirpath).relative_to(path).as_posix()}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape")
+            )
     else:
         st = path.stat()
         h.update(f"{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:24]
 
 
-def read_imagefolder(path: Path, cache_dir: Path | None = None, need_train: bool = True,
-                     decode: Decode = AS_STORED) -> RawData:
+def read_imagefolder(
+    path: Path, cache_dir: Path | None = None, need_train: bool = True, decode: Decode = AS_STORED
+) -> RawData:
     """The decoded data set. ``need_train=False`` (an evaluation without a validation split) reads only
     the test arrays of a cached decode."""
     if not path.exists():
-        raise UserError(f"imagefolder '{path}': expected a folder or .tar(.gz) archive of class folders, got a path that does not exist")
+        raise UserError(
+            f"imagefolder '{path}': expected a folder or .tar(.gz) archive of class folders, got a path that does not exist"
+        )
     is_archive = path.is_file()
     if is_archive and not path.name.lower().endswith(ARCHIVE_SUFFIXES):
-        raise UserError(f"imagefolder '{path}': expected a folder or a {'/'.join(ARCHIVE_SUFFIXES)} archive, got '{path.suffix}' file")
+        raise UserError(
+            f"imagefolder '{path}': expected a folder or a {'/'.join(ARCHIVE_SUFFIXES)} archive, got '{path.suffix}' file"
+        )
     cache = (cache_dir or default_cache_dir()) / f"imagefolder-{_source_key(path, decode)}"
     if str(cache) in _MEMORY and cache.is_dir():
         return _MEMORY[str(cache)]
@@ -148,19 +165,29 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None, need_train: bool
     splits, layout = _layout(names, str(path))
     classes = sorted({c for items in splits.values() for _, c in items})
     if len(classes) < 2:
-        raise UserError(f"imagefolder '{path}': expected at least 2 class folders, got {len(classes)} ({', '.join(classes)})")
+        raise UserError(
+            f"imagefolder '{path}': expected at least 2 class folders, got {len(classes)} ({', '.join(classes)})"
+        )
     index = {c: i for i, c in enumerate(classes)}
     empty = _empty_class_folders(dirs, classes, names)
     if "all" in splits:  # a seeded 80/20 split, fixed before decoding so each image is written once
         items = splits.pop("all")
         perm = np.random.default_rng(0).permutation(len(items))
         n_test = max(1, len(perm) // 5)
-        splits = {"train": [items[i] for i in np.sort(perm[n_test:])], "test": [items[i] for i in np.sort(perm[:n_test])]}
+        splits = {
+            "train": [items[i] for i in np.sort(perm[n_test:])],
+            "test": [items[i] for i in np.sort(perm[:n_test])],
+        }
     splits.setdefault("train", [])
 
     def fill(tmp: Path) -> dict[str, np.ndarray]:
-        decode_splits(Files(path, is_archive), {s: [n for n, _ in items] for s, items in splits.items()}, decode, tmp,
-                      f"imagefolder '{path}'")
+        decode_splits(
+            Files(path, is_archive),
+            {s: [n for n, _ in items] for s, items in splits.items()},
+            decode,
+            tmp,
+            f"imagefolder '{path}'",
+        )
         small = {"classes": np.array(classes), "layout": np.array(layout), "empty_classes": np.array(empty, dtype=str)}
         for s, items in splits.items():
             small[f"{s}_y"] = np.array([index[c] for _, c in items], dtype=np.int64)
@@ -169,8 +196,10 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None, need_train: bool
     try:
         write_cache(cache, fill)
     except OSError as e:
-        raise UserError(f"imagefolder '{path}': expected a writable decode cache at '{cache.parent}' "
-                        f"(MMIX_EVAL_CACHE), got {type(e).__name__}: {e}") from None
+        raise UserError(
+            f"imagefolder '{path}': expected a writable decode cache at '{cache.parent}' "
+            f"(MMIX_EVAL_CACHE), got {type(e).__name__}: {e}"
+        ) from None
     raw = _raw_from_arrays(read_cache(cache, ARRAYS), path, str(cache), decode)
     _MEMORY[str(cache)] = raw
     return raw
@@ -179,16 +208,33 @@ def read_imagefolder(path: Path, cache_dir: Path | None = None, need_train: bool
 def _raw_from_arrays(a: dict, path: Path, cache: str, decode: Decode = AS_STORED) -> RawData:
     classes = [str(c) for c in a["classes"]]
     test = Split(a["test_x"], torch.from_numpy(a["test_y"]))
-    train = Split(a["train_x"], torch.from_numpy(a["train_y"])) if "train_x" in a \
-        else Split(test.x[:0].clone(), test.y[:0].clone())  # not read: only the test split is needed
+    train = (
+        Split(a["train_x"], torch.from_numpy(a["train_y"]))
+        if "train_x" in a
+        else Split(test.x[:0].clone(), test.y[:0].clone())
+    )  # not read: only the test split is needed
     if len(test) == 0:
         raise UserError(f"imagefolder '{path}': expected images in the test split, found none")
     empty = [str(c) for c in a["empty_classes"]]
     if empty:  # said on every load, and recorded in the checkpoint's data metadata
         import warnings
 
-        warnings.warn(f"imagefolder '{path}': class folder(s) {', '.join(empty)} hold no image and are not classes "
-                      f"(the data set has {len(classes)}: {', '.join(classes)})", stacklevel=4)
-    return RawData(classes=classes, train=train, test=test, flip=True,
-                   source={"source": "imagefolder", "path": str(path), "layout": str(a["layout"]), "cache": cache,
-                           "decode": decode.describe(), **({"empty_class_folders": empty} if empty else {})})
+        warnings.warn(
+            f"imagefolder '{path}': class folder(s) {', '.join(empty)} hold no image and are not classes "
+            f"(the data set has {len(classes)}: {', '.join(classes)})",
+            stacklevel=4,
+        )
+    return RawData(
+        classes=classes,
+        train=train,
+        test=test,
+        flip=True,
+        source={
+            "source": "imagefolder",
+            "path": str(path),
+            "layout": str(a["layout"]),
+            "cache": cache,
+            "decode": decode.describe(),
+            **({"empty_class_folders": empty} if empty else {}),
+        },
+    )

@@ -37,9 +37,13 @@ def digits(arg, root, download) -> RawData:
     # sklearn ships no test split: a fixed seeded 300-image test split, the same for everyone.
     perm = np.random.default_rng(0).permutation(len(y))
     test, train = np.sort(perm[:300]), np.sort(perm[300:])
-    return RawData(classes=[str(i) for i in range(10)], train=_split(x[train], y[train]),
-                   test=_split(x[test], y[test]), flip=False,
-                   source={"source": "sklearn.datasets.load_digits", "split": "seeded 1497/300 (seed 0)"})
+    return RawData(
+        classes=[str(i) for i in range(10)],
+        train=_split(x[train], y[train]),
+        test=_split(x[test], y[test]),
+        flip=False,
+        source={"source": "sklearn.datasets.load_digits", "split": "seeded 1497/300 (seed 0)"},
+    )
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -67,8 +71,10 @@ def _torchvision(name: str, root: Path, download: bool, make):
         return make(str(root), download)
     except RuntimeError as e:
         if "not found" in str(e).lower() or "download=true" in str(e).lower():
-            raise UserError(f"data root '{root}': expected the {name} files there, found none; "
-                f"pass {mention('download')} to fetch them, or {mention('data_root')} to point at a copy") from None
+            raise UserError(
+                f"data root '{root}': expected the {name} files there, found none; "
+                f"pass {mention('download')} to fetch them, or {mention('data_root')} to point at a copy"
+            ) from None
         raise UserError(f"data set '{name}' at '{root}': {e}") from None
     except OSError as e:  # network failure during download, unreadable files
         raise UserError(f"data set '{name}' at '{root}': {e}") from None
@@ -81,10 +87,18 @@ def _cifar(name: str, cls_name: str, root: Path, download: bool, need_train: boo
     te = _torchvision(name, root, download, lambda r, d: cls(r, train=False, download=d))
     to_split = lambda ds: _split(ds.data.transpose(0, 3, 1, 2), ds.targets)  # NHWC -> NCHW
     test = to_split(te)
-    train = to_split(_torchvision(name, root, download, lambda r, d: cls(r, train=True, download=d))) if need_train \
+    train = (
+        to_split(_torchvision(name, root, download, lambda r, d: cls(r, train=True, download=d)))
+        if need_train
         else _empty_like(test)
-    return RawData(classes=list(te.classes), train=train, test=test, flip=True,
-                   source={"source": f"torchvision.datasets.{cls_name}", "root": str(root)})
+    )
+    return RawData(
+        classes=list(te.classes),
+        train=train,
+        test=test,
+        flip=True,
+        source={"source": f"torchvision.datasets.{cls_name}", "root": str(root)},
+    )
 
 
 def cifar10(arg, root, download, need_train: bool = True) -> RawData:
@@ -103,12 +117,23 @@ def svhn(arg, root, download, need_train: bool = True) -> RawData:
 
     te = _torchvision("svhn", root, download, lambda r, d: tvd.SVHN(r, split="test", download=d))
     test = _split(te.data, te.labels)
-    train = _split(*(lambda tr: (tr.data, tr.labels))(
-        _torchvision("svhn", root, download, lambda r, d: tvd.SVHN(r, split="train", download=d)))) if need_train \
+    train = (
+        _split(
+            *(lambda tr: (tr.data, tr.labels))(
+                _torchvision("svhn", root, download, lambda r, d: tvd.SVHN(r, split="train", download=d))
+            )
+        )
+        if need_train
         else _empty_like(test)
+    )
     # A flipped digit is another digit (or none): no horizontal flips on SVHN.
-    return RawData(classes=[str(i) for i in range(10)], train=train, test=test, flip=False,
-                   source={"source": "torchvision.datasets.SVHN", "root": str(root)})
+    return RawData(
+        classes=[str(i) for i in range(10)],
+        train=train,
+        test=test,
+        flip=False,
+        source={"source": "torchvision.datasets.SVHN", "root": str(root)},
+    )
 
 
 def imagefolder(arg, root, download, need_train: bool = True) -> RawData:
@@ -132,7 +157,9 @@ def parse_spiral(arg: str | None) -> dict:
         try:
             out[key] = type(SPIRAL_DEFAULTS[key])(value)
         except ValueError:
-            raise UserError(f"data set 'spiral': '{key}' expected a {type(SPIRAL_DEFAULTS[key]).__name__}, got '{value}'") from None
+            raise UserError(
+                f"data set 'spiral': '{key}' expected a {type(SPIRAL_DEFAULTS[key]).__name__}, got '{value}'"
+            ) from None
     if out["arms"] < 2 or out["points"] < 8 * out["arms"] or out["noise"] < 0 or out["turns"] <= 0:
         raise UserError(f"data set 'spiral': expected arms >= 2, points >= 8 per arm, noise >= 0, turns > 0, got {out}")
     return out
@@ -155,8 +182,13 @@ def spiral(arg, root, download) -> RawData:
     xy, y = spiral_points(s["arms"], s["points"], s["noise"], s["turns"], s["seed"])
     x = np.rint(xy * 255).astype(np.uint8)[:, :, None, None]  # 8-bit like every source: 1/255 of the square
     n_test = s["points"] // 4
-    return RawData(classes=[f"arm{a}" for a in range(s["arms"])], train=_split(x[n_test:], y[n_test:]),
-                   test=_split(x[:n_test], y[:n_test]), flip=False, source={"source": "generated spiral", **s})
+    return RawData(
+        classes=[f"arm{a}" for a in range(s["arms"])],
+        train=_split(x[n_test:], y[n_test:]),
+        test=_split(x[:n_test], y[:n_test]),
+        flip=False,
+        source={"source": "generated spiral", **s},
+    )
 
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -173,8 +205,10 @@ def _shift_arrays(what: str, x, y, files: str) -> tuple[np.ndarray, np.ndarray]:
         got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, np.ndarray) else type(y).__name__
         raise UserError(f"{what} labels '{files}': expected {len(x)} integer labels (one per image), got {got}")
     if len(y) and (y.min() < 0 or y.max() > 9):
-        raise UserError(f"{what} labels '{files}': expected CIFAR-10 class indices 0..9, got values from {int(y.min())} "
-                        f"to {int(y.max())}")
+        raise UserError(
+            f"{what} labels '{files}': expected CIFAR-10 class indices 0..9, got values from {int(y.min())} "
+            f"to {int(y.max())}"
+        )
     return x, y.astype(np.int64)
 
 
@@ -189,14 +223,25 @@ def _npload(what: str, path: Path):
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise UserError(f"{what} file '{path}': expected a .npy/.npz array file, got an unreadable file ({str(e)[:120]})") from None
+        raise UserError(
+            f"{what} file '{path}': expected a .npy/.npz array file, got an unreadable file ({str(e)[:120]})"
+        ) from None
 
 
 def _shift_source(what: str, x: np.ndarray, y: np.ndarray, files: list[Path]) -> RawData:
     test = _split(x.transpose(0, 3, 1, 2), y)
-    return RawData(classes=list(CIFAR10_CLASSES), train=_empty_like(test), test=test, flip=True,
-                   source={"source": what, "path": str(files[0]), "test_only": True,
-                           "sha256": {f.name: file_sha256(f) for f in files}})
+    return RawData(
+        classes=list(CIFAR10_CLASSES),
+        train=_empty_like(test),
+        test=test,
+        flip=True,
+        source={
+            "source": what,
+            "path": str(files[0]),
+            "test_only": True,
+            "sha256": {f.name: file_sha256(f) for f in files},
+        },
+    )
 
 
 def cifar10_1(arg, root, download, need_train: bool = True) -> RawData:
@@ -206,8 +251,9 @@ def cifar10_1(arg, root, download, need_train: bool = True) -> RawData:
     labels = data.with_name(data.name.replace("_data.npy", "_labels.npy"))
     for f in (data, labels):
         if not f.is_file():
-            raise UserError(f"cifar10.1 '{f}': expected the CIFAR-10.1 file there, got none (download from "
-                            f"{CIFAR10_1_URL})")
+            raise UserError(
+                f"cifar10.1 '{f}': expected the CIFAR-10.1 file there, got none (download from {CIFAR10_1_URL})"
+            )
     x, y = _shift_arrays("cifar10.1", _npload("cifar10.1", data), _npload("cifar10.1", labels), str(data.parent))
     return _shift_source("cifar10.1", x, y, [data, labels])
 
@@ -217,10 +263,14 @@ def cifar10_2(arg, root, download, need_train: bool = True) -> RawData:
     path = Path(arg).expanduser() if arg else Path(root) / "CIFAR-10.2"
     f = path if path.is_file() else path / "cifar102_test.npz"
     if not f.is_file():
-        raise UserError(f"cifar10.2 '{f}': expected the CIFAR-10.2 test file there, got none (download from {CIFAR10_2_URL})")
+        raise UserError(
+            f"cifar10.2 '{f}': expected the CIFAR-10.2 test file there, got none (download from {CIFAR10_2_URL})"
+        )
     z = _npload("cifar10.2", f)
     if not hasattr(z, "files") or not {"images", "labels"} <= set(z.files):
-        raise UserError(f"cifar10.2 file '{f}': expected an .npz with arrays 'images' and 'labels', got "
-                        f"{sorted(z.files) if hasattr(z, 'files') else 'a single array'}")
+        raise UserError(
+            f"cifar10.2 file '{f}': expected an .npz with arrays 'images' and 'labels', got "
+            f"{sorted(z.files) if hasattr(z, 'files') else 'a single array'}"
+        )
     x, y = _shift_arrays("cifar10.2", z["images"], z["labels"], str(f))
     return _shift_source("cifar10.2", x, y, [f])

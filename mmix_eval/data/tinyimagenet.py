@@ -71,8 +71,9 @@ def _listing(path: Path) -> tuple[list[str], dict[str, bytes]]:
                     elif m.isfile() and _is_image(m.name):
                         names.append(m.name)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise UserError(f"tinyimagenet '{path}': expected a readable .zip, .tar or .tar.gz archive, got an unreadable "
-                        f"file ({e})") from None
+        raise UserError(
+            f"tinyimagenet '{path}': expected a readable .zip, .tar or .tar.gz archive, got an unreadable file ({e})"
+        ) from None
     return sorted(names), texts
 
 
@@ -84,27 +85,31 @@ def _text(texts: dict[str, bytes], rel: str) -> str | None:
 def _plan(path: Path, names: list[str], texts: dict[str, bytes]):
     """(train [(name, wnid)], test [(name, wnid)], sorted wnids, class names)."""
     ann_rel = _annotations(path, names, texts)
-    prefix = ann_rel[:-len("val/val_annotations.txt")]  # '' or 'tiny-imagenet-200/'
+    prefix = ann_rel[: -len("val/val_annotations.txt")]  # '' or 'tiny-imagenet-200/'
     train, val = [], []
     for n in names:
         if not n.startswith(prefix):
             continue
-        parts = PurePosixPath(n[len(prefix):]).parts
+        parts = PurePosixPath(n[len(prefix) :]).parts
         if len(parts) == 4 and parts[0] == "train" and parts[2] == "images":
             train.append((n, parts[1]))
         elif len(parts) == 3 and parts[:2] == ("val", "images"):
             val.append(n)
     wnids = sorted({w for _, w in train})
     if len(wnids) < 2:
-        raise UserError(f"tinyimagenet '{path}': expected train/<wnid>/images/*.JPEG for every class, got "
-                        f"{len(wnids)} class folder(s)")
+        raise UserError(
+            f"tinyimagenet '{path}': expected train/<wnid>/images/*.JPEG for every class, got "
+            f"{len(wnids)} class folder(s)"
+        )
     listed = _text(texts, prefix + "wnids.txt")
     if listed is not None:
         want = sorted({w.strip() for w in listed.split() if w.strip()})
         if want != wnids:
             miss = sorted(set(want) - set(wnids))[:3] or sorted(set(wnids) - set(want))[:3]
-            raise UserError(f"tinyimagenet '{path}': expected train/ to hold the {len(want)} classes of wnids.txt, got "
-                            f"{len(wnids)} (differing: {', '.join(miss)})")
+            raise UserError(
+                f"tinyimagenet '{path}': expected train/ to hold the {len(want)} classes of wnids.txt, got "
+                f"{len(wnids)} (differing: {', '.join(miss)})"
+            )
     ann_file = f"{path}/{ann_rel}" if not path.is_dir() else str(path / ann_rel)
     test = _test_images(val, _val_labels(_text(texts, ann_rel), set(wnids), ann_file), ann_file)
     return train, test, wnids, _class_names(_text(texts, prefix + "words.txt"), wnids)
@@ -117,9 +122,11 @@ def _annotations(path: Path, names: list[str], texts: dict[str, bytes]) -> str:
         return min(ann_paths, key=len)
     top = sorted({PurePosixPath(n).parts[0] for n in names}) if names else []
     has_val = any("/val/images/" in f"/{n}" for n in names)
-    raise UserError(f"tinyimagenet '{path}': expected val/val_annotations.txt (the validation labels) "
-                    f"{'beside val/images/' if has_val else 'in the distributed layout (' + FOLDER + '/train, val)'}, "
-                    f"got none{' (top-level: ' + ', '.join(top[:3]) + ')' if top and not has_val else ''}")
+    raise UserError(
+        f"tinyimagenet '{path}': expected val/val_annotations.txt (the validation labels) "
+        f"{'beside val/images/' if has_val else 'in the distributed layout (' + FOLDER + '/train, val)'}, "
+        f"got none{' (top-level: ' + ', '.join(top[:3]) + ')' if top and not has_val else ''}"
+    )
 
 
 def _val_labels(text: str, index: set[str], ann_file: str) -> dict[str, str]:
@@ -130,11 +137,15 @@ def _val_labels(text: str, index: set[str], ann_file: str) -> dict[str, str]:
             continue
         cols = line.split("\t")
         if len(cols) < 2 or cols[1] not in index:
-            raise UserError(f"tinyimagenet annotations '{ann_file}': expected 'file<TAB>wnid<TAB>box' with a wnid of "
-                            f"train/ on line {k}, got '{line[:80]}'")
+            raise UserError(
+                f"tinyimagenet annotations '{ann_file}': expected 'file<TAB>wnid<TAB>box' with a wnid of "
+                f"train/ on line {k}, got '{line[:80]}'"
+            )
         if labels.get(cols[0], cols[1]) != cols[1]:
-            raise UserError(f"tinyimagenet annotations '{ann_file}': expected one class per image, got '{cols[0]}' "
-                            f"labelled {labels[cols[0]]} and, on line {k}, {cols[1]}")
+            raise UserError(
+                f"tinyimagenet annotations '{ann_file}': expected one class per image, got '{cols[0]}' "
+                f"labelled {labels[cols[0]]} and, on line {k}, {cols[1]}"
+            )
         labels[cols[0]] = cols[1]
     return labels
 
@@ -145,13 +156,16 @@ def _test_images(val: list[str], labels: dict[str, str], ann_file: str) -> list[
     for n in val:
         base = PurePosixPath(n).name
         if base not in labels:
-            raise UserError(f"tinyimagenet image '{n}': expected an image listed in '{ann_file}', got one it does not "
-                            f"list")
+            raise UserError(
+                f"tinyimagenet image '{n}': expected an image listed in '{ann_file}', got one it does not list"
+            )
         test.append((n, labels.pop(base)))
     if labels:
         gone = sorted(labels)
-        raise UserError(f"tinyimagenet annotations '{ann_file}': expected every listed image in val/images/, got "
-                        f"{len(gone)} missing ({', '.join(gone[:3])}{' …' if len(gone) > 3 else ''})")
+        raise UserError(
+            f"tinyimagenet annotations '{ann_file}': expected every listed image in val/images/, got "
+            f"{len(gone)} missing ({', '.join(gone[:3])}{' …' if len(gone) > 3 else ''})"
+        )
     return test
 
 
@@ -169,15 +183,21 @@ def _class_names(words: str | None, wnids: list[str]) -> list[str]:
 
 def tinyimagenet(arg, root, download, need_train: bool = True) -> RawData:
     if download:
-        raise UserError(f"tinyimagenet: expected the files already on disk (no download here), got {mention('download')}; get "
-                        f"{URL} and give tinyimagenet:PATH (the .zip or the extracted folder)")
+        raise UserError(
+            f"tinyimagenet: expected the files already on disk (no download here), got {mention('download')}; get "
+            f"{URL} and give tinyimagenet:PATH (the .zip or the extracted folder)"
+        )
     raw_path, decode = split_query(arg, "tinyimagenet") if arg else (str(Path(root) / FOLDER), Decode())
     path = Path(raw_path).expanduser()
     if not path.exists():
-        raise UserError(f"tinyimagenet '{path}': expected the Tiny-ImageNet folder or archive ({URL}), got a path that "
-                        f"does not exist")
+        raise UserError(
+            f"tinyimagenet '{path}': expected the Tiny-ImageNet folder or archive ({URL}), got a path that "
+            f"does not exist"
+        )
     if path.is_file() and not path.name.lower().endswith((".zip", ".tar", ".tar.gz", ".tgz")):
-        raise UserError(f"tinyimagenet '{path}': expected a folder or a .zip/.tar/.tar.gz archive, got '{path.suffix}' file")
+        raise UserError(
+            f"tinyimagenet '{path}': expected a folder or a .zip/.tar/.tar.gz archive, got '{path.suffix}' file"
+        )
     cache = default_cache_dir() / f"tinyimagenet-{_source_key(path, decode)}"
     if str(cache) in _MEMORY and cache.is_dir():
         return _MEMORY[str(cache)]
@@ -187,27 +207,50 @@ def tinyimagenet(arg, root, download, need_train: bool = True) -> RawData:
         lab = {w: i for i, w in enumerate(wnids)}
 
         def fill(tmp: Path) -> dict[str, np.ndarray]:
-            decode_splits(Files(path, path.is_file()), {"train": [n for n, _ in train], "test": [n for n, _ in test]},
-                          decode, tmp, f"tinyimagenet '{path}'")
-            return {"classes": np.array(classes), "wnids": np.array(wnids),
-                    "train_y": np.array([lab[w] for _, w in train], dtype=np.int64),
-                    "test_y": np.array([lab[w] for _, w in test], dtype=np.int64),
-                    "test_names": np.array([PurePosixPath(n).name for n, _ in test])}
+            decode_splits(
+                Files(path, path.is_file()),
+                {"train": [n for n, _ in train], "test": [n for n, _ in test]},
+                decode,
+                tmp,
+                f"tinyimagenet '{path}'",
+            )
+            return {
+                "classes": np.array(classes),
+                "wnids": np.array(wnids),
+                "train_y": np.array([lab[w] for _, w in train], dtype=np.int64),
+                "test_y": np.array([lab[w] for _, w in test], dtype=np.int64),
+                "test_names": np.array([PurePosixPath(n).name for n, _ in test]),
+            }
 
         try:
             write_cache(cache, fill)
         except OSError as e:
-            raise UserError(f"tinyimagenet '{path}': expected a writable decode cache at '{cache.parent}' "
-                            f"(MMIX_EVAL_CACHE), got {type(e).__name__}: {e}") from None
+            raise UserError(
+                f"tinyimagenet '{path}': expected a writable decode cache at '{cache.parent}' "
+                f"(MMIX_EVAL_CACHE), got {type(e).__name__}: {e}"
+            ) from None
         need_train = True
     a = read_cache(cache, ARRAYS if need_train else TEST_ARRAYS)
     test = Split(a["test_x"], torch.from_numpy(a["test_y"]))
-    train = Split(a["train_x"], torch.from_numpy(a["train_y"])) if "train_x" in a \
+    train = (
+        Split(a["train_x"], torch.from_numpy(a["train_y"]))
+        if "train_x" in a
         else Split(test.x[:0].clone(), test.y[:0].clone())
-    raw = RawData(classes=[str(c) for c in a["classes"]], train=train, test=test, flip=True,
-                  source={"source": "tinyimagenet", "path": str(path), "split": SPLIT_NOTE, "cache": str(cache),
-                          "decode": decode.describe()},
-                  extra={"test_names": [str(n) for n in a["test_names"]], "wnids": [str(w) for w in a["wnids"]]})
+    )
+    raw = RawData(
+        classes=[str(c) for c in a["classes"]],
+        train=train,
+        test=test,
+        flip=True,
+        source={
+            "source": "tinyimagenet",
+            "path": str(path),
+            "split": SPLIT_NOTE,
+            "cache": str(cache),
+            "decode": decode.describe(),
+        },
+        extra={"test_names": [str(n) for n in a["test_names"]], "wnids": [str(w) for w in a["wnids"]]},
+    )
     if need_train:
         _MEMORY[str(cache)] = raw
     return raw

@@ -22,12 +22,35 @@ This package's ``base``, ``records`` and ``outcomes`` modules import no torch.
 
 from __future__ import annotations
 
-from mmix_eval.evaluate.base import SHIFT_METRICS, EvalOptions, Evaluator, MetricSpec, OptionError, get_evaluator, run_evaluator
+from mmix_eval.evaluate.base import (
+    SHIFT_METRICS,
+    EvalOptions,
+    Evaluator,
+    MetricSpec,
+    OptionError,
+    get_evaluator,
+    run_evaluator,
+)
 from mmix_eval.evaluate.records import record
 
-__all__ = ["SHIFT_METRICS", "EvalOptions", "Shift", "shift_rows", "Evaluator", "MetricSpec", "OptionError", "condition_rows",
-           "evaluate_calibration", "evaluate_deformations", "evaluate_fgsm", "get_evaluator", "load_target", "record",
-           "run_evaluator", "target_from_module"]
+__all__ = [
+    "SHIFT_METRICS",
+    "EvalOptions",
+    "Shift",
+    "shift_rows",
+    "Evaluator",
+    "MetricSpec",
+    "OptionError",
+    "condition_rows",
+    "evaluate_calibration",
+    "evaluate_deformations",
+    "evaluate_fgsm",
+    "get_evaluator",
+    "load_target",
+    "record",
+    "run_evaluator",
+    "target_from_module",
+]
 
 _LAZY = {  # these import torch: loaded on first use
     "evaluate_deformations": "mmix_eval.evaluate.evaluators.deformations.evaluator",

@@ -82,8 +82,19 @@ SHIFT_METRICS: dict[str, MetricSpec] = {
     "risk90": MetricSpec("error at 90 % coverage (the most confident)", "lower"),
 }
 # The probability metrics every condition records raw and, where a calibrator was fitted, calibrated.
-PROBABILITY_METRICS = ("nll", "ece", "ece_em", "cw_ece", "signed_ce", "brier", "aurc", "risk80", "risk90", "ce_debiased",
-                       "smece")
+PROBABILITY_METRICS = (
+    "nll",
+    "ece",
+    "ece_em",
+    "cw_ece",
+    "signed_ce",
+    "brier",
+    "aurc",
+    "risk80",
+    "risk90",
+    "ce_debiased",
+    "smece",
+)
 # Calibration errors: descriptive only. A report never bolds or marks them, and no "better calibrated" verdict rests
 # on them (binned estimators are biased by each model's own amount; verdicts rest on NLL and Brier, the proper scores).
 CALIBRATION_ERRORS = ("ece", "mce", "ece_em", "cw_ece", "ce_debiased", "smece")
@@ -146,10 +157,14 @@ class Evaluator:
         before = copy.deepcopy(options)
         self.validate(options)
         if options != before:
-            changed = [f.name for f in dataclasses.fields(options) if getattr(options, f.name) != getattr(before, f.name)]
-            raise UserError(f"evaluator '{self.name}': validate() changed option(s) {', '.join(changed) or '?'}; "
-                            f"expected it to leave its options as given (convert values in resolve(), which returns "
-                            f"a new object)")
+            changed = [
+                f.name for f in dataclasses.fields(options) if getattr(options, f.name) != getattr(before, f.name)
+            ]
+            raise UserError(
+                f"evaluator '{self.name}': validate() changed option(s) {', '.join(changed) or '?'}; "
+                f"expected it to leave its options as given (convert values in resolve(), which returns "
+                f"a new object)"
+            )
 
     def options(self, raw: dict | None = None, where: str | None = None):
         """Options from a mapping (YAML, CLI), strictly: unknown keys and wrong types are errors naming the
@@ -159,8 +174,10 @@ class Evaluator:
         where = where or f"evaluator '{self.name}'"
         for k in raw:
             if k not in known:
-                raise UserError(f"{where}: unknown option '{k}'{did_you_mean(str(k), known)}; "
-                                f"expected one of: {', '.join(known) or 'none'}")
+                raise UserError(
+                    f"{where}: unknown option '{k}'{did_you_mean(str(k), known)}; "
+                    f"expected one of: {', '.join(known) or 'none'}"
+                )
         hints = typing.get_type_hints(self.Options)
         values = {}
         try:
@@ -189,8 +206,11 @@ def get_evaluator(spec: str) -> Evaluator:
     interface (a class or instance of Evaluator with a spec for every metric it declares)."""
     if not isinstance(spec, str) or not spec:
         raise UserError(f"evaluator: expected a name or module:attr, got {spec!r}")
-    obj = EVALUATORS.instance(spec, Evaluator, "a mmix_eval.evaluate.Evaluator subclass "
-                                                "(name, Options, metrics, run(target, options, common) -> rows)")
+    obj = EVALUATORS.instance(
+        spec,
+        Evaluator,
+        "a mmix_eval.evaluate.Evaluator subclass (name, Options, metrics, run(target, options, common) -> rows)",
+    )
     if not dataclasses.is_dataclass(obj.Options):
         raise UserError(f"evaluator '{spec}': 'Options' expected a dataclass, got {obj.Options!r}")
     for f in dataclasses.fields(obj.Options):
@@ -221,6 +241,7 @@ def describe_evaluators() -> list[tuple[str, str, list[tuple[str, Any, Any, str]
 @dataclass
 class Preflight:
     """What a bench knows about a run's evaluation before it trains (see ``Evaluator.preflight``)."""
+
     data: str
     data_root: str | None
     channels: int
@@ -234,22 +255,42 @@ class Preflight:
 class EvalOptions:
     """Options every evaluator of one ``evaluate`` call shares: which images, the seed, the device. Checked once, when
     made (a changed copy, ``dataclasses.replace``, is checked again)."""
+
     data: str | None = field(default=None, metadata={"help": "override the data set, e.g. imagefolder:PATH"})
     data_root: str | None = field(default=None, metadata={"help": "override where torchvision data sets live"})
-    limit: int | None = field(default=None, metadata={"help": "a seeded subset of N test images (the same for every checkpoint; at most 10^9)"})
+    limit: int | None = field(
+        default=None,
+        metadata={"help": "a seeded subset of N test images (the same for every checkpoint; at most 10^9)"},
+    )
     download: bool = field(default=False, metadata={"help": "download a torchvision data set if missing"})
-    class_map: str | None = field(default=None, metadata={
-        "help": "when the data's class names or order differ from the checkpoint's: by-name, or a YAML file of "
-                "data name: checkpoint name (labels are remapped, and the records say so)"})
+    class_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "when the data's class names or order differ from the checkpoint's: by-name, or a YAML file of "
+            "data name: checkpoint name (labels are remapped, and the records say so)"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "test subset, deformation parameters, PGD start (0 to 2^32 - 1)"})
-    bins: int = field(default=15, metadata={"help": "ECE bins for every condition (15: Guo et al. 2017; at most 10,000)"})
-    calibrator: str = field(default="temperature", metadata={
-        "help": "post-hoc calibrator fitted once per checkpoint on held-out images and applied to every condition's "
-                "logits: none | temperature | vector | module:Class (mmix-eval ls calibrators)"})
-    calibration_split: int | None = field(default=None, metadata={
-        "help": "fit the calibrator on N seeded test images, left out of every evaluated subset (default: the "
-                "checkpoint's own validation split; at most 10^9)"})
-    batch_size: int | None = field(default=None, metadata={"help": "default: 500 on a CPU, 1000 on a GPU (at most 65,536)"})
+    bins: int = field(
+        default=15, metadata={"help": "ECE bins for every condition (15: Guo et al. 2017; at most 10,000)"}
+    )
+    calibrator: str = field(
+        default="temperature",
+        metadata={
+            "help": "post-hoc calibrator fitted once per checkpoint on held-out images and applied to every condition's "
+            "logits: none | temperature | vector | module:Class (mmix-eval ls calibrators)"
+        },
+    )
+    calibration_split: int | None = field(
+        default=None,
+        metadata={
+            "help": "fit the calibrator on N seeded test images, left out of every evaluated subset (default: the "
+            "checkpoint's own validation split; at most 10^9)"
+        },
+    )
+    batch_size: int | None = field(
+        default=None, metadata={"help": "default: 500 on a CPU, 1000 on a GPU (at most 65,536)"}
+    )
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
     progress: bool = True
     allow_import: bool = False  # --trust-model-import: a checkpoint may name its model by module:factory
@@ -279,6 +320,7 @@ def run_evaluator(evaluator: Evaluator, target, options=None, common: EvalOption
     opts = options if isinstance(options, evaluator.Options) else evaluator.options(options)
     rows = evaluator.run(target, opts, common)
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise UserError(f"evaluator '{evaluator.name}': run() expected to return a list of record dicts, "
-                        f"got {type(rows).__name__}")
+        raise UserError(
+            f"evaluator '{evaluator.name}': run() expected to return a list of record dicts, got {type(rows).__name__}"
+        )
     return with_specs(rows, evaluator)

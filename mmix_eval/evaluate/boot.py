@@ -57,7 +57,9 @@ def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
 
 
-def per_image_columns(nll: np.ndarray, brier: np.ndarray, conf: np.ndarray, correct: np.ndarray, bins: int) -> np.ndarray:
+def per_image_columns(
+    nll: np.ndarray, brier: np.ndarray, conf: np.ndarray, correct: np.ndarray, bins: int
+) -> np.ndarray:
     """(n, 2 + bins) float64: each image's NLL, Brier and, in its equal-width confidence bin's column,
     confidence − correct (``bin_index``: the recorded ECE's edges and rule). Column sums over a resample, divided by n,
     give NLL, Brier and the signed gap per bin, whose absolute values sum to the ECE."""
@@ -74,8 +76,9 @@ def _scores(sums: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([sums[..., :2] / n, np.abs(sums[..., 2:]).sum(-1, keepdims=True) / n], axis=-1)
 
 
-def replicates(nll: np.ndarray, brier: np.ndarray, conf: np.ndarray, correct: np.ndarray, bins: int,
-               matmul=np.matmul) -> np.ndarray:
+def replicates(
+    nll: np.ndarray, brier: np.ndarray, conf: np.ndarray, correct: np.ndarray, bins: int, matmul=np.matmul
+) -> np.ndarray:
     """(B, 3) float16: each resample's NLL, Brier and ECE minus the full sample's (``BOOT_STATS`` order).
     ``matmul(a, b)`` multiplies two float32 arrays: the evaluators pass torch's, so the product runs in torch's
     thread pool (numpy's BLAS threads spin after a call and slowed the next forward pass by about 4 %)."""
@@ -90,8 +93,13 @@ def replicates(nll: np.ndarray, brier: np.ndarray, conf: np.ndarray, correct: np
         sums = np.zeros((BOOT_RESAMPLES, x.shape[1]))
         step = max(1, (16 * 1024 * 1024) // (4 * BOOT_RESAMPLES))
         for a in range(0, n, step):
-            sums += np.asarray(matmul(np.ascontiguousarray(counts[:, a:a + step], dtype=np.float32),
-                                      np.ascontiguousarray(x[a:a + step], dtype=np.float32)), dtype=np.float64)
+            sums += np.asarray(
+                matmul(
+                    np.ascontiguousarray(counts[:, a : a + step], dtype=np.float32),
+                    np.ascontiguousarray(x[a : a + step], dtype=np.float32),
+                ),
+                dtype=np.float64,
+            )
     full = _scores(x.sum(0), n)
     return (_scores(sums, n) - full).astype(np.float16)
 
@@ -101,6 +109,10 @@ def reliability(conf: np.ndarray, correct: np.ndarray, bins: int) -> np.ndarray:
     (a reliability diagram with its confidence histogram; means are sums / counts)."""
     conf = np.asarray(conf, dtype=np.float64)
     idx = bin_index(conf, np.linspace(0.0, 1.0, bins + 1))
-    return np.stack([np.bincount(idx, minlength=bins), np.bincount(idx, weights=np.asarray(correct, dtype=np.float64),
-                                                                   minlength=bins),
-                     np.bincount(idx, weights=conf, minlength=bins)]).astype(np.float32)
+    return np.stack(
+        [
+            np.bincount(idx, minlength=bins),
+            np.bincount(idx, weights=np.asarray(correct, dtype=np.float64), minlength=bins),
+            np.bincount(idx, weights=conf, minlength=bins),
+        ]
+    ).astype(np.float32)

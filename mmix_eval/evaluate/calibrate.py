@@ -19,6 +19,7 @@ from mmix_eval.errors import UserError
 @dataclass
 class Fitted:
     """A calibrator with its fitted parameters, and where they came from."""
+
     name: str
     calibrator: Calibrator
     params: dict
@@ -45,20 +46,30 @@ def fitted_calibration(target, calibrator: str, predict: Callable[[object], torc
         return None
     if target.val is None:
         if not target.calibration_note:
-            target.calibration_note = ("no calibrated rows: the checkpoint held out no validation split (train with "
-                                       "--val-size N, or evaluate with --calibration-split N)")
+            target.calibration_note = (
+                "no calibrated rows: the checkpoint held out no validation split (train with "
+                "--val-size N, or evaluate with --calibration-split N)"
+            )
             warnings.warn(f"{target.run}: {target.calibration_note}", stacklevel=3)
         return None
     cal = get_calibrator(calibrator)
     val_logits = predict(target.val)
     params = fit_checked(cal, val_logits, target.val.y)
     note = cal.note(params) if callable(getattr(cal, "note", None)) else None
-    fitted = Fitted(cal.name if cal.name != Calibrator.name else calibrator, cal, params, len(target.val), target.val_source,
-                    note if isinstance(note, str) and note else None)
+    fitted = Fitted(
+        cal.name if cal.name != Calibrator.name else calibrator,
+        cal,
+        params,
+        len(target.val),
+        target.val_source,
+        note if isinstance(note, str) and note else None,
+    )
     if fitted.note:
         warnings.warn(f"{target.run}: {fitted.note}", stacklevel=3)
     if not torch.isfinite(fitted.apply(val_logits)).all():  # finite parameters can still divide by 0 (T = 0)
-        raise UserError(f"calibrator '{fitted.name}': its fitted parameters ({json.dumps(params)[:80]}) turn the "
-                        f"{len(target.val)} held-out logits non-finite; expected finite calibrated logits")
+        raise UserError(
+            f"calibrator '{fitted.name}': its fitted parameters ({json.dumps(params)[:80]}) turn the "
+            f"{len(target.val)} held-out logits non-finite; expected finite calibrated logits"
+        )
     target.calibration = fitted
     return fitted

@@ -21,11 +21,15 @@ def output_checks(model: torch.nn.Module, images: Images, device) -> list[str]:
     with torch.inference_mode():
         a, b = model(x).float(), model(x).float()
     if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-4, atol=1e-5 * (1 + float(a.abs().max()))):
-        notes.append("model output is randomised (two eval-mode passes over the same images differ): accuracies "
-                     "vary from run to run and attacks meet a moving target, which overstates robustness")
+        notes.append(
+            "model output is randomised (two eval-mode passes over the same images differ): accuracies "
+            "vary from run to run and attacks meet a moving target, which overstates robustness"
+        )
     if a.ndim == 2 and float(a.min()) >= 0 and float(a.max()) <= 1 and bool(((a.sum(1) - 1).abs() < 1e-3).all()):
-        notes.append("model output looks like probabilities (in [0, 1], rows sum to 1), not logits: NLL, ECE and "
-                     "temperature scaling apply a softmax on top and are wrong, and FGSM gradients are squashed")
+        notes.append(
+            "model output looks like probabilities (in [0, 1], rows sum to 1), not logits: NLL, ECE and "
+            "temperature scaling apply a softmax on top and are wrong, and FGSM gradients are squashed"
+        )
     return notes
 
 
@@ -43,8 +47,10 @@ def zero_gradient_check(model: torch.nn.Module, images: Images, device) -> str |
     zero = int((flat == 0).all(1).sum())
     bad = int((~torch.isfinite(flat)).any(1).sum())
     if zero or bad:
-        return (f"input gradients are {'zero' if zero else 'not finite'} for {zero or bad} of {x.shape[0]} probe images: "
-                f"FGSM/PGD cannot move them (gradient masking?), so this attack's accuracy overstates robustness")
+        return (
+            f"input gradients are {'zero' if zero else 'not finite'} for {zero or bad} of {x.shape[0]} probe images: "
+            f"FGSM/PGD cannot move them (gradient masking?), so this attack's accuracy overstates robustness"
+        )
     return None
 
 

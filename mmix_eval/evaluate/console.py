@@ -48,8 +48,11 @@ def summary_table(rows: list[dict], where: str | None = None, max_conditions: in
     not_scores = {m for (c, m), r in cell.items() if r.get("direction") is None and r.get("schema") == SCHEMA}
     ordered = [m for m in metrics if m not in not_scores] + [m for m in metrics if m in not_scores]
     shown = conditions[:max_conditions]
-    text = {(c, m): fmt_value(cell[c, m]["value"], cell[c, m]["format"]) if (c, m) in cell else ""
-            for c in shown for m in ordered}
+    text = {
+        (c, m): fmt_value(cell[c, m]["value"], cell[c, m]["format"]) if (c, m) in cell else ""
+        for c in shown
+        for m in ordered
+    }
     width = max([len(c) for c in shown] + [9])
     # every column at least two spaces wider than its header and its widest value: never 'briertemperature'
     cols = [max([8, len(m)] + [len(text[c, m]) for c in shown]) + 2 for m in ordered]
@@ -57,8 +60,11 @@ def summary_table(rows: list[dict], where: str | None = None, max_conditions: in
     for c in shown:
         lines.append(f"  {c:<{width}}" + "".join(f"{text[c, m]:>{w}}" for m, w in zip(ordered, cols)))
     if len(conditions) > len(shown):
-        lines.append(f"  … and {len(conditions) - len(shown):,} more conditions, every one in "
-                     f"{where or 'the .csv and .jsonl'}")
+        lines.append(
+            f"  … and {len(conditions) - len(shown):,} more conditions, every one in {where or 'the .csv and .jsonl'}"
+        )
     if left_out:
-        lines.append("  (equal-mass and classwise ECE, signed error, AURC and risk at coverage: in the .csv and .jsonl)")
+        lines.append(
+            "  (equal-mass and classwise ECE, signed error, AURC and risk at coverage: in the .csv and .jsonl)"
+        )
     return "\n".join(lines)

@@ -43,9 +43,14 @@ class MeanLogits(torch.nn.Module):
 
 
 # What every member must share: (where in the metadata, what it is called in the error).
-SHARED = ((("data", "spec"), "data set"), (("data", "classes"), "classes"), (("data", "image_size"), "image size"),
-          (("model", "kwargs", "in_channels"), "input channels"), (("model", "kwargs", "num_classes"), "number of classes"),
-          (("config", "data"), "data configuration (split, subset, validation images held out)"))
+SHARED = (
+    (("data", "spec"), "data set"),
+    (("data", "classes"), "classes"),
+    (("data", "image_size"), "image size"),
+    (("model", "kwargs", "in_channels"), "input channels"),
+    (("model", "kwargs", "num_classes"), "number of classes"),
+    (("config", "data"), "data configuration (split, subset, validation images held out)"),
+)
 
 
 def _get(meta: dict, keys: tuple):
@@ -64,8 +69,10 @@ def check_members(paths: list[Path], metas: list[dict]) -> None:
         first = _get(metas[0], keys)
         for p, m in zip(paths[1:], metas[1:]):
             if _get(m, keys) != first:
-                raise UserError(f"ensemble: members must share the {what}; '{paths[0]}' has {first!r:.80} and '{p}' has "
-                                f"{_get(m, keys)!r:.80}")
+                raise UserError(
+                    f"ensemble: members must share the {what}; '{paths[0]}' has {first!r:.80} and '{p}' has "
+                    f"{_get(m, keys)!r:.80}"
+                )
 
 
 def ensemble_sha(metas: list[dict]) -> str | None:

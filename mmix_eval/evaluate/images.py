@@ -22,13 +22,17 @@ class Images:
         if self.x.ndim != 4:
             raise UserError(f"images: expected a (N, C, H, W) tensor, got shape {tuple(self.x.shape)}")
         if self.x.shape[0] != self.y.shape[0]:
-            raise UserError(f"images: expected as many labels as images, got {self.y.shape[0]} labels for {self.x.shape[0]} images")
+            raise UserError(
+                f"images: expected as many labels as images, got {self.y.shape[0]} labels for {self.x.shape[0]} images"
+            )
         if self.x.dtype != torch.uint8:
             if not self.x.is_floating_point():
                 raise UserError(f"images: expected uint8 or float images, got {self.x.dtype}")
             lo, hi = float(self.x.min()), float(self.x.max())
             if lo < 0 or hi > 1 or not (np.isfinite(lo) and np.isfinite(hi)):
-                raise UserError(f"images: expected pixel values in [0, 1] (models normalise inside), got min {lo:.4g}, max {hi:.4g}")
+                raise UserError(
+                    f"images: expected pixel values in [0, 1] (models normalise inside), got min {lo:.4g}, max {hi:.4g}"
+                )
         self.y = self.y.to(torch.int64)
 
     def __len__(self) -> int:

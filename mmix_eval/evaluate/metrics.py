@@ -87,7 +87,9 @@ def classwise_ece(probs: np.ndarray, y: np.ndarray, bins: int) -> float:
     if not len(probs):
         return float("nan")
     edges = np.linspace(0.0, 1.0, bins + 1)
-    return float(np.mean([binned_error(probs[:, k], (y == k).astype(np.float64), edges) for k in range(probs.shape[1])]))
+    return float(
+        np.mean([binned_error(probs[:, k], (y == k).astype(np.float64), edges) for k in range(probs.shape[1])])
+    )
 
 
 def debiased_l2_ce(conf: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
@@ -129,7 +131,7 @@ def _smooth_at(conf: np.ndarray, resid: np.ndarray, sigma: float) -> float:
     half = min(g - 1, int(math.ceil(5 * sigma * (g - 1))))
     x = np.arange(-half, half + 1) / (g - 1)
     kern = np.exp(-0.5 * (x / sigma) ** 2)
-    sm = lambda v: fftconvolve(ext(v), kern, mode="same")[g - 1:2 * g - 1]  # noqa: E731
+    sm = lambda v: fftconvolve(ext(v), kern, mode="same")[g - 1 : 2 * g - 1]  # noqa: E731
     dens, r = sm(mass), sm(res)
     keep = dens > 1e-12 * dens.max()
     return float(np.abs(r[keep]).sum() / dens.sum())
@@ -194,13 +196,24 @@ def score_condition(logits: torch.Tensor, y: torch.Tensor, bins: int) -> Scored:
     nll_i = F.cross_entropy(logits.double(), y, reduction="none")
     brier_i = ((p - F.one_hot(y, p.shape[1]).to(p.dtype)) ** 2).sum(1)
     mean = lambda v: float(v.mean()) if len(v) else float("nan")  # noqa: E731
-    values = {"nll": mean(nll_i), "ece": netcal_measure("ECE", conf, correct, bins),
-              "ece_em": equal_mass_ece(conf, correct, bins), "cw_ece": classwise_ece(p.numpy(), y.numpy(), bins),
-              "signed_ce": signed, "brier": mean(brier_i), **selective_risks(conf, correct),
-              "ce_debiased": debiased_l2_ce(conf, correct, bins), "smece": smooth_ece(conf, correct)}
-    return Scored(values, conf, correct,
-                  replicates(nll_i.numpy(), brier_i.numpy(), conf, correct, bins, matmul=_torch_matmul),
-                  reliability(conf, correct, bins))
+    values = {
+        "nll": mean(nll_i),
+        "ece": netcal_measure("ECE", conf, correct, bins),
+        "ece_em": equal_mass_ece(conf, correct, bins),
+        "cw_ece": classwise_ece(p.numpy(), y.numpy(), bins),
+        "signed_ce": signed,
+        "brier": mean(brier_i),
+        **selective_risks(conf, correct),
+        "ce_debiased": debiased_l2_ce(conf, correct, bins),
+        "smece": smooth_ece(conf, correct),
+    }
+    return Scored(
+        values,
+        conf,
+        correct,
+        replicates(nll_i.numpy(), brier_i.numpy(), conf, correct, bins, matmul=_torch_matmul),
+        reliability(conf, correct, bins),
+    )
 
 
 def probability_scores(logits: torch.Tensor, y: torch.Tensor, bins: int) -> dict[str, float]:
@@ -221,15 +234,28 @@ def calibration_metrics(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -
 def calibration_scored(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> tuple[dict, Scored]:
     """``calibration_metrics`` and the ``Scored`` condition they came from (its per-image data)."""
     s = score_condition(logits, y, bins)
-    return {"acc": 100.0 * float(s.correct.mean()), **s.values, "mce": netcal_measure("MCE", s.conf, s.correct, bins),
-            "bins": reliability_bins(s.conf, s.correct, bins)}, s
+    return {
+        "acc": 100.0 * float(s.correct.mean()),
+        **s.values,
+        "mce": netcal_measure("MCE", s.conf, s.correct, bins),
+        "bins": reliability_bins(s.conf, s.correct, bins),
+    }, s
 
 
 TOP5_MIN_CLASSES = 10  # top-5 accuracy is recorded for more classes than this
 
 
-def condition_rows(base: dict, condition: str, logits: torch.Tensor, y: torch.Tensor, bins: int = 15,
-                   label: str | None = None, clean_acc: float | None = None, calibration=None, **settings) -> list[dict]:
+def condition_rows(
+    base: dict,
+    condition: str,
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    bins: int = 15,
+    label: str | None = None,
+    clean_acc: float | None = None,
+    calibration=None,
+    **settings,
+) -> list[dict]:
     """The rows of one condition: accuracy, relative accuracy (accuracy / the model's own clean accuracy,
     when ``clean_acc`` is given) and every probability metric (``PROBABILITY_METRICS``: NLL, ECE equal-width,
     equal-mass and classwise, signed error, Brier, AURC, risk at 80 / 90 % coverage) from the condition's
@@ -252,9 +278,27 @@ def condition_rows(base: dict, condition: str, logits: torch.Tensor, y: torch.Te
     rows += with_detail([record(base, condition, m, raw.values[m], label, **extra) for m in PROBABILITY_METRICS], raw)
     if calibration is not None:
         scaled = score_condition(calibration.apply(logits), y, bins)
-        cbase = {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), calibration.note]))} if calibration.note else base
-        rows += with_detail([record(cbase, condition, m, scaled.values[m], label, calibrator=calibration.name, **extra,
-                                    **calibration.settings) for m in PROBABILITY_METRICS], scaled)
+        cbase = (
+            {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), calibration.note]))}
+            if calibration.note
+            else base
+        )
+        rows += with_detail(
+            [
+                record(
+                    cbase,
+                    condition,
+                    m,
+                    scaled.values[m],
+                    label,
+                    calibrator=calibration.name,
+                    **extra,
+                    **calibration.settings,
+                )
+                for m in PROBABILITY_METRICS
+            ],
+            scaled,
+        )
     return rows
 
 

@@ -98,7 +98,9 @@ def pack(outcomes: dict[str, np.ndarray], indices: np.ndarray, detail: dict | No
     return _npz(arrays)
 
 
-def write_outcomes(path: Path, outcomes: dict[str, np.ndarray], indices: np.ndarray, detail: dict | None = None) -> None:
+def write_outcomes(
+    path: Path, outcomes: dict[str, np.ndarray], indices: np.ndarray, detail: dict | None = None
+) -> None:
     atomic_write_bytes(Path(path), pack(outcomes, indices, detail))
 
 
@@ -111,18 +113,23 @@ def _load(path: Path):
     A FIFO or a device (``/dev/zero``) is refused before it is opened for reading."""
     mode = os.stat(path).st_mode
     if not stat.S_ISREG(mode):
-        raise ValueError("expected a regular file, got " + ("a FIFO" if stat.S_ISFIFO(mode) else "a device or special file"))
+        raise ValueError(
+            "expected a regular file, got " + ("a FIFO" if stat.S_ISFIFO(mode) else "a device or special file")
+        )
     with zipfile.ZipFile(Path(path)) as zf:
         total = sum(i.file_size for i in zf.infolist())
     if total > MAX_OUTCOME_BYTES:
-        raise ValueError(f"{total} bytes once decompressed, more than per-image outcomes take "
-                         f"({MAX_OUTCOME_BYTES} at most)")
+        raise ValueError(
+            f"{total} bytes once decompressed, more than per-image outcomes take ({MAX_OUTCOME_BYTES} at most)"
+        )
     return np.load(Path(path), allow_pickle=False)
 
 
 def _bits(packed: np.ndarray, n: int, name: str) -> np.ndarray:
     if packed.dtype != np.uint8 or packed.ndim != 1 or len(packed) != (n + 7) // 8:
-        raise ValueError(f"'{name}' expected {(n + 7) // 8} packed bytes for {n} images, got {packed.dtype} {packed.shape}")
+        raise ValueError(
+            f"'{name}' expected {(n + 7) // 8} packed bytes for {n} images, got {packed.dtype} {packed.shape}"
+        )
     return np.unpackbits(packed, count=n).astype(bool)
 
 
@@ -151,15 +158,18 @@ def read_outcome_file(path: Path) -> tuple[np.ndarray, dict, dict, dict]:
     try:
         with _load(path) as z:
             indices = _indices(z["indices"], "indices")
-            own = {k[len(OWN):]: _indices(z[k], k) for k in z.files if k.startswith(OWN)}
-            out = {k[len(PREFIX):]: _bits(z[k], len(own.get(k[len(PREFIX):], indices)), k)
-                   for k in z.files if k.startswith(PREFIX)}
+            own = {k[len(OWN) :]: _indices(z[k], k) for k in z.files if k.startswith(OWN)}
+            out = {
+                k[len(PREFIX) :]: _bits(z[k], len(own.get(k[len(PREFIX) :], indices)), k)
+                for k in z.files
+                if k.startswith(PREFIX)
+            }
             same = "boot_scheme" in z.files and np.array_equal(z["boot_scheme"], SCHEME)
             detail = {}
             for k in z.files:
                 if k.startswith(BINS):
-                    calibrator, _, condition = k[len(BINS):].partition("/")
-                    b, e = BOOT + k[len(BINS):], SCALE + k[len(BINS):]
+                    calibrator, _, condition = k[len(BINS) :].partition("/")
+                    b, e = BOOT + k[len(BINS) :], SCALE + k[len(BINS) :]
                     boot = _boot(z[b], b, z[e] if e in z.files else None) if same and b in z.files else None
                     detail[condition, calibrator] = (boot, _reliability(z[k], k))
     except _BROKEN as e:
@@ -170,7 +180,9 @@ def read_outcome_file(path: Path) -> tuple[np.ndarray, dict, dict, dict]:
 def _boot(a: np.ndarray, name: str, exp: np.ndarray | None = None) -> np.ndarray:
     """Replicates as float32: int8 with their exponents, or float (a file from before the quantisation)."""
     if a.shape != (BOOT_RESAMPLES, len(BOOT_STATS)) or a.dtype.kind != ("i" if exp is not None else "f"):
-        raise ValueError(f"'{name}' expected {BOOT_RESAMPLES} x {len(BOOT_STATS)} bootstrap replicates, got {a.dtype} {a.shape}")
+        raise ValueError(
+            f"'{name}' expected {BOOT_RESAMPLES} x {len(BOOT_STATS)} bootstrap replicates, got {a.dtype} {a.shape}"
+        )
     if exp is None:
         return a.astype(np.float32)
     if exp.shape != (len(BOOT_STATS),) or exp.dtype.kind != "i" or np.abs(exp.astype(np.int64)).max() > 126:
@@ -233,7 +245,7 @@ def write_many(path: Path, outcomes: dict[tuple, tuple[np.ndarray, np.ndarray]],
         arrays["dkeys"] = np.array([json.dumps(list(k)) for k in dkeys], dtype=str)
         arrays["dsubset_of"] = np.array(drefs, dtype=np.int64)
         arrays["has_boot"] = np.array(has_boot, dtype=bool)
-        arrays["boot"] = (np.stack(boots) if boots else np.zeros((0, BOOT_RESAMPLES, len(BOOT_STATS)), dtype=np.int8))
+        arrays["boot"] = np.stack(boots) if boots else np.zeros((0, BOOT_RESAMPLES, len(BOOT_STATS)), dtype=np.int8)
         arrays["boot_exp"] = np.stack(exps) if exps else np.zeros((0, len(BOOT_STATS)), dtype=np.int8)
         arrays["rel"] = np.concatenate(rels)
         arrays["rel_bins"] = np.array(nbins, dtype=np.int64)
@@ -257,7 +269,9 @@ def read_many_detail(path: Path) -> tuple[dict, dict]:
                 for n, key in enumerate(keys):
                     k = json.loads(str(key))
                     if not (isinstance(k, list) and len(k) == size and all(isinstance(x, str) for x in k)):
-                        raise ValueError(f"{keys_name} {n} expected [run, evaluator, condition{', calibrator' * (size == 4)}]")
+                        raise ValueError(
+                            f"{keys_name} {n} expected [run, evaluator, condition{', calibrator' * (size == 4)}]"
+                        )
                     m = int(refs[n])
                     if m not in subsets:
                         subsets[m] = _indices(z[f"idx{m}"], f"idx{m}")
@@ -296,7 +310,7 @@ class _Cursor:
         if self.at + size > len(self.array):
             raise ValueError(f"'{self.name}' holds fewer entries than its keys need")
         self.at += size
-        return self.array[self.at - size:self.at]
+        return self.array[self.at - size : self.at]
 
     def done(self) -> bool:
         return self.at == len(self.array)

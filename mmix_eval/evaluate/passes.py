@@ -61,8 +61,9 @@ def fit_batch_size(device: torch.device, requested: int | None) -> int:
     return 1000 if device.type == "cuda" else 500
 
 
-def logits_of(model: torch.nn.Module, images: Images, batch_size: int, device, bar=None,
-              precision: str = "fp32") -> torch.Tensor:
+def logits_of(
+    model: torch.nn.Module, images: Images, batch_size: int, device, bar=None, precision: str = "fp32"
+) -> torch.Tensor:
     """Logits (N, C) in float32 on the CPU; non-finite outputs are an error, not a number.
     Under torchrun each rank predicts its shard of the images and every rank gets all N rows."""
     from mmix_eval import distributed
@@ -110,7 +111,7 @@ def batch_logits(model, images: Images, batches, device, transform, bar=None, pr
             z = model(xt).float()
         if out is None:  # one tensor for the shard, filled in place: see inference.predict_logits
             out = torch.empty((batches[-1][1] - lo, *z.shape[1:]), dtype=torch.float32, device=z.device)
-        out[i - lo:j - lo] = z
+        out[i - lo : j - lo] = z
         del xb, xt, z
         if bar is not None:
             bar.update(1)
@@ -119,8 +120,9 @@ def batch_logits(model, images: Images, batches, device, transform, bar=None, pr
 
 def target_calibration(target, calibrator: str, model, device, batch_size: int):
     """The target's calibrator, fitted on its held-out images on first use (``evaluate.calibrate``)."""
-    return fitted_calibration(target, calibrator,
-                              lambda images: logits_of(model, images, batch_size, device, None, target.precision))
+    return fitted_calibration(
+        target, calibrator, lambda images: logits_of(model, images, batch_size, device, None, target.precision)
+    )
 
 
 @dataclass
@@ -136,8 +138,9 @@ class Shift:
     context: Callable[[], AbstractContextManager] = nullcontext
 
 
-def shift_rows(evaluator, target, common, settings: dict, shifts: list[Shift], check=None,
-               clean_pass: Callable | None = None) -> list[dict]:
+def shift_rows(
+    evaluator, target, common, settings: dict, shifts: list[Shift], check=None, clean_pass: Callable | None = None
+) -> list[dict]:
     """What every shift evaluator does: set up, take the shared clean pass, then for each condition one
     batched pass of ``model(transform(x))`` and its rows (accuracy, relative accuracy, NLL, ECE, Brier,
     per-image outcomes). ``check(model, device)`` may return one more warning for the records.
@@ -154,14 +157,32 @@ def shift_rows(evaluator, target, common, settings: dict, shifts: list[Shift], c
         warnings.warn(f"{target.run}: {extra}", stacklevel=3)
     warn = "; ".join(filter(None, [warn, extra, target.calibration_note]))
     images, bins = target.test, common.bins
-    base = {**target.base, "evaluator": evaluator.name, "n": len(images), "eval_seed": common.seed, "warnings": warn,
-            "settings": {**target.settings, **settings}}
+    base = {
+        **target.base,
+        "evaluator": evaluator.name,
+        "n": len(images),
+        "eval_seed": common.seed,
+        "warnings": warn,
+        "settings": {**target.settings, **settings},
+    }
     batches = shard_batches(len(images), bs)
-    with tqdm(total=len(batches) * (len(shifts) + 1), desc=f"{target.run} {evaluator.name}", unit="batch",
-              disable=not common.progress, leave=False) as bar:
+    with tqdm(
+        total=len(batches) * (len(shifts) + 1),
+        desc=f"{target.run} {evaluator.name}",
+        unit="batch",
+        disable=not common.progress,
+        leave=False,
+    ) as bar:
         by_product = (lambda batches, bar: clean_pass(model, device, batches, bar)) if clean_pass is not None else None
-        rows = condition_rows(base, "clean", clean_logits(target, bs, device, bar, by_product), images.y, bins,
-                              "Clean test images", calibration=calibration)
+        rows = condition_rows(
+            base,
+            "clean",
+            clean_logits(target, bs, device, bar, by_product),
+            images.y,
+            bins,
+            "Clean test images",
+            calibration=calibration,
+        )
         clean_acc = rows[0]["value"]
         for s in shifts:
             with s.context():

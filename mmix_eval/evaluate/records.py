@@ -27,16 +27,48 @@ SCHEMA = 2
 REQUIRED = ("run", "method", "evaluator", "condition", "metric", "value")
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # a 100-condition grid x 3 evaluators is well under 1 MB
 FIELDS = [
-    "schema", "run", "checkpoint", "model", "method", "method_label", "method_settings", "sweep", "train_seed", "data", "subset",
-    "evaluator", "condition", "calibrator", "label", "metric", "metric_label", "value", "direction", "format", "headline", "comparison",
-    "n", "eval_seed", "bin", "settings", "warnings",
+    "schema",
+    "run",
+    "checkpoint",
+    "model",
+    "method",
+    "method_label",
+    "method_settings",
+    "sweep",
+    "train_seed",
+    "data",
+    "subset",
+    "evaluator",
+    "condition",
+    "calibrator",
+    "label",
+    "metric",
+    "metric_label",
+    "value",
+    "direction",
+    "format",
+    "headline",
+    "comparison",
+    "n",
+    "eval_seed",
+    "bin",
+    "settings",
+    "warnings",
 ]
 
 # Schema 1's flat columns, and where each went.
 _V1_SETTINGS = ("grid", "interpolation", "eps_255", "attack", "bins", "edge_rule")
-_V1_LABELS = {"acc": "accuracy (%)", "nll": "NLL", "ece": "ECE", "mce": "MCE", "brier": "Brier",
-              "temperature": "fitted temperature T", "bin_count": "images in bin", "bin_acc": "bin accuracy",
-              "bin_conf": "bin mean confidence"}
+_V1_LABELS = {
+    "acc": "accuracy (%)",
+    "nll": "NLL",
+    "ece": "ECE",
+    "mce": "MCE",
+    "brier": "Brier",
+    "temperature": "fitted temperature T",
+    "bin_count": "images in bin",
+    "bin_acc": "bin accuracy",
+    "bin_conf": "bin mean confidence",
+}
 # Schema 1 rendered deformations with grid_sample's nearest mode (border pixels kept for sources within
 # half a pixel outside the image); schema-2 rows name their renderer in settings["renderer"].
 V1_RENDERER = "grid_sample-nearest (mmix-eval 0.1; border pixels kept)"
@@ -44,8 +76,17 @@ EDGE_RULE = "equal-width, [a,b) with last bin [a,1] (numpy.histogram, as netcal)
 TEMPERATURE_LABEL = "Test images, temperature scaled (T fitted per run)"
 
 
-def record(base: dict[str, Any], condition: str, metric: str, value: float, label: str | None = None,
-           bin: int | None = None, *, calibrator: str = "none", **settings) -> Record:
+def record(
+    base: dict[str, Any],
+    condition: str,
+    metric: str,
+    value: float,
+    label: str | None = None,
+    bin: int | None = None,
+    *,
+    calibrator: str = "none",
+    **settings,
+) -> Record:
     """One row: ``base`` holds the core columns of the checkpoint and evaluation (and the evaluator-wide
     ``settings``); ``settings`` here adds this row's own (an ε, a severity). ``calibrator``: the post-hoc
     calibrator whose output the value is computed from ("none": the model's own softmax). The metric's spec
@@ -53,15 +94,18 @@ def record(base: dict[str, Any], condition: str, metric: str, value: float, labe
     row = {f: None for f in FIELDS}
     row.update(base)
     row["settings"] = {**(base.get("settings") or {}), **settings}
-    row.update(schema=SCHEMA, condition=condition, calibrator=calibrator, metric=metric, value=value, label=label,
-               bin=bin)
+    row.update(
+        schema=SCHEMA, condition=condition, calibrator=calibrator, metric=metric, value=value, label=label, bin=bin
+    )
     return row
 
 
 def calibrator_of(row: dict) -> str:
     """A row's calibrator; rows written before the column existed: 'temperature' for the calibration evaluator's
     temperature-scaled condition, else 'none'."""
-    return row.get("calibrator") or ("temperature" if row.get("condition") == scaled_condition("temperature") else "none")
+    return row.get("calibrator") or (
+        "temperature" if row.get("condition") == scaled_condition("temperature") else "none"
+    )
 
 
 def scaled_condition(calibrator: str) -> str:
@@ -83,11 +127,18 @@ def with_specs(rows: list[dict], evaluator) -> list[dict]:
     for r in rows:
         spec = evaluator.metrics.get(r.get("metric"))
         if spec is None:
-            raise UserError(f"evaluator '{evaluator.name}': emitted metric '{r.get('metric')}' without a MetricSpec; "
-                            f"declared: {', '.join(evaluator.metrics) or 'none'}")
-        r.update(direction=spec.direction, format=spec.format, metric_label=spec.label, headline=spec.headline,
-                 comparison=spec.comparison,
-                 evaluator=r.get("evaluator") or evaluator.name)
+            raise UserError(
+                f"evaluator '{evaluator.name}': emitted metric '{r.get('metric')}' without a MetricSpec; "
+                f"declared: {', '.join(evaluator.metrics) or 'none'}"
+            )
+        r.update(
+            direction=spec.direction,
+            format=spec.format,
+            metric_label=spec.label,
+            headline=spec.headline,
+            comparison=spec.comparison,
+            evaluator=r.get("evaluator") or evaluator.name,
+        )
     return rows
 
 
@@ -96,7 +147,9 @@ def upgrade(row: dict) -> dict:
     if row.get("schema") is not None:
         out = {f: row.get(f) for f in FIELDS}
         out["calibrator"] = calibrator_of(row)
-        if out["condition"] == "temperature_scaled" and str(out["label"]).startswith("Test images, temperature scaled (T = "):
+        if out["condition"] == "temperature_scaled" and str(out["label"]).startswith(
+            "Test images, temperature scaled (T = "
+        ):
             out["label"] = TEMPERATURE_LABEL  # records before 0.4 put one run's T into a label every run shares
         return out
     out = {f: row.get(f) for f in FIELDS}
@@ -286,7 +339,7 @@ def _depth(v: Any, limit: int = MAX_NESTING) -> int:
             deepest = d
             if deepest > limit:
                 return deepest
-        for y in (x.values() if isinstance(x, dict) else x):
+        for y in x.values() if isinstance(x, dict) else x:
             if isinstance(y, (dict, list)):
                 stack.append((y, d + 1))
     return deepest

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from mmix_eval.errors import UserError, mention
-from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, Evaluator, OptionError, get_evaluator, run_evaluator
+from mmix_eval.evaluate.base import (
+    DEFAULT_EVALUATORS,
+    EvalOptions,
+    Evaluator,
+    OptionError,
+    get_evaluator,
+    run_evaluator,
+)
 from mmix_eval.evaluate.console import summary_table
 from mmix_eval.evaluate.outcomes import write_outcomes
 from mmix_eval.evaluate.records import FIELDS, REQUIRED, detach, read_records, record_problem, write_records
@@ -54,7 +61,9 @@ def make_plan(specs: list[str] | None = None, options: dict | None = None, where
         raise UserError(f"{where}: an evaluator is named twice in {', '.join(specs)}")
     for key in options:
         if key not in specs:
-            raise UserError(f"{where}: options given for evaluator '{key}', which is not run (evaluators: {', '.join(specs)})")
+            raise UserError(
+                f"{where}: options given for evaluator '{key}', which is not run (evaluators: {', '.join(specs)})"
+            )
     plan, names, stems = [], set(), {}
     for spec in specs:
         ev = get_evaluator(spec)
@@ -67,8 +76,10 @@ def make_plan(specs: list[str] | None = None, options: dict | None = None, where
         opts = ev.options(raw, f"{where} '{spec}'")
         stem = file_stem(ev, opts)
         if stem in stems:  # two names that sanitise alike would overwrite each other's files
-            raise UserError(f"{where}: evaluators '{stems[stem]}' and '{ev.name}' would both write {stem}.jsonl; "
-                            f"expected names that differ in [A-Za-z0-9._-] (rename one)")
+            raise UserError(
+                f"{where}: evaluators '{stems[stem]}' and '{ev.name}' would both write {stem}.jsonl; "
+                f"expected names that differ in [A-Za-z0-9._-] (rename one)"
+            )
         stems[stem] = ev.name
         plan.append((ev, opts))
     return plan
@@ -93,7 +104,11 @@ def run_order(plan: Plan) -> Plan:
 
 def option_record(ev: Evaluator, opts, common: EvalOptions, device: str) -> dict:
     """What decides whether a stored result is still valid: the evaluator's options and the shared ones."""
-    shared = {k: v for k, v in asdict(common).items() if k not in ("progress", "device", "allow_import", "download", "trusted")}
+    shared = {
+        k: v
+        for k, v in asdict(common).items()
+        if k not in ("progress", "device", "allow_import", "download", "trusted")
+    }
     return {"evaluator": ev.name, "evaluator_version": ev.version, **asdict(opts), **shared, "device": device}
 
 
@@ -145,8 +160,9 @@ class Context:
     job: EvalJob
 
 
-def run_evaluation(ckpts: list[str | Path], plan: Plan, out: str | Path, common: EvalOptions,
-                   job: EvalJob | None = None) -> list[dict]:
+def run_evaluation(
+    ckpts: list[str | Path], plan: Plan, out: str | Path, common: EvalOptions, job: EvalJob | None = None
+) -> list[dict]:
     """Evaluate each checkpoint (or the one ensemble of them) with each evaluator of ``plan``; write each result
     under ``out/<run>/`` and return every row."""
     # torch: loaded when an evaluation runs (bench and the CLI import this module for --help)
@@ -183,8 +199,12 @@ def evaluation_units(ckpts: list[Path], job: EvalJob) -> list[Unit]:
         names = names or _run_names(ckpts, by_stem=True)
     else:
         metas = [read_metadata(c) for c in ckpts]
-    return [Unit(c, m, n, lab, s) for c, m, n, lab, s in zip(ckpts, metas, names or _run_names(ckpts),
-                                                           labels or [None] * len(ckpts), job.sweeps or [None] * len(ckpts))]
+    return [
+        Unit(c, m, n, lab, s)
+        for c, m, n, lab, s in zip(
+            ckpts, metas, names or _run_names(ckpts), labels or [None] * len(ckpts), job.sweeps or [None] * len(ckpts)
+        )
+    ]
 
 
 def _ensemble_unit(ckpts: list[Path], job: EvalJob) -> Unit:
@@ -193,13 +213,20 @@ def _ensemble_unit(ckpts: list[Path], job: EvalJob) -> Unit:
     from mmix_eval.evaluate.ensemble import check_members, ensemble_method, ensemble_sha
 
     if job.foreign is not None:
-        raise UserError(f"ensemble: expected mmix-eval checkpoints, got plain state dicts ({mention('model')}); evaluate them one by one")
+        raise UserError(
+            f"ensemble: expected mmix-eval checkpoints, got plain state dicts ({mention('model')}); evaluate them one by one"
+        )
     metas = [read_metadata(c) for c in ckpts]
     check_members(ckpts, metas)
     method = ensemble_method(metas)
-    return Unit(ckpts[0], {**metas[0], "data_sha256": ensemble_sha(metas)},
-                (job.names or [safe_name(f"{method}-ensemble")])[0],
-                (job.labels or [f"{method} ensemble of {len(ckpts)}"])[0], (job.sweeps or [None])[0], list(ckpts))
+    return Unit(
+        ckpts[0],
+        {**metas[0], "data_sha256": ensemble_sha(metas)},
+        (job.names or [safe_name(f"{method}-ensemble")])[0],
+        (job.labels or [f"{method} ensemble of {len(ckpts)}"])[0],
+        (job.sweeps or [None])[0],
+        list(ckpts),
+    )
 
 
 def _run_unit(unit: Unit, plan: Plan, folder: Path, ctx: Context) -> list[dict]:
@@ -211,24 +238,46 @@ def _run_unit(unit: Unit, plan: Plan, folder: Path, ctx: Context) -> list[dict]:
     for ev, opts in plan:
         stem = file_stem(ev, opts)
         options = option_record(ev, opts, ctx.common, str(ctx.device))
-        if ctx.job.skip_done and distributed.agree(
-                lambda: evaluation_done(folder, stem, sha, options, unit.label, unit.sweep)):  # noqa: B023 (called now)
+        done = lambda: evaluation_done(folder, stem, sha, options, unit.label, unit.sweep)  # noqa: B023 (called now)
+        if ctx.job.skip_done and distributed.agree(done):
             rows += read_records(folder / f"{stem}.jsonl")
             continue
         if target is None:
             target = _load(unit, ctx)
         t0 = time.perf_counter()
-        got, outcomes, detail = _evaluate(ev, opts, target, ctx.run_common, unit.name, unit.label, unit.sweep,
-                                          folder / f"{stem}.error.log" if ctx.main else None)
+        got, outcomes, detail = _evaluate(
+            ev,
+            opts,
+            target,
+            ctx.run_common,
+            unit.name,
+            unit.label,
+            unit.sweep,
+            folder / f"{stem}.error.log" if ctx.main else None,
+        )
         wall = time.perf_counter() - t0
         rows += got
         if ctx.main:
-            _write(folder / stem, got, outcomes, detail, target, {
-                "checkpoint": str(unit.ckpt) if unit.members is None else [str(m) for m in unit.members],
-                "checkpoint_sha256": sha, "run": unit.name, "evaluator": ev.name, "options": options,
-                "method_label": unit.label, "sweep": unit.sweep,
-                "metrics": {k: asdict(v) for k, v in ev.metrics.items()}, "n_images": len(target.test),
-                "wall_time_s": round(wall, 3)}, str(ctx.device))
+            _write(
+                folder / stem,
+                got,
+                outcomes,
+                detail,
+                target,
+                {
+                    "checkpoint": str(unit.ckpt) if unit.members is None else [str(m) for m in unit.members],
+                    "checkpoint_sha256": sha,
+                    "run": unit.name,
+                    "evaluator": ev.name,
+                    "options": options,
+                    "method_label": unit.label,
+                    "sweep": unit.sweep,
+                    "metrics": {k: asdict(v) for k, v in ev.metrics.items()},
+                    "n_images": len(target.test),
+                    "wall_time_s": round(wall, 3),
+                },
+                str(ctx.device),
+            )
             ctx.job.echo(f"{unit.name}  {ev.name}  (n={len(target.test)}, {wall:.1f} s) -> {folder / stem}.csv")
             ctx.job.echo(summary_table(got, f"{folder / stem}.csv"))
     return rows
@@ -239,14 +288,29 @@ def _load(unit: Unit, ctx: Context):
     from mmix_eval.evaluate.target import load_target
 
     c, foreign = ctx.common, ctx.job.foreign
-    return load_target(unit.ckpt, ctx.device, c.data, c.data_root, c.limit, c.seed, unit.name, c.allow_import,
-                       with_val=c.calibrator != "none", class_map=c.class_map, foreign=foreign,
-                       meta=unit.meta if foreign else None, download=c.download, calibration_split=c.calibration_split,
-                       members=unit.members, trusted=c.trusted)
+    return load_target(
+        unit.ckpt,
+        ctx.device,
+        c.data,
+        c.data_root,
+        c.limit,
+        c.seed,
+        unit.name,
+        c.allow_import,
+        with_val=c.calibrator != "none",
+        class_map=c.class_map,
+        foreign=foreign,
+        meta=unit.meta if foreign else None,
+        download=c.download,
+        calibration_split=c.calibration_split,
+        members=unit.members,
+        trusted=c.trusted,
+    )
 
 
-def _evaluate(ev: Evaluator, opts, target, common: EvalOptions, name: str, label, sweep,
-              log: Path | None = None) -> tuple[list[dict], dict, dict]:
+def _evaluate(
+    ev: Evaluator, opts, target, common: EvalOptions, name: str, label, sweep, log: Path | None = None
+) -> tuple[list[dict], dict, dict]:
     """One evaluator on one target: its rows (private keys dropped, label and sweep set), per-image outcomes
     (condition -> correctness bits) and probability detail ((condition, calibrator) -> (bootstrap replicates,
     reliability bins))."""
@@ -275,15 +339,19 @@ def _evaluate(ev: Evaluator, opts, target, common: EvalOptions, name: str, label
         for k in [k for k in r if k.startswith("_")]:  # a plugin's own private keys are not record columns either
             del r[k]
         r["method_label"], r["sweep"] = label, sweep
-        for f in FIELDS:  # a plugin's row built by hand without an optional field (bin, label, ...): null, as record() gives
+        for f in (
+            FIELDS
+        ):  # a plugin's row built by hand without an optional field (bin, label, ...): null, as record() gives
             r.setdefault(f, None)
         if r["value"] is None:
             r["value"] = math.nan  # written as null, read back as NaN
         missing = [f for f in REQUIRED if r.get(f) is None]
         why = f"it lacks {', '.join(missing)}" if missing else record_problem(r)
         if why:  # refused before anything is written (it was written, then a traceback)
-            raise UserError(f"evaluator '{ev.name}' on run '{name}': row {i + 1} expected a record as "
-                            f"evaluate.records.record builds it, got one where {why}")
+            raise UserError(
+                f"evaluator '{ev.name}' on run '{name}': row {i + 1} expected a record as "
+                f"evaluate.records.record builds it, got one where {why}"
+            )
     return rows, outcomes, detail
 
 
@@ -292,13 +360,21 @@ def _write(stem: Path, rows: list[dict], outcomes: dict, detail: dict, target, m
     write_records(rows, stem)
     if outcomes or detail:
         write_outcomes(stem.parent / f"{stem.name}.outcomes.npz", outcomes, target.indices, detail)
-    atomic_write_json(stem.parent / f"{stem.name}.meta.json", {
-        **meta, "versions": versions(), "git_commit": git_commit(), "hardware": hardware(device),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    atomic_write_json(
+        stem.parent / f"{stem.name}.meta.json",
+        {
+            **meta,
+            "versions": versions(),
+            "git_commit": git_commit(),
+            "hardware": hardware(device),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
 
 
-def evaluation_done(folder: Path, stem: str, sha: str | None, options: dict, label: str | None = None,
-                    sweep: dict | None = None) -> bool:
+def evaluation_done(
+    folder: Path, stem: str, sha: str | None, options: dict, label: str | None = None, sweep: dict | None = None
+) -> bool:
     """The one notion of "already evaluated" (``--skip-done`` here and a bench's runs): this evaluator's result
     files exist for the same checkpoint (hash), the same options on any device, and the same column label and
     swept values."""
@@ -307,5 +383,11 @@ def evaluation_done(folder: Path, stem: str, sha: str | None, options: dict, lab
     except (OSError, ValueError):
         return False
     drop_device = lambda o: {k: v for k, v in (o or {}).items() if k != "device"}  # noqa: E731
-    return (sha is not None and meta.get("checkpoint_sha256") == sha and drop_device(meta.get("options")) == drop_device(options)
-            and meta.get("method_label") == label and meta.get("sweep") == sweep and (folder / f"{stem}.jsonl").exists())
+    return (
+        sha is not None
+        and meta.get("checkpoint_sha256") == sha
+        and drop_device(meta.get("options")) == drop_device(options)
+        and meta.get("method_label") == label
+        and meta.get("sweep") == sweep
+        and (folder / f"{stem}.jsonl").exists()
+    )

@@ -12,14 +12,26 @@ the group ``mmix_eval.methods``.
 from mmix_eval.catalog import LOSSES, METHODS
 from mmix_eval.methods.base import Method, StepOutput, create_method
 from mmix_eval.methods.mixing import (
-                                      forward_mixed,
-                                      mix,
-                                      mix_point_names,
-                                      sample_lambda,
-                                      sample_layer,
-                                      sample_permutation,
-                                      soft_targets,
+    forward_mixed,
+    mix,
+    mix_point_names,
+    sample_lambda,
+    sample_layer,
+    sample_permutation,
+    soft_targets,
 )
 
-__all__ = ["LOSSES", "METHODS", "Method", "StepOutput", "create_method", "forward_mixed", "mix", "mix_point_names",
-           "sample_lambda", "sample_layer", "sample_permutation", "soft_targets"]
+__all__ = [
+    "LOSSES",
+    "METHODS",
+    "Method",
+    "StepOutput",
+    "create_method",
+    "forward_mixed",
+    "mix",
+    "mix_point_names",
+    "sample_lambda",
+    "sample_layer",
+    "sample_permutation",
+    "soft_targets",
+]

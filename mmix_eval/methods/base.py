@@ -79,8 +79,15 @@ def _user_helpers(own: str) -> list[tuple[str, str]]:
     import importlib.util
     import os
 
-    skip = tuple(os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                               os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
+    skip = tuple(
+        os.path.realpath(p)
+        for p in {
+            sys.prefix,
+            sys.base_prefix,
+            sys.exec_prefix,
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        }
+    )
     found: dict[str, str] = {}
     todo, seen = [own], {os.path.realpath(own)}
     while todo:
@@ -97,7 +104,9 @@ def _user_helpers(own: str) -> list[tuple[str, str]]:
         for name in sorted(names):
             mod = sys.modules.get(name)
             path = getattr(mod, "__file__", None)
-            if path is None and "." not in name:  # not imported yet: found, not run (a dotted name would import its parent)
+            if (
+                path is None and "." not in name
+            ):  # not imported yet: found, not run (a dotted name would import its parent)
                 try:
                     path = getattr(importlib.util.find_spec(name), "origin", None)
                 except (ImportError, ValueError, AttributeError):
@@ -130,8 +139,10 @@ def _jsonable(v: Any, where: str) -> Any:
         return [_jsonable(x, where) for x in v]
     if v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v)):
         return v
-    raise UserError(f"{where}: expected settings that are finite numbers, strings, booleans or lists of them, got "
-                    f"{type(v).__name__} {v!r:.80}")
+    raise UserError(
+        f"{where}: expected settings that are finite numbers, strings, booleans or lists of them, got "
+        f"{type(v).__name__} {v!r:.80}"
+    )
 
 
 def check_alpha(alpha: Any) -> float:
@@ -152,8 +163,11 @@ def method_signature(factory) -> tuple[dict[str, inspect.Parameter], bool, dict[
     except Exception:  # an annotation that cannot be resolved: values are not type-checked
         hints = {}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    named = {k: p for k, p in params.items() if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                                            inspect.Parameter.KEYWORD_ONLY)}
+    named = {
+        k: p
+        for k, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
     return named, takes_any, hints
 
 
@@ -172,19 +186,24 @@ def create_method(name: str, kwargs: dict[str, Any] | None = None, **settings: A
 
     factory = METHODS.get(name)
     if not callable(factory):
-        raise UserError(f"method '{name}': expected a Method subclass or a factory returning one, got {type(factory).__name__}")
+        raise UserError(
+            f"method '{name}': expected a Method subclass or a factory returning one, got {type(factory).__name__}"
+        )
     kwargs = {k: v for k, v in {**(kwargs or {}), **settings}.items() if v is not None}
     params, takes_any, hints = method_signature(factory)
     accepted = ", ".join(params) or "none"
     for key in list(kwargs):
         if key not in params and not takes_any:
-            raise UserError(f"method '{name}': unknown argument '{key}'{did_you_mean(key, list(params))}; "
-                            f"its arguments: {accepted}")
+            raise UserError(
+                f"method '{name}': unknown argument '{key}'{did_you_mean(key, list(params))}; its arguments: {accepted}"
+            )
         hint = hints.get(key)
         if hint is not None and key in params:
             ok, converted = check_type(kwargs[key], hint)
             if not ok:
-                raise UserError(f"method '{name}': argument '{key}' expected {short_type(hint)}, got {kwargs[key]!r:.100}")
+                raise UserError(
+                    f"method '{name}': argument '{key}' expected {short_type(hint)}, got {kwargs[key]!r:.100}"
+                )
             kwargs[key] = converted
     missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs]
     if missing:
@@ -196,8 +215,10 @@ def create_method(name: str, kwargs: dict[str, Any] | None = None, **settings: A
     except (TypeError, ValueError) as e:
         raise UserError(f"method '{name}': could not be built with {kwargs} ({e})") from None
     if not isinstance(method, Method):
-        raise UserError(f"method '{name}': expected a mmix_eval.methods.Method (step(model, x, y, rng) -> StepOutput), "
-                        f"got {type(method).__name__}")
+        raise UserError(
+            f"method '{name}': expected a mmix_eval.methods.Method (step(model, x, y, rng) -> StepOutput), "
+            f"got {type(method).__name__}"
+        )
     if type(method).name == Method.name and method.name == Method.name:
         method.name = name
     defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}

@@ -28,6 +28,7 @@ class Vanilla(Method):
 
 class ManifoldMixup(Method):
     """Mix the hidden state at a layer k drawn uniformly from ``eligible`` with λ ~ Beta(α, α)."""
+
     name = "manifold_mixup"
 
     def __init__(self, alpha: float = 2.0, eligible: Sequence[int | str] = (0, 1, 2), loss: str = "bce_softmax"):
@@ -37,7 +38,9 @@ class ManifoldMixup(Method):
             raise UserError(f"eligible: expected a non-empty list of layer indices or module names, got {eligible!r}")
         names = all(isinstance(k, str) for k in eligible)
         if not names and not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in eligible):
-            raise UserError(f"eligible: expected non-negative integer layer indices or module names (not both), got {list(eligible)!r}")
+            raise UserError(
+                f"eligible: expected non-negative integer layer indices or module names (not both), got {list(eligible)!r}"
+            )
         self.eligible = list(dict.fromkeys(eligible)) if names else sorted(set(int(k) for k in eligible))
 
     def validate(self, model) -> None:
@@ -46,13 +49,17 @@ class ManifoldMixup(Method):
             bad = [k for k in self.eligible if k not in valid]
             if bad:
                 top = [n for n in mix_point_names(model) if "." not in n][:12]
-                raise UserError(f"eligible layer '{bad[0]}': expected a module name of {type(model).__name__} "
-                                f"('' = the input), e.g. {', '.join(repr(n) for n in top)}; got {self.eligible}")
+                raise UserError(
+                    f"eligible layer '{bad[0]}': expected a module name of {type(model).__name__} "
+                    f"('' = the input), e.g. {', '.join(repr(n) for n in top)}; got {self.eligible}"
+                )
             return
         n = num_mix_points(model)
         if n is None:
-            raise UserError(f"eligible layers {self.eligible}: {type(model).__name__} has no numbered stages; "
-                            f"give module names instead, e.g. ['', 'layer1', 'layer2']")
+            raise UserError(
+                f"eligible layers {self.eligible}: {type(model).__name__} has no numbered stages; "
+                f"give module names instead, e.g. ['', 'layer1', 'layer2']"
+            )
         bad = [k for k in self.eligible if k >= n]
         if bad:
             raise UserError(

@@ -35,7 +35,7 @@ class RegMixup(Method):
         lam = sample_lambda(rng, self.alpha)
         perm = sample_permutation(rng, x.shape[0]).to(x.device)
         logits = model(torch.cat([x, mix(x, perm, lam)]))
-        clean, mixed = logits[: x.shape[0]], logits[x.shape[0]:]
+        clean, mixed = logits[: x.shape[0]], logits[x.shape[0] :]
         n = logits.shape[1]
         loss = self.loss_fn(clean, soft_targets(y, n)) + self.eta * self.loss_fn(mixed, soft_targets(y, n, perm, lam))
         return StepOutput(loss, clean)

@@ -10,6 +10,7 @@ from torch import nn
 
 class Normalize(nn.Module):
     """(x - mean) / std per channel. Buffers, so the checkpoint carries them."""
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))

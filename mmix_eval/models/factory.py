@@ -24,10 +24,14 @@ def model_factory(name: str):
     """The factory behind a model name: registry, entry point, ``module:factory``, or ``torchvision:ARCH``."""
     if name.startswith("torchvision:"):
         arch = check_arch(name.split(":", 1)[1])
-        return lambda num_classes, in_channels, mean, std, **kw: torchvision_model(arch, num_classes, in_channels, mean, std, **kw)
+        return lambda num_classes, in_channels, mean, std, **kw: torchvision_model(
+            arch, num_classes, in_channels, mean, std, **kw
+        )
     if name.startswith("timm:"):
         arch = check_timm_arch(name.split(":", 1)[1])
-        return lambda num_classes, in_channels, mean, std, **kw: timm_model(arch, num_classes, in_channels, mean, std, **kw)
+        return lambda num_classes, in_channels, mean, std, **kw: timm_model(
+            arch, num_classes, in_channels, mean, std, **kw
+        )
     return MODELS.get(name)
 
 
@@ -44,12 +48,16 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, mean=None, s
     if any(s <= 0 for s in std):
         raise UserError(f"model std: expected positive values, got {std}")
     if not callable(factory):
-        raise UserError(f"model '{name}': expected a factory (num_classes, in_channels, mean, std, ...) -> nn.Module, got {type(factory).__name__}")
+        raise UserError(
+            f"model '{name}': expected a factory (num_classes, in_channels, mean, std, ...) -> nn.Module, got {type(factory).__name__}"
+        )
     params = inspect.signature(factory).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in kwargs if k not in params and not takes_any]
     if unknown:
-        raise UserError(f"model '{name}': unknown argument(s) {', '.join(unknown)}; accepted: {', '.join(p for p in params if p not in ('num_classes', 'in_channels', 'mean', 'std'))}")
+        raise UserError(
+            f"model '{name}': unknown argument(s) {', '.join(unknown)}; accepted: {', '.join(p for p in params if p not in ('num_classes', 'in_channels', 'mean', 'std'))}"
+        )
     model = factory(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **kwargs)
     if not isinstance(model, nn.Module):
         raise UserError(f"model '{name}': expected a factory returning an nn.Module, got {type(model).__name__}")

@@ -37,7 +37,9 @@ def mlp(num_classes, in_channels, mean, std, hidden=(256, 256, 256, 12), image_s
     if not hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
         raise UserError(f"model 'mlp': 'hidden' expected a non-empty list of positive integers, got {hidden!r}")
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-        raise UserError(f"model 'mlp': 'image_size' expected a positive integer (the data's height = width), got {image_size!r}")
+        raise UserError(
+            f"model 'mlp': 'image_size' expected a positive integer (the data's height = width), got {image_size!r}"
+        )
     if not all(isinstance(k, int) and 1 <= k <= len(hidden) for k in linear):
         raise UserError(f"model 'mlp': 'linear_stages' expected stage numbers in 1..{len(hidden)}, got {linear!r}")
     return MLP(num_classes, in_channels * image_size * image_size, mean, std, hidden, tuple(linear))

@@ -56,6 +56,7 @@ class Head(nn.Module):
 
 class PoolLinear(nn.Module):
     """The official PreActResNet's head: global average pooling, then the linear classifier."""
+
     def __init__(self, channels: int, num_classes: int):
         super().__init__()
         self.linear = nn.Linear(channels, num_classes)

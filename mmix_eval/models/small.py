@@ -16,11 +16,13 @@ class SmallNet(StagedNet):
         super().__init__()
         self.normalize = Normalize(mean, std)
         w = [width, 2 * width, 4 * width]
-        self.stages = nn.ModuleList([
-            nn.Sequential(nn.Conv2d(in_channels, w[0], 3, 1, 1, bias=False), PreActBlock(w[0], w[0])),
-            PreActBlock(w[0], w[1], stride=2),
-            PreActBlock(w[1], w[2], stride=2),
-        ])
+        self.stages = nn.ModuleList(
+            [
+                nn.Sequential(nn.Conv2d(in_channels, w[0], 3, 1, 1, bias=False), PreActBlock(w[0], w[0])),
+                PreActBlock(w[0], w[1], stride=2),
+                PreActBlock(w[1], w[2], stride=2),
+            ]
+        )
         self.head = Head(w[2], num_classes)
 
 

@@ -35,9 +35,21 @@ def _replace_first_conv(net: nn.Module, in_channels: int) -> None:
     for name, module in net.named_modules():
         if isinstance(module, nn.Conv2d):
             parent = net.get_submodule(name.rsplit(".", 1)[0]) if "." in name else net
-            setattr(parent, name.rsplit(".", 1)[-1], nn.Conv2d(
-                in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
-                module.dilation, module.groups, module.bias is not None, module.padding_mode))
+            setattr(
+                parent,
+                name.rsplit(".", 1)[-1],
+                nn.Conv2d(
+                    in_channels,
+                    module.out_channels,
+                    module.kernel_size,
+                    module.stride,
+                    module.padding,
+                    module.dilation,
+                    module.groups,
+                    module.bias is not None,
+                    module.padding_mode,
+                ),
+            )
             return
 
 
@@ -63,8 +75,9 @@ def check_timm_arch(arch: str) -> str:
     try:
         import timm
     except ImportError:
-        raise UserError(f"model 'timm:{arch}': expected the timm package, which is not installed; "
-                        f"pip install 'mmix-eval[timm]'") from None
+        raise UserError(
+            f"model 'timm:{arch}': expected the timm package, which is not installed; pip install 'mmix-eval[timm]'"
+        ) from None
     available = timm.list_models()
     if arch not in available:
         raise unknown("timm model", arch, available)

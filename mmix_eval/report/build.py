@@ -40,20 +40,42 @@ from mmix_eval.report.reportset import discard, new_stage, staging_error, swap_i
 from mmix_eval.report.sections import Note, SectionContext, section_for
 from mmix_eval.report.sections.call import call_section
 from mmix_eval.report.sweep import sweep_choices
-from mmix_eval.report.table import Table, aggregate, caveats, check_duplicates, comparable_groups, describe_group, evaluator_order
+from mmix_eval.report.table import (
+    Table,
+    aggregate,
+    caveats,
+    check_duplicates,
+    comparable_groups,
+    describe_group,
+    evaluator_order,
+)
 from mmix_eval.report.view import MainSpec, ViewInputs, build_view
 from mmix_eval.report.view_cost import STILL_FALLING, not_converged
 
 __all__ = ["build_report", "load_results"]
 
 
-def build_report(results_paths: list, out: str | Path, baseline: str | None = "vanilla", checks: list[str] | None = None,
-                 title: str | None = None, extra_provenance: dict | None = None, notes: list[str] | None = None,
-                 split_by: bool = False, order: list[str] | None = None,
-                 sections: dict[str, str] | None = None, strict_checks: bool = True, plots: bool = True,
-                 primary: list[str] | None = None, multiplicity: str = "holm", plot_columns: list[str] | None = None,
-                 evaluators: list[str] | None = None, main: dict | None = None, pdf_plots: bool = False,
-                 pool=None) -> dict:
+def build_report(
+    results_paths: list,
+    out: str | Path,
+    baseline: str | None = "vanilla",
+    checks: list[str] | None = None,
+    title: str | None = None,
+    extra_provenance: dict | None = None,
+    notes: list[str] | None = None,
+    split_by: bool = False,
+    order: list[str] | None = None,
+    sections: dict[str, str] | None = None,
+    strict_checks: bool = True,
+    plots: bool = True,
+    primary: list[str] | None = None,
+    multiplicity: str = "holm",
+    plot_columns: list[str] | None = None,
+    evaluators: list[str] | None = None,
+    main: dict | None = None,
+    pdf_plots: bool = False,
+    pool=None,
+) -> dict:
     """Read records, aggregate, and write report.html, report.md, table.csv, records.csv/.jsonl and plots/.
     ``notes``: warnings shown at the top of the report (e.g. runs of a bench not finished yet). Records that
     cannot be compared (other data, test subset, evaluation seed or evaluator settings) are refused, naming
@@ -75,21 +97,44 @@ def build_report(results_paths: list, out: str | Path, baseline: str | None = "v
         parse_check(check)
     if main is not None and (not isinstance(main, dict) or set(main) - {"columns", "rows"}):
         raise UserError(f"main: expected a mapping with 'columns' and/or 'rows', got {main!r:.80}")
-    how = How(baseline, checks or [], title, extra_provenance, order, sections, strict_checks, plots,
-              Primary(primary, multiplicity), plot_columns, MainSpec(**main) if main else None, pdf_plots, pool)
+    how = How(
+        baseline,
+        checks or [],
+        title,
+        extra_provenance,
+        order,
+        sections,
+        strict_checks,
+        plots,
+        Primary(primary, multiplicity),
+        plot_columns,
+        MainSpec(**main) if main else None,
+        pdf_plots,
+        pool,
+    )
     results = load_results(results_paths)
     notes = list(notes or []) + _keep_current(results, evaluators)
     groups = comparable_groups(results.rows)
     if len(groups) > 1 and not split_by:
-        raise UserError(f"results: expected records that can be compared in one report, got {len(groups)} groups that "
-                        f"cannot, e.g. {describe_group(groups[0])}; and {describe_group(groups[1])} (report them apart, "
-                        f"or pass {mention('split_by')} for one report per group)")
+        raise UserError(
+            f"results: expected records that can be compared in one report, got {len(groups)} groups that "
+            f"cannot, e.g. {describe_group(groups[0])}; and {describe_group(groups[1])} (report them apart, "
+            f"or pass {mention('split_by')} for one report per group)"
+        )
     if len(groups) == 1:
         return _build_one(results, out, notes, how)
-    parts = [_build_one(_group_results(results, g), Path(out) / safe_name(f"group{k}-{g[0]['data']}-n{g[0]['n']}"),
-                        notes, how) for k, g in enumerate(groups, 1)]
-    return {**parts[0], "checks": [c for p in parts for c in p["checks"]], "out": Path(out),
-            "groups": [p["out"] for p in parts]}
+    parts = [
+        _build_one(
+            _group_results(results, g), Path(out) / safe_name(f"group{k}-{g[0]['data']}-n{g[0]['n']}"), notes, how
+        )
+        for k, g in enumerate(groups, 1)
+    ]
+    return {
+        **parts[0],
+        "checks": [c for p in parts for c in p["checks"]],
+        "out": Path(out),
+        "groups": [p["out"] for p in parts],
+    }
 
 
 @dataclass
@@ -124,8 +169,10 @@ def _keep_current(results: Results, evaluators: list[str] | None) -> list[str]:
     results.rows = [r for r in results.rows if str(r["evaluator"]) in keep]
     results.outcomes = {k: v for k, v in results.outcomes.items() if k[1] in keep}
     results.detail = {k: v for k, v in results.detail.items() if k[1] in keep}
-    return [f"Left out: the stored records of {', '.join(stale)} ({len(runs)} runs), an evaluator no longer in "
-            f"this bench (delete their files under results/ to drop them for good)."]
+    return [
+        f"Left out: the stored records of {', '.join(stale)} ({len(runs)} runs), an evaluator no longer in "
+        f"this bench (delete their files under results/ to drop them for good)."
+    ]
 
 
 def _group_results(results: Results, g: list[dict]) -> Results:
@@ -134,8 +181,15 @@ def _group_results(results: Results, g: list[dict]) -> Results:
     sources = sorted({r.get("_source") for r in g}, key=str)
     outcomes = {k: v for f in sources for k, v in results.outcome_files.get(f, {}).items() if k[0] in runs}
     detail = {k: v for f in sources for k, v in results.detail_files.get(f, {}).items() if k[0] in runs}
-    return Results(g, [m for m in results.metas if m.get("run") in runs], results.bad, results.sources, outcomes,
-                   costs={r: c for r, c in results.costs.items() if r in runs}, detail=detail)
+    return Results(
+        g,
+        [m for m in results.metas if m.get("run") in runs],
+        results.bad,
+        results.sources,
+        outcomes,
+        costs={r: c for r, c in results.costs.items() if r in runs},
+        detail=detail,
+    )
 
 
 def _table(results: Results, notes: list, how: How) -> tuple[list[dict], dict, str | None, Table]:
@@ -147,7 +201,11 @@ def _table(results: Results, notes: list, how: How) -> tuple[list[dict], dict, s
     check_duplicates(rows, labels)
     baseline = how.baseline
     if baseline == "auto":
-        auto = "vanilla" if any(r["method"] == "vanilla" for r in rows) else order_methods(labels, rows, None, how.order)[0]
+        auto = (
+            "vanilla"
+            if any(r["method"] == "vanilla" for r in rows)
+            else order_methods(labels, rows, None, how.order)[0]
+        )
         why = "vanilla is in the results" if auto == "vanilla" else "no vanilla run in the results, so the first method"
         notes.append(Note(f"Baseline for the differences: {auto} ({why}).", "info"))
         baseline = auto
@@ -157,7 +215,9 @@ def _table(results: Results, notes: list, how: How) -> tuple[list[dict], dict, s
         check_columns(table, how.checks)
     unknown = [c for c in how.plot_columns or [] if c not in table.methods]
     if unknown:
-        raise UserError(f"plot_columns: '{unknown[0]}' expected one of the report's columns ({', '.join(table.methods)})")
+        raise UserError(
+            f"plot_columns: '{unknown[0]}' expected one of the report's columns ({', '.join(table.methods)})"
+        )
     return rows, labels, baseline, table
 
 
@@ -176,8 +236,9 @@ def _add_sections(table: Table, ctx: SectionContext, results: Results, notes: li
     table.chosen = set(chosen.values())
     notes += [Note(n, "info") for n in sweep_notes]
     if how.family.default:
-        how.family.exploratory_columns = frozenset(c for c, (base, _) in table.sweeps.items()
-                                                   if base in chosen and c != chosen[base])
+        how.family.exploratory_columns = frozenset(
+            c for c, (base, _) in table.sweeps.items() if base in chosen and c != chosen[base]
+        )
     return sections
 
 
@@ -202,14 +263,18 @@ def _late_notes(table: Table, results: Results, prov: dict) -> list[str]:
     """Notes about the records and runs themselves: an old rendering, busy threads, runs that had not converged."""
     notes = []
     if any(V1_RENDERER in v for s in table.context["settings"].values() for v in s.get("renderer", [])):
-        notes.append("Deformation rows in these records were rendered by mmix-eval 0.1 (grid_sample's nearest mode, "
-                     "which keeps the border pixel for sources up to half a pixel outside the image, where the official "
-                     "rendering is black); re-evaluate the checkpoints for the official rendering.")
+        notes.append(
+            "Deformation rows in these records were rendered by mmix-eval 0.1 (grid_sample's nearest mode, "
+            "which keeps the border pixel for sources up to half a pixel outside the image, where the official "
+            "rendering is black); re-evaluate the checkpoints for the official rendering."
+        )
     notes += thread_notes(prov)
     for m, runs in not_converged(table, results.costs).items():
-        notes.append(f"{m}: the training loss of {', '.join(runs)} was still falling at the end (its last tenth of "
-                     f"epochs more than {100 * STILL_FALLING:.0f} % below the tenth before): numbers of a run that had not "
-                     f"converged (plots/training-curves.png).")
+        notes.append(
+            f"{m}: the training loss of {', '.join(runs)} was still falling at the end (its last tenth of "
+            f"epochs more than {100 * STILL_FALLING:.0f} % below the tenth before): numbers of a run that had not "
+            f"converged (plots/training-curves.png)."
+        )
     return notes
 
 
@@ -220,20 +285,36 @@ def _build_one(results: Results, out, notes: list, how: How) -> dict:
     sections = _add_sections(table, ctx, results, notes, how)
     draw = _draw(sections, ctx, table, results, how)
     pair_notes: list[str] = []
-    found = (comparisons(table, baseline, results.outcomes, results.detail, how.family, pair_notes)
-             if baseline is not None and len(table.methods) > 1 else [])
+    found = (
+        comparisons(table, baseline, results.outcomes, results.detail, how.family, pair_notes)
+        if baseline is not None and len(table.methods) > 1
+        else []
+    )
     check_results = run_checks(table, how.checks)
     title = how.title or f"mmix-eval report: {', '.join(table.context['data'])}, {', '.join(table.context['model'])}"
     out = Path(out)
     prov = provenance(results, how.extra_provenance)
     notes += _late_notes(table, results, prov)
-    view = build_view(ViewInputs(table, found, how.family, baseline, results.outcomes, results.costs, prov,
-                                 check_results, results.bad, title, notes + sorted(set(pair_notes)), results.detail,
-                                 how.spec))
+    view = build_view(
+        ViewInputs(
+            table,
+            found,
+            how.family,
+            baseline,
+            results.outcomes,
+            results.costs,
+            prov,
+            check_results,
+            results.bad,
+            title,
+            notes + sorted(set(pair_notes)),
+            results.detail,
+            how.spec,
+        )
+    )
     _check_writable(out)
     _write(out, view, draw.files(), table, rows, results)
-    return {"table": table, "checks": check_results, "bad": results.bad, "out": out, "comparisons": found,
-            "view": view}
+    return {"table": table, "checks": check_results, "bad": results.bad, "out": out, "comparisons": found, "view": view}
 
 
 def _write(out: Path, view, images: dict, table: Table, rows: list[dict], results: Results) -> None:
@@ -271,5 +352,6 @@ def _check_writable(out: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise ParamError("out", f"expected a folder the report can be written to, got {type(e).__name__}: "
-                        f"{e.strerror or e}", out) from None
+        raise ParamError(
+            "out", f"expected a folder the report can be written to, got {type(e).__name__}: {e.strerror or e}", out
+        ) from None

@@ -52,8 +52,9 @@ def gap_claim(table: Table, detail: dict, raw: int, cal: int, a: str, b: str) ->
     reps = []
     for s in seeds:
         parts = [_detail(detail, table.runs[m][s], table.rows[i]) for i in (raw, cal) for m in (a, b)]
-        if any(x is None or x[1] is None for x in parts) or not all(_same_images(parts[0][0], x[0], table.rows[raw], a, b, s, None)
-                                                                  for x in parts[1:]):
+        if any(x is None or x[1] is None for x in parts) or not all(
+            _same_images(parts[0][0], x[0], table.rows[raw], a, b, s, None) for x in parts[1:]
+        ):
             reps = None
             break
         (xra, xrb, xca, xcb) = (x[1][:, k].astype(np.float64) for x in parts)
@@ -84,8 +85,13 @@ class _Score:
     adjusted: dict
 
 
-def calibration_verdicts(table: Table, baseline: str | None, found: list[Comparison], detail: dict | None = None,
-                         primary: Primary | None = None) -> list[str]:
+def calibration_verdicts(
+    table: Table,
+    baseline: str | None,
+    found: list[Comparison],
+    detail: dict | None = None,
+    primary: Primary | None = None,
+) -> list[str]:
     """One sentence per shift evaluator, proper score and column (see the module's docstring)."""
     primary = primary or Primary()
     detail = detail or {}
@@ -106,13 +112,20 @@ def calibration_verdicts(table: Table, baseline: str | None, found: list[Compari
     return out
 
 
-def _score(table: Table, detail: dict, baseline: str, key: str, idx: list[int], metric: str,
-           primary: Primary) -> _Score | None:
+def _score(
+    table: Table, detail: dict, baseline: str, key: str, idx: list[int], metric: str, primary: Primary
+) -> _Score | None:
     """A section's raw and calibrated rows of one proper score and the gap tests; None without calibrated rows."""
-    raw = {table.rows[i].condition: i for i in idx if table.rows[i].metric == metric
-           and table.rows[i].calibrator == "none" and table.rows[i].condition != "clean"}
-    cal = {table.rows[i].condition: i for i in idx if table.rows[i].metric == metric
-           and table.rows[i].calibrator != "none" and table.rows[i].condition in raw}
+    raw = {
+        table.rows[i].condition: i
+        for i in idx
+        if table.rows[i].metric == metric and table.rows[i].calibrator == "none" and table.rows[i].condition != "clean"
+    }
+    cal = {
+        table.rows[i].condition: i
+        for i in idx
+        if table.rows[i].metric == metric and table.rows[i].calibrator != "none" and table.rows[i].condition in raw
+    }
     if not cal:
         return None
     name = next(iter({table.rows[i].calibrator for i in cal.values()}))
@@ -149,10 +162,19 @@ def _column_verdict(table: Table, found: list[Comparison], s: _Score, m: str, re
     if ahead:
         c = max(ahead, key=lambda c: abs(pairs[c][0].diff))
         a, b = pairs[c]
-        text += (f" (largest: {table.rows[s.raw[c]].label.rsplit(': ', 1)[0]}, {_iv(table, a, ens)} raw, "
-                 f"{_iv(table, b, ens) if b is not None else 'no interval'} after)")
-    facts = {"section": s.key, "score": s.label, "column": m, "n": len(pairs), "raw": len(ahead), "after": len(kept),
-             "ensemble": ens}
+        text += (
+            f" (largest: {table.rows[s.raw[c]].label.rsplit(': ', 1)[0]}, {_iv(table, a, ens)} raw, "
+            f"{_iv(table, b, ens) if b is not None else 'no interval'} after)"
+        )
+    facts = {
+        "section": s.key,
+        "score": s.label,
+        "column": m,
+        "n": len(pairs),
+        "raw": len(ahead),
+        "after": len(kept),
+        "ensemble": ens,
+    }
     if not ens:
         gap_text, smaller, larger = _gap_text(table, s, m)
         text += gap_text
@@ -169,9 +191,11 @@ def _gap_text(table: Table, s: _Score, m: str) -> tuple[str, int, int]:
     if shown:
         c = max(shown, key=lambda c: abs(s.gaps[m, c].diff))
         g = s.gaps[m, c]
-        text += (f" ({'largest' if smaller + larger else 'largest, not holding'}: "
-                 f"{table.rows[s.raw[c]].label.rsplit(': ', 1)[0]}, {_num(table, s.raw[c], g.diff)} "
-                 f"[{_num(table, s.raw[c], g.low)}, {_num(table, s.raw[c], g.high)}])")
+        text += (
+            f" ({'largest' if smaller + larger else 'largest, not holding'}: "
+            f"{table.rows[s.raw[c]].label.rsplit(': ', 1)[0]}, {_num(table, s.raw[c], g.diff)} "
+            f"[{_num(table, s.raw[c], g.low)}, {_num(table, s.raw[c], g.high)}])"
+        )
     return text, len(smaller), len(larger)
 
 

@@ -8,8 +8,14 @@ import math
 from mmix_eval.errors import ParamError, UserError, mention
 from mmix_eval.report.table import Table
 
-OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
-       "==": lambda a, b: a == b}
+OPS = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    "==": lambda a, b: a == b,
+}
+
 
 def parse_check(check: str) -> tuple[object, str, object]:
     """'manifold_mixup.rotation20 >= vanilla.rotation20' -> (side, op, side), a side being a number or
@@ -17,8 +23,10 @@ def parse_check(check: str) -> tuple[object, str, object]:
     spaces or operators is quoted: '"manifold_mixup α=0.2".rotation20 >= vanilla.rotation20' (double or single
     quotes). Syntax only: what the methods and conditions are is checked against the results (or, by bench,
     against its methods)."""
-    expected = (f"{mention('check')} '{check}': expected 'LEFT OP RIGHT' with OP one of >=, <=, >, <, == (quote a column label "
-                f"holding spaces, dots or operators: '\"my method α=0.2\".rotation20 >= vanilla.rotation20')")
+    expected = (
+        f"{mention('check')} '{check}': expected 'LEFT OP RIGHT' with OP one of >=, <=, >, <, == (quote a column label "
+        f"holding spaces, dots or operators: '\"my method α=0.2\".rotation20 >= vanilla.rotation20')"
+    )
     i, quote, found = 0, None, None
     while i < len(check):  # the first operator outside quotes
         c = check[i]
@@ -32,10 +40,10 @@ def parse_check(check: str) -> tuple[object, str, object]:
         i += 1
     if quote or found is None:
         raise UserError(expected + ("" if not quote else f" (an unclosed {quote} quote)"))
-    op = check[found:found + 2] if check[found:found + 2] in OPS else check[found]
-    if op not in OPS or check[found + len(op):].lstrip().startswith(("=", "<", ">")):
+    op = check[found : found + 2] if check[found : found + 2] in OPS else check[found]
+    if op not in OPS or check[found + len(op) :].lstrip().startswith(("=", "<", ">")):
         raise UserError(expected)
-    left, right = check[:found].strip(), check[found + len(op):].strip()
+    left, right = check[:found].strip(), check[found + len(op) :].strip()
     if not left or not right:
         raise UserError(expected)
 
@@ -56,16 +64,19 @@ def parse_target(text: str, where: str, alternative: str = "") -> tuple[str, str
         end = text.find(text[0], 1)
         if end < 0:
             raise UserError(f"{where}: an unclosed {text[0]} quote in '{text}'")
-        method, rest = text[1:end], text[end + 1:]
+        method, rest = text[1:end], text[end + 1 :]
         dot = rest[:1] == "."
         rest = rest[1:]
     else:
         method, dot, rest = text.partition(".")
     condition, _, metric = rest.partition(":")
     if not dot or not condition or not method:
-        raise UserError(f"{where}: expected METHOD.CONDITION[:METRIC] {alternative}, got '{text}' "
-                        f"(quote a method holding dots or spaces: \"my method α=0.2\".rotation20)")
+        raise UserError(
+            f"{where}: expected METHOD.CONDITION[:METRIC] {alternative}, got '{text}' "
+            f'(quote a method holding dots or spaces: "my method α=0.2".rotation20)'
+        )
     return method, condition, metric or "acc"
+
 
 def run_checks(table: Table, checks: list[str]) -> list[tuple[str, bool, str]]:
     """Evaluate gates like 'manifold_mixup.rotation20 >= vanilla.rotation20' (means; metric acc unless
@@ -109,11 +120,20 @@ def check_columns(table: Table, checks: list[str]) -> None:
         for side in parse_check(check)[::2]:
             if isinstance(side, float):
                 continue
-            matches = [m for m in table.methods if m == side[0]] or [m for m in table.methods if table.info[m][0] == side[0]]
+            matches = [m for m in table.methods if m == side[0]] or [
+                m for m in table.methods if table.info[m][0] == side[0]
+            ]
             if len(matches) != 1:
-                quote = (f"; a column label with spaces or dots is quoted: \"{side[0]}.{side[1]}\" is read as column "
-                         f"'{side[0]}', so write '\"LABEL\".{side[1].rsplit('.', 1)[-1]}'"
-                         if not matches and (" " in side[0] or "." in side[1]) else "")
-                raise ParamError("check", f"method '{side[0]}' expected one column of the report "
-                                f"({', '.join(table.methods)}), got {'none' if not matches else 'several: ' + ', '.join(matches)}"
-                                f"{quote}", check)
+                quote = (
+                    f'; a column label with spaces or dots is quoted: "{side[0]}.{side[1]}" is read as column '
+                    f"'{side[0]}', so write '\"LABEL\".{side[1].rsplit('.', 1)[-1]}'"
+                    if not matches and (" " in side[0] or "." in side[1])
+                    else ""
+                )
+                raise ParamError(
+                    "check",
+                    f"method '{side[0]}' expected one column of the report "
+                    f"({', '.join(table.methods)}), got {'none' if not matches else 'several: ' + ', '.join(matches)}"
+                    f"{quote}",
+                    check,
+                )

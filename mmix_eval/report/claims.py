@@ -46,6 +46,7 @@ class Primary:
     'COLUMN.CONDITION[:METRIC[@CALIBRATOR]]', each part an fnmatch pattern (COLUMN: a label or a method name;
     METRIC defaults to acc, CALIBRATOR to none). None: the default family. ``multiplicity``: how p-values are
     adjusted within each family (``stats.MULTIPLICITY``)."""
+
     patterns: list[str] | None = None
     multiplicity: str = "holm"
     parsed: list = field(default_factory=list, repr=False)
@@ -54,11 +55,15 @@ class Primary:
 
     def __post_init__(self):
         if self.multiplicity not in stats.MULTIPLICITY:
-            raise UserError(f"multiplicity: expected one of {', '.join(stats.MULTIPLICITY)}, got {self.multiplicity!r:.80}")
+            raise UserError(
+                f"multiplicity: expected one of {', '.join(stats.MULTIPLICITY)}, got {self.multiplicity!r:.80}"
+            )
         if self.patterns is not None:
             if not isinstance(self.patterns, list) or not all(isinstance(p, str) and p.strip() for p in self.patterns):
-                raise UserError(f"primary: expected a list of 'COLUMN.CONDITION[:METRIC[@CALIBRATOR]]' patterns, got "
-                                f"{self.patterns!r:.200}")
+                raise UserError(
+                    f"primary: expected a list of 'COLUMN.CONDITION[:METRIC[@CALIBRATOR]]' patterns, got "
+                    f"{self.patterns!r:.200}"
+                )
             self.parsed = []
             for p in self.patterns:
                 column, condition, metric = parse_target(p, f"primary '{p}'")
@@ -71,8 +76,10 @@ class Primary:
 
     def describe(self) -> str:
         if self.default:
-            return ("each column against the baseline on the clean, deformation and FGSM accuracies and the clean NLL "
-                    "and Brier, raw and calibrated (the default)")
+            return (
+                "each column against the baseline on the clean, deformation and FGSM accuracies and the clean NLL "
+                "and Brier, raw and calibrated (the default)"
+            )
         return "the comparisons named: " + ", ".join(self.patterns)
 
 
@@ -90,22 +97,31 @@ def _clean(table: Table, r: Row) -> bool:
     no clean calibrated row of the same score exists (they are the same numbers: counted once in the family)."""
     if r.condition == "clean":
         return True
-    return (r.calibrator != "none" and r.condition == f"{r.calibrator}_scaled"
-            and not any(o.condition == "clean" and o.calibrator == r.calibrator and o.metric == r.metric for o in table.rows))
+    return (
+        r.calibrator != "none"
+        and r.condition == f"{r.calibrator}_scaled"
+        and not any(
+            o.condition == "clean" and o.calibrator == r.calibrator and o.metric == r.metric for o in table.rows
+        )
+    )
 
 
 def _matches(table: Table, i: int, column: str, pattern: tuple) -> bool:
     _, col, condition, metric, calibrator = pattern
     r = table.rows[i]
     method = table.info.get(column, (None, {}))[0]
-    return ((fnmatch.fnmatchcase(column, col) or fnmatch.fnmatchcase(str(method), col))
-            and fnmatch.fnmatchcase(r.condition, condition) and fnmatch.fnmatchcase(r.metric, metric)
-            and fnmatch.fnmatchcase(r.calibrator, calibrator))
+    return (
+        (fnmatch.fnmatchcase(column, col) or fnmatch.fnmatchcase(str(method), col))
+        and fnmatch.fnmatchcase(r.condition, condition)
+        and fnmatch.fnmatchcase(r.metric, metric)
+        and fnmatch.fnmatchcase(r.calibrator, calibrator)
+    )
 
 
 @dataclass
 class Comparison:
     """One column against its reference on one row: the method claim, the network claim beside it, its family."""
+
     row: int
     column: str
     against: str
@@ -161,8 +177,14 @@ def row_key(row: Row) -> tuple:
     return row.evaluator, row.condition, row.metric, row.calibrator
 
 
-def comparisons(table: Table, baseline: str, outcomes: dict, detail: dict | None, primary: Primary | None = None,
-                notes: list | None = None) -> list[Comparison]:
+def comparisons(
+    table: Table,
+    baseline: str,
+    outcomes: dict,
+    detail: dict | None,
+    primary: Primary | None = None,
+    notes: list | None = None,
+) -> list[Comparison]:
     """Every column against its reference (the baseline, or the baseline's ensemble for an ensemble) on every
     scored row, with both claims, families and adjusted p-values. ``notes``: where two runs' per-image data are not
     on the same images (no per-image interval)."""
@@ -180,9 +202,16 @@ def comparisons(table: Table, baseline: str, outcomes: dict, detail: dict | None
             ref = reference(table, m, baseline)
             if m == ref or (i, m) not in table.cells or (i, ref) not in table.cells:
                 continue
-            is_primary = (default_primary(table, i, m) and m not in primary.exploratory_columns if primary.default
-                          else any(_matches(table, i, m, p) for p in primary.parsed))
-            family = "primary" if is_primary else f"exploratory: {r.section if r.section != 'comparison' else r.evaluator or 'clean'}"
+            is_primary = (
+                default_primary(table, i, m) and m not in primary.exploratory_columns
+                if primary.default
+                else any(_matches(table, i, m, p) for p in primary.parsed)
+            )
+            family = (
+                "primary"
+                if is_primary
+                else f"exploratory: {r.section if r.section != 'comparison' else r.evaluator or 'clean'}"
+            )
             c = Comparison(i, m, ref, family, direction=r.direction, descriptive=r.metric in CALIBRATION_ERRORS)
             c.seeds = _seed_diff(table, i, m, ref)
             c.network = image_pair(table, outcomes, i, m, ref, notes, detail)
@@ -196,8 +225,10 @@ def comparisons(table: Table, baseline: str, outcomes: dict, detail: dict | None
             out.append(c)
     for fam in dict.fromkeys(c.family for c in out):
         members = [c for c in out if c.family == fam]
-        for attr, p_of in (("p_method", lambda c: c.method.p if c.method is not None else None),
-                           ("p_network", lambda c: c.network[3] if c.network is not None else None)):
+        for attr, p_of in (
+            ("p_method", lambda c: c.method.p if c.method is not None else None),
+            ("p_network", lambda c: c.network[3] if c.network is not None else None),
+        ):
             tested = [c for c in members if p_of(c) is not None]
             for c, p in zip(tested, stats.adjust([p_of(c) for c in tested], primary.multiplicity)):
                 setattr(c, attr, p)
@@ -205,8 +236,9 @@ def comparisons(table: Table, baseline: str, outcomes: dict, detail: dict | None
         if c.network_holds and not c.holds and c.method is not None:
             c.power_checked = True
             c.power_alpha = power_alpha(out, c.family, primary.multiplicity)
-            c.seeds_needed = stats.seeds_for_power(c.method.diff, c.method.seed_sd, c.method.image_var, POWER,
-                                                   alpha=c.power_alpha)
+            c.seeds_needed = stats.seeds_for_power(
+                c.method.diff, c.method.seed_sd, c.method.image_var, POWER, alpha=c.power_alpha
+            )
     return out
 
 
@@ -220,16 +252,25 @@ def power_alpha(found: list[Comparison], family: str, multiplicity: str) -> floa
 def _check_primary(table: Table, baseline: str, rows: list[int], primary: Primary) -> None:
     """Each pattern names at least one comparison, and none names a deep ensemble (it has no training seeds)."""
     for p in primary.parsed:
-        hits = [(i, m) for i in rows for m in table.methods if m != reference(table, m, baseline) and _matches(table, i, m, p)]
+        hits = [
+            (i, m)
+            for i in rows
+            for m in table.methods
+            if m != reference(table, m, baseline) and _matches(table, i, m, p)
+        ]
         if not hits:
             conditions = ", ".join(dict.fromkeys(table.rows[i].condition for i in rows))
-            raise UserError(f"primary '{p[0]}': expected COLUMN.CONDITION[:METRIC[@CALIBRATOR]] naming a comparison against "
-                            f"'{baseline}', got none (columns: {', '.join(table.methods)}; conditions: {conditions})")
+            raise UserError(
+                f"primary '{p[0]}': expected COLUMN.CONDITION[:METRIC[@CALIBRATOR]] naming a comparison against "
+                f"'{baseline}', got none (columns: {', '.join(table.methods)}; conditions: {conditions})"
+            )
         ens = [m for _, m in hits if is_ensemble(table, m)]
         if ens:
-            raise UserError(f"primary '{p[0]}': names '{ens[0]}', a deep ensemble, which has no training seeds of its own "
-                            f"and so no method claim; expected single-model columns (its network claims are in the "
-                            f"differences table)")
+            raise UserError(
+                f"primary '{p[0]}': names '{ens[0]}', a deep ensemble, which has no training seeds of its own "
+                f"and so no method claim; expected single-model columns (its network claims are in the "
+                f"differences table)"
+            )
 
 
 def _seed_diff(table: Table, i: int, a: str, b: str) -> tuple | None:
@@ -274,7 +315,13 @@ def _image_terms(table: Table, outcomes: dict, detail: dict, row: Row, a: str, b
         reps = []
         for s in seeds:
             xa, xb = _detail(detail, table.runs[a][s], row), _detail(detail, table.runs[b][s], row)
-            if xa is None or xb is None or xa[1] is None or xb[1] is None or not _same_images(xa[0], xb[0], row, a, b, s, None):
+            if (
+                xa is None
+                or xb is None
+                or xa[1] is None
+                or xb[1] is None
+                or not _same_images(xa[0], xb[0], row, a, b, s, None)
+            ):
                 return None, None
             reps.append(xa[1][:, k].astype(np.float64) - xb[1][:, k].astype(np.float64))
         return stats.replicate_terms(np.stack(reps)), len(_detail(detail, table.runs[a][seeds[0]], row)[0])
@@ -294,8 +341,9 @@ def lookup(table: Table, found: list[Comparison], i: int, column: str) -> Compar
     return None
 
 
-def best_holds(table: Table, i: int, outcomes: dict, detail: dict | None = None,
-               columns: list[str] | None = None) -> tuple[set[str], str | None]:
+def best_holds(
+    table: Table, i: int, outcomes: dict, detail: dict | None = None, columns: list[str] | None = None
+) -> tuple[set[str], str | None]:
     """(the best column of row ``i`` where it holds, the kind of claim it rests on): the best by the metric's
     direction, only where the 95 % interval of its difference from the runner-up excludes 0: the method claim where
     both have two seeds or more (neither an ensemble), else the network claim over test images. Never for a
@@ -316,7 +364,11 @@ def best_holds(table: Table, i: int, outcomes: dict, detail: dict | None = None,
     if len(best) != 1 or len(means) < 2 or (row.metric == "auroc" and means[0][0] < 0.5):
         return set(), None  # (an AUROC below 0.5 is never "best": every column ranks OOD images above)
     (_, first), (_, second) = means[0], means[1]
-    got = None if is_ensemble(table, first) or is_ensemble(table, second) else method_claim(table, outcomes, detail or {}, i, first, second)
+    got = (
+        None
+        if is_ensemble(table, first) or is_ensemble(table, second)
+        else method_claim(table, outcomes, detail or {}, i, first, second)
+    )
     if got is not None:
         low, high, kind = got.low, got.high, "method"
     else:

@@ -26,7 +26,11 @@ def reference(table: Table, column: str, baseline: str) -> str:
     method, settings = table.info.get(baseline, (None, {}))
     for c in table.methods:
         m, s = table.info.get(c, (None, {}))
-        if is_ensemble(table, c) and m == method and {k: v for k, v in (s or {}).items() if k != "ensemble_members"} == (settings or {}):
+        if (
+            is_ensemble(table, c)
+            and m == method
+            and {k: v for k, v in (s or {}).items() if k != "ensemble_members"} == (settings or {})
+        ):
             return c
     return baseline
 
@@ -35,7 +39,9 @@ def paired_differences(table: Table, baseline: str) -> dict:
     """(row index, method) -> (mean difference, 95 % CI half-width or None, n pairs), paired by seed against the
     column's ``reference`` (the baseline, or its ensemble for an ensemble)."""
     if baseline not in table.methods:
-        raise ParamError("baseline", f"expected one of the methods in the results ({', '.join(table.methods)}), got '{baseline}'")
+        raise ParamError(
+            "baseline", f"expected one of the methods in the results ({', '.join(table.methods)}), got '{baseline}'"
+        )
     out = {}
     for i in range(len(table.rows)):
         for m in table.methods:
@@ -45,7 +51,10 @@ def paired_differences(table: Table, baseline: str) -> dict:
                 out[i, m] = got[:3]
     return out
 
-def image_differences(table: Table, outcomes: dict, baseline: str, detail: dict | None = None) -> tuple[dict, list[str]]:
+
+def image_differences(
+    table: Table, outcomes: dict, baseline: str, detail: dict | None = None
+) -> tuple[dict, list[str]]:
     """(row index, method) -> ``image_pair``'s tuple for the accuracy rows whose per-image outcomes, and the NLL,
     Brier and ECE rows whose bootstrap replicates, exist for both methods on the very same test images.
     Returns the notes on pairs that could not be made (different test subsets)."""
@@ -65,11 +74,14 @@ def image_differences(table: Table, outcomes: dict, baseline: str, detail: dict 
 
 def per_image(row: Row) -> bool:
     """A row compared over test images: accuracy (per-image outcomes) or a score with bootstrap replicates."""
-    return (row.metric == "acc" and row.direction == "higher") or (row.metric in BOOT_STATS and row.direction is not None)
+    return (row.metric == "acc" and row.direction == "higher") or (
+        row.metric in BOOT_STATS and row.direction is not None
+    )
 
 
-def image_pair(table: Table, outcomes: dict, i: int, a: str, b: str, notes: list | None = None,
-               detail: dict | None = None) -> tuple | None:
+def image_pair(
+    table: Table, outcomes: dict, i: int, a: str, b: str, notes: list | None = None, detail: dict | None = None
+) -> tuple | None:
     """Column ``a`` − column ``b`` on row ``i`` over test images, the trained networks held fixed (a network claim):
     (difference, 95 % low, high, p, images, seed pairs, test), or None without the per-image data of both on the
     same images. Accuracy (points): the percentile bootstrap over images and the exact sign-flip test on each image's
@@ -103,8 +115,9 @@ def _same_images(ia, ib, row: Row, a: str, b: str, seed, notes: list | None) -> 
     if np.array_equal(ia, ib):
         return True
     if notes is not None:
-        notes.append(f"{row.label}: {a} and {b} (seed {seed}) were evaluated on different test images; no per-image "
-                     f"interval")
+        notes.append(
+            f"{row.label}: {a} and {b} (seed {seed}) were evaluated on different test images; no per-image interval"
+        )
     return False
 
 
@@ -175,7 +188,9 @@ class _SortedIndex:
         return self.index.get(key, [])
 
 
-_BY_RUN_CONDITION_CALIBRATOR = _SortedIndex(lambda k: (k[0], k[2], k[3]))  # detail: (run, evaluator, condition, calibrator)
+_BY_RUN_CONDITION_CALIBRATOR = _SortedIndex(
+    lambda k: (k[0], k[2], k[3])
+)  # detail: (run, evaluator, condition, calibrator)
 _BY_RUN_CONDITION = _SortedIndex(lambda k: (k[0], k[2]))  # outcomes: (run, evaluator, condition)
 
 
@@ -207,8 +222,11 @@ def accuracy_gated(table: Table, i: int) -> set[str]:
     row = table.rows[i]
     if row.metric == "acc" or row.direction is None:
         return set()
-    same = [k for k, r in enumerate(table.rows) if r.metric == "acc" and r.condition == row.condition
-            and r.evaluator == row.evaluator]
+    same = [
+        k
+        for k, r in enumerate(table.rows)
+        if r.metric == "acc" and r.condition == row.condition and r.evaluator == row.evaluator
+    ]
     k = next((k for k in same if table.rows[k].calibrator == "none"), same[0] if same else None)
     if k is None:
         return set()

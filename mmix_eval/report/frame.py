@@ -16,10 +16,28 @@ import pandas as pd
 
 from mmix_eval.evaluate.records import calibrator_of
 
-COLUMNS = ["column", "method", "method_settings", "sweep", "seed", "run", "evaluator", "condition", "calibrator",
-           "metric", "value", "direction", "n", "label", "metric_label", "format", "headline", "data", "model"]
+COLUMNS = [
+    "column",
+    "method",
+    "method_settings",
+    "sweep",
+    "seed",
+    "run",
+    "evaluator",
+    "condition",
+    "calibrator",
+    "metric",
+    "value",
+    "direction",
+    "n",
+    "label",
+    "metric_label",
+    "format",
+    "headline",
+    "data",
+    "model",
+]
 COST = ["train_images_per_s", "train_wall_time_s", "forward_passes_per_step", "final_train_loss"]
-
 
 
 def seed_of(r: dict):
@@ -34,7 +52,9 @@ def _json(v) -> str:
     return json.dumps(v or {}, sort_keys=True, default=str)
 
 
-def records_frame(records: list[dict], labels: dict[str, str], costs: dict | None = None, bins: bool = False) -> pd.DataFrame:
+def records_frame(
+    records: list[dict], labels: dict[str, str], costs: dict | None = None, bins: bool = False
+) -> pd.DataFrame:
     """The tidy frame of ``records`` (no per-bin rows; with ``bins`` only those, with their ``bin``);
     ``labels``: run -> column label; ``costs``: run -> training cost (``COST`` keys), added per row."""
     costs = costs or {}
@@ -67,15 +87,19 @@ def records_frame(records: list[dict], labels: dict[str, str], costs: dict | Non
     df = pd.DataFrame(data)
     if not bins and len(df):
         clean = df["condition"] == "clean"
-        df = df[~(clean & df.duplicated(["run", "condition", "calibrator", "metric"]))]  # one clean per checkpoint and metric
+        df = df[
+            ~(clean & df.duplicated(["run", "condition", "calibrator", "metric"]))
+        ]  # one clean per checkpoint and metric
     return df.reset_index(drop=True)
 
 
 def row_key(frame: pd.DataFrame) -> pd.Series:
     """The table row a frame row feeds: (evaluator, condition, calibrator, metric), the clean condition's
     evaluator None."""
-    keys = [(None if c == "clean" else e, c, k, m) for e, c, k, m in
-            zip(frame["evaluator"], frame["condition"], frame["calibrator"], frame["metric"])]
+    keys = [
+        (None if c == "clean" else e, c, k, m)
+        for e, c, k, m in zip(frame["evaluator"], frame["condition"], frame["calibrator"], frame["metric"])
+    ]
     return pd.Series(keys, index=frame.index, dtype=object)
 
 

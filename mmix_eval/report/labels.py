@@ -11,21 +11,30 @@ METHOD_ORDER = ("vanilla", "input_mixup", "manifold_mixup")
 
 
 # Method settings shown in a column label where one method's runs differ in them (display only).
-_SETTING_LABEL = {"alpha": lambda v: f"α={v:g}" if isinstance(v, (int, float)) else f"α={v}",
-                  "eligible": lambda v: f"S={json.dumps(v)}", "loss": lambda v: str(v)}
+_SETTING_LABEL = {
+    "alpha": lambda v: f"α={v:g}" if isinstance(v, (int, float)) else f"α={v}",
+    "eligible": lambda v: f"S={json.dumps(v)}",
+    "loss": lambda v: str(v),
+}
+
 
 def setting_text(key: str, value) -> str:
     """A method setting or swept key as a column label shows it: α=0.5, S=[0,1], epochs=10, prob=0.5."""
     short = key.rsplit(".", 1)[-1]
     if short in _SETTING_LABEL and "." not in key:
         return _SETTING_LABEL[short](value)
-    text = json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) else (
-        f"{value:g}" if isinstance(value, float) else str(value))
+    text = (
+        json.dumps(value, separators=(",", ":"))
+        if isinstance(value, (list, dict))
+        else (f"{value:g}" if isinstance(value, float) else str(value))
+    )
     return f"{short}={text}"
+
 
 def sweep_label(point: dict | None) -> str:
     """A run's swept values as they follow its method's name in a column label ('α=0.5 epochs=10')."""
     return " ".join(setting_text(k, v) for k, v in (point or {}).items())
+
 
 def method_labels(rows: list[dict]) -> dict[str, str]:
     """run -> column label: the run's own label where it has one (a bench method's ``label:``), else the
@@ -53,10 +62,13 @@ def method_labels(rows: list[dict]) -> dict[str, str]:
         method, settings, sweep = per_run[run]
         what = (method, json.dumps([settings, sweep], sort_keys=True, default=str))
         if owner.setdefault(label, (what, run))[0] != what:
-            raise UserError(f"results: label '{label}' names two different methods, run '{owner[label][1]}' and run "
-                            f"'{run}' ({method} {json.dumps(settings, sort_keys=True, default=str)}); expected one "
-                            f"label per method and settings")
+            raise UserError(
+                f"results: label '{label}' names two different methods, run '{owner[label][1]}' and run "
+                f"'{run}' ({method} {json.dumps(settings, sort_keys=True, default=str)}); expected one "
+                f"label per method and settings"
+            )
     return labels
+
 
 def resolve_baseline(rows: list[dict], labels: dict[str, str], baseline: str | None) -> str | None:
     """The one column a baseline names: a column label, else the only column of that method (by name or
@@ -70,11 +82,15 @@ def resolve_baseline(rows: list[dict], labels: dict[str, str], baseline: str | N
     method = {labels[r["run"]]: r["method"] for r in rows}
     fits = [m for m in columns if bases.get(m, (None,))[0] == baseline or method[m] == baseline]
     if len(fits) > 1:
-        raise UserError(f"baseline '{baseline}': expected one column, got {len(fits)} that it names; choose one of "
-                        + ", ".join(quote_label(m) for m in fits))
+        raise UserError(
+            f"baseline '{baseline}': expected one column, got {len(fits)} that it names; choose one of "
+            + ", ".join(quote_label(m) for m in fits)
+        )
     if not fits and len(columns) > 1:
-        raise UserError(f"baseline '{baseline}': expected one of the columns ({', '.join(quote_label(m) for m in columns)}), "
-                        f"got a name none of them has")
+        raise UserError(
+            f"baseline '{baseline}': expected one of the columns ({', '.join(quote_label(m) for m in columns)}), "
+            f"got a name none of them has"
+        )
     return fits[0] if fits else baseline
 
 
@@ -93,7 +109,10 @@ def sweep_bases(rows: list[dict], labels: dict[str, str]) -> dict[str, tuple[str
             out.setdefault(labels[r["run"]], (labels[r["run"]].removesuffix(" " + text), dict(sweep)))
     return out
 
-def order_methods(labels: dict[str, str], rows: list[dict], baseline: str | None, order: list[str] | None = None) -> list[str]:
+
+def order_methods(
+    labels: dict[str, str], rows: list[dict], baseline: str | None, order: list[str] | None = None
+) -> list[str]:
     """Columns in ``order`` (a bench's methods as its YAML lists them: labels or method names) where given,
     else the baseline first, then vanilla / input mixup / manifold mixup, then the rest by name; a swept
     method's columns stay together, in the order of the swept values."""

@@ -29,7 +29,9 @@ class Results:
     detail: dict = field(default_factory=dict)
     detail_files: dict = field(default_factory=dict)  # record file -> its detail (the same mapping)
 
+
 MAX_RESULT_FILE = MAX_RECORD_BYTES
+
 
 def load_results(paths: list[str | Path]) -> Results:
     """Every *.jsonl record file under the given folders (or the files themselves); bad ones are listed."""
@@ -49,8 +51,10 @@ def load_results(paths: list[str | Path]) -> Results:
             bad.append((str(f.with_suffix(".outcomes.npz")), f"unreadable per-image outcomes ({e})"))
         metas += _read_meta(f.with_suffix(".meta.json"), bad)
     if not rows:
-        raise UserError(f"results {', '.join(map(str, paths))}: expected mmix-eval record files (*.jsonl), found "
-                        f"{'none' if not files else 'only unreadable ones: ' + '; '.join(f'{p} ({why})' for p, why in bad[:3])}")
+        raise UserError(
+            f"results {', '.join(map(str, paths))}: expected mmix-eval record files (*.jsonl), found "
+            f"{'none' if not files else 'only unreadable ones: ' + '; '.join(f'{p} ({why})' for p, why in bad[:3])}"
+        )
     costs = {}
     for f in files:
         costs.update(_read_costs(f, bad))
@@ -71,7 +75,9 @@ def _record_files(paths: list[str | Path]) -> list[Path]:
         elif p.is_file() or p.exists():
             files.append(p)
         else:
-            raise UserError(f"results '{p}': expected a folder or a .jsonl (.jsonl.gz) file, got a path that does not exist")
+            raise UserError(
+                f"results '{p}': expected a folder or a .jsonl (.jsonl.gz) file, got a path that does not exist"
+            )
     return list({f.resolve(): f for f in files}.values())  # a file given twice (or by two paths) is read once
 
 
@@ -87,8 +93,10 @@ def _read_record_file(f: Path, share: dict, bad: list) -> list[dict] | None:
         if not stat.S_ISREG(st.st_mode):  # a FIFO or device named *.jsonl would block or never end
             raise ValueError("not a regular file")
         if st.st_size > MAX_RESULT_FILE:
-            raise ValueError(f"{st.st_size:,} bytes, larger than a result file may be ({MAX_RESULT_FILE:,} bytes at "
-                             f"most: about 120,000 records; split the evaluation over several files)")
+            raise ValueError(
+                f"{st.st_size:,} bytes, larger than a result file may be ({MAX_RESULT_FILE:,} bytes at "
+                f"most: about 120,000 records; split the evaluation over several files)"
+            )
         new = read_jsonl(f, MAX_RESULT_FILE, share)
     except (OSError, UnicodeDecodeError, ValueError, EOFError, zlib.error) as e:  # EOFError: a truncated .gz
         bad.append((str(f), str(e)))
@@ -131,15 +139,19 @@ def training_cost(model_json: Path) -> dict | None:
     metrics = t.get("metrics") if isinstance(t.get("metrics"), dict) else {}
     threads = str(hw.get("torch_threads")) if hw.get("torch_threads") is not None else None
     busy = str(hw.get("threads_busy_tasks") or "").split(" ")[0]
-    return {"train_images_per_s": steps * bs / secs if nums and secs > 0 else None,
-            "train_wall_time_s": t.get("wall_time_s") if _number(t.get("wall_time_s")) else None,
-            "forward_passes_per_step": cost.get("forward_passes_per_step") if _number(cost.get("forward_passes_per_step")) else None,
-            "final_train_loss": metrics.get("train_loss") if _number(metrics.get("train_loss")) else None,
-            "val_nll": metrics.get("val_nll") if _number(metrics.get("val_nll")) else None,  # the held-out split's,
-            "val_acc": metrics.get("val_acc") if _number(metrics.get("val_acc")) else None,  # what sweeps are chosen by
-            "train_threads": float(threads) if threads and threads.isdigit() else None,
-            "busy_tasks_at_start": float(busy) if _is_float(busy) else None,
-            "loss_curve": loss_curve(model_json.with_name("log.jsonl"))}
+    return {
+        "train_images_per_s": steps * bs / secs if nums and secs > 0 else None,
+        "train_wall_time_s": t.get("wall_time_s") if _number(t.get("wall_time_s")) else None,
+        "forward_passes_per_step": cost.get("forward_passes_per_step")
+        if _number(cost.get("forward_passes_per_step"))
+        else None,
+        "final_train_loss": metrics.get("train_loss") if _number(metrics.get("train_loss")) else None,
+        "val_nll": metrics.get("val_nll") if _number(metrics.get("val_nll")) else None,  # the held-out split's,
+        "val_acc": metrics.get("val_acc") if _number(metrics.get("val_acc")) else None,  # what sweeps are chosen by
+        "train_threads": float(threads) if threads and threads.isdigit() else None,
+        "busy_tasks_at_start": float(busy) if _is_float(busy) else None,
+        "loss_curve": loss_curve(model_json.with_name("log.jsonl")),
+    }
 
 
 MAX_CURVE_EPOCHS = 100_000
@@ -183,12 +195,18 @@ def _read_costs(f: Path, bad: list) -> dict:
         got = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(got, dict) or not all(isinstance(v, dict) for v in got.values()):
             raise ValueError("not a mapping of runs to costs")
-        return {str(k): {c: x for c, x in v.items() if _number(x) or (c == "loss_curve" and isinstance(x, list)
-                                                                      and all(_number(y) for y in x))}
-                for k, v in got.items()}
+        return {
+            str(k): {
+                c: x
+                for c, x in v.items()
+                if _number(x) or (c == "loss_curve" and isinstance(x, list) and all(_number(y) for y in x))
+            }
+            for k, v in got.items()
+        }
     except (OSError, ValueError, RecursionError) as e:
         bad.append((str(path), f"unreadable training costs ({type(e).__name__})"))
         return {}
+
 
 def _read_outcomes(f: Path, rows: list[dict]) -> tuple[dict, dict]:
     """Per-image outcomes and probability detail beside a record file: ``<evaluator>.outcomes.npz`` for an
@@ -200,5 +218,7 @@ def _read_outcomes(f: Path, rows: list[dict]) -> tuple[dict, dict]:
         return {}, {}
     indices, per, own, detail = read_outcome_file(path)
     run, evaluator = rows[0]["run"], rows[0]["evaluator"]
-    return ({(run, evaluator, c): (own.get(c, indices), v) for c, v in per.items()},
-            {(run, evaluator, c, cal): (own.get(c, indices), boot, bins) for (c, cal), (boot, bins) in detail.items()})
+    return (
+        {(run, evaluator, c): (own.get(c, indices), v) for c, v in per.items()},
+        {(run, evaluator, c, cal): (own.get(c, indices), boot, bins) for (c, cal), (boot, bins) in detail.items()},
+    )

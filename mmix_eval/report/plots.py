@@ -20,7 +20,9 @@ from mmix_eval.report.table import Table  # noqa: E402
 
 # 20 distinct colours: tab10, then the darker half of tab20b (other hues and shades), so that 20 columns never
 # share one (vanilla and the eleventh column were both blue).
-COLORS = tuple(plt.get_cmap("tab10").colors) + tuple(plt.get_cmap("tab20b").colors[k] for k in (0, 4, 8, 12, 16, 2, 6, 10, 14, 18))
+COLORS = tuple(plt.get_cmap("tab10").colors) + tuple(
+    plt.get_cmap("tab20b").colors[k] for k in (0, 4, 8, 12, 16, 2, 6, 10, 14, 18)
+)
 
 
 def color_of(table: Table, column: str, colors=COLORS):
@@ -38,10 +40,15 @@ def choose_columns(table: Table, k: int, baseline: str | None = None, chosen: li
     if chosen:
         return [m for m in table.methods if m in chosen]
     builtin = set(METHODS.builtin())
-    own = [m for m in table.methods if m == baseline or table.info.get(m, (m, {}))[0] not in builtin
-           or (m != table.info.get(m, (m, {}))[0] and not table.sweeps.get(m) and "ensemble" not in m)]
+    own = [
+        m
+        for m in table.methods
+        if m == baseline
+        or table.info.get(m, (m, {}))[0] not in builtin
+        or (m != table.info.get(m, (m, {}))[0] and not table.sweeps.get(m) and "ensemble" not in m)
+    ]
     rest = [m for m in table.methods if m not in own]
-    keep = set(own + rest[:max(0, k - len(own))])
+    keep = set(own + rest[: max(0, k - len(own))])
     return [m for m in table.methods if m in keep]
 
 
@@ -107,8 +114,12 @@ class Renderer:
             if blob is not None:
                 plt.close(fig)
                 try:
-                    self._parts.append((self.pool.submit(_draw_pickled, name, blob, self.pdf),
-                                        lambda: _draw_pickled(name, blob, self.pdf)))
+                    self._parts.append(
+                        (
+                            self.pool.submit(_draw_pickled, name, blob, self.pdf),
+                            lambda: _draw_pickled(name, blob, self.pdf),
+                        )
+                    )
                 except BrokenExecutor:  # a worker died (killed, out of memory): drawn here
                     self._parts.append(_draw_pickled(name, blob, self.pdf))
                 return
@@ -158,8 +169,9 @@ def _palette_png(data: bytes) -> bytes:
     from PIL import Image
 
     out = io.BytesIO()
-    Image.open(io.BytesIO(data)).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT,
-                                                         dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
+    Image.open(io.BytesIO(data)).convert("RGB").quantize(
+        256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+    ).save(out, "PNG", optimize=True)
     return out.getvalue()
 
 
@@ -203,8 +215,16 @@ def line_or_bars(ax, table: Table, idx: list[int], colors, ylabel: str, title: s
                 means, errs = series(table, line, m)
                 xs = [0.0 if table.rows[i].condition == "clean" else table.rows[i].strength for i in line]
                 label = plot_text(m if len(groups) == 1 else f"{m} ({attack})")
-                ax.errorbar(xs, means, yerr=errs, marker="o", capsize=3, label=label, color=color_of(table, m, colors),
-                            linestyle=("-", "--", ":", "-.")[g % 4])
+                ax.errorbar(
+                    xs,
+                    means,
+                    yerr=errs,
+                    marker="o",
+                    capsize=3,
+                    label=label,
+                    color=color_of(table, m, colors),
+                    linestyle=("-", "--", ":", "-.")[g % 4],
+                )
         else:
             means, errs = series(table, idx, m)
             w = 0.8 / len(table.methods)
@@ -240,30 +260,48 @@ def sweep_figures(table: Table, colors) -> dict:
                 cs = [cell(table, i, s.columns.get(key_of(v))) for v in view.values]
                 ys = [c[0] if c else math.nan for c in cs]
                 es = [(c[1] or 0.0) if c else 0.0 for c in cs]
-                h = ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colors[k % len(colors)], label=plot_text(s.name))
+                h = ax.errorbar(
+                    xs, ys, yerr=es, marker="o", capsize=3, color=colors[k % len(colors)], label=plot_text(s.name)
+                )
                 handles.setdefault(s.name, h)
                 got = view.paper.get((i, s.name))
                 if got:
                     px = [x for x, v in zip(xs, view.values) if key_of(v) in got]
-                    h = ax.plot(px, [got[key_of(v)] for v in view.values if key_of(v) in got], "x", color="0.45", ms=8,
-                                label="paper (Table 5)")[0]
+                    h = ax.plot(
+                        px,
+                        [got[key_of(v)] for v in view.values if key_of(v) in got],
+                        "x",
+                        color="0.45",
+                        ms=8,
+                        label="paper (Table 5)",
+                    )[0]
                     handles.setdefault("paper (Table 5)", h)
             for k, m in enumerate(view.fixed, start=len(view.series)):
                 c = cell(table, i, m)
                 if c is not None:
-                    h = ax.axhline(c[0], ls="--", lw=1.2, color=colors[k % len(colors)], label=plot_text(f"{m} (not swept)"))
+                    h = ax.axhline(
+                        c[0], ls="--", lw=1.2, color=colors[k % len(colors)], label=plot_text(f"{m} (not swept)")
+                    )
                     handles.setdefault(f"{m} (not swept)", h)
             if numeric and min(view.values) > 0 and max(view.values) / min(view.values) >= 8:
                 ax.set_xscale("log", base=2)
-            ax.set_xticks(xs, [plot_text(view.value_text(v).split("=", 1)[-1]) for v in view.values],
-                          rotation=0 if numeric else 20)
+            ax.set_xticks(
+                xs,
+                [plot_text(view.value_text(v).split("=", 1)[-1]) for v in view.values],
+                rotation=0 if numeric else 20,
+            )
             ax.set_title(plot_text(table.rows[i].label), fontsize=9)
             ax.grid(alpha=0.3)
         for a in range(len(idx), nrows * cols):
             axes[a // cols][a % cols].axis("off")
         fig.supxlabel(plot_text(view.key))
-        fig.legend(list(handles.values()), [plot_text(h) for h in handles], fontsize=8, loc="upper left",
-                   bbox_to_anchor=(1.0, 0.95))
+        fig.legend(
+            list(handles.values()),
+            [plot_text(h) for h in handles],
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.0, 0.95),
+        )
         fig.suptitle(plot_text(f"Sweep over {view.key} (mean ± std over seeds)"))
         fig.tight_layout()
         out[f"sweep-{safe_name(view.key)}"] = fig
@@ -273,16 +311,25 @@ def sweep_figures(table: Table, colors) -> dict:
 def training_curves(table: Table, costs: dict, colors=COLORS):
     """The training loss per epoch of every run: one colour per column, each seed a thin line (log scale): did every
     method converge? None without any run's curve."""
-    drawn = [(m, run, (costs.get(run) or {}).get("loss_curve")) for m in table.methods
-             for run in table.runs.get(m, {}).values()]
+    drawn = [
+        (m, run, (costs.get(run) or {}).get("loss_curve"))
+        for m in table.methods
+        for run in table.runs.get(m, {}).values()
+    ]
     drawn = [(m, run, c) for m, run, c in drawn if c]
     if not drawn:
         return None
     fig, ax = plt.subplots(figsize=(8.0, 3.8))
     labelled = set()
     for m, _, curve in drawn:
-        ax.plot(range(1, len(curve) + 1), curve, lw=0.9, alpha=0.8, color=color_of(table, m, colors),
-                label=None if m in labelled else plot_text(m))
+        ax.plot(
+            range(1, len(curve) + 1),
+            curve,
+            lw=0.9,
+            alpha=0.8,
+            color=color_of(table, m, colors),
+            label=None if m in labelled else plot_text(m),
+        )
         labelled.add(m)
     if all(v > 0 for _, _, c in drawn for v in c):
         ax.set_yscale("log")

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmix_eval.report.plots import MAX_FIG_WIDTH, MAX_PLOT_CONDITIONS, choose_columns, color_of, cut_note, plot_text, plt
+from mmix_eval.report.plots import (
+    MAX_FIG_WIDTH,
+    MAX_PLOT_CONDITIONS,
+    choose_columns,
+    color_of,
+    cut_note,
+    plot_text,
+    plt,
+)
 from mmix_eval.report.table import Table
 
 
@@ -39,15 +47,24 @@ def calibration_under_shift(table: Table, section: str, colors, metrics=("nll", 
     for ax, (_metric, rows) in zip(axes[0], panels):
         for k, m in enumerate(table.methods):
             for cal in ["none", *calibrators]:
-                pts = sorted((x_of[table.rows[i].condition], table.cells[i, m].mean) for i in rows
-                             if table.rows[i].calibrator == cal and (i, m) in table.cells)
+                pts = sorted(
+                    (x_of[table.rows[i].condition], table.cells[i, m].mean)
+                    for i in rows
+                    if table.rows[i].calibrator == cal and (i, m) in table.cells
+                )
                 if pts:
                     raw = cal == "none"
                     if not numeric:  # side by side within each condition, raw left of calibrated
                         shift = (k - (len(table.methods) - 1) / 2) * 0.8 / max(len(table.methods), 1) / 2
                         pts = [(x + shift + (-0.04 if raw else 0.04), y) for x, y in pts]
-                    ax.plot(*zip(*pts), ls=("--" if raw else "-") if numeric else "none", marker="o",
-                            mfc="white" if raw else color_of(table, m, colors), color=color_of(table, m, colors), lw=1.2 if raw else 1.8)
+                    ax.plot(
+                        *zip(*pts),
+                        ls=("--" if raw else "-") if numeric else "none",
+                        marker="o",
+                        mfc="white" if raw else color_of(table, m, colors),
+                        color=color_of(table, m, colors),
+                        lw=1.2 if raw else 1.8,
+                    )
         label = table.rows[rows[0]].label.rsplit(": ", 1)[-1].split(",")[0]
         ax.set_ylabel(plot_text(label)), ax.set_title(plot_text(f"{label} under each condition"), fontsize=10)
         if numeric:
@@ -55,12 +72,23 @@ def calibration_under_shift(table: Table, section: str, colors, metrics=("nll", 
         else:
             ax.set_xticks(range(len(conds)), [plot_text(c) for c in conds], rotation=30, ha="right")
         ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=color_of(table, m, colors), lw=2, label=plot_text(m)) for k, m in enumerate(table.methods)]
-    handles += [plt.Line2D([], [], color="0.3", ls="--" if numeric else "none", marker="o", mfc="white", label="raw softmax")]
-    handles += [plt.Line2D([], [], color="0.3", ls="-" if numeric else "none", marker="o",
-                           label=plot_text(f"after {c} scaling")) for c in calibrators]
+    handles = [
+        plt.Line2D([], [], color=color_of(table, m, colors), lw=2, label=plot_text(m))
+        for k, m in enumerate(table.methods)
+    ]
+    handles += [
+        plt.Line2D([], [], color="0.3", ls="--" if numeric else "none", marker="o", mfc="white", label="raw softmax")
+    ]
+    handles += [
+        plt.Line2D(
+            [], [], color="0.3", ls="-" if numeric else "none", marker="o", label=plot_text(f"after {c} scaling")
+        )
+        for c in calibrators
+    ]
     fig.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95))
-    fig.suptitle(plot_text(f"{section}: calibration under shift, raw and calibrated (means over seeds){note}"), fontsize=11)
+    fig.suptitle(
+        plot_text(f"{section}: calibration under shift, raw and calibrated (means over seeds){note}"), fontsize=11
+    )
     fig.tight_layout()
     return fig
 
@@ -85,8 +113,9 @@ def pick_conditions(conditions: list[str], k: int) -> list[str]:
     return [conditions[round(j * (len(conditions) - 1) / (k - 1))] for j in range(k)]
 
 
-def reliability_by_condition(table: Table, detail: dict, evaluator: str, colors, baseline: str | None = None,
-                             chosen: list[str] | None = None):
+def reliability_by_condition(
+    table: Table, detail: dict, evaluator: str, colors, baseline: str | None = None, chosen: list[str] | None = None
+):
     """Per condition (rows) and method (columns): the reliability diagram raw (open bars) and after the post-hoc
     calibrator (filled), the diagonal, and under it the confidence histogram of both (the bins' image counts,
     pooled over seeds). At most ``MAX_RELIABILITY_METHODS`` columns (``choose_columns``: the baseline and the user's
@@ -94,8 +123,13 @@ def reliability_by_condition(table: Table, detail: dict, evaluator: str, colors,
     conds = list(dict.fromkeys(c for (_, e, c, _) in detail if e == evaluator))
     order = {r.condition: k for k, r in reversed(list(enumerate(table.rows))) if r.evaluator in (evaluator, None)}
     conds.sort(key=lambda c: order.get(c, len(order)))
-    methods = [m for m in table.methods if any(pooled_bins(detail, list(table.runs.get(m, {}).values()), evaluator, c, "none")
-                                                 is not None for c in conds)]
+    methods = [
+        m
+        for m in table.methods
+        if any(
+            pooled_bins(detail, list(table.runs.get(m, {}).values()), evaluator, c, "none") is not None for c in conds
+        )
+    ]
     if not conds or not methods:
         return None
     keep = choose_columns(table, MAX_RELIABILITY_METHODS, baseline, chosen)
@@ -109,19 +143,32 @@ def reliability_by_condition(table: Table, detail: dict, evaluator: str, colors,
     outer = fig.add_gridspec(len(shown), len(shown_m), hspace=0.3, wspace=0.28)
     for a, c in enumerate(shown):
         for b, m in enumerate(shown_m):
-            _reliability_panel(fig, outer[a, b], Panel(table, detail, evaluator, c, m, cal, colors),
-                               (a == 0, b == 0, a == len(shown) - 1), labels.get(c, c))
+            _reliability_panel(
+                fig,
+                outer[a, b],
+                Panel(table, detail, evaluator, c, m, cal, colors),
+                (a == 0, b == 0, a == len(shown) - 1),
+                labels.get(c, c),
+            )
     cut = []
     if len(conds) > len(shown):
         cut.append(f"{len(shown)} of {len(conds)} conditions, evenly spaced")
     if len(methods) > len(shown_m):
-        cut.append(f"{len(shown_m)} of {len(methods)} columns: " + ("those of report.plot_columns" if chosen else
-                                                                     "the baseline, your own, then the first others"))
+        cut.append(
+            f"{len(shown_m)} of {len(methods)} columns: "
+            + ("those of report.plot_columns" if chosen else "the baseline, your own, then the first others")
+        )
     after = f"filled: after {cal} scaling" if cal else "no calibrated rows"
-    fig.suptitle(plot_text(f"{evaluator}: reliability per condition, pooled over seeds\ndashed/open: raw; {after}; "
-                           f"under each, the share of images per confidence bin" + (f"\n[{'; '.join(cut)}; every "
-                           f"condition's bins are in outcomes.npz]" if cut else "")), fontsize=9,
-                 va="bottom", y=0.88 + 0.3 / fig.get_figheight())  # above the column titles (the grid ends at 0.88)
+    fig.suptitle(
+        plot_text(
+            f"{evaluator}: reliability per condition, pooled over seeds\ndashed/open: raw; {after}; "
+            f"under each, the share of images per confidence bin"
+            + (f"\n[{'; '.join(cut)}; every condition's bins are in outcomes.npz]" if cut else "")
+        ),
+        fontsize=9,
+        va="bottom",
+        y=0.88 + 0.3 / fig.get_figheight(),
+    )  # above the column titles (the grid ends at 0.88)
     return fig
 
 
@@ -156,8 +203,12 @@ def _reliability_panel(fig, cell_spec, p: Panel, edge: tuple[bool, bool, bool], 
         edges = np.arange(k + 1) / k
         acc = np.divide(hits, count, out=np.zeros(k), where=count > 0)  # an empty bin drawn at 0
         # one step artist per curve (not a bar per bin): 24 panels of bars made this figure the report's slowest
-        ax.stairs(acc, edges, fill=filled, color=color, alpha=0.55 if filled else 1.0, lw=1.0, ls="-" if filled else "--")
-        hx.stairs(count / max(count.sum(), 1), edges, color=color, ls="-" if filled else "--", lw=1.4 if filled else 1.0)
+        ax.stairs(
+            acc, edges, fill=filled, color=color, alpha=0.55 if filled else 1.0, lw=1.0, ls="-" if filled else "--"
+        )
+        hx.stairs(
+            count / max(count.sum(), 1), edges, color=color, ls="-" if filled else "--", lw=1.4 if filled else 1.0
+        )
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set_xlim(0, 1), ax.set_ylim(0, 1), ax.set_xticks([])
     hx.set_xlim(0, 1), hx.set_ylim(0, None)

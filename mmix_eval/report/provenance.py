@@ -16,8 +16,9 @@ def provenance(results: Results, extra: dict | None) -> dict:
     runs: dict = {}
     for m in sorted(results.metas, key=lambda m: (str(m.get("run")), str(m.get("evaluator")))):
         r = runs.setdefault(str(m.get("run")), {"checkpoint": m.get("checkpoint"), "evaluations": {}})
-        r["evaluations"][str(m.get("evaluator"))] = {k: m.get(k) for k in ("options", "n_images", "wall_time_s", "versions",
-                                                                           "git_commit", "hardware", "created")}
+        r["evaluations"][str(m.get("evaluator"))] = {
+            k: m.get(k) for k in ("options", "n_images", "wall_time_s", "versions", "git_commit", "hardware", "created")
+        }
         model_json = Path(str(m.get("checkpoint"))).with_suffix(".json")
         if "training" not in r and model_json.is_file():
             try:
@@ -25,11 +26,17 @@ def provenance(results: Results, extra: dict | None) -> dict:
                 if not isinstance(t, dict):
                     raise ValueError("not an object")
                 data = t.get("data") if isinstance(t.get("data"), dict) else {}
-                r["training"] = {k: t.get(k) for k in ("config", "metrics", "wall_time_s", "versions", "git_commit", "hardware", "created")}
-                r["training"]["data_sizes"] = {k: data.get(k) for k in ("train_size", "val_size", "test_size", "subset_seed")}
+                r["training"] = {
+                    k: t.get(k)
+                    for k in ("config", "metrics", "wall_time_s", "versions", "git_commit", "hardware", "created")
+                }
+                r["training"]["data_sizes"] = {
+                    k: data.get(k) for k in ("train_size", "val_size", "test_size", "subset_seed")
+                }
             except (OSError, ValueError, RecursionError):
                 r["training"] = "unreadable model.json"
     return {"result_files": len(results.sources), "runs": runs, **(extra or {})}
+
 
 def thread_notes(prov: dict) -> list[str]:
     """A report whose runs were trained or evaluated with different CPU thread counts says so: float
@@ -47,10 +54,13 @@ def thread_notes(prov: dict) -> list[str]:
     for what, found in counts.items():
         found.discard(None)
         if len(found) > 1:
-            out.append(f"Runs were {what} with different CPU thread counts ({', '.join(sorted(found, key=str))}); float "
-                       f"reductions split differently, so their numbers can differ in the last digits for that reason "
-                       f"alone (see the provenance; set --threads to match).")
+            out.append(
+                f"Runs were {what} with different CPU thread counts ({', '.join(sorted(found, key=str))}); float "
+                f"reductions split differently, so their numbers can differ in the last digits for that reason "
+                f"alone (see the provenance; set --threads to match)."
+            )
     return out
+
 
 def _text(v) -> str | None:
     return None if v is None else str(v)[:40]
@@ -63,7 +73,7 @@ def evaluation_warnings(rows: list[dict]) -> list[str]:
     seen: dict[str, tuple[set[str], set[str]]] = {}
     for r in rows:
         ws = r.get("warnings")
-        for w in (ws if isinstance(ws, list) else str(ws or "").split("; ")):
+        for w in ws if isinstance(ws, list) else str(ws or "").split("; "):
             if w and w != "None":
                 runs, evs = seen.setdefault(w, (set(), set()))
                 runs.add(str(r.get("run")))
@@ -71,8 +81,15 @@ def evaluation_warnings(rows: list[dict]) -> list[str]:
     out = []
     for w, (runs, evs) in sorted(seen.items(), key=lambda kv: (sorted(kv[1][0]), kv[0])):
         names = sorted(runs)
-        who = names[0] if len(names) == 1 else (f"{len(names)} runs ({', '.join(names[:4])}"
-                                                 + (f" and {len(names) - 4} more" if len(names) > 4 else "") + ")")
+        who = (
+            names[0]
+            if len(names) == 1
+            else (
+                f"{len(names)} runs ({', '.join(names[:4])}"
+                + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+                + ")"
+            )
+        )
         out.append(f"Warning for {who} ({', '.join(sorted(evs))}): {w}")
     return out
 
@@ -88,6 +105,8 @@ def nonfinite_notes(rows: list[dict], limit: int = 4) -> list[str]:
     out = []
     for run, what in sorted(per.items()):
         more = f" and {len(what) - limit} more" if len(what) > limit else ""
-        out.append(f"Non-finite values in run {run} ({len(what)}): {', '.join(what[:limit])}{more}; the evaluator "
-                   f"recorded NaN (an undefined or overflowing number), so the cells they feed say n/a and make no claim.")
+        out.append(
+            f"Non-finite values in run {run} ({len(what)}): {', '.join(what[:limit])}{more}; the evaluator "
+            f"recorded NaN (an undefined or overflowing number), so the cells they feed say n/a and make no claim."
+        )
     return out

@@ -70,7 +70,9 @@ def swap_in(stage: Path, out: Path, drop: tuple[str, ...] = ()) -> str:
         if rel not in digests:
             (out / rel).unlink(missing_ok=True)
     _fsync_dir(out)
-    atomic_write_text(out / MANIFEST, json.dumps({"generation": generation, "files": digests}, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(
+        out / MANIFEST, json.dumps({"generation": generation, "files": digests}, indent=1, sort_keys=True) + "\n"
+    )
     (out / MARKER).unlink(missing_ok=True)
     _fsync_dir(out)
     discard(stage)
@@ -81,8 +83,10 @@ def set_problem(folder: Path, names=CHECKED) -> str | None:
     """Why the report files ``names`` in ``folder`` are not one build's set, or None (also None for a report
     written before manifests)."""
     if (folder / MARKER).exists():
-        return (f"a report interrupted while its files were swapped in ({folder / MARKER} is there): its files may "
-                f"come from two builds; build the report again")
+        return (
+            f"a report interrupted while its files were swapped in ({folder / MARKER} is there): its files may "
+            f"come from two builds; build the report again"
+        )
     manifest = folder / MANIFEST
     if not manifest.is_file():
         return None
@@ -95,10 +99,16 @@ def set_problem(folder: Path, names=CHECKED) -> str | None:
     for name in names:
         p = folder / name
         if name in files and p.is_file() and _sha256(p) != files[name]:
-            return f"'{name}' is not the file of the build its manifest describes ({manifest}): a report of mixed builds"
+            return (
+                f"'{name}' is not the file of the build its manifest describes ({manifest}): a report of mixed builds"
+            )
     return None
 
 
 def staging_error(out: Path, e: OSError) -> UserError:
-    return ParamError("out", f"expected room to write the report, got {type(e).__name__}: {e.strerror or e}; "
-                             f"nothing was replaced (the previous report, if any, is as it was)", out)
+    return ParamError(
+        "out",
+        f"expected room to write the report, got {type(e).__name__}: {e.strerror or e}; "
+        f"nothing was replaced (the previous report, if any, is as it was)",
+        out,
+    )

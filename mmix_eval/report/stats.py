@@ -48,8 +48,9 @@ def mcnemar_exact(b: int, c: int) -> float:
     return float(min(1.0, 2.0 * binom.cdf(min(b, c), n, 0.5)))
 
 
-def paired_image_bootstrap(method: np.ndarray, baseline: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
-                           seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+def paired_image_bootstrap(
+    method: np.ndarray, baseline: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float, float]:
     """Accuracy difference (percentage points) of ``method`` − ``baseline`` and its 95 % percentile
     bootstrap interval, resampling test images with replacement. Both arrays are (seeds, images) bools of
     the same images; a resampled image brings all its seed pairs along.
@@ -130,6 +131,7 @@ def holm(ps: list[float]) -> list[float]:
 @dataclass
 class MethodTest:
     """A method claim's difference (mean over seed pairs), its 95 % interval and two-sided p."""
+
     diff: float
     low: float
     high: float
@@ -142,7 +144,9 @@ class MethodTest:
     images: int | None  # the test images accounted for (None: no per-image data, seeds only)
 
 
-def method_test(diffs: list[float], v_img: float = 0.0, v_pairs: float = 0.0, images: int | None = None) -> MethodTest | None:
+def method_test(
+    diffs: list[float], v_img: float = 0.0, v_pairs: float = 0.0, images: int | None = None
+) -> MethodTest | None:
     """The method claim from k >= 2 per-pair differences and the image terms (see above); None with fewer than two
     pairs, a non-finite difference, or no spread at all."""
     k = len(diffs)
@@ -200,8 +204,9 @@ def sign_flip_exact(d: np.ndarray) -> float:
     return float(min(1.0, tail / pmf.sum()))
 
 
-def seeds_for_power(effect: float, seed_sd: float, image_var: float, power: float = 0.8, cap: int = 1000,
-                    alpha: float = 0.05) -> int | None:
+def seeds_for_power(
+    effect: float, seed_sd: float, image_var: float, power: float = 0.8, cap: int = 1000, alpha: float = 0.05
+) -> int | None:
     """The fewest seed pairs n >= 2 whose two-sided level-``alpha`` method test has ``power`` at the observed
     ``effect``: power(n) = P(|T| > t_{1 - alpha/2, n-1}), T ~ noncentral t(n - 1, effect / sqrt(seed_sd**2 / n +
     image_var)). None when even ``cap`` seeds do not reach it (the image term alone can forbid it: more test images

@@ -94,8 +94,12 @@ def _paper(table: Table, view: SweepView) -> dict:
         row = table.rows[i]
         for s in view.series:
             method, settings = table.info[next(iter(s.columns.values()))]
-            got = {key_of(v): published_eligible(data, model, method, v, settings.get("alpha", 2.0), row.condition, row.metric)
-                   for v in view.values}
+            got = {
+                key_of(v): published_eligible(
+                    data, model, method, v, settings.get("alpha", 2.0), row.condition, row.metric
+                )
+                for v in view.values
+            }
             got = {k: v for k, v in got.items() if v is not None}
             if got:
                 out[i, s.name] = got
@@ -147,13 +151,18 @@ def sweep_choices(table: Table, costs: dict) -> tuple[dict[str, str], list[str]]
             if vals and all(v is not None and math.isfinite(v) for v in vals):
                 scores[c] = sum(vals) / len(vals)
         if len(scores) < len(cols):
-            notes.append(f"{base}: the swept values were not chosen on held-out data (a run without a validation split, "
-                         f"train with data.val_size N): naming the best of {', '.join(cols)} from this report would be a "
-                         f"choice on the test set.")
+            notes.append(
+                f"{base}: the swept values were not chosen on held-out data (a run without a validation split, "
+                f"train with data.val_size N): naming the best of {', '.join(cols)} from this report would be a "
+                f"choice on the test set."
+            )
             continue
         best = min(cols, key=lambda c: (scores[c], cols.index(c)))
         chosen[base] = best
-        notes.append(f"{base}: {best} chosen on the held-out validation NLL (lowest mean over seeds: "
-                     + ", ".join(f"{c} {scores[c]:.4f}" for c in cols) + "); the other values' comparisons are "
-                     "exploratory (their test numbers were not used to choose).")
+        notes.append(
+            f"{base}: {best} chosen on the held-out validation NLL (lowest mean over seeds: "
+            + ", ".join(f"{c} {scores[c]:.4f}" for c in cols)
+            + "); the other values' comparisons are "
+            "exploratory (their test numbers were not used to choose)."
+        )
     return chosen, notes

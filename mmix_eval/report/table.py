@@ -36,6 +36,7 @@ class Row:
     def higher_is_better(self) -> bool | None:
         return None if self.direction is None else self.direction == "higher"
 
+
 @dataclass
 class Cell:
     values: dict  # train seed -> value
@@ -65,6 +66,7 @@ class Cell:
     def na_text(self) -> str:
         return f"n/a ({self.nonfinite} of {self.n} non-finite)"
 
+
 @dataclass
 class Table:
     rows: list[Row]
@@ -90,6 +92,7 @@ class Table:
     def fmt(self, i: int, v) -> str:
         return fmt_value(v, self.rows[i].format)
 
+
 def signed_text(table: Table, i: int, v: float, signed: bool = True) -> str:
     """A value of row ``i`` in its format, with its sign (+ or a true minus)."""
     s = table.fmt(i, v)
@@ -106,8 +109,10 @@ def evaluator_order(records: list[dict]) -> list[str]:
     present = {r["evaluator"] for r in records}
     return [e for e in BUILTIN if e in present] + sorted(str(e) for e in present - set(BUILTIN))
 
+
 def section_title(evaluator: str) -> str:
     return f"{evaluator}: every metric per condition"
+
 
 def row_name(r: dict) -> str:
     """A row's label: the condition's, the metric's, and the calibrator where the condition's own label does not
@@ -130,8 +135,20 @@ def _rows(records: list[dict]) -> tuple[list[Row], list]:
             return
         seen.add(key)
         s = r["settings"] or {}
-        rows.append(Row(evaluator, r["condition"], r["metric"], label, r["direction"], r["format"] or ".4f", section,
-                        s.get("strength") if isinstance(s.get("strength"), (int, float)) else None, s, calibrator_of(r)))
+        rows.append(
+            Row(
+                evaluator,
+                r["condition"],
+                r["metric"],
+                label,
+                r["direction"],
+                r["format"] or ".4f",
+                section,
+                s.get("strength") if isinstance(s.get("strength"), (int, float)) else None,
+                s,
+                calibrator_of(r),
+            )
+        )
         sections.setdefault(section, []).append(len(rows) - 1)
 
     table_rows = [r for r in records if r["bin"] is None and not is_detail(r)]  # detail rows: plots and files
@@ -168,6 +185,7 @@ def _rows(records: list[dict]) -> tuple[list[Row], list]:
     titled = [(k, "Comparison" if k == "comparison" else section_title(k), sections[k]) for k in order if k in sections]
     return rows, titled
 
+
 def aggregate(records: list[dict], baseline: str | None = None, order: list[str] | None = None) -> Table:
     """The table of ``records``: rows from their typed fields, cells from the tidy frame (``frame.py``),
     columns in ``order`` (a bench's YAML order) or the default order (see ``labels.order_methods``)."""
@@ -188,17 +206,41 @@ def aggregate(records: list[dict], baseline: str | None = None, order: list[str]
         for i in index.get(key, []):
             cells[i, column] = Cell(dict(values))
     methods = order_methods(labels, records, baseline, order)
-    context = {"data": sorted({str(r["data"]) for r in records}), "model": sorted({str(r["model"]) for r in records}),
-               "n_images": sorted({r["n"] for r in records if r["n"] is not None}),
-               "eval_seed": sorted({r["eval_seed"] for r in records if r["eval_seed"] is not None}),
-               "settings": evaluator_settings(records), "schemas": sorted({r["schema"] for r in records if r["schema"]})}
+    context = {
+        "data": sorted({str(r["data"]) for r in records}),
+        "model": sorted({str(r["model"]) for r in records}),
+        "n_images": sorted({r["n"] for r in records if r["n"] is not None}),
+        "eval_seed": sorted({r["eval_seed"] for r in records if r["eval_seed"] is not None}),
+        "settings": evaluator_settings(records),
+        "schemas": sorted({r["schema"] for r in records if r["schema"]}),
+    }
     return Table(rows, methods, cells, context, runs, info, sections, sweep_bases(records, labels))
 
 
-_ROW_SETTINGS = ("strength", "eps_255", "eps", "after", "target_classes", "deformation", "magnitude", "corruption",
-                 "severity", "ood", "score", "n_ood", "shift_set", "set_images", "layer", "width", "projected",  # differ by condition
-                 "eps_255_per_channel", "pixels_outside_01",  # and by model (its normalisation, its gradients,
-                 "calibrator_params", "ensemble_scores")  # its fitted calibrator, an ensemble's score definitions)
+_ROW_SETTINGS = (
+    "strength",
+    "eps_255",
+    "eps",
+    "after",
+    "target_classes",
+    "deformation",
+    "magnitude",
+    "corruption",
+    "severity",
+    "ood",
+    "score",
+    "n_ood",
+    "shift_set",
+    "set_images",
+    "layer",
+    "width",
+    "projected",  # differ by condition
+    "eps_255_per_channel",
+    "pixels_outside_01",  # and by model (its normalisation, its gradients,
+    "calibrator_params",
+    "ensemble_scores",
+)  # its fitted calibrator, an ensemble's score definitions)
+
 
 def evaluator_settings(records: list[dict]) -> dict[str, dict[str, list]]:
     """evaluator -> setting -> the distinct values its rows hold (what the report's header states)."""
@@ -206,20 +248,28 @@ def evaluator_settings(records: list[dict]) -> dict[str, dict[str, list]]:
     for r in records:
         for k, v in (r["settings"] or {}).items():
             if k not in _ROW_SETTINGS and v is not None:
-                out.setdefault(str(r["evaluator"]), {}).setdefault(k, set()).add(json.dumps(v) if not isinstance(v, str) else v)
+                out.setdefault(str(r["evaluator"]), {}).setdefault(k, set()).add(
+                    json.dumps(v) if not isinstance(v, str) else v
+                )
     return {e: {k: sorted(v) for k, v in s.items()} for e, s in out.items()}
+
 
 def comparability_key(r: dict) -> str:
     """What must be equal for two runs' rows of one evaluator to be compared (and paired): the data, the
     evaluated test subset, the evaluation seed and image count, and the evaluator's settings."""
     settings = {k: v for k, v in (r["settings"] or {}).items() if k not in _ROW_SETTINGS}
-    return json.dumps([str(r["evaluator"]), str(r["data"]), r["subset"], r["eval_seed"], r["n"], settings],
-                      sort_keys=True, default=str)
+    return json.dumps(
+        [str(r["evaluator"]), str(r["data"]), r["subset"], r["eval_seed"], r["n"], settings],
+        sort_keys=True,
+        default=str,
+    )
+
 
 def _run_id(r: dict) -> tuple[str, str]:
     """A run is its name and where its records lie: results/<run>/<evaluator>.jsonl, or one report's records."""
     src = Path(str(r.get("_source") or ""))
     return str(r["run"]), str(src if src.name == "records.jsonl" or not src.name else src.parent)
+
 
 def comparable_groups(rows: list[dict]) -> list[list[dict]]:
     """The records split into groups of runs that can share one report: two runs conflict when an evaluator
@@ -250,8 +300,10 @@ def comparable_groups(rows: list[dict]) -> list[list[dict]]:
         names: dict[str, tuple] = {}
         for rid in g:
             if names.setdefault(rid[0], rid) != rid:
-                raise UserError(f"results: run '{rid[0]}' is in two places, {names[rid[0]][1]} and {rid[1]}, with "
-                                f"comparable records; expected one (a duplicate run: report one of them)")
+                raise UserError(
+                    f"results: run '{rid[0]}' is in two places, {names[rid[0]][1]} and {rid[1]}, with "
+                    f"comparable records; expected one (a duplicate run: report one of them)"
+                )
         ids = set(g)
         out += by_subset([r for r in rows if run_id(r) in ids])
     return out
@@ -289,8 +341,10 @@ def describe_group(rows: list[dict]) -> str:
     r = next((x for x in rows if x["n"] is not None), rows[0])
     runs = sorted({x["run"] for x in rows})
     evaluators = sorted({str(x["evaluator"]) for x in rows})
-    return (f"{len(runs)} run(s) like '{runs[0]}' ({', '.join(evaluators[:4])}): data {r['data']}, {r['n']} test images "
-            f"(subset {r['subset']}), evaluation seed {r['eval_seed']}")
+    return (
+        f"{len(runs)} run(s) like '{runs[0]}' ({', '.join(evaluators[:4])}): data {r['data']}, {r['n']} test images "
+        f"(subset {r['subset']}), evaluation seed {r['eval_seed']}"
+    )
 
 
 def check_duplicates(rows: list[dict], labels: dict[str, str]) -> None:
@@ -299,11 +353,16 @@ def check_duplicates(rows: list[dict], labels: dict[str, str]) -> None:
         key = (labels[r["run"]], r["train_seed"] if r["train_seed"] is not None else r["run"])
         if seen.setdefault(key, r["run"]) != r["run"]:
             other = seen[key]
-            raise UserError(f"results: {key[0]} seed {key[1]} is both run '{other}' and run '{r['run']}' "
-                            f"({_run_id(r)[1]}); expected one run per method and seed (a duplicate: drop one)")
+            raise UserError(
+                f"results: {key[0]} seed {key[1]} is both run '{other}' and run '{r['run']}' "
+                f"({_run_id(r)[1]}); expected one run per method and seed (a duplicate: drop one)"
+            )
 
 
-FIT_CAVEATS = (("temperature held at its", "T at its bound"), ("L2 penalty toward the identity", "penalised vector fit"))
+FIT_CAVEATS = (
+    ("temperature held at its", "T at its bound"),
+    ("L2 penalty toward the identity", "penalised vector fit"),
+)
 
 
 def caveats(table: Table, records: list[dict], labels: dict[str, str]) -> dict:
@@ -323,9 +382,11 @@ def caveats(table: Table, records: list[dict], labels: dict[str, str]) -> dict:
             c = table.cells.get((i, m))
             if c is None:
                 continue
-            notes = [f"{text} in {len(seeds)} of {c.n} run{'s' if c.n != 1 else ''}"
-                     for (cond, cal, col, text), seeds in sorted(hit.items())
-                     if cond == row.condition and cal == row.calibrator and col == m]
+            notes = [
+                f"{text} in {len(seeds)} of {c.n} run{'s' if c.n != 1 else ''}"
+                for (cond, cal, col, text), seeds in sorted(hit.items())
+                if cond == row.condition and cal == row.calibrator and col == m
+            ]
             if row.metric == "auroc" and not c.nonfinite and c.mean < 0.5:
                 notes.append("below 0.5: ranks OOD above in-distribution")
             if notes:

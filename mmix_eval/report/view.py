@@ -55,6 +55,7 @@ class MainSpec:
     """What the main table shows (``report: {main: {columns: [...], rows: [...]}}``): column patterns (a label or a
     method name, fnmatch) and row patterns 'CONDITION[:METRIC[@CALIBRATOR]]' (METRIC acc and CALIBRATOR none by
     default, as in checks). None: the default (see ``main_rows`` and ``main_columns``)."""
+
     columns: list[str] | None = None
     rows: list[str] | None = None
 
@@ -68,8 +69,11 @@ class MainSpec:
 def _row_matches(r, pattern: str) -> bool:
     condition, _, rest = pattern.partition(":")
     metric, _, calibrator = (rest or "acc").partition("@")
-    return (fnmatch.fnmatchcase(r.condition, condition) and fnmatch.fnmatchcase(r.metric, metric)
-            and fnmatch.fnmatchcase(r.calibrator, calibrator or "none"))
+    return (
+        fnmatch.fnmatchcase(r.condition, condition)
+        and fnmatch.fnmatchcase(r.metric, metric)
+        and fnmatch.fnmatchcase(r.calibrator, calibrator or "none")
+    )
 
 
 def main_columns(table: Table, spec: MainSpec | None = None) -> tuple[list[str], list[str]]:
@@ -77,10 +81,21 @@ def main_columns(table: Table, spec: MainSpec | None = None) -> tuple[list[str],
     ensembles in a table of their own (paired with the baseline's ensemble); with ``spec.columns``, those columns in
     one table."""
     if spec is not None and spec.columns:
-        chosen = [m for m in table.methods if any(fnmatch.fnmatchcase(m, p) or (  # a method's name: its single models
-            fnmatch.fnmatchcase(str(table.info[m][0]), p) and not is_ensemble(table, m)) for p in spec.columns)]
+        chosen = [
+            m
+            for m in table.methods
+            if any(
+                fnmatch.fnmatchcase(m, p)
+                or (  # a method's name: its single models
+                    fnmatch.fnmatchcase(str(table.info[m][0]), p) and not is_ensemble(table, m)
+                )
+                for p in spec.columns
+            )
+        ]
         if not chosen:
-            raise UserError(f"main.columns: {spec.columns} name none of the report's columns ({', '.join(table.methods)})")
+            raise UserError(
+                f"main.columns: {spec.columns} name none of the report's columns ({', '.join(table.methods)})"
+            )
         return chosen, []
     single = [m for m in table.methods if not is_ensemble(table, m)]
     ensembles = [m for m in table.methods if is_ensemble(table, m)]
@@ -101,8 +116,10 @@ def main_rows(table: Table, spec: MainSpec | None = None) -> list[int]:
                 seen.add(key)
                 out.append(i)
         if not out:
-            raise UserError(f"main.rows: {spec.rows} match none of the report's rows (conditions: "
-                            f"{', '.join(dict.fromkeys(r.condition for r in table.rows))})")
+            raise UserError(
+                f"main.rows: {spec.rows} match none of the report's rows (conditions: "
+                f"{', '.join(dict.fromkeys(r.condition for r in table.rows))})"
+            )
         return out
     idx = next((idx for key, _, idx in table.sections if key == "comparison"), [])
     firsts: dict = {}
@@ -118,18 +135,36 @@ def main_rows(table: Table, spec: MainSpec | None = None) -> list[int]:
         out.append(i)
         r = table.rows[i]
         if r.condition == "clean" and r.calibrator == "none" and r.direction is not None and r.metric != "acc":
-            after = [k for k in idx if table.rows[k].condition == "clean" and table.rows[k].metric == r.metric
-                     and table.rows[k].calibrator != "none"]
+            after = [
+                k
+                for k in idx
+                if table.rows[k].condition == "clean"
+                and table.rows[k].metric == r.metric
+                and table.rows[k].calibrator != "none"
+            ]
             if not after:  # records without calibrated shift rows: the calibration evaluator's scaled condition
-                after = [k for k, c in enumerate(table.rows) if c.calibrator != "none"
-                         and c.condition == scaled_condition(c.calibrator) and c.metric == r.metric
-                         and c.section != "comparison"][:1]
+                after = [
+                    k
+                    for k, c in enumerate(table.rows)
+                    if c.calibrator != "none"
+                    and c.condition == scaled_condition(c.calibrator)
+                    and c.metric == r.metric
+                    and c.section != "comparison"
+                ][:1]
             out += [k for k in after if k not in out]
     return out
 
 
-def main_table(table: Table, outcomes: dict, baseline: str | None, found: list[Comparison], primary: Primary,
-               detail: dict | None = None, spec: MainSpec | None = None, columns: list[str] | None = None) -> MainTable | None:
+def main_table(
+    table: Table,
+    outcomes: dict,
+    baseline: str | None,
+    found: list[Comparison],
+    primary: Primary,
+    detail: dict | None = None,
+    spec: MainSpec | None = None,
+    columns: list[str] | None = None,
+) -> MainTable | None:
     """One row per headline condition (``main_rows``), one column per method of ``columns`` (default: every
     column): mean ± std, bold only where the best holds against the runner-up, † where a primary method claim holds
     against the baseline, * where an exploratory one does."""
@@ -141,41 +176,59 @@ def main_table(table: Table, outcomes: dict, baseline: str | None, found: list[C
     for i in idx:
         best, kind = best_holds(table, i, outcomes, detail, columns) if table.rows[i].direction else (set(), None)
         kinds |= {kind} if kind else set()
-        gated = table.best(i) & accuracy_gated(table, i) & set(columns)  # the best score of a column far below in accuracy
+        gated = (
+            table.best(i) & accuracy_gated(table, i) & set(columns)
+        )  # the best score of a column far below in accuracy
         gated_any = gated_any or bool(gated)
         cells = []
         for m in columns:
             c = lookup(table, found, i, m)
             mark = (" †" if c.primary else " *") if c is not None and c.holds else ""
-            cells.append({"text": short_text(table, i, m) + (" ‡" if m in gated else ""), "best": m in best,
-                          "dagger": c is not None and c.primary and c.holds, "mark": mark})
+            cells.append(
+                {
+                    "text": short_text(table, i, m) + (" ‡" if m in gated else ""),
+                    "best": m in best,
+                    "dagger": c is not None and c.primary and c.holds,
+                    "mark": mark,
+                }
+            )
         rows.append({"label": table.rows[i].label, "direction": table.rows[i].direction, "cells": cells})
     ns = sorted({table.cells[i, m].n for i in idx for m in columns if (i, m) in table.cells})
     n_text = "no cells" if not ns else f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]} to {ns[-1]}"
-    caption = (f"Mean ± sample std over training seeds ({n_text} per cell). Bold: the best in its row, only where "
-               f"the 95 % interval of its difference from the runner-up excludes 0 ("
-               + ("a method claim, over seeds and images" if "method" in kinds or not kinds else "")
-               + ("; " if len(kinds) == 2 else "")
-               + ("a network claim over images where a column has one seed or is an ensemble" if "network" in kinds else "")
-               + "); never for a calibration error (ECE and its kin are descriptive).")
+    caption = (
+        f"Mean ± sample std over training seeds ({n_text} per cell). Bold: the best in its row, only where "
+        f"the 95 % interval of its difference from the runner-up excludes 0 ("
+        + ("a method claim, over seeds and images" if "method" in kinds or not kinds else "")
+        + ("; " if len(kinds) == 2 else "")
+        + ("a network claim over images where a column has one seed or is an ensemble" if "network" in kinds else "")
+        + "); never for a calibration error (ECE and its kin are descriptive)."
+    )
     if gated_any:
-        caption += (f" ‡: the best value of its row, not bolded: that column's accuracy under the same condition is "
-                    f"more than {ACC_GAP:g} points below the best column's (a weak classifier can be well calibrated).")
+        caption += (
+            f" ‡: the best value of its row, not bolded: that column's accuracy under the same condition is "
+            f"more than {ACC_GAP:g} points below the best column's (a weak classifier can be well calibrated)."
+        )
     prim = [c for c in found if c.primary and c.method is not None]
     if all(is_ensemble(table, m) or m == baseline for m in columns):
         prim = []
         if any(is_ensemble(table, m) for m in columns):
-            caption += (" Deep ensembles: each method's seeds as one model, compared with the baseline's ensemble by "
-                        "network claims only (an ensemble has no training seeds; the differences give them).")
+            caption += (
+                " Deep ensembles: each method's seeds as one model, compared with the baseline's ensemble by "
+                "network claims only (an ensemble has no training seeds; the differences give them)."
+            )
     if prim:
         pairs = sorted({c.method.pairs for c in prim})
         images = sorted({c.method.images for c in prim if c.method.images})
-        caption += (f" †: a method claim against {baseline} holds (the training run as the unit: "
-                    f"{'/'.join(map(str, pairs))} seed pairs"
-                    + (f", {'/'.join(f'{n:,}' for n in images)} test images" if images else "")
-                    + f"; two-way t interval and test; {_family_text(primary, len(prim))}, α = {ALPHA:g}).")
+        caption += (
+            f" †: a method claim against {baseline} holds (the training run as the unit: "
+            f"{'/'.join(map(str, pairs))} seed pairs"
+            + (f", {'/'.join(f'{n:,}' for n in images)} test images" if images else "")
+            + f"; two-way t interval and test; {_family_text(primary, len(prim))}, α = {ALPHA:g})."
+        )
     if any(cell["mark"] == " *" for row in rows for cell in row["cells"]):
-        caption += " *: an exploratory method claim holds (corrected within its evaluator's section, not a primary claim)."
+        caption += (
+            " *: an exploratory method claim holds (corrected within its evaluator's section, not a primary claim)."
+        )
     return {"columns": columns, "rows": rows, "caption": caption}
 
 
@@ -192,9 +245,23 @@ def verdicts(table: Table, found: list[Comparison], baseline: str | None, primar
         sentence = claim_sentence(table, c, primary)
         row = table.rows[c.row]
         by_condition.setdefault(row.label, []).append(sentence)
-        slot = by_method.setdefault(c.column, {"method": c.column, "holds": [], "not": [], "better": [], "worse": [],
-                                               "net_better": [], "net_worse": [], "more_seeds": [], "against": c.against,
-                                               "ensemble": is_ensemble(table, c.column), "pairs": set(), "images": set()})
+        slot = by_method.setdefault(
+            c.column,
+            {
+                "method": c.column,
+                "holds": [],
+                "not": [],
+                "better": [],
+                "worse": [],
+                "net_better": [],
+                "net_worse": [],
+                "more_seeds": [],
+                "against": c.against,
+                "ensemble": is_ensemble(table, c.column),
+                "pairs": set(),
+                "images": set(),
+            },
+        )
         name = (row.label.rpartition(": ")[0] or row.label) if row.metric == "acc" else row.label  # accuracy: points
         if c.method is not None:
             slot["pairs"].add(c.method.pairs)
@@ -207,9 +274,13 @@ def verdicts(table: Table, found: list[Comparison], baseline: str | None, primar
         if c.power_checked:
             slot["more_seeds"].append((name, c.seeds_needed))
     n_primary = sum(1 for c in prim if c.primary and c.method is not None)
-    return {"by_condition": list(by_condition.items()), "by_method": list(by_method.values()),
-            "short": [_column_paragraph(m) for m in by_method.values()], "count": n_primary,
-            "family": _family_text(primary, n_primary)}
+    return {
+        "by_condition": list(by_condition.items()),
+        "by_method": list(by_method.values()),
+        "short": [_column_paragraph(m) for m in by_method.values()],
+        "count": n_primary,
+        "family": _family_text(primary, n_primary),
+    }
 
 
 def _listed(items: list[str]) -> str:
@@ -222,29 +293,41 @@ def _column_paragraph(m: MethodVerdicts) -> str:
     network-only claims would need (an ensemble: its network claims only)."""
     total = len(m["holds"]) + len(m["not"])
     if m["ensemble"]:
-        parts = [f"network claims only (a deep ensemble has no training seeds): better than {m['against']} under "
-                 f"{len(m['net_better'])} of {total}" + (": " + _listed(m["net_better"]) if m["net_better"] else ""),
-                 f"worse under {len(m['net_worse'])}" + (": " + _listed(m["net_worse"]) if m["net_worse"] else "")]
+        parts = [
+            f"network claims only (a deep ensemble has no training seeds): better than {m['against']} under "
+            f"{len(m['net_better'])} of {total}" + (": " + _listed(m["net_better"]) if m["net_better"] else ""),
+            f"worse under {len(m['net_worse'])}" + (": " + _listed(m["net_worse"]) if m["net_worse"] else ""),
+        ]
         return f"{m['method']}: " + "; ".join(parts) + "."
-    basis = (f"method claims, {'/'.join(map(str, sorted(m['pairs'])))} seed pairs"
-             + (f" × {'/'.join(f'{n:,}' for n in sorted(m['images']))} test images" if m["images"] else ""))
-    parts = [f"better than {m['against']} under {len(m['better'])} of {total}: " + _listed(m["better"]) if m["better"]
-             else f"better than {m['against']} under none of {total}",
-             f"worse under {len(m['worse'])}: " + _listed(m["worse"]) if m["worse"] else "worse under none",
-             f"no difference holds under the other {len(m['not'])}" if m["not"] else ""]
+    basis = f"method claims, {'/'.join(map(str, sorted(m['pairs'])))} seed pairs" + (
+        f" × {'/'.join(f'{n:,}' for n in sorted(m['images']))} test images" if m["images"] else ""
+    )
+    parts = [
+        f"better than {m['against']} under {len(m['better'])} of {total}: " + _listed(m["better"])
+        if m["better"]
+        else f"better than {m['against']} under none of {total}",
+        f"worse under {len(m['worse'])}: " + _listed(m["worse"]) if m["worse"] else "worse under none",
+        f"no difference holds under the other {len(m['not'])}" if m["not"] else "",
+    ]
     text = f"{m['method']} ({basis}): " + "; ".join(p for p in parts if p) + "."
     if m["net_better"] or m["net_worse"]:
-        text += (f" Network claims (these trained networks, per image): better under {len(m['net_better'])}, worse "
-                 f"under {len(m['net_worse'])}.")
+        text += (
+            f" Network claims (these trained networks, per image): better under {len(m['net_better'])}, worse "
+            f"under {len(m['net_worse'])}."
+        )
     if m["more_seeds"]:
         needed = [n for _, n in m["more_seeds"] if n]
-        shown = (f"{min(needed)}" if min(needed) == max(needed) else f"{min(needed)} to {max(needed)}") if needed else ""
+        shown = (
+            (f"{min(needed)}" if min(needed) == max(needed) else f"{min(needed)} to {max(needed)}") if needed else ""
+        )
         over = len(needed) < len(m["more_seeds"])
-        text += (f" Where only the network claim holds ({len(m['more_seeds'])}), {POWER * 100:.0f} % power for the "
-                 f"method claim at the observed effect and the family's level would need "
-                 + (f"{shown} seeds per method" if needed else "") + (" (more than 1,000 for some)" if over and needed
-                                                                      else "more than 1,000 seeds" if over else "")
-                 + " (each condition's number in claims.md).")
+        text += (
+            f" Where only the network claim holds ({len(m['more_seeds'])}), {POWER * 100:.0f} % power for the "
+            f"method claim at the observed effect and the family's level would need "
+            + (f"{shown} seeds per method" if needed else "")
+            + (" (more than 1,000 for some)" if over and needed else "more than 1,000 seeds" if over else "")
+            + " (each condition's number in claims.md)."
+        )
     return text
 
 
@@ -258,11 +341,16 @@ def differences(table: Table, found: list[Comparison], primary: Primary) -> Diff
     if not found:
         return None
     adj = ADJUSTED[primary.multiplicity]
-    rows = [{"method": f"{c.column} − {c.against}", "label": table.rows[c.row].label,
-             "family": "primary" if c.primary else c.family.removeprefix("exploratory: ") + " (exploratory)",
-             "seeds": method_text(table, c, adj) + (" holds" if c.holds else ""),
-             "images": network_text(table, c, adj) + (" holds" if c.network_holds and not c.descriptive else "")}
-            for c in found]
+    rows = [
+        {
+            "method": f"{c.column} − {c.against}",
+            "label": table.rows[c.row].label,
+            "family": "primary" if c.primary else c.family.removeprefix("exploratory: ") + " (exploratory)",
+            "seeds": method_text(table, c, adj) + (" holds" if c.holds else ""),
+            "images": network_text(table, c, adj) + (" holds" if c.network_holds and not c.descriptive else ""),
+        }
+        for c in found
+    ]
     return {"rows": rows, "images": any(c.network is not None for c in found), "legend": diff_legend(primary)}
 
 
@@ -283,9 +371,16 @@ def sections(table: Table, outcomes: dict | None = None, detail: dict | None = N
             cells = []
             for m in table.methods:
                 text = cell_text(table, i, m)
-                cells.append({"text": text, "cls": "best" if m in best else ("na" if text == NA else ""), "best": m in best})
-            rows.append({"label": table.rows[i].label, "cells": cells,
-                         "paper": [table.fmt(i, paper[i].get(m)) for m in paper_methods]})
+                cells.append(
+                    {"text": text, "cls": "best" if m in best else ("na" if text == NA else ""), "best": m in best}
+                )
+            rows.append(
+                {
+                    "label": table.rows[i].label,
+                    "cells": cells,
+                    "paper": [table.fmt(i, paper[i].get(m)) for m in paper_methods],
+                }
+            )
         out.append({"key": key, "title": title, "rows": rows, "paper_methods": paper_methods})
     return out
 
@@ -304,16 +399,29 @@ def sweeps(table: Table, outcomes: dict | None = None, detail: dict | None = Non
                 columns = [s.columns.get(key_of(v)) for v in view.values]
                 cs = [cell(table, i, m) for m in columns]
                 best = best_holds(table, i, outcomes or {}, detail, [m for m in columns if m])[0]
-                cells = [{"text": (cell_text(table, i, m) + (" [chosen on validation]" if m in table.chosen else ""))
-                          if c is not None else NA,
-                          "cls": "best" if c is not None and m in best else ("na" if c is None else "")}
-                         for m, c in zip(columns, cs)]
+                cells = [
+                    {
+                        "text": (cell_text(table, i, m) + (" [chosen on validation]" if m in table.chosen else ""))
+                        if c is not None
+                        else NA,
+                        "cls": "best" if c is not None and m in best else ("na" if c is None else ""),
+                    }
+                    for m, c in zip(columns, cs)
+                ]
                 rows.append({"metric": row.label, "method": s.name, "cells": cells, "paper": False})
                 got = view.paper.get((i, s.name))
                 if got:
-                    rows.append({"metric": row.label, "method": f"paper (Table 5): {s.name}", "paper": True,
-                                 "cells": [{"text": table.fmt(i, got[key_of(v)]) if key_of(v) in got else NA, "cls": "paper"}
-                                           for v in view.values]})
+                    rows.append(
+                        {
+                            "metric": row.label,
+                            "method": f"paper (Table 5): {s.name}",
+                            "paper": True,
+                            "cells": [
+                                {"text": table.fmt(i, got[key_of(v)]) if key_of(v) in got else NA, "cls": "paper"}
+                                for v in view.values
+                            ],
+                        }
+                    )
             for m in view.fixed:
                 fixed.append({"metric": row.label, "method": m, "text": cell_text(table, i, m)})
         out.append({"title": f"Sweep over {view.key}", "key": view.key, "head": head, "rows": rows, "fixed": fixed})
@@ -327,9 +435,15 @@ def skipped(bad: list) -> Skipped | None:
     """The files the report could not read, each with its reason (at most ``MAX_SKIPPED_SHOWN`` listed)."""
     if not bad:
         return None
-    more = f" ({len(bad) - MAX_SKIPPED_SHOWN} more not listed here; all are printed on stderr)" if len(bad) > MAX_SKIPPED_SHOWN else ""
-    return {"text": f"Skipped {len(bad)} unreadable file(s); this report is built from the rest{more}:",
-            "shown": [(str(p), str(w)) for p, w in bad[:MAX_SKIPPED_SHOWN]]}
+    more = (
+        f" ({len(bad) - MAX_SKIPPED_SHOWN} more not listed here; all are printed on stderr)"
+        if len(bad) > MAX_SKIPPED_SHOWN
+        else ""
+    )
+    return {
+        "text": f"Skipped {len(bad)} unreadable file(s); this report is built from the rest{more}:",
+        "shown": [(str(p), str(w)) for p, w in bad[:MAX_SKIPPED_SHOWN]],
+    }
 
 
 @dataclass(frozen=True)
@@ -363,14 +477,29 @@ def build_view(v: ViewInputs) -> View:
     secs = sections(table, v.outcomes, v.detail)
     has_paper = any(s["paper_methods"] for s in secs)
     shown: list[Note] = [{"text": str(n), "cls": "note" if note_level(n) == "info" else "fail"} for n in v.notes]
-    return {"title": v.title, "notes": shown, "header": header_text(table), "seed_note": seed_note(table),
-            "legend": LEGEND + (PAPER_LEGEND if has_paper else ""), "methods": table.methods, "baseline": v.baseline,
-            "main": main, "verdicts": verdicts(table, v.found, v.baseline, v.primary),
-            "calibration": calibration_verdicts(table, v.baseline, v.found, v.detail, v.primary),
-            "cost": cost_table(table, v.costs), "sections": secs, "sweeps": sweeps(table, v.outcomes, v.detail),
-            "sweep_legend": SWEEP_LEGEND, "diffs": differences(table, v.found, v.primary), "checks": v.checks,
-            "bad": v.bad, "skipped": skipped(v.bad), "summary": provenance_summary(table, v.prov),
-            "baseline_choice": quote_label(v.baseline) if v.baseline else None,
-            "provenance": json.dumps(v.prov, indent=2, sort_keys=True, default=str),
-            "sources": [f"{e} images: {', '.join(s['source'])}." for e, s in table.context["settings"].items()
-                        if s.get("source")]}
+    return {
+        "title": v.title,
+        "notes": shown,
+        "header": header_text(table),
+        "seed_note": seed_note(table),
+        "legend": LEGEND + (PAPER_LEGEND if has_paper else ""),
+        "methods": table.methods,
+        "baseline": v.baseline,
+        "main": main,
+        "verdicts": verdicts(table, v.found, v.baseline, v.primary),
+        "calibration": calibration_verdicts(table, v.baseline, v.found, v.detail, v.primary),
+        "cost": cost_table(table, v.costs),
+        "sections": secs,
+        "sweeps": sweeps(table, v.outcomes, v.detail),
+        "sweep_legend": SWEEP_LEGEND,
+        "diffs": differences(table, v.found, v.primary),
+        "checks": v.checks,
+        "bad": v.bad,
+        "skipped": skipped(v.bad),
+        "summary": provenance_summary(table, v.prov),
+        "baseline_choice": quote_label(v.baseline) if v.baseline else None,
+        "provenance": json.dumps(v.prov, indent=2, sort_keys=True, default=str),
+        "sources": [
+            f"{e} images: {', '.join(s['source'])}." for e, s in table.context["settings"].items() if s.get("source")
+        ],
+    }

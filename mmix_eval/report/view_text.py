@@ -54,8 +54,10 @@ def method_text(table: Table, c: Comparison, adjusted: str) -> str:
             return f"n/a ({c.seeds[2]} seed pair; a method claim needs 2 or more)"
         return "n/a (a difference that is not finite)"
     over = f"{t.pairs} seed pairs × {t.images:,} images" if t.images else f"{t.pairs} seed pairs, no per-image data"
-    return (f"{interval_text(table, c.row, t.diff, t.low, t.high)}, {_p(t.p)}, {adjusted}-adjusted {_p(c.p_method)} "
-            f"({over})")
+    return (
+        f"{interval_text(table, c.row, t.diff, t.low, t.high)}, {_p(t.p)}, {adjusted}-adjusted {_p(c.p_method)} "
+        f"({over})"
+    )
 
 
 def network_text(table: Table, c: Comparison, adjusted: str) -> str:
@@ -69,8 +71,10 @@ def network_text(table: Table, c: Comparison, adjusted: str) -> str:
     if c.descriptive:
         return f"{interval_text(table, c.row, diff, lo, hi)} ({over}; descriptive)"
     shown = f"p = {p:.3g}" if p > 0 else "p < 1e-300"  # a z past 37 underflows to 0
-    return (f"{interval_text(table, c.row, diff, lo, hi)}, {TEST_NAME[test]} {shown}, {adjusted}-adjusted {_p(c.p_network)} "
-            f"({over})")
+    return (
+        f"{interval_text(table, c.row, diff, lo, hi)}, {TEST_NAME[test]} {shown}, {adjusted}-adjusted {_p(c.p_network)} "
+        f"({over})"
+    )
 
 
 TEST_NAME = {"sign-flip": "sign-flip test", "bootstrap": "bootstrap z-test"}
@@ -80,18 +84,20 @@ ADJUSTED = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "BH", "none": "un"
 
 
 def diff_legend(primary: Primary) -> str:
-    return ("Method claim: the difference of the means over seed pairs, with a 95 % interval and test that take the "
-            "training run as the unit and the test images as a sample too (seed pairs and images as crossed random "
-            "effects, t with pairs − 1 degrees of freedom; docs/statistics.md); it is about the method, and needs 2 "
-            "seed pairs or more. Network claim: the same difference with the trained networks held fixed, over test "
-            "images only, an image (not an image × seed pair) as the unit: accuracy by the exact sign-flip test on "
-            "each image's summed discordance and a paired bootstrap interval (10,000 resamples); NLL and Brier by the "
-            f"paired bootstrap over the same {BOOT_RESAMPLES} resamples of the test images for every run (a z-test and "
-            "normal interval). Calibration errors (ECE, MCE, debiased CE, SmoothECE) are descriptive: their interval "
-            "covers the difference of the two models' expected finite-sample estimates, each biased by its own "
-            "amount, not the difference of their true calibration errors; no test. "
-            f"Adjusted p: {ADJUSTED[primary.multiplicity].lower() if primary.multiplicity != 'none' else 'not'} "
-            f"adjusted within the family (primary: {primary.describe()}; exploratory: each evaluator's section).")
+    return (
+        "Method claim: the difference of the means over seed pairs, with a 95 % interval and test that take the "
+        "training run as the unit and the test images as a sample too (seed pairs and images as crossed random "
+        "effects, t with pairs − 1 degrees of freedom; docs/statistics.md); it is about the method, and needs 2 "
+        "seed pairs or more. Network claim: the same difference with the trained networks held fixed, over test "
+        "images only, an image (not an image × seed pair) as the unit: accuracy by the exact sign-flip test on "
+        "each image's summed discordance and a paired bootstrap interval (10,000 resamples); NLL and Brier by the "
+        f"paired bootstrap over the same {BOOT_RESAMPLES} resamples of the test images for every run (a z-test and "
+        "normal interval). Calibration errors (ECE, MCE, debiased CE, SmoothECE) are descriptive: their interval "
+        "covers the difference of the two models' expected finite-sample estimates, each biased by its own "
+        "amount, not the difference of their true calibration errors; no test. "
+        f"Adjusted p: {ADJUSTED[primary.multiplicity].lower() if primary.multiplicity != 'none' else 'not'} "
+        f"adjusted within the family (primary: {primary.describe()}; exploratory: each evaluator's section)."
+    )
 
 
 def paper_values(table: Table, i: int) -> dict:
@@ -100,7 +106,8 @@ def paper_values(table: Table, i: int) -> dict:
     if len(table.context["data"]) != 1 or len(table.context["model"]) != 1 or row.calibrator != "none":
         return out  # the paper's numbers are of the models' own softmax
     if row.evaluator not in (None, "deformations", "fgsm") or (
-            row.evaluator == "fgsm" and row.settings.get("attack") not in ("fgsm", "fgsm_official")):
+        row.evaluator == "fgsm" and row.settings.get("attack") not in ("fgsm", "fgsm_official")
+    ):
         return out
     for m in table.methods:
         method, settings = table.info[m]
@@ -115,8 +122,10 @@ def header_text(table: Table) -> str:
     c = table.context
     losses = {str(settings.get("loss")) for _, settings in table.info.values() if settings.get("loss")}
     loss = f"; loss: {losses.pop()}" if len(losses) == 1 else ""  # several: the column labels name each
-    parts = [f"Data: {', '.join(c['data'])}; model: {', '.join(c['model'])}{loss}; test images: "
-             f"{', '.join(map(str, c['n_images']))}; evaluation seed {', '.join(map(str, c['eval_seed'])) or NA}."]
+    parts = [
+        f"Data: {', '.join(c['data'])}; model: {', '.join(c['model'])}{loss}; test images: "
+        f"{', '.join(map(str, c['n_images']))}; evaluation seed {', '.join(map(str, c['eval_seed'])) or NA}."
+    ]
     for e, settings in c["settings"].items():
         shown = "; ".join(f"{k} {', '.join(v)}" for k, v in sorted(settings.items()))
         if shown:
@@ -124,25 +133,31 @@ def header_text(table: Table) -> str:
     return " ".join(parts)
 
 
-LEGEND = ("Cells: mean ± sample standard deviation over training seeds (n seeds); in brackets, a caveat the cell carries "
-          "(a calibrator fitted at its bound in some runs, an AUROC below 0.5). Bold: the best in its row only where the "
-          "95 % interval of its difference from the runner-up excludes 0 (as in the main table), "
-          "by the direction each metric declares (higher accuracy, lower NLL / Brier; never a calibration error, which "
-          "is descriptive; none for values that are not scores). Relative accuracy: accuracy under the shift as a percentage of the same model's "
-          "clean accuracy. Values are final-epoch checkpoints.")
+LEGEND = (
+    "Cells: mean ± sample standard deviation over training seeds (n seeds); in brackets, a caveat the cell carries "
+    "(a calibrator fitted at its bound in some runs, an AUROC below 0.5). Bold: the best in its row only where the "
+    "95 % interval of its difference from the runner-up excludes 0 (as in the main table), "
+    "by the direction each metric declares (higher accuracy, lower NLL / Brier; never a calibration error, which "
+    "is descriptive; none for values that are not scores). Relative accuracy: accuracy under the shift as a percentage of the same model's "
+    "clean accuracy. Values are final-epoch checkpoints."
+)
 
 
-PAPER_LEGEND = (" Italic grey paper columns: the published number, shown only where data set and architecture are the "
-                "paper's. Table 7 (FGSM) does not state ε: it is shown beside the row of the reading that was run, "
-                "8/255 in pixels or the official code's FGSM at ε = 0.03 normalised, and only there.")
+PAPER_LEGEND = (
+    " Italic grey paper columns: the published number, shown only where data set and architecture are the "
+    "paper's. Table 7 (FGSM) does not state ε: it is shown beside the row of the reading that was run, "
+    "8/255 in pixels or the official code's FGSM at ε = 0.03 normalised, and only there."
+)
 
 
-SWEEP_LEGEND = ("One row per metric and method, one column per swept value: mean ± std over training seeds (n). "
-                "Bold: the best value of the row, only where its 95 % interval against the runner-up value excludes 0 (a "
-                "method claim where both have 2 seeds or more). [chosen on validation]: the value with the lowest mean NLL "
-                "on the runs' held-out validation split, the one the main claims are about. Methods that do not take the key, "
-                "trained once, are a reference in the table below it. Italic grey rows: the paper's Table 5, shown only where the "
-                "setting is the paper's (CIFAR-10/100, PreActResNet18, manifold mixup α=2, clean accuracy).")
+SWEEP_LEGEND = (
+    "One row per metric and method, one column per swept value: mean ± std over training seeds (n). "
+    "Bold: the best value of the row, only where its 95 % interval against the runner-up value excludes 0 (a "
+    "method claim where both have 2 seeds or more). [chosen on validation]: the value with the lowest mean NLL "
+    "on the runs' held-out validation split, the one the main claims are about. Methods that do not take the key, "
+    "trained once, are a reference in the table below it. Italic grey rows: the paper's Table 5, shown only where the "
+    "setting is the paper's (CIFAR-10/100, PreActResNet18, manifold mixup α=2, clean accuracy)."
+)
 
 
 def provenance_summary(table: Table, prov: dict) -> list[tuple[str, str]]:
@@ -160,16 +175,36 @@ def provenance_summary(table: Table, prov: dict) -> list[tuple[str, str]]:
     sizes = [t.get("data_sizes") or {} for t in train]
     seeds = sorted({s for per in table.runs.values() for s in per}, key=str)
     versions = [t.get("versions") or {} for t in train] + [e.get("versions") or {} for e in evals]
-    out = [("data", f"{', '.join(table.context['data'])}; {distinct(z.get('train_size') for z in sizes)} training images, "
-                    f"{', '.join(map(str, table.context['n_images'])) or NA} evaluated"),
-           ("model", ", ".join(table.context["model"])),
-           ("budget", f"{distinct((c.get('train') or {}).get('epochs') for c in configs)} epochs, batch "
-                      f"{distinct((c.get('train') or {}).get('batch_size') for c in configs)}, schedule "
-                      f"{distinct((c.get('train') or {}).get('schedule') for c in configs)}" if configs else NA),
-           ("seeds", f"{', '.join(map(str, seeds))} ({len(table.runs)} methods, {sum(map(len, table.runs.values()))} runs)"),
-           ("versions", "; ".join(f"{k} {distinct(v.get(k) for v in versions)}" for k in ("mmix-eval", "torch", "python")
-                                  if any(v.get(k) for v in versions)) or NA),
-           ("git commit", distinct([t.get("git_commit") for t in train] + [e.get("git_commit") for e in evals]))]
+    out = [
+        (
+            "data",
+            f"{', '.join(table.context['data'])}; {distinct(z.get('train_size') for z in sizes)} training images, "
+            f"{', '.join(map(str, table.context['n_images'])) or NA} evaluated",
+        ),
+        ("model", ", ".join(table.context["model"])),
+        (
+            "budget",
+            f"{distinct((c.get('train') or {}).get('epochs') for c in configs)} epochs, batch "
+            f"{distinct((c.get('train') or {}).get('batch_size') for c in configs)}, schedule "
+            f"{distinct((c.get('train') or {}).get('schedule') for c in configs)}"
+            if configs
+            else NA,
+        ),
+        (
+            "seeds",
+            f"{', '.join(map(str, seeds))} ({len(table.runs)} methods, {sum(map(len, table.runs.values()))} runs)",
+        ),
+        (
+            "versions",
+            "; ".join(
+                f"{k} {distinct(v.get(k) for v in versions)}"
+                for k in ("mmix-eval", "torch", "python")
+                if any(v.get(k) for v in versions)
+            )
+            or NA,
+        ),
+        ("git commit", distinct([t.get("git_commit") for t in train] + [e.get("git_commit") for e in evals])),
+    ]
     return out
 
 
@@ -180,13 +215,17 @@ def seed_note(table: Table) -> str | None:
         return None
     n = max(counts)
     if n == 1:
-        return ("One training seed per method: no method claim can be made (it needs 2 seed pairs or more); every "
-                "interval shown is a network claim, about these trained networks only.")
-    return (f"Only {n} training seeds per method: a method claim uses t with {n - 1} degree{'s' if n > 2 else ''} of "
-            f"freedom ({t_quantile(n - 1):.3g} × its standard error), so few hold, and that is the result. Network "
-            f"claims (these {n} trained networks per method, per image) are narrower and say nothing of another seed; "
-            f"where one holds and the method claim does not, the differences say how many seeds would give "
-            f"{POWER * 100:.0f} % power.")
+        return (
+            "One training seed per method: no method claim can be made (it needs 2 seed pairs or more); every "
+            "interval shown is a network claim, about these trained networks only."
+        )
+    return (
+        f"Only {n} training seeds per method: a method claim uses t with {n - 1} degree{'s' if n > 2 else ''} of "
+        f"freedom ({t_quantile(n - 1):.3g} × its standard error), so few hold, and that is the result. Network "
+        f"claims (these {n} trained networks per method, per image) are narrower and say nothing of another seed; "
+        f"where one holds and the method claim does not, the differences say how many seeds would give "
+        f"{POWER * 100:.0f} % power."
+    )
 
 
 def short_text(table: Table, i: int, m: str) -> str:
@@ -217,16 +256,24 @@ def claim_sentence(table: Table, c: Comparison, primary: Primary) -> str:
     text = f"{c.column} − {c.against}, {condition or row.label}: {what}."
     if c.method is not None:
         verdict = f"holds ({'better' if c.better else 'worse'})" if c.holds else "does not hold"
-        text += (f" Method claim ({'primary' if c.primary else c.family}; the training run as the unit): "
-                 f"{method_text(table, c, adj)}: {verdict}.")
+        text += (
+            f" Method claim ({'primary' if c.primary else c.family}; the training run as the unit): "
+            f"{method_text(table, c, adj)}: {verdict}."
+        )
     else:
         text += f" Method claim: {method_text(table, c, adj)}."
     if c.network is not None and c.network[1] is not None:
         verdict = "" if c.descriptive else (": holds" if c.network_holds else ": does not hold")
         text += f" Network claim (these trained networks, per image): {network_text(table, c, adj)}{verdict}."
     if c.power_checked:
-        text += (f" {POWER * 100:.0f} % power for the method claim at this effect and seed spread, at the family's "
-                 f"level α = {c.power_alpha:.2g}, needs "
-                 + (f"{c.seeds_needed} seeds per method" if c.seeds_needed else "more than 1,000 seeds per method (the "
-                    "test images' own variance dominates: more test images)") + " (noncentral t; docs/statistics.md).")
+        text += (
+            f" {POWER * 100:.0f} % power for the method claim at this effect and seed spread, at the family's "
+            f"level α = {c.power_alpha:.2g}, needs "
+            + (
+                f"{c.seeds_needed} seeds per method"
+                if c.seeds_needed
+                else "more than 1,000 seeds per method (the test images' own variance dominates: more test images)"
+            )
+            + " (noncentral t; docs/statistics.md)."
+        )
     return text

@@ -87,10 +87,23 @@ class Differences(TypedDict):
 
 
 # One column's verdicts; "not" is a keyword, hence the functional form.
-MethodVerdicts = TypedDict("MethodVerdicts", {
-    "method": str, "holds": list[str], "not": list[str], "better": list[str], "worse": list[str],
-    "net_better": list[str], "net_worse": list[str], "more_seeds": list[tuple[str, Any]], "against": str,
-    "ensemble": bool, "pairs": set, "images": set})
+MethodVerdicts = TypedDict(
+    "MethodVerdicts",
+    {
+        "method": str,
+        "holds": list[str],
+        "not": list[str],
+        "better": list[str],
+        "worse": list[str],
+        "net_better": list[str],
+        "net_worse": list[str],
+        "more_seeds": list[tuple[str, Any]],
+        "against": str,
+        "ensemble": bool,
+        "pairs": set,
+        "images": set,
+    },
+)
 
 
 class Verdicts(TypedDict):

@@ -54,11 +54,20 @@ REFRESH = 10  # steps between host syncs (progress bar, non-finite check)
 
 class TrainingError(UserError):
     """Training could not go on (a non-finite loss); the last good state stays on disk."""
+
     exit_code = 1
 
 
-def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-          data: ImageData | None = None, stop_after_epoch: int | None = None) -> dict[str, Any] | None:
+def train(
+    cfg: Config,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    data: ImageData | None = None,
+    stop_after_epoch: int | None = None,
+) -> dict[str, Any] | None:
     """Train one run into ``out``. Returns the checkpoint metadata, or None if stopped early on request.
 
     ``stop_after_epoch`` ends the process's work after that epoch's state is saved, as a kill would
@@ -88,6 +97,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
 @dataclass
 class RunState:
     """What one process holds while it trains a run."""
+
     p: Prepared
     out: Path
     model: torch.nn.Module  # the prepared model on its device (SyncBatchNorm converted under torchrun)
@@ -142,7 +152,9 @@ def setup(p: Prepared, out: Path) -> RunState:
     data_gen, mix_rng = seed_everything(t.seed)
     channels_last = t.channels_last if t.channels_last is not None else device.type == "cuda"
     model = p.model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov
+    )
     amp_mode, autocast, scaler = _amp(p.cfg, device)
     if t.compile:
         _compile(model)
@@ -152,8 +164,22 @@ def setup(p: Prepared, out: Path) -> RunState:
     stepper: torch.nn.Module = _Step(model, p.method)
     if world > 1:
         stepper = DistributedDataParallel(stepper, device_ids=[device.index] if device.type == "cuda" else None)
-    return RunState(p, out, model, stepper, opt, scaler, autocast, amp_mode, channels_last, sync_bn, data_gen, mix_rng,
-                    world=world, main=distributed.is_main())
+    return RunState(
+        p,
+        out,
+        model,
+        stepper,
+        opt,
+        scaler,
+        autocast,
+        amp_mode,
+        channels_last,
+        sync_bn,
+        data_gen,
+        mix_rng,
+        world=world,
+        main=distributed.is_main(),
+    )
 
 
 def restore(s: RunState, state: dict | None) -> None:
@@ -168,12 +194,18 @@ def restore(s: RunState, state: dict | None) -> None:
     s.start_epoch, s.step, s.log, s.elapsed = state["epoch"], state["step"], list(state["log"]), state["elapsed_s"]
     epochs = s.cfg.train.epochs
     if s.start_epoch >= epochs and (s.out / "model.safetensors").exists() and s.main:
-        print(f"{s.out}: already finished ({s.start_epoch} of {epochs} epochs); nothing to train, "
-              f"the checkpoint is written again from the last state", file=sys.stderr)
+        print(
+            f"{s.out}: already finished ({s.start_epoch} of {epochs} epochs); nothing to train, "
+            f"the checkpoint is written again from the last state",
+            file=sys.stderr,
+        )
     s.times.update({k: float(v) for k, v in (state.get("times_s") or {}).items() if k in s.times})
     if int(state.get("world_size", 1)) != s.world:
-        warnings.warn(f"resuming a run saved by {state.get('world_size', 1)} process(es) with {s.world}: "
-                      f"the remaining epochs pair images within different slices", stacklevel=3)
+        warnings.warn(
+            f"resuming a run saved by {state.get('world_size', 1)} process(es) with {s.world}: "
+            f"the remaining epochs pair images within different slices",
+            stacklevel=3,
+        )
 
 
 def begin(s: RunState, t_run: float, progress: bool) -> None:
@@ -183,11 +215,23 @@ def begin(s: RunState, t_run: float, progress: bool) -> None:
     s.times["setup"] += time.perf_counter() - t_run  # this process's: data, model, state; kept across a resume
     s.n_batches = max(1, len(data.train) // t.batch_size)  # drop the last partial batch (one batch of n if n < bs)
     s.flip = data.flip if t.flip is None else t.flip
-    s.sched = dict(schedule=t.schedule, steps_per_epoch=s.n_batches, epochs=t.epochs, milestones=t.milestones,
-                   gamma=t.gamma, warmup_epochs=t.warmup_epochs)
+    s.sched = dict(
+        schedule=t.schedule,
+        steps_per_epoch=s.n_batches,
+        epochs=t.epochs,
+        milestones=t.milestones,
+        gamma=t.gamma,
+        warmup_epochs=t.warmup_epochs,
+    )
     s.progress = progress and s.main
-    s.bar = tqdm(total=t.epochs * s.n_batches, initial=s.start_epoch * s.n_batches, disable=not s.progress,
-                 unit="step", dynamic_ncols=True, desc=f"{s.p.method.name}")
+    s.bar = tqdm(
+        total=t.epochs * s.n_batches,
+        initial=s.start_epoch * s.n_batches,
+        disable=not s.progress,
+        unit="step",
+        dynamic_ncols=True,
+        desc=f"{s.p.method.name}",
+    )
 
 
 def run_epoch(s: RunState, epoch: int) -> tuple[torch.Tensor, float]:
@@ -201,7 +245,7 @@ def run_epoch(s: RunState, epoch: int) -> tuple[torch.Tensor, float]:
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     batch_no = torch.zeros((), dtype=torch.long, device=device)
     for b in range(s.n_batches):
-        xb, yb = _batch(s, perm[b * t.batch_size:(b + 1) * t.batch_size])
+        xb, yb = _batch(s, perm[b * t.batch_size : (b + 1) * t.batch_size])
         s.lr = t.lr * lr_factor(step=s.step, **s.sched)
         for g in s.opt.param_groups:
             g["lr"] = s.lr
@@ -250,8 +294,12 @@ def _optimizer_step(s: RunState, xb: torch.Tensor, yb: torch.Tensor) -> torch.Te
 def _show(s: RunState, epoch: int, b: int, loss: torch.Tensor, t0: float) -> None:
     if s.progress:
         s.bar.set_description(f"{s.p.method.name} epoch {epoch + 1}/{s.cfg.train.epochs}")
-        s.bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{s.lr:.4g}",
-                          img_s=f"{(b + 1) * s.cfg.train.batch_size / (time.perf_counter() - t0):.0f}", refresh=False)
+        s.bar.set_postfix(
+            loss=f"{float(loss):.4f}",
+            lr=f"{s.lr:.4g}",
+            img_s=f"{(b + 1) * s.cfg.train.batch_size / (time.perf_counter() - t0):.0f}",
+            refresh=False,
+        )
     s.bar.update((b + 1) - (s.bar.n - epoch * s.n_batches))
 
 
@@ -259,9 +307,14 @@ def end_epoch(s: RunState, epoch: int, loss_sum: torch.Tensor, epoch_s: float) -
     """The epoch's log record (with validation metrics on rank 0), the log file, and the resumable state."""
     t, data = s.cfg.train, s.p.data
     s.elapsed += epoch_s
-    record = {"epoch": epoch + 1, "step": s.step, "lr": s.lr,
-              "train_loss": distributed.mean_float(float(loss_sum) / s.n_batches),
-              "images_per_s": round(s.n_batches * t.batch_size / epoch_s, 1), "epoch_s": round(epoch_s, 3)}
+    record = {
+        "epoch": epoch + 1,
+        "step": s.step,
+        "lr": s.lr,
+        "train_loss": distributed.mean_float(float(loss_sum) / s.n_batches),
+        "images_per_s": round(s.n_batches * t.batch_size / epoch_s, 1),
+        "epoch_s": round(epoch_s, 3),
+    }
     if data.val is not None and s.main:
         tv = time.perf_counter()
         logits = predict_logits(s.model, data.val.x, device=s.p.device)
@@ -272,12 +325,24 @@ def end_epoch(s: RunState, epoch: int, loss_sum: torch.Tensor, epoch_s: float) -
     if s.main:
         atomic_write_text(s.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in s.log))
     if s.main and ((epoch + 1) % t.save_every == 0 or epoch + 1 == t.epochs):
-        save_state(s.out, {"format": STATE_FORMAT, "version": STATE_VERSION, "epoch": epoch + 1, "step": s.step,
-                           "model": s.model.state_dict(), "optimizer": s.opt.state_dict(),
-                           "scaler": s.scaler.state_dict() if s.scaler is not None else {},
-                           "rng": rng_state(s.data_gen, s.mix_rng), "log": s.log, "elapsed_s": s.elapsed,
-                           "times_s": {**s.times, "saves": s.times["saves"] + time.perf_counter() - ts},
-                           "config": json.dumps(s.cfg.to_dict()), "world_size": s.world})
+        save_state(
+            s.out,
+            {
+                "format": STATE_FORMAT,
+                "version": STATE_VERSION,
+                "epoch": epoch + 1,
+                "step": s.step,
+                "model": s.model.state_dict(),
+                "optimizer": s.opt.state_dict(),
+                "scaler": s.scaler.state_dict() if s.scaler is not None else {},
+                "rng": rng_state(s.data_gen, s.mix_rng),
+                "log": s.log,
+                "elapsed_s": s.elapsed,
+                "times_s": {**s.times, "saves": s.times["saves"] + time.perf_counter() - ts},
+                "config": json.dumps(s.cfg.to_dict()),
+                "world_size": s.world,
+            },
+        )
     s.times["saves"] += time.perf_counter() - ts
 
 
@@ -294,10 +359,14 @@ def finish(s: RunState) -> dict[str, Any] | None:
     s.times["test_pass"] += time.perf_counter() - tt
     if data.val is not None:
         metrics.update({k: s.log[-1][k] for k in ("val_acc", "val_nll")})
-    meta = run_metadata(s.p, s.model, metrics, {"training": s.elapsed, **s.times}, s.amp_mode, s.channels_last, s.flip,
-                        device, s.step)
-    meta["train"]["distributed"] = {"world_size": s.world, "sync_bn": s.sync_bn,
-                                    "backend": torch.distributed.get_backend() if s.world > 1 else None}
+    meta = run_metadata(
+        s.p, s.model, metrics, {"training": s.elapsed, **s.times}, s.amp_mode, s.channels_last, s.flip, device, s.step
+    )
+    meta["train"]["distributed"] = {
+        "world_size": s.world,
+        "sync_bn": s.sync_bn,
+        "backend": torch.distributed.get_backend() if s.world > 1 else None,
+    }
     s.model.to(memory_format=torch.contiguous_format)
     saved = save_checkpoint(s.out / "model.safetensors", s.model, meta)
     distributed.barrier()
@@ -326,30 +395,64 @@ def _compile(model: torch.nn.Module) -> None:
 def _check_finite(bad_batch: int, epoch: int, out: Path, log: list) -> None:
     if bad_batch >= 0:
         last = f"epoch {log[-1]['epoch']}" if log else "none yet"
-        raise TrainingError(f"training stopped: non-finite loss at epoch {epoch + 1}, step {bad_batch + 1}; "
-                            f"the last good state ({last}) stays in {out / 'state.pt'}")
+        raise TrainingError(
+            f"training stopped: non-finite loss at epoch {epoch + 1}, step {bad_batch + 1}; "
+            f"the last good state ({last}) stays in {out / 'state.pt'}"
+        )
 
 
-def run_metadata(p: Prepared, model, metrics, times: dict, amp_mode, channels_last, flip, device, steps) -> dict[str, Any]:
+def run_metadata(
+    p: Prepared, model, metrics, times: dict, amp_mode, channels_last, flip, device, steps
+) -> dict[str, Any]:
     cfg, data, t, mean, std = p.cfg, p.data, p.cfg.train, p.mean, p.std
     data_info = {k: v for k, v in data.info.items() if k != "cache"}
     return {
-        "model": {"name": cfg.model.name,
-                  "kwargs": {"num_classes": data.num_classes, "in_channels": data.in_channels, "mean": mean, "std": std,
-                             **cfg.model.kwargs},
-                  "num_mix_points": num_mix_points(model),
-                  "params": sum(q.numel() for q in model.parameters())},
-        "data": {"name": data.name, "classes": data.classes, "num_classes": data.num_classes,
-                 "in_channels": data.in_channels, "image_size": list(data.image_size),
-                 "normalization": {"mean": mean, "std": std, "computed_on": "training split"}, **data_info},
+        "model": {
+            "name": cfg.model.name,
+            "kwargs": {
+                "num_classes": data.num_classes,
+                "in_channels": data.in_channels,
+                "mean": mean,
+                "std": std,
+                **cfg.model.kwargs,
+            },
+            "num_mix_points": num_mix_points(model),
+            "params": sum(q.numel() for q in model.parameters()),
+        },
+        "data": {
+            "name": data.name,
+            "classes": data.classes,
+            "num_classes": data.num_classes,
+            "in_channels": data.in_channels,
+            "image_size": list(data.image_size),
+            "normalization": {"mean": mean, "std": std, "computed_on": "training split"},
+            **data_info,
+        },
         "method": fingerprint(p.method),  # its settings and, for a plugin, the hash of its source file
-        "train": {"seed": t.seed, "epochs": t.epochs, "steps": steps, "batch_size": t.batch_size,
-                  "optimizer": {"name": "SGD", "lr": t.lr, "momentum": t.momentum, "weight_decay": t.weight_decay,
-                                "nesterov": t.nesterov},
-                  "schedule": {"name": t.schedule, "milestones": t.milestones, "gamma": t.gamma,
-                               "warmup_epochs": t.warmup_epochs},
-                  "augment": {"crop_padding": t.crop_padding, "flip": flip},
-                  "amp": amp_mode, "channels_last": channels_last, "compile": t.compile, "device": str(device)},
+        "train": {
+            "seed": t.seed,
+            "epochs": t.epochs,
+            "steps": steps,
+            "batch_size": t.batch_size,
+            "optimizer": {
+                "name": "SGD",
+                "lr": t.lr,
+                "momentum": t.momentum,
+                "weight_decay": t.weight_decay,
+                "nesterov": t.nesterov,
+            },
+            "schedule": {
+                "name": t.schedule,
+                "milestones": t.milestones,
+                "gamma": t.gamma,
+                "warmup_epochs": t.warmup_epochs,
+            },
+            "augment": {"crop_padding": t.crop_padding, "flip": flip},
+            "amp": amp_mode,
+            "channels_last": channels_last,
+            "compile": t.compile,
+            "device": str(device),
+        },
         "config": cfg.to_dict(),
         "metrics": metrics,
         "cost": {"forward_passes_per_step": getattr(p.method, "forward_passes", 1)},

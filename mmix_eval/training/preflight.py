@@ -66,8 +66,10 @@ def check_model(cfg: Config, method: Method, num_classes: int, in_channels: int,
         raise
     except Exception as e:
         if is_builtin_model(name):
-            raise UserError(f"model.kwargs: expected sizes model '{name}' can be built with, got {kwargs!r:.200} "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+            raise UserError(
+                f"model.kwargs: expected sizes model '{name}' can be built with, got {kwargs!r:.200} "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+            ) from None
         skeleton = None  # a plugin factory that cannot run on meta: checked on the real model below
     if skeleton is not None:
         method.validate(skeleton)
@@ -82,11 +84,15 @@ def check_distributed(cfg: Config, device: torch.device) -> None:
     """Under torchrun: the global batch must split evenly, and SyncBatchNorm needs CUDA (PyTorch's rule)."""
     w = distributed.world_size()
     if w > 1 and cfg.train.batch_size % w:
-        raise UserError(f"train.batch_size: expected a multiple of the {w} processes (it is the global batch, "
-                        f"split evenly across ranks), got {cfg.train.batch_size}")
+        raise UserError(
+            f"train.batch_size: expected a multiple of the {w} processes (it is the global batch, "
+            f"split evenly across ranks), got {cfg.train.batch_size}"
+        )
     if cfg.train.sync_bn and w > 1 and device.type != "cuda":
-        raise UserError(f"train.sync_bn: expected CUDA devices (PyTorch's SyncBatchNorm is GPU-only), got {device}; "
-                        f"set train.sync_bn=false to normalise each rank's slice on its own")
+        raise UserError(
+            f"train.sync_bn: expected CUDA devices (PyTorch's SyncBatchNorm is GPU-only), got {device}; "
+            f"set train.sync_bn=false to normalise each rank's slice on its own"
+        )
 
 
 def _probe(method: Method, model, x2, y2, name: str, model_name: str, num_classes: int) -> None:
@@ -100,24 +106,41 @@ def _probe(method: Method, model, x2, y2, name: str, model_name: str, num_classe
             with torch.no_grad():
                 logits = probe.eval()(x)
         except Exception as e:
-            raise UserError(f"model '{model_name}': forward failed on a 2-image probe batch of shape {tuple(x.shape)} "
-                            f"({type(e).__name__}: {str(e)[:200]})") from None
+            raise UserError(
+                f"model '{model_name}': forward failed on a 2-image probe batch of shape {tuple(x.shape)} "
+                f"({type(e).__name__}: {str(e)[:200]})"
+            ) from None
         if not torch.is_tensor(logits) or tuple(logits.shape) != want:
             got = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
-            raise UserError(f"model '{model_name}': expected logits of shape {want} (batch, classes) on a 2-image "
-                            f"probe batch, got {got}")
+            raise UserError(
+                f"model '{model_name}': expected logits of shape {want} (batch, classes) on a 2-image "
+                f"probe batch, got {got}"
+            )
         try:
             out = copy.deepcopy(method).step(probe.train(), x, y2, np.random.default_rng(0))
         except UserError:
             raise
         except Exception as e:
-            raise UserError(f"method '{name}': step() failed on a 2-image probe batch ({type(e).__name__}: {e})") from None
-    if not isinstance(out, StepOutput) or not torch.is_tensor(out.loss) or out.loss.ndim != 0 or not out.loss.requires_grad:
-        raise UserError(f"method '{name}': step() expected to return StepOutput(loss=<scalar tensor with grad>, logits), "
-                        f"got {type(out).__name__}")
+            raise UserError(
+                f"method '{name}': step() failed on a 2-image probe batch ({type(e).__name__}: {e})"
+            ) from None
+    if (
+        not isinstance(out, StepOutput)
+        or not torch.is_tensor(out.loss)
+        or out.loss.ndim != 0
+        or not out.loss.requires_grad
+    ):
+        raise UserError(
+            f"method '{name}': step() expected to return StepOutput(loss=<scalar tensor with grad>, logits), "
+            f"got {type(out).__name__}"
+        )
     if not torch.is_tensor(out.logits) or tuple(out.logits.shape) != want:
         got = tuple(out.logits.shape) if torch.is_tensor(out.logits) else type(out.logits).__name__
-        raise UserError(f"method '{name}': step() expected logits of shape {want} (batch, classes) on a 2-image "
-                        f"probe batch, got {got}")
+        raise UserError(
+            f"method '{name}': step() expected logits of shape {want} (batch, classes) on a 2-image "
+            f"probe batch, got {got}"
+        )
     if not torch.isfinite(out.loss.detach()):
-        raise UserError(f"method '{name}': step() expected a finite loss on a 2-image probe batch, got {out.loss.item()}")
+        raise UserError(
+            f"method '{name}': step() expected a finite loss on a 2-image probe batch, got {out.loss.item()}"
+        )

@@ -118,12 +118,18 @@ def check_run_folder(out: Path, cfg: Config, resume: bool, overwrite: bool) -> b
             (out / n).unlink()
         return False
     if not resume:
-        raise ParamError("out", f"expected an empty or new folder, got one that holds a run "
-                        f"({', '.join(existing)}); pass {mention('resume')} to continue it or {mention('overwrite')} to replace it", out)
+        raise ParamError(
+            "out",
+            f"expected an empty or new folder, got one that holds a run "
+            f"({', '.join(existing)}); pass {mention('resume')} to continue it or {mention('overwrite')} to replace it",
+            out,
+        )
     saved = load_run_config(out)
     diff = _diff(saved.to_dict(), cfg.to_dict())
     if diff:
-        raise ParamError("resume", f"expected the configuration of the run in '{out}', got a different one ({'; '.join(diff[:3])})")
+        raise ParamError(
+            "resume", f"expected the configuration of the run in '{out}', got a different one ({'; '.join(diff[:3])})"
+        )
     return True
 
 
@@ -150,8 +156,14 @@ def resumable_state(out: Path) -> dict | None:
     if state is None:
         damaged = [n for n in ("state.pt", "state.prev.pt") if (out / n).exists()]
         if damaged:
-            raise ParamError("resume", f"expected a readable state file, got only damaged ones "
-                            f"({', '.join(damaged)}); pass {mention('overwrite')} to train this run again from scratch", out)
-        warnings.warn(f"resuming '{out}': no state file saved yet (killed before its first epoch ended); "
-                      f"starting from epoch 0", stacklevel=3)
+            raise ParamError(
+                "resume",
+                f"expected a readable state file, got only damaged ones "
+                f"({', '.join(damaged)}); pass {mention('overwrite')} to train this run again from scratch",
+                out,
+            )
+        warnings.warn(
+            f"resuming '{out}': no state file saved yet (killed before its first epoch ended); starting from epoch 0",
+            stacklevel=3,
+        )
     return state

@@ -35,7 +35,12 @@ def test_bench_runs_then_skips_what_is_done_and_resumes_a_lost_checkpoint(tmp_pa
     assert main(["bench", str(cfg), "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "PASS: vanilla.clean >= 5" in text and "report:" in text
-    assert {p.name for p in (out / "runs").iterdir()} == {"vanilla-s0", "vanilla-s1", "manifold_mixup-s0", "manifold_mixup-s1"}
+    assert {p.name for p in (out / "runs").iterdir()} == {
+        "vanilla-s0",
+        "vanilla-s1",
+        "manifold_mixup-s0",
+        "manifold_mixup-s1",
+    }
     table = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
     assert {r["vanilla n"] for r in table if r["metric"] == "acc"} == {"2"}
     # ensembles: true: each method's two seeds as one more column, a single "seed" of its own
@@ -57,20 +62,35 @@ def test_bench_runs_then_skips_what_is_done_and_resumes_a_lost_checkpoint(tmp_pa
     assert json.loads((out / "runs" / "manifold_mixup-s1" / "model.json").read_text())["data_sha256"] == sha_before
 
 
-@pytest.mark.parametrize("text,match", [
-    ("methods: [vanilla]\nsedes: [0]\n", "unknown key 'sedes' (did you mean 'seeds'?)"),
-    ("methods: []\n", "'methods' expected a non-empty list"),
-    ("methods: [vanilla]\nseeds: [-1]\n", "'seeds' expected a non-empty list of integers >= 0"),
-    ("methods: [vanila]\n", "unknown method 'vanila' (did you mean 'vanilla'?)"),
-    ("methods: [{name: manifold_mixup, alpha: -1}]\n", "alpha: expected a finite number > 0, got -1"),
-    ("methods: [vanilla]\nevaluate: {eps: [1], bins: 15, gird: table4}\n", "unknown key 'gird' (did you mean 'grid'?)"),
-    ("methods: [vanilla, vanilla]\n", "two runs are both named 'vanilla-s0'; give one method a 'label'"),
-    ("methods: [vanilla]\ntrain: {epoch: 3}\n", "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
-    ("methods: [vanilla]\nensembles: yes please\n", "'ensembles' expected true or false, got 'yes please'"),
-    ("methods: [vanilla]\nseeds: [0]\nensembles: true\n", "'ensembles' expected at least 2 seeds per method to ensemble, got 1"),
-    ("methods: [vanilla]\nevaluate: {calibrator: temprature}\n", "unknown calibrator 'temprature' (did you mean 'temperature'?)"),
-    ("methods: [vanilla]\nevaluate: {calibration_split: 0}\n", "'calibration_split': expected an integer from 1 to 1,000,000,000, got 0"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("methods: [vanilla]\nsedes: [0]\n", "unknown key 'sedes' (did you mean 'seeds'?)"),
+        ("methods: []\n", "'methods' expected a non-empty list"),
+        ("methods: [vanilla]\nseeds: [-1]\n", "'seeds' expected a non-empty list of integers >= 0"),
+        ("methods: [vanila]\n", "unknown method 'vanila' (did you mean 'vanilla'?)"),
+        ("methods: [{name: manifold_mixup, alpha: -1}]\n", "alpha: expected a finite number > 0, got -1"),
+        (
+            "methods: [vanilla]\nevaluate: {eps: [1], bins: 15, gird: table4}\n",
+            "unknown key 'gird' (did you mean 'grid'?)",
+        ),
+        ("methods: [vanilla, vanilla]\n", "two runs are both named 'vanilla-s0'; give one method a 'label'"),
+        ("methods: [vanilla]\ntrain: {epoch: 3}\n", "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
+        ("methods: [vanilla]\nensembles: yes please\n", "'ensembles' expected true or false, got 'yes please'"),
+        (
+            "methods: [vanilla]\nseeds: [0]\nensembles: true\n",
+            "'ensembles' expected at least 2 seeds per method to ensemble, got 1",
+        ),
+        (
+            "methods: [vanilla]\nevaluate: {calibrator: temprature}\n",
+            "unknown calibrator 'temprature' (did you mean 'temperature'?)",
+        ),
+        (
+            "methods: [vanilla]\nevaluate: {calibration_split: 0}\n",
+            "'calibration_split': expected an integer from 1 to 1,000,000,000, got 0",
+        ),
+    ],
+)
 def test_bench_config_errors(tmp_path, text, match):
     cfg = tmp_path / "b.yaml"
     cfg.write_text(text)
@@ -109,13 +129,18 @@ def test_cpu_sized_cifar10_bench_end_to_end(tmp_path, capsys, monkeypatch, share
 
 @pytest.mark.slow
 def test_an_evaluator_that_cannot_take_an_ensemble_is_skipped_for_it_and_a_dropped_evaluator_leaves_the_report(
-        tmp_path, capsys):
+    tmp_path, capsys
+):
     """Issue 42: `ensembles: true` with spectra trained every run and then exited 2 with no report (the Ensemble has
     no stages); now the preflight finds it, the ensembles skip spectra and the report says so. Then, with spectra
     taken out of the YAML, its stored records are left out of the report, said at its top."""
     cfg = tmp_path / "b.yaml"
-    cfg.write_text(TINY.replace("evaluate: {limit: 100, eps: [2, 8], device: cpu}",
-                                "evaluate: {limit: 100, device: cpu, evaluators: [fgsm, spectra], fgsm: {eps: [2]}}"))
+    cfg.write_text(
+        TINY.replace(
+            "evaluate: {limit: 100, eps: [2, 8], device: cpu}",
+            "evaluate: {limit: 100, device: cpu, evaluators: [fgsm, spectra], fgsm: {eps: [2]}}",
+        )
+    )
     out = tmp_path / "bench"
     assert main(["bench", str(cfg), "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
     md = (out / "report.md").read_text()
@@ -123,8 +148,12 @@ def test_an_evaluator_that_cannot_take_an_ensemble_is_skipped_for_it_and_a_dropp
     assert (out / "results" / "vanilla-ensemble" / "fgsm.jsonl").exists()
     assert not (out / "results" / "vanilla-ensemble" / "spectra.jsonl").exists()
     assert (out / "results" / "vanilla-s0" / "spectra.jsonl").exists()
-    cfg.write_text(TINY.replace("evaluate: {limit: 100, eps: [2, 8], device: cpu}",
-                                "evaluate: {limit: 100, device: cpu, evaluators: [fgsm], fgsm: {eps: [2]}}"))
+    cfg.write_text(
+        TINY.replace(
+            "evaluate: {limit: 100, eps: [2, 8], device: cpu}",
+            "evaluate: {limit: 100, device: cpu, evaluators: [fgsm], fgsm: {eps: [2]}}",
+        )
+    )
     assert main(["bench", str(cfg), "--out", str(out), "--no-progress"]) == 0
     md = (out / "report.md").read_text()
     assert "Left out: the stored records of spectra (4 runs), an evaluator no longer in this bench" in md
@@ -140,8 +169,11 @@ def test_a_sweep_key_no_method_takes_names_a_plugins_arguments_not_an_unknown_me
     monkeypatch.syspath_prepend(str(HELPERS))
     cfg = tmp_path / "b.yaml"
     cfg.write_text("methods: [vanilla, {name: 'noisy:InputNoise'}]\nsweep: {sgima: [0.1, 0.2]}\n")
-    with pytest.raises(UserError, match=r"sweep 'sgima': expected a setting of one of the bench's methods .*"
-                                        r"vanilla: loss; noisy:InputNoise: sigma, prob, loss"):
+    with pytest.raises(
+        UserError,
+        match=r"sweep 'sgima': expected a setting of one of the bench's methods .*"
+        r"vanilla: loss; noisy:InputNoise: sigma, prob, loss",
+    ):
         load_bench(cfg)
 
 

@@ -15,7 +15,9 @@ def test_vector_scaling_equals_a_scipy_minimisation_of_nll():
     from scipy.special import log_softmax, softmax
 
     g = torch.Generator().manual_seed(1)
-    logits = torch.randn(500, 4, generator=g, dtype=torch.float64) * torch.tensor([3.0, 1.0, 2.0, 0.5], dtype=torch.float64)
+    logits = torch.randn(500, 4, generator=g, dtype=torch.float64) * torch.tensor(
+        [3.0, 1.0, 2.0, 0.5], dtype=torch.float64
+    )
     y = (logits + 3 * torch.randn(500, 4, generator=g, dtype=torch.float64)).argmax(1)
     z, yy, c = logits.numpy(), y.numpy(), 4
     onehot = np.eye(c)[yy]
@@ -25,7 +27,8 @@ def test_vector_scaling_equals_a_scipy_minimisation_of_nll():
         s = z * w + b
         p = softmax(s, axis=1)
         return -log_softmax(s, axis=1)[range(len(yy)), yy].mean(), np.concatenate(
-            [((p - onehot) * z).mean(0), (p - onehot).mean(0)])
+            [((p - onehot) * z).mean(0), (p - onehot).mean(0)]
+        )
 
     ref = minimize(nll_and_grad, np.r_[np.ones(c), np.zeros(c)], jac=True, method="BFGS", options={"gtol": 1e-12})
     cal = get_calibrator("vector")
@@ -39,7 +42,6 @@ def test_vector_scaling_equals_a_scipy_minimisation_of_nll():
     assert torch.equal(cal.apply(logits, params), logits * w + b)
 
 
-
 def _separable(n=200, c=4, seed=0):
     """Held-out logits a converged network gives: every image right by a margin."""
     g = torch.Generator().manual_seed(seed)
@@ -47,7 +49,6 @@ def _separable(n=200, c=4, seed=0):
     z = torch.randn(n, c, generator=g, dtype=torch.float64)
     z[torch.arange(n), y] += 6.0
     return z, y
-
 
 
 def test_vector_scaling_on_a_separable_held_out_set_is_the_penalised_fit_and_says_so():
@@ -67,7 +68,7 @@ def test_vector_scaling_on_a_separable_held_out_set_is_the_penalised_fit_and_say
         w, b = theta[:c], theta[c:]
         s = zz * w + b
         p = softmax(s, axis=1)
-        value = -log_softmax(s, axis=1)[range(n), yy].mean() + lam * (((w - 1) ** 2).sum() + (b ** 2).sum())
+        value = -log_softmax(s, axis=1)[range(n), yy].mean() + lam * (((w - 1) ** 2).sum() + (b**2).sum())
         grad = np.concatenate([((p - onehot) * zz).mean(0) + 2 * lam * (w - 1), (p - onehot).mean(0) + 2 * lam * b])
         return value, grad
 
@@ -82,7 +83,6 @@ def test_vector_scaling_on_a_separable_held_out_set_is_the_penalised_fit_and_say
     assert "penalty" not in fit_checked(cal, z2, y2) and cal.note(fit_checked(cal, z2, y2)) is None
 
 
-
 def test_a_temperature_at_its_lower_bound_says_what_the_held_out_images_were():
     """Issue 42: the note said 'every held-out image right' when one was wrong (the NLL still fell below T = 0.05)."""
     n = 1000
@@ -93,7 +93,9 @@ def test_a_temperature_at_its_lower_bound_says_what_the_held_out_images_were():
     cal = get_calibrator("temperature")
     params = fit_checked(cal, z, y)
     assert params["temperature"] == 0.05 and params["held_out_wrong"] == 1
-    assert "1 of 1000 held-out images wrong" in cal.note(params) and "every held-out image right" not in cal.note(params)
+    assert "1 of 1000 held-out images wrong" in cal.note(params) and "every held-out image right" not in cal.note(
+        params
+    )
     z[0] = torch.tensor([1.0, 0.0], dtype=torch.float64)  # all right: the lower bound, and said so
     params = fit_checked(cal, z, y)
     assert params["held_out_wrong"] == 0 and "every held-out image right" in cal.note(params)

@@ -20,7 +20,7 @@ from mmix_eval.errors import UserError
 def reference_crop(x, dy, dx, p):
     """Per-image reference: zero-pad by p and take the HxW window at offset (dy, dx)."""
     xp = torch.nn.functional.pad(x, (p, p, p, p))
-    return xp[:, dy:dy + x.shape[1], dx:dx + x.shape[2]]
+    return xp[:, dy : dy + x.shape[1], dx : dx + x.shape[2]]
 
 
 def test_batched_crop_matches_per_image_reference():
@@ -138,8 +138,11 @@ def test_imagefolder_bad_inputs(tmp_path):
         load_data(f"imagefolder:{bad}")
     mixed = write_tree(tmp_path / "mixed")
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(mixed / "test" / "emu" / "big.png")
-    with raises_as_shown(UserError, match=r"expected images of one size, got 6x6 \('test/cat/000.png'\) and 9x9 "
-                                         r"\('test/emu/big.png'\); give an image size .*--image-size S"):
+    with raises_as_shown(
+        UserError,
+        match=r"expected images of one size, got 6x6 \('test/cat/000.png'\) and 9x9 "
+        r"\('test/emu/big.png'\); give an image size .*--image-size S",
+    ):
         load_data(f"imagefolder:{mixed}")
     junk = tmp_path / "junk.tar.gz"
     junk.write_bytes(b"<html>not an archive</html>")
@@ -183,7 +186,10 @@ def test_digits_read_from_sklearns_file_equal_load_digits_and_import_no_sklearn(
     bunch = load_digits()
     assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)
     code = "import sys; from mmix_eval.data import sources; sources._digits_arrays(); print('sklearn' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip()
+        == "False"
+    )
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # scikit-learn's file not found: load_digits
     images2, target2 = sources._digits_arrays()
     assert np.array_equal(images2, bunch.images) and np.array_equal(target2, bunch.target)
@@ -191,7 +197,9 @@ def test_digits_read_from_sklearns_file_equal_load_digits_and_import_no_sklearn(
 
 def test_torchvision_sets_without_files_say_how_to_get_them(tmp_path):
     for name in ("cifar10", "cifar100", "svhn"):
-        with raises_as_shown(UserError, match=f"data root '{tmp_path}': expected the {name} files there, found none; pass --download"):
+        with raises_as_shown(
+            UserError, match=f"data root '{tmp_path}': expected the {name} files there, found none; pass --download"
+        ):
             load_data(name, root=tmp_path)
 
 
@@ -210,8 +218,12 @@ def test_mixed_sizes_decode_by_the_policy_as_torchvision_resize_and_centre_crop(
     from torchvision import transforms as T
 
     root = tmp_path / "photos"
-    sizes = {("train", "cat"): [(40, 30), (33, 50)], ("train", "dog"): [(64, 64), (20, 45)],
-             ("test", "cat"): [(31, 47)], ("test", "dog"): [(90, 28)]}
+    sizes = {
+        ("train", "cat"): [(40, 30), (33, 50)],
+        ("train", "dog"): [(64, 64), (20, 45)],
+        ("test", "cat"): [(31, 47)],
+        ("test", "dog"): [(90, 28)],
+    }
     for k, ((split, cls), whs) in enumerate(sizes.items()):
         (root / split / cls).mkdir(parents=True)
         for j, (w, h) in enumerate(whs):
@@ -259,8 +271,11 @@ def test_a_cache_file_changed_behind_our_back_is_one_line_naming_it(tmp_path, mo
     data = f.read_bytes()
     f.write_bytes(data[:-10] if damage == "truncate" else data[:-1] + bytes([data[-1] ^ 1]))
     want = f"{len(data) - 10} bytes" if damage == "truncate" else "a file rewritten since"
-    with pytest.raises(UserError, match=rf"decoded cache '{f}': expected the {len(data)} bytes written with the "
-                                        rf"cache, got {want}.*delete '{cache}'"):
+    with pytest.raises(
+        UserError,
+        match=rf"decoded cache '{f}': expected the {len(data)} bytes written with the "
+        rf"cache, got {want}.*delete '{cache}'",
+    ):
         load_data(f"imagefolder:{tree}")
 
 
@@ -279,6 +294,9 @@ def test_an_image_past_pillows_decompression_bomb_limit_is_one_line(tmp_path, mo
 
     tree = write_tree(tmp_path / "tree", size=6)
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 10)  # 6x6 = 36 pixels > 2 x 10
-    with pytest.raises(UserError, match=r"image '.*\.png': expected at most 20 pixels \(Pillow's decompression-bomb "
-                                        r"limit\), got more"):
+    with pytest.raises(
+        UserError,
+        match=r"image '.*\.png': expected at most 20 pixels \(Pillow's decompression-bomb "
+        r"limit\), got more",
+    ):
         load_data(f"imagefolder:{tree}")

@@ -42,12 +42,17 @@ def test_tinyimagenet_native_layout_labels_every_val_image_from_the_annotations(
 def test_tinyimagenet_bad_layouts_are_one_line_naming_the_file(tmp_path):
     top = write_tinyimagenet(tmp_path / "a")
     (top / "val" / "val_annotations.txt").unlink()
-    with pytest.raises(UserError, match=r"expected val/val_annotations.txt \(the validation labels\) beside val/images/"):
+    with pytest.raises(
+        UserError, match=r"expected val/val_annotations.txt \(the validation labels\) beside val/images/"
+    ):
         load_data(f"tinyimagenet:{top}")
     top = write_tinyimagenet(tmp_path / "b")
     shutil.copy(top / "val" / "images" / "val_0.JPEG", top / "val" / "images" / "val_99.JPEG")
-    with pytest.raises(UserError, match=r"tinyimagenet image '.*val/images/val_99.JPEG': expected an image listed in "
-                                        r"'.*val_annotations.txt'"):
+    with pytest.raises(
+        UserError,
+        match=r"tinyimagenet image '.*val/images/val_99.JPEG': expected an image listed in "
+        r"'.*val_annotations.txt'",
+    ):
         load_data(f"tinyimagenet:{top}")
     top = write_tinyimagenet(tmp_path / "c")
     (top / "val" / "images" / "val_3.JPEG").unlink()
@@ -80,14 +85,21 @@ def test_natural_shift_sets_load_checked_and_test_only(tmp_path):
     assert np.array_equal(d.test.x.numpy(), raw.transpose(0, 3, 1, 2))
     np.savez(tmp_path / "cifar102_test.npz", images=raw[:7], labels=np.arange(7))
     assert len(load_data(f"cifar10.2:{tmp_path / 'cifar102_test.npz'}", need_train=False).test) == 7
-    with pytest.raises(UserError, match=r"data set 'cifar10.1:.*': expected a data set with a training split, got a "
-                                        r"test-only set"):
+    with pytest.raises(
+        UserError,
+        match=r"data set 'cifar10.1:.*': expected a data set with a training split, got a "
+        r"test-only set",
+    ):
         load_data(f"cifar10.1:{f}")
-    with pytest.raises(UserError, match=r"cifar10.1 images '.*': expected uint8 of shape \(N, 32, 32, 3\), got float32"):
+    with pytest.raises(
+        UserError, match=r"cifar10.1 images '.*': expected uint8 of shape \(N, 32, 32, 3\), got float32"
+    ):
         load_data(f"cifar10.1:{_cifar10_1(tmp_path / 'f', dtype=np.float32)}", need_train=False)
     with pytest.raises(UserError, match=r"expected uint8 of shape \(N, 32, 32, 3\), got uint8 \(20, 28, 28, 3\)"):
         load_data(f"cifar10.1:{_cifar10_1(tmp_path / 's', shape=(28, 28, 3))}", need_train=False)
-    with pytest.raises(UserError, match=r"cifar10.1 labels .*: expected CIFAR-10 class indices 0..9, got values from 0 to 12"):
+    with pytest.raises(
+        UserError, match=r"cifar10.1 labels .*: expected CIFAR-10 class indices 0..9, got values from 0 to 12"
+    ):
         load_data(f"cifar10.1:{_cifar10_1(tmp_path / 'l', labels=np.arange(20) % 13)}", need_train=False)
     np.savez(tmp_path / "bad.npz", x=raw)
     with pytest.raises(UserError, match=r"expected an .npz with arrays 'images' and 'labels', got \['x'\]"):
@@ -111,9 +123,29 @@ def test_training_on_a_memory_mapped_set_gives_the_weights_of_the_in_memory_one(
         monkeypatch.setenv("MMIX_EVAL_CACHE", str(tmp_path / f"cache-{mb}"))
         imagefolder_module._MEMORY.clear()
         out = tmp_path / f"run-{mb}"
-        assert main(["train", "--data", f"imagefolder:{tree}", "--method", "manifold_mixup", "--epochs", "2", "--set",
-                     "train.device=cpu", "--set", "model.kwargs={width: 4}", "--set", "train.batch_size=10", "--out",
-                     str(out), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--data",
+                    f"imagefolder:{tree}",
+                    "--method",
+                    "manifold_mixup",
+                    "--epochs",
+                    "2",
+                    "--set",
+                    "train.device=cpu",
+                    "--set",
+                    "model.kwargs={width: 4}",
+                    "--set",
+                    "train.batch_size=10",
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         weights[mb] = load_file(out / "model.safetensors")
     assert weights["0"].keys() == weights["100000"].keys()
     assert all(np.array_equal(weights["0"][k], weights["100000"][k]) for k in weights["0"])
@@ -131,9 +163,23 @@ def test_a_mixed_size_folder_trains_evaluates_and_reports_with_its_decode_policy
             (tmp_path / "photos" / split / c).mkdir(parents=True)
             for j in range(6):
                 w, h = int(rng.integers(12, 40)), int(rng.integers(12, 40))
-                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "photos" / split / c / f"{j}.png")
-    args = ["train", "--data", f"imagefolder:{tmp_path / 'photos'}", "--method", "vanilla", "--epochs", "1", "--set",
-            "train.device=cpu", "--set", "model.kwargs={width: 4}", "--no-progress"]
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+                    tmp_path / "photos" / split / c / f"{j}.png"
+                )
+    args = [
+        "train",
+        "--data",
+        f"imagefolder:{tmp_path / 'photos'}",
+        "--method",
+        "vanilla",
+        "--epochs",
+        "1",
+        "--set",
+        "train.device=cpu",
+        "--set",
+        "model.kwargs={width: 4}",
+        "--no-progress",
+    ]
     assert main([*args, "--out", str(tmp_path / "no")]) == 2
     assert "expected images of one size" in capsys.readouterr().err and not (tmp_path / "no").exists()
     assert main([*args, "--image-size", "16", "--resize", "stretch", "--out", str(tmp_path / "run")]) == 0

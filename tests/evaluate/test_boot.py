@@ -40,7 +40,9 @@ def test_each_replicate_is_the_score_recomputed_on_its_resample():
     full = np.array([nll.mean(), brier.mean(), netcal_measure("ECE", conf, correct, bins)])
     for r in (0, 7, 123, BOOT_RESAMPLES - 1):
         take = np.repeat(np.arange(n), counts[r])  # the resample as a list of images
-        direct = np.array([nll[take].mean(), brier[take].mean(), netcal_measure("ECE", conf[take], correct[take], bins)])
+        direct = np.array(
+            [nll[take].mean(), brier[take].mean(), netcal_measure("ECE", conf[take], correct[take], bins)]
+        )
         assert reps[r].astype(np.float64) + full == pytest.approx(direct, abs=2e-4), r
 
 
@@ -56,12 +58,16 @@ def test_paired_replicates_give_the_paired_bootstrap_of_an_ece_difference():
     loop = []
     for r in range(BOOT_RESAMPLES):
         take = np.repeat(np.arange(n), counts[r])
-        loop.append(netcal_measure("ECE", a[2][take], a[3][take], bins) - netcal_measure("ECE", b[2][take], b[3][take], bins))
+        loop.append(
+            netcal_measure("ECE", a[2][take], a[3][take], bins) - netcal_measure("ECE", b[2][take], b[3][take], bins)
+        )
     full = netcal_measure("ECE", a[2], a[3], bins) - netcal_measure("ECE", b[2], b[3], bins)
     assert stored == pytest.approx(np.array(loop) - full, abs=3e-4)
     assert np.std(stored, ddof=1) == pytest.approx(np.std(loop, ddof=1), rel=0.02)
     fresh = np.random.default_rng(99).integers(0, n, (2000, n))
-    plain = [netcal_measure("ECE", a[2][t], a[3][t], bins) - netcal_measure("ECE", b[2][t], b[3][t], bins) for t in fresh]
+    plain = [
+        netcal_measure("ECE", a[2][t], a[3][t], bins) - netcal_measure("ECE", b[2][t], b[3][t], bins) for t in fresh
+    ]
     assert np.std(stored, ddof=1) == pytest.approx(np.std(plain, ddof=1), rel=0.12)  # B = 500 against 2,000
 
 
@@ -78,8 +84,10 @@ def detail_for(n: int, seed: int) -> tuple[np.ndarray, dict]:
     y = np.random.default_rng(seed).integers(0, 10, n)
     raw = scores_of(fake_model(n, 10, 1.0, seed + 1, y), y)
     cal = scores_of(fake_model(n, 10, 0.7, seed + 1, y), y)
-    return raw[3].astype(bool), {"none": (replicates(*raw, 15), reliability(*raw[2:], 15)),
-                                 "temperature": (replicates(*cal, 15), reliability(*cal[2:], 15))}
+    return raw[3].astype(bool), {
+        "none": (replicates(*raw, 15), reliability(*raw[2:], 15)),
+        "temperature": (replicates(*cal, 15), reliability(*cal[2:], 15)),
+    }
 
 
 def test_the_outcome_file_grows_by_at_most_10_kb_per_condition_at_10000_images():
@@ -134,8 +142,8 @@ def test_quantised_replicates_are_stable_and_keep_the_paired_standard_error():
     assert np.array_equal(dequantise(*quantise(zero)), zero)
     assert quantise(np.full((BOOT_RESAMPLES, 3), np.nan)) is None and quantise(np.array([[np.inf, 0, 0]])) is None
     assert quantise(np.array([[1e45, 0.0, 0.0]])) is None  # beyond 127 * 2**126: never clipped silently
-    tiny = dequantise(*quantise(np.array([[1e-45, 2.0 ** -120, 0.0]])))
-    assert tiny.tolist() == [[0.0, 2.0 ** -120, 0.0]]  # below the smallest step: 0; 2**-120 kept exactly
+    tiny = dequantise(*quantise(np.array([[1e-45, 2.0**-120, 0.0]])))
+    assert tiny.tolist() == [[0.0, 2.0**-120, 0.0]]  # below the smallest step: 0; 2**-120 kept exactly
     common = rng.normal(size=(BOOT_RESAMPLES, 3)) * 0.05
     a = common + rng.normal(size=common.shape) * 0.05 * np.sqrt(0.05)
     b = common + rng.normal(size=common.shape) * 0.05 * np.sqrt(0.05)
@@ -189,10 +197,18 @@ def test_a_reports_file_of_the_per_condition_layout_is_still_read(tmp_path):
 
     bits, d = detail_for(100, 3)
     boot, rel = d["none"]
-    np.savez_compressed(tmp_path / "old.npz", idx0=np.arange(100), bits0=np.packbits(bits),
-                        keys=np.array([json.dumps(["r", "fgsm", "eps2"])]), subset_of=np.array([0]),
-                        boot0=boot, rel0=rel, dkeys=np.array([json.dumps(["r", "fgsm", "eps2", "none"])]),
-                        dsubset_of=np.array([0]), boot_scheme=np.array([BOOT_RESAMPLES, 0, 3, 1]))
+    np.savez_compressed(
+        tmp_path / "old.npz",
+        idx0=np.arange(100),
+        bits0=np.packbits(bits),
+        keys=np.array([json.dumps(["r", "fgsm", "eps2"])]),
+        subset_of=np.array([0]),
+        boot0=boot,
+        rel0=rel,
+        dkeys=np.array([json.dumps(["r", "fgsm", "eps2", "none"])]),
+        dsubset_of=np.array([0]),
+        boot_scheme=np.array([BOOT_RESAMPLES, 0, 3, 1]),
+    )
     out, detail = read_many_detail(tmp_path / "old.npz")
     assert np.array_equal(out["r", "fgsm", "eps2"][1], bits)
     assert np.array_equal(detail["r", "fgsm", "eps2", "none"][1], boot.astype(np.float32))
@@ -209,6 +225,8 @@ def test_a_stacked_file_whose_arrays_do_not_match_its_keys_is_refused(tmp_path):
         np.savez_compressed(tmp_path / "bad.npz", **bad)
         with pytest.raises(ValueError, match=name):
             read_many_detail(tmp_path / "bad.npz")
-    np.savez_compressed(tmp_path / "long.npz", **{**arrays, "bits": np.concatenate([arrays["bits"], np.zeros(1, np.uint8)])})
+    np.savez_compressed(
+        tmp_path / "long.npz", **{**arrays, "bits": np.concatenate([arrays["bits"], np.zeros(1, np.uint8)])}
+    )
     with pytest.raises(ValueError, match="more bytes"):
         read_many_detail(tmp_path / "long.npz")

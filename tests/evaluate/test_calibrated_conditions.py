@@ -72,7 +72,9 @@ def test_calibrator_none_records_only_raw_rows_and_vector_scaling_its_own():
     rows = evaluate_calibration(target, bins=10, progress=False, calibrator="vector")
     assert {r["condition"] for r in rows} == {"test", "vector_scaled"}
     scaled = [r for r in rows if r["condition"] == "vector_scaled"]
-    assert {r["calibrator"] for r in scaled} == {"vector"} and len(scaled[0]["settings"]["calibrator_params"]["weight"]) == 4
+    assert {r["calibrator"] for r in scaled} == {"vector"} and len(
+        scaled[0]["settings"]["calibrator_params"]["weight"]
+    ) == 4
 
 
 @pytest.mark.parametrize("limit", [None, 30])
@@ -87,7 +89,9 @@ def test_the_calibration_split_is_disjoint_from_every_evaluated_subset(limit):
 
 
 def test_a_calibration_split_too_large_is_one_line_naming_it():
-    with pytest.raises(OptionError, match=r"calibration_split: expected fewer than the test split's 100 images .* got 100"):
+    with pytest.raises(
+        OptionError, match=r"calibration_split: expected fewer than the test split's 100 images .* got 100"
+    ):
         split_test(100, None, 0, 100)
     with pytest.raises(OptionError, match=r"calibration_split: expected at most 40 with limit 60 .* got 41"):
         split_test(100, 60, 0, 41)
@@ -115,8 +119,10 @@ def test_a_fit_whose_parameters_make_the_logits_non_finite_is_one_line_before_an
     target, _ = tiny_target()
     with pytest.raises(UserError) as e:
         evaluate_deformations(target, bins=10, progress=False)
-    assert str(e.value) == ("calibrator 'temperature': its fitted parameters ({\"temperature\": 0.0}) turn the 40 "
-                            "held-out logits non-finite; expected finite calibrated logits")
+    assert str(e.value) == (
+        "calibrator 'temperature': its fitted parameters ({\"temperature\": 0.0}) turn the 40 "
+        "held-out logits non-finite; expected finite calibrated logits"
+    )
 
 
 def test_a_held_out_set_classified_entirely_right_holds_the_temperature_at_its_bound_and_says_so():
@@ -172,6 +178,6 @@ def test_ood_ranks_the_calibrated_max_softmax_and_energy_again_and_they_equal_sk
     assert cal["noise:uniform/msp", "auroc"] == pytest.approx(roc_auc_score(y, msp), abs=1e-9)
     assert cal["noise:uniform/energy", "auroc"] == pytest.approx(roc_auc_score(y, energy), abs=1e-9)
     raw = {(r["condition"], r["metric"]): r["value"] for r in rows if r["calibrator"] == "none" and r["bin"] is None}
-    assert ("noise:uniform/max_logit", "auroc") in raw and cal["noise:uniform/msp", "auroc"] != raw["noise:uniform/msp", "auroc"]
-
-
+    assert ("noise:uniform/max_logit", "auroc") in raw and cal["noise:uniform/msp", "auroc"] != raw[
+        "noise:uniform/msp", "auroc"
+    ]

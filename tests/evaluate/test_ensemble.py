@@ -30,27 +30,35 @@ def test_the_ensemble_softmax_is_the_mean_of_its_members_softmax():
 
 
 def meta(**over):
-    m = {"data": {"spec": "digits", "classes": list("0123456789"), "image_size": [8, 8]},
-         "model": {"kwargs": {"in_channels": 1, "num_classes": 10}}, "config": {"data": {"val_size": 200}},
-         "data_sha256": "a" * 64}
+    m = {
+        "data": {"spec": "digits", "classes": list("0123456789"), "image_size": [8, 8]},
+        "model": {"kwargs": {"in_channels": 1, "num_classes": 10}},
+        "config": {"data": {"val_size": 200}},
+        "data_sha256": "a" * 64,
+    }
     for k, v in over.items():
         section, key = k.split("__")
         m[section] = {**m[section], key: v}
     return m
 
 
-@pytest.mark.parametrize("other,what", [
-    (meta(data__spec="cifar10"), "data set"),
-    (meta(data__classes=list("0123456789")[::-1]), "classes"),
-    (meta(data__image_size=[16, 16]), "image size"),
-    (meta(model__kwargs={"in_channels": 3, "num_classes": 10}), "input channels"),
-    (meta(config__data={"val_size": 100}), "data configuration"),
-])
+@pytest.mark.parametrize(
+    "other,what",
+    [
+        (meta(data__spec="cifar10"), "data set"),
+        (meta(data__classes=list("0123456789")[::-1]), "classes"),
+        (meta(data__image_size=[16, 16]), "image size"),
+        (meta(model__kwargs={"in_channels": 3, "num_classes": 10}), "input channels"),
+        (meta(config__data={"val_size": 100}), "data configuration"),
+    ],
+)
 def test_members_that_differ_are_refused_naming_both_files(other, what):
     with pytest.raises(UserError) as e:
         check_members([Path("a/model.safetensors"), Path("b/model.safetensors")], [meta(), other])
     text = str(e.value)
-    assert f"members must share the {what}" in text and "'a/model.safetensors'" in text and "'b/model.safetensors'" in text
+    assert (
+        f"members must share the {what}" in text and "'a/model.safetensors'" in text and "'b/model.safetensors'" in text
+    )
     assert "\n" not in text
 
 

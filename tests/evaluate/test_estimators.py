@@ -99,8 +99,9 @@ def _calibrated(rng, n, a, b, shift=0.0, classes=10):
     return c, right, p, labels
 
 
-@pytest.mark.parametrize("n, a, b, shift", [(40, 1, 1, 0.0), (300, 2, 2, 0.0), (2000, 5, 1, 0.05), (10000, 8, 1, -0.1),
-                                            (500, 1, 1, 0.2)])
+@pytest.mark.parametrize(
+    "n, a, b, shift", [(40, 1, 1, 0.0), (300, 2, 2, 0.0), (2000, 5, 1, 0.05), (10000, 8, 1, -0.1), (500, 1, 1, 0.2)]
+)
 def test_debiased_calibration_error_equals_kumar_et_als_reference(n, a, b, shift):
     calibration = pytest.importorskip("calibration")  # uncertainty-calibration, the paper's own package
     from mmix_eval.evaluate.metrics import debiased_l2_ce
@@ -110,7 +111,9 @@ def test_debiased_calibration_error_equals_kumar_et_als_reference(n, a, b, shift
     assert debiased_l2_ce(c, right, 15) == pytest.approx(want, abs=1e-12)
 
 
-@pytest.mark.parametrize("n, a, b, shift", [(300, 2, 2, 0.0), (2000, 5, 1, 0.05), (10000, 8, 1, -0.1), (500, 1, 1, 0.2)])
+@pytest.mark.parametrize(
+    "n, a, b, shift", [(300, 2, 2, 0.0), (2000, 5, 1, 0.05), (10000, 8, 1, -0.1), (500, 1, 1, 0.2)]
+)
 def test_smooth_ece_equals_relplot(n, a, b, shift):
     """relplot discretises the kernel and finds the bandwidth to 1/1024; ours bisects to 1e-5: equal to 1e-3."""
     relplot = pytest.importorskip("relplot")

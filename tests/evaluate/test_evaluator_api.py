@@ -62,14 +62,32 @@ def data_from_tiny(runs, monkeypatch):
     monkeypatch.setattr(tg, "load_data_cached", lambda *a, **k: data)
 
 
-def test_docs_plugin_evaluates_from_outside_the_package_and_gets_its_report_section(runs, data_from_tiny, tmp_path,
-                                                                                     monkeypatch, capsys):
+def test_docs_plugin_evaluates_from_outside_the_package_and_gets_its_report_section(
+    runs, data_from_tiny, tmp_path, monkeypatch, capsys
+):
     docs_module(tmp_path, monkeypatch)
     ckpts, _ = runs
     res = tmp_path / "res"
-    assert main(["evaluate", "--ckpt", str(ckpts["vanilla"]), str(ckpts["input_mixup"]), "--out", str(res),
-                 "--evaluators", "deformations,my_evals:Occlusion", "--set", "my_evals:Occlusion.patch=4",
-                 "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--ckpt",
+                str(ckpts["vanilla"]),
+                str(ckpts["input_mixup"]),
+                "--out",
+                str(res),
+                "--evaluators",
+                "deformations,my_evals:Occlusion",
+                "--set",
+                "my_evals:Occlusion.patch=4",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = read_records(res / "vanilla-s0" / "occlusion.jsonl")
     occ = [r for r in rows if r["condition"] == "occlusion4"]
     assert {r["metric"] for r in occ} == {"acc", "rel_acc", *PROBABILITY_METRICS}
@@ -83,8 +101,14 @@ def test_docs_plugin_evaluates_from_outside_the_package_and_gets_its_report_sect
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "### occlusion: every metric per condition" in md
     line = next(ln for ln in md.splitlines() if ln.startswith("| Grey 4x4 square: accuracy (%) |") and "(n=" in ln)
-    means = {m: next(r["value"] for r in read_records(res / f"{m}-s0" / "occlusion.jsonl")
-                     if r["condition"] == "occlusion4" and r["metric"] == "acc") for m in ("vanilla", "input_mixup")}
+    means = {
+        m: next(
+            r["value"]
+            for r in read_records(res / f"{m}-s0" / "occlusion.jsonl")
+            if r["condition"] == "occlusion4" and r["metric"] == "acc"
+        )
+        for m in ("vanilla", "input_mixup")
+    }
     best = max(means, key=means.get)
     cells = [c.strip() for c in line.strip("|").split("|")[1:3]]  # columns: vanilla, input_mixup
     # bold only for the best, and only where its per-image interval against the other excludes 0 (one seed each)
@@ -101,7 +125,9 @@ def test_every_deformation_and_fgsm_condition_carries_acc_nll_ece_brier_and_they
     ckpts, data = runs
     model, _ = load_checkpoint(ckpts["vanilla"])
     t = target_from_module(model.eval(), data.test.x, data.test.y)
-    rows = evaluate_deformations(t, batch_size=32, progress=False) + evaluate_fgsm(t, eps=[2], batch_size=32, progress=False)
+    rows = evaluate_deformations(t, batch_size=32, progress=False) + evaluate_fgsm(
+        t, eps=[2], batch_size=32, progress=False
+    )
     for r in rows:
         assert r["direction"] == SHIFT_METRICS[r["metric"]].direction
     for cond in ["rotation20", "zoom_out140", "eps2"]:
@@ -141,8 +167,15 @@ def test_options_cannot_change_after_they_are_made_on_every_built_in():
     assert len(BUILTIN) == 8
     for name in BUILTIN:
         ev = get_evaluator(name)
-        opts = ev.options({"ood": ["noise:uniform"]} if name == "ood" else {"sets": ["cifar10.1"]} if name == "shift"
-                          else {"source": "generated"} if name == "corruptions" else {})
+        opts = ev.options(
+            {"ood": ["noise:uniform"]}
+            if name == "ood"
+            else {"sets": ["cifar10.1"]}
+            if name == "shift"
+            else {"source": "generated"}
+            if name == "corruptions"
+            else {}
+        )
         assert ev.Options.__dataclass_params__.frozen, name
         field = dataclasses.fields(opts)[0].name if dataclasses.fields(opts) else None
         if field is not None:
@@ -173,20 +206,25 @@ def test_a_plugin_whose_validate_changes_its_options_is_refused_naming_it():
         def validate(self, options):  # ... but validate must not change them
             options.patch = min(options.patch, 4)
 
-    with pytest.raises(UserError, match=r"^evaluator 'sloppy': validate\(\) changed option\(s\) patch; expected it to "):
+    with pytest.raises(
+        UserError, match=r"^evaluator 'sloppy': validate\(\) changed option\(s\) patch; expected it to "
+    ):
         Sloppy().options({"patch": 6})
     assert Sloppy().options({"patch": 3}).patch == 3
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--evaluators", "deformation"], "unknown evaluator 'deformation' (did you mean 'deformations'?)"),
-    (["--evaluators", "test_evaluator_api:NotAnEvaluator"], "expected a mmix_eval.evaluate.Evaluator subclass"),
-    (["--set", "fgsm.epz=1"], "unknown option 'epz' (did you mean 'eps'?)"),
-    (["--set", "fgsm.pgd_steps=x"], "expected an integer, got 'x'"),
-    (["--interpolation", "cubic"], "--interpolation: expected one of nearest, bilinear, got 'cubic'"),
-    (["--bins", "0"], "--bins: expected an integer from 1 to 10,000, got 0"),
-    (["--set", "nodot=1"], "--set: expected EVALUATOR.OPTION=VALUE"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--evaluators", "deformation"], "unknown evaluator 'deformation' (did you mean 'deformations'?)"),
+        (["--evaluators", "test_evaluator_api:NotAnEvaluator"], "expected a mmix_eval.evaluate.Evaluator subclass"),
+        (["--set", "fgsm.epz=1"], "unknown option 'epz' (did you mean 'eps'?)"),
+        (["--set", "fgsm.pgd_steps=x"], "expected an integer, got 'x'"),
+        (["--interpolation", "cubic"], "--interpolation: expected one of nearest, bilinear, got 'cubic'"),
+        (["--bins", "0"], "--bins: expected an integer from 1 to 10,000, got 0"),
+        (["--set", "nodot=1"], "--set: expected EVALUATOR.OPTION=VALUE"),
+    ],
+)
 def test_bad_evaluator_input_is_one_line_exit_2_and_writes_nothing(runs, tmp_path, capsys, argv, message):
     ckpts, _ = runs
     code = main(["evaluate", "--ckpt", str(ckpts["vanilla"]), "--out", str(tmp_path / "r"), "--no-progress", *argv])
@@ -216,15 +254,31 @@ class Raises(Evaluator):
         raise RuntimeError("boom")
 
 
-@pytest.mark.parametrize("plugin, message", [
-    ("NoSpec", "evaluator 'nospec': emitted metric 'mystery' without a MetricSpec; declared: acc"),
-    ("Raises", "evaluator 'raises' failed on run 'vanilla-s0': RuntimeError: boom"),
-])
-def test_a_failing_plugin_writes_nothing_of_its_own_and_keeps_the_others(runs, data_from_tiny, tmp_path, capsys,
-                                                                        plugin, message):
+@pytest.mark.parametrize(
+    "plugin, message",
+    [
+        ("NoSpec", "evaluator 'nospec': emitted metric 'mystery' without a MetricSpec; declared: acc"),
+        ("Raises", "evaluator 'raises' failed on run 'vanilla-s0': RuntimeError: boom"),
+    ],
+)
+def test_a_failing_plugin_writes_nothing_of_its_own_and_keeps_the_others(
+    runs, data_from_tiny, tmp_path, capsys, plugin, message
+):
     ckpts, _ = runs
-    code = main(["evaluate", "--ckpt", str(ckpts["vanilla"]), "--out", str(tmp_path / "r"), "--no-progress",
-                 "--device", "cpu", "--evaluators", f"calibration,test_evaluator_api:{plugin}"])
+    code = main(
+        [
+            "evaluate",
+            "--ckpt",
+            str(ckpts["vanilla"]),
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--evaluators",
+            f"calibration,test_evaluator_api:{plugin}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and message in err
     files = sorted(p.name for p in (tmp_path / "r" / "vanilla-s0").iterdir())
@@ -251,8 +305,10 @@ def test_ls_evaluators_and_generated_help(capsys):
 def test_generated_help_and_ls_evaluators_import_no_torch():
     import subprocess
 
-    code = ("import sys; from mmix_eval.cli import build_parser, main; build_parser(); main(['ls', 'evaluators']); "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys; from mmix_eval.cli import build_parser, main; build_parser(); main(['ls', 'evaluators']); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "fgsm  accuracy and calibration under white-box FGSM" in r.stdout
@@ -264,8 +320,10 @@ def test_bench_yaml_takes_one_section_per_evaluator_and_refuses_unknown_keys(tmp
     docs_module(tmp_path, monkeypatch)
     base = "methods: [vanilla]\nseeds: [0]\ntrain: {epochs: 1}\n"
     path = tmp_path / "b.yaml"
-    path.write_text(base + "evaluate:\n  limit: 50\n  fgsm: {eps: [2, 8], attack: pgd, pgd_steps: 3}\n"
-                           "  \"my_evals:Occlusion\": {patch: 6}\n")
+    path.write_text(
+        base + "evaluate:\n  limit: 50\n  fgsm: {eps: [2, 8], attack: pgd, pgd_steps: 3}\n"
+        '  "my_evals:Occlusion": {patch: 6}\n'
+    )
     bench = load_bench(path)
     plan = {ev.name: opts for ev, opts in bench.plan}
     assert list(plan) == ["deformations", "fgsm", "calibration", "occlusion"]
@@ -274,12 +332,13 @@ def test_bench_yaml_takes_one_section_per_evaluator_and_refuses_unknown_keys(tmp
     path.write_text(base + "evaluate:\n  grid: table9\n  eps: [1]\n")  # the first version's flat keys still read
     plan = {ev.name: opts for ev, opts in load_bench(path).plan}
     assert plan["deformations"].grid == "table9" and plan["fgsm"].eps == [1.0]
-    for text, message in [("  fgsm: {epz: [1]}\n", "unknown option 'epz'"),
-                          ("  fgsm: {pgd_steps: many}\n", "pgd_steps: expected an integer, got 'many'"),
-                          ("  limt: 5\n", "unknown key 'limt' (did you mean 'limit'?)"),
-                          ("  evaluators: [deformations, nope]\n", "unknown evaluator 'nope'"),
-                          ("  evaluators: [calibration]\n  fgsm: {eps: [2]}\n",
-                           "options given for evaluator 'fgsm', which is not run")]:
+    for text, message in [
+        ("  fgsm: {epz: [1]}\n", "unknown option 'epz'"),
+        ("  fgsm: {pgd_steps: many}\n", "pgd_steps: expected an integer, got 'many'"),
+        ("  limt: 5\n", "unknown key 'limt' (did you mean 'limit'?)"),
+        ("  evaluators: [deformations, nope]\n", "unknown evaluator 'nope'"),
+        ("  evaluators: [calibration]\n  fgsm: {eps: [2]}\n", "options given for evaluator 'fgsm', which is not run"),
+    ]:
         path.write_text(base + "evaluate:\n" + text)
         with pytest.raises(UserError, match=re.escape(message)):
             load_bench(path)
@@ -292,7 +351,11 @@ def test_outcomes_are_compact_and_round_trip(tmp_path):
     blob = pack({"clean": correct}, indices)
     write_outcomes(tmp_path / "o.npz", {"clean": correct, "eps8": ~correct}, indices)
     got_idx, got = read_outcomes(tmp_path / "o.npz")
-    assert np.array_equal(got_idx, indices) and np.array_equal(got["clean"], correct) and np.array_equal(got["eps8"], ~correct)
+    assert (
+        np.array_equal(got_idx, indices)
+        and np.array_equal(got["clean"], correct)
+        and np.array_equal(got["eps8"], ~correct)
+    )
     # ≤ 10 KB per condition per 10,000 images: 1,250 packed bytes per condition (plus the indices, once)
     one, two = len(blob), (tmp_path / "o.npz").stat().st_size
     assert two - one <= 10_000 and np.packbits(correct).nbytes == 1250
@@ -336,14 +399,23 @@ def test_one_seed_bench_gets_per_image_intervals_for_accuracy_and_probability_sc
     from mmix_eval.evaluate.runner import EvalJob, make_plan, run_evaluation
 
     ckpts, _ = runs
-    run_evaluation([ckpts["vanilla"], ckpts["input_mixup"]], make_plan(["fgsm"], {"fgsm": {"eps": [2]}}),
-                   tmp_path / "res", EvalOptions(device="cpu", progress=False), EvalJob(echo=lambda *_: None))
+    run_evaluation(
+        [ckpts["vanilla"], ckpts["input_mixup"]],
+        make_plan(["fgsm"], {"fgsm": {"eps": [2]}}),
+        tmp_path / "res",
+        EvalOptions(device="cpu", progress=False),
+        EvalJob(echo=lambda *_: None),
+    )
     result = build_report([tmp_path / "res"], tmp_path / "rep", baseline="vanilla")
     md = (tmp_path / "rep" / "report.md").read_text()
     # one row per method x condition, the method claim and the network claim side by side
-    assert ("| comparison | condition | family | method claim (training runs and images) | network claim (these networks, "
-            "over images) |") in md
-    line = next(ln for ln in md.splitlines() if ln.startswith("| input_mixup − vanilla | FGSM ε = 2/255: accuracy (%) |"))
+    assert (
+        "| comparison | condition | family | method claim (training runs and images) | network claim (these networks, "
+        "over images) |"
+    ) in md
+    line = next(
+        ln for ln in md.splitlines() if ln.startswith("| input_mixup − vanilla | FGSM ε = 2/255: accuracy (%) |")
+    )
     # no method claim from one seed; the images give a network claim
     assert "n/a (1 seed pair; a method claim needs 2 or more)" in line and "(80 images × 1 seed pair)" in line
     # with one seed pair the sign-flip test is McNemar's exact test, computed here by hand from the two outcome files
@@ -358,19 +430,34 @@ def test_one_seed_bench_gets_per_image_intervals_for_accuracy_and_probability_sc
     # Issue 26, item 5: the NLL / Brier / ECE differences, raw and calibrated, get a paired interval over test
     # images too, equal to one computed by hand from the two outcome files (the difference of the records' values
     # ± 1.96 × the standard deviation of the replicates' differences), kept by the rebuild above.
-    details = {m: read_outcome_file(tmp_path / "res" / f"{m}-s0" / "fgsm.outcomes.npz")[3] for m in ("vanilla", "input_mixup")}
-    values = {(r["run"], r["condition"], r["calibrator"], r["metric"]): r["value"] for m in ("vanilla", "input_mixup")
-              for r in read_records(tmp_path / "res" / f"{m}-s0" / "fgsm.jsonl")}
+    details = {
+        m: read_outcome_file(tmp_path / "res" / f"{m}-s0" / "fgsm.outcomes.npz")[3] for m in ("vanilla", "input_mixup")
+    }
+    values = {
+        (r["run"], r["condition"], r["calibrator"], r["metric"]): r["value"]
+        for m in ("vanilla", "input_mixup")
+        for r in read_records(tmp_path / "res" / f"{m}-s0" / "fgsm.jsonl")
+    }
     checked = 0
     for metric, name in (("nll", "NLL"), ("brier", "Brier"), ("ece", "ECE")):
         for calibrator, suffix in (("none", ""), ("temperature", ", temperature scaled")):
             k = BOOT_STATS.index(metric)
-            diff = (values["input_mixup-s0", "clean", calibrator, metric] - values["vanilla-s0", "clean", calibrator, metric])
-            reps = details["input_mixup"]["clean", calibrator][0][:, k].astype(np.float64) - details["vanilla"]["clean", calibrator][0][:, k]
+            diff = (
+                values["input_mixup-s0", "clean", calibrator, metric]
+                - values["vanilla-s0", "clean", calibrator, metric]
+            )
+            reps = (
+                details["input_mixup"]["clean", calibrator][0][:, k].astype(np.float64)
+                - details["vanilla"]["clean", calibrator][0][:, k]
+            )
             se = reps.std(ddof=1)
             lo, hi = diff - 1.959963984540054 * se, diff + 1.959963984540054 * se
             claims = (tmp_path / "rep" / "claims.md").read_text()  # every comparison (report.md: the primary ones)
-            line = next(ln for ln in claims.splitlines() if ln.startswith(f"| input_mixup − vanilla | Clean test images: {name}{suffix} |"))
+            line = next(
+                ln
+                for ln in claims.splitlines()
+                if ln.startswith(f"| input_mixup − vanilla | Clean test images: {name}{suffix} |")
+            )
             shown = f"[{lo:+.4f}, {hi:+.4f}]".replace("-", "−")
             if metric == "ece":  # a calibration error: the same interval, descriptive, no test
                 assert f"{shown} (80 images × 1 seed pair; descriptive)" in line, line
@@ -381,8 +468,9 @@ def test_one_seed_bench_gets_per_image_intervals_for_accuracy_and_probability_sc
     # the per-condition reliability figure (raw and calibrated, with histograms) is drawn from the stored bins
     assert (tmp_path / "rep" / "plots" / "fgsm-reliability.png").is_file()
     assert "alt='fgsm-reliability" in (tmp_path / "rep" / "report.html").read_text()  # embedded in the report
-    assert (tmp_path / "rep2" / "plots" / "fgsm-reliability.png").read_bytes() == \
-        (tmp_path / "rep" / "plots" / "fgsm-reliability.png").read_bytes()
+    assert (tmp_path / "rep2" / "plots" / "fgsm-reliability.png").read_bytes() == (
+        tmp_path / "rep" / "plots" / "fgsm-reliability.png"
+    ).read_bytes()
 
 
 def test_version_1_records_still_rebuild_with_the_same_numbers(tmp_path):
@@ -395,7 +483,10 @@ def test_version_1_records_still_rebuild_with_the_same_numbers(tmp_path):
     rows = [json.loads(line) for line in (fixtures / "records-v1.jsonl").read_text().splitlines()]
     assert rows[0].get("schema") is None and "higher_is_better" in rows[0]  # really the first version's format
     build_report([fixtures / "records-v1.jsonl"], tmp_path / "rep", baseline="vanilla")
-    old = {(r["condition"], r["metric"]): r for r in csv.DictReader(io.StringIO((fixtures / "table-v1.csv").read_text(encoding="utf-8")))}
+    old = {
+        (r["condition"], r["metric"]): r
+        for r in csv.DictReader(io.StringIO((fixtures / "table-v1.csv").read_text(encoding="utf-8")))
+    }
     new = {}
     for r in csv.DictReader(io.StringIO((tmp_path / "rep" / "table.csv").read_text(encoding="utf-8"))):
         new.setdefault((r["condition"], r["metric"]), r)
@@ -428,15 +519,30 @@ def test_precision_follows_the_checkpoint_on_a_gpu_only_and_is_recorded(runs):
 def test_ckpt_takes_run_folders_and_quoted_globs(runs, data_from_tiny, tmp_path, capsys):
     ckpts, _ = runs
     folder = ckpts["vanilla"].parent
-    assert main(["calibration", "--ckpt", str(folder), str(folder.parent / "input_mixup-*" / "model.safetensors"),
-                 "--out", str(tmp_path / "r"), "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "calibration",
+                "--ckpt",
+                str(folder),
+                str(folder.parent / "input_mixup-*" / "model.safetensors"),
+                "--out",
+                str(tmp_path / "r"),
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["input_mixup-s0", "vanilla-s0"]
     assert main(["calibration", "--ckpt", str(folder.parent / "nothing-*"), "--out", str(tmp_path / "x")]) == 2
     assert "--ckpt: expected checkpoint files, got a pattern that matches nothing" in capsys.readouterr().err
 
 
-def test_evaluate_forwards_each_test_image_once_clean_and_fgsm_takes_it_from_its_gradient(runs, data_from_tiny,
-                                                                                           tmp_path, monkeypatch):
+def test_evaluate_forwards_each_test_image_once_clean_and_fgsm_takes_it_from_its_gradient(
+    runs, data_from_tiny, tmp_path, monkeypatch
+):
     """The floor of issue 20, counted in images through the model: one pass whose forwards are both the clean
     logits and FGSM's input gradient, one per deformation and per ε, the validation split once, and the trap
     checks' probes; no separate clean pass. The shared clean logits are bitwise a plain inference loop's."""
@@ -452,15 +558,23 @@ def test_evaluate_forwards_each_test_image_once_clean_and_fgsm_takes_it_from_its
     def counting(*a, **k):
         t = real(*a, **k)
         t.model.register_forward_pre_hook(
-            lambda m, args: seen.__setitem__("grad" if torch.is_grad_enabled() else "no_grad",
-                                             seen["grad" if torch.is_grad_enabled() else "no_grad"] + args[0].shape[0]))
+            lambda m, args: seen.__setitem__(
+                "grad" if torch.is_grad_enabled() else "no_grad",
+                seen["grad" if torch.is_grad_enabled() else "no_grad"] + args[0].shape[0],
+            )
+        )
         loaded.append(t)
         return t
 
     monkeypatch.setattr(tg, "load_target", counting)
     plan = make_plan(["deformations", "fgsm", "calibration"], {"fgsm": {"eps": [1, 2, 4, 8]}})
-    rows = run_evaluation([ckpts["vanilla"]], plan, tmp_path / "out", EvalOptions(device="cpu", batch_size=32,
-                                                                                  progress=False), EvalJob(echo=lambda *a: None))
+    rows = run_evaluation(
+        [ckpts["vanilla"]],
+        plan,
+        tmp_path / "out",
+        EvalOptions(device="cpu", batch_size=32, progress=False),
+        EvalJob(echo=lambda *a: None),
+    )
     n, n_val, probe = len(data.test), len(data.val), min(64, len(data.test))
     assert seen["grad"] == n + probe  # FGSM's gradient pass over the test set, and the zero-gradient probe
     assert seen["no_grad"] == 8 * n + 4 * n + n_val + 2 * probe  # deformations, ε, validation, output checks
@@ -472,14 +586,21 @@ def test_evaluate_forwards_each_test_image_once_clean_and_fgsm_takes_it_from_its
     clean = {(r["evaluator"], r["metric"]): r["value"] for r in rows if r["condition"] in ("clean", "test")}
     expected = 100.0 * float((plain.argmax(1) == t.test.y).double().mean())
     assert clean[("deformations", "acc")] == clean[("fgsm", "acc")] == clean[("calibration", "acc")] == expected
-    assert {p.name for p in (tmp_path / "out" / "vanilla-s0").glob("*.jsonl")} == {"deformations.jsonl", "fgsm.jsonl",
-                                                                                   "calibration.jsonl"}
+    assert {p.name for p in (tmp_path / "out" / "vanilla-s0").glob("*.jsonl")} == {
+        "deformations.jsonl",
+        "fgsm.jsonl",
+        "calibration.jsonl",
+    }
 
 
 def test_a_plugin_evaluators_option_error_names_the_evaluator(tmp_path, monkeypatch, capsys):
     """Issue 42: 'patch: expected an integer >= 1, got 0' named no evaluator; the plugin's own option now says whose."""
     docs_module(tmp_path, monkeypatch)
-    with pytest.raises(OptionError, match=r"^patch: expected an integer >= 1, got 0 \(an option of the occlusion evaluator\)$"):
+    with pytest.raises(
+        OptionError, match=r"^patch: expected an integer >= 1, got 0 \(an option of the occlusion evaluator\)$"
+    ):
         get_evaluator("my_evals:Occlusion").options({"patch": 0})
-    with pytest.raises(OptionError, match=r"patch: expected an integer, got 'x' \(an option of the occlusion evaluator\)"):
+    with pytest.raises(
+        OptionError, match=r"patch: expected an integer, got 'x' \(an option of the occlusion evaluator\)"
+    ):
         get_evaluator("my_evals:Occlusion").options({"patch": "x"})

@@ -28,8 +28,17 @@ def _env():
 
 
 def torchrun(args, cwd, nproc=2, check=True):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "mmix_eval", *args, "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "mmix_eval",
+        *args,
+        "--no-progress",
+    ]
     r = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
     if check:
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -37,16 +46,40 @@ def torchrun(args, cwd, nproc=2, check=True):
 
 
 def single(args, cwd, check=True):
-    r = subprocess.run([sys.executable, "-m", "mmix_eval", *args, "--no-progress"], cwd=cwd, env=_env(),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "mmix_eval", *args, "--no-progress"],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if check:
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
 
 
-ONE_STEP = ["train", "--data", "digits", "--train-limit", "64", "--batch-size", "64", "--epochs", "1",
-            "--model", "nobn:plain_cnn", "--method", "vanilla", "--device", "cpu", "--lr", "0.5",
-            "--schedule", "constant"]
+ONE_STEP = [
+    "train",
+    "--data",
+    "digits",
+    "--train-limit",
+    "64",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "1",
+    "--model",
+    "nobn:plain_cnn",
+    "--method",
+    "vanilla",
+    "--device",
+    "cpu",
+    "--lr",
+    "0.5",
+    "--schedule",
+    "constant",
+]
 
 
 def max_diff(a: dict, b: dict) -> float:
@@ -80,8 +113,21 @@ def test_one_ddp_step_equals_one_step_on_the_union_batch(tmp_path):
 def test_two_process_training_and_resume_end_to_end(tmp_path):
     """manifold mixup on a BatchNorm model for 2 epochs under torchrun; then the run is 'killed' after
     epoch 1 (final files removed, the epoch-1 state left) and --resume under torchrun gives the same weights."""
-    args = ["train", "--config", str(ROOT / "configs" / "quick.yaml"), "--train-limit", "400", "--epochs", "2",
-            "--device", "cpu", "--model", "smallnet", "--set", "model.kwargs={width: 4}"]
+    args = [
+        "train",
+        "--config",
+        str(ROOT / "configs" / "quick.yaml"),
+        "--train-limit",
+        "400",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--model",
+        "smallnet",
+        "--set",
+        "model.kwargs={width: 4}",
+    ]
     r = torchrun(args + ["--out", "run"], tmp_path)
     assert r.stdout.count("saved ") == 1, r.stdout  # rank 0 alone reports
     run = tmp_path / "run"
@@ -95,7 +141,9 @@ def test_two_process_training_and_resume_end_to_end(tmp_path):
     assert {k: (v.dtype, v.shape) for k, v in final.items()} == {k: (v.dtype, v.shape) for k, v in solo.items()}
     with safe_open(run / "model.safetensors", "pt") as a, safe_open(tmp_path / "solo" / "model.safetensors", "pt") as b:
         assert a.metadata().keys() == b.metadata().keys()
-    assert read_metadata(run / "model.safetensors").keys() == read_metadata(tmp_path / "solo" / "model.safetensors").keys()
+    assert (
+        read_metadata(run / "model.safetensors").keys() == read_metadata(tmp_path / "solo" / "model.safetensors").keys()
+    )
 
     for name in ("model.safetensors", "model.json", "state.pt"):
         (run / name).unlink()  # state.prev.pt (end of epoch 1) is what a kill during epoch 2 leaves
@@ -106,8 +154,10 @@ def test_two_process_training_and_resume_end_to_end(tmp_path):
 
 
 def test_sharded_evaluation_equals_single_process(tmp_path):
-    single(["train", "--config", str(ROOT / "configs" / "quick.yaml"), "--epochs", "1", "--device", "cpu",
-            "--out", "run"], tmp_path)
+    single(
+        ["train", "--config", str(ROOT / "configs" / "quick.yaml"), "--epochs", "1", "--device", "cpu", "--out", "run"],
+        tmp_path,
+    )
     ev = ["evaluate", "--ckpt", "run/model.safetensors", "--device", "cpu", "--eps", "2,8", "--batch-size", "64"]
     r = torchrun(ev + ["--out", "sharded"], tmp_path)
     assert r.stdout.count("-> sharded/run/deformations.csv") == 1  # rank 0 alone prints and writes
@@ -121,7 +171,12 @@ def test_sharded_evaluation_equals_single_process(tmp_path):
             for k in ra:
                 va, vb = ra[k], rb[k]
                 if isinstance(va, float) and isinstance(vb, float):
-                    assert (math.isnan(va) and math.isnan(vb)) or abs(va - vb) <= 1e-6 * max(1.0, abs(va)), (e, k, va, vb)
+                    assert (math.isnan(va) and math.isnan(vb)) or abs(va - vb) <= 1e-6 * max(1.0, abs(va)), (
+                        e,
+                        k,
+                        va,
+                        vb,
+                    )
                 else:
                     assert va == vb, (e, k, va, vb)
 
@@ -130,8 +185,10 @@ def test_bad_global_batch_fails_every_rank_with_one_line(tmp_path):
     r = torchrun(ONE_STEP[:-6] + ["--batch-size", "33", "--device", "cpu", "--out", "x"], tmp_path, check=False)
     assert r.returncode != 0
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("mmix-eval: error:")]
-    assert errors == ["mmix-eval: error: train.batch_size: expected a multiple of the 2 processes (it is the global "
-                      "batch, split evenly across ranks), got 33"]
+    assert errors == [
+        "mmix-eval: error: train.batch_size: expected a multiple of the 2 processes (it is the global "
+        "batch, split evenly across ranks), got 33"
+    ]
     assert not (tmp_path / "x").exists()
 
 
@@ -149,8 +206,17 @@ def test_compile_changes_speed_not_results(tmp_path):
 
     if shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("torch.compile on a CPU needs a C++ compiler")
-    args = ["train", "--config", str(ROOT / "configs" / "quick.yaml"), "--epochs", "1", "--train-limit", "300",
-            "--device", "cpu"]
+    args = [
+        "train",
+        "--config",
+        str(ROOT / "configs" / "quick.yaml"),
+        "--epochs",
+        "1",
+        "--train-limit",
+        "300",
+        "--device",
+        "cpu",
+    ]
     single(args + ["--out", "eager"], tmp_path)
     single(args + ["--set", "train.compile=true", "--out", "compiled"], tmp_path)
     eager, compiled = (load_file(tmp_path / d / "model.safetensors") for d in ("eager", "compiled"))

@@ -20,11 +20,25 @@ from mmix_eval.evaluate.base import OptionError, get_evaluator
 from mmix_eval.evaluate.evaluators.attacks.eps import parse_eps
 from mmix_eval.evaluate.records import read_records
 
-TRAIN = ["--data", "digits", "--train-limit", "200", "--test-limit", "60", "--epochs", "1", "--set",
-         "model.kwargs={width: 4}", "--set", "train.device=cpu", "--no-progress"]
+TRAIN = [
+    "--data",
+    "digits",
+    "--train-limit",
+    "200",
+    "--test-limit",
+    "60",
+    "--epochs",
+    "1",
+    "--set",
+    "model.kwargs={width: 4}",
+    "--set",
+    "train.device=cpu",
+    "--no-progress",
+]
 
 
 # ---------------------------------------------------------------- threads
+
 
 def test_thread_count_precedence_and_a_default_that_never_follows_the_load(monkeypatch):
     """Issue 43: the default is 1 thread per process whatever the machine's load (it changed trained weights by up
@@ -151,24 +165,46 @@ def test_openmp_spin_settings_are_set_before_torch_unless_the_user_set_them(monk
 
 def test_threads_are_applied_and_recorded_and_a_report_says_when_they_differ(tmp_path, capsys):
     """In subprocesses: each process decides its thread count once (this test process keeps its own)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MMIX_EVAL_THREADS", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", threads.MARKER)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MMIX_EVAL_THREADS", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", threads.MARKER)
+    }
 
     def cli(*argv):
-        return subprocess.run([sys.executable, "-m", "mmix_eval", *argv], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "mmix_eval", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
 
     assert cli("train", "--threads", "1", "--out", str(tmp_path / "a"), *TRAIN).returncode == 0
     hw = json.loads((tmp_path / "a" / "model.json").read_text())["hardware"]
     assert (hw["torch_threads"], hw["threads_from"]) == ("1", "--threads")
     assert hw["threads_openmp"] == "GOMP_SPINCOUNT=10000 (mmix-eval); KMP_BLOCKTIME=1 (mmix-eval)"  # before torch
-    r = subprocess.run([sys.executable, "-m", "mmix_eval", "train", "--method", "vanilla", "--out", str(tmp_path / "b"),
-                        *TRAIN], cwd=ROOT, env={**env, "OMP_NUM_THREADS": "2"}, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "mmix_eval", "train", "--method", "vanilla", "--out", str(tmp_path / "b"), *TRAIN],
+        cwd=ROOT,
+        env={**env, "OMP_NUM_THREADS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     hw = json.loads((tmp_path / "b" / "model.json").read_text())["hardware"]
     assert (hw["torch_threads"], hw["threads_from"]) == ("2", "OMP_NUM_THREADS")
-    assert main(["calibration", "--ckpt", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "res"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "calibration",
+                "--ckpt",
+                str(tmp_path / "a"),
+                str(tmp_path / "b"),
+                "--out",
+                str(tmp_path / "res"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Runs were trained with different CPU thread counts (1, 2)" in md
@@ -178,13 +214,17 @@ def test_threads_are_applied_and_recorded_and_a_report_says_when_they_differ(tmp
 
 # ---------------------------------------------------------------- ε units and attack names
 
+
 def test_eps_units_fractions_and_the_ambiguous_bare_value():
     assert parse_eps("8/255,4") == [8.0, 4.0]
     assert parse_eps(["2/255", 1]) == [2.0, 1.0]
     assert parse_eps("0.03", unit="fraction") == [7.65]
     assert parse_eps("0, 1", unit="fraction") == [0.0, 255.0]
-    with pytest.raises(OptionError, match=r"eps: 0.03 is ambiguous: 0.03/255 in /255 pixel units, or 0.03 of the pixel "
-                                          r"range = 7.65/255; write 7.65/255 \(or 0.03/255\), or give eps_unit fraction"):
+    with pytest.raises(
+        OptionError,
+        match=r"eps: 0.03 is ambiguous: 0.03/255 in /255 pixel units, or 0.03 of the pixel "
+        r"range = 7.65/255; write 7.65/255 \(or 0.03/255\), or give eps_unit fraction",
+    ):
         parse_eps("0.03")
     with pytest.raises(OptionError, match=r"expected fractions of the pixel range in \[0, 1\]"):
         parse_eps("8", unit="fraction")
@@ -202,7 +242,9 @@ def test_pgd_results_are_named_by_attack_and_never_overwrite_fgsm(tmp_path, caps
     fgsm = read_records(tmp_path / "res" / "run" / "fgsm.jsonl")
     pgd = read_records(tmp_path / "res" / "run" / "fgsm-pgd3.jsonl")
     assert {r["condition"] for r in fgsm} == {"clean", "eps2"} and {r["settings"]["attack"] for r in fgsm} == {"fgsm"}
-    assert {r["condition"] for r in pgd} == {"clean", "pgd3-eps2"} and {r["settings"]["attack"] for r in pgd} == {"pgd3"}
+    assert {r["condition"] for r in pgd} == {"clean", "pgd3-eps2"} and {r["settings"]["attack"] for r in pgd} == {
+        "pgd3"
+    }
     capsys.readouterr()
     assert main(["fgsm", "--eps", "0.03", *common]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -218,6 +260,7 @@ def test_pgd_results_are_named_by_attack_and_never_overwrite_fgsm(tmp_path, caps
 
 
 # ---------------------------------------------------------------- the command line
+
 
 def test_abbreviations_are_refused_and_typos_get_a_suggestion(capsys):
     for argv, message in [
@@ -237,8 +280,13 @@ def test_abbreviations_are_refused_and_typos_get_a_suggestion(capsys):
 
 def test_help_shows_defaults_and_each_command_its_own_examples():
     def help_of(*cmd):
-        return subprocess.run([sys.executable, "-m", "mmix_eval", *cmd, "--help"], capture_output=True, text=True,
-                              cwd=ROOT, env={**os.environ, "COLUMNS": "200"}).stdout
+        return subprocess.run(
+            [sys.executable, "-m", "mmix_eval", *cmd, "--help"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "COLUMNS": "200"},
+        ).stdout
 
     train, fgsm, bench = help_of("train"), help_of("fgsm"), help_of("bench")
     assert "training epochs (default 30, or the --config file's)" in train
@@ -252,12 +300,28 @@ def test_a_plugin_in_the_current_directory_imports_without_pythonpath(tmp_path):
     (tmp_path / "my_regs.py").write_text((HELPERS / "noisy.py").read_text())
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     script = Path(sys.executable).with_name("mmix-eval")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-c", "from mmix_eval.cli import main; raise SystemExit(main())"]
-    r = subprocess.run([*cmd, "train", "--method", "my_regs:InputNoise", "--out", "run", *TRAIN], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=300)
+    cmd = (
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-c", "from mmix_eval.cli import main; raise SystemExit(main())"]
+    )
+    r = subprocess.run(
+        [*cmd, "train", "--method", "my_regs:InputNoise", "--out", "run", *TRAIN],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([*cmd, "train", "--method", "nothere:X", "--out", "run2", *TRAIN], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [*cmd, "train", "--method", "nothere:X", "--out", "run2", *TRAIN],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and f"looked in the current directory {tmp_path}" in r.stderr
 
 
@@ -269,11 +333,19 @@ def test_bench_yaml_errors_name_their_section_and_dry_run_writes_nothing(tmp_pat
     assert f"bench config '{bad}': unknown key 'train.batchsize' (did you mean 'train.batch_size'?)" in err
     assert "methods[0]" not in err
     cfg = tmp_path / "b.yaml"
-    cfg.write_text(yaml.safe_dump({"name": "dry", "data": {"name": "digits", "train_limit": 200},
-                                   "model": {"name": "smallnet", "kwargs": {"width": 4}},
-                                   "train": {"epochs": 2, "batch_size": 50, "device": "cpu"},
-                                   "methods": ["vanilla", "manifold_mixup"], "seeds": [0],
-                                   "evaluate": {"evaluators": ["calibration"], "limit": 50}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": "dry",
+                "data": {"name": "digits", "train_limit": 200},
+                "model": {"name": "smallnet", "kwargs": {"width": 4}},
+                "train": {"epochs": 2, "batch_size": 50, "device": "cpu"},
+                "methods": ["vanilla", "manifold_mixup"],
+                "seeds": [0],
+                "evaluate": {"evaluators": ["calibration"], "limit": 50},
+            }
+        )
+    )
     out = tmp_path / "out"
     assert main(["bench", str(cfg), "--out", str(out), "--dry-run"]) == 0
     text = capsys.readouterr().out
@@ -295,28 +367,45 @@ def test_resume_on_a_finished_run_says_so(tmp_path, capsys):
 
 # ---------------------------------------------------------------- the report as a reader meets it
 
+
 def test_provenance_is_summarised_then_collapsed_and_few_seeds_are_said_in_words(tmp_path, capsys):
     for m in ("vanilla", "manifold_mixup"):
         for s in ("0", "1"):
             assert main(["train", "--method", m, "--seed", s, "--out", str(tmp_path / f"{m}-s{s}"), *TRAIN]) == 0
-    assert main(["calibration", "--ckpt", *(str(p) for p in sorted(tmp_path.glob("*-s*"))), "--out",
-                 str(tmp_path / "res"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "calibration",
+                "--ckpt",
+                *(str(p) for p in sorted(tmp_path.glob("*-s*"))),
+                "--out",
+                str(tmp_path / "res"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "rep")]) == 0
     html = (tmp_path / "rep" / "report.html").read_text()
-    summary = html[html.index("<h2>Provenance</h2>"):html.index("<details>")]
+    summary = html[html.index("<h2>Provenance</h2>") : html.index("<details>")]
     assert "<th>data</th><td style='text-align:left'>digits; 200 training images, 300 evaluated</td>" in summary
     assert "<th>budget</th><td style='text-align:left'>1 epochs, batch 100, schedule step</td>" in summary
     assert "<th>seeds</th><td style='text-align:left'>0, 1 (2 methods, 4 runs)</td>" in summary
     assert html.index("<details>") > html.index("<h2>Provenance</h2>") and "</pre></details>" in html
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "Only 2 training seeds per method: a method claim uses t with 1 degree of freedom (12.7 × its standard error)" in md
+    assert (
+        "Only 2 training seeds per method: a method claim uses t with 1 degree of freedom (12.7 × its standard error)"
+        in md
+    )
 
 
 def test_the_console_summary_keeps_its_columns_apart():
     from mmix_eval.evaluate.console import summary_table
 
-    rows = [{"bin": None, "condition": "test", "metric": m, "value": v, "format": f, "direction": "lower",
-             "schema": 2} for m, v, f in (("brier", 12345.678901, ".4f"), ("temperature", 1.5, ".3f"))]
+    rows = [
+        {"bin": None, "condition": "test", "metric": m, "value": v, "format": f, "direction": "lower", "schema": 2}
+        for m, v, f in (("brier", 12345.678901, ".4f"), ("temperature", 1.5, ".3f"))
+    ]
     header, line = summary_table(rows).splitlines()
     assert header.split() == ["condition", "brier", "temperature"]
     assert line.split() == ["test", "12345.6789", "1.500"]

@@ -34,6 +34,7 @@ def bench_file(tmp_path, monkeypatch):
         path = tmp_path / "bench.yaml"
         path.write_text(yaml.safe_dump({**BENCH, **changes}))
         return path
+
     return write
 
 
@@ -91,8 +92,21 @@ def test_slurm_failed_job_is_reported(bench_file, tmp_path, capsys):
     pytest.importorskip("submitit")
     cfg = bench_file(methods=["vanilla", "flaky:FailsInTraining"])
     out = tmp_path / "out"
-    code = main(["bench", str(cfg), "--out", str(out), "--launcher", "slurm", "--submitit-cluster", "local",
-                 "--cpus-per-run", "1", "--no-progress"])
+    code = main(
+        [
+            "bench",
+            str(cfg),
+            "--out",
+            str(out),
+            "--launcher",
+            "slurm",
+            "--submitit-cluster",
+            "local",
+            "--cpus-per-run",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert code == 1
     text = capsys.readouterr().out
     assert "run flaky_FailsInTraining-s0 failed: job" in text and "injected failure in training" in text
@@ -146,14 +160,19 @@ def test_report_on_demand_says_what_is_missing(bench_file, tmp_path, capsys):
     assert "expected at least one finished run" in capsys.readouterr().err
     assert main(["bench", str(cfg), "--out", str(out), "--only", "vanilla-s0"]) == 0
     assert main(["bench", str(cfg), "--out", str(out), "--report-only"]) == 0
-    assert "report built without 1 of 2 runs (not finished or not evaluated): manifold_mixup-s0" in capsys.readouterr().out
+    assert (
+        "report built without 1 of 2 runs (not finished or not evaluated): manifold_mixup-s0" in capsys.readouterr().out
+    )
     assert "Incomplete bench: 1 of 2 runs are not in this report" in (out / "report.md").read_text()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--launcher", "local", "--jobs", "0"], "launcher 'jobs': expected an integer >= 1, got 0"),
-    (["--only", "nope"], "--only: expected a run of bench 'tiny' (vanilla-s0, manifold_mixup-s0), got 'nope'"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--launcher", "local", "--jobs", "0"], "launcher 'jobs': expected an integer >= 1, got 0"),
+        (["--only", "nope"], "--only: expected a run of bench 'tiny' (vanilla-s0, manifold_mixup-s0), got 'nope'"),
+    ],
+)
 def test_launcher_bad_input(bench_file, tmp_path, capsys, flags, message):
     assert main(["bench", str(bench_file()), "--out", str(tmp_path / "o"), *flags]) == 2
     assert message in capsys.readouterr().err
@@ -183,8 +202,26 @@ def test_slurm_job_with_two_tasks_trains_with_ddp(bench_file, tmp_path, capsys):
 
     cfg = bench_file(methods=["vanilla"])
     out = tmp_path / "out"
-    assert main(["bench", str(cfg), "--out", str(out), "--launcher", "slurm", "--submitit-cluster", "local",
-                 "--gpus-per-run", "2", "--cpus-per-run", "1", "--no-progress"]) == 0, capsys.readouterr()
+    assert (
+        main(
+            [
+                "bench",
+                str(cfg),
+                "--out",
+                str(out),
+                "--launcher",
+                "slurm",
+                "--submitit-cluster",
+                "local",
+                "--gpus-per-run",
+                "2",
+                "--cpus-per-run",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    ), capsys.readouterr()
     meta = read_metadata(out / "runs" / "vanilla-s0" / "model.safetensors")
     assert meta["train"]["distributed"]["world_size"] == 2
     assert methods_in(out / "report.md") == ["vanilla"]
@@ -193,5 +230,8 @@ def test_slurm_job_with_two_tasks_trains_with_ddp(bench_file, tmp_path, capsys):
 def test_slurm_without_submitit_is_a_clear_error_before_any_write(bench_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
     assert main(["bench", str(bench_file()), "--out", str(tmp_path / "o"), "--launcher", "slurm"]) == 2
-    assert "expected the submitit package, which is not installed; pip install 'mmix-eval[slurm]'" in capsys.readouterr().err
+    assert (
+        "expected the submitit package, which is not installed; pip install 'mmix-eval[slurm]'"
+        in capsys.readouterr().err
+    )
     assert not (tmp_path / "o").exists()

@@ -28,10 +28,32 @@ def archive():
 @pytest.mark.slow
 def test_smallnet_on_cifar10_subset_is_well_above_chance(archive, tmp_path, capsys, shared_decode_cache):
     out = tmp_path / "run"
-    code = main(["train", "--data", f"imagefolder:{archive}", "--train-limit", "5000", "--test-limit", "1000",
-                 "--model", "smallnet", "--set", "model.kwargs={width: 16}", "--method", "vanilla",
-                 "--epochs", "6", "--schedule", "onecycle", "--set", "train.device=cpu",
-                 "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--data",
+            f"imagefolder:{archive}",
+            "--train-limit",
+            "5000",
+            "--test-limit",
+            "1000",
+            "--model",
+            "smallnet",
+            "--set",
+            "model.kwargs={width: 16}",
+            "--method",
+            "vanilla",
+            "--epochs",
+            "6",
+            "--schedule",
+            "onecycle",
+            "--set",
+            "train.device=cpu",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     model, meta = load_checkpoint(out / "model.safetensors")
     assert meta["data"]["classes"][:3] == ["airplane", "automobile", "bird"]
@@ -43,12 +65,38 @@ def test_smallnet_on_cifar10_subset_is_well_above_chance(archive, tmp_path, caps
 
     # The evaluators on that real checkpoint: the deformations really happen.
     res = tmp_path / "results"
-    assert main(["evaluate", "--ckpt", str(out / "model.safetensors"), "--limit", "1000", "--eps", "1,8",
-                 "--device", "cpu", "--out", str(res), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--ckpt",
+                str(out / "model.safetensors"),
+                "--limit",
+                "1000",
+                "--eps",
+                "1,8",
+                "--device",
+                "cpu",
+                "--out",
+                str(res),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = read_records(res / "run" / "deformations.jsonl")
     acc = {r["condition"]: r["value"] for r in rows if r["metric"] == "acc"}
-    assert list(acc) == ["clean", "rotation20", "rotation40", "shear28.6", "shear57.3",
-                         "zoom_in60", "zoom_in80", "zoom_out120", "zoom_out140"]
+    assert list(acc) == [
+        "clean",
+        "rotation20",
+        "rotation40",
+        "shear28.6",
+        "shear57.3",
+        "zoom_in60",
+        "zoom_in80",
+        "zoom_out120",
+        "zoom_out140",
+    ]
     assert acc["rotation40"] < acc["rotation20"] < acc["clean"]
     assert acc["shear57.3"] < acc["shear28.6"] and acc["zoom_out140"] < acc["zoom_out120"]
     fgsm = {r["condition"]: r["value"] for r in read_records(res / "run" / "fgsm.jsonl") if r["metric"] == "acc"}

@@ -48,7 +48,9 @@ def _checkpoints(out) -> dict[str, str]:
     return hashes
 
 
-def test_main_command_inline_idle_and_two_workers_busy_are_bitwise_equal_and_verify_says_so(tmp_path, capsys, monkeypatch):
+def test_main_command_inline_idle_and_two_workers_busy_are_bitwise_equal_and_verify_says_so(
+    tmp_path, capsys, monkeypatch
+):
     idle, busy = tmp_path / "idle", tmp_path / "busy"
     assert main(["bench", str(BENCH), "--out", str(idle), "--launcher", "inline", "--no-progress"]) == 0
     spinner = mp.get_context("spawn").Process(target=_spin, args=(600.0,), daemon=True)

@@ -17,7 +17,9 @@ def test_bce_softmax_matches_torch_bceloss_on_softmax():
     torch.manual_seed(0)
     logits = torch.randn(16, 10) * 3
     target = torch.softmax(torch.randn(16, 10), 1)
-    assert torch.allclose(bce_softmax(logits, target), F.binary_cross_entropy(torch.softmax(logits, 1), target), atol=1e-6)
+    assert torch.allclose(
+        bce_softmax(logits, target), F.binary_cross_entropy(torch.softmax(logits, 1), target), atol=1e-6
+    )
 
 
 def test_bce_softmax_finite_and_clamped_like_bceloss_for_extreme_logits():

@@ -144,8 +144,18 @@ def test_gradients_flow_through_the_layers_before_k():
 
 
 def test_method_defaults_follow_the_paper():
-    assert create_method("input_mixup").describe() == {"name": "input_mixup", "loss": "bce_softmax", "alpha": 1.0, "eligible": [0]}
-    assert create_method("manifold_mixup").describe() == {"name": "manifold_mixup", "loss": "bce_softmax", "alpha": 2.0, "eligible": [0, 1, 2]}
+    assert create_method("input_mixup").describe() == {
+        "name": "input_mixup",
+        "loss": "bce_softmax",
+        "alpha": 1.0,
+        "eligible": [0],
+    }
+    assert create_method("manifold_mixup").describe() == {
+        "name": "manifold_mixup",
+        "loss": "bce_softmax",
+        "alpha": 2.0,
+        "eligible": [0, 1, 2],
+    }
 
 
 def test_one_draw_of_k_lambda_and_permutation_per_batch(monkeypatch):
@@ -156,7 +166,13 @@ def test_one_draw_of_k_lambda_and_permutation_per_batch(monkeypatch):
     torch.manual_seed(0)
     model = create_model("smallnet", 3, 3, width=4)
     calls = []
-    monkeypatch.setattr(mixup_module, "forward_mixed", lambda m, x, kk, mixer: calls.append((kk, mixer(torch.arange(6.0).view(6, 1)))) or torch.zeros(6, 3, requires_grad=True))
+    monkeypatch.setattr(
+        mixup_module,
+        "forward_mixed",
+        lambda m, x, kk, mixer: (
+            calls.append((kk, mixer(torch.arange(6.0).view(6, 1)))) or torch.zeros(6, 3, requires_grad=True)
+        ),
+    )
     method.step(model, torch.rand(6, 3, 8, 8), torch.zeros(6, dtype=torch.long), rng_b)
     assert calls[0][0] == k
     assert torch.allclose(calls[0][1], mix(torch.arange(6.0).view(6, 1), perm, lam))

@@ -32,9 +32,11 @@ def test_mlp_stages_bottleneck_and_bad_sizes():
     assert widths == [16, 8, 3] and num_mix_points(model) == 4
     assert not isinstance(model.stages[2][-1], torch.nn.ReLU) and isinstance(model.stages[1][-1], torch.nn.ReLU)
     assert (h < 0).any()  # the linear bottleneck keeps negative values
-    for kwargs, message in [({"hidden": []}, "'hidden' expected a non-empty list"),
-                            ({"hidden": [4], "linear_stages": [2]}, "'linear_stages' expected stage numbers in 1..1"),
-                            ({"image_size": 0}, "'image_size' expected a positive integer")]:
+    for kwargs, message in [
+        ({"hidden": []}, "'hidden' expected a non-empty list"),
+        ({"hidden": [4], "linear_stages": [2]}, "'linear_stages' expected stage numbers in 1..1"),
+        ({"image_size": 0}, "'image_size' expected a positive integer"),
+    ]:
         with pytest.raises(UserError, match=message):
             create_model("mlp", 10, 1, **kwargs)
 
@@ -80,8 +82,11 @@ def test_a_checkpoint_written_before_the_official_head_reads_as_the_he_variant(t
     torch.manual_seed(0)
     old = create_model("preactresnet18_he", 10, 3, width=4).eval()
     kwargs = {"num_classes": 10, "in_channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3, "width": 4}
-    save_checkpoint(tmp_path / "old.safetensors", old, {"model": {"name": "preactresnet18", "kwargs": kwargs},
-                                                        "data": {"classes": [str(i) for i in range(10)]}})
+    save_checkpoint(
+        tmp_path / "old.safetensors",
+        old,
+        {"model": {"name": "preactresnet18", "kwargs": kwargs}, "data": {"classes": [str(i) for i in range(10)]}},
+    )
     meta = read_metadata(tmp_path / "old.safetensors")
     assert meta["model"]["name"] == "preactresnet18_he" and meta["model"]["upgraded_from"] == "preactresnet18"
     assert meta["model"]["layout"].startswith("He et al. 2016 (final BN-ReLU")
@@ -91,8 +96,11 @@ def test_a_checkpoint_written_before_the_official_head_reads_as_the_he_variant(t
         assert torch.equal(model(x), old(x))
     # a checkpoint of the official network keeps its name
     new = create_model("preactresnet18", 10, 3, width=4).eval()
-    save_checkpoint(tmp_path / "new.safetensors", new, {"model": {"name": "preactresnet18", "kwargs": kwargs},
-                                                        "data": {"classes": [str(i) for i in range(10)]}})
+    save_checkpoint(
+        tmp_path / "new.safetensors",
+        new,
+        {"model": {"name": "preactresnet18", "kwargs": kwargs}, "data": {"classes": [str(i) for i in range(10)]}},
+    )
     assert read_metadata(tmp_path / "new.safetensors")["model"] == {"name": "preactresnet18", "kwargs": kwargs}
 
 

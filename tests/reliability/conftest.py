@@ -27,8 +27,10 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture
 def no_hang():
     """Fail (instead of hanging CI) if the guarded code runs longer than 30 s."""
+
     def alarm(*_):
         raise TimeoutError("took longer than 30 s: a hang")
+
     old = signal.signal(signal.SIGALRM, alarm)
     signal.alarm(30)
     yield

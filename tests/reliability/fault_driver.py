@@ -1,9 +1,9 @@
 """Run `mmix-eval train ...` with one injected fault, for tests/reliability/test_training_faults.py.
 
-    python fault_driver.py kill-at-step K  -- train ARGS...     SIGKILL itself at training step K
-    python fault_driver.py kill-in-write NAME K -- train ARGS... SIGKILL itself half-way through writing the
-                                                                K-th file named NAME (state.pt, model.safetensors)
-    python fault_driver.py nan-at-step K -- train ARGS...       make the loss NaN from step K on
+python fault_driver.py kill-at-step K  -- train ARGS...     SIGKILL itself at training step K
+python fault_driver.py kill-in-write NAME K -- train ARGS... SIGKILL itself half-way through writing the
+                                                            K-th file named NAME (state.pt, model.safetensors)
+python fault_driver.py nan-at-step K -- train ARGS...       make the loss NaN from step K on
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def patch_write(name: str, k: int) -> None:
 
 if __name__ == "__main__":
     sep = sys.argv.index("--")
-    mode, params, argv = sys.argv[1], sys.argv[2:sep], sys.argv[sep + 1:]
+    mode, params, argv = sys.argv[1], sys.argv[2:sep], sys.argv[sep + 1 :]
     if mode == "kill-at-step":
         k = int(params[0])
         patch_steps(k, lambda n, loss: kill() if n == k else loss)

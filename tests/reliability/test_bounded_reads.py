@@ -38,6 +38,7 @@ def one_error(capsys, argv, message):
 @contextmanager
 def no_hang(seconds: int = 20):
     """A read that blocks (a FIFO with no writer) fails the test instead of hanging the suite."""
+
     def expired(*_):
         raise TimeoutError(f"still blocked after {seconds} s")
 
@@ -64,6 +65,7 @@ def peak_python_memory(limit_mb: float):
 
 # ---------------------------------------------------------------- special files where a file is read
 
+
 def test_a_device_or_fifo_among_images_is_one_line_naming_it(tmp_path):
     """A symlink to /dev/zero in an image folder grew memory without bound; a FIFO hung forever."""
     for kind in ("zero", "fifo"):
@@ -79,12 +81,21 @@ def test_special_files_named_on_the_command_line_are_one_line(tmp_path, capsys):
     fifo = tmp_path / "pipe.yaml"
     os.mkfifo(fifo)
     with no_hang():
-        one_error(capsys, ["bench", str(fifo), "--out", str(tmp_path / "b")],
-                  f"bench config '{fifo}': expected a regular file, got a FIFO (named pipe)")
-        one_error(capsys, ["bench", "/dev/zero", "--out", str(tmp_path / "b")],
-                  "bench config '/dev/zero': expected a regular file, got a character device")
-        one_error(capsys, ["calibration", "--ckpt", str(fifo), "--out", str(tmp_path / "c")],
-                  f"checkpoint '{fifo}': expected a regular file, got a FIFO (named pipe)")
+        one_error(
+            capsys,
+            ["bench", str(fifo), "--out", str(tmp_path / "b")],
+            f"bench config '{fifo}': expected a regular file, got a FIFO (named pipe)",
+        )
+        one_error(
+            capsys,
+            ["bench", "/dev/zero", "--out", str(tmp_path / "b")],
+            "bench config '/dev/zero': expected a regular file, got a character device",
+        )
+        one_error(
+            capsys,
+            ["calibration", "--ckpt", str(fifo), "--out", str(tmp_path / "c")],
+            f"checkpoint '{fifo}': expected a regular file, got a FIFO (named pipe)",
+        )
         with pytest.raises(ValueError, match="expected a regular file, got a FIFO"):
             read_records(fifo)
         with pytest.raises(ValueError, match="expected a regular file, got a device"):
@@ -95,7 +106,9 @@ def test_special_files_named_on_the_command_line_are_one_line(tmp_path, capsys):
 def test_read_bounded_refuses_a_file_past_its_cap_before_reading(tmp_path):
     f = tmp_path / "words.txt"
     f.write_bytes(b"x" * 1001)
-    with pytest.raises(UserError, match=r"words '.*words.txt': expected a file of at most 1,000 bytes, got 1,001 bytes"):
+    with pytest.raises(
+        UserError, match=r"words '.*words.txt': expected a file of at most 1,000 bytes, got 1,001 bytes"
+    ):
         read_bounded(f, "words", cap=1000)
     assert read_bounded(f, "words", cap=1001) == b"x" * 1001
     with pytest.raises(UserError, match="expected a regular file, got a folder"):
@@ -103,6 +116,7 @@ def test_read_bounded_refuses_a_file_past_its_cap_before_reading(tmp_path):
 
 
 # ---------------------------------------------------------------- bombs: archive and npz members
+
 
 def _zip_member_of_zeros(zf: zipfile.ZipFile, name: str, size: int, prefix: bytes = b"") -> None:
     info = zipfile.ZipInfo(name)
@@ -112,7 +126,7 @@ def _zip_member_of_zeros(zf: zipfile.ZipFile, name: str, size: int, prefix: byte
         block = bytes(1 << 20)
         left = size - len(prefix)
         while left > 0:
-            f.write(block[:min(left, len(block))])
+            f.write(block[: min(left, len(block))])
             left -= len(block)
 
 
@@ -142,9 +156,14 @@ def test_an_archive_member_past_the_image_cap_is_refused_unread(tmp_path):
                 zf.write(p, p.relative_to(tmp_path / "ti").as_posix())
         _zip_member_of_zeros(zf, "tiny-imagenet-200/train/n01443537/images/bomb.JPEG", big)
     assert archive.stat().st_size < 1_000_000
-    with peak_python_memory(30), pytest.raises(
-            UserError, match=rf"image in '.*ti.zip' 'tiny-imagenet-200/train/n01443537/images/bomb.JPEG': expected an "
-                             rf"archive member of at most {IMAGE_CAP:,} bytes, got one of {big:,} bytes"):
+    with (
+        peak_python_memory(30),
+        pytest.raises(
+            UserError,
+            match=rf"image in '.*ti.zip' 'tiny-imagenet-200/train/n01443537/images/bomb.JPEG': expected an "
+            rf"archive member of at most {IMAGE_CAP:,} bytes, got one of {big:,} bytes",
+        ),
+    ):
         load_data(f"tinyimagenet:{archive}")
     root = write_tree(tmp_path / "t")
     tgz = tmp_path / "t.tar.gz"
@@ -155,9 +174,14 @@ def test_an_archive_member_past_the_image_cap_is_refused_unread(tmp_path):
         info.size = big
         tar.addfile(info, io.BufferedReader(_Zeros(big)))
     assert tgz.stat().st_size < 1_000_000
-    with peak_python_memory(30), pytest.raises(
-            UserError, match=rf"image in '.*t.tar.gz' 'test/cat/bomb.png': expected an archive member of at most "
-                             rf"{IMAGE_CAP:,} bytes, got one of {big:,} bytes"):
+    with (
+        peak_python_memory(30),
+        pytest.raises(
+            UserError,
+            match=rf"image in '.*t.tar.gz' 'test/cat/bomb.png': expected an archive member of at most "
+            rf"{IMAGE_CAP:,} bytes, got one of {big:,} bytes",
+        ),
+    ):
         load_data(f"imagefolder:{tgz}")
 
 
@@ -171,9 +195,14 @@ def test_an_npz_member_past_its_cap_is_refused_before_numpy_reads_it(tmp_path):
         _zip_member_of_zeros(zf, "images.npy", len(header.getvalue()) + n * 3072, header.getvalue())
         with zf.open("labels.npy", "w") as f:
             np.save(f, np.zeros(n, np.int64))
-    with peak_python_memory(30), pytest.raises(
-            UserError, match=r"cifar10.2 file '.*cifar102_test.npz': expected arrays of at most 268,435,456 bytes "
-                             r"each, got member 'images.npy' of 299,999,\d\d\d bytes"):
+    with (
+        peak_python_memory(30),
+        pytest.raises(
+            UserError,
+            match=r"cifar10.2 file '.*cifar102_test.npz': expected arrays of at most 268,435,456 bytes "
+            r"each, got member 'images.npy' of 299,999,\d\d\d bytes",
+        ),
+    ):
         load_data(f"cifar10.2:{path}", need_train=False)
 
 
@@ -185,12 +214,16 @@ def test_a_tinyimagenet_text_file_past_its_cap_is_refused(tmp_path, monkeypatch)
     (top / "words.txt").write_bytes(b"n0\tx\n" * 2000)
     monkeypatch.setattr(tinyimagenet, "TEXT_CAP", 5000)
     archive = shutil.make_archive(str(tmp_path / "ti"), "zip", tmp_path / "ti")
-    with pytest.raises(UserError, match=r"tinyimagenet file in '.*ti.zip' 'tiny-imagenet-200/words.txt': expected an "
-                                        r"archive member of at most 5,000 bytes, got one of 10,000 bytes"):
+    with pytest.raises(
+        UserError,
+        match=r"tinyimagenet file in '.*ti.zip' 'tiny-imagenet-200/words.txt': expected an "
+        r"archive member of at most 5,000 bytes, got one of 10,000 bytes",
+    ):
         load_data(f"tinyimagenet:{archive}")
 
 
 # ---------------------------------------------------------------- decoding in bounded memory
+
 
 def test_decoding_holds_a_bounded_number_of_bytes_per_step(tmp_path, monkeypatch):
     """1,024 images per step whatever their size (51 GB at image_size=4096): now at most CHUNK_BYTES of pixels."""
@@ -199,7 +232,9 @@ def test_decoding_holds_a_bounded_number_of_bytes_per_step(tmp_path, monkeypatch
     monkeypatch.setenv("MMIX_EVAL_CACHE", str(tmp_path / "second-cache"))  # decoded again, not read from the first
     steps = []
     real = decode._filled
-    monkeypatch.setattr(decode, "_filled", lambda files, batch, pool: steps.append(len(batch)) or real(files, batch, pool))
+    monkeypatch.setattr(
+        decode, "_filled", lambda files, batch, pool: steps.append(len(batch)) or real(files, batch, pool)
+    )
     monkeypatch.setattr(decode, "CHUNK_BYTES", 4 * 3 * 16 * 16)  # four decoded images
     small = load_data(f"imagefolder:{root}")
     assert max(steps) == 4 and sum(steps) == 30
@@ -219,11 +254,15 @@ def test_threads_past_four_per_usable_core_are_refused(tmp_path, capsys):
     from mmix_eval.threads import affinity_cores
 
     most = 4 * affinity_cores()
-    one_error(capsys, ["train", "--data", "digits", "--threads", "2000", "--out", str(tmp_path / "r")],
-              f"--threads: expected at most {most} CPU threads (4 x the {affinity_cores()} usable cores), got 2000")
+    one_error(
+        capsys,
+        ["train", "--data", "digits", "--threads", "2000", "--out", str(tmp_path / "r")],
+        f"--threads: expected at most {most} CPU threads (4 x the {affinity_cores()} usable cores), got 2000",
+    )
 
 
 # ---------------------------------------------------------------- pixels read as they are
+
 
 def _png(arr: np.ndarray, path: Path) -> None:
     Image.fromarray(arr).save(path)
@@ -267,6 +306,7 @@ def test_floating_point_images_are_refused_not_guessed(tmp_path):
 
 # ---------------------------------------------------------------- data that contradicts itself
 
+
 def test_conflicting_annotation_lines_are_refused_repeats_are_not(tmp_path, monkeypatch):
     """The last of two conflicting lines won silently (accuracy 47.5 vs 50.0)."""
     top = write_tinyimagenet(tmp_path / "a")
@@ -278,8 +318,11 @@ def test_conflicting_annotation_lines_are_refused_repeats_are_not(tmp_path, monk
     monkeypatch.setenv("MMIX_EVAL_CACHE", str(tmp_path / "second-cache"))  # an edit in place keeps the folder's key
     other = next(w for w in ("n01443537", "n01629819") if w != wnid)
     ann.write_text(ann.read_text() + f"{name}\t{other}\t0\t0\t8\t8\n")
-    with pytest.raises(UserError, match=rf"expected one class per image, got '{name}' labelled {wnid} and, on line 11, "
-                                        rf"{other}"):
+    with pytest.raises(
+        UserError,
+        match=rf"expected one class per image, got '{name}' labelled {wnid} and, on line 11, "
+        rf"{other}",
+    ):
         load_data(f"tinyimagenet:{top}")
 
 
@@ -292,20 +335,43 @@ def test_a_class_map_sending_two_classes_to_one_is_refused(tmp_path):
     assert class_lookup(meta, data, str(good)).tolist() == [0, 1, 2]
     bad = tmp_path / "bad.yaml"
     bad.write_text("Cat: cat\nDog: cat\nEmu: emu\n")
-    with pytest.raises(UserError, match="expected each checkpoint class at most once, got 'Cat' and 'Dog' of "
-                                        "'imagefolder:x' both mapped to 'cat'"):
+    with pytest.raises(
+        UserError,
+        match="expected each checkpoint class at most once, got 'Cat' and 'Dog' of "
+        "'imagefolder:x' both mapped to 'cat'",
+    ):
         class_lookup(meta, data, str(bad))
 
 
 # ---------------------------------------------------------------- a checkpoint's data extent before hashing
+
 
 def test_a_1_tb_mmix_eval_checkpoint_is_refused_from_its_header_in_seconds(tmp_path, capsys):
     """A checkpoint of our own format (metadata and all) padded to 1 TB was read whole before any check."""
     import time
 
     run = tmp_path / "run"
-    assert main(["train", "--data", "digits", "--method", "vanilla", "--epochs", "1", "--out", str(run),
-                 "--set", "train.device=cpu", "--set", "data.train_limit=100", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--method",
+                "vanilla",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                "--set",
+                "train.device=cpu",
+                "--set",
+                "data.train_limit=100",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     big = tmp_path / "big.safetensors"
     shutil.copy(run / "model.safetensors", big)
@@ -313,8 +379,11 @@ def test_a_1_tb_mmix_eval_checkpoint_is_refused_from_its_header_in_seconds(tmp_p
     with open(big, "r+b") as f:
         f.truncate(1 << 40)  # sparse: no disk used
     t = time.perf_counter()
-    one_error(capsys, ["calibration", "--ckpt", str(big), "--out", str(tmp_path / "o")],
-              f"bytes of tensor data after the header, as the header says, got a file of {1 << 40} bytes")
+    one_error(
+        capsys,
+        ["calibration", "--ckpt", str(big), "--out", str(tmp_path / "o")],
+        f"bytes of tensor data after the header, as the header says, got a file of {1 << 40} bytes",
+    )
     assert time.perf_counter() - t < 20 and real < 1 << 30
 
 
@@ -323,8 +392,23 @@ def test_a_checkpoint_rewritten_between_its_header_check_and_its_read_is_refused
     from mmix_eval import checkpoint
 
     run = tmp_path / "run"
-    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(run), "--set", "data.train_limit=100",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                "--set",
+                "data.train_limit=100",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     real = checkpoint.read_header
 
@@ -333,6 +417,9 @@ def test_a_checkpoint_rewritten_between_its_header_check_and_its_read_is_refused
         return header, (blob[:8] + blob[8:].replace(b"smallnet", b"smallnot", 1)) if whole else blob
 
     monkeypatch.setattr(checkpoint, "read_header", rewritten)
-    one_error(capsys, ["calibration", "--ckpt", str(run), "--out", str(tmp_path / "o")],
-              f"checkpoint '{run / 'model.safetensors'}': expected the file whose header was checked, got one "
-              f"rewritten while read")
+    one_error(
+        capsys,
+        ["calibration", "--ckpt", str(run), "--out", str(tmp_path / "o")],
+        f"checkpoint '{run / 'model.safetensors'}': expected the file whose header was checked, got one "
+        f"rewritten while read",
+    )

@@ -48,10 +48,16 @@ def test_a_cache_edited_between_the_sampled_blocks_with_its_time_restored_is_ref
     assert data != kept
     f.write_bytes(bytes(data))
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert decode_cache.fingerprint(f, size) == json.loads((cache / decode_cache.MANIFEST).read_text())["files"]["test_x.npy"]["fingerprint"]
+    assert (
+        decode_cache.fingerprint(f, size)
+        == json.loads((cache / decode_cache.MANIFEST).read_text())["files"]["test_x.npy"]["fingerprint"]
+    )
     imagefolder._MEMORY.clear()
-    with pytest.raises(UserError, match=r"decoded cache '.*test_x.npy': expected the \d+ bytes written with the cache, "
-                                        r"got a file rewritten since"):
+    with pytest.raises(
+        UserError,
+        match=r"decoded cache '.*test_x.npy': expected the \d+ bytes written with the cache, "
+        r"got a file rewritten since",
+    ):
         load_data(f"imagefolder:{root}")
     f.write_bytes(bytes(kept))
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -62,11 +68,21 @@ def test_a_cache_edited_between_the_sampled_blocks_with_its_time_restored_is_ref
 def test_two_processes_decoding_one_data_set_both_finish_with_the_same_arrays(tmp_path):
     """One of them failed: the second to finish found the first's cache folder in the way."""
     root = write_tree(tmp_path / "t", size=32, per_class=150)
-    script = ("import sys, hashlib; from mmix_eval.data import load_data; d = load_data(sys.argv[1]); "
-              "print(hashlib.sha256(d.train.x.numpy().tobytes() + d.test.x.numpy().tobytes()).hexdigest())")
+    script = (
+        "import sys, hashlib; from mmix_eval.data import load_data; d = load_data(sys.argv[1]); "
+        "print(hashlib.sha256(d.train.x.numpy().tobytes() + d.test.x.numpy().tobytes()).hexdigest())"
+    )
     env = {**os.environ, "MMIX_EVAL_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", script, f"imagefolder:{root}"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, f"imagefolder:{root}"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
     assert outs[0][0] == outs[1][0] and len(outs[0][0].strip()) == 64
@@ -79,8 +95,9 @@ def test_temporary_folders_of_killed_decoders_are_removed(tmp_path):
     key = imagefolder._source_key(root)
     cache = decode_root() / f"imagefolder-{key}"
     cache.parent.mkdir(parents=True, exist_ok=True)
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True).stdout)
+    dead = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
     stale = cache.with_name(f"{cache.name}.tmp-{dead}")
     live = cache.with_name(f"{cache.name}.tmp-{os.getppid()}")  # a live process's decode in progress: kept
     for d in (stale, live):

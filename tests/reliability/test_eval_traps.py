@@ -57,17 +57,23 @@ def evaluate(model, tmp_path, train_mode=False):
     if not train_mode:
         model.eval()
     t = target_from_module(model, x, y, name=type(model).__name__)
-    rows = {"deformations": evaluate_deformations(t, progress=False, device="cpu"),
-            "fgsm": evaluate_fgsm(t, eps=[2], progress=False, device="cpu"),
-            "calibration": evaluate_calibration(t, progress=False, device="cpu")}
+    rows = {
+        "deformations": evaluate_deformations(t, progress=False, device="cpu"),
+        "fgsm": evaluate_fgsm(t, eps=[2], progress=False, device="cpu"),
+        "calibration": evaluate_calibration(t, progress=False, device="cpu"),
+    }
     for e, r in rows.items():
         write_records(r, tmp_path / "res" / t.run / e)
     return rows
 
 
 def warnings_of(rows, evaluator) -> set[str]:
-    return {w for r in rows[evaluator] for w in str(r["warnings"] or "").split("; ")
-            if w and not w.startswith("no calibrated rows")}  # a note about the data, not a trap
+    return {
+        w
+        for r in rows[evaluator]
+        for w in str(r["warnings"] or "").split("; ")
+        if w and not w.startswith("no calibrated rows")
+    }  # a note about the data, not a trap
 
 
 CASES = [
@@ -78,7 +84,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("cls, train_mode, message, evaluators", CASES, ids=[c[0].__name__ + ("-train" if c[1] else "") for c in CASES])
+@pytest.mark.parametrize(
+    "cls, train_mode, message, evaluators", CASES, ids=[c[0].__name__ + ("-train" if c[1] else "") for c in CASES]
+)
 def test_trap_is_detected_and_recorded(cls, train_mode, message, evaluators, tmp_path):
     with pytest.warns(UserWarning, match=message.split(" for ")[0]):
         rows = evaluate(cls(), tmp_path, train_mode)
@@ -111,8 +119,22 @@ def test_trap_warnings_reach_the_records_files_from_the_cli(checkpoint, tmp_path
         return model, meta
 
     monkeypatch.setattr(ck, "load_checkpoint", randomised)
-    code, _, err = cli(["evaluate", "--ckpt", str(checkpoint), "--out", str(tmp_path / "r"), "--limit", "30",
-                        "--device", "cpu", "--eps", "2"], capsys)
+    code, _, err = cli(
+        [
+            "evaluate",
+            "--ckpt",
+            str(checkpoint),
+            "--out",
+            str(tmp_path / "r"),
+            "--limit",
+            "30",
+            "--device",
+            "cpu",
+            "--eps",
+            "2",
+        ],
+        capsys,
+    )
     assert code == 0
     assert err.count("model output is randomised") == 1
     for e in EVALUATORS:
@@ -128,6 +150,7 @@ def test_masked_gradients_are_flagged_under_autoattack_too(tmp_path):
     x, y = torch.rand(40, 3, 8, 8, generator=g), torch.randint(0, 4, (40,), generator=g)
     t = target_from_module(ZeroGradient().eval(), x, y, name="ZeroGradient")
     with pytest.warns(UserWarning, match="input gradients are zero"):
-        rows = run_evaluator(get_evaluator("attack"), t, {"eps": [2.0], "quick": True},
-                             EvalOptions(progress=False, device="cpu"))
+        rows = run_evaluator(
+            get_evaluator("attack"), t, {"eps": [2.0], "quick": True}, EvalOptions(progress=False, device="cpu")
+        )
     assert all("input gradients are zero for 40 of 40 probe images" in r["warnings"] for r in rows)

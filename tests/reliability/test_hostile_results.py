@@ -28,18 +28,30 @@ from tests.builders import corruption_records, fake_results, specs
 
 # ---------------------------------------------------------------- 1. non-finite values are data
 
+
 def test_relative_mce_with_a_non_positive_denominator_is_undefined_over_two_seeds(tmp_path):
     """The issue's built-in path: a weak baseline more accurate under a noise than clean (an odd grayscale folder)
     makes relative mCE's denominator negative. It crashed `report` with a statistics.stdev traceback over 2 seeds."""
     res = tmp_path / "res"
     for seed in (0, 1):
         # baseline: clean error 60, noise errors 50 and 55 (below clean), fog 70 and 80
-        corruption_records(res, "vanilla", seed, {("noise", 1): 50, ("noise", 2): 55, ("fog", 1): 70, ("fog", 2): 80}, 60, "gray")
-        corruption_records(res, "manifold_mixup", seed, {("noise", 1): 45, ("noise", 2): 50, ("fog", 1): 65, ("fog", 2): 70}, 58,
-                           "gray")
+        corruption_records(
+            res, "vanilla", seed, {("noise", 1): 50, ("noise", 2): 55, ("fog", 1): 70, ("fog", 2): 80}, 60, "gray"
+        )
+        corruption_records(
+            res,
+            "manifold_mixup",
+            seed,
+            {("noise", 1): 45, ("noise", 2): 50, ("fog", 1): 65, ("fog", 2): 70},
+            58,
+            "gray",
+        )
     build_report([res], tmp_path / "rep", baseline="vanilla")
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| corruptions: relative mCE (% of vanilla's degradation) | n/a (2 of 2 non-finite) | n/a (2 of 2 non-finite) |" in md
+    assert (
+        "| corruptions: relative mCE (% of vanilla's degradation) | n/a (2 of 2 non-finite) | n/a (2 of 2 non-finite) |"
+        in md
+    )
     assert "Relative mCE is undefined (n/a) where vanilla's error under a corruption is not above its clean error" in md
     assert "non-positive denominator): noise." in md
     # mCE itself is defined: (95/105 + 135/150) / 2 = 0.902 for the method, the baseline 100 (not bold: the two seeds'
@@ -72,13 +84,16 @@ def test_nan_values_of_an_evaluator_over_two_seeds_are_n_a_with_a_count_and_name
     assert "rotation20" in csv
 
 
-@pytest.mark.parametrize("values, mean_is_nan, std", [
-    ({0: 1.0, 1: 3.0}, False, math.sqrt(2.0)),
-    ({0: math.nan, 1: 3.0}, True, "nan"),
-    ({0: math.inf, 1: 3.0}, True, "nan"),  # statistics.stdev raised AttributeError on these
-    ({0: -math.inf, 1: math.inf}, True, "nan"),
-    ({0: math.inf}, True, None),
-])
+@pytest.mark.parametrize(
+    "values, mean_is_nan, std",
+    [
+        ({0: 1.0, 1: 3.0}, False, math.sqrt(2.0)),
+        ({0: math.nan, 1: 3.0}, True, "nan"),
+        ({0: math.inf, 1: 3.0}, True, "nan"),  # statistics.stdev raised AttributeError on these
+        ({0: -math.inf, 1: math.inf}, True, "nan"),
+        ({0: math.inf}, True, None),
+    ],
+)
 def test_a_cell_over_non_finite_seeds_has_no_mean_or_std_and_counts_them(values, mean_is_nan, std):
     c = Cell(values)
     assert math.isnan(c.mean) == mean_is_nan
@@ -102,12 +117,14 @@ def test_t_interval_and_paired_t_refuse_non_finite_differences_without_raising()
 
 # ---------------------------------------------------------------- 3. a corrupt result file is skipped
 
+
 def _first_value(text: str, literal: str) -> str:
     return re.sub(r'"value": [0-9.]+', f'"value": {literal}', text, count=1)
 
 
 def _corrupt_kinds(folder: Path) -> dict[str, str]:
     """Seven kinds of damage, each to its own run's record (or outcomes) file; -> run -> the reason expected."""
+
     def rewrite(run, fn):
         p = folder / run / "deformations.jsonl"
         p.write_text(fn(p.read_text()))
@@ -119,11 +136,15 @@ def _corrupt_kinds(folder: Path) -> dict[str, str]:
     rewrite("vanilla-s6", lambda t: t.replace('"run": "vanilla-s6"', '"run": ["vanilla-s6"]', 1))  # unhashable run
     rewrite("vanilla-s7", lambda t: _first_value(t, "Infinity"))
     (folder / "vanilla-s8" / "deformations.outcomes.npz").write_bytes(b"PK\x03\x04 not a zip")  # a bad npz
-    return {"vanilla-s2": "nested deeper than any record", "vanilla-s3": "'settings' expected an object or null, got int",
-            "vanilla-s4": "'value' expected a finite number or null, got a number out of float range",
-            "vanilla-s5": "'value' expected a finite number or null, got a number out of float range",
-            "vanilla-s6": "'run' expected text, got list", "vanilla-s7": "line 1: a bare Infinity, expected a finite number or null",
-            "vanilla-s8": "unreadable per-image outcomes"}
+    return {
+        "vanilla-s2": "nested deeper than any record",
+        "vanilla-s3": "'settings' expected an object or null, got int",
+        "vanilla-s4": "'value' expected a finite number or null, got a number out of float range",
+        "vanilla-s5": "'value' expected a finite number or null, got a number out of float range",
+        "vanilla-s6": "'run' expected text, got list",
+        "vanilla-s7": "line 1: a bare Infinity, expected a finite number or null",
+        "vanilla-s8": "unreadable per-image outcomes",
+    }
 
 
 def test_seven_kinds_of_corrupt_files_are_each_skipped_and_listed_and_the_report_is_built(tmp_path, capsys):
@@ -132,7 +153,9 @@ def test_seven_kinds_of_corrupt_files_are_each_skipped_and_listed_and_the_report
     methods = {"vanilla": {s: 60.0 - s for s in range(9)}, "manifold_mixup": {s: 62.0 for s in range(9)}}
     res = fake_results(tmp_path / "res", methods=methods)
     for s in range(9):  # every run gets per-image outcomes, so the bad npz is one of many good ones
-        write_outcomes(res / f"vanilla-s{s}" / "deformations.outcomes.npz", {"clean": np.ones(100, bool)}, np.arange(100))
+        write_outcomes(
+            res / f"vanilla-s{s}" / "deformations.outcomes.npz", {"clean": np.ones(100, bool)}, np.arange(100)
+        )
     expected = _corrupt_kinds(res)
     assert main(["report", str(res), "--out", str(tmp_path / "rep"), "--baseline", "vanilla"]) == 0
     err = capsys.readouterr().err
@@ -183,10 +206,14 @@ def test_outcome_files_that_would_decompress_huge_or_hold_the_wrong_arrays_are_r
 
 # ---------------------------------------------------------------- fuzz: no record makes `report` raise
 
-_JSON = st.recursive(st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats(allow_nan=False)
-                     | st.text(max_size=8), lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
-                     max_leaves=8)
-_SETTING_KEYS = st.sampled_from(["strength", "eps_255", "severity", "corruption", "grid", "eps", "ood", "layer", "bins"])
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=8,
+)
+_SETTING_KEYS = st.sampled_from(
+    ["strength", "eps_255", "severity", "corruption", "grid", "eps", "ood", "layer", "bins"]
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -215,6 +242,7 @@ def test_fuzz_one_field_of_one_record_never_makes_report_raise(tmp_path_factory,
 
 # ---------------------------------------------------------------- 4. user strings in plots are literal
 
+
 def test_mathtext_and_a_leading_underscore_in_a_swept_method_draw_literally_in_the_sweep_legend(tmp_path):
     """`$\\frac{$` as a swept method's name crashed matplotlib's mathtext parser in the sweep legend (the other
     plots drew it literally)."""
@@ -222,12 +250,25 @@ def test_mathtext_and_a_leading_underscore_in_a_swept_method_draw_literally_in_t
     for method, prob in [("vanilla", None), (r"$\frac{$", 0.1), (r"$\frac{$", 0.5), ("_hidden", 0.2), ("_hidden", 0.4)]:
         for seed in (0, 1):
             run = safe_run(f"{method}-{prob}-s{seed}")
-            base = {"run": run, "checkpoint": "x", "model": "smallnet", "method": method,
-                    "method_settings": {"prob": prob} if prob else {}, "sweep": {"prob": prob} if prob else None,
-                    "train_seed": seed, "data": "digits", "n": 100, "eval_seed": 0, "evaluator": "deformations",
-                    "settings": {"grid": "table4"}}
-            rows = [record(base, "clean", "acc", 60.0 + seed + (prob or 0)), record(base, "clean", "ece", 0.1),
-                    record(base, "rotation20", "acc", 50.0 + seed, label=r"Rot $x^{$")]
+            base = {
+                "run": run,
+                "checkpoint": "x",
+                "model": "smallnet",
+                "method": method,
+                "method_settings": {"prob": prob} if prob else {},
+                "sweep": {"prob": prob} if prob else None,
+                "train_seed": seed,
+                "data": "digits",
+                "n": 100,
+                "eval_seed": 0,
+                "evaluator": "deformations",
+                "settings": {"grid": "table4"},
+            }
+            rows = [
+                record(base, "clean", "acc", 60.0 + seed + (prob or 0)),
+                record(base, "clean", "ece", 0.1),
+                record(base, "rotation20", "acc", 50.0 + seed, label=r"Rot $x^{$"),
+            ]
             write_records(specs(rows, "deformations"), root / run / "deformations")
     out = build_report([root], tmp_path / "rep", baseline="vanilla")
     assert (tmp_path / "rep" / "plots" / "sweep-prob.png").stat().st_size > 1000
@@ -239,6 +280,7 @@ def safe_run(text: str) -> str:
 
 
 # ---------------------------------------------------------------- 8. the report at many conditions
+
 
 def _png_width(path: Path) -> int:
     return struct.unpack(">I", path.read_bytes()[16:20])[0]  # the IHDR chunk's width
@@ -257,7 +299,9 @@ def test_plots_stay_bounded_in_width_at_many_conditions(tmp_path, numeric):
     out = build_report([tmp_path / "res"], tmp_path / "rep", baseline="vanilla")
     pngs = list((tmp_path / "rep" / "plots").glob("*.png"))
     assert pngs and max(_png_width(p) for p in pngs) <= 2400, {p.name: _png_width(p) for p in pngs}  # 18 in + legend
-    assert len([r for r in out["table"].rows if r.evaluator == "sweep" and r.metric == "acc"]) >= 299  # the table keeps all
+    assert (
+        len([r for r in out["table"].rows if r.evaluator == "sweep" and r.metric == "acc"]) >= 299
+    )  # the table keeps all
     from mmix_eval.report.plots import COLORS, line_or_bars, plt
 
     table = out["table"]
@@ -277,8 +321,11 @@ def test_the_console_summary_prints_a_screenful_and_says_where_the_rest_is():
     from mmix_eval.evaluate.console import MAX_CONSOLE_CONDITIONS, summary_table
 
     base = {"run": "r", "method": "m", "evaluator": "e"}
-    rows = [dict(record(base, f"c{i}", m, 1.0), direction="lower", format=".2f", schema=2)
-            for i in range(20_000) for m in ("nll", "ece")]
+    rows = [
+        dict(record(base, f"c{i}", m, 1.0), direction="lower", format=".2f", schema=2)
+        for i in range(20_000)
+        for m in ("nll", "ece")
+    ]
     lines = summary_table(rows, "results/r/e.csv").splitlines()
     assert len(lines) == MAX_CONSOLE_CONDITIONS + 2
     assert lines[-1] == f"  … and {20_000 - MAX_CONSOLE_CONDITIONS:,} more conditions, every one in results/r/e.csv"
@@ -290,12 +337,16 @@ def test_a_result_file_over_the_cap_says_why_it_is_not_read(tmp_path, monkeypatc
 
     res = fake_results(tmp_path / "res", methods={"vanilla": {0: 50.0}})
     monkeypatch.setattr(load, "MAX_RESULT_FILE", 100)
-    with pytest.raises(UserError, match=r"only unreadable ones: .*deformations.jsonl \(\d[\d,]* bytes, larger than a result "
-                                        r"file may be \(100 bytes at most"):
+    with pytest.raises(
+        UserError,
+        match=r"only unreadable ones: .*deformations.jsonl \(\d[\d,]* bytes, larger than a result "
+        r"file may be \(100 bytes at most",
+    ):
         build_report([res], tmp_path / "rep", baseline="vanilla")
 
 
 # ---------------------------------------------------------------- 9. one test subset per report
+
 
 def test_records_of_one_run_on_different_test_subsets_are_refused_or_split(tmp_path):
     """`attack --limit 30` and `corruptions --limit 100` written into one folder were reported side by side
@@ -304,9 +355,12 @@ def test_records_of_one_run_on_different_test_subsets_are_refused_or_split(tmp_p
     for path in res.glob("*/fgsm.jsonl"):  # fgsm evaluated on another subset of 30 images
         rows = [json.loads(x) for x in path.read_text().splitlines()]
         path.write_text("".join(json.dumps({**r, "n": 30, "subset": "0123456789abcdef"}) + "\n" for r in rows))
-    with pytest.raises(UserError, match=r"got 2 groups that cannot, e\.g\. 4 run\(s\) like 'manifold_mixup-s0' "
-                                        r"\(deformations\): data digits, 100 test images .*; and 4 run\(s\) like "
-                                        r"'manifold_mixup-s0' \(fgsm\): data digits, 30 test images \(subset 0123456789abcdef\)"):
+    with pytest.raises(
+        UserError,
+        match=r"got 2 groups that cannot, e\.g\. 4 run\(s\) like 'manifold_mixup-s0' "
+        r"\(deformations\): data digits, 100 test images .*; and 4 run\(s\) like "
+        r"'manifold_mixup-s0' \(fgsm\): data digits, 30 test images \(subset 0123456789abcdef\)",
+    ):
         build_report([res], tmp_path / "rep", baseline="vanilla")
     assert not (tmp_path / "rep").exists()
     out = build_report([res], tmp_path / "split", baseline="vanilla", split_by=True)
@@ -317,6 +371,7 @@ def test_records_of_one_run_on_different_test_subsets_are_refused_or_split(tmp_p
 
 
 # ---------------------------------------------------------------- empty inputs to the new readers
+
 
 def test_empty_inputs_give_empty_results_not_errors(tmp_path):
     from mmix_eval.evaluate.console import summary_table

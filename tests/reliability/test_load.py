@@ -24,13 +24,21 @@ TIME_LIMIT_S, MEMORY_LIMIT_MB = 120, 1500  # bounds asserted here; the measured 
 
 def child(args, cwd) -> tuple[subprocess.CompletedProcess, float, float]:
     """Run `python -m mmix_eval ARGS` alone in a child; its wall time and peak resident memory (MB)."""
-    script = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-              "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-              "sys.stdout.write(r.stdout); sys.stderr.write(r.stderr); "
-              "print(f'@@ {time.perf_counter() - t:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.1f}'); "
-              "sys.exit(r.returncode)")
-    r = subprocess.run([sys.executable, "-c", script, sys.executable, "-m", "mmix_eval", *args], cwd=cwd,
-                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    script = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "sys.stdout.write(r.stdout); sys.stderr.write(r.stderr); "
+        "print(f'@@ {time.perf_counter() - t:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.1f}'); "
+        "sys.exit(r.returncode)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", script, sys.executable, "-m", "mmix_eval", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     last = [ln for ln in r.stdout.splitlines() if ln.startswith("@@ ")][-1].split()
     return r, float(last[1]), float(last[2])
 
@@ -58,14 +66,29 @@ def make_results(root: Path) -> list[Path]:
     for i in range(FOLDERS):
         method, seed = METHODS[i % len(METHODS)], i // len(METHODS)
         run = f"{method}-s{seed}"
-        base = {"run": run, "checkpoint": f"runs/{run}/model.safetensors", "model": "smallnet", "method": method,
-                "method_settings": {"loss": "bce_softmax"}, "train_seed": seed, "data": "digits", "n": 300,
-                "evaluator": "deformations", "eval_seed": 0, "settings": {"grid": "table4", "interpolation": "nearest"}}
+        base = {
+            "run": run,
+            "checkpoint": f"runs/{run}/model.safetensors",
+            "model": "smallnet",
+            "method": method,
+            "method_settings": {"loss": "bce_softmax"},
+            "train_seed": seed,
+            "data": "digits",
+            "n": 300,
+            "evaluator": "deformations",
+            "eval_seed": 0,
+            "settings": {"grid": "table4", "interpolation": "nearest"},
+        }
         acc = 50 + (i % 7) + METHODS.index(method)
-        rows = [record(base, "clean", "acc", acc + 10, label="Clean"), record(base, "clean", "nll", 1 - acc / 100),
-                record(base, "clean", "ece", 0.05)]
+        rows = [
+            record(base, "clean", "acc", acc + 10, label="Clean"),
+            record(base, "clean", "nll", 1 - acc / 100),
+            record(base, "clean", "ece", 0.05),
+        ]
         rows += [record(base, f"rotation{k}", "acc", acc - k / 10, label=f"Rotation {k}") for k in range(5, 45, 5)]
-        write_records(with_specs(rows, SimpleNamespace(name="deformations", metrics=SHIFT_METRICS)), root / run / "deformations")
+        write_records(
+            with_specs(rows, SimpleNamespace(name="deformations", metrics=SHIFT_METRICS)), root / run / "deformations"
+        )
         if i % 20 == 7:  # 50 of the 1,000 damaged, eight different ways
             corrupt(root / run / "deformations.jsonl", i // 20)
             bad.append(root / run / "deformations.jsonl")
@@ -80,8 +103,11 @@ def test_report_over_1000_result_folders_some_corrupt(tmp_path):
     r, wall, peak = child(["report", "res", "--out", "rep", "--baseline", "vanilla"], tmp_path)
     print(f"\n1,000 folders ({len(bad)} corrupt, made in {made:.1f} s): report in {wall:.1f} s, peak {peak:.0f} MB")
     assert r.returncode == 0, r.stderr[-2000:]
-    listed = sorted(ln.split("skipped unreadable result file ")[1].split(": ")[0]
-                    for ln in r.stderr.splitlines() if "skipped unreadable result file" in ln)
+    listed = sorted(
+        ln.split("skipped unreadable result file ")[1].split(": ")[0]
+        for ln in r.stderr.splitlines()
+        if "skipped unreadable result file" in ln
+    )
     assert listed == sorted(str(Path("res") / p.relative_to(tmp_path / "res")) for p in bad)
     assert "Traceback" not in r.stderr
     assert wall < TIME_LIMIT_S and peak < MEMORY_LIMIT_MB
@@ -89,7 +115,9 @@ def test_report_over_1000_result_folders_some_corrupt(tmp_path):
     for m in METHODS:
         assert f"{m}" in md
     # 250 seeds per method; the 50 damaged files all belong to cutmix (i % 20 == 7 gives i % 4 == 3)
-    clean = next(ln for ln in md.splitlines() if ln.startswith("| Clean: accuracy (%)") and "(n=" in ln)  # the detailed table
+    clean = next(
+        ln for ln in md.splitlines() if ln.startswith("| Clean: accuracy (%)") and "(n=" in ln
+    )  # the detailed table
     assert clean.count("(n=250)") == 3 and clean.count("(n=200)") == 1, clean
     page = (tmp_path / "rep" / "report.html").read_text()
     assert page.count("<li><code>res/") == len(bad)
@@ -111,8 +139,21 @@ def test_a_long_grid_streams_in_constant_memory(tmp_path):
     for n in (20, 400):
         grid = tmp_path / f"grid{n}.yaml"
         grid.write_text(yaml.safe_dump([{"rotation": 1 + 0.1 * i} for i in range(n)]))
-        r, wall, peaks[n] = child(["deformations", "--ckpt", "run/model.safetensors", "--grid", str(grid), "--out",
-                                   f"res{n}", "--device", "cpu", "--no-progress"], tmp_path)
+        r, wall, peaks[n] = child(
+            [
+                "deformations",
+                "--ckpt",
+                "run/model.safetensors",
+                "--grid",
+                str(grid),
+                "--out",
+                f"res{n}",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ],
+            tmp_path,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         lines = (tmp_path / f"res{n}" / "run" / "deformations.jsonl").read_text().splitlines()
         # clean: acc and the 11 probability metrics; each condition: acc, rel_acc and the 11 (no held-out split: no

@@ -59,8 +59,12 @@ def test_mix_is_the_convex_combination_and_its_gradient_is_autograds(n, lam, see
 
 
 @SETTINGS
-@given(alpha=st.floats(0.01, 50.0), eligible=st.lists(st.integers(0, 5), min_size=1, max_size=4, unique=True),
-       n=batch, seed=st.integers(0, 2**31 - 1))
+@given(
+    alpha=st.floats(0.01, 50.0),
+    eligible=st.lists(st.integers(0, 5), min_size=1, max_size=4, unique=True),
+    n=batch,
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_samplers_stay_in_their_supports(alpha, eligible, n, seed):
     rng = np.random.default_rng(seed)
     assert sample_layer(rng, eligible) in eligible
@@ -77,11 +81,19 @@ angle = st.floats(-60.0, 60.0, allow_nan=False)
 @given(theta=angle, shear=st.floats(-80.0, 80.0), zoom=st.floats(0.5, 2.0))
 def test_matrices_compose_with_their_inverse_to_the_identity(theta, shear, zoom):
     r = rotation_matrices(torch.tensor([theta], dtype=torch.float64))[0]
-    assert torch.allclose(r @ rotation_matrices(torch.tensor([-theta], dtype=torch.float64))[0], torch.eye(2, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(
+        r @ rotation_matrices(torch.tensor([-theta], dtype=torch.float64))[0],
+        torch.eye(2, dtype=torch.float64),
+        atol=1e-12,
+    )
     s = shear_matrices(torch.tensor([shear], dtype=torch.float64))[0]
     assert torch.allclose(s @ torch.linalg.inv(s), torch.eye(2, dtype=torch.float64), atol=1e-9)
     z = zoom_matrices(torch.tensor([zoom], dtype=torch.float64))[0]
-    assert torch.allclose(z @ zoom_matrices(torch.tensor([1 / zoom], dtype=torch.float64))[0], torch.eye(2, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(
+        z @ zoom_matrices(torch.tensor([1 / zoom], dtype=torch.float64))[0],
+        torch.eye(2, dtype=torch.float64),
+        atol=1e-12,
+    )
     assert math.isclose(float(torch.linalg.det(r)), 1.0, abs_tol=1e-12)  # rotations keep areas
 
 
@@ -89,7 +101,9 @@ def _interior(a: torch.Tensor, b: torch.Tensor, size: int) -> torch.Tensor:
     """Output pixels p whose warp-by-b sample point q = c + B(p − c) has all four bilinear neighbours r
     inside the image with their own warp-by-a sample c + A(r − c) inside too."""
     c = (size - 1) / 2
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64) - c, torch.arange(size, dtype=torch.float64) - c, indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64) - c, torch.arange(size, dtype=torch.float64) - c, indexing="ij"
+    )
     qx, qy = b[0, 0] * xs + b[0, 1] * ys + c, b[1, 0] * xs + b[1, 1] * ys + c
     ok = torch.ones(size, size, dtype=torch.bool)
     for rx in (qx.floor(), qx.floor() + 1):
@@ -102,17 +116,27 @@ def _interior(a: torch.Tensor, b: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @SETTINGS
-@given(kind=st.sampled_from(["rotation", "shear", "zoom"]), value=st.floats(-40.0, 40.0),
-       zoom=st.floats(0.6, 1.6), gx=st.floats(-0.02, 0.02), gy=st.floats(-0.02, 0.02))
+@given(
+    kind=st.sampled_from(["rotation", "shear", "zoom"]),
+    value=st.floats(-40.0, 40.0),
+    zoom=st.floats(0.6, 1.6),
+    gx=st.floats(-0.02, 0.02),
+    gy=st.floats(-0.02, 0.02),
+)
 def test_warping_then_warping_back_is_the_identity_on_the_interior(kind, value, zoom, gx, gy):
     """On a linear ramp image bilinear sampling is exact, so warp(warp(x, A), A⁻¹) = x wherever both
     sampling steps stay inside the image."""
     size = 24
     mats = {"rotation": rotation_matrices, "shear": shear_matrices}
-    a = (mats[kind](torch.tensor([value], dtype=torch.float64)) if kind != "zoom"
-         else zoom_matrices(torch.tensor([zoom], dtype=torch.float64)))[0]
+    a = (
+        mats[kind](torch.tensor([value], dtype=torch.float64))
+        if kind != "zoom"
+        else zoom_matrices(torch.tensor([zoom], dtype=torch.float64))
+    )[0]
     b = torch.linalg.inv(a)
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij"
+    )
     x = (0.5 + gx * (xs - size / 2) + gy * (ys - size / 2)).float()[None, None].repeat(1, 3, 1, 1)
     back = warp(warp(x, a[None], "bilinear"), b[None], "bilinear")
     mask = _interior(a, b, size)
@@ -121,6 +145,7 @@ def test_warping_then_warping_back_is_the_identity_on_the_interior(kind, value, 
 
 
 # ---- calibration metrics ------------------------------------------------------------------------------
+
 
 @st.composite
 def logits_and_labels(draw):
@@ -177,14 +202,37 @@ def test_a_calibrated_predictor_has_zero_ece(bins, used, seed):
 # ---- config parsing -----------------------------------------------------------------------------------
 
 yaml_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats() | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=20)
+    max_leaves=20,
+)
 sections = st.dictionaries(
     st.sampled_from(["data", "model", "method", "train", "trian", "extra"]),
-    st.dictionaries(st.sampled_from(["name", "epochs", "lr", "batch_size", "alpha", "eligible", "kwargs", "seed",
-                                     "schedule", "milestones", "val_size", "amp", "flip", "x"]), yaml_values, max_size=4)
-    | yaml_values, max_size=4)
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "name",
+                "epochs",
+                "lr",
+                "batch_size",
+                "alpha",
+                "eligible",
+                "kwargs",
+                "seed",
+                "schedule",
+                "milestones",
+                "val_size",
+                "amp",
+                "flip",
+                "x",
+            ]
+        ),
+        yaml_values,
+        max_size=4,
+    )
+    | yaml_values,
+    max_size=4,
+)
 
 
 @SETTINGS

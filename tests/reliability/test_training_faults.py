@@ -19,13 +19,32 @@ pytestmark = pytest.mark.slow  # every test here starts processes and kills them
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 STEPS_PER_EPOCH, EPOCHS = 6, 3  # 300 images, batch 50
-TRAIN = ["train", "--data", "digits", "--train-limit", "300", "--batch-size", "50", "--epochs", str(EPOCHS),
-         "--method", "manifold_mixup", "--set", "model.kwargs={width: 4}", "--device", "cpu", "--no-progress"]
+TRAIN = [
+    "train",
+    "--data",
+    "digits",
+    "--train-limit",
+    "300",
+    "--batch-size",
+    "50",
+    "--epochs",
+    str(EPOCHS),
+    "--method",
+    "manifold_mixup",
+    "--set",
+    "model.kwargs={width: 4}",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 def run(args, *, driver=None, cwd):
-    cmd = [sys.executable, str(HERE / "fault_driver.py"), *driver, "--", *args] if driver else \
-          [sys.executable, "-m", "mmix_eval", *args]
+    cmd = (
+        [sys.executable, str(HERE / "fault_driver.py"), *driver, "--", *args]
+        if driver
+        else [sys.executable, "-m", "mmix_eval", *args]
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
@@ -42,8 +61,10 @@ def _faults():
     rng = random.Random(20261122)  # seeded "random points": reproducible in CI
     steps = sorted(rng.sample(range(1, STEPS_PER_EPOCH * EPOCHS + 1), 3))
     faults = [("kill-at-step", str(k)) for k in steps]
-    faults += [("kill-in-write", "state.pt", str(rng.randint(1, EPOCHS))),  # the state file being replaced
-               ("kill-in-write", "model.safetensors", "1")]                   # the final checkpoint
+    faults += [
+        ("kill-in-write", "state.pt", str(rng.randint(1, EPOCHS))),  # the state file being replaced
+        ("kill-in-write", "model.safetensors", "1"),
+    ]  # the final checkpoint
     return faults
 
 
@@ -81,10 +102,14 @@ def test_injected_nan_stops_cleanly_and_keeps_the_last_good_state(tmp_path):
     assert r.returncode == 1
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("mmix-eval: error:")]
     assert "Traceback" not in r.stderr
-    assert errors == [f"mmix-eval: error: training stopped: non-finite loss at epoch 2, step 2; the last good state "
-                      f"(epoch 1) stays in {Path('run') / 'state.pt'}"]
+    assert errors == [
+        f"mmix-eval: error: training stopped: non-finite loss at epoch 2, step 2; the last good state "
+        f"(epoch 1) stays in {Path('run') / 'state.pt'}"
+    ]
     assert not (tmp_path / "run" / "model.safetensors").exists()
     import torch
 
     state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
-    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert state["epoch"] == 1 and all(
+        torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()
+    )

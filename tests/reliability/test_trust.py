@@ -18,9 +18,29 @@ def folder_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("trust")
     tree = write_tree(root / "tree", per_class=12)
     run = root / "run"
-    assert main(["train", "--data", f"imagefolder:{tree}", "--epochs", "8", "--set", "train.device=cpu",
-                 "--set", "model.kwargs={width: 4}", "--set", "train.batch_size=12", "--set", "train.crop_padding=0",
-                 "--out", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                f"imagefolder:{tree}",
+                "--epochs",
+                "8",
+                "--set",
+                "train.device=cpu",
+                "--set",
+                "model.kwargs={width: 4}",
+                "--set",
+                "train.batch_size=12",
+                "--set",
+                "train.crop_padding=0",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return tree, run / "model.safetensors"
 
 
@@ -31,36 +51,102 @@ def acc_of(folder):
 
 def test_renamed_class_folder_is_refused_then_remapped_by_name(folder_run, tmp_path, capsys):
     tree, ckpt = folder_run
-    assert main(["calibration", "--ckpt", str(ckpt), "--data", f"imagefolder:{tree}", "--out", str(tmp_path / "same"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "calibration",
+                "--ckpt",
+                str(ckpt),
+                "--data",
+                f"imagefolder:{tree}",
+                "--out",
+                str(tmp_path / "same"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     base_acc, _ = acc_of(tmp_path / "same")
     assert base_acc >= 90.0  # the model learned its classes, so shuffled labels would score differently
     renamed = tmp_path / "renamed"
     shutil.copytree(tree, renamed)
     for split in ("train", "test"):  # 'cat' -> 'zcat': the alphabetical order, hence every label, shifts
         (renamed / split / "cat").rename(renamed / split / "zcat")
-    code = main(["calibration", "--ckpt", str(ckpt), "--data", f"imagefolder:{renamed}", "--out", str(tmp_path / "bad"),
-                 "--no-progress"])
+    code = main(
+        [
+            "calibration",
+            "--ckpt",
+            str(ckpt),
+            "--data",
+            f"imagefolder:{renamed}",
+            "--out",
+            str(tmp_path / "bad"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "class 0 is 'dog' in the evaluation data but 'cat' in the checkpoint" in err
     assert not (tmp_path / "bad").exists()
     # with a map, the labels are remapped and the accuracy is the one on the original folder
     cmap = tmp_path / "map.yaml"
     cmap.write_text("zcat: cat\n")
-    assert main(["calibration", "--ckpt", str(ckpt), "--data", f"imagefolder:{renamed}", "--class-map", str(cmap),
-                 "--out", str(tmp_path / "mapped"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "calibration",
+                "--ckpt",
+                str(ckpt),
+                "--data",
+                f"imagefolder:{renamed}",
+                "--class-map",
+                str(cmap),
+                "--out",
+                str(tmp_path / "mapped"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     mapped_acc, rows = acc_of(tmp_path / "mapped")
     assert mapped_acc == base_acc and {r["settings"]["class_map"] for r in rows} == {str(cmap)}
     # by-name cannot match 'zcat' to any class of the checkpoint: said so
-    assert main(["calibration", "--ckpt", str(ckpt), "--data", f"imagefolder:{renamed}", "--class-map", "by-name",
-                 "--out", str(tmp_path / "byname"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "calibration",
+                "--ckpt",
+                str(ckpt),
+                "--data",
+                f"imagefolder:{renamed}",
+                "--class-map",
+                "by-name",
+                "--out",
+                str(tmp_path / "byname"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "class 'zcat' of" in capsys.readouterr().err
 
 
 def test_reordered_but_same_names_remap_by_name(folder_run, tmp_path, capsys):
     tree, ckpt = folder_run
-    assert main(["calibration", "--ckpt", str(ckpt), "--data", f"imagefolder:{tree}", "--out", str(tmp_path / "same"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "calibration",
+                "--ckpt",
+                str(ckpt),
+                "--data",
+                f"imagefolder:{tree}",
+                "--out",
+                str(tmp_path / "same"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     base_acc, _ = acc_of(tmp_path / "same")
     moved = tmp_path / "moved"
     shutil.copytree(tree, moved)
@@ -68,8 +154,23 @@ def test_reordered_but_same_names_remap_by_name(folder_run, tmp_path, capsys):
         (moved / split / "emu").rename(moved / split / "a_emu")
     cmap = tmp_path / "m.yaml"
     cmap.write_text("a_emu: emu\n")
-    assert main(["calibration", "--ckpt", str(ckpt), "--data", f"imagefolder:{moved}", "--class-map", str(cmap),
-                 "--out", str(tmp_path / "m"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "calibration",
+                "--ckpt",
+                str(ckpt),
+                "--data",
+                f"imagefolder:{moved}",
+                "--class-map",
+                str(cmap),
+                "--out",
+                str(tmp_path / "m"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert acc_of(tmp_path / "m")[0] == base_acc
 
 
@@ -173,13 +274,18 @@ def test_resume_with_every_state_file_damaged_refuses_instead_of_restarting(tmp_
     assert train(cfg, run, progress=False, data=data, stop_after_epoch=2) is None  # "killed" after epoch 2
     for name in ("state.pt", "state.prev.pt"):
         (run / name).write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="unreadable state file"), raises_as_shown(
-            UserError, match=r"expected a readable state file, got only damaged ones \(state.pt, state.prev.pt\); pass --overwrite"):
+    with (
+        pytest.warns(UserWarning, match="unreadable state file"),
+        raises_as_shown(
+            UserError,
+            match=r"expected a readable state file, got only damaged ones \(state.pt, state.prev.pt\); pass --overwrite",
+        ),
+    ):
         train(cfg, run, resume=True, progress=False, data=data)
     assert (run / "state.pt").read_bytes() == b"garbage" and not (run / "model.safetensors").exists()
 
 
-PLUGIN = '''
+PLUGIN = """
 import torch
 
 from mmix_eval.methods import Method, StepOutput, soft_targets
@@ -192,7 +298,7 @@ class Noisy(Method):
     def step(self, model, x, y, rng):
         logits = model((x + self.SIGMA * torch.randn_like(x)).clamp(0, 1))
         return StepOutput(self.loss_fn(logits, soft_targets(y, logits.shape[1])), logits)
-'''
+"""
 
 
 def test_an_edited_plugin_is_retrained_not_reused(tmp_path, monkeypatch, capsys):
@@ -204,10 +310,19 @@ def test_an_edited_plugin_is_retrained_not_reused(tmp_path, monkeypatch, capsys)
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("my_regs", None)
     bench = tmp_path / "b.yaml"
-    bench.write_text(yaml.safe_dump({
-        "data": {"name": "digits", "train_limit": 100, "test_limit": 40}, "model": {"name": "smallnet", "kwargs": {"width": 4}},
-        "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}, "methods": ["my_regs:Noisy"], "seeds": [0],
-        "evaluate": {"evaluators": ["calibration"]}, "report": {"baseline": None}}))
+    bench.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"name": "digits", "train_limit": 100, "test_limit": 40},
+                "model": {"name": "smallnet", "kwargs": {"width": 4}},
+                "train": {"epochs": 1, "batch_size": 50, "device": "cpu"},
+                "methods": ["my_regs:Noisy"],
+                "seeds": [0],
+                "evaluate": {"evaluators": ["calibration"]},
+                "report": {"baseline": None},
+            }
+        )
+    )
     out = tmp_path / "out"
     assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
     assert "my_regs_Noisy-s0: trained" in capsys.readouterr().out
@@ -220,19 +335,36 @@ def test_an_edited_plugin_is_retrained_not_reused(tmp_path, monkeypatch, capsys)
     assert "re-training, the method changed since it was trained (source_sha256)" in captured.err
 
 
-@pytest.mark.parametrize("report, message", [
-    ({"baseline": "vanila"}, "'report.baseline' expected one of the bench's methods (vanilla, input_mixup) or null, got 'vanila'"),
-    ({"checks": ["manifold_mixup.rotation20 >= vanilla.rotation20"]}, "method 'manifold_mixup' expected one of the bench's methods"),
-    ({"checks": ["vanilla.rotation20 => input_mixup.rotation20"]}, "expected 'LEFT OP RIGHT' with OP one of"),
-])
+@pytest.mark.parametrize(
+    "report, message",
+    [
+        (
+            {"baseline": "vanila"},
+            "'report.baseline' expected one of the bench's methods (vanilla, input_mixup) or null, got 'vanila'",
+        ),
+        (
+            {"checks": ["manifold_mixup.rotation20 >= vanilla.rotation20"]},
+            "method 'manifold_mixup' expected one of the bench's methods",
+        ),
+        ({"checks": ["vanilla.rotation20 => input_mixup.rotation20"]}, "expected 'LEFT OP RIGHT' with OP one of"),
+    ],
+)
 def test_report_settings_are_checked_before_any_training(tmp_path, capsys, report, message):
     import yaml
 
     bench = tmp_path / "b.yaml"
-    bench.write_text(yaml.safe_dump({
-        "data": {"name": "digits", "train_limit": 100, "test_limit": 40}, "model": {"name": "smallnet", "kwargs": {"width": 4}},
-        "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}, "methods": ["vanilla", "input_mixup"], "seeds": [0],
-        "report": report}))
+    bench.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"name": "digits", "train_limit": 100, "test_limit": 40},
+                "model": {"name": "smallnet", "kwargs": {"width": 4}},
+                "train": {"epochs": 1, "batch_size": 50, "device": "cpu"},
+                "methods": ["vanilla", "input_mixup"],
+                "seeds": [0],
+                "report": report,
+            }
+        )
+    )
     assert main(["bench", str(bench), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before the first training step
@@ -271,11 +403,18 @@ def _bench_yaml(tmp_path, methods, model=None):
     import yaml
 
     bench = tmp_path / "b.yaml"
-    bench.write_text(yaml.safe_dump({
-        "data": {"name": "digits", "train_limit": 100, "test_limit": 40},
-        "model": model or {"name": "smallnet", "kwargs": {"width": 4}},
-        "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}, "methods": methods, "seeds": [0, 1],
-        "evaluate": {"evaluators": ["calibration"]}}))
+    bench.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"name": "digits", "train_limit": 100, "test_limit": 40},
+                "model": model or {"name": "smallnet", "kwargs": {"width": 4}},
+                "train": {"epochs": 1, "batch_size": 50, "device": "cpu"},
+                "methods": methods,
+                "seeds": [0, 1],
+                "evaluate": {"evaluators": ["calibration"]},
+            }
+        )
+    )
     return bench
 
 
@@ -297,12 +436,30 @@ def test_a_model_plugin_with_the_wrong_output_shape_fails_on_the_probe(tmp_path,
     bench = _bench_yaml(tmp_path, ["vanilla"], model={"name": "my_nets:flat"})
     assert main(["bench", str(bench), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "model 'my_nets:flat': expected logits of shape (2, 10) (batch, classes) on a 2-image probe batch, " \
-           "got (2, 10, 8, 8)" in err
+    assert (
+        "model 'my_nets:flat': expected logits of shape (2, 10) (batch, classes) on a 2-image probe batch, "
+        "got (2, 10, 8, 8)" in err
+    )
     assert not (tmp_path / "out").exists()
     # train checks the same, before its run folder is made
-    code = main(["train", "--data", "digits", "--method", "vanilla", "--set", "model.name=my_nets:flat", "--epochs", "1",
-                 "--set", "train.device=cpu", "--out", str(tmp_path / "run"), "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--data",
+            "digits",
+            "--method",
+            "vanilla",
+            "--set",
+            "model.name=my_nets:flat",
+            "--epochs",
+            "1",
+            "--set",
+            "train.device=cpu",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "expected logits of shape (2, 10)" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
@@ -319,11 +476,29 @@ class FlattensLogits(Method):
 
 
 def test_a_method_returning_logits_of_the_wrong_shape_fails_on_the_probe(capsys, tmp_path):
-    code = main(["train", "--method", "reliability.test_trust:FlattensLogits", "--out", str(tmp_path / "run"), "--no-progress",
-                 "--epochs", "1", "--set", "train.device=cpu", "--set", "model.kwargs={width: 4}"])
+    code = main(
+        [
+            "train",
+            "--method",
+            "reliability.test_trust:FlattensLogits",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+            "--epochs",
+            "1",
+            "--set",
+            "train.device=cpu",
+            "--set",
+            "model.kwargs={width: 4}",
+        ]
+    )
     err = capsys.readouterr().err
-    assert code == 2 and "method 'reliability.test_trust:FlattensLogits': step() expected logits of shape (2, 10) (batch, classes) " \
-                         "on a 2-image probe batch, got (1, 20)" in err
+    assert (
+        code == 2
+        and "method 'reliability.test_trust:FlattensLogits': step() expected logits of shape (2, 10) (batch, classes) "
+        "on a 2-image probe batch, got (1, 20)"
+        in err
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -331,14 +506,29 @@ def test_yaml_labels_name_the_report_columns_and_checks_quote_them(tmp_path, cap
     import yaml
 
     bench = tmp_path / "b.yaml"
-    bench.write_text(yaml.safe_dump({
-        "data": {"name": "digits", "train_limit": 100, "test_limit": 40}, "model": {"name": "smallnet", "kwargs": {"width": 4}},
-        "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}, "seeds": [0],
-        "methods": ["vanilla", {"name": "manifold_mixup", "alpha": 0.2, "label": "manifold_mixup α=0.2"},
-                    {"name": "manifold_mixup", "alpha": 2.0, "label": "mm (α=2.0)"}],
-        "evaluate": {"evaluators": ["calibration"]},
-        "report": {"checks": ['"manifold_mixup α=0.2".test:acc >= 0', "'mm (α=2.0)'.test:acc <= 100",
-                              "vanilla.test:acc >= 101"]}}))
+    bench.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"name": "digits", "train_limit": 100, "test_limit": 40},
+                "model": {"name": "smallnet", "kwargs": {"width": 4}},
+                "train": {"epochs": 1, "batch_size": 50, "device": "cpu"},
+                "seeds": [0],
+                "methods": [
+                    "vanilla",
+                    {"name": "manifold_mixup", "alpha": 0.2, "label": "manifold_mixup α=0.2"},
+                    {"name": "manifold_mixup", "alpha": 2.0, "label": "mm (α=2.0)"},
+                ],
+                "evaluate": {"evaluators": ["calibration"]},
+                "report": {
+                    "checks": [
+                        '"manifold_mixup α=0.2".test:acc >= 0',
+                        "'mm (α=2.0)'.test:acc <= 100",
+                        "vanilla.test:acc >= 101",
+                    ]
+                },
+            }
+        )
+    )
     out = tmp_path / "out"
     # before: the labels were ignored (both columns 'manifold_mixup …' from their α) and a dotted label could not be checked
     assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 1  # the last check fails ...
@@ -361,8 +551,12 @@ def test_one_label_for_two_different_methods_is_an_error():
     from mmix_eval.errors import UserError
     from mmix_eval.report.labels import method_labels
 
-    row = lambda run, alpha, label: {"run": run, "method": "manifold_mixup", "method_settings": {"alpha": alpha},
-                                     "method_label": label}
+    row = lambda run, alpha, label: {
+        "run": run,
+        "method": "manifold_mixup",
+        "method_settings": {"alpha": alpha},
+        "method_label": label,
+    }
     assert method_labels([row("a", 0.2, "mine"), row("b", 0.2, "mine")]) == {"a": "mine", "b": "mine"}
     with pytest.raises(UserError, match=r"label 'mine' names two different methods, run 'a' and run 'b'"):
         method_labels([row("a", 0.2, "mine"), row("b", 2.0, "mine")])
@@ -401,8 +595,23 @@ def test_a_second_bench_on_the_same_out_is_refused_naming_the_holder_and_a_stale
 def test_one_bin_count_per_report_stated_for_every_evaluator(folder_run, tmp_path):
     # before: clean ECE came from a fixed 15-bin computation beside the 10-bin ones, unlabelled
     _, ckpt = folder_run
-    assert main(["evaluate", "--ckpt", str(ckpt), "--bins", "10", "--eps", "1", "--out", str(tmp_path / "res"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--ckpt",
+                str(ckpt),
+                "--bins",
+                "10",
+                "--eps",
+                "1",
+                "--out",
+                str(tmp_path / "res"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = [r for f in (tmp_path / "res").glob("*/*.jsonl") for r in read_records(f)]
     assert {r["settings"]["bins"] for r in rows if r["metric"] in ("ece", "mce")} == {10}
     assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "rep")]) == 0
@@ -433,7 +642,7 @@ def test_user_strings_are_drawn_literally_in_plots():
     assert plot_text("_hidden").endswith("_hidden") and not plot_text("_hidden").startswith("_")
 
 
-HELPED = '''
+HELPED = """
 import torch
 
 from mmix_eval.methods import Method, StepOutput, soft_targets
@@ -446,7 +655,7 @@ class Noisy(Method):
     def step(self, model, x, y, rng):
         logits = model((x + SIGMA * torch.randn_like(x)).clamp(0, 1))
         return StepOutput(self.loss_fn(logits, soft_targets(y, logits.shape[1])), logits)
-'''
+"""
 
 
 def test_an_edited_helper_module_of_a_plugin_is_noticed(tmp_path, monkeypatch, capsys):
@@ -461,10 +670,19 @@ def test_an_edited_helper_module_of_a_plugin_is_noticed(tmp_path, monkeypatch, c
     for m in ("helped_regs", "noise_helper"):
         sys.modules.pop(m, None)
     bench = tmp_path / "b.yaml"
-    bench.write_text(yaml.safe_dump({
-        "data": {"name": "digits", "train_limit": 100, "test_limit": 40}, "model": {"name": "smallnet", "kwargs": {"width": 4}},
-        "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}, "methods": ["helped_regs:Noisy"], "seeds": [0],
-        "evaluate": {"evaluators": ["calibration"]}, "report": {"baseline": None}}))
+    bench.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"name": "digits", "train_limit": 100, "test_limit": 40},
+                "model": {"name": "smallnet", "kwargs": {"width": 4}},
+                "train": {"epochs": 1, "batch_size": 50, "device": "cpu"},
+                "methods": ["helped_regs:Noisy"],
+                "seeds": [0],
+                "evaluate": {"evaluators": ["calibration"]},
+                "report": {"baseline": None},
+            }
+        )
+    )
     out = tmp_path / "out"
     assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
     assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0

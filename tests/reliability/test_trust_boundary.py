@@ -57,16 +57,22 @@ RESOLVED = [
     ("data.spec runs a module's function", _set("data.spec", "evil_trust_mod:load"), "--data"),
     ("data.spec as shutil:rmtree on a folder", _set("data.spec", f"shutil:rmtree:{VICTIM}"), "--data"),
     ("data.spec pickles through joblib", _set("data.spec", "joblib:load:payload.pkl"), "--data"),
-    ("no data.spec, config.data.name names the module",
-     lambda m: (m["data"].__setitem__("spec", None), m.setdefault("config", {}).setdefault("data", {}).__setitem__(
-         "name", "evil_trust_mod:load")), "--data"),
+    (
+        "no data.spec, config.data.name names the module",
+        lambda m: (
+            m["data"].__setitem__("spec", None),
+            m.setdefault("config", {}).setdefault("data", {}).__setitem__("name", "evil_trust_mod:load"),
+        ),
+        "--data",
+    ),
     ("model.name names a factory", _set("model.name", "evil_trust_mod:factory"), "--trust-model-import"),
 ]
 
 
 @pytest.mark.parametrize("what, change, flag", RESOLVED, ids=[r[0] for r in RESOLVED])
-def test_a_name_in_checkpoint_metadata_that_would_import_code_is_refused(what, change, flag, checkpoint, evil, tmp_path,
-                                                                         capsys, no_hang):
+def test_a_name_in_checkpoint_metadata_that_would_import_code_is_refused(
+    what, change, flag, checkpoint, evil, tmp_path, capsys, no_hang
+):
     victim = evil.parent / "mods" / VICTIM
     victim.mkdir()
     (victim / "keep.txt").write_text("still here")
@@ -91,8 +97,10 @@ def test_the_same_data_spec_given_on_the_command_line_is_the_users_choice(checkp
 
 LABELS = [
     ("method.name", _set("method.name", "evil_trust_mod:Method")),
-    ("config.method.name", lambda m: m.setdefault("config", {}).setdefault("method", {}).__setitem__(
-        "name", "evil_trust_mod:Method")),
+    (
+        "config.method.name",
+        lambda m: m.setdefault("config", {}).setdefault("method", {}).__setitem__("name", "evil_trust_mod:Method"),
+    ),
     ("method.settings.loss", _set("method.settings.loss", "evil_trust_mod:load")),
 ]
 
@@ -126,12 +134,15 @@ RESUMED = [
 
 
 @pytest.mark.parametrize("what, change, flag", RESUMED, ids=[r[0] for r in RESUMED])
-def test_a_run_folders_config_naming_a_module_is_not_imported_on_resume(what, change, flag, checkpoint, evil, tmp_path,
-                                                                        capsys):
+def test_a_run_folders_config_naming_a_module_is_not_imported_on_resume(
+    what, change, flag, checkpoint, evil, tmp_path, capsys
+):
     run = _run_folder(checkpoint, tmp_path, change)
     code, _, err = cli(["train", "--out", str(run), "--resume"], capsys)
     line = one_line_error(err)
-    assert code == 2 and f"names {'data source' if what == 'data' else what} 'evil_trust_mod:" in line and flag in line, line
+    assert (
+        code == 2 and f"names {'data source' if what == 'data' else what} 'evil_trust_mod:" in line and flag in line
+    ), line
     assert not evil.exists()
 
 
@@ -169,9 +180,19 @@ def test_a_bench_yaml_vouches_for_the_plugins_it_names_and_no_others(evil, tmp_p
         eval_data({"data": {"spec": "evil_trust_mod:other"}}, None, None, None, 0, trusted=trusted)
 
 
-@pytest.mark.parametrize("spec, code", [("digits", False), ("imagefolder:/x/y?image_size=16", False),
-                                        ("tinyimagenet:/d", False), ("cifar10.1:/d", False), ("evil_trust_mod:load", True),
-                                        ("shutil:rmtree:/x", True), ("os:system", True), ("no_colon_unknown", False)])
+@pytest.mark.parametrize(
+    "spec, code",
+    [
+        ("digits", False),
+        ("imagefolder:/x/y?image_size=16", False),
+        ("tinyimagenet:/d", False),
+        ("cifar10.1:/d", False),
+        ("evil_trust_mod:load", True),
+        ("shutil:rmtree:/x", True),
+        ("os:system", True),
+        ("no_colon_unknown", False),
+    ],
+)
 def test_which_data_specs_import_code(spec, code):
     """Built-in names with any argument resolve inside mmix-eval; any other NAME:ARG would import NAME."""
     from mmix_eval.trust import data_imports_code

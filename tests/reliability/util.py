@@ -7,7 +7,11 @@ def cli(argv, capsys) -> tuple[int, str, str]:
     from mmix_eval.cli import main
 
     capsys.readouterr()
-    code = main([*argv, "--no-progress"] if argv[0] in ("train", "deformations", "fgsm", "calibration", "evaluate", "bench") else argv)
+    code = main(
+        [*argv, "--no-progress"]
+        if argv[0] in ("train", "deformations", "fgsm", "calibration", "evaluate", "bench")
+        else argv
+    )
     out, err = capsys.readouterr()
     return code, out, err
 

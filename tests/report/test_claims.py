@@ -10,14 +10,24 @@ from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.report import build_report
 
-THREE = {"vanilla": {0: 50.0, 1: 60.0, 2: 55.0}, "manifold_mixup": {0: 58.0, 1: 68.2, 2: 63.1},
-         "input_mixup": {0: 51.0, 1: 61.0, 2: 57.0}}
+THREE = {
+    "vanilla": {0: 50.0, 1: 60.0, 2: 55.0},
+    "manifold_mixup": {0: 58.0, 1: 68.2, 2: 63.1},
+    "input_mixup": {0: 51.0, 1: 61.0, 2: 57.0},
+}
 
 
 def primary_verdicts(out) -> dict:
     table = out["table"]
-    return {(table.rows[c.row].evaluator, table.rows[c.row].condition, table.rows[c.row].metric, c.column):
-            (round(c.method.p, 12), round(c.p_method, 12), c.holds) for c in out["comparisons"] if c.primary}
+    return {
+        (table.rows[c.row].evaluator, table.rows[c.row].condition, table.rows[c.row].metric, c.column): (
+            round(c.method.p, 12),
+            round(c.p_method, 12),
+            c.holds,
+        )
+        for c in out["comparisons"]
+        if c.primary
+    }
 
 
 def test_adding_an_evaluator_never_changes_a_primary_verdict(tmp_path):
@@ -39,12 +49,31 @@ def test_adding_an_evaluator_never_changes_a_primary_verdict(tmp_path):
 
 def test_primary_patterns_from_the_command_line_and_their_family(tmp_path, capsys):
     res = fake_results(tmp_path / "res", methods=THREE)
-    code = main(["report", str(res), "--out", str(tmp_path / "rep"), "--no-plots", "--primary", "manifold_mixup.rotation20",
-                 "--primary", "*.clean:nll"])
+    code = main(
+        [
+            "report",
+            str(res),
+            "--out",
+            str(tmp_path / "rep"),
+            "--no-plots",
+            "--primary",
+            "manifold_mixup.rotation20",
+            "--primary",
+            "*.clean:nll",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     out = build_report([res], tmp_path / "rep2", plots=False, primary=["manifold_mixup.rotation20", "*.clean:nll"])
-    prim = {(out["table"].rows[c.row].condition, out["table"].rows[c.row].metric, c.column) for c in out["comparisons"] if c.primary}
-    assert prim == {("rotation20", "acc", "manifold_mixup"), ("clean", "nll", "manifold_mixup"), ("clean", "nll", "input_mixup")}
+    prim = {
+        (out["table"].rows[c.row].condition, out["table"].rows[c.row].metric, c.column)
+        for c in out["comparisons"]
+        if c.primary
+    }
+    assert prim == {
+        ("rotation20", "acc", "manifold_mixup"),
+        ("clean", "nll", "manifold_mixup"),
+        ("clean", "nll", "input_mixup"),
+    }
     summary = (tmp_path / "rep" / "summary.md").read_text()
     assert "Holm correction across the 3 comparisons of the primary family named in the report's settings" in summary
     # the rest is exploratory, corrected within its evaluator's section, and labelled so in the differences (claims.md)
@@ -62,11 +91,14 @@ def test_multiplicity_is_applied_within_the_primary_family(tmp_path, how):
     assert [c.p_method for c in prim] == pytest.approx(adjust([c.method.p for c in prim], how))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--primary", "nobody.rotation20"], "--primary|primary 'nobody.rotation20': expected COLUMN.CONDITION"),
-    (["--primary", "rotation20"], "primary 'rotation20': expected METHOD.CONDITION"),
-    (["--multiplicity", "sidak"], "invalid choice: 'sidak'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--primary", "nobody.rotation20"], "--primary|primary 'nobody.rotation20': expected COLUMN.CONDITION"),
+        (["--primary", "rotation20"], "primary 'rotation20': expected METHOD.CONDITION"),
+        (["--multiplicity", "sidak"], "invalid choice: 'sidak'"),
+    ],
+)
 def test_a_bad_primary_is_one_line_and_nothing_is_written(tmp_path, capsys, args, message):
     res = fake_results(tmp_path / "res", methods=THREE)
     try:
@@ -85,12 +117,24 @@ def test_a_primary_comparison_cannot_name_a_deep_ensemble(tmp_path):
 
     res = fake_results(tmp_path / "res", methods=THREE)
     for method in ("vanilla", "manifold_mixup"):
-        base = {"run": f"{method}-ensemble", "checkpoint": "a, b", "model": "smallnet", "method": method,
-                "method_settings": {"loss": "bce_softmax", "ensemble_members": 3}, "train_seed": None, "data": "digits", "n": 100, "eval_seed": 0,
-                "evaluator": "deformations", "settings": {"grid": "table4", "interpolation": "nearest"},
-                "method_label": f"{method} ensemble of 3"}
-        write_records(specs([record(base, "rotation20", "acc", 60.0, label="Rotation U(−20°, 20°)")], "deformations"),
-                      res / base["run"] / "deformations")
+        base = {
+            "run": f"{method}-ensemble",
+            "checkpoint": "a, b",
+            "model": "smallnet",
+            "method": method,
+            "method_settings": {"loss": "bce_softmax", "ensemble_members": 3},
+            "train_seed": None,
+            "data": "digits",
+            "n": 100,
+            "eval_seed": 0,
+            "evaluator": "deformations",
+            "settings": {"grid": "table4", "interpolation": "nearest"},
+            "method_label": f"{method} ensemble of 3",
+        }
+        write_records(
+            specs([record(base, "rotation20", "acc", 60.0, label="Rotation U(−20°, 20°)")], "deformations"),
+            res / base["run"] / "deformations",
+        )
     with pytest.raises(UserError, match="a deep ensemble, which has no training seeds"):
         build_report([res], tmp_path / "rep", plots=False, primary=["manifold_mixup ensemble of 3.rotation20"])
     out = build_report([res], tmp_path / "rep2", plots=False)  # by default: never primary, no method claim
@@ -101,7 +145,9 @@ def test_a_bench_yaml_names_its_primary_family_and_multiplicity(tmp_path):
     from mmix_eval.bench.plan import load_bench
 
     y = tmp_path / "b.yaml"
-    y.write_text("methods: [vanilla, manifold_mixup]\nreport: {primary: ['manifold_mixup.zoom_in*'], multiplicity: bh}\n")
+    y.write_text(
+        "methods: [vanilla, manifold_mixup]\nreport: {primary: ['manifold_mixup.zoom_in*'], multiplicity: bh}\n"
+    )
     bench = load_bench(y)
     assert bench.primary == ["manifold_mixup.zoom_in*"] and bench.multiplicity == "bh"
     y.write_text("methods: [vanilla]\nreport: {multiplicity: sidak}\n")
@@ -119,8 +165,13 @@ def test_the_digits_calibration_example_loses_its_pseudo_replicated_dagger(tmp_p
     method claim (the seed pair the unit: −1.13 points, 95 % [−2.31, +0.05], p = 0.056) it does not hold; as a
     network claim (these five networks, sign-flip over images, Holm across the primary family) it does."""
     out = build_report([ROOT / "reports" / "digits-calibration" / "records.jsonl.gz"], tmp_path / "rep", plots=False)
-    c = next(c for c in out["comparisons"] if c.column == "input_mixup" and out["table"].rows[c.row].condition == "clean"
-             and out["table"].rows[c.row].metric == "acc")
+    c = next(
+        c
+        for c in out["comparisons"]
+        if c.column == "input_mixup"
+        and out["table"].rows[c.row].condition == "clean"
+        and out["table"].rows[c.row].metric == "acc"
+    )
     assert c.primary and c.method.pairs == 5 and not c.holds and c.network_holds
     assert c.method.p > 0.05 and c.method.low < 0 < c.method.high and c.network[2] < 0  # network interval excludes 0
     assert c.network[6] == "sign-flip"

@@ -13,9 +13,14 @@ from mmix_eval.report.table import aggregate
 
 
 def _corruption_context(root):
-    for method, errs, clean in (("vanilla", (20, 40, 10, 30), 5), ("manifold_mixup", (15, 30, 12, 28), 3),
-                                ("input_mixup", (18, 35, 11, 29), 4)):
-        corruption_records(root, method, 0, dict(zip([("noise", 1), ("noise", 2), ("fog", 1), ("fog", 2)], errs)), clean)
+    for method, errs, clean in (
+        ("vanilla", (20, 40, 10, 30), 5),
+        ("manifold_mixup", (15, 30, 12, 28), 3),
+        ("input_mixup", (18, 35, 11, 29), 4),
+    ):
+        corruption_records(
+            root, method, 0, dict(zip([("noise", 1), ("noise", 2), ("fog", 1), ("fog", 2)], errs)), clean
+        )
     rows = load_results([root]).rows
     labels = {r["run"]: r["method"] for r in rows}
     table = aggregate(rows, "vanilla")
@@ -59,7 +64,9 @@ def test_twenty_columns_get_twenty_colours():
 
 def test_a_figure_that_shows_some_columns_keeps_the_baseline_and_the_users_own(tmp_path):
     names = ["vanilla", "input_mixup", "manifold_mixup", "cutmix", "label_smoothing", "regmixup", "my_regs:Noisy"]
-    table = aggregate(load_results([fake_results(tmp_path / "res", methods={m: {0: 50.0} for m in names})]).rows, "vanilla")
+    table = aggregate(
+        load_results([fake_results(tmp_path / "res", methods={m: {0: 50.0} for m in names})]).rows, "vanilla"
+    )
     assert table.methods.index("my_regs:Noisy") > 3  # beyond the first four columns
     shown = choose_columns(table, 4, "vanilla")
     # the baseline, the plugin (which "the first 4" left out), then the first others

@@ -32,7 +32,7 @@ def test_the_image_term_is_the_crossed_anova_estimate():
     ms_a = n * ((rows - grand) ** 2).sum() / (k - 1)
     ms_b = k * ((cols - grand) ** 2).sum() / (n - 1)
     resid = d - rows[:, None] - cols[None, :] + grand
-    ms_e = (resid ** 2).sum() / ((k - 1) * (n - 1))
+    ms_e = (resid**2).sum() / ((k - 1) * (n - 1))
     want = math.sqrt((ms_a + max(ms_b - ms_e, 0.0)) / (k * n))
     got = stats.method_test(list(d.mean(1)), *stats.image_terms(d), images=n)
     assert got.se == pytest.approx(want, rel=1e-10)
@@ -60,8 +60,9 @@ def _brute_sign_flip(d):
     return hits / 2 ** len(d)
 
 
-@pytest.mark.parametrize("d", [[3, 1, 1, -1, 2, 0, 1], [1, 1, 1, 1, 1, -1], [2, -2, 2, 2, 0, -1, 3, 1, 1, 2, -3, 2],
-                               [0, 0, 0], [5, -5]])
+@pytest.mark.parametrize(
+    "d", [[3, 1, 1, -1, 2, 0, 1], [1, 1, 1, 1, 1, -1], [2, -2, 2, 2, 0, -1, 3, 1, 1, 2, -3, 2], [0, 0, 0], [5, -5]]
+)
 def test_sign_flip_is_exact(d):
     assert stats.sign_flip_exact(np.array(d)) == pytest.approx(_brute_sign_flip(d), abs=1e-12)
 

@@ -28,10 +28,15 @@ def test_cells_differences_and_best_by_hand(tmp_path):
     # a method claim from paired differences 4 and 2 (no per-image data): mean 3, sd √2, se 1, t(0.975, 1) = 12.706 ->
     # [−9.71, +15.71]; p = 1 − 2 atan(3) / π = 0.205; four primary comparisons (clean, rotation and FGSM accuracy,
     # clean NLL; the ECE is descriptive), this the smallest p: Holm 4 × 0.2048 = 0.819
-    assert ("| manifold_mixup − vanilla | Rotation U(−20°, 20°): accuracy (%) | primary | +3.00 [−9.71, +15.71], p = 0.205, "
-            "Holm-adjusted p = 0.819 (2 seed pairs, no per-image data) |") in md
+    assert (
+        "| manifold_mixup − vanilla | Rotation U(−20°, 20°): accuracy (%) | primary | +3.00 [−9.71, +15.71], p = 0.205, "
+        "Holm-adjusted p = 0.819 (2 seed pairs, no per-image data) |"
+    ) in md
     claims = (tmp_path / "rep" / "claims.md").read_text()  # every comparison, exploratory ones included
-    assert "| manifold_mixup − vanilla | clean: ECE | clean (exploratory) | descriptive (a calibration error: no test) |" in claims
+    assert (
+        "| manifold_mixup − vanilla | clean: ECE | clean (exploratory) | descriptive (a calibration error: no test) |"
+        in claims
+    )
     assert "clean (exploratory)" not in md  # report.md: the primary family only
     # ECE is descriptive: never bold, though vanilla and manifold tie at the lowest, 0.105
     assert md.count("0.1050 ± 0.0071 (n=2)") == 2 and "**0.1050" not in md
@@ -89,7 +94,11 @@ def test_paper_numbers_appear_only_where_the_setting_matches(tmp_path):
     res = fake_results(tmp_path / "res", data="cifar100", model="preactresnet34")
     build_report([res], tmp_path / "rep")
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert "<th>paper: vanilla</th>" in page and "<td class='paper'>52.96</td>" in page and "<td class='paper'>60.08</td>" in page
+    assert (
+        "<th>paper: vanilla</th>" in page
+        and "<td class='paper'>52.96</td>" in page
+        and "<td class='paper'>60.08</td>" in page
+    )
     build_report([fake_results(tmp_path / "res2")], tmp_path / "rep2")
     assert "paper:" not in (tmp_path / "rep2" / "report.html").read_text()
 
@@ -106,13 +115,29 @@ def test_table7_sits_beside_the_fgsm_reading_that_was_run_and_says_which(tmp_pat
         (res / run / "fgsm.outcomes.npz").unlink(missing_ok=True)
         (res / run / "fgsm.meta.json").unlink(missing_ok=True)
         method, seed = run.rsplit("-s", 1)
-        settings = {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"} if "mixup" in method else {"loss": "bce_softmax"}
-        f = {"run": run, "checkpoint": f"runs/{run}/model.safetensors", "model": "preactresnet18", "method": method,
-             "method_settings": settings, "train_seed": int(seed), "data": "cifar10", "n": 100, "eval_seed": 0,
-             "evaluator": "fgsm", "settings": {"attack": "fgsm_official"}}
-        rows = [record(f, "clean", "acc", 70.0),
-                record(f, "official-eps0.01", "acc", 50.0, label="official code's FGSM ε = 0.01", eps=0.01, strength=0.01),
-                record(f, "official-eps0.03", "acc", 30.0, label="official code's FGSM ε = 0.03", eps=0.03, strength=0.03)]
+        settings = (
+            {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"}
+            if "mixup" in method
+            else {"loss": "bce_softmax"}
+        )
+        f = {
+            "run": run,
+            "checkpoint": f"runs/{run}/model.safetensors",
+            "model": "preactresnet18",
+            "method": method,
+            "method_settings": settings,
+            "train_seed": int(seed),
+            "data": "cifar10",
+            "n": 100,
+            "eval_seed": 0,
+            "evaluator": "fgsm",
+            "settings": {"attack": "fgsm_official"},
+        }
+        rows = [
+            record(f, "clean", "acc", 70.0),
+            record(f, "official-eps0.01", "acc", 50.0, label="official code's FGSM ε = 0.01", eps=0.01, strength=0.01),
+            record(f, "official-eps0.03", "acc", 30.0, label="official code's FGSM ε = 0.03", eps=0.03, strength=0.03),
+        ]
         write_records(specs(rows, "fgsm"), res / run / "fgsm-fgsm_official")
     build_report([res], tmp_path / "rep2")
     md_rows = [line for line in (tmp_path / "rep2" / "report.html").read_text().splitlines()]
@@ -134,24 +159,62 @@ def test_the_fgsm_plot_draws_one_line_per_attack_along_its_own_strengths(tmp_pat
     res = fake_results(tmp_path / "res")
     for run in ("vanilla-s0", "vanilla-s1", "manifold_mixup-s0", "manifold_mixup-s1"):
         method, seed = run.rsplit("-s", 1)
-        settings = {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"} if "mixup" in method else {"loss": "bce_softmax"}
-        f = {"run": run, "checkpoint": f"runs/{run}/model.safetensors", "model": "smallnet", "method": method,
-             "method_settings": settings, "train_seed": int(seed), "data": "digits", "n": 100,
-             "eval_seed": 0, "evaluator": "fgsm", "settings": {"attack": "fgsm_official"}}
+        settings = (
+            {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"}
+            if "mixup" in method
+            else {"loss": "bce_softmax"}
+        )
+        f = {
+            "run": run,
+            "checkpoint": f"runs/{run}/model.safetensors",
+            "model": "smallnet",
+            "method": method,
+            "method_settings": settings,
+            "train_seed": int(seed),
+            "data": "digits",
+            "n": 100,
+            "eval_seed": 0,
+            "evaluator": "fgsm",
+            "settings": {"attack": "fgsm_official"},
+        }
         # per-model values (each run's gradients and normalisation) must not split the runs into groups
-        rows = [record(f, "clean", "acc", 70.0),
-                record(f, "official-eps0.03", "acc", 30.0, label="official 0.03", eps=0.03, strength=1.9,
-                       eps_255_per_channel=[1.9 + int(seed)], pixels_outside_01=10.0 + len(method) + int(seed)),
-                record(f, "official-eps0.01", "acc", 50.0, label="official 0.01", eps=0.01, strength=0.6,
-                       eps_255_per_channel=[0.6 + int(seed)], pixels_outside_01=9.0 + len(method) + int(seed))]
+        rows = [
+            record(f, "clean", "acc", 70.0),
+            record(
+                f,
+                "official-eps0.03",
+                "acc",
+                30.0,
+                label="official 0.03",
+                eps=0.03,
+                strength=1.9,
+                eps_255_per_channel=[1.9 + int(seed)],
+                pixels_outside_01=10.0 + len(method) + int(seed),
+            ),
+            record(
+                f,
+                "official-eps0.01",
+                "acc",
+                50.0,
+                label="official 0.01",
+                eps=0.01,
+                strength=0.6,
+                eps_255_per_channel=[0.6 + int(seed)],
+                pixels_outside_01=9.0 + len(method) + int(seed),
+            ),
+        ]
         write_records(specs(rows, "fgsm"), res / run / "fgsm-fgsm_official")
     table = build_report([res], tmp_path / "rep")["table"]  # one report, not "groups that cannot be compared"
     idx = [i for i, r in enumerate(table.rows) if r.section == "comparison" and r.evaluator == "fgsm"]
     fig, ax = plt.subplots()
     line_or_bars(ax, table, idx, plt.get_cmap("tab10").colors, "accuracy", "fgsm")
     labels = ax.get_legend_handles_labels()[1]
-    assert sorted(labels) == ["manifold_mixup (fgsm)", "manifold_mixup (fgsm_official)", "vanilla (fgsm)",
-                              "vanilla (fgsm_official)"]
+    assert sorted(labels) == [
+        "manifold_mixup (fgsm)",
+        "manifold_mixup (fgsm_official)",
+        "vanilla (fgsm)",
+        "vanilla (fgsm_official)",
+    ]
     xs = {c.get_label(): [float(v) for v in c.lines[0].get_xdata()] for c in ax.containers}
     assert xs["vanilla (fgsm_official)"] == [0.6, 1.9] and xs["vanilla (fgsm)"] == [8.0]  # sorted by strength
     plt.close(fig)
@@ -183,8 +246,10 @@ def test_check_gate_exit_codes(tmp_path, capsys):
     # fails the check when that method's runs are missing: tests/test_report_paper.py)
     fresh = tmp_path / "rep2"
     assert main(["report", res, "--out", str(fresh), "--check", "cutmix.rotation20 >= 1"]) == 2
-    assert ("--check 'cutmix.rotation20 >= 1': method 'cutmix' expected one column of the report (vanilla, "
-            "manifold_mixup), got none") in capsys.readouterr().err
+    assert (
+        "--check 'cutmix.rotation20 >= 1': method 'cutmix' expected one column of the report (vanilla, "
+        "manifold_mixup), got none"
+    ) in capsys.readouterr().err
     assert not fresh.exists()
     assert main(["report", res, "--out", out, "--check", "vanilla.rotation99 >= 1"]) == 1
     assert "FAIL: vanilla.rotation99 >= 1  (no value for rotation99:acc" in capsys.readouterr().out
@@ -196,9 +261,11 @@ def test_check_gate_exit_codes(tmp_path, capsys):
 @pytest.mark.slow
 def test_report_package_imports_no_torch(tmp_path):
     res = fake_results(tmp_path / "res")
-    code = ("import sys; from mmix_eval.report import build_report; "
-            f"build_report([{str(res)!r}], {str(tmp_path / 'rep')!r}); "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys; from mmix_eval.report import build_report; "
+        f"build_report([{str(res)!r}], {str(tmp_path / 'rep')!r}); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "rep" / "records.jsonl").read_text().splitlines()[0])["run"]
@@ -208,14 +275,31 @@ def test_an_evaluator_the_report_never_heard_of_gets_its_own_section(tmp_path):
     """Records of an evaluator nobody can import here: the report still shows them, from their specs alone."""
     from mmix_eval.evaluate.base import MetricSpec
 
-    metrics = {"score": MetricSpec("score", "lower", ".1f", headline=True), "width": MetricSpec("width (px)", None, ".0f"),
-               "rank": MetricSpec("rank", "higher", ".3f")}
+    metrics = {
+        "score": MetricSpec("score", "lower", ".1f", headline=True),
+        "width": MetricSpec("width (px)", None, ".0f"),
+        "rank": MetricSpec("rank", "higher", ".3f"),
+    }
     for method, score in (("vanilla", 3.0), ("manifold_mixup", 2.0)):
-        base = {"run": f"{method}-s0", "model": "m", "method": method, "method_settings": {}, "train_seed": 0,
-                "data": "d", "n": 10, "evaluator": "mystery", "settings": {"knob": 3}}
-        rows = [record(base, "c1", "score", score, label="Condition one"), record(base, "c1", "width", 7.0, label="Condition one"),
-                record(base, "c1", "rank", 1 / score, label="Condition one")]
-        write_records(with_specs(rows, SimpleNamespace(name="mystery", metrics=metrics)), tmp_path / "res" / f"{method}-s0" / "m")
+        base = {
+            "run": f"{method}-s0",
+            "model": "m",
+            "method": method,
+            "method_settings": {},
+            "train_seed": 0,
+            "data": "d",
+            "n": 10,
+            "evaluator": "mystery",
+            "settings": {"knob": 3},
+        }
+        rows = [
+            record(base, "c1", "score", score, label="Condition one"),
+            record(base, "c1", "width", 7.0, label="Condition one"),
+            record(base, "c1", "rank", 1 / score, label="Condition one"),
+        ]
+        write_records(
+            with_specs(rows, SimpleNamespace(name="mystery", metrics=metrics)), tmp_path / "res" / f"{method}-s0" / "m"
+        )
     build_report([tmp_path / "res"], tmp_path / "rep", baseline="vanilla")
     md = (tmp_path / "rep" / "report.md").read_text()
     # the headline metric in the comparison, lower is better: manifold_mixup's 2.0 is the best, not bold (one seed,

@@ -25,27 +25,47 @@ def verdicts_of(table):
 
 # method -> seed -> (clean acc, rotation acc, raw ECE under rotation, calibrated ECE under rotation); the rotation's
 # NLL, raw and calibrated, takes the same values (so the NLL sentence can be checked by hand, and the ECE's absence)
-VALUES = {"vanilla": {0: (90.0, 80.0, 0.20, 0.05), 1: (92.0, 82.0, 0.22, 0.06), 2: (91.0, 81.0, 0.21, 0.05)},
-          "manifold_mixup": {0: (90.0, 83.0, 0.10, 0.05), 1: (91.0, 84.0, 0.11, 0.06), 2: (92.0, 85.0, 0.09, 0.07)},
-          "weak": {0: (40.0, 30.0, 0.01, 0.01), 1: (41.0, 31.0, 0.01, 0.01), 2: (42.0, 32.0, 0.01, 0.01)}}
+VALUES = {
+    "vanilla": {0: (90.0, 80.0, 0.20, 0.05), 1: (92.0, 82.0, 0.22, 0.06), 2: (91.0, 81.0, 0.21, 0.05)},
+    "manifold_mixup": {0: (90.0, 83.0, 0.10, 0.05), 1: (91.0, 84.0, 0.11, 0.06), 2: (92.0, 85.0, 0.09, 0.07)},
+    "weak": {0: (40.0, 30.0, 0.01, 0.01), 1: (41.0, 31.0, 0.01, 0.01), 2: (42.0, 32.0, 0.01, 0.01)},
+}
 
 
 def write(root):
     for method, seeds in VALUES.items():
         for seed, (clean, rot, ece_raw, ece_cal) in seeds.items():
             run = f"{method}-s{seed}"
-            base = {"run": run, "checkpoint": f"runs/{run}/model.safetensors", "model": "smallnet", "method": method,
-                    "method_settings": {}, "train_seed": seed, "data": "digits", "n": 100, "eval_seed": 0,
-                    "evaluator": "deformations", "settings": {"grid": "table4"}}
-            cal = {"calibrator": "temperature", "calibrator_fit_images": 50, "calibrator_params": {"temperature": 1 + seed}}
-            rows = [record(base, "clean", "acc", clean, "Clean"),
-                    record(base, "clean", "ece", 0.3, "Clean"), record(base, "clean", "ece", 0.02 + seed / 1000, "Clean", **cal),
-                    record(base, "clean", "nll", 0.3, "Clean"), record(base, "clean", "nll", 0.02 + seed / 1000, "Clean", **cal),
-                    record(base, "rotation20", "acc", rot, "Rotation"),
-                    record(base, "rotation20", "ece", ece_raw, "Rotation"),
-                    record(base, "rotation20", "ece", ece_cal, "Rotation", **cal),
-                    record(base, "rotation20", "nll", ece_raw, "Rotation"),
-                    record(base, "rotation20", "nll", ece_cal, "Rotation", **cal)]
+            base = {
+                "run": run,
+                "checkpoint": f"runs/{run}/model.safetensors",
+                "model": "smallnet",
+                "method": method,
+                "method_settings": {},
+                "train_seed": seed,
+                "data": "digits",
+                "n": 100,
+                "eval_seed": 0,
+                "evaluator": "deformations",
+                "settings": {"grid": "table4"},
+            }
+            cal = {
+                "calibrator": "temperature",
+                "calibrator_fit_images": 50,
+                "calibrator_params": {"temperature": 1 + seed},
+            }
+            rows = [
+                record(base, "clean", "acc", clean, "Clean"),
+                record(base, "clean", "ece", 0.3, "Clean"),
+                record(base, "clean", "ece", 0.02 + seed / 1000, "Clean", **cal),
+                record(base, "clean", "nll", 0.3, "Clean"),
+                record(base, "clean", "nll", 0.02 + seed / 1000, "Clean", **cal),
+                record(base, "rotation20", "acc", rot, "Rotation"),
+                record(base, "rotation20", "ece", ece_raw, "Rotation"),
+                record(base, "rotation20", "ece", ece_cal, "Rotation", **cal),
+                record(base, "rotation20", "nll", ece_raw, "Rotation"),
+                record(base, "rotation20", "nll", ece_cal, "Rotation", **cal),
+            ]
             write_records(specs(rows, "deformations"), root / run / "deformations")
     return root
 
@@ -59,22 +79,34 @@ def test_calibrated_rows_are_rows_of_their_own_beside_the_raw_ones(tmp_path):
     # the clean ECE, then the same after temperature scaling, right below it
     k = labels.index("Clean: ECE")
     assert labels[k + 1] == "Clean: ECE, temperature scaled"
-    rot = {table.rows[i].calibrator: i for i, r in enumerate(table.rows) if r.condition == "rotation20" and r.metric == "ece"}
+    rot = {
+        table.rows[i].calibrator: i
+        for i, r in enumerate(table.rows)
+        if r.condition == "rotation20" and r.metric == "ece"
+    }
     assert set(rot) == {"none", "temperature"}
-    assert table.cells[rot["none"], "vanilla"].mean == 0.21 and math.isclose(table.cells[rot["temperature"], "vanilla"].mean, 0.16 / 3)
+    assert table.cells[rot["none"], "vanilla"].mean == 0.21 and math.isclose(
+        table.cells[rot["temperature"], "vanilla"].mean, 0.16 / 3
+    )
 
 
 def test_a_score_is_not_called_best_for_a_column_far_below_in_accuracy(tmp_path):
     records = load_results([write(tmp_path / "res")]).rows
     table = aggregate(records, "vanilla")
-    i = next(i for i, r in enumerate(table.rows) if r.condition == "rotation20" and r.metric == "ece" and r.calibrator == "none")
+    i = next(
+        i
+        for i, r in enumerate(table.rows)
+        if r.condition == "rotation20" and r.metric == "ece" and r.calibrator == "none"
+    )
     assert table.best(i) == {"weak"}  # the lowest ECE belongs to a column 52 points behind in accuracy
     assert accuracy_gated(table, i) == {"weak"}
     main = main_table(table, {}, "vanilla", comparisons(table, "vanilla", {}, {}), Primary())
     row = next(r for r in main["rows"] if r["label"] == "Clean: ECE, temperature scaled")
     cells = dict(zip(main["columns"], row["cells"]))
     assert cells["weak"]["text"].endswith(" ‡") and not cells["weak"]["best"]
-    assert "‡: the best value of its row, not bolded" in main["caption"] and "more than 5 points below" in main["caption"]
+    assert (
+        "‡: the best value of its row, not bolded" in main["caption"] and "more than 5 points below" in main["caption"]
+    )
 
 
 def test_the_calibration_sentence_counts_and_intervals_by_hand(tmp_path):
@@ -110,9 +142,20 @@ def test_an_ensemble_column_is_compared_with_the_baselines_ensemble(tmp_path):
     root = write(tmp_path / "res")
     for method, acc in (("vanilla", 85.0), ("manifold_mixup", 88.0)):
         run = f"{method}-ensemble"
-        base = {"run": run, "checkpoint": "a, b, c", "model": "smallnet", "method": method,
-                "method_settings": {"ensemble_members": 3}, "train_seed": None, "data": "digits", "n": 100,
-                "eval_seed": 0, "evaluator": "deformations", "settings": {"grid": "table4"}, "method_label": f"{method} ensemble of 3"}
+        base = {
+            "run": run,
+            "checkpoint": "a, b, c",
+            "model": "smallnet",
+            "method": method,
+            "method_settings": {"ensemble_members": 3},
+            "train_seed": None,
+            "data": "digits",
+            "n": 100,
+            "eval_seed": 0,
+            "evaluator": "deformations",
+            "settings": {"grid": "table4"},
+            "method_label": f"{method} ensemble of 3",
+        }
         rows = [record(base, "clean", "acc", acc + 5, "Clean"), record(base, "rotation20", "acc", acc, "Rotation")]
         write_records(specs(rows, "deformations"), root / run / "deformations")
     table = aggregate(load_results([root]).rows, "vanilla")
@@ -120,7 +163,9 @@ def test_an_ensemble_column_is_compared_with_the_baselines_ensemble(tmp_path):
 
     assert reference(table, "manifold_mixup ensemble of 3", "vanilla") == "vanilla ensemble of 3"
     assert reference(table, "manifold_mixup", "vanilla") == "vanilla"
-    assert table.runs["manifold_mixup ensemble of 3"] == {"ensemble": "manifold_mixup-ensemble"}  # one "seed" of its own
+    assert table.runs["manifold_mixup ensemble of 3"] == {
+        "ensemble": "manifold_mixup-ensemble"
+    }  # one "seed" of its own
     i = next(i for i, r in enumerate(table.rows) if r.condition == "rotation20" and r.metric == "acc")
     diffs = paired_differences(table, "vanilla")
     assert diffs[i, "manifold_mixup ensemble of 3"][:3] == (3.0, None, 1)  # one pair: 88 − 85, no interval
@@ -134,24 +179,42 @@ def test_an_ensemble_column_is_compared_with_the_baselines_ensemble(tmp_path):
     costs = {f"{m}-s{s}": {"train_wall_time_s": 3.0} for m in VALUES for s in VALUES[m]}
     cost = cost_table(table, costs)
     assert dict((r["label"], r["cells"][2]) for r in cost["rows"])["manifold_mixup ensemble of 3"] == "n/a"
-    assert cost["caption"].endswith("A deep ensemble trains nothing of its own: n/a, its members' cost is in their "
-                                    "method's row.")
+    assert cost["caption"].endswith(
+        "A deep ensemble trains nothing of its own: n/a, its members' cost is in their method's row."
+    )
 
 
 def test_a_nan_accuracy_or_calibrated_score_neither_crashes_nor_gates_nor_makes_a_claim(tmp_path):
     root = write(tmp_path / "res")
-    base = {"run": "weak-s0", "checkpoint": "x", "model": "smallnet", "method": "weak", "method_settings": {},
-            "train_seed": 0, "data": "digits", "n": 100, "eval_seed": 0, "evaluator": "deformations",
-            "settings": {"grid": "table4"}}
+    base = {
+        "run": "weak-s0",
+        "checkpoint": "x",
+        "model": "smallnet",
+        "method": "weak",
+        "method_settings": {},
+        "train_seed": 0,
+        "data": "digits",
+        "n": 100,
+        "eval_seed": 0,
+        "evaluator": "deformations",
+        "settings": {"grid": "table4"},
+    }
     nan = float("nan")
-    rows = [record(base, "clean", "acc", 40.0, "Clean"), record(base, "rotation20", "acc", nan, "Rotation"),
-            record(base, "rotation20", "ece", 0.01, "Rotation"),
-            record(base, "rotation20", "ece", nan, "Rotation", calibrator="temperature", calibrator_fit_images=50),
-            record(base, "rotation20", "nll", 0.01, "Rotation"),
-            record(base, "rotation20", "nll", nan, "Rotation", calibrator="temperature", calibrator_fit_images=50)]
+    rows = [
+        record(base, "clean", "acc", 40.0, "Clean"),
+        record(base, "rotation20", "acc", nan, "Rotation"),
+        record(base, "rotation20", "ece", 0.01, "Rotation"),
+        record(base, "rotation20", "ece", nan, "Rotation", calibrator="temperature", calibrator_fit_images=50),
+        record(base, "rotation20", "nll", 0.01, "Rotation"),
+        record(base, "rotation20", "nll", nan, "Rotation", calibrator="temperature", calibrator_fit_images=50),
+    ]
     write_records(specs(rows, "deformations"), root / "weak-s0" / "deformations")  # replaces weak's seed 0
     table = aggregate(load_results([root]).rows, "vanilla")
-    i = next(i for i, r in enumerate(table.rows) if r.condition == "rotation20" and r.metric == "ece" and r.calibrator == "none")
+    i = next(
+        i
+        for i, r in enumerate(table.rows)
+        if r.condition == "rotation20" and r.metric == "ece" and r.calibrator == "none"
+    )
     assert accuracy_gated(table, i) == set()  # weak's accuracy there is n/a: 80 and 84 are within 5 points
     weak = next(s for s in verdicts_of(table) if s.startswith("deformations, NLL: weak"))
     # raw: 0.01 against 0.20/0.22/0.21, an advantage; calibrated: one seed NaN, so no pair set, no interval, no claim

@@ -32,13 +32,26 @@ def ten_methods(root: Path, gap: float = 3.0) -> Path:
     for k, (method, prob) in enumerate(columns):
         for seed in (0, 1, 2):
             run = f"c{k}-s{seed}"
-            base = {"run": run, "checkpoint": f"nowhere/{run}/model.safetensors", "model": "smallnet", "method": method,
-                    "method_settings": {"prob": prob} if prob is not None else {}, "sweep": {"prob": prob} if prob else None,
-                    "train_seed": seed, "data": "digits", "n": 100, "eval_seed": 0,
-                    "evaluator": "deformations", "settings": {"grid": "table4"}}
+            base = {
+                "run": run,
+                "checkpoint": f"nowhere/{run}/model.safetensors",
+                "model": "smallnet",
+                "method": method,
+                "method_settings": {"prob": prob} if prob is not None else {},
+                "sweep": {"prob": prob} if prob else None,
+                "train_seed": seed,
+                "data": "digits",
+                "n": 100,
+                "eval_seed": 0,
+                "evaluator": "deformations",
+                "settings": {"grid": "table4"},
+            }
             acc = 50.0 + gap * k + 0.3 * seed * (1 + 0.1 * k)  # seed noise that differs by method
-            rows = [record(base, "clean", "acc", acc + 10, label="Clean"), record(base, "clean", "ece", 0.1 - 0.005 * k + 0.001 * seed),
-                    record(base, "rotation20", "acc", acc, label="Rotation U(−20°, 20°)")]
+            rows = [
+                record(base, "clean", "acc", acc + 10, label="Clean"),
+                record(base, "clean", "ece", 0.1 - 0.005 * k + 0.001 * seed),
+                record(base, "rotation20", "acc", acc, label="Rotation U(−20°, 20°)"),
+            ]
             write_records(specs(rows, "deformations"), root / run / "deformations")
     return root
 
@@ -59,18 +72,35 @@ def test_main_table_marks_best_only_where_the_interval_excludes_0(tmp_path):
     assert not any(c["best"] or c["dagger"] for c in rot["cells"])  # the best mean, but no interval excludes 0
     assert "n = 2 per cell" in main["caption"] and "Holm" in main["caption"]
     summary = (tmp_path / "rep" / "claims.md").read_text()  # the sentences, condition by condition
-    assert ("manifold_mixup − vanilla, Rotation U(−20°, 20°): +3.00 points. Method claim (primary; the training run as the "
-            "unit): +3.00 [−9.71, +15.71], p = 0.205, Holm-adjusted p = 0.819 (2 seed pairs, no per-image data): does not "
-            "hold.") in summary
+    assert (
+        "manifold_mixup − vanilla, Rotation U(−20°, 20°): +3.00 points. Method claim (primary; the training run as the "
+        "unit): +3.00 [−9.71, +15.71], p = 0.205, Holm-adjusted p = 0.819 (2 seed pairs, no per-image data): does not "
+        "hold."
+    ) in summary
 
 
 def test_ten_columns_one_page_summary_latex_and_daggers(tmp_path):
-    res = build_report([ten_methods(tmp_path / "res")], tmp_path / "rep", baseline="vanilla",
-                       order=["vanilla", "input_mixup", "manifold_mixup", "cutmix", "label_smoothing", "regmixup",
-                              HOSTILE, "hidden_noise"])
+    res = build_report(
+        [ten_methods(tmp_path / "res")],
+        tmp_path / "rep",
+        baseline="vanilla",
+        order=[
+            "vanilla",
+            "input_mixup",
+            "manifold_mixup",
+            "cutmix",
+            "label_smoothing",
+            "regmixup",
+            HOSTILE,
+            "hidden_noise",
+        ],
+    )
     view = res["view"]
-    assert len(view["methods"]) == 10 and view["methods"][-3:] == ["hidden_noise prob=0.1", "hidden_noise prob=0.5",
-                                                                    "hidden_noise prob=0.9"]
+    assert len(view["methods"]) == 10 and view["methods"][-3:] == [
+        "hidden_noise prob=0.1",
+        "hidden_noise prob=0.5",
+        "hidden_noise prob=0.9",
+    ]
     rot = next(r for r in view["main"]["rows"] if r["label"].startswith("Rotation"))
     # every method is about 3k points above vanilla over 3 seeds: paired t-tests hold after Holm
     assert [c["dagger"] for c in rot["cells"]] == [False] + [True] * 9
@@ -81,8 +111,10 @@ def test_ten_columns_one_page_summary_latex_and_daggers(tmp_path):
     # what holds, in words, at the top of the report
     md = (tmp_path / "rep" / "report.md").read_text()
     assert md.index("### What holds against vanilla") < md.index("### Main table") < md.index("### Comparison")
-    assert ("- hidden_noise prob=0.9 (method claims, 3 seed pairs): better than vanilla under 2 of 2: Clean +27.27; "
-            "Rotation U(−20°, 20°) +27.27; worse under none") in md
+    assert (
+        "- hidden_noise prob=0.9 (method claims, 3 seed pairs): better than vanilla under 2 of 2: Clean +27.27; "
+        "Rotation U(−20°, 20°) +27.27; worse under none"
+    ) in md
     # one row per method x condition in the differences: readable at ten columns
     assert "| hidden_noise prob=0.9 − vanilla | Rotation U(−20°, 20°): accuracy (%) |" in md
     # LaTeX: booktabs, ± and bold and daggers, every hostile character escaped
@@ -93,8 +125,13 @@ def test_ten_columns_one_page_summary_latex_and_daggers(tmp_path):
     assert r"a\textbackslash{}b\$c\&d\%e\#f\_g\{h\}i\textasciitilde{}j\textasciicircum{}k" in tex
     assert HOSTILE not in tex
     if shutil.which("pdflatex"):  # compile it for real where the machine has LaTeX
-        r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=tmp_path / "rep",
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
+            cwd=tmp_path / "rep",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stdout[-2000:]
         assert (tmp_path / "rep" / "report.pdf").stat().st_size > 10_000
     # plots also as PDF
@@ -133,7 +170,8 @@ def test_a_section_from_one_file_of_the_users_own(tmp_path, monkeypatch):
         "class Loud(ReportSection):\n"
         "    def notes(self, ctx):\n"
         "        return [f'{self.evaluator}: {len(ctx.table.methods)} columns seen by my section']\n"
-        "NOT_A_SECTION = 3\n")
+        "NOT_A_SECTION = 3\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     res = fake_results(tmp_path / "res")
     build_report([res], tmp_path / "rep", baseline="vanilla", sections={"deformations": "my_sections:Loud"})
@@ -143,7 +181,9 @@ def test_a_section_from_one_file_of_the_users_own(tmp_path, monkeypatch):
     # the same from the command line, and a malformed --section is one line, exit 2
     from mmix_eval.cli import main
 
-    assert main(["report", str(res), "--out", str(tmp_path / "rep3"), "--section", "deformations=my_sections:Loud"]) == 0
+    assert (
+        main(["report", str(res), "--out", str(tmp_path / "rep3"), "--section", "deformations=my_sections:Loud"]) == 0
+    )
     assert "columns seen by my section" in (tmp_path / "rep3" / "report.md").read_text()
     assert main(["report", str(res), "--out", str(tmp_path / "rep4"), "--section", "my_sections.Loud"]) == 2
     assert not (tmp_path / "rep4").exists()
@@ -151,7 +191,9 @@ def test_a_section_from_one_file_of_the_users_own(tmp_path, monkeypatch):
 
 def test_a_swept_baseline_must_name_its_value(tmp_path):
     res = ten_methods(tmp_path / "res")
-    with pytest.raises(UserError, match=r"baseline 'hidden_noise': expected one column, got 3 .*\"hidden_noise prob=0.5\""):
+    with pytest.raises(
+        UserError, match=r"baseline 'hidden_noise': expected one column, got 3 .*\"hidden_noise prob=0.5\""
+    ):
         build_report([res], tmp_path / "rep", baseline="hidden_noise")
     assert not (tmp_path / "rep").exists()  # nothing half-written
     out = build_report([res], tmp_path / "rep", baseline="hidden_noise prob=0.5")
@@ -164,15 +206,23 @@ def test_the_temperature_label_holds_no_runs_value(tmp_path):
     """Records written before the fix carried one run's T in a label every run shares; they read without it."""
     from mmix_eval.evaluate.records import TEMPERATURE_LABEL, upgrade
 
-    r = record({"run": "a", "method": "vanilla", "evaluator": "calibration"}, "temperature_scaled", "nll", 1.0,
-               "Test images, temperature scaled (T = 0.502)")
+    r = record(
+        {"run": "a", "method": "vanilla", "evaluator": "calibration"},
+        "temperature_scaled",
+        "nll",
+        1.0,
+        "Test images, temperature scaled (T = 0.502)",
+    )
     assert upgrade(r)["label"] == TEMPERATURE_LABEL and "0.502" not in TEMPERATURE_LABEL
 
 
 def test_a_check_naming_no_column_is_refused_before_anything_is_written(tmp_path):
     res = fake_results(tmp_path / "res")
-    with raises_as_shown(UserError, match=r"--check 'nope.rotation20 >= 1': method 'nope' expected one column of the "
-                                        r"report \(vanilla, manifold_mixup\), got none"):
+    with raises_as_shown(
+        UserError,
+        match=r"--check 'nope.rotation20 >= 1': method 'nope' expected one column of the "
+        r"report \(vanilla, manifold_mixup\), got none",
+    ):
         build_report([res], tmp_path / "rep", baseline="vanilla", checks=["nope.rotation20 >= 1"])
     assert not (tmp_path / "rep").exists()
 
@@ -181,8 +231,12 @@ def test_a_bench_missing_a_methods_runs_still_writes_its_report_and_fails_the_ch
     """The bench checked its checks against its methods before training; when all runs of one failed, the
     report of the others is written and that method's check fails (strict_checks=False, as bench passes)."""
     res = fake_results(tmp_path / "res")
-    out = build_report([res], tmp_path / "rep", baseline="vanilla", checks=["cutmix.rotation20 >= 1"], strict_checks=False)
-    assert out["checks"] == [("cutmix.rotation20 >= 1", False, "method 'cutmix' expected one of vanilla, manifold_mixup")]
+    out = build_report(
+        [res], tmp_path / "rep", baseline="vanilla", checks=["cutmix.rotation20 >= 1"], strict_checks=False
+    )
+    assert out["checks"] == [
+        ("cutmix.rotation20 >= 1", False, "method 'cutmix' expected one of vanilla, manifold_mixup")
+    ]
     assert (tmp_path / "rep" / "report.html").exists()
 
 
@@ -204,23 +258,28 @@ def test_outcomes_give_per_image_claims(tmp_path):
         per = {"clean": rng.random(100) < p, "rotation20": rng.random(100) < p}
         write_outcomes(res / run / "deformations.outcomes.npz", per, np.arange(100))
     found = build_report([res], tmp_path / "rep", baseline="vanilla")["comparisons"]
-    rot = next(c for c in found if c.column == "manifold_mixup" and c.network is not None and c.network[6] == "sign-flip")
+    rot = next(
+        c for c in found if c.column == "manifold_mixup" and c.network is not None and c.network[6] == "sign-flip"
+    )
     assert rot.method.images == 100 and rot.method.pairs == 2
     summary = (tmp_path / "rep" / "claims.md").read_text()
     assert "Network claim (these trained networks, per image):" in summary and "sign-flip test p" in summary
 
 
-START, END = "<!-- generated by mmix-eval report: the main table and what holds -->", "<!-- end of the generated summary -->"
+START, END = (
+    "<!-- generated by mmix-eval report: the main table and what holds -->",
+    "<!-- end of the generated summary -->",
+)
 
 
 def _block(text: str) -> str:
-    return text[text.index(START):text.index(END) + len(END)]
+    return text[text.index(START) : text.index(END) + len(END)]
 
 
 def _blocks(text: str) -> list[str]:
     out, i = [], text.find(START)
     while i >= 0:
-        out.append(text[i:text.index(END, i) + len(END)])
+        out.append(text[i : text.index(END, i) + len(END)])
         i = text.find(START, i + 1)
     return out
 
@@ -228,11 +287,15 @@ def _blocks(text: str) -> list[str]:
 STUDY = ["reports/digits-loss-study/bce_softmax", "reports/digits-loss-study/soft_ce"]
 
 
-@pytest.mark.parametrize("readme, reports", [
-    ("README.md", ["reports/digits-loss-study/bce_softmax"]),
-    ("reports/cifar10-smallnet/README.md", ["reports/cifar10-smallnet"]),
-    ("reports/digits-loss-study/README.md", STUDY),
-    ("reports/digits-calibration/README.md", ["reports/digits-calibration"])])
+@pytest.mark.parametrize(
+    "readme, reports",
+    [
+        ("README.md", ["reports/digits-loss-study/bce_softmax"]),
+        ("reports/cifar10-smallnet/README.md", ["reports/cifar10-smallnet"]),
+        ("reports/digits-loss-study/README.md", STUDY),
+        ("reports/digits-calibration/README.md", ["reports/digits-calibration"]),
+    ],
+)
 def test_the_readmes_show_the_generated_summary_verbatim(readme, reports):
     """Each generated block of a README, in order, is the summary.md of the report it names."""
     summaries = [_block((ROOT / r / "summary.md").read_text(encoding="utf-8")) for r in reports]
@@ -240,10 +303,15 @@ def test_the_readmes_show_the_generated_summary_verbatim(readme, reports):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("report, title", [("cifar10-smallnet", "mmix-eval bench: cifar10-smallnet-calibration"),
-                                           ("digits-loss-study/bce_softmax", "Loss study on the embedded digits: bce_softmax"),
-                                           ("digits-loss-study/soft_ce", "Loss study on the embedded digits: soft_ce"),
-                                           ("digits-calibration", "Calibration under shift on the embedded digits, with deep ensembles")])
+@pytest.mark.parametrize(
+    "report, title",
+    [
+        ("cifar10-smallnet", "mmix-eval bench: cifar10-smallnet-calibration"),
+        ("digits-loss-study/bce_softmax", "Loss study on the embedded digits: bce_softmax"),
+        ("digits-loss-study/soft_ce", "Loss study on the embedded digits: soft_ce"),
+        ("digits-calibration", "Calibration under shift on the embedded digits, with deep ensembles"),
+    ],
+)
 def test_the_committed_summary_is_what_the_records_give_today(tmp_path, report, title):
     """Rebuilt from the committed records and outcomes alone, the summary and the claims are the committed files,
     and the table, the LaTeX, the Markdown report and the outcomes have the SHA-256 the committed manifest gives
@@ -273,19 +341,46 @@ def test_the_same_records_give_the_same_table_whatever_the_hash_seed(tmp_path):
     rng = np.random.default_rng(0)
     corruptions = [f"c{k}" for k in range(12)]
     for method in ("vanilla", "manifold_mixup"):
-        base = {"run": f"{method}-s0", "checkpoint": "x", "model": "smallnet", "method": method, "method_settings": {},
-                "train_seed": 0, "data": "cifar10", "n": 100, "eval_seed": 0, "evaluator": "corruptions",
-                "settings": {"source": "generated"}}
+        base = {
+            "run": f"{method}-s0",
+            "checkpoint": "x",
+            "model": "smallnet",
+            "method": method,
+            "method_settings": {},
+            "train_seed": 0,
+            "data": "cifar10",
+            "n": 100,
+            "eval_seed": 0,
+            "evaluator": "corruptions",
+            "settings": {"source": "generated"},
+        }
         rows = [record(base, "clean", "acc", 90.0)]
-        rows += [record(base, f"{c}-{s}", "acc", float(100 - rng.uniform(10, 60)), corruption=c, severity=s)
-                 for c in corruptions for s in range(1, 6)]
+        rows += [
+            record(base, f"{c}-{s}", "acc", float(100 - rng.uniform(10, 60)), corruption=c, severity=s)
+            for c in corruptions
+            for s in range(1, 6)
+        ]
         write_records(with_specs(rows, get_evaluator("corruptions")), tmp_path / "res" / base["run"] / "corruptions")
     tables = []
     for seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        r = subprocess.run([sys.executable, "-m", "mmix_eval", "report", str(tmp_path / "res"), "--out",
-                            str(tmp_path / seed), "--baseline", "vanilla"], env=env, capture_output=True, text=True,
-                           timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mmix_eval",
+                "report",
+                str(tmp_path / "res"),
+                "--out",
+                str(tmp_path / seed),
+                "--baseline",
+                "vanilla",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr
         tables.append((tmp_path / seed / "table.csv").read_bytes())
     assert tables[0] == tables[1] == tables[2]
@@ -296,7 +391,9 @@ def test_the_report_package_has_no_import_circle():
     import ast
 
     pkg = ROOT / "mmix_eval" / "report"
-    files = {".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): f for f in pkg.rglob("*.py")}
+    files = {
+        ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): f for f in pkg.rglob("*.py")
+    }
     graph = {}
     for name, f in files.items():
         deps = set()
@@ -312,7 +409,7 @@ def test_the_report_package_has_no_import_circle():
 
     def visit(m):
         if m in stack:
-            raise AssertionError("import circle: " + " -> ".join(stack[stack.index(m):] + [m]))
+            raise AssertionError("import circle: " + " -> ".join(stack[stack.index(m) :] + [m]))
         if m in seen:
             return
         stack.append(m)
@@ -335,11 +432,15 @@ def test_a_section_from_an_installed_packages_entry_point(tmp_path, monkeypatch)
         "from mmix_eval.report.sections import ReportSection\n"
         "class Occlusion(ReportSection):\n"
         "    def notes(self, ctx):\n"
-        "        return ['occlusion section from an entry point']\n")
+        "        return ['occlusion section from an entry point']\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
-    ep = importlib.metadata.EntryPoint(name="occlusion", value="pkg_sections:Occlusion", group="mmix_eval.report_sections")
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda group=None: [ep] if group == "mmix_eval.report_sections" else [])
+    ep = importlib.metadata.EntryPoint(
+        name="occlusion", value="pkg_sections:Occlusion", group="mmix_eval.report_sections"
+    )
+    monkeypatch.setattr(
+        importlib.metadata, "entry_points", lambda group=None: [ep] if group == "mmix_eval.report_sections" else []
+    )
     assert type(section_for("occlusion")).__name__ == "Occlusion"
     assert type(section_for("something_else")) is ReportSection  # the generic section
     assert type(section_for("corruptions")).__name__ == "CorruptionsSection"  # a built-in, imported on first use
@@ -370,7 +471,11 @@ def test_a_nan_value_is_n_a_and_makes_no_claim(tmp_path):
     (res / "manifold_mixup-s1" / "deformations.jsonl").write_text("\n".join(rows) + "\n")
     view = build_report([res], tmp_path / "rep", baseline="vanilla")["view"]
     rot = next(r for r in view["main"]["rows"] if r["label"].startswith("Rotation"))
-    assert rot["cells"][1]["text"] == "n/a (1 of 2 non-finite)" and not rot["cells"][1]["dagger"] and not rot["cells"][1]["best"]
+    assert (
+        rot["cells"][1]["text"] == "n/a (1 of 2 non-finite)"
+        and not rot["cells"][1]["dagger"]
+        and not rot["cells"][1]["best"]
+    )
     # no claim for that row (a NaN difference tests nothing), the other rows keep theirs
     sentences = [s for _, ss in view["verdicts"]["by_condition"] for s in ss]
     assert not any("− vanilla, Rotation" in s for s in sentences) and any("− vanilla, Clean" in s for s in sentences)
@@ -381,7 +486,9 @@ def test_an_unreadable_cost_file_is_listed_and_the_report_still_builds(tmp_path)
     build_report([res], tmp_path / "a", baseline="vanilla")
     (tmp_path / "a" / "cost.json").write_text("[1, 2")
     out = build_report([tmp_path / "a" / "records.jsonl"], tmp_path / "b", baseline="vanilla")
-    assert [(Path(p).name, why) for p, why in out["bad"]] == [("cost.json", "unreadable training costs (JSONDecodeError)")]
+    assert [(Path(p).name, why) for p, why in out["bad"]] == [
+        ("cost.json", "unreadable training costs (JSONDecodeError)")
+    ]
     assert out["view"]["cost"] is None
 
 
@@ -389,10 +496,13 @@ def test_a_check_on_an_unquoted_label_with_dots_says_to_quote_it(tmp_path):
     res = ten_methods(tmp_path / "res")
     with pytest.raises(UserError, match=r"quote a column label holding spaces, dots or operators"):
         build_report([res], tmp_path / "rep", baseline="vanilla", checks=["hidden_noise prob=0.5.rotation20 >= 1"])
-    with pytest.raises(UserError, match=r"a column label with spaces or dots is quoted: .*write '\"LABEL\".rotation20'"):
+    with pytest.raises(
+        UserError, match=r"a column label with spaces or dots is quoted: .*write '\"LABEL\".rotation20'"
+    ):
         build_report([res], tmp_path / "rep", baseline="vanilla", checks=["hidden_noise prob 0.5.rotation20 >= 1"])
-    out = build_report([res], tmp_path / "rep", baseline="vanilla", checks=['"hidden_noise prob=0.5".rotation20 >= 1'],
-                       plots=False)
+    out = build_report(
+        [res], tmp_path / "rep", baseline="vanilla", checks=['"hidden_noise prob=0.5".rotation20 >= 1'], plots=False
+    )
     assert out["checks"][0][1]
 
 
@@ -402,12 +512,18 @@ def test_a_sections_own_title_heads_its_table_and_a_neutral_note_is_not_drawn_as
         "class Titled(ReportSection):\n"
         "    title = 'Deformations, as my paper calls them'\n"
         "    def notes(self, ctx):\n"
-        "        return [Note('a neutral statement', 'info'), 'a problem']\n")
+        "        return [Note('a neutral statement', 'info'), 'a problem']\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     from report.test_report_calibrated import write  # records with a deformations section of their own
 
-    build_report([write(tmp_path / "res")], tmp_path / "rep", baseline="vanilla",
-                 sections={"deformations": "titled:Titled"}, plots=False)
+    build_report(
+        [write(tmp_path / "res")],
+        tmp_path / "rep",
+        baseline="vanilla",
+        sections={"deformations": "titled:Titled"},
+        plots=False,
+    )
     md = (tmp_path / "rep" / "report.md").read_text()
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "### Deformations, as my paper calls them" in md
@@ -427,7 +543,9 @@ def test_the_documented_report_section_runs_and_a_broken_one_is_one_line(tmp_pat
     from mmix_eval.evaluate.records import with_specs
 
     text = (ROOT / "docs" / "report-sections.md").read_text(encoding="utf-8")
-    (tmp_path / "my_sections.py").write_text(re.search(r"```python title=my_sections.py\n(.*?)```", text, re.S).group(1))
+    (tmp_path / "my_sections.py").write_text(
+        re.search(r"```python title=my_sections.py\n(.*?)```", text, re.S).group(1)
+    )
     (tmp_path / "broken_sections.py").write_text(
         "from mmix_eval.report.sections import ReportSection\n"
         "class Raises(ReportSection):\n"
@@ -435,21 +553,39 @@ def test_the_documented_report_section_runs_and_a_broken_one_is_one_line(tmp_pat
         "        raise KeyError('oops')\n"
         "class WrongType(ReportSection):\n"
         "    def notes(self, ctx):\n"
-        "        return 'not a list'\n")
+        "        return 'not a list'\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "my_sections", raising=False)  # another test's my_sections.py
     for method, acc in (("vanilla", 60.0), ("manifold_mixup", 70.0)):
-        base = {"run": f"{method}-s0", "model": "m", "method": method, "method_settings": {}, "train_seed": 0, "data": "d",
-                "n": 10, "evaluator": "occlusion", "settings": {}}
+        base = {
+            "run": f"{method}-s0",
+            "model": "m",
+            "method": method,
+            "method_settings": {},
+            "train_seed": 0,
+            "data": "d",
+            "n": 10,
+            "evaluator": "occlusion",
+            "settings": {},
+        }
         rows = [record(base, "clean", "acc", acc + 10, label="Clean")] + [
-            record(base, f"patch{p}", "acc", acc - p, label=f"Patch {p}", patch=p) for p in (4, 8)]
-        write_records(with_specs(rows, SimpleNamespace(name="occlusion", metrics=SHIFT_METRICS)), tmp_path / "res" / base["run"] / "occlusion")
-    build_report([tmp_path / "res"], tmp_path / "rep", baseline="vanilla", sections={"occlusion": "my_sections:OcclusionSection"})
+            record(base, f"patch{p}", "acc", acc - p, label=f"Patch {p}", patch=p) for p in (4, 8)
+        ]
+        write_records(
+            with_specs(rows, SimpleNamespace(name="occlusion", metrics=SHIFT_METRICS)),
+            tmp_path / "res" / base["run"] / "occlusion",
+        )
+    build_report(
+        [tmp_path / "res"], tmp_path / "rep", baseline="vanilla", sections={"occlusion": "my_sections:OcclusionSection"}
+    )
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "> occlusion: 2 columns compared on the same occluded images" in md
     assert (tmp_path / "rep" / "plots" / "occlusion-by-patch.png").stat().st_size > 1000
-    for cls, message in (("Raises", r"report section broken_sections:Raises \(notes, evaluator 'occlusion'\): failed \(KeyError"),
-                         ("WrongType", "expected a list of strings, got str")):
+    for cls, message in (
+        ("Raises", r"report section broken_sections:Raises \(notes, evaluator 'occlusion'\): failed \(KeyError"),
+        ("WrongType", "expected a list of strings, got str"),
+    ):
         with pytest.raises(UserError, match=message):
             build_report([tmp_path / "res"], tmp_path / f"bad{cls}", sections={"occlusion": f"broken_sections:{cls}"})
         assert not (tmp_path / f"bad{cls}").exists()
@@ -480,7 +616,12 @@ def test_the_committed_reports_stay_under_5_mb_without_derived_files():
     """Issue 43: what a rebuild regenerates is not kept in git (reports/README.md says which files those are), no
     PDF figure is, and the committed reports weigh at most 5 MB in all."""
     files = [p for p in (ROOT / "reports").rglob("*") if p.is_file()]
-    derived = [p for p in files if p.name in ("report.html", "report.md", "report.tex", "table.csv", "records.csv",
-                                              "records.jsonl", "index.html") or p.suffix == ".pdf"]
+    derived = [
+        p
+        for p in files
+        if p.name
+        in ("report.html", "report.md", "report.tex", "table.csv", "records.csv", "records.jsonl", "index.html")
+        or p.suffix == ".pdf"
+    ]
     assert not derived, derived
     assert sum(p.stat().st_size for p in files) <= 5_000_000

@@ -17,19 +17,32 @@ from mmix_eval.report.table import Row
 
 
 def _brute_matches(detail, run, row):
-    return [(k, v) for k, v in sorted(detail.items(), key=lambda kv: tuple(map(str, kv[0])))
-            if k[0] == run and k[2] == row.condition and k[3] == row.calibrator]
+    return [
+        (k, v)
+        for k, v in sorted(detail.items(), key=lambda kv: tuple(map(str, kv[0])))
+        if k[0] == run and k[2] == row.condition and k[3] == row.calibrator
+    ]
 
 
 def _brute_outcome(outcomes, run, row):
-    return next((v for (r, _, c), v in sorted(outcomes.items(), key=lambda kv: tuple(map(str, kv[0])))
-                 if r == run and c == row.condition), None)
+    return next(
+        (
+            v
+            for (r, _, c), v in sorted(outcomes.items(), key=lambda kv: tuple(map(str, kv[0])))
+            if r == run and c == row.condition
+        ),
+        None,
+    )
 
 
 def test_indexed_lookups_equal_the_brute_force_definitions():
     rng = np.random.default_rng(0)
-    runs, evaluators, conditions, calibrators = ["a-s0", "a-s1", "b-s0"], ["deformations", "fgsm", "calibration"], \
-        ["clean", "rot20", "eps8"], ["none", "temperature"]
+    runs, evaluators, conditions, calibrators = (
+        ["a-s0", "a-s1", "b-s0"],
+        ["deformations", "fgsm", "calibration"],
+        ["clean", "rot20", "eps8"],
+        ["none", "temperature"],
+    )
     detail, outcomes = {}, {}
     for k in itertools.product(runs, evaluators, conditions, calibrators):
         if rng.random() < 0.6:

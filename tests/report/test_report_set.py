@@ -20,8 +20,11 @@ from mmix_eval.report.load import load_results
 
 
 def _digests(folder):
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _other_results(tmp_path):
@@ -39,8 +42,11 @@ def test_a_full_disk_while_writing_leaves_the_old_report_as_it_was(tmp_path, mon
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(build, "write_records", full)  # after report.html, report.md, ... were written
-    with raises_as_shown(UserError, match=r"--out '.*rep': expected room to write the report, got OSError: No space left "
-                                        r"on device; nothing was replaced"):
+    with raises_as_shown(
+        UserError,
+        match=r"--out '.*rep': expected room to write the report, got OSError: No space left "
+        r"on device; nothing was replaced",
+    ):
         build_report([_other_results(tmp_path)], out)
     assert _digests(out) == before
     assert not list(out.glob(f"{reportset.STAGE_PREFIX}*"))
@@ -115,8 +121,23 @@ def test_a_full_disk_while_an_evaluation_writes_is_one_line(tmp_path, capsys, mo
     from mmix_eval.evaluate import runner
 
     run = tmp_path / "run"
-    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(run), "--set", "data.train_limit=100",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                "--set",
+                "data.train_limit=100",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
 
     def full(path, *_a, **_k):
@@ -126,5 +147,9 @@ def test_a_full_disk_while_an_evaluation_writes_is_one_line(tmp_path, capsys, mo
     assert main(["calibration", "--ckpt", str(run), "--out", str(tmp_path / "ev"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("mmix-eval: error:")]
-    assert len(errors) == 1 and errors[0].startswith("mmix-eval: error: could not write '") \
-        and "No space left on device" in errors[0] and "Traceback" not in err, err
+    assert (
+        len(errors) == 1
+        and errors[0].startswith("mmix-eval: error: could not write '")
+        and "No space left on device" in errors[0]
+        and "Traceback" not in err
+    ), err

@@ -22,8 +22,10 @@ TIMING = ("images_per_s", "epoch_s")
 
 
 def _log(out):
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-            for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in TIMING}
+        for line in (Path(out) / "log.jsonl").read_text().splitlines()
+    ]
 
 
 @pytest.mark.parametrize("method", ["vanilla", "input_mixup", "manifold_mixup"])
@@ -45,11 +47,26 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     """A real SIGKILL of the CLI process (wherever it lands, checkpoint writes included), then --resume."""
     # 2 threads, explicitly: an explicit count is never changed, so the killed, the resumed and the clean run split
     # their float reductions alike (the default, 1, would do as well)
-    args = ["--config", "configs/quick.yaml", "--epochs", "6", "--set", "train.device=cpu", "--no-progress", "--threads", "2"]
+    args = [
+        "--config",
+        "configs/quick.yaml",
+        "--epochs",
+        "6",
+        "--set",
+        "train.device=cpu",
+        "--no-progress",
+        "--threads",
+        "2",
+    ]
     root = ROOT
     env = {**os.environ, "PYTHONPATH": str(root)}
-    proc = subprocess.Popen([sys.executable, "-m", "mmix_eval", "train", *args, "--out", str(tmp_path / "killed")],
-                            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmix_eval", "train", *args, "--out", str(tmp_path / "killed")],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = tmp_path / "killed" / "log.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 2):
@@ -58,8 +75,13 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     proc.wait()
     assert not (tmp_path / "killed" / "model.safetensors").exists(), "the run finished before it could be killed"
     for out, extra in (("killed", ["--resume"]), ("clean", [])):
-        r = subprocess.run([sys.executable, "-m", "mmix_eval", "train", *args, "--out", str(tmp_path / out), *extra],
-                           cwd=root, env=env, capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "mmix_eval", "train", *args, "--out", str(tmp_path / out), *extra],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr
     a, _ = load_checkpoint(tmp_path / "killed" / "model.safetensors")
     b, _ = load_checkpoint(tmp_path / "clean" / "model.safetensors")
@@ -84,10 +106,14 @@ class NanAfter(Method):
 
 def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_last_good_state(tmp_path):
     cfg = tiny_config("test_train:NanAfter", epochs=4)  # 120 images / 16 = 7 steps per epoch
-    with pytest.raises(TrainingError, match=r"non-finite loss at epoch 2, step 2; the last good state \(epoch 1\) stays"):
+    with pytest.raises(
+        TrainingError, match=r"non-finite loss at epoch 2, step 2; the last good state \(epoch 1\) stays"
+    ):
         train(cfg, tmp_path / "run", progress=False, data=make_data())
     state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
-    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert state["epoch"] == 1 and all(
+        torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()
+    )
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
@@ -97,7 +123,9 @@ def test_run_folder_rules(tmp_path):
     with raises_as_shown(UserError, match="holds a run .*pass --resume to continue it or --overwrite to replace it"):
         train(cfg, tmp_path / "run", progress=False, data=data)
     other = tiny_config(epochs=1, lr=0.05)
-    with raises_as_shown(UserError, match=r"--resume: expected the configuration of the run .*train.lr: 0.1 in the run, 0.05 given"):
+    with raises_as_shown(
+        UserError, match=r"--resume: expected the configuration of the run .*train.lr: 0.1 in the run, 0.05 given"
+    ):
         train(other, tmp_path / "run", resume=True, progress=False, data=data)
     meta = train(other, tmp_path / "run", overwrite=True, progress=False, data=data)
     assert meta["train"]["optimizer"]["lr"] == 0.05
@@ -110,8 +138,10 @@ def test_resume_falls_back_to_previous_state_when_latest_is_damaged(tmp_path):
     train(cfg, tmp_path / "full", progress=False, data=data)
     train(cfg, tmp_path / "cut", progress=False, data=data, stop_after_epoch=2)
     (tmp_path / "cut" / "state.pt").write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="resuming from .*state.prev.pt"), \
-            pytest.warns(UserWarning, match="state.pt: unreadable state file"):
+    with (
+        pytest.warns(UserWarning, match="resuming from .*state.prev.pt"),
+        pytest.warns(UserWarning, match="state.pt: unreadable state file"),
+    ):
         train(cfg, tmp_path / "cut", resume=True, progress=False, data=data)
     a, _ = load_checkpoint(tmp_path / "full" / "model.safetensors")
     b, _ = load_checkpoint(tmp_path / "cut" / "model.safetensors")
@@ -126,12 +156,25 @@ def test_checkpoint_alone_rebuilds_the_model_and_records_the_run(tmp_path):
     assert loaded == meta
     recomputed = accuracy_nll(predict_logits(model, data.test.x), data.test.y)
     assert recomputed["acc"] == meta["metrics"]["test_acc"]
-    assert meta["model"]["kwargs"] == {"num_classes": 4, "in_channels": 3, "width": 4,
-                                       "mean": meta["data"]["normalization"]["mean"],
-                                       "std": meta["data"]["normalization"]["std"]}
-    assert meta["method"] == {"name": "manifold_mixup", "settings": {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"}}
+    assert meta["model"]["kwargs"] == {
+        "num_classes": 4,
+        "in_channels": 3,
+        "width": 4,
+        "mean": meta["data"]["normalization"]["mean"],
+        "std": meta["data"]["normalization"]["std"],
+    }
+    assert meta["method"] == {
+        "name": "manifold_mixup",
+        "settings": {"alpha": 2.0, "eligible": [0, 1, 2], "loss": "bce_softmax"},
+    }
     assert meta["data"]["classes"] == ["c0", "c1", "c2", "c3"] and meta["data"]["image_size"] == [8, 8]
-    assert meta["train"]["optimizer"] == {"name": "SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False}
+    assert meta["train"]["optimizer"] == {
+        "name": "SGD",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "nesterov": False,
+    }
     assert meta["train"]["schedule"]["name"] == "cosine" and meta["train"]["seed"] == 0 and meta["train"]["epochs"] == 2
     assert meta["train"]["augment"] == {"crop_padding": 1, "flip": True}
     assert set(meta["metrics"]) == {"train_loss", "test_acc", "test_nll", "val_acc", "val_nll"}

@@ -32,9 +32,11 @@ class Calibration(Evaluator):
     name = "calibration"
     needs_val = True  # the calibrator is fitted on it
     version = "2"  # 2: debiased CE and SmoothECE recorded
-    help = ("NLL, ECE (equal-width, equal-mass, classwise), debiased CE, SmoothECE, MCE, Brier, AURC, reliability bins, "
-            "before and after "
-            "the calibrator (temperature scaling, fitted on held-out images)")
+    help = (
+        "NLL, ECE (equal-width, equal-mass, classwise), debiased CE, SmoothECE, MCE, Brier, AURC, reliability bins, "
+        "before and after "
+        "the calibrator (temperature scaling, fitted on held-out images)"
+    )
     Options = CalibrationOptions
     metrics = {
         "acc": MetricSpec("accuracy (%)", "higher", ".2f"),
@@ -54,10 +56,17 @@ class Calibration(Evaluator):
         model, device, bs, warn = setup(target, common.device, common.batch_size)
         bins = common.bins
         n_batches = len(shard_batches(len(target.test), bs))
-        base = {**target.base, "evaluator": self.name, "n": len(target.test), "eval_seed": common.seed,
-                "warnings": warn, "settings": {**target.settings, "bins": bins, "edge_rule": EDGE_RULE}}
-        with tqdm(total=n_batches, desc=f"{target.run} calibration", unit="batch", disable=not common.progress,
-                  leave=False) as bar:
+        base = {
+            **target.base,
+            "evaluator": self.name,
+            "n": len(target.test),
+            "eval_seed": common.seed,
+            "warnings": warn,
+            "settings": {**target.settings, "bins": bins, "edge_rule": EDGE_RULE},
+        }
+        with tqdm(
+            total=n_batches, desc=f"{target.run} calibration", unit="batch", disable=not common.progress, leave=False
+        ) as bar:
             logits = clean_logits(target, bs, device, bar)
         fitted = target_calibration(target, common.calibrator, model, device, bs)
         before = "Test images" if common.calibrator == "none" else f"Test images, before {common.calibrator} scaling"
@@ -69,23 +78,39 @@ class Calibration(Evaluator):
             return rows
         condition, label = scaled_condition(fitted.name), scaled_label(fitted.name)
         extra = {**fitted.settings, "calibrator_params": fitted.params}
-        cbase = {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), fitted.note]))} if fitted.note else base
+        cbase = (
+            {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), fitted.note]))} if fitted.note else base
+        )
         if "temperature" in fitted.params:
-            held = ("validation images" if not target.settings.get("calibration_split")
-                    else "test images (never evaluated)")
-            rows.append(record(cbase, condition, "temperature", fitted.params["temperature"],
-                               f"Temperature fitted on {fitted.images} held-out {held}", calibrator=fitted.name, **extra))
+            held = (
+                "validation images" if not target.settings.get("calibration_split") else "test images (never evaluated)"
+            )
+            rows.append(
+                record(
+                    cbase,
+                    condition,
+                    "temperature",
+                    fitted.params["temperature"],
+                    f"Temperature fitted on {fitted.images} held-out {held}",
+                    calibrator=fitted.name,
+                    **extra,
+                )
+            )
         rows += _metric_rows(cbase, condition, label, fitted.apply(logits), target.test.y, bins, fitted.name, extra)
         return rows
 
 
-def _metric_rows(base, condition, label, logits, y, bins, calibrator: str = "none", extra: dict | None = None) -> list[dict]:
+def _metric_rows(
+    base, condition, label, logits, y, bins, calibrator: str = "none", extra: dict | None = None
+) -> list[dict]:
     from mmix_eval.evaluate.metrics import calibration_scored, with_detail
 
     m, scored = calibration_scored(logits, y, bins)
     extra = extra or {}
-    rows = [record(base, condition, k, m[k], label, calibrator=calibrator, **extra)
-            for k in ("acc", *PROBABILITY_METRICS[:4], "mce", *PROBABILITY_METRICS[4:])]
+    rows = [
+        record(base, condition, k, m[k], label, calibrator=calibrator, **extra)
+        for k in ("acc", *PROBABILITY_METRICS[:4], "mce", *PROBABILITY_METRICS[4:])
+    ]
     attach(rows[0], correct=scored.correct.astype(bool))  # per-image outcomes and the probability detail, stored beside
     with_detail(rows[1:], scored)
     counts, acc, conf = m["bins"]
@@ -95,10 +120,20 @@ def _metric_rows(base, condition, label, logits, y, bins, calibrator: str = "non
     return rows
 
 
-def evaluate_calibration(target, bins: int = 15, batch_size: int | None = None, device=None, progress: bool = True,
-                         calibrator: str = "temperature") -> list[dict]:
+def evaluate_calibration(
+    target,
+    bins: int = 15,
+    batch_size: int | None = None,
+    device=None,
+    progress: bool = True,
+    calibrator: str = "temperature",
+) -> list[dict]:
     """Python API: the calibration evaluator on one target."""
     from mmix_eval.evaluate.base import EvalOptions, run_evaluator
 
-    return run_evaluator(Calibration(), target, {}, EvalOptions(bins=bins, batch_size=batch_size, device=device,
-                                                                progress=progress, calibrator=calibrator))
+    return run_evaluator(
+        Calibration(),
+        target,
+        {},
+        EvalOptions(bins=bins, batch_size=batch_size, device=device, progress=progress, calibrator=calibrator),
+    )

@@ -35,8 +35,12 @@ HIST_BINS = 20
 
 @dataclass(frozen=True)
 class OODOptions:
-    ood: list[str] = field(default_factory=lambda: ["noise:gaussian", "noise:uniform", "noise:blobs"], metadata={
-        "help": "OOD sources: noise:gaussian|uniform|blobs or data sets (svhn, cifar100, imagefolder:PATH, ...)"})
+    ood: list[str] = field(
+        default_factory=lambda: ["noise:gaussian", "noise:uniform", "noise:blobs"],
+        metadata={
+            "help": "OOD sources: noise:gaussian|uniform|blobs or data sets (svhn, cifar100, imagefolder:PATH, ...)"
+        },
+    )
 
 
 def check_source(spec: str) -> None:
@@ -47,8 +51,11 @@ def check_source(spec: str) -> None:
         return
     name, sep, _ = spec.partition(":")
     if name not in DATASETS.names() and not sep:  # NAME:ARG may also be a user's module:function
-        raise OptionError("ood", f"expected noise:KIND or a data set ({', '.join(DATASETS.names())}), got "
-                                 f"'{spec}'{did_you_mean(name, DATASETS.names())}")
+        raise OptionError(
+            "ood",
+            f"expected noise:KIND or a data set ({', '.join(DATASETS.names())}), got "
+            f"'{spec}'{did_you_mean(name, DATASETS.names())}",
+        )
 
 
 def ranking_metrics(score_in, score_out) -> dict[str, float]:
@@ -59,8 +66,12 @@ def ranking_metrics(score_in, score_out) -> dict[str, float]:
     s = np.concatenate([score_in, score_out]).astype(np.float64)
     y = np.concatenate([np.ones(len(score_in)), np.zeros(len(score_out))])
     fpr, tpr, _ = roc_curve(y, s)
-    return {"auroc": float(roc_auc_score(y, s)), "aupr_in": float(average_precision_score(y, s)),
-            "aupr_out": float(average_precision_score(1 - y, -s)), "fpr95": float(fpr[np.searchsorted(tpr, 0.95)])}
+    return {
+        "auroc": float(roc_auc_score(y, s)),
+        "aupr_in": float(average_precision_score(y, s)),
+        "aupr_out": float(average_precision_score(1 - y, -s)),
+        "fpr95": float(fpr[np.searchsorted(tpr, 0.95)]),
+    }
 
 
 def scores(logits, mean_logits=None) -> dict:
@@ -70,11 +81,17 @@ def scores(logits, mean_logits=None) -> dict:
     import torch
 
     z = logits if mean_logits is None else mean_logits
-    return {"msp": torch.softmax(logits, 1).max(1).values, "max_logit": z.max(1).values, "energy": torch.logsumexp(z, 1)}
+    return {
+        "msp": torch.softmax(logits, 1).max(1).values,
+        "max_logit": z.max(1).values,
+        "energy": torch.logsumexp(z, 1),
+    }
 
 
-ENSEMBLE_NOTE = ("a deep ensemble's max softmax of the mean softmax, max logit and energy from the members' mean logits, "
-                 "no calibrated energy (the calibrator is fitted to the averaged probabilities, not to the mean logits)")
+ENSEMBLE_NOTE = (
+    "a deep ensemble's max softmax of the mean softmax, max logit and energy from the members' mean logits, "
+    "no calibrated energy (the calibrator is fitted to the averaged probabilities, not to the mean logits)"
+)
 
 
 class OOD(Evaluator):
@@ -104,8 +121,9 @@ class OOD(Evaluator):
 
     def preflight(self, options, ctx) -> None:
         """Each data source exists and is not the bench's own data (by resolved path; by content when run)."""
-        preflight_sources([s for s in options.ood if not s.startswith("noise:")], ctx, "ood: source",
-                          "the in-distribution set")
+        preflight_sources(
+            [s for s in options.ood if not s.startswith("noise:")], ctx, "ood: source", "the in-distribution set"
+        )
 
     def run(self, target, options, common) -> list[dict]:
         from mmix_eval.evaluate.passes import clean_logits, setup, target_calibration
@@ -114,8 +132,14 @@ class OOD(Evaluator):
         for spec in options.ood:
             refuse_same(spec, data, "ood: source", "the in-distribution set")
         model, device, bs, warn = setup(target, common.device, common.batch_size)
-        base = {**target.base, "evaluator": self.name, "n": len(target.test), "eval_seed": common.seed, "warnings": warn,
-                "settings": {**target.settings, "ood_sources": ",".join(options.ood)}}
+        base = {
+            **target.base,
+            "evaluator": self.name,
+            "n": len(target.test),
+            "eval_seed": common.seed,
+            "warnings": warn,
+            "settings": {**target.settings, "ood_sources": ",".join(options.ood)},
+        }
         scorer = Scorer(target, model, device, bs)
         if scorer.ensemble is not None:  # how its scores are defined: a setting of its rows, stated once in the header
             base["settings"] = {**base["settings"], "ensemble_scores": ENSEMBLE_NOTE.replace("; ", ", ")}
@@ -177,8 +201,10 @@ def check_ood_images(spec: str, x, test_images: TestImages) -> None:
     # shape, so bytes compare directly
     same = 0 if spec.startswith("noise:") else test_images.shared(x)
     if same * 2 >= len(x):  # by content: another path, a symlink or a copy of the evaluation data
-        raise UserError(f"ood: source '{spec}' expected data other than the in-distribution set, got images "
-                        f"identical to the evaluated test images ({same} of {len(x)})")
+        raise UserError(
+            f"ood: source '{spec}' expected data other than the in-distribution set, got images "
+            f"identical to the evaluated test images ({same} of {len(x)})"
+        )
 
 
 def score_rows(base: dict, spec: str, s_in: dict, s_out: dict, n_ood: int, **extra) -> list[dict]:
@@ -214,8 +240,19 @@ def histogram_rows(base: dict, spec: str, msp_in, msp_out, n_ood: int) -> list[d
     for metric, vals in (("hist_in", msp_in), ("hist_out", msp_out)):
         counts = np.histogram(np.clip(vals, 0, 1), bins=edges)[0] / len(vals)
         for b, c in enumerate(counts):
-            rows.append(record(base, f"{spec}/msp", metric, float(c), f"{spec}, max softmax", bin=b,
-                               ood=spec, score="msp", n_ood=n_ood))
+            rows.append(
+                record(
+                    base,
+                    f"{spec}/msp",
+                    metric,
+                    float(c),
+                    f"{spec}, max softmax",
+                    bin=b,
+                    ood=spec,
+                    score="msp",
+                    n_ood=n_ood,
+                )
+            )
     return rows
 
 
@@ -249,10 +286,17 @@ def ood_images(spec: str, n: int, shape: tuple[int, int, int], seed: int, data_r
         if x.shape[1] == 1:
             x = x.expand(-1, c, -1, -1)
         elif x.shape[1] == 3 and c == 1:
-            x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).round().to(torch.uint8)
+            x = (
+                (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1))
+                .sum(1, keepdim=True)
+                .round()
+                .to(torch.uint8)
+            )
         else:
-            raise UserError(f"ood: source '{spec}' has {x.shape[1]}-channel images; the model takes {c} channels "
-                            f"(1 -> 3 and 3 -> 1 are mapped; give a source with 1, 3 or {c} channels)")
+            raise UserError(
+                f"ood: source '{spec}' has {x.shape[1]}-channel images; the model takes {c} channels "
+                f"(1 -> 3 and 3 -> 1 are mapped; give a source with 1, 3 or {c} channels)"
+            )
     if tuple(x.shape[2:]) != (h, w):
         x = F.interpolate(x.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
         x = x.round().clamp(0, 255).to(torch.uint8)

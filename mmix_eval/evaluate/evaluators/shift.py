@@ -24,9 +24,13 @@ from mmix_eval.evaluate.sources import TestImages, refuse_same
 
 @dataclass(frozen=True)
 class ShiftOptions:
-    sets: list[str] = field(default_factory=lambda: ["cifar10.1", "cifar10.2"], metadata={
-        "help": "natural-shift test sets: cifar10.1[:PATH], cifar10.2[:PATH], imagefolder:PATH[?image_size=S], "
-                "or any data set (its test split); default: CIFAR-10.1 and CIFAR-10.2 under --data-root"})
+    sets: list[str] = field(
+        default_factory=lambda: ["cifar10.1", "cifar10.2"],
+        metadata={
+            "help": "natural-shift test sets: cifar10.1[:PATH], cifar10.2[:PATH], imagefolder:PATH[?image_size=S], "
+            "or any data set (its test split); default: CIFAR-10.1 and CIFAR-10.2 under --data-root"
+        },
+    )
 
 
 def condition_name(spec: str) -> str:
@@ -57,13 +61,17 @@ class Shift(Evaluator):
         for spec in options.sets:
             name, sep, _ = spec.partition(":")
             if name not in DATASETS.names() and not sep:
-                raise OptionError("sets", f"expected a data set ({', '.join(DATASETS.names())}), got "
-                                          f"'{spec}'{did_you_mean(name, DATASETS.names())}")
+                raise OptionError(
+                    "sets",
+                    f"expected a data set ({', '.join(DATASETS.names())}), got "
+                    f"'{spec}'{did_you_mean(name, DATASETS.names())}",
+                )
         names = [condition_name(s) for s in options.sets]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise OptionError("sets", f"expected sets with different names, got '{dup[0]}' twice (give folders of "
-                                      f"different names)")
+            raise OptionError(
+                "sets", f"expected sets with different names, got '{dup[0]}' twice (give folders of different names)"
+            )
 
     def preflight(self, options, ctx) -> None:
         """Each set exists, is not the evaluation data itself, and has test images of the model's input shape
@@ -85,10 +93,23 @@ class Shift(Evaluator):
         model, device, bs, warn = setup(target, common.device, common.batch_size)
         calibration = target_calibration(target, common.calibrator, model, device, bs)
         warn = "; ".join(filter(None, [warn, target.calibration_note]))
-        base = {**target.base, "evaluator": self.name, "n": len(target.test), "eval_seed": common.seed, "warnings": warn,
-                "settings": {**target.settings, "shift_sets": ",".join(options.sets)}}
-        rows = condition_rows(base, "clean", clean_logits(target, bs, device), target.test.y, common.bins,
-                              "Clean test images", calibration=calibration)
+        base = {
+            **target.base,
+            "evaluator": self.name,
+            "n": len(target.test),
+            "eval_seed": common.seed,
+            "warnings": warn,
+            "settings": {**target.settings, "shift_sets": ",".join(options.sets)},
+        }
+        rows = condition_rows(
+            base,
+            "clean",
+            clean_logits(target, bs, device),
+            target.test.y,
+            common.bins,
+            "Clean test images",
+            calibration=calibration,
+        )
         clean_acc = rows[0]["value"]
         test_images = TestImages(target.test.x)
         for spec in options.sets:
@@ -96,8 +117,18 @@ class Shift(Evaluator):
             logits = logits_of(model, images, bs, device, precision=target.precision)
             name = condition_name(spec)
             # n stays the evaluated test subset's (what the report groups records by); the set's size is a setting
-            got = condition_rows(base, name, logits, images.y, common.bins, f"{name} ({len(images):,} images)",
-                                 clean_acc, calibration, shift_set=spec, set_images=len(images))
+            got = condition_rows(
+                base,
+                name,
+                logits,
+                images.y,
+                common.bins,
+                f"{name} ({len(images):,} images)",
+                clean_acc,
+                calibration,
+                shift_set=spec,
+                set_images=len(images),
+            )
             attach(got[0], indices=np.arange(len(images), dtype=np.int64))  # the set's own images, not the test subset
             rows += got
         return rows
@@ -107,9 +138,11 @@ def check_shape(spec: str, got: tuple, want: tuple) -> None:
     """A set's images have the model's input shape (C, H, W), or a one-line error saying how to resize them."""
     if got != want:
         c, h, w = got
-        raise UserError(f"shift: set '{spec}' expected images of the model's input, {want[0]} x {want[1]} x {want[2]} "
-                        f"(channels x height x width), got {c} x {h} x {w}"
-                        f"{' (give ?image_size=S to resize image files)' if (h, w) != want[1:] else ''}")
+        raise UserError(
+            f"shift: set '{spec}' expected images of the model's input, {want[0]} x {want[1]} x {want[2]} "
+            f"(channels x height x width), got {c} x {h} x {w}"
+            f"{' (give ?image_size=S to resize image files)' if (h, w) != want[1:] else ''}"
+        )
 
 
 def shift_images(spec: str, target, common, test_images: TestImages):
@@ -124,8 +157,13 @@ def shift_images(spec: str, target, common, test_images: TestImages):
     check_shape(spec, tuple(d.test.x.shape[1:]), tuple(target.test.x.shape[1:]))
     same = test_images.shared(d.test.x)
     if same * 2 >= len(d.test):  # by content: a copy of the evaluated test images under another name
-        raise UserError(f"shift: set '{spec}' expected images other than the evaluated test images, got "
-                        f"{same} of its {len(d.test)} images identical to them")
-    lut = class_lookup({"data": {"classes": target.classes}} if target.classes else {}, d,
-                       target.settings.get("class_map") or common.class_map)
+        raise UserError(
+            f"shift: set '{spec}' expected images other than the evaluated test images, got "
+            f"{same} of its {len(d.test)} images identical to them"
+        )
+    lut = class_lookup(
+        {"data": {"classes": target.classes}} if target.classes else {},
+        d,
+        target.settings.get("class_map") or common.class_map,
+    )
     return Images(d.test.x, lut[d.test.y] if lut is not None else d.test.y)

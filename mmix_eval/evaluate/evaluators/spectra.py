@@ -34,10 +34,16 @@ SPECTRUM = 20
 
 @dataclass(frozen=True)
 class SpectraOptions:
-    layers: list[str] = field(default_factory=list, metadata={
-        "help": "module names (default: every stage output of a stage-structured model)"})
-    pool: Literal["flatten", "avg"] = field(default="flatten", metadata={"help": "flatten or avg (a conv map averaged over space)"})
-    max_dim: int = field(default=512, metadata={"help": "wider representations: seeded Gaussian projection to this (2 to 65,536)"})
+    layers: list[str] = field(
+        default_factory=list,
+        metadata={"help": "module names (default: every stage output of a stage-structured model)"},
+    )
+    pool: Literal["flatten", "avg"] = field(
+        default="flatten", metadata={"help": "flatten or avg (a conv map averaged over space)"}
+    )
+    max_dim: int = field(
+        default=512, metadata={"help": "wider representations: seeded Gaussian projection to this (2 to 65,536)"}
+    )
 
 
 def spectrum_metrics(h, y, classes: int | None = None) -> dict:
@@ -53,12 +59,14 @@ def spectrum_metrics(h, y, classes: int | None = None) -> dict:
     for c in labels:
         xc = h[y == c]
         if len(xc) < 2:
-            raise UserError(f"spectra: class {c} expected at least 2 test images, got {len(xc)} (raise {mention('limit')})")
+            raise UserError(
+                f"spectra: class {c} expected at least 2 test images, got {len(xc)} (raise {mention('limit')})"
+            )
         means.append(xc.mean(0))
         xc = xc - xc.mean(0)
         s = torch.linalg.svdvals(xc)
         total = float(s.sum())
-        var = s ** 2
+        var = s**2
         if total <= 0:  # every image of the class maps to one point: perfectly flat
             per.append({"top_share": 1.0, "dirs90": 1.0, "dirs99": 1.0, "eff_rank": 1.0, "within": 0.0})
             spectra.append([1.0])
@@ -66,19 +74,25 @@ def spectrum_metrics(h, y, classes: int | None = None) -> dict:
         p = s / total
         cum = torch.cumsum(var, 0) / var.sum()
         nz = p[p > 0]
-        per.append({"top_share": float(p[0]),
-                    "dirs90": float(int(torch.searchsorted(cum, torch.tensor(0.9, dtype=cum.dtype) - 1e-12)) + 1),
-                    "dirs99": float(int(torch.searchsorted(cum, torch.tensor(0.99, dtype=cum.dtype) - 1e-12)) + 1),
-                    "eff_rank": float(torch.exp(-(nz * nz.log()).sum())),
-                    "within": float(var.sum()) / (len(xc) - 1)})
-        spectra.append(p[:min(SPECTRUM, len(xc) - 1, h.shape[1])].tolist())  # a centred class has rank <= n_c - 1
+        per.append(
+            {
+                "top_share": float(p[0]),
+                "dirs90": float(int(torch.searchsorted(cum, torch.tensor(0.9, dtype=cum.dtype) - 1e-12)) + 1),
+                "dirs99": float(int(torch.searchsorted(cum, torch.tensor(0.99, dtype=cum.dtype) - 1e-12)) + 1),
+                "eff_rank": float(torch.exp(-(nz * nz.log()).sum())),
+                "within": float(var.sum()) / (len(xc) - 1),
+            }
+        )
+        spectra.append(p[: min(SPECTRUM, len(xc) - 1, h.shape[1])].tolist())  # a centred class has rank <= n_c - 1
     m = torch.stack(means)
     between = float(((m - m.mean(0)) ** 2).sum()) / max(1, len(m) - 1)
     out = {k: sum(d[k] for d in per) / len(per) for k in ("top_share", "dirs90", "dirs99", "eff_rank")}
     within = sum(d["within"] for d in per) / len(per)
     out["within_between"] = within / between if between > 0 else math.inf
     longest = max(len(s) for s in spectra)  # index k averaged over the classes whose rank reaches it
-    out["spectrum"] = [sum(s[k] for s in spectra if len(s) > k) / sum(len(s) > k for s in spectra) for k in range(longest)]
+    out["spectrum"] = [
+        sum(s[k] for s in spectra if len(s) > k) / sum(len(s) > k for s in spectra) for k in range(longest)
+    ]
     return out
 
 
@@ -113,8 +127,10 @@ class Spectra(Evaluator):
         resolve_layers(ctx.model, options.layers)
         limit = ctx.common.limit
         if limit is not None and limit < 2 * ctx.num_classes:
-            raise UserError(f"spectra: expected at least 2 test images per class, so a limit of at least "
-                            f"{2 * ctx.num_classes} for {ctx.num_classes} classes, got limit {limit}")
+            raise UserError(
+                f"spectra: expected at least 2 test images per class, so a limit of at least "
+                f"{2 * ctx.num_classes} for {ctx.num_classes} classes, got limit {limit}"
+            )
 
     def run(self, target, options, common) -> list[dict]:
         from mmix_eval.evaluate.passes import setup
@@ -123,14 +139,22 @@ class Spectra(Evaluator):
         model, device, bs, warn = setup(target, common.device, common.batch_size)
         layers = resolve_layers(model, options.layers)
         reps = collect(model, target.test, layers, device, bs, options.pool, options.max_dim, common.seed)
-        base = {**target.base, "evaluator": self.name, "n": len(target.test), "eval_seed": common.seed, "warnings": warn,
-                "settings": {**target.settings, "pool": options.pool, "max_dim": options.max_dim}}
+        base = {
+            **target.base,
+            "evaluator": self.name,
+            "n": len(target.test),
+            "eval_seed": common.seed,
+            "warnings": warn,
+            "settings": {**target.settings, "pool": options.pool, "max_dim": options.max_dim},
+        }
         y = target.test.y.cpu()
         rows = []
         for name, (h, width) in reps.items():
             m = spectrum_metrics(h, y)
             extra = {"layer": name, "width": width, "projected": width > options.max_dim}
-            label = f"layer {name} ({width} units{f', projected to {options.max_dim}' if width > options.max_dim else ''})"
+            label = (
+                f"layer {name} ({width} units{f', projected to {options.max_dim}' if width > options.max_dim else ''})"
+            )
             for k in ("top_share", "dirs90", "dirs99", "eff_rank", "within_between"):
                 rows.append(record(base, name, k, m[k], label, **extra))
             for k, v in enumerate(m["spectrum"]):
@@ -145,8 +169,10 @@ def resolve_layers(model, names: list[str]) -> dict[str, object]:
     if not names:
         stages = getattr(model, "stages", None)
         if stages is None:
-            raise UserError(f"spectra: {type(model).__name__} has no numbered stages; give module names with {mention('layers')} "
-                            f"(e.g. {', '.join(n for n, _ in list(model.named_children())[:4])})")
+            raise UserError(
+                f"spectra: {type(model).__name__} has no numbered stages; give module names with {mention('layers')} "
+                f"(e.g. {', '.join(n for n, _ in list(model.named_children())[:4])})"
+            )
         return {str(i): s for i, s in enumerate(stages, start=1)}
     out, known = {}, [n for n, _ in model.named_modules() if n]
     for n in names:
@@ -156,8 +182,10 @@ def resolve_layers(model, names: list[str]) -> dict[str, object]:
         try:
             out[n] = model.get_submodule(n)
         except AttributeError:
-            raise UserError(f"spectra: layer '{n}' expected a module name of {type(model).__name__}"
-                            f"{did_you_mean(n, known)}; e.g. {', '.join(known[:6])}") from None
+            raise UserError(
+                f"spectra: layer '{n}' expected a module name of {type(model).__name__}"
+                f"{did_you_mean(n, known)}; e.g. {', '.join(known[:6])}"
+            ) from None
     return out
 
 
@@ -186,6 +214,7 @@ def collect(model, images, layers: dict, device, batch_size: int, pool: str, max
                     proj[name] = (torch.randn(h.shape[1], max_dim, generator=g) / math.sqrt(max_dim)).to(h.device)
                 h = h @ proj[name]
             got[name].append(h.cpu())
+
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]

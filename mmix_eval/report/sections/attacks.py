@@ -47,8 +47,13 @@ def masking_notes(records: list[dict], labels: dict[str, str]) -> list[str]:
     if not compared:
         return []
     if not flags:
-        return [f"Gradient-masking check passed: at every ε compared ({compared}), FGSM accuracy is within "
-                f"{MASKING_POINTS:g} points of the strongest iterative attack's."]
-    return [f"Gradient-masking check (FGSM more than {MASKING_POINTS:g} points above an iterative attack at the same "
-            f"ε, or PGD gaining accuracy with more steps, flags robustness that a strong attack removes): "
-            + "; ".join(flags) + "."]
+        return [
+            f"Gradient-masking check passed: at every ε compared ({compared}), FGSM accuracy is within "
+            f"{MASKING_POINTS:g} points of the strongest iterative attack's."
+        ]
+    return [
+        f"Gradient-masking check (FGSM more than {MASKING_POINTS:g} points above an iterative attack at the same "
+        f"ε, or PGD gaining accuracy with more steps, flags robustness that a strong attack removes): "
+        + "; ".join(flags)
+        + "."
+    ]

@@ -70,27 +70,40 @@ class ReportSection:
 
         table, out, stem = ctx.table, {}, safe_name(str(self.evaluator))
         head = self.headline_rows(table)
-        clean = next((i for i, r in enumerate(table.rows) if (r.evaluator, r.condition, r.metric) == (None, "clean", "acc")
-                      and r.section == "comparison"), None)
+        clean = next(
+            (
+                i
+                for i, r in enumerate(table.rows)
+                if (r.evaluator, r.condition, r.metric) == (None, "clean", "acc") and r.section == "comparison"
+            ),
+            None,
+        )
         if head:  # the headline metrics under each shift, clean first, one panel per metric on an axis of its unit
             by_metric: dict = {}
             for i in head:
                 by_metric.setdefault(table.rows[i].metric, []).append(i)
-            panels = [([clean] if clean is not None and metric == "acc" else []) + rows for metric, rows in by_metric.items()]
+            panels = [
+                ([clean] if clean is not None and metric == "acc" else []) + rows for metric, rows in by_metric.items()
+            ]
             width = min(MAX_FIG_WIDTH, sum(max(6.0, 0.9 * len(idx) + 2) for idx in panels))
             fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.6), squeeze=False)
             for k, (ax, idx) in enumerate(zip(axes[0], panels)):
                 ylabel = plot_text(table.rows[idx[-1]].label.rsplit(": ", 1)[-1])
                 if len(panels) == 1:
-                    line_or_bars(ax, table, idx, COLORS, ylabel, f"{plot_text(self.evaluator)}: {ylabel} under each condition")
+                    line_or_bars(
+                        ax, table, idx, COLORS, ylabel, f"{plot_text(self.evaluator)}: {ylabel} under each condition"
+                    )
                     continue
                 line_or_bars(ax, table, idx, COLORS, ylabel, ylabel.split(" (")[0])
                 ax.title.set_fontsize(9)
                 if k < len(panels) - 1:
                     ax.get_legend().remove()  # one legend, right of the last panel
             if len(panels) > 1:
-                fig.suptitle(f"{plot_text(self.evaluator)}: each headline metric under each condition, on its own axis "
-                             f"(mean ± std over seeds)", fontsize=10)
+                fig.suptitle(
+                    f"{plot_text(self.evaluator)}: each headline metric under each condition, on its own axis "
+                    f"(mean ± std over seeds)",
+                    fontsize=10,
+                )
                 fig.tight_layout()
             out[stem] = fig
         if head:  # a shift evaluator: Ovadia et al. 2019's question, raw and after the calibrator

@@ -16,9 +16,13 @@ class CalibrationSection(ReportSection):
 
     def figures(self, ctx: SectionContext) -> dict:
         out = super().figures(ctx)
-        conditions = list(dict.fromkeys(r["condition"] for r in ctx.records
-                                        if r["evaluator"] == self.evaluator and r["bin"] is not None
-                                        and r["metric"] == "bin_count"))
+        conditions = list(
+            dict.fromkeys(
+                r["condition"]
+                for r in ctx.records
+                if r["evaluator"] == self.evaluator and r["bin"] is not None and r["metric"] == "bin_count"
+            )
+        )
         for k, condition in enumerate(conditions):
             fig = reliability_figure(ctx, self.evaluator, condition)
             if fig is not None:
@@ -34,7 +38,9 @@ def reliability_figure(ctx: SectionContext, evaluator: str, condition: str):
     for r in ctx.records:
         if r["bin"] is not None and r["evaluator"] == evaluator and r["condition"] == condition:
             label = label or r["label"]
-            bins.setdefault(ctx.labels[r["run"]], {}).setdefault(r["bin"], {}).setdefault(r["run"], {})[r["metric"]] = r["value"]
+            bins.setdefault(ctx.labels[r["run"]], {}).setdefault(r["bin"], {}).setdefault(r["run"], {})[r["metric"]] = (
+                r["value"]
+            )
     methods = [m for m in ctx.table.methods if m in bins]
     if not methods:
         return None
@@ -54,10 +60,18 @@ def reliability_figure(ctx: SectionContext, evaluator: str, condition: str):
             counts.append(n)
             xs.append(b)
         width = 1.0 / (max(bins[m]) + 1)
-        ax.bar([(b + 0.5) * width for b in xs], accs, width * 0.95, color=color_of(ctx.table, m),
-               alpha=0.8, label="accuracy")
+        ax.bar(
+            [(b + 0.5) * width for b in xs],
+            accs,
+            width * 0.95,
+            color=color_of(ctx.table, m),
+            alpha=0.8,
+            label="accuracy",
+        )
         for b, n in zip(xs, counts):
-            ax.text((b + 0.5) * width, 0.015, f"{n:g}", ha="center", va="bottom", fontsize=6, rotation=90)  # inside the bar
+            ax.text(
+                (b + 0.5) * width, 0.015, f"{n:g}", ha="center", va="bottom", fontsize=6, rotation=90
+            )  # inside the bar
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
         ax.scatter(confs, accs, s=12, color="k", zorder=3, label="(mean confidence, accuracy) of a bin")
         ax.set_xlim(0, 1), ax.set_ylim(0, 1)
@@ -66,9 +80,19 @@ def reliability_figure(ctx: SectionContext, evaluator: str, condition: str):
             ax.set_ylabel("accuracy")
     for a in range(len(methods), nrows * cols):
         axes[a // cols][a % cols].axis("off")
-    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=8, loc="lower center", ncol=3,
-               bbox_to_anchor=(0.5, -0.04 / nrows))  # below the panels: never over a bar
-    fig.suptitle(plot_text(f"Reliability diagrams: {label or condition} ({evaluator}; pooled over seeds; the number "
-                           f"in a bar is its images)"), fontsize=11)
+    fig.legend(
+        *axes[0][0].get_legend_handles_labels(),
+        fontsize=8,
+        loc="lower center",
+        ncol=3,
+        bbox_to_anchor=(0.5, -0.04 / nrows),
+    )  # below the panels: never over a bar
+    fig.suptitle(
+        plot_text(
+            f"Reliability diagrams: {label or condition} ({evaluator}; pooled over seeds; the number "
+            f"in a bar is its images)"
+        ),
+        fontsize=11,
+    )
     fig.tight_layout()
     return fig

@@ -21,6 +21,8 @@ def call_section(section, name: str, ctx, kind: type):
         raise UserError(f"{where}: failed ({type(e).__name__}: {str(e)[:200]})") from None
     if kind is list and not (isinstance(got, list) and all(isinstance(n, str) for n in got)):
         raise UserError(f"{where}: expected a list of strings, got {type(got).__name__}")
-    if kind is dict and not (isinstance(got, dict) and all(isinstance(k, str) and isinstance(v, Figure) for k, v in got.items())):
+    if kind is dict and not (
+        isinstance(got, dict) and all(isinstance(k, str) and isinstance(v, Figure) for k, v in got.items())
+    ):
         raise UserError(f"{where}: expected a dict of name -> matplotlib figure, got {type(got).__name__}")
     return got

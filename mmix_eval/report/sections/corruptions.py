@@ -44,21 +44,44 @@ class CorruptionsSection(ReportSection):
         def add(section: str, condition: str, metric: str, label: str, values: dict, after: int | None = None):
             return add_row(table, Row(e, condition, metric, label, "lower", ".1f", section), values, after)
 
-        head = next((i for i, r in enumerate(table.rows) if r.section == "comparison" and r.evaluator == e
-                     and r.condition == "mean" and r.metric == "acc"), None)
-        i = add("comparison", "mean", "mce", f"{e}: mCE (% of {baseline}'s errors)", {m: r["mce"] for m, r in res.items()}, head)
-        add("comparison", "mean", "rel_mce", f"{e}: relative mCE (% of {baseline}'s degradation)",
-            {m: r["rel_mce"] for m, r in res.items()}, i)
+        head = next(
+            (
+                i
+                for i, r in enumerate(table.rows)
+                if r.section == "comparison" and r.evaluator == e and r.condition == "mean" and r.metric == "acc"
+            ),
+            None,
+        )
+        i = add(
+            "comparison",
+            "mean",
+            "mce",
+            f"{e}: mCE (% of {baseline}'s errors)",
+            {m: r["mce"] for m, r in res.items()},
+            head,
+        )
+        add(
+            "comparison",
+            "mean",
+            "rel_mce",
+            f"{e}: relative mCE (% of {baseline}'s degradation)",
+            {m: r["rel_mce"] for m, r in res.items()},
+            i,
+        )
         last = None
         for c in next(iter(res.values()))["ce"]:
             last = add(e, c, "ce", f"{c}: CE (% of {baseline}'s errors)", {m: r["ce"][c] for m, r in res.items()}, last)
-        note = (f"Corruption errors: CE_c = Σ_s E_c,s / Σ_s E_c,s of {baseline} (its mean over seeds), mCE = mean over "
-                f"corruptions, relative mCE from the drop below clean accuracy (Hendrycks & Dietterich 2019, with "
-                f"{baseline} in place of AlexNet).")
+        note = (
+            f"Corruption errors: CE_c = Σ_s E_c,s / Σ_s E_c,s of {baseline} (its mean over seeds), mCE = mean over "
+            f"corruptions, relative mCE from the drop below clean accuracy (Hendrycks & Dietterich 2019, with "
+            f"{baseline} in place of AlexNet)."
+        )
         undefined = res_undefined(res)
         if undefined:
-            note += (f" Relative mCE is undefined (n/a) where {baseline}'s error under a corruption is not above its clean "
-                     f"error (a non-positive denominator): {', '.join(undefined)}.")
+            note += (
+                f" Relative mCE is undefined (n/a) where {baseline}'s error under a corruption is not above its clean "
+                f"error (a non-positive denominator): {', '.join(undefined)}."
+            )
         return [note] + ([f"No corruption errors for {', '.join(missing)} (no corruption records)."] if missing else [])
 
     def figures(self, ctx: SectionContext) -> dict:
@@ -102,15 +125,23 @@ def corruption_errors(records: list[dict], labels: dict[str, str], baseline: str
     keys = sorted(set.intersection(*(set(k) for per in det.values() for k in per.values())))
     if not keys:
         return None
-    order = {c: k for k, c in enumerate(dict.fromkeys((r["settings"] or {}).get("corruption") for r in records
-                                                      if is_detail(r)))}
+    order = {
+        c: k
+        for k, c in enumerate(dict.fromkeys((r["settings"] or {}).get("corruption") for r in records if is_detail(r)))
+    }
     corruptions = sorted({c for c, _ in keys}, key=lambda c: order.get(c, len(order)))
     mean = lambda vs: sum(vs) / len(vs)
     ref = {k: mean([per[k] for per in det[baseline].values()]) for k in keys}
     ref_clean = mean(list(clean[baseline].values())) if clean.get(baseline) else None
     out = {}
     for lab, seeds in det.items():
-        res: dict = {"mce": {}, "rel_mce": {}, "ce": {c: {} for c in corruptions}, "evaluator": evaluator, "undefined": set()}
+        res: dict = {
+            "mce": {},
+            "rel_mce": {},
+            "ce": {c: {} for c in corruptions},
+            "evaluator": evaluator,
+            "undefined": set(),
+        }
         for seed, e in seeds.items():
             ces, rces = [], []
             for c in corruptions:
@@ -167,8 +198,14 @@ def corruption_figures(table: Table, records: list[dict], names: dict, baseline:
             keep = [(p, d) for p, d in zip(pos, data) if d]
             if not keep:
                 continue
-            bp = ax.boxplot([d for _, d in keep], positions=[p for p, _ in keep], widths=width * 0.9, patch_artist=True,
-                            showfliers=False, medianprops={"color": "k"})
+            bp = ax.boxplot(
+                [d for _, d in keep],
+                positions=[p for p, _ in keep],
+                widths=width * 0.9,
+                patch_artist=True,
+                showfliers=False,
+                medianprops={"color": "k"},
+            )
             for b in bp["boxes"]:
                 b.set_facecolor(color_of(table, m, colors))
                 b.set_alpha(0.75)
@@ -176,25 +213,43 @@ def corruption_figures(table: Table, records: list[dict], names: dict, baseline:
         ax.set_xticks(range(len(sevs)), ["clean" if s == 0 else str(s) for s in sevs])
         ax.set_xlabel("severity"), ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
-    axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="upper left",
-                   bbox_to_anchor=(1.01, 1.0))  # outside the axes: never over data
-    fig.suptitle(f"Corruptions: accuracy and ECE by severity (box over {len(corr)} corruptions; means over seeds)",
-                 fontsize=10)
+    axes[1].legend(
+        *axes[0].get_legend_handles_labels(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0)
+    )  # outside the axes: never over data
+    fig.suptitle(
+        f"Corruptions: accuracy and ECE by severity (box over {len(corr)} corruptions; means over seeds)", fontsize=10
+    )
     out["corruptions-severity"] = fig
     others = [m for m in methods if m != baseline]
     if baseline in acc and others:
-        fig, axes = plt.subplots(1, len(others), figsize=(0.9 * len([s for s in sevs if s]) * len(others) + 3.5,
-                                                           0.32 * len(corr) + 1.6), squeeze=False, sharey=True)
+        fig, axes = plt.subplots(
+            1,
+            len(others),
+            figsize=(0.9 * len([s for s in sevs if s]) * len(others) + 3.5, 0.32 * len(corr) + 1.6),
+            squeeze=False,
+            sharey=True,
+        )
         shown = [s for s in sevs if s > 0]
-        lim = max([abs(acc[m].get((c, s), 0) - acc[baseline].get((c, s), 0)) for m in others for c in corr for s in shown]
-                  + [1e-9])
+        lim = max(
+            [abs(acc[m].get((c, s), 0) - acc[baseline].get((c, s), 0)) for m in others for c in corr for s in shown]
+            + [1e-9]
+        )
         for ax, m in zip(axes[0], others):
-            d = np.array([[acc[m].get((c, s), np.nan) - acc[baseline].get((c, s), np.nan) for s in shown] for c in corr])
+            d = np.array(
+                [[acc[m].get((c, s), np.nan) - acc[baseline].get((c, s), np.nan) for s in shown] for c in corr]
+            )
             im = ax.imshow(d, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
             for (r, q), v in np.ndenumerate(d):
                 if not np.isnan(v):
-                    ax.text(q, r, f"{v:+.1f}", ha="center", va="center", fontsize=7,
-                            color="white" if abs(v) > 0.6 * lim else "black")
+                    ax.text(
+                        q,
+                        r,
+                        f"{v:+.1f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if abs(v) > 0.6 * lim else "black",
+                    )
             ax.set_xticks(range(len(shown)), [str(s) for s in shown])
             ax.set_yticks(range(len(corr)), [plot_text(c) for c in corr], fontsize=8)
             ax.tick_params(labelleft=ax is axes[0][0])  # the corruption names once, left of the first panel: a

@@ -33,16 +33,24 @@ def points(records: list[dict], labels: dict[str, str], evaluator: str = "shift"
     """set -> [(method label, seed, clean acc %, shift acc %)], one point per checkpoint."""
     clean, shifted, seeds = {}, {}, {}
     for r in records:
-        if (r["evaluator"] != evaluator or r["metric"] != "acc" or r["bin"] is not None or r["value"] is None
-                or calibrator_of(r) != "none" or not np.isfinite(r["value"])):
+        if (
+            r["evaluator"] != evaluator
+            or r["metric"] != "acc"
+            or r["bin"] is not None
+            or r["value"] is None
+            or calibrator_of(r) != "none"
+            or not np.isfinite(r["value"])
+        ):
             continue
         seeds[r["run"]] = r["train_seed"] if r["train_seed"] is not None else r["run"]
         if r["condition"] == "clean":  # keyed by run: one point per checkpoint
             clean[r["run"]] = r["value"]
         else:
             shifted.setdefault(r["condition"], {})[r["run"]] = r["value"]
-    return {s: [(labels[run], seeds[run], clean[run], v) for run, v in per.items() if run in clean]
-            for s, per in shifted.items()}
+    return {
+        s: [(labels[run], seeds[run], clean[run], v) for run, v in per.items() if run in clean]
+        for s, per in shifted.items()
+    }
 
 
 def fit_line(pts) -> tuple[float, float] | None:
@@ -72,20 +80,49 @@ class ShiftSection(ReportSection):
             values: dict = {}
             for m, seed, c, v in pts:
                 values.setdefault(m, {})[seed] = v - predicted(line, c)
-            head = next((i for i, r in enumerate(table.rows) if r.section == "comparison" and r.evaluator == self.evaluator
-                         and r.condition == s and r.metric == "acc" and r.calibrator == "none"), None)
-            add_row(table, Row(self.evaluator, s, "eff_rob", f"{s}: effective robustness (pp above the line)", "higher",
-                               ".2f", "comparison"), values, head)
-            notes.append(f"{s}: probit fit over {len(pts)} checkpoints, Φ⁻¹(shift) = {line[0]:.3f}·Φ⁻¹(clean) "
-                         f"{'+' if line[1] >= 0 else '−'} {abs(line[1]):.3f}.")
+            head = next(
+                (
+                    i
+                    for i, r in enumerate(table.rows)
+                    if r.section == "comparison"
+                    and r.evaluator == self.evaluator
+                    and r.condition == s
+                    and r.metric == "acc"
+                    and r.calibrator == "none"
+                ),
+                None,
+            )
+            add_row(
+                table,
+                Row(
+                    self.evaluator,
+                    s,
+                    "eff_rob",
+                    f"{s}: effective robustness (pp above the line)",
+                    "higher",
+                    ".2f",
+                    "comparison",
+                ),
+                values,
+                head,
+            )
+            notes.append(
+                f"{s}: probit fit over {len(pts)} checkpoints, Φ⁻¹(shift) = {line[0]:.3f}·Φ⁻¹(clean) "
+                f"{'+' if line[1] >= 0 else '−'} {abs(line[1]):.3f}."
+            )
         if notes:
-            notes.insert(0, "Effective robustness: a checkpoint's shift accuracy minus the accuracy-on-the-line prediction "
-                            "at its clean accuracy, in percentage points (Taori et al. 2020; the line is the least-squares "
-                            "fit on probit axes over this report's checkpoints, Miller et al. 2021; fitted on the models "
-                            "being compared, not an external testbed).")
+            notes.insert(
+                0,
+                "Effective robustness: a checkpoint's shift accuracy minus the accuracy-on-the-line prediction "
+                "at its clean accuracy, in percentage points (Taori et al. 2020; the line is the least-squares "
+                "fit on probit axes over this report's checkpoints, Miller et al. 2021; fitted on the models "
+                "being compared, not an external testbed).",
+            )
         if none:
-            notes.append(f"No accuracy-on-the-line fit for {', '.join(none)}: it needs at least 3 checkpoints of "
-                         f"different clean accuracy.")
+            notes.append(
+                f"No accuracy-on-the-line fit for {', '.join(none)}: it needs at least 3 checkpoints of "
+                f"different clean accuracy."
+            )
         return notes
 
     def figures(self, ctx: SectionContext) -> dict:
@@ -111,8 +148,13 @@ def line_figure(per_set: dict, methods: list[str]):
         ax.plot([lo, hi], [lo, hi], ls=":", color="grey", lw=1, label="y = x (no drop)")
         line = fit_line(pts)
         if line is not None:
-            ax.plot([lo, hi], [line[0] * lo + line[1], line[0] * hi + line[1]], color="black", lw=1.2,
-                    label="linear fit (probit axes)")
+            ax.plot(
+                [lo, hi],
+                [line[0] * lo + line[1], line[0] * hi + line[1]],
+                color="black",
+                lw=1.2,
+                label="linear fit (probit axes)",
+            )
         for m in methods:
             mine = [(x, y) for (mm, *_), x, y in zip(pts, xs, ys) if mm == m]
             if mine:

@@ -48,6 +48,8 @@ def spectra_figures(table: Table, records: list[dict], names: dict, colors) -> d
         ax.set_xlabel("singular value index k"), ax.set_title(plot_text(labels[key]), fontsize=8)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("s_k / Σ s (mean over classes)")
-    axes[0][-1].legend(*axes[0][0].get_legend_handles_labels(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[0][-1].legend(
+        *axes[0][0].get_legend_handles_labels(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0)
+    )
     fig.suptitle("Per-class singular values of the representations (steeper = flatter classes)", fontsize=10)
     return {"spectra": fig}

@@ -20,9 +20,31 @@ from mmix_eval.report.sections.attacks import masking_notes
 def tiny(tmp_path_factory):
     """An MLP trained for a few epochs on the 8x8 digits: some points robust at small ε, not all."""
     run = tmp_path_factory.mktemp("aa") / "run"
-    assert main(["train", "--data", "digits", "--method", "vanilla", "--epochs", "4", "--set", "train.device=cpu",
-                 "--set", "model.name=mlp", "--set", "model.kwargs={hidden: [32, 32], linear_stages: []}",
-                 "--set", "train.crop_padding=0", "--out", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--method",
+                "vanilla",
+                "--epochs",
+                "4",
+                "--set",
+                "train.device=cpu",
+                "--set",
+                "model.name=mlp",
+                "--set",
+                "model.kwargs={hidden: [32, 32], linear_stages: []}",
+                "--set",
+                "train.crop_padding=0",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     from mmix_eval.evaluate.target import load_target
 
     return run, load_target(run / "model.safetensors", "cpu", limit=40, seed=0)
@@ -69,12 +91,22 @@ def test_autoattack_is_at_most_pgd_is_at_most_fgsm_on_the_same_points(tiny, tmp_
 
 
 def test_masking_flag_by_hand():
-    rec = lambda run, tag, e, v: {"run": run, "metric": "acc", "bin": None, "value": v,
-                                  "settings": {"attack": tag, "eps_255": e}}
+    rec = lambda run, tag, e, v: {
+        "run": run,
+        "metric": "acc",
+        "bin": None,
+        "value": v,
+        "settings": {"attack": tag, "eps_255": e},
+    }
     labels = {"a": "vanilla", "b": "masked"}
-    rows = [rec("a", "fgsm", 8, 20.0), rec("a", "autoattack-Linf", 8, 15.0),
-            rec("b", "fgsm", 8, 45.0), rec("b", "autoattack-Linf", 8, 2.0),
-            rec("b", "pgd7", 4, 10.0), rec("b", "pgd20", 4, 14.0)]
+    rows = [
+        rec("a", "fgsm", 8, 20.0),
+        rec("a", "autoattack-Linf", 8, 15.0),
+        rec("b", "fgsm", 8, 45.0),
+        rec("b", "autoattack-Linf", 8, 2.0),
+        rec("b", "pgd7", 4, 10.0),
+        rec("b", "pgd20", 4, 14.0),
+    ]
     (note,) = masking_notes(rows, labels)
     assert "masked at ε = 8/255: FGSM 45.00 % vs autoattack-Linf 2.00 %" in note
     assert "PGD-20 accuracy 14.00 % above PGD-7's 10.00 %" in note and "vanilla" not in note
@@ -83,9 +115,13 @@ def test_masking_flag_by_hand():
 
 def test_bad_attack_options_are_one_line_errors():
     ev = get_evaluator("attack")
-    for bad, message in [({"norm": "L1"}, "norm: expected one of Linf, L2"), ({"attack": "pgd", "norm": "L2"}, "expected Linf for pgd"),
-                         ({"eps": [300.0]}, "expected Linf values <= 255"), ({"eps": [0.0]}, "expected values > 0"),
-                         ({"attack": "fgsm", "quick": True}, "expected only with attack autoattack")]:
+    for bad, message in [
+        ({"norm": "L1"}, "norm: expected one of Linf, L2"),
+        ({"attack": "pgd", "norm": "L2"}, "expected Linf for pgd"),
+        ({"eps": [300.0]}, "expected Linf values <= 255"),
+        ({"eps": [0.0]}, "expected values > 0"),
+        ({"attack": "fgsm", "quick": True}, "expected only with attack autoattack"),
+    ]:
         with pytest.raises(OptionError, match=message):
             ev.options(bad)  # the type check (a closed set), then validate
     given = ev.Options(eps=["8/255"])

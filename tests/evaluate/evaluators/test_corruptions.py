@@ -28,7 +28,7 @@ class ValueReader(torch.nn.Module):
 
     def forward(self, x):
         level = x.mean(dim=(1, 2, 3)) * 255.0 / 20.0
-        return -(level[:, None] - torch.arange(CLASSES, dtype=x.dtype)) ** 2 * 10
+        return -((level[:, None] - torch.arange(CLASSES, dtype=x.dtype)) ** 2) * 10
 
 
 def c10c_tree(root, corruptions=("gaussian_noise", "fog"), n=N):
@@ -43,8 +43,8 @@ def c10c_tree(root, corruptions=("gaussian_noise", "fog"), n=N):
         arr = np.zeros((5 * n, 32, 32, 3), np.uint8)
         for s in range(1, 6):
             shown = y if s <= keeps.get(c, 5) else (y + 1) % CLASSES
-            arr[(s - 1) * n:s * n] = (20 * shown)[:, None, None, None]
-            arr[(s - 1) * n:s * n, 0, 0, 0] = s  # a marker: severity in the first pixel
+            arr[(s - 1) * n : s * n] = (20 * shown)[:, None, None, None]
+            arr[(s - 1) * n : s * n, 0, 0, 0] = s  # a marker: severity in the first pixel
         np.save(root / f"{c}.npy", arr)
     return root, y
 
@@ -52,14 +52,23 @@ def c10c_tree(root, corruptions=("gaussian_noise", "fog"), n=N):
 def value_target(y, indices=None):
     idx = np.arange(len(y)) if indices is None else np.asarray(indices)
     x = torch.from_numpy((20 * y[idx]).astype(np.uint8))[:, None, None, None].expand(len(idx), 3, 32, 32).contiguous()
-    return Target(ValueReader().eval(), Images(x, torch.from_numpy(y[idx]).long()), run="reader", indices=idx,
-                  base={"run": "reader", "data": "cifar10", "method": "vanilla"})
+    return Target(
+        ValueReader().eval(),
+        Images(x, torch.from_numpy(y[idx]).long()),
+        run="reader",
+        indices=idx,
+        base={"run": "reader", "data": "cifar10", "method": "vanilla"},
+    )
 
 
 def run_files(target, folder, **opts):
     opts = {"corruptions": ["gaussian_noise", "fog"], **opts}
-    return run_evaluator(get_evaluator("corruptions"), target, {"source": "files", "files": str(folder), **opts},
-                         EvalOptions(progress=False))
+    return run_evaluator(
+        get_evaluator("corruptions"),
+        target,
+        {"source": "files", "files": str(folder), **opts},
+        EvalOptions(progress=False),
+    )
 
 
 def value(rows, condition, metric="acc"):
@@ -87,15 +96,26 @@ def test_files_are_read_by_severity_and_subset_image_by_image(tmp_path):
     assert value(sub, "fog-4") == 100.0 and value(sub, "fog-5") == 0.0 and sub[0]["n"] == 4
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda d: np.save(d / "fog.npy", np.zeros((5 * N, 32, 32, 3), np.float32)), "expected uint8 of shape (250, 32, 32, 3)"),
-    (lambda d: np.save(d / "fog.npy", np.zeros((4 * N, 32, 32, 3), np.uint8)), "got uint8 (200, 32, 32, 3)"),
-    (lambda d: (d / "fog.npy").write_bytes(b"<html>404</html>"), "expected a .npy array, got an unreadable file"),
-    (lambda d: np.save(d / "labels.npy", np.zeros(5 * N - 3, np.uint8)), "expected 5 x the test-set size labels"),
-    (lambda d: np.save(d / "labels.npy", np.tile(np.arange(N) % CLASSES, 5).astype(np.float32)),
-     "expected integer class labels, got dtype float32"),  # issue 32: float labels were accepted
-    (lambda d: (d / "fog.npy").unlink(), "expected fog.npy (download CIFAR-10-C from https://zenodo.org/record/2535967"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda d: np.save(d / "fog.npy", np.zeros((5 * N, 32, 32, 3), np.float32)),
+            "expected uint8 of shape (250, 32, 32, 3)",
+        ),
+        (lambda d: np.save(d / "fog.npy", np.zeros((4 * N, 32, 32, 3), np.uint8)), "got uint8 (200, 32, 32, 3)"),
+        (lambda d: (d / "fog.npy").write_bytes(b"<html>404</html>"), "expected a .npy array, got an unreadable file"),
+        (lambda d: np.save(d / "labels.npy", np.zeros(5 * N - 3, np.uint8)), "expected 5 x the test-set size labels"),
+        (
+            lambda d: np.save(d / "labels.npy", np.tile(np.arange(N) % CLASSES, 5).astype(np.float32)),
+            "expected integer class labels, got dtype float32",
+        ),  # issue 32: float labels were accepted
+        (
+            lambda d: (d / "fog.npy").unlink(),
+            "expected fog.npy (download CIFAR-10-C from https://zenodo.org/record/2535967",
+        ),
+    ],
+)
 def test_damaged_files_are_one_line_errors_naming_the_file(tmp_path, damage, message):
     folder, y = c10c_tree(tmp_path / "CIFAR-10-C")
     damage(folder)
@@ -109,8 +129,11 @@ def test_files_for_a_larger_test_set_are_refused(tmp_path):
     folder, y = c10c_tree(tmp_path / "CIFAR-10-C", n=2 * N)
     target = value_target(y[:N])
     target.test_size = N
-    with pytest.raises(UserError, match=rf"expected 5 x {N} = {5 * N} labels \(5 severities of the evaluation data's {N} "
-                                        rf"test images\), got {10 * N}"):
+    with pytest.raises(
+        UserError,
+        match=rf"expected 5 x {N} = {5 * N} labels \(5 severities of the evaluation data's {N} "
+        rf"test images\), got {10 * N}",
+    ):
         run_files(target, folder)
 
 
@@ -119,28 +142,50 @@ def test_a_test_set_in_another_order_is_refused(tmp_path):
     order = np.argsort(y, kind="stable")  # an image folder sorted by class: labels no longer in test-set order
     target = value_target(y)
     target.test = Images(target.test.x[order], target.test.y[order])
-    with pytest.raises(UserError, match=r"expected the evaluation data's labels in test-set order, got \d+ of 50 "
-                                        r"different at severity 1"):
+    with pytest.raises(
+        UserError,
+        match=r"expected the evaluation data's labels in test-set order, got \d+ of 50 "
+        r"different at severity 1",
+    ):
         run_files(target, folder)
 
 
 def test_options_are_checked_before_anything_loads():
     ev = get_evaluator("corruptions")
-    opts = lambda **kw: {"source": "files", "corruptions": ["benchmark"], "severities": [1, 2, 3, 4, 5], "files": None, **kw}
+    opts = lambda **kw: {
+        "source": "files",
+        "corruptions": ["benchmark"],
+        "severities": [1, 2, 3, 4, 5],
+        "files": None,
+        **kw,
+    }
     o = ev.options(opts(source="generated"))  # resolved (keywords to names) and validated, as every path does
-    assert o.corruptions == ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "fog", "brightness",
-                             "contrast", "elastic_transform", "pixelate", "jpeg_compression"]
+    assert o.corruptions == [
+        "gaussian_noise",
+        "shot_noise",
+        "impulse_noise",
+        "defocus_blur",
+        "fog",
+        "brightness",
+        "contrast",
+        "elastic_transform",
+        "pixelate",
+        "jpeg_compression",
+    ]
     o = ev.options(opts())
     assert len(o.corruptions) == 15
-    for bad, message in [(opts(source="web"), "expected one of files, generated"),
-                         (opts(corruptions=["gausian_noise"]), "did you mean 'gaussian_noise'?"),
-                         (opts(source="generated", corruptions=["frost"]), "read from the published files only"),
-                         (opts(severities=[0, 6]), "expected severities among 1..5")]:
+    for bad, message in [
+        (opts(source="web"), "expected one of files, generated"),
+        (opts(corruptions=["gausian_noise"]), "did you mean 'gaussian_noise'?"),
+        (opts(source="generated", corruptions=["frost"]), "read from the published files only"),
+        (opts(severities=[0, 6]), "expected severities among 1..5"),
+    ]:
         with pytest.raises(OptionError, match=message.replace("(", r"\(").replace("?", r"\?")):
             ev.options(bad)
 
 
 # ---------------------------------------------------------------- generated corruptions
+
 
 def images(n=6, seed=0, size=32):
     g = torch.Generator().manual_seed(seed)
@@ -211,9 +256,9 @@ def test_golden_defocus_blur_from_the_published_disk_formula():
     for sev, (radius, alias) in enumerate(PARAMS["defocus_blur"], 1):
         L = np.arange(-8, 9)
         X, Y = np.meshgrid(L, L)
-        disk = (radius ** 2 >= (X ** 2 + Y ** 2)).astype(np.float32)  # the published disk(): dtype float32
+        disk = (radius**2 >= (X**2 + Y**2)).astype(np.float32)  # the published disk(): dtype float32
         disk /= disk.sum()
-        g = np.exp(-((np.arange(3) - 1.0) ** 2) / (2 * alias ** 2))
+        g = np.exp(-((np.arange(3) - 1.0) ** 2) / (2 * alias**2))
         g = (g / g.sum()).astype(np.float32)  # cv2.getGaussianKernel(3, σ, CV_32F); cv2's border reflect-101 = 'mirror'
         kern = correlate1d(correlate1d(disk, g, axis=1, mode="mirror"), g, axis=0, mode="mirror").astype(np.float64)
         assert np.allclose(disk_kernel(radius, alias).numpy().sum(), 1.0)
@@ -245,8 +290,6 @@ def test_golden_contrast_brightness_saturate_against_numpy_and_matplotlib_hsv():
             assert_levels(got, want, name)
 
 
-
-
 def _reference_module():
     spec = importlib.util.spec_from_file_location("corruption_reference", FIXTURES / "corruption_reference.py")
     module = importlib.util.module_from_spec(spec)
@@ -262,8 +305,15 @@ def test_generated_corruptions_equal_make_cifar_c_pixel_for_pixel_on_the_committ
     ref = _reference_module()
     data = np.load(FIXTURES / "corruptions-reference.npz")
     assert data["images"].shape == (10, 32, 32, 3) and data["images"].dtype == np.uint8
-    assert set(ref.DETERMINISTIC) == {"gaussian_blur", "defocus_blur", "brightness", "contrast", "saturate",
-                                      "pixelate", "jpeg_compression"}
+    assert set(ref.DETERMINISTIC) == {
+        "gaussian_blur",
+        "defocus_blur",
+        "brightness",
+        "contrast",
+        "saturate",
+        "pixelate",
+        "jpeg_compression",
+    }
     for name in ref.DETERMINISTIC:
         assert data[name].shape == (5, 10, 32, 32, 3), name
         for s in range(1, 6):
@@ -316,6 +366,7 @@ def test_golden_gaussian_noise_statistics_at_a_fixed_seed():
 
 # ---------------------------------------------------------------- mCE, by hand
 
+
 def test_mce_and_relative_mce_by_hand(tmp_path):
     from mmix_eval.report import build_report
 
@@ -324,7 +375,9 @@ def test_mce_and_relative_mce_by_hand(tmp_path):
     corruption_records(res, "vanilla", 0, {("noise", 1): 20, ("noise", 2): 40, ("fog", 1): 10, ("fog", 2): 30}, 5)
     # method: noise 15, 30 (sum 45 -> CE 75 %); fog 12, 28 (sum 40 -> CE 100 %); mCE 87.5; clean error 3
     # relative: noise (12 + 27) / (15 + 35) = 0.78; fog (9 + 25) / (5 + 25) = 1.1333; mean 95.67 %
-    corruption_records(res, "manifold_mixup", 0, {("noise", 1): 15, ("noise", 2): 30, ("fog", 1): 12, ("fog", 2): 28}, 3)
+    corruption_records(
+        res, "manifold_mixup", 0, {("noise", 1): 15, ("noise", 2): 30, ("fog", 1): 12, ("fog", 2): 28}, 3
+    )
     build_report([res], tmp_path / "rep", baseline="vanilla")
     md = (tmp_path / "rep" / "report.md").read_text()
     # (one seed each and no per-image data behind a CE: no interval, so no bold)
@@ -333,20 +386,61 @@ def test_mce_and_relative_mce_by_hand(tmp_path):
     assert "| noise: CE (% of vanilla's errors) | 100.0 (n=1) | 75.0 (n=1) |" in md
     assert "| fog: CE (% of vanilla's errors) | 100.0 (n=1) | 100.0 (n=1) |" in md
     assert "noise-1" not in md  # per-severity rows are detail: plotted, not tabulated
-    assert {"corruptions-severity.png", "corruptions-heatmap.png"} <= {p.name for p in (tmp_path / "rep" / "plots").iterdir()}
+    assert {"corruptions-severity.png", "corruptions-heatmap.png"} <= {
+        p.name for p in (tmp_path / "rep" / "plots").iterdir()
+    }
 
 
 # ---------------------------------------------------------------- CLI and bench
 
+
 def test_cli_generated_on_a_checkpoint_and_files_refused_with_a_hint(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--data", "digits", "--method", "vanilla", "--epochs", "1", "--set", "train.device=cpu",
-                 "--set", "model.kwargs={width: 4}", "--out", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--method",
+                "vanilla",
+                "--epochs",
+                "1",
+                "--set",
+                "train.device=cpu",
+                "--set",
+                "model.kwargs={width: 4}",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     code = main(["corruptions", "--ckpt", str(run), "--out", str(tmp_path / "bad"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "expected --files FOLDER for data 'digits'" in err and not (tmp_path / "bad").exists()
-    assert main(["corruptions", "--ckpt", str(run), "--source", "generated", "--corruptions", "gaussian_noise,brightness",
-                 "--severities", "1,5", "--limit", "60", "--out", str(tmp_path / "res"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "corruptions",
+                "--ckpt",
+                str(run),
+                "--source",
+                "generated",
+                "--corruptions",
+                "gaussian_noise,brightness",
+                "--severities",
+                "1,5",
+                "--limit",
+                "60",
+                "--out",
+                str(tmp_path / "res"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = read_records(next((tmp_path / "res").glob("*/corruptions.jsonl")))
     conds = {r["condition"] for r in rows}
     assert conds == {"clean", "gaussian_noise-1", "gaussian_noise-5", "gaussian_noise", "mean"}
@@ -357,18 +451,33 @@ def test_bench_with_corruptions_reports_mce_and_the_plots(tmp_path, capsys):
     import yaml
 
     bench = tmp_path / "b.yaml"
-    bench.write_text(yaml.safe_dump({
-        "data": {"name": "digits", "train_limit": 100, "test_limit": 40}, "model": {"name": "smallnet", "kwargs": {"width": 4}},
-        "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}, "methods": ["vanilla", "input_mixup"], "seeds": [0],
-        "evaluate": {"evaluators": ["corruptions"],
-                     "corruptions": {"source": "generated", "corruptions": ["gaussian_noise", "contrast"],
-                                     "severities": [1, 3, 5]}}}))
+    bench.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"name": "digits", "train_limit": 100, "test_limit": 40},
+                "model": {"name": "smallnet", "kwargs": {"width": 4}},
+                "train": {"epochs": 1, "batch_size": 50, "device": "cpu"},
+                "methods": ["vanilla", "input_mixup"],
+                "seeds": [0],
+                "evaluate": {
+                    "evaluators": ["corruptions"],
+                    "corruptions": {
+                        "source": "generated",
+                        "corruptions": ["gaussian_noise", "contrast"],
+                        "severities": [1, 3, 5],
+                    },
+                },
+            }
+        )
+    )
     out = tmp_path / "out"
     assert main(["bench", str(bench), "--out", str(out), "--no-progress"]) == 0
     md = (out / "report.md").read_text()
     import re
 
-    assert re.search(r"\| corruptions: mCE \(% of vanilla's errors\) \| (\*\*)?100\.0 \(n=1\)(\*\*)? \| (\*\*)?\d+\.\d \(n=1\)", md)
+    assert re.search(
+        r"\| corruptions: mCE \(% of vanilla's errors\) \| (\*\*)?100\.0 \(n=1\)(\*\*)? \| (\*\*)?\d+\.\d \(n=1\)", md
+    )
     assert "generated, mmix-eval implementation (CIFAR-C parameters)" in md
     assert {"corruptions-severity.png", "corruptions-heatmap.png"} <= {p.name for p in (out / "plots").iterdir()}
 
@@ -390,8 +499,11 @@ def test_golden_elastic_warps_and_field_blur_against_scipy():
         got = _sample(t, torch.from_numpy(sx + dx)[None], torch.from_numpy(sy + dy)[None], align)[0, 0].numpy()
         np.testing.assert_allclose(got, map_coordinates(x[0, 0], [sy + dy, sx + dx], order=1, mode=mode), atol=1e-12)
     for sigma in (0.7, 3.0):  # radius 2 and 9: the half-sample padding reaches well into the image
-        np.testing.assert_allclose(gaussian_filter(t, sigma, 3.0, "reflect")[0, 0].numpy(),
-                                   scipy_gaussian(x[0, 0], sigma, mode="reflect", truncate=3.0), atol=1e-12)
+        np.testing.assert_allclose(
+            gaussian_filter(t, sigma, 3.0, "reflect")[0, 0].numpy(),
+            scipy_gaussian(x[0, 0], sigma, mode="reflect", truncate=3.0),
+            atol=1e-12,
+        )
 
 
 def test_golden_impulse_and_shot_noise_statistics_at_a_fixed_seed():
@@ -415,8 +527,18 @@ def test_corruption_means_never_mix_raw_and_calibrated_rows():
     rows = []
     for sev, raw, cal in ((1, 1.0, 0.5), (2, 3.0, 0.7)):
         rows.append(record(base, f"fog-{sev}", "nll", raw, corruption="fog", severity=sev))
-        rows.append(record(base, f"fog-{sev}", "nll", cal, calibrator="temperature", corruption="fog", severity=sev,
-                           calibrator_fit_images=50))
+        rows.append(
+            record(
+                base,
+                f"fog-{sev}",
+                "nll",
+                cal,
+                calibrator="temperature",
+                corruption="fog",
+                severity=sev,
+                calibrator_fit_images=50,
+            )
+        )
         rows.append(record(base, f"fog-{sev}", "acc", 80.0 + sev, corruption="fog", severity=sev))
     out = {(r["condition"], r["metric"], r["calibrator"]): r for r in summary_rows(rows, ["fog"])}
     assert out["fog", "mean_nll", "none"]["value"] == 2.0 and out["fog", "mean_nll", "temperature"]["value"] == 0.6

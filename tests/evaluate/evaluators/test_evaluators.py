@@ -36,8 +36,13 @@ def target_of(ckpt, with_val=True) -> Target:
 
     path, data = ckpt
     model, meta = load_checkpoint(path)
-    return Target(model, Images(data.test.x, data.test.y), Images(data.val.x, data.val.y) if with_val else None,
-                  "tiny", base_columns(meta, path, "tiny"))
+    return Target(
+        model,
+        Images(data.test.x, data.test.y),
+        Images(data.val.x, data.val.y) if with_val else None,
+        "tiny",
+        base_columns(meta, path, "tiny"),
+    )
 
 
 def acc(rows, condition):
@@ -54,10 +59,25 @@ def test_deformations_are_identical_across_runs_and_batch_sizes(ckpt):
     # (~4e-11 absolute; relative 1e-8 on an NLL of 0.0055).
     for ra, rc in zip(a, c):
         assert (ra["condition"], ra["metric"]) == (rc["condition"], rc["metric"])
-        assert ra["value"] == rc["value"] if ra["metric"] in ("acc", "rel_acc") else ra["value"] == pytest.approx(rc["value"], rel=1e-6), (ra["condition"], ra["metric"], ra["value"], rc["value"])
-    assert [r["condition"] for r in a if r["metric"] == "acc"] == ["clean", "rotation20", "rotation40", "shear28.6", "shear57.3",
-                                                                   "zoom_in60", "zoom_in80", "zoom_out120", "zoom_out140"]
-    assert {r["settings"]["grid"] for r in a} == {"table4"} and {r["settings"]["interpolation"] for r in a} == {"nearest"}
+        assert (
+            ra["value"] == rc["value"]
+            if ra["metric"] in ("acc", "rel_acc")
+            else ra["value"] == pytest.approx(rc["value"], rel=1e-6)
+        ), (ra["condition"], ra["metric"], ra["value"], rc["value"])
+    assert [r["condition"] for r in a if r["metric"] == "acc"] == [
+        "clean",
+        "rotation20",
+        "rotation40",
+        "shear28.6",
+        "shear57.3",
+        "zoom_in60",
+        "zoom_in80",
+        "zoom_out120",
+        "zoom_out140",
+    ]
+    assert {r["settings"]["grid"] for r in a} == {"table4"} and {r["settings"]["interpolation"] for r in a} == {
+        "nearest"
+    }
     assert {r["n"] for r in a} == {120}
     assert acc(a, "clean") > 80.0  # the tiny model learned its task, so deformations have something to break
     d = evaluate_deformations(target_of(ckpt), seed=1, progress=False)
@@ -110,10 +130,16 @@ def test_pgd_stays_in_the_ball_and_is_reproducible(ckpt):
 
 
 def test_bad_eps_and_attack():
-    t = target_from_module(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)), torch.rand(4, 3, 2, 2), torch.zeros(4, dtype=torch.long))
+    t = target_from_module(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)),
+        torch.rand(4, 3, 2, 2),
+        torch.zeros(4, dtype=torch.long),
+    )
     with pytest.raises(UserError, match="^eps: expected finite values >= 0"):
         evaluate_fgsm(t, eps=[-1], progress=False)
-    with pytest.raises(UserError, match="^eps: expected numbers in /255 units like 1,2,4,8 or fractions like 8/255, got 'two'"):
+    with pytest.raises(
+        UserError, match="^eps: expected numbers in /255 units like 1,2,4,8 or fractions like 8/255, got 'two'"
+    ):
         evaluate_fgsm(t, eps="1,two", progress=False)
     with pytest.raises(UserError, match="^attack: expected one of fgsm, fgsm_official, pgd, autoattack, got 'cw'"):
         evaluate_fgsm(t, attack="cw", progress=False)
@@ -128,7 +154,9 @@ def test_ece_mce_and_brier_hand_computed():
     assert m["ece"] == pytest.approx(0.15) and m["mce"] == pytest.approx(0.15) and m["acc"] == 75.0
     assert m["brier"] == pytest.approx((0.045 + 0.045 + 0.245 + 0.845) / 4)
     counts, bin_acc, bin_conf = m["bins"]
-    assert counts.tolist() == [0, 0, 0, 0, 0, 0, 2, 0, 2, 0] and bin_acc[8] == 1.0 and bin_conf[6] == pytest.approx(0.65)
+    assert (
+        counts.tolist() == [0, 0, 0, 0, 0, 0, 2, 0, 2, 0] and bin_acc[8] == 1.0 and bin_conf[6] == pytest.approx(0.65)
+    )
 
 
 @pytest.mark.parametrize("seed,bins", [(0, 15), (1, 10), (2, 20), (3, 1)])
@@ -137,12 +165,17 @@ def test_netcal_ece_equals_in_house_equal_width_ece(seed, bins):
     logits = torch.randn(500, 10, generator=g) * 3
     y = torch.randint(0, 10, (500,), generator=g)
     conf, correct = top_label(logits, y)
-    assert netcal_ece_mce(conf, correct, bins)[0] == pytest.approx(ece_from_bins(*reliability_bins(conf, correct, bins)), abs=1e-12)
+    assert netcal_ece_mce(conf, correct, bins)[0] == pytest.approx(
+        ece_from_bins(*reliability_bins(conf, correct, bins)), abs=1e-12
+    )
 
 
 def test_tiny_and_one_class_batches_do_not_crash_netcal():
-    for logits, y in [(torch.randn(1, 10), torch.tensor([3])), (torch.randn(6, 10), torch.zeros(6, dtype=torch.long)),
-                      (torch.randn(6, 10), torch.tensor([0, 1, 0, 1, 0, 1]))]:
+    for logits, y in [
+        (torch.randn(1, 10), torch.tensor([3])),
+        (torch.randn(6, 10), torch.zeros(6, dtype=torch.long)),
+        (torch.randn(6, 10), torch.tensor([0, 1, 0, 1, 0, 1])),
+    ]:
         m = calibration_metrics(logits, y, 15)
         assert 0 <= m["ece"] <= 1 and math.isfinite(m["nll"])
 
@@ -239,7 +272,9 @@ def test_official_fgsm_equals_a_plain_implementation_of_the_official_attack(ckpt
     assert conds == ["clean", "official-eps0.01", "official-eps0.03", "official-eps0.3"]
     r03 = next(r for r in rows if r["condition"] == "official-eps0.03" and r["metric"] == "acc")
     st = r03["settings"]
-    assert st["attack"] == "fgsm_official" and st["eps"] == 0.03 and st["clamp"] == "none" and st["loss"] == "bce_softmax"
+    assert (
+        st["attack"] == "fgsm_official" and st["eps"] == 0.03 and st["clamp"] == "none" and st["loss"] == "bce_softmax"
+    )
     assert st["eps_unit"] == "normalised"
     assert st["eps_255_per_channel"] == [1.89, 1.863, 2.001]  # 0.03 x (63.0, 62.1, 66.7)
     assert st["strength"] == pytest.approx((1.89 + 1.863 + 2.001) / 3, abs=1e-4)  # plots: /255 like every FGSM row
@@ -263,14 +298,19 @@ def test_official_fgsm_equals_a_plain_implementation_of_the_official_attack(ckpt
     share = 100.0 * float(((adv < 0) | (adv > 1)).float().mean())
     assert r3["settings"]["pixels_outside_01"] == pytest.approx(share, abs=1e-4) and share > 0
     # default ε: the official code's 0.01 and 0.03; the pixel grid's values are refused as normalised ones
-    assert [r["condition"] for r in evaluate_fgsm(t, attack="fgsm_official", progress=False) if r["metric"] == "acc"] == [
-        "clean", "official-eps0.01", "official-eps0.03"]
+    assert [
+        r["condition"] for r in evaluate_fgsm(t, attack="fgsm_official", progress=False) if r["metric"] == "acc"
+    ] == ["clean", "official-eps0.01", "official-eps0.03"]
     for bad in ([0.01, 30], "nan", "0.01,-0.01", "1e400"):  # huge, NaN, negative, overflowing to inf
         with pytest.raises(UserError, match=r"^eps: expected values in \[0, 10\] \(normalised units"):
             evaluate_fgsm(t, eps=bad, attack="fgsm_official", progress=False)
-    with pytest.raises(UserError, match="^eps: expected at least one value \\(normalised units\\) for fgsm_official, got \\[\\]"):
+    with pytest.raises(
+        UserError, match="^eps: expected at least one value \\(normalised units\\) for fgsm_official, got \\[\\]"
+    ):
         evaluate_fgsm(t, eps=" , ", attack="fgsm_official", progress=False)
-    with pytest.raises(UserError, match="^eps: expected numbers in normalised units like 0.01,0.03 for fgsm_official, got '8/255'"):
+    with pytest.raises(
+        UserError, match="^eps: expected numbers in normalised units like 0.01,0.03 for fgsm_official, got '8/255'"
+    ):
         evaluate_fgsm(t, eps="8/255", attack="fgsm_official", progress=False)
 
 

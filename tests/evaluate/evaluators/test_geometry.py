@@ -32,11 +32,14 @@ def where(img):
     return [(int(x), int(y)) for y, x in (img[0, 0] == 1).nonzero().tolist()]
 
 
-@pytest.mark.parametrize("size,src,dst", [
-    (5, (4, 2), (2, 4)),  # right of centre -> below it: +90° turns content clockwise on screen (the official sign)
-    (6, (5, 1), (4, 5)),  # even size: true centre (2.5, 2.5), offset (2.5, -1.5) -> (1.5, 2.5)
-    (7, (3, 0), (6, 3)),  # above centre -> right of it
-])
+@pytest.mark.parametrize(
+    "size,src,dst",
+    [
+        (5, (4, 2), (2, 4)),  # right of centre -> below it: +90° turns content clockwise on screen (the official sign)
+        (6, (5, 1), (4, 5)),  # even size: true centre (2.5, 2.5), offset (2.5, -1.5) -> (1.5, 2.5)
+        (7, (3, 0), (6, 3)),  # above centre -> right of it
+    ],
+)
 def test_plus_90_degree_rotation_moves_a_marker_clockwise_as_the_official_transform(size, src, dst):
     out = warp(marker(size, size, *src), rotation_matrices(torch.tensor([90.0])))
     assert where(out) == [dst]
@@ -85,10 +88,18 @@ def reference_warp(img: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("a", [rotation_matrices(torch.tensor([17.0]))[0], rotation_matrices(torch.tensor([-33.0]))[0],
-                               shear_matrices(torch.tensor([28.6]))[0], shear_matrices(torch.tensor([-100.0]))[0],
-                               zoom_matrices(torch.tensor([0.6]))[0], zoom_matrices(torch.tensor([1.4]))[0]],
-                         ids=["rot17", "rot-33", "shear28.6", "shear-100", "zoom60", "zoom140"])
+@pytest.mark.parametrize(
+    "a",
+    [
+        rotation_matrices(torch.tensor([17.0]))[0],
+        rotation_matrices(torch.tensor([-33.0]))[0],
+        shear_matrices(torch.tensor([28.6]))[0],
+        shear_matrices(torch.tensor([-100.0]))[0],
+        zoom_matrices(torch.tensor([0.6]))[0],
+        zoom_matrices(torch.tensor([1.4]))[0],
+    ],
+    ids=["rot17", "rot-33", "shear28.6", "shear-100", "zoom60", "zoom140"],
+)
 def test_every_pixel_matches_the_matrix_formula(a):
     img = torch.arange(1, 1 + 3 * 11 * 11, dtype=torch.float32).view(1, 3, 11, 11) / 400.0
     assert torch.equal(warp(img, a[None]), reference_warp(img, a))
@@ -117,8 +128,16 @@ def test_common_random_numbers():
 
 
 def test_named_grids():
-    assert [d.name for d in TABLE4] == ["rotation20", "rotation40", "shear28.6", "shear57.3",
-                                        "zoom_in60", "zoom_in80", "zoom_out120", "zoom_out140"]
+    assert [d.name for d in TABLE4] == [
+        "rotation20",
+        "rotation40",
+        "shear28.6",
+        "shear57.3",
+        "zoom_in60",
+        "zoom_in80",
+        "zoom_out120",
+        "zoom_out140",
+    ]
     assert len(TABLE9) == 17 and TABLE9[:8] == TABLE4
     assert math.isclose(math.radians(57.3), 1.0, rel_tol=1e-3)  # shear ranges are radians written in degrees
     assert TABLE4[0].label == "Rotation U(−20°, 20°)" and TABLE4[6].label == "Zoom out (120 % rescale)"
@@ -129,13 +148,15 @@ def test_user_grid_and_its_errors(tmp_path):
     f.write_text("- {rotation: 30}\n- {name: tiny_zoom, zoom: 90}\n")
     name, grid = load_grid(str(f))
     assert [(d.name, d.kind, d.value) for d in grid] == [("rotation30", "rotation", 30.0), ("tiny_zoom", "zoom", 90.0)]
-    for text, match in [("- {zoom: 0}\n", "'zoom' expected a percentage > 0, got 0"),
-                        ("- {zoom: -50}\n", "'zoom' expected a percentage > 0"),
-                        ("- {rotate: 10}\n", "unknown key\\(s\\) rotate; expected name and one of rotation, shear, zoom"),
-                        ("- {rotation: 10, zoom: 90}\n", "expected exactly one of rotation, shear, zoom, got 2"),
-                        ("- {rotation: ten}\n", "'rotation' expected a finite number, got 'ten'"),
-                        ("- {rotation: 10}\n- {rotation: 10}\n", "duplicate condition name 'rotation10'"),
-                        ("{}\n", "expected a non-empty list")]:
+    for text, match in [
+        ("- {zoom: 0}\n", "'zoom' expected a percentage > 0, got 0"),
+        ("- {zoom: -50}\n", "'zoom' expected a percentage > 0"),
+        ("- {rotate: 10}\n", "unknown key\\(s\\) rotate; expected name and one of rotation, shear, zoom"),
+        ("- {rotation: 10, zoom: 90}\n", "expected exactly one of rotation, shear, zoom, got 2"),
+        ("- {rotation: ten}\n", "'rotation' expected a finite number, got 'ten'"),
+        ("- {rotation: 10}\n- {rotation: 10}\n", "duplicate condition name 'rotation10'"),
+        ("{}\n", "expected a non-empty list"),
+    ]:
         f.write_text(text)
         with pytest.raises(UserError, match=match):
             load_grid(str(f))
@@ -144,6 +165,7 @@ def test_user_grid_and_its_errors(tmp_path):
 
 
 # ---------------------------------------------------------------- the official rendering, pixel for pixel
+
 
 def official_matrix(kind: str, value: float):
     """The official transform's output -> input matrix in (row, col) order, written here from PROTOCOL.md."""
@@ -170,12 +192,28 @@ def official_render(img, kind: str, value: float):
 
 def ours(x: torch.Tensor, kind: str, value: float) -> torch.Tensor:
     v = torch.full((x.shape[0],), value, dtype=torch.float64)  # float64, as sample_matrices draws them
-    a = rotation_matrices(v) if kind == "rotation" else shear_matrices(v) if kind == "shear" else zoom_matrices(v / 100.0)
+    a = (
+        rotation_matrices(v)
+        if kind == "rotation"
+        else shear_matrices(v)
+        if kind == "shear"
+        else zoom_matrices(v / 100.0)
+    )
     return warp(x, a, "nearest")
 
 
-CASES = [("rotation", 7.0), ("rotation", -23.0), ("rotation", 40.0), ("shear", 10.0), ("shear", -28.6),
-         ("shear", 57.3), ("zoom", 60.0), ("zoom", 80.0), ("zoom", 120.0), ("zoom", 140.0)]
+CASES = [
+    ("rotation", 7.0),
+    ("rotation", -23.0),
+    ("rotation", 40.0),
+    ("shear", 10.0),
+    ("shear", -28.6),
+    ("shear", 57.3),
+    ("zoom", 60.0),
+    ("zoom", 80.0),
+    ("zoom", 120.0),
+    ("zoom", 140.0),
+]
 
 
 def cifar_test_images(k: int = 8) -> torch.Tensor:

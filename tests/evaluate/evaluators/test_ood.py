@@ -52,8 +52,9 @@ def _target(n=60):
             return torch.stack([10 * (m - 0.5), torch.zeros_like(m)], 1)
 
     x = torch.full((n, 1, 8, 8), 250, dtype=torch.uint8)
-    return Target(Net().eval(), Images(x, torch.zeros(n, dtype=torch.long)), run="net",
-                  base={"run": "net", "data": "digits"})
+    return Target(
+        Net().eval(), Images(x, torch.zeros(n, dtype=torch.long)), run="net", base={"run": "net", "data": "digits"}
+    )
 
 
 def test_the_evaluator_scores_every_source_and_refuses_the_in_distribution_set():
@@ -66,18 +67,53 @@ def test_the_evaluator_scores_every_source_and_refuses_the_in_distribution_set()
     assert len(hist) == 20 and sum(hist) == pytest.approx(1.0)
     with pytest.raises(UserError, match="source 'digits' expected data other than the in-distribution set"):
         run_evaluator(ev, _target(), {"ood": ["digits"]}, EvalOptions(progress=False))
-    for bad, message in [(["noise:pink"], "expected noise:gaussian|uniform|blobs"),
-                         (["svhm"], "did you mean 'svhn'?"), ([], "expected at least one OOD source")]:
+    for bad, message in [
+        (["noise:pink"], "expected noise:gaussian|uniform|blobs"),
+        (["svhm"], "did you mean 'svhn'?"),
+        ([], "expected at least one OOD source"),
+    ]:
         with pytest.raises(OptionError, match=message.replace("|", r"\|").replace("?", r"\?")):
             ev.validate(type("O", (), {"ood": bad})())
 
 
 def test_cli_and_report_on_a_trained_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--data", "digits", "--method", "vanilla", "--epochs", "2", "--set", "train.device=cpu",
-                 "--set", "model.kwargs={width: 4}", "--out", str(run), "--no-progress"]) == 0
-    assert main(["ood", "--ckpt", str(run), "--ood", "noise:gaussian,noise:blobs", "--out", str(tmp_path / "res"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--method",
+                "vanilla",
+                "--epochs",
+                "2",
+                "--set",
+                "train.device=cpu",
+                "--set",
+                "model.kwargs={width: 4}",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "ood",
+                "--ckpt",
+                str(run),
+                "--ood",
+                "noise:gaussian,noise:blobs",
+                "--out",
+                str(tmp_path / "res"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = read_records(next((tmp_path / "res").glob("*/ood.jsonl")))
     assert {r["settings"]["ood"] for r in rows} == {"noise:gaussian", "noise:blobs"}
     assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "rep")]) == 0
@@ -95,13 +131,35 @@ def test_the_in_distribution_set_is_refused_by_path_and_by_content_not_by_its_sp
 
     write_tree(tmp_path / "odd", size=8, per_class=6)
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--data", "imagefolder:./odd", "--method", "vanilla", "--epochs", "1", "--set",
-                 "train.device=cpu", "--set", "model.kwargs={width: 4}", "--out", "run", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "imagefolder:./odd",
+                "--method",
+                "vanilla",
+                "--epochs",
+                "1",
+                "--set",
+                "train.device=cpu",
+                "--set",
+                "model.kwargs={width: 4}",
+                "--out",
+                "run",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     (tmp_path / "link").symlink_to(tmp_path / "odd")
     shutil.copytree(tmp_path / "odd", tmp_path / "copy")
     for spec in ("imagefolder:odd/", f"imagefolder:{tmp_path / 'odd'}", "imagefolder:link"):
         assert main(["ood", "--ckpt", "run", "--ood", spec, "--out", "res", "--no-progress"]) == 2, spec
-        assert "expected data other than the in-distribution set, got the evaluation data itself" in capsys.readouterr().err
+        assert (
+            "expected data other than the in-distribution set, got the evaluation data itself"
+            in capsys.readouterr().err
+        )
     assert main(["ood", "--ckpt", "run", "--ood", "imagefolder:copy", "--out", "res", "--no-progress"]) == 2
     assert "got images identical to the evaluated test images (18 of 18)" in capsys.readouterr().err  # 3 classes x 6
     assert not (tmp_path / "res").exists()
@@ -138,9 +196,13 @@ def test_a_deep_ensembles_energy_and_max_logit_come_from_its_members_mean_logits
 
     # through the evaluator: the rows say how an ensemble is scored, and record no calibrated energy
     n = 40
-    target = Target(ens, Images(torch.full((n, 1, 8, 8), 250, dtype=torch.uint8), torch.zeros(n, dtype=torch.long)),
-                    run="ens", base={"run": "ens", "data": "digits"},
-                    val=Images(torch.full((20, 1, 8, 8), 240, dtype=torch.uint8), torch.zeros(20, dtype=torch.long)))
+    target = Target(
+        ens,
+        Images(torch.full((n, 1, 8, 8), 250, dtype=torch.uint8), torch.zeros(n, dtype=torch.long)),
+        run="ens",
+        base={"run": "ens", "data": "digits"},
+        val=Images(torch.full((20, 1, 8, 8), 240, dtype=torch.uint8), torch.zeros(20, dtype=torch.long)),
+    )
     rows = run_evaluator(get_evaluator("ood"), target, {"ood": ["noise:uniform"]}, EvalOptions(progress=False))
     assert all("max logit and energy from the members' mean logits" in r["settings"]["ensemble_scores"] for r in rows)
     calibrated = {r["settings"]["score"] for r in rows if r["calibrator"] not in (None, "none")}

@@ -78,6 +78,7 @@ def test_bad_layers_and_too_few_images_per_class():
         run_evaluator(ev, _target(), {"layers": ["stages.9"]}, EvalOptions(progress=False))
     rows = run_evaluator(ev, _target(), {"layers": ["stages.2"]}, EvalOptions(progress=False))
     assert {r["condition"] for r in rows} == {"stages.2"}
+
     class Pair(torch.nn.Module):  # a layer returning a tuple
         def forward(self, x):
             return x, x
@@ -105,8 +106,24 @@ def test_bad_layers_and_too_few_images_per_class():
 
 def test_spiral_end_to_end_at_a_tiny_size(tmp_path, capsys):
     out = tmp_path / "spiral"
-    assert main(["spiral", "--methods", "vanilla,manifold_mixup", "--seeds", "0", "--epochs", "3",
-                 "--data", "spiral:points=200", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "spiral",
+                "--methods",
+                "vanilla,manifold_mixup",
+                "--seeds",
+                "0",
+                "--epochs",
+                "3",
+                "--data",
+                "spiral:points=200",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rec = json.loads((out / "results.json").read_text())
     for m in ("vanilla", "manifold_mixup"):
         for k, v in rec["metrics"][m].items():

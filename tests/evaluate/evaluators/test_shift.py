@@ -52,11 +52,36 @@ def shift_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("shift")
     data = _cifar_tree(tmp / "cifar", per_class=8)
     # trained for 1, 4 and 12 epochs: three clean accuracies, so there is a line to fit
-    for name, method, seed, epochs in (("vanilla-s0", "vanilla", 0, 1), ("vanilla-s1", "vanilla", 1, 4),
-                                       ("mixup-s0", "input_mixup", 0, 12)):
-        assert main(["train", "--data", f"imagefolder:{data}", "--method", method, "--epochs", str(epochs), "--seed", str(seed),
-                     "--set", "train.device=cpu", "--set", "model.kwargs={width: 4}", "--set", "train.batch_size=10",
-                     "--out", str(tmp / "runs" / name), "--no-progress"]) == 0
+    for name, method, seed, epochs in (
+        ("vanilla-s0", "vanilla", 0, 1),
+        ("vanilla-s1", "vanilla", 1, 4),
+        ("mixup-s0", "input_mixup", 0, 12),
+    ):
+        assert (
+            main(
+                [
+                    "train",
+                    "--data",
+                    f"imagefolder:{data}",
+                    "--method",
+                    method,
+                    "--epochs",
+                    str(epochs),
+                    "--seed",
+                    str(seed),
+                    "--set",
+                    "train.device=cpu",
+                    "--set",
+                    "model.kwargs={width: 4}",
+                    "--set",
+                    "train.batch_size=10",
+                    "--out",
+                    str(tmp / "runs" / name),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     rng = np.random.default_rng(5)
     (tmp / "c101").mkdir()
     np.save(tmp / "c101" / "cifar10.1_v6_data.npy", _images(np.arange(30) % 10, rng, noise=80))
@@ -68,8 +93,10 @@ def shift_runs(tmp_path_factory):
 def test_shift_sets_give_rows_outcomes_and_a_report_with_the_line(shift_runs, capsys):
     tmp = shift_runs
     sets = f"cifar10.1:{tmp / 'c101'},cifar10.2:{tmp / 'cifar102_test.npz'}"
-    assert main(["shift", "--ckpt", str(tmp / "runs" / "*"), "--sets", sets, "--out", str(tmp / "res"),
-                 "--no-progress"]) == 0
+    assert (
+        main(["shift", "--ckpt", str(tmp / "runs" / "*"), "--sets", sets, "--out", str(tmp / "res"), "--no-progress"])
+        == 0
+    )
     rows = read_records(tmp / "res" / "vanilla-s0" / "shift.jsonl")
     acc = {r["condition"]: r for r in rows if r["metric"] == "acc"}
     assert set(acc) == {"clean", "cifar10.1", "cifar10.2"}
@@ -90,13 +117,22 @@ def test_shift_sets_give_rows_outcomes_and_a_report_with_the_line(shift_runs, ca
 
     pts = {}
     for run in ("vanilla-s0", "vanilla-s1", "mixup-s0"):
-        got = {r["condition"]: r["value"] for r in read_records(tmp / "res" / run / "shift.jsonl")
-               if r["metric"] == "acc" and r["calibrator"] == "none"}
+        got = {
+            r["condition"]: r["value"]
+            for r in read_records(tmp / "res" / run / "shift.jsonl")
+            if r["metric"] == "acc" and r["calibrator"] == "none"
+        }
         pts[run] = (got["clean"], got["cifar10.1"])
     assert len({c for c, _ in pts.values()}) == 3
-    fit = stats.linregress([stats.norm.ppf(c / 100) for c, _ in pts.values()], [stats.norm.ppf(s / 100) for _, s in pts.values()])
+    fit = stats.linregress(
+        [stats.norm.ppf(c / 100) for c, _ in pts.values()], [stats.norm.ppf(s / 100) for _, s in pts.values()]
+    )
     er = {k: s - 100 * stats.norm.cdf(fit.slope * stats.norm.ppf(c / 100) + fit.intercept) for k, (c, s) in pts.items()}
-    rows = [r for r in csv.DictReader(io.StringIO((tmp / "rep" / "table.csv").read_text())) if r["metric"] == "eff_rob" and r["condition"] == "cifar10.1"]
+    rows = [
+        r
+        for r in csv.DictReader(io.StringIO((tmp / "rep" / "table.csv").read_text()))
+        if r["metric"] == "eff_rob" and r["condition"] == "cifar10.1"
+    ]
     (row,) = rows
     assert float(row["vanilla mean"]) == pytest.approx((er["vanilla-s0"] + er["vanilla-s1"]) / 2, abs=1e-6)
     assert float(row["input_mixup mean"]) == pytest.approx(er["mixup-s0"], abs=1e-6)
@@ -118,10 +154,16 @@ def test_a_set_of_other_classes_or_sizes_is_refused_or_remapped_by_name(shift_ru
             (small / split / c).mkdir(parents=True)
             Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(small / split / c / "0.png")
     assert main(args + ["--sets", f"imagefolder:{small}", "--class-map", "by-name", "--out", str(tmp / "r3")]) == 2
-    assert ("expected images of the model's input, 3 x 32 x 32 (channels x height x width), got 3 x 16 x 16 (give "
-            "?image_size=S") in capsys.readouterr().err
-    assert main(args + ["--sets", f"imagefolder:{small}?image_size=32", "--class-map", "by-name", "--out",
-                        str(tmp / "r3")]) == 0
+    assert (
+        "expected images of the model's input, 3 x 32 x 32 (channels x height x width), got 3 x 16 x 16 (give "
+        "?image_size=S"
+    ) in capsys.readouterr().err
+    assert (
+        main(
+            args + ["--sets", f"imagefolder:{small}?image_size=32", "--class-map", "by-name", "--out", str(tmp / "r3")]
+        )
+        == 0
+    )
     assert main(args + ["--sets", "cifar10.3"]) == 2
     assert "got 'cifar10.3' (did you mean 'cifar10.2'?)" in capsys.readouterr().err
 
@@ -142,8 +184,21 @@ def test_top5_accuracy_is_recorded_beyond_ten_classes_and_equals_numpys():
 
 def test_the_evaluation_data_itself_is_not_a_shift_set(shift_runs, capsys):
     tmp = shift_runs
-    assert main(["shift", "--ckpt", str(tmp / "runs" / "vanilla-s0"), "--sets", f"imagefolder:{tmp / 'cifar'}/",
-                 "--out", str(tmp / "r4"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "shift",
+                "--ckpt",
+                str(tmp / "runs" / "vanilla-s0"),
+                "--sets",
+                f"imagefolder:{tmp / 'cifar'}/",
+                "--out",
+                str(tmp / "r4"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "shift: set 'imagefolder:" in (err := capsys.readouterr().err)
     assert "expected data other than the evaluation data, got the evaluation data itself" in err
     assert not (tmp / "r4").exists()
@@ -153,15 +208,19 @@ def test_line_points_skip_non_finite_values_and_clip_perfect_accuracies():
     from mmix_eval.report.sections.shift import points
 
     base = {"evaluator": "shift", "metric": "acc", "bin": None, "calibrator": "none"}
-    recs = [{**base, "run": "a", "train_seed": 0, "condition": "clean", "value": 100.0},
-            {**base, "run": "a", "train_seed": 0, "condition": "cifar10.1", "value": 0.0},
-            {**base, "run": "b", "train_seed": 0, "condition": "clean", "value": 80.0},
-            {**base, "run": "b", "train_seed": 0, "condition": "cifar10.1", "value": float("nan")},
-            {**base, "run": "c", "train_seed": 1, "condition": "clean", "value": float("nan")},
-            {**base, "run": "c", "train_seed": 1, "condition": "cifar10.1", "value": 50.0}]
+    recs = [
+        {**base, "run": "a", "train_seed": 0, "condition": "clean", "value": 100.0},
+        {**base, "run": "a", "train_seed": 0, "condition": "cifar10.1", "value": 0.0},
+        {**base, "run": "b", "train_seed": 0, "condition": "clean", "value": 80.0},
+        {**base, "run": "b", "train_seed": 0, "condition": "cifar10.1", "value": float("nan")},
+        {**base, "run": "c", "train_seed": 1, "condition": "clean", "value": float("nan")},
+        {**base, "run": "c", "train_seed": 1, "condition": "cifar10.1", "value": 50.0},
+    ]
     got = points(recs, {"a": "m", "b": "m", "c": "v"})
     assert got == {"cifar10.1": [("m", 0, 100.0, 0.0)]}  # the NaN shift and the NaN clean point are left out
-    assert probit(100.0) == pytest.approx(stats.norm.ppf(1 - 1e-4)) and probit(0.0) == pytest.approx(stats.norm.ppf(1e-4))
+    assert probit(100.0) == pytest.approx(stats.norm.ppf(1 - 1e-4)) and probit(0.0) == pytest.approx(
+        stats.norm.ppf(1e-4)
+    )
     assert fit_line(got["cifar10.1"]) is None and points([], {}) == {}
 
 
@@ -176,12 +235,40 @@ def test_a_copy_of_the_evaluated_test_images_is_refused_by_content(shift_runs, c
     copy.mkdir()
     np.save(copy / "cifar10.1_v6_data.npy", d.test.x.numpy().transpose(0, 2, 3, 1))
     np.save(copy / "cifar10.1_v6_labels.npy", d.test.y.numpy())
-    assert main(["shift", "--ckpt", str(tmp / "runs" / "vanilla-s0"), "--sets", f"cifar10.1:{copy}",
-                 "--out", str(tmp / "r5"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "shift",
+                "--ckpt",
+                str(tmp / "runs" / "vanilla-s0"),
+                "--sets",
+                f"cifar10.1:{copy}",
+                "--out",
+                str(tmp / "r5"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
-    assert f"shift: set 'cifar10.1:{copy}' expected images other than the evaluated test images, got 80 of its 80 " \
-           f"images identical to them" in err, err
-    assert main(["ood", "--ckpt", str(tmp / "runs" / "vanilla-s0"), "--ood", f"imagefolder:{tmp / 'cifar'}?image_size=32",
-                 "--out", str(tmp / "r6"), "--no-progress"]) == 2
+    assert (
+        f"shift: set 'cifar10.1:{copy}' expected images other than the evaluated test images, got 80 of its 80 "
+        f"images identical to them" in err
+    ), err
+    assert (
+        main(
+            [
+                "ood",
+                "--ckpt",
+                str(tmp / "runs" / "vanilla-s0"),
+                "--ood",
+                f"imagefolder:{tmp / 'cifar'}?image_size=32",
+                "--out",
+                str(tmp / "r6"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "got the evaluation data itself" in capsys.readouterr().err
     assert not (tmp / "r5").exists() and not (tmp / "r6").exists()

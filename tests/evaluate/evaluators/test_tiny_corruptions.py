@@ -47,7 +47,9 @@ def test_a_missing_or_misfiled_image_is_one_line_naming_it(tiny, tmp_path):
     name = d.extra["test_names"][0]
     want, other = d.extra["wnids"][int(d.test.y[0])], d.extra["wnids"][(int(d.test.y[0]) + 1) % 3]
     shutil.move(bad / "fog" / "2" / want / name, bad / "fog" / "2" / other / name)
-    with pytest.raises(UserError, match=rf"corruption file '.*fog/2/{other}/{name}': expected it in class folder {want}"):
+    with pytest.raises(
+        UserError, match=rf"corruption file '.*fog/2/{other}/{name}': expected it in class folder {want}"
+    ):
         list_image_files(bad, ["fog"], [1, 2], *args)
     (bad / "fog" / "2" / other / name).unlink()
     with pytest.raises(UserError, match=rf"expected the test image '{name}' \(class {want}\) there, got no file"):
@@ -60,14 +62,71 @@ def test_a_missing_or_misfiled_image_is_one_line_naming_it(tiny, tmp_path):
 def test_cli_trains_on_tinyimagenet_and_evaluates_its_corruption_files(tiny, capsys):
     tmp, top, tic = tiny
     run = tmp / "run"
-    assert main(["train", "--data", f"tinyimagenet:{top}", "--method", "vanilla", "--epochs", "1", "--set",
-                 "train.device=cpu", "--set", "model.kwargs={width: 4}", "--out", str(run), "--no-progress"]) == 0
-    assert main(["corruptions", "--ckpt", str(run), "--files", str(tic), "--corruptions", "fog,contrast",
-                 "--severities", "1,5", "--out", str(tmp / "res"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                f"tinyimagenet:{top}",
+                "--method",
+                "vanilla",
+                "--epochs",
+                "1",
+                "--set",
+                "train.device=cpu",
+                "--set",
+                "model.kwargs={width: 4}",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "corruptions",
+                "--ckpt",
+                str(run),
+                "--files",
+                str(tic),
+                "--corruptions",
+                "fog,contrast",
+                "--severities",
+                "1,5",
+                "--out",
+                str(tmp / "res"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = read_records(tmp / "res" / "run" / "corruptions.jsonl")
-    assert {r["condition"] for r in rows if r["metric"] == "acc"} >= {"fog-1", "fog-5", "contrast-1", "contrast-5", "mean"}
+    assert {r["condition"] for r in rows if r["metric"] == "acc"} >= {
+        "fog-1",
+        "fog-5",
+        "contrast-1",
+        "contrast-5",
+        "mean",
+    }
     assert rows[0]["settings"]["source"].startswith("Tiny-ImageNet-C files")
-    assert main(["corruptions", "--ckpt", str(run), "--files", str(tic), "--corruptions", "snow",
-                 "--out", str(tmp / "res2"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "corruptions",
+                "--ckpt",
+                str(run),
+                "--files",
+                str(tic),
+                "--corruptions",
+                "snow",
+                "--out",
+                str(tmp / "res2"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "expected snow/ (<corruption>/<severity>/<class>/<image>, as Tiny-ImageNet-C" in capsys.readouterr().err
     assert not (tmp / "res2").exists()

@@ -74,8 +74,10 @@ class WhiteBoxAttack(Evaluator):
     defaults differ), validated, named in the result file and run."""
 
     version = "2"  # 2: debiased CE and SmoothECE recorded
-    metrics = {**SHIFT_METRICS,
-               "acc_after": MetricSpec("robust accuracy (%) after this attack of the cascade", "higher", ".2f")}
+    metrics = {
+        **SHIFT_METRICS,
+        "acc_after": MetricSpec("robust accuracy (%) after this attack of the cascade", "higher", ".2f"),
+    }
 
     def resolve(self, options):
         """ε as numbers in the attack's units, converted once here: /255 pixel units for Linf, plain L2 norms, or
@@ -88,16 +90,23 @@ class WhiteBoxAttack(Evaluator):
     def validate(self, options) -> None:
         check_count("pgd_steps", options.pgd_steps, 1, MAX_STEPS)
         if options.norm != "Linf" and options.attack != "autoattack":
-            raise OptionError("norm", f"expected Linf for {options.attack} (L2 is for autoattack), got '{options.norm}'")
+            raise OptionError(
+                "norm", f"expected Linf for {options.attack} (L2 is for autoattack), got '{options.norm}'"
+            )
         if options.quick and options.attack != "autoattack":
             raise OptionError("quick", f"expected only with attack autoattack, got attack {options.attack}")
         if options.attack == "fgsm_official":  # its ε range is checked where it is parsed
             return
         if options.norm == "Linf" and any(e > 255 for e in options.eps):
-            raise OptionError("eps", f"expected Linf values <= 255 (/255 units: 255 is the whole pixel range), got {options.eps}")
+            raise OptionError(
+                "eps", f"expected Linf values <= 255 (/255 units: 255 is the whole pixel range), got {options.eps}"
+            )
         if options.norm == "L2" and any(e > MAX_L2 for e in options.eps):
-            raise OptionError("eps", f"expected L2 norms <= {MAX_L2:g} (the diagonal of a 3x330x330 image in [0, 1] is "
-                                     f"under it), got {options.eps}")
+            raise OptionError(
+                "eps",
+                f"expected L2 norms <= {MAX_L2:g} (the diagonal of a 3x330x330 image in [0, 1] is "
+                f"under it), got {options.eps}",
+            )
         if options.attack == "autoattack" and any(e <= 0 for e in options.eps):
             raise OptionError("eps", f"expected values > 0 for autoattack, got {options.eps}")
 
@@ -138,6 +147,7 @@ class WhiteBoxAttack(Evaluator):
                     return lambda x, y, i, j: fgsm_step(x, sign_of(model, x, y, i), e)
                 atk = make_attack(model, options.attack, e, options.pgd_steps)  # after the model is on its device
                 return lambda x, y, i, j: atk(x, y)
+
             return make
 
         @contextmanager
@@ -150,11 +160,20 @@ class WhiteBoxAttack(Evaluator):
         # FGSM's conditions keep the paper's names (eps8); PGD's carry the attack (pgd7-eps8), so a PGD result
         # never reads as, or overwrites, an FGSM one
         prefix = "" if options.attack == "fgsm" else f"{tag}-"
-        shifts = [Shift(f"{prefix}eps{e:g}", f"{name} ε = {e:g}/255", attack(e), {"eps_255": e, "strength": e}, seeded)
-                  for e in options.eps]
+        shifts = [
+            Shift(f"{prefix}eps{e:g}", f"{name} ε = {e:g}/255", attack(e), {"eps_255": e, "strength": e}, seeded)
+            for e in options.eps
+        ]
         check = lambda model, device: zero_gradient_check(model, target.test, device)
-        return shift_rows(self, target, common, {"attack": tag}, shifts, check,
-                          clean_pass=gradient_pass if options.attack == "fgsm" else None)
+        return shift_rows(
+            self,
+            target,
+            common,
+            {"attack": tag},
+            shifts,
+            check,
+            clean_pass=gradient_pass if options.attack == "fgsm" else None,
+        )
 
     def _run_official(self, target, options, common) -> list[dict]:
         """The official code's FGSM: one BCE-of-softmax gradient per batch for the whole ε grid, the step ε·std_c
@@ -167,9 +186,11 @@ class WhiteBoxAttack(Evaluator):
         channels = int(target.test.x.shape[1])
         std = normalisation_std(target.model, channels)
         if std is None:
-            raise UserError(f"{self.name}: fgsm_official expected a model that normalises its inputs (a 'normalize' "
-                            f"module with a per-channel std: its ε is in those units), got {type(target.model).__name__} "
-                            f"without one")
+            raise UserError(
+                f"{self.name}: fgsm_official expected a model that normalises its inputs (a 'normalize' "
+                f"module with a per-channel std: its ε is in those units), got {type(target.model).__name__} "
+                f"without one"
+            )
         gradient_pass, sign_of = sign_cache(target, official_loss)
         outside: dict[str, list] = {}  # condition -> [pixel values outside [0, 1] (a device tensor), values seen]
 
@@ -182,7 +203,9 @@ class WhiteBoxAttack(Evaluator):
                     count[0] = count[0] + ((adv < 0) | (adv > 1)).sum()
                     count[1] += adv.numel()
                     return adv
+
                 return step
+
             return make
 
         shifts = []
@@ -191,13 +214,30 @@ class WhiteBoxAttack(Evaluator):
             pixels = ", ".join(f"{v:.3f}" for v in per_channel)
             pixels = f"({pixels})" if len(per_channel) > 1 else pixels
             # strength, the report's x axis, in /255 pixel units like every FGSM row: the channels' mean step
-            settings = {"eps": e, "eps_255_per_channel": per_channel, "strength": round(sum(per_channel) / len(per_channel), 4)}
+            settings = {
+                "eps": e,
+                "eps_255_per_channel": per_channel,
+                "strength": round(sum(per_channel) / len(per_channel), 4),
+            }
             name = f"official-eps{e:g}"
-            shifts.append(Shift(name, f"official code's FGSM ε = {e:g} (normalised; {pixels}/255 in pixels)",
-                                attack(name, e), settings))
+            shifts.append(
+                Shift(
+                    name,
+                    f"official code's FGSM ε = {e:g} (normalised; {pixels}/255 in pixels)",
+                    attack(name, e),
+                    settings,
+                )
+            )
         check = lambda model, device: zero_gradient_check(model, target.test, device)
-        rows = shift_rows(self, target, common, {"attack": "fgsm_official", "loss": "bce_softmax", "clamp": "none",
-                                                 "eps_unit": "normalised"}, shifts, check, clean_pass=gradient_pass)
+        rows = shift_rows(
+            self,
+            target,
+            common,
+            {"attack": "fgsm_official", "loss": "bce_softmax", "clamp": "none", "eps_unit": "normalised"},
+            shifts,
+            check,
+            clean_pass=gradient_pass,
+        )
         shares = {name: round(100.0 * float(n) / max(1, seen), 4) for name, (n, seen) in outside.items()}
         for r in rows:
             if r["condition"] in shares:
@@ -219,7 +259,9 @@ class WhiteBoxAttack(Evaluator):
         unit = "/255" if options.norm == "Linf" else ""
         dim = math.prod(target.test.x.shape[1:])
         if options.norm == "L2" and any(e > math.sqrt(dim) for e in options.eps):
-            raise UserError(f"{self.name}: L2 eps expected at most {math.sqrt(dim):.1f} (the diameter of [0, 1]^{dim}), got {options.eps}")
+            raise UserError(
+                f"{self.name}: L2 eps expected at most {math.sqrt(dim):.1f} (the diameter of [0, 1]^{dim}), got {options.eps}"
+            )
         counts: dict[float, dict] = {}
         info: dict = {}
 
@@ -228,27 +270,47 @@ class WhiteBoxAttack(Evaluator):
                 with torch.no_grad():
                     c = classes or int(model(target.test.batch(0, 1, device)[0]).shape[1])
                 if c < 3:
-                    raise UserError(f"{self.name}: autoattack's targeted attacks expected a model of >= 3 classes, got {c}")
-                aa, info["targets"] = make_autoattack(model, options.norm, pixel_eps(e, options.norm),
-                                                      common.seed, device, c)
+                    raise UserError(
+                        f"{self.name}: autoattack's targeted attacks expected a model of >= 3 classes, got {c}"
+                    )
+                aa, info["targets"] = make_autoattack(
+                    model, options.norm, pixel_eps(e, options.norm), common.seed, device, c
+                )
                 return lambda x, y, i, j: autoattack_batch(aa, attacks, model, x, y, counts.setdefault(e, {}))
+
             return make
 
         tag = attack_tag(options)
         label = "AutoAttack" + (" (quick: APGD-CE + APGD-T)" if options.quick else "")
-        shifts = [Shift(f"aa{options.norm.lower()}-eps{e:g}", f"{label} {options.norm} ε = {e:g}{unit}", attack(e),
-                        {"eps": e, "eps_255": e if options.norm == "Linf" else None, "strength": e})
-                  for e in options.eps]
+        shifts = [
+            Shift(
+                f"aa{options.norm.lower()}-eps{e:g}",
+                f"{label} {options.norm} ε = {e:g}{unit}",
+                attack(e),
+                {"eps": e, "eps_255": e if options.norm == "Linf" else None, "strength": e},
+            )
+            for e in options.eps
+        ]
         check = lambda model, device: zero_gradient_check(model, target.test, device)  # masked gradients, as for FGSM
-        rows = shift_rows(self, target, common, {"attack": tag, "norm": options.norm,
-                                                 "attacks": ",".join(attacks)}, shifts, check)
+        rows = shift_rows(
+            self, target, common, {"attack": tag, "norm": options.norm, "attacks": ",".join(attacks)}, shifts, check
+        )
         n = len(target.test)
         clean = next(r for r in rows if r["condition"] == "clean" and r["metric"] == "acc")
         base = {k: v for k, v in clean.items() if k != PER_IMAGE}
         for e in options.eps:
             for a in attacks:
                 left = distributed.sum_int(counts.get(e, {}).get(a, 0))
-                rows.append(record(base, f"aa{options.norm.lower()}-eps{e:g}/{a}", "acc_after", 100.0 * left / n,
-                                   f"{label} {options.norm} ε = {e:g}{unit}, after {a}", eps=e, after=a,
-                                   target_classes=info.get("targets")))
+                rows.append(
+                    record(
+                        base,
+                        f"aa{options.norm.lower()}-eps{e:g}/{a}",
+                        "acc_after",
+                        100.0 * left / n,
+                        f"{label} {options.norm} ε = {e:g}{unit}, after {a}",
+                        eps=e,
+                        after=a,
+                        target_classes=info.get("targets"),
+                    )
+                )
         return rows

@@ -11,9 +11,13 @@ from mmix_eval.evaluate.evaluators.attacks.fgsm import FGSMOptions
 
 @dataclass(frozen=True)
 class AttackOptions(FGSMOptions):
-    attack: AttackName = field(default="autoattack", metadata={"help": "autoattack (Croce & Hein 2020, pyautoattack), pgd or fgsm"})
-    eps: list[float | str] = field(default_factory=lambda: [8.0], metadata={
-        "help": "epsilons: /255 pixel units for Linf (8 or 8/255), plain L2 norms for L2"})
+    attack: AttackName = field(
+        default="autoattack", metadata={"help": "autoattack (Croce & Hein 2020, pyautoattack), pgd or fgsm"}
+    )
+    eps: list[float | str] = field(
+        default_factory=lambda: [8.0],
+        metadata={"help": "epsilons: /255 pixel units for Linf (8 or 8/255), plain L2 norms for L2"},
+    )
 
 
 class Attack(WhiteBoxAttack):

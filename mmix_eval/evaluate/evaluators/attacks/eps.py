@@ -28,16 +28,22 @@ def parse_eps(text, unit: str = "255", norm: str = "Linf") -> list[float]:
             try:
                 v = float(item)
             except (TypeError, ValueError):
-                raise OptionError("eps", f"expected numbers in /255 units like 1,2,4,8 or fractions like 8/255, "
-                                         f"got {item!r}") from None
+                raise OptionError(
+                    "eps", f"expected numbers in /255 units like 1,2,4,8 or fractions like 8/255, got {item!r}"
+                ) from None
             if norm == "Linf" and unit == "fraction":
                 if not 0 <= v <= 1:
-                    raise OptionError("eps", f"expected fractions of the pixel range in [0, 1] (eps_unit fraction), got {v:g}")
+                    raise OptionError(
+                        "eps", f"expected fractions of the pixel range in [0, 1] (eps_unit fraction), got {v:g}"
+                    )
                 v = v * 255.0
             elif norm == "Linf" and 0 < v < 1:
-                raise OptionError("eps", f"{v:g} is ambiguous: {v:g}/255 in /255 pixel units, or {v:g} of the pixel "
-                                         f"range = {v * 255:g}/255; write {v * 255:g}/255 (or {v:g}/255), or give "
-                                         f"eps_unit fraction")
+                raise OptionError(
+                    "eps",
+                    f"{v:g} is ambiguous: {v:g}/255 in /255 pixel units, or {v:g} of the pixel "
+                    f"range = {v * 255:g}/255; write {v * 255:g}/255 (or {v:g}/255), or give "
+                    f"eps_unit fraction",
+                )
         values.append(round(v, 10))
     bad = [v for v in values if not math.isfinite(v) or v < 0]
     if not values or bad:
@@ -54,11 +60,15 @@ def parse_official_eps(text) -> list[float]:
         try:
             v = float(item)
         except (TypeError, ValueError):
-            raise OptionError("eps", f"expected numbers in normalised units like 0.01,0.03 for fgsm_official, "
-                                     f"got {item!r}") from None
+            raise OptionError(
+                "eps", f"expected numbers in normalised units like 0.01,0.03 for fgsm_official, got {item!r}"
+            ) from None
         if not math.isfinite(v) or not 0 <= v <= MAX_OFFICIAL_EPS:
-            raise OptionError("eps", f"expected values in [0, {MAX_OFFICIAL_EPS:g}] (normalised units, data standard "
-                                     f"deviations) for fgsm_official, got {item!r}")
+            raise OptionError(
+                "eps",
+                f"expected values in [0, {MAX_OFFICIAL_EPS:g}] (normalised units, data standard "
+                f"deviations) for fgsm_official, got {item!r}",
+            )
         values.append(round(v, 10))
     if not values:
         raise OptionError("eps", f"expected at least one value (normalised units) for fgsm_official, got {text!r}")

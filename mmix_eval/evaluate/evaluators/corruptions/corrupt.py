@@ -142,6 +142,7 @@ def image_means(x: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- blurs
 
+
 def gaussian_1d(sigma: float, truncate: float) -> torch.Tensor:
     """scipy.ndimage's Gaussian kernel: radius int(truncate·σ + 0.5), weights exp(−x²/2σ²), normalised."""
     radius = int(truncate * float(sigma) + 0.5)
@@ -170,7 +171,7 @@ def scipy_gaussian_weights(sigma: float, truncate: float) -> np.ndarray:
     int(truncate·σ + 0.5), exp(−0.5/σ² · x²), divided by their numpy sum."""
     radius = int(truncate * float(sigma) + 0.5)
     t = np.arange(-radius, radius + 1)
-    phi = np.exp(-0.5 / (sigma * sigma) * t ** 2)
+    phi = np.exp(-0.5 / (sigma * sigma) * t**2)
     return phi / phi.sum()
 
 
@@ -220,7 +221,7 @@ def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
         raise ValueError(f"defocus radius expected <= 8 (the CIFAR table's), got {radius}")
     grid = np.arange(-8, 9)
     xx, yy = np.meshgrid(grid, grid)
-    d = np.array((xx ** 2 + yy ** 2) <= radius ** 2, dtype=np.float32)
+    d = np.array((xx**2 + yy**2) <= radius**2, dtype=np.float32)
     d /= np.sum(d)
     t = np.arange(3) - 1.0
     g = np.exp((-0.5 / (alias_blur * alias_blur)) * t * t)
@@ -231,7 +232,7 @@ def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
     k = rows[1:-1, :] * k0 + (rows[:-2, :] + rows[2:, :]) * k1
     nz = np.argwhere(k != 0)
     span = int(max(8 - nz.min(), nz.max() - 8))
-    return torch.from_numpy(k[8 - span:8 + span + 1, 8 - span:8 + span + 1].astype(np.float64))
+    return torch.from_numpy(k[8 - span : 8 + span + 1, 8 - span : 8 + span + 1].astype(np.float64))
 
 
 def _correlate_mirror(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -243,6 +244,7 @@ def _correlate_mirror(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- colour (skimage's HSV)
+
 
 def rgb_to_hsv(x: torch.Tensor):
     """skimage.color.rgb2hsv on (B, 3, H, W): V = max, S = (max − min) / max (0 where max − min = 0),
@@ -272,6 +274,7 @@ def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tenso
 
 
 # ---------------------------------------------------------------- Pillow-based (as the generator does)
+
 
 def _pil_each(x: torch.Tensor, fn) -> torch.Tensor:
     from PIL import Image
@@ -303,6 +306,7 @@ def _jpeg(im, quality: int):
 
 
 # ---------------------------------------------------------------- elastic transform and fog
+
 
 def _affine_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     """cv2.getAffineTransform: the (2, 3) map taking the 3 points ``src`` to ``dst`` (x, y), batched."""
@@ -344,8 +348,9 @@ def _elastic(x: torch.Tensor, gens, c) -> torch.Tensor:
     # 2. a smooth random displacement field: Gaussian-filtered U(−1, 1), times α
     field = _draw(gens, (2, h, w), lambda s, generator: torch.rand(s, generator=generator)).to(dev, x.dtype) * 2 - 1
     field = gaussian_filter(field, sigma, truncate=3.0, mode="reflect") * alpha if sigma > 0 else field * alpha
-    gy, gx = torch.meshgrid(torch.arange(h, device=dev, dtype=x.dtype), torch.arange(w, device=dev, dtype=x.dtype),
-                            indexing="ij")
+    gy, gx = torch.meshgrid(
+        torch.arange(h, device=dev, dtype=x.dtype), torch.arange(w, device=dev, dtype=x.dtype), indexing="ij"
+    )
     return _sample(y1, gx + field[:, 0], gy + field[:, 1], align=False)
 
 
@@ -364,7 +369,7 @@ def plasma_fractal(gens, mapsize: int, wibbledecay: float) -> torch.Tensor:
 
     def take(k):
         nonlocal pos
-        out = draws[:, pos:pos + k * k].reshape(b, k, k)
+        out = draws[:, pos : pos + k * k].reshape(b, k, k)
         pos += k * k
         return out
 

@@ -20,20 +20,34 @@ from mmix_eval.evaluate.base import SHIFT_METRICS, Evaluator, MetricSpec, Option
 from mmix_eval.evaluate.evaluators.corruptions.table import ALL, BENCHMARK, COLOUR, GENERATED, SEVERITIES
 
 SOURCES = ("files", "generated")
-SOURCE_LABEL = {"files": "CIFAR-C files (Hendrycks & Dietterich 2019)",
-                "generated": "generated, mmix-eval implementation (CIFAR-C parameters)"}
+SOURCE_LABEL = {
+    "files": "CIFAR-C files (Hendrycks & Dietterich 2019)",
+    "generated": "generated, mmix-eval implementation (CIFAR-C parameters)",
+}
 
 
 @dataclass(frozen=True)
 class CorruptionOptions:
-    source: Literal["files", "generated"] = field(default="files", metadata={"help": "files (the published CIFAR-10-C / CIFAR-100-C .npy) "
-                                                           "or generated (on the fly, any data set)"})
-    corruptions: list[str] = field(default_factory=lambda: ["benchmark"], metadata={
-        "help": "names, or 'benchmark' (the 15; with --source generated the 10 of them it can generate) or 'all'"})
+    source: Literal["files", "generated"] = field(
+        default="files",
+        metadata={
+            "help": "files (the published CIFAR-10-C / CIFAR-100-C .npy) or generated (on the fly, any data set)"
+        },
+    )
+    corruptions: list[str] = field(
+        default_factory=lambda: ["benchmark"],
+        metadata={
+            "help": "names, or 'benchmark' (the 15; with --source generated the 10 of them it can generate) or 'all'"
+        },
+    )
     severities: list[int] = field(default_factory=lambda: list(SEVERITIES), metadata={"help": "severities 1..5"})
-    files: str | None = field(default=None, metadata={
-        "help": "the folder of <corruption>.npy + labels.npy (CIFAR-10-C, CIFAR-100-C) or of <corruption>/<severity>/"
-                "<class>/ image files (Tiny-ImageNet-C); default <data root>/CIFAR-10-C, CIFAR-100-C or Tiny-ImageNet-C"})
+    files: str | None = field(
+        default=None,
+        metadata={
+            "help": "the folder of <corruption>.npy + labels.npy (CIFAR-10-C, CIFAR-100-C) or of <corruption>/<severity>/"
+            "<class>/ image files (Tiny-ImageNet-C); default <data root>/CIFAR-10-C, CIFAR-100-C or Tiny-ImageNet-C"
+        },
+    )
 
 
 def resolve(names: list[str], source: str) -> list[str]:
@@ -48,13 +62,18 @@ def resolve(names: list[str], source: str) -> list[str]:
         elif n in available:
             out.append(n)
         elif n in ALL:
-            raise OptionError("corruptions", f"'{n}' is read from the published files only (it needs ImageNet-C's "
-                                             f"assets or ImageMagick); generated: {', '.join(GENERATED)}")
+            raise OptionError(
+                "corruptions",
+                f"'{n}' is read from the published files only (it needs ImageNet-C's "
+                f"assets or ImageMagick); generated: {', '.join(GENERATED)}",
+            )
         else:
             from mmix_eval.errors import did_you_mean
 
-            raise OptionError("corruptions", f"expected names from {', '.join(ALL)} (or benchmark, all), got "
-                                             f"'{n}'{did_you_mean(n, list(ALL))}")
+            raise OptionError(
+                "corruptions",
+                f"expected names from {', '.join(ALL)} (or benchmark, all), got '{n}'{did_you_mean(n, list(ALL))}",
+            )
     return list(dict.fromkeys(out))
 
 
@@ -78,8 +97,11 @@ class Corruptions(Evaluator):
         sev = options.severities
         if not sev or any(isinstance(s, bool) or not isinstance(s, int) or s not in SEVERITIES for s in sev):
             raise OptionError("severities", f"expected severities among 1..5, got {sev!r}")
-        return replace(options, corruptions=resolve([n.strip() for n in names if n.strip()], options.source),
-                       severities=sorted(set(sev)))
+        return replace(
+            options,
+            corruptions=resolve([n.strip() for n in names if n.strip()], options.source),
+            severities=sorted(set(sev)),
+        )
 
     def validate(self, options) -> None:
         if not options.corruptions:
@@ -91,7 +113,9 @@ class Corruptions(Evaluator):
 
         names, _ = runnable(list(options.corruptions), ctx.channels, ctx.data)
         if options.source == "files":
-            folder = files_folder(options.files, ctx.data, ctx.common.data_root or ctx.data_root, ("files: FOLDER", "source: generated"))
+            folder = files_folder(
+                options.files, ctx.data, ctx.common.data_root or ctx.data_root, ("files: FOLDER", "source: generated")
+            )
             check_folder(folder, names, ctx.data.split(":", 1)[0])
 
     def run(self, target, options, common) -> list[dict]:
@@ -108,8 +132,11 @@ class Corruptions(Evaluator):
             msg = f"{', '.join(colour)} left out: they need RGB images, these have {channels} channel(s)"
             warnings.warn(f"{target.run}: {msg}", stacklevel=2)
             target.warnings.append(msg)
-        settings = {"source": SOURCE_LABEL[options.source], "corruption_set": ",".join(names),
-                    "severities": ",".join(map(str, options.severities))}
+        settings = {
+            "source": SOURCE_LABEL[options.source],
+            "corruption_set": ",".join(names),
+            "severities": ",".join(map(str, options.severities)),
+        }
         if options.source == "files":
             shifts = file_shifts(target, options, common, names, idx, settings)
         else:
@@ -126,8 +153,10 @@ def generated_shifts(options, common, names: list[str], idx) -> list:
     shifts = []
     for c in names:
         for s in options.severities:
+
             def make(model, device, c=c, s=s):
                 return lambda x, y, i, j: corrupt(c, s, x, idx[i:j], common.seed)
+
             shifts.append(Shift(f"{c}-{s}", f"{c}, severity {s}", make, {"corruption": c, "severity": s}))
     return shifts
 
@@ -150,8 +179,12 @@ def file_shifts(target, options, common, names: list[str], idx, settings: dict) 
     from mmix_eval.evaluate.passes import Shift
 
     data_name = str(target.base.get("data") or "").split(":", 1)[0]
-    folder = files_folder(options.files, str(target.base.get("data")), common.data_root,
-                          (f"{mention('files')} FOLDER", f"{mention('source')} generated"))
+    folder = files_folder(
+        options.files,
+        str(target.base.get("data")),
+        common.data_root,
+        (f"{mention('files')} FOLDER", f"{mention('source')} generated"),
+    )
     check_folder(folder, names, data_name)
     shape = tuple(target.test.x.shape[1:])
     if image_layout(folder):  # Tiny-ImageNet-C: image files found by name, checked by class folder
@@ -166,6 +199,7 @@ def file_shifts(target, options, common, names: list[str], idx, settings: dict) 
     shifts = []
     for c in names:
         for s in options.severities:
+
             @contextmanager
             def opened_file(c=c):  # one corruption's map at a time, closed after the condition
                 opened["f"] = open_one(c)
@@ -178,10 +212,10 @@ def file_shifts(target, options, common, names: list[str], idx, settings: dict) 
                 def read(x, y, i, j):
                     u8 = torch.from_numpy(opened["f"].rows(s, idx[i:j]))
                     return u8.to(device, non_blocking=True).to(x.dtype).div_(255.0)
+
                 return read
 
-            shifts.append(Shift(f"{c}-{s}", f"{c}, severity {s}", make, {"corruption": c, "severity": s},
-                                opened_file))
+            shifts.append(Shift(f"{c}-{s}", f"{c}, severity {s}", make, {"corruption": c, "severity": s}, opened_file))
     return shifts
 
 
@@ -211,8 +245,17 @@ def summary_rows(rows: list[dict], corruptions: list[str]) -> list[dict]:
         for metric in ("acc", "rel_acc", "nll", "ece", "brier"):
             vs = [r["value"] for r in rs if r["metric"] == metric]
             if vs:
-                out.append(record(base, "mean", metric, mean(vs), f"corruptions, mean over {len(vs)} conditions",
-                                  calibrator=cal, **extra))
+                out.append(
+                    record(
+                        base,
+                        "mean",
+                        metric,
+                        mean(vs),
+                        f"corruptions, mean over {len(vs)} conditions",
+                        calibrator=cal,
+                        **extra,
+                    )
+                )
     return out
 
 
@@ -226,8 +269,10 @@ def runnable(names: list[str], channels: int, data: str) -> tuple[list[str], lis
         return names, []
     kept = [c for c in names if c not in COLOUR]
     if not kept:
-        raise UserError(f"corruptions: {', '.join(colour)} expected 3-channel (RGB) images, got {channels} channel(s) "
-                        f"in {data}; choose others with the corruptions option")
+        raise UserError(
+            f"corruptions: {', '.join(colour)} expected 3-channel (RGB) images, got {channels} channel(s) "
+            f"in {data}; choose others with the corruptions option"
+        )
     return kept, colour
 
 
@@ -240,8 +285,10 @@ def tiny_names(target, common) -> tuple[list[str], list[str], object]:
     spec = str(target.base.get("data") or "")
     d = load_data_cached(spec, common.data_root) if spec and spec != "tensors" else None
     if d is None or "test_names" not in d.extra or "wnids" not in d.extra:
-        raise UserError(f"corruptions: image-file corruption folders (Tiny-ImageNet-C) expected data that names its test "
-                        f"images (tinyimagenet[:PATH]), got '{spec}'")
+        raise UserError(
+            f"corruptions: image-file corruption folders (Tiny-ImageNet-C) expected data that names its test "
+            f"images (tinyimagenet[:PATH]), got '{spec}'"
+        )
     return d.extra["test_names"], d.extra["wnids"], d.test.y.numpy()
 
 
@@ -256,6 +303,8 @@ def files_folder(files, data: str, data_root, how: tuple[str, str]):
 
     folder = Path(files) if files else default_folder(data.split(":", 1)[0], data_root)
     if folder is None:
-        raise UserError(f"corruptions: expected {how[0]} for data '{data}' (published files exist for cifar10, "
-                        f"cifar100 and tinyimagenet), or {how[1]}")
+        raise UserError(
+            f"corruptions: expected {how[0]} for data '{data}' (published files exist for cifar10, "
+            f"cifar100 and tinyimagenet), or {how[1]}"
+        )
     return folder

@@ -26,8 +26,11 @@ from mmix_eval.errors import UserError, mention
 from mmix_eval.io import IMAGE_CAP, check_regular, read_bounded
 
 FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C", "tinyimagenet": "Tiny-ImageNet-C"}
-SOURCES = {"cifar10": "https://zenodo.org/record/2535967", "cifar100": "https://zenodo.org/record/3555552",
-           "tinyimagenet": "https://zenodo.org/record/2536630"}
+SOURCES = {
+    "cifar10": "https://zenodo.org/record/2535967",
+    "cifar100": "https://zenodo.org/record/3555552",
+    "tinyimagenet": "https://zenodo.org/record/2536630",
+}
 
 
 def default_folder(data_name: str, data_root) -> Path | None:
@@ -54,17 +57,21 @@ def check_folder(folder: Path, corruptions, data_name: str) -> None:
     if image_layout(folder):
         missing = [c for c in corruptions if not (Path(folder) / c).is_dir()]
         if missing:
-            raise UserError(f"corruption folder '{folder}': expected {', '.join(m + '/' for m in missing[:4])}"
-                            f"{' …' if len(missing) > 4 else ''} (<corruption>/<severity>/<class>/<image>, as "
-                            f"Tiny-ImageNet-C from {SOURCES['tinyimagenet']}), or pass {mention('source')} generated")
+            raise UserError(
+                f"corruption folder '{folder}': expected {', '.join(m + '/' for m in missing[:4])}"
+                f"{' …' if len(missing) > 4 else ''} (<corruption>/<severity>/<class>/<image>, as "
+                f"Tiny-ImageNet-C from {SOURCES['tinyimagenet']}), or pass {mention('source')} generated"
+            )
         return
     missing = [c for c in ("labels", *corruptions) if not (folder / f"{c}.npy").is_file()]
     if missing:
         where = SOURCES.get(data_name, SOURCES["cifar10"])
-        raise UserError(f"corruption files '{folder}': expected {', '.join(m + '.npy' for m in missing[:4])}"
-                        f"{' …' if len(missing) > 4 else ''} (download {FOLDERS.get(data_name, 'CIFAR-10-C')} from "
-                        f"{where} and extract it under {mention('data_root')}, or give the folder with {mention('files')}, or pass "
-                        f"{mention('source')} generated)")
+        raise UserError(
+            f"corruption files '{folder}': expected {', '.join(m + '.npy' for m in missing[:4])}"
+            f"{' …' if len(missing) > 4 else ''} (download {FOLDERS.get(data_name, 'CIFAR-10-C')} from "
+            f"{where} and extract it under {mention('data_root')}, or give the folder with {mention('files')}, or pass "
+            f"{mention('source')} generated)"
+        )
 
 
 class CorruptionFiles:
@@ -77,14 +84,18 @@ class CorruptionFiles:
         try:
             self.array = np.load(self.path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as e:
-            raise UserError(f"corruption file '{self.path}': expected a .npy array, got an unreadable file ({e})") from None
+            raise UserError(
+                f"corruption file '{self.path}': expected a .npy array, got an unreadable file ({e})"
+            ) from None
         c, h, w = image_shape
         want = (5 * test_size, h, w, c)
         if self.array.dtype != np.uint8 or tuple(self.array.shape) != want:
             got = f"{self.array.dtype} {tuple(self.array.shape)}"
             self.close()
-            raise UserError(f"corruption file '{self.path}': expected uint8 of shape {want} (5 severities x the "
-                            f"{test_size} test images, HWC), got {got}")
+            raise UserError(
+                f"corruption file '{self.path}': expected uint8 of shape {want} (5 severities x the "
+                f"{test_size} test images, HWC), got {got}"
+            )
 
     def rows(self, severity: int, indices: np.ndarray) -> np.ndarray:
         idx = (severity - 1) * self.test_size + np.asarray(indices, dtype=np.int64)
@@ -112,12 +123,16 @@ def check_labels(folder: Path, indices: np.ndarray, labels: np.ndarray, test_siz
     except (OSError, ValueError) as e:
         raise UserError(f"corruption labels '{path}': expected a .npy array, got an unreadable file ({e})") from None
     if arr.ndim != 1 or len(arr) % 5:
-        raise UserError(f"corruption labels '{path}': expected 5 x the test-set size labels, got shape {tuple(arr.shape)}")
+        raise UserError(
+            f"corruption labels '{path}': expected 5 x the test-set size labels, got shape {tuple(arr.shape)}"
+        )
     if arr.dtype.kind not in "iu":
         raise UserError(f"corruption labels '{path}': expected integer class labels, got dtype {arr.dtype}")
     if test_size is not None and len(arr) != 5 * test_size:
-        raise UserError(f"corruption labels '{path}': expected 5 x {test_size} = {5 * test_size} labels (5 severities of "
-                        f"the evaluation data's {test_size} test images), got {len(arr)}")
+        raise UserError(
+            f"corruption labels '{path}': expected 5 x {test_size} = {5 * test_size} labels (5 severities of "
+            f"the evaluation data's {test_size} test images), got {len(arr)}"
+        )
     test_size = len(arr) // 5
     idx = np.asarray(indices, dtype=np.int64)
     for s in range(5):
@@ -125,14 +140,18 @@ def check_labels(folder: Path, indices: np.ndarray, labels: np.ndarray, test_siz
         bad = np.flatnonzero(got != labels)
         if len(bad):
             k = int(bad[0])
-            raise UserError(f"corruption labels '{path}': expected the evaluation data's labels in test-set order, got "
-                            f"{len(bad)} of {len(idx)} different at severity {s + 1} (test image {int(idx[k])}: file "
-                            f"{int(got[k])}, data {int(labels[k])}); the files are for the standard test-set order "
-                            f"({mention('data')} cifar10, not an image folder sorted by class)")
+            raise UserError(
+                f"corruption labels '{path}': expected the evaluation data's labels in test-set order, got "
+                f"{len(bad)} of {len(idx)} different at severity {s + 1} (test image {int(idx[k])}: file "
+                f"{int(got[k])}, data {int(labels[k])}); the files are for the standard test-set order "
+                f"({mention('data')} cifar10, not an image folder sorted by class)"
+            )
     return test_size
 
 
-def list_image_files(folder: Path, corruptions, severities, names: list[str], wnids: list[str], labels, indices) -> dict:
+def list_image_files(
+    folder: Path, corruptions, severities, names: list[str], wnids: list[str], labels, indices
+) -> dict:
     """(corruption, severity) -> [file path per evaluated image, in ``indices`` order], after checking that every
     evaluated test image (``names[i]``, class ``wnids[labels[i]]``) is there, in its class's folder."""
     import os
@@ -142,8 +161,9 @@ def list_image_files(folder: Path, corruptions, severities, names: list[str], wn
         for s in severities:
             where = Path(folder) / c / str(s)
             if not where.is_dir():
-                raise UserError(f"corruption folder '{where}': expected severity {s} of {c} (<class>/<image> files), "
-                                f"got no folder")
+                raise UserError(
+                    f"corruption folder '{where}': expected severity {s} of {c} (<class>/<image> files), got no folder"
+                )
             found: dict[str, str] = {}
             for cls in os.scandir(where):
                 if cls.is_dir():
@@ -154,12 +174,16 @@ def list_image_files(folder: Path, corruptions, severities, names: list[str], wn
                 name, want = names[i], wnids[int(labels[i])]
                 got = found.get(name)
                 if got is None:
-                    raise UserError(f"corruption folder '{where}': expected the test image '{name}' (class {want}) there, "
-                                    f"got no file of that name; the files must be the evaluation data's test images "
-                                    f"({mention('data')} tinyimagenet)")
+                    raise UserError(
+                        f"corruption folder '{where}': expected the test image '{name}' (class {want}) there, "
+                        f"got no file of that name; the files must be the evaluation data's test images "
+                        f"({mention('data')} tinyimagenet)"
+                    )
                 if got != want:
-                    raise UserError(f"corruption file '{where / got / name}': expected it in class folder {want} (the "
-                                    f"evaluation data's label of '{name}'), got {got}")
+                    raise UserError(
+                        f"corruption file '{where / got / name}': expected it in class folder {want} (the "
+                        f"evaluation data's label of '{name}'), got {got}"
+                    )
                 paths.append(where / got / name)
             out[(c, s)] = paths
     return out
@@ -180,7 +204,9 @@ class ImageCorruptionFiles:
         paths = self.listing[(self.corruption, severity)]
         read = lambda p: decode_image(str(p), read_bounded(p, "corruption image", IMAGE_CAP), AS_STORED, self.shape)
         with decode_pool() as pool:
-            return np.stack(list(pool.map(read, paths, chunksize=64))) if paths else np.zeros((0, *self.shape), np.uint8)
+            return (
+                np.stack(list(pool.map(read, paths, chunksize=64))) if paths else np.zeros((0, *self.shape), np.uint8)
+            )
 
     def rows(self, severity: int, indices: np.ndarray) -> np.ndarray:
         if self.severity != severity:

@@ -5,9 +5,23 @@ severity 1 … 5, is written out in ``mmix_eval/evaluate/evaluators/corruptions/
 from __future__ import annotations
 
 # The benchmark's 15 corruptions and its 4 extra ones (Hendrycks & Dietterich 2019, Table 1 / appendix).
-BENCHMARK = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-             "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-             "jpeg_compression")
+BENCHMARK = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
 EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 ALL = BENCHMARK + EXTRA
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -29,5 +43,3 @@ PARAMS = {
 }
 GENERATED = tuple(PARAMS)
 COLOUR = ("brightness", "saturate")  # HSV: 3-channel images only
-
-

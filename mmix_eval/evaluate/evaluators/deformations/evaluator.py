@@ -14,8 +14,12 @@ from mmix_eval.evaluate.evaluators.deformations.grids import INTERPOLATIONS, REN
 
 @dataclass(frozen=True)
 class DeformationOptions:
-    grid: str = field(default="table4", metadata={"help": "table4, table9, or a YAML file of {rotation|shear|zoom: value}"})
-    interpolation: Literal["nearest", "bilinear"] = field(default="nearest", metadata={"help": "nearest (the official code's rendering) or bilinear"})
+    grid: str = field(
+        default="table4", metadata={"help": "table4, table9, or a YAML file of {rotation|shear|zoom: value}"}
+    )
+    interpolation: Literal["nearest", "bilinear"] = field(
+        default="nearest", metadata={"help": "nearest (the official code's rendering) or bilinear"}
+    )
 
 
 class Deformations(Evaluator):
@@ -27,7 +31,9 @@ class Deformations(Evaluator):
 
     def validate(self, options) -> None:
         if options.interpolation not in INTERPOLATIONS:
-            raise OptionError("interpolation", f"expected one of {', '.join(INTERPOLATIONS)}, got '{options.interpolation}'")
+            raise OptionError(
+                "interpolation", f"expected one of {', '.join(INTERPOLATIONS)}, got '{options.interpolation}'"
+            )
         load_grid(options.grid)
 
     def run(self, target, options, common) -> list[dict]:
@@ -41,15 +47,31 @@ class Deformations(Evaluator):
             mats = sample_matrices(d, n, common.seed)
             return lambda model, device: lambda x, y, i, j: warp(x, mats[i:j], mode)
 
-        shifts = [Shift(d.name, d.label, renderer(d), {"deformation": d.kind, "magnitude": d.value,
-                                                       "renderer": RENDERER[mode]}) for d in conditions]
+        shifts = [
+            Shift(
+                d.name, d.label, renderer(d), {"deformation": d.kind, "magnitude": d.value, "renderer": RENDERER[mode]}
+            )
+            for d in conditions
+        ]
         return shift_rows(self, target, common, {"grid": grid_name, "interpolation": mode}, shifts)
 
 
-def evaluate_deformations(target, grid: str = "table4", seed: int = 0, interpolation: str = "nearest",
-                          batch_size: int | None = None, device=None, progress: bool = True, bins: int = 15) -> list[dict]:
+def evaluate_deformations(
+    target,
+    grid: str = "table4",
+    seed: int = 0,
+    interpolation: str = "nearest",
+    batch_size: int | None = None,
+    device=None,
+    progress: bool = True,
+    bins: int = 15,
+) -> list[dict]:
     """Python API: the deformations evaluator on one target."""
     from mmix_eval.evaluate.base import EvalOptions, run_evaluator
 
-    return run_evaluator(Deformations(), target, {"grid": grid, "interpolation": interpolation},
-                         EvalOptions(seed=seed, bins=bins, batch_size=batch_size, device=device, progress=progress))
+    return run_evaluator(
+        Deformations(),
+        target,
+        {"grid": grid, "interpolation": interpolation},
+        EvalOptions(seed=seed, bins=bins, batch_size=batch_size, device=device, progress=progress),
+    )

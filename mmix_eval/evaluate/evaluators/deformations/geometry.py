@@ -84,8 +84,11 @@ def source_coordinates(a: torch.Tensor, h: int, w: int, device=None) -> tuple[to
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
     ox = cx - (a[:, 0, 0] * cx + a[:, 0, 1] * cy)  # offset = c − A c
     oy = cy - (a[:, 1, 0] * cx + a[:, 1, 1] * cy)
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float64),
-                            torch.arange(w, device=device, dtype=torch.float64), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float64),
+        torch.arange(w, device=device, dtype=torch.float64),
+        indexing="ij",
+    )
     sx = a[:, 0, 0, None, None] * xs + a[:, 0, 1, None, None] * ys + ox[:, None, None]
     sy = a[:, 1, 0, None, None] * xs + a[:, 1, 1, None, None] * ys + oy[:, None, None]
     return sx, sy
@@ -112,8 +115,11 @@ def warp(x: torch.Tensor, a: torch.Tensor, mode: str = "nearest") -> torch.Tenso
     b, _, h, w = x.shape
     a = a.to(device=x.device, dtype=torch.float32)
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=torch.float32) - cy,
-                            torch.arange(w, device=x.device, dtype=torch.float32) - cx, indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=x.device, dtype=torch.float32) - cy,
+        torch.arange(w, device=x.device, dtype=torch.float32) - cx,
+        indexing="ij",
+    )
     map_x = a[:, 0, 0, None, None] * xs + a[:, 0, 1, None, None] * ys + cx
     map_y = a[:, 1, 0, None, None] * xs + a[:, 1, 1, None, None] * ys + cy
     # align_corners=True: pixel centres at integer coordinates 0..W-1, so c is the true centre.

@@ -13,8 +13,10 @@ from mmix_eval.evaluate.base import OptionError
 KINDS = ("rotation", "shear", "zoom")
 INTERPOLATIONS = ("nearest", "bilinear")
 # Which rendering produced a deformation row (recorded in its settings, so a report can tell old from new).
-RENDERER = {"nearest": "official-nearest-v2 (scipy affine_transform order 0, constant 0)",
-            "bilinear": "kornia-remap-bilinear-v2 (zero padding)"}
+RENDERER = {
+    "nearest": "official-nearest-v2 (scipy affine_transform order 0, constant 0)",
+    "bilinear": "kornia-remap-bilinear-v2 (zero padding)",
+}
 
 
 @dataclass(frozen=True)
@@ -35,17 +37,37 @@ class Deformation:
 def _grid(*items) -> list[Deformation]:
     out = []
     for kind, v in items:
-        name = {"rotation": f"rotation{v:g}", "shear": f"shear{v:g}",
-                "zoom": f"zoom_{'in' if v < 100 else 'out'}{v:g}"}[kind]
+        name = {
+            "rotation": f"rotation{v:g}",
+            "shear": f"shear{v:g}",
+            "zoom": f"zoom_{'in' if v < 100 else 'out'}{v:g}",
+        }[kind]
         out.append(Deformation(name, kind, float(v)))
     return out
 
 
 # Paper Table 4 (CIFAR-100, PreActResNet34) and Appendix Table 9's extension.
-TABLE4 = _grid(("rotation", 20), ("rotation", 40), ("shear", 28.6), ("shear", 57.3),
-               ("zoom", 60), ("zoom", 80), ("zoom", 120), ("zoom", 140))
-TABLE9 = TABLE4 + _grid(("rotation", 60), ("rotation", 80), ("shear", 114.6), ("shear", 143.2),
-                        ("shear", 171.9), ("zoom", 20), ("zoom", 40), ("zoom", 160), ("zoom", 180))
+TABLE4 = _grid(
+    ("rotation", 20),
+    ("rotation", 40),
+    ("shear", 28.6),
+    ("shear", 57.3),
+    ("zoom", 60),
+    ("zoom", 80),
+    ("zoom", 120),
+    ("zoom", 140),
+)
+TABLE9 = TABLE4 + _grid(
+    ("rotation", 60),
+    ("rotation", 80),
+    ("shear", 114.6),
+    ("shear", 143.2),
+    ("shear", 171.9),
+    ("zoom", 20),
+    ("zoom", 40),
+    ("zoom", 160),
+    ("zoom", 180),
+)
 GRIDS = {"table4": TABLE4, "table9": TABLE9}
 
 
@@ -62,7 +84,9 @@ def load_grid(spec: str) -> tuple[str, list[Deformation]]:
     if isinstance(data, dict) and set(data) == {"grid"}:
         data = data["grid"]
     if not isinstance(data, list) or not data:
-        raise UserError(f"grid '{path}': expected a non-empty list of deformations like '- {{rotation: 30}}', got {type(data).__name__}")
+        raise UserError(
+            f"grid '{path}': expected a non-empty list of deformations like '- {{rotation: 30}}', got {type(data).__name__}"
+        )
     out, names = [], set()
     for i, item in enumerate(data):
         where = f"grid '{path}' item {i + 1}"
@@ -70,7 +94,9 @@ def load_grid(spec: str) -> tuple[str, list[Deformation]]:
             raise UserError(f"{where}: expected a mapping like {{rotation: 30}}, got {item!r}")
         unknown = set(item) - {"name", *KINDS}
         if unknown:
-            raise UserError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; expected name and one of {', '.join(KINDS)}")
+            raise UserError(
+                f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; expected name and one of {', '.join(KINDS)}"
+            )
         kinds = [k for k in KINDS if k in item]
         if len(kinds) != 1:
             raise UserError(f"{where}: expected exactly one of {', '.join(KINDS)}, got {len(kinds)}")
