@@ -198,7 +198,7 @@ def _main_spec(main, where: str) -> dict | None:
     """report.main, checked now (before anything trains)."""
     if main is None:
         return None
-    from mmix_eval.report.view import MainSpec
+    from mmix_eval.report.view_main import MainSpec
 
     if not isinstance(main, dict) or set(main) - {"columns", "rows"}:
         raise UserError(f"{where}: 'report.main' expected a mapping with 'columns' and/or 'rows', got {main!r:.80}")

@@ -27,15 +27,9 @@ from mmix_eval.report.labels import method_labels, order_methods, resolve_baseli
 from mmix_eval.report.load import Results, load_results
 from mmix_eval.report.plots import COLORS, Renderer, sweep_figures, training_curves
 from mmix_eval.report.provenance import evaluation_warnings, nonfinite_notes, provenance, thread_notes
-from mmix_eval.report.render import (
-    render_claims,
-    render_html,
-    render_latex,
-    render_markdown,
-    render_summary,
-    write_csv_table,
-    write_sweep_csv,
-)
+from mmix_eval.report.render import render_claims, render_html, render_markdown, render_summary
+from mmix_eval.report.render_csv import write_csv_table, write_sweep_csv
+from mmix_eval.report.render_latex import render_latex
 from mmix_eval.report.reportset import discard, new_stage, staging_error, swap_in
 from mmix_eval.report.sections import Note, SectionContext, section_for
 from mmix_eval.report.sections.call import call_section
@@ -49,8 +43,9 @@ from mmix_eval.report.table import (
     describe_group,
     evaluator_order,
 )
-from mmix_eval.report.view import MainSpec, ViewInputs, build_view
+from mmix_eval.report.view import ViewInputs, build_view
 from mmix_eval.report.view_cost import STILL_FALLING, not_converged
+from mmix_eval.report.view_main import MainSpec
 
 __all__ = ["build_report", "load_results"]
 

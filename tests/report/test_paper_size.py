@@ -16,7 +16,7 @@ from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import get_evaluator
 from mmix_eval.evaluate.records import record, with_specs, write_records
 from mmix_eval.report import build_report
-from mmix_eval.report.render import TEX_GROUP
+from mmix_eval.report.render_latex import TEX_GROUP
 
 METHODS = [
     "vanilla",

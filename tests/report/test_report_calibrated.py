@@ -16,7 +16,7 @@ from mmix_eval.report.compare import accuracy_gated
 from mmix_eval.report.frame import records_frame
 from mmix_eval.report.load import load_results
 from mmix_eval.report.table import aggregate
-from mmix_eval.report.view import main_rows, main_table
+from mmix_eval.report.view_main import main_rows, main_table
 
 
 def verdicts_of(table):
