@@ -23,12 +23,11 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from mmix_eval.catalog import METHODS
+from mmix_eval.checkpoint_meta import check_fields, check_leaves
 from mmix_eval.errors import UserError, mention
 from mmix_eval.io import atomic_write_bytes, atomic_write_json, check_regular
 from mmix_eval.models import create_model, is_builtin_model
 from mmix_eval.trust import refuse_code
-from mmix_eval.upgrade import method_record
 
 SCHEMA = "mmix-eval/checkpoint"
 SCHEMA_VERSION = 1
@@ -223,8 +222,8 @@ def _metadata(path, header: dict) -> dict[str, Any]:
         raise UserError(
             f"checkpoint '{path}': metadata 'model' expected {{name: str, kwargs: object}}, got {model!r:.200}"
         )
-    _check_leaves(path, meta, "", 0)
-    _check_fields(path, meta)
+    check_leaves(path, meta, "", 0)
+    check_fields(path, meta)
     _upgrade_model(meta, header)
     return meta
 
@@ -240,132 +239,6 @@ def _upgrade_model(meta: dict, header: dict) -> None:
         model["upgraded_from"] = model["name"]
         model["name"] = HE_HEAD[model["name"]]
         model["layout"] = "He et al. 2016 (final BN-ReLU before pooling; written before the official head)"
-
-
-MAX_META_STRING = 10_000  # characters; class names, specs and paths are far shorter
-MAX_META_DEPTH = 12
-
-
-def _check_leaves(path, value, where: str, depth: int) -> None:
-    """Every value in the metadata: finite numbers, bounded strings, bounded nesting (so a hostile header
-    cannot smuggle NaN into a report, flood a terminal or exhaust the recursion limit)."""
-    if depth > MAX_META_DEPTH:
-        raise UserError(
-            f"checkpoint '{path}': metadata '{where}' expected at most {MAX_META_DEPTH} levels of nesting, got more"
-        )
-    if isinstance(value, float) and not math.isfinite(value):
-        raise UserError(f"checkpoint '{path}': metadata '{where}' expected a finite number, got {value}")
-    if isinstance(value, str) and len(value) > MAX_META_STRING:
-        raise UserError(
-            f"checkpoint '{path}': metadata '{where}' expected a string of at most {MAX_META_STRING} "
-            f"characters, got {len(value)}"
-        )
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_leaves(path, k, f"{where}.{k[:40]}" if where else k[:40], depth + 1)
-            _check_leaves(path, v, f"{where}.{k[:40]}" if where else k[:40], depth + 1)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_leaves(path, v, f"{where}[{i}]", depth + 1)
-
-
-def _expect(path, ok: bool, field: str, expected: str, got) -> None:
-    if not ok:
-        raise UserError(f"checkpoint '{path}': metadata '{field}' expected {expected}, got {got!r:.120}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_fields(path, meta: dict) -> None:
-    """The fields the evaluators and the report read, each with its type and range."""
-    kw = meta["model"]["kwargs"]
-    for key in ("num_classes", "in_channels"):
-        _expect(
-            path,
-            _is_int(kw.get(key)) and kw[key] >= (2 if key == "num_classes" else 1) and kw[key] <= 100_000,
-            f"model.kwargs.{key}",
-            "an integer >= 2" if key == "num_classes" else "an integer >= 1",
-            kw.get(key),
-        )
-    points = meta["model"].get("num_mix_points")
-    _expect(
-        path,
-        points is None or (_is_int(points) and points >= 1),
-        "model.num_mix_points",
-        "an integer >= 1 or null",
-        points,
-    )
-    data = meta.get("data", {})
-    _expect(path, isinstance(data, dict), "data", "an object", data)
-    classes = data.get("classes")
-    _expect(
-        path,
-        classes is None or (isinstance(classes, list) and all(isinstance(c, str) for c in classes)),
-        "data.classes",
-        "a list of strings",
-        classes,
-    )
-    _expect(
-        path, data.get("spec") is None or isinstance(data.get("spec"), str), "data.spec", "a string", data.get("spec")
-    )
-    method = meta.get("method", {})
-    _expect(path, isinstance(method, dict), "method", "an object", method)
-    if not method:
-        return
-    name = method.get("name")
-    _expect(
-        path,
-        isinstance(name, str) and 0 < len(name) <= 200 and name.isprintable(),
-        "method.name",
-        "a printable name of at most 200 characters",
-        name,
-    )
-    settings = method_record(method).get("settings")
-    _expect(path, isinstance(settings, dict), "method.settings", "an object of the method's settings", settings)
-    alpha = settings.get("alpha")
-    _expect(
-        path,
-        alpha is None or (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha > 0),
-        "method.settings.alpha",
-        "a finite number > 0 or null",
-        alpha,
-    )
-    eligible = settings.get("eligible")
-    if eligible is not None:
-        _expect(
-            path,
-            isinstance(eligible, list) and all(isinstance(k, str) or (_is_int(k) and k >= 0) for k in eligible),
-            "method.settings.eligible",
-            "a list of layer indices >= 0 or module names",
-            eligible,
-        )
-        bad = [k for k in eligible if _is_int(k) and _is_int(points) and k >= points]
-        _expect(
-            path,
-            not bad,
-            "method.settings.eligible",
-            f"layer indices in 0..{(points or 1) - 1} for this model",
-            eligible,
-        )
-    _expect(
-        path,
-        settings.get("loss") is None or isinstance(settings.get("loss"), str),
-        "method.settings.loss",
-        "a string",
-        settings.get("loss"),
-    )
-    spec = (meta.get("config") or {}).get("method", {}).get("name") if isinstance(meta.get("config"), dict) else None
-    if spec is not None:
-        known = isinstance(spec, str) and (":" in spec or spec in METHODS.names())
-        _expect(
-            path,
-            known,
-            "config.method.name",
-            f"a registered method ({', '.join(METHODS.names())}) or a plugin's module:attr",
-            spec,
-        )
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_import: bool = False, trusted=()):
@@ -390,43 +263,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
         )
     n = len(head) - 8
     described = header_tensors(path, header, n, path.stat().st_size, f"checkpoint '{path}'")
-    try:
-        with torch.device("meta"):  # shapes first, no memory: kwargs asking for a huge model cost nothing
-            skeleton = create_model(name, **kwargs)
-    except TypeError as e:
-        raise UserError(f"checkpoint '{path}': metadata 'model.kwargs' does not fit model '{name}' ({e})") from None
-    except UserError:
-        raise
-    except Exception as e:
-        if is_builtin_model(
-            name
-        ):  # every built-in model builds on meta: a failure is the metadata's (sizes that overflow)
-            raise UserError(
-                f"checkpoint '{path}': metadata 'model.kwargs' does not fit model '{name}' "
-                f"(building it on the meta device failed: {str(e).splitlines()[0][:200]})"
-            ) from None
-        skeleton = None  # a plugin factory that cannot run on the meta device: checked after the real build
+    skeleton = _skeleton(path, name, kwargs)
     if skeleton is not None:
         _check_weights(path, name, skeleton, described)  # names and shapes from the header, before the data is read
-    _, blob = read_header(path)
-    if blob[: len(head)] != head:  # the file changed between the two reads: what was checked is not what is loaded
-        raise UserError(
-            f"checkpoint '{path}': expected the file whose header was checked, got one rewritten while read"
-        )
-    expected = meta.get("data_sha256")
-    if expected is not None and hashlib.sha256(blob[8 + n :]).hexdigest() != expected:
-        raise UserError(
-            f"checkpoint '{path}': tensor data expected SHA-256 {expected[:16]}…, got another (file corrupted after saving)"
-        )
-    try:
-        tensors = st_load(blob)
-    except Exception as e:  # safetensors raises its own SafetensorError for malformed files
-        raise UserError(
-            f"checkpoint '{path}': expected well-formed safetensors data, got an error ({str(e)[:200]})"
-        ) from None
-    for k, v in tensors.items():
-        if v.is_floating_point() and not torch.isfinite(v).all():
-            raise UserError(f"checkpoint '{path}': tensor '{k}' expected finite values, got NaN or Inf")
+    tensors = _read_tensors(path, head, meta.get("data_sha256"))
     try:
         model = create_model(name, **kwargs)
     except (RuntimeError, MemoryError, TypeError, ValueError) as e:
@@ -442,6 +282,50 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
         first = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)
         raise UserError(f"checkpoint '{path}': weights do not fit model '{name}' ({first.strip()[:300]})") from None
     return model.to(device).eval(), meta
+
+
+def _skeleton(path: Path, name: str, kwargs: dict):
+    """The model built on the meta device (shapes, no memory: kwargs asking for a huge model cost nothing); None for
+    a plugin factory that cannot build there (its weights are checked after the real build)."""
+    try:
+        with torch.device("meta"):
+            return create_model(name, **kwargs)
+    except TypeError as e:
+        raise UserError(f"checkpoint '{path}': metadata 'model.kwargs' does not fit model '{name}' ({e})") from None
+    except UserError:
+        raise
+    except Exception as e:
+        if is_builtin_model(name):  # every built-in model builds on meta: a failure is the metadata's (overflow)
+            raise UserError(
+                f"checkpoint '{path}': metadata 'model.kwargs' does not fit model '{name}' "
+                f"(building it on the meta device failed: {str(e).splitlines()[0][:200]})"
+            ) from None
+        return None
+
+
+def _read_tensors(path: Path, head: bytes, expected_sha: str | None) -> dict:
+    """The whole file read again: the header must be the one checked, the data its recorded SHA-256, every tensor
+    well formed and finite."""
+    _, blob = read_header(path)
+    if blob[: len(head)] != head:  # the file changed between the two reads: what was checked is not what is loaded
+        raise UserError(
+            f"checkpoint '{path}': expected the file whose header was checked, got one rewritten while read"
+        )
+    if expected_sha is not None and hashlib.sha256(blob[len(head) :]).hexdigest() != expected_sha:
+        raise UserError(
+            f"checkpoint '{path}': tensor data expected SHA-256 {expected_sha[:16]}…, got another (file corrupted after "
+            f"saving)"
+        )
+    try:
+        tensors = st_load(blob)
+    except Exception as e:  # safetensors raises its own SafetensorError for malformed files
+        raise UserError(
+            f"checkpoint '{path}': expected well-formed safetensors data, got an error ({str(e)[:200]})"
+        ) from None
+    for k, v in tensors.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise UserError(f"checkpoint '{path}': tensor '{k}' expected finite values, got NaN or Inf")
+    return tensors
 
 
 def _check_weights(path, name: str, reference: torch.nn.Module, tensors: dict) -> None:

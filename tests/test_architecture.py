@@ -30,7 +30,7 @@ LAYERS = [
     {"data", "calibrators"},
     {"models"},
     {"methods"},
-    {"checkpoint", "inference", "distributed"},
+    {"checkpoint", "checkpoint_meta", "inference", "distributed"},
     {"foreign", "training"},
     {"evaluate"},
     {"report", "results"},
