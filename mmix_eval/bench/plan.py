@@ -3,13 +3,10 @@ checks. Everything is checked here, before anything trains."""
 
 from __future__ import annotations
 
-import copy
-import itertools
-import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from mmix_eval.catalog import METHODS
+from mmix_eval.bench.sweeps import apply_point, is_config_axis, short_key, sweep_axes, sweep_points, value_tag
 from mmix_eval.config import Config, merge
 from mmix_eval.errors import UserError, did_you_mean
 from mmix_eval.evaluate.base import BUILTIN, DEFAULT_EVALUATORS, EvalOptions, OptionError, get_evaluator, option_fields
@@ -57,7 +54,6 @@ REPORT_KEYS = (
     "pdf_plots",
 )
 METHOD_KEYS = ("name", "kwargs", *V1_METHOD_KEYS, "label")  # alpha, eligible, loss: shorthand for kwargs
-SWEEP_SECTIONS = ("data", "model", "train")
 
 
 @dataclass
@@ -107,37 +103,14 @@ def load_bench(path: str | Path) -> Bench:
     """A bench YAML as runs (methods × sweep points × seeds, each method built and checked now), the evaluation
     plan and the report's baseline and checks; any mistake is one line naming the key."""
     path = Path(path)
-    raw = load_yaml(path, "bench config")
     where = f"bench config '{path}'"
-    raw = _strict(raw, TOP_KEYS, where)
-    methods = raw.get("methods") or []
-    seeds = raw.get("seeds", [0])
-    if not isinstance(methods, list) or not methods:
-        raise UserError(
-            f"{where}: 'methods' expected a non-empty list like [vanilla, {{name: manifold_mixup, alpha: 2.0}}]"
-        )
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-    ):
-        raise UserError(f"{where}: 'seeds' expected a non-empty list of integers >= 0, got {seeds!r}")
+    raw = _strict(load_yaml(path, "bench config"), TOP_KEYS, where)
+    methods, seeds = _methods_and_seeds(raw, where)
     # The shared sections first, so a mistake in them is named as theirs, not as the first method's.
     merge(Config(), {"data": raw.get("data"), "model": raw.get("model"), "train": raw.get("train")}, where)
-    axes = _sweep_axes(raw.get("sweep"), where)
+    axes = sweep_axes(raw.get("sweep"), where)
     runs = _runs(raw, methods, seeds, axes, where)
-    unused = [k for k in axes if not _is_config_axis(k) and not any(r.sweep and k in r.sweep for r in runs)]
-    if unused:
-        from mmix_eval.methods.base import method_arguments  # torch: loaded only when a bench is read
-
-        # by the spec the YAML gives (a plugin's own name, e.g. 'noisy_manifold_mixup', is not a registry name)
-        takes = "; ".join(
-            f"{n}: {', '.join(method_arguments(n)) or 'none'}" for n in dict.fromkeys(r.cfg.method.name for r in runs)
-        )
-        raise UserError(
-            f"{where} sweep '{unused[0]}': expected a setting of one of the bench's methods or a "
-            f"section.key of the configuration, got a key no method takes (their arguments: {takes})"
-        )
+    _check_sweep_used(axes, runs, where)
     plan, options = evaluate_section(raw.get("evaluate"), f"{where} evaluate")
     # The YAML being run is trusted (mmix_eval.trust): its runs' checkpoints may name the plugin models and data
     # sources it names itself.
@@ -153,7 +126,49 @@ def load_bench(path: str | Path) -> Bench:
         raise UserError(f"{where}: 'ensembles' expected true or false, got {ensembles!r:.80}")
     if ensembles and len(seeds) < 2:
         raise UserError(f"{where}: 'ensembles' expected at least 2 seeds per method to ensemble, got {len(seeds)}")
-    from mmix_eval.report.claims import Primary  # checked now, before anything trains
+    family = _report_settings(rep, where)
+    name = str(raw.get("name") or path.stem)
+    return Bench(name, runs, plan, options, baseline, checks, rep.get("title"), raw, launcher, ensembles,
+                 family.patterns, family.multiplicity, rep.get("plot_columns"), rep.get("sections"),
+                 _main_spec(rep.get("main"), where))  # fmt: skip
+
+
+def _methods_and_seeds(raw: dict, where: str) -> tuple[list, list[int]]:
+    methods = raw.get("methods") or []
+    seeds = raw.get("seeds", [0])
+    if not isinstance(methods, list) or not methods:
+        raise UserError(
+            f"{where}: 'methods' expected a non-empty list like [vanilla, {{name: manifold_mixup, alpha: 2.0}}]"
+        )
+    if not isinstance(seeds, list) or not seeds or not all(_is_seed(s) for s in seeds):
+        raise UserError(f"{where}: 'seeds' expected a non-empty list of integers >= 0, got {seeds!r}")
+    return methods, seeds
+
+
+def _is_seed(s) -> bool:
+    return isinstance(s, int) and not isinstance(s, bool) and s >= 0
+
+
+def _check_sweep_used(axes: dict, runs: list, where: str) -> None:
+    """A swept key that is neither a configuration key nor a setting any of the bench's methods takes."""
+    unused = [k for k in axes if not is_config_axis(k) and not any(r.sweep and k in r.sweep for r in runs)]
+    if not unused:
+        return
+    from mmix_eval.methods.base import method_arguments  # torch: loaded only when a bench is read
+
+    # by the spec the YAML gives (a plugin's own name, e.g. 'noisy_manifold_mixup', is not a registry name)
+    takes = "; ".join(
+        f"{n}: {', '.join(method_arguments(n)) or 'none'}" for n in dict.fromkeys(r.cfg.method.name for r in runs)
+    )
+    raise UserError(
+        f"{where} sweep '{unused[0]}': expected a setting of one of the bench's methods or a "
+        f"section.key of the configuration, got a key no method takes (their arguments: {takes})"
+    )
+
+
+def _report_settings(rep: dict, where: str):
+    """The report's primary family, figure columns, PDF switch and section plugins, checked before anything trains."""
+    from mmix_eval.report.claims import Primary
 
     try:
         family = Primary(rep.get("primary"), rep.get("multiplicity", "holm"))
@@ -175,23 +190,7 @@ def load_bench(path: str | Path) -> Bench:
             f"{where}: 'report.sections' expected a mapping of evaluator: module:Class (a ReportSection "
             f"subclass), got {sections!r:.80}"
         )
-    return Bench(
-        str(raw.get("name") or path.stem),
-        runs,
-        plan,
-        options,
-        baseline,
-        checks,
-        rep.get("title"),
-        raw,
-        launcher,
-        ensembles,
-        family.patterns,
-        family.multiplicity,
-        plot_columns,
-        sections,
-        _main_spec(rep.get("main"), where),
-    )
+    return family
 
 
 def _main_spec(main, where: str) -> dict | None:
@@ -224,7 +223,7 @@ def _runs(raw: dict, methods: list, seeds: list[int], axes: dict, where: str) ->
         if given is not None and (not isinstance(given, str) or not given.strip() or not given.isprintable()):
             raise UserError(f"{where} methods[{j}]: 'label' expected a non-empty printable string, got {given!r:.100}")
         label = given or m.get("name")
-        for point in _sweep_points(axes, m, where, j):
+        for point in sweep_points(axes, m, where, j):
             for s in seeds:
                 updates = {
                     "data": raw.get("data"),
@@ -232,12 +231,12 @@ def _runs(raw: dict, methods: list, seeds: list[int], axes: dict, where: str) ->
                     "method": m,
                     "train": {**(raw.get("train") or {}), "seed": s},
                 }
-                cfg = merge(Config(), _apply_point(updates, point), f"{where} methods[{j}]")
+                cfg = merge(Config(), apply_point(updates, point), f"{where} methods[{j}]")
                 try:
                     method = create_method(cfg.method.name, cfg.method.kwargs)  # fail now
                 except UserError as e:
                     raise UserError(f"{where} methods[{j}]: {e}") from None
-                name = safe_name("-".join([label, *(f"{_short(k)}{_value_tag(v)}" for k, v in point.items()), f"s{s}"]))
+                name = safe_name("-".join([label, *(f"{short_key(k)}{value_tag(v)}" for k, v in point.items()), f"s{s}"]))
                 if name in names and not point:
                     raise UserError(f"{where}: two runs are both named '{name}'; give one method a 'label'")
                 if name in names:
@@ -270,100 +269,6 @@ def _baseline(runs: list[Run], rep: dict, checks: list[str], where: str) -> str 
             )
         baseline = fits[0]  # the default (the first method) is its first swept column
     return baseline
-
-
-def _is_config_axis(key: str) -> bool:
-    return key.split(".", 1)[0] in SWEEP_SECTIONS
-
-
-def _sweep_axes(sweep, where: str) -> dict[str, list]:
-    """The bench's ``sweep:``: key -> the values it takes. A key is a method setting (alpha, eligible, a
-    plugin's prob; swept for every method that takes it) or a section.key of the configuration (train.epochs,
-    model.kwargs.width; swept for every method). Several keys: every combination."""
-    if sweep is None:
-        return {}
-    if not isinstance(sweep, dict) or not sweep:
-        raise UserError(
-            f"{where}: 'sweep' expected a mapping of key: [values], e.g. {{alpha: [0.5, 1.0, 2.0]}}, got {sweep!r:.100}"
-        )
-    axes = {}
-    for key, values in sweep.items():
-        key = str(key)
-        if not isinstance(values, list) or not values:
-            raise UserError(f"{where} sweep '{key}': expected a non-empty list of values, got {values!r:.100}")
-        if key.startswith("method."):
-            rest = key.removeprefix("method.")
-            key = rest.removeprefix("kwargs.")
-            if rest == "name" or not key:
-                raise UserError(
-                    f"{where} sweep '{key}': expected a method setting or section.key; list methods under 'methods'"
-                )
-        if key == "train.seed":
-            raise UserError(f"{where} sweep 'train.seed': expected seeds under 'seeds', not swept")
-        section = key.split(".", 1)[0]
-        if "." in key and section not in SWEEP_SECTIONS:
-            raise UserError(
-                f"{where} sweep '{key}': expected a method setting or a key of "
-                f"{', '.join(SWEEP_SECTIONS)}{did_you_mean(section, list(SWEEP_SECTIONS))}"
-            )
-        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
-            raise UserError(f"{where} sweep '{key}': expected distinct values, got {values!r:.100}")
-        if _is_config_axis(key):  # a key that does not exist fails here, naming the sweep
-            merge(Config(), _apply_point({"method": {}}, {key: values[0]}), f"{where} sweep '{key}'")
-        axes[key] = values
-    return axes
-
-
-def _sweep_points(axes: dict[str, list], m: dict, where: str, j: int) -> list[dict]:
-    """Every combination of the swept values that apply to method entry ``m`` ([{}] when none apply)."""
-    from mmix_eval.methods.base import method_signature  # torch: loaded only when a bench is read
-
-    params, takes_any, _ = method_signature(METHODS.get(str(m.get("name"))))
-    own = {**(m.get("kwargs") or {}), **{k: v for k, v in m.items() if k in V1_METHOD_KEYS}}
-    keys = []
-    for k in axes:
-        if _is_config_axis(k):
-            keys.append(k)
-        elif k in params or takes_any:
-            if k in own:
-                raise UserError(f"{where} methods[{j}]: sets '{k}', which the sweep sweeps; give it in one place")
-            keys.append(k)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
-
-
-def _apply_point(updates: dict, point: dict) -> dict:
-    """The run's configuration updates with one combination of swept values set."""
-    out = copy.deepcopy(updates)
-    for key, value in point.items():
-        if not _is_config_axis(key):
-            method = dict(out["method"])
-            method["kwargs"] = {**(method.get("kwargs") or {}), key: value}
-            out["method"] = method
-            continue
-        section, _, rest = key.partition(".")
-        target = out[section] = out.get(section) or {}  # a deep copy already: updated in place
-        parts = rest.split(".")
-        for p in parts[:-1]:
-            nxt = target.get(p)
-            if nxt is None:
-                nxt = target[p] = {}
-            elif not isinstance(nxt, dict):
-                raise UserError(f"sweep '{key}': '{section}.{p}' is not a mapping")
-            target = nxt
-        target[parts[-1]] = value
-    return out
-
-
-def _short(key: str) -> str:
-    return key.rsplit(".", 1)[-1]
-
-
-def _value_tag(v) -> str:
-    if isinstance(v, list):
-        return "_".join(_value_tag(x) for x in v) or "none"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v) if v != "" else "input"
 
 
 def baseline_and_checks(rep: dict, checks: list[str], methods: list[str], where: str) -> str | None:
