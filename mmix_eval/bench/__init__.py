@@ -5,9 +5,10 @@
 """
 
 from mmix_eval.bench.job import run_one
-from mmix_eval.bench.launchers import LAUNCHERS, RunJob
+from mmix_eval.bench.launch import LAUNCHERS
 from mmix_eval.bench.plan import Bench, Run, baseline_and_checks, load_bench
 from mmix_eval.bench.run import dry_run, preflight, run_bench
+from mmix_eval.bench.slurm import RunJob
 
 __all__ = [
     "LAUNCHERS",

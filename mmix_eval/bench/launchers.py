@@ -11,48 +11,24 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import re
 import sys
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
 from mmix_eval.bench.job import run_one
+from mmix_eval.bench.launch import LAUNCHERS, Launch
 from mmix_eval.bench.plan import Bench, Run
-from mmix_eval.bench.status import complete
-from mmix_eval.errors import ParamError, UserError, one_line
-from mmix_eval.io import atomic_write_text
-
-LAUNCHERS = ("inline", "local", "slurm")
-
-
-@dataclass
-class Launch:
-    """What every launcher is given besides the runs to do."""
-
-    bench: Bench
-    config: str | Path
-    out: Path
-    device: str | None = None
-    progress: bool = True
-    res: dict = field(default_factory=dict)  # the launcher's resources (``resources``)
-    wait: bool = True
-    cluster: str | None = None  # submitit's executor: None (Slurm), local or debug
-    echo: Callable = print
-    stages: dict = field(default_factory=dict)  # run -> wall seconds, filled as runs end
-    pool: object = None  # the local launcher's worker pool, started early (``start_pool``) so its imports overlap
-    started: object = None  # a threading.Event the local launcher sets when its first task ends
+from mmix_eval.bench.slurm import slurm_launch
+from mmix_eval.errors import UserError, one_line
 
 
 def launch(name: str, ctx: Launch, todo: list[Run]) -> dict[str, str] | None:
     if name not in LAUNCHERS:
         raise UserError(f"launcher: expected one of {', '.join(LAUNCHERS)}, got '{name}'")
-    return {"inline": _inline, "local": _local, "slurm": _slurm}[name](ctx, todo)
+    return {"inline": _inline, "local": _local, "slurm": slurm_launch}[name](ctx, todo)
 
 
 def auto_jobs(bench: Bench, device: str | None) -> tuple[int, str]:
@@ -168,10 +144,7 @@ def _local(ctx: Launch, todo: list[Run]) -> dict[str, str]:
             rn, stage = pending.pop(f)
             if ctx.started is not None:
                 ctx.started.set()  # the workers' start-up is over: the report's code may load beside the runs
-            try:
-                status, wall, why, notices = f.result()
-            except Exception as e:  # noqa: BLE001  (the worker process itself died: killed, out of memory)
-                status, wall, why, notices = "FAILED", 0.0, f"worker process ended: {type(e).__name__}: {e}", []
+            status, wall, why, notices = _result(f)
             for line in notices:  # what the run said about itself (re-training, and why): as an inline run says it
                 bar.write(line, file=sys.stderr)
             stages[rn] = round(stages.get(rn, 0.0) + wall, 3)
@@ -187,6 +160,15 @@ def _local(ctx: Launch, todo: list[Run]) -> dict[str, str]:
             bar.write(f"{rn}: {'failed, ' + failed[rn] if rn in failed else said} ({stages[rn]:.1f} s)")
             bar.update(1)
     return failed
+
+
+def _result(f) -> tuple[str, float, str, list[str]]:
+    """A worker task's (status, wall seconds, why it failed, notices), or FAILED where the worker process itself
+    died (killed, out of memory)."""
+    try:
+        return f.result()
+    except Exception as e:  # noqa: BLE001
+        return "FAILED", 0.0, f"worker process ended: {type(e).__name__}: {e}", []
 
 
 def start_pool(jobs: int, device: str | None):
@@ -315,114 +297,3 @@ def _worker_run(
                 traceback.print_exc(file=fh)
                 text = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
                 return "FAILED", time.perf_counter() - t0, text, err.lines
-
-
-def require_submitit():
-    try:
-        import submitit
-    except ImportError:
-        raise ParamError(
-            "launcher", "expected the submitit package, which is not installed; pip install 'mmix-eval[slurm]'", "slurm"
-        ) from None
-    return submitit
-
-
-def _slurm(ctx: Launch, todo: list[Run]) -> dict[str, str] | None:
-    """One submitit job per run. ``cluster``: None (Slurm), or 'local'/'debug' to run the same jobs on this
-    machine through submitit's own executors."""
-    submitit = require_submitit()
-    config, out, device, res, bench, echo = ctx.config, ctx.out, ctx.device, ctx.res, ctx.bench, ctx.echo
-    gpus = res["gpus_per_run"]
-    if not todo:
-        return {}
-    executor = submitit.AutoExecutor(folder=out / "slurm", cluster=ctx.cluster)
-    params = {
-        "name": f"mmix-{bench.name}",
-        "timeout_min": res["timeout_min"],
-        "nodes": 1,
-        "tasks_per_node": max(1, gpus),
-        "cpus_per_task": res["cpus_per_run"] or 4,
-    }
-    if gpus:
-        params["gpus_per_node"] = gpus
-    if res["mem_gb"]:
-        params["mem_gb"] = res["mem_gb"]
-    if executor.cluster == "slurm":
-        if res["partition"]:
-            params["slurm_partition"] = res["partition"]
-        if res["slurm_extra"]:
-            params["slurm_additional_parameters"] = dict(res["slurm_extra"])
-    if executor.cluster == "slurm" and res["max_parallel"]:
-        params["slurm_array_parallelism"] = res["max_parallel"]  # at most this many of the array's jobs at once
-    executor.update_parameters(**params)
-    jobs = []
-    with executor.batch():
-        for r in todo:
-            jobs.append(
-                (r.name, executor.submit(RunJob(), str(Path(config).resolve()), str(out.resolve()), r.name, device))
-            )
-    ids = {rn: str(j.job_id) for rn, j in jobs}
-    atomic_write_text(out / "jobs.yaml", yaml.safe_dump({"executor": executor.cluster, "jobs": ids}, sort_keys=False))
-    echo(
-        f"submitted {len(jobs)} job(s) to {executor.cluster}: {', '.join(f'{k}={v}' for k, v in ids.items()) or 'none'}"
-    )
-    if not ctx.wait:
-        echo(
-            f"not waiting; when they are done (or to see what is missing): mmix-eval bench {config} --out {out} --report-only"
-        )
-        return None
-    failed, pending, runs = {}, dict(jobs), {r.name: r for r in bench.runs}
-    with tqdm(
-        total=len(jobs),
-        desc=f"bench {bench.name} ({executor.cluster})",
-        unit="run",
-        disable=not ctx.progress,
-        dynamic_ncols=True,
-    ) as bar:
-        while pending:
-            for rn, job in list(pending.items()):
-                if not job.done():  # the job's state from the scheduler (sacct) or its process; no result file read
-                    continue
-                del pending[rn]
-                # What a job did is read from the records and checkpoint it wrote, never from submitit's result
-                # pickle (nothing is unpickled); a failed job is explained by the last error line of its log.
-                if complete(out, bench, runs[rn]):
-                    status = "trained and evaluated"
-                else:
-                    failed[rn] = f"job {job.job_id} failed: {_job_error_from_log(job)} (logs: {job.paths.stderr})"
-                    status = "failed"
-                bar.write(f"{rn}: {status}")
-                bar.update(1)
-            if pending:
-                time.sleep(0.5)
-    return failed
-
-
-class RunJob:
-    """What each Slurm job runs: ``run_one``, made checkpointable for submitit. When Slurm preempts the job or
-    its time limit nears, submitit calls ``checkpoint`` and requeues the same call; the requeued job resumes
-    the run from its last state file (bitwise: every RNG is in it) and skips evaluations already written."""
-
-    def __call__(self, config: str, out: str, name: str, device: str | None = None) -> str:
-        return run_one(config, out, name, device)
-
-    def checkpoint(self, *args, **kwargs):
-        from submitit.helpers import DelayedSubmission  # submitit: an optional extra
-
-        return DelayedSubmission(RunJob(), *args, **kwargs)
-
-
-def _job_error_from_log(job) -> str:
-    """The job's own error line from its stderr log (submitit writes the traceback there)."""
-    try:
-        text = Path(job.paths.stderr).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "no log"
-    return _job_error(Exception(text)) if text.strip() else "no error in its log (killed?)"
-
-
-def _job_error(e: Exception) -> str:
-    """The job's own exception line out of submitit's error text (its traceback, then log paths)."""
-    lines = [ln.strip() for ln in str(e).splitlines()]
-    cause = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*", ln)]
-    return (cause[-1] if cause else type(e).__name__ + (f": {lines[0]}" if lines and lines[0] else ""))[:300]

@@ -236,7 +236,9 @@ def _runs(raw: dict, methods: list, seeds: list[int], axes: dict, where: str) ->
                     method = create_method(cfg.method.name, cfg.method.kwargs)  # fail now
                 except UserError as e:
                     raise UserError(f"{where} methods[{j}]: {e}") from None
-                name = safe_name("-".join([label, *(f"{short_key(k)}{value_tag(v)}" for k, v in point.items()), f"s{s}"]))
+                name = safe_name(
+                    "-".join([label, *(f"{short_key(k)}{value_tag(v)}" for k, v in point.items()), f"s{s}"])
+                )
                 if name in names and not point:
                     raise UserError(f"{where}: two runs are both named '{name}'; give one method a 'label'")
                 if name in names:

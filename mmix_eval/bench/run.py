@@ -22,8 +22,10 @@ import numpy as np
 import yaml
 
 from mmix_eval import threads as thread_setting
-from mmix_eval.bench.launchers import LAUNCHERS, Launch, auto_jobs, launch, launcher_resources, require_submitit
+from mmix_eval.bench.launch import LAUNCHERS, Launch
+from mmix_eval.bench.launchers import auto_jobs, launch, launcher_resources
 from mmix_eval.bench.plan import Bench, load_bench
+from mmix_eval.bench.slurm import require_submitit
 from mmix_eval.bench.status import complete, finished, stale
 from mmix_eval.bench.status import epochs_done as read_epochs_done
 from mmix_eval.errors import UserError
