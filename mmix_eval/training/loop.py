@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,8 @@ from mmix_eval.errors import UserError
 from mmix_eval.inference import accuracy_nll, predict_logits
 from mmix_eval.io import atomic_write_text
 from mmix_eval.methods import Method
-from mmix_eval.methods.base import fingerprint
-from mmix_eval.models import num_mix_points
-from mmix_eval.provenance import git_commit, hardware, versions
 from mmix_eval.schedule import lr_factor
+from mmix_eval.training.metadata import run_metadata
 from mmix_eval.training.preflight import Prepared, prepare
 from mmix_eval.training.state import (
     STATE_FORMAT,
@@ -399,70 +396,3 @@ def _check_finite(bad_batch: int, epoch: int, out: Path, log: list) -> None:
             f"training stopped: non-finite loss at epoch {epoch + 1}, step {bad_batch + 1}; "
             f"the last good state ({last}) stays in {out / 'state.pt'}"
         )
-
-
-def run_metadata(
-    p: Prepared, model, metrics, times: dict, amp_mode, channels_last, flip, device, steps
-) -> dict[str, Any]:
-    cfg, data, t, mean, std = p.cfg, p.data, p.cfg.train, p.mean, p.std
-    data_info = {k: v for k, v in data.info.items() if k != "cache"}
-    return {
-        "model": {
-            "name": cfg.model.name,
-            "kwargs": {
-                "num_classes": data.num_classes,
-                "in_channels": data.in_channels,
-                "mean": mean,
-                "std": std,
-                **cfg.model.kwargs,
-            },
-            "num_mix_points": num_mix_points(model),
-            "params": sum(q.numel() for q in model.parameters()),
-        },
-        "data": {
-            "name": data.name,
-            "classes": data.classes,
-            "num_classes": data.num_classes,
-            "in_channels": data.in_channels,
-            "image_size": list(data.image_size),
-            "normalization": {"mean": mean, "std": std, "computed_on": "training split"},
-            **data_info,
-        },
-        "method": fingerprint(p.method),  # its settings and, for a plugin, the hash of its source file
-        "train": {
-            "seed": t.seed,
-            "epochs": t.epochs,
-            "steps": steps,
-            "batch_size": t.batch_size,
-            "optimizer": {
-                "name": "SGD",
-                "lr": t.lr,
-                "momentum": t.momentum,
-                "weight_decay": t.weight_decay,
-                "nesterov": t.nesterov,
-            },
-            "schedule": {
-                "name": t.schedule,
-                "milestones": t.milestones,
-                "gamma": t.gamma,
-                "warmup_epochs": t.warmup_epochs,
-            },
-            "augment": {"crop_padding": t.crop_padding, "flip": flip},
-            "amp": amp_mode,
-            "channels_last": channels_last,
-            "compile": t.compile,
-            "device": str(device),
-        },
-        "config": cfg.to_dict(),
-        "metrics": metrics,
-        "cost": {"forward_passes_per_step": getattr(p.method, "forward_passes", 1)},
-        # The whole run (summed over the processes of a resumed one), but for the final checkpoint write;
-        # time_split_s says where it went: training epochs, validation passes, state saves, the final test
-        # pass, and setup (data loading, model building, process start-up inside train()).
-        "wall_time_s": round(sum(times.values()), 3),
-        "time_split_s": {k: round(v, 3) for k, v in times.items()},
-        "versions": versions(),
-        "git_commit": git_commit(),
-        "hardware": hardware(str(device)),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
