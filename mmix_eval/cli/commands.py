@@ -34,10 +34,15 @@ def add_bench(sub) -> None:
         help="after the bench, compare every cell of its records with a committed report's (records.jsonl or "
         "records.jsonl.gz in REPORT), bitwise; exit 1 where one differs or is missing",
     )
-    g = p.add_argument_group(
-        "launchers (default: the YAML's launcher section, else as many runs at a time as cores "
-        "are free, each 1 CPU thread)"
+    _launcher_flags(
+        p.add_argument_group(
+            "launchers (default: the YAML's launcher section, else as many runs at a time as cores "
+            "are free, each 1 CPU thread)"
+        )
     )
+
+
+def _launcher_flags(g) -> None:
     g.add_argument(
         "--launcher",
         choices=["inline", "local", "slurm"],
@@ -106,6 +111,11 @@ def add_report(sub) -> None:
         help="CI gate, e.g. 'manifold_mixup.rotation20 >= vanilla.rotation20' or 'vanilla.clean:ece <= 0.1' (repeatable)",
     )
     p.add_argument("--title", help="report title")
+    _report_content_flags(p)
+    _claim_flags(p)
+
+
+def _report_content_flags(p) -> None:
     p.add_argument(
         "--split-by",
         action="store_true",
@@ -125,6 +135,9 @@ def add_report(sub) -> None:
         help="tables and text only (no plots/, report.html without figures): a fast rebuild of a large report",
     )
     p.add_argument("--pdf-plots", action="store_true", help="every figure as PDF too, beside the PNG (for a paper)")
+
+
+def _claim_flags(p) -> None:
     p.add_argument(
         "--primary",
         action="append",

@@ -22,7 +22,16 @@ def add_train(sub) -> None:
     )
     p.add_argument("--config", help="YAML file with sections data, model, method, train (see configs/)")
     p.add_argument("--out", required=True, help="run folder to write")
-    g = p.add_argument_group("data")
+    _data_flags(p.add_argument_group("data"))
+    _method_flags(p.add_argument_group("model and method"))
+    _training_flags(p.add_argument_group("training"))
+    g = p.add_argument_group("run folder")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last state")
+    g.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _data_flags(g) -> None:
     g.add_argument(
         "--data", help="data set: digits (embedded), cifar10, cifar100, svhn, imagefolder:PATH, tinyimagenet:PATH"
     )
@@ -44,7 +53,9 @@ def add_train(sub) -> None:
     g.add_argument("--train-limit", type=int, help="seeded random subset of N training images")
     g.add_argument("--test-limit", type=int, help="seeded random subset of N test images")
     g.add_argument("--val-size", type=int, help="hold N training images out for validation")
-    g = p.add_argument_group("model and method")
+
+
+def _method_flags(g) -> None:
     g.add_argument("--model", help="model name (mmix-eval ls models)")
     g.add_argument("--method", help="method name (mmix-eval ls methods)")
     g.add_argument("--alpha", type=float, help="Beta(alpha, alpha) for lambda (default: input 1.0, manifold 2.0)")
@@ -60,7 +71,9 @@ def add_train(sub) -> None:
         help="one of the method's own arguments, the value read as YAML, e.g. --method-arg prob=0.5 "
         "(repeatable; `mmix-eval ls methods` lists each method's arguments)",
     )
-    g = p.add_argument_group("training")
+
+
+def _training_flags(g) -> None:
     d = TrainConfig()
     also = ", or the --config file's"
     g.add_argument("--epochs", type=int, help=f"training epochs (default {d.epochs}{also})")
@@ -80,10 +93,6 @@ def add_train(sub) -> None:
         metavar="SECTION.KEY=VALUE",
         help="any config key, e.g. --set train.milestones=[400,800] (repeatable)",
     )
-    g = p.add_argument_group("run folder")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last state")
-    g.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _parse_eligible(text: str) -> list[int | str]:
