@@ -320,6 +320,27 @@ def _time_steps(p, batch_size: int, steps: int) -> float:
     return statistics.median(times)
 
 
+def _bench_notes(bench: Bench, missing: list[str]) -> list:
+    """What the report says at its top about the bench itself: evaluators skipped on the ensembles, runs missing,
+    and the baseline where the YAML did not name one."""
+    notes = [f"{ev} was not run on the deep ensembles: {why}" for ev, why in sorted(bench.ensemble_skip.items())]
+    if missing:
+        notes.append(
+            f"Incomplete bench: {len(missing)} of {len(bench.runs)} runs are not in this report "
+            f"(not finished or not evaluated): {', '.join(missing)}."
+        )
+    if bench.baseline is not None and "baseline" not in (bench.raw.get("report") or {}):
+        from mmix_eval.report.sections import Note
+
+        why = (
+            "vanilla is in the bench)."
+            if bench.baseline == "vanilla"
+            else "the bench has no vanilla, so its first method; set report.baseline to choose)."
+        )
+        notes.append(Note(f"Baseline for the differences: {bench.baseline} ({why}", "info"))
+    return notes
+
+
 def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, echo, pool=None) -> dict:
     from mmix_eval.report import build_report  # matplotlib and pandas: loaded for the report only
 
@@ -337,29 +358,7 @@ def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, e
             f"(not finished or not evaluated): {', '.join(missing)}"
         )
     results = out / "results"
-    skipped = [f"{ev} was not run on the deep ensembles: {why}" for ev, why in sorted(bench.ensemble_skip.items())]
-    notes = skipped + (
-        [
-            f"Incomplete bench: {len(missing)} of {len(bench.runs)} runs are not in this report "
-            f"(not finished or not evaluated): {', '.join(missing)}."
-        ]
-        if missing
-        else []
-    )
-    if bench.baseline is not None and "baseline" not in (bench.raw.get("report") or {}):
-        from mmix_eval.report.sections import Note
-
-        notes.append(
-            Note(
-                f"Baseline for the differences: {bench.baseline} ("
-                + (
-                    "vanilla is in the bench)."
-                    if bench.baseline == "vanilla"
-                    else "the bench has no vanilla, so its first method; set report.baseline to choose)."
-                ),
-                "info",
-            )
-        )
+    notes = _bench_notes(bench, missing)
     extra = {
         "bench": bench.raw,
         "command": " ".join(sys.argv) if sys.argv else None,

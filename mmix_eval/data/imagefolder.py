@@ -156,29 +156,17 @@ def read_imagefolder(
             _MEMORY[str(cache)] = raw
         return raw
 
-    names, dirs = _list_archive(path) if is_archive else _list_folder(path)
-    if not names:
-        raise UserError(
-            f"imagefolder '{path}': expected class folders of images ({', '.join(sorted(IMAGE_EXTENSIONS))}), "
-            f"e.g. train/cat/001.jpg, found no images"
-        )
-    splits, layout = _layout(names, str(path))
-    classes = sorted({c for items in splits.values() for _, c in items})
-    if len(classes) < 2:
-        raise UserError(
-            f"imagefolder '{path}': expected at least 2 class folders, got {len(classes)} ({', '.join(classes)})"
-        )
+    _decode_into(cache, path, is_archive, decode)
+    raw = _raw_from_arrays(read_cache(cache, ARRAYS), path, str(cache), decode)
+    _MEMORY[str(cache)] = raw
+    return raw
+
+
+def _decode_into(cache: Path, path: Path, is_archive: bool, decode: Decode) -> None:
+    """Every image listed, split (train/ and test/, or a seeded 80/20) and decoded into the cache once, with the
+    labels, the class names, the layout and the empty class folders."""
+    splits, classes, layout, empty = _plan(path, is_archive)
     index = {c: i for i, c in enumerate(classes)}
-    empty = _empty_class_folders(dirs, classes, names)
-    if "all" in splits:  # a seeded 80/20 split, fixed before decoding so each image is written once
-        items = splits.pop("all")
-        perm = np.random.default_rng(0).permutation(len(items))
-        n_test = max(1, len(perm) // 5)
-        splits = {
-            "train": [items[i] for i in np.sort(perm[n_test:])],
-            "test": [items[i] for i in np.sort(perm[:n_test])],
-        }
-    splits.setdefault("train", [])
 
     def fill(tmp: Path) -> dict[str, np.ndarray]:
         decode_splits(
@@ -200,9 +188,33 @@ def read_imagefolder(
             f"imagefolder '{path}': expected a writable decode cache at '{cache.parent}' "
             f"(MMIX_EVAL_CACHE), got {type(e).__name__}: {e}"
         ) from None
-    raw = _raw_from_arrays(read_cache(cache, ARRAYS), path, str(cache), decode)
-    _MEMORY[str(cache)] = raw
-    return raw
+
+
+def _plan(path: Path, is_archive: bool) -> tuple[dict, list[str], str, list[str]]:
+    """(splits: split -> [(file, class)], sorted classes, the layout, empty class folders), checked."""
+    names, dirs = _list_archive(path) if is_archive else _list_folder(path)
+    if not names:
+        raise UserError(
+            f"imagefolder '{path}': expected class folders of images ({', '.join(sorted(IMAGE_EXTENSIONS))}), "
+            f"e.g. train/cat/001.jpg, found no images"
+        )
+    splits, layout = _layout(names, str(path))
+    classes = sorted({c for items in splits.values() for _, c in items})
+    if len(classes) < 2:
+        raise UserError(
+            f"imagefolder '{path}': expected at least 2 class folders, got {len(classes)} ({', '.join(classes)})"
+        )
+    empty = _empty_class_folders(dirs, classes, names)
+    if "all" in splits:  # a seeded 80/20 split, fixed before decoding so each image is written once
+        items = splits.pop("all")
+        perm = np.random.default_rng(0).permutation(len(items))
+        n_test = max(1, len(perm) // 5)
+        splits = {
+            "train": [items[i] for i in np.sort(perm[n_test:])],
+            "test": [items[i] for i in np.sort(perm[:n_test])],
+        }
+    splits.setdefault("train", [])
+    return splits, classes, layout, empty
 
 
 def _raw_from_arrays(a: dict, path: Path, cache: str, decode: Decode = AS_STORED) -> RawData:

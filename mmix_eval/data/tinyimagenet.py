@@ -202,33 +202,7 @@ def tinyimagenet(arg, root, download, need_train: bool = True) -> RawData:
     if str(cache) in _MEMORY and cache.is_dir():
         return _MEMORY[str(cache)]
     if not cache_complete(cache):
-        names, texts = _listing(path)
-        train, test, wnids, classes = _plan(path, names, texts)
-        lab = {w: i for i, w in enumerate(wnids)}
-
-        def fill(tmp: Path) -> dict[str, np.ndarray]:
-            decode_splits(
-                Files(path, path.is_file()),
-                {"train": [n for n, _ in train], "test": [n for n, _ in test]},
-                decode,
-                tmp,
-                f"tinyimagenet '{path}'",
-            )
-            return {
-                "classes": np.array(classes),
-                "wnids": np.array(wnids),
-                "train_y": np.array([lab[w] for _, w in train], dtype=np.int64),
-                "test_y": np.array([lab[w] for _, w in test], dtype=np.int64),
-                "test_names": np.array([PurePosixPath(n).name for n, _ in test]),
-            }
-
-        try:
-            write_cache(cache, fill)
-        except OSError as e:
-            raise UserError(
-                f"tinyimagenet '{path}': expected a writable decode cache at '{cache.parent}' "
-                f"(MMIX_EVAL_CACHE), got {type(e).__name__}: {e}"
-            ) from None
+        _decode_into(cache, path, decode)
         need_train = True
     a = read_cache(cache, ARRAYS if need_train else TEST_ARRAYS)
     test = Split(a["test_x"], torch.from_numpy(a["test_y"]))
@@ -237,20 +211,41 @@ def tinyimagenet(arg, root, download, need_train: bool = True) -> RawData:
         if "train_x" in a
         else Split(test.x[:0].clone(), test.y[:0].clone())
     )
+    source = {"source": "tinyimagenet", "path": str(path), "split": SPLIT_NOTE, "cache": str(cache)}
     raw = RawData(
         classes=[str(c) for c in a["classes"]],
         train=train,
         test=test,
         flip=True,
-        source={
-            "source": "tinyimagenet",
-            "path": str(path),
-            "split": SPLIT_NOTE,
-            "cache": str(cache),
-            "decode": decode.describe(),
-        },
+        source={**source, "decode": decode.describe()},
         extra={"test_names": [str(n) for n in a["test_names"]], "wnids": [str(w) for w in a["wnids"]]},
     )
     if need_train:
         _MEMORY[str(cache)] = raw
     return raw
+
+
+def _decode_into(cache: Path, path: Path, decode: Decode) -> None:
+    """Every image of the set decoded into the cache once, with the labels, class names and test file names."""
+    names, texts = _listing(path)
+    train, test, wnids, classes = _plan(path, names, texts)
+    lab = {w: i for i, w in enumerate(wnids)}
+
+    def fill(tmp: Path) -> dict[str, np.ndarray]:
+        splits = {"train": [n for n, _ in train], "test": [n for n, _ in test]}
+        decode_splits(Files(path, path.is_file()), splits, decode, tmp, f"tinyimagenet '{path}'")
+        return {
+            "classes": np.array(classes),
+            "wnids": np.array(wnids),
+            "train_y": np.array([lab[w] for _, w in train], dtype=np.int64),
+            "test_y": np.array([lab[w] for _, w in test], dtype=np.int64),
+            "test_names": np.array([PurePosixPath(n).name for n, _ in test]),
+        }
+
+    try:
+        write_cache(cache, fill)
+    except OSError as e:
+        raise UserError(
+            f"tinyimagenet '{path}': expected a writable decode cache at '{cache.parent}' "
+            f"(MMIX_EVAL_CACHE), got {type(e).__name__}: {e}"
+        ) from None

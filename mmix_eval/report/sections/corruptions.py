@@ -184,11 +184,19 @@ def corruption_figures(table: Table, records: list[dict], names: dict, baseline:
     acc = severity_grid(records, names, "acc")
     if not acc:
         return {}
-    out = {}
     ece = severity_grid(records, names, "ece")
     methods = [m for m in table.methods if m in acc]
     sevs = sorted({s for per in acc.values() for _, s in per})
     corr = list(dict.fromkeys(c for per in acc.values() for c, s in per if s > 0))
+    out = {"corruptions-severity": _severity_boxes(table, acc, ece, methods, sevs, len(corr), colors)}
+    others = [m for m in methods if m != baseline]
+    if baseline in acc and others:
+        out["corruptions-heatmap"] = _difference_heatmap(acc, baseline, others, corr, [s for s in sevs if s > 0])
+    return out
+
+
+def _severity_boxes(table: Table, acc: dict, ece: dict, methods: list[str], sevs: list, n_corr: int, colors):
+    """Accuracy and ECE against severity: one box per method over the corruptions at each severity."""
     fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 1.3 * len(sevs) * max(1, len(methods)) / 2 + 3), 3.6))
     width = 0.8 / max(1, len(methods))
     for ax, grid, ylabel in ((axes[0], acc, "accuracy (%)"), (axes[1], ece, "ECE")):
@@ -213,48 +221,36 @@ def corruption_figures(table: Table, records: list[dict], names: dict, baseline:
         ax.set_xticks(range(len(sevs)), ["clean" if s == 0 else str(s) for s in sevs])
         ax.set_xlabel("severity"), ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
-    axes[1].legend(
-        *axes[0].get_legend_handles_labels(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0)
-    )  # outside the axes: never over data
+    handles = axes[0].get_legend_handles_labels()
+    axes[1].legend(*handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes
     fig.suptitle(
-        f"Corruptions: accuracy and ECE by severity (box over {len(corr)} corruptions; means over seeds)", fontsize=10
+        f"Corruptions: accuracy and ECE by severity (box over {n_corr} corruptions; means over seeds)", fontsize=10
     )
-    out["corruptions-severity"] = fig
-    others = [m for m in methods if m != baseline]
-    if baseline in acc and others:
-        fig, axes = plt.subplots(
-            1,
-            len(others),
-            figsize=(0.9 * len([s for s in sevs if s]) * len(others) + 3.5, 0.32 * len(corr) + 1.6),
-            squeeze=False,
-            sharey=True,
-        )
-        shown = [s for s in sevs if s > 0]
-        lim = max(
-            [abs(acc[m].get((c, s), 0) - acc[baseline].get((c, s), 0)) for m in others for c in corr for s in shown]
-            + [1e-9]
-        )
-        for ax, m in zip(axes[0], others):
-            d = np.array(
-                [[acc[m].get((c, s), np.nan) - acc[baseline].get((c, s), np.nan) for s in shown] for c in corr]
-            )
-            im = ax.imshow(d, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
-            for (r, q), v in np.ndenumerate(d):
-                if not np.isnan(v):
-                    ax.text(
-                        q,
-                        r,
-                        f"{v:+.1f}",
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        color="white" if abs(v) > 0.6 * lim else "black",
-                    )
-            ax.set_xticks(range(len(shown)), [str(s) for s in shown])
-            ax.set_yticks(range(len(corr)), [plot_text(c) for c in corr], fontsize=8)
-            ax.tick_params(labelleft=ax is axes[0][0])  # the corruption names once, left of the first panel: a
-            # later panel's names covered the previous panel's severity-5 values
-            ax.set_xlabel("severity"), ax.set_title(f"{plot_text(m)} − {plot_text(baseline)}", fontsize=9)
-        fig.colorbar(im, ax=axes[0].tolist(), label="accuracy difference (points)")
-        out["corruptions-heatmap"] = fig
-    return out
+    return fig
+
+
+def _difference_heatmap(acc: dict, baseline: str, others: list[str], corr: list[str], shown: list):
+    """Corruption x severity: each method's accuracy minus the baseline's, one panel per method."""
+    fig, axes = plt.subplots(
+        1,
+        len(others),
+        figsize=(0.9 * len(shown) * len(others) + 3.5, 0.32 * len(corr) + 1.6),
+        squeeze=False,
+        sharey=True,
+    )
+    diff = lambda m, c, s, missing: acc[m].get((c, s), missing) - acc[baseline].get((c, s), missing)  # noqa: E731
+    lim = max([abs(diff(m, c, s, 0)) for m in others for c in corr for s in shown] + [1e-9])
+    for ax, m in zip(axes[0], others):
+        d = np.array([[diff(m, c, s, np.nan) for s in shown] for c in corr])
+        im = ax.imshow(d, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+        for (r, q), v in np.ndenumerate(d):
+            if not np.isnan(v):
+                colour = "white" if abs(v) > 0.6 * lim else "black"
+                ax.text(q, r, f"{v:+.1f}", ha="center", va="center", fontsize=7, color=colour)
+        ax.set_xticks(range(len(shown)), [str(s) for s in shown])
+        ax.set_yticks(range(len(corr)), [plot_text(c) for c in corr], fontsize=8)
+        ax.tick_params(labelleft=ax is axes[0][0])  # the corruption names once, left of the first panel: a
+        # later panel's names covered the previous panel's severity-5 values
+        ax.set_xlabel("severity"), ax.set_title(f"{plot_text(m)} − {plot_text(baseline)}", fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), label="accuracy difference (points)")
+    return fig
