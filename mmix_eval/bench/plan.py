@@ -128,9 +128,23 @@ def load_bench(path: str | Path) -> Bench:
         raise UserError(f"{where}: 'ensembles' expected at least 2 seeds per method to ensemble, got {len(seeds)}")
     family = _report_settings(rep, where)
     name = str(raw.get("name") or path.stem)
-    return Bench(name, runs, plan, options, baseline, checks, rep.get("title"), raw, launcher, ensembles,
-                 family.patterns, family.multiplicity, rep.get("plot_columns"), rep.get("sections"),
-                 _main_spec(rep.get("main"), where))  # fmt: skip
+    return Bench(
+        name,
+        runs,
+        plan,
+        options,
+        baseline,
+        checks,
+        rep.get("title"),
+        raw,
+        launcher,
+        ensembles,
+        family.patterns,
+        family.multiplicity,
+        rep.get("plot_columns"),
+        rep.get("sections"),
+        _main_spec(rep.get("main"), where),
+    )
 
 
 def _methods_and_seeds(raw: dict, where: str) -> tuple[list, list[int]]:

@@ -72,10 +72,22 @@ def calibration_under_shift(table: Table, section: str, colors, metrics=("nll", 
         else:
             ax.set_xticks(range(len(conds)), [plot_text(c) for c in conds], rotation=30, ha="right")
         ax.grid(alpha=0.3)
-    handles = [
-        plt.Line2D([], [], color=color_of(table, m, colors), lw=2, label=plot_text(m))
-        for k, m in enumerate(table.methods)
-    ]
+    fig.legend(
+        handles=_shift_legend(table, colors, calibrators, numeric),
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.0, 0.95),
+    )
+    fig.suptitle(
+        plot_text(f"{section}: calibration under shift, raw and calibrated (means over seeds){note}"), fontsize=11
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _shift_legend(table: Table, colors, calibrators: list[str], numeric: bool) -> list:
+    """One colour per method; open markers (dashed where numeric) raw, filled after each calibrator."""
+    handles = [plt.Line2D([], [], color=color_of(table, m, colors), lw=2, label=plot_text(m)) for m in table.methods]
     handles += [
         plt.Line2D([], [], color="0.3", ls="--" if numeric else "none", marker="o", mfc="white", label="raw softmax")
     ]
@@ -85,12 +97,7 @@ def calibration_under_shift(table: Table, section: str, colors, metrics=("nll", 
         )
         for c in calibrators
     ]
-    fig.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95))
-    fig.suptitle(
-        plot_text(f"{section}: calibration under shift, raw and calibrated (means over seeds){note}"), fontsize=11
-    )
-    fig.tight_layout()
-    return fig
+    return handles
 
 
 MAX_RELIABILITY_CONDITIONS = 4  # rows of the per-condition reliability figure

@@ -69,6 +69,38 @@ def attack_tag(options) -> str:
     return f"pgd{options.pgd_steps}"
 
 
+def official_condition(e: float, std) -> tuple[str, str, dict]:
+    """The official FGSM's condition at ε (normalised units): its name, label and settings, with the per-channel
+    step in /255 pixels and, as the report's x axis (strength), the channels' mean step, like every FGSM row."""
+    per_channel = [round(float(v) * e * 255.0, 4) for v in std.flatten()]
+    pixels = ", ".join(f"{v:.3f}" for v in per_channel)
+    pixels = f"({pixels})" if len(per_channel) > 1 else pixels
+    settings = {"eps": e, "eps_255_per_channel": per_channel, "strength": round(sum(per_channel) / len(per_channel), 4)}
+    return f"official-eps{e:g}", f"official code's FGSM ε = {e:g} (normalised; {pixels}/255 in pixels)", settings
+
+
+def after_rows(rows: list[dict], options, attacks, counts: dict, targets, n: int) -> list[dict]:
+    """Per ε and attack of the cascade, the robust accuracy left after it (``acc_after``; counts summed over ranks)."""
+    from mmix_eval import distributed
+
+    unit = "/255" if options.norm == "Linf" else ""
+    label = "AutoAttack" + (" (quick: APGD-CE + APGD-T)" if options.quick else "")
+    clean = next(r for r in rows if r["condition"] == "clean" and r["metric"] == "acc")
+    base = {k: v for k, v in clean.items() if k != PER_IMAGE}
+    out = []
+    for e in options.eps:
+        for a in attacks:
+            left = distributed.sum_int(counts.get(e, {}).get(a, 0))
+            condition, text = (
+                f"aa{options.norm.lower()}-eps{e:g}/{a}",
+                f"{label} {options.norm} ε = {e:g}{unit}, after {a}",
+            )
+            out.append(
+                record(base, condition, "acc_after", 100.0 * left / n, text, eps=e, after=a, target_classes=targets)
+            )
+    return out
+
+
 class WhiteBoxAttack(Evaluator):
     """What the fgsm and attack evaluators share: every attack here, chosen by the ``attack`` option (their
     defaults differ), validated, named in the result file and run."""
@@ -210,24 +242,8 @@ class WhiteBoxAttack(Evaluator):
 
         shifts = []
         for e in options.eps:
-            per_channel = [round(float(v) * e * 255.0, 4) for v in std.flatten()]
-            pixels = ", ".join(f"{v:.3f}" for v in per_channel)
-            pixels = f"({pixels})" if len(per_channel) > 1 else pixels
-            # strength, the report's x axis, in /255 pixel units like every FGSM row: the channels' mean step
-            settings = {
-                "eps": e,
-                "eps_255_per_channel": per_channel,
-                "strength": round(sum(per_channel) / len(per_channel), 4),
-            }
-            name = f"official-eps{e:g}"
-            shifts.append(
-                Shift(
-                    name,
-                    f"official code's FGSM ε = {e:g} (normalised; {pixels}/255 in pixels)",
-                    attack(name, e),
-                    settings,
-                )
-            )
+            name, label, settings = official_condition(e, std)
+            shifts.append(Shift(name, label, attack(name, e), settings))
         check = lambda model, device: zero_gradient_check(model, target.test, device)
         rows = shift_rows(
             self,
@@ -250,7 +266,6 @@ class WhiteBoxAttack(Evaluator):
         accuracy left after it (``acc_after``)."""
         import torch
 
-        from mmix_eval import distributed
         from mmix_eval.evaluate.checks import zero_gradient_check
         from mmix_eval.evaluate.passes import Shift, shift_rows
 
@@ -295,22 +310,4 @@ class WhiteBoxAttack(Evaluator):
         rows = shift_rows(
             self, target, common, {"attack": tag, "norm": options.norm, "attacks": ",".join(attacks)}, shifts, check
         )
-        n = len(target.test)
-        clean = next(r for r in rows if r["condition"] == "clean" and r["metric"] == "acc")
-        base = {k: v for k, v in clean.items() if k != PER_IMAGE}
-        for e in options.eps:
-            for a in attacks:
-                left = distributed.sum_int(counts.get(e, {}).get(a, 0))
-                rows.append(
-                    record(
-                        base,
-                        f"aa{options.norm.lower()}-eps{e:g}/{a}",
-                        "acc_after",
-                        100.0 * left / n,
-                        f"{label} {options.norm} ε = {e:g}{unit}, after {a}",
-                        eps=e,
-                        after=a,
-                        target_classes=info.get("targets"),
-                    )
-                )
-        return rows
+        return rows + after_rows(rows, options, attacks, counts, info.get("targets"), len(target.test))
