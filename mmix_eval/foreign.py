@@ -241,22 +241,11 @@ def load_foreign(path: str | Path, device, foreign: Foreign, meta: dict | None =
     return model.to(device).eval(), meta
 
 
-def fit(path: Path, foreign: Foreign, layout: str, want: dict, sd: dict, shapes_only: bool = False) -> None:
-    """The file's tensors (real ones, or shape-only ones on the meta device from a safetensors header) fit the
-    model's state dict ``want``: dense, plain (not meta, quantized or nested) tensors of a real dtype where the
-    model has a floating-point one, the names and shapes of the model, and finite values. Normalisation: the
-    file's own buffers when it has them; --mean/--std that contradict them are refused, not silently applied.
-    Completes ``sd`` with the normalisation buffers the model takes."""
+def _check_kinds(path: Path, want: dict, sd: dict) -> None:
+    """Dense, plain (not quantized or nested) tensors of a real dtype where the model has a floating-point one."""
     for k, v in sd.items():
-        kind = (
-            "sparse"
-            if v.layout != torch.strided
-            else "quantized"
-            if v.is_quantized
-            else "nested"
-            if v.is_nested
-            else None
-        )
+        kinds = (("sparse", v.layout != torch.strided), ("quantized", v.is_quantized), ("nested", v.is_nested))
+        kind = next((name for name, is_kind in kinds if is_kind), None)
         if kind is not None:
             raise ParamError("ckpt", f"tensor '{k}' expected a plain dense tensor, got a {kind} one", path)
         if k in want and want[k].is_floating_point() and not v.is_floating_point():
@@ -266,24 +255,34 @@ def fit(path: Path, foreign: Foreign, layout: str, want: dict, sd: dict, shapes_
                 f"{want[k].dtype}), got {v.dtype}; it would be cast silently",
                 path,
             )
+
+
+def _check_normalisation(foreign: Foreign, sd: dict, given: dict, shapes_only: bool) -> None:
+    """A mean and std given for a file that holds its own normalisation buffers must be those buffers."""
     own = {k: v for k, v in sd.items() if k.startswith("normalize.")}
-    given = {k: v for k, v in want.items() if k.startswith("normalize.")}
-    if (
-        foreign.mean is not None
-        and own
-        and not shapes_only
-        and any(
-            k in own
-            and (own[k].shape != v.shape or not torch.allclose(own[k].float().cpu(), v.float().cpu(), atol=1e-6))
-            for k, v in given.items()
-        )
-    ):
+    if foreign.mean is None or not own or shapes_only:
+        return
+    differ = lambda k, v: (
+        own[k].shape != v.shape or not torch.allclose(own[k].float().cpu(), v.float().cpu(), atol=1e-6)
+    )  # noqa: E731
+    if any(k in own and differ(k, v) for k, v in given.items()):
         got = {k.removeprefix("normalize."): [round(float(x), 4) for x in own[k].flatten()[:4]] for k in sorted(own)}
         raise ParamError(
             "mean/std",
             f"the file holds its own normalisation ({got}), got a different one; drop "
             f"{mention('mean')}/{mention('std')} to use the file's",
         )
+
+
+def fit(path: Path, foreign: Foreign, layout: str, want: dict, sd: dict, shapes_only: bool = False) -> None:
+    """The file's tensors (real ones, or shape-only ones on the meta device from a safetensors header) fit the
+    model's state dict ``want``: dense, plain (not meta, quantized or nested) tensors of a real dtype where the
+    model has a floating-point one, the names and shapes of the model, and finite values. Normalisation: the
+    file's own buffers when it has them; --mean/--std that contradict them are refused, not silently applied.
+    Completes ``sd`` with the normalisation buffers the model takes."""
+    _check_kinds(path, want, sd)
+    given = {k: v for k, v in want.items() if k.startswith("normalize.")}
+    _check_normalisation(foreign, sd, given, shapes_only)
     for k in given:
         sd.setdefault(k, want[k])
     missing, unexpected, k = weight_mismatch(want, sd)

@@ -152,3 +152,38 @@ def test_the_evaluate_framework_imports_no_evaluator():
     assert not found, "the framework imports an evaluator:\n" + "\n".join(found)
     planted = {**graph, "mmix_eval.evaluate.runner": graph["mmix_eval.evaluate.runner"] | {EVALUATORS + ".ood"}}
     assert framework_imports_of_evaluators(planted) == [f"mmix_eval.evaluate.runner imports {EVALUATORS}.ood"]
+
+
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def oversized(package) -> list[str]:
+    """Files over MAX_FILE_LINES lines, and functions whose code (from the first statement after the docstring to
+    the end: a signature the formatter puts one parameter per line, and the docstring, are not counted) runs over
+    MAX_FUNCTION_LINES lines."""
+    found = []
+    for f in sorted(package.rglob("*.py")):
+        src = f.read_text(encoding="utf-8")
+        if src.count("\n") > MAX_FILE_LINES:
+            found.append(f"{f.relative_to(package)}: {src.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body
+                if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                    body = body[1:]
+                if node.end_lineno - body[0].lineno + 1 > MAX_FUNCTION_LINES:
+                    found.append(f"{f.relative_to(package)}:{node.lineno} {node.name}")
+    return found
+
+
+def test_every_file_and_function_of_the_package_within_its_size(tmp_path):
+    assert oversized(PACKAGE) == []
+    long_body = "def f(x):\n    '''doc'''\n" + "    x += 1\n" * (MAX_FUNCTION_LINES + 1)  # 61 lines of code: found
+    (tmp_path / "a.py").write_text(long_body)
+    (tmp_path / "b.py").write_text("x = 1\n" * (MAX_FILE_LINES + 1))
+    signature = (
+        "def g(\n" + "    a=1,\n" * 30 + "):\n    '''" + "doc\n" * 30 + "'''\n" + "    a += 1\n" * 59 + "    return a\n"
+    )
+    (tmp_path / "c.py").write_text(signature)  # a long signature and docstring, 60 lines of code: within
+    assert oversized(tmp_path) == ["a.py:1 f", "b.py: 401 lines"]

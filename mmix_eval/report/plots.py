@@ -256,33 +256,7 @@ def sweep_figures(table: Table, colors) -> dict:
         handles = {}
         for a, i in enumerate(idx):
             ax = axes[a // cols][a % cols]
-            for k, s in enumerate(view.series):
-                cs = [cell(table, i, s.columns.get(key_of(v))) for v in view.values]
-                ys = [c[0] if c else math.nan for c in cs]
-                es = [(c[1] or 0.0) if c else 0.0 for c in cs]
-                h = ax.errorbar(
-                    xs, ys, yerr=es, marker="o", capsize=3, color=colors[k % len(colors)], label=plot_text(s.name)
-                )
-                handles.setdefault(s.name, h)
-                got = view.paper.get((i, s.name))
-                if got:
-                    px = [x for x, v in zip(xs, view.values) if key_of(v) in got]
-                    h = ax.plot(
-                        px,
-                        [got[key_of(v)] for v in view.values if key_of(v) in got],
-                        "x",
-                        color="0.45",
-                        ms=8,
-                        label="paper (Table 5)",
-                    )[0]
-                    handles.setdefault("paper (Table 5)", h)
-            for k, m in enumerate(view.fixed, start=len(view.series)):
-                c = cell(table, i, m)
-                if c is not None:
-                    h = ax.axhline(
-                        c[0], ls="--", lw=1.2, color=colors[k % len(colors)], label=plot_text(f"{m} (not swept)")
-                    )
-                    handles.setdefault(f"{m} (not swept)", h)
+            _sweep_panel(ax, table, view, i, xs, colors, handles)
             if numeric and min(view.values) > 0 and max(view.values) / min(view.values) >= 8:
                 ax.set_xscale("log", base=2)
             ax.set_xticks(
@@ -306,6 +280,28 @@ def sweep_figures(table: Table, colors) -> dict:
         fig.tight_layout()
         out[f"sweep-{safe_name(view.key)}"] = fig
     return out
+
+
+def _sweep_panel(ax, table: Table, view, i: int, xs: list, colors, handles: dict) -> None:
+    """One row's panel: a line per method over the swept values, the paper's numbers as grey crosses, and the
+    methods that do not take the key as dashed lines (``handles``: one legend entry per name)."""
+    for k, s in enumerate(view.series):
+        cs = [cell(table, i, s.columns.get(key_of(v))) for v in view.values]
+        ys = [c[0] if c else math.nan for c in cs]
+        es = [(c[1] or 0.0) if c else 0.0 for c in cs]
+        h = ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colors[k % len(colors)], label=plot_text(s.name))
+        handles.setdefault(s.name, h)
+        got = view.paper.get((i, s.name))
+        if got:
+            px = [x for x, v in zip(xs, view.values) if key_of(v) in got]
+            py = [got[key_of(v)] for v in view.values if key_of(v) in got]
+            h = ax.plot(px, py, "x", color="0.45", ms=8, label="paper (Table 5)")[0]
+            handles.setdefault("paper (Table 5)", h)
+    for k, m in enumerate(view.fixed, start=len(view.series)):
+        c = cell(table, i, m)
+        if c is not None:
+            h = ax.axhline(c[0], ls="--", lw=1.2, color=colors[k % len(colors)], label=plot_text(f"{m} (not swept)"))
+            handles.setdefault(f"{m} (not swept)", h)
 
 
 def training_curves(table: Table, costs: dict, colors=COLORS):

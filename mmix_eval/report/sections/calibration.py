@@ -30,6 +30,22 @@ class CalibrationSection(ReportSection):
         return out
 
 
+def _pooled(per_bin: dict) -> tuple[list, list, list, list]:
+    """(bins, accuracy, mean confidence, image count) of the bins that hold images, each pooled over the runs,
+    weighted by each run's count in the bin."""
+    xs, accs, confs, counts = [], [], [], []
+    for b in sorted(per_bin):
+        runs = per_bin[b].values()
+        n = sum(v.get("bin_count", 0.0) for v in runs)
+        if n <= 0:
+            continue
+        accs.append(sum(v["bin_count"] * v["bin_acc"] for v in runs if v.get("bin_count")) / n)
+        confs.append(sum(v["bin_count"] * v["bin_conf"] for v in runs if v.get("bin_count")) / n)
+        counts.append(n)
+        xs.append(b)
+    return xs, accs, confs, counts
+
+
 def reliability_figure(ctx: SectionContext, evaluator: str, condition: str):
     """Accuracy per confidence bin (bars; pooled over seeds, weighted by each run's count in the bin), the
     bins' mean confidence (dots), the diagonal, and each bin's image count at the foot of its bar."""
@@ -49,16 +65,7 @@ def reliability_figure(ctx: SectionContext, evaluator: str, condition: str):
     fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.7 * nrows), squeeze=False)
     for a, m in enumerate(methods):
         ax = axes[a // cols][a % cols]
-        xs, accs, confs, counts = [], [], [], []
-        for b in sorted(bins[m]):
-            runs = bins[m][b].values()
-            n = sum(v.get("bin_count", 0.0) for v in runs)
-            if n <= 0:
-                continue
-            accs.append(sum(v["bin_count"] * v["bin_acc"] for v in runs if v.get("bin_count")) / n)
-            confs.append(sum(v["bin_count"] * v["bin_conf"] for v in runs if v.get("bin_count")) / n)
-            counts.append(n)
-            xs.append(b)
+        xs, accs, confs, counts = _pooled(bins[m])
         width = 1.0 / (max(bins[m]) + 1)
         ax.bar(
             [(b + 0.5) * width for b in xs],
