@@ -32,6 +32,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
@@ -41,7 +42,8 @@ from mmix_eval.errors import ParamError, UserError, mention
 from mmix_eval.io import file_sha256
 from mmix_eval.models import create_model, model_factory
 
-LAYOUTS = ("auto", "mmix-eval", "official", "plain")
+KeyLayout = Literal["auto", "mmix-eval", "official", "plain"]
+LAYOUTS = get_args(KeyLayout)
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 OFFICIAL_CIFAR_MEAN = [125.3 / 255, 123.0 / 255, 113.9 / 255]
 OFFICIAL_CIFAR_STD = [63.0 / 255, 62.1 / 255, 66.7 / 255]
@@ -56,7 +58,7 @@ class Foreign:
     model_args: dict = field(default_factory=dict)
     mean: list[float] | None = None
     std: list[float] | None = None
-    key_layout: str = "auto"
+    key_layout: KeyLayout = "auto"
     data_root: str | None = None
     download: bool = False
 

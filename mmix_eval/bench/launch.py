@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from mmix_eval.bench.plan import Bench
 
-LAUNCHERS = ("inline", "local", "slurm")
+LauncherName = Literal["inline", "local", "slurm"]
+LAUNCHERS = get_args(LauncherName)
 
 
 @dataclass

@@ -30,6 +30,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -39,14 +40,15 @@ from mmix_eval.io import IMAGE_CAP, read_bounded, read_member
 CHUNK = 1024  # images decoded and written per step, at most
 CHUNK_BYTES = 256 << 20  # and at most this many bytes of encoded files, and of decoded pixels, per step
 GREY_MODES = ("L", "1", "I", "I;16", "LA", "I;16B", "I;16L", "F")
-RESIZES = ("crop", "stretch")
+Resize = Literal["crop", "stretch"]
+RESIZES = get_args(Resize)
 MAX_IMAGE_SIZE = 4096
 
 
 @dataclass(frozen=True)
 class Decode:
     size: int | None = None  # None: images are kept at their size, which must be one size
-    resize: str = "crop"
+    resize: Resize = "crop"
 
     @property
     def short_side(self) -> int | None:
