@@ -13,23 +13,20 @@ from mmix_eval.cli.train import parse_method_arg
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import DEFAULT_EVALUATORS, EvalOptions, OptionError, get_evaluator, option_fields
 
-COMMON_FLAGS = {
-    "data": "--data",
-    "data_root": "--data-root",
-    "download": "--download",
-    "limit": "--limit",
-    "class_map": "--class-map",
-    "seed": "--seed",
-    "bins": "--bins",
-    "batch_size": "--batch-size",
-    "device": "--device",
-    "calibrator": "--calibrator",
-    "calibration_split": "--calibration-split",
-}
-
-
-def _flag(param: str) -> str:
-    return flag(param)
+# The shared evaluation options every evaluation command takes as flags (cli/flags.py names each flag).
+COMMON_PARAMS = (
+    "data",
+    "data_root",
+    "download",
+    "limit",
+    "class_map",
+    "seed",
+    "bins",
+    "batch_size",
+    "device",
+    "calibrator",
+    "calibration_split",
+)
 
 
 def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
@@ -63,7 +60,7 @@ def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
     common = {n: (d, h) for n, _, d, h in option_fields(EvalOptions)}
     g = p.add_argument_group("data (default: the checkpoint's own data set and test split)")
     for key in ("data", "data_root", "limit", "class_map"):
-        g.add_argument(COMMON_FLAGS[key], dest=f"common_{key}", metavar=key.upper(), help=common[key][1])
+        g.add_argument(flag(key), dest=f"common_{key}", metavar=key.upper(), help=common[key][1])
     g.add_argument("--download", dest="common_download", action="store_true", default=None, help=common["download"][1])
     _foreign_flags(p)
     _evaluation_flags(p, common, specs)
@@ -111,7 +108,7 @@ def _evaluation_flags(p, common: dict, specs) -> None:
     for key in ("seed", "bins", "calibrator", "calibration_split", "batch_size", "device"):
         default = common[key][0]
         g.add_argument(
-            COMMON_FLAGS[key],
+            flag(key),
             dest=f"common_{key}",
             metavar=key.upper(),
             help=common[key][1] + (f" (default {default})" if default is not None else ""),
@@ -159,7 +156,7 @@ def _evaluator_flags(p, specs) -> dict[str, tuple[str, str]]:
             )
             if hint is bool:  # a switch: --quick alone is true, --quick false still reads
                 g.add_argument(
-                    _flag(opt),
+                    flag(opt),
                     dest=f"opt_{spec}_{opt}",
                     nargs="?",
                     const="true",
@@ -168,7 +165,7 @@ def _evaluator_flags(p, specs) -> dict[str, tuple[str, str]]:
                 )
             else:
                 g.add_argument(
-                    _flag(opt), dest=f"opt_{spec}_{opt}", metavar=opt.upper(), help=f"{text} (default {shown})"
+                    flag(opt), dest=f"opt_{spec}_{opt}", metavar=opt.upper(), help=f"{text} (default {shown})"
                 )
             flags[f"opt_{spec}_{opt}"] = (spec, opt)
     return flags
@@ -188,7 +185,7 @@ def _eval_plan(args):
             options.setdefault(spec, {})[opt] = value
         elif value is not None:  # each flag belongs to one evaluator: given for one not run, it would do nothing
             raise UserError(
-                f"{_flag(opt)}: an option of the {spec} evaluator, which is not among the evaluators run "
+                f"{flag(opt)}: an option of the {spec} evaluator, which is not among the evaluators run "
                 f"({', '.join(specs)}); expected --set EVALUATOR.{opt}=VALUE for another evaluator"
             )
     for text in getattr(args, "eval_set", None) or []:
@@ -199,7 +196,7 @@ def _eval_plan(args):
                 f"--set: expected EVALUATOR.OPTION=VALUE like fgsm.eps=1,2 or my_evals:Occlusion.patch=8, got '{text}'"
             )
         options.setdefault(spec, {})[opt] = value
-    common = {k: getattr(args, f"common_{k}") for k in COMMON_FLAGS if getattr(args, f"common_{k}") is not None}
+    common = {k: getattr(args, f"common_{k}") for k in COMMON_PARAMS if getattr(args, f"common_{k}") is not None}
     try:
         for k in ("limit", "seed", "bins", "batch_size", "calibration_split"):
             if k in common:
@@ -211,37 +208,26 @@ def _eval_plan(args):
         check_calibrator(opts.calibrator)
         plan = make_plan(specs, options, "--evaluators" if args.evaluators is None else args.command)
     except OptionError as e:  # the library names the parameter; here it is the flag
-        flag = COMMON_FLAGS.get(e.param) or (
-            _flag(e.param) if any(o == e.param for _, o in args.option_flags.values()) else e.param
-        )
-        raise UserError(f"{flag}: {e.detail}") from None
+        # a plugin's option set with --set has no flag of its own: shown by its name
+        is_flag = e.param in COMMON_PARAMS or any(o == e.param for _, o in args.option_flags.values())
+        raise UserError(f"{flag(e.param) if is_flag else e.param}: {e.detail}") from None
     return plan, opts
 
 
 def cmd_eval(args) -> int:
-    from mmix_eval.evaluate.runner import (
-        EvalJob,
-        run_evaluation,
-    )  # numpy: loaded when an evaluation runs, --help stays fast
+    # numpy: loaded when an evaluation runs, --help stays fast
+    from mmix_eval.evaluate.runner import EvalJob, run_evaluation
 
     plan, opts = _eval_plan(args)
     foreign, opts = _foreign(args, opts)
     join_torchrun(args, opts.device)
-    try:
-        if args.ensemble:
-            run_evaluation(
-                _expand_ckpts(args.ensemble, foreign is not None, "--ensemble"),
-                plan,
-                args.out,
-                opts,
-                EvalJob(foreign=foreign, ensemble=True),
-            )
-        else:
-            run_evaluation(
-                _expand_ckpts(args.ckpt, foreign is not None), plan, args.out, opts, EvalJob(foreign=foreign)
-            )
-    except OptionError as e:  # raised while loading: the library names the parameter, the user typed a flag
-        raise UserError(f"{COMMON_FLAGS.get(e.param, _flag(e.param))}: {e.detail}") from None
+    job = EvalJob(foreign=foreign, ensemble=bool(args.ensemble))
+    if args.ensemble:
+        ckpts = _expand_ckpts(args.ensemble, foreign is not None, "--ensemble")
+    else:
+        ckpts = _expand_ckpts(args.ckpt, foreign is not None)
+    # an error raised while loading names its parameter; main() shows it as the flag (cli/flags.py)
+    run_evaluation(ckpts, plan, args.out, opts, job)
     return 0
 
 
