@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 # C0 and C1 controls (0x85 is a line break to str.splitlines, 0x9B a terminal's escape introducer) and the
@@ -21,6 +22,7 @@ def one_line(text: str) -> str:
 
 # A parameter mentioned inside a message: the library shows its name, the command line its flag (cli/flags.py).
 _MENTION_OPEN, _MENTION_CLOSE = "\ue000", "\ue001"
+_MENTIONED = re.compile(f"{_MENTION_OPEN}([a-z][a-z0-9_]*){_MENTION_CLOSE}")
 
 
 def mention(param: str) -> str:
@@ -48,12 +50,9 @@ class UserError(Exception):
         return self.body(name_of)
 
     def body(self, name_of=str) -> str:
-        body, out = self.template, []
-        while _MENTION_OPEN in body:
-            before, _, rest = body.partition(_MENTION_OPEN)
-            name, _, body = rest.partition(_MENTION_CLOSE)
-            out += [before, name_of(name)]
-        return "".join(out) + body
+        """The message, each well-formed mention shown as ``name_of(param)``; any other text (a path that happens to
+        hold the marker characters) exactly as given."""
+        return _MENTIONED.sub(lambda m: name_of(m.group(1)), self.template)
 
 
 def _restore(cls, args: tuple, state: dict) -> UserError:

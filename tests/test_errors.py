@@ -64,3 +64,14 @@ def test_errors_keep_their_parameters_through_a_process_boundary():
         back = pickle.loads(pickle.dumps(e))
         assert type(back) is type(e) and str(back) == str(e) and as_flags(back) == as_flags(e)
     assert as_flags(pickle.loads(pickle.dumps(ParamError("resume", "x", "r")))) == "--resume 'r': x"
+
+
+def test_text_that_merely_holds_the_marker_characters_is_shown_as_given():
+    """A path may hold the private-use characters that mark a mentioned parameter: only a well-formed mention of a
+    parameter name is rendered; any other text is kept, character for character, both ways."""
+    for path in ["/tmp/a\ue000b c\ue001d", "x\ue000unclosed", "\ue001\ue000", "\ue000\ue001", "\ue000Upper\ue001"]:
+        e = UserError(f"data root '{path}': expected the files there")
+        assert str(e) == as_flags(e) == f"data root '{path}': expected the files there"
+    e = ParamError("ckpt", f"pass {mention('data_root')} (in '/x\ue000y z\ue001')", "/x\ue000")
+    assert str(e) == "ckpt '/x\ue000': pass data_root (in '/x\ue000y z\ue001')"
+    assert as_flags(e) == "--ckpt '/x\ue000': pass --data-root (in '/x\ue000y z\ue001')"
