@@ -148,6 +148,8 @@ class OOD(Evaluator):
         fitted = target_calibration(target, common.calibrator, model, device, bs)  # None: 'none' or nothing held out
         if fitted is None and target.calibration_note:
             base["warnings"] = "; ".join(filter(None, [base.get("warnings"), target.calibration_note]))
+        single = scorer.ensemble is None
+        s_in_cal = calibrated_scores(fitted, z_in, single) if fitted is not None else None  # once, for every source
         test_images = TestImages(target.test.x)
         rows = []
         for spec in options.ood:
@@ -156,7 +158,7 @@ class OOD(Evaluator):
             z_out, s_out = scorer.logits_and_scores(x)
             rows += score_rows(base, spec, s_in, s_out, len(x))
             if fitted is not None:
-                rows += calibrated_rows(base, spec, fitted, z_in, z_out, len(x), scorer.ensemble is None)
+                rows += calibrated_rows(base, spec, fitted, s_in_cal, calibrated_scores(fitted, z_out, single), len(x))
             rows += histogram_rows(base, spec, s_in["msp"], s_out["msp"], len(x))
         return rows
 
@@ -219,12 +221,15 @@ def score_rows(base: dict, spec: str, s_in: dict, s_out: dict, n_ood: int, **ext
     return rows
 
 
-def calibrated_rows(base: dict, spec: str, fitted, z_in, z_out, n_ood: int, single: bool) -> list[dict]:
-    """The calibrated scores: max softmax and energy change with the calibrator, the max logit under a temperature
-    only rescales (its ranking, so its AUROC, is the raw one); a deep ensemble's energy is not recalibrated."""
+def calibrated_scores(fitted, z, single: bool) -> dict:
+    """The scores the calibrator changes: max softmax and energy (the max logit under a temperature only rescales: its
+    ranking, so its AUROC, is the raw one); a deep ensemble's energy is not recalibrated (``single`` False)."""
     kept = [s for s in CALIBRATED_SCORES if single or s == "msp"]
-    s_in = {k: v.numpy() for k, v in scores(fitted.apply(z_in)).items() if k in kept}
-    s_out = {k: v.numpy() for k, v in scores(fitted.apply(z_out)).items() if k in kept}
+    return {k: v.numpy() for k, v in scores(fitted.apply(z)).items() if k in kept}
+
+
+def calibrated_rows(base: dict, spec: str, fitted, s_in: dict, s_out: dict, n_ood: int) -> list[dict]:
+    """The ranking rows of the calibrated scores, with the calibrator's name, settings and caveat."""
     cbase = {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), fitted.note]))} if fitted.note else base
     return score_rows(cbase, spec, s_in, s_out, n_ood, calibrator=fitted.name, **fitted.settings)
 
