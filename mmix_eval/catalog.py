@@ -152,6 +152,26 @@ CALIBRATORS: Registry = Registry(
             "mmix_eval.calibrators.vector:Vector",
             "a weight and a bias per class, logits · w + b, fitted by minimising NLL (Guo et al. 2017)",
         ),
+        "matrix": (
+            "mmix_eval.calibrators.matrix:Matrix",
+            "a full matrix and a bias, W · logits + b, fitted by minimising NLL (Guo et al. 2017)",
+        ),
+        "dirichlet": (
+            "mmix_eval.calibrators.dirichlet:Dirichlet",
+            "W · log softmax + b with the ODIR regulariser chosen by cross-validation (Kull et al. 2019)",
+        ),
+        "histogram": (
+            "mmix_eval.calibrators.histogram:Histogram",
+            "one-vs-rest histogram binning, 15 equal-width bins per class (Zadrozny & Elkan 2001); outputs probabilities",
+        ),
+        "isotonic": (
+            "mmix_eval.calibrators.isotonic:Isotonic",
+            "one-vs-rest isotonic regression per class (Zadrozny & Elkan 2002); outputs probabilities",
+        ),
+        "ensemble_temperature": (
+            "mmix_eval.calibrators.ensemble_temperature:EnsembleTemperature",
+            "mixture of the T-scaled, raw and uniform softmax, weights fitted by NLL (Zhang et al. 2020)",
+        ),
     },
 )
 

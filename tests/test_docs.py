@@ -29,5 +29,16 @@ def test_the_package_docstring_and_the_plugin_table_name_every_built_in_and_rout
     assert all(re.search(rf"\b{name}\b", evaluate.__doc__) for name in EVALUATORS.builtin())
     plugins = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
     assert "`--calibrator my_cal:Shift`" in plugins and "`report --section EVAL=my_sections:S`" in plugins
-    assert "`sections`" in plugins and set(CALIBRATORS.builtin()) == {"none", "temperature", "vector"}
+    assert "`sections`" in plugins and set(CALIBRATORS.builtin()) == {
+        "none",
+        "temperature",
+        "vector",
+        "matrix",
+        "dirichlet",
+        "histogram",
+        "isotonic",
+        "ensemble_temperature",
+    }
+    evaluators = (ROOT / "docs" / "evaluators.md").read_text(encoding="utf-8")
+    assert all(f"| `{name}` |" in evaluators for name in CALIBRATORS.builtin() if name != "none")
     assert set(SECTIONS.builtin()) <= set(EVALUATORS.builtin())  # a section is named after its evaluator

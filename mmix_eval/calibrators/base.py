@@ -5,6 +5,13 @@
         def fit(self, logits, labels) -> dict          # the fitted parameters (JSON-able; recorded)
         def apply(self, logits, params) -> logits      # the same shape, the argmax need not be kept
         def note(self, params) -> str | None           # optional: a caveat every calibrated row carries
+        probabilities = False                          # True: apply() returns log-probabilities (see below)
+
+A calibrator whose output is a probability (histogram binning, isotonic regression, ensemble temperature scaling)
+returns ``log_probs(p)``: the log of the calibrated probability, normalised to sum to 1 and clamped to
+[FLOOR, 1 − FLOOR] (so every metric computed from a softmax sees p itself, and NLL is at most −log FLOOR ≈ 13.8);
+it says so with ``probabilities = True``, and the OOD evaluator then records no energy score from it (the
+log-sum-exp of log-probabilities is 0 for every image).
 
 Found like every plugin: a name in ``mmix_eval.catalog.CALIBRATORS``, a ``module:Class`` path or an installed
 entry point (group ``mmix_eval.calibrators``).
@@ -19,9 +26,18 @@ import torch
 from mmix_eval.catalog import CALIBRATORS
 from mmix_eval.errors import UserError
 
+FLOOR = 1e-6  # a probability calibrator's output is clamped to [FLOOR, 1 - FLOOR] before its log (torch-uncertainty's)
+
+
+def log_probs(p: torch.Tensor) -> torch.Tensor:
+    """Calibrated probabilities (N, C) as pseudo-logits: normalised to sum to 1, clamped to [FLOOR, 1 − FLOOR], log."""
+    p = p / (p.sum(dim=1, keepdim=True) + 1e-12)
+    return p.clamp(FLOOR, 1 - FLOOR).log()
+
 
 class Calibrator:
     name: str = "calibrator"
+    probabilities: bool = False  # apply() returns log-probabilities (log_probs), not logits
 
     def fit(self, logits: torch.Tensor, labels: torch.Tensor) -> dict:
         raise NotImplementedError

@@ -277,8 +277,9 @@ class EvalOptions:
     calibrator: str = field(
         default="temperature",
         metadata={
-            "help": "post-hoc calibrator fitted once per checkpoint on held-out images and applied to every condition's "
-            "logits: none | temperature | vector | module:Class (mmix-eval ls calibrators)"
+            "help": "post-hoc calibrators fitted once per checkpoint on held-out images and applied to every condition's "
+            "logits, one calibrated row each: none | a comma-separated list of temperature, vector, matrix, dirichlet, "
+            "histogram, isotonic, ensemble_temperature, module:Class (mmix-eval ls calibrators)"
         },
     )
     calibration_split: int | None = field(
@@ -301,11 +302,23 @@ class EvalOptions:
     def __post_init__(self):
         self.check()
 
+    @property
+    def calibrators(self) -> tuple[str, ...]:
+        """The calibrators named, in order (``calibrator`` is one name or a comma-separated list); () for 'none'."""
+        names = tuple(s.strip() for s in self.calibrator.split(",")) if isinstance(self.calibrator, str) else ()
+        return () if names == ("none",) else names
+
     def check(self) -> None:
         check_count("seed", self.seed, 0, MAX_SEED)
         check_count("bins", self.bins, 1, MAX_BINS)
-        if not isinstance(self.calibrator, str) or not self.calibrator:
-            raise OptionError("calibrator", f"expected a calibrator name or module:Class, got {self.calibrator!r}")
+        if not isinstance(self.calibrator, str) or not self.calibrator or not all(self.calibrators):
+            raise OptionError(
+                "calibrator", f"expected calibrator names or module:Class, separated by commas, got {self.calibrator!r}"
+            )
+        if "none" in self.calibrators and len(self.calibrators) > 1:
+            raise OptionError("calibrator", f"expected 'none' alone or a list of calibrators, got {self.calibrator!r}")
+        if len(set(self.calibrators)) < len(self.calibrators):
+            raise OptionError("calibrator", f"expected each calibrator once, got {self.calibrator!r}")
         check_count("calibration_split", self.calibration_split, 1, MAX_IMAGES, none_ok=True)
         check_count("limit", self.limit, 1, MAX_IMAGES, none_ok=True)
         check_count("batch_size", self.batch_size, 1, MAX_BATCH, none_ok=True)

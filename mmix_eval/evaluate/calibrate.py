@@ -15,6 +15,8 @@ import torch
 from mmix_eval.calibrators import Calibrator, fit_checked, get_calibrator
 from mmix_eval.errors import UserError
 
+SUMMARY_LIST = 32  # longer parameter lists are recorded by their length and range
+
 
 @dataclass
 class Fitted:
@@ -31,19 +33,33 @@ class Fitted:
         return self.calibrator.apply(logits, self.params)
 
     @property
+    def summary(self) -> dict:
+        """The fitted parameters as a record shows them: a list longer than SUMMARY_LIST numbers (a C × C matrix,
+        isotonic knots) as its length and range."""
+        return {
+            k: (
+                f"{len(v)} numbers, {min(v):.6g} to {max(v):.6g}"
+                if isinstance(v, list) and len(v) > SUMMARY_LIST
+                else v
+            )
+            for k, v in self.params.items()
+        }
+
+    @property
     def settings(self) -> dict:
         """What every calibrated row records about its calibrator."""
         return {"calibrator_fit_images": self.images, "calibrator_fit_on": self.source}
 
 
-def fitted_calibration(target, calibrator: str, predict: Callable[[object], torch.Tensor]) -> Fitted | None:
-    """The target's fitted calibrator (fitted on the first call, then shared by every evaluator of the target);
-    None for 'none' or when the target has no held-out images (said once: ``target.calibration_note``).
-    ``predict(images)``: the model's logits of a set of images."""
-    if target.calibration is not None and target.calibration.name == calibrator:
-        return target.calibration
-    if calibrator == "none":
-        return None
+def fitted_calibration(target, calibrators, predict: Callable[[object], torch.Tensor]) -> list[Fitted]:
+    """The target's fitted calibrators, in the order named (each fitted on first use, then shared by every
+    evaluator of the target; the held-out logits are computed once for all of them); [] for 'none' or when the
+    target has no held-out images (said once: ``target.calibration_note``). ``calibrators``: names, or one
+    comma-separated string. ``predict(images)``: the model's logits of a set of images."""
+    names = [s.strip() for s in calibrators.split(",")] if isinstance(calibrators, str) else list(calibrators)
+    names = [n for n in names if n != "none"]
+    if not names:
+        return []
     if target.val is None:
         if not target.calibration_note:
             target.calibration_note = (
@@ -51,13 +67,24 @@ def fitted_calibration(target, calibrator: str, predict: Callable[[object], torc
                 "--val-size N, or evaluate with --calibration-split N)"
             )
             warnings.warn(f"{target.run}: {target.calibration_note}", stacklevel=3)
-        return None
-    cal = get_calibrator(calibrator)
-    val_logits = predict(target.val)
+        return []
+    cache = target.calibration if isinstance(target.calibration, dict) else {}
+    target.calibration = cache
+    if any(n not in cache for n in names) and target.val_logits is None:
+        target.val_logits = predict(target.val)
+    for n in names:
+        if n not in cache:
+            cache[n] = _fit(target, n, target.val_logits)
+    return [cache[n] for n in names]
+
+
+def _fit(target, spec: str, val_logits: torch.Tensor) -> Fitted:
+    """One calibrator fitted on the held-out logits, its caveat warned once, its output checked finite."""
+    cal = get_calibrator(spec)
     params = fit_checked(cal, val_logits, target.val.y)
     note = cal.note(params) if callable(getattr(cal, "note", None)) else None
     fitted = Fitted(
-        cal.name if cal.name != Calibrator.name else calibrator,
+        cal.name if cal.name != Calibrator.name else spec,
         cal,
         params,
         len(target.val),
@@ -65,11 +92,10 @@ def fitted_calibration(target, calibrator: str, predict: Callable[[object], torc
         note if isinstance(note, str) and note else None,
     )
     if fitted.note:
-        warnings.warn(f"{target.run}: {fitted.note}", stacklevel=3)
+        warnings.warn(f"{target.run}: {fitted.note}", stacklevel=4)
     if not torch.isfinite(fitted.apply(val_logits)).all():  # finite parameters can still divide by 0 (T = 0)
         raise UserError(
             f"calibrator '{fitted.name}': its fitted parameters ({json.dumps(params)[:80]}) turn the "
             f"{len(target.val)} held-out logits non-finite; expected finite calibrated logits"
         )
-    target.calibration = fitted
     return fitted

@@ -259,8 +259,9 @@ def condition_rows(
     """The rows of one condition: accuracy, relative accuracy (accuracy / the model's own clean accuracy,
     when ``clean_acc`` is given) and every probability metric (``PROBABILITY_METRICS``: NLL, ECE equal-width,
     equal-mass and classwise, signed error, Brier, AURC, risk at 80 / 90 % coverage) from the condition's
-    logits, with calibrator 'none'; with a fitted ``calibration`` (``evaluate.calibrate.Fitted``) the same
-    probability metrics again from the calibrated logits, with its name. The acc row carries the per-image
+    logits, with calibrator 'none'; with fitted calibrators (``calibration``: a list of, or one,
+    ``evaluate.calibrate.Fitted``) the same probability metrics again from each one's calibrated logits, with its
+    name. The acc row carries the per-image
     outcomes (``PerImage.correct``) that the runner stores beside the records."""
     from mmix_eval.evaluate.base import PROBABILITY_METRICS
 
@@ -276,30 +277,25 @@ def condition_rows(
         top5 = (logits.topk(5, dim=1).indices == y.view(-1, 1).to(logits.device)).any(1)
         rows.append(record(base, condition, "acc_top5", 100.0 * float(top5.double().mean()), label, **extra))
     rows += with_detail([record(base, condition, m, raw.values[m], label, **extra) for m in PROBABILITY_METRICS], raw)
-    if calibration is not None:
-        scaled = score_condition(calibration.apply(logits), y, bins)
-        cbase = (
-            {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), calibration.note]))}
-            if calibration.note
-            else base
-        )
-        rows += with_detail(
-            [
-                record(
-                    cbase,
-                    condition,
-                    m,
-                    scaled.values[m],
-                    label,
-                    calibrator=calibration.name,
-                    **extra,
-                    **calibration.settings,
-                )
-                for m in PROBABILITY_METRICS
-            ],
-            scaled,
-        )
+    fits = [] if calibration is None else list(calibration) if isinstance(calibration, (list, tuple)) else [calibration]
+    for fitted in fits:
+        rows += calibrated_rows(base, condition, label, fitted, fitted.apply(logits), y, bins, extra)
     return rows
+
+
+def calibrated_rows(base: dict, condition: str, label, fitted, scaled_logits, y, bins: int, extra: dict) -> list[dict]:
+    """One calibrator's probability rows of a condition, with its name, settings and caveat."""
+    from mmix_eval.evaluate.base import PROBABILITY_METRICS
+
+    scaled = score_condition(scaled_logits, y, bins)
+    cbase = {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), fitted.note]))} if fitted.note else base
+    return with_detail(
+        [
+            record(cbase, condition, m, scaled.values[m], label, calibrator=fitted.name, **extra, **fitted.settings)
+            for m in PROBABILITY_METRICS
+        ],
+        scaled,
+    )
 
 
 def with_detail(rows: list[dict], scored: Scored) -> list[dict]:

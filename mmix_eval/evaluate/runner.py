@@ -86,13 +86,15 @@ def make_plan(specs: list[str] | None = None, options: dict | None = None, where
 
 
 def check_calibrator(spec: str) -> None:
-    """The calibrator exists and has the interface (a one-line error with a suggestion otherwise)."""
+    """Each calibrator of the (comma-separated) list exists and has the interface (a one-line error with a
+    suggestion otherwise)."""
     from mmix_eval.calibrators import get_calibrator
 
-    try:
-        get_calibrator(spec)
-    except UserError as e:
-        raise OptionError("calibrator", str(e)) from None
+    for name in [s.strip() for s in spec.split(",")]:
+        try:
+            get_calibrator(name)
+        except UserError as e:
+            raise OptionError("calibrator", str(e)) from None
 
 
 def run_order(plan: Plan) -> Plan:

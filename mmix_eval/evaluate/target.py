@@ -40,7 +40,10 @@ class Target:
     channels_last: bool = False  # on a GPU, where training used it
     settings: dict = field(default_factory=dict)  # evaluation-wide settings every record carries (precision, class map)
     val_source: str = "the checkpoint's validation split"  # which held-out images ``val`` holds
-    calibration: Any = None  # the fitted post-hoc calibrator (``evaluate.calibrate.Fitted``), shared by the evaluators
+    calibration: Any = (
+        None  # name -> fitted post-hoc calibrator (``evaluate.calibrate.Fitted``), shared by the evaluators
+    )
+    val_logits: Any = None  # the held-out images' logits, computed once for every calibrator fitted on them
     calibration_note: str | None = None  # why there are no calibrated rows, when there are none
     classes: list[str] | None = None  # the checkpoint's class names, in its label order (None: not known)
 

@@ -323,7 +323,7 @@ def test_bad_calibration_settings_are_one_line_before_any_result(digits_ckpt, tm
         ck,
         "--calibrator",
         "temperatur",
-        match="--calibrator: unknown calibrator 'temperatur' (did you mean 'temperature'?); available: none, temperature, vector",
+        match="--calibrator: unknown calibrator 'temperatur' (did you mean 'temperature'?); available: dirichlet, ensemble_temperature, histogram, isotonic, matrix, none, temperature, vector",
     )
     bad(
         capsys,

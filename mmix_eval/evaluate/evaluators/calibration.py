@@ -68,36 +68,38 @@ class Calibration(Evaluator):
             total=n_batches, desc=f"{target.run} calibration", unit="batch", disable=not common.progress, leave=False
         ) as bar:
             logits = clean_logits(target, bs, device, bar)
-        fitted = target_calibration(target, common.calibrator, model, device, bs)
-        before = "Test images" if common.calibrator == "none" else f"Test images, before {common.calibrator} scaling"
+        fits = target_calibration(target, common.calibrator, model, device, bs)
+        names = ", ".join(common.calibrators)
+        before = "Test images" if not names else f"Test images, before {names} scaling"
         rows = _metric_rows(base, "test", before, logits, target.test.y, bins)
-        if fitted is None:
-            if target.calibration_note:
-                for r in rows:
-                    r["warnings"] = "; ".join(filter(None, [r["warnings"], target.calibration_note]))
-            return rows
-        condition, label = scaled_condition(fitted.name), scaled_label(fitted.name)
-        extra = {**fitted.settings, "calibrator_params": fitted.params}
-        cbase = (
-            {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), fitted.note]))} if fitted.note else base
-        )
-        if "temperature" in fitted.params:
-            held = (
-                "validation images" if not target.settings.get("calibration_split") else "test images (never evaluated)"
-            )
-            rows.append(
-                record(
-                    cbase,
-                    condition,
-                    "temperature",
-                    fitted.params["temperature"],
-                    f"Temperature fitted on {fitted.images} held-out {held}",
-                    calibrator=fitted.name,
-                    **extra,
-                )
-            )
-        rows += _metric_rows(cbase, condition, label, fitted.apply(logits), target.test.y, bins, fitted.name, extra)
+        if not fits and target.calibration_note:
+            for r in rows:
+                r["warnings"] = "; ".join(filter(None, [r["warnings"], target.calibration_note]))
+        for fitted in fits:
+            rows += _calibrated(base, target, fitted, logits, bins)
         return rows
+
+
+def _calibrated(base: dict, target, fitted, logits, bins: int) -> list[dict]:
+    """One calibrator's rows on the clean test images (its fitted temperature where it has one)."""
+    condition, label = scaled_condition(fitted.name), scaled_label(fitted.name)
+    extra = {**fitted.settings, "calibrator_params": fitted.summary}
+    cbase = {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), fitted.note]))} if fitted.note else base
+    rows = []
+    if "temperature" in fitted.params:
+        held = "validation images" if not target.settings.get("calibration_split") else "test images (never evaluated)"
+        rows.append(
+            record(
+                cbase,
+                condition,
+                "temperature",
+                fitted.params["temperature"],
+                f"Temperature fitted on {fitted.images} held-out {held}",
+                calibrator=fitted.name,
+                **extra,
+            )
+        )
+    return rows + _metric_rows(cbase, condition, label, fitted.apply(logits), target.test.y, bins, fitted.name, extra)
 
 
 def _metric_rows(

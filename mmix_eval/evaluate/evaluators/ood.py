@@ -145,11 +145,11 @@ class OOD(Evaluator):
             base["settings"] = {**base["settings"], "ensemble_scores": ENSEMBLE_NOTE.replace("; ", ", ")}
         z_in = clean_logits(target, bs, device)
         s_in = scorer.scores(z_in, target.test)
-        fitted = target_calibration(target, common.calibrator, model, device, bs)  # None: 'none' or nothing held out
-        if fitted is None and target.calibration_note:
+        fits = target_calibration(target, common.calibrator, model, device, bs)  # []: 'none' or nothing held out
+        if not fits and target.calibration_note:
             base["warnings"] = "; ".join(filter(None, [base.get("warnings"), target.calibration_note]))
         single = scorer.ensemble is None
-        s_in_cal = calibrated_scores(fitted, z_in, single) if fitted is not None else None  # once, for every source
+        s_in_cal = [calibrated_scores(f, z_in, single) for f in fits]  # once, for every source
         test_images = TestImages(target.test.x)
         rows = []
         for spec in options.ood:
@@ -157,8 +157,8 @@ class OOD(Evaluator):
             check_ood_images(spec, x, test_images)
             z_out, s_out = scorer.logits_and_scores(x)
             rows += score_rows(base, spec, s_in, s_out, len(x))
-            if fitted is not None:
-                rows += calibrated_rows(base, spec, fitted, s_in_cal, calibrated_scores(fitted, z_out, single), len(x))
+            for fitted, s_cal in zip(fits, s_in_cal):
+                rows += calibrated_rows(base, spec, fitted, s_cal, calibrated_scores(fitted, z_out, single), len(x))
             rows += histogram_rows(base, spec, s_in["msp"], s_out["msp"], len(x))
         return rows
 
@@ -223,8 +223,10 @@ def score_rows(base: dict, spec: str, s_in: dict, s_out: dict, n_ood: int, **ext
 
 def calibrated_scores(fitted, z, single: bool) -> dict:
     """The scores the calibrator changes: max softmax and energy (the max logit under a temperature only rescales: its
-    ranking, so its AUROC, is the raw one); a deep ensemble's energy is not recalibrated (``single`` False)."""
-    kept = [s for s in CALIBRATED_SCORES if single or s == "msp"]
+    ranking, so its AUROC, is the raw one); a deep ensemble's energy is not recalibrated (``single`` False), nor is
+    the energy of a calibrator whose output is a probability (its log-sum-exp is 0 for every image)."""
+    probabilities = bool(getattr(fitted.calibrator, "probabilities", False))
+    kept = [s for s in CALIBRATED_SCORES if s == "msp" or (single and not probabilities)]
     return {k: v.numpy() for k, v in scores(fitted.apply(z)).items() if k in kept}
 
 
