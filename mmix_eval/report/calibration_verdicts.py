@@ -101,21 +101,35 @@ def calibration_verdicts(
     for key, _, idx in table.sections:
         if key == "comparison":
             continue
-        for metric in PROPER_SCORES:
-            score = _score(table, detail, baseline, key, idx, metric, primary)
-            if score is None:
-                continue
-            for m in table.methods:
-                verdict = _column_verdict(table, found, score, m, reference(table, m, baseline))
-                if verdict is not None:
-                    out.append(verdict)
+        for calibrator in calibrators_of(table, idx):
+            for metric in PROPER_SCORES:
+                score = _score(table, detail, baseline, key, idx, metric, primary, calibrator)
+                if score is None:
+                    continue
+                for m in table.methods:
+                    verdict = _column_verdict(table, found, score, m, reference(table, m, baseline))
+                    if verdict is not None:
+                        out.append(verdict)
     return out
 
 
+def calibrators_of(table: Table, idx: list[int]) -> list[str]:
+    """The calibrators with rows among ``idx``, in the order they first appear ('none' left out)."""
+    return list(dict.fromkeys(table.rows[i].calibrator for i in idx if table.rows[i].calibrator != "none"))
+
+
 def _score(
-    table: Table, detail: dict, baseline: str, key: str, idx: list[int], metric: str, primary: Primary
+    table: Table,
+    detail: dict,
+    baseline: str,
+    key: str,
+    idx: list[int],
+    metric: str,
+    primary: Primary,
+    calibrator: str,
 ) -> _Score | None:
-    """A section's raw and calibrated rows of one proper score and the gap tests; None without calibrated rows."""
+    """A section's raw rows and one calibrator's rows of one proper score, and the gap tests; None without
+    calibrated rows."""
     raw = {
         table.rows[i].condition: i
         for i in idx
@@ -124,11 +138,11 @@ def _score(
     cal = {
         table.rows[i].condition: i
         for i in idx
-        if table.rows[i].metric == metric and table.rows[i].calibrator != "none" and table.rows[i].condition in raw
+        if table.rows[i].metric == metric and table.rows[i].calibrator == calibrator and table.rows[i].condition in raw
     }
     if not cal:
         return None
-    name = next(iter({table.rows[i].calibrator for i in cal.values()}))
+    name = calibrator
     label = table.rows[next(iter(raw.values()))].label.rsplit(": ", 1)[-1]
     gaps = {}
     for m in table.methods:
@@ -170,6 +184,7 @@ def _column_verdict(table: Table, found: list[Comparison], s: _Score, m: str, re
         "section": s.key,
         "score": s.label,
         "column": m,
+        "calibrator": s.calibrator,
         "n": len(pairs),
         "raw": len(ahead),
         "after": len(kept),

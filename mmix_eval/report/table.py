@@ -359,9 +359,11 @@ def check_duplicates(rows: list[dict], labels: dict[str, str]) -> None:
             )
 
 
-FIT_CAVEATS = (
+FIT_CAVEATS = (  # a needle in a calibrated row's warnings -> the words its cell carries
     ("temperature held at its", "T at its bound"),
-    ("L2 penalty toward the identity", "penalised vector fit"),
+    ("L2 penalty toward the identity", "penalised fit"),
+    ("absent from the held-out images", "a class left uncalibrated"),
+    ("too few for", "ODIR not cross-validated"),
 )
 
 

@@ -146,6 +146,7 @@ class View(TypedDict):
     main: MainTable | None
     verdicts: Verdicts
     calibration: list[str]  # calibration_verdicts: Verdict strings carrying their counts
+    calibrators: list  # calibrator_means.CalibratorMeans: proper scores by calibrator (where several were fitted)
     cost: CostTable | None
     sections: list[SectionView]
     sweeps: list[SweepView]

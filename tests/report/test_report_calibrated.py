@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from builders import specs
 
 from mmix_eval.evaluate.records import record, write_records
@@ -32,7 +33,8 @@ VALUES = {
 }
 
 
-def write(root):
+def write(root, isotonic=False):
+    """The runs' records; with ``isotonic`` a second calibrator whose calibrated NLLs are twice temperature's."""
     for method, seeds in VALUES.items():
         for seed, (clean, rot, ece_raw, ece_cal) in seeds.items():
             run = f"{method}-s{seed}"
@@ -66,6 +68,12 @@ def write(root):
                 record(base, "rotation20", "nll", ece_raw, "Rotation"),
                 record(base, "rotation20", "nll", ece_cal, "Rotation", **cal),
             ]
+            if isotonic:
+                iso = {**cal, "calibrator": "isotonic", "calibrator_params": {}}
+                rows += [
+                    record(base, "clean", "nll", 2 * (0.02 + seed / 1000), "Clean", **iso),
+                    record(base, "rotation20", "nll", 2 * ece_cal, "Rotation", **iso),
+                ]
             write_records(specs(rows, "deformations"), root / run / "deformations")
     return root
 
@@ -222,3 +230,32 @@ def test_a_nan_accuracy_or_calibrated_score_neither_crashes_nor_gates_nor_makes_
     assert "−0.2000 [−0.2248, −0.1752] raw, no interval after" in weak
     build_report([root], tmp_path / "rep", baseline="vanilla")
     assert "Calibration under shift" in (tmp_path / "rep" / "summary.md").read_text()
+
+
+def test_several_calibrators_give_a_sentence_each_and_a_table_of_proper_scores_by_calibrator(tmp_path):
+    from mmix_eval.report.calibrator_means import calibrator_means
+
+    records = load_results([write(tmp_path / "res", isotonic=True)]).rows
+    table = aggregate(records, "vanilla")
+    sentences = [s for s in verdicts_of(table) if s.startswith("deformations, NLL: manifold_mixup")]
+    assert [s.facts["calibrator"] for s in sentences] == ["temperature", "isotonic"]
+    assert "after temperature scaling" in sentences[0] and "after isotonic scaling" in sentences[1]
+    means = calibrator_means(table)
+    assert [(m.section, m.metric, m.calibrators) for m in means] == [
+        ("deformations", "nll", ["none", "temperature", "isotonic"])
+    ]
+    m = means[0]
+    # one shifted condition (rotation20); manifold_mixup's seeds: raw 0.10, 0.11, 0.09; temperature 0.05, 0.06, 0.07;
+    # isotonic twice that
+    assert m.conditions == 1
+    raw, temp, iso = (m.cells[c, "manifold_mixup"] for c in m.calibrators)
+    assert raw[0] == pytest.approx(0.10, abs=1e-12) and raw[1] == pytest.approx(0.01, abs=1e-12) and raw[2] == 3
+    assert temp[0] == pytest.approx(0.06, abs=1e-12) and temp[1] == pytest.approx(0.01, abs=1e-12)
+    assert iso[0] == pytest.approx(0.12, abs=1e-12) and iso[1] == pytest.approx(0.02, abs=1e-12)
+    build_report([tmp_path / "res"], tmp_path / "rep", baseline="vanilla")
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "| manifold_mixup, isotonic |" in summary and "### Proper scores under shift by calibrator" in summary
+    # vanilla's isotonic NLLs 0.10, 0.12, 0.10: 0.1067 ± 0.0115
+    assert m.text("isotonic", "vanilla") == "0.1067 ± 0.0115"
+    row = "| isotonic | " + " | ".join(m.text("isotonic", c) for c in m.columns) + " |"
+    assert row in summary and "0.1200 ± 0.0200" in row
