@@ -26,6 +26,7 @@ COMMON_PARAMS = (
     "device",
     "calibrator",
     "calibration_split",
+    "conformal_alpha",
 )
 
 
@@ -105,7 +106,7 @@ def _foreign_flags(p) -> None:
 def _evaluation_flags(p, common: dict, specs) -> None:
     """The options every evaluator shares, and (for ``evaluate``) which evaluators run and --set for plugins."""
     g = p.add_argument_group("evaluation")
-    for key in ("seed", "bins", "calibrator", "calibration_split", "batch_size", "device"):
+    for key in ("seed", "bins", "calibrator", "calibration_split", "conformal_alpha", "batch_size", "device"):
         default = common[key][0]
         g.add_argument(
             flag(key),
@@ -204,6 +205,12 @@ def _eval_plan(args):
                     common[k] = int(common[k])
                 except ValueError:
                     raise OptionError(k, f"expected an integer, got '{common[k]}'") from None
+        if "conformal_alpha" in common:
+            text = common["conformal_alpha"]
+            try:
+                common["conformal_alpha"] = None if text.lower() == "none" else float(text)
+            except ValueError:
+                raise OptionError("conformal_alpha", f"expected a number in (0, 1) or none, got '{text}'") from None
         opts = EvalOptions(**common, progress=not args.no_progress, allow_import=args.trust_model_import)
         check_calibrator(opts.calibrator)
         plan = make_plan(specs, options, "--evaluators" if args.evaluators is None else args.command)

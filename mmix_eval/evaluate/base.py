@@ -80,6 +80,13 @@ SHIFT_METRICS: dict[str, MetricSpec] = {
     "aurc": MetricSpec("AURC (area under the risk-coverage curve)", "lower"),
     "risk80": MetricSpec("error at 80 % coverage (the most confident)", "lower"),
     "risk90": MetricSpec("error at 90 % coverage (the most confident)", "lower"),
+    # Split conformal sets (evaluate.conformal), calibrated on the held-out images at 1 − α: descriptive (coverage
+    # has a target, not a direction; a smaller set is better only where coverage holds).
+    **{
+        f"{kind}_{m}": MetricSpec(f"{m.upper()} {what}", None, fmt)
+        for m in ("thr", "aps", "raps")
+        for kind, what, fmt in (("coverage", "set coverage (%)", ".2f"), ("set_size", "mean set size", ".3f"))
+    },
 }
 # The probability metrics every condition records raw and, where a calibrator was fitted, calibrated.
 PROBABILITY_METRICS = (
@@ -95,6 +102,8 @@ PROBABILITY_METRICS = (
     "ce_debiased",
     "smece",
 )
+# Split conformal sets' coverage and mean size (evaluate.conformal.METRICS), per condition and calibrator.
+CONFORMAL_METRICS = tuple(f"{kind}_{m}" for m in ("thr", "aps", "raps") for kind in ("coverage", "set_size"))
 # Calibration errors: descriptive only. A report never bolds or marks them, and no "better calibrated" verdict rests
 # on them (binned estimators are biased by each model's own amount; verdicts rest on NLL and Brier, the proper scores).
 CALIBRATION_ERRORS = ("ece", "mce", "ece_em", "cw_ece", "ce_debiased", "smece")
@@ -282,6 +291,13 @@ class EvalOptions:
             "histogram, isotonic, ensemble_temperature, module:Class (mmix-eval ls calibrators)"
         },
     )
+    conformal_alpha: float | None = field(
+        default=0.1,
+        metadata={
+            "help": "split conformal sets (THR, APS, RAPS) at level 1 - ALPHA, calibrated on the held-out images the "
+            "calibrators are fitted on: coverage and mean set size under every condition (none: no sets)"
+        },
+    )
     calibration_split: int | None = field(
         default=None,
         metadata={
@@ -319,6 +335,9 @@ class EvalOptions:
             raise OptionError("calibrator", f"expected 'none' alone or a list of calibrators, got {self.calibrator!r}")
         if len(set(self.calibrators)) < len(self.calibrators):
             raise OptionError("calibrator", f"expected each calibrator once, got {self.calibrator!r}")
+        a = self.conformal_alpha
+        if a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < 1):
+            raise OptionError("conformal_alpha", f"expected a number in (0, 1) or none, got {a!r}")
         check_count("calibration_split", self.calibration_split, 1, MAX_IMAGES, none_ok=True)
         check_count("limit", self.limit, 1, MAX_IMAGES, none_ok=True)
         check_count("batch_size", self.batch_size, 1, MAX_BATCH, none_ok=True)

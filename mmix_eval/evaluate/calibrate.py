@@ -99,3 +99,22 @@ def _fit(target, spec: str, val_logits: torch.Tensor) -> Fitted:
             f"{len(target.val)} held-out logits non-finite; expected finite calibrated logits"
         )
     return fitted
+
+
+def conformal_thresholds(target, fits: list[Fitted], alpha: float | None) -> dict:
+    """calibrator name ('none' for the raw softmax) -> the split conformal thresholds (``evaluate.conformal``),
+    calibrated on the held-out logits the calibrators were fitted on; {} without them or with ``alpha`` None.
+    Computed once per target, calibrator and α."""
+    from mmix_eval.evaluate.conformal import fit_thresholds
+
+    if alpha is None or not fits or target.val_logits is None:
+        return {}
+    cache = target.conformal if isinstance(target.conformal, dict) else {}
+    target.conformal = cache
+    z, y = target.val_logits, target.val.y
+    out = {}
+    for name, apply in [("none", lambda v: v)] + [(f.name, f.apply) for f in fits]:
+        if (name, alpha) not in cache:
+            cache[name, alpha] = fit_thresholds(torch.softmax(apply(z).double(), dim=1), y, alpha)
+        out[name] = cache[name, alpha]
+    return out

@@ -254,6 +254,7 @@ def condition_rows(
     label: str | None = None,
     clean_acc: float | None = None,
     calibration=None,
+    conformal: dict | None = None,
     **settings,
 ) -> list[dict]:
     """The rows of one condition: accuracy, relative accuracy (accuracy / the model's own clean accuracy,
@@ -261,7 +262,8 @@ def condition_rows(
     equal-mass and classwise, signed error, Brier, AURC, risk at 80 / 90 % coverage) from the condition's
     logits, with calibrator 'none'; with fitted calibrators (``calibration``: a list of, or one,
     ``evaluate.calibrate.Fitted``) the same probability metrics again from each one's calibrated logits, with its
-    name. The acc row carries the per-image
+    name. With ``conformal`` (calibrator name -> ``evaluate.conformal.Thresholds``), each of those also records its
+    conformal sets' coverage and mean size. The acc row carries the per-image
     outcomes (``PerImage.correct``) that the runner stores beside the records."""
     from mmix_eval.evaluate.base import PROBABILITY_METRICS
 
@@ -277,10 +279,25 @@ def condition_rows(
         top5 = (logits.topk(5, dim=1).indices == y.view(-1, 1).to(logits.device)).any(1)
         rows.append(record(base, condition, "acc_top5", 100.0 * float(top5.double().mean()), label, **extra))
     rows += with_detail([record(base, condition, m, raw.values[m], label, **extra) for m in PROBABILITY_METRICS], raw)
+    conformal = conformal or {}
+    if "none" in conformal:
+        rows += conformal_rows(base, condition, label, logits, y, conformal["none"], extra)
     fits = [] if calibration is None else list(calibration) if isinstance(calibration, (list, tuple)) else [calibration]
     for fitted in fits:
-        rows += calibrated_rows(base, condition, label, fitted, fitted.apply(logits), y, bins, extra)
+        scaled = fitted.apply(logits)
+        rows += calibrated_rows(base, condition, label, fitted, scaled, y, bins, extra)
+        if fitted.name in conformal:
+            cal = {"calibrator": fitted.name, **fitted.settings}
+            rows += conformal_rows(base, condition, label, scaled, y, conformal[fitted.name], {**extra, **cal})
     return rows
+
+
+def conformal_rows(base: dict, condition: str, label, logits, y, thresholds, extra: dict) -> list[dict]:
+    """A condition's conformal coverage and set-size rows from (raw or calibrated) logits."""
+    from mmix_eval.evaluate.conformal import conformal_values
+
+    values = conformal_values(torch.softmax(logits.double(), dim=1), y, thresholds)
+    return [record(base, condition, m, v, label, **extra, **thresholds.settings) for m, v in values.items()]
 
 
 def calibrated_rows(base: dict, condition: str, label, fitted, scaled_logits, y, bins: int, extra: dict) -> list[dict]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mmix_eval.evaluate.base import OptionError
-from mmix_eval.evaluate.calibrate import fitted_calibration
+from mmix_eval.evaluate.calibrate import conformal_thresholds, fitted_calibration
 from mmix_eval.evaluate.checks import check_logits, output_checks
 from mmix_eval.evaluate.images import Images
 
@@ -152,6 +152,7 @@ def shift_rows(
 
     model, device, bs, warn = setup(target, common.device, common.batch_size)
     calibration = target_calibration(target, common.calibrator, model, device, bs)
+    conformal = conformal_thresholds(target, calibration, common.conformal_alpha)
     extra = check(model, device) if check is not None else None
     if extra:
         warnings.warn(f"{target.run}: {extra}", stacklevel=3)
@@ -182,11 +183,14 @@ def shift_rows(
             bins,
             "Clean test images",
             calibration=calibration,
+            conformal=conformal,
         )
         clean_acc = rows[0]["value"]
         for s in shifts:
             with s.context():
                 logits = batch_logits(model, images, batches, device, s.make(model, device), bar, target.precision)
             model.eval()  # whatever a transform did to the mode (torchattacks restores the one it found)
-            rows += condition_rows(base, s.name, logits, images.y, bins, s.label, clean_acc, calibration, **s.settings)
+            rows += condition_rows(
+                base, s.name, logits, images.y, bins, s.label, clean_acc, calibration, conformal, **s.settings
+            )
     return rows

@@ -44,6 +44,7 @@ class Target:
         None  # name -> fitted post-hoc calibrator (``evaluate.calibrate.Fitted``), shared by the evaluators
     )
     val_logits: Any = None  # the held-out images' logits, computed once for every calibrator fitted on them
+    conformal: Any = None  # (calibrator, alpha) -> conformal thresholds (``evaluate.conformal.Thresholds``)
     calibration_note: str | None = None  # why there are no calibrated rows, when there are none
     classes: list[str] | None = None  # the checkpoint's class names, in its label order (None: not known)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmix_eval.evaluate.base import PROBABILITY_METRICS, SHIFT_METRICS, Evaluator, MetricSpec
+from mmix_eval.evaluate.base import CONFORMAL_METRICS, PROBABILITY_METRICS, SHIFT_METRICS, Evaluator, MetricSpec
 from mmix_eval.evaluate.records import EDGE_RULE, TEMPERATURE_LABEL, attach, record, scaled_condition
 
 
@@ -42,6 +42,7 @@ class Calibration(Evaluator):
         "acc": MetricSpec("accuracy (%)", "higher", ".2f"),
         **{m: SHIFT_METRICS[m] for m in PROBABILITY_METRICS},
         "mce": MetricSpec("MCE", "lower"),
+        **{m: SHIFT_METRICS[m] for m in CONFORMAL_METRICS},
         "temperature": MetricSpec("fitted temperature T", None, ".3f"),
         "bin_count": MetricSpec("images in bin", None, ".0f"),
         "bin_acc": MetricSpec("bin accuracy", None),
@@ -51,6 +52,8 @@ class Calibration(Evaluator):
     def run(self, target, options, common) -> list[dict]:
         from tqdm.auto import tqdm
 
+        from mmix_eval.evaluate.calibrate import conformal_thresholds
+        from mmix_eval.evaluate.metrics import conformal_rows
         from mmix_eval.evaluate.passes import clean_logits, setup, shard_batches, target_calibration
 
         model, device, bs, warn = setup(target, common.device, common.batch_size)
@@ -72,16 +75,22 @@ class Calibration(Evaluator):
         names = ", ".join(common.calibrators)
         before = "Test images" if not names else f"Test images, before {names} scaling"
         rows = _metric_rows(base, "test", before, logits, target.test.y, bins)
+        conformal = conformal_thresholds(target, fits, common.conformal_alpha)
+        if "none" in conformal:
+            rows += conformal_rows(base, "test", before, logits, target.test.y, conformal["none"], {})
         if not fits and target.calibration_note:
             for r in rows:
                 r["warnings"] = "; ".join(filter(None, [r["warnings"], target.calibration_note]))
         for fitted in fits:
-            rows += _calibrated(base, target, fitted, logits, bins)
+            rows += _calibrated(base, target, fitted, logits, bins, conformal.get(fitted.name))
         return rows
 
 
-def _calibrated(base: dict, target, fitted, logits, bins: int) -> list[dict]:
-    """One calibrator's rows on the clean test images (its fitted temperature where it has one)."""
+def _calibrated(base: dict, target, fitted, logits, bins: int, conformal=None) -> list[dict]:
+    """One calibrator's rows on the clean test images (its fitted temperature where it has one; its conformal sets'
+    coverage and size with ``conformal``, its thresholds)."""
+    from mmix_eval.evaluate.metrics import conformal_rows
+
     condition, label = scaled_condition(fitted.name), scaled_label(fitted.name)
     extra = {**fitted.settings, "calibrator_params": fitted.summary}
     cbase = {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), fitted.note]))} if fitted.note else base
@@ -99,7 +108,13 @@ def _calibrated(base: dict, target, fitted, logits, bins: int) -> list[dict]:
                 **extra,
             )
         )
-    return rows + _metric_rows(cbase, condition, label, fitted.apply(logits), target.test.y, bins, fitted.name, extra)
+    scaled = fitted.apply(logits)
+    rows += _metric_rows(cbase, condition, label, scaled, target.test.y, bins, fitted.name, extra)
+    if conformal is not None:
+        rows += conformal_rows(
+            cbase, condition, label, scaled, target.test.y, conformal, {"calibrator": fitted.name, **extra}
+        )
+    return rows
 
 
 def _metric_rows(

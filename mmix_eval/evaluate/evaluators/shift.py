@@ -87,11 +87,13 @@ class Shift(Evaluator):
     def run(self, target, options, common) -> list[dict]:
         import numpy as np
 
+        from mmix_eval.evaluate.calibrate import conformal_thresholds
         from mmix_eval.evaluate.metrics import condition_rows
         from mmix_eval.evaluate.passes import clean_logits, logits_of, setup, target_calibration
 
         model, device, bs, warn = setup(target, common.device, common.batch_size)
         calibration = target_calibration(target, common.calibrator, model, device, bs)
+        conformal = conformal_thresholds(target, calibration, common.conformal_alpha)
         warn = "; ".join(filter(None, [warn, target.calibration_note]))
         base = {
             **target.base,
@@ -109,6 +111,7 @@ class Shift(Evaluator):
             common.bins,
             "Clean test images",
             calibration=calibration,
+            conformal=conformal,
         )
         clean_acc = rows[0]["value"]
         test_images = TestImages(target.test.x)
@@ -126,6 +129,7 @@ class Shift(Evaluator):
                 f"{name} ({len(images):,} images)",
                 clean_acc,
                 calibration,
+                conformal,
                 shift_set=spec,
                 set_images=len(images),
             )

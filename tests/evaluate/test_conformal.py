@@ -1,0 +1,148 @@
+"""Split conformal sets (THR, APS, RAPS): the scores and sets against torch-uncertainty's for the same threshold, the
+finite-sample threshold by hand and against numpy's quantile rule, the coverage guarantee by simulation (holds
+under exchangeability, fails under a shift), and the rows every condition records."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from mmix_eval.evaluate.conformal import (
+    METHODS,
+    fit_thresholds,
+    nonconformity,
+    prediction_sets,
+    threshold,
+)
+
+
+def logits(n=300, c=6, seed=0, margin=1.5, noise=1.0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, c, (n,), generator=g)
+    z = noise * torch.randn(n, c, generator=g, dtype=torch.float64)
+    z[torch.arange(n), y] += margin
+    return z, y
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("method", METHODS)
+def test_scores_and_sets_equal_torch_uncertainty_for_the_same_threshold(method):
+    from torch_uncertainty.post_processing import ConformalClsAPS, ConformalClsRAPS, ConformalClsTHR
+
+    z, y = logits(seed=1)
+    cls = {"thr": ConformalClsTHR, "aps": ConformalClsAPS, "raps": ConformalClsRAPS}[method]
+    kwargs = {} if method == "thr" else {"randomized": False}
+    tu = cls(alpha=0.1, model=torch.nn.Identity(), enable_ts=False, **kwargs)
+    p = torch.softmax(z, 1)
+    if method != "thr":  # the label scores themselves
+        ref = tu._calculate_all_labels(p)
+        np.testing.assert_allclose(nonconformity(p, method).numpy(), ref.numpy(), atol=1e-12)
+        own = tu._calculate_single_label(p, y)
+        np.testing.assert_allclose(
+            nonconformity(p, method).gather(1, y.view(-1, 1)).squeeze(1).numpy(), own, atol=1e-12
+        )
+    for q in (0.3, 0.6, 0.9, 1.05):
+        tu.q_hat = torch.tensor(q, dtype=torch.float64)
+        with torch.no_grad():
+            theirs = tu(z) > 0
+        ours = prediction_sets(p, q, method)
+        assert torch.equal(ours, theirs), (method, q)
+
+
+def test_the_threshold_is_the_finite_sample_rank_by_hand_and_numpys_inverted_cdf_quantile():
+    s = torch.arange(1, 20, dtype=torch.float64) / 20  # 19 scores 0.05 .. 0.95
+    # ⌈(19 + 1) · 0.9⌉ = 18: the 18th smallest, 0.90
+    assert threshold(s, 0.1) == pytest.approx(0.90)
+    # ⌈10 · 0.9⌉ = 9 of 9: the largest; ⌈6 · 0.9⌉ = 6 > 5: no finite threshold
+    assert threshold(s[:9], 0.1) == pytest.approx(0.45) and threshold(s[:5], 0.1) == math.inf
+    rng = np.random.default_rng(0)
+    for n in (7, 50, 333):
+        for alpha in (0.05, 0.1, 0.2):
+            x = rng.random(n)
+            level = math.ceil((n + 1) * (1 - alpha)) / n
+            if level <= 1:
+                assert threshold(torch.from_numpy(x), alpha) == np.quantile(x, level, method="inverted_cdf")
+
+
+def test_too_few_held_out_images_give_every_class_and_say_so():
+    z, y = logits(n=5, seed=2)
+    t = fit_thresholds(torch.softmax(z, 1), y, 0.1)
+    assert all(math.isinf(q) for q in t.q.values()) and "too few" in t.settings["conformal_note"]
+    assert prediction_sets(torch.softmax(z, 1), t.q["aps"], "aps").all()
+
+
+def coverage(alpha, reps, shift=1.0, n=200, seed=0):
+    """Mean coverage of THR, APS and RAPS over ``reps`` draws of a held-out and a test set of n images each; the
+    test images' logits ``shift`` times noisier than the held-out ones (1: exchangeable)."""
+    got = {m: [] for m in METHODS}
+    for r in range(reps):
+        zc, yc = logits(n=n, seed=seed + 2 * r)
+        zt, yt = logits(n=n, seed=seed + 2 * r + 1, noise=shift)
+        t = fit_thresholds(torch.softmax(zc, 1), yc, alpha)
+        pt = torch.softmax(zt, 1)
+        for m in METHODS:
+            got[m].append(float(prediction_sets(pt, t.q[m], m).gather(1, yt.view(-1, 1)).double().mean()))
+    return {m: float(np.mean(v)) for m, v in got.items()}
+
+
+def test_coverage_holds_under_exchangeability_and_fails_under_a_shift_by_simulation():
+    """Null: held-out and test images exchangeable: mean coverage at least 1 − α (the theorem; less 4 standard errors
+    of the simulation, ≈ 0.0015 each), and for THR at most 1 − α + 1/(n + 1) (continuous scores; APS and RAPS
+    without their uniform draw cover a little more: an empty set gets the top class). Alternative: test logits 2.5
+    times as noisy: coverage falls."""
+    alpha, n = 0.1, 200
+    null = coverage(alpha, 300, n=n)
+    for m, c in null.items():
+        assert c >= 1 - alpha - 0.006, (m, c)
+    assert null["thr"] <= 1 - alpha + 1 / (n + 1) + 0.006, null
+    assert max(null.values()) < 1 - alpha + 0.03, null  # conservative, not trivially so
+    shifted = coverage(alpha, 40, shift=2.5, n=n, seed=10_000)
+    assert all(c < 1 - alpha - 0.05 for c in shifted.values()), shifted
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_every_condition_records_coverage_and_set_size_raw_and_per_calibrator():
+    from conftest import make_data
+
+    from mmix_eval.evaluate.base import CONFORMAL_METRICS, EvalOptions, run_evaluator
+    from mmix_eval.evaluate.evaluators.deformations.evaluator import Deformations
+    from mmix_eval.evaluate.target import target_from_module
+
+    torch.manual_seed(0)
+    d = make_data(n_train=0, n_test=60, classes=4, size=8, seed=0)
+    held = make_data(n_train=0, n_test=80, classes=4, size=8, seed=1).test
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)).eval()
+    t = target_from_module(model, d.test.x.float() / 255, d.test.y, val=(held.x.float() / 255, held.y))
+    common = EvalOptions(device=None, progress=False, calibrator="temperature,isotonic", conformal_alpha=0.2)
+    rows = run_evaluator(Deformations(), t, {}, common)
+    for cond in {r["condition"] for r in rows}:
+        for cal in ("none", "temperature", "isotonic"):
+            got = {r["metric"]: r for r in rows if r["condition"] == cond and r["calibrator"] == cal}
+            assert set(CONFORMAL_METRICS) <= set(got), (cond, cal)
+            assert got["coverage_aps"]["settings"]["conformal_alpha"] == 0.2
+            assert got["coverage_aps"]["settings"]["conformal_fit_images"] == 80
+    # the clean condition's raw THR coverage and size, computed here from the same logits and held-out images
+    with torch.no_grad():
+        pv, pt = torch.softmax(model(t.val.x).double(), 1), torch.softmax(model(t.test.x).double(), 1)
+    q = threshold(1 - pv.gather(1, t.val.y.view(-1, 1)).squeeze(1), 0.2)
+    sets = prediction_sets(pt, q, "thr")
+    clean = {r["metric"]: r["value"] for r in rows if r["condition"] == "clean" and r["calibrator"] == "none"}
+    assert clean["coverage_thr"] == pytest.approx(100 * sets[torch.arange(60), t.test.y].double().mean().item())
+    assert clean["set_size_thr"] == pytest.approx(sets.sum(1).double().mean().item())
+    none = EvalOptions(device=None, progress=False, conformal_alpha=None)
+    t2 = target_from_module(model, d.test.x.float() / 255, d.test.y, val=(held.x.float() / 255, held.y))
+    assert not {r["metric"] for r in run_evaluator(Deformations(), t2, {}, none)} & set(CONFORMAL_METRICS)
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, True, "0.1"])
+def test_a_bad_alpha_is_one_line_naming_it(bad):
+    from conftest import raises_as_shown
+
+    from mmix_eval.evaluate.base import EvalOptions, OptionError
+
+    with raises_as_shown(OptionError, match=re.escape("--conformal-alpha: expected a number in (0, 1) or none")):
+        EvalOptions(conformal_alpha=bad)
