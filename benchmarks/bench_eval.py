@@ -147,13 +147,12 @@ def main() -> int:
 
     with torch.inference_mode():
         logits = torch.cat([model(x).float().cpu() for x, _ in clean])
-    fitted = fitted_calibration(
-        Target(model, data, val, "bench", {"run": "bench"}), "temperature", lambda im: logits_of(model, im, bs, device)
-    )
+    fitted_on = Target(model, data, val, "bench", {"run": "bench"})
+    fitted_calibration(fitted_on, "temperature", lambda im: logits_of(model, im, bs, device))
 
     def calibrated():  # a target whose calibrator is fitted (by the evaluator before), clean pass not cached
         t = Target(model, data, val, "bench", {"run": "bench"})
-        t.calibration = fitted
+        t.calibration, t.val_logits = dict(fitted_on.calibration), fitted_on.val_logits
         return run_evaluator(deform, t, d_opts, common)
 
     def fit_only():

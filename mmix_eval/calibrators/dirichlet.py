@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mmix_eval.calibrators.affine import apply_affine, fit_affine, held_out_wrong
+from mmix_eval.calibrators.affine import Quadratic, apply_affine, fit_affine, held_out_wrong
 from mmix_eval.calibrators.base import Calibrator
 
 ODIR_GRID = (1e-3, 1e-2, 1e-1, 1.0)  # λ = μ candidates (Kull et al. search a log grid)
@@ -29,15 +29,11 @@ ODIR_FOLDS = 3
 FOLD_SEED = 0
 
 
-def odir(lam: float, mu: float):
-    """The ODIR penalty of (W, b)."""
-
-    def penalty(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        c = w.shape[0]
-        off = (w**2).sum() - (w.diagonal() ** 2).sum()
-        return lam * off / (c * (c - 1)) + mu * (b**2).sum() / c
-
-    return penalty
+def odir(lam: float, mu: float, c: int, diagonal: float = 0.0) -> Quadratic:
+    """The ODIR penalty for C classes; ``diagonal`` > 0 adds diagonal · Σ_i (W_ii − 1)² (the separable refit)."""
+    eye = torch.eye(c, dtype=torch.float64)
+    weight = (1 - eye) * (lam / (c * (c - 1))) + eye * diagonal
+    return Quadratic(weight, eye, mu / c)
 
 
 def log_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -53,7 +49,7 @@ def cross_validated(x: torch.Tensor, y: torch.Tensor, grid=ODIR_GRID, folds=ODIR
         nll = 0.0
         for k in range(folds):
             fit_idx = torch.cat([p for i, p in enumerate(parts) if i != k])
-            w, b = fit_affine(x[fit_idx], y[fit_idx], odir(lam, lam), CV_ITER)
+            w, b = fit_affine(x[fit_idx], y[fit_idx], odir(lam, lam, x.shape[1]), CV_ITER)
             nll += float(F.cross_entropy(x[parts[k]] @ w.T + b, y[parts[k]])) / folds
         scores.append(nll)
     return grid[min(range(len(grid)), key=scores.__getitem__)], scores
@@ -69,11 +65,10 @@ class Dirichlet(Calibrator):
             lam, cv = cross_validated(x, labels)
         else:
             lam, cv = ODIR_GRID[-1], []
-        w, b = fit_affine(x, labels, odir(lam, lam))
+        w, b = fit_affine(x, labels, odir(lam, lam, x.shape[1]))
         params = {"weight": w.flatten().tolist(), "bias": b.tolist(), "lambda": lam, "mu": lam}
         if n and held_out_wrong(apply_affine(x, params), labels) == 0:  # separable: the diagonal has no minimiser
-            ridge = odir(lam, lam)
-            w, b = fit_affine(x, labels, lambda w, b: ridge(w, b) + ((w.diagonal() - 1) ** 2).sum() / n)
+            w, b = fit_affine(x, labels, odir(lam, lam, x.shape[1], diagonal=1.0 / n))
             params.update(weight=w.flatten().tolist(), bias=b.tolist(), diagonal_penalty=1.0 / n)
             params["held_out_wrong"] = held_out_wrong(apply_affine(x, params), labels)
         if cv:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from mmix_eval.calibrators.affine import apply_affine, fit_affine, held_out_wrong
+from mmix_eval.calibrators.affine import Quadratic, apply_affine, fit_affine, held_out_wrong
 from mmix_eval.calibrators.base import Calibrator
 
 
@@ -23,8 +23,11 @@ class Matrix(Calibrator):
         n = len(labels)
         params = {"weight": w.flatten().tolist(), "bias": b.tolist()}
         if n and held_out_wrong(apply_affine(z, params), labels) == 0:  # separable: no minimiser
-            eye = torch.eye(z.shape[1], dtype=torch.float64)
-            w, b = fit_affine(z, labels, lambda w, b: (((w - eye) ** 2).sum() + (b**2).sum()) / n)
+            c = z.shape[1]
+            ridge = Quadratic(
+                torch.full((c, c), 1.0 / n, dtype=torch.float64), torch.eye(c, dtype=torch.float64), 1.0 / n
+            )
+            w, b = fit_affine(z, labels, ridge)
             params = {"weight": w.flatten().tolist(), "bias": b.tolist()}
             params.update(
                 penalty=1.0 / n, held_out_images=n, held_out_wrong=held_out_wrong(apply_affine(z, params), labels)

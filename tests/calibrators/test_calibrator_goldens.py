@@ -265,3 +265,17 @@ def test_dirichlet_on_a_separable_held_out_set_penalises_its_diagonal_and_says_s
     )
     np.testing.assert_allclose(params["weight"], ref.x[: c * c], atol=1e-4)
     assert max(np.diag(np.reshape(params["weight"], (c, c)))) < 50  # bounded, where it grew without the penalty
+
+
+@pytest.mark.parametrize("name", ["matrix", "dirichlet"])
+def test_the_lbfgs_path_for_many_classes_reaches_the_newton_fit(name, monkeypatch):
+    """Beyond NEWTON_MAX_PARAMS free parameters (C > 44) the Hessian is not formed and LBFGS fits: the same
+    calibrated probabilities, here forced on a small C."""
+    import mmix_eval.calibrators.affine as affine
+
+    z, y = held_out(n=400, c=5, seed=13)
+    cal = get_calibrator(name)
+    newton = probs(cal.apply(z.double(), fit_checked(cal, z, y)))
+    monkeypatch.setattr(affine, "NEWTON_MAX_PARAMS", 0)
+    lbfgs = probs(cal.apply(z.double(), fit_checked(cal, z, y)))
+    np.testing.assert_allclose(lbfgs, newton, atol=1e-5)
