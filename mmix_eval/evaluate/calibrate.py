@@ -101,10 +101,10 @@ def _fit(target, spec: str, val_logits: torch.Tensor) -> Fitted:
     return fitted
 
 
-def conformal_thresholds(target, fits: list[Fitted], alpha: float | None) -> dict:
+def conformal_thresholds(target, fits: list[Fitted], alpha: float | None, seed: int = 0) -> dict:
     """calibrator name ('none' for the raw softmax) -> the split conformal thresholds (``evaluate.conformal``),
     calibrated on the held-out logits the calibrators were fitted on; {} without them or with ``alpha`` None.
-    Computed once per target, calibrator and α."""
+    Computed once per target, calibrator and α; ``seed``: APS / RAPS's draws (the evaluation seed)."""
     from mmix_eval.evaluate.conformal import fit_thresholds
 
     if alpha is None or not fits or target.val_logits is None:
@@ -114,7 +114,7 @@ def conformal_thresholds(target, fits: list[Fitted], alpha: float | None) -> dic
     z, y = target.val_logits, target.val.y
     out = {}
     for name, apply in [("none", lambda v: v)] + [(f.name, f.apply) for f in fits]:
-        if (name, alpha) not in cache:
-            cache[name, alpha] = fit_thresholds(torch.softmax(apply(z).double(), dim=1), y, alpha)
-        out[name] = cache[name, alpha]
+        if (name, alpha, seed) not in cache:
+            cache[name, alpha, seed] = fit_thresholds(torch.softmax(apply(z).double(), dim=1), y, alpha, seed)
+        out[name] = cache[name, alpha, seed]
     return out

@@ -152,7 +152,7 @@ def shift_rows(
 
     model, device, bs, warn = setup(target, common.device, common.batch_size)
     calibration = target_calibration(target, common.calibrator, model, device, bs)
-    conformal = conformal_thresholds(target, calibration, common.conformal_alpha)
+    conformal = conformal_thresholds(target, calibration, common.conformal_alpha, common.seed)
     extra = check(model, device) if check is not None else None
     if extra:
         warnings.warn(f"{target.run}: {extra}", stacklevel=3)

@@ -49,12 +49,17 @@ def calibrator_means(table: Table) -> list[CalibratorMeans]:
     return out
 
 
-def _means(table: Table, key: str, idx: list[int], metric: str, cals: list[str]) -> CalibratorMeans | None:
+def _means(
+    table: Table, key: str, idx: list[int], metric: str, cals: list[str], clean: bool = False
+) -> CalibratorMeans | None:
+    """Each calibrator's per-run mean over the shifted conditions (``clean``: the clean condition alone)."""
     rows = {
         cal: [
             i
             for i in idx
-            if table.rows[i].metric == metric and table.rows[i].calibrator == cal and table.rows[i].condition != "clean"
+            if table.rows[i].metric == metric
+            and table.rows[i].calibrator == cal
+            and (table.rows[i].condition == "clean") == clean
         ]
         for cal in cals
     }
@@ -77,3 +82,51 @@ def _means(table: Table, key: str, idx: list[int], metric: str, cals: list[str])
                 cells[cal, m] = (statistics.fmean(per_run), std, len(per_run))
     label = table.rows[rows["none"][0]].label.rsplit(": ", 1)[-1]
     return CalibratorMeans(key, metric, label, len(conditions), cals, list(table.methods), cells)
+
+
+CONFORMAL = ("thr", "aps", "raps")
+
+
+@dataclass(frozen=True)
+class ConformalMeans:
+    """One shift evaluator's conformal method: coverage (%) and mean set size per calibrator and column, on the
+    clean images (exchangeable with the held-out ones: coverage ≥ 1 − α expected) and averaged over the shifted
+    conditions."""
+
+    section: str
+    method: str
+    alpha: float | None
+    calibrators: list[str]
+    columns: list[str]
+    clean: tuple  # (coverage, size) CalibratorMeans
+    shifted: tuple
+
+    def text(self, which: tuple, calibrator: str, column: str) -> str:
+        cov, size = (m.cells.get((calibrator, column)) for m in which)
+        return "n/a" if cov is None or size is None else f"{cov[0]:.1f} % ({size[0]:.2f})"
+
+
+def conformal_means(table: Table) -> list[ConformalMeans]:
+    """Every shift evaluator's conformal coverage and set size by calibrator, where it recorded them."""
+    out = []
+    for key, _, idx in table.sections:
+        if key == "comparison":
+            continue
+        cals = ["none", *calibrators_of(table, idx)]
+        for m in CONFORMAL:
+            parts = [
+                _means(table, key, idx, f"{kind}_{m}", cals, clean)
+                for clean in (True, False)
+                for kind in ("coverage", "set_size")
+            ]
+            if any(p is None for p in parts):
+                continue
+            alpha = next(
+                (table.rows[i].settings.get("conformal_alpha") for i in idx if table.rows[i].metric == f"coverage_{m}"),
+                None,
+            )
+            cals_here = [c for c in cals if any(k[0] == c for k in parts[2].cells)]
+            out.append(
+                ConformalMeans(key, m, alpha, cals_here, list(table.methods), tuple(parts[:2]), tuple(parts[2:]))
+            )
+    return out

@@ -249,7 +249,7 @@ def calibration_lines(view: dict, compact: bool = False) -> list[str]:
         CALIBRATION_INTRO,
         "",
     ]
-    means = calibrator_lines(view)
+    means = calibrator_lines(view) + conformal_lines(view, ("aps",) if compact else None)
     if not compact:
         return head + [f"- {md(s)}" for s in view["calibration"]] + [""] + means
     facts = [getattr(s, "facts", {}) for s in view["calibration"]]
@@ -281,6 +281,34 @@ CALIBRATORS_INTRO = (
     "shifted conditions, raw ('none') and after each calibrator (all fitted once per run on the same clean held-out "
     "images), mean ± std over training seeds. Descriptive; which differences hold is said above and in claims.md."
 )
+
+
+def conformal_lines(view: dict, methods: tuple | None = None) -> list[str]:
+    """Per shift evaluator and conformal method (``methods``: which; all by default): coverage and mean set size by
+    calibrator, on the clean images and over the shifted conditions."""
+    tables = [t for t in view.get("conformal") or [] if methods is None or t.method in methods]
+    if not tables:
+        return []
+    alpha = tables[0].alpha
+    level = f"{100 * (1 - alpha):g} %" if isinstance(alpha, (int, float)) else "1 − α"
+    out = [
+        "### Conformal sets under shift by calibrator",
+        "",
+        f"Split conformal sets at {level}, calibrated once per run on the held-out images (after each calibrator; "
+        "'none': the raw softmax). Per cell: coverage (the share of images whose label is in its set) and, in "
+        "brackets, the mean set size, averaged over the run's seeds: on the clean test images (exchangeable with the "
+        f"held-out ones: coverage at least {level} expected) and averaged over the shifted conditions (no guarantee).",
+        "",
+    ]
+    for t in tables:
+        cols = [c for c in t.columns]
+        out += [f"{md(t.section)}, {t.method.upper()} sets (clean | shifted, mean over conditions):", ""]
+        rows = [
+            [md(cal)] + [md(f"{t.text(t.clean, cal, c)} | {t.text(t.shifted, cal, c)}") for c in cols]
+            for cal in t.calibrators
+        ]
+        out += _md_table(["calibrator", *(md(c) for c in cols)], rows) + [""]
+    return out
 
 
 def calibrator_lines(view: dict) -> list[str]:

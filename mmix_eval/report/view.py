@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 
 from mmix_eval.report.calibration_verdicts import calibration_verdicts
-from mmix_eval.report.calibrator_means import calibrator_means
+from mmix_eval.report.calibrator_means import calibrator_means, conformal_means
 from mmix_eval.report.claims import POWER, Comparison, Primary, best_holds
 from mmix_eval.report.compare import is_ensemble
 from mmix_eval.report.labels import quote_label
@@ -304,6 +304,7 @@ def build_view(v: ViewInputs) -> View:
         "verdicts": verdicts(table, v.found, v.baseline, v.primary),
         "calibration": calibration_verdicts(table, v.baseline, v.found, v.detail, v.primary),
         "calibrators": calibrator_means(table),
+        "conformal": conformal_means(table),
         "cost": cost_table(table, v.costs),
         "sections": secs,
         "sweeps": sweeps(table, v.outcomes, v.detail),

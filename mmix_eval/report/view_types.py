@@ -147,6 +147,7 @@ class View(TypedDict):
     verdicts: Verdicts
     calibration: list[str]  # calibration_verdicts: Verdict strings carrying their counts
     calibrators: list  # calibrator_means.CalibratorMeans: proper scores by calibrator (where several were fitted)
+    conformal: list  # calibrator_means.ConformalMeans: conformal coverage and set size by calibrator
     cost: CostTable | None
     sections: list[SectionView]
     sweeps: list[SweepView]

@@ -259,3 +259,49 @@ def test_several_calibrators_give_a_sentence_each_and_a_table_of_proper_scores_b
     assert m.text("isotonic", "vanilla") == "0.1067 ± 0.0115"
     row = "| isotonic | " + " | ".join(m.text("isotonic", c) for c in m.columns) + " |"
     assert row in summary and "0.1200 ± 0.0200" in row
+
+
+def test_conformal_coverage_and_set_size_by_calibrator_clean_and_shifted(tmp_path):
+    """Coverage rows of APS sets, raw and after temperature: the table's cells are the seed means by hand."""
+    from mmix_eval.report.calibrator_means import conformal_means
+
+    root = tmp_path / "res"
+    write(root)
+    for method, seeds in VALUES.items():
+        for seed in seeds:
+            run = f"{method}-s{seed}"
+            base = {
+                "run": run,
+                "checkpoint": f"runs/{run}/model.safetensors",
+                "model": "smallnet",
+                "method": method,
+                "method_settings": {},
+                "train_seed": seed,
+                "data": "digits",
+                "n": 100,
+                "eval_seed": 0,
+                "evaluator": "deformations",
+                "settings": {"grid": "table4"},
+            }
+            rows = []
+            for cal in ("none", "temperature"):
+                extra = {"calibrator": cal, "conformal_alpha": 0.1}
+                shift = 10.0 if cal == "none" else 0.0  # temperature: 10 points more coverage under rotation
+                rows += [
+                    record(base, "clean", "coverage_aps", 90.0 + seed, "Clean", **extra),
+                    record(base, "clean", "set_size_aps", 1.0 + seed / 10, "Clean", **extra),
+                    record(base, "rotation20", "coverage_aps", 70.0 + seed - shift + 10, "Rotation", **extra),
+                    record(base, "rotation20", "set_size_aps", 2.0, "Rotation", **extra),
+                ]
+            write_records(specs(rows, "deformations"), root / run / "conformal")
+    table = aggregate(load_results([root]).rows, "vanilla")
+    (t,) = conformal_means(table)
+    assert (t.section, t.method, t.alpha, t.calibrators) == ("deformations", "aps", 0.1, ["none", "temperature"])
+    # seeds 0, 1, 2: clean coverage 90, 91, 92 -> 91.0 %, size 1.0, 1.1, 1.2 -> 1.10; rotation raw 70, 71, 72 -> 71.0
+    assert t.text(t.clean, "none", "vanilla") == "91.0 % (1.10)"
+    assert t.text(t.shifted, "none", "vanilla") == "71.0 % (2.00)"
+    assert t.text(t.shifted, "temperature", "vanilla") == "81.0 % (2.00)"
+    build_report([root], tmp_path / "rep", baseline="vanilla")
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "deformations, APS sets (clean | shifted, mean over conditions):" in summary
+    assert "| temperature | 91.0 % (1.10) \\| 81.0 % (2.00) |" in summary

@@ -75,7 +75,7 @@ class Calibration(Evaluator):
         names = ", ".join(common.calibrators)
         before = "Test images" if not names else f"Test images, before {names} scaling"
         rows = _metric_rows(base, "test", before, logits, target.test.y, bins)
-        conformal = conformal_thresholds(target, fits, common.conformal_alpha)
+        conformal = conformal_thresholds(target, fits, common.conformal_alpha, common.seed)
         if "none" in conformal:
             rows += conformal_rows(base, "test", before, logits, target.test.y, conformal["none"], {})
         if not fits and target.calibration_note:

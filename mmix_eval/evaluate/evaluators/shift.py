@@ -93,7 +93,7 @@ class Shift(Evaluator):
 
         model, device, bs, warn = setup(target, common.device, common.batch_size)
         calibration = target_calibration(target, common.calibrator, model, device, bs)
-        conformal = conformal_thresholds(target, calibration, common.conformal_alpha)
+        conformal = conformal_thresholds(target, calibration, common.conformal_alpha, common.seed)
         warn = "; ".join(filter(None, [warn, target.calibration_note]))
         base = {
             **target.base,
