@@ -44,7 +44,9 @@ def calibrator_means(table: Table) -> list[CalibratorMeans]:
             continue
         for metric in PROPER_SCORES:
             got = _means(table, key, idx, metric, ["none", *cals])
-            if got is not None:
+            # a shift evaluator's: calibrated rows under the same conditions (the calibration evaluator's calibrated
+            # rows are conditions of their own)
+            if got is not None and any(c != "none" for c, _ in got.cells):
                 out.append(got)
     return out
 

@@ -271,8 +271,7 @@ def calibration_lines(view: dict, compact: bool = False) -> list[str]:
         "report.md.",
         "",
         *_md_table(["column, calibrator" if several else "column", *(md(f"{s}, {k}") for s, k in keys)], rows),
-        "",
-        *means,
+        *(["", *means[:-1]] if means else []),  # the tables end with a blank line: the summary adds its own
     ]
 
 
