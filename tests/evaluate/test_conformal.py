@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from mmix_eval.evaluate.conformal import (
     METHODS,
@@ -156,3 +157,45 @@ def test_a_bad_alpha_is_one_line_naming_it(bad):
 
     with raises_as_shown(OptionError, match=re.escape("--conformal-alpha: expected a number in (0, 1) or none")):
         EvalOptions(conformal_alpha=bad)
+
+
+class Given(ClassifierMixin, BaseEstimator):
+    """A fitted scikit-learn classifier whose inputs are its own predicted probabilities (MAPIE calibrates a model:
+    this one returns the probabilities under test)."""
+
+    def fit(self, x, y):
+        self.classes_ = np.arange(np.asarray(x).shape[1])
+        self.n_features_in_ = len(self.classes_)
+        return self
+
+    def predict_proba(self, x):
+        return np.asarray(x)
+
+    def predict(self, x):
+        return np.asarray(x).argmax(1)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_thr_sets_and_threshold_and_the_randomised_aps_scores_equal_mapie():
+    """MAPIE's split conformal classifier on the same probabilities: LAC (THR) threshold and sets equal (its quantile
+    rule is the finite-sample one); its randomised APS scores of the held-out labels equal ours for the same U
+    (MAPIE draws U per image from its random_state, as here)."""
+    from mapie.classification import SplitConformalClassifier
+
+    z, y = logits(n=300, seed=20)
+    zt, _ = logits(n=400, seed=21)
+    p, pt = torch.softmax(z, 1), torch.softmax(zt, 1)
+    est = Given().fit(p.numpy(), y.numpy())
+    lac = SplitConformalClassifier(estimator=est, confidence_level=0.9, conformity_score="lac", prefit=True)
+    lac.conformalize(p.numpy(), y.numpy())
+    _, sets = lac.predict_set(pt.numpy())
+    t = fit_thresholds(p, y, 0.1, seed=None)
+    assert t.q["thr"] == pytest.approx(float(lac._mapie_classifier.conformity_score_function_.quantiles_[0]), abs=1e-15)
+    assert np.array_equal(prediction_sets(pt, t.q["thr"], "thr").numpy(), sets[:, :, 0])
+    aps = SplitConformalClassifier(
+        estimator=est, confidence_level=0.9, conformity_score="aps", prefit=True, random_state=7
+    )
+    aps.conformalize(p.numpy(), y.numpy())
+    u = torch.from_numpy(np.random.RandomState(7).uniform(size=len(y)))
+    ours = nonconformity(p, "aps", u).gather(1, y.view(-1, 1)).squeeze(1).numpy()
+    np.testing.assert_allclose(ours, aps._mapie_classifier.conformity_scores_.ravel(), atol=1e-15)
