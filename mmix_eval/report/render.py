@@ -30,7 +30,12 @@ def render_html(view: dict, images: dict[str, bytes]) -> str:
     )
     shown = [(name, base64.b64encode(images[name]).decode()) for name in sorted(images) if name.endswith(".png")]
     return env.get_template("report.html.j2").render(
-        v=view, images=shown, calibration_intro=CALIBRATION_INTRO, verdict_intro=verdict_intro(view["verdicts"])
+        v=view,
+        images=shown,
+        calibration_intro=CALIBRATION_INTRO,
+        calibrators_intro=CALIBRATORS_INTRO,
+        conformal_intro=conformal_intro(view.get("conformal") or []),
+        verdict_intro=verdict_intro(view["verdicts"]),
     )
 
 
@@ -282,23 +287,24 @@ CALIBRATORS_INTRO = (
 )
 
 
+def conformal_intro(tables: list) -> str:
+    alpha = tables[0].alpha if tables else None
+    level = f"{100 * (1 - alpha):g} %" if isinstance(alpha, (int, float)) else "1 − α"
+    return (
+        f"Split conformal sets at {level}, calibrated once per run on the held-out images (after each calibrator; "
+        "'none': the raw softmax). Per cell: coverage (the share of images whose label is in its set) and, in "
+        "brackets, the mean set size, averaged over the run's seeds: on the clean test images (exchangeable with the "
+        f"held-out ones: coverage at least {level} expected) and averaged over the shifted conditions (no guarantee)."
+    )
+
+
 def conformal_lines(view: dict, methods: tuple | None = None) -> list[str]:
     """Per shift evaluator and conformal method (``methods``: which; all by default): coverage and mean set size by
     calibrator, on the clean images and over the shifted conditions."""
     tables = [t for t in view.get("conformal") or [] if methods is None or t.method in methods]
     if not tables:
         return []
-    alpha = tables[0].alpha
-    level = f"{100 * (1 - alpha):g} %" if isinstance(alpha, (int, float)) else "1 − α"
-    out = [
-        "### Conformal sets under shift by calibrator",
-        "",
-        f"Split conformal sets at {level}, calibrated once per run on the held-out images (after each calibrator; "
-        "'none': the raw softmax). Per cell: coverage (the share of images whose label is in its set) and, in "
-        "brackets, the mean set size, averaged over the run's seeds: on the clean test images (exchangeable with the "
-        f"held-out ones: coverage at least {level} expected) and averaged over the shifted conditions (no guarantee).",
-        "",
-    ]
+    out = ["### Conformal sets under shift by calibrator", "", conformal_intro(tables), ""]
     for t in tables:
         cols = [c for c in t.columns]
         out += [f"{md(t.section)}, {t.method.upper()} sets (clean | shifted, mean over conditions):", ""]
