@@ -35,6 +35,17 @@ def log_probs(p: torch.Tensor) -> torch.Tensor:
     return p.clamp(FLOOR, 1 - FLOOR).log()
 
 
+def absent_note(what: str, params: dict) -> str | None:
+    """The caveat of a one-vs-rest calibrator fitted without some classes (``params['raw_classes']``)."""
+    raw = params.get("raw_classes")
+    if not raw:
+        return None
+    return (
+        f"{what}: class{'es' * (len(raw) > 1)} {', '.join(str(int(k)) for k in raw)} absent from the held-out "
+        f"images, kept at the raw softmax probability"
+    )
+
+
 class Calibrator:
     name: str = "calibrator"
     probabilities: bool = False  # apply() returns log-probabilities (log_probs), not logits

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from mmix_eval.calibrators.base import Calibrator, log_probs
+from mmix_eval.calibrators.base import Calibrator, absent_note, log_probs
 
 BINS = 15
 
@@ -52,10 +52,4 @@ class Histogram(Calibrator):
         return log_probs(out)
 
     def note(self, params) -> str | None:
-        raw = params.get("raw_classes")
-        if not raw:
-            return None
-        return (
-            f"histogram binning: class{'es' * (len(raw) > 1)} {', '.join(str(int(k)) for k in raw)} absent from the "
-            f"held-out images, kept at the raw softmax probability"
-        )
+        return absent_note("histogram binning", params)

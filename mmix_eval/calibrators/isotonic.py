@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy.optimize import isotonic_regression
 
-from mmix_eval.calibrators.base import Calibrator, log_probs
+from mmix_eval.calibrators.base import Calibrator, absent_note, log_probs
 
 
 def isotonic_knots(p: np.ndarray, hit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,10 +62,4 @@ class Isotonic(Calibrator):
         return log_probs(torch.from_numpy(out).to(p.dtype))
 
     def note(self, params) -> str | None:
-        raw = params.get("raw_classes")
-        if not raw:
-            return None
-        return (
-            f"isotonic regression: class{'es' * (len(raw) > 1)} {', '.join(str(int(k)) for k in raw)} absent from "
-            f"the held-out images, kept at the raw softmax probability"
-        )
+        return absent_note("isotonic regression", params)

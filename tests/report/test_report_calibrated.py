@@ -33,24 +33,29 @@ VALUES = {
 }
 
 
+def run_base(method: str, seed: int) -> dict:
+    """The record columns of one run's deformations records."""
+    run = f"{method}-s{seed}"
+    return {
+        "run": run,
+        "checkpoint": f"runs/{run}/model.safetensors",
+        "model": "smallnet",
+        "method": method,
+        "method_settings": {},
+        "train_seed": seed,
+        "data": "digits",
+        "n": 100,
+        "eval_seed": 0,
+        "evaluator": "deformations",
+        "settings": {"grid": "table4"},
+    }
+
+
 def write(root, isotonic=False):
     """The runs' records; with ``isotonic`` a second calibrator whose calibrated NLLs are twice temperature's."""
     for method, seeds in VALUES.items():
         for seed, (clean, rot, ece_raw, ece_cal) in seeds.items():
-            run = f"{method}-s{seed}"
-            base = {
-                "run": run,
-                "checkpoint": f"runs/{run}/model.safetensors",
-                "model": "smallnet",
-                "method": method,
-                "method_settings": {},
-                "train_seed": seed,
-                "data": "digits",
-                "n": 100,
-                "eval_seed": 0,
-                "evaluator": "deformations",
-                "settings": {"grid": "table4"},
-            }
+            run, base = f"{method}-s{seed}", run_base(method, seed)
             cal = {
                 "calibrator": "temperature",
                 "calibrator_fit_images": 50,
@@ -269,20 +274,7 @@ def test_conformal_coverage_and_set_size_by_calibrator_clean_and_shifted(tmp_pat
     write(root)
     for method, seeds in VALUES.items():
         for seed in seeds:
-            run = f"{method}-s{seed}"
-            base = {
-                "run": run,
-                "checkpoint": f"runs/{run}/model.safetensors",
-                "model": "smallnet",
-                "method": method,
-                "method_settings": {},
-                "train_seed": seed,
-                "data": "digits",
-                "n": 100,
-                "eval_seed": 0,
-                "evaluator": "deformations",
-                "settings": {"grid": "table4"},
-            }
+            run, base = f"{method}-s{seed}", run_base(method, seed)
             rows = []
             for cal in ("none", "temperature"):
                 extra = {"calibrator": cal, "conformal_alpha": 0.1}
