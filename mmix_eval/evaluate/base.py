@@ -292,10 +292,11 @@ class EvalOptions:
         },
     )
     conformal_alpha: float | None = field(
-        default=0.1,
+        default=None,
         metadata={
-            "help": "split conformal sets (THR, APS, RAPS) at level 1 - ALPHA, calibrated on the held-out images the "
-            "calibrators are fitted on: coverage and mean set size under every condition (none: no sets)"
+            "help": "split conformal sets (THR, APS, RAPS) at level 1 - ALPHA (0.1: 90 %%), calibrated on the held-out "
+            "images the calibrators are fitted on: coverage and mean set size under every condition (default: none, "
+            "no sets)"
         },
     )
     calibration_split: int | None = field(

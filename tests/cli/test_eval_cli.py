@@ -328,6 +328,27 @@ def test_bad_calibration_settings_are_one_line_before_any_result(digits_ckpt, tm
     bad(
         capsys,
         tmp_path,
+        "evaluate",
+        "--ckpt",
+        ck,
+        "--calibrator",
+        "temperature,isotonic,temperature",
+        match="--calibrator: expected each calibrator once, got 'temperature,isotonic,temperature'",
+    )
+    for value, shown in (("2", "2.0"), ("ten", "'ten'")):
+        bad(
+            capsys,
+            tmp_path,
+            "evaluate",
+            "--ckpt",
+            ck,
+            "--conformal-alpha",
+            value,
+            match=f"--conformal-alpha: expected a number in (0, 1) or none, got {shown}",
+        )
+    bad(
+        capsys,
+        tmp_path,
         "calibration",
         "--ckpt",
         ck,

@@ -144,7 +144,7 @@ def test_every_condition_records_coverage_and_set_size_raw_and_per_calibrator():
     clean = {r["metric"]: r["value"] for r in rows if r["condition"] == "clean" and r["calibrator"] == "none"}
     assert clean["coverage_thr"] == pytest.approx(100 * sets[torch.arange(60), t.test.y].double().mean().item())
     assert clean["set_size_thr"] == pytest.approx(sets.sum(1).double().mean().item())
-    none = EvalOptions(device=None, progress=False, conformal_alpha=None)
+    none = EvalOptions(device=None, progress=False)  # conformal sets are asked for: none by default
     t2 = target_from_module(model, d.test.x.float() / 255, d.test.y, val=(held.x.float() / 255, held.y))
     assert not {r["metric"] for r in run_evaluator(Deformations(), t2, {}, none)} & set(CONFORMAL_METRICS)
 

@@ -17,7 +17,7 @@ from conftest import ROOT, make_data, tiny_config
 from mmix_eval.cli import main
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate import SHIFT_METRICS, Evaluator, MetricSpec, get_evaluator
-from mmix_eval.evaluate.base import CONFORMAL_METRICS, PROBABILITY_METRICS, OptionError
+from mmix_eval.evaluate.base import PROBABILITY_METRICS, OptionError
 from mmix_eval.evaluate.evaluators.attacks.fgsm import evaluate_fgsm
 from mmix_eval.evaluate.evaluators.deformations.evaluator import evaluate_deformations
 from mmix_eval.evaluate.evaluators.deformations.geometry import load_grid, sample_matrices, warp
@@ -90,7 +90,7 @@ def test_docs_plugin_evaluates_from_outside_the_package_and_gets_its_report_sect
     )
     rows = read_records(res / "vanilla-s0" / "occlusion.jsonl")
     occ = [r for r in rows if r["condition"] == "occlusion4"]
-    assert {r["metric"] for r in occ} == {"acc", "rel_acc", *PROBABILITY_METRICS, *CONFORMAL_METRICS}
+    assert {r["metric"] for r in occ} == {"acc", "rel_acc", *PROBABILITY_METRICS}
     assert {r["settings"]["patch"] for r in rows} == {4} and {r["schema"] for r in rows} == {2}
     acc = next(r for r in occ if r["metric"] == "acc")
     assert acc["direction"] == "higher" and acc["headline"] is True and acc["label"] == "Grey 4x4 square"
