@@ -55,15 +55,17 @@ def test_freed_tensor_memory_is_reused_instead_of_faulted_back_in():
     assert system["how"] == "glibc defaults (MMIX_EVAL_MALLOC=system)"
     pages = 10 * 64 * 2**20 // os.sysconf("SC_PAGE_SIZE")  # one 64 MB activation per pass
     assert system["faults"] >= pages  # glibc's default: each pass's activations mapped and zeroed again
-    # kept: the warm-up's pages serve every later pass. The fewest faults of up to 5 fresh processes: on this
-    # VM the kernel's own reclaim (kdamond) sometimes takes idle pages back from any process, which glibc's
-    # setting cannot prevent (measured 0 or 16,000-32,000 faults from run to run, the setting unchanged; three
-    # processes in a row at 16,000 once, in a CI run with the slow lane's other tests beside it)
+    # kept: the warm-up's pages serve every later pass. On this VM the kernel's own reclaim (kdamond) sometimes takes
+    # idle pages back from any process, which glibc's setting cannot prevent: one or two of the ten passes then
+    # fault their 64 MB back in (measured 0, 16,000 or 32,000 faults from run to run, the setting unchanged; in two
+    # CI runs under the slow lane's load, 16,000-32,000 in 8 fresh processes of 8). So the fewest faults of up to 3
+    # fresh processes must stay below a quarter of one fault per page per pass: glibc's defaults fault every page
+    # of every pass (the assertion above), four times that.
     kept = [probe() for _ in range(1)]
-    while kept[-1]["faults"] > 0.01 * pages and len(kept) < 5:
+    while kept[-1]["faults"] > 0.01 * pages and len(kept) < 3:
         kept.append(probe())
     assert kept[0]["how"] == "glibc, freed memory kept (mmap off, trim 2 GiB)"
-    assert min(k["faults"] for k in kept) <= 0.01 * pages, [k["faults"] for k in kept]
+    assert min(k["faults"] for k in kept) <= 0.25 * pages, [k["faults"] for k in kept]
 
 
 @glibc
