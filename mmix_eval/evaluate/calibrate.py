@@ -71,11 +71,25 @@ def fitted_calibration(target, calibrators, predict: Callable[[object], torch.Te
     cache = target.calibration if isinstance(target.calibration, dict) else {}
     target.calibration = cache
     if any(n not in cache for n in names) and target.val_logits is None:
-        target.val_logits = predict(target.val)
+        target.val_logits = checked_held_out(predict(target.val), target.val_source)
     for n in names:
         if n not in cache:
             cache[n] = _fit(target, n, target.val_logits)
     return [cache[n] for n in names]
+
+
+def checked_held_out(logits: torch.Tensor, source: str) -> torch.Tensor:
+    """The held-out logits every calibrator is fitted on: at least one image, and finite (a NaN reached each fit as a
+    different error: a parameter 'cv_nll' not finite, a temperature at its bound, or none at all)."""
+    if len(logits) == 0:
+        raise UserError(f"calibrator: expected at least one held-out image ({source}), got 0")
+    bad = int((~torch.isfinite(logits).all(dim=1)).sum())
+    if bad:
+        raise UserError(
+            f"calibrator: expected finite logits of the {len(logits)} held-out images ({source}), got NaN or "
+            f"infinite logits for {bad} of them"
+        )
+    return logits
 
 
 def _fit(target, spec: str, val_logits: torch.Tensor) -> Fitted:

@@ -104,10 +104,11 @@ def fit_thresholds(p: torch.Tensor, y: torch.Tensor, alpha: float = ALPHA, seed:
 
 
 def prediction_sets(p: torch.Tensor, q: float, method: str, u: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, C) bool: the labels whose score is at most q̂; an empty set gets the label of lowest score."""
+    """(N, C) bool: the labels whose score is at most q̂; an empty set gets the label of lowest score. An image
+    whose probabilities are not finite (a model's NaN under some shift) gets an empty set: not covered."""
     scores = nonconformity(p, method, u if method != "thr" else None)
     sets = scores <= q
-    empty = ~sets.any(dim=1)
+    empty = ~sets.any(dim=1) & torch.isfinite(scores).all(dim=1)
     if empty.any():
         sets[empty, scores[empty].argmin(dim=1)] = True
     return sets

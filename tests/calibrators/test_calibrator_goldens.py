@@ -5,6 +5,7 @@ independent implementation on the same held-out logits (torch-uncertainty's scal
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -281,3 +282,42 @@ def test_the_lbfgs_path_for_many_classes_reaches_the_newton_fit(name, monkeypatc
     monkeypatch.setattr(affine, "NEWTON_MAX_PARAMS", 0)
     lbfgs = probs(cal.apply(z.double(), fit_checked(cal, z, y)))
     np.testing.assert_allclose(lbfgs, newton, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        (
+            "nan",
+            "expected finite logits of the 50 held-out images (held-out), got NaN or infinite logits for 1 of them",
+        ),
+        ("empty", "expected at least one held-out image (held-out), got 0"),
+    ],
+)
+@pytest.mark.parametrize(
+    "name", ["temperature", "matrix", "dirichlet", "histogram", "isotonic", "ensemble_temperature"]
+)
+def test_held_out_logits_that_are_not_finite_or_empty_are_one_line_before_any_fit(name, case, match):
+    """A NaN reached each fit as a different error (a parameter 'cv_nll' not finite, a temperature at its bound) or,
+    for histogram binning, none at all; no held-out image gave identity fits."""
+    from types import SimpleNamespace
+
+    from mmix_eval.errors import UserError
+    from mmix_eval.evaluate.calibrate import fitted_calibration
+
+    z, y = held_out(n=50, c=4, seed=14)
+    if case == "nan":
+        z[3, 1] = float("nan")
+    else:
+        z, y = z[:0], y[:0]
+    target = SimpleNamespace(
+        val=SimpleNamespace(y=y),
+        val_logits=None,
+        calibration=None,
+        calibration_note=None,
+        run="r",
+        val_source="held-out",
+    )
+    with pytest.raises(UserError, match=re.escape(match)):
+        fitted_calibration(target, name, lambda images: z)
+    assert target.calibration == {}

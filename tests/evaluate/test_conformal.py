@@ -199,3 +199,24 @@ def test_thr_sets_and_threshold_and_the_randomised_aps_scores_equal_mapie():
     u = torch.from_numpy(np.random.RandomState(7).uniform(size=len(y)))
     ours = nonconformity(p, "aps", u).gather(1, y.view(-1, 1)).squeeze(1).numpy()
     np.testing.assert_allclose(ours, aps._mapie_classifier.conformity_scores_.ravel(), atol=1e-15)
+
+
+def test_an_image_with_nan_probabilities_gets_an_empty_set_and_an_empty_condition_nan_rows():
+    """A model's NaN under a shift: that image is not covered (an empty set), the others are as before; a condition
+    with no image records NaN coverage and size rather than failing."""
+    from mmix_eval.evaluate.conformal import conformal_values
+
+    z, y = logits(n=50, seed=30)
+    t = fit_thresholds(torch.softmax(z, 1), y, 0.1, seed=0)
+    zt, yt = logits(n=20, seed=31)
+    p = torch.softmax(zt, 1)
+    p[4] = float("nan")
+    for m in METHODS:
+        sets = prediction_sets(p, t.q[m], m, uniforms(20, 1))
+        assert not sets[4].any() and sets[torch.arange(20) != 4].any(dim=1).all(), m
+    got = conformal_values(p, yt, t)
+    clean = conformal_values(torch.softmax(zt, 1), yt, t)
+    covered = prediction_sets(torch.softmax(zt, 1), t.q["thr"], "thr")[4, yt[4]]
+    assert got["coverage_thr"] == pytest.approx(clean["coverage_thr"] - 100 / 20 * float(covered))
+    empty = conformal_values(torch.zeros(0, 6, dtype=torch.float64), torch.zeros(0, dtype=torch.long), t)
+    assert all(math.isnan(v) for v in empty.values()) and len(empty) == 6
