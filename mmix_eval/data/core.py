@@ -121,13 +121,21 @@ _CACHE: dict[tuple, ImageData] = {}
 
 
 def load_data_cached(
-    spec: str, root, download: bool = False, train_limit: int | None = None, val_size: int = 0, subset_seed: int = 0
+    spec: str,
+    root,
+    download: bool = False,
+    train_limit: int | None = None,
+    val_size: int = 0,
+    subset_seed: int = 0,
+    need_train: bool = False,
 ) -> ImageData:
     """``load_data`` of the whole test split, once per process for the same arguments (an evaluation of many
-    checkpoints reads its data once). Training images are loaded only for a validation split."""
-    key = (spec, root, train_limit, val_size, subset_seed)
+    checkpoints reads its data once). Training images are loaded only for a validation split, or with
+    ``need_train`` (the OOD evaluator's feature scores are fitted on them)."""
+    need_train = need_train or val_size > 0
+    key = (spec, root, train_limit, val_size, subset_seed, need_train)
     if key not in _CACHE:
-        _CACHE[key] = load_data(spec, root, download, train_limit, None, val_size, subset_seed, need_train=val_size > 0)
+        _CACHE[key] = load_data(spec, root, download, train_limit, None, val_size, subset_seed, need_train=need_train)
     return _CACHE[key]
 
 

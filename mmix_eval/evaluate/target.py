@@ -3,7 +3,7 @@ their indices into the full test split, and the record columns from the checkpoi
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ class Target:
     conformal: Any = None  # (calibrator, alpha) -> conformal thresholds (``evaluate.conformal.Thresholds``)
     calibration_note: str | None = None  # why there are no calibrated rows, when there are none
     classes: list[str] | None = None  # the checkpoint's class names, in its label order (None: not known)
+    # () -> the checkpoint's training images (loaded on first call; None: not known, as for tensors given directly)
+    train: Callable[[], Images] | None = None
 
     def __post_init__(self):
         if self.indices is None:
@@ -61,8 +63,10 @@ def target_from_module(
     y: torch.Tensor,
     name: str = "model",
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    train: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Target:
-    """Evaluate any nn.Module mapping [0, 1] images to logits, with no checkpoint file."""
+    """Evaluate any nn.Module mapping [0, 1] images to logits, with no checkpoint file. ``train``: its training
+    images and labels, which the OOD evaluator's feature scores are fitted on (without them it has none)."""
     base = {"run": name, "model": type(model).__name__, "data": "tensors"}
     return Target(
         model=model,
@@ -71,6 +75,7 @@ def target_from_module(
         run=name,
         base=base,
         val_source="the validation images given",
+        train=(lambda: Images(*train)) if train is not None else None,
     )
 
 
@@ -102,7 +107,7 @@ def eval_data(
     download: bool = False,
     calibration_split: int | None = None,
     trusted: Collection[str] = (),
-) -> tuple[Images, Images | None, str, np.ndarray]:
+) -> tuple[Images, Images | None, str, np.ndarray, int, Callable[[], Images]]:
     """The test split (seeded subset of ``limit`` images, keyed by the evaluation seed so every checkpoint
     sees the same images) and the held-out images a calibrator is fitted on: the checkpoint's own validation
     split, if it held one out of training, or with ``calibration_split`` N seeded test images, which are then
@@ -151,7 +156,20 @@ def eval_data(
     if lut is not None:
         y = lut[y]
         val = Images(val.x, lut[val.y]) if val is not None else None
-    return Images(x, y), val, spec, idx, len(d.test)
+
+    def training_images() -> Images:  # the checkpoint's own training images (its limit, seed and validation split)
+        t = load_data_cached(
+            spec,
+            root,
+            download,
+            cfg.get("train_limit") if same else None,
+            int(cfg.get("val_size") or 0) if same else 0,
+            int(cfg.get("subset_seed") or 0) if same else 0,
+            need_train=True,
+        ).train
+        return Images(t.x, lut[t.y] if lut is not None else t.y)
+
+    return Images(x, y), val, spec, idx, len(d.test), training_images
 
 
 def split_test(
@@ -301,7 +319,7 @@ def load_target(
         model, meta = load_foreign(ckpt, device, foreign, meta)
     else:
         model, meta = load_checkpoint(ckpt, device, allow_import=allow_import, trusted=trusted)
-    test, val, spec, idx, test_size = eval_data(
+    test, val, spec, idx, test_size, training_images = eval_data(
         meta, data, root, limit, seed, with_val, class_map, download, calibration_split, trusted
     )
     run = run or ckpt.parent.name or ckpt.stem
@@ -336,4 +354,5 @@ def load_target(
         settings=settings,
         val_source=source,
         classes=list(meta.get("data", {}).get("classes") or []) or None,
+        train=training_images if not members else None,  # an ensemble's members may differ in training data
     )

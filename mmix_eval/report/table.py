@@ -239,6 +239,7 @@ _ROW_SETTINGS = (
     "pixels_outside_01",  # and by model (its normalisation, its gradients,
     "calibrator_params",
     "ensemble_scores",
+    *("knn_k", "vim_dim", "react_percentile", "ash_percentile", "chosen_by"),  # an OOD feature score's (per model)
 )  # its fitted calibrator, an ensemble's score definitions)
 
 

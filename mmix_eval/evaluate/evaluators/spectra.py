@@ -162,15 +162,16 @@ class Spectra(Evaluator):
         return rows
 
 
-def resolve_layers(model, names: list[str]) -> dict[str, object]:
-    """name -> module: the given module names, or every stage output ('1' … 'n') of a staged model."""
+def resolve_layers(model, names: list[str], who: str = "spectra") -> dict[str, object]:
+    """name -> module: the given module names, or every stage output ('1' … 'n') of a staged model (``who``: the
+    evaluator an error names)."""
     from mmix_eval.errors import UserError, did_you_mean
 
     if not names:
         stages = getattr(model, "stages", None)
         if stages is None:
             raise UserError(
-                f"spectra: {type(model).__name__} has no numbered stages; give module names with {mention('layers')} "
+                f"{who}: {type(model).__name__} has no numbered stages; give module names with {mention('layers')} "
                 f"(e.g. {', '.join(n for n, _ in list(model.named_children())[:4])})"
             )
         return {str(i): s for i, s in enumerate(stages, start=1)}
@@ -183,7 +184,7 @@ def resolve_layers(model, names: list[str]) -> dict[str, object]:
             out[n] = model.get_submodule(n)
         except AttributeError:
             raise UserError(
-                f"spectra: layer '{n}' expected a module name of {type(model).__name__}"
+                f"{who}: layer '{n}' expected a module name of {type(model).__name__}"
                 f"{did_you_mean(n, known)}; e.g. {', '.join(known[:6])}"
             ) from None
     return out
