@@ -135,7 +135,7 @@ def with_specs(rows: list[dict], evaluator) -> list[dict]:
             direction=spec.direction,
             format=spec.format,
             metric_label=spec.label,
-            headline=spec.headline,
+            headline=spec.headline and r.get("headline") is not False,  # a row may keep out of the main table
             comparison=spec.comparison,
             evaluator=r.get("evaluator") or evaluator.name,
         )

@@ -1,11 +1,11 @@
-"""Out-of-distribution detection: max-softmax histograms, in-distribution against each OOD source. Imports
-no torch."""
+"""Out-of-distribution detection: max-softmax histograms, in-distribution against each OOD source, and the feature
+scores' AUROC layer by layer. Imports no torch."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from mmix_eval.report.plots import plot_text, plt
+from mmix_eval.report.plots import COLORS, color_of, plot_text, plt
 from mmix_eval.report.sections.base import ReportSection, SectionContext
 from mmix_eval.report.table import Table
 
@@ -14,7 +14,11 @@ class OODSection(ReportSection):
     """AUROC and friends in the table; the score histograms whose overlap AUROC summarises as a figure."""
 
     def figures(self, ctx: SectionContext) -> dict:
-        return {**super().figures(ctx), **ood_figures(ctx.table, ctx.records, ctx.labels)}
+        return {
+            **super().figures(ctx),
+            **ood_figures(ctx.table, ctx.records, ctx.labels),
+            **layer_figures(ctx.table, ctx.records, ctx.labels),
+        }
 
 
 MAX_PANEL_ROWS = 12
@@ -61,3 +65,55 @@ def ood_figures(table: Table, records: list[dict], names: dict) -> dict:
     fig.suptitle("Out-of-distribution detection: max-softmax scores, in vs out (pooled over seeds)", fontsize=10)
     fig.tight_layout()
     return {"ood": fig}
+
+
+LAYER_SCORES = ("mahalanobis", "rmds", "knn")  # the feature scores defined at every layer
+MAX_SOURCES = 6
+
+
+def layer_figures(table: Table, records: list[dict], names: dict) -> dict:
+    """AUROC of each feature score layer by layer (input side to penultimate, in the rows' order), one panel per
+    source and score, one line per method (mean over seeds, band from the lowest to the highest seed): does a
+    regularizer move separability to earlier layers?"""
+    per: dict = {}  # (source, score) -> method -> layer -> seed -> value
+    layers: dict = {}  # (source, score) -> layers in order
+    for r in records:
+        s = r["settings"] or {}
+        if r["evaluator"] != "ood" or r["metric"] != "auroc" or r["value"] is None or r["calibrator"] != "none":
+            continue
+        if s.get("score") not in LAYER_SCORES or s.get("layer") is None:
+            continue
+        key = (s.get("ood"), s["score"])
+        layers.setdefault(key, {})[s["layer"]] = None
+        seed = r["train_seed"] if r["train_seed"] is not None else r["run"]
+        per.setdefault(key, {}).setdefault(names[r["run"]], {}).setdefault(s["layer"], {})[seed] = r["value"]
+    if not per:
+        return {}
+    sources = list(dict.fromkeys(k[0] for k in per))[:MAX_SOURCES]  # a bounded figure: the rest are in the table
+    scores = [sc for sc in LAYER_SCORES if any((src, sc) in per for src in sources)]
+    fig, axes = plt.subplots(
+        len(sources), len(scores), figsize=(3.4 * len(scores) + 1.8, 2.6 * len(sources)), squeeze=False
+    )
+    for row, src in zip(axes, sources):
+        for ax, sc in zip(row, scores):
+            ls = list(layers.get((src, sc), {}))
+            for m in [m for m in table.methods if m in per.get((src, sc), {})]:
+                vals = np.array([[per[src, sc][m].get(layer, {}).get(seed, np.nan) for layer in ls]
+                                 for seed in {s for v in per[src, sc][m].values() for s in v}])  # fmt: skip
+                c = color_of(table, m, COLORS)
+                ax.plot(range(len(ls)), np.nanmean(vals, 0), "-o", ms=3, lw=1.3, color=c, label=plot_text(m))
+                if len(vals) > 1:
+                    ax.fill_between(range(len(ls)), np.nanmin(vals, 0), np.nanmax(vals, 0), color=c, alpha=0.18, lw=0)
+            ax.set_xticks(range(len(ls)), [plot_text(x) for x in ls], fontsize=7)
+            ax.set_title(f"{plot_text(src)}: {sc}", fontsize=8)
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("AUROC")
+    for ax in axes[-1]:
+        ax.set_xlabel("layer")
+    axes[0][-1].legend(
+        *axes[0][0].get_legend_handles_labels(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0)
+    )
+    fig.suptitle("Out-of-distribution detection from the features, layer by layer (mean over seeds, band: min-max)",
+                 fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return {"ood_layers": fig}

@@ -120,6 +120,15 @@ def test_cli_and_report_on_a_trained_checkpoint(tmp_path, capsys):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| noise:blobs, energy score: AUROC |" in md and "FPR at 95 % TPR" in md
     assert (tmp_path / "rep" / "plots" / "ood.png").exists()
+    # issue 45: the feature scores, fitted on the checkpoint's training images, fill the evaluator's section and the
+    # layer-by-layer figure, not the main comparison table
+    feature = {r["condition"] for r in rows if "@" in r["condition"]}
+    assert "noise:blobs/mahalanobis@1" in feature and "noise:blobs/vim@penultimate" in feature
+    (fit,) = {r["settings"]["feature_fit"] for r in rows}
+    assert fit == "1497 of 1497 training images (seeded subset)"  # digits' training split (5,000 asked at most)
+    comparison = md.split("### Comparison", 1)[1].split("\n### ", 1)[0]
+    assert "score at layer" not in comparison and "| noise:blobs, knn score at layer 2: AUROC |" in md
+    assert (tmp_path / "rep" / "plots" / "ood_layers.png").exists()
 
 
 def test_the_in_distribution_set_is_refused_by_path_and_by_content_not_by_its_spelling(tmp_path, capsys, monkeypatch):

@@ -15,7 +15,14 @@ a seeded subset, mapped to the model's input by a fixed rule: channels 1 → 3 b
 601 luminance; the size by bilinear resampling with antialiasing. The in-distribution set itself is refused.
 With a fitted post-hoc calibrator (the checkpoint's, as every evaluator's), the max-softmax and energy scores
 are ranked again from the calibrated logits (rows with its ``calibrator``): a temperature changes which images
-an MSP or energy threshold keeps, not the max logit's order. torch loads inside ``run``.
+an MSP or energy threshold keeps, not the max logit's order.
+
+Feature scores (``features.py``: Mahalanobis, RMDS, KNN at every stage output and the penultimate features; ViM,
+ReAct and ASH-S at the penultimate features), fitted on a seeded subset of the checkpoint's training images
+(``fit_images``), are scored from features hooked in the same forward passes as the logits (``taps.py``); rows
+``SOURCE/SCORE@LAYER`` with the layer, its width and the score's setting. A setting with a search space is the
+papers' default unless ``ood_val`` names a validation source to choose it on (``feature_run.py``). torch loads
+inside ``run``.
 """
 
 from __future__ import annotations
@@ -76,8 +83,9 @@ class OODOptions:
 
 class OOD(Evaluator):
     name = "ood"
-    version = "2"  # 2: a deep ensemble's max logit and energy from its members' mean logits (were constant)
-    help = "out-of-distribution detection: AUROC, AUPR, FPR95 of softmax, logit and energy scores"
+    version = "3"  # 2: a deep ensemble's max logit and energy from its members' mean logits (were constant); 3: feature
+    # scores at the stage outputs and the penultimate features
+    help = "out-of-distribution detection: AUROC, AUPR, FPR95 of logit scores and of feature scores at every layer"
     Options = OODOptions
     metrics = {
         "auroc": MetricSpec("AUROC", "higher", ".4f", headline=True),

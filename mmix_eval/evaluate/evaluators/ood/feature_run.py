@@ -72,7 +72,9 @@ class FeatureRun:
                     **({"chosen_by": self.chosen[layer, sc]} if (layer, sc) in self.chosen else {}),
                 }
                 for metric, value in ranking_metrics(s_in[sc], s_out[sc]).items():
-                    rows.append(record(base, f"{spec}/{sc}@{layer}", metric, value, label, **extra))
+                    row = record(base, f"{spec}/{sc}@{layer}", metric, value, label, **extra)
+                    row["headline"] = False  # the evaluator's section and its by-layer figure, not the main table
+                    rows.append(row)
         return rows
 
 
