@@ -96,7 +96,8 @@ def main() -> int:
         )
         target = Target(model, ins, run="b")
         target.checked = True  # the trap checks run once per checkpoint, shared by every evaluator: not OOD's cost
-        t = timed(lambda: run_evaluator(get_evaluator("ood"), target, {"ood": ["noise:uniform"]}, common))  # noqa: B023
+        logit_scores = {"ood": ["noise:uniform"], "scores": "msp,max_logit,energy"}
+        t = timed(lambda: run_evaluator(get_evaluator("ood"), target, logit_scores, common))  # noqa: B023
         ratios.append(t / p)
     print(
         f"OOD evaluation / (in pass + out pass), {a.ood_images} + {a.ood_images} images: "

@@ -61,6 +61,7 @@ w.join()
 print(f"{wall:.3f} {(peak[0] - before) / 2**20:.0f} {before / 2**20:.0f}")
 """
 
+
 def data(n_test: int, n_fit: int):
     if ARCHIVE.exists():
         d = load_data(f"imagefolder:{ARCHIVE}", train_limit=n_fit, test_limit=n_test)
