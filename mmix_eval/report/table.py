@@ -240,6 +240,7 @@ _ROW_SETTINGS = (
     "calibrator_params",
     "ensemble_scores",
     *("knn_k", "vim_dim", "react_percentile", "ash_percentile", "chosen_by"),  # an OOD feature score's (per model)
+    *("ood_group", "group_sets"),  # an OpenOOD set's group, a group row's sets
 )  # its fitted calibrator, an ensemble's score definitions)
 
 

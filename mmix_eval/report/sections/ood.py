@@ -73,7 +73,7 @@ MAX_SOURCES = 6
 
 def layer_figures(table: Table, records: list[dict], names: dict) -> dict:
     """AUROC of each feature score layer by layer (input side to penultimate, in the rows' order), one panel per
-    source and score, one line per method (mean over seeds, band from the lowest to the highest seed): does a
+    source (an OpenOOD protocol's near and far groups, not their sets) and score, one line per method (mean over seeds, band from the lowest to the highest seed): does a
     regularizer move separability to earlier layers?"""
     per: dict = {}  # (source, score) -> method -> layer -> seed -> value
     layers: dict = {}  # (source, score) -> layers in order
@@ -82,6 +82,8 @@ def layer_figures(table: Table, records: list[dict], names: dict) -> dict:
         if r["evaluator"] != "ood" or r["metric"] != "auroc" or r["value"] is None or r["calibrator"] != "none":
             continue
         if s.get("score") not in LAYER_SCORES or s.get("layer") is None:
+            continue
+        if s.get("ood_group") and not s.get("group_sets"):  # an OpenOOD set: drawn in its group's panel
             continue
         key = (s.get("ood"), s["score"])
         layers.setdefault(key, {})[s["layer"]] = None

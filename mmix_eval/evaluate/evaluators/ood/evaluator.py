@@ -29,8 +29,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from mmix_eval.errors import did_you_mean
+from mmix_eval.errors import UserError, did_you_mean
 from mmix_eval.evaluate.base import Evaluator, MetricSpec, OptionError
+from mmix_eval.evaluate.evaluators.ood import openood
 from mmix_eval.evaluate.evaluators.ood.feature_run import feature_run
 from mmix_eval.evaluate.evaluators.ood.features import FEATURE_SCORES
 from mmix_eval.evaluate.evaluators.ood.images import check_ood_images, check_source, ood_images
@@ -100,6 +101,12 @@ class OOD(Evaluator):
         for k in ("ood", "scores", "feature_layers"):
             if isinstance(getattr(options, k), str):
                 options = replace(options, **{k: [s.strip() for s in getattr(options, k).split(",") if s.strip()]})
+        protocols = [
+            s for s in options.ood if openood.is_openood(s) and s.count("/") == 0 and s[8:] in openood.PROTOCOLS
+        ]
+        if protocols:  # the protocol's test sets, and its validation split unless another is named
+            val = options.ood_val or f"{protocols[0]}/val"
+            return replace(options, ood=openood.expand(options.ood), ood_val=val)
         return options
 
     def validate(self, options) -> None:
@@ -131,12 +138,14 @@ class OOD(Evaluator):
                 )
 
     def preflight(self, options, ctx) -> None:
-        """Each data source exists and is not the bench's own data (by resolved path; by content when run)."""
+        """Each data source exists and is not the bench's own data (by resolved path; by content when run); each
+        OpenOOD list is there."""
+        sources = [s for s in [*options.ood, options.ood_val] if s and not s.startswith("noise:")]
+        gone = openood.missing(sources, openood.data_root(ctx.common.data_root or ctx.data_root))
+        if gone:
+            raise UserError(f"ood: expected OpenOOD's image list {gone}, got no such file ({openood.OPENOOD_URL})")
         preflight_sources(
-            [s for s in [*options.ood, options.ood_val] if s and not s.startswith("noise:")],
-            ctx,
-            "ood: source",
-            "the in-distribution set",
+            [s for s in sources if not openood.is_openood(s)], ctx, "ood: source", "the in-distribution set"
         )
 
     def run(self, target, options, common) -> list[dict]:
@@ -177,11 +186,11 @@ class OOD(Evaluator):
         single = scorer.ensemble is None
         s_in_cal = [calibrated_scores(f, z_in, single) for f in fits]  # once, for every source
         test_images = TestImages(target.test.x)
-        if feats is not None and options.ood_val:  # seeded apart from the test sources' images
-            x = ood_images(options.ood_val, len(target.test), tuple(target.test.x.shape[1:]), common.seed + 1,
+        if feats is not None and feats.val_spec:  # seeded apart from the test sources' images
+            x = ood_images(feats.val_spec, len(target.test), tuple(target.test.x.shape[1:]), common.seed + 1,
                            common.data_root)  # fmt: skip
-            check_ood_images(options.ood_val, x, test_images)
-            feats.choose_on(target, options.ood_val, x)
+            check_ood_images(feats.val_spec, x, test_images)
+            feats.choose_on(target, feats.val_spec, x)
         rows = []
         for spec in options.ood:
             x = ood_images(spec, len(target.test), tuple(target.test.x.shape[1:]), common.seed, common.data_root)
@@ -199,7 +208,7 @@ class OOD(Evaluator):
                 rows += histogram_rows(base, spec, s_in["msp"], s_out["msp"], len(x))
             if feats is not None:
                 rows += feats.rows(base, spec, f_out, len(x))
-        return rows
+        return rows + openood.group_rows(rows)
 
 
 def add_warning(base: dict, text: str | None) -> None:

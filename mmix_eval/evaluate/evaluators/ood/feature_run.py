@@ -29,6 +29,7 @@ class FeatureRun:
     note: str | None = None  # a caveat every row of the evaluator carries (head scores n/a, say)
     test: dict | None = None  # layer -> the test images' features
     chosen: dict = field(default_factory=dict)  # (layer, score) -> how its setting was chosen
+    val_spec: str | None = None  # the OOD validation source the settings are chosen on (None: the papers')
 
     def forward(self, x):
         """(logits, layer -> features) of uint8 images ``x`` (an OOD source's: labels never read)."""
@@ -96,13 +97,17 @@ def feature_run(target, model, options, asked: tuple, common, device, batch_size
             raise UserError(f"ood: feature scores ({', '.join(which)}) {why}")
         return f"feature scores n/a: {why}"
 
-    if options.ood_val and target.val is None:
+    val_spec, val_note = options.ood_val or None, None
+    if val_spec and target.val is None:
         from mmix_eval.errors import mention
 
-        raise UserError(
-            f"ood: {mention('ood_val')} expected held-out in-distribution images to choose settings on, got "
-            f"none ({target.run} holds no validation split; give {mention('calibration_split')})"
-        )
+        if not (val_spec.startswith("openood:") and val_spec.endswith("/val")):
+            raise UserError(
+                f"ood: {mention('ood_val')} expected held-out in-distribution images to choose settings on, got "
+                f"none ({target.run} holds no validation split; give {mention('calibration_split')})"
+            )
+        val_spec = None  # the protocol's own split, implied: the papers' settings, said on every row
+        val_note = f"feature settings not chosen on '{options.ood_val}': {target.run} holds no validation split"
     if isinstance(target.model, Ensemble):
         return refuse("are not defined for a deep ensemble here (its members' features are not averaged)")
     if target.train is None:
@@ -130,12 +135,13 @@ def feature_run(target, model, options, asked: tuple, common, device, batch_size
         "feature_pool": "convolutional maps averaged over space",
         "feature_settings": (
             f"chosen per layer by AUROC of {len(target.val)} held-out images ({target.val_source}) against images "
-            f"of '{options.ood_val}', never by test images"
-            if options.ood_val
+            f"of '{val_spec}', never by test images"
+            if val_spec
             else f"the papers' defaults (KNN k {options.knn_k}, ViM D half the width, ReAct and ASH-S percentile 90)"
         ),
     }
-    return FeatureRun(model, device, batch_size, target.precision, taps, which, fits, settings, note)
+    note = "; ".join(filter(None, [note, val_note])) or None
+    return FeatureRun(model, device, batch_size, target.precision, taps, which, fits, settings, note, val_spec=val_spec)
 
 
 def checked_head(model, taps: dict, z, f: dict, precision: str):

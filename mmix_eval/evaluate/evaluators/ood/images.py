@@ -6,12 +6,19 @@ from __future__ import annotations
 from mmix_eval.catalog import DATASETS
 from mmix_eval.errors import UserError, did_you_mean
 from mmix_eval.evaluate.base import OptionError
+from mmix_eval.evaluate.evaluators.ood import openood
 from mmix_eval.evaluate.sources import TestImages
 
 NOISES = ("gaussian", "uniform", "blobs")
 
 
 def check_source(spec: str) -> None:
+    if openood.is_openood(spec):
+        try:
+            openood.parse(spec)
+        except UserError as e:
+            raise OptionError("ood", str(e).removeprefix("ood: ")) from None
+        return
     if spec.startswith("noise:"):
         kind = spec.split(":", 1)[1]
         if kind not in NOISES:
@@ -42,7 +49,7 @@ def check_ood_images(spec: str, x, test_images: TestImages) -> None:
 
 def ood_images(spec: str, n: int, shape: tuple[int, int, int], seed: int, data_root=None):
     """n images of ``shape`` (C, H, W), uint8, from the source: noise seeded by (seed, kind), or a data set's
-    test split (a seeded subset of n, fewer if it holds fewer) mapped to the shape."""
+    test split or an OpenOOD list (a seeded subset of n, fewer if it holds fewer) mapped to the shape."""
     import zlib
 
     import torch
@@ -62,10 +69,12 @@ def ood_images(spec: str, n: int, shape: tuple[int, int, int], seed: int, data_r
             field = (torch.rand(n, c, h, w, generator=g) < 0.7).float()
             x = (gaussian_filter(field, 1.0, truncate=4.0, mode="reflect") > 0.75).float()
         return (x * 255 + 0.5).to(torch.uint8)
-    from mmix_eval.data import load_data
+    if openood.is_openood(spec):  # each image resized as it is read (the sets' sizes differ)
+        x = openood.openood_images(spec, n, seed, openood.data_root(data_root), (h, w))
+    else:
+        from mmix_eval.data import load_data
 
-    d = load_data(spec, data_root, False, test_limit=n, subset_seed=seed, need_train=False)
-    x = d.test.x
+        x = load_data(spec, data_root, False, test_limit=n, subset_seed=seed, need_train=False).test.x
     if x.shape[1] != c:
         if x.shape[1] == 1:
             x = x.expand(-1, c, -1, -1)
