@@ -327,6 +327,14 @@ def test_mean_and_std_that_contradict_the_files_own_normalisation_are_refused(tm
             "spectra: layer 'stages.9' expected a module name of SmallNet",
         ),
         (
+            "{evaluators: [ood], ood: {feature_layers: [stages.9]}}",
+            "ood: layer 'stages.9' expected a module name of SmallNet",
+        ),
+        (
+            "{evaluators: [ood], ood: {ood: ['openood:cifar10']}, data_root: /no/such/root}",
+            "ood: expected OpenOOD's image list /no/such/root/openood/benchmark_imglist/cifar10/",
+        ),
+        (
             "{evaluators: [spectra], limit: 2}",
             "spectra: expected at least 2 test images per class, so a limit of at least 20",
         ),

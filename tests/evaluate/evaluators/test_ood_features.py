@@ -255,3 +255,21 @@ def test_a_head_that_is_not_the_logits_leaves_the_head_scores_out():
     conds = {r["condition"] for r in rows}
     assert "noise:uniform/mahalanobis@penultimate" in conds and "noise:uniform/vim@penultimate" not in conds
     assert "vim, react, ash n/a: the last linear layer's output is not the logits" in rows[0]["warnings"]
+
+
+def test_non_finite_features_and_scores_are_one_line_or_a_stated_nan():
+    from mmix_eval.evaluate.evaluators.ood.feature_run import ranked
+
+    h, y = _features(n=20)
+    h[3, 1] = float("inf")
+    with pytest.raises(UserError, match="ood: layer '2' expected finite features on the training images, got 1 images"):
+        fit_layer("2", h, y, None, knn_k=5)
+    # ASH-S on features that are all negative: the kept ones sum to almost 0, exp(s1 / s2) overflows
+    q = torch.tensor([[-1e-3, -1e-3, -500.0, -500.0]], dtype=torch.float64)
+    s = ash_score(q, Head(torch.ones(2, 4, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)), 50.0)
+    assert not np.isfinite(s.numpy()).all()
+    got, base = ranked(np.array([0.1, s.item()]), np.array([0.0, 0.2]), {"warnings": None}, "ash at layer penultimate")
+    assert all(np.isnan(v) for v in got.values()) and set(got) == {"auroc", "aupr_in", "aupr_out", "fpr95"}
+    assert base["warnings"] == "ash at layer penultimate: scores not finite (an overflow), no ranking"
+    got, base = ranked(np.array([0.3, 0.4]), np.array([0.1, 0.2]), {"warnings": "w"}, "x")
+    assert got["auroc"] == 1.0 and base == {"warnings": "w"}

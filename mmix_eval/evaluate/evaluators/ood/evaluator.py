@@ -44,6 +44,7 @@ from mmix_eval.evaluate.evaluators.ood.logit_scores import (
     histogram_rows,
     score_rows,
 )
+from mmix_eval.evaluate.evaluators.ood.taps import resolve_taps
 from mmix_eval.evaluate.sources import TestImages, preflight_sources, refuse_same
 from mmix_eval.options import check_count
 
@@ -129,7 +130,7 @@ class OOD(Evaluator):
         check_count("fit_images", options.fit_images, 2, 10_000_000)
         check_count("knn_k", options.knn_k, 1, 100_000)
         if options.ood_val:
-            check_source(options.ood_val)
+            check_source(options.ood_val, "ood_val")
             if options.ood_val in options.ood:
                 raise OptionError(
                     "ood_val",
@@ -140,6 +141,8 @@ class OOD(Evaluator):
     def preflight(self, options, ctx) -> None:
         """Each data source exists and is not the bench's own data (by resolved path; by content when run); each
         OpenOOD list is there."""
+        if options.feature_layers:  # the layers exist in the model, before anything trains
+            resolve_taps(ctx.model, list(options.feature_layers))
         sources = [s for s in [*options.ood, options.ood_val] if s and not s.startswith("noise:")]
         gone = openood.missing(sources, openood.data_root(ctx.common.data_root or ctx.data_root))
         if gone:

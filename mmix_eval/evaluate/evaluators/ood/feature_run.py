@@ -12,6 +12,8 @@ from mmix_eval.evaluate.evaluators.ood.features import FEATURE_SCORES, HEAD_SCOR
 from mmix_eval.evaluate.evaluators.ood.ranking import auroc_of, ranking_metrics
 from mmix_eval.evaluate.evaluators.ood.taps import forward_features, head_of, resolve_taps
 
+NAN = float("nan")
+METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
 FIT_SEED = 0x666974  # the training subset's stream, beside the evaluation seed
 ROW_SETTINGS = ("knn_k", "vim_dim", "react_percentile", "ash_percentile", "chosen_by")
 
@@ -72,11 +74,21 @@ class FeatureRun:
                     **fit.settings.get(sc, {}),
                     **({"chosen_by": self.chosen[layer, sc]} if (layer, sc) in self.chosen else {}),
                 }
-                for metric, value in ranking_metrics(s_in[sc], s_out[sc]).items():
-                    row = record(base, f"{spec}/{sc}@{layer}", metric, value, label, **extra)
+                got, rbase = ranked(s_in[sc], s_out[sc], base, f"{sc} at layer {layer}")
+                for metric, value in got.items():
+                    row = record(rbase, f"{spec}/{sc}@{layer}", metric, value, label, **extra)
                     row["headline"] = False  # the evaluator's section and its by-layer figure, not the main table
                     rows.append(row)
         return rows
+
+
+def ranked(s_in, s_out, base: dict, what: str) -> tuple[dict, dict]:
+    """(the ranking metrics, the rows' base): NaN metrics and a warning where a score is not finite (ASH-S's scale
+    overflows on features of either sign), which no threshold can rank."""
+    if np.isfinite(s_in).all() and np.isfinite(s_out).all():
+        return ranking_metrics(s_in, s_out), base
+    why = f"{what}: scores not finite (an overflow), no ranking"
+    return dict.fromkeys(METRICS, NAN), {**base, "warnings": "; ".join(filter(None, [base.get("warnings"), why]))}
 
 
 def feature_run(target, model, options, asked: tuple, common, device, batch_size: int) -> FeatureRun | str | None:

@@ -238,6 +238,11 @@ def fit_layer(layer: str, h, y, head: Head | None, knn_k: int) -> LayerFit:
     h = h.to(torch.float64)
     if len(h) < 2:
         raise UserError(f"ood: feature scores expected at least 2 training images to fit on, got {len(h)}")
+    if not torch.isfinite(h).all():
+        raise UserError(
+            f"ood: layer '{layer}' expected finite features on the training images, got "
+            f"{int((~torch.isfinite(h)).any(1).sum())} images with non-finite ones"
+        )
     fit = LayerFit(layer, int(h.shape[1]), h, Gaussians.fit(h, y), normalised(h), head)
     fit.settings = {"knn": {"knn_k": min(knn_k, len(h))}}
     if head is not None:
@@ -268,7 +273,10 @@ def choose(fit: LayerFit, which: tuple[str, ...], h_in, h_out, auroc) -> dict[st
             got = [auroc(-di[k].numpy(), -do[k].numpy()) for k in grid]
         else:
             got = [auroc(fit.score(h_in, s, {key: g}).numpy(), fit.score(h_out, s, {key: g}).numpy()) for g in grid]
-        best = int(np.argmax(got))
+        if not np.isfinite(got).any():  # every setting overflows on the validation images: the default stays
+            told[s] = f"{key}: the default (no setting of {list(grid)} gave finite validation scores)"
+            continue
+        best = int(np.nanargmax(got))
         fit.settings[s] = {key: grid[best]}
         told[s] = f"{key} from {list(grid)} by validation AUROC ({got[best]:.4f})"
     return told

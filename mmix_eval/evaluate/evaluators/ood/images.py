@@ -12,22 +12,23 @@ from mmix_eval.evaluate.sources import TestImages
 NOISES = ("gaussian", "uniform", "blobs")
 
 
-def check_source(spec: str) -> None:
+def check_source(spec: str, param: str = "ood") -> None:
+    """A source spec is well formed (``param``: the option an error names)."""
     if openood.is_openood(spec):
         try:
             openood.parse(spec)
         except UserError as e:
-            raise OptionError("ood", str(e).removeprefix("ood: ")) from None
+            raise OptionError(param, str(e).removeprefix("ood: ")) from None
         return
     if spec.startswith("noise:"):
         kind = spec.split(":", 1)[1]
         if kind not in NOISES:
-            raise OptionError("ood", f"expected noise:{'|'.join(NOISES)}, got '{spec}'")
+            raise OptionError(param, f"expected noise:{'|'.join(NOISES)}, got '{spec}'")
         return
     name, sep, _ = spec.partition(":")
     if name not in DATASETS.names() and not sep:  # NAME:ARG may also be a user's module:function
         raise OptionError(
-            "ood",
+            param,
             f"expected noise:KIND or a data set ({', '.join(DATASETS.names())}), got "
             f"'{spec}'{did_you_mean(name, DATASETS.names())}",
         )

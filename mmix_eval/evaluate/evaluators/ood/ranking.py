@@ -20,4 +20,9 @@ def ranking_metrics(score_in, score_out) -> dict[str, float]:
 
 
 def auroc_of(s_in, s_out) -> float:
+    """AUROC, or NaN where a score is not finite (a setting that overflows is never chosen)."""
+    import numpy as np
+
+    if not (np.isfinite(s_in).all() and np.isfinite(s_out).all()):
+        return float("nan")
     return ranking_metrics(s_in, s_out)["auroc"]
