@@ -23,6 +23,9 @@ import numpy as np
 BOOT_RESAMPLES = 500  # the standard error of a difference is estimated to about 1/sqrt(2·(B − 1)) = 3 %
 BOOT_SEED = 0
 BOOT_STATS = ("nll", "brier", "ece")  # the column order of a replicate array
+# which column of a condition's replicate array holds a metric's: the probability scores', or an OOD condition's AUROC
+# (its columns 1 and 2 hold 0, unused: one array shape for every condition keeps the stored format)
+REPLICATE_COLUMNS = {"nll": 0, "brier": 1, "ece": 2, "auroc": 0}
 SCHEME = np.array([BOOT_RESAMPLES, BOOT_SEED, len(BOOT_STATS), 1], dtype=np.int64)  # stored; another is ignored
 _MAX_MATRIX_BYTES = 64 * 1024 * 1024  # the float32 count matrix is cached up to this size, else redrawn per condition
 
@@ -116,3 +119,47 @@ def reliability(conf: np.ndarray, correct: np.ndarray, bins: int) -> np.ndarray:
             np.bincount(idx, weights=conf, minlength=bins),
         ]
     ).astype(np.float32)
+
+
+def replicate_column(metric: str) -> int | None:
+    """The column of ``metric``'s replicates in its condition's array (``REPLICATE_COLUMNS``), or None."""
+    return REPLICATE_COLUMNS.get(metric)
+
+
+@functools.lru_cache(maxsize=2)
+def ood_counts(n: int) -> np.ndarray:
+    """(B, n) float32 resample counts of n OOD images: a stream of their own (``[BOOT_SEED, n, 1]``), so an OOD set
+    as large as the test subset is not resampled in step with it; the same for every run on the same images."""
+    rng = np.random.default_rng([BOOT_SEED, n, 1])
+    return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(BOOT_RESAMPLES)]).astype(np.float32)
+
+
+def weighted_auroc(s_in: np.ndarray, s_out: np.ndarray, w_in: np.ndarray, w_out: np.ndarray) -> np.ndarray:
+    """AUROC (in-distribution scored higher) of each row of weights: Σ_ij w_i v_j [s_i > t_j] + ½ [s_i = t_j]
+    over Σ w · Σ v, i.e. the Mann-Whitney statistic of the resample in which image i appears w_i times (ties
+    count ½, as scikit-learn's ``roc_auc_score``)."""
+    order = np.argsort(s_out, kind="stable")
+    t = np.asarray(s_out, dtype=np.float64)[order]
+    s = np.asarray(s_in, dtype=np.float64)
+    lo, hi = np.searchsorted(t, s, side="left"), np.searchsorted(t, s, side="right")
+    cum = np.zeros((w_out.shape[0], len(t) + 1))
+    np.cumsum(w_out[:, order], axis=1, out=cum[:, 1:])
+    below = cum[:, lo] + 0.5 * (cum[:, hi] - cum[:, lo])  # weighted OOD images under each ID image
+    return (w_in * below).sum(1) / (w_in.sum(1) * w_out.sum(1))
+
+
+def auroc_replicates(s_in: np.ndarray, s_out: np.ndarray) -> np.ndarray:
+    """(B, 3) float16: each resample's AUROC minus the full sample's in column 0 (columns 1, 2: 0). ID images are
+    resampled with the test images' counts (``resample_counts``), OOD images with their own (``ood_counts``): the
+    stratified bootstrap of AUROC, the very same resamples for every run on the same images, so two runs'
+    replicates pair resample by resample as the probability scores' do."""
+    n_in, n_out = len(s_in), len(s_out)
+    out = np.zeros((BOOT_RESAMPLES, len(BOOT_STATS)), dtype=np.float16)
+    if n_in == 0 or n_out == 0:
+        return out
+    full = weighted_auroc(s_in, s_out, np.ones((1, n_in)), np.ones((1, n_out)))[0]
+    c_in = resample_counts(n_in)
+    out[:, 0] = (
+        weighted_auroc(s_in, s_out, np.asarray(c_in, dtype=np.float64), ood_counts(n_out).astype(np.float64)) - full
+    )
+    return out

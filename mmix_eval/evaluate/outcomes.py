@@ -85,7 +85,7 @@ def pack(outcomes: dict[str, np.ndarray], indices: np.ndarray, detail: dict | No
         stored = quantise(boot) if boot is not None else None
         if stored is not None:
             arrays[f"{BOOT}{calibrator}/{condition}"], arrays[f"{SCALE}{calibrator}/{condition}"] = stored
-        arrays[f"{BINS}{calibrator}/{condition}"] = np.asarray(bins, dtype=np.float32)
+        arrays[f"{BINS}{calibrator}/{condition}"] = _stored_bins(bins)
     for condition, correct in outcomes.items():
         want = arrays["indices"]
         if isinstance(correct, tuple):
@@ -190,10 +190,17 @@ def _boot(a: np.ndarray, name: str, exp: np.ndarray | None = None) -> np.ndarray
     return dequantise(a, exp)
 
 
-def _reliability(a: np.ndarray, name: str) -> np.ndarray:
+def _stored_bins(bins) -> np.ndarray:
+    """Reliability bins as stored: (3, bins) float32; a condition without any (an OOD condition, whose replicates
+    are AUROC's) as (3, 0)."""
+    return np.zeros((3, 0), dtype=np.float32) if bins is None else np.asarray(bins, dtype=np.float32)
+
+
+def _reliability(a: np.ndarray, name: str) -> np.ndarray | None:
+    """(3, bins) float32 reliability sums, or None for a condition stored without any ((3, 0))."""
     if a.ndim != 2 or a.shape[0] != 3 or a.dtype.kind != "f":
         raise ValueError(f"'{name}' expected 3 x bins reliability sums, got {a.dtype} {a.shape}")
-    return a.astype(np.float32)
+    return a.astype(np.float32) if a.shape[1] else None
 
 
 def _why(e: BaseException) -> str:
@@ -239,7 +246,7 @@ def write_many(path: Path, outcomes: dict[tuple, tuple[np.ndarray, np.ndarray]],
             if stored is not None:
                 boots.append(stored[0])
                 exps.append(stored[1])
-            rel = np.asarray(bins, dtype=np.float32)
+            rel = _stored_bins(bins)
             rels.append(rel.reshape(-1))
             nbins.append(rel.shape[1])
         arrays["dkeys"] = np.array([json.dumps(list(k)) for k in dkeys], dtype=str)
@@ -321,7 +328,7 @@ def _stacked_detail(z, keyed, same: bool) -> dict:
     boots, exps, rels = _Cursor(z["boot"], "boot"), _Cursor(z["boot_exp"], "boot_exp"), _Cursor(z["rel"], "rel")
     detail = {}
     for n, k, indices in keyed("dkeys", "dsubset_of", 4):
-        if n >= len(has) or n >= len(nbins) or has.dtype != bool or nbins.dtype.kind not in "iu" or nbins[n] < 1:
+        if n >= len(has) or n >= len(nbins) or has.dtype != bool or nbins.dtype.kind not in "iu" or nbins[n] < 0:
             raise ValueError(f"'has_boot' and 'rel_bins' expected one entry per stored condition (dkeys {n})")
         boot = None
         if has[n]:

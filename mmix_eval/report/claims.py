@@ -28,7 +28,7 @@ import numpy as np
 
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import CALIBRATION_ERRORS
-from mmix_eval.evaluate.boot import BOOT_STATS
+from mmix_eval.evaluate.boot import replicate_column
 from mmix_eval.report import stats
 from mmix_eval.report.checks import parse_target
 from mmix_eval.report.compare import _detail, _outcome, _same_images, image_pair, is_ensemble, reference
@@ -310,8 +310,8 @@ def _image_terms(table: Table, outcomes: dict, detail: dict, row: Row, a: str, b
                 return None, None
             d.append((oa[1].astype(np.float64) - ob[1].astype(np.float64)) * 100.0)
         return stats.image_terms(np.stack(d)), len(d[0])
-    if row.metric in BOOT_STATS and row.metric not in CALIBRATION_ERRORS:
-        k = BOOT_STATS.index(row.metric)
+    if replicate_column(row.metric) is not None and row.metric not in CALIBRATION_ERRORS:
+        k = replicate_column(row.metric)
         reps = []
         for s in seeds:
             xa, xb = _detail(detail, table.runs[a][s], row), _detail(detail, table.runs[b][s], row)

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from mmix_eval.errors import ParamError
-from mmix_eval.evaluate.boot import BOOT_STATS
+from mmix_eval.evaluate.boot import replicate_column
 from mmix_eval.report import stats
 from mmix_eval.report.table import Row, Table
 
@@ -73,9 +73,10 @@ def image_differences(
 
 
 def per_image(row: Row) -> bool:
-    """A row compared over test images: accuracy (per-image outcomes) or a score with bootstrap replicates."""
+    """A row compared over test images: accuracy (per-image outcomes) or a score with bootstrap replicates (NLL,
+    Brier, ECE; an OOD condition's AUROC)."""
     return (row.metric == "acc" and row.direction == "higher") or (
-        row.metric in BOOT_STATS and row.direction is not None
+        replicate_column(row.metric) is not None and row.direction is not None
     )
 
 
@@ -88,7 +89,7 @@ def image_pair(
     summed discordance (test "sign-flip"; an image, not an (image, seed pair), is the unit, since the same images
     recur in every pair); NLL, Brier, ECE: the stored paired bootstrap replicates (``boot_pair``, test "bootstrap")."""
     row = table.rows[i]
-    if row.metric in BOOT_STATS:
+    if replicate_column(row.metric) is not None:
         return boot_pair(table, detail or {}, i, a, b, notes)
     if row.metric != "acc" or row.direction != "higher" or a not in table.runs or b not in table.runs:
         return None
@@ -122,7 +123,7 @@ def _same_images(ia, ib, row: Row, a: str, b: str, seed, notes: list | None) -> 
 
 
 def boot_pair(table: Table, detail: dict, i: int, a: str, b: str, notes: list | None = None) -> tuple | None:
-    """Column ``a`` − column ``b`` on an NLL, Brier or ECE row over test images, from each run's stored bootstrap
+    """Column ``a`` − column ``b`` on an NLL, Brier, ECE or AUROC row over test images, from each run's stored bootstrap
     replicates (``evaluate.boot``: the same resamples of the same images for every run, so resample r is one draw
     of the paired bootstrap, ECE recomputed on it). Seed pairs ride together: replicate r of the difference is the
     mean over seed pairs of their r-th differences. (difference, low, high, p, images, pairs, "bootstrap"): the
@@ -132,7 +133,7 @@ def boot_pair(table: Table, detail: dict, i: int, a: str, b: str, notes: list | 
     ca, cb = table.cells.get((i, a)), table.cells.get((i, b))
     if ca is None or cb is None or a not in table.runs or b not in table.runs:
         return None
-    k = BOOT_STATS.index(row.metric)
+    k = replicate_column(row.metric)
     reps, diffs, n = [], [], 0
     for seed in sorted(set(table.runs[a]) & set(table.runs[b]) & set(ca.values) & set(cb.values), key=str):
         xa, xb = _detail(detail, table.runs[a][seed], row), _detail(detail, table.runs[b][seed], row)
@@ -155,7 +156,7 @@ def used_detail(table: Table, detail: dict) -> dict:
     used = set()
     runs = {r for by_seed in table.runs.values() for r in by_seed.values()}
     for row in table.rows:
-        if row.metric not in BOOT_STATS:
+        if replicate_column(row.metric) is None:
             continue
         for run in runs:
             key = next((k for k, v in _matches(detail, run, row) if v[1] is not None), None)

@@ -107,7 +107,9 @@ MAX_RELIABILITY_METHODS = 6  # its columns
 def pooled_bins(detail: dict, runs: list[str], evaluator: str, condition: str, calibrator: str):
     """(3, bins) sums over the runs' stored reliability bins of one condition (count, correct, confidence), or
     None where no run has them (or the runs' bin counts differ)."""
-    got = [v[2] for r in runs if (v := detail.get((r, evaluator, condition, calibrator))) is not None]
+    got = [
+        v[2] for r in runs if (v := detail.get((r, evaluator, condition, calibrator))) is not None and v[2] is not None
+    ]
     if not got or len({g.shape for g in got}) != 1:
         return None
     return sum(g.astype(float) for g in got)

@@ -266,7 +266,7 @@ def adjust(ps: list[float], how: str = "holm") -> list[float]:
 
 
 def replicate_z(diff: float, reps: np.ndarray) -> tuple[float, float | None, float | None, float | None]:
-    """A network claim on NLL or Brier: (difference, 95 % low, high, two-sided p) from paired bootstrap replicates
+    """A network claim on NLL, Brier or AUROC: (difference, 95 % low, high, two-sided p) from paired bootstrap replicates
     (k pairs, B resamples shared by every run): replicate r of the difference is the mean over pairs of their r-th
     differences (an image brings all its pairs), its standard deviation the standard error, a normal interval and
     z-test. (difference, None, None, None) without spread."""
@@ -274,3 +274,33 @@ def replicate_z(diff: float, reps: np.ndarray) -> tuple[float, float | None, flo
     if not math.isfinite(se) or se == 0.0:
         return diff, None, None, None
     return diff, diff - Z975 * se, diff + Z975 * se, normal_p(diff / se)
+
+
+def delong(scores_in: np.ndarray, scores_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong, DeLong & Clarke-Pearson (1988): the AUROCs of k scorings of the same images ((k, m) in-distribution
+    scores, (k, n) OOD scores; in-distribution scored higher, ties ½) and their (k, k) covariance, from the
+    structural components V10_i = P(x_i > Y) and V01_j = P(X > y_j), computed by midranks (Sun & Xu 2014)."""
+    from scipy.stats import rankdata
+
+    x, y = (
+        np.atleast_2d(np.asarray(scores_in, dtype=np.float64)),
+        np.atleast_2d(np.asarray(scores_out, dtype=np.float64)),
+    )
+    m, n = x.shape[1], y.shape[1]
+    both = np.concatenate([x, y], axis=1)
+    r_all = rankdata(both, axis=1)
+    r_x, r_y = rankdata(x, axis=1), rankdata(y, axis=1)
+    v10 = (r_all[:, :m] - r_x) / n  # per ID image: the share of OOD images below it
+    v01 = 1.0 - (r_all[:, m:] - r_y) / m  # per OOD image: the share of ID images above it
+    auc = v10.mean(axis=1)
+    cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+    return auc, cov
+
+
+def delong_paired(a_in, a_out, b_in, b_out) -> tuple[float, float, float]:
+    """DeLong's test of two correlated AUROCs on the same images: (AUROC a − AUROC b, its standard error, two-sided
+    p). The same images in the same order for both (a network claim on one pair of trained networks)."""
+    auc, cov = delong(np.stack([a_in, b_in]), np.stack([a_out, b_out]))
+    se = math.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0))
+    diff = float(auc[0] - auc[1])
+    return diff, se, normal_p(diff / se) if se > 0 else (1.0 if diff == 0 else 0.0)

@@ -230,3 +230,26 @@ def test_a_stacked_file_whose_arrays_do_not_match_its_keys_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="more bytes"):
         read_many_detail(tmp_path / "long.npz")
+
+
+def test_auroc_replicates_without_reliability_bins_round_trip_beside_bins(tmp_path):
+    """Issue 45: an OOD condition stores AUROC's replicates and no reliability bins ((3, 0) on disk, None read)."""
+    from mmix_eval.evaluate.boot import auroc_replicates
+
+    rng = np.random.default_rng(0)
+    indices = np.arange(60)
+    boot = auroc_replicates(rng.normal(1, 1, 60), rng.normal(0, 1, 40))
+    bits, d = detail_for(60, 1)
+    cal_boot, rel = d["none"]
+    (tmp_path / "f.npz").write_bytes(
+        pack({"eps2": bits}, indices, {("src/msp", "none"): (boot, None), ("eps2", "none"): (cal_boot, rel)})
+    )
+    _, _, _, detail = read_outcome_file(tmp_path / "f.npz")
+    assert detail["src/msp", "none"][1] is None and np.array_equal(detail["eps2", "none"][1], rel)
+    assert np.abs(detail["src/msp", "none"][0][:, 0] - boot[:, 0].astype(np.float64)).max() < 1e-3
+    many = {("r", "ood", c, cal): (indices, b, r) for (c, cal), (b, r) in detail.items()}
+    write_many(tmp_path / "o.npz", {}, many)
+    _, back = read_many_detail(tmp_path / "o.npz")
+    for k, (i, b, r) in many.items():
+        assert np.array_equal(back[k][0], i) and np.array_equal(back[k][1], b)
+        assert (r is None and back[k][2] is None) or np.array_equal(back[k][2], r)

@@ -216,3 +216,43 @@ def test_a_deep_ensembles_energy_and_max_logit_come_from_its_members_mean_logits
     assert all("max logit and energy from the members' mean logits" in r["settings"]["ensemble_scores"] for r in rows)
     calibrated = {r["settings"]["score"] for r in rows if r["calibrator"] not in (None, "none")}
     assert calibrated == {"msp"}
+
+
+def test_auroc_differences_get_paired_intervals_over_seeds_and_images(tmp_path):
+    """Issue 45, item 5: each run stores AUROC's bootstrap replicates, so a report's method claims on AUROC take the
+    test images as a sample too (not 'no per-image data') and its network claims are the replicate z-test."""
+    for method in ("vanilla", "input_mixup"):
+        for seed in (0, 1):
+            run = tmp_path / f"{method}-s{seed}"
+            argv = ["train", "--data", "digits", "--method", method, "--epochs", "1", "--seed", str(seed)]
+            argv += [
+                "--set",
+                "train.device=cpu",
+                "--set",
+                "model.kwargs={width: 4}",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+            assert main(argv) == 0
+            argv = [
+                "ood",
+                "--ckpt",
+                str(run),
+                "--ood",
+                "noise:blobs",
+                "--scores",
+                "msp,knn",
+                "--out",
+                str(tmp_path / "res"),
+            ]
+            assert main([*argv, "--no-progress"]) == 0
+    assert (tmp_path / "res" / "vanilla-s0" / "ood.outcomes.npz").exists()
+    assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "rep"), "--baseline", "vanilla"]) == 0
+    claims = (tmp_path / "rep" / "claims.md").read_text()
+    line = next(x for x in claims.splitlines() if "| noise:blobs, msp score: AUROC |" in x)
+    assert "2 seed pairs × 300 images" in line and "bootstrap z-test" in line
+    line = next(x for x in claims.splitlines() if "| noise:blobs, knn score at layer 2: AUROC |" in x)
+    assert "2 seed pairs × 300 images" in line and "bootstrap z-test" in line
+    line = next(x for x in claims.splitlines() if "| noise:blobs, msp score: FPR at 95 % TPR |" in x)
+    assert "no per-image data" in line  # replicates are AUROC's only

@@ -85,8 +85,8 @@ class OODOptions:
 
 class OOD(Evaluator):
     name = "ood"
-    version = "3"  # 2: a deep ensemble's max logit and energy from its members' mean logits (were constant); 3: feature
-    # scores at the stage outputs and the penultimate features
+    version = "4"  # 2: a deep ensemble's max logit and energy from its members' mean logits (were constant); 3: feature
+    # scores at the stage outputs and the penultimate features; 4: AUROC's bootstrap replicates stored
     help = "out-of-distribution detection: AUROC, AUPR, FPR95 of logit scores and of feature scores at every layer"
     Options = OODOptions
     metrics = {

@@ -9,6 +9,7 @@ import numpy as np
 
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.evaluators.ood.features import FEATURE_SCORES, HEAD_SCORES, PENULTIMATE, choose, fit_layer
+from mmix_eval.evaluate.evaluators.ood.logit_scores import with_replicates
 from mmix_eval.evaluate.evaluators.ood.ranking import auroc_of, ranking_metrics
 from mmix_eval.evaluate.evaluators.ood.taps import forward_features, head_of, resolve_taps
 
@@ -75,10 +76,10 @@ class FeatureRun:
                     **({"chosen_by": self.chosen[layer, sc]} if (layer, sc) in self.chosen else {}),
                 }
                 got, rbase = ranked(s_in[sc], s_out[sc], base, f"{sc} at layer {layer}")
-                for metric, value in got.items():
-                    row = record(rbase, f"{spec}/{sc}@{layer}", metric, value, label, **extra)
+                these = [record(rbase, f"{spec}/{sc}@{layer}", m, v, label, **extra) for m, v in got.items()]
+                for row in these:
                     row["headline"] = False  # the evaluator's section and its by-layer figure, not the main table
-                    rows.append(row)
+                rows += with_replicates(these, s_in[sc], s_out[sc]) if rbase is base else these
         return rows
 
 

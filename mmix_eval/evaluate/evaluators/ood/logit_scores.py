@@ -62,14 +62,31 @@ class Scorer:
 
 
 def score_rows(base: dict, spec: str, s_in: dict, s_out: dict, n_ood: int, **extra) -> list[dict]:
-    """AUROC, AUPR and FPR95 rows of each score (``extra``: the calibrator's fields)."""
+    """AUROC, AUPR and FPR95 rows of each score (``extra``: the calibrator's fields); the AUROC row carries its
+    bootstrap replicates (``with_replicates``)."""
     from mmix_eval.evaluate.records import record
 
     rows = []
     for sc in [s for s in SCORES if s in s_in]:
         label = f"{spec}, {sc.replace('_', ' ')} score"
-        for metric, value in ranking_metrics(s_in[sc], s_out[sc]).items():
-            rows.append(record(base, f"{spec}/{sc}", metric, value, label, ood=spec, score=sc, n_ood=n_ood, **extra))
+        got = [
+            record(base, f"{spec}/{sc}", metric, value, label, ood=spec, score=sc, n_ood=n_ood, **extra)
+            for metric, value in ranking_metrics(s_in[sc], s_out[sc]).items()
+        ]
+        rows += with_replicates(got, s_in[sc], s_out[sc])
+    return rows
+
+
+def with_replicates(rows: list[dict], s_in, s_out) -> list[dict]:
+    """The AUROC row of a score's rows carries the stratified bootstrap replicates of its AUROC (the same resamples
+    of the same ID and OOD images for every run: ``evaluate.boot.auroc_replicates``), which the runner stores beside
+    the records so a report pairs two runs image by image."""
+    from mmix_eval.evaluate.boot import auroc_replicates
+    from mmix_eval.evaluate.record_types import attach
+
+    for r in rows:
+        if r["metric"] == "auroc":
+            attach(r, boot=auroc_replicates(s_in, s_out))
     return rows
 
 

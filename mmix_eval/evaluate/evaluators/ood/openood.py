@@ -18,7 +18,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from mmix_eval.errors import UserError
+from mmix_eval.evaluate.record_types import PER_IMAGE, attach
 
 OPENOOD_URL = "https://github.com/Jingkang50/OpenOOD (scripts/download/download.py --contents datasets ood_v1.5)"
 PROTOCOLS = {
@@ -164,12 +167,15 @@ def group_rows(rows: list[dict]) -> list[dict]:
         sets = PROTOCOLS[protocol][group]
         if sorted(parse(r["settings"]["ood"])[1] for r in rs) != sorted(sets):
             continue
-        first, name = rs[0], f"openood:{protocol}/{group}"
+        first, name = {k: v for k, v in rs[0].items() if k != PER_IMAGE}, f"openood:{protocol}/{group}"
         label = (first["label"] or "").replace(first["settings"]["ood"], f"{group}-OOD ({', '.join(sets)})", 1)
         settings = {**first["settings"], "ood": name, "ood_group": group, "group_sets": ",".join(sets)}
         settings["n_ood"] = sum(int(r["settings"].get("n_ood") or 0) for r in rs)
         value = sum(float(r["value"]) for r in rs) / len(rs)
         row = {**first, "condition": name + suffix, "label": label, "value": value, "settings": settings}
         row["headline"] = None if "@" not in suffix else False  # a group's logit scores in the main table
+        boots = [r[PER_IMAGE].boot for r in rs if r.get(PER_IMAGE) is not None and r[PER_IMAGE].boot is not None]
+        if len(boots) == len(rs):  # the group mean's replicates: the mean of its sets' (each resampled on its own)
+            attach(row, boot=np.mean(np.stack([b.astype(np.float64) for b in boots]), axis=0).astype(np.float16))
         out.append(row)
     return out
