@@ -163,3 +163,24 @@ def write_tinyimagenet_c(root: Path, tiny: Path, corruptions=("fog", "contrast")
                 a = np.asarray(Image.open(tiny / "val" / "images" / name).convert("RGB")).astype(np.int64)
                 Image.fromarray(np.clip(a - 10 * s - 5 * ci, 0, 255).astype(np.uint8)).save(d / name, quality=100)
     return root
+
+
+def staged_net():
+    """A tiny stage-structured network as the built-ins are (``stages``, a pooled head ending in an ``nn.Linear``):
+    1 x 8 x 8 images, two ReLU conv stages of 4 and 6 channels, 3 classes, seeded weights. torch loads here."""
+    import torch
+
+    class Staged(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            conv = lambda a, b: torch.nn.Sequential(torch.nn.Conv2d(a, b, 3, padding=1), torch.nn.ReLU())  # noqa: E731
+            self.stages = torch.nn.ModuleList([conv(1, 4), conv(4, 6)])
+            self.fc = torch.nn.Linear(6, 3)
+
+        def forward(self, x):
+            for s in self.stages:
+                x = s(x)
+            return self.fc(x.mean(dim=(2, 3)))
+
+    return Staged

@@ -27,6 +27,7 @@ from mmix_eval.evaluate.evaluators.ood.features import ViM as OurViM
 from mmix_eval.evaluate.evaluators.ood.ranking import ranking_metrics
 from mmix_eval.evaluate.evaluators.ood.taps import resolve_taps
 from mmix_eval.evaluate.target import target_from_module
+from tests.builders import staged_net
 
 
 def _features(n=300, d=8, c=3, seed=0, shift=0.0):
@@ -146,24 +147,7 @@ def test_settings_are_chosen_on_validation_features_only():
     assert fit.settings["vim"]["vim_dim"] in (2, 4, 6)
 
 
-class Staged(torch.nn.Module):
-    """Two conv stages and a pooled linear head, as the built-in nets (stages, last nn.Linear)."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.stages = torch.nn.ModuleList(
-            [
-                torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU()),
-                torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU()),
-            ]
-        )
-        self.fc = torch.nn.Linear(6, 3)
-
-    def forward(self, x):
-        for s in self.stages:
-            x = s(x)
-        return self.fc(x.mean(dim=(2, 3)))
+Staged = staged_net()
 
 
 def _tensors(n, seed, bright):

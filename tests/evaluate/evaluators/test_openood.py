@@ -13,6 +13,7 @@ from mmix_eval.evaluate.base import EvalOptions, OptionError, get_evaluator, run
 from mmix_eval.evaluate.evaluators.ood import ood_images
 from mmix_eval.evaluate.evaluators.ood.openood import expand, group_of, image_names
 from mmix_eval.evaluate.target import target_from_module
+from tests.builders import staged_net
 
 # each set as OpenOOD distributes it: its own folder, size, mode and format
 SETS = {
@@ -43,22 +44,7 @@ def openood_root(tmp_path, n=12, val=10):
     return root
 
 
-class Staged(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.stages = torch.nn.ModuleList(
-            [
-                torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU()),
-                torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU()),
-            ]
-        )
-        self.fc = torch.nn.Linear(6, 3)
-
-    def forward(self, x):
-        for s in self.stages:
-            x = s(x)
-        return self.fc(x.mean(dim=(2, 3)))
+Staged = staged_net()
 
 
 def _tensors(n, seed):
