@@ -296,6 +296,7 @@ STUDY = ["reports/digits-loss-study/bce_softmax", "reports/digits-loss-study/sof
         ("reports/digits-calibration/README.md", ["reports/digits-calibration"]),
         ("reports/digits-calibrators/README.md", ["reports/digits-calibrators"]),
         ("reports/digits-ood/README.md", ["reports/digits-ood"]),
+        ("reports/cifar10-smallnet-ood/README.md", ["reports/cifar10-smallnet-ood"]),
     ],
 )
 def test_the_readmes_show_the_generated_summary_verbatim(readme, reports):
@@ -317,6 +318,11 @@ def test_the_readmes_show_the_generated_summary_verbatim(readme, reports):
             "digits-ood",
             "Out-of-distribution detection from the logits and from the features, layer by layer, on the "
             "embedded digits",
+        ),
+        (
+            "cifar10-smallnet-ood",
+            "Out-of-distribution detection from the logits and from the features, layer by layer: CIFAR-10, small "
+            "CNN, CPU budget",
         ),
     ],
 )
