@@ -134,18 +134,26 @@ def ood_counts(n: int) -> np.ndarray:
     return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(BOOT_RESAMPLES)]).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=4)
+def _by_image(n: int, ood: bool) -> np.ndarray:
+    """The (n, B) transpose of the ID (``resample_counts``) or OOD (``ood_counts``) counts, float32, contiguous: one
+    image's counts in every resample side by side, so gathering images is copying rows."""
+    return np.ascontiguousarray((ood_counts(n) if ood else _draw_counts(n)).T, dtype=np.float32)
+
+
 def weighted_auroc(s_in: np.ndarray, s_out: np.ndarray, w_in: np.ndarray, w_out: np.ndarray) -> np.ndarray:
-    """AUROC (in-distribution scored higher) of each row of weights: Σ_ij w_i v_j [s_i > t_j] + ½ [s_i = t_j]
-    over Σ w · Σ v, i.e. the Mann-Whitney statistic of the resample in which image i appears w_i times (ties
-    count ½, as scikit-learn's ``roc_auc_score``)."""
+    """AUROC (in-distribution scored higher) of each column of weights ((n_in, R) and (n_out, R)): Σ_ij w_i v_j
+    ([s_i > t_j] + ½ [s_i = t_j]) over Σ w · Σ v, i.e. the Mann-Whitney statistic of the resample in which image i
+    appears w_i times (ties count ½, as scikit-learn's ``roc_auc_score``). Sorted OOD scores and prefix sums of
+    their weights: O(R (n_in + n_out)), no n_in x n_out matrix."""
     order = np.argsort(s_out, kind="stable")
     t = np.asarray(s_out, dtype=np.float64)[order]
     s = np.asarray(s_in, dtype=np.float64)
     lo, hi = np.searchsorted(t, s, side="left"), np.searchsorted(t, s, side="right")
-    cum = np.zeros((w_out.shape[0], len(t) + 1))
-    np.cumsum(w_out[:, order], axis=1, out=cum[:, 1:])
-    below = cum[:, lo] + 0.5 * (cum[:, hi] - cum[:, lo])  # weighted OOD images under each ID image
-    return (w_in * below).sum(1) / (w_in.sum(1) * w_out.sum(1))
+    cum = np.zeros((len(t) + 1, w_out.shape[1]), dtype=w_out.dtype)
+    np.cumsum(w_out[order], axis=0, out=cum[1:])
+    below = 0.5 * (cum[lo] + cum[hi])  # (n_in, R): the weighted OOD images under each ID image, ties halved
+    return (w_in * below).sum(0, dtype=np.float64) / (w_in.sum(0, dtype=np.float64) * w_out.sum(0, dtype=np.float64))
 
 
 def auroc_replicates(s_in: np.ndarray, s_out: np.ndarray) -> np.ndarray:
@@ -157,9 +165,6 @@ def auroc_replicates(s_in: np.ndarray, s_out: np.ndarray) -> np.ndarray:
     out = np.zeros((BOOT_RESAMPLES, len(BOOT_STATS)), dtype=np.float16)
     if n_in == 0 or n_out == 0:
         return out
-    full = weighted_auroc(s_in, s_out, np.ones((1, n_in)), np.ones((1, n_out)))[0]
-    c_in = resample_counts(n_in)
-    out[:, 0] = (
-        weighted_auroc(s_in, s_out, np.asarray(c_in, dtype=np.float64), ood_counts(n_out).astype(np.float64)) - full
-    )
+    full = weighted_auroc(s_in, s_out, np.ones((n_in, 1)), np.ones((n_out, 1)))[0]
+    out[:, 0] = weighted_auroc(s_in, s_out, _by_image(n_in, False), _by_image(n_out, True)) - full
     return out

@@ -18,7 +18,7 @@ def test_weighted_auroc_is_scikit_learns_on_the_resampled_images():
     rng = np.random.default_rng(0)
     s_in = np.round(rng.normal(1, 1, 40), 1)  # rounded: ties between and within the two sets
     s_out = np.round(rng.normal(0, 1, 30), 1)
-    full = weighted_auroc(s_in, s_out, np.ones((1, 40)), np.ones((1, 30)))[0]
+    full = weighted_auroc(s_in, s_out, np.ones((40, 1)), np.ones((30, 1)))[0]
     y = np.r_[np.ones(40), np.zeros(30)]
     assert full == pytest.approx(roc_auc_score(y, np.r_[s_in, s_out]), abs=1e-15)
     reps = auroc_replicates(s_in, s_out)
