@@ -116,8 +116,13 @@ def test_other_runnable_sees_a_spinning_process_and_not_this_ones_threads(tmp_pa
     monkeypatch.setattr(threads, "LOADAVG", fake)
     fake.write_text("0.50 0.40 0.30 1/200 12345\n")  # only the reading thread runs: nothing else
     assert threads.other_runnable() == (0.0, "/proc/loadavg running")
+    # this process's own runnable threads are taken off: held at 1 and 2 here (under the slow lane's load another
+    # thread of this test process was once runnable at the moment of the look: 2.0 seen where 3.0 was expected)
     fake.write_text("0.50 0.40 0.30 4/200 12345\n")
-    assert threads.other_runnable(samples=2, gap=0.0) == (3.0, "/proc/loadavg running")
+    for own, others in ((1, 3.0), (2, 2.0)):
+        monkeypatch.setattr(threads, "_own_running", lambda own=own: own)
+        assert threads.other_runnable(samples=2, gap=0.0) == (others, "/proc/loadavg running")
+    monkeypatch.setattr(threads, "_own_running", lambda: 1)
     for garbage in ("", "0.5 0.4", "a b c x/y z"):  # unreadable: the 1-minute load average instead
         fake.write_text(garbage)
         monkeypatch.setattr(os, "getloadavg", lambda: (2.5, 1.0, 1.0))
