@@ -102,9 +102,7 @@ class OOD(Evaluator):
         for k in ("ood", "scores", "feature_layers"):
             if isinstance(getattr(options, k), str):
                 options = replace(options, **{k: [s.strip() for s in getattr(options, k).split(",") if s.strip()]})
-        protocols = [
-            s for s in options.ood if openood.is_openood(s) and s.count("/") == 0 and s[8:] in openood.PROTOCOLS
-        ]
+        protocols = [s for s in options.ood if openood.is_openood(s) and s[len(openood.PREFIX) :] in openood.PROTOCOLS]
         if protocols:  # the protocol's test sets, and its validation split unless another is named
             val = options.ood_val or f"{protocols[0]}/val"
             return replace(options, ood=openood.expand(options.ood), ood_val=val)

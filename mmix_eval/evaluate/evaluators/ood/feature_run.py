@@ -16,7 +16,6 @@ from mmix_eval.evaluate.evaluators.ood.taps import forward_features, head_of, re
 NAN = float("nan")
 METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
 FIT_SEED = 0x666974  # the training subset's stream, beside the evaluation seed
-ROW_SETTINGS = ("knn_k", "vim_dim", "react_percentile", "ash_percentile", "chosen_by")
 
 
 @dataclass
@@ -33,6 +32,7 @@ class FeatureRun:
     test: dict | None = None  # layer -> the test images' features
     chosen: dict = field(default_factory=dict)  # (layer, score) -> how its setting was chosen
     val_spec: str | None = None  # the OOD validation source the settings are chosen on (None: the papers')
+    test_scores: dict = field(default_factory=dict)  # layer -> the test images' scores, once for every source
 
     def forward(self, x):
         """(logits, layer -> features) of uint8 images ``x`` (an OOD source's: labels never read)."""
@@ -63,7 +63,9 @@ class FeatureRun:
 
         rows = []
         for layer, fit in self.fits.items():
-            s_in, s_out = fit.scores(self.test[layer], self.which), fit.scores(f_out[layer], self.which)
+            if layer not in self.test_scores:  # after choose_on: the settings are final by now
+                self.test_scores[layer] = fit.scores(self.test[layer], self.which)
+            s_in, s_out = self.test_scores[layer], fit.scores(f_out[layer], self.which)
             for sc in s_in:
                 label = f"{spec}, {sc} score at layer {layer}"
                 extra = {

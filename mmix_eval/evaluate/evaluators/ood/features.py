@@ -37,7 +37,7 @@ from mmix_eval.errors import UserError
 FEATURE_SCORES = ("mahalanobis", "rmds", "knn", "vim", "react", "ash")
 HEAD_SCORES = ("vim", "react", "ash")  # through the last linear layer: the penultimate features only
 PENULTIMATE = "penultimate"
-DEFAULTS = {"knn_k": 50, "react_percentile": 90.0, "ash_percentile": 90.0}  # vim_dim: half the width (see vim_dim)
+DEFAULTS = {"react_percentile": 90.0, "ash_percentile": 90.0}  # KNN's k: the option; ViM's D: half the width (vim_dim)
 GRIDS = {  # searched on the validation source only (pytorch-ood's hyperparameter spaces; ViM's D relative)
     "knn": ("knn_k", (1, 5, 10, 20, 50, 100, 200)),
     "react": ("react_percentile", (85.0, 90.0, 95.0, 99.0)),
@@ -75,24 +75,22 @@ def energy(z):
 class Gaussians:
     """Class means and the shared precision (Mahalanobis), and the training images' own (RMDS's MD_0)."""
 
-    mu: object
+    mu: object  # (C, d): the classes present in the training subset
     prec: object
     mu0: object
     prec0: object
-    classes: list = field(default_factory=list)
 
     @classmethod
     def fit(cls, h, y) -> Gaussians:
         import torch
 
-        classes = sorted(set(int(c) for c in y.tolist()))
-        mu = torch.stack([h[y == c].mean(0) for c in classes])
-        lut = {c: i for i, c in enumerate(classes)}
-        centred = h - mu[torch.tensor([lut[int(c)] for c in y.tolist()])]
+        _, of = torch.unique(y, return_inverse=True)  # each image's class among those present
+        mu = torch.stack([h[of == c].mean(0) for c in range(int(of.max()) + 1)])
+        centred = h - mu[of]
         prec = torch.linalg.pinv(centred.T @ centred / len(h), hermitian=True)
         mu0 = h.mean(0)
         prec0 = torch.linalg.pinv((h - mu0).T @ (h - mu0) / len(h), hermitian=True)
-        return cls(mu, prec, mu0, prec0, classes)
+        return cls(mu, prec, mu0, prec0)
 
     @staticmethod
     def _md(h, mu, prec):
@@ -100,9 +98,11 @@ class Gaussians:
         return ((d @ prec) * d).sum(1)
 
     def class_distances(self, h):
-        import torch
-
-        return torch.stack([self._md(h, m, self.prec) for m in self.mu], 1)
+        """(N, C) squared Mahalanobis distances to every class mean, expanded as hᵀPh − 2 hᵀPμ + μᵀPμ: one (N, d)
+        product and one (N, C), not one (N, d) x (d, d) product per class (200 of them for Tiny-ImageNet)."""
+        hp = h @ self.prec
+        quad = (hp * h).sum(1, keepdim=True)
+        return quad - 2 * hp @ self.mu.T + ((self.mu @ self.prec) * self.mu).sum(1)[None, :]
 
     def mahalanobis(self, h):
         return -self.class_distances(h).min(1).values
@@ -266,9 +266,8 @@ def choose(fit: LayerFit, which: tuple[str, ...], h_in, h_out, auroc) -> dict[st
         key, grid = GRIDS[s]
         if s == "vim":
             grid = tuple(dict.fromkeys(vim_dim(fit.width, g) for g in grid))
-        elif s == "knn":
-            grid = tuple(k for k in grid if k <= len(fit.train)) or (len(fit.train),)
         if s == "knn":  # one top-k for the whole grid
+            grid = tuple(k for k in grid if k <= len(fit.train)) or (len(fit.train),)
             di, do = knn_distances(fit.bank, h_in, grid), knn_distances(fit.bank, h_out, grid)
             got = [auroc(-di[k].numpy(), -do[k].numpy()) for k in grid]
         else:

@@ -34,7 +34,8 @@ def resolve_taps(model, names: list[str]) -> dict[str, Tap]:
     if not names:
         names = [str(i) for i in range(1, len(getattr(model, "stages", ())) + 1)] + [PENULTIMATE]
     out = {}
-    layers = resolve_layers(model, [n for n in names if n != PENULTIMATE], who="ood") if names != [PENULTIMATE] else {}
+    named = [n for n in names if n != PENULTIMATE]
+    layers = resolve_layers(model, named, who="ood") if named else {}  # (no names there: its default stages)
     for n in names:
         if n == PENULTIMATE:
             lin = last_linear(model)
@@ -59,7 +60,8 @@ def head_of(model) -> Head:
 
 
 class Collector:
-    """Forward hooks that keep each tap's pooled features (float32, on the CPU) while it is open."""
+    """Forward hooks that keep each tap's pooled features (float32) while it is open, on the model's device until
+    ``features`` (one copy to the host per tap, not one per batch)."""
 
     def __init__(self, taps: dict[str, Tap]):
         self.taps, self.got, self.handles = taps, {n: [] for n in taps}, []
@@ -74,7 +76,7 @@ class Collector:
                 h = h.float()
                 if h.ndim == 4:
                     h = h.mean(dim=(2, 3))  # global average pooling
-                self.got[name].append(h.flatten(1).cpu())
+                self.got[name].append(h.flatten(1))
 
             return fn
 
@@ -94,7 +96,7 @@ class Collector:
     def features(self) -> dict:
         import torch
 
-        return {n: torch.cat(v) if v else torch.zeros(0) for n, v in self.got.items()}
+        return {n: torch.cat(v).cpu() if v else torch.zeros(0) for n, v in self.got.items()}
 
 
 def forward_features(model, images, taps: dict[str, Tap], device, batch_size: int, precision: str = "fp32", bar=None):
