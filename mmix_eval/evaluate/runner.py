@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mmix_eval.errors import UserError, mention
+from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import (
     DEFAULT_EVALUATORS,
     EvalOptions,
@@ -27,6 +27,7 @@ from mmix_eval.evaluate.base import (
 from mmix_eval.evaluate.console import summary_table
 from mmix_eval.evaluate.outcomes import write_outcomes
 from mmix_eval.evaluate.records import FIELDS, REQUIRED, detach, read_records, record_problem, write_records
+from mmix_eval.evaluate.units import Unit, evaluation_units  # noqa: F401  (re-exported)
 from mmix_eval.io import atomic_write_json, atomic_write_text, safe_name  # noqa: F401  (safe_name: re-exported)
 from mmix_eval.provenance import git_commit, hardware, versions
 
@@ -38,17 +39,6 @@ def file_stem(evaluator: Evaluator, options=None) -> str:
     options ask for (``fgsm --attack pgd`` writes fgsm-pgd7.*, never over an FGSM result)."""
     suffix = evaluator.file_suffix(options) if options is not None else ""
     return safe_name(f"{evaluator.name}-{suffix}" if suffix else evaluator.name)
-
-
-def _run_names(ckpts: list[Path], by_stem: bool = False) -> list[str]:
-    """A run per checkpoint: its folder's name (a run folder holds model.safetensors), or with ``by_stem``
-    its file name (plain state dicts, often many in one folder)."""
-    names, seen = [], {}
-    for c in ckpts:
-        name = safe_name(c.stem if by_stem else (c.resolve().parent.name or c.stem))
-        seen[name] = seen.get(name, 0) + 1
-        names.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
-    return names
 
 
 def make_plan(specs: list[str] | None = None, options: dict | None = None, where: str = "evaluate") -> Plan:
@@ -135,19 +125,7 @@ class EvalJob:
     ensemble: bool = False
     skip_done: bool = False
     echo: Callable[[str], Any] = print
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One evaluated model: a checkpoint (``members`` None) or a deep ensemble's members, with its header
-    metadata (kept for the hashes), its run folder's name, method label and swept values."""
-
-    ckpt: Path
-    meta: dict
-    name: str
-    label: str | None
-    sweep: dict | None
-    members: list[Path] | None = None
+    origins: dict[str, str] | None = None  # a checkpoint's local path -> where it was fetched from (hf://...)
 
 
 @dataclass(frozen=True)
@@ -184,53 +162,6 @@ def run_evaluation(
     return rows
 
 
-def evaluation_units(ckpts: list[Path], job: EvalJob) -> list[Unit]:
-    """The models to evaluate, their metadata read from the headers only (nothing loaded yet)."""
-    from mmix_eval.checkpoint import read_metadata
-
-    if not ckpts:
-        raise UserError("ckpt: expected at least one checkpoint, got none")
-    names, labels = job.names, job.labels
-    if job.ensemble:
-        return [_ensemble_unit(ckpts, job)]
-    if job.foreign is not None:
-        from mmix_eval.foreign import metadata
-
-        metas = [metadata(c, job.foreign) for c in ckpts]
-        labels = labels or [c.stem for c in ckpts]
-        names = names or _run_names(ckpts, by_stem=True)
-    else:
-        metas = [read_metadata(c) for c in ckpts]
-    return [
-        Unit(c, m, n, lab, s)
-        for c, m, n, lab, s in zip(
-            ckpts, metas, names or _run_names(ckpts), labels or [None] * len(ckpts), job.sweeps or [None] * len(ckpts)
-        )
-    ]
-
-
-def _ensemble_unit(ckpts: list[Path], job: EvalJob) -> Unit:
-    """A deep ensemble's members as one unit, checked as members before anything is loaded or written."""
-    from mmix_eval.checkpoint import read_metadata
-    from mmix_eval.evaluate.ensemble import check_members, ensemble_method, ensemble_sha
-
-    if job.foreign is not None:
-        raise UserError(
-            f"ensemble: expected mmix-eval checkpoints, got plain state dicts ({mention('model')}); evaluate them one by one"
-        )
-    metas = [read_metadata(c) for c in ckpts]
-    check_members(ckpts, metas)
-    method = ensemble_method(metas)
-    return Unit(
-        ckpts[0],
-        {**metas[0], "data_sha256": ensemble_sha(metas)},
-        (job.names or [safe_name(f"{method}-ensemble")])[0],
-        (job.labels or [f"{method} ensemble of {len(ckpts)}"])[0],
-        (job.sweeps or [None])[0],
-        list(ckpts),
-    )
-
-
 def _run_unit(unit: Unit, plan: Plan, folder: Path, ctx: Context) -> list[dict]:
     """Every evaluator of the plan on one unit: a stored result still valid is read back, the target loaded once
     at the first evaluator that runs."""
@@ -243,9 +174,12 @@ def _run_unit(unit: Unit, plan: Plan, folder: Path, ctx: Context) -> list[dict]:
         done = lambda: evaluation_done(folder, stem, sha, options, unit.label, unit.sweep)  # noqa: B023 (called now)
         if ctx.job.skip_done and distributed.agree(done):
             rows += read_records(folder / f"{stem}.jsonl")
+            if ctx.main:  # a run killed after writing the result, before removing its journal
+                discard_journal(folder, stem)
             continue
         if target is None:
             target = _load(unit, ctx)
+        target.journal = _journal(folder / f"{stem}.partial", options, sha, ctx)
         t0 = time.perf_counter()
         got, outcomes, detail = _evaluate(
             ev,
@@ -266,23 +200,59 @@ def _run_unit(unit: Unit, plan: Plan, folder: Path, ctx: Context) -> list[dict]:
                 outcomes,
                 detail,
                 target,
-                {
-                    "checkpoint": str(unit.ckpt) if unit.members is None else [str(m) for m in unit.members],
-                    "checkpoint_sha256": sha,
-                    "run": unit.name,
-                    "evaluator": ev.name,
-                    "options": options,
-                    "method_label": unit.label,
-                    "sweep": unit.sweep,
-                    "metrics": {k: asdict(v) for k, v in ev.metrics.items()},
-                    "n_images": len(target.test),
-                    "wall_time_s": round(wall, 3),
-                },
+                _result_meta(unit, ev, options, target, wall),
                 str(ctx.device),
             )
-            ctx.job.echo(f"{unit.name}  {ev.name}  (n={len(target.test)}, {wall:.1f} s) -> {folder / stem}.csv")
+            if target.journal is not None:
+                target.journal.close()
+            resumed = (
+                f", {len(target.journal.reused)} condition(s) resumed"
+                if target.journal and target.journal.reused
+                else ""
+            )
+            ctx.job.echo(
+                f"{unit.name}  {ev.name}  (n={len(target.test)}, {wall:.1f} s{resumed}) -> {folder / stem}.csv"
+            )
             ctx.job.echo(summary_table(got, f"{folder / stem}.csv"))
     return rows
+
+
+def _result_meta(unit: Unit, ev: Evaluator, options: dict, target, wall: float) -> dict:
+    """What a result's meta file says of it besides versions and hardware."""
+    return {
+        "checkpoint": str(unit.ckpt) if unit.members is None else [str(m) for m in unit.members],
+        "checkpoint_sha256": unit.meta.get("data_sha256"),
+        "checkpoint_origin": unit.origin,
+        "run": unit.name,
+        "evaluator": ev.name,
+        "options": options,
+        "method_label": unit.label,
+        "sweep": unit.sweep,
+        "metrics": {k: asdict(v) for k, v in ev.metrics.items()},
+        "n_images": len(target.test),
+        "wall_time_s": round(wall, 3),
+        # conditions read back from a killed run's journal instead of taken again
+        "conditions_resumed": len(target.journal.reused) if target.journal is not None else 0,
+    }
+
+
+def discard_journal(folder: Path, stem: str) -> None:
+    """The journal of a result already written, if a killed run left it."""
+    import shutil
+
+    shutil.rmtree(folder / f"{stem}.partial", ignore_errors=True)
+
+
+def _journal(folder: Path, options: dict, sha: str | None, ctx: Context):
+    """Where this evaluator keeps each condition's logits as it goes (``evaluate.journal``): read back when the job
+    resumes (``skip_done``), cleared otherwise. None under torchrun (each rank holds a shard; a condition's logits
+    are gathered, and a rank's view of the files is not checked to agree) and for a result with no checkpoint hash."""
+    from mmix_eval import distributed
+    from mmix_eval.evaluate.journal import Journal, journal_key
+
+    if distributed.active() or sha is None:
+        return None
+    return Journal(folder, journal_key(options, sha), resume=ctx.job.skip_done, write=ctx.main)
 
 
 def _load(unit: Unit, ctx: Context):

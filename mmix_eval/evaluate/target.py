@@ -49,6 +49,8 @@ class Target:
     classes: list[str] | None = None  # the checkpoint's class names, in its label order (None: not known)
     # () -> the checkpoint's training images (loaded on first call; None: not known, as for tensors given directly)
     train: Callable[[], Images] | None = None
+    # where a shift evaluator keeps each condition's logits as it goes (``evaluate.journal.Journal``; None: nowhere)
+    journal: Any = None
 
     def __post_init__(self):
         if self.indices is None:

@@ -224,16 +224,17 @@ class WhiteBoxAttack(Evaluator):
                 f"without one"
             )
         gradient_pass, sign_of = sign_cache(target, official_loss)
-        outside: dict[str, list] = {}  # condition -> [pixel values outside [0, 1] (a device tensor), values seen]
+        # condition -> pixel values outside [0, 1] (a device tensor while it runs) and values seen
+        outside: dict[str, dict] = {}
 
-        def attack(name, e):
+        def attack(e, count):
             def make(model, device):
-                step_size, count = (e * std).to(device), outside.setdefault(name, [0, 0])
+                step_size = (e * std).to(device)
 
                 def step(x, y, i, j):
                     adv = (x + step_size * sign_of(model, x, y, i)).detach()  # no clamp, as the official code
-                    count[0] = count[0] + ((adv < 0) | (adv > 1)).sum()
-                    count[1] += adv.numel()
+                    count["outside"] = count["outside"] + ((adv < 0) | (adv > 1)).sum()
+                    count["seen"] += adv.numel()
                     return adv
 
                 return step
@@ -243,7 +244,8 @@ class WhiteBoxAttack(Evaluator):
         shifts = []
         for e in options.eps:
             name, label, settings = official_condition(e, std)
-            shifts.append(Shift(name, label, attack(name, e), settings))
+            count = outside.setdefault(name, {"outside": 0, "seen": 0})
+            shifts.append(Shift(name, label, attack(e, count), settings, state=count))
         check = lambda model, device: zero_gradient_check(model, target.test, device)
         rows = shift_rows(
             self,
@@ -254,7 +256,7 @@ class WhiteBoxAttack(Evaluator):
             check,
             clean_pass=gradient_pass,
         )
-        shares = {name: round(100.0 * float(n) / max(1, seen), 4) for name, (n, seen) in outside.items()}
+        shares = {name: round(100.0 * float(c["outside"]) / max(1, c["seen"]), 4) for name, c in outside.items()}
         for r in rows:
             if r["condition"] in shares:
                 r["settings"]["pixels_outside_01"] = shares[r["condition"]]
@@ -277,8 +279,9 @@ class WhiteBoxAttack(Evaluator):
             raise UserError(
                 f"{self.name}: L2 eps expected at most {math.sqrt(dim):.1f} (the diameter of [0, 1]^{dim}), got {options.eps}"
             )
-        counts: dict[float, dict] = {}
-        info: dict = {}
+        # ε -> points still correct after each attack of the cascade, and the number of target classes (the
+        # condition's state: journaled with its logits)
+        counts: dict[float, dict] = {e: {} for e in options.eps}
 
         def attack(e):
             def make(model, device):
@@ -288,10 +291,10 @@ class WhiteBoxAttack(Evaluator):
                     raise UserError(
                         f"{self.name}: autoattack's targeted attacks expected a model of >= 3 classes, got {c}"
                     )
-                aa, info["targets"] = make_autoattack(
+                aa, counts[e]["target_classes"] = make_autoattack(
                     model, options.norm, pixel_eps(e, options.norm), common.seed, device, c
                 )
-                return lambda x, y, i, j: autoattack_batch(aa, attacks, model, x, y, counts.setdefault(e, {}))
+                return lambda x, y, i, j: autoattack_batch(aa, attacks, model, x, y, counts[e])
 
             return make
 
@@ -303,6 +306,7 @@ class WhiteBoxAttack(Evaluator):
                 f"{label} {options.norm} ε = {e:g}{unit}",
                 attack(e),
                 {"eps": e, "eps_255": e if options.norm == "Linf" else None, "strength": e},
+                state=counts[e],
             )
             for e in options.eps
         ]
@@ -310,4 +314,5 @@ class WhiteBoxAttack(Evaluator):
         rows = shift_rows(
             self, target, common, {"attack": tag, "norm": options.norm, "attacks": ",".join(attacks)}, shifts, check
         )
-        return rows + after_rows(rows, options, attacks, counts, info.get("targets"), len(target.test))
+        targets = next((c["target_classes"] for c in counts.values() if "target_classes" in c), None)
+        return rows + after_rows(rows, options, attacks, counts, targets, len(target.test))
