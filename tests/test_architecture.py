@@ -30,10 +30,10 @@ LAYERS = [
     {"data", "calibrators"},
     {"models"},
     {"methods"},
-    {"checkpoint", "checkpoint_meta", "inference", "distributed"},
+    {"checkpoint", "checkpoint_meta", "inference", "distributed", "hub"},
     {"foreign", "training"},
     {"evaluate"},
-    {"report", "results"},
+    {"report", "results", "hub_push"},
     {"bench", "spiral"},
     {"cli", "__main__"},
 ]

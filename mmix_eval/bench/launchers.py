@@ -52,8 +52,9 @@ def auto_jobs(bench: Bench, device: str | None) -> tuple[int, str]:
     return n, f"{n} visible GPU{'s' if n != 1 else ''}"
 
 
-def launcher_resources(bench: Bench, overrides: dict) -> dict:
-    """The launcher's resources: defaults, then the YAML's ``launcher:``, then the command line's, checked."""
+def launcher_resources(section: dict, overrides: dict) -> dict:
+    """The launcher's resources: defaults, then a bench YAML's ``launcher:`` section, then the command line's,
+    checked."""
     res = {
         "jobs": None,
         "partition": None,
@@ -64,7 +65,7 @@ def launcher_resources(bench: Bench, overrides: dict) -> dict:
         "slurm_extra": {},
         "max_parallel": None,
     }
-    res.update({k: v for k, v in bench.launcher.items() if k != "name"})
+    res.update({k: v for k, v in section.items() if k != "name"})
     res.update({k: v for k, v in overrides.items() if v is not None})
     for k in ("jobs", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "max_parallel"):
         v = res[k]

@@ -59,7 +59,7 @@ def run_bench(
     launcher = launcher or bench.launcher.get("name") or "auto"
     if launcher not in (*LAUNCHERS, "auto"):
         raise UserError(f"launcher: expected one of {', '.join(LAUNCHERS)}, got '{launcher}'")
-    res = launcher_resources(bench, resources)
+    res = launcher_resources(bench.launcher, resources)
     if launcher in ("auto", "local") and not report_only:
         why = "--jobs or the YAML's launcher.jobs"
         if res["jobs"] is None:

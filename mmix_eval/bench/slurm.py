@@ -35,7 +35,7 @@ def slurm_launch(ctx: Launch, todo: list[Run]) -> dict[str, str] | None:
     config, out, device, echo = ctx.config, ctx.out, ctx.device, ctx.echo
     if not todo:
         return {}
-    executor = _executor(submitit, ctx)
+    executor = executor_for(submitit, ctx.res, ctx.out / "slurm", ctx.cluster, f"mmix-{ctx.bench.name}")
     jobs = []
     with executor.batch():
         for r in todo:
@@ -55,13 +55,13 @@ def slurm_launch(ctx: Launch, todo: list[Run]) -> dict[str, str] | None:
     return _wait(ctx, dict(jobs), executor.cluster)
 
 
-def _executor(submitit, ctx: Launch):
+def executor_for(submitit, res: dict, folder: Path, cluster: str | None, name: str):
     """submitit's executor with the launcher's resources: time, tasks and GPUs per run, memory, and on Slurm the
-    partition, extra parameters and the array's parallelism."""
-    res, gpus = ctx.res, ctx.res["gpus_per_run"]
-    executor = submitit.AutoExecutor(folder=ctx.out / "slurm", cluster=ctx.cluster)
+    partition, extra parameters and the array's parallelism (bench runs and ``evaluate --launcher slurm``)."""
+    gpus = res["gpus_per_run"]
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     params = {
-        "name": f"mmix-{ctx.bench.name}",
+        "name": name,
         "timeout_min": res["timeout_min"],
         "nodes": 1,
         "tasks_per_node": max(1, gpus),

@@ -16,6 +16,7 @@ from mmix_eval import __version__, threads
 from mmix_eval.cli.commands import add_bench, add_ls, add_report, add_spiral, cmd_bench, cmd_ls, cmd_report, cmd_spiral
 from mmix_eval.cli.evaluate import add_eval, cmd_eval
 from mmix_eval.cli.flags import as_flags
+from mmix_eval.cli.hub import add_push, cmd_push
 from mmix_eval.cli.parser import EPILOG, Parser
 from mmix_eval.cli.train import add_train, cmd_train
 from mmix_eval.errors import UserError
@@ -41,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench(sub)
     add_report(sub)
     add_spiral(sub)
+    add_push(sub)
     for name, p in sub.choices.items():
-        if name in ("report",):
+        if name in ("report", "push"):
             continue
         p.add_argument(
             "--threads",
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             "report": cmd_report,
             "bench": cmd_bench,
             "spiral": cmd_spiral,
+            "push": cmd_push,
         }.get(args.command, cmd_eval)
         return handler(args)
     except UserError as e:

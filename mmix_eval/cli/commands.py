@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mmix_eval.catalog import REGISTRIES
+from mmix_eval.cli.flags import launcher_flags
 from mmix_eval.cli.parser import examples
 from mmix_eval.errors import UserError
 from mmix_eval.evaluate.base import describe_evaluators
@@ -43,34 +44,7 @@ def add_bench(sub) -> None:
 
 
 def _launcher_flags(g) -> None:
-    g.add_argument(
-        "--launcher",
-        choices=["inline", "local", "slurm"],
-        help="inline: one run after another in this process; local: --jobs worker processes side by side; "
-        "slurm: one submitit job per run",
-    )
-    g.add_argument("--jobs", type=int, help="local: runs at a time (default: the free cores on a CPU, one per GPU)")
-    g.add_argument("--partition", help="slurm: partition")
-    g.add_argument("--gpus-per-run", type=int, help="slurm: GPUs per job (>1 trains with DDP across them)")
-    g.add_argument("--cpus-per-run", type=int, help="slurm: CPUs per task (default 4)")
-    g.add_argument("--mem-gb", type=int, help="slurm: memory per job")
-    g.add_argument(
-        "--timeout-min",
-        type=int,
-        help="slurm: time limit per job in minutes (default 1440); a job that "
-        "reaches it, or is preempted, is requeued and resumes its run",
-    )
-    g.add_argument(
-        "--max-parallel", type=int, help="slurm: at most N of the bench's jobs running at once (array throttle)"
-    )
-    g.add_argument(
-        "--no-wait", action="store_true", help="slurm: submit and exit; build the report later with --report-only"
-    )
-    g.add_argument(
-        "--submitit-cluster",
-        choices=["slurm", "local", "debug"],
-        help="slurm launcher's submitit executor: slurm (default), or local/debug to run the jobs here",
-    )
+    launcher_flags(g, "run")
     g.add_argument(
         "--report-only", action="store_true", help="run nothing; report what is finished and list what is missing"
     )

@@ -7,7 +7,7 @@ import glob
 from dataclasses import replace
 from pathlib import Path
 
-from mmix_eval.cli.flags import flag
+from mmix_eval.cli.flags import flag, launcher_flags
 from mmix_eval.cli.parser import examples, join_torchrun
 from mmix_eval.cli.train import parse_method_arg
 from mmix_eval.errors import UserError
@@ -65,6 +65,15 @@ def add_eval(sub, name: str, help: str, specs: tuple[str, ...] | None) -> None:
     g.add_argument("--download", dest="common_download", action="store_true", default=None, help=common["download"][1])
     _foreign_flags(p)
     _evaluation_flags(p, common, specs)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep results already written for the same checkpoint and options, and resume an evaluator a killed run "
+        "left mid-grid at its first missing condition (the launchers always do)",
+    )
+    launcher_flags(
+        p.add_argument_group("launchers (default: inline, everything in this process)"), "checkpoint x evaluator"
+    )
     p.set_defaults(evaluators=list(specs) if specs else None, option_flags=_evaluator_flags(p, specs))
 
 
@@ -228,14 +237,56 @@ def cmd_eval(args) -> int:
     plan, opts = _eval_plan(args)
     foreign, opts = _foreign(args, opts)
     join_torchrun(args, opts.device)
-    job = EvalJob(foreign=foreign, ensemble=bool(args.ensemble))
+    launcher, res = _launcher(args)
     if args.ensemble:
         ckpts = _expand_ckpts(args.ensemble, foreign is not None, "--ensemble")
     else:
         ckpts = _expand_ckpts(args.ckpt, foreign is not None)
-    # an error raised while loading names its parameter; main() shows it as the flag (cli/flags.py)
-    run_evaluation(ckpts, plan, args.out, opts, job)
+    ckpts, origins = _fetch(ckpts)
+    job = EvalJob(foreign=foreign, ensemble=bool(args.ensemble), skip_done=args.resume, origins=origins or None)
+    if launcher == "inline":
+        # an error raised while loading names its parameter; main() shows it as the flag (cli/flags.py)
+        run_evaluation(ckpts, plan, args.out, opts, job)
+        return 0
+    from mmix_eval.bench.eval_jobs import auto_jobs, eval_tasks, launch_evaluation, say_failed
+
+    if launcher == "local" and res["jobs"] is None:
+        res["jobs"] = auto_jobs(opts.device)
+    tasks = eval_tasks(ckpts, plan, job)
+    failed = launch_evaluation(launcher, tasks, Path(args.out), opts, job, res, args.submitit_cluster, not args.no_wait)
+    if failed:
+        say_failed(failed)
+        return 1
     return 0
+
+
+# Which launcher each launcher flag is for (given for another it would do nothing: an error, not a silent no-op).
+_LAUNCHER_OF = {
+    "jobs": "local",
+    **dict.fromkeys(
+        ("partition", "gpus_per_run", "cpus_per_run", "mem_gb", "timeout_min", "max_parallel", "submitit_cluster"),
+        "slurm",
+    ),
+}
+
+
+def _launcher(args) -> tuple[str, dict]:
+    """The launcher and its resources from the flags, checked before anything is loaded."""
+    from mmix_eval import distributed
+    from mmix_eval.bench.launchers import launcher_resources
+
+    launcher = args.launcher or "inline"
+    for key, needs in _LAUNCHER_OF.items():
+        if getattr(args, key) is not None and launcher != needs:
+            raise UserError(f"{flag(key)}: a flag of --launcher {needs}, expected with it, got --launcher {launcher}")
+    if args.no_wait and launcher != "slurm":
+        raise UserError(f"--no-wait: a flag of --launcher slurm, expected with it, got --launcher {launcher}")
+    if launcher != "inline" and distributed.env_world_size() > 1:
+        raise UserError(
+            f"--launcher {launcher}: expected outside torchrun (each job is one process), got WORLD_SIZE > 1"
+        )
+    overrides = {k: getattr(args, k) for k in _LAUNCHER_OF if k != "submitit_cluster"}
+    return launcher, launcher_resources({}, overrides)
 
 
 def _foreign(args, opts):
@@ -280,11 +331,29 @@ def _foreign(args, opts):
     return foreign, replace(opts, data=None)  # the data set is the state dict's own now (its metadata names it)
 
 
+def _fetch(ckpts: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Checkpoints named hf://ORG/REPO[@REVISION][/FILE] fetched (``mmix_eval.hub``): their local paths, and where
+    each came from (with the revision's commit hash) for the records."""
+    from mmix_eval import hub
+
+    out, origins = [], {}
+    for c in ckpts:
+        if hub.is_hub(c):
+            path, origin = hub.resolve(c)
+            c = str(path)
+            origins[c] = origin
+        out.append(c)
+    return out, origins
+
+
 def _expand_ckpts(items: list[str], foreign: bool = False, flag: str = "--ckpt") -> list[str]:
     """Quoted globs expanded here (the shell expands unquoted ones); a run folder means its model.safetensors
     (with ``foreign``, every .safetensors / .pt / .pth file in it)."""
     out = []
     for item in items:
+        if item.startswith("hf://"):  # fetched later (_fetch), never globbed or read as a local path
+            out.append(item)
+            continue
         matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
         if not matches:
             raise UserError(f"{flag}: expected checkpoint files, got a pattern that matches nothing: '{item}'")

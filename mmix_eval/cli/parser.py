@@ -57,6 +57,14 @@ examples:
 examples:
   mmix-eval evaluate --ckpt 'runs/*' --out results/                       # every default evaluator
   mmix-eval evaluate --ckpt runs/x --evaluators deformations,my_evals:Occlusion --set my_evals:Occlusion.patch=8
+  mmix-eval evaluate --ckpt hf://org/mm-preact18@main --out results/        # from the Hugging Face Hub
+  mmix-eval evaluate --ckpt 'runs/*' --evaluators corruptions,fgsm --launcher local --jobs 4   # one job per pair
+  mmix-eval evaluate --ckpt 'runs/*' --launcher slurm --partition gpu --gpus-per-run 1       # resumes if preempted
+""",
+    "push": """\
+examples:
+  mmix-eval push runs/bench-digits/runs/manifold_mixup-s0 --repo me/mm-digits-s0     # weights, metadata, card
+  mmix-eval push runs/x --repo me/x --results results/x --card-only /tmp/card       # look at the card first
 """,
     "bench": """\
 examples:
