@@ -33,7 +33,7 @@ LAYERS = [
     {"checkpoint", "checkpoint_meta", "inference", "distributed", "hub"},
     {"foreign", "training"},
     {"evaluate"},
-    {"report", "results", "hub_push"},
+    {"report", "results", "hub_push", "export"},
     {"bench", "spiral"},
     {"cli", "__main__"},
 ]

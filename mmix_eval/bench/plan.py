@@ -52,6 +52,7 @@ REPORT_KEYS = (
     "sections",
     "main",
     "pdf_plots",
+    "export",
 )
 METHOD_KEYS = ("name", "kwargs", *V1_METHOD_KEYS, "label")  # alpha, eligible, loss: shorthand for kwargs
 
@@ -82,6 +83,7 @@ class Bench:
     plot_columns: list[str] | None = None  # report.plot_columns
     sections: dict[str, str] | None = None  # report.sections: evaluator -> "module:Class" of a report section
     main: dict | None = None  # report.main: {columns: [...], rows: [...]}
+    exports: list[dict] = field(default_factory=list)  # report.export: [{to, project, dest}], after the report
     # evaluator -> why it cannot take a deep ensemble (found by the preflight): skipped for the ensembles, said in the report
     ensemble_skip: dict = field(default_factory=dict)
 
@@ -144,7 +146,33 @@ def load_bench(path: str | Path) -> Bench:
         rep.get("plot_columns"),
         rep.get("sections"),
         _main_spec(rep.get("main"), where),
+        exports=_exports(rep.get("export"), where),
     )
+
+
+def _exports(spec, where: str) -> list[dict]:
+    """report.export: trackers the records go to once the report is built, checked (and their packages found)
+    before anything trains."""
+    import importlib.util
+
+    from mmix_eval.export import check_target  # (no tracker is imported here)
+
+    if spec is None:
+        return []
+    items = spec if isinstance(spec, list) else [spec]
+    out = []
+    for i, item in enumerate(items):
+        target = check_target(item, f"{where}: 'report.export[{i}]'")
+        module = {"wandb": "wandb", "mlflow": "mlflow", "tensorboard": "tensorboard", "trackio": "trackio"}[
+            target["to"]
+        ]
+        if importlib.util.find_spec(module) is None:
+            raise UserError(
+                f"{where}: 'report.export[{i}]' expected the {module} package, which is not installed; "
+                f"pip install 'mmix-eval[{target['to']}]'"
+            )
+        out.append(target)
+    return out
 
 
 def _methods_and_seeds(raw: dict, where: str) -> tuple[list, list[int]]:

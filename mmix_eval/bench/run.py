@@ -29,6 +29,7 @@ from mmix_eval.bench.slurm import require_submitit
 from mmix_eval.bench.status import complete, finished, stale
 from mmix_eval.bench.status import epochs_done as read_epochs_done
 from mmix_eval.errors import UserError
+from mmix_eval.export import export_target
 from mmix_eval.io import FolderLock, atomic_write_text
 
 
@@ -388,6 +389,8 @@ def _report(bench: Bench, out: Path, stages: dict, failed: dict, t_all: float, e
     )
     result["missing"] = missing
     result["failed"] = failed
+    for target in bench.exports:  # report.export: a tracker, loaded when the bench asks for one
+        export_target(target, results, bench.name, out, echo)
     partly = [rn for rn in failed if rn not in missing]  # in the report, though a step of theirs failed
     echo(
         f"bench {bench.name}: {len(bench.runs) - len(missing)} of {len(bench.runs)} runs in the report"

@@ -15,6 +15,7 @@ import warnings
 from mmix_eval import __version__, threads
 from mmix_eval.cli.commands import add_bench, add_ls, add_report, add_spiral, cmd_bench, cmd_ls, cmd_report, cmd_spiral
 from mmix_eval.cli.evaluate import add_eval, cmd_eval
+from mmix_eval.cli.export import add_export, cmd_export
 from mmix_eval.cli.flags import as_flags
 from mmix_eval.cli.hub import add_push, cmd_push
 from mmix_eval.cli.parser import EPILOG, Parser
@@ -43,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_report(sub)
     add_spiral(sub)
     add_push(sub)
+    add_export(sub)
     for name, p in sub.choices.items():
-        if name in ("report", "push"):
+        if name in ("report", "push", "export"):
             continue
         p.add_argument(
             "--threads",
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             "bench": cmd_bench,
             "spiral": cmd_spiral,
             "push": cmd_push,
+            "export": cmd_export,
         }.get(args.command, cmd_eval)
         return handler(args)
     except UserError as e:

@@ -61,6 +61,12 @@ examples:
   mmix-eval evaluate --ckpt 'runs/*' --evaluators corruptions,fgsm --launcher local --jobs 4   # one job per pair
   mmix-eval evaluate --ckpt 'runs/*' --launcher slurm --partition gpu --gpus-per-run 1       # resumes if preempted
 """,
+    "export": """\
+examples:
+  mmix-eval export runs/bench-digits --to tensorboard --dest tb/            # then: tensorboard --logdir tb/
+  mmix-eval export results/ --to mlflow --dest sqlite:///mlflow.db --project mixup
+  WANDB_MODE=offline mmix-eval export runs/bench-digits --to wandb --project mixup   # wandb sync later
+""",
     "push": """\
 examples:
   mmix-eval push runs/bench-digits/runs/manifold_mixup-s0 --repo me/mm-digits-s0     # weights, metadata, card
