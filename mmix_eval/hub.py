@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmix_eval.errors import UserError
+from mmix_eval.errors import ParamError, UserError
 
 PREFIX = "hf://"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy")
@@ -41,29 +41,31 @@ def parse(spec: str) -> HubRef:
     body = spec[len(PREFIX) :]
     parts = body.split("/")
     if len(parts) < 2 or not parts[0] or not parts[1]:
-        raise UserError(f"--ckpt: expected hf://ORG/REPO[@REVISION][/FILE], got '{spec}'")
+        raise ParamError("ckpt", f"expected hf://ORG/REPO[@REVISION][/FILE], got '{spec}'")
     name, _, revision = parts[1].partition("@")
     repo, file = f"{parts[0]}/{name}", "/".join(parts[2:]) or "model.safetensors"
     if not _REPO.match(repo) or ".." in repo or (revision == "" and "@" in parts[1]):
-        raise UserError(f"--ckpt: expected hf://ORG/REPO[@REVISION][/FILE] with a repo id like org/name, got '{spec}'")
+        raise ParamError("ckpt", f"expected hf://ORG/REPO[@REVISION][/FILE] with a repo id like org/name, got '{spec}'")
     if file.startswith("/") or ".." in file.split("/"):
-        raise UserError(f"--ckpt: expected a file inside the repo, got '{file}' in '{spec}'")
+        raise ParamError("ckpt", f"expected a file inside the repo, got '{file}' in '{spec}'")
     return HubRef(repo, revision or "main", file)
 
 
 def _refuse(ref: HubRef, files: list[str]) -> None:
     """The file named must be a safetensors file the repo has; a pickle is refused before it is downloaded."""
     if ref.file.lower().endswith(PICKLE_SUFFIXES) or not ref.file.endswith(".safetensors"):
-        raise UserError(
-            f"--ckpt: expected a .safetensors file in {PREFIX}{ref.repo}, got '{ref.file}' (mmix-eval never "
-            f"unpickles a downloaded file; ask the author for safetensors, or convert a file you trust)"
+        raise ParamError(
+            "ckpt",
+            f"expected a .safetensors file in {PREFIX}{ref.repo}, got '{ref.file}' (mmix-eval never "
+            f"unpickles a downloaded file; ask the author for safetensors, or convert a file you trust)",
         )
     if ref.file not in files:
         pickles = [f for f in files if f.lower().endswith(PICKLE_SUFFIXES)]
         found = f"only pickle files ({', '.join(pickles[:3])}), which mmix-eval never loads" if pickles else None
-        raise UserError(
-            f"--ckpt: expected '{ref.file}' in {PREFIX}{ref.repo} at {ref.revision}, got "
-            f"{found or 'a repo without it (files: ' + (', '.join(sorted(files)[:8]) or 'none') + ')'}"
+        raise ParamError(
+            "ckpt",
+            f"expected '{ref.file}' in {PREFIX}{ref.repo} at {ref.revision}, got "
+            f"{found or 'a repo without it (files: ' + (', '.join(sorted(files)[:8]) or 'none') + ')'}",
         )
 
 
@@ -74,7 +76,7 @@ def resolve(spec: str) -> tuple[Path, str]:
         import huggingface_hub as hub
         from huggingface_hub import errors as hub_errors
     except ImportError:
-        raise UserError("--ckpt: hf:// needs the huggingface_hub package; pip install 'mmix-eval[hub]'") from None
+        raise ParamError("ckpt", "hf:// needs the huggingface_hub package; pip install 'mmix-eval[hub]'") from None
     ref = parse(spec)
     try:
         if hub.is_offline_mode():
@@ -91,8 +93,8 @@ def resolve(spec: str) -> tuple[Path, str]:
         raise
     except (hub_errors.HfHubHTTPError, hub_errors.LocalEntryNotFoundError, OSError, ValueError) as e:
         offline = " (HF_HUB_OFFLINE is set: only the local cache is read)" if hub.is_offline_mode() else ""
-        raise UserError(
-            f"--ckpt: could not fetch {spec}{offline}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        raise ParamError(
+            "ckpt", f"could not fetch {spec}{offline}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
         ) from None
     return Path(path), HubRef(ref.repo, commit, ref.file).uri
 
@@ -108,9 +110,10 @@ def _cached(hub, ref: HubRef) -> tuple[str, list[str]]:
         commit = refs.read_text(encoding="utf-8").strip()
     snapshot = folder / "snapshots" / commit
     if not re.fullmatch(r"[0-9a-f]{40}", commit) or not snapshot.is_dir():
-        raise UserError(
-            f"--ckpt: {PREFIX}{ref.repo}@{ref.revision} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE})"
-            f" and HF_HUB_OFFLINE is set; expected a cached revision, got none"
+        raise ParamError(
+            "ckpt",
+            f"{PREFIX}{ref.repo}@{ref.revision} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE})"
+            f" and HF_HUB_OFFLINE is set; expected a cached revision, got none",
         )
     files = [str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file() or p.is_symlink()]
     return commit, files

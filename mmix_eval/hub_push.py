@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mmix_eval.errors import UserError
+from mmix_eval.errors import ParamError, UserError
 from mmix_eval.evaluate.records import read_records
 
 FILES = ("model.safetensors", "model.json", "README.md")
@@ -37,7 +37,7 @@ def stage(run: Path, repo: str, results: Path | None, folder: Path) -> dict:
 def _records(results: Path) -> list[dict]:
     files = sorted(results.glob("*.jsonl")) if results.is_dir() else []
     if not files:
-        raise UserError(f"--results: expected a folder of the run's records (*.jsonl), got '{results}' without any")
+        raise ParamError("results", f"expected a folder of the run's records (*.jsonl), got '{results}' without any")
     return [r for f in files for r in read_records(f)]
 
 

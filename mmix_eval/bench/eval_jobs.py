@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from mmix_eval.errors import UserError, one_line
+from mmix_eval.errors import ParamError, UserError, one_line
 from mmix_eval.evaluate.base import EvalOptions
 from mmix_eval.evaluate.runner import (
     EvalJob,
@@ -88,7 +88,7 @@ def launch_evaluation(
         return _local(todo, out, common, job, res["jobs"], echo)
     if launcher == "slurm":
         return _slurm(todo, out, common, job, res, cluster, wait, echo)
-    raise UserError(f"--launcher: expected inline, local or slurm, got '{launcher}'")
+    raise ParamError("launcher", f"expected inline, local or slurm, got '{launcher}'")
 
 
 def _done(t: Task, out: Path, common: EvalOptions) -> bool:

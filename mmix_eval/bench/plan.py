@@ -163,12 +163,9 @@ def _exports(spec, where: str) -> list[dict]:
     out = []
     for i, item in enumerate(items):
         target = check_target(item, f"{where}: 'report.export[{i}]'")
-        module = {"wandb": "wandb", "mlflow": "mlflow", "tensorboard": "tensorboard", "trackio": "trackio"}[
-            target["to"]
-        ]
-        if importlib.util.find_spec(module) is None:
+        if importlib.util.find_spec(target["to"]) is None:  # each tracker's package is named as the tracker
             raise UserError(
-                f"{where}: 'report.export[{i}]' expected the {module} package, which is not installed; "
+                f"{where}: 'report.export[{i}]' expected the {target['to']} package, which is not installed; "
                 f"pip install 'mmix-eval[{target['to']}]'"
             )
         out.append(target)

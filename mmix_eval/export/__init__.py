@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmix_eval.errors import UserError
+from mmix_eval.errors import ParamError, UserError
 from mmix_eval.export.collect import RunExport, collect, metric_name, run_folders  # noqa: F401  (re-exported)
 
 TRACKER_NAMES = ("wandb", "mlflow", "tensorboard", "trackio")
@@ -32,7 +32,7 @@ def export(
     from mmix_eval.export.trackers import TRACKERS
 
     if to not in TRACKERS:
-        raise UserError(f"--to: expected one of {', '.join(TRACKERS)}, got '{to}'")
+        raise ParamError("to", f"expected one of {', '.join(TRACKERS)}, got '{to}'")
     runs = [collect(f) for f in run_folders(Path(results))]  # everything read (and checked) before a tracker starts
     staged = _report_folder(report) if report is not None else None
     lines = []
@@ -54,7 +54,7 @@ def _report_folder(report: Path) -> Path:
 
     report = Path(report)
     if not (report / "report.html").is_file():
-        raise UserError(f"--report: expected a report folder (report.html), got '{report}' without one")
+        raise ParamError("report", f"expected a report folder (report.html), got '{report}' without one")
     import shutil
 
     staged = Path(tempfile.mkdtemp(prefix="mmix-export-report-"))

@@ -29,8 +29,9 @@ def _need(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError:
         raise UserError(
-            f"export --to {extra}: expected the {module.split('.')[0]} package, which is not installed; "
-            f"pip install 'mmix-eval[{extra}]'"
+            "to",
+            f"expected the {module.split('.')[0]} package, which is not installed; pip install 'mmix-eval[{extra}]'",
+            extra,
         ) from None
 
 
