@@ -93,6 +93,11 @@ class Journal:
         data = save({"logits": logits.detach().to("cpu").contiguous()}, metadata={"entry": entry})
         atomic_write_bytes(self.folder / _file_name(condition), data)
 
+    def drop(self, condition: str) -> None:
+        """Forget one entry (a condition's batches, once the condition is whole)."""
+        if self.write:
+            (self.folder / _file_name(condition)).unlink(missing_ok=True)
+
     def close(self) -> None:
         """The evaluator's records are written: its journal is no longer needed."""
         if self.write:

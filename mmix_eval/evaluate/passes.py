@@ -139,6 +139,9 @@ class Shift:
     # numbers the transform keeps beside the logits (an AutoAttack cascade's counts), JSON values or device scalars:
     # journaled with the logits and restored into this dict when the condition is read back (``evaluate.journal``)
     state: dict | None = None
+    # a long condition (an AutoAttack ε: minutes per batch on a GPU) journaled batch by batch, so a killed run resumes
+    # at its first missing batch; for a transform whose batches do not depend on one another (each seeds itself)
+    per_batch: bool = False
 
 
 def shift_rows(
@@ -216,9 +219,35 @@ def _condition_logits(s: Shift, target, model, images: Images, batches, device, 
         if bar is not None:
             bar.update(len(batches))
         return got[0]
-    with s.context():
-        logits = batch_logits(model, images, batches, device, s.make(model, device), bar, target.precision)
+    if journal is not None and s.per_batch:
+        logits = _batch_by_batch(s, target, model, images, batches, device, bar)
+    else:
+        with s.context():
+            logits = batch_logits(model, images, batches, device, s.make(model, device), bar, target.precision)
     model.eval()  # whatever a transform did to the mode (torchattacks restores the one it found)
     if journal is not None:
         journal.put(s.name, logits, plain_state(s.state) if s.state else None)
+        journal.drop(f"{s.name}#batches")
     return logits
+
+
+def _batch_by_batch(s: Shift, target, model, images: Images, batches, device, bar) -> torch.Tensor:
+    """A long condition's pass with its rows journaled after every batch (with the condition's state as of that
+    batch): a killed run resumes at the first batch missing. Outside torchrun only (the journal is off under it)."""
+    from mmix_eval.evaluate.journal import plain_state
+
+    journal, key = target.journal, f"{s.name}#batches"
+    got = journal.get(key, count=False)
+    chunks = [got[0]] if got is not None else []
+    done = chunks[0].shape[0] if chunks else 0
+    if got is not None and s.state is not None:
+        s.state.update(got[1])
+    todo = [(i, j) for i, j in batches if i >= done]
+    if bar is not None:
+        bar.update(len(batches) - len(todo))
+    with s.context():
+        transform = s.make(model, device) if todo else None
+        for i, j in todo:
+            chunks.append(batch_logits(model, images, [(i, j)], device, transform, bar, target.precision))
+            journal.put(key, torch.cat(chunks), plain_state(s.state) if s.state else None, count=False)
+    return torch.cat(chunks) if chunks else torch.zeros(0)

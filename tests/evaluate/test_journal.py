@@ -121,30 +121,34 @@ def test_an_evaluator_stopped_mid_grid_resumes_at_its_first_missing_condition(ck
 
 
 @pytest.mark.slow  # AutoAttack: 13 s
-def test_a_stopped_autoattack_keeps_its_cascade_counts(ckpt, tmp_path, monkeypatch):
-    """AutoAttack's per-attack counts live beside the logits (the condition's state): a resumed ε gives the same
-    robust-accuracy-after-each-attack rows."""
+def test_a_stopped_autoattack_resumes_at_its_first_missing_batch_with_its_cascade_counts(ckpt, tmp_path, monkeypatch):
+    """An AutoAttack ε is journaled batch by batch (a long condition), with the cascade's per-attack counts as of
+    that batch: stopped in the middle of its second ε, it resumes at the first missing batch and gives the bytes of
+    an uninterrupted run, robust accuracy after each attack included."""
     pytest.importorskip("pyautoattack")
     opts = {"fgsm": {"attack": "autoattack", "quick": True, "eps": [2, 8]}}
-    common = EvalOptions(device="cpu", progress=False, limit=40, calibrator="none")
+    common = EvalOptions(device="cpu", progress=False, limit=40, batch_size=10, calibrator="none")
     job = lambda resume: EvalJob(echo=lambda *_: None, skip_done=resume)  # noqa: E731
     run_evaluation([ckpt], make_plan(["fgsm"], opts), tmp_path / "whole", common, job(False))
     real, calls = passes.batch_logits, []
 
-    def dying(*args, **kwargs):
-        if calls:
+    def counting(*args, **kwargs):
+        if len(calls) == stop_at:
             raise Killed
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(passes, "batch_logits", dying)
+    monkeypatch.setattr(passes, "batch_logits", counting)
+    stop_at = 4 + 2  # the first ε's 4 batches, then 2 of the second's
     with pytest.raises(Killed):
         run_evaluation([ckpt], make_plan(["fgsm"], opts), tmp_path / "stopped", common, job(True))
-    monkeypatch.setattr(passes, "batch_logits", real)
+    calls.clear()
+    stop_at = None
     run_evaluation([ckpt], make_plan(["fgsm"], opts), tmp_path / "stopped", common, job(True))
+    assert len(calls) == 2  # only the second ε's last two batches were attacked again
     stem = next((tmp_path / "whole" / "mm").glob("*.jsonl")).name
     assert (tmp_path / "stopped" / "mm" / stem).read_bytes() == (tmp_path / "whole" / "mm" / stem).read_bytes()
     meta = json.loads((tmp_path / "stopped" / "mm" / stem.replace(".jsonl", ".meta.json")).read_text())
-    assert meta["conditions_resumed"] == 1
+    assert meta["conditions_resumed"] == 1 and not list((tmp_path / "stopped" / "mm").glob("*.partial"))
     rows = [json.loads(line) for line in (tmp_path / "whole" / "mm" / stem).read_text().splitlines()]
     assert any(r["metric"] == "acc_after" for r in rows)

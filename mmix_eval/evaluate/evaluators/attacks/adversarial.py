@@ -307,6 +307,7 @@ class WhiteBoxAttack(Evaluator):
                 attack(e),
                 {"eps": e, "eps_255": e if options.norm == "Linf" else None, "strength": e},
                 state=counts[e],
+                per_batch=True,  # each batch's cascade seeds itself (pyautoattack): batches resume independently
             )
             for e in options.eps
         ]
