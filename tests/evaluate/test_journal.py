@@ -120,15 +120,25 @@ def test_an_evaluator_stopped_mid_grid_resumes_at_its_first_missing_condition(ck
             ).read_bytes()
 
 
-@pytest.mark.slow  # AutoAttack: 13 s
+@pytest.mark.slow  # AutoAttack
 def test_a_stopped_autoattack_resumes_at_its_first_missing_batch_with_its_cascade_counts(ckpt, tmp_path, monkeypatch):
     """An AutoAttack ε is journaled batch by batch (a long condition), with the cascade's per-attack counts as of
-    that batch: stopped in the middle of its second ε, it resumes at the first missing batch and gives the bytes of
+    that batch: stopped after the first batch of its second ε, it resumes at the first missing batch and gives the bytes of
     an uninterrupted run, robust accuracy after each attack included."""
     pytest.importorskip("pyautoattack")
-    opts = {"fgsm": {"attack": "autoattack", "quick": True, "eps": [2, 8]}}
-    common = EvalOptions(device="cpu", progress=False, limit=40, batch_size=10, calibrator="none")
+    opts = {"fgsm": {"attack": "autoattack", "quick": True, "eps": [1, 2]}}  # small: points stay robust
+    common = EvalOptions(device="cpu", progress=False, limit=16, batch_size=8, calibrator="none")
     job = lambda resume: EvalJob(echo=lambda *_: None, skip_done=resume)  # noqa: E731
+    from mmix_eval.evaluate.evaluators.attacks import adversarial
+
+    real_make = adversarial.make_autoattack
+
+    def few_iterations(*args, **kwargs):  # the cascade and its seeding as they are, 10 steps per attack instead of 100
+        aa, targets = real_make(*args, **kwargs)
+        aa.apgd.n_iter = aa.apgd_targeted.n_iter = 10
+        return aa, targets
+
+    monkeypatch.setattr(adversarial, "make_autoattack", few_iterations)
     run_evaluation([ckpt], make_plan(["fgsm"], opts), tmp_path / "whole", common, job(False))
     real, calls = passes.batch_logits, []
 
@@ -139,13 +149,13 @@ def test_a_stopped_autoattack_resumes_at_its_first_missing_batch_with_its_cascad
         return real(*args, **kwargs)
 
     monkeypatch.setattr(passes, "batch_logits", counting)
-    stop_at = 4 + 2  # the first ε's 4 batches, then 2 of the second's
+    stop_at = 2 + 1  # the first ε's 2 batches, then 1 of the second's
     with pytest.raises(Killed):
         run_evaluation([ckpt], make_plan(["fgsm"], opts), tmp_path / "stopped", common, job(True))
     calls.clear()
     stop_at = None
     run_evaluation([ckpt], make_plan(["fgsm"], opts), tmp_path / "stopped", common, job(True))
-    assert len(calls) == 2  # only the second ε's last two batches were attacked again
+    assert len(calls) == 1  # only the second ε's last batch was attacked again
     stem = next((tmp_path / "whole" / "mm").glob("*.jsonl")).name
     assert (tmp_path / "stopped" / "mm" / stem).read_bytes() == (tmp_path / "whole" / "mm" / stem).read_bytes()
     meta = json.loads((tmp_path / "stopped" / "mm" / stem.replace(".jsonl", ".meta.json")).read_text())
