@@ -3,6 +3,7 @@ tracker inside the training loop). ``collect`` reads what to send; ``trackers`` 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from mmix_eval.errors import ParamError, UserError
@@ -36,9 +37,13 @@ def export(
     runs = [collect(f) for f in run_folders(Path(results))]  # everything read (and checked) before a tracker starts
     staged = _report_folder(report) if report is not None else None
     lines = []
-    for run in runs:
-        lines.append(TRACKERS[to](run, project or "mmix-eval", dest, staged))
-        echo(lines[-1])
+    try:
+        for run in runs:
+            lines.append(TRACKERS[to](run, project or "mmix-eval", dest, staged))
+            echo(lines[-1])
+    finally:  # the report's staged copy: the trackers copied what they keep
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
     return lines
 
 
@@ -55,7 +60,6 @@ def _report_folder(report: Path) -> Path:
     report = Path(report)
     if not (report / "report.html").is_file():
         raise ParamError("report", f"expected a report folder (report.html), got '{report}' without one")
-    import shutil
 
     staged = Path(tempfile.mkdtemp(prefix="mmix-export-report-"))
     for name in REPORT_FILES:
